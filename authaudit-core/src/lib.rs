@@ -1,0 +1,7 @@
+//! Pure logic of pg_authaudit, shared by the PostgreSQL extension and the
+//! sidecar: the event model and its rules, the canonical record encoding and
+//! the per-tenant hash chains. Nothing here depends on PostgreSQL.
+
+pub mod canonical;
+pub mod chain;
+pub mod event;
