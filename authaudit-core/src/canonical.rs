@@ -8,12 +8,47 @@
 use crate::event::Event;
 use std::net::IpAddr;
 
+/// The recorded fields of one event as they are encoded, whether they come
+/// from a validated [`Event`] or from a stored row being verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub log_id: [u8; 16],
+    pub tenant_id: &'a str,
+    pub org_id: Option<&'a str>,
+    pub event_type: &'a str,
+    pub user_id: &'a str,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub channel: &'a str,
+    pub occurred_at_us: i64,
+    pub recorded_at_us: i64,
+    pub metadata: &'a str,
+}
+
+impl<'a> From<&Event<'a>> for Record<'a> {
+    fn from(e: &Event<'a>) -> Record<'a> {
+        Record {
+            log_id: e.log_id,
+            tenant_id: e.tenant_id,
+            org_id: e.org_id,
+            event_type: e.event_type.as_str(),
+            user_id: e.user_id,
+            ip: e.ip,
+            user_agent: e.user_agent,
+            channel: e.channel.as_str(),
+            occurred_at_us: e.occurred_at_us,
+            recorded_at_us: e.recorded_at_us,
+            metadata: e.metadata,
+        }
+    }
+}
+
 /// The format version written in every record and in `auth_log.format_version`.
 pub const FORMAT_VERSION: u8 = 1;
 
 /// Encodes everything the chain covers except the format version and `seq`,
 /// which are only known once the chain position is assigned.
-pub fn encode_body(event: &Event<'_>) -> Vec<u8> {
+pub fn encode_body(event: &Record<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         128 + event.tenant_id.len()
             + event.user_id.len()
@@ -23,14 +58,14 @@ pub fn encode_body(event: &Event<'_>) -> Vec<u8> {
     put_field(&mut out, Some(event.tenant_id.as_bytes()));
     put_field(&mut out, Some(&event.log_id));
     put_field(&mut out, event.org_id.map(str::as_bytes));
-    put_field(&mut out, Some(event.event_type.as_str().as_bytes()));
+    put_field(&mut out, Some(event.event_type.as_bytes()));
     put_field(&mut out, Some(event.user_id.as_bytes()));
     match event.ip {
         None => put_field(&mut out, None),
         Some(ip) => put_field(&mut out, Some(&ip_bytes(ip))),
     }
     put_field(&mut out, event.user_agent.map(str::as_bytes));
-    put_field(&mut out, Some(event.channel.as_str().as_bytes()));
+    put_field(&mut out, Some(event.channel.as_bytes()));
     out.extend_from_slice(&event.occurred_at_us.to_be_bytes());
     out.extend_from_slice(&event.recorded_at_us.to_be_bytes());
     put_field(&mut out, Some(event.metadata.as_bytes()));
@@ -71,18 +106,16 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Channel, EventType};
-
-    fn event() -> Event<'static> {
-        Event {
+    fn event() -> Record<'static> {
+        Record {
             log_id: [0x11; 16],
             tenant_id: "t1",
             org_id: None,
-            event_type: EventType::LoginFailed,
+            event_type: "login_failed",
             user_id: "u",
             ip: Some("10.0.0.1".parse().unwrap()),
             user_agent: None,
-            channel: Channel::Web,
+            channel: "web",
             occurred_at_us: 1,
             recorded_at_us: 2,
             metadata: "{}",
@@ -92,7 +125,7 @@ mod tests {
     #[test]
     fn null_and_empty_encode_differently() {
         let with_null = encode_body(&event());
-        let with_empty = encode_body(&Event {
+        let with_empty = encode_body(&Record {
             org_id: Some(""),
             ..event()
         });
@@ -101,12 +134,12 @@ mod tests {
 
     #[test]
     fn moving_bytes_between_fields_changes_the_encoding() {
-        let a = encode_body(&Event {
+        let a = encode_body(&Record {
             tenant_id: "ab",
             user_id: "c",
             ..event()
         });
-        let b = encode_body(&Event {
+        let b = encode_body(&Record {
             tenant_id: "a",
             user_id: "bc",
             ..event()
@@ -138,7 +171,7 @@ mod tests {
     #[test]
     fn ipv4_and_mapped_ipv6_differ() {
         let v4 = encode_body(&event());
-        let mapped = encode_body(&Event {
+        let mapped = encode_body(&Record {
             ip: Some("::ffff:10.0.0.1".parse().unwrap()),
             ..event()
         });

@@ -129,6 +129,8 @@ pub enum EventError {
     MetadataNotObject,
     #[error("metadata is {0} bytes, more than the limit of {MAX_METADATA_BYTES}")]
     MetadataTooLarge(usize),
+    #[error("{0} must be a finite timestamp")]
+    NotFinite(&'static str),
     #[error("occurred_at is {ahead_secs} s ahead of the server clock (limit {limit_secs} s)")]
     OccurredInFuture { ahead_secs: i64, limit_secs: i64 },
 }
@@ -192,6 +194,9 @@ impl<'a> EventInput<'a> {
             }
         }
         check_metadata(self.metadata)?;
+        if self.occurred_at_us == i64::MIN || self.occurred_at_us == i64::MAX {
+            return Err(EventError::NotFinite("occurred_at"));
+        }
         let ahead = self.occurred_at_us.saturating_sub(self.recorded_at_us);
         if ahead > max_future_skew_us {
             return Err(EventError::OccurredInFuture {

@@ -1,1 +1,45 @@
-pub fn x(){}
+//! pg_authaudit: a tamper-evident, queryable authentication event log.
+//!
+//! The Rust surface is thin: it validates and canonically encodes events,
+//! computes chain digests and verifies chains, delegating the logic to
+//! `authaudit-core`. Tables and the recording functions are SQL, in `sql/`.
+
+use pgrx::prelude::*;
+
+mod chain;
+mod error;
+mod gucs;
+mod record;
+mod time;
+mod verify;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../../sql/record.sql", name = "record", finalize);
+
+#[allow(non_snake_case)]
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+}
+
+/// The extension's version, as installed.
+#[pg_extern(immutable, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,1 +1,8 @@
+//! End-to-end tests of pg_authaudit against a real PostgreSQL 15 cluster
+//! (one integration binary, one module per capability).
 
+mod concurrency;
+mod independent_verifier;
+mod recording;
+mod support;
+mod tampering;

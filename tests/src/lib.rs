@@ -1,1 +1,11 @@
-//! placeholder
+//! Test support for pg_authaudit: a throwaway PostgreSQL 15 cluster with the
+//! extension installed, and a fresh database for every test.
+//!
+//! The cluster is started once per test process by `scripts/testcluster.sh`
+//! (the same script the SQL tests and benchmarks use) and torn down by its
+//! watchdog when the process exits, even when a test fails or the process is
+//! killed. Tests never touch a server already running on the machine.
+
+pub mod cluster;
+
+pub use cluster::{Cluster, TestDb};

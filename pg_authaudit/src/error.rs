@@ -1,0 +1,55 @@
+//! The extension's error type and its mapping to SQLSTATEs (see
+//! `docs/errors.md`). Inner code returns [`AuditError`]; only the SQL
+//! boundary turns it into a PostgreSQL error.
+
+use authaudit_core::event::EventError;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+/// Everything the extension's Rust functions can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("chain head must be {expected} bytes, got {got}")]
+    MalformedHead { expected: usize, got: usize },
+    #[error("internal query failed: {0}")]
+    Spi(#[from] pgrx::spi::SpiError),
+}
+
+impl AuditError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            AuditError::Event(e) => match e {
+                EventError::Missing(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                EventError::UserIdTooLong(_) | EventError::UserAgentTooLong(_) => {
+                    ERRCODE_STRING_DATA_RIGHT_TRUNCATION
+                }
+                EventError::MetadataTooLarge(_) => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                EventError::NotFinite(_) | EventError::OccurredInFuture { .. } => {
+                    ERRCODE_DATETIME_FIELD_OVERFLOW
+                }
+                EventError::UnknownEventType(_)
+                | EventError::UnknownChannel(_)
+                | EventError::MalformedScopeId { .. }
+                | EventError::ControlCharacter(_)
+                | EventError::NotHostAddress(_)
+                | EventError::MetadataNotObject => ERRCODE_INVALID_PARAMETER_VALUE,
+            },
+            AuditError::MalformedHead { .. } => ERRCODE_DATA_CORRUPTED,
+            AuditError::Spi(_) => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+}
+
+impl From<AuditError> for ErrorReport {
+    #[track_caller]
+    fn from(e: AuditError) -> ErrorReport {
+        let code = e.sqlstate();
+        ErrorReport::new(code, format!("pg_authaudit: {e}"), "pg_authaudit")
+    }
+}
+
+/// The result type of the extension's SQL-facing functions.
+pub type SqlResult<T> = Result<T, ErrorReport>;

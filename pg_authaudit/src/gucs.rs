@@ -1,0 +1,26 @@
+//! Configuration parameters, all named `authaudit.*` and documented in
+//! `docs/configuration.md`.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// How far (seconds) an event's `occurred_at` may lie ahead of the server clock.
+pub static MAX_FUTURE_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
+
+/// Registers every parameter; called once from `_PG_init`.
+pub fn register() {
+    GucRegistry::define_int_guc(
+        c"authaudit.max_future_skew",
+        c"How far an event's occurred_at may lie ahead of the server clock.",
+        c"Events whose occurred_at is later than the server time plus this are refused with SQLSTATE 22008.",
+        &MAX_FUTURE_SKEW,
+        0,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// The skew limit in microseconds.
+pub fn max_future_skew_us() -> i64 {
+    i64::from(MAX_FUTURE_SKEW.get()) * 1_000_000
+}

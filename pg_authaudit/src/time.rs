@@ -1,0 +1,17 @@
+//! Conversion of PostgreSQL timestamps to the chain's Unix microseconds.
+
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
+
+/// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+/// Unix microseconds, UTC; `-infinity` and `infinity` map to `i64::MIN` and
+/// `i64::MAX`, which the event rules refuse.
+pub fn unix_micros(ts: TimestampWithTimeZone) -> i64 {
+    let raw: pg_sys::TimestampTz = ts.into();
+    match raw {
+        i64::MIN | i64::MAX => raw,
+        _ => raw + PG_EPOCH_OFFSET_US,
+    }
+}

@@ -1,0 +1,212 @@
+//! Chain verification: recomputes every digest of a tenant's chain from the
+//! stored rows and compares in constant time.
+
+use crate::error::AuditError;
+use pgrx::pg_sys::panic::ErrorReport;
+use crate::time;
+use authaudit_core::canonical::{encode_body, Record};
+use authaudit_core::chain::{ChainFault, ChainHead, ChainVerifier, StoredLinks};
+use authaudit_core::event::parse_host_ip;
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+/// One verification result, as returned to SQL.
+struct Outcome {
+    rows_checked: i64,
+    fault: Option<(i64, String)>,
+}
+
+type VerifyRow = (bool, i64, Option<i64>, Option<String>);
+
+impl Outcome {
+    fn into_row(self) -> TableIterator<'static, VerifyRow> {
+        let ok = self.fault.is_none();
+        let (bad, reason) = match self.fault {
+            Some((seq, reason)) => (Some(seq), Some(reason)),
+            None => (None, None),
+        };
+        TableIterator::once((ok, self.rows_checked, bad, reason))
+    }
+}
+
+/// Verifies a tenant's whole chain, including that it ends at the recorded
+/// chain head.
+#[pg_extern(stable, strict, name = "verify_chain")]
+fn verify_chain(tenant_id: &str) -> Result<TableIterator<
+    'static,
+    (
+        name!(ok, bool),
+        name!(rows_checked, i64),
+        name!(first_bad_seq, Option<i64>),
+        name!(reason, Option<String>),
+    ),
+>, ErrorReport> {
+    Ok(run(tenant_id, 1, i64::MAX)?.into_row())
+}
+
+/// Verifies the rows `from_seq` to `to_seq` of a tenant's chain, anchored at
+/// the stored digests of row `from_seq - 1` (or the genesis for seq 1).
+#[pg_extern(stable, strict, name = "verify_chain")]
+fn verify_chain_range(
+    tenant_id: &str,
+    from_seq: i64,
+    to_seq: i64,
+) -> Result<TableIterator<
+    'static,
+    (
+        name!(ok, bool),
+        name!(rows_checked, i64),
+        name!(first_bad_seq, Option<i64>),
+        name!(reason, Option<String>),
+    ),
+>, ErrorReport> {
+    Ok(run(tenant_id, from_seq.max(1), to_seq)?.into_row())
+}
+
+const ROWS: &str = include_str!("../../sql/queries/verify_rows.sql");
+const ANCHOR: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
+                      FROM authaudit.auth_log WHERE tenant_id = $1 AND seq = $2";
+const FETCH_ROWS: i64 = 2000;
+
+fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditError> {
+    Spi::connect(|client| {
+        let Some(mut verifier) = anchor(&client, tenant_id, from_seq)? else {
+            return Ok(Outcome {
+                rows_checked: 0,
+                fault: Some((from_seq - 1, "anchor row is missing or malformed".into())),
+            });
+        };
+        let mut cursor = client.open_cursor(ROWS, &[tenant_id.into(), from_seq.into(), to_seq.into()]);
+        let mut head: Option<(i64, Vec<u8>)> = None;
+        loop {
+            let table = cursor.fetch(FETCH_ROWS)?;
+            if table.is_empty() {
+                break;
+            }
+            for row in table {
+                if row.get::<bool>(1)? == Some(true) {
+                    let seq = row.get::<i64>(2)?.unwrap_or(0);
+                    head = Some((seq, row.get::<Vec<u8>>(3)?.unwrap_or_default()));
+                    continue;
+                }
+                let seq = row.get::<i64>(2)?.unwrap_or(0);
+                let log_id: [u8; 16] = row.get::<Uuid>(4)?.map_or([0; 16], |u| *u.as_bytes());
+                let org_id = row.get::<&str>(5)?;
+                let event_type = row.get::<&str>(6)?.unwrap_or("");
+                let user_id = row.get::<&str>(7)?.unwrap_or("");
+                let ip = match row.get::<&str>(8)? {
+                    None => None,
+                    Some(text) => match parse_host_ip(text) {
+                        Ok(ip) => Some(ip),
+                        Err(_) => return Ok(fault(&verifier, seq, format!("stored ip {text} is not a host address"))),
+                    },
+                };
+                let user_agent = row.get::<&str>(9)?;
+                let channel = row.get::<&str>(10)?.unwrap_or("");
+                let occurred_at = row.get::<TimestampWithTimeZone>(11)?.map_or(0, time::unix_micros);
+                let recorded_at = row.get::<TimestampWithTimeZone>(12)?.map_or(0, time::unix_micros);
+                let metadata = row.get::<&str>(13)?.unwrap_or("");
+                let format_version = row.get::<i16>(14)?.unwrap_or(0);
+                let prev_link = row.get::<&[u8]>(15)?.unwrap_or_default();
+                let sha256 = row.get::<&[u8]>(16)?.unwrap_or_default();
+                let sha512 = row.get::<&[u8]>(17)?.unwrap_or_default();
+                let sha3_256 = row.get::<&[u8]>(18)?.unwrap_or_default();
+                let body = encode_body(&Record {
+                    log_id,
+                    tenant_id,
+                    org_id,
+                    event_type,
+                    user_id,
+                    ip,
+                    user_agent,
+                    channel,
+                    occurred_at_us: occurred_at,
+                    recorded_at_us: recorded_at,
+                    metadata,
+                });
+                let stored = StoredLinks {
+                    format_version,
+                    prev_link,
+                    sha256,
+                    sha512,
+                    sha3_256,
+                };
+                if let Err(f) = verifier.check(seq, &body, &stored) {
+                    return Ok(fault_at(&verifier, f));
+                }
+            }
+        }
+        let checked = i64::try_from(verifier.checked()).unwrap_or(i64::MAX);
+        match head {
+            None if checked == 0 => Ok(Outcome {
+                rows_checked: 0,
+                fault: None,
+            }),
+            None => Ok(fault(&verifier, from_seq, "rows exist but the tenant has no chain head".into())),
+            Some((head_seq, _)) if verifier.position() - 1 > head_seq => Ok(fault(
+                &verifier,
+                head_seq + 1,
+                "rows lie beyond the recorded chain head".into(),
+            )),
+            Some((head_seq, head_bytes)) if to_seq >= head_seq => {
+                let Some(head) = ChainHead::from_bytes(&head_bytes) else {
+                    return Ok(fault(&verifier, head_seq, "chain head is malformed".into()));
+                };
+                match verifier.finish_against_head(head_seq, &head) {
+                    Ok(()) => Ok(Outcome {
+                        rows_checked: checked,
+                        fault: None,
+                    }),
+                    Err(f) => Ok(fault_at(&verifier, f)),
+                }
+            }
+            Some(_) if verifier.position() <= to_seq => Ok(fault(
+                &verifier,
+                verifier.position(),
+                format!("seq {} is missing", verifier.position()),
+            )),
+            Some(_) => Ok(Outcome {
+                rows_checked: checked,
+                fault: None,
+            }),
+        }
+    })
+}
+
+/// The verifier positioned just before `from_seq`, or `None` when the anchor
+/// row cannot be read.
+fn anchor(client: &SpiClient<'_>, tenant_id: &str, from_seq: i64) -> Result<Option<ChainVerifier>, AuditError> {
+    if from_seq <= 1 {
+        return Ok(Some(ChainVerifier::from_genesis(tenant_id)));
+    }
+    let table = client.select(ANCHOR, Some(1), &[tenant_id.into(), (from_seq - 1).into()])?;
+    if table.is_empty() {
+        return Ok(None);
+    }
+    let row = table.first();
+    let (a, b, c) = (
+        row.get::<Vec<u8>>(1)?.unwrap_or_default(),
+        row.get::<Vec<u8>>(2)?.unwrap_or_default(),
+        row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+    );
+    Ok(ChainHead::from_parts(&a, &b, &c).map(|head| ChainVerifier::from_anchor(from_seq, head)))
+}
+
+fn fault(verifier: &ChainVerifier, seq: i64, reason: String) -> Outcome {
+    Outcome {
+        rows_checked: i64::try_from(verifier.checked()).unwrap_or(i64::MAX),
+        fault: Some((seq, reason)),
+    }
+}
+
+fn fault_at(verifier: &ChainVerifier, f: ChainFault) -> Outcome {
+    let seq = match &f {
+        ChainFault::Gap { expected, .. } => *expected,
+        ChainFault::OutOfOrder { seq } => *seq,
+        ChainFault::HeadMismatch { last_seq, .. } => last_seq + 1,
+        ChainFault::HeadDigestMismatch => verifier.position() - 1,
+        _ => verifier.position(),
+    };
+    fault(verifier, seq, f.to_string())
+}

@@ -1,0 +1,173 @@
+-- pg_authaudit recording functions: the only write path into the auth log.
+-- Reference: docs/sql-reference.md; errors: docs/errors.md.
+
+-- Records one authentication event and returns the stored row.
+--
+-- Upsert on log_id: a new id appends one row to the tenant's chain; the same
+-- id with the same content returns the original row and changes nothing; the
+-- same id with other content raises 23505 and changes nothing.
+CREATE FUNCTION authaudit.record_event(
+    log_id      uuid,
+    tenant_id   text,
+    event_type  text,
+    user_id     text,
+    channel     text,
+    org_id      text        DEFAULT NULL,
+    ip          inet        DEFAULT NULL,
+    user_agent  text        DEFAULT NULL,
+    occurred_at timestamptz DEFAULT NULL,
+    metadata    jsonb       DEFAULT '{}'
+) RETURNS authaudit.auth_log
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_recorded timestamptz := clock_timestamp();
+    v_ua       text := record_event.user_agent;
+    v_meta     jsonb := coalesce(record_event.metadata, '{}'::jsonb);
+    v_body     bytea;
+    v_row      authaudit.auth_log;
+BEGIN
+    IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
+        RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- An attacker controls the user agent: an oversized one is kept (cut to
+    -- 512 characters) rather than refused, and the cut is recorded.
+    IF char_length(v_ua) > 512 THEN
+        v_meta := v_meta || jsonb_build_object('_authaudit', jsonb_build_object(
+            'user_agent_truncated', jsonb_build_object(
+                'chars', char_length(v_ua),
+                'sha256', encode(sha256(convert_to(v_ua, 'UTF8')), 'hex'))));
+        v_ua := left(v_ua, 512);
+    END IF;
+
+    v_body := authaudit._event_body(
+        record_event.log_id, record_event.tenant_id, record_event.org_id,
+        record_event.event_type, record_event.user_id, record_event.ip::text, v_ua,
+        record_event.channel, record_event.occurred_at, v_recorded, v_meta::text);
+
+    -- A retry returns the original row; a reused id with other content is refused.
+    SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
+    IF FOUND THEN
+        IF v_row.tenant_id = record_event.tenant_id
+           AND v_row.org_id IS NOT DISTINCT FROM record_event.org_id
+           AND v_row.event_type = record_event.event_type
+           AND v_row.user_id = record_event.user_id
+           AND v_row.channel = record_event.channel
+           AND v_row.ip IS NOT DISTINCT FROM record_event.ip
+           AND v_row.user_agent IS NOT DISTINCT FROM v_ua
+           AND (v_row.metadata - '_authaudit') = (v_meta - '_authaudit')
+           AND (record_event.occurred_at IS NULL OR v_row.occurred_at = record_event.occurred_at)
+        THEN
+            RETURN v_row;
+        END IF;
+        RAISE EXCEPTION 'pg_authaudit: log_id % was already recorded with different content',
+            record_event.log_id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'A retry must repeat the original event exactly; a new event needs a new log_id.';
+    END IF;
+
+    -- Append under the tenant's chain-head row lock, taken last so that the
+    -- lock is held for as short a time as possible.
+    WITH h AS (
+        INSERT INTO authaudit.chain_head AS h (tenant_id, seq, prev, head)
+        VALUES (record_event.tenant_id, 1,
+                authaudit._chain_genesis(record_event.tenant_id),
+                authaudit._chain_next(authaudit._chain_genesis(record_event.tenant_id), 1, v_body))
+        ON CONFLICT ON CONSTRAINT chain_head_pkey DO UPDATE
+           SET seq = h.seq + 1,
+               prev = h.head,
+               head = authaudit._chain_next(h.head, h.seq + 1, v_body),
+               updated_at = v_recorded
+        RETURNING h.seq, h.prev, h.head
+    )
+    INSERT INTO authaudit.auth_log AS l (
+        log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel,
+        occurred_at, recorded_at, metadata, format_version,
+        prev_link, link_sha256, digest_sha512, digest_sha3_256)
+    SELECT record_event.log_id, record_event.tenant_id, record_event.org_id, h.seq,
+           record_event.event_type, record_event.user_id, record_event.ip, v_ua,
+           record_event.channel, coalesce(record_event.occurred_at, v_recorded), v_recorded,
+           v_meta, 1,
+           substring(h.prev FROM 1 FOR 32), substring(h.head FROM 1 FOR 32),
+           substring(h.head FROM 33 FOR 64), substring(h.head FROM 97 FOR 32)
+      FROM h
+    ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
+    RETURNING l.* INTO v_row;
+
+    IF NOT FOUND THEN
+        -- Another session recorded the same log_id after our check; this
+        -- transaction's chain advance is undone by the error.
+        RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', record_event.log_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry: the retry returns the row the other session recorded.';
+    END IF;
+    RETURN v_row;
+END;
+$$;
+
+COMMENT ON FUNCTION authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb) IS
+    'Records one authentication event (idempotent on log_id) and returns the stored row.';
+
+-- Records a JSON array of events in one call and one transaction, returning
+-- the stored rows in input order. Either every event is recorded or none.
+CREATE FUNCTION authaudit.record_events(events jsonb)
+RETURNS SETOF authaudit.auth_log
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows    authaudit.auth_log[];
+    v_e       record;
+    v_unknown text;
+    v_n       integer;
+BEGIN
+    IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
+        RAISE EXCEPTION 'pg_authaudit: events must be a JSON array of event objects'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_n := jsonb_array_length(events);
+    -- Tenants in a fixed order, so that concurrent batches never wait for
+    -- each other's chain heads in a cycle; each tenant's events keep their order.
+    FOR v_e IN
+        SELECT e.value AS ev, e.ordinality AS ord
+          FROM jsonb_array_elements(events) WITH ORDINALITY AS e
+         ORDER BY e.value ->> 'tenant_id', e.ordinality
+    LOOP
+        IF jsonb_typeof(v_e.ev) <> 'object' THEN
+            RAISE EXCEPTION 'pg_authaudit: event % of the batch is not a JSON object', v_e.ord
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT string_agg(k, ', ' ORDER BY k) INTO v_unknown
+          FROM jsonb_object_keys(v_e.ev) AS k
+         WHERE k NOT IN ('log_id', 'tenant_id', 'org_id', 'event_type', 'user_id', 'ip',
+                         'user_agent', 'channel', 'occurred_at', 'metadata');
+        IF v_unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'pg_authaudit: event % of the batch has unknown field(s): %', v_e.ord, v_unknown
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_rows[v_e.ord] := authaudit.record_event(
+            log_id      => (v_e.ev ->> 'log_id')::uuid,
+            tenant_id   => v_e.ev ->> 'tenant_id',
+            event_type  => v_e.ev ->> 'event_type',
+            user_id     => v_e.ev ->> 'user_id',
+            channel     => v_e.ev ->> 'channel',
+            org_id      => v_e.ev ->> 'org_id',
+            ip          => (v_e.ev ->> 'ip')::inet,
+            user_agent  => v_e.ev ->> 'user_agent',
+            occurred_at => (v_e.ev ->> 'occurred_at')::timestamptz,
+            metadata    => coalesce(nullif(v_e.ev -> 'metadata', 'null'::jsonb), '{}'::jsonb));
+    END LOOP;
+    FOR i IN 1 .. coalesce(v_n, 0) LOOP
+        RETURN NEXT v_rows[i];
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
+    'Records a JSON array of events in one transaction; returns the stored rows in input order.';

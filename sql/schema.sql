@@ -1,0 +1,80 @@
+-- pg_authaudit schema: the chained authentication log and its chain heads.
+-- Loaded first by CREATE EXTENSION (bootstrap); reference: docs/sql-reference.md.
+
+CREATE TABLE authaudit.auth_log (
+    log_id          uuid        NOT NULL,
+    tenant_id       text        NOT NULL,
+    org_id          text,
+    seq             bigint      NOT NULL,
+    event_type      text        NOT NULL,
+    user_id         text        NOT NULL,
+    ip              inet,
+    user_agent      text,
+    channel         text        NOT NULL,
+    occurred_at     timestamptz NOT NULL,
+    recorded_at     timestamptz NOT NULL,
+    metadata        jsonb       NOT NULL DEFAULT '{}',
+    format_version  smallint    NOT NULL,
+    prev_link       bytea       NOT NULL,
+    link_sha256     bytea       NOT NULL,
+    digest_sha512   bytea       NOT NULL,
+    digest_sha3_256 bytea       NOT NULL,
+    CONSTRAINT auth_log_pkey PRIMARY KEY (log_id),
+    CONSTRAINT auth_log_tenant_seq_key UNIQUE (tenant_id, seq),
+    CONSTRAINT auth_log_event_type_check CHECK (event_type IN
+        ('login_failed', 'login_success', 'account_locked', 'lockout_reset', 'token_issued')),
+    CONSTRAINT auth_log_channel_check CHECK (channel IN ('web', 'mobile', 'api', 'system')),
+    CONSTRAINT auth_log_seq_check CHECK (seq >= 1)
+);
+
+COMMENT ON TABLE authaudit.auth_log IS
+    'Append-only authentication events, one hash chain per tenant (see docs/chain-format.md).';
+COMMENT ON COLUMN authaudit.auth_log.log_id IS 'Caller-supplied idempotency key.';
+COMMENT ON COLUMN authaudit.auth_log.seq IS 'Position in the tenant''s chain: 1, 2, 3 ... without gaps.';
+COMMENT ON COLUMN authaudit.auth_log.recorded_at IS 'Server time when the event was recorded.';
+COMMENT ON COLUMN authaudit.auth_log.prev_link IS 'link_sha256 of the previous row (the genesis for seq 1).';
+COMMENT ON COLUMN authaudit.auth_log.link_sha256 IS 'SHA-256 chain link over the canonical record.';
+COMMENT ON COLUMN authaudit.auth_log.digest_sha512 IS 'SHA-512 chain digest over the same canonical record.';
+COMMENT ON COLUMN authaudit.auth_log.digest_sha3_256 IS 'SHA3-256 chain digest over the same canonical record.';
+
+-- The investigation queries: by tenant and time, by user, by source IP.
+CREATE INDEX auth_log_tenant_time_idx ON authaudit.auth_log (tenant_id, occurred_at);
+CREATE INDEX auth_log_tenant_user_idx ON authaudit.auth_log (tenant_id, user_id, occurred_at);
+CREATE INDEX auth_log_tenant_ip_idx ON authaudit.auth_log (tenant_id, ip, occurred_at);
+
+-- One row per tenant: the current end of its chain. Its row lock serialises
+-- appends to one tenant's chain; different tenants never wait for each other.
+CREATE TABLE authaudit.chain_head (
+    tenant_id  text        NOT NULL,
+    seq        bigint      NOT NULL,
+    prev       bytea       NOT NULL,
+    head       bytea       NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT chain_head_pkey PRIMARY KEY (tenant_id)
+);
+
+COMMENT ON TABLE authaudit.chain_head IS
+    'Current chain head per tenant: seq and packed digests (SHA-256 | SHA-512 | SHA3-256).';
+
+-- Append-only: no UPDATE, DELETE or TRUNCATE, whoever asks.
+CREATE FUNCTION authaudit._refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'pg_authaudit: % on %.% is not allowed: the auth log is append-only',
+        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Events are recorded through authaudit.record_event; history is never rewritten.';
+END;
+$$;
+
+CREATE TRIGGER auth_log_append_only
+    BEFORE UPDATE OR DELETE ON authaudit.auth_log
+    FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
+CREATE TRIGGER auth_log_no_truncate
+    BEFORE TRUNCATE ON authaudit.auth_log
+    FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
+CREATE TRIGGER chain_head_no_delete
+    BEFORE DELETE OR TRUNCATE ON authaudit.chain_head
+    FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
+
+REVOKE ALL ON authaudit.auth_log, authaudit.chain_head FROM PUBLIC;

@@ -1,0 +1,66 @@
+//! The shipped Python verifier (hashlib only) recomputes every chain from
+//! `COPY ... TO STDOUT` output, independently of the extension's Rust code.
+
+use crate::support::{db, fail, log_id};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn export(db: &authaudit_tests::TestDb) -> String {
+    db.psql(&[
+        "-c",
+        "COPY (SELECT * FROM authaudit.auth_log ORDER BY tenant_id, seq) TO STDOUT WITH (HEADER)",
+    ])
+}
+
+fn python_verify(csv: &str) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/verify_chain.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(csv.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_python_verifier_agrees_with_the_extension() {
+    let db = db("python_verifier");
+    let mut c = db.connect();
+    for n in 1..=5 {
+        fail(&mut c, &log_id(1, n), "agency", "alice");
+    }
+    // Every field filled, unusual characters, IPv6, nested metadata, a cut user agent.
+    c.batch_execute(&format!(
+        "SELECT authaudit.record_event(log_id => '{}', tenant_id => 'agency', org_id => 'hq.ops',
+            event_type => 'login_success', user_id => E'zoë \"quoted\", comma', channel => 'mobile',
+            ip => '2001:db8::1', user_agent => repeat('Ü', 600),
+            occurred_at => '2026-01-02 03:04:05.678901+02',
+            metadata => '{{\"b\": [1, 2.50, null, true], \"a\": {{\"x\": \"line\\nbreak\"}}, \"n\": -0.0001}}');
+         SELECT authaudit.record_event(log_id => '{}', tenant_id => 'second', event_type => 'lockout_reset',
+            user_id => 'bob', channel => 'api');",
+        log_id(1, 6),
+        log_id(2, 1)
+    ))
+    .unwrap();
+    let csv = export(&db);
+    let (ok, out) = python_verify(&csv);
+    assert!(ok, "independent verifier failed on an intact log:\n{out}");
+    assert!(out.contains("agency: ok, 6 rows"), "{out}");
+    assert!(out.contains("second: ok, 1 rows"), "{out}");
+
+    // Tamper in the export itself: the verifier names the bad row.
+    let tampered = csv.replacen("198.51.100.7", "198.51.100.8", 3);
+    let (ok, out) = python_verify(&tampered);
+    assert!(!ok);
+    assert!(out.contains("agency: FAILED at seq 1"), "{out}");
+}

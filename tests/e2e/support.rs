@@ -1,0 +1,57 @@
+//! Helpers shared by the end-to-end tests.
+
+use authaudit_tests::{Cluster, TestDb};
+use postgres::error::SqlState;
+use postgres::Client;
+
+/// A fresh database with pg_authaudit installed.
+pub fn db(hint: &str) -> TestDb {
+    Cluster::shared().fresh_db(hint)
+}
+
+/// A deterministic, valid log id for test event `n` of tenant slot `t`.
+pub fn log_id(t: u32, n: u32) -> String {
+    format!("00000000-0000-4000-8000-{t:04x}{n:08x}")
+}
+
+/// Records a `login_failed` event for `user` and returns its seq.
+pub fn fail(c: &mut Client, id: &str, tenant: &str, user: &str) -> i64 {
+    c.query_one(
+        "SELECT (authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, \
+         event_type => 'login_failed', user_id => $3, channel => 'web', \
+         ip => '198.51.100.7', user_agent => 'test-agent', \
+         metadata => '{\"reason\": \"bad_password\"}')).seq",
+        &[&id, &tenant, &user],
+    )
+    .expect("record_event")
+    .get(0)
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(e: &postgres::Error) -> Option<SqlState> {
+    e.code().cloned()
+}
+
+/// `verify_chain(tenant)` as (ok, rows_checked, first_bad_seq, reason).
+pub fn verify(c: &mut Client, tenant: &str) -> (bool, i64, Option<i64>, Option<String>) {
+    let r = c
+        .query_one("SELECT * FROM authaudit.verify_chain($1)", &[&tenant])
+        .expect("verify_chain");
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+/// Number of rows in the log and the tenant's head seq (0 without a head).
+pub fn log_state(c: &mut Client, tenant: &str) -> (i64, i64) {
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .unwrap()
+        .get(0);
+    let head: i64 = c
+        .query_one(
+            "SELECT coalesce((SELECT seq FROM authaudit.chain_head WHERE tenant_id = $1), 0)",
+            &[&tenant],
+        )
+        .unwrap()
+        .get(0);
+    (rows, head)
+}

@@ -1,0 +1,184 @@
+//! A throwaway cluster and per-test databases.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The template every test database is copied from: the extension installed.
+const TEMPLATE: &str = "authaudit_template";
+
+/// A running throwaway PostgreSQL 15 cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    port: u16,
+    create_lock: Mutex<()>,
+    next_db: AtomicU32,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free TCP port on 127.0.0.1")
+}
+
+impl Cluster {
+    /// The cluster shared by every test of this process, started on first use.
+    pub fn shared() -> &'static Cluster {
+        static SHARED: OnceLock<Cluster> = OnceLock::new();
+        SHARED.get_or_init(Cluster::start)
+    }
+
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("authaudit-test-{}", std::process::id()));
+        let script = repo_root().join("scripts/testcluster.sh");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let out = Command::new(&script)
+                .arg("start")
+                .arg(&dir)
+                .arg(port.to_string())
+                .arg("--watch")
+                .arg(std::process::id().to_string())
+                .output()
+                .expect("scripts/testcluster.sh runs");
+            if out.status.success() {
+                let cluster = Cluster {
+                    dir,
+                    port,
+                    create_lock: Mutex::new(()),
+                    next_db: AtomicU32::new(0),
+                };
+                cluster.prepare_template();
+                return cluster;
+            }
+            last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+            let _ = Command::new(&script).arg("stop").arg(&dir).status();
+        }
+        panic!("could not start a test cluster: {last_error}");
+    }
+
+    fn prepare_template(&self) {
+        let mut admin = self.admin();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
+            .expect("create template database");
+        let mut c = postgres::Client::connect(&self.url(TEMPLATE), postgres::NoTls)
+            .expect("connect to template");
+        c.batch_execute("CREATE EXTENSION pg_authaudit")
+            .expect("CREATE EXTENSION pg_authaudit (is the extension installed? run `make install`)");
+    }
+
+    /// The TCP port the cluster listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The cluster's directory; its socket lives here too.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A libpq-style connection string for `dbname` as the superuser.
+    pub fn url(&self, dbname: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={dbname}", self.port)
+    }
+
+    /// A superuser connection to the `postgres` database.
+    pub fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .expect("connect to test cluster")
+    }
+
+    /// A new database with pg_authaudit installed, dropped when the returned
+    /// handle is dropped.
+    pub fn fresh_db(&'static self, hint: &str) -> TestDb {
+        let n = self.next_db.fetch_add(1, Ordering::SeqCst);
+        let safe: String = hint
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .take(40)
+            .collect();
+        let name = format!("t{n}_{safe}");
+        {
+            let _guard = self.create_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.admin()
+                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+                .expect("create test database");
+        }
+        TestDb {
+            cluster: self,
+            name,
+        }
+    }
+}
+
+/// One test's database.
+#[derive(Debug)]
+pub struct TestDb {
+    cluster: &'static Cluster,
+    name: String,
+}
+
+impl TestDb {
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cluster holding this database.
+    pub fn cluster(&self) -> &'static Cluster {
+        self.cluster
+    }
+
+    /// A libpq-style connection string as the superuser.
+    pub fn url(&self) -> String {
+        self.cluster.url(&self.name)
+    }
+
+    /// A new superuser connection.
+    pub fn connect(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url(), postgres::NoTls).expect("connect to test database")
+    }
+
+    /// Runs `psql` with `args` against this database and returns its stdout;
+    /// panics with stderr when psql fails.
+    pub fn psql(&self, args: &[&str]) -> String {
+        let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.cluster.port.to_string(), "-d", &self.name])
+            .args(args)
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("psql prints UTF-8")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep it for inspection; the watchdog removes the cluster.
+            return;
+        }
+        let _ = self
+            .cluster
+            .admin()
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
