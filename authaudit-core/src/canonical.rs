@@ -151,17 +151,24 @@ mod tests {
     fn layout_matches_the_documented_example() {
         let body = encode_body(&event());
         let expected = concat!(
-            "0100000002", "7431", // tenant_id "t1"
-            "0100000010", "11111111111111111111111111111111", // log_id
-            "00", // org_id NULL
-            "010000000c", "6c6f67696e5f6661696c6564", // "login_failed"
-            "0100000001", "75", // user_id "u"
-            "0100000005", "040a000001", // ip 10.0.0.1
-            "00", // user_agent NULL
-            "0100000003", "776562", // "web"
+            "0100000002",
+            "7431", // tenant_id "t1"
+            "0100000010",
+            "11111111111111111111111111111111", // log_id
+            "00",                               // org_id NULL
+            "010000000c",
+            "6c6f67696e5f6661696c6564", // "login_failed"
+            "0100000001",
+            "75", // user_id "u"
+            "0100000005",
+            "040a000001", // ip 10.0.0.1
+            "00",         // user_agent NULL
+            "0100000003",
+            "776562",           // "web"
             "0000000000000001", // occurred_at
             "0000000000000002", // recorded_at
-            "0100000002", "7b7d", // metadata "{}"
+            "0100000002",
+            "7b7d", // metadata "{}"
         );
         assert_eq!(hex::encode(&body), expected);
         let record = record_bytes(5, &body);

@@ -293,7 +293,10 @@ mod tests {
         rows
     }
 
-    fn verify(tenant: &str, rows: &[(i64, Vec<u8>, ChainHead, ChainHead)]) -> Result<u64, (i64, ChainFault)> {
+    fn verify(
+        tenant: &str,
+        rows: &[(i64, Vec<u8>, ChainHead, ChainHead)],
+    ) -> Result<u64, (i64, ChainFault)> {
         let mut v = ChainVerifier::from_genesis(tenant);
         for (seq, body, prev, link) in rows {
             let stored = StoredLinks {
@@ -303,7 +306,8 @@ mod tests {
                 sha512: &link.sha512,
                 sha3_256: &link.sha3_256,
             };
-            v.check(*seq, body, &stored).map_err(|f| (v.position(), f))?;
+            v.check(*seq, body, &stored)
+                .map_err(|f| (v.position(), f))?;
         }
         Ok(v.checked())
     }
@@ -336,7 +340,13 @@ mod tests {
         rows.remove(1);
         assert_eq!(
             verify("t", &rows),
-            Err((2, ChainFault::Gap { expected: 2, found: 3 }))
+            Err((
+                2,
+                ChainFault::Gap {
+                    expected: 2,
+                    found: 3
+                }
+            ))
         );
     }
 
@@ -384,7 +394,10 @@ mod tests {
         }
         assert_eq!(
             v.finish_against_head(3, &head),
-            Err(ChainFault::HeadMismatch { head_seq: 3, last_seq: 2 })
+            Err(ChainFault::HeadMismatch {
+                head_seq: 3,
+                last_seq: 2
+            })
         );
     }
 }

@@ -183,7 +183,10 @@ impl<'a> EventInput<'a> {
             .event_type
             .ok_or(EventError::Missing("event_type"))?
             .parse()?;
-        let channel: Channel = self.channel.ok_or(EventError::Missing("channel"))?.parse()?;
+        let channel: Channel = self
+            .channel
+            .ok_or(EventError::Missing("channel"))?
+            .parse()?;
         let user_id = self.user_id.ok_or(EventError::Missing("user_id"))?;
         check_user_id(user_id)?;
         let ip = self.ip.map(parse_host_ip).transpose()?;
@@ -242,7 +245,9 @@ fn check_scope_id(field: &'static str, value: &str) -> Result<(), EventError> {
         .iter()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(malformed("only letters, digits, '.', '_' and '-' are allowed"));
+        return Err(malformed(
+            "only letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }
@@ -426,7 +431,10 @@ mod tests {
         };
         assert!(matches!(
             e.validate(300_000_000),
-            Err(EventError::OccurredInFuture { ahead_secs: 301, .. })
+            Err(EventError::OccurredInFuture {
+                ahead_secs: 301,
+                ..
+            })
         ));
         assert!(e.validate(400_000_000).is_ok());
     }

@@ -25,9 +25,22 @@ mod tests {
 
     #[pg_test]
     fn events_chain_and_verify() {
-        assert_eq!(record("00000000-0000-4000-8000-000000000001", "t1", "login_failed"), 1);
-        assert_eq!(record("00000000-0000-4000-8000-000000000002", "t1", "login_success"), 2);
-        assert_eq!(record("00000000-0000-4000-8000-000000000003", "t2", "login_failed"), 1);
+        assert_eq!(
+            record("00000000-0000-4000-8000-000000000001", "t1", "login_failed"),
+            1
+        );
+        assert_eq!(
+            record(
+                "00000000-0000-4000-8000-000000000002",
+                "t1",
+                "login_success"
+            ),
+            2
+        );
+        assert_eq!(
+            record("00000000-0000-4000-8000-000000000003", "t2", "login_failed"),
+            1
+        );
         let ok = Spi::get_one::<bool>("SELECT ok FROM authaudit.verify_chain('t1')").unwrap();
         assert_eq!(ok, Some(true));
     }
@@ -53,7 +66,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             genesis,
-            authaudit_core::chain::ChainHead::genesis("t1").to_bytes().to_vec()
+            authaudit_core::chain::ChainHead::genesis("t1")
+                .to_bytes()
+                .to_vec()
         );
     }
 }

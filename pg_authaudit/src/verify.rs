@@ -2,12 +2,12 @@
 //! stored rows and compares in constant time.
 
 use crate::error::AuditError;
-use pgrx::pg_sys::panic::ErrorReport;
 use crate::time;
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::{ChainFault, ChainHead, ChainVerifier, StoredLinks};
 use authaudit_core::event::parse_host_ip;
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -33,15 +33,20 @@ impl Outcome {
 /// Verifies a tenant's whole chain, including that it ends at the recorded
 /// chain head.
 #[pg_extern(stable, strict, name = "verify_chain")]
-fn verify_chain(tenant_id: &str) -> Result<TableIterator<
-    'static,
-    (
-        name!(ok, bool),
-        name!(rows_checked, i64),
-        name!(first_bad_seq, Option<i64>),
-        name!(reason, Option<String>),
-    ),
->, ErrorReport> {
+fn verify_chain(
+    tenant_id: &str,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(ok, bool),
+            name!(rows_checked, i64),
+            name!(first_bad_seq, Option<i64>),
+            name!(reason, Option<String>),
+        ),
+    >,
+    ErrorReport,
+> {
     Ok(run(tenant_id, 1, i64::MAX)?.into_row())
 }
 
@@ -52,15 +57,18 @@ fn verify_chain_range(
     tenant_id: &str,
     from_seq: i64,
     to_seq: i64,
-) -> Result<TableIterator<
-    'static,
-    (
-        name!(ok, bool),
-        name!(rows_checked, i64),
-        name!(first_bad_seq, Option<i64>),
-        name!(reason, Option<String>),
-    ),
->, ErrorReport> {
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(ok, bool),
+            name!(rows_checked, i64),
+            name!(first_bad_seq, Option<i64>),
+            name!(reason, Option<String>),
+        ),
+    >,
+    ErrorReport,
+> {
     Ok(run(tenant_id, from_seq.max(1), to_seq)?.into_row())
 }
 
@@ -71,13 +79,14 @@ const FETCH_ROWS: i64 = 2000;
 
 fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditError> {
     Spi::connect(|client| {
-        let Some(mut verifier) = anchor(&client, tenant_id, from_seq)? else {
+        let Some(mut verifier) = anchor(client, tenant_id, from_seq)? else {
             return Ok(Outcome {
                 rows_checked: 0,
                 fault: Some((from_seq - 1, "anchor row is missing or malformed".into())),
             });
         };
-        let mut cursor = client.open_cursor(ROWS, &[tenant_id.into(), from_seq.into(), to_seq.into()]);
+        let mut cursor =
+            client.open_cursor(ROWS, &[tenant_id.into(), from_seq.into(), to_seq.into()]);
         let mut head: Option<(i64, Vec<u8>)> = None;
         loop {
             let table = cursor.fetch(FETCH_ROWS)?;
@@ -99,13 +108,23 @@ fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditErro
                     None => None,
                     Some(text) => match parse_host_ip(text) {
                         Ok(ip) => Some(ip),
-                        Err(_) => return Ok(fault(&verifier, seq, format!("stored ip {text} is not a host address"))),
+                        Err(_) => {
+                            return Ok(fault(
+                                &verifier,
+                                seq,
+                                format!("stored ip {text} is not a host address"),
+                            ))
+                        }
                     },
                 };
                 let user_agent = row.get::<&str>(9)?;
                 let channel = row.get::<&str>(10)?.unwrap_or("");
-                let occurred_at = row.get::<TimestampWithTimeZone>(11)?.map_or(0, time::unix_micros);
-                let recorded_at = row.get::<TimestampWithTimeZone>(12)?.map_or(0, time::unix_micros);
+                let occurred_at = row
+                    .get::<TimestampWithTimeZone>(11)?
+                    .map_or(0, time::unix_micros);
+                let recorded_at = row
+                    .get::<TimestampWithTimeZone>(12)?
+                    .map_or(0, time::unix_micros);
                 let metadata = row.get::<&str>(13)?.unwrap_or("");
                 let format_version = row.get::<i16>(14)?.unwrap_or(0);
                 let prev_link = row.get::<&[u8]>(15)?.unwrap_or_default();
@@ -143,7 +162,11 @@ fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditErro
                 rows_checked: 0,
                 fault: None,
             }),
-            None => Ok(fault(&verifier, from_seq, "rows exist but the tenant has no chain head".into())),
+            None => Ok(fault(
+                &verifier,
+                from_seq,
+                "rows exist but the tenant has no chain head".into(),
+            )),
             Some((head_seq, _)) if verifier.position() - 1 > head_seq => Ok(fault(
                 &verifier,
                 head_seq + 1,
@@ -176,7 +199,11 @@ fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditErro
 
 /// The verifier positioned just before `from_seq`, or `None` when the anchor
 /// row cannot be read.
-fn anchor(client: &SpiClient<'_>, tenant_id: &str, from_seq: i64) -> Result<Option<ChainVerifier>, AuditError> {
+fn anchor(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    from_seq: i64,
+) -> Result<Option<ChainVerifier>, AuditError> {
     if from_seq <= 1 {
         return Ok(Some(ChainVerifier::from_genesis(tenant_id)));
     }

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "authaudit-sidecar: mirrors pg_authaudit's auth log from logical replication into MongoDB.
+const USAGE: &str =
+    "authaudit-sidecar: mirrors pg_authaudit's auth log from logical replication into MongoDB.
 
 USAGE:
     authaudit-sidecar --version

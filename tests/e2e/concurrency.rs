@@ -36,11 +36,15 @@ fn session(url: String, s: u32, tenants: Vec<String>, start: Arc<Barrier>) -> Ve
                     )
                 })
                 .collect();
-            tx.query("SELECT * FROM authaudit.record_events($1::text::jsonb)", &[&format!("[{}]", batch.join(","))])
-                .unwrap();
+            tx.query(
+                "SELECT * FROM authaudit.record_events($1::text::jsonb)",
+                &[&format!("[{}]", batch.join(","))],
+            )
+            .unwrap();
             ids
         } else {
-            tx.execute(record_sql(), &[&id, tenant, &format!("u{s}")]).unwrap();
+            tx.execute(record_sql(), &[&id, tenant, &format!("u{s}")])
+                .unwrap();
             vec![id]
         };
         if r % 5 == 4 {
@@ -54,7 +58,8 @@ fn session(url: String, s: u32, tenants: Vec<String>, start: Arc<Barrier>) -> Ve
             let earlier = log_id(s, 0);
             if committed.contains(&earlier) {
                 let first_tenant = &tenants[s as usize % tenants.len()];
-                c.execute(record_sql(), &[&earlier, first_tenant, &format!("u{s}")]).unwrap();
+                c.execute(record_sql(), &[&earlier, first_tenant, &format!("u{s}")])
+                    .unwrap();
             }
         }
     }
@@ -90,7 +95,10 @@ fn run(hint: &str, tenants: &[&str]) {
         assert!(ok, "tenant {t}: first bad seq {bad:?}: {reason:?}");
         let (count, max): (i64, Option<i64>) = {
             let r = c
-                .query_one("SELECT count(*), max(seq) FROM authaudit.auth_log WHERE tenant_id = $1", &[t])
+                .query_one(
+                    "SELECT count(*), max(seq) FROM authaudit.auth_log WHERE tenant_id = $1",
+                    &[t],
+                )
                 .unwrap();
             (r.get(0), r.get(1))
         };

@@ -27,7 +27,7 @@ fn a_recorded_event_carries_its_chain_position_and_digests() {
     assert_eq!(row.get::<_, i16>(5), 1);
     assert!(row.get::<_, bool>(6));
     assert_eq!(fail(&mut c, &log_id(1, 2), "agency", "alice"), 2);
-    assert_eq!(verify(&mut c, "agency").0, true);
+    assert!(verify(&mut c, "agency").0);
 }
 
 #[test]
@@ -42,7 +42,10 @@ fn web_and_mobile_paths_produce_rows_of_identical_shape() {
                       occurred_at => '2026-11-01 10:00:00+00',
                       metadata => '{\"mfa\": true, \"method\": \"password\"}') r";
     let web: String = c.query_one(sql, &[&log_id(1, 1), &"web"]).unwrap().get(0);
-    let mobile: String = c.query_one(sql, &[&log_id(1, 2), &"mobile"]).unwrap().get(0);
+    let mobile: String = c
+        .query_one(sql, &[&log_id(1, 2), &"mobile"])
+        .unwrap()
+        .get(0);
     assert_eq!(web, mobile);
     assert!(web.contains("\"ip\": \"2001:db8::7\""), "{web}");
 }
@@ -54,7 +57,10 @@ fn a_retry_returns_the_original_row_and_changes_nothing() {
     let id = log_id(1, 1);
     assert_eq!(fail(&mut c, &id, "agency", "alice"), 1);
     let first: Vec<u8> = c
-        .query_one("SELECT link_sha256 FROM authaudit.auth_log WHERE log_id = $1::text::uuid", &[&id])
+        .query_one(
+            "SELECT link_sha256 FROM authaudit.auth_log WHERE log_id = $1::text::uuid",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     for _ in 0..3 {
@@ -90,7 +96,9 @@ fn a_reused_log_id_with_other_content_is_refused_and_changes_nothing() {
             .unwrap_err();
         assert_eq!(sqlstate(&err), Some(SqlState::UNIQUE_VIOLATION), "{err}");
         let msg = err.as_db_error().unwrap();
-        assert!(msg.message().contains("already recorded with different content"));
+        assert!(msg
+            .message()
+            .contains("already recorded with different content"));
         // Nothing of the stored row is revealed to the caller.
         assert!(msg.detail().is_none());
         assert!(!msg.message().contains("alice") || user == "alice");
@@ -109,24 +117,96 @@ fn bad_input_is_refused_with_its_sqlstate_and_leaves_no_trace() {
     let long_user = "u".repeat(257);
     let big_meta = format!("{{\"k\": \"{}\"}}", "x".repeat(9000));
     let cases: Vec<(&str, String, SqlState)> = vec![
-        ("unknown event type", "event_type => 'login_maybe'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("unknown channel", "channel => 'fax'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("malformed ip", "ip => '999.1.1.1'".into(), SqlState::INVALID_TEXT_REPRESENTATION),
-        ("network, not host", "ip => '10.0.0.0/8'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("missing tenant", "tenant_id => NULL".into(), SqlState::NULL_VALUE_NOT_ALLOWED),
-        ("malformed tenant", "tenant_id => 'a b'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("malformed org", "org_id => 'x;drop'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("empty user", "user_id => ''".into(), SqlState::NULL_VALUE_NOT_ALLOWED),
-        ("missing user", "user_id => NULL".into(), SqlState::NULL_VALUE_NOT_ALLOWED),
-        ("long user", format!("user_id => '{long_user}'"), SqlState::STRING_DATA_RIGHT_TRUNCATION),
-        ("control char in user", "user_id => E'root\\nadmin'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("metadata array", "metadata => '[1]'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("metadata scalar", "metadata => '\"x\"'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("metadata too big", format!("metadata => '{big_meta}'"), SqlState::PROGRAM_LIMIT_EXCEEDED),
-        ("reserved metadata key", "metadata => '{\"_authaudit\": 1}'".into(), SqlState::INVALID_PARAMETER_VALUE),
-        ("future event", "occurred_at => now() + interval '1 day'".into(), SqlState::DATETIME_FIELD_OVERFLOW),
-        ("infinite time", "occurred_at => 'infinity'".into(), SqlState::DATETIME_FIELD_OVERFLOW),
-        ("missing log id", "log_id => NULL".into(), SqlState::NULL_VALUE_NOT_ALLOWED),
+        (
+            "unknown event type",
+            "event_type => 'login_maybe'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "unknown channel",
+            "channel => 'fax'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "malformed ip",
+            "ip => '999.1.1.1'".into(),
+            SqlState::INVALID_TEXT_REPRESENTATION,
+        ),
+        (
+            "network, not host",
+            "ip => '10.0.0.0/8'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "missing tenant",
+            "tenant_id => NULL".into(),
+            SqlState::NULL_VALUE_NOT_ALLOWED,
+        ),
+        (
+            "malformed tenant",
+            "tenant_id => 'a b'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "malformed org",
+            "org_id => 'x;drop'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "empty user",
+            "user_id => ''".into(),
+            SqlState::NULL_VALUE_NOT_ALLOWED,
+        ),
+        (
+            "missing user",
+            "user_id => NULL".into(),
+            SqlState::NULL_VALUE_NOT_ALLOWED,
+        ),
+        (
+            "long user",
+            format!("user_id => '{long_user}'"),
+            SqlState::STRING_DATA_RIGHT_TRUNCATION,
+        ),
+        (
+            "control char in user",
+            "user_id => E'root\\nadmin'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "metadata array",
+            "metadata => '[1]'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "metadata scalar",
+            "metadata => '\"x\"'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "metadata too big",
+            format!("metadata => '{big_meta}'"),
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+        ),
+        (
+            "reserved metadata key",
+            "metadata => '{\"_authaudit\": 1}'".into(),
+            SqlState::INVALID_PARAMETER_VALUE,
+        ),
+        (
+            "future event",
+            "occurred_at => now() + interval '1 day'".into(),
+            SqlState::DATETIME_FIELD_OVERFLOW,
+        ),
+        (
+            "infinite time",
+            "occurred_at => 'infinity'".into(),
+            SqlState::DATETIME_FIELD_OVERFLOW,
+        ),
+        (
+            "missing log id",
+            "log_id => NULL".into(),
+            SqlState::NULL_VALUE_NOT_ALLOWED,
+        ),
     ];
     for (what, override_arg, expected) in cases {
         let mut args = vec![
@@ -183,9 +263,15 @@ fn a_batch_returns_rows_in_input_order_and_is_all_or_nothing() {
         c = log_id(1, 3)
     );
     let rows = c
-        .query("SELECT log_id::text, tenant_id, seq FROM authaudit.record_events($1::text::jsonb)", &[&batch])
+        .query(
+            "SELECT log_id::text, tenant_id, seq FROM authaudit.record_events($1::text::jsonb)",
+            &[&batch],
+        )
         .unwrap();
-    let got: Vec<(String, String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -201,12 +287,23 @@ fn a_batch_returns_rows_in_input_order_and_is_all_or_nothing() {
         a = log_id(1, 4),
         b = log_id(1, 5)
     );
-    let err = c.query("SELECT * FROM authaudit.record_events($1::text::jsonb)", &[&bad]).unwrap_err();
-    assert_eq!(sqlstate(&err), Some(SqlState::INVALID_PARAMETER_VALUE), "{err}");
+    let err = c
+        .query(
+            "SELECT * FROM authaudit.record_events($1::text::jsonb)",
+            &[&bad],
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INVALID_PARAMETER_VALUE),
+        "{err}"
+    );
     assert!(err.as_db_error().unwrap().message().contains("colour"));
     assert_eq!(log_state(&mut c, "zeta"), (3, 2));
     // Not an array.
-    let err = c.query("SELECT * FROM authaudit.record_events('{}')", &[]).unwrap_err();
+    let err = c
+        .query("SELECT * FROM authaudit.record_events('{}')", &[])
+        .unwrap_err();
     assert_eq!(sqlstate(&err), Some(SqlState::INVALID_PARAMETER_VALUE));
     assert!(verify(&mut c, "zeta").0 && verify(&mut c, "alpha").0);
 }
@@ -224,7 +321,11 @@ fn the_log_is_append_only_even_for_its_owner() {
         "UPDATE authaudit.auth_log SET user_id = 'bob' WHERE false",
     ] {
         let err = c.batch_execute(sql).unwrap_err();
-        assert_eq!(sqlstate(&err), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {err}");
+        assert_eq!(
+            sqlstate(&err),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
     }
     assert_eq!(log_state(&mut c, "agency"), (1, 1));
 }

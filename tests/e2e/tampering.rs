@@ -31,7 +31,10 @@ fn assert_first_bad(c: &mut Client, seq: i64) {
     let (ok, _, bad, reason) = verify(c, TENANT);
     assert!(!ok, "tampering went unnoticed");
     assert_eq!(bad, Some(seq), "reason: {reason:?}");
-    assert!(verify(c, "bystander").0, "another tenant's chain is affected");
+    assert!(
+        verify(c, "bystander").0,
+        "another tenant's chain is affected"
+    );
 }
 
 #[test]
@@ -39,8 +42,16 @@ fn an_edited_field_is_found_in_every_column() {
     let edits = [
         ("ip", "ip = '10.9.9.9'", 4),
         ("metadata", "metadata = '{\"reason\": \"ok\"}'", 5),
-        ("occurred_at", "occurred_at = occurred_at - interval '1 microsecond'", 6),
-        ("recorded_at", "recorded_at = recorded_at + interval '1 second'", 7),
+        (
+            "occurred_at",
+            "occurred_at = occurred_at - interval '1 microsecond'",
+            6,
+        ),
+        (
+            "recorded_at",
+            "recorded_at = recorded_at + interval '1 second'",
+            7,
+        ),
         ("user_id", "user_id = 'someone-else'", 2),
         ("event_type", "event_type = 'login_success'", 3),
         ("user_agent", "user_agent = NULL", 8),
@@ -52,7 +63,9 @@ fn an_edited_field_is_found_in_every_column() {
         let (_db, mut c) = seeded(&format!("edit_{column}"));
         tamper(
             &mut c,
-            &format!("UPDATE authaudit.auth_log SET {set} WHERE tenant_id = '{TENANT}' AND seq = {seq}"),
+            &format!(
+                "UPDATE authaudit.auth_log SET {set} WHERE tenant_id = '{TENANT}' AND seq = {seq}"
+            ),
         );
         assert_first_bad(&mut c, seq);
     }
@@ -61,14 +74,20 @@ fn an_edited_field_is_found_in_every_column() {
 #[test]
 fn a_deleted_row_is_found() {
     let (_db, mut c) = seeded("deleted");
-    tamper(&mut c, &format!("DELETE FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq = 6"));
+    tamper(
+        &mut c,
+        &format!("DELETE FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq = 6"),
+    );
     assert_first_bad(&mut c, 6);
 }
 
 #[test]
 fn truncating_the_tail_is_found_against_the_chain_head() {
     let (_db, mut c) = seeded("tail");
-    tamper(&mut c, &format!("DELETE FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq >= 9"));
+    tamper(
+        &mut c,
+        &format!("DELETE FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq >= 9"),
+    );
     assert_first_bad(&mut c, 9);
 }
 
@@ -124,7 +143,12 @@ fn two_swapped_rows_are_found() {
 
 #[test]
 fn an_overwritten_digest_is_found_for_each_algorithm() {
-    for (column, seq) in [("link_sha256", 7), ("digest_sha512", 2), ("digest_sha3_256", 9), ("prev_link", 5)] {
+    for (column, seq) in [
+        ("link_sha256", 7),
+        ("digest_sha512", 2),
+        ("digest_sha3_256", 9),
+        ("prev_link", 5),
+    ] {
         let (_db, mut c) = seeded(&format!("digest_{column}"));
         tamper(
             &mut c,
@@ -156,14 +180,26 @@ fn a_range_is_verified_from_its_anchor() {
         .query_one("SELECT * FROM authaudit.verify_chain($1, 4, 7)", &[&TENANT])
         .unwrap();
     assert_eq!((row.get::<_, bool>(0), row.get::<_, i64>(1)), (true, 4));
-    tamper(&mut c, &format!("DELETE FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq = 6"));
+    tamper(
+        &mut c,
+        &format!("DELETE FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq = 6"),
+    );
     let row = c
-        .query_one("SELECT ok, first_bad_seq FROM authaudit.verify_chain($1, 4, 7)", &[&TENANT])
+        .query_one(
+            "SELECT ok, first_bad_seq FROM authaudit.verify_chain($1, 4, 7)",
+            &[&TENANT],
+        )
         .unwrap();
-    assert_eq!((row.get::<_, bool>(0), row.get::<_, Option<i64>>(1)), (false, Some(6)));
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, Option<i64>>(1)),
+        (false, Some(6))
+    );
     // A range that ends before the damage still verifies.
     let row = c
-        .query_one("SELECT ok FROM authaudit.verify_chain($1, 1, 5)", &[&TENANT])
+        .query_one(
+            "SELECT ok FROM authaudit.verify_chain($1, 1, 5)",
+            &[&TENANT],
+        )
         .unwrap();
     assert!(row.get::<_, bool>(0));
 }

@@ -76,8 +76,9 @@ impl Cluster {
             .expect("create template database");
         let mut c = postgres::Client::connect(&self.url(TEMPLATE), postgres::NoTls)
             .expect("connect to template");
-        c.batch_execute("CREATE EXTENSION pg_authaudit")
-            .expect("CREATE EXTENSION pg_authaudit (is the extension installed? run `make install`)");
+        c.batch_execute("CREATE EXTENSION pg_authaudit").expect(
+            "CREATE EXTENSION pg_authaudit (is the extension installed? run `make install`)",
+        );
     }
 
     /// The TCP port the cluster listens on (127.0.0.1).
@@ -92,7 +93,10 @@ impl Cluster {
 
     /// A libpq-style connection string for `dbname` as the superuser.
     pub fn url(&self, dbname: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={dbname}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
     }
 
     /// A superuser connection to the `postgres` database.
@@ -107,7 +111,13 @@ impl Cluster {
         let n = self.next_db.fetch_add(1, Ordering::SeqCst);
         let safe: String = hint
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         let name = format!("t{n}_{safe}");
@@ -156,7 +166,15 @@ impl TestDb {
     /// panics with stderr when psql fails.
     pub fn psql(&self, args: &[&str]) -> String {
         let out = Command::new("/usr/lib/postgresql/15/bin/psql")
-            .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .args(["-p", &self.cluster.port.to_string(), "-d", &self.name])
             .args(args)
             .output()
@@ -176,9 +194,9 @@ impl Drop for TestDb {
             // Keep it for inspection; the watchdog removes the cluster.
             return;
         }
-        let _ = self
-            .cluster
-            .admin()
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let _ = self.cluster.admin().batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
     }
 }

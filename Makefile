@@ -1,0 +1,46 @@
+# pg_authaudit: build, test and benchmark entry points (see README.md).
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGRX_TEST_DATA ?= /tmp/authaudit-pgrx-test
+CARGO ?= cargo
+
+.PHONY: setup install install-release test lint test-unit test-pgrx test-sql test-e2e bench
+
+## Install what the build and tests need (idempotent).
+setup:
+	scripts/setup.sh
+
+## Build the extension (debug) and install it into PostgreSQL 15.
+install: setup
+	$(CARGO) pgrx install -p pg_authaudit --pg-config $(PG_CONFIG)
+
+## Build the extension (release) and install it into PostgreSQL 15.
+install-release: setup
+	$(CARGO) pgrx install -p pg_authaudit --release --pg-config $(PG_CONFIG)
+
+## Every test layer: lints, pure crates, #[pg_test], pgTAP, end to end.
+test: setup lint test-unit test-pgrx install test-sql test-e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-unit:
+	$(CARGO) test -p authaudit-core -p sidecar
+
+# cargo pgrx test installs a build with test functions; `install` runs after
+# it so the SQL and end-to-end layers see the production build.
+test-pgrx:
+	rm -rf $(PGRX_TEST_DATA) && mkdir -p $(PGRX_TEST_DATA)
+	if [ "$$(id -u)" = 0 ]; then chown postgres $(PGRX_TEST_DATA); fi
+	cd pg_authaudit && $(CARGO) pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DATA)/data
+
+test-sql:
+	scripts/sql-tests.sh
+
+test-e2e:
+	$(CARGO) test -p authaudit-tests
+
+## Benchmarks against a throwaway cluster with production settings.
+bench: install-release
+	bench/run.sh
