@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# pg_authaudit benchmarks (see docs/benchmarks.md).
+#
+#   bench/run.sh [group ...]      groups: insert batch verify (default: all)
+#
+# Starts a throwaway PostgreSQL 15 cluster with production settings (fsync
+# and synchronous_commit on), runs each scenario interleaved with its
+# baseline for BENCH_ROUNDS rounds of BENCH_SECONDS seconds, and prints one
+# line per scenario:  bench <name>: <value> <unit> ratio_vs_<baseline>=<x.xx>
+# Expects the release build installed (`make bench` does that).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${BENCH_SECONDS:-15}
+ROUNDS=${BENCH_ROUNDS:-2}
+CLIENTS=${BENCH_CLIENTS:-4}
+VERIFY_ROWS=${BENCH_VERIFY_ROWS:-1000000}
+GROUPS_TO_RUN=${*:-insert batch verify}
+
+dir=$(mktemp -d /tmp/authaudit-bench.XXXXXX)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+trap 'scripts/testcluster.sh stop "$dir"' EXIT
+scripts/testcluster.sh start "$dir" "$port" --bench --watch $$ >/dev/null
+export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=bench
+PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
+"${PSQL[@]}" -f bench/sql/setup.sql
+results="$dir/results"
+mkdir -p "$results"
+
+echo "# pg_authaudit benchmarks: $(date -u +%FT%TZ), $(nproc) cores, PostgreSQL $("${PSQL[@]}" -At -c 'SHOW server_version')"
+echo "# ${ROUNDS} rounds x ${SECS}s, ${CLIENTS} clients, scenarios interleaved with their baselines"
+
+# pgbench NAME SCRIPT [pgbench args...]: one run; appends its TPS to results/NAME.
+pgbench_run() {
+  local name=$1 script=$2
+  shift 2
+  local tps
+  tps=$(pgbench -n -c "$CLIENTS" -j 2 -T "$SECS" -f "$script" "$@" 2>&1 \
+        | awk '/^tps = / {print $3}')
+  [ -n "$tps" ] || { echo "bench: pgbench failed for $name" >&2; exit 1; }
+  echo "$tps" >>"$results/$name"
+  echo "#   $name round: $tps tps"
+}
+
+median() { sort -g "$results/$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+report() { # report NAME UNIT BASELINE [SCALE]
+  local v b scale=${4:-1}
+  v=$(median "$1"); b=$(median "$3")
+  awk -v n="$1" -v v="$v" -v b="$b" -v u="$2" -v base="$3" -v s="$scale" \
+    'BEGIN {printf "bench %s: %.0f %s ratio_vs_%s=%.2f\n", n, v*s, u, base, v/b}'
+}
+
+if [[ " $GROUPS_TO_RUN " == *" insert "* ]]; then
+  for r in $(seq "$ROUNDS"); do
+    echo "# round $r"
+    pgbench_run bare_insert_64_tenants bench/sql/bare_insert.sql -D ntenants=64
+    PGOPTIONS="-c pgaudit.log=write" pgbench_run pgaudit_write_64_tenants bench/sql/bare_insert.sql -D ntenants=64
+    pgbench_run record_event_64_tenants bench/sql/record_event.sql -D ntenants=64
+    pgbench_run bare_insert_1_tenant bench/sql/bare_insert.sql -D ntenants=1
+    pgbench_run record_event_hot_tenant bench/sql/record_event.sql -D ntenants=1
+  done
+  report bare_insert_64_tenants tps bare_insert_64_tenants
+  report pgaudit_write_64_tenants tps bare_insert_64_tenants
+  report record_event_64_tenants tps bare_insert_64_tenants
+  report bare_insert_1_tenant tps bare_insert_1_tenant
+  report record_event_hot_tenant tps bare_insert_1_tenant
+fi
+
+# now_ms: wall clock in milliseconds.
+now_ms() { date +%s%3N; }
+
+if [[ " $GROUPS_TO_RUN " == *" batch "* ]]; then
+  copy_rows=200000
+  "${PSQL[@]}" -c "COPY (SELECT gen_random_uuid(), 'tenant-' || (g % 64 + 1), NULL, 'login_failed',
+        'user' || g, ('10.2.0.' || (g % 200 + 1))::inet, 'Mozilla/5.0 (bench)', 'web', now(), now(),
+        '{\"reason\": \"bad_password\"}'::jsonb FROM generate_series(1, $copy_rows) g) TO '$dir/copy.tsv'"
+  chmod 644 "$dir/copy.tsv"
+  for r in $(seq "$ROUNDS"); do
+    echo "# round $r"
+    "${PSQL[@]}" -c "TRUNCATE bench.auth_event"
+    t0=$(now_ms)
+    "${PSQL[@]}" -c "COPY bench.auth_event FROM '$dir/copy.tsv'"
+    t1=$(now_ms)
+    awk -v n=$copy_rows -v ms=$((t1 - t0)) 'BEGIN {printf "%.1f\n", n * 1000 / ms}' >>"$results/copy_bare"
+    echo "#   copy_bare round: $(tail -1 "$results/copy_bare") rows/s"
+    CLIENTS=1 pgbench_run record_events_batch_100 bench/sql/record_events_100.sql
+  done
+  # Each batch transaction records 100 events: events/s = TPS x 100.
+  awk -v a="$(median record_events_batch_100)" -v b="$(median copy_bare)" \
+    'BEGIN {printf "bench record_events_batch_100_events: %.0f events/s ratio_vs_copy_bare=%.2f\n", a*100, a*100/b}'
+fi
+
+if [[ " $GROUPS_TO_RUN " == *" verify "* ]]; then
+  echo "# loading $VERIFY_ROWS events into tenant 'big'"
+  batches=$(( VERIFY_ROWS / 1000 ))
+  "${PSQL[@]}" -c "DO \$\$ BEGIN FOR i IN 1 .. $batches LOOP
+      PERFORM count(*) FROM authaudit.record_events((
+        SELECT jsonb_agg(jsonb_build_object('log_id', gen_random_uuid(), 'tenant_id', 'big',
+          'event_type', 'login_failed', 'user_id', 'user' || (g % 5000), 'channel', 'web',
+          'ip', '10.3.' || (g % 200) || '.' || (i % 250), 'user_agent', 'Mozilla/5.0 (bench)',
+          'metadata', jsonb_build_object('reason', 'bad_password', 'attempt', g)))
+        FROM generate_series(1, 1000) AS g));
+    END LOOP; END \$\$"
+  "${PSQL[@]}" -c "VACUUM ANALYZE authaudit.auth_log"
+  cols="seq, log_id, org_id, event_type, user_id, ip, user_agent, channel, occurred_at, recorded_at, metadata, format_version, prev_link, link_sha256, digest_sha512, digest_sha3_256"
+  for r in $(seq "$ROUNDS"); do
+    echo "# round $r"
+    t0=$(now_ms)
+    "${PSQL[@]}" -c "COPY (SELECT $cols FROM authaudit.auth_log WHERE tenant_id = 'big' ORDER BY seq) TO '/dev/null'"
+    t1=$(now_ms)
+    awk -v n="$VERIFY_ROWS" -v ms=$((t1 - t0)) 'BEGIN {printf "%.1f\n", n * 1000 / ms}' >>"$results/scan_chained_columns"
+    echo "#   scan_chained_columns round: $(tail -1 "$results/scan_chained_columns") rows/s"
+    t0=$(now_ms)
+    ok=$("${PSQL[@]}" -At -c "SELECT ok FROM authaudit.verify_chain('big')")
+    t1=$(now_ms)
+    [ "$ok" = t ] || { echo "bench: verify_chain failed" >&2; exit 1; }
+    awk -v n="$VERIFY_ROWS" -v ms=$((t1 - t0)) 'BEGIN {printf "%.1f\n", n * 1000 / ms}' >>"$results/verify_chain"
+    echo "#   verify_chain round: $(tail -1 "$results/verify_chain") rows/s"
+  done
+  report verify_chain rows/s scan_chained_columns
+fi
