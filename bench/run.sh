@@ -36,7 +36,7 @@ pgbench_run() {
   local name=$1 script=$2
   shift 2
   local tps
-  tps=$(pgbench -n -c "$CLIENTS" -j 2 -T "$SECS" -f "$script" "$@" 2>&1 \
+  tps=$(pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$SECS" -f "$script" "$@" 2>&1 \
         | awk '/^tps = / {print $3}')
   [ -n "$tps" ] || { echo "bench: pgbench failed for $name" >&2; exit 1; }
   echo "$tps" >>"$results/$name"

@@ -42,15 +42,17 @@ CREATE INDEX auth_log_tenant_time_idx ON authaudit.auth_log (tenant_id, occurred
 CREATE INDEX auth_log_tenant_user_idx ON authaudit.auth_log (tenant_id, user_id, occurred_at);
 CREATE INDEX auth_log_tenant_ip_idx ON authaudit.auth_log (tenant_id, ip, occurred_at);
 
--- One row per tenant: the current end of its chain. Its row lock serialises
--- appends to one tenant's chain; different tenants never wait for each other.
+-- One row per tenant: the current end of its chain (seq 0 and the genesis
+-- before the first event). Its row lock serialises appends to one tenant's
+-- chain; different tenants never wait for each other.
 CREATE TABLE authaudit.chain_head (
     tenant_id  text        NOT NULL,
     seq        bigint      NOT NULL,
-    prev       bytea       NOT NULL,
-    head       bytea       NOT NULL,
+    prev       bytea       NOT NULL,  -- link_sha256 of the row before seq (empty at seq 0)
+    head       bytea       NOT NULL,  -- SHA-256 | SHA-512 | SHA3-256 digests at seq
     updated_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT chain_head_pkey PRIMARY KEY (tenant_id)
+    CONSTRAINT chain_head_pkey PRIMARY KEY (tenant_id),
+    CONSTRAINT chain_head_seq_check CHECK (seq >= 0)
 );
 
 COMMENT ON TABLE authaudit.chain_head IS
