@@ -10,6 +10,7 @@ Export (PostgreSQL's COPY text format, with a header, DateStyle ISO):
     psql -c "COPY (SELECT * FROM authaudit.auth_log ORDER BY tenant_id, seq)
              TO STDOUT WITH (HEADER)" > auth_log.tsv
     python3 tools/verify_chain.py auth_log.tsv
+    python3 tools/verify_chain.py --self-test docs/chain-test-vectors.txt
 
 CSV exports (FORMAT csv, HEADER) are read too, but CSV cannot tell NULL from
 an empty string, so prefer the text format. Prints one line per tenant and
@@ -178,7 +179,44 @@ def read_rows(stream):
                    for k, v in row.items()}
 
 
+def self_test(path):
+    """Recomputes the published test vectors (docs/chain-test-vectors.txt)."""
+    expected = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if " = " in line and not line.startswith("#"):
+                name, value = line.strip().split(" = ")
+                expected[name] = value
+    first = {"tenant_id": "acme", "log_id": "00000000-0000-4000-8000-000000000001",
+             "org_id": None, "event_type": "login_failed", "user_id": "alice",
+             "ip": "192.0.2.1", "user_agent": "curl/8.0", "channel": "web",
+             "occurred_at": "2026-01-01 00:00:00+00",
+             "recorded_at": "2026-01-01 00:00:00.000001+00",
+             "metadata": '{"reason": "bad_password"}'}
+    second = dict(first, log_id="00000000-0000-4000-8000-000000000002", org_id="hq",
+                  event_type="login_success", ip="2001:db8::1", user_agent=None,
+                  channel="mobile", occurred_at="2026-01-01 00:00:01+00",
+                  recorded_at="2026-01-01 00:00:01.000001+00", metadata="{}")
+    got = {}
+    heads = {name: genesis(name, fn, "acme") for name, fn, _ in ALGORITHMS}
+    for name, _, _ in ALGORITHMS:
+        got["genesis." + name.replace("-", "_")] = heads[name].hex()
+    got["record1"] = (bytes([FORMAT_VERSION]) + struct.pack(">q", 1) + body(first)).hex()
+    for seq, row in ((1, first), (2, second)):
+        b = body(row)
+        for name, fn, _ in ALGORITHMS:
+            heads[name] = link(name, fn, heads[name], seq, b)
+            got["seq%d.%s" % (seq, name.replace("-", "_"))] = heads[name].hex()
+    bad = [k for k in got if expected.get(k) != got[k]]
+    for k in bad:
+        print("vector %s differs: expected %s, computed %s" % (k, expected.get(k), got[k]))
+    print("self-test: %d vectors, %d differ" % (len(got), len(bad)))
+    return 1 if bad else 0
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--self-test":
+        return self_test(argv[2])
     if len(argv) > 2 or (len(argv) == 2 and argv[1] in ("-h", "--help")):
         print(__doc__)
         return 0 if len(argv) == 2 else 2

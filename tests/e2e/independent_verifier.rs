@@ -13,10 +13,26 @@ fn export(db: &authaudit_tests::TestDb) -> String {
     ])
 }
 
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[test]
+fn the_python_verifier_reproduces_the_published_vectors() {
+    let out = Command::new("python3")
+        .arg(repo("tools/verify_chain.py"))
+        .arg("--self-test")
+        .arg(repo("docs/chain-test-vectors.txt"))
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("10 vectors, 0 differ"), "{text}");
+}
+
 fn python_verify(csv: &str) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/verify_chain.py");
     let mut child = Command::new("python3")
-        .arg(script)
+        .arg(repo("tools/verify_chain.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
