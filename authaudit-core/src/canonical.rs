@@ -55,21 +55,26 @@ pub fn encode_body(event: &Record<'_>) -> Vec<u8> {
             + event.user_agent.map_or(0, str::len)
             + event.metadata.len(),
     );
-    put_field(&mut out, Some(event.tenant_id.as_bytes()));
-    put_field(&mut out, Some(&event.log_id));
-    put_field(&mut out, event.org_id.map(str::as_bytes));
-    put_field(&mut out, Some(event.event_type.as_bytes()));
-    put_field(&mut out, Some(event.user_id.as_bytes()));
+    encode_body_into(&mut out, event);
+    out
+}
+
+/// Appends the canonical body of `event` to `out` (see [`encode_body`]).
+pub fn encode_body_into(out: &mut Vec<u8>, event: &Record<'_>) {
+    put_field(out, Some(event.tenant_id.as_bytes()));
+    put_field(out, Some(&event.log_id));
+    put_field(out, event.org_id.map(str::as_bytes));
+    put_field(out, Some(event.event_type.as_bytes()));
+    put_field(out, Some(event.user_id.as_bytes()));
     match event.ip {
-        None => put_field(&mut out, None),
-        Some(ip) => put_field(&mut out, Some(&ip_bytes(ip))),
+        None => put_field(out, None),
+        Some(ip) => put_field(out, Some(&ip_bytes(ip))),
     }
-    put_field(&mut out, event.user_agent.map(str::as_bytes));
-    put_field(&mut out, Some(event.channel.as_bytes()));
+    put_field(out, event.user_agent.map(str::as_bytes));
+    put_field(out, Some(event.channel.as_bytes()));
     out.extend_from_slice(&event.occurred_at_us.to_be_bytes());
     out.extend_from_slice(&event.recorded_at_us.to_be_bytes());
-    put_field(&mut out, Some(event.metadata.as_bytes()));
-    out
+    put_field(out, Some(event.metadata.as_bytes()));
 }
 
 /// The full canonical record: format version, chain position, body.

@@ -5,7 +5,7 @@
 //! `link = H(domain(H) || previous link || record)`. Any one algorithm alone
 //! verifies the log. All comparisons are constant-time.
 
-use crate::canonical::{put_field, record_bytes};
+use crate::canonical::{put_field, FORMAT_VERSION};
 use sha2::{Digest, Sha256, Sha512};
 use sha3::Sha3_256;
 use std::fmt;
@@ -73,6 +73,22 @@ fn prefixed<D: Digest>(domain: &str, alg: Algorithm, parts: &[&[u8]]) -> D {
     h
 }
 
+/// One algorithm's link over the canonical record (version, seq, body),
+/// hashed in parts so that the record is never copied.
+pub(crate) fn link<D: Digest>(
+    alg: Algorithm,
+    prev: &[u8],
+    seq: i64,
+    body: &[u8],
+) -> sha2::digest::Output<D> {
+    prefixed::<D>(
+        LINK_DOMAIN,
+        alg,
+        &[prev, &[FORMAT_VERSION], &seq.to_be_bytes(), body],
+    )
+    .finalize()
+}
+
 impl ChainHead {
     /// The position before a tenant's first event. It depends on the tenant
     /// id, so one tenant's rows can never verify as another's.
@@ -95,21 +111,10 @@ impl ChainHead {
 
     /// The head after appending the event at `seq` whose canonical body is `body`.
     pub fn next(&self, seq: i64, body: &[u8]) -> ChainHead {
-        let record = record_bytes(seq, body);
         ChainHead {
-            sha256: prefixed::<Sha256>(LINK_DOMAIN, Algorithm::Sha256, &[&self.sha256, &record])
-                .finalize()
-                .into(),
-            sha512: prefixed::<Sha512>(LINK_DOMAIN, Algorithm::Sha512, &[&self.sha512, &record])
-                .finalize()
-                .into(),
-            sha3_256: prefixed::<Sha3_256>(
-                LINK_DOMAIN,
-                Algorithm::Sha3_256,
-                &[&self.sha3_256, &record],
-            )
-            .finalize()
-            .into(),
+            sha256: link::<Sha256>(Algorithm::Sha256, &self.sha256, seq, body).into(),
+            sha512: link::<Sha512>(Algorithm::Sha512, &self.sha512, seq, body).into(),
+            sha3_256: link::<Sha3_256>(Algorithm::Sha3_256, &self.sha3_256, seq, body).into(),
         }
     }
 
@@ -218,7 +223,7 @@ impl ChainVerifier {
         if seq < self.expected_seq {
             return Err(ChainFault::OutOfOrder { seq });
         }
-        if stored.format_version != i16::from(crate::canonical::FORMAT_VERSION) {
+        if stored.format_version != i16::from(FORMAT_VERSION) {
             return Err(ChainFault::UnknownFormat {
                 version: stored.format_version,
             });

@@ -5,3 +5,4 @@
 pub mod canonical;
 pub mod chain;
 pub mod event;
+pub mod verification;

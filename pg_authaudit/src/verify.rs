@@ -3,9 +3,10 @@
 
 use crate::error::AuditError;
 use crate::time;
-use authaudit_core::canonical::{encode_body, Record};
+use authaudit_core::canonical::{encode_body_into, Record};
 use authaudit_core::chain::{ChainFault, ChainHead, ChainVerifier, StoredLinks};
 use authaudit_core::event::parse_host_ip;
+use authaudit_core::verification::{verify_batches, RowBatch};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -79,7 +80,7 @@ const FETCH_ROWS: i64 = 2000;
 
 fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditError> {
     Spi::connect(|client| {
-        let Some(mut verifier) = anchor(client, tenant_id, from_seq)? else {
+        let Some(verifier) = anchor(client, tenant_id, from_seq)? else {
             return Ok(Outcome {
                 rows_checked: 0,
                 fault: Some((from_seq - 1, "anchor row is missing or malformed".into())),
@@ -88,73 +89,66 @@ fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditErro
         let mut cursor =
             client.open_cursor(ROWS, &[tenant_id.into(), from_seq.into(), to_seq.into()]);
         let mut head: Option<(i64, Vec<u8>)> = None;
-        loop {
+        let mut unreadable: Option<(i64, String)> = None;
+        let (verifier, chain_fault) = verify_batches(verifier, || -> Result<_, AuditError> {
+            if unreadable.is_some() {
+                return Ok(None);
+            }
             let table = cursor.fetch(FETCH_ROWS)?;
             if table.is_empty() {
-                break;
+                return Ok(None);
             }
+            let mut batch = RowBatch::with_capacity(table.len());
             for row in table {
+                let seq = row.get::<i64>(2)?.unwrap_or(0);
                 if row.get::<bool>(1)? == Some(true) {
-                    let seq = row.get::<i64>(2)?.unwrap_or(0);
                     head = Some((seq, row.get::<Vec<u8>>(3)?.unwrap_or_default()));
                     continue;
                 }
-                let seq = row.get::<i64>(2)?.unwrap_or(0);
-                let log_id: [u8; 16] = row.get::<Uuid>(4)?.map_or([0; 16], |u| *u.as_bytes());
-                let org_id = row.get::<&str>(5)?;
-                let event_type = row.get::<&str>(6)?.unwrap_or("");
-                let user_id = row.get::<&str>(7)?.unwrap_or("");
                 let ip = match row.get::<&str>(8)? {
                     None => None,
                     Some(text) => match parse_host_ip(text) {
                         Ok(ip) => Some(ip),
                         Err(_) => {
-                            return Ok(fault(
-                                &verifier,
-                                seq,
-                                format!("stored ip {text} is not a host address"),
-                            ))
+                            unreadable =
+                                Some((seq, format!("stored ip {text} is not a host address")));
+                            break;
                         }
                     },
                 };
-                let user_agent = row.get::<&str>(9)?;
-                let channel = row.get::<&str>(10)?.unwrap_or("");
-                let occurred_at = row
-                    .get::<TimestampWithTimeZone>(11)?
-                    .map_or(0, time::unix_micros);
-                let recorded_at = row
-                    .get::<TimestampWithTimeZone>(12)?
-                    .map_or(0, time::unix_micros);
-                let metadata = row.get::<&str>(13)?.unwrap_or("");
-                let format_version = row.get::<i16>(14)?.unwrap_or(0);
-                let prev_link = row.get::<&[u8]>(15)?.unwrap_or_default();
-                let sha256 = row.get::<&[u8]>(16)?.unwrap_or_default();
-                let sha512 = row.get::<&[u8]>(17)?.unwrap_or_default();
-                let sha3_256 = row.get::<&[u8]>(18)?.unwrap_or_default();
-                let body = encode_body(&Record {
-                    log_id,
+                let record = Record {
+                    log_id: row.get::<Uuid>(4)?.map_or([0; 16], |u| *u.as_bytes()),
                     tenant_id,
-                    org_id,
-                    event_type,
-                    user_id,
+                    org_id: row.get::<&str>(5)?,
+                    event_type: row.get::<&str>(6)?.unwrap_or(""),
+                    user_id: row.get::<&str>(7)?.unwrap_or(""),
                     ip,
-                    user_agent,
-                    channel,
-                    occurred_at_us: occurred_at,
-                    recorded_at_us: recorded_at,
-                    metadata,
-                });
-                let stored = StoredLinks {
-                    format_version,
-                    prev_link,
-                    sha256,
-                    sha512,
-                    sha3_256,
+                    user_agent: row.get::<&str>(9)?,
+                    channel: row.get::<&str>(10)?.unwrap_or(""),
+                    occurred_at_us: row
+                        .get::<TimestampWithTimeZone>(11)?
+                        .map_or(0, time::unix_micros),
+                    recorded_at_us: row
+                        .get::<TimestampWithTimeZone>(12)?
+                        .map_or(0, time::unix_micros),
+                    metadata: row.get::<&str>(13)?.unwrap_or(""),
                 };
-                if let Err(f) = verifier.check(seq, &body, &stored) {
-                    return Ok(fault_at(&verifier, f));
-                }
+                let stored = StoredLinks {
+                    format_version: row.get::<i16>(14)?.unwrap_or(0),
+                    prev_link: row.get::<&[u8]>(15)?.unwrap_or_default(),
+                    sha256: row.get::<&[u8]>(16)?.unwrap_or_default(),
+                    sha512: row.get::<&[u8]>(17)?.unwrap_or_default(),
+                    sha3_256: row.get::<&[u8]>(18)?.unwrap_or_default(),
+                };
+                batch.push(seq, &stored, |buf| encode_body_into(buf, &record));
             }
+            Ok(Some(batch))
+        })?;
+        if let Some(f) = chain_fault {
+            return Ok(fault_at(&verifier, f));
+        }
+        if let Some((seq, reason)) = unreadable {
+            return Ok(fault(&verifier, seq, reason));
         }
         let checked = i64::try_from(verifier.checked()).unwrap_or(i64::MAX);
         match head {
