@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL 15 clusters for tests and benchmarks.
 #
-#   testcluster.sh start DIR PORT [--bench] [--watch PID]
+#   testcluster.sh start DIR PORT [--bench|--durable] [--watch PID]
 #   testcluster.sh stop DIR
 #
 # start: initdb into DIR (as the postgres OS user when run as root), listen on
 # 127.0.0.1:PORT and a socket in DIR, wal_level=logical with replication slots
 # and WAL senders. Test clusters trade durability for speed (fsync off);
 # --bench keeps production settings (fsync and synchronous_commit on) and
-# preloads pgaudit. --watch PID stops and removes the cluster once process
+# preloads pgaudit; --durable keeps commits durable across a server crash
+# (synchronous_commit on) for crash tests. --watch PID stops and removes the cluster once process
 # PID has exited, however it exited.
 set -euo pipefail
 
@@ -26,10 +27,12 @@ start)
   port=${3:?usage: testcluster.sh start DIR PORT [--bench] [--watch PID]}
   shift 3
   bench=0
+  durable=0
   watch=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --bench) bench=1 ;;
+      --durable) durable=1 ;;
       --watch) watch=$2; shift ;;
       *) echo "testcluster.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -56,12 +59,13 @@ start)
       echo "fsync = on"
       echo "synchronous_commit = on"
       echo "max_wal_size = '4GB'"
-      echo "shared_preload_libraries = 'pgaudit'"
+      echo "shared_preload_libraries = 'pgaudit,pg_authaudit'"
       echo "pgaudit.log = 'none'"
     else
       echo "shared_buffers = '256MB'"
+      echo "shared_preload_libraries = 'pg_authaudit'"
       echo "fsync = off"
-      echo "synchronous_commit = off"
+      if [ "$durable" = 1 ]; then echo "synchronous_commit = on"; else echo "synchronous_commit = off"; fi
       echo "full_page_writes = off"
     fi
   } >>"$dir/data/postgresql.conf"

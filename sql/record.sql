@@ -29,7 +29,6 @@ DECLARE
     v_meta     jsonb := coalesce(record_event.metadata, '{}'::jsonb);
     v_body     bytea;
     v_row      authaudit.auth_log;
-    v_attempt  integer;
 BEGIN
     IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
         RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
@@ -50,76 +49,49 @@ BEGIN
         record_event.event_type, record_event.user_id, record_event.ip::text, v_ua,
         record_event.channel, record_event.occurred_at, v_recorded, v_meta::text);
 
-    FOR v_attempt IN 1 .. 2 LOOP
-        -- Append under the tenant's chain-head row lock, taken last so that
-        -- it is held for as short a time as possible. A log_id that already
-        -- exists leaves the head untouched and unlocked (h is empty).
-        WITH h AS (
-            UPDATE authaudit.chain_head AS h
-               SET seq = h.seq + 1,
-                   prev = substring(h.head FROM 1 FOR 32),
-                   head = authaudit._chain_next(h.head, h.seq + 1, v_body),
-                   updated_at = v_recorded
-             WHERE h.tenant_id = record_event.tenant_id
-               AND NOT EXISTS (SELECT FROM authaudit.auth_log x WHERE x.log_id = record_event.log_id)
-            RETURNING h.seq, h.prev, h.head
-        ), ins AS (
-            INSERT INTO authaudit.auth_log AS l (
-                log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel,
-                occurred_at, recorded_at, metadata, format_version,
-                prev_link, link_sha256, digest_sha512, digest_sha3_256)
-            SELECT record_event.log_id, record_event.tenant_id, record_event.org_id, h.seq,
-                   record_event.event_type, record_event.user_id, record_event.ip, v_ua,
-                   record_event.channel, coalesce(record_event.occurred_at, v_recorded), v_recorded,
-                   v_meta, 1, h.prev, substring(h.head FROM 1 FOR 32),
-                   substring(h.head FROM 33 FOR 64), substring(h.head FROM 97 FOR 32)
-              FROM h
-            ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
-            RETURNING l.*
-        )
-        SELECT ins.* INTO v_row FROM h LEFT JOIN ins ON true;
-
-        IF FOUND THEN
-            IF v_row.log_id IS NOT NULL THEN
-                RETURN v_row;
-            END IF;
-            -- The head advanced but another session committed the same log_id
-            -- after this statement's snapshot: the error undoes the advance.
-            RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', record_event.log_id
-                USING ERRCODE = 'serialization_failure',
-                      HINT = 'Retry: the retry returns the row the other session recorded.';
+    -- A retry returns the original row; a reused id with other content is refused.
+    SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
+    IF FOUND THEN
+        IF v_row.tenant_id = record_event.tenant_id
+           AND v_row.org_id IS NOT DISTINCT FROM record_event.org_id
+           AND v_row.event_type = record_event.event_type
+           AND v_row.user_id = record_event.user_id
+           AND v_row.channel = record_event.channel
+           AND v_row.ip IS NOT DISTINCT FROM record_event.ip
+           AND v_row.user_agent IS NOT DISTINCT FROM v_ua
+           AND (v_row.metadata - '_authaudit') = (v_meta - '_authaudit')
+           AND (record_event.occurred_at IS NULL OR v_row.occurred_at = record_event.occurred_at)
+        THEN
+            RETURN v_row;
         END IF;
+        RAISE EXCEPTION 'pg_authaudit: log_id % was already recorded with different content',
+            record_event.log_id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'A retry must repeat the original event exactly; a new event needs a new log_id.';
+    END IF;
 
-        -- Nothing appended: either the log_id exists (a retry, or a reuse with
-        -- other content), or the tenant has no chain yet.
-        SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
-        IF FOUND THEN
-            IF v_row.tenant_id = record_event.tenant_id
-               AND v_row.org_id IS NOT DISTINCT FROM record_event.org_id
-               AND v_row.event_type = record_event.event_type
-               AND v_row.user_id = record_event.user_id
-               AND v_row.channel = record_event.channel
-               AND v_row.ip IS NOT DISTINCT FROM record_event.ip
-               AND v_row.user_agent IS NOT DISTINCT FROM v_ua
-               AND (v_row.metadata - '_authaudit') = (v_meta - '_authaudit')
-               AND (record_event.occurred_at IS NULL OR v_row.occurred_at = record_event.occurred_at)
-            THEN
-                RETURN v_row;
-            END IF;
-            RAISE EXCEPTION 'pg_authaudit: log_id % was already recorded with different content',
-                record_event.log_id
-                USING ERRCODE = 'unique_violation',
-                      HINT = 'A retry must repeat the original event exactly; a new event needs a new log_id.';
-        END IF;
+    -- Append to the tenant's chain (shared-memory head, no row lock) and
+    -- insert the row in the same statement.
+    INSERT INTO authaudit.auth_log AS l (
+        log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel,
+        occurred_at, recorded_at, metadata, format_version,
+        prev_link, link_sha256, digest_sha512, digest_sha3_256)
+    SELECT record_event.log_id, record_event.tenant_id, record_event.org_id, a.seq,
+           record_event.event_type, record_event.user_id, record_event.ip, v_ua,
+           record_event.channel, coalesce(record_event.occurred_at, v_recorded), v_recorded,
+           v_meta, 1, a.prev_link, a.link_sha256, a.digest_sha512, a.digest_sha3_256
+      FROM authaudit._chain_append(record_event.tenant_id, v_body) AS a
+    ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
+    RETURNING l.* INTO v_row;
 
-        -- A new tenant: its chain starts at seq 0, the genesis.
-        INSERT INTO authaudit.chain_head AS h (tenant_id, seq, prev, head, updated_at)
-        VALUES (record_event.tenant_id, 0, '\x'::bytea,
-                authaudit._chain_genesis(record_event.tenant_id), v_recorded)
-        ON CONFLICT ON CONSTRAINT chain_head_pkey DO NOTHING;
-    END LOOP;
-    RAISE EXCEPTION 'pg_authaudit: could not append to the chain of tenant %', record_event.tenant_id
-        USING ERRCODE = 'internal_error';
+    IF NOT FOUND THEN
+        -- Another session committed the same log_id after our check; the
+        -- error rolls back this append.
+        RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', record_event.log_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry: the retry returns the row the other session recorded.';
+    END IF;
+    RETURN v_row;
 END;
 $$;
 
@@ -185,3 +157,7 @@ $$;
 
 COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
     'Records a JSON array of events in one transaction; returns the stored rows in input order.';
+
+-- The chain step is internal: called on its own it would advance a chain
+-- without a row.
+REVOKE EXECUTE ON FUNCTION authaudit._chain_append(text, bytea) FROM PUBLIC;

@@ -1,4 +1,5 @@
--- pg_authaudit schema: the chained authentication log and its chain heads.
+-- pg_authaudit schema: the chained authentication log. The end of each
+-- tenant's chain lives in shared memory (pg_authaudit/src/heads.rs).
 -- Loaded first by CREATE EXTENSION (bootstrap); reference: docs/sql-reference.md.
 
 CREATE TABLE authaudit.auth_log (
@@ -42,22 +43,6 @@ CREATE INDEX auth_log_tenant_time_idx ON authaudit.auth_log (tenant_id, occurred
 CREATE INDEX auth_log_tenant_user_idx ON authaudit.auth_log (tenant_id, user_id, occurred_at);
 CREATE INDEX auth_log_tenant_ip_idx ON authaudit.auth_log (tenant_id, ip, occurred_at);
 
--- One row per tenant: the current end of its chain (seq 0 and the genesis
--- before the first event). Its row lock serialises appends to one tenant's
--- chain; different tenants never wait for each other.
-CREATE TABLE authaudit.chain_head (
-    tenant_id  text        NOT NULL,
-    seq        bigint      NOT NULL,
-    prev       bytea       NOT NULL,  -- link_sha256 of the row before seq (empty at seq 0)
-    head       bytea       NOT NULL,  -- SHA-256 | SHA-512 | SHA3-256 digests at seq
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT chain_head_pkey PRIMARY KEY (tenant_id),
-    CONSTRAINT chain_head_seq_check CHECK (seq >= 0)
-);
-
-COMMENT ON TABLE authaudit.chain_head IS
-    'Current chain head per tenant: seq and packed digests (SHA-256 | SHA-512 | SHA3-256).';
-
 -- Append-only: no UPDATE, DELETE or TRUNCATE, whoever asks.
 CREATE FUNCTION authaudit._refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -75,8 +60,4 @@ CREATE TRIGGER auth_log_append_only
 CREATE TRIGGER auth_log_no_truncate
     BEFORE TRUNCATE ON authaudit.auth_log
     FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
-CREATE TRIGGER chain_head_no_delete
-    BEFORE DELETE OR TRUNCATE ON authaudit.chain_head
-    FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
-
-REVOKE ALL ON authaudit.auth_log, authaudit.chain_head FROM PUBLIC;
+REVOKE ALL ON authaudit.auth_log FROM PUBLIC;

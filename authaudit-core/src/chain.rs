@@ -177,10 +177,6 @@ pub enum ChainFault {
     PrevLinkMismatch,
     #[error("{0} digest does not match the recomputed value")]
     DigestMismatch(Algorithm),
-    #[error("chain head records seq {head_seq} but the last row is seq {last_seq}")]
-    HeadMismatch { head_seq: i64, last_seq: i64 },
-    #[error("chain head digests differ from the last row's digests")]
-    HeadDigestMismatch,
 }
 
 /// Verifies consecutive rows of one tenant's chain as they stream past.
@@ -266,19 +262,6 @@ impl ChainVerifier {
     /// The head after the last verified row.
     pub fn head(&self) -> &ChainHead {
         &self.head
-    }
-
-    /// Compares the verified end of the chain with the recorded chain head,
-    /// which detects rows removed from the tail (up to the head's own age).
-    pub fn finish_against_head(&self, head_seq: i64, head: &ChainHead) -> Result<(), ChainFault> {
-        let last_seq = self.expected_seq - 1;
-        if head_seq != last_seq {
-            return Err(ChainFault::HeadMismatch { head_seq, last_seq });
-        }
-        if !ct_eq(&head.to_bytes(), &self.head.to_bytes()) {
-            return Err(ChainFault::HeadDigestMismatch);
-        }
-        Ok(())
     }
 }
 
@@ -380,29 +363,5 @@ mod tests {
         let h = ChainHead::genesis("x").next(1, b"body");
         assert_eq!(ChainHead::from_bytes(&h.to_bytes()), Some(h));
         assert_eq!(ChainHead::from_bytes(&[0; 3]), None);
-    }
-
-    #[test]
-    fn tail_truncation_shows_against_the_head() {
-        let rows = build("t", &[b"a", b"b", b"c"]);
-        let head = rows[2].3.clone();
-        let mut v = ChainVerifier::from_genesis("t");
-        for (seq, body, prev, link) in &rows[..2] {
-            let stored = StoredLinks {
-                format_version: 1,
-                prev_link: &prev.sha256,
-                sha256: &link.sha256,
-                sha512: &link.sha512,
-                sha3_256: &link.sha3_256,
-            };
-            v.check(*seq, body, &stored).unwrap();
-        }
-        assert_eq!(
-            v.finish_against_head(3, &head),
-            Err(ChainFault::HeadMismatch {
-                head_seq: 3,
-                last_seq: 2
-            })
-        );
     }
 }

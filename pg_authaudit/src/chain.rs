@@ -2,7 +2,9 @@
 //! tenant's chain-head row lock.
 
 use crate::error::{AuditError, SqlResult};
+use crate::heads;
 use authaudit_core::chain::{ChainHead, HEAD_BYTES};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 /// The packed genesis head (SHA-256 ‖ SHA-512 ‖ SHA3-256) of a tenant.
@@ -19,4 +21,34 @@ fn chain_next(head: &[u8], seq: i64, body: &[u8]) -> SqlResult<Vec<u8>> {
         got: head.len(),
     })?;
     Ok(prev.next(seq, body).to_bytes().to_vec())
+}
+
+/// Appends an event body to the tenant's chain and returns its position and
+/// digests. Internal to `record_event`, which inserts the row in the same
+/// statement; not executable by PUBLIC.
+#[pg_extern(volatile, parallel_unsafe, name = "_chain_append")]
+fn chain_append(
+    tenant_id: &str,
+    body: &[u8],
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(seq, i64),
+            name!(prev_link, Vec<u8>),
+            name!(link_sha256, Vec<u8>),
+            name!(digest_sha512, Vec<u8>),
+            name!(digest_sha3_256, Vec<u8>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let (seq, prev, next) = heads::append(tenant_id, body)?;
+    Ok(TableIterator::once((
+        seq,
+        prev.sha256.to_vec(),
+        next.sha256.to_vec(),
+        next.sha512.to_vec(),
+        next.sha3_256.to_vec(),
+    )))
 }

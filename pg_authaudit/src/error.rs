@@ -13,6 +13,14 @@ pub enum AuditError {
     Event(#[from] EventError),
     #[error("chain head must be {expected} bytes, got {got}")]
     MalformedHead { expected: usize, got: usize },
+    #[error(
+        "shared_preload_libraries must include pg_authaudit (chain heads live in shared memory)"
+    )]
+    NotPreloaded,
+    #[error("more than {0} tenants have events in flight at once")]
+    TooManyTenantsInFlight(usize),
+    #[error("one transaction interleaved its events with other transactions more than {0} times in one tenant's chain")]
+    TooManyRuns(usize),
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -38,6 +46,10 @@ impl AuditError {
                 | EventError::MetadataNotObject => ERRCODE_INVALID_PARAMETER_VALUE,
             },
             AuditError::MalformedHead { .. } => ERRCODE_DATA_CORRUPTED,
+            AuditError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
+                ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
+            }
             AuditError::Spi(_) => ERRCODE_INTERNAL_ERROR,
         }
     }

@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 mod chain;
 mod error;
 mod gucs;
+mod heads;
 mod record;
 mod time;
 mod verify;
@@ -26,6 +27,7 @@ extension_sql_file!("../../sql/record.sql", name = "record", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
+    heads::init();
 }
 
 /// The extension's version, as installed.
@@ -44,6 +46,6 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        vec!["shared_preload_libraries = 'pg_authaudit'"]
     }
 }

@@ -1,10 +1,9 @@
 -- The extension's objects exist with the documented shape.
 BEGIN;
-SELECT plan(14);
+SELECT plan(13);
 
 SELECT has_schema('authaudit');
 SELECT has_table('authaudit', 'auth_log', 'the auth log exists');
-SELECT has_table('authaudit', 'chain_head', 'chain heads exist');
 SELECT columns_are('authaudit', 'auth_log', ARRAY[
     'log_id', 'tenant_id', 'org_id', 'seq', 'event_type', 'user_id', 'ip', 'user_agent',
     'channel', 'occurred_at', 'recorded_at', 'metadata', 'format_version', 'prev_link',

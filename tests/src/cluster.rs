@@ -36,11 +36,18 @@ impl Cluster {
     /// The cluster shared by every test of this process, started on first use.
     pub fn shared() -> &'static Cluster {
         static SHARED: OnceLock<Cluster> = OnceLock::new();
-        SHARED.get_or_init(Cluster::start)
+        SHARED.get_or_init(|| Cluster::start("shared", &[]))
     }
 
-    fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("authaudit-test-{}", std::process::id()));
+    /// A cluster of its own, for a test that crashes or restarts the server;
+    /// commits are durable across a crash. Removed when the process exits.
+    pub fn dedicated(name: &str) -> &'static Cluster {
+        Box::leak(Box::new(Cluster::start(name, &["--durable"])))
+    }
+
+    fn start(name: &str, options: &[&str]) -> Cluster {
+        let dir =
+            std::env::temp_dir().join(format!("authaudit-test-{}-{name}", std::process::id()));
         let script = repo_root().join("scripts/testcluster.sh");
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -49,6 +56,7 @@ impl Cluster {
                 .arg("start")
                 .arg(&dir)
                 .arg(port.to_string())
+                .args(options)
                 .arg("--watch")
                 .arg(std::process::id().to_string())
                 .output()

@@ -1,0 +1,652 @@
+//! Shared chain heads: the end of every tenant's chain, kept in shared memory
+//! so that appending to a chain never waits for another transaction's commit.
+//!
+//! A transaction that appends to a tenant's chain *owns* the tenant (a
+//! heavyweight lock, visible to the deadlock detector) from its first append
+//! until it is about to commit, not until its commit is flushed: the next
+//! writer appends while the previous one is still writing its commit to disk.
+//! That is what lets a hot tenant use more than one commit flush at a time.
+//! The head itself is read and moved on under a short lightweight lock.
+//! Chains stay gapless and unforked because:
+//!
+//! - a transaction that rolls back (or rolls back the savepoint that appended)
+//!   still owns the tenant, and rewinds the head to where its appends began;
+//! - before commit, each appender waits until the transaction that appended
+//!   the previous link has finished, so links commit in chain order and the
+//!   commit record of a link always follows its predecessor's in the WAL
+//!   (crash recovery never keeps a link without its predecessor);
+//! - should a predecessor still fail after releasing the tenant (an error in
+//!   another extension's commit hook, say), everything appended after it is
+//!   rewound too and those transactions fail with SQLSTATE 40001.
+//!
+//! After a restart the heads are read back from `authaudit.auth_log`. The
+//! unique index on `(tenant_id, seq)` remains the last line of defence: an
+//! append that would fork a chain fails instead.
+//!
+//! Requires `shared_preload_libraries = 'pg_authaudit'`.
+
+use crate::error::AuditError;
+use authaudit_core::chain::{ChainHead, HEAD_BYTES};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::ptr::{addr_of_mut, null_mut};
+
+/// Tenants whose heads are cached at once; a tenant with no transaction in
+/// flight can be evicted and is read back from the table when needed.
+const SLOTS: usize = 1024;
+/// Runs of in-flight appends (consecutive links of one (sub)transaction)
+/// tracked per tenant; a writer waits for the oldest when all are in use.
+const RUNS: usize = 16;
+const MAX_TENANT_BYTES: usize = 64;
+const TRANCHE: &CStr = c"pg_authaudit chain heads";
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Run {
+    xid: pg_sys::TransactionId,
+    first_seq: i64,
+    last_seq: i64,
+    head_before: [u8; HEAD_BYTES],
+}
+
+#[repr(C)]
+struct Slot {
+    used: u32,
+    dboid: u32,
+    tenant_len: u32,
+    tenant: [u8; MAX_TENANT_BYTES],
+    seq: i64,
+    /// The (sub)transaction that appended the link at `seq`, or invalid.
+    last_xid: pg_sys::TransactionId,
+    runs_len: u32,
+    head: [u8; HEAD_BYTES],
+    runs: [Run; RUNS],
+}
+
+#[repr(C)]
+struct Table {
+    slots: [Slot; SLOTS],
+}
+
+static mut TABLE: *mut Table = null_mut();
+static mut LOCK: *mut pg_sys::LWLock = null_mut();
+static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
+
+/// Installs the shared-memory hooks and transaction callbacks. Only has an
+/// effect while shared_preload_libraries are loaded.
+pub fn init() {
+    // SAFETY: runs once in the postmaster while it loads preload libraries,
+    // before any backend exists; hooks are chained to their predecessors.
+    unsafe {
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
+        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+        pg_sys::RegisterXactCallback(Some(xact_callback), null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: called by the postmaster in its shmem request phase.
+    unsafe {
+        if let Some(prev) = PREV_REQUEST_HOOK {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Table>());
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: called by the postmaster after shared memory is created (and
+    // again after a crash restart, with a fresh segment); an all-zero table
+    // is the valid empty state.
+    unsafe {
+        if let Some(prev) = PREV_STARTUP_HOOK {
+            prev();
+        }
+        let mut found = false;
+        let table = pg_sys::ShmemInitStruct(
+            c"pg_authaudit chain head table".as_ptr(),
+            std::mem::size_of::<Table>(),
+            &mut found,
+        ) as *mut Table;
+        if !found {
+            std::ptr::write_bytes(table as *mut u8, 0, std::mem::size_of::<Table>());
+        }
+        TABLE = table;
+        LOCK = addr_of_mut!((*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock);
+    }
+}
+
+/// Exclusive access to the table; released on drop. Nothing that can raise
+/// a PostgreSQL error runs while it is held.
+struct Locked {
+    table: &'static mut Table,
+}
+
+fn lock() -> Option<Locked> {
+    // SAFETY: TABLE and LOCK are set once by the postmaster before backends
+    // fork and never change; the LWLock serialises all access to the table.
+    unsafe {
+        let table = TABLE;
+        if table.is_null() {
+            return None;
+        }
+        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        Some(Locked { table: &mut *table })
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the lock.
+        unsafe { pg_sys::LWLockRelease(LOCK) }
+    }
+}
+
+/// FNV-1a over the database OID and the tenant id.
+fn key_hash(dboid: u32, tenant: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dboid.to_le_bytes().iter().chain(tenant) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn slot_hash(dboid: u32, tenant: &[u8]) -> usize {
+    (key_hash(dboid, tenant) % SLOTS as u64) as usize
+}
+
+impl Slot {
+    fn is(&self, dboid: u32, tenant: &[u8]) -> bool {
+        self.dboid == dboid && &self.tenant[..self.tenant_len as usize] == tenant
+    }
+
+    fn runs(&self) -> &[Run] {
+        &self.runs[..self.runs_len as usize]
+    }
+
+    fn holds(&self, seq: i64, xid: pg_sys::TransactionId) -> bool {
+        self.runs()
+            .iter()
+            .any(|r| r.xid == xid && r.first_seq <= seq && seq <= r.last_seq)
+    }
+
+    fn retain_runs(&mut self, keep: impl Fn(&Run) -> bool) {
+        let mut n = 0;
+        for i in 0..self.runs_len as usize {
+            if keep(&self.runs[i]) {
+                self.runs[n] = self.runs[i];
+                n += 1;
+            }
+        }
+        self.runs_len = n as u32;
+    }
+}
+
+/// What one append produced.
+struct Appended {
+    seq: i64,
+    prev: ChainHead,
+    next: ChainHead,
+    pred_xid: pg_sys::TransactionId,
+}
+
+enum AppendOutcome {
+    Done(Box<Appended>),
+    /// The tenant's head is not cached: read it from the table first.
+    NotLoaded,
+    /// Every run is in use: wait for this transaction, then try again.
+    Busy(pg_sys::TransactionId),
+}
+
+impl Table {
+    fn find(&self, dboid: u32, tenant: &[u8]) -> Option<usize> {
+        let start = slot_hash(dboid, tenant);
+        for i in 0..SLOTS {
+            let k = (start + i) % SLOTS;
+            let slot = &self.slots[k];
+            if slot.used == 0 {
+                return None;
+            }
+            if slot.is(dboid, tenant) {
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    /// Caches a head read from the table, evicting an idle tenant if needed.
+    fn place(&mut self, dboid: u32, tenant: &[u8], seq: i64, head: &ChainHead) -> bool {
+        if self.find(dboid, tenant).is_some() {
+            return true;
+        }
+        let start = slot_hash(dboid, tenant);
+        let mut target = None;
+        for i in 0..SLOTS {
+            let k = (start + i) % SLOTS;
+            let slot = &self.slots[k];
+            if slot.used == 0 {
+                target = Some(k);
+                break;
+            }
+            if slot.runs_len == 0 && target.is_none() {
+                target = Some(k);
+            }
+        }
+        let Some(k) = target else {
+            return false;
+        };
+        let slot = &mut self.slots[k];
+        slot.used = 1;
+        slot.dboid = dboid;
+        slot.tenant_len = tenant.len() as u32;
+        slot.tenant[..tenant.len()].copy_from_slice(tenant);
+        slot.seq = seq;
+        slot.last_xid = pg_sys::InvalidTransactionId;
+        slot.runs_len = 0;
+        slot.head = head.to_bytes();
+        true
+    }
+
+    fn append(
+        &mut self,
+        dboid: u32,
+        tenant: &[u8],
+        body: &[u8],
+        xid: pg_sys::TransactionId,
+    ) -> AppendOutcome {
+        let Some(k) = self.find(dboid, tenant) else {
+            return AppendOutcome::NotLoaded;
+        };
+        let slot = &mut self.slots[k];
+        let seq = slot.seq + 1;
+        let extends_run = slot
+            .runs()
+            .last()
+            .is_some_and(|r| r.xid == xid && r.last_seq == slot.seq);
+        if !extends_run && slot.runs_len as usize == RUNS {
+            return AppendOutcome::Busy(slot.runs[0].xid);
+        }
+        let prev = ChainHead::from_bytes(&slot.head).expect("head has its fixed size");
+        let next = prev.next(seq, body);
+        if extends_run {
+            slot.runs[slot.runs_len as usize - 1].last_seq = seq;
+        } else {
+            slot.runs[slot.runs_len as usize] = Run {
+                xid,
+                first_seq: seq,
+                last_seq: seq,
+                head_before: slot.head,
+            };
+            slot.runs_len += 1;
+        }
+        let pred_xid = slot.last_xid;
+        slot.seq = seq;
+        slot.head = next.to_bytes();
+        slot.last_xid = xid;
+        AppendOutcome::Done(Box::new(Appended {
+            seq,
+            prev,
+            next,
+            pred_xid,
+        }))
+    }
+
+    /// Undoes the appends of `xid` in `tenant`'s chain from `seq` on, and
+    /// with them every later append (those transactions are now doomed).
+    fn rewind(&mut self, dboid: u32, tenant: &[u8], seq: i64, xid: pg_sys::TransactionId) {
+        let Some(k) = self.find(dboid, tenant) else {
+            return;
+        };
+        let slot = &mut self.slots[k];
+        let Some(run) = slot
+            .runs()
+            .iter()
+            .find(|r| r.xid == xid && r.first_seq <= seq && seq <= r.last_seq)
+            .copied()
+        else {
+            return;
+        };
+        // A run belongs to one (sub)transaction, which aborts as a whole:
+        // undo from the start of the run.
+        let cut = run.first_seq;
+        slot.head = run.head_before;
+        slot.seq = cut - 1;
+        slot.retain_runs(|r| r.first_seq < cut);
+        slot.last_xid = slot
+            .runs()
+            .iter()
+            .find(|r| r.last_seq == cut - 1)
+            .map_or(pg_sys::InvalidTransactionId, |r| r.xid);
+    }
+
+    fn release(&mut self, dboid: u32, tenant: &[u8], xid: pg_sys::TransactionId) {
+        if let Some(k) = self.find(dboid, tenant) {
+            self.slots[k].retain_runs(|r| r.xid != xid);
+        }
+    }
+
+    fn holds(&self, dboid: u32, tenant: &[u8], seq: i64, xid: pg_sys::TransactionId) -> bool {
+        self.find(dboid, tenant)
+            .is_some_and(|k| self.slots[k].holds(seq, xid))
+    }
+}
+
+/// One append made by this backend's current transaction.
+#[derive(Debug, Clone)]
+struct Pending {
+    dboid: u32,
+    tenant: Vec<u8>,
+    seq: i64,
+    xid: pg_sys::TransactionId,
+    pred_xid: pg_sys::TransactionId,
+    level: i32,
+}
+
+thread_local! {
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static OWNED: RefCell<Vec<pg_sys::LOCKTAG>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks the ownership locks apart from `pg_advisory_lock` keys (which use
+/// 1 and 2 in this field).
+const OWNERSHIP_LOCK_FIELD4: u16 = 0xAA01;
+const USER_LOCKMETHOD: u8 = 2;
+const EXCLUSIVE_LOCK: pg_sys::LOCKMODE = 7;
+
+fn ownership_tag(dboid: u32, tenant: &[u8]) -> pg_sys::LOCKTAG {
+    let h = key_hash(dboid, tenant);
+    pg_sys::LOCKTAG {
+        locktag_field1: dboid,
+        locktag_field2: (h >> 32) as u32,
+        locktag_field3: h as u32,
+        locktag_field4: OWNERSHIP_LOCK_FIELD4,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: USER_LOCKMETHOD,
+    }
+}
+
+fn same_tag(a: &pg_sys::LOCKTAG, b: &pg_sys::LOCKTAG) -> bool {
+    (
+        a.locktag_field1,
+        a.locktag_field2,
+        a.locktag_field3,
+        a.locktag_field4,
+    ) == (
+        b.locktag_field1,
+        b.locktag_field2,
+        b.locktag_field3,
+        b.locktag_field4,
+    )
+}
+
+/// Takes ownership of a tenant's chain for the rest of this transaction's
+/// appends (waits while another transaction owns it).
+fn own(dboid: u32, tenant: &[u8]) {
+    let tag = ownership_tag(dboid, tenant);
+    if OWNED.with(|o| o.borrow().iter().any(|t| same_tag(t, &tag))) {
+        return;
+    }
+    // SAFETY: a session-level lock, released by release_ownership at
+    // pre-commit or abort (and by PostgreSQL when the session ends).
+    unsafe {
+        pg_sys::LockAcquire(&tag, EXCLUSIVE_LOCK, true, false);
+    }
+    OWNED.with(|o| o.borrow_mut().push(tag));
+}
+
+fn release_ownership() {
+    let owned = OWNED.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    for tag in &owned {
+        // SAFETY: releases a session lock this backend took in `own`, unless
+        // something (pg_advisory_unlock_all) released it already.
+        unsafe {
+            if pg_sys::LockHeldByMe(tag, EXCLUSIVE_LOCK) {
+                pg_sys::LockRelease(tag, EXCLUSIVE_LOCK, true);
+            }
+        }
+    }
+}
+
+/// Appends `body` to `tenant_id`'s chain, returning the new seq, the previous
+/// head and the new head. Waits (never while holding the lock) when the
+/// tenant's head must be read from the table or when too many transactions
+/// have appends in flight.
+pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead), AuditError> {
+    let tenant = tenant_id.as_bytes();
+    if tenant.len() > MAX_TENANT_BYTES {
+        return Err(AuditError::Event(
+            authaudit_core::event::EventError::MalformedScopeId {
+                field: "tenant_id",
+                value: tenant_id.chars().take(80).collect(),
+                rule: "longer than 64 bytes",
+            },
+        ));
+    }
+    // SAFETY: TABLE is written only by the postmaster before backends fork.
+    if unsafe { TABLE.is_null() } {
+        return Err(AuditError::NotPreloaded);
+    }
+    // SAFETY: plain reads of PostgreSQL's transaction state.
+    let (dboid, xid, level) = unsafe {
+        (
+            u32::from(pg_sys::MyDatabaseId),
+            pg_sys::GetCurrentTransactionId(),
+            pg_sys::GetCurrentTransactionNestLevel(),
+        )
+    };
+    own(dboid, tenant);
+    loop {
+        let outcome = lock()
+            .ok_or(AuditError::NotPreloaded)?
+            .table
+            .append(dboid, tenant, body, xid);
+        match outcome {
+            AppendOutcome::Done(a) => {
+                PENDING.with(|p| {
+                    p.borrow_mut().push(Pending {
+                        dboid,
+                        tenant: tenant.to_vec(),
+                        seq: a.seq,
+                        xid,
+                        pred_xid: a.pred_xid,
+                        level,
+                    })
+                });
+                return Ok((a.seq, a.prev, a.next));
+            }
+            AppendOutcome::NotLoaded => {
+                let (seq, head) = load(tenant_id)?;
+                let placed = lock()
+                    .ok_or(AuditError::NotPreloaded)?
+                    .table
+                    .place(dboid, tenant, seq, &head);
+                if !placed {
+                    return Err(AuditError::TooManyTenantsInFlight(SLOTS));
+                }
+            }
+            AppendOutcome::Busy(other) => {
+                // SAFETY: waiting on another transaction's lock is allowed here.
+                unsafe {
+                    if pg_sys::TransactionIdIsCurrentTransactionId(other) {
+                        return Err(AuditError::TooManyRuns(RUNS));
+                    }
+                    pg_sys::XactLockTableWait(
+                        other,
+                        null_mut(),
+                        null_mut(),
+                        pg_sys::XLTW_Oper::XLTW_None,
+                    );
+                }
+            }
+        }
+    }
+}
+
+const LAST_ROW: &str = "SELECT seq, link_sha256, digest_sha512, digest_sha3_256 \
+                        FROM authaudit.auth_log WHERE tenant_id = $1 \
+                        ORDER BY seq DESC LIMIT 1";
+
+/// The last committed head of a tenant, read with a fresh snapshot (the
+/// genesis at seq 0 when the tenant has no row).
+fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
+    // SAFETY: a fresh snapshot is pushed for the read and popped after it.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+    let result = Spi::connect(|client| -> Result<Option<(i64, ChainHead)>, AuditError> {
+        let table = client.select(LAST_ROW, Some(1), &[tenant_id.into()])?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let row = table.first();
+        let seq = row.get::<i64>(1)?.unwrap_or(0);
+        let a = row.get::<Vec<u8>>(2)?.unwrap_or_default();
+        let b = row.get::<Vec<u8>>(3)?.unwrap_or_default();
+        let c = row.get::<Vec<u8>>(4)?.unwrap_or_default();
+        let head = ChainHead::from_parts(&a, &b, &c).ok_or(AuditError::MalformedHead {
+            expected: HEAD_BYTES,
+            got: a.len() + b.len() + c.len(),
+        })?;
+        Ok(Some((seq, head)))
+    });
+    // SAFETY: pops the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
+    Ok(result?.unwrap_or_else(|| (0, ChainHead::genesis(tenant_id))))
+}
+
+/// Before commit: wait for every predecessor link to finish, then make sure
+/// none of this transaction's appends was doomed by a rollback before it.
+fn pre_commit() {
+    let pending = PENDING.with(|p| p.borrow().clone());
+    if pending.is_empty() {
+        return;
+    }
+    // No more appends can follow: let the next writers in.
+    release_ownership();
+    let mut waited = Vec::new();
+    for p in &pending {
+        if p.pred_xid == pg_sys::InvalidTransactionId || waited.contains(&p.pred_xid) {
+            continue;
+        }
+        // SAFETY: the predecessor is another transaction (checked); waiting
+        // for its lock returns once it has committed or aborted and run its
+        // callbacks.
+        unsafe {
+            if !pg_sys::TransactionIdIsCurrentTransactionId(p.pred_xid) {
+                pg_sys::XactLockTableWait(
+                    p.pred_xid,
+                    null_mut(),
+                    null_mut(),
+                    pg_sys::XLTW_Oper::XLTW_None,
+                );
+            }
+        }
+        waited.push(p.pred_xid);
+    }
+    let doomed = match lock() {
+        Some(l) => pending
+            .iter()
+            .any(|p| !l.table.holds(p.dboid, &p.tenant, p.seq, p.xid)),
+        None => false,
+    };
+    if doomed {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            "pg_authaudit: an earlier event in the same tenant's chain was rolled back",
+            "Retry the transaction: its events will be chained after the surviving ones."
+        );
+    }
+}
+
+fn finish(committed: bool) {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if !pending.is_empty() {
+        if let Some(l) = lock() {
+            for p in &pending {
+                if committed {
+                    l.table.release(p.dboid, &p.tenant, p.xid);
+                } else {
+                    l.table.rewind(p.dboid, &p.tenant, p.seq, p.xid);
+                }
+            }
+        }
+    }
+    // After the rewind, so that the next owner sees the rewound head.
+    release_ownership();
+}
+
+fn abort_subtransaction(level: i32) {
+    let aborted: Vec<Pending> = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let (gone, kept): (Vec<Pending>, Vec<Pending>) =
+            p.drain(..).partition(|e| e.level >= level);
+        *p = kept;
+        gone
+    });
+    if aborted.is_empty() {
+        return;
+    }
+    if let Some(l) = lock() {
+        for p in &aborted {
+            l.table.rewind(p.dboid, &p.tenant, p.seq, p.xid);
+        }
+    }
+}
+
+fn commit_subtransaction(level: i32) {
+    PENDING.with(|p| {
+        for e in p.borrow_mut().iter_mut().filter(|e| e.level >= level) {
+            e.level = level - 1;
+        }
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => pre_commit(),
+        XACT_EVENT_PRE_PREPARE if PENDING.with(|p| !p.borrow().is_empty()) => {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "pg_authaudit: a transaction that recorded events cannot be prepared (two-phase commit)"
+            );
+        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => finish(true),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => finish(false),
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    // SAFETY: reading the nesting level of the subtransaction being ended.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    match event {
+        SUBXACT_EVENT_ABORT_SUB => abort_subtransaction(level),
+        SUBXACT_EVENT_COMMIT_SUB => commit_subtransaction(level),
+        _ => {}
+    }
+}

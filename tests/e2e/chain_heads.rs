@@ -1,0 +1,157 @@
+//! Shared-memory chain heads: rollbacks to savepoints, errors caught by the
+//! caller, restarts, databases that reuse tenant ids, and races on one log_id.
+
+use crate::support::{db, fail, log_id, sqlstate, verify};
+use postgres::error::SqlState;
+use postgres::Client;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+fn gapless(c: &mut Client, tenant: &str) -> i64 {
+    let r = c
+        .query_one(
+            "SELECT count(*), coalesce(max(seq), 0) FROM authaudit.auth_log WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .unwrap();
+    let (n, max): (i64, i64) = (r.get(0), r.get(1));
+    assert_eq!(n, max, "seq has gaps in {tenant}");
+    n
+}
+
+#[test]
+fn a_rolled_back_savepoint_leaves_no_gap() {
+    let db = db("savepoint");
+    let mut c = db.connect();
+    let mut tx = c.transaction().unwrap();
+    fail(&mut tx, &log_id(1, 1), "acme", "alice");
+    tx.batch_execute("SAVEPOINT s").unwrap();
+    fail(&mut tx, &log_id(1, 2), "acme", "alice");
+    fail(&mut tx, &log_id(1, 3), "acme", "bob");
+    tx.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    assert_eq!(fail(&mut tx, &log_id(1, 4), "acme", "carol"), 2);
+    tx.commit().unwrap();
+    assert_eq!(fail(&mut c, &log_id(1, 5), "acme", "carol"), 3);
+    assert_eq!(gapless(&mut c, "acme"), 3);
+    assert!(verify(&mut c, "acme").0);
+}
+
+#[test]
+fn an_error_caught_by_the_caller_rewinds_the_chain() {
+    let db = db("caught_error");
+    let mut c = db.connect();
+    fail(&mut c, &log_id(1, 1), "acme", "alice");
+    // The application records an event, then fails and catches the error in
+    // a PL/pgSQL block: the event's append is rolled back with the block.
+    c.batch_execute(&format!(
+        "DO $$ BEGIN
+             BEGIN
+                 PERFORM authaudit.record_event(log_id => '{}', tenant_id => 'acme',
+                     event_type => 'login_failed', user_id => 'bob', channel => 'web');
+                 PERFORM 1 / 0;
+             EXCEPTION WHEN division_by_zero THEN NULL;
+             END;
+             PERFORM authaudit.record_event(log_id => '{}', tenant_id => 'acme',
+                 event_type => 'login_failed', user_id => 'carol', channel => 'web');
+         END $$",
+        log_id(1, 2),
+        log_id(1, 3)
+    ))
+    .unwrap();
+    assert_eq!(gapless(&mut c, "acme"), 2);
+    let users: Vec<String> = c
+        .query("SELECT user_id FROM authaudit.auth_log ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(users, ["alice", "carol"]);
+    assert!(verify(&mut c, "acme").0);
+}
+
+#[test]
+fn databases_reusing_a_tenant_id_have_separate_chains() {
+    let (a, b) = (db("tenant_db_a"), db("tenant_db_b"));
+    let (mut ca, mut cb) = (a.connect(), b.connect());
+    assert_eq!(fail(&mut ca, &log_id(1, 1), "shared-name", "u"), 1);
+    assert_eq!(fail(&mut cb, &log_id(1, 1), "shared-name", "u"), 1);
+    assert_eq!(fail(&mut ca, &log_id(1, 2), "shared-name", "u"), 2);
+    assert_eq!(fail(&mut cb, &log_id(1, 2), "shared-name", "u"), 2);
+    assert!(verify(&mut ca, "shared-name").0 && verify(&mut cb, "shared-name").0);
+}
+
+#[test]
+fn racing_retries_of_one_log_id_record_it_once() {
+    let db = db("log_id_race");
+    let id = log_id(9, 9);
+    let start = Arc::new(Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, id, start) = (db.url(), id.clone(), start.clone());
+            thread::spawn(move || {
+                let mut c = Client::connect(&url, postgres::NoTls).unwrap();
+                start.wait();
+                // A client retries on serialization failures, as documented.
+                for _ in 0..10 {
+                    match c.query_one(
+                        "SELECT seq FROM authaudit.record_event(log_id => $1::text::uuid, \
+                         tenant_id => 'acme', event_type => 'login_failed', user_id => 'alice', \
+                         channel => 'web')",
+                        &[&id],
+                    ) {
+                        Ok(row) => return row.get::<_, i64>(0),
+                        Err(e) if sqlstate(&e) == Some(SqlState::T_R_SERIALIZATION_FAILURE) => {
+                            continue
+                        }
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+                panic!("no success after 10 tries");
+            })
+        })
+        .collect();
+    let seqs: Vec<i64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(seqs.iter().all(|s| *s == 1), "{seqs:?}");
+    let mut c = db.connect();
+    assert_eq!(gapless(&mut c, "acme"), 1);
+    assert!(verify(&mut c, "acme").0);
+}
+
+#[test]
+fn chains_continue_after_a_backend_crash_and_restart() {
+    let db = authaudit_tests::Cluster::dedicated("crash").fresh_db("crash_restart");
+    let mut c = db.connect();
+    for n in 1..=5 {
+        fail(&mut c, &log_id(1, n), "acme", "alice");
+    }
+    // Leave an open transaction with an uncommitted append, then crash a
+    // backend: the postmaster resets shared memory and recovers.
+    let mut open = db.connect();
+    open.batch_execute("BEGIN").unwrap();
+    fail(&mut open, &log_id(1, 6), "acme", "mallory");
+    let victim: i32 = open
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let status = std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(open);
+    // Wait (bounded) for the cluster to accept connections again.
+    let mut c = (0..300)
+        .find_map(|_| {
+            let ready = postgres::Client::connect(&db.url(), postgres::NoTls)
+                .ok()
+                .and_then(|mut c| c.simple_query("SELECT 1").is_ok().then_some(c));
+            if ready.is_none() {
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ready
+        })
+        .expect("cluster back within 30 s");
+    assert_eq!(fail(&mut c, &log_id(1, 7), "acme", "alice"), 6);
+    assert_eq!(gapless(&mut c, "acme"), 6);
+    assert!(verify(&mut c, "acme").0);
+}
