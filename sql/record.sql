@@ -49,29 +49,8 @@ BEGIN
         record_event.event_type, record_event.user_id, record_event.ip::text, v_ua,
         record_event.channel, record_event.occurred_at, v_recorded, v_meta::text);
 
-    -- A retry returns the original row; a reused id with other content is refused.
-    SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
-    IF FOUND THEN
-        IF v_row.tenant_id = record_event.tenant_id
-           AND v_row.org_id IS NOT DISTINCT FROM record_event.org_id
-           AND v_row.event_type = record_event.event_type
-           AND v_row.user_id = record_event.user_id
-           AND v_row.channel = record_event.channel
-           AND v_row.ip IS NOT DISTINCT FROM record_event.ip
-           AND v_row.user_agent IS NOT DISTINCT FROM v_ua
-           AND (v_row.metadata - '_authaudit') = (v_meta - '_authaudit')
-           AND (record_event.occurred_at IS NULL OR v_row.occurred_at = record_event.occurred_at)
-        THEN
-            RETURN v_row;
-        END IF;
-        RAISE EXCEPTION 'pg_authaudit: log_id % was already recorded with different content',
-            record_event.log_id
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'A retry must repeat the original event exactly; a new event needs a new log_id.';
-    END IF;
-
-    -- Append to the tenant's chain (shared-memory head, no row lock) and
-    -- insert the row in the same statement.
+    -- Append to the tenant's chain (shared-memory head, see docs/architecture.md)
+    -- and insert the row in the same statement.
     INSERT INTO authaudit.auth_log AS l (
         log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel,
         occurred_at, recorded_at, metadata, format_version,
@@ -83,15 +62,37 @@ BEGIN
       FROM authaudit._chain_append(record_event.tenant_id, v_body) AS a
     ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
     RETURNING l.* INTO v_row;
+    IF FOUND THEN
+        RETURN v_row;
+    END IF;
 
+    -- The log_id exists: take the append back (this transaction still owns
+    -- the tenant's chain, so it is the latest link).
+    PERFORM authaudit._chain_unappend(record_event.tenant_id);
+
+    -- A retry returns the original row; a reused id with other content is refused.
+    SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
     IF NOT FOUND THEN
-        -- Another session committed the same log_id after our check; the
-        -- error rolls back this append.
         RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', record_event.log_id
             USING ERRCODE = 'serialization_failure',
                   HINT = 'Retry: the retry returns the row the other session recorded.';
     END IF;
-    RETURN v_row;
+    IF v_row.tenant_id = record_event.tenant_id
+       AND v_row.org_id IS NOT DISTINCT FROM record_event.org_id
+       AND v_row.event_type = record_event.event_type
+       AND v_row.user_id = record_event.user_id
+       AND v_row.channel = record_event.channel
+       AND v_row.ip IS NOT DISTINCT FROM record_event.ip
+       AND v_row.user_agent IS NOT DISTINCT FROM v_ua
+       AND (v_row.metadata - '_authaudit') = (v_meta - '_authaudit')
+       AND (record_event.occurred_at IS NULL OR v_row.occurred_at = record_event.occurred_at)
+    THEN
+        RETURN v_row;
+    END IF;
+    RAISE EXCEPTION 'pg_authaudit: log_id % was already recorded with different content',
+        record_event.log_id
+        USING ERRCODE = 'unique_violation',
+              HINT = 'A retry must repeat the original event exactly; a new event needs a new log_id.';
 END;
 $$;
 
@@ -158,6 +159,7 @@ $$;
 COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
     'Records a JSON array of events in one transaction; returns the stored rows in input order.';
 
--- The chain step is internal: called on its own it would advance a chain
+-- The chain steps are internal: called on their own they would move a chain
 -- without a row.
 REVOKE EXECUTE ON FUNCTION authaudit._chain_append(text, bytea) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION authaudit._chain_unappend(text) FROM PUBLIC;

@@ -52,3 +52,11 @@ fn chain_append(
         next.sha3_256.to_vec(),
     )))
 }
+
+/// Takes back this transaction's latest append to the tenant's chain.
+/// Internal to `record_event` (a retry whose row exists); not executable by
+/// PUBLIC.
+#[pg_extern(volatile, parallel_unsafe, name = "_chain_unappend")]
+fn chain_unappend(tenant_id: &str) -> SqlResult<()> {
+    Ok(heads::unappend(tenant_id)?)
+}

@@ -21,6 +21,8 @@ pub enum AuditError {
     TooManyTenantsInFlight(usize),
     #[error("one transaction interleaved its events with other transactions more than {0} times in one tenant's chain")]
     TooManyRuns(usize),
+    #[error("no append of this transaction to take back")]
+    NothingToUnappend,
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -50,7 +52,7 @@ impl AuditError {
             AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
                 ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }
-            AuditError::Spi(_) => ERRCODE_INTERNAL_ERROR,
+            AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
         }
     }
 }

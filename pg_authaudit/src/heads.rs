@@ -61,7 +61,11 @@ struct Slot {
     /// The (sub)transaction that appended the link at `seq`, or invalid.
     last_xid: pg_sys::TransactionId,
     runs_len: u32,
+    /// Whether `prev_head`/`prev_last_xid` describe the link before `seq`.
+    can_unappend: u32,
+    prev_last_xid: pg_sys::TransactionId,
     head: [u8; HEAD_BYTES],
+    prev_head: [u8; HEAD_BYTES],
     runs: [Run; RUNS],
 }
 
@@ -256,6 +260,7 @@ impl Table {
         slot.seq = seq;
         slot.last_xid = pg_sys::InvalidTransactionId;
         slot.runs_len = 0;
+        slot.can_unappend = 0;
         slot.head = head.to_bytes();
         true
     }
@@ -293,6 +298,9 @@ impl Table {
             slot.runs_len += 1;
         }
         let pred_xid = slot.last_xid;
+        slot.prev_head = slot.head;
+        slot.prev_last_xid = slot.last_xid;
+        slot.can_unappend = 1;
         slot.seq = seq;
         slot.head = next.to_bytes();
         slot.last_xid = xid;
@@ -325,6 +333,7 @@ impl Table {
         slot.head = run.head_before;
         slot.seq = cut - 1;
         slot.retain_runs(|r| r.first_seq < cut);
+        slot.can_unappend = 0;
         slot.last_xid = slot
             .runs()
             .iter()
@@ -336,6 +345,32 @@ impl Table {
         if let Some(k) = self.find(dboid, tenant) {
             self.slots[k].retain_runs(|r| r.xid != xid);
         }
+    }
+
+    /// Takes back the latest link of the chain if `xid` appended it (its
+    /// owner found the log_id already recorded). Returns the undone seq.
+    fn unappend(&mut self, dboid: u32, tenant: &[u8], xid: pg_sys::TransactionId) -> Option<i64> {
+        let k = self.find(dboid, tenant)?;
+        let slot = &mut self.slots[k];
+        let n = slot.runs_len as usize;
+        if slot.can_unappend == 0 || slot.last_xid != xid || n == 0 {
+            return None;
+        }
+        let run = &mut slot.runs[n - 1];
+        if run.xid != xid || run.last_seq != slot.seq {
+            return None;
+        }
+        if run.first_seq == run.last_seq {
+            slot.runs_len -= 1;
+        } else {
+            run.last_seq -= 1;
+        }
+        let undone = slot.seq;
+        slot.seq -= 1;
+        slot.head = slot.prev_head;
+        slot.last_xid = slot.prev_last_xid;
+        slot.can_unappend = 0;
+        Some(undone)
     }
 
     fn holds(&self, dboid: u32, tenant: &[u8], seq: i64, xid: pg_sys::TransactionId) -> bool {
@@ -495,6 +530,28 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
     }
 }
 
+/// Takes back this transaction's latest append to `tenant_id`, which it
+/// still owns: used when the row turns out to be recorded already.
+pub fn unappend(tenant_id: &str) -> Result<(), AuditError> {
+    // SAFETY: plain reads of PostgreSQL's transaction state.
+    let (dboid, xid) = unsafe {
+        (
+            u32::from(pg_sys::MyDatabaseId),
+            pg_sys::GetCurrentTransactionId(),
+        )
+    };
+    let undone = lock()
+        .ok_or(AuditError::NotPreloaded)?
+        .table
+        .unappend(dboid, tenant_id.as_bytes(), xid)
+        .ok_or(AuditError::NothingToUnappend)?;
+    PENDING.with(|p| {
+        p.borrow_mut()
+            .retain(|e| !(e.dboid == dboid && e.tenant == tenant_id.as_bytes() && e.seq == undone))
+    });
+    Ok(())
+}
+
 const LAST_ROW: &str = "SELECT seq, link_sha256, digest_sha512, digest_sha3_256 \
                         FROM authaudit.auth_log WHERE tenant_id = $1 \
                         ORDER BY seq DESC LIMIT 1";
@@ -528,12 +585,12 @@ fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
 /// Before commit: wait for every predecessor link to finish, then make sure
 /// none of this transaction's appends was doomed by a rollback before it.
 fn pre_commit() {
+    // No more appends can follow: let the next writers in.
+    release_ownership();
     let pending = PENDING.with(|p| p.borrow().clone());
     if pending.is_empty() {
         return;
     }
-    // No more appends can follow: let the next writers in.
-    release_ownership();
     let mut waited = Vec::new();
     for p in &pending {
         if p.pred_xid == pg_sys::InvalidTransactionId || waited.contains(&p.pred_xid) {
