@@ -15,6 +15,7 @@ mod error;
 mod gucs;
 mod heads;
 mod record;
+mod stored_rows;
 mod time;
 mod verify;
 

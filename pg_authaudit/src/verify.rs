@@ -2,12 +2,9 @@
 //! stored rows and compares in constant time.
 
 use crate::error::AuditError;
-use crate::time;
-use authaudit_core::canonical::{encode_body_into, Record};
-use authaudit_core::chain::{ChainFault, ChainHead, ChainVerifier, StoredLinks};
-use authaudit_core::event::parse_host_ip;
-use authaudit_core::verification::{verify_batches, RowBatch};
-use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use crate::stored_rows;
+use authaudit_core::chain::{ChainFault, ChainHead, ChainVerifier};
+use authaudit_core::verification::verify_batches;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -99,46 +96,10 @@ fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditErro
             if table.is_empty() {
                 return Ok(None);
             }
-            let mut batch = RowBatch::with_capacity(table.len());
-            for row in table {
-                let seq = row.get::<i64>(1)?.unwrap_or(0);
-                let ip = match row.get::<&str>(6)? {
-                    None => None,
-                    Some(text) => match parse_host_ip(text) {
-                        Ok(ip) => Some(ip),
-                        Err(_) => {
-                            unreadable =
-                                Some((seq, format!("stored ip {text} is not a host address")));
-                            break;
-                        }
-                    },
-                };
-                let record = Record {
-                    log_id: row.get::<Uuid>(2)?.map_or([0; 16], |u| *u.as_bytes()),
-                    tenant_id,
-                    org_id: row.get::<&str>(3)?,
-                    event_type: row.get::<&str>(4)?.unwrap_or(""),
-                    user_id: row.get::<&str>(5)?.unwrap_or(""),
-                    ip,
-                    user_agent: row.get::<&str>(7)?,
-                    channel: row.get::<&str>(8)?.unwrap_or(""),
-                    occurred_at_us: row
-                        .get::<TimestampWithTimeZone>(9)?
-                        .map_or(0, time::unix_micros),
-                    recorded_at_us: row
-                        .get::<TimestampWithTimeZone>(10)?
-                        .map_or(0, time::unix_micros),
-                    metadata: row.get::<&str>(11)?.unwrap_or(""),
-                };
-                let stored = StoredLinks {
-                    format_version: row.get::<i16>(12)?.unwrap_or(0),
-                    prev_link: row.get::<&[u8]>(13)?.unwrap_or_default(),
-                    sha256: row.get::<&[u8]>(14)?.unwrap_or_default(),
-                    sha512: row.get::<&[u8]>(15)?.unwrap_or_default(),
-                    sha3_256: row.get::<&[u8]>(16)?.unwrap_or_default(),
-                };
-                batch.push(seq, &stored, |buf| encode_body_into(buf, &record));
-            }
+            // SAFETY: SPI_tuptable is the table `fetch` just produced and
+            // `table` keeps it alive; rows are decoded in place.
+            let (batch, bad) = unsafe { stored_rows::decode(pg_sys::SPI_tuptable, tenant_id) };
+            unreadable = bad;
             Ok(Some(batch))
         })?;
         if let Some(f) = chain_fault {

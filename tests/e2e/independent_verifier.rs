@@ -68,15 +68,36 @@ fn the_python_verifier_agrees_with_the_extension() {
             occurred_at => '2026-01-02 03:04:05.678901+02',
             metadata => '{{\"b\": [1, 2.50, null, true], \"a\": {{\"x\": \"line\\nbreak\"}}, \"n\": -0.0001}}');
          SELECT authaudit.record_event(log_id => '{}', tenant_id => 'second', event_type => 'lockout_reset',
-            user_id => 'bob', channel => 'api');",
+            user_id => 'bob', channel => 'api');
+         -- A row large enough to be compressed in storage (TOAST).
+         SELECT authaudit.record_event(log_id => '{}', tenant_id => 'agency', event_type => 'login_failed',
+            user_id => 'eve', channel => 'web', user_agent => repeat('😀', 512),
+            metadata => jsonb_build_object('note', repeat('abc', 2000)));",
         log_id(1, 6),
-        log_id(2, 1)
+        log_id(2, 1),
+        log_id(1, 7)
     ))
     .unwrap();
     let csv = export(&db);
     let (ok, out) = python_verify(&csv);
     assert!(ok, "independent verifier failed on an intact log:\n{out}");
-    assert!(out.contains("agency: ok, 6 rows"), "{out}");
+    let mut c2 = db.connect();
+    assert_eq!(
+        crate::support::verify(&mut c2, "agency"),
+        (true, 7, None, None)
+    );
+    let stored: i32 = c2
+        .query_one(
+            "SELECT pg_column_size(user_agent) FROM authaudit.auth_log WHERE user_id = 'eve'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        stored < 2048,
+        "the long user agent is stored compressed ({stored} bytes)"
+    );
+    assert!(out.contains("agency: ok, 7 rows"), "{out}");
     assert!(out.contains("second: ok, 1 rows"), "{out}");
 
     // Tamper in the export itself: the verifier names the bad row.
