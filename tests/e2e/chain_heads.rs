@@ -1,23 +1,11 @@
 //! Shared-memory chain heads: rollbacks to savepoints, errors caught by the
 //! caller, restarts, databases that reuse tenant ids, and races on one log_id.
 
-use crate::support::{db, fail, log_id, sqlstate, verify};
+use crate::support::{db, fail, gapless, log_id, sqlstate, verify};
 use postgres::error::SqlState;
 use postgres::Client;
 use std::sync::{Arc, Barrier};
 use std::thread;
-
-fn gapless(c: &mut Client, tenant: &str) -> i64 {
-    let r = c
-        .query_one(
-            "SELECT count(*), coalesce(max(seq), 0) FROM authaudit.auth_log WHERE tenant_id = $1",
-            &[&tenant],
-        )
-        .unwrap();
-    let (n, max): (i64, i64) = (r.get(0), r.get(1));
-    assert_eq!(n, max, "seq has gaps in {tenant}");
-    n
-}
 
 #[test]
 fn a_rolled_back_savepoint_leaves_no_gap() {

@@ -55,3 +55,16 @@ pub fn log_state(c: &mut Client, tenant: &str) -> (i64, i64) {
         .get(0);
     (rows, head)
 }
+
+/// Asserts the tenant's seq runs 1..=n without gaps and returns n.
+pub fn gapless(c: &mut Client, tenant: &str) -> i64 {
+    let r = c
+        .query_one(
+            "SELECT count(*), coalesce(max(seq), 0) FROM authaudit.auth_log WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .unwrap();
+    let (n, max): (i64, i64) = (r.get(0), r.get(1));
+    assert_eq!(n, max, "seq has gaps in {tenant}");
+    n
+}

@@ -81,6 +81,18 @@ fn a_deleted_row_is_found() {
     assert_first_bad(&mut c, 6);
 }
 
+/// SQL inserting a forged row at `seq` that copies row `from` (its digests
+/// included, and its link as `prev_link`) with `event_type` as given.
+fn forged_copy(from: i64, seq: i64, event_type: &str) -> String {
+    format!(
+        "INSERT INTO authaudit.auth_log
+         SELECT gen_random_uuid(), tenant_id, org_id, {seq}, {event_type}, user_id, ip, user_agent,
+                channel, occurred_at, recorded_at, metadata, format_version, link_sha256,
+                link_sha256, digest_sha512, digest_sha3_256
+           FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq = {from}"
+    )
+}
+
 #[test]
 fn an_inserted_forged_row_is_found() {
     let (_db, mut c) = seeded("forged");
@@ -90,11 +102,8 @@ fn an_inserted_forged_row_is_found() {
         &format!(
             "UPDATE authaudit.auth_log SET seq = seq + 100 WHERE tenant_id = '{TENANT}' AND seq >= 5;
              UPDATE authaudit.auth_log SET seq = seq - 99 WHERE tenant_id = '{TENANT}' AND seq >= 105;
-             INSERT INTO authaudit.auth_log
-             SELECT gen_random_uuid(), tenant_id, org_id, 5, 'login_success', user_id, ip, user_agent,
-                    channel, occurred_at, recorded_at, metadata, format_version, link_sha256,
-                    link_sha256, digest_sha512, digest_sha3_256
-               FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq = 4"
+             {}",
+            forged_copy(4, 5, "'login_success'")
         ),
     );
     assert_first_bad(&mut c, 5);
@@ -103,16 +112,7 @@ fn an_inserted_forged_row_is_found() {
 #[test]
 fn a_forged_row_appended_at_the_end_is_found() {
     let (_db, mut c) = seeded("appended");
-    tamper(
-        &mut c,
-        &format!(
-            "INSERT INTO authaudit.auth_log
-             SELECT gen_random_uuid(), tenant_id, org_id, 11, event_type, user_id, ip, user_agent,
-                    channel, occurred_at, recorded_at, metadata, format_version, link_sha256,
-                    link_sha256, digest_sha512, digest_sha3_256
-               FROM authaudit.auth_log WHERE tenant_id = '{TENANT}' AND seq = 10"
-        ),
-    );
+    tamper(&mut c, &forged_copy(10, 11, "event_type"));
     assert_first_bad(&mut c, 11);
 }
 
