@@ -11,7 +11,7 @@ mod tests {
         Spi::get_one::<i64>(&format!(
             "SELECT (authaudit.record_event(log_id => '{log_id}', tenant_id => '{tenant}', \
              event_type => '{event_type}', user_id => 'alice', channel => 'web', \
-             ip => '192.0.2.1')).seq"
+             ip => '192.0.2.1', metadata => '{{\"attempt\": 3}}')).seq"
         ))
         .unwrap()
         .unwrap()
@@ -70,5 +70,19 @@ mod tests {
                 .to_bytes()
                 .to_vec()
         );
+    }
+
+    #[pg_test]
+    fn every_recorded_field_is_in_the_body() {
+        let body = |metadata: &str, ip: &str| {
+            Spi::get_one::<Vec<u8>>(&format!(
+                "SELECT authaudit._event_body('00000000-0000-4000-8000-000000000001', 't1', NULL, \
+                 'login_failed', 'alice', '{ip}', NULL, 'web', NULL, now(), '{metadata}')"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        assert_ne!(body("{}", "192.0.2.1"), body("{\"k\": 1}", "192.0.2.1"));
+        assert_ne!(body("{}", "192.0.2.1"), body("{}", "192.0.2.2"));
     }
 }

@@ -1,6 +1,6 @@
 -- Recording through SQL: positions, retries, documented errors.
 BEGIN;
-SELECT plan(12);
+SELECT plan(13);
 
 SELECT is((authaudit.record_event(
     log_id => 'a0000000-0000-4000-8000-000000000001', tenant_id => 'acme',
@@ -39,8 +39,14 @@ SELECT throws_ok($$SELECT authaudit.record_event(
 SELECT is((SELECT max(seq) FROM authaudit.auth_log WHERE tenant_id = 'acme'), 2::bigint,
     'refused events did not advance the chain');
 
+SELECT is((authaudit.record_event(
+    log_id => 'a0000000-0000-4000-8000-000000000004', tenant_id => 'acme',
+    event_type => 'login_failed', user_id => 'bob', channel => 'api', ip => '2001:db8::5',
+    metadata => '{"reason": "bad_password", "attempt": 2.50}')).seq,
+    3::bigint, 'every field filled, metadata included');
+
 SELECT results_eq($$SELECT ok, rows_checked FROM authaudit.verify_chain('acme')$$,
-    $$VALUES (true, 2::bigint)$$, 'the chain verifies');
+    $$VALUES (true, 3::bigint)$$, 'the chain verifies');
 SELECT throws_ok($$DELETE FROM authaudit.auth_log$$, '42501', NULL, 'the log is append-only');
 
 SELECT * FROM finish();
