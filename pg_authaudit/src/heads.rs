@@ -584,6 +584,36 @@ fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
 
 /// Before commit: wait for every predecessor link to finish, then make sure
 /// none of this transaction's appends was doomed by a rollback before it.
+/// How long a writer polls for its predecessor's commit before sleeping on
+/// the predecessor's transaction lock. The predecessor is usually in the
+/// middle of its commit flush (about 0.1 ms), and polling avoids the
+/// sleep/wake-up round trip on a hot tenant.
+const PREDECESSOR_POLL: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Returns once `pred` has committed, or has ended otherwise and run its
+/// callbacks (so that a rollback has rewound the chain).
+fn wait_for_predecessor(pred: pg_sys::TransactionId) {
+    // SAFETY: reads of PostgreSQL's transaction state, and waiting on
+    // another transaction's lock, both allowed before commit.
+    unsafe {
+        if pg_sys::TransactionIdIsCurrentTransactionId(pred)
+            || pg_sys::TransactionIdPrecedes(pred, pg_sys::TransactionXmin)
+        {
+            // Ours, or ended before this transaction began: its callbacks
+            // have run, and the run check below is all that is needed.
+            return;
+        }
+        let start = std::time::Instant::now();
+        while pg_sys::TransactionIdIsInProgress(pred) && start.elapsed() < PREDECESSOR_POLL {
+            std::thread::yield_now();
+        }
+        if !pg_sys::TransactionIdIsInProgress(pred) && pg_sys::TransactionIdDidCommit(pred) {
+            return;
+        }
+        pg_sys::XactLockTableWait(pred, null_mut(), null_mut(), pg_sys::XLTW_Oper::XLTW_None);
+    }
+}
+
 fn pre_commit() {
     // No more appends can follow: let the next writers in.
     release_ownership();
@@ -596,19 +626,7 @@ fn pre_commit() {
         if p.pred_xid == pg_sys::InvalidTransactionId || waited.contains(&p.pred_xid) {
             continue;
         }
-        // SAFETY: the predecessor is another transaction (checked); waiting
-        // for its lock returns once it has committed or aborted and run its
-        // callbacks.
-        unsafe {
-            if !pg_sys::TransactionIdIsCurrentTransactionId(p.pred_xid) {
-                pg_sys::XactLockTableWait(
-                    p.pred_xid,
-                    null_mut(),
-                    null_mut(),
-                    pg_sys::XLTW_Oper::XLTW_None,
-                );
-            }
-        }
+        wait_for_predecessor(p.pred_xid);
         waited.push(p.pred_xid);
     }
     let doomed = match lock() {
