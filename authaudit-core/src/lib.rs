@@ -5,4 +5,5 @@
 pub mod canonical;
 pub mod chain;
 pub mod event;
+pub mod lockout;
 pub mod verification;
