@@ -625,8 +625,8 @@ mod tests {
         for i in 0..100 {
             let (next, b) = ip.on_failure(&p, T0 + i * S);
             ip = next;
-            if b.is_some() {
-                blocked = Some((i, b.unwrap()));
+            if let Some(until) = b {
+                blocked = Some((i, until));
                 break;
             }
         }
