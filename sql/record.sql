@@ -1,6 +1,24 @@
 -- pg_authaudit recording functions: the only write path into the auth log.
 -- Reference: docs/sql-reference.md; errors: docs/errors.md.
 
+-- The role a writer acts as: the role it SET ROLE to, else its login role.
+-- (Inside SECURITY DEFINER functions current_user is the owner.)
+CREATE FUNCTION authaudit._writer_role() RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user
+                ELSE current_setting('role')::name END
+$$;
+
+-- Whether the writer may record events for a tenant: a superuser, or a role
+-- bound to the tenant with can_write in authaudit.tenant_scope.
+CREATE FUNCTION authaudit._may_write(p_tenant text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = authaudit._writer_role()), false)
+        OR EXISTS (SELECT FROM authaudit.tenant_scope s
+                    WHERE s.role_name = authaudit._writer_role()
+                      AND s.tenant_id = p_tenant AND s.can_write)
+$$;
+
 -- Records one authentication event and returns the stored row.
 --
 -- Upsert on log_id: a new id appends one row to the tenant's chain; the same
@@ -30,6 +48,14 @@ DECLARE
     v_body     bytea;
     v_row      authaudit.auth_log;
 BEGIN
+    -- Writers record only for the tenants they are bound to (by the role
+    -- they logged in as, or the role they SET ROLE to).
+    IF NOT authaudit._may_write(record_event.tenant_id) THEN
+        RAISE EXCEPTION 'pg_authaudit: role % may not record events for tenant %',
+            authaudit._writer_role(), record_event.tenant_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'An authaudit_admin binds writers to tenants in authaudit.tenant_scope.';
+    END IF;
     IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
         RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
             USING ERRCODE = 'invalid_parameter_value';

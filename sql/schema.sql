@@ -43,6 +43,21 @@ CREATE INDEX auth_log_tenant_time_idx ON authaudit.auth_log (tenant_id, occurred
 CREATE INDEX auth_log_tenant_user_idx ON authaudit.auth_log (tenant_id, user_id, occurred_at);
 CREATE INDEX auth_log_tenant_ip_idx ON authaudit.auth_log (tenant_id, ip, occurred_at);
 
+-- Which role may read or write which tenant (and organisation). Maintained
+-- by authaudit_admin; a role sees only its own bindings.
+CREATE TABLE authaudit.tenant_scope (
+    role_name  name        NOT NULL,
+    tenant_id  text        NOT NULL,
+    org_id     text,                      -- NULL: the whole tenant
+    can_read   boolean     NOT NULL DEFAULT true,
+    can_write  boolean     NOT NULL DEFAULT false,
+    granted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX tenant_scope_key
+    ON authaudit.tenant_scope (role_name, tenant_id, (coalesce(org_id, '')));
+COMMENT ON TABLE authaudit.tenant_scope IS
+    'Role bindings to a tenant (and optionally one organisation); see docs/security.md.';
+
 -- Append-only: no UPDATE, DELETE or TRUNCATE, whoever asks.
 CREATE FUNCTION authaudit._refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

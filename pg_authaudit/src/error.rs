@@ -21,6 +21,8 @@ pub enum AuditError {
     TooManyTenantsInFlight(usize),
     #[error("one transaction interleaved its events with other transactions more than {0} times in one tenant's chain")]
     TooManyRuns(usize),
+    #[error("verifying tenant {0} needs tenant-wide read access (a tenant_scope binding without org_id, or authaudit_auditor)")]
+    NoVerifyScope(String),
     #[error("no append of this transaction to take back")]
     NothingToUnappend,
     #[error("internal query failed: {0}")]
@@ -49,6 +51,7 @@ impl AuditError {
             },
             AuditError::MalformedHead { .. } => ERRCODE_DATA_CORRUPTED,
             AuditError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            AuditError::NoVerifyScope(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
                 ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }

@@ -22,7 +22,17 @@ mod verify;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../../sql/record.sql", name = "record", finalize);
+extension_sql_file!(
+    "../../sql/record.sql",
+    name = "record",
+    requires = [
+        "schema",
+        chain::chain_append,
+        chain::chain_unappend,
+        record::event_body
+    ]
+);
+extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 
 #[allow(non_snake_case)]
 #[pg_guard]

@@ -74,9 +74,18 @@ const ROWS: &str = include_str!("../../sql/queries/verify_rows.sql");
 const ANCHOR: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
                       FROM authaudit.auth_log WHERE tenant_id = $1 AND seq = $2";
 const FETCH_ROWS: i64 = 2000;
+const MAY_VERIFY: &str = "SELECT authaudit._may_verify($1)";
 
 fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditError> {
     Spi::connect(|client| {
+        let allowed = client
+            .select(MAY_VERIFY, Some(1), &[tenant_id.into()])?
+            .first()
+            .get::<bool>(1)?
+            .unwrap_or(false);
+        if !allowed {
+            return Err(AuditError::NoVerifyScope(tenant_id.to_string()));
+        }
         let Some(verifier) = anchor(client, tenant_id, from_seq)? else {
             return Ok(Outcome {
                 rows_checked: 0,

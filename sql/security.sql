@@ -1,0 +1,96 @@
+-- pg_authaudit isolation: roles, scope bindings, row-level security.
+-- Loaded last by CREATE EXTENSION; reference: docs/security.md.
+
+-- Group roles are cluster-wide: create them once, whichever database first
+-- installs the extension.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authaudit_writer') THEN
+        CREATE ROLE authaudit_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authaudit_reader') THEN
+        CREATE ROLE authaudit_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authaudit_auditor') THEN
+        CREATE ROLE authaudit_auditor NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authaudit_admin') THEN
+        CREATE ROLE authaudit_admin NOLOGIN;
+    END IF;
+END
+$$;
+
+ALTER TABLE authaudit.tenant_scope ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.tenant_scope FORCE ROW LEVEL SECURITY;
+CREATE POLICY own_bindings ON authaudit.tenant_scope FOR SELECT
+    USING (role_name = current_user);
+CREATE POLICY admin_manages ON authaudit.tenant_scope FOR ALL TO authaudit_admin
+    USING (true) WITH CHECK (true);
+
+-- The log: readers see their scope, auditors everything, nobody else anything.
+ALTER TABLE authaudit.auth_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.auth_log FORCE ROW LEVEL SECURITY;
+-- The tenants a reader may read (any binding), the tenants it may read in
+-- full, and its organisation-scoped bindings as 'tenant/org'. Used through
+-- scalar subqueries, so each is computed once per query and the tenant list
+-- becomes an index condition: rows of other tenants are never even fetched
+-- (nothing to count in EXPLAIN ANALYZE).
+CREATE FUNCTION authaudit._readable_tenants() RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(DISTINCT s.tenant_id), '{}')
+      FROM authaudit.tenant_scope s
+     WHERE s.role_name = current_user AND s.can_read
+$$;
+CREATE FUNCTION authaudit._tenant_wide_tenants() RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(DISTINCT s.tenant_id), '{}')
+      FROM authaudit.tenant_scope s
+     WHERE s.role_name = current_user AND s.can_read AND s.org_id IS NULL
+$$;
+CREATE FUNCTION authaudit._readable_orgs() RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(DISTINCT s.tenant_id || '/' || s.org_id), '{}')
+      FROM authaudit.tenant_scope s
+     WHERE s.role_name = current_user AND s.can_read AND s.org_id IS NOT NULL
+$$;
+
+CREATE POLICY reader_scope ON authaudit.auth_log FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY ((SELECT authaudit._readable_tenants())::text[])
+           AND (tenant_id = ANY ((SELECT authaudit._tenant_wide_tenants())::text[])
+                OR (org_id IS NOT NULL
+                    AND tenant_id || '/' || org_id = ANY ((SELECT authaudit._readable_orgs())::text[]))));
+CREATE POLICY auditor_all ON authaudit.auth_log FOR SELECT TO authaudit_auditor
+    USING (true);
+
+-- Whether the caller may verify a tenant's chain: it needs every row, so a
+-- tenant-wide read binding (or the auditor role).
+CREATE FUNCTION authaudit._may_verify(p_tenant text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_has_role('authaudit_auditor', 'MEMBER')
+        OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+        OR EXISTS (SELECT FROM authaudit.tenant_scope s
+                    WHERE s.role_name = current_user AND s.tenant_id = p_tenant
+                      AND s.can_read AND s.org_id IS NULL)
+$$;
+
+GRANT USAGE ON SCHEMA authaudit
+    TO authaudit_writer, authaudit_reader, authaudit_auditor, authaudit_admin;
+GRANT SELECT ON authaudit.tenant_scope
+    TO authaudit_writer, authaudit_reader, authaudit_auditor;
+GRANT SELECT, INSERT, UPDATE, DELETE ON authaudit.tenant_scope TO authaudit_admin;
+GRANT SELECT ON authaudit.auth_log TO authaudit_reader, authaudit_auditor;
+
+REVOKE EXECUTE ON FUNCTION
+    authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
+    authaudit.record_events(jsonb),
+    authaudit.verify_chain(text),
+    authaudit.verify_chain(text, bigint, bigint)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
+    authaudit.record_events(jsonb)
+    TO authaudit_writer;
+GRANT EXECUTE ON FUNCTION
+    authaudit.verify_chain(text),
+    authaudit.verify_chain(text, bigint, bigint)
+    TO authaudit_reader, authaudit_auditor;
