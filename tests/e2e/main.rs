@@ -4,6 +4,7 @@
 mod chain_heads;
 mod concurrency;
 mod independent_verifier;
+mod isolation;
 mod recording;
 mod support;
 mod tampering;
