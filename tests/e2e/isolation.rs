@@ -332,3 +332,29 @@ fn a_writer_records_only_for_its_tenant_and_reads_nothing() {
         );
     }
 }
+
+#[test]
+fn views_over_the_log_must_be_security_invoker() {
+    let s = Scene::new("iso_views");
+    let p = &s.prefix;
+    s.db.connect()
+        .batch_execute(&format!(
+            "CREATE VIEW public.events_invoker WITH (security_invoker = true) AS
+                 SELECT tenant_id, user_id FROM authaudit.auth_log;
+             CREATE VIEW public.events_definer AS
+                 SELECT tenant_id, user_id FROM authaudit.auth_log;
+             GRANT SELECT ON public.events_invoker, public.events_definer TO {p}_reader_a;"
+        ))
+        .unwrap();
+    let mut a = s.login("reader_a");
+    assert_eq!(
+        users(&mut a, "SELECT user_id FROM public.events_invoker"),
+        A_USERS
+    );
+    // A view owned by a superuser without security_invoker reads as its
+    // owner: docs/security.md says to create views with security_invoker.
+    assert_eq!(
+        users(&mut a, "SELECT user_id FROM public.events_definer").len(),
+        5
+    );
+}
