@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pg_authaudit benchmarks (see docs/benchmarks.md).
 #
-#   bench/run.sh [group ...]      groups: insert batch verify (default: all)
+#   bench/run.sh [group ...]      groups: insert batch verify isolation (default: all)
 #
 # Starts a throwaway PostgreSQL 15 cluster with production settings (fsync
 # and synchronous_commit on), runs each scenario interleaved with its
@@ -15,7 +15,7 @@ SECS=${BENCH_SECONDS:-15}
 ROUNDS=${BENCH_ROUNDS:-2}
 CLIENTS=${BENCH_CLIENTS:-4}
 VERIFY_ROWS=${BENCH_VERIFY_ROWS:-1000000}
-GROUPS_TO_RUN=${*:-insert batch verify}
+GROUPS_TO_RUN=${*:-insert batch verify isolation}
 
 dir=$(mktemp -d /tmp/authaudit-bench.XXXXXX)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -36,7 +36,7 @@ pgbench_run() {
   local name=$1 script=$2
   shift 2
   local tps
-  tps=$(pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$SECS" -f "$script" "$@" 2>&1 \
+  tps=$(pgbench -n -M prepared -c "${PGBENCH_CLIENTS:-$CLIENTS}" -j "${PGBENCH_THREADS:-2}" -T "$SECS" -f "$script" "$@" 2>&1 \
         | awk '/^tps = / {print $3}')
   [ -n "$tps" ] || { echo "bench: pgbench failed for $name" >&2; exit 1; }
   echo "$tps" >>"$results/$name"
@@ -120,4 +120,35 @@ if [[ " $GROUPS_TO_RUN " == *" verify "* ]]; then
     echo "#   verify_chain round: $(tail -1 "$results/verify_chain") rows/s"
   done
   report verify_chain rows/s scan_chained_columns
+fi
+
+if [[ " $GROUPS_TO_RUN " == *" isolation "* ]]; then
+  "${PSQL[@]}" -c "CREATE ROLE bench_writer LOGIN IN ROLE authaudit_writer;
+    CREATE ROLE bench_reader LOGIN IN ROLE authaudit_reader;
+    INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_read, can_write)
+      SELECT 'bench_writer', 'tenant-' || g, false, true FROM generate_series(1, 64) g
+      UNION ALL SELECT 'bench_reader', 'tenant-7', true, false;"
+  echo "# loading 1,000,000 events over 64 tenants and 30 days"
+  "${PSQL[@]}" -c "DO \$\$ BEGIN FOR i IN 1 .. 1000 LOOP
+      PERFORM count(*) FROM authaudit.record_events((
+        SELECT jsonb_agg(jsonb_build_object('log_id', gen_random_uuid(),
+          'tenant_id', 'tenant-' || (1 + (i * 1000 + g) % 64),
+          'event_type', CASE WHEN g % 10 = 0 THEN 'login_success' ELSE 'login_failed' END,
+          'user_id', 'user' || (1 + (g * 7919 + i) % 5000), 'channel', 'web',
+          'ip', '10.4.' || (g % 200) || '.' || (i % 250),
+          'occurred_at', now() - (((i * 1000 + g) % 43200) || ' minutes')::interval))
+        FROM generate_series(1, 1000) AS g));
+    END LOOP; END \$\$"
+  "${PSQL[@]}" -c "VACUUM ANALYZE authaudit.auth_log"
+  for r in $(seq "$ROUNDS"); do
+    echo "# round $r"
+    pgbench_run record_event_64_tenants_bypass bench/sql/record_event.sql -D ntenants=64
+    pgbench_run record_event_64_tenants_as_writer bench/sql/record_event.sql -D ntenants=64 -U bench_writer
+    PGBENCH_CLIENTS=1 PGBENCH_THREADS=1 pgbench_run analyst_query_bypass bench/sql/analyst_bypass.sql
+    PGBENCH_CLIENTS=1 PGBENCH_THREADS=1 pgbench_run analyst_query_rls bench/sql/analyst_rls.sql -U bench_reader
+  done
+  report record_event_64_tenants_as_writer tps record_event_64_tenants_bypass
+  # Latency ratio: the inverse of the TPS ratio (one client each).
+  awk -v a="$(median analyst_query_rls)" -v b="$(median analyst_query_bypass)" \
+    'BEGIN {printf "bench analyst_query_rls: %.3f ms latency_ratio_vs_analyst_query_bypass=%.2f\n", 1000/a, b/a}'
 fi

@@ -4,19 +4,21 @@
 -- The role a writer acts as: the role it SET ROLE to, else its login role.
 -- (Inside SECURITY DEFINER functions current_user is the owner.)
 CREATE FUNCTION authaudit._writer_role() RETURNS name
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user
-                ELSE current_setting('role')::name END
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
+                ELSE pg_catalog.current_setting('role')::name END
 $$;
 
--- Whether the writer may record events for a tenant: a superuser, or a role
--- bound to the tenant with can_write in authaudit.tenant_scope.
+-- Whether the writer may record events for a tenant: a role bound to the
+-- tenant with can_write in authaudit.tenant_scope, or a superuser. Called
+-- from record_event, which runs as the (superuser) owner.
 CREATE FUNCTION authaudit._may_write(p_tenant text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = authaudit._writer_role()), false)
-        OR EXISTS (SELECT FROM authaudit.tenant_scope s
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT FROM authaudit.tenant_scope s
                     WHERE s.role_name = authaudit._writer_role()
                       AND s.tenant_id = p_tenant AND s.can_write)
+        OR coalesce((SELECT a.rolsuper FROM pg_catalog.pg_authid a
+                      WHERE a.rolname = authaudit._writer_role()), false)
 $$;
 
 -- Records one authentication event and returns the stored row.

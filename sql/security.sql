@@ -30,44 +30,30 @@ CREATE POLICY admin_manages ON authaudit.tenant_scope FOR ALL TO authaudit_admin
 -- The log: readers see their scope, auditors everything, nobody else anything.
 ALTER TABLE authaudit.auth_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.auth_log FORCE ROW LEVEL SECURITY;
--- The tenants a reader may read (any binding), the tenants it may read in
--- full, and its organisation-scoped bindings as 'tenant/org'. Used through
--- scalar subqueries, so each is computed once per query and the tenant list
--- becomes an index condition: rows of other tenants are never even fetched
--- (nothing to count in EXPLAIN ANALYZE).
-CREATE FUNCTION authaudit._readable_tenants() RETURNS text[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(array_agg(DISTINCT s.tenant_id), '{}')
-      FROM authaudit.tenant_scope s
-     WHERE s.role_name = current_user AND s.can_read
-$$;
-CREATE FUNCTION authaudit._tenant_wide_tenants() RETURNS text[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(array_agg(DISTINCT s.tenant_id), '{}')
-      FROM authaudit.tenant_scope s
-     WHERE s.role_name = current_user AND s.can_read AND s.org_id IS NULL
-$$;
-CREATE FUNCTION authaudit._readable_orgs() RETURNS text[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(array_agg(DISTINCT s.tenant_id || '/' || s.org_id), '{}')
-      FROM authaudit.tenant_scope s
-     WHERE s.role_name = current_user AND s.can_read AND s.org_id IS NOT NULL
-$$;
-
+-- The policy reads the caller's scope from authaudit._read_scope() (cached
+-- per backend, see pg_authaudit/src/scope.rs): every tenant it has a binding
+-- for ('t'), its tenant-wide bindings ('t/*') and its organisation bindings
+-- ('t/org'); ids cannot contain '/'. Each scalar subquery runs once per query,
+-- and the first conjunct is an index condition, so rows of other tenants are
+-- never even fetched (nothing to count in EXPLAIN ANALYZE).
 CREATE POLICY reader_scope ON authaudit.auth_log FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._readable_tenants())::text[])
-           AND (tenant_id = ANY ((SELECT authaudit._tenant_wide_tenants())::text[])
-                OR (org_id IS NOT NULL
-                    AND tenant_id || '/' || org_id = ANY ((SELECT authaudit._readable_orgs())::text[]))));
+    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+           AND ARRAY[tenant_id || '/*', tenant_id || '/' || coalesce(org_id, '')]
+               && (SELECT authaudit._read_scope())::text[]);
+
+CREATE TRIGGER tenant_scope_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON authaudit.tenant_scope
+    FOR EACH STATEMENT EXECUTE FUNCTION authaudit._scope_changed();
+
 CREATE POLICY auditor_all ON authaudit.auth_log FOR SELECT TO authaudit_auditor
     USING (true);
 
 -- Whether the caller may verify a tenant's chain: it needs every row, so a
 -- tenant-wide read binding (or the auditor role).
 CREATE FUNCTION authaudit._may_verify(p_tenant text) RETURNS boolean
-LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY INVOKER AS $$
     SELECT pg_has_role('authaudit_auditor', 'MEMBER')
-        OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
         OR EXISTS (SELECT FROM authaudit.tenant_scope s
                     WHERE s.role_name = current_user AND s.tenant_id = p_tenant
                       AND s.can_read AND s.org_id IS NULL)

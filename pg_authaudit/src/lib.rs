@@ -15,6 +15,7 @@ mod error;
 mod gucs;
 mod heads;
 mod record;
+mod scope;
 mod stored_rows;
 mod time;
 mod verify;
@@ -39,6 +40,7 @@ extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     heads::init();
+    scope::init();
 }
 
 /// The extension's version, as installed.

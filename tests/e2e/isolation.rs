@@ -358,3 +358,33 @@ fn views_over_the_log_must_be_security_invoker() {
         5
     );
 }
+
+#[test]
+fn changed_bindings_take_effect_in_open_sessions() {
+    let s = Scene::new("iso_rebind");
+    let p = &s.prefix;
+    let mut a = s.login("reader_a");
+    assert_eq!(
+        users(&mut a, "SELECT user_id FROM authaudit.auth_log"),
+        A_USERS
+    );
+    let mut admin = s.db.connect();
+    admin
+        .batch_execute(&format!(
+            "DELETE FROM authaudit.tenant_scope WHERE role_name = '{p}_reader_a'"
+        ))
+        .unwrap();
+    assert!(users(&mut a, "SELECT user_id FROM authaudit.auth_log").is_empty());
+    // A binding added in a transaction counts only once it commits.
+    let mut tx = admin.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "INSERT INTO authaudit.tenant_scope (role_name, tenant_id) VALUES ('{p}_reader_a', 'tenant-b')"
+    ))
+    .unwrap();
+    assert!(users(&mut a, "SELECT user_id FROM authaudit.auth_log").is_empty());
+    tx.commit().unwrap();
+    assert_eq!(
+        users(&mut a, "SELECT user_id FROM authaudit.auth_log"),
+        ["secret-b-admin", "secret-b-user"]
+    );
+}

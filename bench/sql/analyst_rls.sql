@@ -1,0 +1,4 @@
+\set u random(1, 5000)
+SELECT count(*) FROM authaudit.auth_log
+ WHERE user_id = 'user' || :u AND event_type = 'login_failed'
+   AND occurred_at > now() - interval '1 day';

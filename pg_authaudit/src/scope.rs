@@ -1,0 +1,151 @@
+//! The caller's read scope for the row-level security policy, cached per
+//! backend. Every change to `authaudit.tenant_scope` bumps a generation
+//! counter in shared memory (when the change is made and again when its
+//! transaction ends), and a backend rebuilds its cache when the counter or
+//! the current role changes. The policy thus costs a lookup, not a query.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use std::cell::{Cell, RefCell};
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static mut GENERATION: *mut AtomicU64 = null_mut();
+static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
+
+/// Installs the shared counter; only while preload libraries are loaded.
+pub fn init() {
+    // SAFETY: runs once in the postmaster while preload libraries load.
+    unsafe {
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
+        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: the postmaster's shmem request phase.
+    unsafe {
+        if let Some(prev) = PREV_REQUEST_HOOK {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<AtomicU64>());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: the postmaster after creating shared memory.
+    unsafe {
+        if let Some(prev) = PREV_STARTUP_HOOK {
+            prev();
+        }
+        let mut found = false;
+        let p = pg_sys::ShmemInitStruct(
+            c"pg_authaudit scope generation".as_ptr(),
+            std::mem::size_of::<AtomicU64>(),
+            &mut found,
+        ) as *mut AtomicU64;
+        if !found {
+            p.write(AtomicU64::new(1));
+        }
+        GENERATION = p;
+    }
+}
+
+fn generation() -> Option<u64> {
+    // SAFETY: set once by the postmaster before backends fork.
+    let p = unsafe { GENERATION };
+    // SAFETY: a valid AtomicU64 in shared memory when non-null.
+    (!p.is_null()).then(|| unsafe { (*p).load(Ordering::Acquire) })
+}
+
+fn bump() {
+    // SAFETY: as in `generation`.
+    let p = unsafe { GENERATION };
+    if !p.is_null() {
+        // SAFETY: a valid AtomicU64 in shared memory.
+        unsafe { (*p).fetch_add(1, Ordering::AcqRel) };
+    }
+}
+
+struct Cached {
+    role: pg_sys::Oid,
+    generation: u64,
+    scope: Vec<String>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+    static BUMP_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+const SCOPE: &str = "SELECT s.tenant_id, s.org_id FROM authaudit.tenant_scope s \
+                     WHERE s.role_name = current_user AND s.can_read";
+
+/// The current role's read scope: every tenant it is bound to (`t`), its
+/// tenant-wide bindings (`t/*`) and its organisation bindings (`t/org`).
+#[pg_extern(stable, parallel_safe, name = "_read_scope")]
+fn read_scope() -> Vec<String> {
+    // SAFETY: reads the current role.
+    let role = unsafe { pg_sys::GetUserId() };
+    let generation = generation();
+    if let Some(g) = generation {
+        let hit = CACHE.with(|c| {
+            c.borrow()
+                .as_ref()
+                .filter(|c| c.role == role && c.generation == g)
+                .map(|c| c.scope.clone())
+        });
+        if let Some(scope) = hit {
+            return scope;
+        }
+    }
+    let scope = Spi::connect(|client| {
+        let mut scope = Vec::new();
+        for row in client.select(SCOPE, None, &[]).expect("read tenant_scope") {
+            let tenant: String = row.get(1).ok().flatten().unwrap_or_default();
+            let org: Option<String> = row.get(2).ok().flatten();
+            scope.push(format!("{tenant}/{}", org.as_deref().unwrap_or("*")));
+            scope.push(tenant);
+        }
+        scope
+    });
+    if let Some(g) = generation {
+        CACHE.with(|c| {
+            *c.borrow_mut() = Some(Cached {
+                role,
+                generation: g,
+                scope: scope.clone(),
+            })
+        });
+    }
+    scope
+}
+
+/// Trigger on `authaudit.tenant_scope`: invalidates every backend's cached
+/// scope now and again when this transaction ends (so that a cache built
+/// from the rows before the commit does not outlive it).
+#[pg_trigger]
+fn _scope_changed<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::PgTriggerError> {
+    bump();
+    if !BUMP_REGISTERED.with(Cell::get) {
+        BUMP_REGISTERED.with(|b| b.set(true));
+        let reset = || {
+            BUMP_REGISTERED.with(|b| b.set(false));
+            bump();
+        };
+        register_xact_callback(PgXactCallbackEvent::Commit, reset);
+        register_xact_callback(PgXactCallbackEvent::Abort, reset);
+    }
+    Ok(None::<PgHeapTuple<'_, AllocatedByPostgres>>)
+}
