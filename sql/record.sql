@@ -49,6 +49,8 @@ DECLARE
     v_meta     jsonb := coalesce(record_event.metadata, '{}'::jsonb);
     v_body     bytea;
     v_row      authaudit.auth_log;
+    v_lock     record;
+    v_counted  boolean := false;
 BEGIN
     -- Writers record only for the tenants they are bound to (by the role
     -- they logged in as, or the role they SET ROLE to).
@@ -77,6 +79,26 @@ BEGIN
         record_event.event_type, record_event.user_id, record_event.ip::text, v_ua,
         record_event.channel, record_event.occurred_at, v_recorded, v_meta::text);
 
+    -- Lockout effects, in this transaction (docs/lockout.md). The input is
+    -- valid (checked just above); a retry must not count twice, so the
+    -- log_id is looked up first.
+    IF record_event.event_type IN ('login_failed', 'login_success', 'lockout_reset') THEN
+        SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
+        IF NOT FOUND THEN
+            SELECT * INTO v_lock FROM authaudit._lockout_apply(
+                record_event.tenant_id, record_event.user_id, record_event.ip::text,
+                record_event.event_type, coalesce(record_event.occurred_at, v_recorded),
+                record_event.log_id);
+            v_meta := v_meta || jsonb_build_object('_authaudit',
+                coalesce(v_meta -> '_authaudit', '{}'::jsonb) || jsonb_build_object('lockout', v_lock.facts));
+            v_counted := true;
+            v_body := authaudit._event_body(
+                record_event.log_id, record_event.tenant_id, record_event.org_id,
+                record_event.event_type, record_event.user_id, record_event.ip::text, v_ua,
+                record_event.channel, record_event.occurred_at, v_recorded, v_meta::text);
+        END IF;
+    END IF;
+
     -- Append to the tenant's chain (shared-memory head, see docs/architecture.md)
     -- and insert the row in the same statement.
     INSERT INTO authaudit.auth_log AS l (
@@ -91,7 +113,34 @@ BEGIN
     ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
     RETURNING l.* INTO v_row;
     IF FOUND THEN
+        IF v_counted AND v_lock.new_lock THEN
+            -- This failure locked the account: the lock is the next link,
+            -- with an id derived from the failure's (a retry finds it).
+            PERFORM authaudit.record_event(
+                log_id      => authaudit._derived_log_id(record_event.log_id, 'account_locked'),
+                tenant_id   => record_event.tenant_id,
+                event_type  => 'account_locked',
+                user_id     => record_event.user_id,
+                channel     => 'system',
+                org_id      => record_event.org_id,
+                ip          => record_event.ip,
+                occurred_at => coalesce(record_event.occurred_at, v_recorded),
+                metadata    => jsonb_build_object(
+                    'reason', v_lock.lock_rule,
+                    'failures', v_lock.lock_failures,
+                    'lock_count', v_lock.lock_count,
+                    'permanent', v_lock.locked_until_us IS NULL,
+                    'locked_until', 'epoch'::timestamptz + v_lock.locked_until_us * interval '1 microsecond',
+                    'triggered_by', record_event.log_id));
+        END IF;
         RETURN v_row;
+    END IF;
+    IF v_counted THEN
+        -- Another session committed the same log_id meanwhile; the error
+        -- undoes this call's lockout changes and its append.
+        RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', record_event.log_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry: the retry returns the row the other session recorded.';
     END IF;
 
     -- The log_id exists: take the append back (this transaction still owns
@@ -147,6 +196,23 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_n := jsonb_array_length(events);
+    -- Lock every account the batch touches, in one order, before the first
+    -- append: concurrent writers then never wait for each other in a cycle.
+    INSERT INTO authaudit.lockout_state (tenant_id, user_id)
+    SELECT DISTINCT e ->> 'tenant_id', e ->> 'user_id'
+      FROM jsonb_array_elements(events) AS e
+     WHERE jsonb_typeof(e) = 'object'
+       AND e ->> 'event_type' IN ('login_failed', 'login_success', 'lockout_reset')
+       AND e ->> 'tenant_id' IS NOT NULL AND e ->> 'user_id' IS NOT NULL
+     ORDER BY 1, 2
+    ON CONFLICT DO NOTHING;
+    PERFORM 1
+       FROM authaudit.lockout_state s
+       JOIN (SELECT DISTINCT e ->> 'tenant_id' AS t, e ->> 'user_id' AS u
+               FROM jsonb_array_elements(events) AS e
+              WHERE jsonb_typeof(e) = 'object') k ON s.tenant_id = k.t AND s.user_id = k.u
+      ORDER BY s.tenant_id, s.user_id
+        FOR UPDATE OF s;
     -- Tenants in a fixed order, so that concurrent batches never wait for
     -- each other's chain heads in a cycle; each tenant's events keep their order.
     FOR v_e IN
@@ -191,3 +257,41 @@ COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
 -- without a row.
 REVOKE EXECUTE ON FUNCTION authaudit._chain_append(text, bytea) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION authaudit._chain_unappend(text) FROM PUBLIC;
+
+-- Whether a login may be attempted now (docs/lockout.md): for the
+-- application to call before verifying credentials.
+CREATE FUNCTION authaudit.check_login(tenant_id text, user_id text, ip inet DEFAULT NULL)
+RETURNS TABLE (allowed boolean, reason text, retry_after timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT authaudit._may_write(check_login.tenant_id) THEN
+        RAISE EXCEPTION 'pg_authaudit: role % may not check logins for tenant %',
+            authaudit._writer_role(), check_login.tenant_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY SELECT c.allowed, c.reason, c.retry_after
+                   FROM authaudit._check_login(check_login.tenant_id, check_login.user_id,
+                                               host(check_login.ip)) c;
+END;
+$$;
+
+-- Policy values are checked by the same rules as the engine applies.
+CREATE FUNCTION authaudit._lockout_policy_valid() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authaudit._lockout_policy_check(
+        NEW.enabled, NEW.max_failures,
+        (extract(epoch FROM NEW.failure_window) * 1000000)::bigint,
+        (extract(epoch FROM NEW.lock_duration) * 1000000)::bigint,
+        NEW.lock_increment,
+        (extract(epoch FROM NEW.max_lock_duration) * 1000000)::bigint,
+        NEW.permanent_after_locks,
+        (extract(epoch FROM NEW.quick_failure_interval) * 1000000)::bigint,
+        NEW.ip_max_failures,
+        (extract(epoch FROM NEW.ip_block_duration) * 1000000)::bigint);
+    NEW.updated_at := now();
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER lockout_policy_valid BEFORE INSERT OR UPDATE ON authaudit.lockout_policy
+    FOR EACH ROW EXECUTE FUNCTION authaudit._lockout_policy_valid();

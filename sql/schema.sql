@@ -58,6 +58,54 @@ CREATE UNIQUE INDEX tenant_scope_key
 COMMENT ON TABLE authaudit.tenant_scope IS
     'Role bindings to a tenant (and optionally one organisation); see docs/security.md.';
 
+-- Lockout policy per tenant (a tenant without a row gets the documented
+-- defaults, docs/lockout.md). Checked by authaudit._lockout_policy_check.
+CREATE TABLE authaudit.lockout_policy (
+    tenant_id              text        NOT NULL PRIMARY KEY,
+    enabled                boolean     NOT NULL DEFAULT true,
+    max_failures           integer     NOT NULL DEFAULT 5,
+    failure_window         interval    NOT NULL DEFAULT '15 minutes',
+    lock_duration          interval    NOT NULL DEFAULT '15 minutes',
+    lock_increment         text        NOT NULL DEFAULT 'multiple',
+    max_lock_duration      interval    NOT NULL DEFAULT '24 hours',
+    permanent_after_locks  integer,
+    quick_failure_interval interval,
+    ip_max_failures        integer     NOT NULL DEFAULT 100,
+    ip_block_duration      interval    NOT NULL DEFAULT '1 hour',
+    updated_at             timestamptz NOT NULL DEFAULT now()
+);
+
+-- Lockout state per (tenant, account), changed in the same transaction as
+-- the event that changes it.
+CREATE TABLE authaudit.lockout_state (
+    tenant_id        text        NOT NULL,
+    user_id          text        NOT NULL,
+    failure_count    integer     NOT NULL DEFAULT 0,
+    first_failure_at timestamptz,
+    last_failure_at  timestamptz,
+    last_failure_ip  inet,
+    locked           boolean     NOT NULL DEFAULT false,
+    locked_at        timestamptz,
+    locked_until     timestamptz,          -- NULL while locked: permanent
+    lock_count       integer     NOT NULL DEFAULT 0,
+    last_log_id      uuid,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT lockout_state_pkey PRIMARY KEY (tenant_id, user_id)
+);
+
+-- Failures per (tenant, source IP) across accounts, for credential stuffing.
+CREATE TABLE authaudit.lockout_ip_state (
+    tenant_id        text        NOT NULL,
+    ip               inet        NOT NULL,
+    failure_count    integer     NOT NULL DEFAULT 0,
+    first_failure_at timestamptz,
+    blocked_until    timestamptz,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT lockout_ip_state_pkey PRIMARY KEY (tenant_id, ip)
+);
+
+REVOKE ALL ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.lockout_ip_state FROM PUBLIC;
+
 -- Append-only: no UPDATE, DELETE or TRUNCATE, whoever asks.
 CREATE FUNCTION authaudit._refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

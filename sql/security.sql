@@ -48,6 +48,31 @@ CREATE TRIGGER tenant_scope_changed
 CREATE POLICY auditor_all ON authaudit.auth_log FOR SELECT TO authaudit_auditor
     USING (true);
 
+-- Lockout tables: tenant-wide readers and auditors read; admins set policies.
+ALTER TABLE authaudit.lockout_policy ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_policy FORCE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_state FORCE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_ip_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_ip_state FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.lockout_policy FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+CREATE POLICY reader_scope ON authaudit.lockout_state FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+CREATE POLICY reader_scope ON authaudit.lockout_ip_state FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+CREATE POLICY auditor_all ON authaudit.lockout_policy FOR SELECT TO authaudit_auditor USING (true);
+CREATE POLICY auditor_all ON authaudit.lockout_state FOR SELECT TO authaudit_auditor USING (true);
+CREATE POLICY auditor_all ON authaudit.lockout_ip_state FOR SELECT TO authaudit_auditor USING (true);
+CREATE POLICY admin_manages ON authaudit.lockout_policy FOR ALL TO authaudit_admin
+    USING (true) WITH CHECK (true);
+GRANT SELECT ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.lockout_ip_state
+    TO authaudit_reader, authaudit_auditor;
+GRANT SELECT, INSERT, UPDATE, DELETE ON authaudit.lockout_policy TO authaudit_admin;
+
 -- Whether the caller may verify a tenant's chain: it needs every row, so a
 -- tenant-wide read binding (or the auditor role).
 CREATE FUNCTION authaudit._may_verify(p_tenant text) RETURNS boolean
@@ -72,9 +97,13 @@ REVOKE EXECUTE ON FUNCTION
     authaudit.verify_chain(text),
     authaudit.verify_chain(text, bigint, bigint)
     FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION authaudit.check_login(text, text, inet) FROM PUBLIC;
+-- Internal: applied on its own it would change lockout state without an event.
+REVOKE EXECUTE ON FUNCTION authaudit._lockout_apply(text, text, text, text, timestamptz, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
-    authaudit.record_events(jsonb)
+    authaudit.record_events(jsonb),
+    authaudit.check_login(text, text, inet)
     TO authaudit_writer;
 GRANT EXECUTE ON FUNCTION
     authaudit.verify_chain(text),

@@ -678,3 +678,36 @@ mod tests {
         assert!("sometimes".parse::<Increment>().is_err());
     }
 }
+
+/// A log id derived from another (a UUID of version 8, RFC 9562): the
+/// `account_locked` event that a failure triggers gets the same id however
+/// often the failure is retried.
+pub fn derived_log_id(trigger: &[u8; 16], purpose: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"pg_authaudit.derived.v1.");
+    h.update(purpose.as_bytes());
+    h.update([0u8]);
+    h.update(trigger);
+    let d = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    id[6] = (id[6] & 0x0f) | 0x80; // version 8
+    id[8] = (id[8] & 0x3f) | 0x80; // RFC 9562 variant
+    id
+}
+
+#[cfg(test)]
+mod derived_tests {
+    use super::derived_log_id;
+
+    #[test]
+    fn derived_ids_are_stable_distinct_and_version_8() {
+        let a = derived_log_id(&[1; 16], "account_locked");
+        assert_eq!(a, derived_log_id(&[1; 16], "account_locked"));
+        assert_ne!(a, derived_log_id(&[2; 16], "account_locked"));
+        assert_ne!(a, derived_log_id(&[1; 16], "other"));
+        assert_eq!(a[6] >> 4, 8);
+        assert_eq!(a[8] >> 6, 0b10);
+    }
+}

@@ -11,6 +11,8 @@ use pgrx::PgSqlErrorCode;
 pub enum AuditError {
     #[error(transparent)]
     Event(#[from] EventError),
+    #[error(transparent)]
+    Policy(#[from] authaudit_core::lockout::PolicyError),
     #[error("chain head must be {expected} bytes, got {got}")]
     MalformedHead { expected: usize, got: usize },
     #[error(
@@ -50,6 +52,7 @@ impl AuditError {
                 | EventError::MetadataNotObject => ERRCODE_INVALID_PARAMETER_VALUE,
             },
             AuditError::MalformedHead { .. } => ERRCODE_DATA_CORRUPTED,
+            AuditError::Policy(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AuditError::NoVerifyScope(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {

@@ -14,6 +14,7 @@ mod chain;
 mod error;
 mod gucs;
 mod heads;
+mod lockout;
 mod record;
 mod scope;
 mod stored_rows;

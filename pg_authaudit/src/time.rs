@@ -15,3 +15,8 @@ pub fn unix_micros(ts: TimestampWithTimeZone) -> i64 {
         _ => raw + PG_EPOCH_OFFSET_US,
     }
 }
+
+/// The timestamp of Unix microseconds (`None` if out of range).
+pub fn from_unix_micros(us: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(us.checked_sub(PG_EPOCH_OFFSET_US)?).ok()
+}

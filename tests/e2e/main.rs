@@ -5,6 +5,7 @@ mod chain_heads;
 mod concurrency;
 mod independent_verifier;
 mod isolation;
+mod lockout;
 mod recording;
 mod support;
 mod tampering;

@@ -113,9 +113,22 @@ impl Cluster {
             .expect("connect to test cluster")
     }
 
-    /// A new database with pg_authaudit installed, dropped when the returned
-    /// handle is dropped.
+    /// A new database with pg_authaudit installed and the default lockout
+    /// policy switched off (`authaudit.lockout_enabled`), for tests of
+    /// recording and chains; dropped when the returned handle is dropped.
     pub fn fresh_db(&'static self, hint: &str) -> TestDb {
+        let db = self.fresh_db_with_lockout(hint);
+        self.admin()
+            .batch_execute(&format!(
+                "ALTER DATABASE {} SET authaudit.lockout_enabled = off",
+                db.name
+            ))
+            .expect("switch lockout off");
+        db
+    }
+
+    /// A new database with pg_authaudit and its default lockout policy.
+    pub fn fresh_db_with_lockout(&'static self, hint: &str) -> TestDb {
         let n = self.next_db.fetch_add(1, Ordering::SeqCst);
         let safe: String = hint
             .chars()

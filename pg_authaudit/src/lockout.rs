@@ -1,0 +1,395 @@
+//! The lockout engine at the SQL boundary: loads the tenant's policy and the
+//! account's (and source IP's) state under row locks, applies the rules of
+//! `authaudit_core::lockout`, and writes the new state, all inside the
+//! recording transaction. `record_event` appends the `account_locked` event.
+
+use crate::error::{AuditError, SqlResult};
+use authaudit_core::lockout::{
+    check, derived_log_id, Access, AccountState, FailureOutcome, Increment, IpState, Policy,
+};
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+const POLICY: &str = "SELECT enabled, max_failures, \
+       (extract(epoch FROM failure_window) * 1000000)::bigint, \
+       (extract(epoch FROM lock_duration) * 1000000)::bigint, lock_increment, \
+       (extract(epoch FROM max_lock_duration) * 1000000)::bigint, permanent_after_locks, \
+       (extract(epoch FROM quick_failure_interval) * 1000000)::bigint, ip_max_failures, \
+       (extract(epoch FROM ip_block_duration) * 1000000)::bigint \
+  FROM authaudit.lockout_policy WHERE tenant_id = $1";
+
+const US: &str = "(extract(epoch FROM {}) * 1000000)::bigint";
+
+fn us(column: &str) -> String {
+    US.replace("{}", column)
+}
+
+fn ts(param: usize) -> String {
+    format!("'epoch'::timestamptz + ${param}::bigint * interval '1 microsecond'")
+}
+
+/// The tenant's policy, or the defaults.
+fn load_policy(client: &SpiClient<'_>, tenant_id: &str) -> Result<Policy, AuditError> {
+    let table = client.select(POLICY, Some(1), &[tenant_id.into()])?;
+    if table.is_empty() {
+        return Ok(Policy {
+            enabled: crate::gucs::LOCKOUT_ENABLED.get(),
+            ..Policy::default()
+        });
+    }
+    let r = table.first();
+    let increment: String = r.get(5)?.unwrap_or_else(|| "multiple".into());
+    Ok(Policy {
+        enabled: r.get(1)?.unwrap_or(true),
+        max_failures: r.get(2)?.unwrap_or(5),
+        failure_window_us: r.get(3)?.unwrap_or(0),
+        lock_duration_us: r.get(4)?.unwrap_or(0),
+        increment: increment.parse().unwrap_or(Increment::Multiple),
+        max_lock_duration_us: r.get(6)?.unwrap_or(0),
+        permanent_after_locks: r.get(7)?,
+        quick_failure_interval_us: r.get(8)?,
+        ip_max_failures: r.get(9)?.unwrap_or(100),
+        ip_block_duration_us: r.get(10)?.unwrap_or(0),
+    })
+}
+
+fn lock_account(
+    client: &mut SpiClient<'_>,
+    tenant: &str,
+    user: &str,
+) -> Result<AccountState, AuditError> {
+    client.update(
+        "INSERT INTO authaudit.lockout_state (tenant_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        None,
+        &[tenant.into(), user.into()],
+    )?;
+    let q = format!(
+        "SELECT failure_count, {}, {}, locked, {}, {}, lock_count FROM authaudit.lockout_state \
+         WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
+        us("first_failure_at"),
+        us("last_failure_at"),
+        us("locked_at"),
+        us("locked_until")
+    );
+    let t = client.update(q.as_str(), Some(1), &[tenant.into(), user.into()])?;
+    let r = t.first();
+    Ok(AccountState {
+        failure_count: r.get(1)?.unwrap_or(0),
+        first_failure_us: r.get(2)?,
+        last_failure_us: r.get(3)?,
+        locked: r.get(4)?.unwrap_or(false),
+        locked_at_us: r.get(5)?,
+        locked_until_us: r.get(6)?,
+        lock_count: r.get(7)?.unwrap_or(0),
+    })
+}
+
+fn save_account(
+    client: &mut SpiClient<'_>,
+    tenant: &str,
+    user: &str,
+    s: &AccountState,
+    failure_ip: Option<&str>,
+    log_id: Uuid,
+) -> Result<(), AuditError> {
+    let q = format!(
+        "UPDATE authaudit.lockout_state SET failure_count = $3, first_failure_at = {}, \
+         last_failure_at = {}, locked = $6, locked_at = {}, locked_until = {}, lock_count = $9, \
+         last_failure_ip = coalesce($10::inet, last_failure_ip), last_log_id = $11, updated_at = now() \
+         WHERE tenant_id = $1 AND user_id = $2",
+        ts(4),
+        ts(5),
+        ts(7),
+        ts(8)
+    );
+    client.update(
+        q.as_str(),
+        None,
+        &[
+            tenant.into(),
+            user.into(),
+            s.failure_count.into(),
+            s.first_failure_us.into(),
+            s.last_failure_us.into(),
+            s.locked.into(),
+            s.locked_at_us.into(),
+            s.locked_until_us.into(),
+            s.lock_count.into(),
+            failure_ip.into(),
+            log_id.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+fn apply_ip_failure(
+    client: &mut SpiClient<'_>,
+    policy: &Policy,
+    tenant: &str,
+    ip: &str,
+    at_us: i64,
+) -> Result<Option<i64>, AuditError> {
+    client.update(
+        "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) VALUES ($1, $2::inet) ON CONFLICT DO NOTHING",
+        None,
+        &[tenant.into(), ip.into()],
+    )?;
+    let q = format!(
+        "SELECT failure_count, {}, {} FROM authaudit.lockout_ip_state \
+         WHERE tenant_id = $1 AND ip = $2::inet FOR UPDATE",
+        us("first_failure_at"),
+        us("blocked_until")
+    );
+    let t = client.update(q.as_str(), Some(1), &[tenant.into(), ip.into()])?;
+    let r = t.first();
+    let state = IpState {
+        failure_count: r.get(1)?.unwrap_or(0),
+        first_failure_us: r.get(2)?,
+        blocked_until_us: r.get(3)?,
+    };
+    let (next, blocked) = state.on_failure(policy, at_us);
+    let q = format!(
+        "UPDATE authaudit.lockout_ip_state SET failure_count = $3, first_failure_at = {}, \
+         blocked_until = {}, updated_at = now() WHERE tenant_id = $1 AND ip = $2::inet",
+        ts(4),
+        ts(5)
+    );
+    client.update(
+        q.as_str(),
+        None,
+        &[
+            tenant.into(),
+            ip.into(),
+            next.failure_count.into(),
+            next.first_failure_us.into(),
+            next.blocked_until_us.into(),
+        ],
+    )?;
+    Ok(blocked)
+}
+
+fn json_time(us: Option<i64>) -> String {
+    match us {
+        None => "null".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// Applies an event's lockout effects and returns what the event row records
+/// (`facts`, a JSON object for `metadata._authaudit.lockout`) and, when this
+/// event locked the account, the lock (`locked_until` NULL: permanent).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe, name = "_lockout_apply")]
+fn lockout_apply(
+    tenant_id: &str,
+    user_id: &str,
+    ip: Option<&str>,
+    event_type: &str,
+    at: TimestampWithTimeZone,
+    log_id: Uuid,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(facts, Option<pgrx::JsonB>),
+            name!(new_lock, bool),
+            name!(locked_until_us, Option<i64>),
+            name!(lock_rule, Option<String>),
+            name!(lock_failures, Option<i32>),
+            name!(lock_count, Option<i32>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let at_us = crate::time::unix_micros(at);
+    let ip = ip.map(|i| i.split('/').next().unwrap_or(i).to_string());
+    let row = Spi::connect_mut(|client| -> Result<_, AuditError> {
+        let policy = load_policy(client, tenant_id)?;
+        let state = lock_account(client, tenant_id, user_id)?;
+        let mut lock = (false, None, None, None, None);
+        let facts = match event_type {
+            "login_failed" => {
+                let (next, outcome) = state.on_failure(&policy, at_us);
+                save_account(client, tenant_id, user_id, &next, ip.as_deref(), log_id)?;
+                let ip_blocked = match &ip {
+                    Some(ip) => apply_ip_failure(client, &policy, tenant_id, ip, at_us)?,
+                    None => None,
+                };
+                let ip_json = format!(", \"ip_blocked_until_us\": {}", json_time(ip_blocked));
+                match outcome {
+                    FailureOutcome::Counted { failures } => {
+                        format!("{{\"failures_in_window\": {failures}{ip_json}}}")
+                    }
+                    FailureOutcome::Locked {
+                        failures,
+                        rule,
+                        lock_count,
+                        until_us,
+                    } => {
+                        lock = (
+                            true,
+                            until_us,
+                            Some(rule.as_str().to_string()),
+                            Some(failures),
+                            Some(lock_count),
+                        );
+                        format!("{{\"failures_in_window\": {failures}, \"locked_account\": true{ip_json}}}")
+                    }
+                    FailureOutcome::WhileLocked { until_us } => format!(
+                        "{{\"while_locked\": true, \"locked_until_us\": {}{ip_json}}}",
+                        json_time(until_us)
+                    ),
+                }
+            }
+            "login_success" => {
+                let (next, f) = state.on_success(at_us);
+                save_account(client, tenant_id, user_id, &next, None, log_id)?;
+                format!(
+                    "{{\"preceding_failures\": {}, \"was_locked\": {}}}",
+                    f.preceding_failures, f.was_locked
+                )
+            }
+            "lockout_reset" => {
+                let next = state.on_reset();
+                save_account(client, tenant_id, user_id, &next, None, log_id)?;
+                format!("{{\"was_locked\": {}}}", state.is_locked_at(at_us))
+            }
+            _ => return Ok((None, false, None, None, None, None)),
+        };
+        let facts: serde_json::Value =
+            serde_json::from_str(&facts).expect("the engine writes valid JSON");
+        Ok((
+            Some(pgrx::JsonB(facts)),
+            lock.0,
+            lock.1,
+            lock.2,
+            lock.3,
+            lock.4,
+        ))
+    })?;
+    Ok(TableIterator::once(row))
+}
+
+/// The id of the `account_locked` event a failure triggers.
+#[pg_extern(immutable, strict, parallel_safe, name = "_derived_log_id")]
+fn derived(trigger: Uuid, purpose: &str) -> Uuid {
+    Uuid::from_bytes(derived_log_id(trigger.as_bytes(), purpose))
+}
+
+/// Whether a login may be attempted now for the account from the IP; if not,
+/// why and until when (`retry_after` NULL: permanently locked). For the
+/// application to call before it verifies credentials.
+#[pg_extern(stable, name = "_check_login")]
+fn check_login(
+    tenant_id: &str,
+    user_id: &str,
+    ip: default!(Option<&str>, "NULL"),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(allowed, bool),
+            name!(reason, Option<String>),
+            name!(retry_after, Option<TimestampWithTimeZone>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let now_us = crate::time::unix_micros(pgrx::datum::now());
+    let row = Spi::connect(|client| -> Result<_, AuditError> {
+        let q = format!(
+            "SELECT failure_count, {}, {}, locked, {}, {}, lock_count FROM authaudit.lockout_state \
+             WHERE tenant_id = $1 AND user_id = $2",
+            us("first_failure_at"),
+            us("last_failure_at"),
+            us("locked_at"),
+            us("locked_until")
+        );
+        let t = client.select(q.as_str(), Some(1), &[tenant_id.into(), user_id.into()])?;
+        let account = if t.is_empty() {
+            AccountState::default()
+        } else {
+            let r = t.first();
+            AccountState {
+                failure_count: r.get(1)?.unwrap_or(0),
+                first_failure_us: r.get(2)?,
+                last_failure_us: r.get(3)?,
+                locked: r.get(4)?.unwrap_or(false),
+                locked_at_us: r.get(5)?,
+                locked_until_us: r.get(6)?,
+                lock_count: r.get(7)?.unwrap_or(0),
+            }
+        };
+        let ip_state = match ip {
+            None => None,
+            Some(ip) => {
+                let q = format!(
+                    "SELECT failure_count, {}, {} FROM authaudit.lockout_ip_state \
+                     WHERE tenant_id = $1 AND ip = $2::inet",
+                    us("first_failure_at"),
+                    us("blocked_until")
+                );
+                let t = client.select(q.as_str(), Some(1), &[tenant_id.into(), ip.into()])?;
+                if t.is_empty() {
+                    None
+                } else {
+                    let r = t.first();
+                    Some(IpState {
+                        failure_count: r.get(1)?.unwrap_or(0),
+                        first_failure_us: r.get(2)?,
+                        blocked_until_us: r.get(3)?,
+                    })
+                }
+            }
+        };
+        Ok(match check(&account, ip_state.as_ref(), now_us) {
+            Access::Allowed => (true, None, None),
+            Access::AccountLocked { until_us } => (
+                false,
+                Some("account_locked".to_string()),
+                until_us.and_then(crate::time::from_unix_micros),
+            ),
+            Access::IpBlocked { until_us } => (
+                false,
+                Some("ip_blocked".to_string()),
+                crate::time::from_unix_micros(until_us),
+            ),
+        })
+    })?;
+    Ok(TableIterator::once(row))
+}
+
+/// Checks a policy row; raises 22023 with the rule it breaks.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(immutable, name = "_lockout_policy_check")]
+fn policy_check(
+    enabled: bool,
+    max_failures: i32,
+    failure_window_us: i64,
+    lock_duration_us: i64,
+    lock_increment: &str,
+    max_lock_duration_us: i64,
+    permanent_after_locks: Option<i32>,
+    quick_failure_interval_us: Option<i64>,
+    ip_max_failures: i32,
+    ip_block_duration_us: i64,
+) -> SqlResult<bool> {
+    let increment: Increment = lock_increment.parse().map_err(AuditError::Policy)?;
+    Policy {
+        enabled,
+        max_failures,
+        failure_window_us,
+        lock_duration_us,
+        increment,
+        max_lock_duration_us,
+        permanent_after_locks,
+        quick_failure_interval_us,
+        ip_max_failures,
+        ip_block_duration_us,
+    }
+    .validate()
+    .map_err(AuditError::Policy)?;
+    Ok(true)
+}
