@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pg_authaudit benchmarks (see docs/benchmarks.md).
 #
-#   bench/run.sh [group ...]      groups: insert batch verify isolation (default: all)
+#   bench/run.sh [group ...]      groups: insert lockout batch verify isolation (default: all)
 #
 # Starts a throwaway PostgreSQL 15 cluster with production settings (fsync
 # and synchronous_commit on), runs each scenario interleaved with its
@@ -15,7 +15,7 @@ SECS=${BENCH_SECONDS:-15}
 ROUNDS=${BENCH_ROUNDS:-2}
 CLIENTS=${BENCH_CLIENTS:-4}
 VERIFY_ROWS=${BENCH_VERIFY_ROWS:-1000000}
-GROUPS_TO_RUN=${*:-insert batch verify isolation}
+GROUPS_TO_RUN=${*:-insert lockout batch verify isolation}
 
 dir=$(mktemp -d /tmp/authaudit-bench.XXXXXX)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -66,6 +66,20 @@ if [[ " $GROUPS_TO_RUN " == *" insert "* ]]; then
   report record_event_64_tenants tps bare_insert_64_tenants
   report bare_insert_1_tenant tps bare_insert_1_tenant
   report record_event_hot_tenant tps bare_insert_1_tenant
+fi
+
+if [[ " $GROUPS_TO_RUN " == *" lockout "* ]]; then
+  # Lockout off: a database default; lockout on: the default policy.
+  "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench_nolock TEMPLATE bench"
+  "${PSQL[@]}" -d postgres -c "ALTER DATABASE bench_nolock SET authaudit.lockout_enabled = off"
+  for r in $(seq "$ROUNDS"); do
+    echo "# round $r"
+    pgbench_run bruteforce_lockout_off bench/sql/bruteforce_mix.sql bench_nolock
+    pgbench_run bruteforce_lockout_on bench/sql/bruteforce_mix.sql
+    pgbench_run bare_insert_mix bench/sql/bare_insert.sql -D ntenants=64
+  done
+  report bruteforce_lockout_on tps bruteforce_lockout_off
+  report bruteforce_lockout_on tps bare_insert_mix
 fi
 
 # now_ms: wall clock in milliseconds.

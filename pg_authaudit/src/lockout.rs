@@ -10,7 +10,35 @@ use authaudit_core::lockout::{
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::{PgBuiltInOids, PgOid};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+thread_local! {
+    /// Plans of the engine's statements, prepared once per backend.
+    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// Runs a cached plan of `sql` (parameters typed `types`) with `args`.
+fn run<'c>(
+    client: &mut SpiClient<'c>,
+    key: &'static str,
+    sql: &str,
+    types: &[PgBuiltInOids],
+    args: &[pgrx::datum::DatumWithOid<'_>],
+) -> Result<SpiTupleTable<'c>, AuditError> {
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if !plans.contains_key(key) {
+            let oids: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
+            let stmt = client.prepare_mut(sql, &oids)?.keep();
+            plans.insert(key, stmt);
+        }
+        let stmt = plans.get(key).expect("just inserted");
+        Ok(client.update(stmt, None, args)?)
+    })
+}
 
 const POLICY: &str = "SELECT enabled, max_failures, \
        (extract(epoch FROM failure_window) * 1000000)::bigint, \
@@ -31,8 +59,14 @@ fn ts(param: usize) -> String {
 }
 
 /// The tenant's policy, or the defaults.
-fn load_policy(client: &SpiClient<'_>, tenant_id: &str) -> Result<Policy, AuditError> {
-    let table = client.select(POLICY, Some(1), &[tenant_id.into()])?;
+fn load_policy(client: &mut SpiClient<'_>, tenant_id: &str) -> Result<Policy, AuditError> {
+    let table = run(
+        client,
+        "policy",
+        POLICY,
+        &[PgBuiltInOids::TEXTOID],
+        &[tenant_id.into()],
+    )?;
     if table.is_empty() {
         return Ok(Policy {
             enabled: crate::gucs::LOCKOUT_ENABLED.get(),
@@ -55,25 +89,29 @@ fn load_policy(client: &SpiClient<'_>, tenant_id: &str) -> Result<Policy, AuditE
     })
 }
 
+/// Creates the account's state row if needed, locks it and reads it: one
+/// statement (the upsert's no-op update takes the row lock).
 fn lock_account(
     client: &mut SpiClient<'_>,
     tenant: &str,
     user: &str,
 ) -> Result<AccountState, AuditError> {
-    client.update(
-        "INSERT INTO authaudit.lockout_state (tenant_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        None,
+    let q = format!(
+        "INSERT INTO authaudit.lockout_state AS s (tenant_id, user_id) VALUES ($1, $2) \
+         ON CONFLICT ON CONSTRAINT lockout_state_pkey DO UPDATE SET updated_at = s.updated_at \
+         RETURNING s.failure_count, {}, {}, s.locked, {}, {}, s.lock_count",
+        us("s.first_failure_at"),
+        us("s.last_failure_at"),
+        us("s.locked_at"),
+        us("s.locked_until")
+    );
+    let t = run(
+        client,
+        "lock_account",
+        &q,
+        &[PgBuiltInOids::TEXTOID, PgBuiltInOids::TEXTOID],
         &[tenant.into(), user.into()],
     )?;
-    let q = format!(
-        "SELECT failure_count, {}, {}, locked, {}, {}, lock_count FROM authaudit.lockout_state \
-         WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE",
-        us("first_failure_at"),
-        us("last_failure_at"),
-        us("locked_at"),
-        us("locked_until")
-    );
-    let t = client.update(q.as_str(), Some(1), &[tenant.into(), user.into()])?;
     let r = t.first();
     Ok(AccountState {
         failure_count: r.get(1)?.unwrap_or(0),
@@ -94,6 +132,7 @@ fn save_account(
     failure_ip: Option<&str>,
     log_id: Uuid,
 ) -> Result<(), AuditError> {
+    use pgrx::pg_sys::BuiltinOid::*;
     let q = format!(
         "UPDATE authaudit.lockout_state SET failure_count = $3, first_failure_at = {}, \
          last_failure_at = {}, locked = $6, locked_at = {}, locked_until = {}, lock_count = $9, \
@@ -104,9 +143,14 @@ fn save_account(
         ts(7),
         ts(8)
     );
-    client.update(
-        q.as_str(),
-        None,
+    run(
+        client,
+        "save_account",
+        &q,
+        &[
+            TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID, BOOLOID, INT8OID, INT8OID, INT4OID,
+            TEXTOID, UUIDOID,
+        ],
         &[
             tenant.into(),
             user.into(),
@@ -131,18 +175,21 @@ fn apply_ip_failure(
     ip: &str,
     at_us: i64,
 ) -> Result<Option<i64>, AuditError> {
-    client.update(
-        "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) VALUES ($1, $2::inet) ON CONFLICT DO NOTHING",
-        None,
+    use pgrx::pg_sys::BuiltinOid::*;
+    let q = format!(
+        "INSERT INTO authaudit.lockout_ip_state AS s (tenant_id, ip) VALUES ($1, $2::inet) \
+         ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO UPDATE SET updated_at = s.updated_at \
+         RETURNING s.failure_count, {}, {}",
+        us("s.first_failure_at"),
+        us("s.blocked_until")
+    );
+    let t = run(
+        client,
+        "lock_ip",
+        &q,
+        &[TEXTOID, TEXTOID],
         &[tenant.into(), ip.into()],
     )?;
-    let q = format!(
-        "SELECT failure_count, {}, {} FROM authaudit.lockout_ip_state \
-         WHERE tenant_id = $1 AND ip = $2::inet FOR UPDATE",
-        us("first_failure_at"),
-        us("blocked_until")
-    );
-    let t = client.update(q.as_str(), Some(1), &[tenant.into(), ip.into()])?;
     let r = t.first();
     let state = IpState {
         failure_count: r.get(1)?.unwrap_or(0),
@@ -156,9 +203,11 @@ fn apply_ip_failure(
         ts(4),
         ts(5)
     );
-    client.update(
-        q.as_str(),
-        None,
+    run(
+        client,
+        "save_ip",
+        &q,
+        &[TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID],
         &[
             tenant.into(),
             ip.into(),
