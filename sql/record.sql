@@ -288,7 +288,8 @@ BEGIN
         NEW.permanent_after_locks,
         (extract(epoch FROM NEW.quick_failure_interval) * 1000000)::bigint,
         NEW.ip_max_failures,
-        (extract(epoch FROM NEW.ip_block_duration) * 1000000)::bigint);
+        (extract(epoch FROM NEW.ip_block_duration) * 1000000)::bigint,
+        NEW.ip_account_max_failures);
     NEW.updated_at := now();
     RETURN NEW;
 END;

@@ -72,6 +72,7 @@ CREATE TABLE authaudit.lockout_policy (
     quick_failure_interval interval,
     ip_max_failures        integer     NOT NULL DEFAULT 100,
     ip_block_duration      interval    NOT NULL DEFAULT '1 hour',
+    ip_account_max_failures integer    NOT NULL DEFAULT 10,
     updated_at             timestamptz NOT NULL DEFAULT now()
 );
 
@@ -104,7 +105,20 @@ CREATE TABLE authaudit.lockout_ip_state (
     CONSTRAINT lockout_ip_state_pkey PRIMARY KEY (tenant_id, ip)
 );
 
-REVOKE ALL ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.lockout_ip_state FROM PUBLIC;
+-- Failures per (tenant, source IP, account): the per-(IP, account) rule.
+CREATE TABLE authaudit.lockout_ip_account_state (
+    tenant_id        text        NOT NULL,
+    ip               inet        NOT NULL,
+    user_id          text        NOT NULL,
+    failure_count    integer     NOT NULL DEFAULT 0,
+    first_failure_at timestamptz,
+    blocked_until    timestamptz,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT lockout_ip_account_state_pkey PRIMARY KEY (tenant_id, ip, user_id)
+);
+
+REVOKE ALL ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.lockout_ip_state,
+    authaudit.lockout_ip_account_state FROM PUBLIC;
 
 -- Append-only: no UPDATE, DELETE or TRUNCATE, whoever asks.
 CREATE FUNCTION authaudit._refuse_change() RETURNS trigger

@@ -55,6 +55,12 @@ ALTER TABLE authaudit.lockout_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_state FORCE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_ip_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_ip_state FORCE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_ip_account_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_ip_account_state FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+CREATE POLICY auditor_all ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY reader_scope ON authaudit.lockout_policy FOR SELECT TO authaudit_reader
     USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
@@ -69,8 +75,8 @@ CREATE POLICY auditor_all ON authaudit.lockout_state FOR SELECT TO authaudit_aud
 CREATE POLICY auditor_all ON authaudit.lockout_ip_state FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY admin_manages ON authaudit.lockout_policy FOR ALL TO authaudit_admin
     USING (true) WITH CHECK (true);
-GRANT SELECT ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.lockout_ip_state
-    TO authaudit_reader, authaudit_auditor;
+GRANT SELECT ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.lockout_ip_state,
+    authaudit.lockout_ip_account_state TO authaudit_reader, authaudit_auditor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON authaudit.lockout_policy TO authaudit_admin;
 
 -- Whether the caller may verify a tenant's chain: it needs every row, so a

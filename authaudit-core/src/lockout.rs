@@ -76,7 +76,10 @@ pub struct Policy {
     /// Failures from one IP across all accounts within `failure_window` that
     /// block the IP (credential stuffing).
     pub ip_max_failures: i32,
-    /// How long a blocked IP stays blocked.
+    /// Failures of one account from one IP within `failure_window` that block
+    /// that IP for that account (Auth0's per-(IP, account) rule).
+    pub ip_account_max_failures: i32,
+    /// How long a blocked IP (or IP for one account) stays blocked.
     pub ip_block_duration_us: i64,
 }
 
@@ -96,6 +99,7 @@ impl Default for Policy {
             permanent_after_locks: None,
             quick_failure_interval_us: None,
             ip_max_failures: 100,
+            ip_account_max_failures: 10,
             ip_block_duration_us: HOUR_US,
         }
     }
@@ -152,6 +156,9 @@ impl Policy {
         }
         if self.ip_max_failures < 1 {
             return Err(PolicyError::IpMaxFailures(self.ip_max_failures));
+        }
+        if self.ip_account_max_failures < 1 {
+            return Err(PolicyError::IpMaxFailures(self.ip_account_max_failures));
         }
         let per_hour = self.max_attempts_per_hour();
         if self.enabled && per_hour > 100 {
@@ -373,9 +380,24 @@ impl IpState {
         self.blocked_until_us.is_some_and(|until| at_us < until)
     }
 
-    /// Applies a failure from this IP; returns the new state and, when this
-    /// failure blocked the IP, the end of the block.
+    /// Applies a failure from this IP (across accounts); returns the new
+    /// state and, when this failure blocked the IP, the end of the block.
     pub fn on_failure(&self, policy: &Policy, at_us: i64) -> (IpState, Option<i64>) {
+        self.on_failure_limited(policy, policy.ip_max_failures, at_us)
+    }
+
+    /// Applies a failure of one account from this IP (the per-(IP, account)
+    /// rule, `ip_account_max_failures`).
+    pub fn on_account_failure(&self, policy: &Policy, at_us: i64) -> (IpState, Option<i64>) {
+        self.on_failure_limited(policy, policy.ip_account_max_failures, at_us)
+    }
+
+    fn on_failure_limited(
+        &self,
+        policy: &Policy,
+        max_failures: i32,
+        at_us: i64,
+    ) -> (IpState, Option<i64>) {
         let mut s = *self;
         if s.is_blocked_at(at_us) {
             return (s, None);
@@ -389,7 +411,7 @@ impl IpState {
             s.failure_count = 1;
             s.first_failure_us = Some(at_us);
         }
-        if policy.enabled && s.failure_count >= policy.ip_max_failures {
+        if policy.enabled && s.failure_count >= max_failures {
             let until = at_us.saturating_add(policy.ip_block_duration_us);
             s.blocked_until_us = Some(until);
             s.failure_count = 0;
@@ -412,18 +434,32 @@ pub enum Access {
     IpBlocked {
         until_us: i64,
     },
+    /// The source IP is blocked for this account.
+    IpAccountBlocked {
+        until_us: i64,
+    },
 }
 
 /// The check an application makes before verifying credentials.
-pub fn check(account: &AccountState, ip: Option<&IpState>, at_us: i64) -> Access {
+pub fn check(
+    account: &AccountState,
+    ip: Option<&IpState>,
+    ip_account: Option<&IpState>,
+    at_us: i64,
+) -> Access {
     if account.is_locked_at(at_us) {
         return Access::AccountLocked {
             until_us: account.locked_until_us,
         };
     }
-    match ip {
-        Some(ip) if ip.is_blocked_at(at_us) => Access::IpBlocked {
+    if let Some(ip) = ip.filter(|ip| ip.is_blocked_at(at_us)) {
+        return Access::IpBlocked {
             until_us: ip.blocked_until_us.unwrap_or(at_us),
+        };
+    }
+    match ip_account {
+        Some(pair) if pair.is_blocked_at(at_us) => Access::IpAccountBlocked {
+            until_us: pair.blocked_until_us.unwrap_or(at_us),
         },
         _ => Access::Allowed,
     }
@@ -632,15 +668,41 @@ mod tests {
         }
         assert_eq!(blocked, Some((99, T0 + 99 * S + 60 * 60 * S)));
         assert_eq!(
-            check(&AccountState::default(), Some(&ip), T0 + 100 * S),
+            check(&AccountState::default(), Some(&ip), None, T0 + 100 * S),
             Access::IpBlocked {
                 until_us: T0 + 99 * S + 60 * 60 * S
             }
         );
         assert_eq!(
-            check(&AccountState::default(), Some(&ip), T0 + 2 * 60 * 60 * S),
+            check(
+                &AccountState::default(),
+                Some(&ip),
+                None,
+                T0 + 2 * 60 * 60 * S
+            ),
             Access::Allowed
         );
+    }
+
+    #[test]
+    fn one_ip_failing_on_one_account_is_blocked_for_that_account() {
+        let p = Policy {
+            max_failures: 50,
+            lock_duration_us: 60 * 60 * S,
+            ..Policy::default()
+        };
+        let mut pair = IpState::default();
+        let mut blocked = None;
+        for i in 0..10 {
+            let (next, b) = pair.on_account_failure(&p, T0 + i * S);
+            pair = next;
+            blocked = blocked.or(b);
+        }
+        assert_eq!(blocked, Some(T0 + 9 * S + 60 * 60 * S));
+        assert!(matches!(
+            check(&AccountState::default(), None, Some(&pair), T0 + 10 * S),
+            Access::IpAccountBlocked { .. }
+        ));
     }
 
     #[test]

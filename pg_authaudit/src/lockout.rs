@@ -45,7 +45,7 @@ const POLICY: &str = "SELECT enabled, max_failures, \
        (extract(epoch FROM lock_duration) * 1000000)::bigint, lock_increment, \
        (extract(epoch FROM max_lock_duration) * 1000000)::bigint, permanent_after_locks, \
        (extract(epoch FROM quick_failure_interval) * 1000000)::bigint, ip_max_failures, \
-       (extract(epoch FROM ip_block_duration) * 1000000)::bigint \
+       (extract(epoch FROM ip_block_duration) * 1000000)::bigint, ip_account_max_failures \
   FROM authaudit.lockout_policy WHERE tenant_id = $1";
 
 const US: &str = "(extract(epoch FROM {}) * 1000000)::bigint";
@@ -86,6 +86,7 @@ fn load_policy(client: &mut SpiClient<'_>, tenant_id: &str) -> Result<Policy, Au
         quick_failure_interval_us: r.get(8)?,
         ip_max_failures: r.get(9)?.unwrap_or(100),
         ip_block_duration_us: r.get(10)?.unwrap_or(0),
+        ip_account_max_failures: r.get(11)?.unwrap_or(10),
     })
 }
 
@@ -168,13 +169,16 @@ fn save_account(
     Ok(())
 }
 
+/// Counts a failure from `ip` (across accounts) and of `user` from `ip`;
+/// returns the ends of the blocks this failure started, if any.
 fn apply_ip_failure(
     client: &mut SpiClient<'_>,
     policy: &Policy,
     tenant: &str,
+    user: &str,
     ip: &str,
     at_us: i64,
-) -> Result<Option<i64>, AuditError> {
+) -> Result<(Option<i64>, Option<i64>), AuditError> {
     use pgrx::pg_sys::BuiltinOid::*;
     let q = format!(
         "INSERT INTO authaudit.lockout_ip_state AS s (tenant_id, ip) VALUES ($1, $2::inet) \
@@ -183,20 +187,14 @@ fn apply_ip_failure(
         us("s.first_failure_at"),
         us("s.blocked_until")
     );
-    let t = run(
+    let ip_state = read_ip_state(run(
         client,
         "lock_ip",
         &q,
         &[TEXTOID, TEXTOID],
         &[tenant.into(), ip.into()],
-    )?;
-    let r = t.first();
-    let state = IpState {
-        failure_count: r.get(1)?.unwrap_or(0),
-        first_failure_us: r.get(2)?,
-        blocked_until_us: r.get(3)?,
-    };
-    let (next, blocked) = state.on_failure(policy, at_us);
+    )?)?;
+    let (next_ip, ip_blocked) = ip_state.on_failure(policy, at_us);
     let q = format!(
         "UPDATE authaudit.lockout_ip_state SET failure_count = $3, first_failure_at = {}, \
          blocked_until = {}, updated_at = now() WHERE tenant_id = $1 AND ip = $2::inet",
@@ -211,12 +209,58 @@ fn apply_ip_failure(
         &[
             tenant.into(),
             ip.into(),
-            next.failure_count.into(),
-            next.first_failure_us.into(),
-            next.blocked_until_us.into(),
+            next_ip.failure_count.into(),
+            next_ip.first_failure_us.into(),
+            next_ip.blocked_until_us.into(),
         ],
     )?;
-    Ok(blocked)
+    let q = format!(
+        "INSERT INTO authaudit.lockout_ip_account_state AS s (tenant_id, ip, user_id) \
+         VALUES ($1, $2::inet, $3) \
+         ON CONFLICT ON CONSTRAINT lockout_ip_account_state_pkey DO UPDATE SET updated_at = s.updated_at \
+         RETURNING s.failure_count, {}, {}",
+        us("s.first_failure_at"),
+        us("s.blocked_until")
+    );
+    let pair = read_ip_state(run(
+        client,
+        "lock_pair",
+        &q,
+        &[TEXTOID, TEXTOID, TEXTOID],
+        &[tenant.into(), ip.into(), user.into()],
+    )?)?;
+    let (next_pair, pair_blocked) = pair.on_account_failure(policy, at_us);
+    let q = format!(
+        "UPDATE authaudit.lockout_ip_account_state SET failure_count = $4, first_failure_at = {}, \
+         blocked_until = {}, updated_at = now() \
+         WHERE tenant_id = $1 AND ip = $2::inet AND user_id = $3",
+        ts(5),
+        ts(6)
+    );
+    run(
+        client,
+        "save_pair",
+        &q,
+        &[TEXTOID, TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID],
+        &[
+            tenant.into(),
+            ip.into(),
+            user.into(),
+            next_pair.failure_count.into(),
+            next_pair.first_failure_us.into(),
+            next_pair.blocked_until_us.into(),
+        ],
+    )?;
+    Ok((ip_blocked, pair_blocked))
+}
+
+fn read_ip_state(t: SpiTupleTable<'_>) -> Result<IpState, AuditError> {
+    let r = t.first();
+    Ok(IpState {
+        failure_count: r.get(1)?.unwrap_or(0),
+        first_failure_us: r.get(2)?,
+        blocked_until_us: r.get(3)?,
+    })
 }
 
 fn json_time(us: Option<i64>) -> String {
@@ -262,11 +306,15 @@ fn lockout_apply(
             "login_failed" => {
                 let (next, outcome) = state.on_failure(&policy, at_us);
                 save_account(client, tenant_id, user_id, &next, ip.as_deref(), log_id)?;
-                let ip_blocked = match &ip {
-                    Some(ip) => apply_ip_failure(client, &policy, tenant_id, ip, at_us)?,
-                    None => None,
+                let (ip_blocked, pair_blocked) = match &ip {
+                    Some(ip) => apply_ip_failure(client, &policy, tenant_id, user_id, ip, at_us)?,
+                    None => (None, None),
                 };
-                let ip_json = format!(", \"ip_blocked_until_us\": {}", json_time(ip_blocked));
+                let ip_json = format!(
+                    ", \"ip_blocked_until_us\": {}, \"ip_account_blocked_until_us\": {}",
+                    json_time(ip_blocked),
+                    json_time(pair_blocked)
+                );
                 match outcome {
                     FailureOutcome::Counted { failures } => {
                         format!("{{\"failures_in_window\": {failures}{ip_json}}}")
@@ -393,19 +441,47 @@ fn check_login(
                 }
             }
         };
-        Ok(match check(&account, ip_state.as_ref(), now_us) {
-            Access::Allowed => (true, None, None),
-            Access::AccountLocked { until_us } => (
-                false,
-                Some("account_locked".to_string()),
-                until_us.and_then(crate::time::from_unix_micros),
-            ),
-            Access::IpBlocked { until_us } => (
-                false,
-                Some("ip_blocked".to_string()),
-                crate::time::from_unix_micros(until_us),
-            ),
-        })
+        let pair_state = match ip {
+            None => None,
+            Some(ip) => {
+                let q = format!(
+                    "SELECT failure_count, {}, {} FROM authaudit.lockout_ip_account_state \
+                     WHERE tenant_id = $1 AND ip = $2::inet AND user_id = $3",
+                    us("first_failure_at"),
+                    us("blocked_until")
+                );
+                let t = client.select(
+                    q.as_str(),
+                    Some(1),
+                    &[tenant_id.into(), ip.into(), user_id.into()],
+                )?;
+                if t.is_empty() {
+                    None
+                } else {
+                    Some(read_ip_state(t)?)
+                }
+            }
+        };
+        Ok(
+            match check(&account, ip_state.as_ref(), pair_state.as_ref(), now_us) {
+                Access::Allowed => (true, None, None),
+                Access::AccountLocked { until_us } => (
+                    false,
+                    Some("account_locked".to_string()),
+                    until_us.and_then(crate::time::from_unix_micros),
+                ),
+                Access::IpBlocked { until_us } => (
+                    false,
+                    Some("ip_blocked".to_string()),
+                    crate::time::from_unix_micros(until_us),
+                ),
+                Access::IpAccountBlocked { until_us } => (
+                    false,
+                    Some("ip_account_blocked".to_string()),
+                    crate::time::from_unix_micros(until_us),
+                ),
+            },
+        )
     })?;
     Ok(TableIterator::once(row))
 }
@@ -424,6 +500,7 @@ fn policy_check(
     quick_failure_interval_us: Option<i64>,
     ip_max_failures: i32,
     ip_block_duration_us: i64,
+    ip_account_max_failures: i32,
 ) -> SqlResult<bool> {
     let increment: Increment = lock_increment.parse().map_err(AuditError::Policy)?;
     Policy {
@@ -437,6 +514,7 @@ fn policy_check(
         quick_failure_interval_us,
         ip_max_failures,
         ip_block_duration_us,
+        ip_account_max_failures,
     }
     .validate()
     .map_err(AuditError::Policy)?;

@@ -304,3 +304,88 @@ fn refused_input_and_policies_change_no_lockout_state() {
         assert_eq!(sqlstate(&err), Some(SqlState::INVALID_PARAMETER_VALUE), "{bad}: {err}");
     }
 }
+
+#[test]
+fn one_ip_failing_on_one_account_is_blocked_for_that_account_only() {
+    let db = db("lock_pair");
+    let mut c = db.connect();
+    c.batch_execute(
+        "INSERT INTO authaudit.lockout_policy (tenant_id, max_failures, lock_duration, ip_account_max_failures)
+         VALUES ('acme', 50, '1 hour', 3)",
+    )
+    .unwrap();
+    for n in 0..3u32 {
+        c.execute(
+            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme',
+                 event_type => 'login_failed', user_id => 'frank', channel => 'web', ip => '192.0.2.77')",
+            &[&log_id(1, n)],
+        )
+        .unwrap();
+    }
+    let check = |c: &mut Client, user: &str, ip: &str| -> (bool, Option<String>) {
+        let r = c
+            .query_one(
+                "SELECT allowed, reason FROM authaudit.check_login('acme', $1, $2::text::inet)",
+                &[&user, &ip],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        check(&mut c, "frank", "192.0.2.77"),
+        (false, Some("ip_account_blocked".into()))
+    );
+    assert_eq!(check(&mut c, "frank", "192.0.2.78"), (true, None));
+    assert_eq!(check(&mut c, "gina", "192.0.2.77"), (true, None));
+}
+
+#[test]
+fn mixed_mode_locks_permanently_and_quick_succession_locks_at_once() {
+    let db = db("lock_modes");
+    let mut c = db.connect();
+    c.batch_execute(
+        "INSERT INTO authaudit.lockout_policy (tenant_id, max_failures, permanent_after_locks, quick_failure_interval)
+         VALUES ('acme', 3, 1, NULL)",
+    )
+    .unwrap();
+    for n in 0..3u32 {
+        event(
+            &mut c,
+            &log_id(1, n),
+            "login_failed",
+            "henry",
+            i64::from(n) * 60,
+        );
+    }
+    let permanent: Option<bool> = c
+        .query_one(
+            "SELECT (metadata ->> 'permanent')::boolean FROM authaudit.auth_log WHERE event_type = 'account_locked'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(permanent, Some(true));
+    let until: Option<String> = c
+        .query_one(
+            "SELECT locked_until::text FROM authaudit.lockout_state WHERE user_id = 'henry'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(until, None, "a permanent lock has no end");
+    c.batch_execute(
+        "UPDATE authaudit.lockout_policy SET permanent_after_locks = NULL, quick_failure_interval = '2 seconds'",
+    )
+    .unwrap();
+    event(&mut c, &log_id(2, 0), "login_failed", "iris", 0);
+    let (_, facts) = event(&mut c, &log_id(2, 1), "login_failed", "iris", 1);
+    assert!(facts.contains("\"locked_account\": true"), "{facts}");
+    let reason: String = c
+        .query_one(
+            "SELECT metadata ->> 'reason' FROM authaudit.auth_log WHERE event_type = 'account_locked' AND user_id = 'iris'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(reason, "quick_succession");
+}
