@@ -9,8 +9,85 @@ pub static MAX_FUTURE_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// Whether tenants without a `lockout_policy` row lock accounts.
 pub static LOCKOUT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Defaults of the lockout policy for tenants without a `lockout_policy` row.
+pub static LOCKOUT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static LOCKOUT_FAILURE_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(900);
+pub static LOCKOUT_DURATION: GucSetting<i32> = GucSetting::<i32>::new(900);
+pub static LOCKOUT_MAX_DURATION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static LOCKOUT_IP_ACCOUNT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static LOCKOUT_IP_BLOCK_DURATION: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+
+fn define_int(
+    name: &'static std::ffi::CStr,
+    short: &'static std::ffi::CStr,
+    setting: &'static GucSetting<i32>,
+    max: i32,
+    flags: GucFlags,
+) {
+    GucRegistry::define_int_guc(
+        name,
+        short,
+        c"Default of the lockout policy for tenants without a lockout_policy row (docs/lockout.md).",
+        setting,
+        1,
+        max,
+        GucContext::Suset,
+        flags,
+    );
+}
+
 /// Registers every parameter; called once from `_PG_init`.
 pub fn register() {
+    define_int(
+        c"authaudit.lockout_max_failures",
+        c"Failures within the window that lock an account.",
+        &LOCKOUT_MAX_FAILURES,
+        100,
+        GucFlags::default(),
+    );
+    define_int(
+        c"authaudit.lockout_failure_window",
+        c"How long failures keep counting.",
+        &LOCKOUT_FAILURE_WINDOW,
+        i32::MAX,
+        GucFlags::UNIT_S,
+    );
+    define_int(
+        c"authaudit.lockout_duration",
+        c"Length of the first temporary lock.",
+        &LOCKOUT_DURATION,
+        i32::MAX,
+        GucFlags::UNIT_S,
+    );
+    define_int(
+        c"authaudit.lockout_max_duration",
+        c"Upper bound of a temporary lock.",
+        &LOCKOUT_MAX_DURATION,
+        i32::MAX,
+        GucFlags::UNIT_S,
+    );
+    define_int(
+        c"authaudit.lockout_ip_max_failures",
+        c"Failures from one IP across accounts that block the IP.",
+        &LOCKOUT_IP_MAX_FAILURES,
+        i32::MAX,
+        GucFlags::default(),
+    );
+    define_int(
+        c"authaudit.lockout_ip_account_max_failures",
+        c"Failures of one account from one IP that block the IP for that account.",
+        &LOCKOUT_IP_ACCOUNT_MAX_FAILURES,
+        i32::MAX,
+        GucFlags::default(),
+    );
+    define_int(
+        c"authaudit.lockout_ip_block_duration",
+        c"How long a blocked IP stays blocked.",
+        &LOCKOUT_IP_BLOCK_DURATION,
+        i32::MAX,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_bool_guc(
         c"authaudit.lockout_enabled",
         c"Whether tenants without a lockout_policy row lock accounts.",
@@ -34,4 +111,20 @@ pub fn register() {
 /// The skew limit in microseconds.
 pub fn max_future_skew_us() -> i64 {
     i64::from(MAX_FUTURE_SKEW.get()) * 1_000_000
+}
+
+/// The default lockout policy, from the `authaudit.lockout_*` parameters.
+pub fn default_lockout_policy() -> authaudit_core::lockout::Policy {
+    let s = |g: &GucSetting<i32>| i64::from(g.get()) * 1_000_000;
+    authaudit_core::lockout::Policy {
+        enabled: LOCKOUT_ENABLED.get(),
+        max_failures: LOCKOUT_MAX_FAILURES.get(),
+        failure_window_us: s(&LOCKOUT_FAILURE_WINDOW),
+        lock_duration_us: s(&LOCKOUT_DURATION),
+        max_lock_duration_us: s(&LOCKOUT_MAX_DURATION),
+        ip_max_failures: LOCKOUT_IP_MAX_FAILURES.get(),
+        ip_account_max_failures: LOCKOUT_IP_ACCOUNT_MAX_FAILURES.get(),
+        ip_block_duration_us: s(&LOCKOUT_IP_BLOCK_DURATION),
+        ..authaudit_core::lockout::Policy::default()
+    }
 }

@@ -68,10 +68,9 @@ fn load_policy(client: &mut SpiClient<'_>, tenant_id: &str) -> Result<Policy, Au
         &[tenant_id.into()],
     )?;
     if table.is_empty() {
-        return Ok(Policy {
-            enabled: crate::gucs::LOCKOUT_ENABLED.get(),
-            ..Policy::default()
-        });
+        let policy = crate::gucs::default_lockout_policy();
+        policy.validate()?;
+        return Ok(policy);
     }
     let r = table.first();
     let increment: String = r.get(5)?.unwrap_or_else(|| "multiple".into());

@@ -389,3 +389,34 @@ fn mixed_mode_locks_permanently_and_quick_succession_locks_at_once() {
         .get(0);
     assert_eq!(reason, "quick_succession");
 }
+
+#[test]
+fn the_default_policy_comes_from_the_configuration_parameters() {
+    let db = db("lock_gucs");
+    let mut c = db.connect();
+    c.batch_execute(
+        "SET authaudit.lockout_max_failures = 3; SET authaudit.lockout_duration = '2min'",
+    )
+    .unwrap();
+    for n in 0..3u32 {
+        event(&mut c, &log_id(1, n), "login_failed", "jack", i64::from(n));
+    }
+    let until = t(&mut c, 2 + 120);
+    assert_eq!(locks(&mut c, "jack"), [(until, log_id(1, 2))]);
+    // A default that would allow more than 100 attempts an hour is refused.
+    c.batch_execute(
+        "SET authaudit.lockout_max_failures = 100; SET authaudit.lockout_duration = '1min'",
+    )
+    .unwrap();
+    let err = c
+        .batch_execute(
+            "SELECT authaudit.record_event(log_id => gen_random_uuid(), tenant_id => 'acme',
+                 event_type => 'login_failed', user_id => 'kate', channel => 'web')",
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INVALID_PARAMETER_VALUE),
+        "{err}"
+    );
+}
