@@ -26,6 +26,7 @@
 //! Requires `shared_preload_libraries = 'pg_authaudit'`.
 
 use crate::error::AuditError;
+use crate::shmem;
 use authaudit_core::chain::{ChainHead, HEAD_BYTES};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -76,48 +77,33 @@ struct Table {
 
 static mut TABLE: *mut Table = null_mut();
 static mut LOCK: *mut pg_sys::LWLock = null_mut();
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
-
-/// Installs the shared-memory hooks and transaction callbacks. Only has an
-/// effect while shared_preload_libraries are loaded.
+/// Installs the shared-memory table and the transaction callbacks. Only has
+/// an effect while shared_preload_libraries are loaded.
 pub fn init() {
-    // SAFETY: runs once in the postmaster while it loads preload libraries,
-    // before any backend exists; hooks are chained to their predecessors.
+    if !shmem::preloading() {
+        return;
+    }
+    shmem::register(shmem_request, shmem_startup);
+    // SAFETY: runs once in the postmaster before any backend exists.
     unsafe {
-        if !pg_sys::process_shared_preload_libraries_in_progress {
-            return;
-        }
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup);
         pg_sys::RegisterXactCallback(Some(xact_callback), null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), null_mut());
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_request() {
+fn shmem_request() {
     // SAFETY: called by the postmaster in its shmem request phase.
     unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
         pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Table>());
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_startup() {
+fn shmem_startup() {
     // SAFETY: called by the postmaster after shared memory is created (and
     // again after a crash restart, with a fresh segment); an all-zero table
     // is the valid empty state.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
         let mut found = false;
         let table = pg_sys::ShmemInitStruct(
             c"pg_authaudit chain head table".as_ptr(),

@@ -17,6 +17,7 @@ mod heads;
 mod lockout;
 mod record;
 mod scope;
+mod shmem;
 mod stored_rows;
 mod time;
 mod verify;

@@ -112,6 +112,12 @@ fn lock_account(
         &[PgBuiltInOids::TEXTOID, PgBuiltInOids::TEXTOID],
         &[tenant.into(), user.into()],
     )?;
+    read_account(t)
+}
+
+/// An account's state from the first row of `failure_count, first_failure,
+/// last_failure, locked, locked_at, locked_until, lock_count` (micros).
+fn read_account(t: SpiTupleTable<'_>) -> Result<AccountState, AuditError> {
     let r = t.first();
     Ok(AccountState {
         failure_count: r.get(1)?.unwrap_or(0),
@@ -407,16 +413,7 @@ fn check_login(
         let account = if t.is_empty() {
             AccountState::default()
         } else {
-            let r = t.first();
-            AccountState {
-                failure_count: r.get(1)?.unwrap_or(0),
-                first_failure_us: r.get(2)?,
-                last_failure_us: r.get(3)?,
-                locked: r.get(4)?.unwrap_or(false),
-                locked_at_us: r.get(5)?,
-                locked_until_us: r.get(6)?,
-                lock_count: r.get(7)?.unwrap_or(0),
-            }
+            read_account(t)?
         };
         let ip_state = match ip {
             None => None,
@@ -431,12 +428,7 @@ fn check_login(
                 if t.is_empty() {
                     None
                 } else {
-                    let r = t.first();
-                    Some(IpState {
-                        failure_count: r.get(1)?.unwrap_or(0),
-                        first_failure_us: r.get(2)?,
-                        blocked_until_us: r.get(3)?,
-                    })
+                    Some(read_ip_state(t)?)
                 }
             }
         };

@@ -4,6 +4,7 @@
 //! transaction ends), and a backend rebuilds its cache when the counter or
 //! the current role changes. The policy thus costs a lookup, not a query.
 
+use crate::shmem;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
@@ -12,41 +13,21 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static mut GENERATION: *mut AtomicU64 = null_mut();
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
-
 /// Installs the shared counter; only while preload libraries are loaded.
 pub fn init() {
-    // SAFETY: runs once in the postmaster while preload libraries load.
-    unsafe {
-        if !pg_sys::process_shared_preload_libraries_in_progress {
-            return;
-        }
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup);
+    if shmem::preloading() {
+        shmem::register(shmem_request, shmem_startup);
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_request() {
+fn shmem_request() {
     // SAFETY: the postmaster's shmem request phase.
-    unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
-        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<AtomicU64>());
-    }
+    unsafe { pg_sys::RequestAddinShmemSpace(std::mem::size_of::<AtomicU64>()) };
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_startup() {
+fn shmem_startup() {
     // SAFETY: the postmaster after creating shared memory.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
         let mut found = false;
         let p = pg_sys::ShmemInitStruct(
             c"pg_authaudit scope generation".as_ptr(),
