@@ -113,6 +113,10 @@ BEGIN
     ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
     RETURNING l.* INTO v_row;
     IF FOUND THEN
+        IF v_counted THEN
+            UPDATE authaudit.lockout_state st SET last_seq = v_row.seq
+             WHERE st.tenant_id = record_event.tenant_id AND st.user_id = record_event.user_id;
+        END IF;
         IF v_counted AND v_lock.new_lock THEN
             -- This failure locked the account: the lock is the next link,
             -- with an id derived from the failure's (a retry finds it).

@@ -84,12 +84,14 @@ CREATE TABLE authaudit.lockout_state (
     failure_count    integer     NOT NULL DEFAULT 0,
     first_failure_at timestamptz,
     last_failure_at  timestamptz,
+    first_failure_ip inet,
     last_failure_ip  inet,
     locked           boolean     NOT NULL DEFAULT false,
     locked_at        timestamptz,
     locked_until     timestamptz,          -- NULL while locked: permanent
     lock_count       integer     NOT NULL DEFAULT 0,
     last_log_id      uuid,
+    last_seq         bigint,
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT lockout_state_pkey PRIMARY KEY (tenant_id, user_id)
 );

@@ -142,6 +142,9 @@ fn save_account(
     let q = format!(
         "UPDATE authaudit.lockout_state SET failure_count = $3, first_failure_at = {}, \
          last_failure_at = {}, locked = $6, locked_at = {}, locked_until = {}, lock_count = $9, \
+         first_failure_ip = CASE WHEN $3 = 0 THEN NULL \
+                                 WHEN $3 = 1 AND $10::inet IS NOT NULL THEN $10::inet \
+                                 ELSE first_failure_ip END, \
          last_failure_ip = coalesce($10::inet, last_failure_ip), last_log_id = $11, updated_at = now() \
          WHERE tenant_id = $1 AND user_id = $2",
         ts(4),

@@ -114,16 +114,19 @@ fn a_brute_force_run_locks_at_the_threshold_with_exact_times_and_escalates() {
     }
     let second = t(&mut c, start + 4 + 30 * 60);
     assert_eq!(locks(&mut c, "alice")[1].0, second);
-    let state: (bool, i32) = {
+    let state: (bool, i32, i64, Option<String>) = {
         let r = c
             .query_one(
-                "SELECT locked, lock_count FROM authaudit.lockout_state WHERE user_id = 'alice'",
+                "SELECT locked, lock_count, last_seq, host(first_failure_ip)
+                   FROM authaudit.lockout_state WHERE user_id = 'alice'",
                 &[],
             )
             .unwrap();
-        (r.get(0), r.get(1))
+        (r.get(0), r.get(1), r.get(2), r.get(3))
     };
-    assert_eq!(state, (true, 2));
+    // The second run's fifth failure is seq 12 (6: first lock, 7: failure
+    // while locked, 8-12: second run); the lock cleared the failure window.
+    assert_eq!(state, (true, 2, 12, None));
     assert!(verify(&mut c, "acme").0);
 }
 
