@@ -266,7 +266,7 @@ REVOKE EXECUTE ON FUNCTION authaudit._chain_unappend(text) FROM PUBLIC;
 -- application to call before verifying credentials.
 CREATE FUNCTION authaudit.check_login(tenant_id text, user_id text, ip inet DEFAULT NULL)
 RETURNS TABLE (allowed boolean, reason text, retry_after timestamptz)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT authaudit._may_write(check_login.tenant_id) THEN
         RAISE EXCEPTION 'pg_authaudit: role % may not check logins for tenant %',

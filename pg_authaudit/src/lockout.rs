@@ -386,7 +386,7 @@ fn derived(trigger: Uuid, purpose: &str) -> Uuid {
 /// Whether a login may be attempted now for the account from the IP; if not,
 /// why and until when (`retry_after` NULL: permanently locked). For the
 /// application to call before it verifies credentials.
-#[pg_extern(stable, name = "_check_login")]
+#[pg_extern(volatile, name = "_check_login")]
 fn check_login(
     tenant_id: &str,
     user_id: &str,
@@ -403,7 +403,8 @@ fn check_login(
     ErrorReport,
 > {
     let now_us = crate::time::unix_micros(pgrx::datum::now());
-    let row = Spi::connect(|client| -> Result<_, AuditError> {
+    let row = Spi::connect_mut(|client| -> Result<_, AuditError> {
+        use pgrx::pg_sys::BuiltinOid::TEXTOID;
         let q = format!(
             "SELECT failure_count, {}, {}, locked, {}, {}, lock_count FROM authaudit.lockout_state \
              WHERE tenant_id = $1 AND user_id = $2",
@@ -412,7 +413,13 @@ fn check_login(
             us("locked_at"),
             us("locked_until")
         );
-        let t = client.select(q.as_str(), Some(1), &[tenant_id.into(), user_id.into()])?;
+        let t = run(
+            client,
+            "check_account",
+            &q,
+            &[TEXTOID, TEXTOID],
+            &[tenant_id.into(), user_id.into()],
+        )?;
         let account = if t.is_empty() {
             AccountState::default()
         } else {
@@ -427,7 +434,13 @@ fn check_login(
                     us("first_failure_at"),
                     us("blocked_until")
                 );
-                let t = client.select(q.as_str(), Some(1), &[tenant_id.into(), ip.into()])?;
+                let t = run(
+                    client,
+                    "check_ip",
+                    &q,
+                    &[TEXTOID, TEXTOID],
+                    &[tenant_id.into(), ip.into()],
+                )?;
                 if t.is_empty() {
                     None
                 } else {
@@ -444,9 +457,11 @@ fn check_login(
                     us("first_failure_at"),
                     us("blocked_until")
                 );
-                let t = client.select(
-                    q.as_str(),
-                    Some(1),
+                let t = run(
+                    client,
+                    "check_pair",
+                    &q,
+                    &[TEXTOID, TEXTOID, TEXTOID],
                     &[tenant_id.into(), ip.into(), user_id.into()],
                 )?;
                 if t.is_empty() {
