@@ -9,7 +9,7 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 APT_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   postgresql-15-pgaudit postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-  libclang-dev clang pkg-config sudo python3 ca-certificates
+  libclang-dev clang pkg-config sudo python3 python3-pip ca-certificates
 )
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -23,6 +23,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! python3 -c "import pycef" 2>/dev/null; then
+  log "installing pycef (an independent CEF parser the tests use)"
+  python3 -m pip install --quiet pycef==1.11 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages pycef==1.11
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then

@@ -111,7 +111,15 @@ GRANT EXECUTE ON FUNCTION
     authaudit.record_events(jsonb),
     authaudit.check_login(text, text, inet)
     TO authaudit_writer;
+REVOKE EXECUTE ON FUNCTION
+    authaudit.to_cef(authaudit.auth_log),
+    authaudit.export_cef(text, timestamptz, timestamptz),
+    authaudit.verify_cef(text)
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     authaudit.verify_chain(text),
-    authaudit.verify_chain(text, bigint, bigint)
+    authaudit.verify_chain(text, bigint, bigint),
+    authaudit.to_cef(authaudit.auth_log),
+    authaudit.export_cef(text, timestamptz, timestamptz),
+    authaudit.verify_cef(text)
     TO authaudit_reader, authaudit_auditor;

@@ -3,6 +3,7 @@
 //! the per-tenant hash chains. Nothing here depends on PostgreSQL.
 
 pub mod canonical;
+pub mod cef;
 pub mod chain;
 pub mod event;
 pub mod lockout;

@@ -10,6 +10,7 @@
 
 use pgrx::prelude::*;
 
+mod cef;
 mod chain;
 mod error;
 mod gucs;
@@ -35,6 +36,7 @@ extension_sql_file!(
         record::event_body
     ]
 );
+extension_sql_file!("../../sql/cef.sql", name = "cef", requires = ["record"]);
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 
 #[allow(non_snake_case)]

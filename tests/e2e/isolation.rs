@@ -388,3 +388,27 @@ fn changed_bindings_take_effect_in_open_sessions() {
         ["secret-b-admin", "secret-b-user"]
     );
 }
+
+#[test]
+fn cef_export_and_check_honour_the_readers_scope() {
+    let s = Scene::new("iso_cef");
+    let mut a = s.login("reader_a");
+    let export = "SELECT l FROM authaudit.export_cef($1, now() - interval '1 day', now() + interval '1 day') l";
+    assert_eq!(a.query(export, &[&"tenant-a"]).unwrap().len(), 3);
+    assert!(a.query(export, &[&"tenant-b"]).unwrap().is_empty());
+    // A line of tenant B checked by a reader of tenant A: unknown, not "false".
+    let line: String = s
+        .db
+        .connect()
+        .query_one(
+            "SELECT authaudit.to_cef(l) FROM authaudit.auth_log l WHERE tenant_id = 'tenant-b' LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let seen: Option<bool> = a
+        .query_one("SELECT authaudit.verify_cef($1)", &[&line])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, None);
+}
