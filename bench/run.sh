@@ -134,6 +134,18 @@ if [[ " $GROUPS_TO_RUN " == *" verify "* ]]; then
     echo "#   verify_chain round: $(tail -1 "$results/verify_chain") rows/s"
   done
   report verify_chain rows/s scan_chained_columns
+  for r in $(seq "$ROUNDS"); do
+    t0=$(now_ms)
+    "${PSQL[@]}" -c "COPY (SELECT * FROM authaudit.auth_log WHERE tenant_id = 'big' ORDER BY seq) TO '/dev/null' (FORMAT csv)"
+    t1=$(now_ms)
+    awk -v n="$VERIFY_ROWS" -v ms=$((t1 - t0)) 'BEGIN {printf "%.1f\n", n * 1000 / ms}' >>"$results/copy_csv"
+    t0=$(now_ms)
+    "${PSQL[@]}" -c "COPY (SELECT line FROM authaudit.export_cef('big', '-infinity', 'infinity') AS line) TO '/dev/null'"
+    t1=$(now_ms)
+    awk -v n="$VERIFY_ROWS" -v ms=$((t1 - t0)) 'BEGIN {printf "%.1f\n", n * 1000 / ms}' >>"$results/export_cef"
+    echo "#   export_cef round: $(tail -1 "$results/export_cef") rows/s, copy_csv $(tail -1 "$results/copy_csv") rows/s"
+  done
+  report export_cef rows/s copy_csv
 fi
 
 if [[ " $GROUPS_TO_RUN " == *" isolation "* ]]; then
