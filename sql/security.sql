@@ -112,6 +112,11 @@ GRANT EXECUTE ON FUNCTION
     authaudit.check_login(text, text, inet)
     TO authaudit_writer;
 REVOKE EXECUTE ON FUNCTION
+    authaudit.targeted_accounts(text, timestamptz, timestamptz),
+    authaudit.attack_sources(text, timestamptz, timestamptz),
+    authaudit.lockout_timeline(text, timestamptz, timestamptz),
+    authaudit.successes_after_failures(text, timestamptz, timestamptz, integer),
+    authaudit.compliance_summary(text, timestamptz, timestamptz),
     authaudit.to_cef(authaudit.auth_log),
     authaudit.export_cef(text, timestamptz, timestamptz),
     authaudit.verify_cef(text)
@@ -119,6 +124,11 @@ REVOKE EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     authaudit.verify_chain(text),
     authaudit.verify_chain(text, bigint, bigint),
+    authaudit.targeted_accounts(text, timestamptz, timestamptz),
+    authaudit.attack_sources(text, timestamptz, timestamptz),
+    authaudit.lockout_timeline(text, timestamptz, timestamptz),
+    authaudit.successes_after_failures(text, timestamptz, timestamptz, integer),
+    authaudit.compliance_summary(text, timestamptz, timestamptz),
     authaudit.to_cef(authaudit.auth_log),
     authaudit.export_cef(text, timestamptz, timestamptz),
     authaudit.verify_cef(text)

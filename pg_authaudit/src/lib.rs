@@ -37,6 +37,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../../sql/cef.sql", name = "cef", requires = ["record"]);
+extension_sql_file!(
+    "../../sql/investigation.sql",
+    name = "investigation",
+    requires = ["record"]
+);
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 
 #[allow(non_snake_case)]

@@ -5,6 +5,7 @@ mod cef;
 mod chain_heads;
 mod concurrency;
 mod independent_verifier;
+mod investigation;
 mod isolation;
 mod lockout;
 mod recording;
