@@ -173,6 +173,10 @@ if [[ " $GROUPS_TO_RUN " == *" isolation "* ]]; then
     PGBENCH_CLIENTS=1 PGBENCH_THREADS=1 pgbench_run analyst_query_bypass bench/sql/analyst_bypass.sql
     PGBENCH_CLIENTS=1 PGBENCH_THREADS=1 pgbench_run analyst_query_rls bench/sql/analyst_rls.sql -U bench_reader
   done
+  for f in targeted_accounts attack_sources lockout_timeline successes_after_failures compliance_summary; do
+    lat=$(pgbench -n -M prepared -c 1 -j 1 -T "$SECS" -f "bench/sql/inv_$f.sql" 2>&1 | awk '/^latency average/ {print $4}')
+    echo "bench investigation_$f: ${lat} ms latency_one_tenant_one_day (1,000,000 rows, 64 tenants)"
+  done
   report record_event_64_tenants_as_writer tps record_event_64_tenants_bypass
   # Latency ratio: the inverse of the TPS ratio (one client each).
   awk -v a="$(median analyst_query_rls)" -v b="$(median analyst_query_bypass)" \
