@@ -3,6 +3,7 @@
 //! verification reads rows about as fast as PostgreSQL can produce them.
 //! The column order is that of `sql/queries/verify_rows.sql`.
 
+use crate::time::unix_micros_of_raw;
 use authaudit_core::canonical::{encode_body_into, Record};
 use authaudit_core::chain::StoredLinks;
 use authaudit_core::verification::RowBatch;
@@ -11,8 +12,6 @@ use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varlena_to_byte_slice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const COLUMNS: usize = 16;
-/// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
-const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 /// `PGSQL_AF_INET` and `PGSQL_AF_INET6` in PostgreSQL's `inet` struct.
 const PGSQL_AF_INET: u8 = 2;
 const PGSQL_AF_INET6: u8 = 3;
@@ -60,8 +59,8 @@ pub unsafe fn decode(
             ip,
             user_agent: row.text(6),
             channel: row.text(7).unwrap_or(""),
-            occurred_at_us: unix_micros(row.int8(8)),
-            recorded_at_us: unix_micros(row.int8(9)),
+            occurred_at_us: unix_micros_of_raw(row.int8(8)),
+            recorded_at_us: unix_micros_of_raw(row.int8(9)),
             metadata: row.text(10).unwrap_or(""),
         };
         let stored = StoredLinks {
@@ -74,13 +73,6 @@ pub unsafe fn decode(
         batch.push(seq, &stored, |buf| encode_body_into(buf, &record));
     }
     (batch, None)
-}
-
-fn unix_micros(raw: i64) -> i64 {
-    match raw {
-        i64::MIN | i64::MAX => raw,
-        _ => raw + PG_EPOCH_OFFSET_US,
-    }
 }
 
 /// Typed views of one deformed row.

@@ -9,7 +9,11 @@ const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 /// Unix microseconds, UTC; `-infinity` and `infinity` map to `i64::MIN` and
 /// `i64::MAX`, which the event rules refuse.
 pub fn unix_micros(ts: TimestampWithTimeZone) -> i64 {
-    let raw: pg_sys::TimestampTz = ts.into();
+    unix_micros_of_raw(ts.into())
+}
+
+/// [`unix_micros`] of a raw `TimestampTz` (microseconds since 2000-01-01).
+pub fn unix_micros_of_raw(raw: pg_sys::TimestampTz) -> i64 {
     match raw {
         i64::MIN | i64::MAX => raw,
         _ => raw + PG_EPOCH_OFFSET_US,

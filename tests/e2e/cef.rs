@@ -1,26 +1,10 @@
 //! CEF export: hostile values survive a round trip through an independent
 //! CEF parser (pycef), tampered lines are caught, scope applies.
 
-use crate::support::{db, log_id};
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use crate::support::{db, log_id, run_python};
 
 fn parse_with_pycef(lines: &[String]) -> Vec<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cef_parse.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.join("\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_python("tests/cef_parse.py", &lines.join("\n"));
     assert!(out.status.success());
     String::from_utf8(out.stdout)
         .unwrap()

@@ -1,10 +1,9 @@
 //! The shipped Python verifier (hashlib only) recomputes every chain from
 //! `COPY ... TO STDOUT` output, independently of the extension's Rust code.
 
-use crate::support::{db, fail, log_id};
-use std::io::Write;
+use crate::support::{db, fail, log_id, run_python};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn export(db: &authaudit_tests::TestDb) -> String {
     db.psql(&[
@@ -31,20 +30,7 @@ fn the_python_verifier_reproduces_the_published_vectors() {
 }
 
 fn python_verify(csv: &str) -> (bool, String) {
-    let mut child = Command::new("python3")
-        .arg(repo("tools/verify_chain.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(csv.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_python("tools/verify_chain.py", csv);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -68,3 +68,27 @@ pub fn gapless(c: &mut Client, tenant: &str) -> i64 {
     assert_eq!(n, max, "seq has gaps in {tenant}");
     n
 }
+
+/// Runs a Python script of the repository (path relative to the repository
+/// root) with `stdin` as its input; returns its exit status and output.
+pub fn run_python(script: &str, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
