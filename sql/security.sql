@@ -30,14 +30,16 @@ CREATE POLICY admin_manages ON authaudit.tenant_scope FOR ALL TO authaudit_admin
 -- The log: readers see their scope, auditors everything, nobody else anything.
 ALTER TABLE authaudit.auth_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.auth_log FORCE ROW LEVEL SECURITY;
--- The policy reads the caller's scope from authaudit._read_scope() (cached
--- per backend, see pg_authaudit/src/scope.rs): every tenant it has a binding
--- for ('t'), its tenant-wide bindings ('t/*') and its organisation bindings
--- ('t/org'); ids cannot contain '/'. Each scalar subquery runs once per query,
--- and the first conjunct is an index condition, so rows of other tenants are
--- never even fetched (nothing to count in EXPLAIN ANALYZE).
+-- The policy reads the caller's scope (cached per backend, see
+-- pg_authaudit/src/scope.rs): authaudit._read_tenants() lists every tenant
+-- it has a binding for, once each, and authaudit._read_scope() its
+-- tenant-wide bindings ('t/*') and organisation bindings ('t/org'); ids
+-- cannot contain '/'. Each scalar subquery runs at most once per query (the
+-- second only if a row of a bound tenant matched), and the first conjunct is
+-- an index condition probing once per bound tenant, so rows of other tenants
+-- are never even fetched (nothing to count in EXPLAIN ANALYZE).
 CREATE POLICY reader_scope ON authaudit.auth_log FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
            AND ARRAY[tenant_id || '/*', tenant_id || '/' || coalesce(org_id, '')]
                && (SELECT authaudit._read_scope())::text[]);
 
@@ -58,17 +60,17 @@ ALTER TABLE authaudit.lockout_ip_state FORCE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_ip_account_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_ip_account_state FORCE ROW LEVEL SECURITY;
 CREATE POLICY reader_scope ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY auditor_all ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY reader_scope ON authaudit.lockout_policy FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY reader_scope ON authaudit.lockout_state FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY reader_scope ON authaudit.lockout_ip_state FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_scope())::text[])
+    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY auditor_all ON authaudit.lockout_policy FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY auditor_all ON authaudit.lockout_state FOR SELECT TO authaudit_auditor USING (true);

@@ -61,6 +61,7 @@ struct Cached {
     role: pg_sys::Oid,
     generation: u64,
     scope: Vec<String>,
+    tenants: Vec<String>,
 }
 
 thread_local! {
@@ -71,10 +72,22 @@ thread_local! {
 const SCOPE: &str = "SELECT s.tenant_id, s.org_id FROM authaudit.tenant_scope s \
                      WHERE s.role_name = current_user AND s.can_read";
 
-/// The current role's read scope: every tenant it is bound to (`t`), its
-/// tenant-wide bindings (`t/*`) and its organisation bindings (`t/org`).
+/// The current role's read scope: its tenant-wide bindings (`t/*`) and its
+/// organisation bindings (`t/org`).
 #[pg_extern(stable, parallel_safe, name = "_read_scope")]
 fn read_scope() -> Vec<String> {
+    cached(|c| c.scope.clone())
+}
+
+/// The tenants the current role may read (each once): the policy's index
+/// condition, so the index is probed once per bound tenant.
+#[pg_extern(stable, parallel_safe, name = "_read_tenants")]
+fn read_tenants() -> Vec<String> {
+    cached(|c| c.tenants.clone())
+}
+
+/// Runs `f` on the current role's scope, from the cache when it is valid.
+fn cached<T>(f: impl Fn(&Cached) -> T) -> T {
     // SAFETY: reads the current role.
     let role = unsafe { pg_sys::GetUserId() };
     let generation = generation();
@@ -83,32 +96,36 @@ fn read_scope() -> Vec<String> {
             c.borrow()
                 .as_ref()
                 .filter(|c| c.role == role && c.generation == g)
-                .map(|c| c.scope.clone())
+                .map(&f)
         });
-        if let Some(scope) = hit {
-            return scope;
+        if let Some(v) = hit {
+            return v;
         }
     }
-    let scope = Spi::connect(|client| {
-        let mut scope = Vec::new();
+    let mut built = Spi::connect(|client| {
+        let mut built = Cached {
+            role,
+            generation: generation.unwrap_or(0),
+            scope: Vec::new(),
+            tenants: Vec::new(),
+        };
         for row in client.select(SCOPE, None, &[]).expect("read tenant_scope") {
             let tenant: String = row.get(1).ok().flatten().unwrap_or_default();
             let org: Option<String> = row.get(2).ok().flatten();
-            scope.push(format!("{tenant}/{}", org.as_deref().unwrap_or("*")));
-            scope.push(tenant);
+            built
+                .scope
+                .push(format!("{tenant}/{}", org.as_deref().unwrap_or("*")));
+            built.tenants.push(tenant);
         }
-        scope
+        built
     });
-    if let Some(g) = generation {
-        CACHE.with(|c| {
-            *c.borrow_mut() = Some(Cached {
-                role,
-                generation: g,
-                scope: scope.clone(),
-            })
-        });
+    built.tenants.sort();
+    built.tenants.dedup();
+    let v = f(&built);
+    if generation.is_some() {
+        CACHE.with(|c| *c.borrow_mut() = Some(built));
     }
-    scope
+    v
 }
 
 /// Trigger on `authaudit.tenant_scope`: invalidates every backend's cached
