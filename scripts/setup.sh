@@ -25,6 +25,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+if ! python3 -c "import jwt" 2>/dev/null; then
+  log "installing PyJWT (independent JWT issuer for the token tests and the demo)"
+  python3 -m pip install --quiet PyJWT==2.10.1 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages PyJWT==2.10.1
+fi
 if ! python3 -c "import pycef" 2>/dev/null; then
   log "installing pycef (an independent CEF parser the tests use)"
   python3 -m pip install --quiet pycef==1.11 2>/dev/null \

@@ -60,9 +60,17 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'An authaudit_admin binds writers to tenants in authaudit.tenant_scope.';
     END IF;
+    -- Extension facts under "_authaudit" come only from the extension's own
+    -- recording functions (a grant for this log_id, see src/token.rs).
     IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
-        RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
-            USING ERRCODE = 'invalid_parameter_value';
+        IF NOT authaudit._take_facts_grant(record_event.log_id) THEN
+            RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF record_event.event_type = 'token_issued' THEN
+        RAISE EXCEPTION 'pg_authaudit: token_issued events are recorded with authaudit.record_token_issued'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It records the token''s claims and fingerprint, never the token.';
     END IF;
     -- An attacker controls the user agent: an oversized one is kept (cut to
     -- 512 characters) rather than refused, and the cut is recorded.
@@ -117,7 +125,8 @@ BEGIN
             UPDATE authaudit.lockout_state st SET last_seq = v_row.seq
              WHERE st.tenant_id = record_event.tenant_id AND st.user_id = record_event.user_id;
         END IF;
-        IF v_counted AND v_lock.new_lock THEN
+        -- (Nested: v_lock is unassigned when nothing was counted.)
+        IF v_counted THEN IF v_lock.new_lock THEN
             -- This failure locked the account: the lock is the next link,
             -- with an id derived from the failure's (a retry finds it).
             PERFORM authaudit.record_event(
@@ -136,7 +145,7 @@ BEGIN
                     'permanent', v_lock.locked_until_us IS NULL,
                     'locked_until', 'epoch'::timestamptz + v_lock.locked_until_us * interval '1 microsecond',
                     'triggered_by', record_event.log_id));
-        END IF;
+        END IF; END IF;
         RETURN v_row;
     END IF;
     IF v_counted THEN

@@ -126,6 +126,10 @@ REVOKE ALL ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.locko
 CREATE FUNCTION authaudit._refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- apply_retention's own DELETE (a per-transaction grant, src/retention.rs).
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'auth_log' AND authaudit._retention_active() THEN
+        RETURN NULL;
+    END IF;
     RAISE EXCEPTION 'pg_authaudit: % on %.% is not allowed: the auth log is append-only',
         TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege',

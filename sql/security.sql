@@ -98,12 +98,27 @@ GRANT SELECT ON authaudit.tenant_scope
     TO authaudit_writer, authaudit_reader, authaudit_auditor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON authaudit.tenant_scope TO authaudit_admin;
 GRANT SELECT ON authaudit.auth_log TO authaudit_reader, authaudit_auditor;
+GRANT SELECT ON authaudit.event_rates TO authaudit_reader, authaudit_auditor;
+
+-- Checkpoints: readers see their tenants' (tenant-wide bindings), auditors all.
+ALTER TABLE authaudit.checkpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.checkpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.checkpoints FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
+           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+CREATE POLICY auditor_all ON authaudit.checkpoints FOR SELECT TO authaudit_auditor USING (true);
+GRANT SELECT ON authaudit.checkpoints TO authaudit_reader, authaudit_auditor, authaudit_admin;
+CREATE POLICY admin_reads ON authaudit.checkpoints FOR SELECT TO authaudit_admin USING (true);
 
 REVOKE EXECUTE ON FUNCTION
     authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
     authaudit.record_events(jsonb),
     authaudit.verify_chain(text),
-    authaudit.verify_chain(text, bigint, bigint)
+    authaudit.verify_chain(text, bigint, bigint),
+    authaudit.verify_chain_from_checkpoint(text, bigint),
+    authaudit.record_token_issued(uuid, text, text, text, text, inet, text, text, timestamptz, jsonb),
+    authaudit.checkpoint(text),
+    authaudit.apply_retention(text, timestamptz)
     FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION authaudit.check_login(text, text, inet) FROM PUBLIC;
 -- Internal: applied on its own it would change lockout state without an event.
@@ -111,8 +126,12 @@ REVOKE EXECUTE ON FUNCTION authaudit._lockout_apply(text, text, text, text, time
 GRANT EXECUTE ON FUNCTION
     authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
     authaudit.record_events(jsonb),
-    authaudit.check_login(text, text, inet)
+    authaudit.check_login(text, text, inet),
+    authaudit.record_token_issued(uuid, text, text, text, text, inet, text, text, timestamptz, jsonb),
+    authaudit.checkpoint(text)
     TO authaudit_writer;
+GRANT EXECUTE ON FUNCTION authaudit.checkpoint(text) TO authaudit_auditor, authaudit_admin;
+GRANT EXECUTE ON FUNCTION authaudit.apply_retention(text, timestamptz) TO authaudit_admin;
 REVOKE EXECUTE ON FUNCTION
     authaudit.targeted_accounts(text, timestamptz, timestamptz),
     authaudit.attack_sources(text, timestamptz, timestamptz),
@@ -126,6 +145,7 @@ REVOKE EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     authaudit.verify_chain(text),
     authaudit.verify_chain(text, bigint, bigint),
+    authaudit.verify_chain_from_checkpoint(text, bigint),
     authaudit.targeted_accounts(text, timestamptz, timestamptz),
     authaudit.attack_sources(text, timestamptz, timestamptz),
     authaudit.lockout_timeline(text, timestamptz, timestamptz),
@@ -135,3 +155,8 @@ GRANT EXECUTE ON FUNCTION
     authaudit.export_cef(text, timestamptz, timestamptz),
     authaudit.verify_cef(text)
     TO authaudit_reader, authaudit_auditor;
+
+-- A chain head cached in shared memory for an earlier install of the
+-- extension in this database must not continue into this one's log.
+SELECT authaudit._forget_chain_heads();
+REVOKE EXECUTE ON FUNCTION authaudit._forget_chain_heads() FROM PUBLIC;

@@ -25,16 +25,19 @@ pub enum EventType {
     AccountLocked,
     LockoutReset,
     TokenIssued,
+    /// Rows before a checkpoint were removed by `apply_retention`.
+    RetentionApplied,
 }
 
 impl EventType {
     /// All event types, in documentation order.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::LoginFailed,
         EventType::LoginSuccess,
         EventType::AccountLocked,
         EventType::LockoutReset,
         EventType::TokenIssued,
+        EventType::RetentionApplied,
     ];
 
     /// The name stored in `auth_log.event_type`.
@@ -45,6 +48,7 @@ impl EventType {
             EventType::AccountLocked => "account_locked",
             EventType::LockoutReset => "lockout_reset",
             EventType::TokenIssued => "token_issued",
+            EventType::RetentionApplied => "retention_applied",
         }
     }
 }

@@ -6,5 +6,6 @@ pub mod canonical;
 pub mod cef;
 pub mod chain;
 pub mod event;
+pub mod jwt;
 pub mod lockout;
 pub mod verification;

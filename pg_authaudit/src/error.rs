@@ -3,6 +3,7 @@
 //! boundary turns it into a PostgreSQL error.
 
 use authaudit_core::event::EventError;
+use authaudit_core::jwt::TokenError;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 
@@ -11,6 +12,8 @@ use pgrx::PgSqlErrorCode;
 pub enum AuditError {
     #[error(transparent)]
     Event(#[from] EventError),
+    #[error(transparent)]
+    Token(#[from] authaudit_core::jwt::TokenError),
     #[error(transparent)]
     Policy(#[from] authaudit_core::lockout::PolicyError),
     #[error("chain head must be {expected} bytes, got {got}")]
@@ -50,6 +53,14 @@ impl AuditError {
                 | EventError::ControlCharacter(_)
                 | EventError::NotHostAddress(_)
                 | EventError::MetadataNotObject => ERRCODE_INVALID_PARAMETER_VALUE,
+            },
+            AuditError::Token(e) => match e {
+                TokenError::Malformed(_) | TokenError::ClaimType(_) => {
+                    ERRCODE_INVALID_TEXT_REPRESENTATION
+                }
+                TokenError::Unsecured | TokenError::NoSubject | TokenError::SubjectMismatch => {
+                    ERRCODE_INVALID_PARAMETER_VALUE
+                }
             },
             AuditError::MalformedHead { .. } => ERRCODE_DATA_CORRUPTED,
             AuditError::Policy(_) => ERRCODE_INVALID_PARAMETER_VALUE,

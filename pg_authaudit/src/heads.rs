@@ -516,6 +516,29 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
     }
 }
 
+/// Forgets the cached heads of the current database (those without appends
+/// in flight), so that they are read from the table again. Run when the
+/// extension is created: a head cached for a dropped auth log must not
+/// continue into a new one. The slots stay occupied (as tombstones that
+/// `place` reuses) so that probe sequences stay intact.
+#[pg_extern(volatile, name = "_forget_chain_heads")]
+fn forget_chain_heads() -> i32 {
+    // SAFETY: a plain read of this backend's database.
+    let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    let Some(mut guard) = lock() else {
+        return 0;
+    };
+    let mut n = 0;
+    for slot in guard.table.slots.iter_mut() {
+        if slot.used != 0 && slot.dboid == dboid && slot.runs_len == 0 {
+            slot.dboid = 0;
+            slot.tenant_len = 0;
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Takes back this transaction's latest append to `tenant_id`, which it
 /// still owns: used when the row turns out to be recorded already.
 pub fn unappend(tenant_id: &str) -> Result<(), AuditError> {

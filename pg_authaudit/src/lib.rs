@@ -17,10 +17,12 @@ mod gucs;
 mod heads;
 mod lockout;
 mod record;
+mod retention;
 mod scope;
 mod shmem;
 mod stored_rows;
 mod time;
+mod token;
 mod verify;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -33,10 +35,31 @@ extension_sql_file!(
         "schema",
         chain::chain_append,
         chain::chain_unappend,
-        record::event_body
+        record::event_body,
+        token::take_facts_grant
     ]
 );
+extension_sql_file!(
+    "../../sql/token.sql",
+    name = "token",
+    requires = ["record", token::token_facts, token::grant_facts]
+);
 extension_sql_file!("../../sql/cef.sql", name = "cef", requires = ["record"]);
+extension_sql_file!(
+    "../../sql/checkpoint.sql",
+    name = "checkpoint",
+    requires = [
+        "token",
+        verify::verify_chain_range,
+        retention::allow_retention,
+        retention::end_retention
+    ]
+);
+extension_sql_file!(
+    "../../sql/operations.sql",
+    name = "operations",
+    requires = ["record"]
+);
 extension_sql_file!(
     "../../sql/investigation.sql",
     name = "investigation",

@@ -3,7 +3,7 @@
 
 use crate::error::AuditError;
 use crate::stored_rows;
-use authaudit_core::chain::{ChainFault, ChainHead, ChainVerifier};
+use authaudit_core::chain::{ct_eq, ChainFault, ChainHead, ChainVerifier};
 use authaudit_core::verification::verify_batches;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -13,9 +13,12 @@ use pgrx::spi::SpiClient;
 struct Outcome {
     rows_checked: i64,
     fault: Option<(i64, String)>,
+    /// The checkpoint the verification started from (None: the genesis).
+    anchor_seq: Option<i64>,
+    checkpoints_checked: i64,
 }
 
-type VerifyRow = (bool, i64, Option<i64>, Option<String>);
+type VerifyRow = (bool, i64, Option<i64>, Option<String>, Option<i64>, i64);
 
 impl Outcome {
     fn into_row(self) -> TableIterator<'static, VerifyRow> {
@@ -24,12 +27,21 @@ impl Outcome {
             Some((seq, reason)) => (Some(seq), Some(reason)),
             None => (None, None),
         };
-        TableIterator::once((ok, self.rows_checked, bad, reason))
+        TableIterator::once((
+            ok,
+            self.rows_checked,
+            bad,
+            reason,
+            self.anchor_seq,
+            self.checkpoints_checked,
+        ))
     }
 }
 
-/// Verifies a tenant's whole chain. (Rows removed from the end of a chain
-/// leave a shorter chain that verifies; checkpoints detect that.)
+/// Verifies a tenant's whole chain, and the chain against every checkpoint
+/// of the tenant: rows removed from the tail after a checkpoint are
+/// detected. A chain whose oldest rows were removed by `apply_retention`
+/// starts from the checkpoint it was cut at.
 #[pg_extern(stable, strict, name = "verify_chain")]
 fn verify_chain(
     tenant_id: &str,
@@ -41,15 +53,19 @@ fn verify_chain(
             name!(rows_checked, i64),
             name!(first_bad_seq, Option<i64>),
             name!(reason, Option<String>),
+            name!(anchor_seq, Option<i64>),
+            name!(checkpoints_checked, i64),
         ),
     >,
     ErrorReport,
 > {
-    Ok(run(tenant_id, 1, i64::MAX)?.into_row())
+    Ok(run(tenant_id, Start::Oldest, i64::MAX)?.into_row())
 }
 
 /// Verifies the rows `from_seq` to `to_seq` of a tenant's chain, anchored at
-/// the stored digests of row `from_seq - 1` (or the genesis for seq 1).
+/// the stored digests of row `from_seq - 1` (the genesis for seq 1, the
+/// checkpoint at `from_seq - 1` when retention removed that row), and
+/// against the checkpoints in the range.
 #[pg_extern(stable, strict, name = "verify_chain")]
 fn verify_chain_range(
     tenant_id: &str,
@@ -63,11 +79,48 @@ fn verify_chain_range(
             name!(rows_checked, i64),
             name!(first_bad_seq, Option<i64>),
             name!(reason, Option<String>),
+            name!(anchor_seq, Option<i64>),
+            name!(checkpoints_checked, i64),
         ),
     >,
     ErrorReport,
 > {
-    Ok(run(tenant_id, from_seq.max(1), to_seq)?.into_row())
+    Ok(run(tenant_id, Start::Seq(from_seq.max(1)), to_seq)?.into_row())
+}
+
+/// Verifies a tenant's chain from a checkpoint on: the checkpoint's digests
+/// are the anchor (trusted, e.g. because a witness outside PostgreSQL holds
+/// them), then every later row and checkpoint is checked.
+#[pg_extern(stable, strict, name = "verify_chain_from_checkpoint")]
+fn verify_chain_from_checkpoint(
+    tenant_id: &str,
+    checkpoint_seq: i64,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(ok, bool),
+            name!(rows_checked, i64),
+            name!(first_bad_seq, Option<i64>),
+            name!(reason, Option<String>),
+            name!(anchor_seq, Option<i64>),
+            name!(checkpoints_checked, i64),
+        ),
+    >,
+    ErrorReport,
+> {
+    Ok(run(tenant_id, Start::Checkpoint(checkpoint_seq), i64::MAX)?.into_row())
+}
+
+/// Where a verification starts.
+#[derive(Clone, Copy)]
+enum Start {
+    /// The oldest stored row (seq 1, or after a retention cut).
+    Oldest,
+    /// A seq, anchored at the row (or checkpoint) before it.
+    Seq(i64),
+    /// Just after a checkpoint, anchored at the checkpoint's digests.
+    Checkpoint(i64),
 }
 
 const ROWS: &str = include_str!("../../sql/queries/verify_rows.sql");
@@ -76,7 +129,7 @@ const ANCHOR: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
 const FETCH_ROWS: i64 = 2000;
 const MAY_VERIFY: &str = "SELECT authaudit._may_verify($1)";
 
-fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditError> {
+fn run(tenant_id: &str, start: Start, to_seq: i64) -> Result<Outcome, AuditError> {
     Spi::connect(|client| {
         let allowed = client
             .select(MAY_VERIFY, Some(1), &[tenant_id.into()])?
@@ -86,10 +139,48 @@ fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditErro
         if !allowed {
             return Err(AuditError::NoVerifyScope(tenant_id.to_string()));
         }
-        let Some(verifier) = anchor(client, tenant_id, from_seq)? else {
+        let (from_seq, anchored) = match start {
+            Start::Seq(s) => (s, anchor(client, tenant_id, s)?),
+            Start::Checkpoint(c) => (
+                c.saturating_add(1),
+                checkpoint_head(client, tenant_id, c)?.map(|h| Anchor {
+                    verifier: ChainVerifier::from_anchor(c.saturating_add(1), h),
+                    checkpoint: Some(c),
+                }),
+            ),
+            Start::Oldest => {
+                let first = client
+                    .select(FIRST_SEQ, Some(1), &[tenant_id.into()])?
+                    .first()
+                    .get::<i64>(1)?
+                    .unwrap_or(1);
+                if first > 1 && !retention_cut(client, tenant_id, first - 1)? {
+                    return Ok(Outcome {
+                        rows_checked: 0,
+                        fault: Some((
+                            1,
+                            format!(
+                                "rows 1 to {} are missing and no retention_applied event accounts for them",
+                                first - 1
+                            ),
+                        )),
+                        anchor_seq: None,
+                        checkpoints_checked: 0,
+                    });
+                }
+                (first, anchor(client, tenant_id, first)?)
+            }
+        };
+        let Some(Anchor {
+            verifier,
+            checkpoint: anchor_seq,
+        }) = anchored
+        else {
             return Ok(Outcome {
                 rows_checked: 0,
                 fault: Some((from_seq - 1, "anchor row is missing or malformed".into())),
+                anchor_seq: None,
+                checkpoints_checked: 0,
             });
         };
         // One row past the range, so that a missing last row shows as a gap.
@@ -111,32 +202,65 @@ fn run(tenant_id: &str, from_seq: i64, to_seq: i64) -> Result<Outcome, AuditErro
             unreadable = bad;
             Ok(Some(batch))
         })?;
-        if let Some(f) = chain_fault {
-            return Ok(fault_at(&verifier, f));
+        let mut out = if let Some(f) = chain_fault {
+            fault_at(&verifier, f)
+        } else if let Some((seq, reason)) = unreadable {
+            fault(&verifier, seq, reason)
+        } else {
+            // The extra row past the range was verified too; do not count it.
+            let past_range = i64::from(verifier.position() - 1 > to_seq);
+            Outcome {
+                rows_checked: i64::try_from(verifier.checked()).unwrap_or(i64::MAX) - past_range,
+                fault: None,
+                anchor_seq: None,
+                checkpoints_checked: 0,
+            }
+        };
+        out.anchor_seq = anchor_seq;
+        if out.fault.is_none() {
+            // Every stored digest up to here is the recomputed one: compare
+            // the checkpoints in the range with the rows they name.
+            let last_seq = verifier.position() - 1;
+            let (checked, bad) = check_checkpoints(client, tenant_id, from_seq, to_seq, last_seq)?;
+            out.checkpoints_checked = checked;
+            out.fault = bad;
         }
-        if let Some((seq, reason)) = unreadable {
-            return Ok(fault(&verifier, seq, reason));
-        }
-        // The extra row past the range was verified too; do not count it.
-        let past_range = i64::from(verifier.position() - 1 > to_seq);
-        Ok(Outcome {
-            rows_checked: i64::try_from(verifier.checked()).unwrap_or(i64::MAX) - past_range,
-            fault: None,
-        })
+        Ok(out)
     })
 }
 
-/// The verifier positioned just before `from_seq`, or `None` when the anchor
-/// row cannot be read.
-fn anchor(
+const FIRST_SEQ: &str = "SELECT min(seq) FROM authaudit.auth_log WHERE tenant_id = $1";
+const RETENTION_CUT: &str = "SELECT EXISTS (SELECT FROM authaudit.auth_log \
+     WHERE tenant_id = $1 AND event_type = 'retention_applied' \
+       AND metadata #>> '{_authaudit,retention,anchor,seq}' = $2::text)";
+const CHECKPOINT: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
+                          FROM authaudit.checkpoints WHERE tenant_id = $1 AND seq = $2";
+const CHECKPOINTS: &str = "SELECT c.seq, c.link_sha256, c.digest_sha512, c.digest_sha3_256, \
+            l.link_sha256, l.digest_sha512, l.digest_sha3_256 \
+       FROM authaudit.checkpoints c \
+       LEFT JOIN authaudit.auth_log l ON l.tenant_id = c.tenant_id AND l.seq = c.seq \
+      WHERE c.tenant_id = $1 AND c.seq >= $2 AND c.seq <= $3 ORDER BY c.seq";
+
+/// Whether a (verified) retention_applied event says the chain was cut
+/// after checkpoint `seq`.
+fn retention_cut(client: &SpiClient<'_>, tenant_id: &str, seq: i64) -> Result<bool, AuditError> {
+    Ok(client
+        .select(
+            RETENTION_CUT,
+            Some(1),
+            &[tenant_id.into(), seq.to_string().into()],
+        )?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false))
+}
+
+fn checkpoint_head(
     client: &SpiClient<'_>,
     tenant_id: &str,
-    from_seq: i64,
-) -> Result<Option<ChainVerifier>, AuditError> {
-    if from_seq <= 1 {
-        return Ok(Some(ChainVerifier::from_genesis(tenant_id)));
-    }
-    let table = client.select(ANCHOR, Some(1), &[tenant_id.into(), (from_seq - 1).into()])?;
+    seq: i64,
+) -> Result<Option<ChainHead>, AuditError> {
+    let table = client.select(CHECKPOINT, Some(1), &[tenant_id.into(), seq.into()])?;
     if table.is_empty() {
         return Ok(None);
     }
@@ -146,13 +270,101 @@ fn anchor(
         row.get::<Vec<u8>>(2)?.unwrap_or_default(),
         row.get::<Vec<u8>>(3)?.unwrap_or_default(),
     );
-    Ok(ChainHead::from_parts(&a, &b, &c).map(|head| ChainVerifier::from_anchor(from_seq, head)))
+    Ok(ChainHead::from_parts(&a, &b, &c))
+}
+
+/// Compares every checkpoint with seq in `from_seq..=to_seq` with the row it
+/// names (constant time); a checkpoint past `last_seq`, the end of the
+/// verified chain, means rows were removed from the tail.
+fn check_checkpoints(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    from_seq: i64,
+    to_seq: i64,
+    last_seq: i64,
+) -> Result<(i64, Option<(i64, String)>), AuditError> {
+    let mut checked = 0;
+    let rows = client.select(
+        CHECKPOINTS,
+        None,
+        &[tenant_id.into(), from_seq.into(), to_seq.into()],
+    )?;
+    for row in rows {
+        let seq = row.get::<i64>(1)?.unwrap_or_default();
+        let get = |i: usize| -> Result<Option<Vec<u8>>, AuditError> { Ok(row.get::<Vec<u8>>(i)?) };
+        let (Some(l1), Some(l2), Some(l3)) = (get(5)?, get(6)?, get(7)?) else {
+            let reason = if seq > last_seq {
+                format!("checkpoint at seq {seq} is past the end of the chain (seq {last_seq}): rows were removed from the tail")
+            } else {
+                format!("checkpoint at seq {seq} names a missing row")
+            };
+            return Ok((checked, Some((last_seq + 1, reason))));
+        };
+        let (c1, c2, c3) = (
+            get(2)?.unwrap_or_default(),
+            get(3)?.unwrap_or_default(),
+            get(4)?.unwrap_or_default(),
+        );
+        // Non-short-circuiting: all three comparisons always run.
+        let same = ct_eq(&c1, &l1) & ct_eq(&c2, &l2) & ct_eq(&c3, &l3);
+        if !same {
+            return Ok((
+                checked,
+                Some((seq, format!("row seq {seq} does not match its checkpoint"))),
+            ));
+        }
+        checked += 1;
+    }
+    Ok((checked, None))
+}
+
+/// A verifier positioned at the start, and the checkpoint it stands on.
+struct Anchor {
+    verifier: ChainVerifier,
+    checkpoint: Option<i64>,
+}
+
+/// The verifier positioned just before `from_seq`: at the genesis, the
+/// stored row `from_seq - 1`, or (when retention removed that row) the
+/// checkpoint at `from_seq - 1`; `None` when neither can be read.
+fn anchor(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    from_seq: i64,
+) -> Result<Option<Anchor>, AuditError> {
+    if from_seq <= 1 {
+        return Ok(Some(Anchor {
+            verifier: ChainVerifier::from_genesis(tenant_id),
+            checkpoint: None,
+        }));
+    }
+    let table = client.select(ANCHOR, Some(1), &[tenant_id.into(), (from_seq - 1).into()])?;
+    if table.is_empty() {
+        return Ok(
+            checkpoint_head(client, tenant_id, from_seq - 1)?.map(|head| Anchor {
+                verifier: ChainVerifier::from_anchor(from_seq, head),
+                checkpoint: Some(from_seq - 1),
+            }),
+        );
+    }
+    let row = table.first();
+    let (a, b, c) = (
+        row.get::<Vec<u8>>(1)?.unwrap_or_default(),
+        row.get::<Vec<u8>>(2)?.unwrap_or_default(),
+        row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+    );
+    Ok(ChainHead::from_parts(&a, &b, &c).map(|head| Anchor {
+        verifier: ChainVerifier::from_anchor(from_seq, head),
+        checkpoint: None,
+    }))
 }
 
 fn fault(verifier: &ChainVerifier, seq: i64, reason: String) -> Outcome {
     Outcome {
         rows_checked: i64::try_from(verifier.checked()).unwrap_or(i64::MAX),
         fault: Some((seq, reason)),
+        anchor_seq: None,
+        checkpoints_checked: 0,
     }
 }
 

@@ -11,3 +11,4 @@ mod lockout;
 mod recording;
 mod support;
 mod tampering;
+mod tokens;
