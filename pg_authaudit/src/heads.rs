@@ -525,7 +525,7 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
 fn forget_chain_heads() -> i32 {
     // SAFETY: a plain read of this backend's database.
     let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
-    let Some(mut guard) = lock() else {
+    let Some(guard) = lock() else {
         return 0;
     };
     let mut n = 0;
