@@ -63,8 +63,14 @@ BEGIN
     IF FOUND THEN
         RETURN v_cp;
     END IF;
-    SELECT coalesce(max(c.seq), 0) + 1 INTO v_from FROM authaudit.checkpoints c
+    -- From the previous checkpoint's own row (re-checked against it), or
+    -- just after it when retention removed that row.
+    SELECT coalesce(max(c.seq), 1) INTO v_from FROM authaudit.checkpoints c
      WHERE c.tenant_id = checkpoint.tenant_id AND c.seq < v_head.seq;
+    IF NOT EXISTS (SELECT FROM authaudit.auth_log l
+                    WHERE l.tenant_id = checkpoint.tenant_id AND l.seq = v_from) THEN
+        v_from := v_from + 1;
+    END IF;
     SELECT v.* INTO v_check
       FROM authaudit.verify_chain(checkpoint.tenant_id, v_from, v_head.seq) v;
     IF NOT v_check.ok THEN

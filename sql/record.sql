@@ -51,26 +51,31 @@ DECLARE
     v_row      authaudit.auth_log;
     v_lock     record;
     v_counted  boolean := false;
+    v_granted  boolean := false;
 BEGIN
     -- Writers record only for the tenants they are bound to (by the role
     -- they logged in as, or the role they SET ROLE to).
-    IF NOT authaudit._may_write(record_event.tenant_id) THEN
+    -- Extension facts under "_authaudit" come only from the extension's own
+    -- recording functions (a grant for this log_id, see src/token.rs).
+    -- (The extension's own callers checked the writer's rights themselves.)
+    IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
+        v_granted := authaudit._take_facts_grant(record_event.log_id);
+    END IF;
+    IF NOT v_granted AND NOT authaudit._may_write(record_event.tenant_id) THEN
         RAISE EXCEPTION 'pg_authaudit: role % may not record events for tenant %',
             authaudit._writer_role(), record_event.tenant_id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'An authaudit_admin binds writers to tenants in authaudit.tenant_scope.';
     END IF;
-    -- Extension facts under "_authaudit" come only from the extension's own
-    -- recording functions (a grant for this log_id, see src/token.rs).
-    IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
-        IF NOT authaudit._take_facts_grant(record_event.log_id) THEN
-            RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    ELSIF record_event.event_type = 'token_issued' THEN
-        RAISE EXCEPTION 'pg_authaudit: token_issued events are recorded with authaudit.record_token_issued'
+    IF NOT v_granted AND jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
+        RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT v_granted AND record_event.event_type IN ('token_issued', 'retention_applied') THEN
+        RAISE EXCEPTION 'pg_authaudit: % events are recorded by their own functions (record_token_issued, apply_retention)',
+            record_event.event_type
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'It records the token''s claims and fingerprint, never the token.';
+                  HINT = 'They record facts the extension checks: token claims and fingerprint, what retention removed.';
     END IF;
     -- An attacker controls the user agent: an oversized one is kept (cut to
     -- 512 characters) rather than refused, and the cut is recorded.

@@ -154,13 +154,19 @@ fn run(tenant_id: &str, start: Start, to_seq: i64) -> Result<Outcome, AuditError
                     .first()
                     .get::<i64>(1)?
                     .unwrap_or(1);
-                if first > 1 && !retention_cut(client, tenant_id, first - 1)? {
+                let cut = if first > 1 {
+                    retention_cut(client, tenant_id, first)?
+                } else {
+                    0
+                };
+                if first > 1 && cut != first - 1 {
                     return Ok(Outcome {
                         rows_checked: 0,
                         fault: Some((
-                            1,
+                            cut + 1,
                             format!(
-                                "rows 1 to {} are missing and no retention_applied event accounts for them",
+                                "rows {} to {} are missing and no retention_applied event accounts for them",
+                                cut + 1,
                                 first - 1
                             ),
                         )),
@@ -230,9 +236,11 @@ fn run(tenant_id: &str, start: Start, to_seq: i64) -> Result<Outcome, AuditError
 }
 
 const FIRST_SEQ: &str = "SELECT min(seq) FROM authaudit.auth_log WHERE tenant_id = $1";
-const RETENTION_CUT: &str = "SELECT EXISTS (SELECT FROM authaudit.auth_log \
-     WHERE tenant_id = $1 AND event_type = 'retention_applied' \
-       AND metadata #>> '{_authaudit,retention,anchor,seq}' = $2::text)";
+const RETENTION_CUT: &str =
+    "SELECT coalesce(max((metadata #>> '{_authaudit,retention,anchor,seq}')::bigint), 0) \
+       FROM authaudit.auth_log \
+      WHERE tenant_id = $1 AND event_type = 'retention_applied' \
+        AND (metadata #>> '{_authaudit,retention,anchor,seq}')::bigint < $2";
 const CHECKPOINT: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
                           FROM authaudit.checkpoints WHERE tenant_id = $1 AND seq = $2";
 const CHECKPOINTS: &str = "SELECT c.seq, c.link_sha256, c.digest_sha512, c.digest_sha3_256, \
@@ -241,18 +249,14 @@ const CHECKPOINTS: &str = "SELECT c.seq, c.link_sha256, c.digest_sha512, c.diges
        LEFT JOIN authaudit.auth_log l ON l.tenant_id = c.tenant_id AND l.seq = c.seq \
       WHERE c.tenant_id = $1 AND c.seq >= $2 AND c.seq <= $3 ORDER BY c.seq";
 
-/// Whether a (verified) retention_applied event says the chain was cut
-/// after checkpoint `seq`.
-fn retention_cut(client: &SpiClient<'_>, tenant_id: &str, seq: i64) -> Result<bool, AuditError> {
+/// The latest seq below `first` after which a retention_applied event (itself
+/// chained, so verified with the rest) says the log was cut; 0 if none.
+fn retention_cut(client: &SpiClient<'_>, tenant_id: &str, first: i64) -> Result<i64, AuditError> {
     Ok(client
-        .select(
-            RETENTION_CUT,
-            Some(1),
-            &[tenant_id.into(), seq.to_string().into()],
-        )?
+        .select(RETENTION_CUT, Some(1), &[tenant_id.into(), first.into()])?
         .first()
-        .get::<bool>(1)?
-        .unwrap_or(false))
+        .get::<i64>(1)?
+        .unwrap_or(0))
 }
 
 fn checkpoint_head(

@@ -3,6 +3,7 @@
 
 mod cef;
 mod chain_heads;
+mod checkpoints;
 mod concurrency;
 mod independent_verifier;
 mod investigation;
