@@ -312,5 +312,5 @@ fn event_rates_count_per_minute_and_type_within_scope() {
     // All four events fall in one or two minutes; the ratio is failures
     // over attempts of that tenant-minute.
     let ratio: f64 = rows[0].get(3);
-    assert!(ratio >= 0.5 && ratio <= 1.0, "{ratio}");
+    assert!((0.5..=1.0).contains(&ratio), "{ratio}");
 }
