@@ -146,6 +146,10 @@ if [[ " $GROUPS_TO_RUN " == *" verify "* ]]; then
     echo "#   export_cef round: $(tail -1 "$results/export_cef") rows/s, copy_csv $(tail -1 "$results/copy_csv") rows/s"
   done
   report export_cef rows/s copy_csv
+  # The dashboard view, worst case: every row of the table is in the last hour.
+  echo "SELECT count(*) FROM authaudit.event_rates;" >"$dir/event_rates.sql"
+  lat=$(pgbench -n -M prepared -c 1 -j 1 -T "$SECS" -f "$dir/event_rates.sql" 2>&1 | awk '/^latency average/ {print $4}')
+  echo "bench event_rates: ${lat} ms latency_per_poll ($VERIFY_ROWS rows, all in the last hour)"
 fi
 
 if [[ " $GROUPS_TO_RUN " == *" isolation "* ]]; then

@@ -56,6 +56,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/mirror.sql",
+    name = "mirror",
+    requires = ["checkpoint"]
+);
+extension_sql_file!(
     "../../sql/operations.sql",
     name = "operations",
     requires = ["record"]

@@ -9,6 +9,7 @@ mod independent_verifier;
 mod investigation;
 mod isolation;
 mod lockout;
+mod publication;
 mod recording;
 mod support;
 mod tampering;
