@@ -9,6 +9,7 @@ mod independent_verifier;
 mod investigation;
 mod isolation;
 mod lockout;
+mod mongo_contract;
 mod publication;
 mod recording;
 mod support;

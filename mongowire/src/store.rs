@@ -1,0 +1,1031 @@
+//! The in-memory document store and the commands on it, with MongoDB's
+//! documented semantics for the subset the mirror uses: unordered and
+//! ordered inserts with duplicate-key write errors (code 11000), updates
+//! with upsert and the `$set`, `$setOnInsert`, `$inc`, `$max`, `$min` and
+//! `$unset` operators or a replacement document, deletes, `find` with
+//! filters, sort, projection, skip and limit over cursors, `count`, and
+//! unique indexes.
+
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+/// MongoDB error codes the store raises.
+pub mod codes {
+    pub const BAD_VALUE: i32 = 2;
+    pub const NO_SUCH_KEY: i32 = 4;
+    pub const FAILED_TO_PARSE: i32 = 9;
+    pub const CURSOR_NOT_FOUND: i32 = 43;
+    pub const COMMAND_NOT_FOUND: i32 = 59;
+    pub const DUPLICATE_KEY: i32 = 11000;
+}
+
+/// A command failure: `{ok: 0, code, codeName, errmsg}`.
+#[derive(Debug, Clone)]
+pub struct CommandError {
+    pub code: i32,
+    pub name: &'static str,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(code: i32, name: &'static str, message: impl Into<String>) -> CommandError {
+        CommandError {
+            code,
+            name,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_document(&self) -> Document {
+        doc! {"ok": 0.0, "errmsg": &self.message, "code": self.code, "codeName": self.name}
+    }
+}
+
+fn bad(message: impl Into<String>) -> CommandError {
+    CommandError::new(codes::FAILED_TO_PARSE, "FailedToParse", message)
+}
+
+#[derive(Debug, Clone)]
+struct Index {
+    name: String,
+    keys: Vec<String>,
+    spec: Document,
+    unique: bool,
+    /// For unique indexes: key values → `_id` key.
+    entries: HashMap<String, String>,
+}
+
+/// One collection: documents by `_id`, and its indexes.
+#[derive(Debug, Default, Clone)]
+pub struct Collection {
+    docs: BTreeMap<String, Document>,
+    indexes: Vec<Index>,
+}
+
+/// The whole store: collections by namespace (`db.collection`).
+#[derive(Debug, Default)]
+pub struct Store {
+    collections: HashMap<String, Collection>,
+    cursors: HashMap<i64, (String, Vec<Document>)>,
+    next_cursor: i64,
+}
+
+/// The canonical key of a BSON value (for `_id` and unique indexes).
+fn key_of(v: &Bson) -> String {
+    match v {
+        // Numbers of equal value are one key, as in MongoDB.
+        Bson::Int32(i) => format!("n:{}", f64::from(*i)),
+        Bson::Int64(i) => format!("n:{}", *i as f64),
+        Bson::Double(d) => format!("n:{d}"),
+        other => other.clone().into_relaxed_extjson().to_string(),
+    }
+}
+
+/// A field by dotted path.
+pub fn lookup<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
+    let mut parts = path.split('.');
+    let mut cur = doc.get(parts.next()?)?;
+    for p in parts {
+        cur = match cur {
+            Bson::Document(d) => d.get(p)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn type_rank(v: &Bson) -> u8 {
+    match v {
+        Bson::MinKey => 0,
+        Bson::Null | Bson::Undefined => 1,
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 2,
+        Bson::String(_) | Bson::Symbol(_) => 3,
+        Bson::Document(_) => 4,
+        Bson::Array(_) => 5,
+        Bson::Binary(_) => 6,
+        Bson::ObjectId(_) => 7,
+        Bson::Boolean(_) => 8,
+        Bson::DateTime(_) => 9,
+        Bson::Timestamp(_) => 10,
+        Bson::RegularExpression(_) => 11,
+        Bson::MaxKey => 13,
+        _ => 12,
+    }
+}
+
+fn as_f64(v: &Bson) -> Option<f64> {
+    match v {
+        Bson::Int32(i) => Some(f64::from(*i)),
+        Bson::Int64(i) => Some(*i as f64),
+        Bson::Double(d) => Some(*d),
+        _ => None,
+    }
+}
+
+/// MongoDB's comparison order of BSON values (the subset that matters).
+pub fn compare(a: &Bson, b: &Bson) -> Ordering {
+    let (ra, rb) = (type_rank(a), type_rank(b));
+    if ra != rb {
+        return ra.cmp(&rb);
+    }
+    match (a, b) {
+        (Bson::Int64(x), Bson::Int64(y)) => x.cmp(y),
+        (Bson::Int32(x), Bson::Int32(y)) => x.cmp(y),
+        _ if ra == 2 => as_f64(a)
+            .unwrap_or(0.0)
+            .partial_cmp(&as_f64(b).unwrap_or(0.0))
+            .unwrap_or(Ordering::Equal),
+        (Bson::String(x), Bson::String(y)) => x.cmp(y),
+        (Bson::DateTime(x), Bson::DateTime(y)) => x.cmp(y),
+        (Bson::Boolean(x), Bson::Boolean(y)) => x.cmp(y),
+        (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
+        (Bson::Binary(x), Bson::Binary(y)) => x.bytes.cmp(&y.bytes),
+        (Bson::Timestamp(x), Bson::Timestamp(y)) => {
+            (x.time, x.increment).cmp(&(y.time, y.increment))
+        }
+        (Bson::Array(x), Bson::Array(y)) => x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| compare(p, q))
+            .find(|o| *o != Ordering::Equal)
+            .unwrap_or(x.len().cmp(&y.len())),
+        (Bson::Document(x), Bson::Document(y)) => {
+            key_of(&Bson::Document(x.clone())).cmp(&key_of(&Bson::Document(y.clone())))
+        }
+        _ => Ordering::Equal,
+    }
+}
+
+fn equal(a: &Bson, b: &Bson) -> bool {
+    type_rank(a) == type_rank(b) && compare(a, b) == Ordering::Equal
+}
+
+/// Whether `doc` matches `filter`.
+pub fn matches(doc: &Document, filter: &Document) -> Result<bool, CommandError> {
+    for (k, cond) in filter {
+        let ok = match k.as_str() {
+            "$and" | "$or" | "$nor" => {
+                let Bson::Array(items) = cond else {
+                    return Err(bad(format!("{k} must be an array")));
+                };
+                let mut results = Vec::with_capacity(items.len());
+                for item in items {
+                    let Bson::Document(d) = item else {
+                        return Err(bad(format!("{k} entries must be objects")));
+                    };
+                    results.push(matches(doc, d)?);
+                }
+                match k.as_str() {
+                    "$and" => results.iter().all(|r| *r),
+                    "$or" => results.iter().any(|r| *r),
+                    _ => !results.iter().any(|r| *r),
+                }
+            }
+            _ => field_matches(lookup(doc, k), cond)?,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn field_matches(value: Option<&Bson>, cond: &Bson) -> Result<bool, CommandError> {
+    let Bson::Document(ops) = cond else {
+        return Ok(
+            value.is_some_and(|v| equal(v, cond)) || (cond == &Bson::Null && value.is_none())
+        );
+    };
+    if !ops.keys().any(|k| k.starts_with('$')) {
+        return Ok(value.is_some_and(|v| equal(v, cond)));
+    }
+    for (op, arg) in ops {
+        let ok = match op.as_str() {
+            "$eq" => {
+                value.is_some_and(|v| equal(v, arg)) || (arg == &Bson::Null && value.is_none())
+            }
+            "$ne" => {
+                !(value.is_some_and(|v| equal(v, arg)) || (arg == &Bson::Null && value.is_none()))
+            }
+            "$gt" | "$gte" | "$lt" | "$lte" => match value {
+                Some(v) if type_rank(v) == type_rank(arg) => {
+                    let o = compare(v, arg);
+                    match op.as_str() {
+                        "$gt" => o == Ordering::Greater,
+                        "$gte" => o != Ordering::Less,
+                        "$lt" => o == Ordering::Less,
+                        _ => o != Ordering::Greater,
+                    }
+                }
+                _ => false,
+            },
+            "$in" | "$nin" => {
+                let Bson::Array(items) = arg else {
+                    return Err(bad(format!("{op} needs an array")));
+                };
+                let found = items.iter().any(|i| value.is_some_and(|v| equal(v, i)));
+                if op == "$in" {
+                    found
+                } else {
+                    !found
+                }
+            }
+            "$exists" => {
+                value.is_some()
+                    == matches!(arg, Bson::Boolean(true) | Bson::Int32(1) | Bson::Int64(1))
+            }
+            other => {
+                return Err(CommandError::new(
+                    codes::BAD_VALUE,
+                    "BadValue",
+                    format!("unknown operator: {other}"),
+                ))
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn set_path(doc: &mut Document, path: &str, value: Bson) {
+    match path.split_once('.') {
+        None => {
+            doc.insert(path, value);
+        }
+        Some((head, rest)) => {
+            if !matches!(doc.get(head), Some(Bson::Document(_))) {
+                doc.insert(head, Document::new());
+            }
+            if let Some(Bson::Document(inner)) = doc.get_mut(head) {
+                set_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn unset_path(doc: &mut Document, path: &str) {
+    match path.split_once('.') {
+        None => {
+            doc.remove(path);
+        }
+        Some((head, rest)) => {
+            if let Some(Bson::Document(inner)) = doc.get_mut(head) {
+                unset_path(inner, rest);
+            }
+        }
+    }
+}
+
+fn is_operator_update(u: &Document) -> bool {
+    u.keys().next().is_some_and(|k| k.starts_with('$'))
+}
+
+/// Applies an update document to `doc` (`inserting`: an upsert's new doc).
+fn apply_update(doc: &mut Document, u: &Document, inserting: bool) -> Result<(), CommandError> {
+    if !is_operator_update(u) {
+        let id = doc.get("_id").cloned();
+        *doc = u.clone();
+        if let Some(id) = id {
+            doc.insert("_id", id);
+        }
+        return Ok(());
+    }
+    for (op, fields) in u {
+        let Bson::Document(fields) = fields else {
+            return Err(bad(format!("{op} needs an object")));
+        };
+        for (path, v) in fields {
+            match op.as_str() {
+                "$set" => set_path(doc, path, v.clone()),
+                "$setOnInsert" => {
+                    if inserting {
+                        set_path(doc, path, v.clone())
+                    }
+                }
+                "$unset" => unset_path(doc, path),
+                "$inc" => {
+                    let cur = lookup(doc, path).and_then(as_f64);
+                    let new = match (lookup(doc, path), v) {
+                        (Some(Bson::Int64(a)), Bson::Int64(b)) => Bson::Int64(a + b),
+                        (Some(Bson::Int32(a)), Bson::Int32(b)) => Bson::Int32(a + b),
+                        (None, b) => b.clone(),
+                        (_, b) => Bson::Double(cur.unwrap_or(0.0) + as_f64(b).unwrap_or(0.0)),
+                    };
+                    set_path(doc, path, new);
+                }
+                "$max" | "$min" => {
+                    let replace = match lookup(doc, path) {
+                        None => true,
+                        Some(cur) => {
+                            let o = compare(v, cur);
+                            if op == "$max" {
+                                o == Ordering::Greater
+                            } else {
+                                o == Ordering::Less
+                            }
+                        }
+                    };
+                    if replace {
+                        set_path(doc, path, v.clone());
+                    }
+                }
+                other => {
+                    return Err(CommandError::new(
+                        codes::BAD_VALUE,
+                        "BadValue",
+                        format!("unknown update operator: {other}"),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The equality fields of a filter, as an upsert's new document starts.
+fn equality_fields(filter: &Document) -> Document {
+    let mut out = Document::new();
+    for (k, v) in filter {
+        if k.starts_with('$') {
+            continue;
+        }
+        match v {
+            Bson::Document(d) if d.keys().any(|x| x.starts_with('$')) => {
+                if let Some(eq) = d.get("$eq") {
+                    set_path(&mut out, k, eq.clone());
+                }
+            }
+            other => set_path(&mut out, k, other.clone()),
+        }
+    }
+    out
+}
+
+/// A write error of one statement: `{index, code, errmsg}`.
+fn write_error(index: usize, e: &CommandError) -> Bson {
+    Bson::Document(doc! {"index": index as i32, "code": e.code, "errmsg": &e.message})
+}
+
+impl Collection {
+    fn index_key(index: &Index, doc: &Document) -> String {
+        index
+            .keys
+            .iter()
+            .map(|k| key_of(lookup(doc, k).unwrap_or(&Bson::Null)))
+            .collect::<Vec<_>>()
+            .join("\u{1}")
+    }
+
+    /// Checks the unique indexes for `doc` (stored under `id`, replacing
+    /// `old` if any).
+    fn check_unique(&self, ns: &str, id: &str, doc: &Document) -> Result<(), CommandError> {
+        if self.docs.contains_key(id) {
+            return Err(dup(ns, "_id_", doc.get("_id")));
+        }
+        for index in self.indexes.iter().filter(|i| i.unique) {
+            if index
+                .entries
+                .contains_key(&Collection::index_key(index, doc))
+            {
+                return Err(dup(ns, &index.name, None));
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, id: String, doc: Document) {
+        for index in self.indexes.iter_mut().filter(|i| i.unique) {
+            let k = Collection::index_key(index, &doc);
+            index.entries.insert(k, id.clone());
+        }
+        self.docs.insert(id, doc);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Document> {
+        let doc = self.docs.remove(id)?;
+        for index in self.indexes.iter_mut().filter(|i| i.unique) {
+            index.entries.remove(&Collection::index_key(index, &doc));
+        }
+        Some(doc)
+    }
+
+    fn matching(&self, filter: &Document) -> Result<Vec<String>, CommandError> {
+        if let Some(id) = filter
+            .get("_id")
+            .filter(|v| !matches!(v, Bson::Document(_)))
+        {
+            let k = key_of(id);
+            return Ok(match self.docs.get(&k) {
+                Some(d) if matches(d, filter)? => vec![k],
+                _ => vec![],
+            });
+        }
+        let mut out = Vec::new();
+        for (k, d) in &self.docs {
+            if matches(d, filter)? {
+                out.push(k.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn dup(ns: &str, index: &str, id: Option<&Bson>) -> CommandError {
+    let key = id
+        .map(|v| format!(" dup key: {{ _id: {v} }}"))
+        .unwrap_or_default();
+    CommandError::new(
+        codes::DUPLICATE_KEY,
+        "DuplicateKey",
+        format!("E11000 duplicate key error collection: {ns} index: {index}{key}"),
+    )
+}
+
+fn get_array<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bson>, CommandError> {
+    match cmd.get(key) {
+        Some(Bson::Array(a)) => Ok(a),
+        _ => Err(bad(format!("'{key}' must be an array"))),
+    }
+}
+
+fn get_doc<'a>(d: &'a Document, key: &str) -> Result<Option<&'a Document>, CommandError> {
+    match d.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(x)) => Ok(Some(x)),
+        Some(_) => Err(bad(format!("'{key}' must be an object"))),
+    }
+}
+
+fn get_i64(d: &Document, key: &str) -> Option<i64> {
+    d.get(key).and_then(as_f64).map(|f| f as i64)
+}
+
+impl Store {
+    fn collection(&mut self, ns: &str) -> &mut Collection {
+        self.collections.entry(ns.to_string()).or_default()
+    }
+
+    /// A copy of a collection's documents (for tests), in `_id` order.
+    pub fn documents(&self, ns: &str) -> Vec<Document> {
+        self.collections
+            .get(ns)
+            .map(|c| c.docs.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs `insert`. `stop_after`: apply at most that many documents (a
+    /// fault that drops the connection mid-batch).
+    pub fn insert(
+        &mut self,
+        db: &str,
+        cmd: &Document,
+        stop_after: Option<usize>,
+    ) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("insert")
+            .map_err(|_| bad("insert needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let docs = get_array(cmd, "documents")?;
+        let ordered = cmd.get_bool("ordered").unwrap_or(true);
+        let c = self.collection(&ns);
+        let (mut n, mut errors) = (0, Vec::new());
+        for (i, d) in docs.iter().enumerate() {
+            if stop_after.is_some_and(|s| i >= s) {
+                break;
+            }
+            let Bson::Document(d) = d else {
+                return Err(bad("documents must be objects"));
+            };
+            let mut d = d.clone();
+            if !d.contains_key("_id") {
+                let mut with_id = doc! {"_id": ObjectId::new()};
+                with_id.extend(d);
+                d = with_id;
+            }
+            let id = key_of(d.get("_id").unwrap_or(&Bson::Null));
+            match c.check_unique(&ns, &id, &d) {
+                Ok(()) => {
+                    c.put(id, d);
+                    n += 1;
+                }
+                Err(e) => {
+                    errors.push(write_error(i, &e));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = doc! {"n": n, "ok": 1.0};
+        if !errors.is_empty() {
+            out.insert("writeErrors", errors);
+        }
+        Ok(out)
+    }
+
+    /// Runs `update` (see `insert` for `stop_after`).
+    pub fn update(
+        &mut self,
+        db: &str,
+        cmd: &Document,
+        stop_after: Option<usize>,
+    ) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("update")
+            .map_err(|_| bad("update needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let updates = get_array(cmd, "updates")?.clone();
+        let ordered = cmd.get_bool("ordered").unwrap_or(true);
+        let (mut n, mut modified, mut upserted, mut errors) = (0i64, 0i64, Vec::new(), Vec::new());
+        for (i, u) in updates.iter().enumerate() {
+            if stop_after.is_some_and(|s| i >= s) {
+                break;
+            }
+            let Bson::Document(u) = u else {
+                return Err(bad("updates must be objects"));
+            };
+            let result = self.update_one_statement(&ns, u);
+            match result {
+                Ok((matched, changed, new_id)) => {
+                    n += matched;
+                    modified += changed;
+                    if let Some(id) = new_id {
+                        n += 1;
+                        upserted.push(Bson::Document(doc! {"index": i as i32, "_id": id}));
+                    }
+                }
+                Err(e) => {
+                    errors.push(write_error(i, &e));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = doc! {"n": n, "nModified": modified, "ok": 1.0};
+        if !upserted.is_empty() {
+            out.insert("upserted", upserted);
+        }
+        if !errors.is_empty() {
+            out.insert("writeErrors", errors);
+        }
+        Ok(out)
+    }
+
+    fn update_one_statement(
+        &mut self,
+        ns: &str,
+        u: &Document,
+    ) -> Result<(i64, i64, Option<Bson>), CommandError> {
+        let q = get_doc(u, "q")?.cloned().unwrap_or_default();
+        let upd = get_doc(u, "u")?
+            .cloned()
+            .ok_or_else(|| bad("update needs 'u'"))?;
+        let multi = u.get_bool("multi").unwrap_or(false);
+        let upsert = u.get_bool("upsert").unwrap_or(false);
+        let c = self.collection(ns);
+        let mut ids = c.matching(&q)?;
+        if !multi {
+            ids.truncate(1);
+        }
+        if ids.is_empty() {
+            if !upsert {
+                return Ok((0, 0, None));
+            }
+            let mut d = equality_fields(&q);
+            apply_update(&mut d, &upd, true)?;
+            if !d.contains_key("_id") {
+                let mut with_id = doc! {"_id": ObjectId::new()};
+                with_id.extend(d);
+                d = with_id;
+            }
+            let id_val = d.get("_id").cloned().unwrap_or(Bson::Null);
+            let id = key_of(&id_val);
+            c.check_unique(ns, &id, &d)?;
+            c.put(id, d);
+            return Ok((0, 0, Some(id_val)));
+        }
+        let (mut matched, mut changed) = (0, 0);
+        for id in ids {
+            let Some(old) = c.remove(&id) else { continue };
+            let mut new = old.clone();
+            apply_update(&mut new, &upd, false)?;
+            let new_id = key_of(new.get("_id").unwrap_or(&Bson::Null));
+            if new_id != id {
+                c.put(id, old);
+                return Err(CommandError::new(
+                    66,
+                    "ImmutableField",
+                    "Performing an update on the path '_id' would modify the immutable field '_id'",
+                ));
+            }
+            if let Err(e) = c.check_unique(ns, &id, &new) {
+                c.put(id, old);
+                return Err(e);
+            }
+            matched += 1;
+            if new != old {
+                changed += 1;
+            }
+            c.put(id, new);
+        }
+        Ok((matched, changed, None))
+    }
+
+    /// Runs `delete`.
+    pub fn delete(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("delete")
+            .map_err(|_| bad("delete needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let deletes = get_array(cmd, "deletes")?.clone();
+        let c = self.collection(&ns);
+        let mut n = 0;
+        for d in &deletes {
+            let Bson::Document(d) = d else {
+                return Err(bad("deletes must be objects"));
+            };
+            let q = get_doc(d, "q")?.cloned().unwrap_or_default();
+            let mut ids = c.matching(&q)?;
+            if get_i64(d, "limit") == Some(1) {
+                ids.truncate(1);
+            }
+            for id in ids {
+                if c.remove(&id).is_some() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(doc! {"n": n, "ok": 1.0})
+    }
+
+    /// Runs `find`, opening a cursor for what does not fit the first batch.
+    pub fn find(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("find")
+            .map_err(|_| bad("find needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let filter = get_doc(cmd, "filter")?.cloned().unwrap_or_default();
+        let c = self.collection(&ns);
+        let mut docs: Vec<Document> = Vec::new();
+        for id in c.matching(&filter)? {
+            if let Some(d) = c.docs.get(&id) {
+                docs.push(d.clone());
+            }
+        }
+        if let Some(sort) = get_doc(cmd, "sort")? {
+            let keys: Vec<(String, bool)> = sort
+                .iter()
+                .map(|(k, v)| (k.clone(), as_f64(v).unwrap_or(1.0) < 0.0))
+                .collect();
+            docs.sort_by(|a, b| {
+                for (k, desc) in &keys {
+                    let o = compare(
+                        lookup(a, k).unwrap_or(&Bson::Null),
+                        lookup(b, k).unwrap_or(&Bson::Null),
+                    );
+                    if o != Ordering::Equal {
+                        return if *desc { o.reverse() } else { o };
+                    }
+                }
+                Ordering::Equal
+            });
+        }
+        let skip = get_i64(cmd, "skip").unwrap_or(0).max(0) as usize;
+        let mut docs: Vec<Document> = docs.into_iter().skip(skip).collect();
+        if let Some(limit) = get_i64(cmd, "limit").filter(|l| *l != 0) {
+            docs.truncate(limit.unsigned_abs() as usize);
+        }
+        if let Some(p) = get_doc(cmd, "projection")? {
+            docs = docs.into_iter().map(|d| project(&d, p)).collect();
+        }
+        let batch = get_i64(cmd, "batchSize").filter(|b| *b > 0).unwrap_or(101) as usize;
+        Ok(self.open_cursor(ns, docs, batch, "firstBatch"))
+    }
+
+    fn open_cursor(
+        &mut self,
+        ns: String,
+        mut docs: Vec<Document>,
+        batch: usize,
+        field: &str,
+    ) -> Document {
+        let rest = if docs.len() > batch {
+            docs.split_off(batch)
+        } else {
+            Vec::new()
+        };
+        let id = if rest.is_empty() {
+            0
+        } else {
+            self.next_cursor += 1;
+            self.cursors.insert(self.next_cursor, (ns.clone(), rest));
+            self.next_cursor
+        };
+        let first: Vec<Bson> = docs.into_iter().map(Bson::Document).collect();
+        doc! {"cursor": {field: first, "id": id, "ns": ns}, "ok": 1.0}
+    }
+
+    /// Runs `getMore`.
+    pub fn get_more(&mut self, cmd: &Document) -> Result<Document, CommandError> {
+        let id = get_i64(cmd, "getMore").ok_or_else(|| bad("getMore needs a cursor id"))?;
+        let batch = get_i64(cmd, "batchSize").filter(|b| *b > 0).unwrap_or(1000) as usize;
+        let (ns, docs) = self.cursors.remove(&id).ok_or_else(|| {
+            CommandError::new(
+                codes::CURSOR_NOT_FOUND,
+                "CursorNotFound",
+                format!("cursor id {id} not found"),
+            )
+        })?;
+        let mut out = self.open_cursor(ns, docs, batch, "nextBatch");
+        // A continued cursor keeps its id.
+        if let Ok(cursor) = out.get_document_mut("cursor") {
+            if cursor.get_i64("id").unwrap_or(0) != 0 {
+                let new_id = cursor.get_i64("id").unwrap_or(0);
+                if let Some(v) = self.cursors.remove(&new_id) {
+                    self.cursors.insert(id, v);
+                }
+                cursor.insert("id", id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `killCursors`.
+    pub fn kill_cursors(&mut self, cmd: &Document) -> Result<Document, CommandError> {
+        let mut killed = Vec::new();
+        if let Ok(ids) = cmd.get_array("cursors") {
+            for id in ids {
+                if let Some(id) = as_f64(id).map(|f| f as i64) {
+                    if self.cursors.remove(&id).is_some() {
+                        killed.push(Bson::Int64(id));
+                    }
+                }
+            }
+        }
+        Ok(
+            doc! {"cursorsKilled": killed, "cursorsNotFound": [], "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0},
+        )
+    }
+
+    /// Runs `count`.
+    pub fn count(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("count")
+            .map_err(|_| bad("count needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let q = get_doc(cmd, "query")?.cloned().unwrap_or_default();
+        let n = self.collection(&ns).matching(&q)?.len() as i64;
+        Ok(doc! {"n": n, "ok": 1.0})
+    }
+
+    /// Runs `createIndexes`; building a unique index over duplicates fails
+    /// with 11000 as in MongoDB.
+    pub fn create_indexes(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("createIndexes")
+            .map_err(|_| bad("createIndexes needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let specs = get_array(cmd, "indexes")?.clone();
+        let c = self.collection(&ns);
+        let before = c.indexes.len() as i32 + 1;
+        for spec in specs {
+            let Bson::Document(spec) = spec else {
+                return Err(bad("index specs must be objects"));
+            };
+            let key = get_doc(&spec, "key")?
+                .cloned()
+                .ok_or_else(|| bad("index spec needs 'key'"))?;
+            let name = spec
+                .get_str("name")
+                .map(str::to_string)
+                .unwrap_or_else(|_| {
+                    key.iter()
+                        .map(|(k, v)| format!("{k}_{}", as_f64(v).unwrap_or(1.0) as i64))
+                        .collect::<Vec<_>>()
+                        .join("_")
+                });
+            if let Some(existing) = c.indexes.iter().find(|i| i.name == name) {
+                if existing.spec.get("key") != spec.get("key") {
+                    return Err(CommandError::new(
+                        86,
+                        "IndexKeySpecsConflict",
+                        format!("index {name} exists with another key"),
+                    ));
+                }
+                continue;
+            }
+            let mut index = Index {
+                name: name.clone(),
+                keys: key.keys().cloned().collect(),
+                spec: spec.clone(),
+                unique: spec.get_bool("unique").unwrap_or(false),
+                entries: HashMap::new(),
+            };
+            if index.unique {
+                for (id, d) in &c.docs {
+                    let k = Collection::index_key(&index, d);
+                    if index.entries.insert(k, id.clone()).is_some() {
+                        return Err(dup(&ns, &name, None));
+                    }
+                }
+            }
+            c.indexes.push(index);
+        }
+        let after = c.indexes.len() as i32 + 1;
+        Ok(
+            doc! {"numIndexesBefore": before, "numIndexesAfter": after, "createdCollectionAutomatically": false, "ok": 1.0},
+        )
+    }
+
+    /// Runs `listIndexes`.
+    pub fn list_indexes(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("listIndexes")
+            .map_err(|_| bad("listIndexes needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let c = self.collection(&ns);
+        let mut docs = vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}];
+        for i in &c.indexes {
+            let mut d = doc! {"v": 2, "key": i.spec.get("key").cloned().unwrap_or(Bson::Null), "name": &i.name};
+            if i.unique {
+                d.insert("unique", true);
+            }
+            docs.push(d);
+        }
+        Ok(self.open_cursor(ns, docs, 1000, "firstBatch"))
+    }
+
+    /// Runs `drop` (a missing collection is not an error here).
+    pub fn drop_collection(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("drop")
+            .map_err(|_| bad("drop needs a collection"))?;
+        self.collections.remove(&format!("{db}.{coll}"));
+        Ok(doc! {"ok": 1.0})
+    }
+
+    /// Runs `dropDatabase`.
+    pub fn drop_database(&mut self, db: &str) -> Result<Document, CommandError> {
+        let prefix = format!("{db}.");
+        self.collections.retain(|ns, _| !ns.starts_with(&prefix));
+        Ok(doc! {"ok": 1.0})
+    }
+}
+
+fn project(d: &Document, p: &Document) -> Document {
+    let include: Vec<&String> = p
+        .iter()
+        .filter(|(k, v)| {
+            *k != "_id"
+                && as_f64(v).unwrap_or(if matches!(v, Bson::Boolean(true)) {
+                    1.0
+                } else {
+                    0.0
+                }) != 0.0
+        })
+        .map(|(k, _)| k)
+        .collect();
+    let drop_id = p
+        .get("_id")
+        .is_some_and(|v| matches!(v, Bson::Boolean(false)) || as_f64(v) == Some(0.0));
+    if include.is_empty() {
+        let mut out = d.clone();
+        for (k, _) in p.iter() {
+            out.remove(k);
+        }
+        if !drop_id {
+            if let Some(id) = d.get("_id") {
+                out.insert("_id", id.clone());
+            }
+        }
+        return out;
+    }
+    let mut out = Document::new();
+    if !drop_id {
+        if let Some(id) = d.get("_id") {
+            out.insert("_id", id.clone());
+        }
+    }
+    for k in include {
+        if let Some(v) = lookup(d, k) {
+            set_path(&mut out, k, v.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_with_a_version_guard_never_moves_back() {
+        let mut s = Store::default();
+        let up = |v: i64| {
+            doc! {"update": "st", "updates": [{"q": {"_id": "t/alice", "v": {"$lt": v}}, "u": {"$set": {"v": v}}, "upsert": true}], "ordered": false}
+        };
+        assert_eq!(
+            s.update("d", &up(5), None).unwrap().get_i64("n").unwrap(),
+            1
+        );
+        assert_eq!(
+            s.update("d", &up(9), None)
+                .unwrap()
+                .get_i64("nModified")
+                .unwrap(),
+            1
+        );
+        // An older version: no match, and the upsert collides on _id: 11000.
+        let r = s.update("d", &up(7), None).unwrap();
+        let errs = r.get_array("writeErrors").unwrap();
+        assert_eq!(
+            errs[0].as_document().unwrap().get_i32("code").unwrap(),
+            11000
+        );
+        assert_eq!(s.documents("d.st")[0].get_i64("v").unwrap(), 9);
+    }
+
+    #[test]
+    fn unordered_insert_keeps_going_past_duplicates() {
+        let mut s = Store::default();
+        s.insert("d", &doc! {"insert": "c", "documents": [{"_id": 1}]}, None)
+            .unwrap();
+        let r = s
+            .insert("d", &doc! {"insert": "c", "documents": [{"_id": 0}, {"_id": 1}, {"_id": 2}], "ordered": false}, None)
+            .unwrap();
+        assert_eq!(r.get_i32("n").unwrap(), 2);
+        assert_eq!(r.get_array("writeErrors").unwrap().len(), 1);
+        let r = s
+            .insert(
+                "d",
+                &doc! {"insert": "c", "documents": [{"_id": 3}, {"_id": 1}, {"_id": 4}]},
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            r.get_i32("n").unwrap(),
+            1,
+            "ordered stops at the first error"
+        );
+    }
+
+    #[test]
+    fn find_sorts_filters_and_pages() {
+        let mut s = Store::default();
+        let docs: Vec<Document> = (0..250i64)
+            .map(|i| doc! {"_id": i, "t": if i % 2 == 0 {"a"} else {"b"}, "seq": 1000 - i})
+            .collect();
+        s.insert("d", &doc! {"insert": "c", "documents": docs}, None)
+            .unwrap();
+        let r = s
+            .find("d", &doc! {"find": "c", "filter": {"t": "a", "seq": {"$gte": 800}}, "sort": {"seq": 1}, "projection": {"seq": 1, "_id": 0}, "batchSize": 50})
+            .unwrap();
+        let cursor = r.get_document("cursor").unwrap();
+        let first = cursor.get_array("firstBatch").unwrap();
+        assert_eq!(first.len(), 50);
+        assert_eq!(first[0].as_document().unwrap(), &doc! {"seq": 800i64});
+        let id = cursor.get_i64("id").unwrap();
+        let more = s
+            .get_more(&doc! {"getMore": id, "collection": "c", "batchSize": 1000})
+            .unwrap();
+        let next = more
+            .get_document("cursor")
+            .unwrap()
+            .get_array("nextBatch")
+            .unwrap();
+        assert_eq!(next.len(), 51);
+    }
+
+    #[test]
+    fn unique_indexes_are_enforced() {
+        let mut s = Store::default();
+        s.create_indexes("d", &doc! {"createIndexes": "c", "indexes": [{"key": {"t": 1, "seq": 1}, "name": "t_seq", "unique": true}]}).unwrap();
+        s.insert(
+            "d",
+            &doc! {"insert": "c", "documents": [{"_id": 1, "t": "a", "seq": 1}]},
+            None,
+        )
+        .unwrap();
+        let r = s
+            .insert(
+                "d",
+                &doc! {"insert": "c", "documents": [{"_id": 2, "t": "a", "seq": 1}]},
+                None,
+            )
+            .unwrap();
+        assert!(r.get_array("writeErrors").is_ok());
+        let r = s
+            .insert(
+                "d",
+                &doc! {"insert": "c", "documents": [{"_id": 2, "t": "b", "seq": 1}]},
+                None,
+            )
+            .unwrap();
+        assert!(r.get_array("writeErrors").is_err());
+    }
+}
