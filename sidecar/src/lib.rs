@@ -1,6 +1,11 @@
 //! The pg_authaudit mirror: reads the extension's publication with logical
 //! replication (pgoutput) and mirrors every committed row into MongoDB.
-//! This library holds the parts that are pure logic; `main.rs` is the
-//! binary.
+//! `main.rs` is the binary; these modules hold the parts.
 
+pub mod config;
+pub mod documents;
+pub mod metrics;
+pub mod mirror;
 pub mod pgoutput;
+pub mod sink;
+pub mod verify;

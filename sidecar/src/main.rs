@@ -1,30 +1,117 @@
-//! The pg_authaudit mirror. Its replication loop arrives with the sidecar
-//! issue; until then the binary only reports what it is.
+//! `authaudit-sidecar`: mirrors pg_authaudit's log into MongoDB from logical
+//! replication (`run`, the default), or reconciles the two (`verify`).
+//! Every option: `authaudit-sidecar --help`; operations: docs/sidecar.md.
 
+use sidecar::config::{Cli, Command};
+use sidecar::metrics::{self, Metrics};
+use sidecar::{mirror, verify};
 use std::process::ExitCode;
-
-const USAGE: &str =
-    "authaudit-sidecar: mirrors pg_authaudit's auth log from logical replication into MongoDB.
-
-USAGE:
-    authaudit-sidecar --version
-    authaudit-sidecar --help
-
-The mirroring commands are not part of this release yet; see docs/sidecar.md.";
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("authaudit-sidecar {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let cli = match Cli::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("authaudit-sidecar: {e}");
+            return ExitCode::from(2);
         }
-        Some("--help") | Some("-h") | None => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.options.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.options.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("authaudit-sidecar: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        Some(other) => {
-            eprintln!("authaudit-sidecar: unknown argument {other:?}\n\n{USAGE}");
-            ExitCode::from(2)
+    };
+    rt.block_on(async move {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Verify => match verify::reconcile(&cli.options).await {
+                Ok(report) => {
+                    for n in &report.notes {
+                        println!("note: {n}");
+                    }
+                    for d in &report.differences {
+                        println!("DIFFERENCE: {d}");
+                    }
+                    println!(
+                        "verify: {} tenants, {} rows in PostgreSQL: {}",
+                        report.tenants,
+                        report.rows,
+                        if report.ok() {
+                            "identical"
+                        } else {
+                            "DIFFERENT"
+                        }
+                    );
+                    if report.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("authaudit-sidecar verify: {e}");
+                    ExitCode::from(3)
+                }
+            },
+            Command::Run => run(cli.options).await,
+        }
+    })
+}
+
+async fn run(options: sidecar::config::Options) -> ExitCode {
+    let metrics = Arc::new(Metrics::default());
+    if !options.metrics_listen.is_empty() {
+        match tokio::net::TcpListener::bind(&options.metrics_listen).await {
+            Ok(l) => {
+                tracing::info!(address = %options.metrics_listen, "metrics on /metrics, health on /health");
+                tokio::spawn(metrics::serve(l, metrics.clone()));
+            }
+            Err(e) => {
+                eprintln!(
+                    "authaudit-sidecar: cannot listen on {}: {e}",
+                    options.metrics_listen
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("authaudit-sidecar: cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping: draining the current batch");
+        let _ = stop_tx.send(true);
+    });
+    match mirror::run(&options, metrics, stop_rx).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authaudit-sidecar: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,337 @@
+//! Configuration: flags, environment variables, and an optional TOML file
+//! (`--config`). A flag beats its environment variable, which beats the
+//! file, which beats the default. `authaudit-sidecar --help` lists them all.
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Mirrors pg_authaudit's log, lockout state and checkpoints from logical
+/// replication (pgoutput) into MongoDB: every committed row, nothing twice,
+/// acknowledged to PostgreSQL only once MongoDB acknowledged it.
+#[derive(Debug, Parser)]
+#[command(name = "authaudit-sidecar", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub options: Options,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream and mirror until SIGTERM or Ctrl-C (the default).
+    Run,
+    /// Reconcile PostgreSQL and MongoDB per tenant (row counts, last seq, a
+    /// digest over every row's chain digests, checkpoints, lockout state);
+    /// exits 1 on any difference.
+    Verify,
+}
+
+/// Every option; each also reads an environment variable and a key of the
+/// `--config` file (the long name without dashes, `_` for `-`).
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// TOML file with any of these options (keys like `pg_host`, `batch_rows`).
+    #[arg(long, env = "AUTHAUDIT_SIDECAR_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// PostgreSQL host (or Unix socket directory).
+    #[arg(long, env = "PGHOST", default_value = "127.0.0.1", global = true)]
+    pub pg_host: String,
+    /// PostgreSQL port.
+    #[arg(long, env = "PGPORT", default_value_t = 5432, global = true)]
+    pub pg_port: u16,
+    /// PostgreSQL role: needs REPLICATION and membership in authaudit_auditor
+    /// (the initial copy and `verify` read every tenant).
+    #[arg(long, env = "PGUSER", default_value = "postgres", global = true)]
+    pub pg_user: String,
+    /// PostgreSQL password (prefer the environment variable to the flag).
+    #[arg(
+        long,
+        env = "PGPASSWORD",
+        default_value = "",
+        hide_env_values = true,
+        global = true
+    )]
+    pub pg_password: String,
+    /// Database with the pg_authaudit extension.
+    #[arg(long, env = "PGDATABASE", default_value = "postgres", global = true)]
+    pub pg_database: String,
+    /// Logical replication slot (created with pgoutput if missing).
+    #[arg(
+        long,
+        env = "AUTHAUDIT_SLOT",
+        default_value = "authaudit_mirror",
+        global = true
+    )]
+    pub slot: String,
+    /// Publication to stream (the extension creates authaudit_mirror).
+    #[arg(
+        long,
+        env = "AUTHAUDIT_PUBLICATION",
+        default_value = "authaudit_mirror",
+        global = true
+    )]
+    pub publication: String,
+
+    /// MongoDB connection string.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017/",
+        global = true
+    )]
+    pub mongodb_uri: String,
+    /// MongoDB database for the mirrored collections.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_MONGODB_DATABASE",
+        default_value = "authaudit",
+        global = true
+    )]
+    pub mongodb_database: String,
+    /// Write concern the mirror waits for before acknowledging a position:
+    /// "majority" or a number of nodes.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_WRITE_CONCERN",
+        default_value = "majority",
+        global = true
+    )]
+    pub write_concern: String,
+
+    /// Largest batch, in rows, written to MongoDB at once.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_BATCH_ROWS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub batch_rows: usize,
+    /// Largest batch, in bytes of decoded changes.
+    #[arg(long, env = "AUTHAUDIT_BATCH_BYTES", default_value_t = 8 << 20, global = true)]
+    pub batch_bytes: usize,
+    /// Longest a committed change waits for its batch to fill (milliseconds).
+    #[arg(
+        long,
+        env = "AUTHAUDIT_BATCH_WAIT_MS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub batch_wait_ms: u64,
+    /// Longest back-off between retries of a failed write or connection (ms).
+    #[arg(
+        long,
+        env = "AUTHAUDIT_MAX_BACKOFF_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub max_backoff_ms: u64,
+    /// Interval of status updates (and idle heartbeats) to PostgreSQL (ms).
+    #[arg(
+        long,
+        env = "AUTHAUDIT_STATUS_INTERVAL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub status_interval_ms: u64,
+
+    /// Address of the Prometheus metrics (/metrics) and health (/health)
+    /// endpoint; empty to disable.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_METRICS_LISTEN",
+        default_value = "127.0.0.1:9187",
+        global = true
+    )]
+    pub metrics_listen: String,
+    /// Log filter (tracing's EnvFilter syntax, e.g. "info,sidecar=debug").
+    #[arg(long, env = "AUTHAUDIT_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "AUTHAUDIT_LOG_JSON", global = true)]
+    pub log_json: bool,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Cli {
+    /// Parses flags and environment, then fills what neither set from the
+    /// `--config` file.
+    pub fn load() -> Result<Cli, ConfigError> {
+        let matches = Cli::command().get_matches();
+        Cli::from_matches_with_file(&matches)
+    }
+
+    pub fn from_matches_with_file(matches: &ArgMatches) -> Result<Cli, ConfigError> {
+        let mut cli =
+            Cli::from_arg_matches(matches).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = cli.options.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let table: BTreeMap<String, toml::Value> =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            for (key, value) in table {
+                let id = key.replace('-', "_");
+                let from_default = matches!(
+                    matches.value_source(&id),
+                    Some(ValueSource::DefaultValue) | None
+                );
+                if !from_default {
+                    continue;
+                }
+                let text = match &value {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                cli.options
+                    .set(&id, &text)
+                    .map_err(|m| ConfigError::Parse {
+                        path: path.clone(),
+                        message: format!("{key}: {m}"),
+                    })?;
+            }
+        }
+        cli.options.validate()?;
+        Ok(cli)
+    }
+}
+
+impl Options {
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+            v.parse().map_err(|_| format!("not a number: {v}"))
+        }
+        match key {
+            "pg_host" => self.pg_host = v.into(),
+            "pg_port" => self.pg_port = num(v)?,
+            "pg_user" => self.pg_user = v.into(),
+            "pg_password" => self.pg_password = v.into(),
+            "pg_database" => self.pg_database = v.into(),
+            "slot" => self.slot = v.into(),
+            "publication" => self.publication = v.into(),
+            "mongodb_uri" => self.mongodb_uri = v.into(),
+            "mongodb_database" => self.mongodb_database = v.into(),
+            "write_concern" => self.write_concern = v.into(),
+            "batch_rows" => self.batch_rows = num(v)?,
+            "batch_bytes" => self.batch_bytes = num(v)?,
+            "batch_wait_ms" => self.batch_wait_ms = num(v)?,
+            "max_backoff_ms" => self.max_backoff_ms = num(v)?,
+            "status_interval_ms" => self.status_interval_ms = num(v)?,
+            "metrics_listen" => self.metrics_listen = v.into(),
+            "log" => self.log = v.into(),
+            "log_json" => self.log_json = num::<bool>(v)?,
+            other => return Err(format!("unknown option {other}")),
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !ident(&self.slot) {
+            return Err(ConfigError::Invalid(format!(
+                "slot {:?}: lowercase letters, digits and _ only",
+                self.slot
+            )));
+        }
+        if !ident(&self.publication) {
+            return Err(ConfigError::Invalid(format!(
+                "publication {:?}: lowercase letters, digits and _ only",
+                self.publication
+            )));
+        }
+        if self.batch_rows == 0 || self.batch_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "batch_rows must be positive and batch_bytes at least 1024".into(),
+            ));
+        }
+        if self.write_concern != "majority" && self.write_concern.parse::<u32>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "write_concern {:?}: \"majority\" or a number",
+                self.write_concern
+            )));
+        }
+        Ok(())
+    }
+
+    /// A libpq-style connection string for the control connection.
+    pub fn pg_conninfo(&self) -> String {
+        let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+        format!(
+            "host={} port={} user={} password={} dbname={} application_name=authaudit-sidecar",
+            q(&self.pg_host),
+            self.pg_port,
+            q(&self.pg_user),
+            q(&self.pg_password),
+            q(&self.pg_database)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_fills_what_flags_and_environment_left_unset() {
+        let dir = std::env::temp_dir().join(format!("sidecar-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sidecar.toml");
+        std::fs::write(
+            &path,
+            "slot = \"from_file\"\nbatch_rows = 77\npg_port = 6543\n",
+        )
+        .unwrap();
+        let matches = Cli::command().get_matches_from([
+            "authaudit-sidecar",
+            "--config",
+            path.to_str().unwrap(),
+            "--pg-port",
+            "7000",
+            "verify",
+        ]);
+        let cli = Cli::from_matches_with_file(&matches).unwrap();
+        assert_eq!(cli.options.slot, "from_file");
+        assert_eq!(cli.options.batch_rows, 77);
+        assert_eq!(cli.options.pg_port, 7000, "the flag wins over the file");
+        assert!(matches!(cli.command, Some(Command::Verify)));
+        std::fs::write(&path, "slot = \"Bad-Slot\"\n").unwrap();
+        let matches = Cli::command().get_matches_from([
+            "authaudit-sidecar",
+            "--config",
+            path.to_str().unwrap(),
+        ]);
+        assert!(matches!(
+            Cli::from_matches_with_file(&matches),
+            Err(ConfigError::Invalid(_))
+        ));
+        std::fs::write(&path, "colour = 1\n").unwrap();
+        assert!(matches!(
+            Cli::from_matches_with_file(&matches),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

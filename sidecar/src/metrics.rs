@@ -1,0 +1,198 @@
+//! Prometheus metrics (text exposition format 0.0.4) and the health check,
+//! served on `--metrics-listen`: `GET /metrics`, `GET /health`.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The mirror's counters and gauges.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub rows_auth_log: AtomicU64,
+    pub rows_lockout_state: AtomicU64,
+    pub rows_checkpoints: AtomicU64,
+    pub rows_copied: AtomicU64,
+    pub batches: AtomicU64,
+    pub mongodb_errors: AtomicU64,
+    pub postgres_errors: AtomicU64,
+    pub chain_gaps: AtomicU64,
+    pub decode_errors: AtomicU64,
+    /// Last position acknowledged to PostgreSQL.
+    pub acked_lsn: AtomicU64,
+    /// Latest WAL end the server reported.
+    pub server_wal_end: AtomicU64,
+    /// Commit time (Unix µs) of the last acknowledged transaction.
+    pub acked_commit_unix_us: AtomicI64,
+    /// WAL the slot retains (bytes), sampled periodically.
+    pub slot_retained_wal_bytes: AtomicI64,
+    /// Unix seconds of the last successful MongoDB write or idle check.
+    pub last_progress_unix: AtomicI64,
+    /// 1 while the replication stream is connected.
+    pub streaming: AtomicI64,
+    /// Documents waiting to be written (memory bound check).
+    pub pending_rows: AtomicI64,
+}
+
+pub fn unix_now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Metrics {
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let lag_bytes = g(&self.server_wal_end).saturating_sub(g(&self.acked_lsn));
+        let acked_at = self.acked_commit_unix_us.load(Ordering::Relaxed);
+        let lag_seconds = if acked_at == 0 {
+            0.0
+        } else {
+            ((unix_now_us() - acked_at).max(0)) as f64 / 1e6
+        };
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in lines {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        metric(
+            "authaudit_sidecar_rows_mirrored_total",
+            "counter",
+            "Rows written to MongoDB from the replication stream, by table.",
+            &[
+                (
+                    "{table=\"auth_log\"}".into(),
+                    g(&self.rows_auth_log).to_string(),
+                ),
+                (
+                    "{table=\"lockout_state\"}".into(),
+                    g(&self.rows_lockout_state).to_string(),
+                ),
+                (
+                    "{table=\"checkpoints\"}".into(),
+                    g(&self.rows_checkpoints).to_string(),
+                ),
+            ],
+        );
+        let one = |v: String| vec![(String::new(), v)];
+        metric(
+            "authaudit_sidecar_rows_copied_total",
+            "counter",
+            "Rows copied by the initial snapshot.",
+            &one(g(&self.rows_copied).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_batches_total",
+            "counter",
+            "Batches written to MongoDB.",
+            &one(g(&self.batches).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_errors_total",
+            "counter",
+            "Errors by source (each retried with back-off).",
+            &[
+                (
+                    "{source=\"mongodb\"}".into(),
+                    g(&self.mongodb_errors).to_string(),
+                ),
+                (
+                    "{source=\"postgres\"}".into(),
+                    g(&self.postgres_errors).to_string(),
+                ),
+                (
+                    "{source=\"decode\"}".into(),
+                    g(&self.decode_errors).to_string(),
+                ),
+            ],
+        );
+        metric(
+            "authaudit_sidecar_chain_gaps_total",
+            "counter",
+            "Log rows whose seq or prev_link does not continue the tenant's chain as mirrored.",
+            &one(g(&self.chain_gaps).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_acked_lsn",
+            "gauge",
+            "WAL position acknowledged to PostgreSQL (flushed to MongoDB).",
+            &one(g(&self.acked_lsn).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_replication_lag_bytes",
+            "gauge",
+            "Server WAL end minus the acknowledged position.",
+            &one(lag_bytes.to_string()),
+        );
+        metric(
+            "authaudit_sidecar_replication_lag_seconds",
+            "gauge",
+            "Age of the commit last acknowledged.",
+            &one(format!("{lag_seconds:.3}")),
+        );
+        metric(
+            "authaudit_sidecar_slot_retained_wal_bytes",
+            "gauge",
+            "WAL held by the slot (pg_current_wal_lsn() - restart_lsn).",
+            &one(self
+                .slot_retained_wal_bytes
+                .load(Ordering::Relaxed)
+                .to_string()),
+        );
+        metric(
+            "authaudit_sidecar_pending_rows",
+            "gauge",
+            "Decoded rows not yet written.",
+            &one(self.pending_rows.load(Ordering::Relaxed).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_streaming",
+            "gauge",
+            "1 while the replication stream is connected.",
+            &one(self.streaming.load(Ordering::Relaxed).to_string()),
+        );
+        out
+    }
+
+    /// Healthy: streaming, and progress within the last 60 seconds.
+    pub fn healthy(&self) -> bool {
+        let now = unix_now_us() / 1_000_000;
+        self.streaming.load(Ordering::Relaxed) == 1
+            && now - self.last_progress_unix.load(Ordering::Relaxed) < 60
+    }
+}
+
+/// Serves `/metrics` and `/health` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body, ctype) = match path {
+                "/metrics" => ("200 OK", m.render(), "text/plain; version=0.0.4"),
+                "/health" if m.healthy() => ("200 OK", "ok\n".to_string(), "text/plain"),
+                "/health" => (
+                    "503 Service Unavailable",
+                    "not streaming or no progress\n".to_string(),
+                    "text/plain",
+                ),
+                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,470 @@
+//! The mirror: copies what committed before its slot existed, then streams
+//! the publication and writes every committed row to MongoDB, acknowledging
+//! a position to PostgreSQL only after MongoDB acknowledged everything up to
+//! it. Crash anywhere and the slot replays from the last acknowledged
+//! position; the writes are idempotent, so nothing is lost or doubled.
+
+use crate::config::Options;
+use crate::documents::{self, Table};
+use crate::metrics::{unix_now_us, Metrics};
+use crate::pgoutput::{Decoder, Message, Row, Value};
+use crate::sink::{Batch, Sink, SinkError};
+use bson::doc;
+use futures_util::TryStreamExt;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Microseconds between the Unix and the PostgreSQL epoch (2000-01-01).
+const PG_EPOCH_UNIX_US: i64 = 946_684_800_000_000;
+
+/// Why a session ended (each is retried with back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("replication: {0}")]
+    Replication(#[from] pgwire_replication::PgWireError),
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+    #[error("decoding: {0}")]
+    Decode(String),
+    #[error("replication stream ended")]
+    StreamEnded,
+}
+
+/// Session settings that make text values parse the same everywhere.
+const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3";
+
+/// Runs the mirror until `shutdown` turns true.
+pub async fn run(
+    opts: &Options,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MirrorError> {
+    let mut backoff = Duration::from_millis(100);
+    let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(100));
+    loop {
+        let started = Instant::now();
+        match session(opts, &metrics, &mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                metrics.streaming.store(0, Ordering::Relaxed);
+                match &e {
+                    MirrorError::Sink(_) => metrics.mongodb_errors.fetch_add(1, Ordering::Relaxed),
+                    MirrorError::Decode(_) => metrics.decode_errors.fetch_add(1, Ordering::Relaxed),
+                    _ => metrics.postgres_errors.fetch_add(1, Ordering::Relaxed),
+                };
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(100);
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mirror session failed; resuming from the last acknowledged position");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+async fn control_connection(opts: &Options) -> Result<tokio_postgres::Client, MirrorError> {
+    let (client, connection) =
+        tokio_postgres::connect(&opts.pg_conninfo(), tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "control connection closed");
+        }
+    });
+    client
+        .batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'; SET bytea_output = hex; SET extra_float_digits = 3")
+        .await?;
+    Ok(client)
+}
+
+/// Writes a batch, retrying until MongoDB acknowledges it (or shutdown).
+/// Returns false when shutdown interrupted it (nothing acknowledged).
+async fn write_with_retry(
+    sink: &Sink,
+    batch: &Batch,
+    opts: &Options,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(50));
+    loop {
+        match sink.write(batch).await {
+            Ok(report) => {
+                for id in &report.conflicts {
+                    metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(log_id = %id, "a different row already holds this (tenant_id, seq) in the mirror: not mirrored");
+                }
+                metrics.batches.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .last_progress_unix
+                    .store(unix_now_us() / 1_000_000, Ordering::Relaxed);
+                return true;
+            }
+            Err(e) => {
+                metrics.mongodb_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, rows = batch.rows(), retry_in_ms = backoff.as_millis() as u64, "MongoDB write failed; retrying (the stream waits)");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => if *shutdown.borrow() { return false },
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// Copies every row committed before the slot existed (idempotent; run
+/// again after a crash until it completes).
+async fn initial_copy(
+    pg: &mut tokio_postgres::Client,
+    sink: &Sink,
+    opts: &Options,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, MirrorError> {
+    let tx = pg
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    for table in [Table::AuthLog, Table::Checkpoints, Table::LockoutState] {
+        let cols = table.columns();
+        let select: Vec<String> = cols.iter().map(|c| format!("{c}::text")).collect();
+        let order = match table {
+            Table::AuthLog | Table::Checkpoints => "tenant_id, seq",
+            Table::LockoutState => "tenant_id, user_id",
+        };
+        let sql = format!(
+            "SELECT {} FROM authaudit.{} ORDER BY {order}",
+            select.join(", "),
+            table.collection()
+        );
+        let rows = tx.query_raw(&sql, std::iter::empty::<i32>()).await?;
+        futures_util::pin_mut!(rows);
+        let mut batch = Batch::default();
+        let mut copied = 0u64;
+        while let Some(row) = rows.try_next().await? {
+            let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
+            let get = |c: &str| {
+                cols.iter()
+                    .position(|x| *x == c)
+                    .and_then(|i| values[i].clone())
+            };
+            let conv = match table {
+                Table::AuthLog => documents::auth_log(&get).map(|d| batch.log.push(d)),
+                Table::Checkpoints => {
+                    documents::checkpoint(&get).map(|d| batch.checkpoints.push(d))
+                }
+                // Version 0: any streamed change is newer.
+                Table::LockoutState => {
+                    documents::lockout_state(&get, 0).map(|d| batch.put_lockout(d))
+                }
+            };
+            conv.map_err(|e| MirrorError::Decode(e.to_string()))?;
+            if batch.rows() >= opts.batch_rows {
+                if !write_with_retry(sink, &batch, opts, metrics, shutdown).await {
+                    return Ok(false);
+                }
+                copied += batch.rows() as u64;
+                metrics
+                    .rows_copied
+                    .fetch_add(batch.rows() as u64, Ordering::Relaxed);
+                batch = Batch::default();
+            }
+        }
+        if !batch.is_empty() {
+            if !write_with_retry(sink, &batch, opts, metrics, shutdown).await {
+                return Ok(false);
+            }
+            copied += batch.rows() as u64;
+            metrics
+                .rows_copied
+                .fetch_add(batch.rows() as u64, Ordering::Relaxed);
+        }
+        tracing::info!(
+            table = table.collection(),
+            rows = copied,
+            "initial copy done"
+        );
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Checks each tenant's chain continuity as log rows arrive.
+struct ChainWatch {
+    last: HashMap<String, (i64, String)>,
+}
+
+impl ChainWatch {
+    async fn check(
+        &mut self,
+        sink: &Sink,
+        doc: &bson::Document,
+        metrics: &Metrics,
+    ) -> Result<(), SinkError> {
+        let tenant = doc.get_str("tenant_id").unwrap_or_default().to_string();
+        let seq = doc.get_i64("seq").unwrap_or(0);
+        let prev = doc.get_str("prev_link").unwrap_or_default();
+        let link = doc.get_str("link_sha256").unwrap_or_default().to_string();
+        if !self.last.contains_key(&tenant) {
+            if let Some(known) = sink.last_link(&tenant).await? {
+                self.last.insert(tenant.clone(), known);
+            }
+        }
+        let ok = match self.last.get(&tenant) {
+            // A replay of a row already mirrored.
+            Some((last_seq, _)) if seq <= *last_seq => return Ok(()),
+            Some((last_seq, last_link)) => seq == last_seq + 1 && prev == last_link,
+            None if seq == 1 => true,
+            // First row seen after retention: it continues a checkpoint.
+            None => sink.checkpoint_link(&tenant, seq - 1).await?.as_deref() == Some(prev),
+        };
+        if !ok {
+            metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
+            let expected = self.last.get(&tenant).map_or(1, |(s, _)| s + 1);
+            tracing::error!(tenant = %tenant, seq, expected_seq = expected, "chain gap: this row does not continue the tenant's mirrored chain (mirrored anyway)");
+        }
+        self.last.insert(tenant, (seq, link));
+        Ok(())
+    }
+}
+
+fn row_getter(row: &Row) -> impl Fn(&str) -> Option<String> + '_ {
+    move |c: &str| match row.relation.column(c).and_then(|i| row.values.get(i)) {
+        Some(Value::Text(t)) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+async fn session(
+    opts: &Options,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), MirrorError> {
+    let sink = Sink::connect(
+        &opts.mongodb_uri,
+        &opts.mongodb_database,
+        &opts.write_concern,
+    )
+    .await?;
+    sink.ensure_indexes().await?;
+    let mut pg = control_connection(opts).await?;
+    let slot = pg
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = $1 AND database = current_database()",
+            &[&opts.slot],
+        )
+        .await?;
+    let copied = sink
+        .state(&opts.slot)
+        .await?
+        .and_then(|d| d.get_bool("copied").ok())
+        .unwrap_or(false);
+    if slot.is_none() {
+        let created = pg
+            .query_one(
+                "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&opts.slot],
+            )
+            .await?;
+        let lsn: String = created.get(0);
+        tracing::info!(slot = %opts.slot, consistent_point = %lsn, "created the replication slot");
+        // A new slot (first start, or the old one was lost): copy what
+        // committed before it, whatever the state says.
+        sink.set_state(
+            &opts.slot,
+            doc! {"copied": false, "slot_created_at_lsn": lsn},
+        )
+        .await?;
+    }
+    if slot.is_none() || !copied {
+        tracing::info!("copying the rows committed before the slot existed");
+        if !initial_copy(&mut pg, &sink, opts, metrics, shutdown).await? {
+            return Ok(());
+        }
+        sink.set_state(&opts.slot, doc! {"copied": true}).await?;
+    }
+
+    let mut cfg = ReplicationConfig::new(
+        opts.pg_host.clone(),
+        opts.pg_user.clone(),
+        opts.pg_password.clone(),
+        opts.pg_database.clone(),
+        opts.slot.clone(),
+        opts.publication.clone(),
+    );
+    cfg.port = opts.pg_port;
+    cfg.start_lsn = Lsn::ZERO;
+    cfg.status_interval = Duration::from_millis(opts.status_interval_ms.max(100));
+    cfg.idle_wakeup_interval = Duration::from_millis(opts.status_interval_ms.max(100));
+    cfg.buffer_events = 1024;
+    cfg.options = Some(SESSION_OPTIONS.to_string());
+    cfg.application_name = Some("authaudit-sidecar".into());
+    let mut repl = ReplicationClient::connect(cfg).await?;
+    metrics.streaming.store(1, Ordering::Relaxed);
+    metrics
+        .last_progress_unix
+        .store(unix_now_us() / 1_000_000, Ordering::Relaxed);
+    tracing::info!(slot = %opts.slot, publication = %opts.publication, "streaming");
+
+    let mut decoder = Decoder::new();
+    let mut watch = ChainWatch {
+        last: HashMap::new(),
+    };
+    let mut batch = Batch::default();
+    // The end of the last commit whose rows are all in `batch` or written.
+    let mut ackable: Option<(Lsn, i64)> = None;
+    let mut acked = Lsn::ZERO;
+    let mut in_tx = false;
+    let mut tx_lsn = 0u64;
+    let mut first_pending: Option<Instant> = None;
+    let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
+    let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
+    let mut sample = tokio::time::interval(Duration::from_secs(5));
+
+    loop {
+        let full = batch.rows() >= opts.batch_rows || batch.bytes >= opts.batch_bytes;
+        let due = first_pending.is_some_and(|t| t.elapsed() >= wait);
+        if full || (due && ackable.is_some()) {
+            metrics
+                .pending_rows
+                .store(batch.rows() as i64, Ordering::Relaxed);
+            if !batch.is_empty() && !write_with_retry(&sink, &batch, opts, metrics, shutdown).await
+            {
+                break;
+            }
+            metrics
+                .rows_auth_log
+                .fetch_add(batch.log.len() as u64, Ordering::Relaxed);
+            metrics
+                .rows_checkpoints
+                .fetch_add(batch.checkpoints.len() as u64, Ordering::Relaxed);
+            metrics
+                .rows_lockout_state
+                .fetch_add(batch.lockout.len() as u64, Ordering::Relaxed);
+            batch = Batch::default();
+            first_pending = None;
+            metrics.pending_rows.store(0, Ordering::Relaxed);
+            if let Some((lsn, commit_us)) = ackable.take() {
+                if lsn > acked {
+                    repl.update_applied_lsn(lsn);
+                    acked = lsn;
+                    metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
+                    metrics
+                        .acked_commit_unix_us
+                        .store(commit_us, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            ev = repl.recv() => {
+                let Some(ev) = ev? else { return Err(MirrorError::StreamEnded) };
+                match ev {
+                    ReplicationEvent::Begin { final_lsn, .. } => {
+                        in_tx = true;
+                        tx_lsn = final_lsn.as_u64();
+                    }
+                    ReplicationEvent::XLogData { data, .. } => {
+                        let msg = decoder.decode(&data).map_err(|e| MirrorError::Decode(e.to_string()))?;
+                        let (row, kind) = match msg {
+                            Message::Insert(row) => (row, "insert"),
+                            Message::Update { new, .. } => (new, "update"),
+                            // Retention deletes rows in PostgreSQL; the mirror
+                            // keeps them (its own retention applies there).
+                            Message::Delete(_) | Message::Truncate { .. } => continue,
+                            _ => continue,
+                        };
+                        let Some(table) = Table::from_name(&row.relation.schema, &row.relation.name) else { continue };
+                        batch.bytes += data.len();
+                        let get = row_getter(&row);
+                        let conv = match table {
+                            Table::AuthLog => documents::auth_log(&get),
+                            Table::Checkpoints => documents::checkpoint(&get),
+                            Table::LockoutState => documents::lockout_state(&get, tx_lsn),
+                        }
+                        .map_err(|e| MirrorError::Decode(format!("{kind} on {}: {e}", table.collection())))?;
+                        match table {
+                            Table::AuthLog => {
+                                watch.check(&sink, &conv, metrics).await?;
+                                batch.log.push(conv);
+                            }
+                            Table::Checkpoints => batch.checkpoints.push(conv),
+                            Table::LockoutState => batch.put_lockout(conv),
+                        }
+                        first_pending.get_or_insert_with(Instant::now);
+                    }
+                    ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
+                        in_tx = false;
+                        ackable = Some((end_lsn, commit_time_micros + PG_EPOCH_UNIX_US));
+                        first_pending.get_or_insert_with(Instant::now);
+                    }
+                    ReplicationEvent::KeepAlive { wal_end, .. } => {
+                        metrics.server_wal_end.store(wal_end.as_u64(), Ordering::Relaxed);
+                        // Idle heartbeat: with nothing of ours pending, every
+                        // change before wal_end is mirrored, so the slot may
+                        // move on (an idle publication holds no WAL).
+                        if !in_tx && batch.is_empty() && ackable.is_none() && wal_end > acked {
+                            repl.update_applied_lsn(wal_end);
+                            acked = wal_end;
+                            metrics.acked_lsn.store(wal_end.as_u64(), Ordering::Relaxed);
+                            metrics.acked_commit_unix_us.store(unix_now_us(), Ordering::Relaxed);
+                            metrics.last_progress_unix.store(unix_now_us() / 1_000_000, Ordering::Relaxed);
+                        }
+                    }
+                    ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+                }
+            }
+            _ = tick.tick() => {}
+            _ = sample.tick() => {
+                if let Ok(row) = pg.query_one(
+                    "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                    &[&opts.slot]).await {
+                    metrics.slot_retained_wal_bytes.store(row.get::<_, Option<i64>>(0).unwrap_or(0), Ordering::Relaxed);
+                }
+                metrics.last_progress_unix.fetch_max(
+                    if batch.is_empty() { unix_now_us() / 1_000_000 } else { 0 }, Ordering::Relaxed);
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    // Drain: write what is complete, acknowledge it, stop.
+                    // One attempt: a store that is down now is retried
+                    // from the slot after the restart instead.
+                    if batch.is_empty() || sink.write(&batch).await.is_ok() {
+                        if let Some((lsn, _)) = ackable.take() {
+                            if lsn > acked {
+                                repl.update_applied_lsn(lsn);
+                                acked = lsn;
+                                metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    // Let the final status update reach the server before closing.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while repl.metrics().last_applied_lsn() < acked && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = repl.shutdown().await;
+    metrics.streaming.store(0, Ordering::Relaxed);
+    tracing::info!(acked = %acked.to_pg_string(), "stopped");
+    Ok(())
+}

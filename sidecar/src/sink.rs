@@ -1,0 +1,304 @@
+//! Idempotent bulk writes into MongoDB with the official driver.
+//!
+//! Every write can be repeated after a crash or a retry without changing the
+//! result: log rows and checkpoints are inserted by `_id` (a duplicate
+//! `_id`, code 11000, means "already there"); lockout state is upserted with
+//! a version guard (`v`, the commit LSN) so an older change never replaces a
+//! newer one. A batch counts as written only when MongoDB acknowledged every
+//! part at the configured write concern.
+
+use bson::{doc, Bson, Document};
+use mongodb::error::ErrorKind;
+use mongodb::options::{IndexOptions, WriteConcern};
+use mongodb::{Client, Collection, Database, IndexModel};
+use std::collections::HashMap;
+
+/// Documents waiting to be written.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub log: Vec<Document>,
+    pub checkpoints: Vec<Document>,
+    /// Lockout state by `_id`, newest version only.
+    pub lockout: HashMap<String, Document>,
+    /// Approximate size of the decoded changes, bytes.
+    pub bytes: usize,
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.log.len() + self.checkpoints.len() + self.lockout.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows() == 0
+    }
+
+    /// Adds a lockout state document, keeping the newest version per key.
+    pub fn put_lockout(&mut self, d: Document) {
+        let id = d.get_str("_id").unwrap_or_default().to_string();
+        let v = d.get_i64("v").unwrap_or(0);
+        match self.lockout.get(&id) {
+            Some(old) if old.get_i64("v").unwrap_or(0) > v => {}
+            _ => {
+                self.lockout.insert(id, d);
+            }
+        }
+    }
+}
+
+/// A failed write: retried by the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("MongoDB refused {collection}: {message}")]
+    Refused {
+        collection: &'static str,
+        message: String,
+    },
+    #[error("write concern not satisfied on {collection}: {message}")]
+    WriteConcern {
+        collection: &'static str,
+        message: String,
+    },
+}
+
+/// What a batch write found besides success.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Log rows already present (replays after a crash or retry).
+    pub duplicates: u64,
+    /// Log rows refused by the (tenant_id, seq) index: a different row
+    /// holds that position in the mirror. Reported loudly.
+    pub conflicts: Vec<String>,
+}
+
+/// The document store.
+#[derive(Clone)]
+pub struct Sink {
+    db: Database,
+    concern: WriteConcern,
+    concern_doc: Document,
+}
+
+impl Sink {
+    pub async fn connect(
+        uri: &str,
+        database: &str,
+        write_concern: &str,
+    ) -> Result<Sink, SinkError> {
+        let client = Client::with_uri_str(uri).await?;
+        let (concern, w) = match write_concern.parse::<u32>() {
+            Ok(n) => (WriteConcern::nodes(n), Bson::Int32(n as i32)),
+            Err(_) => (WriteConcern::majority(), Bson::String("majority".into())),
+        };
+        Ok(Sink {
+            db: client.database(database),
+            concern,
+            concern_doc: doc! {"w": w},
+        })
+    }
+
+    pub fn collection(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    /// Creates the mirror's indexes (idempotent).
+    pub async fn ensure_indexes(&self) -> Result<(), SinkError> {
+        let idx = |keys: Document, name: &str, unique: bool| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_string())
+                        .unique(unique)
+                        .build(),
+                )
+                .build()
+        };
+        self.collection("auth_log")
+            .create_indexes([
+                idx(doc! {"tenant_id": 1, "seq": 1}, "tenant_seq", true),
+                idx(
+                    doc! {"tenant_id": 1, "occurred_at": 1},
+                    "tenant_time",
+                    false,
+                ),
+                idx(
+                    doc! {"tenant_id": 1, "user_id": 1, "occurred_at": 1},
+                    "tenant_user_time",
+                    false,
+                ),
+                idx(
+                    doc! {"tenant_id": 1, "ip": 1, "occurred_at": 1},
+                    "tenant_ip_time",
+                    false,
+                ),
+            ])
+            .await?;
+        self.collection("lockout_state")
+            .create_indexes([idx(
+                doc! {"tenant_id": 1, "user_id": 1},
+                "tenant_user",
+                false,
+            )])
+            .await?;
+        self.collection("checkpoints")
+            .create_indexes([idx(doc! {"tenant_id": 1, "seq": 1}, "tenant_seq", false)])
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a batch; Ok only once every part is acknowledged.
+    pub async fn write(&self, batch: &Batch) -> Result<WriteReport, SinkError> {
+        let mut report = WriteReport::default();
+        self.insert_all("auth_log", &batch.log, &mut report).await?;
+        self.insert_all("checkpoints", &batch.checkpoints, &mut report)
+            .await?;
+        if !batch.lockout.is_empty() {
+            self.upsert_lockout(batch.lockout.values()).await?;
+        }
+        Ok(report)
+    }
+
+    async fn insert_all(
+        &self,
+        name: &'static str,
+        docs: &[Document],
+        report: &mut WriteReport,
+    ) -> Result<(), SinkError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .collection(name)
+            .insert_many(docs)
+            .ordered(false)
+            .write_concern(self.concern.clone())
+            .await;
+        let Err(e) = result else {
+            return Ok(());
+        };
+        let ErrorKind::InsertMany(failure) = &*e.kind else {
+            return Err(e.into());
+        };
+        if let Some(wc) = &failure.write_concern_error {
+            return Err(SinkError::WriteConcern {
+                collection: name,
+                message: wc.message.clone(),
+            });
+        }
+        for w in failure.write_errors.iter().flatten() {
+            if w.code != 11000 {
+                return Err(SinkError::Refused {
+                    collection: name,
+                    message: w.message.clone(),
+                });
+            }
+            if w.message.contains("index: _id_") {
+                report.duplicates += 1;
+            } else {
+                let id = docs
+                    .get(w.index)
+                    .and_then(|d| d.get_str("_id").ok())
+                    .unwrap_or("?")
+                    .to_string();
+                report.conflicts.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn upsert_lockout(&self, docs: impl Iterator<Item = &Document>) -> Result<(), SinkError> {
+        let updates: Vec<Document> = docs
+            .map(|d| {
+                let mut set = d.clone();
+                let id = set.remove("_id").unwrap_or(Bson::Null);
+                let v = d.get_i64("v").unwrap_or(0);
+                doc! {"q": {"_id": id, "v": {"$lt": v}}, "u": {"$set": set}, "upsert": true}
+            })
+            .collect();
+        for chunk in updates.chunks(10_000) {
+            let reply = self
+                .db
+                .run_command(doc! {
+                    "update": "lockout_state",
+                    "updates": chunk,
+                    "ordered": false,
+                    "writeConcern": self.concern_doc.clone(),
+                })
+                .await?;
+            if let Ok(wc) = reply.get_document("writeConcernError") {
+                return Err(SinkError::WriteConcern {
+                    collection: "lockout_state",
+                    message: wc
+                        .get_str("errmsg")
+                        .unwrap_or("write concern error")
+                        .to_string(),
+                });
+            }
+            // A guarded upsert whose document is newer collides on _id
+            // (11000): the older change is correctly dropped.
+            for e in reply
+                .get_array("writeErrors")
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+            {
+                let e = e.as_document().cloned().unwrap_or_default();
+                if e.get_i32("code").unwrap_or(0) != 11000 {
+                    return Err(SinkError::Refused {
+                        collection: "lockout_state",
+                        message: e.get_str("errmsg").unwrap_or("write error").to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The mirror's own state for a slot (`_authaudit_sidecar` collection).
+    pub async fn state(&self, slot: &str) -> Result<Option<Document>, SinkError> {
+        Ok(self
+            .collection("_authaudit_sidecar")
+            .find_one(doc! {"_id": slot})
+            .await?)
+    }
+
+    pub async fn set_state(&self, slot: &str, fields: Document) -> Result<(), SinkError> {
+        self.collection("_authaudit_sidecar")
+            .update_one(doc! {"_id": slot}, doc! {"$set": fields})
+            .upsert(true)
+            .write_concern(self.concern.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// The last mirrored (seq, link_sha256 hex) of a tenant's chain.
+    pub async fn last_link(&self, tenant: &str) -> Result<Option<(i64, String)>, SinkError> {
+        let d = self
+            .collection("auth_log")
+            .find_one(doc! {"tenant_id": tenant})
+            .sort(doc! {"seq": -1})
+            .projection(doc! {"seq": 1, "link_sha256": 1})
+            .await?;
+        Ok(d.map(|d| {
+            (
+                d.get_i64("seq").unwrap_or(0),
+                d.get_str("link_sha256").unwrap_or_default().to_string(),
+            )
+        }))
+    }
+
+    /// The link of a mirrored checkpoint, if any.
+    pub async fn checkpoint_link(
+        &self,
+        tenant: &str,
+        seq: i64,
+    ) -> Result<Option<String>, SinkError> {
+        let d = self
+            .collection("checkpoints")
+            .find_one(doc! {"_id": format!("{tenant}/{seq}")})
+            .await?;
+        Ok(d.and_then(|d| d.get_str("link_sha256").ok().map(str::to_string)))
+    }
+}
