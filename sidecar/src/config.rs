@@ -192,6 +192,12 @@ impl Cli {
                 })?;
             for (key, value) in table {
                 let id = key.replace('-', "_");
+                if id == "config" || !Cli::command().get_arguments().any(|a| a.get_id() == id.as_str()) {
+                    return Err(ConfigError::Parse {
+                        path: path.clone(),
+                        message: format!("unknown option {key}"),
+                    });
+                }
                 let from_default = matches!(
                     matches.value_source(&id),
                     Some(ValueSource::DefaultValue) | None
