@@ -26,7 +26,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test-unit:
-	$(CARGO) test -p authaudit-core -p sidecar
+	$(CARGO) test -p authaudit-core -p sidecar -p authaudit-mongowire
 
 # cargo pgrx test installs a build with test functions; `install` runs after
 # it so the SQL and end-to-end layers see the production build.
@@ -38,7 +38,9 @@ test-pgrx:
 test-sql:
 	scripts/sql-tests.sh
 
+# The mirror tests run the sidecar binary: build it first.
 test-e2e:
+	$(CARGO) build -p sidecar --bins
 	$(CARGO) test -p authaudit-tests
 
 ## Benchmarks against a throwaway cluster with production settings.

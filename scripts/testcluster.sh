@@ -79,6 +79,11 @@ start)
   fi
   echo "$port"
   ;;
+restart)
+  # A fast shutdown and start (clients and replication connections drop).
+  as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  ;;
 stop)
   if [ -f "$dir/data/postmaster.pid" ]; then
     as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
@@ -86,7 +91,7 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: testcluster.sh start DIR PORT [--bench] [--watch PID] | stop DIR" >&2
+  echo "usage: testcluster.sh start DIR PORT [--bench] [--watch PID] | restart DIR | stop DIR" >&2
   exit 2
   ;;
 esac

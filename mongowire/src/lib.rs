@@ -226,6 +226,7 @@ fn handle(body: &Document, connection_id: i32, faults: &Faults, store: &Mutex<St
         "getMore" => s.get_more(body),
         "killCursors" => s.kill_cursors(body),
         "count" => s.count(&db, body),
+        "aggregate" => s.aggregate(&db, body),
         "createIndexes" => s.create_indexes(&db, body),
         "listIndexes" => s.list_indexes(&db, body),
         "drop" => s.drop_collection(&db, body),

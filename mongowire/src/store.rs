@@ -755,6 +755,81 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `aggregate` with the stages the drivers' helpers use: `$match`,
+    /// `$sort`, `$skip`, `$limit`, `$project` and `$group` with `$sum`
+    /// (what `countDocuments` sends).
+    pub fn aggregate(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+        let coll = cmd
+            .get_str("aggregate")
+            .map_err(|_| bad("aggregate needs a collection"))?;
+        let ns = format!("{db}.{coll}");
+        let pipeline = get_array(cmd, "pipeline")?.clone();
+        let c = self.collection(&ns);
+        let mut docs: Vec<Document> = c.docs.values().cloned().collect();
+        for stage in pipeline {
+            let Bson::Document(stage) = stage else {
+                return Err(bad("pipeline stages must be objects"));
+            };
+            let Some((name, arg)) = stage.iter().next() else {
+                return Err(bad("empty stage"));
+            };
+            match (name.as_str(), arg) {
+                ("$match", Bson::Document(f)) => {
+                    let mut kept = Vec::new();
+                    for d in docs {
+                        if matches(&d, f)? {
+                            kept.push(d);
+                        }
+                    }
+                    docs = kept;
+                }
+                ("$skip", n) => {
+                    docs = docs
+                        .into_iter()
+                        .skip(as_f64(n).unwrap_or(0.0) as usize)
+                        .collect()
+                }
+                ("$limit", n) => docs.truncate(as_f64(n).unwrap_or(0.0) as usize),
+                ("$sort", Bson::Document(sort)) => {
+                    let keys: Vec<(String, bool)> = sort
+                        .iter()
+                        .map(|(k, v)| (k.clone(), as_f64(v).unwrap_or(1.0) < 0.0))
+                        .collect();
+                    docs.sort_by(|a, b| {
+                        for (k, desc) in &keys {
+                            let o = compare(
+                                lookup(a, k).unwrap_or(&Bson::Null),
+                                lookup(b, k).unwrap_or(&Bson::Null),
+                            );
+                            if o != Ordering::Equal {
+                                return if *desc { o.reverse() } else { o };
+                            }
+                        }
+                        Ordering::Equal
+                    });
+                }
+                ("$project", Bson::Document(p)) => {
+                    docs = docs.iter().map(|d| project(d, p)).collect()
+                }
+                ("$group", Bson::Document(g)) => docs = group(&docs, g)?,
+                (other, _) => {
+                    return Err(CommandError::new(
+                        codes::BAD_VALUE,
+                        "BadValue",
+                        format!("unsupported aggregation stage {other}"),
+                    ))
+                }
+            }
+        }
+        let batch = cmd
+            .get_document("cursor")
+            .ok()
+            .and_then(|c| get_i64(c, "batchSize"))
+            .filter(|b| *b > 0)
+            .unwrap_or(101) as usize;
+        Ok(self.open_cursor(ns, docs, batch, "firstBatch"))
+    }
+
     /// Runs `killCursors`.
     pub fn kill_cursors(&mut self, cmd: &Document) -> Result<Document, CommandError> {
         let mut killed = Vec::new();
@@ -875,6 +950,53 @@ impl Store {
         self.collections.retain(|ns, _| !ns.starts_with(&prefix));
         Ok(doc! {"ok": 1.0})
     }
+}
+
+/// `$group` with an `_id` expression (a constant or `"$field"`) and `$sum`
+/// accumulators (of a constant or `"$field"`).
+fn group(docs: &[Document], g: &Document) -> Result<Vec<Document>, CommandError> {
+    let eval = |d: &Document, e: &Bson| -> Bson {
+        match e {
+            Bson::String(s) if s.starts_with('$') => {
+                lookup(d, &s[1..]).cloned().unwrap_or(Bson::Null)
+            }
+            other => other.clone(),
+        }
+    };
+    let id_expr = g.get("_id").cloned().unwrap_or(Bson::Null);
+    let mut groups: Vec<(Bson, Document)> = Vec::new();
+    for d in docs {
+        let id = eval(d, &id_expr);
+        let pos = match groups.iter().position(|(k, _)| equal(k, &id)) {
+            Some(p) => p,
+            None => {
+                groups.push((id.clone(), doc! {"_id": id}));
+                groups.len() - 1
+            }
+        };
+        for (field, acc) in g.iter().filter(|(k, _)| *k != "_id") {
+            let Bson::Document(acc) = acc else {
+                return Err(bad("accumulators must be objects"));
+            };
+            let Some(expr) = acc.get("$sum") else {
+                return Err(CommandError::new(
+                    codes::BAD_VALUE,
+                    "BadValue",
+                    "only $sum is supported",
+                ));
+            };
+            let add = as_f64(&eval(d, expr)).unwrap_or(0.0);
+            let out = &mut groups[pos].1;
+            let cur = out.get(field).and_then(as_f64).unwrap_or(0.0);
+            let sum = cur + add;
+            if sum.fract() == 0.0 && sum.abs() < 2f64.powi(31) {
+                out.insert(field.clone(), sum as i32);
+            } else {
+                out.insert(field.clone(), sum);
+            }
+        }
+    }
+    Ok(groups.into_iter().map(|(_, d)| d).collect())
 }
 
 fn project(d: &Document, p: &Document) -> Document {

@@ -192,7 +192,11 @@ impl Cli {
                 })?;
             for (key, value) in table {
                 let id = key.replace('-', "_");
-                if id == "config" || !Cli::command().get_arguments().any(|a| a.get_id() == id.as_str()) {
+                if id == "config"
+                    || !Cli::command()
+                        .get_arguments()
+                        .any(|a| a.get_id() == id.as_str())
+                {
                     return Err(ConfigError::Parse {
                         path: path.clone(),
                         message: format!("unknown option {key}"),

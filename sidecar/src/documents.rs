@@ -240,8 +240,10 @@ pub fn auth_log(get: Get<'_>) -> Result<Document, RowError> {
     Ok(d)
 }
 
-/// A `lockout_state` row as its document, versioned by `lsn`.
-pub fn lockout_state(get: Get<'_>, lsn: u64) -> Result<Document, RowError> {
+/// A `lockout_state` row as its document, versioned by the commit `lsn` of
+/// its transaction and its `ordinal` among that transaction's changes (one
+/// transaction can change a row several times).
+pub fn lockout_state(get: Get<'_>, lsn: u64, ordinal: u32) -> Result<Document, RowError> {
     let tenant = req(get, "tenant_id")?;
     let user = req(get, "user_id")?;
     let mut d = doc! {
@@ -251,11 +253,13 @@ pub fn lockout_state(get: Get<'_>, lsn: u64) -> Result<Document, RowError> {
         "failure_count": int(get, "failure_count")?.unwrap_or(0),
         "first_failure_ip": opt_str(get("first_failure_ip")),
         "last_failure_ip": opt_str(get("last_failure_ip")),
-        "locked": get("locked").as_deref() == Some("t"),
+        // pgoutput sends booleans as "t"/"f", a ::text cast as "true"/"false".
+        "locked": matches!(get("locked").as_deref(), Some("t" | "true")),
         "lock_count": int(get, "lock_count")?.unwrap_or(0),
         "last_log_id": opt_str(get("last_log_id")),
         "last_seq": int(get, "last_seq")?.map_or(Bson::Null, Bson::Int64),
         "v": lsn as i64,
+        "vi": i64::from(ordinal),
     };
     for c in [
         "first_failure_at",

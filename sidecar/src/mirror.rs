@@ -169,7 +169,7 @@ async fn initial_copy(
                 }
                 // Version 0: any streamed change is newer.
                 Table::LockoutState => {
-                    documents::lockout_state(&get, 0).map(|d| batch.put_lockout(d))
+                    documents::lockout_state(&get, 0, 0).map(|d| batch.put_lockout(d))
                 }
             };
             conv.map_err(|e| MirrorError::Decode(e.to_string()))?;
@@ -331,6 +331,7 @@ async fn session(
     let mut acked = Lsn::ZERO;
     let mut in_tx = false;
     let mut tx_lsn = 0u64;
+    let mut tx_ordinal = 0u32;
     let mut first_pending: Option<Instant> = None;
     let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
     let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
@@ -378,8 +379,10 @@ async fn session(
                     ReplicationEvent::Begin { final_lsn, .. } => {
                         in_tx = true;
                         tx_lsn = final_lsn.as_u64();
+                        tx_ordinal = 0;
                     }
                     ReplicationEvent::XLogData { data, .. } => {
+                        tx_ordinal += 1;
                         let msg = decoder.decode(&data).map_err(|e| MirrorError::Decode(e.to_string()))?;
                         let (row, kind) = match msg {
                             Message::Insert(row) => (row, "insert"),
@@ -395,7 +398,7 @@ async fn session(
                         let conv = match table {
                             Table::AuthLog => documents::auth_log(&get),
                             Table::Checkpoints => documents::checkpoint(&get),
-                            Table::LockoutState => documents::lockout_state(&get, tx_lsn),
+                            Table::LockoutState => documents::lockout_state(&get, tx_lsn, tx_ordinal),
                         }
                         .map_err(|e| MirrorError::Decode(format!("{kind} on {}: {e}", table.collection())))?;
                         match table {

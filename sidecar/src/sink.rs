@@ -36,14 +36,18 @@ impl Batch {
     /// Adds a lockout state document, keeping the newest version per key.
     pub fn put_lockout(&mut self, d: Document) {
         let id = d.get_str("_id").unwrap_or_default().to_string();
-        let v = d.get_i64("v").unwrap_or(0);
         match self.lockout.get(&id) {
-            Some(old) if old.get_i64("v").unwrap_or(0) > v => {}
+            Some(old) if version(old) > version(&d) => {}
             _ => {
                 self.lockout.insert(id, d);
             }
         }
     }
+}
+
+/// A lockout document's version: (commit LSN, ordinal in its transaction).
+pub fn version(d: &Document) -> (i64, i64) {
+    (d.get_i64("v").unwrap_or(0), d.get_i64("vi").unwrap_or(0))
 }
 
 /// A failed write: retried by the caller.
@@ -214,8 +218,12 @@ impl Sink {
             .map(|d| {
                 let mut set = d.clone();
                 let id = set.remove("_id").unwrap_or(Bson::Null);
-                let v = d.get_i64("v").unwrap_or(0);
-                doc! {"q": {"_id": id, "v": {"$lt": v}}, "u": {"$set": set}, "upsert": true}
+                let (v, vi) = version(d);
+                doc! {
+                    "q": {"_id": id, "$or": [{"v": {"$lt": v}}, {"v": v, "vi": {"$lt": vi}}]},
+                    "u": {"$set": set},
+                    "upsert": true,
+                }
             })
             .collect();
         for chunk in updates.chunks(10_000) {

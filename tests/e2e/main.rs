@@ -9,6 +9,7 @@ mod independent_verifier;
 mod investigation;
 mod isolation;
 mod lockout;
+mod mirror;
 mod mongo_contract;
 mod publication;
 mod recording;

@@ -89,6 +89,21 @@ impl Cluster {
         );
     }
 
+    /// Restarts the server (fast shutdown: sessions and replication
+    /// connections are dropped), as an operator or a failover would.
+    pub fn restart(&self) {
+        let out = Command::new(repo_root().join("scripts/testcluster.sh"))
+            .arg("restart")
+            .arg(&self.dir)
+            .output()
+            .expect("scripts/testcluster.sh runs");
+        assert!(
+            out.status.success(),
+            "restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The TCP port the cluster listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
