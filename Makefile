@@ -4,7 +4,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/authaudit-pgrx-test
 CARGO ?= cargo
 
-.PHONY: setup install install-release test lint test-unit test-pgrx test-sql test-e2e bench
+.PHONY: setup install install-release test lint test-unit test-pgrx test-sql test-e2e bench bench-mirror
 
 ## Install what the build and tests need (idempotent).
 setup:
@@ -46,3 +46,8 @@ test-e2e:
 ## Benchmarks against a throwaway cluster with production settings.
 bench: install-release
 	bench/run.sh
+
+## Mirror benchmarks (backlog drain vs pg_recvlogical, steady-load latency).
+bench-mirror: install-release
+	$(CARGO) build --release -p sidecar -p authaudit-mongowire
+	bench/mirror.sh

@@ -33,6 +33,44 @@ pub struct Metrics {
     pub streaming: AtomicI64,
     /// Documents waiting to be written (memory bound check).
     pub pending_rows: AtomicI64,
+    /// Commit-to-acknowledgement latencies (µs) of recent transactions.
+    pub latencies: std::sync::Mutex<Latencies>,
+}
+
+/// The last 100,000 commit-to-acknowledgement latencies, for quantiles.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    ring: Vec<u64>,
+    next: usize,
+}
+
+impl Latencies {
+    const CAPACITY: usize = 100_000;
+
+    pub fn record(&mut self, micros: u64) {
+        if self.ring.len() < Self::CAPACITY {
+            self.ring.push(micros);
+        } else {
+            self.ring[self.next] = micros;
+            self.next = (self.next + 1) % Self::CAPACITY;
+        }
+    }
+
+    /// The q-quantile (0..=1) in seconds, if any were recorded.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let mut v = self.ring.clone();
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        Some(v[i] as f64 / 1e6)
+    }
+
+    pub fn clear(&mut self) {
+        self.ring.clear();
+        self.next = 0;
+    }
 }
 
 pub fn unix_now_us() -> i64 {

@@ -333,6 +333,8 @@ async fn session(
     let mut tx_lsn = 0u64;
     let mut tx_ordinal = 0u32;
     let mut first_pending: Option<Instant> = None;
+    // Commit times (Unix µs) of the transactions in the current batch.
+    let mut batch_commits: Vec<i64> = Vec::new();
     let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
     let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
     let mut sample = tokio::time::interval(Duration::from_secs(5));
@@ -360,6 +362,13 @@ async fn session(
             batch = Batch::default();
             first_pending = None;
             metrics.pending_rows.store(0, Ordering::Relaxed);
+            let now_us = unix_now_us();
+            if !batch_commits.is_empty() {
+                let mut lat = metrics.latencies.lock().unwrap_or_else(|e| e.into_inner());
+                for c in batch_commits.drain(..) {
+                    lat.record((now_us - c).max(0) as u64);
+                }
+            }
             if let Some((lsn, commit_us)) = ackable.take() {
                 if lsn > acked {
                     repl.update_applied_lsn(lsn);
@@ -414,6 +423,7 @@ async fn session(
                     ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                         in_tx = false;
                         ackable = Some((end_lsn, commit_time_micros + PG_EPOCH_UNIX_US));
+                        batch_commits.push(commit_time_micros + PG_EPOCH_UNIX_US);
                         first_pending.get_or_insert_with(Instant::now);
                     }
                     ReplicationEvent::KeepAlive { wal_end, .. } => {

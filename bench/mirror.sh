@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Mirror benchmarks (issue: sidecar; see docs/benchmarks.md).
+#
+#   bench/mirror.sh            (expects release builds: make bench-mirror)
+#
+# 1. Backlog drain: BENCH_MIRROR_EVENTS events (default 500,000) are recorded
+#    while the sidecar is stopped; then the sidecar drains its slot into the
+#    MongoDB-wire server (or AUTHAUDIT_MONGODB_URI), and pg_recvlogical
+#    drains a second slot with the same contents to /dev/null (the decoding
+#    limit). Prints events/s of each and the ratio, and the sidecar's peak
+#    resident memory during the drain.
+# 2. Steady load: record_event at BENCH_MIRROR_RATE events/s (default 1000)
+#    for BENCH_SECONDS (default 20) with the sidecar running; prints the
+#    commit-to-acknowledgement latency p50/p99 the sidecar measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS=${BENCH_MIRROR_EVENTS:-500000}
+RATE=${BENCH_MIRROR_RATE:-1000}
+SECS=${BENCH_SECONDS:-20}
+BIN=${CARGO_TARGET_DIR:-target}/release
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+now_ms() { date +%s%3N; }
+
+dir=$(mktemp -d /tmp/authaudit-mirror-bench.XXXXXX)
+port=$(free_port)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  scripts/testcluster.sh stop "$dir"
+}
+trap cleanup EXIT
+scripts/testcluster.sh start "$dir" "$port" --bench --watch $$ >/dev/null
+export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=mirror
+PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE mirror"
+"${PSQL[@]}" -c "CREATE EXTENSION pg_authaudit"
+
+if [ -z "${AUTHAUDIT_MONGODB_URI:-}" ]; then
+  mport=$(free_port)
+  "$BIN/authaudit-mongowire" --listen "127.0.0.1:$mport" >"$dir/mongowire.log" 2>&1 &
+  pids+=($!)
+  export AUTHAUDIT_MONGODB_URI="mongodb://127.0.0.1:$mport/?directConnection=true"
+  echo "# document store: authaudit-mongowire (in memory) on port $mport"
+else
+  echo "# document store: AUTHAUDIT_MONGODB_URI"
+fi
+export AUTHAUDIT_MONGODB_DATABASE=authaudit_bench_$$ AUTHAUDIT_METRICS_LISTEN=127.0.0.1:$(free_port) AUTHAUDIT_LOG=warn
+
+sidecar_start() { "$BIN/authaudit-sidecar" 2>>"$dir/sidecar.log" & sc=$!; pids+=($sc); }
+sidecar_stop() { kill -TERM "$sc"; wait "$sc" || true; }
+flushed_to() { # slot target_lsn
+  "${PSQL[@]}" -At -c "SELECT coalesce(confirmed_flush_lsn >= '$2'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = '$1'"
+}
+
+# The sidecar creates its slot (and copies an empty log); the baseline slot
+# is created at the same point, before any event.
+sidecar_start
+until [ "$(flushed_to authaudit_mirror 0/0)" = t ]; do sleep 0.1; done
+sidecar_stop
+"${PSQL[@]}" -c "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')" >/dev/null
+
+echo "# recording $EVENTS events (64 tenants, default lockout policy) with the sidecar stopped"
+batches=$((EVENTS / 1000))
+"${PSQL[@]}" -c "DO \$\$ BEGIN FOR i IN 1 .. $batches LOOP
+    PERFORM count(*) FROM authaudit.record_events((
+      SELECT jsonb_agg(jsonb_build_object('log_id', gen_random_uuid(),
+        'tenant_id', 'tenant-' || (1 + g % 64),
+        'event_type', CASE WHEN g % 10 = 0 THEN 'login_success' ELSE 'login_failed' END,
+        'user_id', 'user' || (1 + (g * 7919 + i) % 5000), 'channel', 'web',
+        'ip', '10.4.' || (g % 200) || '.' || (i % 250)))
+      FROM generate_series(1, 1000) AS g));
+    COMMIT;
+  END LOOP; END \$\$"
+target=$("${PSQL[@]}" -At -c "SELECT pg_current_wal_lsn()")
+changes=$("${PSQL[@]}" -At -c "SELECT count(*) FROM authaudit.auth_log")
+
+t0=$(now_ms)
+pg_recvlogical -d mirror --slot bench_recv --start --endpos "$target" \
+  -o proto_version=1 -o publication_names=authaudit_mirror -f /dev/null
+t1=$(now_ms)
+recv_ms=$((t1 - t0))
+
+t0=$(now_ms)
+sidecar_start
+peak=0
+until [ "$(flushed_to authaudit_mirror "$target")" = t ]; do
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$sc/status" 2>/dev/null || echo 0)
+  [ "${hwm:-0}" -gt "$peak" ] && peak=$hwm
+  sleep 0.05
+done
+t1=$(now_ms)
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$sc/status" 2>/dev/null || echo 0)
+[ "${hwm:-0}" -gt "$peak" ] && peak=$hwm
+sidecar_ms=$((t1 - t0))
+sidecar_stop
+awk -v n="$changes" -v s="$sidecar_ms" -v r="$recv_ms" 'BEGIN {
+  printf "bench mirror_drain: %.0f events/s ratio_vs_pg_recvlogical=%.2f (%d events; sidecar %.1f s incl. start, pg_recvlogical %.1f s = %.0f events/s)\n",
+    n * 1000 / s, r / s, n, s / 1000, r / 1000, n * 1000 / r }'
+awk -v k="$peak" 'BEGIN { printf "bench mirror_peak_rss: %.1f MiB (required <= 200)\n", k / 1024 }'
+"$BIN/authaudit-sidecar" verify | tail -1
+
+echo "# steady load: $RATE events/s for $SECS s"
+sidecar_start
+until [ "$(flushed_to authaudit_mirror "$target")" = t ]; do sleep 0.1; done
+pgbench -n -M prepared -c 4 -j 2 -R "$RATE" -T "$SECS" -D ntenants=64 -f bench/sql/record_event.sql 2>&1 \
+  | awk '/^tps = / {printf "#   pgbench: %s tps\n", $3}'
+sleep 1
+metrics=$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://$AUTHAUDIT_METRICS_LISTEN/metrics').read().decode())")
+p50=$(echo "$metrics" | awk '/commit_to_ack_seconds\{quantile="0.5"\}/ {print $2}')
+p99=$(echo "$metrics" | awk '/commit_to_ack_seconds\{quantile="0.99"\}/ {print $2}')
+awk -v a="$p50" -v b="$p99" 'BEGIN { printf "bench mirror_latency: p50 %.1f ms, p99 %.1f ms ratio_p99_vs_required_250ms=%.2f\n", a * 1000, b * 1000, b / 0.25 }'
+sidecar_stop
