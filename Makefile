@@ -4,7 +4,15 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/authaudit-pgrx-test
 CARGO ?= cargo
 
-.PHONY: setup install install-release test lint test-unit test-pgrx test-sql test-e2e bench bench-mirror
+.PHONY: demo demo-stop setup install install-release test lint test-unit test-pgrx test-sql test-e2e bench bench-mirror
+
+## The main job end to end: campaign, reconstruction, report, mirror (README).
+demo:
+	scripts/demo.sh
+
+## Stop the demo and remove its files.
+demo-stop:
+	scripts/demo.sh stop
 
 ## Install what the build and tests need (idempotent).
 setup:

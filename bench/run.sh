@@ -116,6 +116,7 @@ if [[ " $GROUPS_TO_RUN " == *" verify "* ]]; then
           'ip', '10.3.' || (g % 200) || '.' || (i % 250), 'user_agent', 'Mozilla/5.0 (bench)',
           'metadata', jsonb_build_object('reason', 'bad_password', 'attempt', g)))
         FROM generate_series(1, 1000) AS g));
+      COMMIT;
     END LOOP; END \$\$"
   "${PSQL[@]}" -c "VACUUM ANALYZE authaudit.auth_log"
   cols="seq, log_id, org_id, event_type, user_id, ip, user_agent, channel, occurred_at, recorded_at, metadata, format_version, prev_link, link_sha256, digest_sha512, digest_sha3_256"
@@ -168,6 +169,7 @@ if [[ " $GROUPS_TO_RUN " == *" isolation "* ]]; then
           'ip', '10.4.' || (g % 200) || '.' || (i % 250),
           'occurred_at', now() - (((i * 1000 + g) % 43200) || ' minutes')::interval))
         FROM generate_series(1, 1000) AS g));
+      COMMIT;
     END LOOP; END \$\$"
   "${PSQL[@]}" -c "VACUUM ANALYZE authaudit.auth_log"
   for r in $(seq "$ROUNDS"); do

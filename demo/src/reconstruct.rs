@@ -1,0 +1,358 @@
+//! The reconstruction an investigator makes, through the investigation
+//! functions, as a tenant reader (row-level security applies), and its
+//! comparison with what the campaign injected.
+
+use crate::campaign::GroundTruth;
+use postgres::Client;
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user: String,
+    pub failures: i64,
+    pub distinct_ips: i64,
+    pub locks: i64,
+    pub locked_now: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub ip: String,
+    pub failures: i64,
+    pub accounts: i64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LockEvent {
+    pub at: String,
+    pub minute_unix: i64,
+    pub user: String,
+    pub kind: String,
+    pub rule: Option<String>,
+    pub failures: Option<i32>,
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Success {
+    pub at: String,
+    pub user: String,
+    pub ip: String,
+    pub preceding_failures: i32,
+    pub while_locked: bool,
+    pub failing_ips: Vec<String>,
+}
+
+/// Everything the report shows.
+#[derive(Debug, Clone)]
+pub struct Reconstruction {
+    pub tenant: String,
+    pub from: String,
+    pub to: String,
+    pub accounts: Vec<Account>,
+    pub sources: Vec<Source>,
+    pub timeline: Vec<LockEvent>,
+    pub successes: Vec<Success>,
+    pub tokens: i64,
+    pub events: i64,
+    /// (minute as Unix seconds, failures)
+    pub failures_per_minute: Vec<(i64, i64)>,
+    pub verified: bool,
+    pub verified_rows: i64,
+    pub verify_reason: Option<String>,
+    /// The latest checkpoint: (seq, link hex, created).
+    pub checkpoint: Option<(i64, String, String)>,
+}
+
+/// Reads the reconstruction for `tenant` over [from_unix, to_unix).
+pub fn reconstruct(
+    c: &mut Client,
+    tenant: &str,
+    from_unix: i64,
+    to_unix: i64,
+) -> Result<Reconstruction, postgres::Error> {
+    let (f, t) = (from_unix as f64, to_unix as f64);
+    let range = "to_timestamp($2), to_timestamp($3)";
+    let ts = |col: &str| format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')");
+    let accounts = c
+        .query(
+            &format!("SELECT user_id, failures, distinct_ips, locks, locked_now FROM authaudit.targeted_accounts($1, {range})"),
+            &[&tenant, &f, &t],
+        )?
+        .iter()
+        .map(|r| Account { user: r.get(0), failures: r.get(1), distinct_ips: r.get(2), locks: r.get(3), locked_now: r.get(4) })
+        .collect();
+    let sources = c
+        .query(
+            &format!(
+                "SELECT host(ip), failures, distinct_accounts, {}, {} FROM authaudit.attack_sources($1, {range})",
+                ts("first_seen"),
+                ts("last_seen")
+            ),
+            &[&tenant, &f, &t],
+        )?
+        .iter()
+        .map(|r| Source { ip: r.get(0), failures: r.get(1), accounts: r.get(2), first_seen: r.get(3), last_seen: r.get(4) })
+        .collect();
+    let timeline = c
+        .query(
+            &format!(
+                "SELECT {}, extract(epoch FROM date_trunc('minute', occurred_at))::int8, user_id, event_type, rule, failures, {}
+                   FROM authaudit.lockout_timeline($1, {range})",
+                ts("occurred_at"),
+                ts("locked_until")
+            ),
+            &[&tenant, &f, &t],
+        )?
+        .iter()
+        .map(|r| LockEvent {
+            at: r.get(0),
+            minute_unix: r.get(1),
+            user: r.get(2),
+            kind: r.get(3),
+            rule: r.get(4),
+            failures: r.get(5),
+            until: r.get(6),
+        })
+        .collect();
+    let successes = c
+        .query(
+            &format!(
+                "SELECT {}, user_id, host(ip), preceding_failures, while_locked,
+                        (SELECT coalesce(array_agg(host(x)), '{{}}') FROM unnest(failing_ips) x)
+                   FROM authaudit.successes_after_failures($1, {range})",
+                ts("occurred_at")
+            ),
+            &[&tenant, &f, &t],
+        )?
+        .iter()
+        .map(|r| Success {
+            at: r.get(0),
+            user: r.get(1),
+            ip: r.get(2),
+            preceding_failures: r.get(3),
+            while_locked: r.get(4),
+            failing_ips: r.get(5),
+        })
+        .collect();
+    let summary = c.query(&format!("SELECT event_type, sum(events)::int8 FROM authaudit.compliance_summary($1, {range}) GROUP BY 1"), &[&tenant, &f, &t])?;
+    let tokens = summary
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "token_issued")
+        .map(|r| r.get::<_, i64>(1))
+        .sum();
+    let events = summary.iter().map(|r| r.get::<_, i64>(1)).sum();
+    let failures_per_minute = c
+        .query(
+            "SELECT extract(epoch FROM date_trunc('minute', occurred_at))::int8, count(*)
+               FROM authaudit.auth_log
+              WHERE tenant_id = $1 AND event_type = 'login_failed'
+                AND occurred_at >= to_timestamp($2) AND occurred_at < to_timestamp($3)
+              GROUP BY 1 ORDER BY 1",
+            &[&tenant, &f, &t],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let v = c.query_one(
+        "SELECT ok, rows_checked, reason FROM authaudit.verify_chain($1)",
+        &[&tenant],
+    )?;
+    let checkpoint = c
+        .query_opt(
+            &format!(
+                "SELECT seq, encode(link_sha256, 'hex'), {} FROM authaudit.checkpoints WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+                ts("created_at")
+            ),
+            &[&tenant],
+        )?
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+    let bounds = c.query_one(
+        &format!(
+            "SELECT {}, {}",
+            ts("to_timestamp($1)"),
+            ts("to_timestamp($2)")
+        ),
+        &[&f, &t],
+    )?;
+    Ok(Reconstruction {
+        tenant: tenant.to_string(),
+        from: bounds.get(0),
+        to: bounds.get(1),
+        accounts,
+        sources,
+        timeline,
+        successes,
+        tokens,
+        events,
+        failures_per_minute,
+        verified: v.get(0),
+        verified_rows: v.get(1),
+        verify_reason: v.get(2),
+        checkpoint,
+    })
+}
+
+/// One line of the comparison with the ground truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub what: &'static str,
+    pub injected: String,
+    pub found: String,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        self.injected == self.found
+    }
+}
+
+/// What the investigator found against what was injected.
+pub fn compare(r: &Reconstruction, truth: &GroundTruth) -> Vec<Check> {
+    let locks = r
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "account_locked")
+        .count();
+    let resets = r
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "lockout_reset")
+        .count();
+    let stuffing = r
+        .sources
+        .iter()
+        .max_by_key(|s| s.accounts)
+        .map(|s| format!("{} ({} accounts)", s.ip, s.accounts))
+        .unwrap_or_default();
+    let saf: Vec<String> = r.successes.iter().map(|s| s.user.clone()).collect();
+    vec![
+        Check {
+            what: "targeted accounts",
+            injected: truth.targeted_accounts.to_string(),
+            found: r.accounts.len().to_string(),
+        },
+        Check {
+            what: "attacking IPs",
+            injected: truth.failure_ips.to_string(),
+            found: r.sources.len().to_string(),
+        },
+        Check {
+            what: "lockouts",
+            injected: truth.lockouts.to_string(),
+            found: locks.to_string(),
+        },
+        Check {
+            what: "help-desk resets",
+            injected: truth.resets.to_string(),
+            found: resets.to_string(),
+        },
+        Check {
+            what: "credential stuffing source",
+            injected: format!(
+                "{} ({} accounts)",
+                truth.stuffing_ip, truth.stuffing_accounts
+            ),
+            found: stuffing,
+        },
+        Check {
+            what: "successes after failures",
+            injected: truth.success_after_failures.join(", "),
+            found: saf.join(", "),
+        },
+        Check {
+            what: "session tokens issued",
+            injected: truth.tokens.to_string(),
+            found: r.tokens.to_string(),
+        },
+    ]
+}
+
+/// The reconstruction as text for the terminal.
+pub fn print(r: &Reconstruction, checks: &[Check]) -> String {
+    let mut o = String::new();
+    let mut line = |s: String| {
+        o.push_str(&s);
+        o.push('\n');
+    };
+    line(format!(
+        "== Reconstruction of tenant {} from {} to {} UTC ({} events) ==",
+        r.tenant, r.from, r.to, r.events
+    ));
+    line(format!(
+        "\nTargeted accounts: {} (top 10)",
+        r.accounts.len()
+    ));
+    line(format!(
+        "  {:<16} {:>8} {:>6} {:>6} {:>7}",
+        "account", "failures", "IPs", "locks", "locked"
+    ));
+    for a in r.accounts.iter().take(10) {
+        line(format!(
+            "  {:<16} {:>8} {:>6} {:>6} {:>7}",
+            a.user,
+            a.failures,
+            a.distinct_ips,
+            a.locks,
+            if a.locked_now { "yes" } else { "no" }
+        ));
+    }
+    line(format!("\nSource IPs: {} (top 10)", r.sources.len()));
+    line(format!(
+        "  {:<16} {:>8} {:>9}  {:<19}  {:<19}",
+        "ip", "failures", "accounts", "first seen", "last seen"
+    ));
+    for s in r.sources.iter().take(10) {
+        line(format!(
+            "  {:<16} {:>8} {:>9}  {}  {}",
+            s.ip, s.failures, s.accounts, s.first_seen, s.last_seen
+        ));
+    }
+    line("\nLockouts and resets:".to_string());
+    for e in &r.timeline {
+        let detail = match e.kind.as_str() {
+            "account_locked" => format!(
+                "locked after {} failures ({}) until {}",
+                e.failures.unwrap_or(0),
+                e.rule.as_deref().unwrap_or("?"),
+                e.until.as_deref().unwrap_or("(permanent)")
+            ),
+            _ => "reset by the help desk".to_string(),
+        };
+        line(format!("  {}  {:<14} {}", e.at, e.user, detail));
+    }
+    line("\nSuccessful logins after failures:".to_string());
+    for s in &r.successes {
+        line(format!(
+            "  {}  {} from {} after {} failures{} (failing IPs: {})",
+            s.at,
+            s.user,
+            s.ip,
+            s.preceding_failures,
+            if s.while_locked { ", WHILE LOCKED" } else { "" },
+            s.failing_ips.join(", ")
+        ));
+    }
+    line(format!("\nSession tokens issued: {}", r.tokens));
+    line(format!(
+        "Chain verification: {} ({} rows{})",
+        if r.verified { "ok" } else { "FAILED" },
+        r.verified_rows,
+        r.checkpoint
+            .as_ref()
+            .map(|c| format!(", latest checkpoint at seq {}", c.0))
+            .unwrap_or_default()
+    ));
+    line("\nAgainst the injected campaign:".to_string());
+    for c in checks {
+        line(format!(
+            "  {} {:<28} injected {:<28} found {}",
+            if c.ok() { "ok  " } else { "DIFF" },
+            c.what,
+            c.injected,
+            c.found
+        ));
+    }
+    o
+}
