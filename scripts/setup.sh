@@ -9,7 +9,7 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 APT_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   postgresql-15-pgaudit postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-  libclang-dev clang pkg-config sudo python3 python3-pip ca-certificates
+  libclang-dev clang pkg-config sudo python3 python3-pip ca-certificates chromium
 )
 
 log() { printf 'setup: %s\n' "$*"; }

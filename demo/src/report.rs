@@ -49,7 +49,7 @@ fn timeline_svg(r: &Reconstruction) -> String {
     let x = |t: i64| pad + (t - start) as f64 / 60.0 / minutes * (w - 2.0 * pad);
     let bw = ((w - 2.0 * pad) / minutes).max(1.0);
     let mut s = format!(
-        "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"Failed logins per minute\">"
+        "<svg id=\"timeline\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"Failed logins per minute\">"
     );
     s += &format!(
         "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#555\"/>",
@@ -121,7 +121,7 @@ fn timeline_svg(r: &Reconstruction) -> String {
 fn bars(id: &str, rows: &[(String, i64)]) -> String {
     let max = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64;
     let h = 22.0 * rows.len() as f64 + 10.0;
-    let mut s = format!("<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 620 {h}\" width=\"620\" height=\"{h}\">");
+    let mut s = format!("<svg id=\"{id}\" viewBox=\"0 0 620 {h}\" width=\"620\" height=\"{h}\">");
     for (i, (label, n)) in rows.iter().enumerate() {
         let y = 5.0 + 22.0 * i as f64;
         let bw = *n as f64 / max * 380.0;

@@ -5,6 +5,7 @@ mod cef;
 mod chain_heads;
 mod checkpoints;
 mod concurrency;
+mod demo;
 mod independent_verifier;
 mod investigation;
 mod isolation;
