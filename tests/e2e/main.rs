@@ -6,6 +6,7 @@ mod chain_heads;
 mod checkpoints;
 mod concurrency;
 mod demo;
+mod dockerfile;
 mod independent_verifier;
 mod investigation;
 mod isolation;
