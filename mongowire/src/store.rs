@@ -75,6 +75,7 @@ pub struct Store {
 /// The canonical key of a BSON value (for `_id` and unique indexes).
 fn key_of(v: &Bson) -> String {
     match v {
+        Bson::String(s) => format!("s:{s}"),
         // Numbers of equal value are one key, as in MongoDB.
         Bson::Int32(i) => format!("n:{}", f64::from(*i)),
         Bson::Int64(i) => format!("n:{}", *i as f64),

@@ -193,6 +193,22 @@ impl Metrics {
             "1 while the replication stream is connected.",
             &one(self.streaming.load(Ordering::Relaxed).to_string()),
         );
+        let lat = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        let q = |x: f64| {
+            lat.quantile(x)
+                .map_or("NaN".to_string(), |v| format!("{v:.6}"))
+        };
+        metric(
+            "authaudit_sidecar_commit_to_ack_seconds",
+            "summary",
+            "From a transaction's commit in PostgreSQL to MongoDB's acknowledgement of its rows (last 100,000 transactions).",
+            &[
+                ("{quantile=\"0.5\"}".into(), q(0.5)),
+                ("{quantile=\"0.99\"}".into(), q(0.99)),
+                ("{quantile=\"1\"}".into(), q(1.0)),
+            ],
+        );
+        drop(lat);
         out
     }
 

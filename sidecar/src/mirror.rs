@@ -242,6 +242,63 @@ impl ChainWatch {
     }
 }
 
+/// A batch being written, and what to do once MongoDB acknowledged it.
+struct InFlight {
+    handle: tokio::task::JoinHandle<bool>,
+    ack: Option<(Lsn, i64)>,
+    commits: Vec<i64>,
+    counts: (u64, u64, u64),
+}
+
+async fn wait_in_flight(f: &mut Option<InFlight>) -> bool {
+    match f {
+        Some(f) => (&mut f.handle).await.unwrap_or(false),
+        None => std::future::pending().await,
+    }
+}
+
+/// Acknowledges a written batch; false when its write was abandoned
+/// (shutdown): nothing is acknowledged then.
+fn complete(
+    f: InFlight,
+    ok: bool,
+    repl: &ReplicationClient,
+    acked: &mut Lsn,
+    metrics: &Metrics,
+) -> bool {
+    if !ok {
+        return false;
+    }
+    metrics
+        .rows_auth_log
+        .fetch_add(f.counts.0, Ordering::Relaxed);
+    metrics
+        .rows_checkpoints
+        .fetch_add(f.counts.1, Ordering::Relaxed);
+    metrics
+        .rows_lockout_state
+        .fetch_add(f.counts.2, Ordering::Relaxed);
+    metrics.pending_rows.store(0, Ordering::Relaxed);
+    let now_us = unix_now_us();
+    if !f.commits.is_empty() {
+        let mut lat = metrics.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        for c in f.commits {
+            lat.record((now_us - c).max(0) as u64);
+        }
+    }
+    if let Some((lsn, commit_us)) = f.ack {
+        if lsn > *acked {
+            repl.update_applied_lsn(lsn);
+            *acked = lsn;
+            metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
+            metrics
+                .acked_commit_unix_us
+                .store(commit_us, Ordering::Relaxed);
+        }
+    }
+    true
+}
+
 fn row_getter(row: &Row) -> impl Fn(&str) -> Option<String> + '_ {
     move |c: &str| match row.relation.column(c).and_then(|i| row.values.get(i)) {
         Some(Value::Text(t)) => Some(t.clone()),
@@ -335,6 +392,7 @@ async fn session(
     let mut first_pending: Option<Instant> = None;
     // Commit times (Unix µs) of the transactions in the current batch.
     let mut batch_commits: Vec<i64> = Vec::new();
+    let mut in_flight: Option<InFlight> = None;
     let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
     let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
     let mut sample = tokio::time::interval(Duration::from_secs(5));
@@ -343,42 +401,46 @@ async fn session(
         let full = batch.rows() >= opts.batch_rows || batch.bytes >= opts.batch_bytes;
         let due = first_pending.is_some_and(|t| t.elapsed() >= wait);
         if full || (due && ackable.is_some()) {
+            // One batch in flight: decoding the next overlaps its write.
+            if let Some(mut f) = in_flight.take() {
+                let ok = (&mut f.handle).await.unwrap_or(false);
+                if !complete(f, ok, &repl, &mut acked, metrics) {
+                    break;
+                }
+            }
+            let full_batch = std::mem::take(&mut batch);
             metrics
                 .pending_rows
-                .store(batch.rows() as i64, Ordering::Relaxed);
-            if !batch.is_empty() && !write_with_retry(&sink, &batch, opts, metrics, shutdown).await
-            {
-                break;
-            }
-            metrics
-                .rows_auth_log
-                .fetch_add(batch.log.len() as u64, Ordering::Relaxed);
-            metrics
-                .rows_checkpoints
-                .fetch_add(batch.checkpoints.len() as u64, Ordering::Relaxed);
-            metrics
-                .rows_lockout_state
-                .fetch_add(batch.lockout.len() as u64, Ordering::Relaxed);
-            batch = Batch::default();
+                .store(full_batch.rows() as i64, Ordering::Relaxed);
+            let (sink2, opts2, metrics2, mut stop2) = (
+                sink.clone(),
+                opts.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            );
+            let counts = (
+                full_batch.log.len() as u64,
+                full_batch.checkpoints.len() as u64,
+                full_batch.lockout.len() as u64,
+            );
+            let handle = tokio::spawn(async move {
+                let started = Instant::now();
+                let ok = full_batch.is_empty()
+                    || write_with_retry(&sink2, &full_batch, &opts2, &metrics2, &mut stop2).await;
+                tracing::debug!(
+                    rows = full_batch.rows(),
+                    write_ms = started.elapsed().as_millis() as u64,
+                    "batch written"
+                );
+                ok
+            });
+            in_flight = Some(InFlight {
+                handle,
+                ack: ackable.take(),
+                commits: std::mem::take(&mut batch_commits),
+                counts,
+            });
             first_pending = None;
-            metrics.pending_rows.store(0, Ordering::Relaxed);
-            let now_us = unix_now_us();
-            if !batch_commits.is_empty() {
-                let mut lat = metrics.latencies.lock().unwrap_or_else(|e| e.into_inner());
-                for c in batch_commits.drain(..) {
-                    lat.record((now_us - c).max(0) as u64);
-                }
-            }
-            if let Some((lsn, commit_us)) = ackable.take() {
-                if lsn > acked {
-                    repl.update_applied_lsn(lsn);
-                    acked = lsn;
-                    metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
-                    metrics
-                        .acked_commit_unix_us
-                        .store(commit_us, Ordering::Relaxed);
-                }
-            }
             continue;
         }
         tokio::select! {
@@ -431,7 +493,7 @@ async fn session(
                         // Idle heartbeat: with nothing of ours pending, every
                         // change before wal_end is mirrored, so the slot may
                         // move on (an idle publication holds no WAL).
-                        if !in_tx && batch.is_empty() && ackable.is_none() && wal_end > acked {
+                        if !in_tx && batch.is_empty() && ackable.is_none() && in_flight.is_none() && wal_end > acked {
                             repl.update_applied_lsn(wal_end);
                             acked = wal_end;
                             metrics.acked_lsn.store(wal_end.as_u64(), Ordering::Relaxed);
@@ -440,6 +502,12 @@ async fn session(
                         }
                     }
                     ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+                }
+            }
+            ok = wait_in_flight(&mut in_flight), if in_flight.is_some() => {
+                let f = in_flight.take().expect("guarded");
+                if !complete(f, ok, &repl, &mut acked, metrics) {
+                    break;
                 }
             }
             _ = tick.tick() => {}
@@ -454,6 +522,10 @@ async fn session(
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
+                    if let Some(mut f) = in_flight.take() {
+                        let ok = (&mut f.handle).await.unwrap_or(false);
+                        complete(f, ok, &repl, &mut acked, metrics);
+                    }
                     // Drain: write what is complete, acknowledge it, stop.
                     // One attempt: a store that is down now is retried
                     // from the slot after the restart instead.
