@@ -679,22 +679,7 @@ impl Store {
             }
         }
         if let Some(sort) = get_doc(cmd, "sort")? {
-            let keys: Vec<(String, bool)> = sort
-                .iter()
-                .map(|(k, v)| (k.clone(), as_f64(v).unwrap_or(1.0) < 0.0))
-                .collect();
-            docs.sort_by(|a, b| {
-                for (k, desc) in &keys {
-                    let o = compare(
-                        lookup(a, k).unwrap_or(&Bson::Null),
-                        lookup(b, k).unwrap_or(&Bson::Null),
-                    );
-                    if o != Ordering::Equal {
-                        return if *desc { o.reverse() } else { o };
-                    }
-                }
-                Ordering::Equal
-            });
+            sort_docs(&mut docs, sort);
         }
         let skip = get_i64(cmd, "skip").unwrap_or(0).max(0) as usize;
         let mut docs: Vec<Document> = docs.into_iter().skip(skip).collect();
@@ -791,24 +776,7 @@ impl Store {
                         .collect()
                 }
                 ("$limit", n) => docs.truncate(as_f64(n).unwrap_or(0.0) as usize),
-                ("$sort", Bson::Document(sort)) => {
-                    let keys: Vec<(String, bool)> = sort
-                        .iter()
-                        .map(|(k, v)| (k.clone(), as_f64(v).unwrap_or(1.0) < 0.0))
-                        .collect();
-                    docs.sort_by(|a, b| {
-                        for (k, desc) in &keys {
-                            let o = compare(
-                                lookup(a, k).unwrap_or(&Bson::Null),
-                                lookup(b, k).unwrap_or(&Bson::Null),
-                            );
-                            if o != Ordering::Equal {
-                                return if *desc { o.reverse() } else { o };
-                            }
-                        }
-                        Ordering::Equal
-                    });
-                }
+                ("$sort", Bson::Document(sort)) => sort_docs(&mut docs, sort),
                 ("$project", Bson::Document(p)) => {
                     docs = docs.iter().map(|d| project(d, p)).collect()
                 }
@@ -951,6 +919,26 @@ impl Store {
         self.collections.retain(|ns, _| !ns.starts_with(&prefix));
         Ok(doc! {"ok": 1.0})
     }
+}
+
+/// Sorts documents by a sort specification (`{field: 1 | -1, …}`).
+fn sort_docs(docs: &mut [Document], sort: &Document) {
+    let keys: Vec<(String, bool)> = sort
+        .iter()
+        .map(|(k, v)| (k.clone(), as_f64(v).unwrap_or(1.0) < 0.0))
+        .collect();
+    docs.sort_by(|a, b| {
+        for (k, desc) in &keys {
+            let o = compare(
+                lookup(a, k).unwrap_or(&Bson::Null),
+                lookup(b, k).unwrap_or(&Bson::Null),
+            );
+            if o != Ordering::Equal {
+                return if *desc { o.reverse() } else { o };
+            }
+        }
+        Ordering::Equal
+    });
 }
 
 /// `$group` with an `_id` expression (a constant or `"$field"`) and `$sum`

@@ -155,25 +155,31 @@ async fn initial_copy(
         futures_util::pin_mut!(rows);
         let mut batch = Batch::default();
         let mut copied = 0u64;
-        while let Some(row) = rows.try_next().await? {
-            let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
-            let get = |c: &str| {
-                cols.iter()
-                    .position(|x| *x == c)
-                    .and_then(|i| values[i].clone())
-            };
-            let conv = match table {
-                Table::AuthLog => documents::auth_log(&get).map(|d| batch.log.push(d)),
-                Table::Checkpoints => {
-                    documents::checkpoint(&get).map(|d| batch.checkpoints.push(d))
+        let mut done = false;
+        while !done {
+            let row = rows.try_next().await?;
+            done = row.is_none();
+            if let Some(row) = row {
+                let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
+                let get = |c: &str| {
+                    cols.iter()
+                        .position(|x| *x == c)
+                        .and_then(|i| values[i].clone())
+                };
+                match table {
+                    Table::AuthLog => documents::auth_log(&get).map(|d| batch.log.push(d)),
+                    Table::Checkpoints => {
+                        documents::checkpoint(&get).map(|d| batch.checkpoints.push(d))
+                    }
+                    // Version 0: any streamed change is newer.
+                    Table::LockoutState => {
+                        documents::lockout_state(&get, 0, 0).map(|d| batch.put_lockout(d))
+                    }
                 }
-                // Version 0: any streamed change is newer.
-                Table::LockoutState => {
-                    documents::lockout_state(&get, 0, 0).map(|d| batch.put_lockout(d))
-                }
-            };
-            conv.map_err(|e| MirrorError::Decode(e.to_string()))?;
-            if batch.rows() >= opts.batch_rows {
+                .map_err(|e| MirrorError::Decode(e.to_string()))?;
+            }
+            // A full batch, or the rest at the end of the table.
+            if batch.rows() >= opts.batch_rows || (done && !batch.is_empty()) {
                 if !write_with_retry(sink, &batch, opts, metrics, shutdown).await {
                     return Ok(false);
                 }
@@ -183,15 +189,6 @@ async fn initial_copy(
                     .fetch_add(batch.rows() as u64, Ordering::Relaxed);
                 batch = Batch::default();
             }
-        }
-        if !batch.is_empty() {
-            if !write_with_retry(sink, &batch, opts, metrics, shutdown).await {
-                return Ok(false);
-            }
-            copied += batch.rows() as u64;
-            metrics
-                .rows_copied
-                .fetch_add(batch.rows() as u64, Ordering::Relaxed);
         }
         tracing::info!(
             table = table.collection(),
