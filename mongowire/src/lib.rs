@@ -159,10 +159,16 @@ async fn connection(
                 tokio::time::sleep(until - now).await;
             }
         }
+        let started = Instant::now();
         let reply = match handle(&req.body, id, &faults, &store) {
             Handled::Reply(d) => d,
             Handled::Drop => return Ok(()),
         };
+        tracing::debug!(
+            command = req.body.keys().next().map(String::as_str).unwrap_or(""),
+            micros = started.elapsed().as_micros() as u64,
+            "handled"
+        );
         if req.flags & wire::MORE_TO_COME == 0 {
             wire::write_reply(&mut socket, next_id, req.request_id, &reply).await?;
             next_id += 1;

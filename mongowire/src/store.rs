@@ -9,7 +9,7 @@
 use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// MongoDB error codes the store raises.
 pub mod codes {
@@ -55,6 +55,9 @@ struct Index {
     unique: bool,
     /// For unique indexes: key values → `_id` key.
     entries: HashMap<String, String>,
+    /// Every index, ordered: (key values, `_id` key), for equality lookups
+    /// on the index's first field (what MongoDB would use the index for).
+    ordered: BTreeSet<(String, String)>,
 }
 
 /// One collection: documents by `_id`, and its indexes.
@@ -399,17 +402,24 @@ impl Collection {
     }
 
     fn put(&mut self, id: String, doc: Document) {
-        for index in self.indexes.iter_mut().filter(|i| i.unique) {
+        for index in self.indexes.iter_mut() {
             let k = Collection::index_key(index, &doc);
-            index.entries.insert(k, id.clone());
+            if index.unique {
+                index.entries.insert(k.clone(), id.clone());
+            }
+            index.ordered.insert((k, id.clone()));
         }
         self.docs.insert(id, doc);
     }
 
     fn remove(&mut self, id: &str) -> Option<Document> {
         let doc = self.docs.remove(id)?;
-        for index in self.indexes.iter_mut().filter(|i| i.unique) {
-            index.entries.remove(&Collection::index_key(index, &doc));
+        for index in self.indexes.iter_mut() {
+            let k = Collection::index_key(index, &doc);
+            if index.unique {
+                index.entries.remove(&k);
+            }
+            index.ordered.remove(&(k, id.to_string()));
         }
         Some(doc)
     }
@@ -424,6 +434,30 @@ impl Collection {
                 Some(d) if matches(d, filter)? => vec![k],
                 _ => vec![],
             });
+        }
+        // An equality on the first field of an index: scan that index's
+        // entries for the value instead of every document.
+        for index in &self.indexes {
+            let Some(v) = filter
+                .get(&index.keys[0])
+                .filter(|v| !matches!(v, Bson::Document(_) | Bson::Array(_)))
+            else {
+                continue;
+            };
+            let exact = key_of(v);
+            let prefix = format!("{exact}\u{1}");
+            let mut out = Vec::new();
+            for (k, id) in index.ordered.range((exact.clone(), String::new())..) {
+                if *k != exact && !k.starts_with(&prefix) {
+                    break;
+                }
+                if let Some(d) = self.docs.get(id) {
+                    if matches(d, filter)? {
+                        out.push(id.clone());
+                    }
+                }
+            }
+            return Ok(out);
         }
         let mut out = Vec::new();
         for (k, d) in &self.docs {
@@ -869,14 +903,14 @@ impl Store {
                 spec: spec.clone(),
                 unique: spec.get_bool("unique").unwrap_or(false),
                 entries: HashMap::new(),
+                ordered: BTreeSet::new(),
             };
-            if index.unique {
-                for (id, d) in &c.docs {
-                    let k = Collection::index_key(&index, d);
-                    if index.entries.insert(k, id.clone()).is_some() {
-                        return Err(dup(&ns, &name, None));
-                    }
+            for (id, d) in &c.docs {
+                let k = Collection::index_key(&index, d);
+                if index.unique && index.entries.insert(k.clone(), id.clone()).is_some() {
+                    return Err(dup(&ns, &name, None));
                 }
+                index.ordered.insert((k, id.clone()));
             }
             c.indexes.push(index);
         }
