@@ -57,7 +57,9 @@ else
   export AUTHAUDIT_MONGODB_URI="mongodb://127.0.0.1:$mport/?directConnection=true"
   say "Document store: AUTHAUDIT_MONGODB_URI is not set, so the mirror writes to the project's MongoDB-wire development server on 127.0.0.1:$mport (in memory, a stand-in for MongoDB, not a database)"
 fi
-export AUTHAUDIT_MONGODB_DATABASE=authaudit_demo AUTHAUDIT_METRICS_LISTEN=127.0.0.1:0 AUTHAUDIT_LOG=info
+# A database of this run's own, so that a re-run never meets an old mirror.
+export AUTHAUDIT_MONGODB_DATABASE=authaudit_demo_$(date +%Y%m%d%H%M%S) AUTHAUDIT_LOG=info
+echo "mirror database: $AUTHAUDIT_MONGODB_DATABASE"
 metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 AUTHAUDIT_METRICS_LISTEN=127.0.0.1:$metrics_port "$BIN/authaudit-sidecar" >"$DEMO_DIR/sidecar.log" 2>&1 &
 echo $! >"$DEMO_DIR/sidecar.pid"

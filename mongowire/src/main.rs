@@ -4,6 +4,10 @@
 
 use std::process::ExitCode;
 
+// Many small documents come and go: glibc's allocator fragments badly here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str =
     "authaudit-mongowire: a MongoDB-wire development server (in memory, not a database)
 

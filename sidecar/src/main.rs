@@ -6,6 +6,10 @@ use sidecar::config::{Cli, Command};
 use sidecar::metrics::{self, Metrics};
 use sidecar::{mirror, verify};
 use std::process::ExitCode;
+
+// Decoding allocates many short-lived strings; mimalloc keeps that cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 

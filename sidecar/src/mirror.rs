@@ -178,6 +178,10 @@ async fn initial_copy(
                 }
                 .map_err(|e| MirrorError::Decode(e.to_string()))?;
             }
+            // Stopping: the copy is repeated at the next start.
+            if *shutdown.borrow() {
+                return Ok(false);
+            }
             // A full batch, or the rest at the end of the table.
             if batch.rows() >= opts.batch_rows || (done && !batch.is_empty()) {
                 if !write_with_retry(sink, &batch, opts, metrics, shutdown).await {
