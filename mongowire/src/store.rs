@@ -706,23 +706,26 @@ impl Store {
         let ns = format!("{db}.{coll}");
         let filter = get_doc(cmd, "filter")?.cloned().unwrap_or_default();
         let c = self.collection(&ns);
-        let mut docs: Vec<Document> = Vec::new();
-        for id in c.matching(&filter)? {
-            if let Some(d) = c.docs.get(&id) {
-                docs.push(d.clone());
-            }
-        }
+        // Sort and cut references; copy only the documents returned.
+        let ids = c.matching(&filter)?;
+        let mut refs: Vec<&Document> = ids.iter().filter_map(|id| c.docs.get(id)).collect();
         if let Some(sort) = get_doc(cmd, "sort")? {
-            sort_docs(&mut docs, sort);
+            sort_refs(&mut refs, sort);
         }
         let skip = get_i64(cmd, "skip").unwrap_or(0).max(0) as usize;
-        let mut docs: Vec<Document> = docs.into_iter().skip(skip).collect();
-        if let Some(limit) = get_i64(cmd, "limit").filter(|l| *l != 0) {
-            docs.truncate(limit.unsigned_abs() as usize);
-        }
-        if let Some(p) = get_doc(cmd, "projection")? {
-            docs = docs.into_iter().map(|d| project(&d, p)).collect();
-        }
+        let limit = get_i64(cmd, "limit")
+            .filter(|l| *l != 0)
+            .map_or(usize::MAX, |l| l.unsigned_abs() as usize);
+        let projection = get_doc(cmd, "projection")?;
+        let docs: Vec<Document> = refs
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .map(|d| match projection {
+                Some(p) => project(d, p),
+                None => d.clone(),
+            })
+            .collect();
         let batch = get_i64(cmd, "batchSize").filter(|b| *b > 0).unwrap_or(101) as usize;
         Ok(self.open_cursor(ns, docs, batch, "firstBatch"))
     }
@@ -957,6 +960,14 @@ impl Store {
 
 /// Sorts documents by a sort specification (`{field: 1 | -1, …}`).
 fn sort_docs(docs: &mut [Document], sort: &Document) {
+    let mut refs: Vec<&Document> = docs.iter().collect();
+    sort_refs(&mut refs, sort);
+    let sorted: Vec<Document> = refs.into_iter().cloned().collect();
+    docs.clone_from_slice(&sorted);
+}
+
+/// Sorts document references by a sort specification.
+fn sort_refs(docs: &mut [&Document], sort: &Document) {
     let keys: Vec<(String, bool)> = sort
         .iter()
         .map(|(k, v)| (k.clone(), as_f64(v).unwrap_or(1.0) < 0.0))

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub pending_rows: AtomicI64,
     /// Commit-to-acknowledgement latencies (µs) of recent transactions.
     pub latencies: std::sync::Mutex<Latencies>,
+    /// Commit-to-arrival latencies (µs): the PostgreSQL side of the above.
+    pub arrivals: std::sync::Mutex<Latencies>,
 }
 
 /// The last 100,000 commit-to-acknowledgement latencies, for quantiles.
@@ -209,6 +211,21 @@ impl Metrics {
             ],
         );
         drop(lat);
+        let arr = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        let q = |x: f64| {
+            arr.quantile(x)
+                .map_or("NaN".to_string(), |v| format!("{v:.6}"))
+        };
+        metric(
+            "authaudit_sidecar_commit_to_receive_seconds",
+            "summary",
+            "From a transaction's commit to the arrival of its Commit message (the PostgreSQL and network share of the latency).",
+            &[
+                ("{quantile=\"0.5\"}".into(), q(0.5)),
+                ("{quantile=\"0.99\"}".into(), q(0.99)),
+            ],
+        );
+        drop(arr);
         out
     }
 

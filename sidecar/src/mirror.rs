@@ -487,6 +487,11 @@ async fn session(
                         in_tx = false;
                         ackable = Some((end_lsn, commit_time_micros + PG_EPOCH_UNIX_US));
                         batch_commits.push(commit_time_micros + PG_EPOCH_UNIX_US);
+                        metrics
+                            .arrivals
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record((unix_now_us() - commit_time_micros - PG_EPOCH_UNIX_US).max(0) as u64);
                         first_pending.get_or_insert_with(Instant::now);
                     }
                     ReplicationEvent::KeepAlive { wal_end, .. } => {
