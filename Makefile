@@ -34,7 +34,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test-unit:
-	$(CARGO) test -p authaudit-core -p sidecar -p authaudit-mongowire
+	$(CARGO) test -p authaudit-core -p sidecar -p authaudit-mongowire -p authaudit-demo
 
 # cargo pgrx test installs a build with test functions; `install` runs after
 # it so the SQL and end-to-end layers see the production build.

@@ -412,3 +412,75 @@ fn cef_export_and_check_honour_the_readers_scope() {
         .get(0);
     assert_eq!(seen, None);
 }
+
+#[test]
+fn checkpoints_tokens_retention_and_rates_stay_within_scope() {
+    let s = Scene::new("iso_evidence");
+    let mut admin = s.db.connect();
+    admin
+        .batch_execute(
+            "SELECT authaudit.checkpoint('tenant-a'); SELECT authaudit.checkpoint('tenant-b');",
+        )
+        .unwrap();
+    // A reader sees its own tenant's checkpoints and rates, never another's.
+    let mut b = s.login("reader_b");
+    let tenants: Vec<String> = b
+        .query("SELECT DISTINCT tenant_id FROM authaudit.checkpoints", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tenants, ["tenant-b"]);
+    let rates: Vec<String> = b
+        .query("SELECT DISTINCT tenant_id FROM authaudit.event_rates", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rates, ["tenant-b"]);
+    // Verification from another tenant's checkpoint is refused.
+    let err = b
+        .query(
+            "SELECT * FROM authaudit.verify_chain_from_checkpoint('tenant-a', 1)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err}"
+    );
+    // A writer bound to tenant-a cannot checkpoint tenant-b, record a token
+    // for it, or apply retention anywhere; nothing changes.
+    let mut w = s.login("writer_a");
+    let before: i64 = admin
+        .query_one("SELECT count(*) FROM authaudit.checkpoints", &[])
+        .unwrap()
+        .get(0);
+    let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtYi11c2VyIn0.c2lnbmF0dXJl";
+    for sql in [
+        "SELECT authaudit.checkpoint('tenant-b')".to_string(),
+        format!(
+            "SELECT authaudit.record_token_issued(gen_random_uuid(), 'tenant-b', NULL, 'secret-b-user', '{token}', NULL, NULL, 'web')"
+        ),
+        "SELECT * FROM authaudit.apply_retention('tenant-a', now() - interval '1 day')".to_string(),
+    ] {
+        let err = w.batch_execute(&sql).unwrap_err();
+        assert_eq!(sqlstate(&err), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {err}");
+        assert!(!err.to_string().contains("secret-b"), "{err}");
+    }
+    let after: i64 = admin
+        .query_one("SELECT count(*) FROM authaudit.checkpoints", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after);
+    // Nobody edits checkpoints, not even through a bound writer.
+    let err = w
+        .batch_execute("DELETE FROM authaudit.checkpoints")
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err}"
+    );
+}
