@@ -34,12 +34,13 @@ ALTER TABLE authaudit.auth_log FORCE ROW LEVEL SECURITY;
 -- pg_authaudit/src/scope.rs): authaudit._read_tenants() lists every tenant
 -- it has a binding for, once each, and authaudit._read_scope() its
 -- tenant-wide bindings ('t/*') and organisation bindings ('t/org'); ids
--- cannot contain '/'. Each scalar subquery runs at most once per query (the
--- second only if a row of a bound tenant matched), and the first conjunct is
--- an index condition probing once per bound tenant, so rows of other tenants
--- are never even fetched (nothing to count in EXPLAIN ANALYZE).
+-- cannot contain '/'. The first conjunct is an index condition whose array
+-- is computed once per index scan (a runtime key: cheaper than an InitPlan)
+-- and probes once per bound tenant, so rows of other tenants are never even
+-- fetched (nothing to count in EXPLAIN ANALYZE); the scalar subquery of the
+-- second runs at most once per query, only if a row of a bound tenant matched.
 CREATE POLICY reader_scope ON authaudit.auth_log FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
+    USING (tenant_id = ANY (authaudit._read_tenants())
            AND ARRAY[tenant_id || '/*', tenant_id || '/' || coalesce(org_id, '')]
                && (SELECT authaudit._read_scope())::text[]);
 
@@ -60,17 +61,17 @@ ALTER TABLE authaudit.lockout_ip_state FORCE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_ip_account_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_ip_account_state FORCE ROW LEVEL SECURITY;
 CREATE POLICY reader_scope ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
+    USING (tenant_id = ANY (authaudit._read_tenants())
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY auditor_all ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY reader_scope ON authaudit.lockout_policy FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
+    USING (tenant_id = ANY (authaudit._read_tenants())
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY reader_scope ON authaudit.lockout_state FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
+    USING (tenant_id = ANY (authaudit._read_tenants())
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY reader_scope ON authaudit.lockout_ip_state FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
+    USING (tenant_id = ANY (authaudit._read_tenants())
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY auditor_all ON authaudit.lockout_policy FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY auditor_all ON authaudit.lockout_state FOR SELECT TO authaudit_auditor USING (true);
@@ -104,7 +105,7 @@ GRANT SELECT ON authaudit.event_rates TO authaudit_reader, authaudit_auditor;
 ALTER TABLE authaudit.checkpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.checkpoints FORCE ROW LEVEL SECURITY;
 CREATE POLICY reader_scope ON authaudit.checkpoints FOR SELECT TO authaudit_reader
-    USING (tenant_id = ANY ((SELECT authaudit._read_tenants())::text[])
+    USING (tenant_id = ANY (authaudit._read_tenants())
            AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
 CREATE POLICY auditor_all ON authaudit.checkpoints FOR SELECT TO authaudit_auditor USING (true);
 GRANT SELECT ON authaudit.checkpoints TO authaudit_reader, authaudit_auditor, authaudit_admin;
