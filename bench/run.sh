@@ -181,7 +181,7 @@ if [[ " $GROUPS_TO_RUN " == *" isolation "* ]]; then
     # SELECT's own latency (the third statement of each script).
     pgbench -n -M prepared -r -c 1 -j 1 -T "$SECS" -f bench/sql/analyst_rls.sql \
         -f bench/sql/analyst_bypass.sql 2>&1 \
-      | awk '/^SQL script/ {s++; n=0} /^ +[0-9.]+ +[0-9]+ / {n++; if (n == 3) print $1 > (s == 1 ? rls : byp)}' \
+      | awk '/^SQL script/ {s++; n=0} /^ +[0-9.]+ +[0-9]+ / {n++; if (n == 3) print $1 >> (s == 1 ? rls : byp)}' \
           rls="$results/analyst_query_rls" byp="$results/analyst_query_bypass"
     [ -s "$results/analyst_query_rls" ] || { echo "bench: analyst pgbench failed" >&2; exit 1; }
     echo "#   analyst query round: rls $(tail -1 "$results/analyst_query_rls") ms, bypass $(tail -1 "$results/analyst_query_bypass") ms"
