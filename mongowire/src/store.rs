@@ -480,6 +480,14 @@ fn dup(ns: &str, index: &str, id: Option<&Bson>) -> CommandError {
     )
 }
 
+/// `db.collection` of a command whose first field names the collection.
+fn namespace(db: &str, cmd: &Document, command: &str) -> Result<String, CommandError> {
+    let coll = cmd
+        .get_str(command)
+        .map_err(|_| bad(format!("{command} needs a collection")))?;
+    Ok(format!("{db}.{coll}"))
+}
+
 fn get_array<'a>(cmd: &'a Document, key: &str) -> Result<&'a Vec<Bson>, CommandError> {
     match cmd.get(key) {
         Some(Bson::Array(a)) => Ok(a),
@@ -520,10 +528,7 @@ impl Store {
         cmd: &Document,
         stop_after: Option<usize>,
     ) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("insert")
-            .map_err(|_| bad("insert needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "insert")?;
         let docs = get_array(cmd, "documents")?;
         let ordered = cmd.get_bool("ordered").unwrap_or(true);
         let c = self.collection(&ns);
@@ -569,10 +574,7 @@ impl Store {
         cmd: &Document,
         stop_after: Option<usize>,
     ) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("update")
-            .map_err(|_| bad("update needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "update")?;
         let updates = get_array(cmd, "updates")?.clone();
         let ordered = cmd.get_bool("ordered").unwrap_or(true);
         let (mut n, mut modified, mut upserted, mut errors) = (0i64, 0i64, Vec::new(), Vec::new());
@@ -673,10 +675,7 @@ impl Store {
 
     /// Runs `delete`.
     pub fn delete(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("delete")
-            .map_err(|_| bad("delete needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "delete")?;
         let deletes = get_array(cmd, "deletes")?.clone();
         let c = self.collection(&ns);
         let mut n = 0;
@@ -700,10 +699,7 @@ impl Store {
 
     /// Runs `find`, opening a cursor for what does not fit the first batch.
     pub fn find(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("find")
-            .map_err(|_| bad("find needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "find")?;
         let filter = get_doc(cmd, "filter")?.cloned().unwrap_or_default();
         let c = self.collection(&ns);
         // Sort and cut references; copy only the documents returned.
@@ -782,10 +778,7 @@ impl Store {
     /// `$sort`, `$skip`, `$limit`, `$project` and `$group` with `$sum`
     /// (what `countDocuments` sends).
     pub fn aggregate(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("aggregate")
-            .map_err(|_| bad("aggregate needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "aggregate")?;
         let pipeline = get_array(cmd, "pipeline")?.clone();
         let c = self.collection(&ns);
         let mut docs: Vec<Document> = c.docs.values().cloned().collect();
@@ -855,10 +848,7 @@ impl Store {
 
     /// Runs `count`.
     pub fn count(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("count")
-            .map_err(|_| bad("count needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "count")?;
         let q = get_doc(cmd, "query")?.cloned().unwrap_or_default();
         let n = self.collection(&ns).matching(&q)?.len() as i64;
         Ok(doc! {"n": n, "ok": 1.0})
@@ -867,10 +857,7 @@ impl Store {
     /// Runs `createIndexes`; building a unique index over duplicates fails
     /// with 11000 as in MongoDB.
     pub fn create_indexes(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("createIndexes")
-            .map_err(|_| bad("createIndexes needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "createIndexes")?;
         let specs = get_array(cmd, "indexes")?.clone();
         let c = self.collection(&ns);
         let before = c.indexes.len() as i32 + 1;
@@ -925,10 +912,7 @@ impl Store {
 
     /// Runs `listIndexes`.
     pub fn list_indexes(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
-        let coll = cmd
-            .get_str("listIndexes")
-            .map_err(|_| bad("listIndexes needs a collection"))?;
-        let ns = format!("{db}.{coll}");
+        let ns = namespace(db, cmd, "listIndexes")?;
         let c = self.collection(&ns);
         let mut docs = vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}];
         for i in &c.indexes {
