@@ -155,6 +155,11 @@ pub struct Options {
     pub log_json: bool,
 }
 
+/// Session settings that make text values parse the same on every
+/// connection (the replication stream, the initial copy, `verify`).
+pub const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3";
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -291,12 +296,13 @@ impl Options {
     pub fn pg_conninfo(&self) -> String {
         let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
         format!(
-            "host={} port={} user={} password={} dbname={} application_name=authaudit-sidecar",
+            "host={} port={} user={} password={} dbname={} application_name=authaudit-sidecar options={}",
             q(&self.pg_host),
             self.pg_port,
             q(&self.pg_user),
             q(&self.pg_password),
-            q(&self.pg_database)
+            q(&self.pg_database),
+            q(SESSION_OPTIONS)
         )
     }
 }

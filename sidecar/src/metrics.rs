@@ -195,37 +195,28 @@ impl Metrics {
             "1 while the replication stream is connected.",
             &one(self.streaming.load(Ordering::Relaxed).to_string()),
         );
-        let lat = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        let q = |x: f64| {
-            lat.quantile(x)
-                .map_or("NaN".to_string(), |v| format!("{v:.6}"))
-        };
-        metric(
-            "authaudit_sidecar_commit_to_ack_seconds",
-            "summary",
-            "From a transaction's commit in PostgreSQL to MongoDB's acknowledgement of its rows (last 10,000 transactions).",
-            &[
-                ("{quantile=\"0.5\"}".into(), q(0.5)),
-                ("{quantile=\"0.99\"}".into(), q(0.99)),
-                ("{quantile=\"1\"}".into(), q(1.0)),
-            ],
-        );
-        drop(lat);
-        let arr = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        let q = |x: f64| {
-            arr.quantile(x)
-                .map_or("NaN".to_string(), |v| format!("{v:.6}"))
-        };
-        metric(
-            "authaudit_sidecar_commit_to_receive_seconds",
-            "summary",
-            "From a transaction's commit to the arrival of its Commit message (the PostgreSQL and network share of the latency).",
-            &[
-                ("{quantile=\"0.5\"}".into(), q(0.5)),
-                ("{quantile=\"0.99\"}".into(), q(0.99)),
-            ],
-        );
-        drop(arr);
+        for (name, help, window) in [
+            (
+                "authaudit_sidecar_commit_to_ack_seconds",
+                "From a transaction's commit in PostgreSQL to MongoDB's acknowledgement of its rows (last 10,000 transactions).",
+                &self.latencies,
+            ),
+            (
+                "authaudit_sidecar_commit_to_receive_seconds",
+                "From a transaction's commit to the arrival of its Commit message (the PostgreSQL and network share of the latency).",
+                &self.arrivals,
+            ),
+        ] {
+            let window = window.lock().unwrap_or_else(|e| e.into_inner());
+            let lines: Vec<(String, String)> = [0.5, 0.99, 1.0]
+                .iter()
+                .map(|x| {
+                    let v = window.quantile(*x).map_or("NaN".to_string(), |v| format!("{v:.6}"));
+                    (format!("{{quantile=\"{x}\"}}"), v)
+                })
+                .collect();
+            metric(name, "summary", help, &lines);
+        }
         out
     }
 

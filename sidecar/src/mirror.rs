@@ -11,15 +11,13 @@ use crate::pgoutput::{Decoder, Message, Row, Value};
 use crate::sink::{Batch, Sink, SinkError};
 use bson::doc;
 use futures_util::TryStreamExt;
+use pgwire_replication::protocol::replication::pg_to_unix_timestamp;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// Microseconds between the Unix and the PostgreSQL epoch (2000-01-01).
-const PG_EPOCH_UNIX_US: i64 = 946_684_800_000_000;
 
 /// Why a session ended (each is retried with back-off).
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +33,6 @@ pub enum MirrorError {
     #[error("replication stream ended")]
     StreamEnded,
 }
-
-/// Session settings that make text values parse the same everywhere.
-const SESSION_OPTIONS: &str =
-    "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3";
 
 /// Runs the mirror until `shutdown` turns true.
 pub async fn run(
@@ -81,9 +75,6 @@ async fn control_connection(opts: &Options) -> Result<tokio_postgres::Client, Mi
             tracing::debug!(error = %e, "control connection closed");
         }
     });
-    client
-        .batch_execute("SET DateStyle = ISO; SET TimeZone = 'UTC'; SET bytea_output = hex; SET extra_float_digits = 3")
-        .await?;
     Ok(client)
 }
 
@@ -246,9 +237,30 @@ impl ChainWatch {
 /// A batch being written, and what to do once MongoDB acknowledged it.
 struct InFlight {
     handle: tokio::task::JoinHandle<bool>,
-    ack: Option<(Lsn, i64)>,
+    /// The end of the batch's last complete transaction, if any.
+    ack: Option<Lsn>,
+    /// Commit times (Unix µs) of the batch's transactions.
     commits: Vec<i64>,
     counts: (u64, u64, u64),
+}
+
+/// Reports `lsn` (committed at `commit_us`) to PostgreSQL as flushed, if it
+/// moves the position forward.
+fn acknowledge(
+    repl: &ReplicationClient,
+    acked: &mut Lsn,
+    lsn: Lsn,
+    commit_us: i64,
+    metrics: &Metrics,
+) {
+    if lsn > *acked {
+        repl.update_applied_lsn(lsn);
+        *acked = lsn;
+        metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
+        metrics
+            .acked_commit_unix_us
+            .store(commit_us, Ordering::Relaxed);
+    }
 }
 
 async fn wait_in_flight(f: &mut Option<InFlight>) -> bool {
@@ -281,21 +293,14 @@ fn complete(
         .fetch_add(f.counts.2, Ordering::Relaxed);
     metrics.pending_rows.store(0, Ordering::Relaxed);
     let now_us = unix_now_us();
-    if !f.commits.is_empty() {
+    {
         let mut lat = metrics.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        for c in f.commits {
+        for c in &f.commits {
             lat.record((now_us - c).max(0) as u64);
         }
     }
-    if let Some((lsn, commit_us)) = f.ack {
-        if lsn > *acked {
-            repl.update_applied_lsn(lsn);
-            *acked = lsn;
-            metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
-            metrics
-                .acked_commit_unix_us
-                .store(commit_us, Ordering::Relaxed);
-        }
+    if let (Some(lsn), Some(commit_us)) = (f.ack, f.commits.last()) {
+        acknowledge(repl, acked, lsn, *commit_us, metrics);
     }
     true
 }
@@ -370,7 +375,7 @@ async fn session(
     cfg.status_interval = Duration::from_millis(opts.status_interval_ms.max(100));
     cfg.idle_wakeup_interval = Duration::from_millis(opts.status_interval_ms.max(100));
     cfg.buffer_events = 1024;
-    cfg.options = Some(SESSION_OPTIONS.to_string());
+    cfg.options = Some(crate::config::SESSION_OPTIONS.to_string());
     cfg.application_name = Some("authaudit-sidecar".into());
     let mut repl = ReplicationClient::connect(cfg).await?;
     metrics.streaming.store(1, Ordering::Relaxed);
@@ -385,7 +390,7 @@ async fn session(
     };
     let mut batch = Batch::default();
     // The end of the last commit whose rows are all in `batch` or written.
-    let mut ackable: Option<(Lsn, i64)> = None;
+    let mut ackable: Option<Lsn> = None;
     let mut acked = Lsn::ZERO;
     let mut in_tx = false;
     let mut tx_lsn = 0u64;
@@ -459,9 +464,9 @@ async fn session(
                         let (row, kind) = match msg {
                             Message::Insert(row) => (row, "insert"),
                             Message::Update { new, .. } => (new, "update"),
-                            // Retention deletes rows in PostgreSQL; the mirror
-                            // keeps them (its own retention applies there).
-                            Message::Delete(_) | Message::Truncate { .. } => continue,
+                            // Deletes (retention in PostgreSQL: the mirror keeps
+                            // the rows, its own retention applies there),
+                            // truncates, relations and the rest: nothing to write.
                             _ => continue,
                         };
                         let Some(table) = Table::from_name(&row.relation.schema, &row.relation.name) else { continue };
@@ -485,13 +490,14 @@ async fn session(
                     }
                     ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                         in_tx = false;
-                        ackable = Some((end_lsn, commit_time_micros + PG_EPOCH_UNIX_US));
-                        batch_commits.push(commit_time_micros + PG_EPOCH_UNIX_US);
+                        let commit_us = pg_to_unix_timestamp(commit_time_micros);
+                        ackable = Some(end_lsn);
+                        batch_commits.push(commit_us);
                         metrics
                             .arrivals
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .record((unix_now_us() - commit_time_micros - PG_EPOCH_UNIX_US).max(0) as u64);
+                            .record((unix_now_us() - commit_us).max(0) as u64);
                         first_pending.get_or_insert_with(Instant::now);
                     }
                     ReplicationEvent::KeepAlive { wal_end, .. } => {
@@ -500,10 +506,7 @@ async fn session(
                         // change before wal_end is mirrored, so the slot may
                         // move on (an idle publication holds no WAL).
                         if !in_tx && batch.is_empty() && ackable.is_none() && in_flight.is_none() && wal_end > acked {
-                            repl.update_applied_lsn(wal_end);
-                            acked = wal_end;
-                            metrics.acked_lsn.store(wal_end.as_u64(), Ordering::Relaxed);
-                            metrics.acked_commit_unix_us.store(unix_now_us(), Ordering::Relaxed);
+                            acknowledge(&repl, &mut acked, wal_end, unix_now_us(), metrics);
                             metrics.last_progress_unix.store(unix_now_us() / 1_000_000, Ordering::Relaxed);
                         }
                     }
@@ -536,12 +539,8 @@ async fn session(
                     // One attempt: a store that is down now is retried
                     // from the slot after the restart instead.
                     if batch.is_empty() || sink.write(&batch).await.is_ok() {
-                        if let Some((lsn, _)) = ackable.take() {
-                            if lsn > acked {
-                                repl.update_applied_lsn(lsn);
-                                acked = lsn;
-                                metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
-                            }
+                        if let (Some(lsn), Some(commit_us)) = (ackable, batch_commits.last()) {
+                            acknowledge(&repl, &mut acked, lsn, *commit_us, metrics);
                         }
                     }
                     break;
