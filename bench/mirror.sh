@@ -21,6 +21,8 @@ SECS=${BENCH_SECONDS:-20}
 BIN=${CARGO_TARGET_DIR:-target}/release
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now_ms() { date +%s%3N; }
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 dir=$(mktemp -d /tmp/authaudit-mirror-bench.XXXXXX)
 port=$(free_port)
@@ -40,6 +42,7 @@ if [ -z "${AUTHAUDIT_MONGODB_URI:-}" ]; then
   mport=$(free_port)
   "$BIN/authaudit-mongowire" --listen "127.0.0.1:$mport" >"$dir/mongowire.log" 2>&1 &
   pids+=($!)
+  wire=$!
   export AUTHAUDIT_MONGODB_URI="mongodb://127.0.0.1:$mport/?directConnection=true"
   echo "# document store: authaudit-mongowire (in memory) on port $mport"
 else
@@ -82,6 +85,7 @@ t1=$(now_ms)
 recv_ms=$((t1 - t0))
 
 t0=$(now_ms)
+wire_cpu0=$(cpu_s "${wire:-0}")
 sidecar_start
 peak=0
 until [ "$(flushed_to authaudit_mirror "$target")" = t ]; do
@@ -93,10 +97,13 @@ t1=$(now_ms)
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$sc/status" 2>/dev/null || echo 0)
 [ "${hwm:-0}" -gt "$peak" ] && peak=$hwm
 sidecar_ms=$((t1 - t0))
+sidecar_cpu=$(cpu_s "$sc")
+wire_cpu=$(awk -v a="$(cpu_s "${wire:-0}")" -v b="$wire_cpu0" 'BEGIN {printf "%.2f", a - b}')
 sidecar_stop
 awk -v n="$changes" -v s="$sidecar_ms" -v r="$recv_ms" 'BEGIN {
   printf "bench mirror_drain: %.0f events/s ratio_vs_pg_recvlogical=%.2f (%d events; sidecar %.1f s incl. start, pg_recvlogical %.1f s = %.0f events/s)\n",
     n * 1000 / s, r / s, n, s / 1000, r / 1000, n * 1000 / r }'
+echo "#   CPU during the drain: sidecar ${sidecar_cpu} s, wire server ${wire_cpu} s (in-memory test double; 0 with AUTHAUDIT_MONGODB_URI)"
 awk -v k="$peak" 'BEGIN { printf "bench mirror_peak_rss: %.1f MiB (required <= 200)\n", k / 1024 }'
 "$BIN/authaudit-sidecar" verify | tail -1
 

@@ -9,7 +9,7 @@ fn main() {
         let docs: Vec<bson::Document> = (0..5000).map(|i| mk(round * 5000 + i)).collect();
         let cmd = doc! {"insert": "auth_log", "documents": docs, "ordered": false};
         let t = Instant::now();
-        s.insert("d", &cmd, None).unwrap();
+        s.insert("d", cmd, None).unwrap();
         println!("insert 5000: {:?}", t.elapsed());
     }
     for round in 0..3i64 {

@@ -160,12 +160,13 @@ async fn connection(
             }
         }
         let started = Instant::now();
-        let reply = match handle(&req.body, id, &faults, &store) {
+        let command = req.body.keys().next().cloned().unwrap_or_default();
+        let reply = match handle(req.body, id, &faults, &store) {
             Handled::Reply(d) => d,
             Handled::Drop => return Ok(()),
         };
         tracing::debug!(
-            command = req.body.keys().next().map(String::as_str).unwrap_or(""),
+            command = command.as_str(),
             micros = started.elapsed().as_micros() as u64,
             "handled"
         );
@@ -185,7 +186,7 @@ enum Handled {
 
 const WRITE_COMMANDS: [&str; 3] = ["insert", "update", "delete"];
 
-fn handle(body: &Document, connection_id: i32, faults: &Faults, store: &Mutex<Store>) -> Handled {
+fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Store>) -> Handled {
     let Some((name, _)) = body.iter().next() else {
         return Handled::Reply(
             CommandError::new(codes::FAILED_TO_PARSE, "FailedToParse", "empty command")
@@ -226,16 +227,16 @@ fn handle(body: &Document, connection_id: i32, faults: &Faults, store: &Mutex<St
             doc! {"version": "7.0.0", "versionArray": [7, 0, 0, 0], "gitVersion": "authaudit-mongowire", "maxBsonObjectSize": 16_777_216, "ok": 1.0},
         ),
         "insert" => s.insert(&db, body, stop_after),
-        "update" => s.update(&db, body, stop_after),
-        "delete" => s.delete(&db, body),
-        "find" => s.find(&db, body),
-        "getMore" => s.get_more(body),
-        "killCursors" => s.kill_cursors(body),
-        "count" => s.count(&db, body),
-        "aggregate" => s.aggregate(&db, body),
-        "createIndexes" => s.create_indexes(&db, body),
-        "listIndexes" => s.list_indexes(&db, body),
-        "drop" => s.drop_collection(&db, body),
+        "update" => s.update(&db, &body, stop_after),
+        "delete" => s.delete(&db, &body),
+        "find" => s.find(&db, &body),
+        "getMore" => s.get_more(&body),
+        "killCursors" => s.kill_cursors(&body),
+        "count" => s.count(&db, &body),
+        "aggregate" => s.aggregate(&db, &body),
+        "createIndexes" => s.create_indexes(&db, &body),
+        "listIndexes" => s.list_indexes(&db, &body),
+        "drop" => s.drop_collection(&db, &body),
         "dropDatabase" => s.drop_database(&db),
         other => Err(CommandError::new(
             codes::COMMAND_NOT_FOUND,

@@ -77,14 +77,31 @@ pub struct Store {
 
 /// The canonical key of a BSON value (for `_id` and unique indexes).
 fn key_of(v: &Bson) -> String {
-    match v {
-        Bson::String(s) => format!("s:{s}"),
+    let mut out = String::new();
+    push_key(&mut out, v);
+    out
+}
+
+/// Appends the canonical key of a BSON value to `out`.
+fn push_key(out: &mut String, v: &Bson) {
+    use std::fmt::Write;
+    let _ = match v {
+        Bson::String(s) => {
+            out.push_str("s:");
+            out.push_str(s);
+            Ok(())
+        }
         // Numbers of equal value are one key, as in MongoDB.
-        Bson::Int32(i) => format!("n:{}", f64::from(*i)),
-        Bson::Int64(i) => format!("n:{}", *i as f64),
-        Bson::Double(d) => format!("n:{d}"),
-        other => other.clone().into_relaxed_extjson().to_string(),
-    }
+        Bson::Int32(i) => write!(out, "n:{}", f64::from(*i)),
+        Bson::Int64(i) => write!(out, "n:{}", *i as f64),
+        Bson::Double(d) => write!(out, "n:{d}"),
+        Bson::DateTime(t) => write!(out, "d:{}", t.timestamp_millis()),
+        Bson::Null => {
+            out.push_str("null");
+            Ok(())
+        }
+        other => write!(out, "{}", other.clone().into_relaxed_extjson()),
+    };
 }
 
 /// A field by dotted path.
@@ -376,12 +393,14 @@ fn write_error(index: usize, e: &CommandError) -> Bson {
 
 impl Collection {
     fn index_key(index: &Index, doc: &Document) -> String {
-        index
-            .keys
-            .iter()
-            .map(|k| key_of(lookup(doc, k).unwrap_or(&Bson::Null)))
-            .collect::<Vec<_>>()
-            .join("\u{1}")
+        let mut out = String::with_capacity(64);
+        for (i, k) in index.keys.iter().enumerate() {
+            if i > 0 {
+                out.push('\u{1}');
+            }
+            push_key(&mut out, lookup(doc, k).unwrap_or(&Bson::Null));
+        }
+        out
     }
 
     /// Checks the unique indexes for `doc` (stored under `id`, replacing
@@ -525,22 +544,24 @@ impl Store {
     pub fn insert(
         &mut self,
         db: &str,
-        cmd: &Document,
+        mut cmd: Document,
         stop_after: Option<usize>,
     ) -> Result<Document, CommandError> {
-        let ns = namespace(db, cmd, "insert")?;
-        let docs = get_array(cmd, "documents")?;
+        let ns = namespace(db, &cmd, "insert")?;
+        get_array(&cmd, "documents")?;
+        let Some(Bson::Array(docs)) = cmd.remove("documents") else {
+            unreachable!("checked above")
+        };
         let ordered = cmd.get_bool("ordered").unwrap_or(true);
         let c = self.collection(&ns);
         let (mut n, mut errors) = (0, Vec::new());
-        for (i, d) in docs.iter().enumerate() {
+        for (i, d) in docs.into_iter().enumerate() {
             if stop_after.is_some_and(|s| i >= s) {
                 break;
             }
-            let Bson::Document(d) = d else {
+            let Bson::Document(mut d) = d else {
                 return Err(bad("documents must be objects"));
             };
-            let mut d = d.clone();
             if !d.contains_key("_id") {
                 let mut with_id = doc! {"_id": ObjectId::new()};
                 with_id.extend(d);
@@ -575,7 +596,7 @@ impl Store {
         stop_after: Option<usize>,
     ) -> Result<Document, CommandError> {
         let ns = namespace(db, cmd, "update")?;
-        let updates = get_array(cmd, "updates")?.clone();
+        let updates = get_array(cmd, "updates")?;
         let ordered = cmd.get_bool("ordered").unwrap_or(true);
         let (mut n, mut modified, mut upserted, mut errors) = (0i64, 0i64, Vec::new(), Vec::new());
         for (i, u) in updates.iter().enumerate() {
@@ -618,10 +639,9 @@ impl Store {
         ns: &str,
         u: &Document,
     ) -> Result<(i64, i64, Option<Bson>), CommandError> {
-        let q = get_doc(u, "q")?.cloned().unwrap_or_default();
-        let upd = get_doc(u, "u")?
-            .cloned()
-            .ok_or_else(|| bad("update needs 'u'"))?;
+        let everything = Document::new();
+        let q = get_doc(u, "q")?.unwrap_or(&everything);
+        let upd = get_doc(u, "u")?.ok_or_else(|| bad("update needs 'u'"))?;
         let multi = u.get_bool("multi").unwrap_or(false);
         let upsert = u.get_bool("upsert").unwrap_or(false);
         let c = self.collection(ns);
@@ -1093,17 +1113,17 @@ mod tests {
     #[test]
     fn unordered_insert_keeps_going_past_duplicates() {
         let mut s = Store::default();
-        s.insert("d", &doc! {"insert": "c", "documents": [{"_id": 1}]}, None)
+        s.insert("d", doc! {"insert": "c", "documents": [{"_id": 1}]}, None)
             .unwrap();
         let r = s
-            .insert("d", &doc! {"insert": "c", "documents": [{"_id": 0}, {"_id": 1}, {"_id": 2}], "ordered": false}, None)
+            .insert("d", doc! {"insert": "c", "documents": [{"_id": 0}, {"_id": 1}, {"_id": 2}], "ordered": false}, None)
             .unwrap();
         assert_eq!(r.get_i32("n").unwrap(), 2);
         assert_eq!(r.get_array("writeErrors").unwrap().len(), 1);
         let r = s
             .insert(
                 "d",
-                &doc! {"insert": "c", "documents": [{"_id": 3}, {"_id": 1}, {"_id": 4}]},
+                doc! {"insert": "c", "documents": [{"_id": 3}, {"_id": 1}, {"_id": 4}]},
                 None,
             )
             .unwrap();
@@ -1120,7 +1140,7 @@ mod tests {
         let docs: Vec<Document> = (0..250i64)
             .map(|i| doc! {"_id": i, "t": if i % 2 == 0 {"a"} else {"b"}, "seq": 1000 - i})
             .collect();
-        s.insert("d", &doc! {"insert": "c", "documents": docs}, None)
+        s.insert("d", doc! {"insert": "c", "documents": docs}, None)
             .unwrap();
         let r = s
             .find("d", &doc! {"find": "c", "filter": {"t": "a", "seq": {"$gte": 800}}, "sort": {"seq": 1}, "projection": {"seq": 1, "_id": 0}, "batchSize": 50})
@@ -1147,14 +1167,14 @@ mod tests {
         s.create_indexes("d", &doc! {"createIndexes": "c", "indexes": [{"key": {"t": 1, "seq": 1}, "name": "t_seq", "unique": true}]}).unwrap();
         s.insert(
             "d",
-            &doc! {"insert": "c", "documents": [{"_id": 1, "t": "a", "seq": 1}]},
+            doc! {"insert": "c", "documents": [{"_id": 1, "t": "a", "seq": 1}]},
             None,
         )
         .unwrap();
         let r = s
             .insert(
                 "d",
-                &doc! {"insert": "c", "documents": [{"_id": 2, "t": "a", "seq": 1}]},
+                doc! {"insert": "c", "documents": [{"_id": 2, "t": "a", "seq": 1}]},
                 None,
             )
             .unwrap();
@@ -1162,7 +1182,7 @@ mod tests {
         let r = s
             .insert(
                 "d",
-                &doc! {"insert": "c", "documents": [{"_id": 2, "t": "b", "seq": 1}]},
+                doc! {"insert": "c", "documents": [{"_id": 2, "t": "b", "seq": 1}]},
                 None,
             )
             .unwrap();

@@ -9,7 +9,8 @@
 //!   of the change: a write only lands if `v` is newer than the stored one.
 //! - `checkpoints`: `_id` = `tenant_id/seq`.
 
-use bson::{doc, Bson, Document};
+use bson::{RawArrayBuf, RawBson, RawDocumentBuf};
+use std::borrow::Cow;
 
 /// Why a row could not be turned into a document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,38 +100,51 @@ impl Table {
     }
 }
 
-type Get<'a> = &'a dyn Fn(&str) -> Option<String>;
+/// A column's text value by name (None for NULL): the decoded pgoutput row
+/// or the initial copy's row, borrowed, never copied.
+pub type Get<'g, 'r> = &'g dyn Fn(&str) -> Option<&'r str>;
 
-fn req(get: Get<'_>, c: &'static str) -> Result<String, RowError> {
+fn req<'r>(get: Get<'_, 'r>, c: &'static str) -> Result<&'r str, RowError> {
     get(c).ok_or(RowError::Missing(c))
 }
 
-fn int(get: Get<'_>, c: &'static str) -> Result<Option<i64>, RowError> {
+fn bad(column: &'static str, value: &str) -> RowError {
+    RowError::Bad {
+        column,
+        value: value.to_string(),
+    }
+}
+
+fn int(get: Get<'_, '_>, c: &'static str) -> Result<Option<i64>, RowError> {
     get(c)
-        .map(|v| {
-            v.parse::<i64>().map_err(|_| RowError::Bad {
-                column: c,
-                value: v,
-            })
-        })
+        .map(|v| v.parse::<i64>().map_err(|_| bad(c, v)))
         .transpose()
 }
 
-/// `\x…` bytea text to lowercase hex.
-fn hex(get: Get<'_>, c: &'static str) -> Result<Option<String>, RowError> {
+/// `\x…` bytea text to lowercase hex (PostgreSQL writes lowercase already;
+/// anything else is converted).
+fn hex<'r>(get: Get<'_, 'r>, c: &'static str) -> Result<Option<Cow<'r, str>>, RowError> {
     get(c)
         .map(|v| match v.strip_prefix("\\x") {
-            Some(h) if h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(h.to_ascii_lowercase()),
-            _ => Err(RowError::Bad {
-                column: c,
-                value: v,
-            }),
+            Some(h)
+                if h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                Ok(Cow::Borrowed(h))
+            }
+            Some(h) if h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Cow::Owned(h.to_ascii_lowercase()))
+            }
+            _ => Err(bad(c, v)),
         })
         .transpose()
 }
 
-fn opt_str(v: Option<String>) -> Bson {
-    v.map_or(Bson::Null, Bson::String)
+fn put_str(d: &mut RawDocumentBuf, name: &str, v: Option<&str>) {
+    match v {
+        Some(v) => d.append(name, v),
+        None => d.append(name, RawBson::Null),
+    }
 }
 
 /// Microseconds since the Unix epoch of a `timestamptz` in ISO text with a
@@ -153,11 +167,12 @@ pub fn parse_timestamptz(s: &str) -> Option<i64> {
     if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let micros: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<6}").parse().ok()?
-    };
+    // Fraction digits scaled to microseconds ("5" is 500,000).
+    let micros = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(6)
+        .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0'));
     let sign = if tz.starts_with('-') { -1 } else { 1 };
     let mut z = tz[1..].split(':');
     let tzh: i64 = z.next()?.parse().ok()?;
@@ -174,120 +189,166 @@ pub fn parse_timestamptz(s: &str) -> Option<i64> {
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss - offset) * 1_000_000) + micros)
 }
 
-fn time(get: Get<'_>, c: &'static str) -> Result<Option<i64>, RowError> {
-    get(c)
-        .map(|v| {
-            parse_timestamptz(&v).ok_or(RowError::Bad {
-                column: c,
-                value: v,
-            })
-        })
-        .transpose()
+/// A time column as a BSON date (milliseconds) plus the exact
+/// microseconds in `<name>_us`; `names` is (name, name_us).
+fn put_time(
+    d: &mut RawDocumentBuf,
+    get: Get<'_, '_>,
+    (name, name_us): (&'static str, &'static str),
+) -> Result<(), RowError> {
+    match get(name) {
+        Some(v) => {
+            let us = parse_timestamptz(v).ok_or_else(|| bad(name, v))?;
+            d.append(name, bson::DateTime::from_millis(us.div_euclid(1000)));
+            d.append(name_us, us);
+        }
+        None => d.append(name, RawBson::Null),
+    }
+    Ok(())
 }
 
-fn put_time(d: &mut Document, name: &str, us: Option<i64>) {
-    match us {
-        Some(us) => {
-            d.insert(
-                name,
-                Bson::DateTime(bson::DateTime::from_millis(us.div_euclid(1000))),
-            );
-            d.insert(format!("{name}_us"), us);
+/// JSON as BSON, literally: keys starting with `$` stay keys (no extended
+/// JSON interpretation), integers become Int64, other numbers Double.
+fn json_to_bson(v: &serde_json::Value) -> Result<RawBson, ()> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => RawBson::Null,
+        J::Bool(b) => RawBson::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => RawBson::Int64(i),
+            None => RawBson::Double(n.as_f64().ok_or(())?),
+        },
+        J::String(s) => RawBson::String(s.clone()),
+        J::Array(a) => {
+            let mut out = RawArrayBuf::new();
+            for x in a {
+                out.push(json_to_bson(x)?);
+            }
+            RawBson::Array(out)
         }
-        None => {
-            d.insert(name, Bson::Null);
+        J::Object(m) => {
+            let mut out = RawDocumentBuf::new();
+            for (k, x) in m {
+                // BSON keys are C strings.
+                if k.contains('\0') {
+                    return Err(());
+                }
+                out.append(k, json_to_bson(x)?);
+            }
+            RawBson::Document(out)
         }
-    }
+    })
 }
+
+const LOG_TIMES: [(&str, &str); 2] = [
+    ("occurred_at", "occurred_at_us"),
+    ("recorded_at", "recorded_at_us"),
+];
 
 /// An `auth_log` row as its document.
-pub fn auth_log(get: Get<'_>) -> Result<Document, RowError> {
+pub fn auth_log(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
     let metadata_text = req(get, "metadata")?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&metadata_text).map_err(|_| RowError::Bad {
-            column: "metadata",
-            value: metadata_text.clone(),
-        })?;
-    let metadata = bson::to_bson(&metadata).map_err(|_| RowError::Bad {
-        column: "metadata",
-        value: metadata_text.clone(),
-    })?;
-    let mut d = doc! {
-        "_id": req(get, "log_id")?,
-        "tenant_id": req(get, "tenant_id")?,
-        "org_id": opt_str(get("org_id")),
-        "seq": int(get, "seq")?.ok_or(RowError::Missing("seq"))?,
-        "event_type": req(get, "event_type")?,
-        "user_id": req(get, "user_id")?,
-        "ip": opt_str(get("ip")),
-        "user_agent": opt_str(get("user_agent")),
-        "channel": req(get, "channel")?,
-    };
-    put_time(&mut d, "occurred_at", time(get, "occurred_at")?);
-    put_time(&mut d, "recorded_at", time(get, "recorded_at")?);
-    d.insert("metadata", metadata);
+    let metadata = serde_json::from_str::<serde_json::Value>(metadata_text)
+        .ok()
+        .and_then(|j| json_to_bson(&j).ok())
+        .ok_or_else(|| bad("metadata", metadata_text))?;
+    let mut d = RawDocumentBuf::new();
+    d.append("_id", req(get, "log_id")?);
+    d.append("tenant_id", req(get, "tenant_id")?);
+    put_str(&mut d, "org_id", get("org_id"));
+    d.append("seq", int(get, "seq")?.ok_or(RowError::Missing("seq"))?);
+    d.append("event_type", req(get, "event_type")?);
+    d.append("user_id", req(get, "user_id")?);
+    put_str(&mut d, "ip", get("ip"));
+    put_str(&mut d, "user_agent", get("user_agent"));
+    d.append("channel", req(get, "channel")?);
+    for t in LOG_TIMES {
+        put_time(&mut d, get, t)?;
+    }
+    d.append("metadata", metadata);
     // The canonical JSON text the chain hashes (key order of jsonb).
-    d.insert("metadata_text", metadata_text);
-    d.insert("format_version", int(get, "format_version")?.unwrap_or(1));
-    for c in [
-        "prev_link",
-        "link_sha256",
-        "digest_sha512",
-        "digest_sha3_256",
-    ] {
-        d.insert(c, opt_str(hex(get, c)?));
+    d.append("metadata_text", metadata_text);
+    d.append("format_version", int(get, "format_version")?.unwrap_or(1));
+    for c in DIGESTS_WITH_PREV {
+        put_str(&mut d, c, hex(get, c)?.as_deref());
     }
     Ok(d)
 }
 
-/// A `lockout_state` row as its document, versioned by the commit `lsn` of
+const DIGESTS_WITH_PREV: [&str; 4] = [
+    "prev_link",
+    "link_sha256",
+    "digest_sha512",
+    "digest_sha3_256",
+];
+
+/// A change of a `lockout_state` row: its key and version, and the fields
+/// the mirror sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockoutChange {
+    /// `tenant_id/user_id`, the document's `_id`.
+    pub id: String,
+    /// (commit LSN, ordinal in its transaction), also stored as `v`, `vi`.
+    pub version: (i64, i64),
+    /// Every field but `_id`.
+    pub fields: RawDocumentBuf,
+}
+
+const LOCKOUT_TIMES: [(&str, &str); 5] = [
+    ("first_failure_at", "first_failure_at_us"),
+    ("last_failure_at", "last_failure_at_us"),
+    ("locked_at", "locked_at_us"),
+    ("locked_until", "locked_until_us"),
+    ("updated_at", "updated_at_us"),
+];
+
+/// A `lockout_state` row as its change, versioned by the commit `lsn` of
 /// its transaction and its `ordinal` among that transaction's changes (one
 /// transaction can change a row several times).
-pub fn lockout_state(get: Get<'_>, lsn: u64, ordinal: u32) -> Result<Document, RowError> {
+pub fn lockout_state(get: Get<'_, '_>, lsn: u64, ordinal: u32) -> Result<LockoutChange, RowError> {
     let tenant = req(get, "tenant_id")?;
     let user = req(get, "user_id")?;
-    let mut d = doc! {
-        "_id": format!("{tenant}/{user}"),
-        "tenant_id": tenant,
-        "user_id": user,
-        "failure_count": int(get, "failure_count")?.unwrap_or(0),
-        "first_failure_ip": opt_str(get("first_failure_ip")),
-        "last_failure_ip": opt_str(get("last_failure_ip")),
-        // pgoutput sends booleans as "t"/"f", a ::text cast as "true"/"false".
-        "locked": matches!(get("locked").as_deref(), Some("t" | "true")),
-        "lock_count": int(get, "lock_count")?.unwrap_or(0),
-        "last_log_id": opt_str(get("last_log_id")),
-        "last_seq": int(get, "last_seq")?.map_or(Bson::Null, Bson::Int64),
-        "v": lsn as i64,
-        "vi": i64::from(ordinal),
-    };
-    for c in [
-        "first_failure_at",
-        "last_failure_at",
-        "locked_at",
-        "locked_until",
-        "updated_at",
-    ] {
-        put_time(&mut d, c, time(get, c)?);
+    let version = (lsn as i64, i64::from(ordinal));
+    let mut d = RawDocumentBuf::new();
+    d.append("tenant_id", tenant);
+    d.append("user_id", user);
+    d.append("failure_count", int(get, "failure_count")?.unwrap_or(0));
+    put_str(&mut d, "first_failure_ip", get("first_failure_ip"));
+    put_str(&mut d, "last_failure_ip", get("last_failure_ip"));
+    // pgoutput sends booleans as "t"/"f", a ::text cast as "true"/"false".
+    d.append("locked", matches!(get("locked"), Some("t" | "true")));
+    d.append("lock_count", int(get, "lock_count")?.unwrap_or(0));
+    put_str(&mut d, "last_log_id", get("last_log_id"));
+    match int(get, "last_seq")? {
+        Some(s) => d.append("last_seq", s),
+        None => d.append("last_seq", RawBson::Null),
     }
-    Ok(d)
+    d.append("v", version.0);
+    d.append("vi", version.1);
+    for t in LOCKOUT_TIMES {
+        put_time(&mut d, get, t)?;
+    }
+    Ok(LockoutChange {
+        id: format!("{tenant}/{user}"),
+        version,
+        fields: d,
+    })
 }
 
 /// A `checkpoints` row as its document.
-pub fn checkpoint(get: Get<'_>) -> Result<Document, RowError> {
+pub fn checkpoint(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
     let tenant = req(get, "tenant_id")?;
     let seq = int(get, "seq")?.ok_or(RowError::Missing("seq"))?;
-    let mut d = doc! {
-        "_id": format!("{tenant}/{seq}"),
-        "tenant_id": tenant,
-        "seq": seq,
-        "head_log_id": req(get, "head_log_id")?,
-        "created_by": req(get, "created_by")?,
-    };
-    for c in ["link_sha256", "digest_sha512", "digest_sha3_256"] {
-        d.insert(c, opt_str(hex(get, c)?));
+    let mut d = RawDocumentBuf::new();
+    d.append("_id", format!("{tenant}/{seq}"));
+    d.append("tenant_id", tenant);
+    d.append("seq", seq);
+    d.append("head_log_id", req(get, "head_log_id")?);
+    d.append("created_by", req(get, "created_by")?);
+    for c in &DIGESTS_WITH_PREV[1..] {
+        put_str(&mut d, c, hex(get, c)?.as_deref());
     }
-    put_time(&mut d, "created_at", time(get, "created_at")?);
+    put_time(&mut d, get, ("created_at", "created_at_us"))?;
     Ok(d)
 }
 
@@ -335,7 +396,7 @@ mod tests {
             ("digest_sha3_256", "\\x0104"),
         ]
         .into();
-        let get = |c: &str| row.get(c).map(|v| v.to_string());
+        let get = |c: &str| row.get(c).copied();
         let d = auth_log(&get).unwrap();
         assert_eq!(
             d.get_str("_id").unwrap(),
@@ -351,10 +412,10 @@ mod tests {
                 .unwrap(),
             "bad_password"
         );
-        assert_eq!(d.get("org_id"), Some(&Bson::Null));
+        assert_eq!(d.get("org_id").unwrap(), Some(bson::RawBsonRef::Null));
         let broken = |c: &str| {
             if c == "link_sha256" {
-                Some("zz".into())
+                Some("zz")
             } else {
                 get(c)
             }
@@ -366,5 +427,92 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn metadata_is_mirrored_literally() {
+        let row: HashMap<&str, &str> = [
+            ("log_id", "6d1c0c8e-0000-4000-8000-000000000002"),
+            ("tenant_id", "acme"),
+            ("seq", "8"),
+            ("event_type", "login_failed"),
+            ("user_id", "alice"),
+            ("channel", "web"),
+            ("occurred_at", "2026-11-28 04:11:20+00"),
+            ("recorded_at", "2026-11-28 04:11:20+00"),
+            (
+                "metadata",
+                r#"{"$date": 5, "n": [1, 2.5, null, true], "big": 18446744073709551615}"#,
+            ),
+            ("link_sha256", "\\xCD02"),
+        ]
+        .into();
+        let get = |c: &str| row.get(c).copied();
+        let d = auth_log(&get).unwrap();
+        let m = d.get_document("metadata").unwrap();
+        // Not read as extended JSON: a "$date" key stays a number.
+        assert_eq!(m.get_i64("$date").unwrap(), 5);
+        let n: Vec<_> = m
+            .get_array("n")
+            .unwrap()
+            .into_iter()
+            .map(|v| v.unwrap())
+            .collect();
+        assert_eq!(
+            n,
+            [
+                bson::RawBsonRef::Int64(1),
+                bson::RawBsonRef::Double(2.5),
+                bson::RawBsonRef::Null,
+                bson::RawBsonRef::Boolean(true)
+            ]
+        );
+        assert_eq!(m.get_f64("big").unwrap(), 18446744073709551615.0);
+        // Uppercase hex from elsewhere is normalised.
+        assert_eq!(d.get_str("link_sha256").unwrap(), "cd02");
+        assert_eq!(d.get("prev_link").unwrap(), Some(bson::RawBsonRef::Null));
+        let nul = |c: &str| {
+            if c == "metadata" {
+                Some(r#"{"a\u0000b": 1}"#)
+            } else {
+                get(c)
+            }
+        };
+        assert!(matches!(
+            auth_log(&nul),
+            Err(RowError::Bad {
+                column: "metadata",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_lockout_change_carries_its_key_and_version_apart() {
+        let row: HashMap<&str, &str> = [
+            ("tenant_id", "acme"),
+            ("user_id", "alice"),
+            ("failure_count", "3"),
+            ("locked", "t"),
+            ("lock_count", "1"),
+            ("locked_until", "2026-11-28 04:26:20+00"),
+        ]
+        .into();
+        let get = |c: &str| row.get(c).copied();
+        let c = lockout_state(&get, 0x1_0000_0010, 4).unwrap();
+        assert_eq!(c.id, "acme/alice");
+        assert_eq!(c.version, (0x1_0000_0010, 4));
+        // `_id` is the upsert's key, never a field it sets.
+        assert!(c.fields.get("_id").unwrap().is_none());
+        assert!(c.fields.get_bool("locked").unwrap());
+        assert_eq!(c.fields.get_i64("v").unwrap(), 0x1_0000_0010);
+        assert_eq!(
+            c.fields.get_i64("locked_until_us").unwrap(),
+            1_795_839_980_000_000
+        );
+        assert_eq!(
+            c.fields.get("locked_at").unwrap(),
+            Some(bson::RawBsonRef::Null)
+        );
     }
 }

@@ -7,7 +7,7 @@
 use crate::config::Options;
 use crate::documents::{self, Table};
 use crate::metrics::{unix_now_us, Metrics};
-use crate::pgoutput::{Decoder, Message, Row, Value};
+use crate::pgoutput::{Decoder, Message, Row};
 use crate::sink::{Batch, Sink, SinkError};
 use bson::doc;
 use futures_util::TryStreamExt;
@@ -155,7 +155,7 @@ async fn initial_copy(
                 let get = |c: &str| {
                     cols.iter()
                         .position(|x| *x == c)
-                        .and_then(|i| values[i].clone())
+                        .and_then(|i| values[i].as_deref())
                 };
                 match table {
                     Table::AuthLog => documents::auth_log(&get).map(|d| batch.log.push(d)),
@@ -204,32 +204,42 @@ impl ChainWatch {
     async fn check(
         &mut self,
         sink: &Sink,
-        doc: &bson::Document,
+        doc: &bson::RawDocumentBuf,
         metrics: &Metrics,
     ) -> Result<(), SinkError> {
-        let tenant = doc.get_str("tenant_id").unwrap_or_default().to_string();
+        let tenant = doc.get_str("tenant_id").unwrap_or_default();
         let seq = doc.get_i64("seq").unwrap_or(0);
         let prev = doc.get_str("prev_link").unwrap_or_default();
-        let link = doc.get_str("link_sha256").unwrap_or_default().to_string();
-        if !self.last.contains_key(&tenant) {
-            if let Some(known) = sink.last_link(&tenant).await? {
-                self.last.insert(tenant.clone(), known);
+        let link = doc.get_str("link_sha256").unwrap_or_default();
+        if !self.last.contains_key(tenant) {
+            if let Some(known) = sink.last_link(tenant).await? {
+                self.last.insert(tenant.to_string(), known);
             }
         }
-        let ok = match self.last.get(&tenant) {
+        let ok = match self.last.get(tenant) {
             // A replay of a row already mirrored.
             Some((last_seq, _)) if seq <= *last_seq => return Ok(()),
             Some((last_seq, last_link)) => seq == last_seq + 1 && prev == last_link,
             None if seq == 1 => true,
             // First row seen after retention: it continues a checkpoint.
-            None => sink.checkpoint_link(&tenant, seq - 1).await?.as_deref() == Some(prev),
+            None => sink.checkpoint_link(tenant, seq - 1).await?.as_deref() == Some(prev),
         };
         if !ok {
             metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
-            let expected = self.last.get(&tenant).map_or(1, |(s, _)| s + 1);
+            let expected = self.last.get(tenant).map_or(1, |(s, _)| s + 1);
             tracing::error!(tenant = %tenant, seq, expected_seq = expected, "chain gap: this row does not continue the tenant's mirrored chain (mirrored anyway)");
         }
-        self.last.insert(tenant, (seq, link));
+        match self.last.get_mut(tenant) {
+            Some((last_seq, last_link)) => {
+                *last_seq = seq;
+                last_link.clear();
+                last_link.push_str(link);
+            }
+            None => {
+                self.last
+                    .insert(tenant.to_string(), (seq, link.to_string()));
+            }
+        }
         Ok(())
     }
 }
@@ -305,11 +315,8 @@ fn complete(
     true
 }
 
-fn row_getter(row: &Row) -> impl Fn(&str) -> Option<String> + '_ {
-    move |c: &str| match row.relation.column(c).and_then(|i| row.values.get(i)) {
-        Some(Value::Text(t)) => Some(t.clone()),
-        _ => None,
-    }
+fn row_getter<'r>(row: &'r Row) -> impl Fn(&str) -> Option<&'r str> + 'r {
+    move |c: &str| row.text(c)
 }
 
 async fn session(
@@ -472,19 +479,15 @@ async fn session(
                         let Some(table) = Table::from_name(&row.relation.schema, &row.relation.name) else { continue };
                         batch.bytes += data.len();
                         let get = row_getter(&row);
-                        let conv = match table {
-                            Table::AuthLog => documents::auth_log(&get),
-                            Table::Checkpoints => documents::checkpoint(&get),
-                            Table::LockoutState => documents::lockout_state(&get, tx_lsn, tx_ordinal),
-                        }
-                        .map_err(|e| MirrorError::Decode(format!("{kind} on {}: {e}", table.collection())))?;
+                        let refused = |e: documents::RowError| MirrorError::Decode(format!("{kind} on {}: {e}", table.collection()));
                         match table {
                             Table::AuthLog => {
-                                watch.check(&sink, &conv, metrics).await?;
-                                batch.log.push(conv);
+                                let d = documents::auth_log(&get).map_err(refused)?;
+                                watch.check(&sink, &d, metrics).await?;
+                                batch.log.push(d);
                             }
-                            Table::Checkpoints => batch.checkpoints.push(conv),
-                            Table::LockoutState => batch.put_lockout(conv),
+                            Table::Checkpoints => batch.checkpoints.push(documents::checkpoint(&get).map_err(refused)?),
+                            Table::LockoutState => batch.put_lockout(documents::lockout_state(&get, tx_lsn, tx_ordinal).map_err(refused)?),
                         }
                         first_pending.get_or_insert_with(Instant::now);
                     }

@@ -7,19 +7,20 @@
 //! newer one. A batch counts as written only when MongoDB acknowledged every
 //! part at the configured write concern.
 
-use bson::{doc, Bson, Document};
+use crate::documents::LockoutChange;
+use bson::{doc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::options::{IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::collections::HashMap;
 
-/// Documents waiting to be written.
+/// Documents waiting to be written, already in BSON.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub log: Vec<Document>,
-    pub checkpoints: Vec<Document>,
-    /// Lockout state by `_id`, newest version only.
-    pub lockout: HashMap<String, Document>,
+    pub log: Vec<RawDocumentBuf>,
+    pub checkpoints: Vec<RawDocumentBuf>,
+    /// Lockout state changes by `_id`, newest version only.
+    pub lockout: HashMap<String, LockoutChange>,
     /// Approximate size of the decoded changes, bytes.
     pub bytes: usize,
 }
@@ -33,21 +34,16 @@ impl Batch {
         self.rows() == 0
     }
 
-    /// Adds a lockout state document, keeping the newest version per key.
-    pub fn put_lockout(&mut self, d: Document) {
-        let id = d.get_str("_id").unwrap_or_default().to_string();
-        match self.lockout.get(&id) {
-            Some(old) if version(old) > version(&d) => {}
-            _ => {
-                self.lockout.insert(id, d);
+    /// Adds a lockout state change, keeping the newest version per key.
+    pub fn put_lockout(&mut self, c: LockoutChange) {
+        match self.lockout.get_mut(&c.id) {
+            Some(old) if old.version > c.version => {}
+            Some(old) => *old = c,
+            None => {
+                self.lockout.insert(c.id.clone(), c);
             }
         }
     }
-}
-
-/// A lockout document's version: (commit LSN, ordinal in its transaction).
-pub fn version(d: &Document) -> (i64, i64) {
-    (d.get_i64("v").unwrap_or(0), d.get_i64("vi").unwrap_or(0))
 }
 
 /// A failed write: retried by the caller.
@@ -77,12 +73,42 @@ pub struct WriteReport {
     pub conflicts: Vec<String>,
 }
 
+/// The update statement of a lockout change: an upsert that only lands if
+/// the stored version is older, `{q: {_id, $or: [{v: {$lt: v}}, {v, vi:
+/// {$lt: vi}}]}, u: {$set: fields}, upsert: true}`. A newer stored version
+/// makes the upsert collide on `_id` (11000): the older change is dropped.
+fn guarded_upsert(c: &LockoutChange) -> RawDocumentBuf {
+    let (v, vi) = c.version;
+    let mut lt = RawDocumentBuf::new();
+    lt.append("$lt", v);
+    let mut older = RawDocumentBuf::new();
+    older.append("v", lt);
+    let mut lt_i = RawDocumentBuf::new();
+    lt_i.append("$lt", vi);
+    let mut earlier = RawDocumentBuf::new();
+    earlier.append("v", v);
+    earlier.append("vi", lt_i);
+    let mut or = RawArrayBuf::new();
+    or.push(older);
+    or.push(earlier);
+    let mut q = RawDocumentBuf::new();
+    q.append("_id", c.id.as_str());
+    q.append("$or", or);
+    let mut u = RawDocumentBuf::new();
+    u.append_ref("$set", &c.fields);
+    let mut stmt = RawDocumentBuf::new();
+    stmt.append("q", q);
+    stmt.append("u", u);
+    stmt.append("upsert", true);
+    stmt
+}
+
 /// The document store.
 #[derive(Clone)]
 pub struct Sink {
     db: Database,
     concern: WriteConcern,
-    concern_doc: Document,
+    concern_doc: RawDocumentBuf,
 }
 
 impl Sink {
@@ -93,13 +119,15 @@ impl Sink {
     ) -> Result<Sink, SinkError> {
         let client = Client::with_uri_str(uri).await?;
         let (concern, w) = match write_concern.parse::<u32>() {
-            Ok(n) => (WriteConcern::nodes(n), Bson::Int32(n as i32)),
-            Err(_) => (WriteConcern::majority(), Bson::String("majority".into())),
+            Ok(n) => (WriteConcern::nodes(n), RawBson::Int32(n as i32)),
+            Err(_) => (WriteConcern::majority(), RawBson::String("majority".into())),
         };
+        let mut concern_doc = RawDocumentBuf::new();
+        concern_doc.append("w", w);
         Ok(Sink {
             db: client.database(database),
             concern,
-            concern_doc: doc! {"w": w},
+            concern_doc,
         })
     }
 
@@ -168,14 +196,15 @@ impl Sink {
     async fn insert_all(
         &self,
         name: &'static str,
-        docs: &[Document],
+        docs: &[RawDocumentBuf],
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
         if docs.is_empty() {
             return Ok(());
         }
         let result = self
-            .collection(name)
+            .db
+            .collection::<RawDocumentBuf>(name)
             .insert_many(docs)
             .ordered(false)
             .write_concern(self.concern.clone())
@@ -213,29 +242,22 @@ impl Sink {
         Ok(())
     }
 
-    async fn upsert_lockout(&self, docs: impl Iterator<Item = &Document>) -> Result<(), SinkError> {
-        let updates: Vec<Document> = docs
-            .map(|d| {
-                let mut set = d.clone();
-                let id = set.remove("_id").unwrap_or(Bson::Null);
-                let (v, vi) = version(d);
-                doc! {
-                    "q": {"_id": id, "$or": [{"v": {"$lt": v}}, {"v": v, "vi": {"$lt": vi}}]},
-                    "u": {"$set": set},
-                    "upsert": true,
-                }
-            })
-            .collect();
-        for chunk in updates.chunks(10_000) {
-            let reply = self
-                .db
-                .run_command(doc! {
-                    "update": "lockout_state",
-                    "updates": chunk,
-                    "ordered": false,
-                    "writeConcern": self.concern_doc.clone(),
-                })
-                .await?;
+    async fn upsert_lockout(
+        &self,
+        changes: impl Iterator<Item = &LockoutChange>,
+    ) -> Result<(), SinkError> {
+        let changes: Vec<&LockoutChange> = changes.collect();
+        for chunk in changes.chunks(10_000) {
+            let mut updates = RawArrayBuf::new();
+            for c in chunk {
+                updates.push(guarded_upsert(c));
+            }
+            let mut cmd = RawDocumentBuf::new();
+            cmd.append("update", "lockout_state");
+            cmd.append("updates", updates);
+            cmd.append("ordered", false);
+            cmd.append_ref("writeConcern", &self.concern_doc);
+            let reply = self.db.run_raw_command(cmd).await?;
             if let Ok(wc) = reply.get_document("writeConcernError") {
                 return Err(SinkError::WriteConcern {
                     collection: "lockout_state",
