@@ -32,17 +32,16 @@ ALTER TABLE authaudit.auth_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.auth_log FORCE ROW LEVEL SECURITY;
 -- The policy reads the caller's scope (cached per backend, see
 -- pg_authaudit/src/scope.rs): authaudit._read_tenants() lists every tenant
--- it has a binding for, once each, and authaudit._read_scope() its
--- tenant-wide bindings ('t/*') and organisation bindings ('t/org'); ids
--- cannot contain '/'. The first conjunct is an index condition whose array
--- is computed once per index scan (a runtime key: cheaper than an InitPlan)
--- and probes once per bound tenant, so rows of other tenants are never even
--- fetched (nothing to count in EXPLAIN ANALYZE); the scalar subquery of the
--- second runs at most once per query, only if a row of a bound tenant matched.
+-- it has a binding for, once each, and authaudit._may_read(tenant, org)
+-- checks a row against its tenant-wide and organisation bindings. The
+-- first conjunct is an index condition whose array is computed once per
+-- index scan (a runtime key) and probes once per bound tenant, so rows of
+-- other tenants are never even fetched (nothing to count in EXPLAIN
+-- ANALYZE); the second runs only on rows of bound tenants. No subquery:
+-- an InitPlan costs its set-up in every statement, rows or not.
 CREATE POLICY reader_scope ON authaudit.auth_log FOR SELECT TO authaudit_reader
     USING (tenant_id = ANY (authaudit._read_tenants())
-           AND ARRAY[tenant_id || '/*', tenant_id || '/' || coalesce(org_id, '')]
-               && (SELECT authaudit._read_scope())::text[]);
+           AND authaudit._may_read(tenant_id, org_id));
 
 CREATE TRIGGER tenant_scope_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON authaudit.tenant_scope
@@ -62,17 +61,17 @@ ALTER TABLE authaudit.lockout_ip_account_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.lockout_ip_account_state FORCE ROW LEVEL SECURITY;
 CREATE POLICY reader_scope ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_reader
     USING (tenant_id = ANY (authaudit._read_tenants())
-           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+           AND authaudit._may_read(tenant_id, NULL));
 CREATE POLICY auditor_all ON authaudit.lockout_ip_account_state FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY reader_scope ON authaudit.lockout_policy FOR SELECT TO authaudit_reader
     USING (tenant_id = ANY (authaudit._read_tenants())
-           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+           AND authaudit._may_read(tenant_id, NULL));
 CREATE POLICY reader_scope ON authaudit.lockout_state FOR SELECT TO authaudit_reader
     USING (tenant_id = ANY (authaudit._read_tenants())
-           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+           AND authaudit._may_read(tenant_id, NULL));
 CREATE POLICY reader_scope ON authaudit.lockout_ip_state FOR SELECT TO authaudit_reader
     USING (tenant_id = ANY (authaudit._read_tenants())
-           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+           AND authaudit._may_read(tenant_id, NULL));
 CREATE POLICY auditor_all ON authaudit.lockout_policy FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY auditor_all ON authaudit.lockout_state FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY auditor_all ON authaudit.lockout_ip_state FOR SELECT TO authaudit_auditor USING (true);
@@ -106,7 +105,7 @@ ALTER TABLE authaudit.checkpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.checkpoints FORCE ROW LEVEL SECURITY;
 CREATE POLICY reader_scope ON authaudit.checkpoints FOR SELECT TO authaudit_reader
     USING (tenant_id = ANY (authaudit._read_tenants())
-           AND tenant_id || '/*' = ANY ((SELECT authaudit._read_scope())::text[]));
+           AND authaudit._may_read(tenant_id, NULL));
 CREATE POLICY auditor_all ON authaudit.checkpoints FOR SELECT TO authaudit_auditor USING (true);
 GRANT SELECT ON authaudit.checkpoints TO authaudit_reader, authaudit_auditor, authaudit_admin;
 CREATE POLICY admin_reads ON authaudit.checkpoints FOR SELECT TO authaudit_admin USING (true);

@@ -645,7 +645,7 @@ impl Store {
         let multi = u.get_bool("multi").unwrap_or(false);
         let upsert = u.get_bool("upsert").unwrap_or(false);
         let c = self.collection(ns);
-        let mut ids = c.matching(&q)?;
+        let mut ids = c.matching(q)?;
         if !multi {
             ids.truncate(1);
         }
@@ -653,8 +653,8 @@ impl Store {
             if !upsert {
                 return Ok((0, 0, None));
             }
-            let mut d = equality_fields(&q);
-            apply_update(&mut d, &upd, true)?;
+            let mut d = equality_fields(q);
+            apply_update(&mut d, upd, true)?;
             if !d.contains_key("_id") {
                 let mut with_id = doc! {"_id": ObjectId::new()};
                 with_id.extend(d);
@@ -670,7 +670,7 @@ impl Store {
         for id in ids {
             let Some(old) = c.remove(&id) else { continue };
             let mut new = old.clone();
-            apply_update(&mut new, &upd, false)?;
+            apply_update(&mut new, upd, false)?;
             let new_id = key_of(new.get("_id").unwrap_or(&Bson::Null));
             if new_id != id {
                 c.put(id, old);

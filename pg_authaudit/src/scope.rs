@@ -60,8 +60,9 @@ fn bump() {
 struct Cached {
     role: pg_sys::Oid,
     generation: u64,
-    scope: Vec<String>,
     tenants: Vec<String>,
+    /// (tenant, organisation or None for the whole tenant).
+    bindings: Vec<(String, Option<String>)>,
 }
 
 thread_local! {
@@ -72,18 +73,25 @@ thread_local! {
 const SCOPE: &str = "SELECT s.tenant_id, s.org_id FROM authaudit.tenant_scope s \
                      WHERE s.role_name = current_user AND s.can_read";
 
-/// The current role's read scope: its tenant-wide bindings (`t/*`) and its
-/// organisation bindings (`t/org`).
-#[pg_extern(stable, parallel_safe, name = "_read_scope")]
-fn read_scope() -> Vec<String> {
-    cached(|c| c.scope.clone())
-}
-
 /// The tenants the current role may read (each once): the policy's index
 /// condition, so the index is probed once per bound tenant.
 #[pg_extern(stable, parallel_safe, name = "_read_tenants")]
 fn read_tenants() -> Vec<String> {
     cached(|c| c.tenants.clone())
+}
+
+/// Whether the current role may read a row of `tenant` in organisation
+/// `org`: a tenant-wide binding, or a binding to that organisation (a row
+/// without organisation needs a tenant-wide binding). The policies' row
+/// check: one call per row that passed the index condition, no subquery to
+/// start per statement.
+#[pg_extern(stable, parallel_safe, name = "_may_read")]
+fn may_read(tenant: &str, org: Option<&str>) -> bool {
+    cached(|c| {
+        c.bindings
+            .iter()
+            .any(|(t, o)| t == tenant && (o.is_none() || o.as_deref() == org))
+    })
 }
 
 /// Runs `f` on the current role's scope, from the cache when it is valid.
@@ -106,16 +114,14 @@ fn cached<T>(f: impl Fn(&Cached) -> T) -> T {
         let mut built = Cached {
             role,
             generation: generation.unwrap_or(0),
-            scope: Vec::new(),
             tenants: Vec::new(),
+            bindings: Vec::new(),
         };
         for row in client.select(SCOPE, None, &[]).expect("read tenant_scope") {
             let tenant: String = row.get(1).ok().flatten().unwrap_or_default();
             let org: Option<String> = row.get(2).ok().flatten();
-            built
-                .scope
-                .push(format!("{tenant}/{}", org.as_deref().unwrap_or("*")));
-            built.tenants.push(tenant);
+            built.tenants.push(tenant.clone());
+            built.bindings.push((tenant, org));
         }
         built
     });

@@ -13,7 +13,7 @@ use bson::doc;
 use futures_util::TryStreamExt;
 use pgwire_replication::protocol::replication::pg_to_unix_timestamp;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -273,8 +273,15 @@ fn acknowledge(
     }
 }
 
-async fn wait_in_flight(f: &mut Option<InFlight>) -> bool {
-    match f {
+/// Batches written at once. They are acknowledged in order (a batch's
+/// position only once every earlier batch is written too); their writes may
+/// land in any order because every write is idempotent and lockout state is
+/// version-guarded.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Waits for the oldest batch in flight.
+async fn wait_oldest(f: &mut VecDeque<InFlight>) -> bool {
+    match f.front_mut() {
         Some(f) => (&mut f.handle).await.unwrap_or(false),
         None => std::future::pending().await,
     }
@@ -405,7 +412,7 @@ async fn session(
     let mut first_pending: Option<Instant> = None;
     // Commit times (Unix µs) of the transactions in the current batch.
     let mut batch_commits: Vec<i64> = Vec::new();
-    let mut in_flight: Option<InFlight> = None;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
     let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
     let mut sample = tokio::time::interval(Duration::from_secs(5));
@@ -414,9 +421,10 @@ async fn session(
         let full = batch.rows() >= opts.batch_rows || batch.bytes >= opts.batch_bytes;
         let due = first_pending.is_some_and(|t| t.elapsed() >= wait);
         if full || (due && ackable.is_some()) {
-            // One batch in flight: decoding the next overlaps its write.
-            if let Some(mut f) = in_flight.take() {
-                let ok = (&mut f.handle).await.unwrap_or(false);
+            // Decoding the next batch overlaps the writes in flight.
+            if in_flight.len() >= MAX_IN_FLIGHT {
+                let ok = wait_oldest(&mut in_flight).await;
+                let f = in_flight.pop_front().expect("non-empty");
                 if !complete(f, ok, &repl, &mut acked, metrics) {
                     break;
                 }
@@ -447,7 +455,7 @@ async fn session(
                 );
                 ok
             });
-            in_flight = Some(InFlight {
+            in_flight.push_back(InFlight {
                 handle,
                 ack: ackable.take(),
                 commits: std::mem::take(&mut batch_commits),
@@ -508,7 +516,7 @@ async fn session(
                         // Idle heartbeat: with nothing of ours pending, every
                         // change before wal_end is mirrored, so the slot may
                         // move on (an idle publication holds no WAL).
-                        if !in_tx && batch.is_empty() && ackable.is_none() && in_flight.is_none() && wal_end > acked {
+                        if !in_tx && batch.is_empty() && ackable.is_none() && in_flight.is_empty() && wal_end > acked {
                             acknowledge(&repl, &mut acked, wal_end, unix_now_us(), metrics);
                             metrics.last_progress_unix.store(unix_now_us() / 1_000_000, Ordering::Relaxed);
                         }
@@ -516,8 +524,8 @@ async fn session(
                     ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
                 }
             }
-            ok = wait_in_flight(&mut in_flight), if in_flight.is_some() => {
-                let f = in_flight.take().expect("guarded");
+            ok = wait_oldest(&mut in_flight), if !in_flight.is_empty() => {
+                let f = in_flight.pop_front().expect("guarded");
                 if !complete(f, ok, &repl, &mut acked, metrics) {
                     break;
                 }
@@ -534,9 +542,15 @@ async fn session(
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
-                    if let Some(mut f) = in_flight.take() {
-                        let ok = (&mut f.handle).await.unwrap_or(false);
-                        complete(f, ok, &repl, &mut acked, metrics);
+                    // In order; after an abandoned write nothing later counts.
+                    while !in_flight.is_empty() {
+                        let ok = wait_oldest(&mut in_flight).await;
+                        let f = in_flight.pop_front().expect("non-empty");
+                        if !complete(f, ok, &repl, &mut acked, metrics) {
+                            in_flight.clear();
+                            batch = Batch::default();
+                            ackable = None;
+                        }
                     }
                     // Drain: write what is complete, acknowledge it, stop.
                     // One attempt: a store that is down now is retried

@@ -228,10 +228,37 @@ fn copy_and_explain_analyze_reveal_nothing_of_another_tenant() {
 #[test]
 fn an_organisation_reader_sees_only_its_organisation() {
     let s = Scene::new("iso_org");
+    // A row of the tenant without organisation: tenant-wide readers only.
+    s.db.connect()
+        .execute(
+            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'tenant-a', \
+             event_type => 'login_failed', user_id => 'no-org-user', channel => 'web')",
+            &[&log_id(7, 99)],
+        )
+        .unwrap();
     let mut hq = s.login("reader_hq");
     assert_eq!(
         users(&mut hq, "SELECT user_id FROM authaudit.auth_log"),
         ["alice", "carol"]
+    );
+    // Lockout state is per tenant, not per organisation: none of it.
+    assert!(users(&mut hq, "SELECT user_id FROM authaudit.lockout_state").is_empty());
+    // The row check answers for the caller's own bindings only.
+    let may: Vec<bool> = hq
+        .query(
+            "SELECT authaudit._may_read(t, o) FROM (VALUES ('tenant-a', 'hq'), ('tenant-a', 'branch'), \
+             ('tenant-a', NULL), ('tenant-b', 'hq')) v(t, o)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(may, [true, false, false, false]);
+    let mut a = s.login("reader_a");
+    assert_eq!(
+        users(&mut a, "SELECT user_id FROM authaudit.auth_log"),
+        ["alice", "bob", "carol", "no-org-user"]
     );
     // Verifying needs every row of the tenant: refused, not misleadingly "ok".
     let err = hq
