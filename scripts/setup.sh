@@ -13,7 +13,7 @@ BUILD_ONLY=0
 APT_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   postgresql-15-pgaudit postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-  libclang-dev clang pkg-config sudo python3 python3-pip ca-certificates chromium
+  libclang-dev clang pkg-config sudo python3 python3-pip ca-certificates chromium openssl
 )
 [ "$BUILD_ONLY" = 1 ] && APT_PACKAGES=(postgresql-server-dev-15 libclang-dev clang pkg-config ca-certificates)
 

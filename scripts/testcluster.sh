@@ -10,7 +10,10 @@
 # --bench keeps production settings (fsync and synchronous_commit on) and
 # preloads pgaudit; --durable keeps commits durable across a server crash
 # (synchronous_commit on) for crash tests. --watch PID stops and removes the cluster once process
-# PID has exited, however it exited.
+# PID has exited, however it exited. Test clusters also accept TLS: DIR/tls
+# holds a certificate authority (ca.crt), the server's certificate signed by
+# it for the name "localhost" only (not 127.0.0.1), and an unrelated
+# authority (other-ca.crt), for the sidecar's TLS tests.
 set -euo pipefail
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -69,6 +72,28 @@ start)
       echo "full_page_writes = off"
     fi
   } >>"$dir/data/postgresql.conf"
+  if [ "$bench" = 0 ]; then
+    tls="$dir/tls"
+    mkdir -p "$tls"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    {
+      openssl req -x509 "${ec[@]}" -days 7 -subj "/CN=pg_authaudit test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt"
+      openssl req -x509 "${ec[@]}" -days 7 -subj "/CN=unrelated CA" \
+        -keyout "$tls/other-ca.key" -out "$tls/other-ca.crt"
+      openssl req "${ec[@]}" -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr"
+      printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/server.ext"
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 7 -extfile "$tls/server.ext" -out "$tls/server.crt"
+    } >"$tls/openssl.log" 2>&1 || { cat "$tls/openssl.log" >&2; exit 1; }
+    chmod 600 "$tls/server.key"
+    if [ "$(id -u)" = 0 ]; then chown -R postgres "$tls"; fi
+    {
+      echo "ssl = on"
+      echo "ssl_cert_file = '$tls/server.crt'"
+      echo "ssl_key_file = '$tls/server.key'"
+    } >>"$dir/data/postgresql.conf"
+  fi
   as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
   if [ -n "$watch" ]; then

@@ -2,8 +2,9 @@
 //! (`--config`). A flag beats its environment variable, which beats the
 //! file, which beats the default. `authaudit-sidecar --help` lists them all.
 
+use crate::tls::SslMode;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -59,6 +60,16 @@ pub struct Options {
     /// Database with the pg_authaudit extension.
     #[arg(long, env = "PGDATABASE", default_value = "postgres", global = true)]
     pub pg_database: String,
+    /// TLS to PostgreSQL, as libpq's sslmode: disable, prefer (TLS when the
+    /// server offers it, certificate unchecked), require (TLS, unchecked),
+    /// verify-ca (certificate chains to --pg-sslrootcert), verify-full (and
+    /// names the host).
+    #[arg(long, env = "PGSSLMODE", value_enum, default_value_t = SslMode::Prefer, global = true)]
+    pub pg_sslmode: SslMode,
+    /// PEM file of the certificate authorities PostgreSQL's certificate must
+    /// chain to (needed by verify-ca and verify-full).
+    #[arg(long, env = "PGSSLROOTCERT", global = true)]
+    pub pg_sslrootcert: Option<PathBuf>,
     /// Logical replication slot (created with pgoutput if missing).
     #[arg(
         long,
@@ -242,6 +253,8 @@ impl Options {
             "pg_user" => self.pg_user = v.into(),
             "pg_password" => self.pg_password = v.into(),
             "pg_database" => self.pg_database = v.into(),
+            "pg_sslmode" => self.pg_sslmode = SslMode::from_str(v, true)?,
+            "pg_sslrootcert" => self.pg_sslrootcert = Some(v.into()),
             "slot" => self.slot = v.into(),
             "publication" => self.publication = v.into(),
             "mongodb_uri" => self.mongodb_uri = v.into(),
@@ -283,6 +296,11 @@ impl Options {
                 "batch_rows must be positive and batch_bytes at least 1024".into(),
             ));
         }
+        if self.pg_sslmode.verifies() && self.pg_sslrootcert.is_none() {
+            return Err(ConfigError::Invalid(
+                "pg_sslmode verify-ca and verify-full need pg_sslrootcert".into(),
+            ));
+        }
         if self.write_concern != "majority" && self.write_concern.parse::<u32>().is_err() {
             return Err(ConfigError::Invalid(format!(
                 "write_concern {:?}: \"majority\" or a number",
@@ -296,13 +314,19 @@ impl Options {
     pub fn pg_conninfo(&self) -> String {
         let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
         format!(
-            "host={} port={} user={} password={} dbname={} application_name=authaudit-sidecar options={}",
+            "host={} port={} user={} password={} dbname={} application_name=authaudit-sidecar options={} sslmode={}",
             q(&self.pg_host),
             self.pg_port,
             q(&self.pg_user),
             q(&self.pg_password),
             q(&self.pg_database),
-            q(SESSION_OPTIONS)
+            q(SESSION_OPTIONS),
+            // The connector checks the certificate for the verify modes.
+            match self.pg_sslmode {
+                SslMode::Disable => "disable",
+                SslMode::Prefer => "prefer",
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
+            }
         )
     }
 }
@@ -347,6 +371,34 @@ mod tests {
         std::fs::write(&path, "colour = 1\n").unwrap();
         assert!(matches!(
             Cli::from_matches_with_file(&matches),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn verifying_modes_need_the_root_certificates() {
+        let dir = std::env::temp_dir().join(format!("sidecar-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sidecar.toml");
+        std::fs::write(&path, "pg_sslmode = \"verify-full\"\n").unwrap();
+        let args = ["authaudit-sidecar", "--config", path.to_str().unwrap()];
+        let matches = Cli::command().get_matches_from(args);
+        assert!(matches!(
+            Cli::from_matches_with_file(&matches),
+            Err(ConfigError::Invalid(m)) if m.contains("pg_sslrootcert")
+        ));
+        std::fs::write(
+            &path,
+            "pg_sslmode = \"verify-ca\"\npg_sslrootcert = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let cli = Cli::from_matches_with_file(&Cli::command().get_matches_from(args)).unwrap();
+        assert_eq!(cli.options.pg_sslmode, SslMode::VerifyCa);
+        // The control connection insists on TLS; the connector checks the chain.
+        assert!(cli.options.pg_conninfo().ends_with("sslmode=require"));
+        std::fs::write(&path, "pg_sslmode = \"sometimes\"\n").unwrap();
+        assert!(matches!(
+            Cli::from_matches_with_file(&Cli::command().get_matches_from(args)),
             Err(ConfigError::Parse { .. })
         ));
     }

@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod mirror;
 pub mod pgoutput;
 pub mod sink;
+pub mod tls;
 pub mod verify;

@@ -21,6 +21,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One TLS implementation for every connection (PostgreSQL and MongoDB).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.options.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

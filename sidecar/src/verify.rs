@@ -51,9 +51,7 @@ impl Report {
 
 /// Compares the two stores.
 pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
-    let (pg, connection) =
-        tokio_postgres::connect(&opts.pg_conninfo(), tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let pg = crate::tls::connect(opts).await?;
     let sink = Sink::connect(
         &opts.mongodb_uri,
         &opts.mongodb_database,

@@ -80,6 +80,8 @@ struct Mirror<'a> {
     slot: String,
     metrics_port: u16,
     child: Option<Child>,
+    /// Environment beyond the defaults (later entries win).
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -98,6 +100,7 @@ impl<'a> Mirror<'a> {
             store,
             metrics_port: free_port(),
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -116,6 +119,7 @@ impl<'a> Mirror<'a> {
             )
             .env("AUTHAUDIT_MAX_BACKOFF_MS", "500")
             .env("AUTHAUDIT_LOG", "warn");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -159,7 +163,17 @@ impl<'a> Mirror<'a> {
 
     /// `sidecar verify`: (exit code, output).
     fn verify(&self) -> (i32, String) {
-        let out = self.command().arg("verify").output().unwrap();
+        self.verify_with(&[])
+    }
+
+    /// `sidecar verify` with more environment: (exit code, output).
+    fn verify_with(&self, env: &[(&str, &str)]) -> (i32, String) {
+        let out = self
+            .command()
+            .envs(env.iter().copied())
+            .arg("verify")
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.code().unwrap_or(-1), text)
@@ -440,4 +454,62 @@ fn an_idle_publication_does_not_hold_wal() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn every_postgresql_connection_can_insist_on_a_verified_certificate() {
+    let db = Cluster::shared().fresh_db_with_lockout("mirror_tls");
+    let store = Store::new("tls");
+    let tls = db.cluster().dir().join("tls");
+    let ca = tls.join("ca.crt").to_string_lossy().to_string();
+    let other_ca = tls.join("other-ca.crt").to_string_lossy().to_string();
+    let mut m = Mirror::new(&db, &store);
+    // The server's certificate names "localhost" and is signed by ca.crt.
+    m.env = [
+        ("PGHOST", "localhost"),
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", ca.as_str()),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    record_some(&db, 950, 10);
+    m.start();
+    record_some(&db, 951, 10);
+    let text = m.wait_identical(Duration::from_secs(60));
+    assert!(text.contains("identical"), "{text}");
+    assert_eq!(store.count("auth_log"), log_rows(&db));
+    // Both of the running sidecar's connections (control and replication
+    // stream) are encrypted.
+    let row = db
+        .connect()
+        .query_one(
+            "SELECT count(*), coalesce(bool_and(s.ssl), false) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'authaudit-sidecar'",
+            &[],
+        )
+        .unwrap();
+    let (n, all_ssl): (i64, bool) = (row.get(0), row.get(1));
+    assert!(n >= 2 && all_ssl, "{n} connections, all TLS: {all_ssl}");
+    // The certificate does not name 127.0.0.1: verify-full refuses it,
+    // verify-ca (chain only) accepts it.
+    let by_ip = [("PGHOST", "127.0.0.1"), ("PGSSLMODE", "verify-full")];
+    let (code, out) = m.verify_with(&by_ip);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("certificate"), "{out}");
+    let (code, out) = m.verify_with(&[("PGHOST", "127.0.0.1"), ("PGSSLMODE", "verify-ca")]);
+    assert_eq!(code, 0, "{out}");
+    // A certificate from an authority the sidecar does not trust.
+    let (code, out) = m.verify_with(&[("PGSSLROOTCERT", other_ca.as_str())]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("certificate"), "{out}");
+    // Verification without a root certificate is a configuration error.
+    let out = m
+        .command()
+        .env_remove("PGSSLROOTCERT")
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_sslrootcert"));
+    assert!(m.terminate().success());
 }
