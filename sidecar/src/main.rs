@@ -10,6 +10,10 @@ use std::process::ExitCode;
 // Decoding allocates many short-lived strings; mimalloc keeps that cheap.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (checked by a
+/// test below against its documented default).
+const MI_OPTION_PURGE_DELAY: i32 = 15;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -21,6 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Keep freed memory for the next batch instead of returning it to the
+    // kernel, which hands it back zeroed (a fifth of the sidecar's time in
+    // a backlog drain); resident memory stays at its peak, which batches bound.
+    // SAFETY: sets a process-wide allocator option before any thread starts.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     // One TLS implementation for every connection (PostgreSQL and MongoDB).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.options.log)
@@ -118,6 +127,18 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
         Err(e) => {
             eprintln!("authaudit-sidecar: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: reads an allocator option.
+            let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+            assert_eq!(v, 1000, "mimalloc v3's default purge delay (ms)");
         }
     }
 }
