@@ -5,8 +5,11 @@
 //! - `auth_log`: `_id` = `log_id`; times as BSON dates (milliseconds) plus
 //!   the exact microseconds (`*_us`), digests as lowercase hex, metadata as
 //!   an embedded document, so the chain can be re-verified from the mirror.
-//! - `lockout_state`: `_id` = `tenant_id/user_id`, plus `v`, the commit LSN
-//!   of the change: a write only lands if `v` is newer than the stored one.
+//! - `lockout_state`: `_id` = `tenant_id/user_id`, plus the version (`v`,
+//!   `vi`): the row's `last_seq` (every transaction that changes the state
+//!   ends by setting it to its event's seq, which grows per tenant) and the
+//!   change's position in its transaction; a write only lands if its
+//!   version is newer than the stored one.
 //! - `checkpoints`: `_id` = `tenant_id/seq`.
 
 use bson::{RawArrayBuf, RawBson, RawDocumentBuf};
@@ -288,7 +291,7 @@ const DIGESTS_WITH_PREV: [&str; 4] = [
 pub struct LockoutChange {
     /// `tenant_id/user_id`, the document's `_id`.
     pub id: String,
-    /// (commit LSN, ordinal in its transaction), also stored as `v`, `vi`.
+    /// (`last_seq`, position in its transaction), also stored as `v`, `vi`.
     pub version: (i64, i64),
     /// Every field but `_id`.
     pub fields: RawDocumentBuf,
@@ -302,13 +305,16 @@ const LOCKOUT_TIMES: [(&str, &str); 5] = [
     ("updated_at", "updated_at_us"),
 ];
 
-/// A `lockout_state` row as its change, versioned by the commit `lsn` of
-/// its transaction and its `ordinal` among that transaction's changes (one
-/// transaction can change a row several times).
-pub fn lockout_state(get: Get<'_, '_>, lsn: u64, ordinal: u32) -> Result<LockoutChange, RowError> {
+/// A `lockout_state` row as its change, versioned by the row's `last_seq`
+/// and the change's `ordinal` among its transaction's changes (one
+/// transaction changes a row several times and sets `last_seq` last). The
+/// initial copy passes `i64::MAX`: the copied row is the final state of its
+/// `last_seq`, so replays of the same or older transactions from the slot
+/// never move it back.
+pub fn lockout_state(get: Get<'_, '_>, ordinal: i64) -> Result<LockoutChange, RowError> {
     let tenant = req(get, "tenant_id")?;
     let user = req(get, "user_id")?;
-    let version = (lsn as i64, i64::from(ordinal));
+    let version = (int(get, "last_seq")?.unwrap_or(-1), ordinal);
     let mut d = RawDocumentBuf::new();
     d.append("tenant_id", tenant);
     d.append("user_id", user);
@@ -496,16 +502,19 @@ mod tests {
             ("locked", "t"),
             ("lock_count", "1"),
             ("locked_until", "2026-11-28 04:26:20+00"),
+            ("last_seq", "17"),
         ]
         .into();
         let get = |c: &str| row.get(c).copied();
-        let c = lockout_state(&get, 0x1_0000_0010, 4).unwrap();
+        let c = lockout_state(&get, 4).unwrap();
         assert_eq!(c.id, "acme/alice");
-        assert_eq!(c.version, (0x1_0000_0010, 4));
+        assert_eq!(c.version, (17, 4));
+        // The copy's version of the same row beats every change of seq 17.
+        assert!(lockout_state(&get, i64::MAX).unwrap().version > c.version);
         // `_id` is the upsert's key, never a field it sets.
         assert!(c.fields.get("_id").unwrap().is_none());
         assert!(c.fields.get_bool("locked").unwrap());
-        assert_eq!(c.fields.get_i64("v").unwrap(), 0x1_0000_0010);
+        assert_eq!(c.fields.get_i64("v").unwrap(), 17);
         assert_eq!(
             c.fields.get_i64("locked_until_us").unwrap(),
             1_795_839_980_000_000

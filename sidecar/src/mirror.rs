@@ -166,9 +166,10 @@ async fn initial_copy(
                     Table::Checkpoints => {
                         documents::checkpoint(&get).map(|d| batch.checkpoints.push(d))
                     }
-                    // Version 0: any streamed change is newer.
+                    // The final state of its last_seq: replays of older or
+                    // the same transactions from the slot do not move it back.
                     Table::LockoutState => {
-                        documents::lockout_state(&get, 0, 0).map(|d| batch.put_lockout(d))
+                        documents::lockout_state(&get, i64::MAX).map(|d| batch.put_lockout(d))
                     }
                 }
                 .map_err(|e| MirrorError::Decode(e.to_string()))?;
@@ -415,7 +416,6 @@ async fn session(
     let mut ackable: Option<Lsn> = None;
     let mut acked = Lsn::ZERO;
     let mut in_tx = false;
-    let mut tx_lsn = 0u64;
     let mut tx_ordinal = 0u32;
     let mut first_pending: Option<Instant> = None;
     // Commit times (Unix µs) of the transactions in the current batch.
@@ -476,9 +476,8 @@ async fn session(
             ev = repl.recv() => {
                 let Some(ev) = ev? else { return Err(MirrorError::StreamEnded) };
                 match ev {
-                    ReplicationEvent::Begin { final_lsn, .. } => {
+                    ReplicationEvent::Begin { .. } => {
                         in_tx = true;
-                        tx_lsn = final_lsn.as_u64();
                         tx_ordinal = 0;
                     }
                     ReplicationEvent::XLogData { data, .. } => {
@@ -503,7 +502,7 @@ async fn session(
                                 batch.log.push(d);
                             }
                             Table::Checkpoints => batch.checkpoints.push(documents::checkpoint(&get).map_err(refused)?),
-                            Table::LockoutState => batch.put_lockout(documents::lockout_state(&get, tx_lsn, tx_ordinal).map_err(refused)?),
+                            Table::LockoutState => batch.put_lockout(documents::lockout_state(&get, i64::from(tx_ordinal)).map_err(refused)?),
                         }
                         first_pending.get_or_insert_with(Instant::now);
                     }

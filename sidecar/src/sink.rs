@@ -3,7 +3,8 @@
 //! Every write can be repeated after a crash or a retry without changing the
 //! result: log rows and checkpoints are inserted by `_id` (a duplicate
 //! `_id`, code 11000, means "already there"); lockout state is upserted with
-//! a version guard (`v`, the commit LSN) so an older change never replaces a
+//! a version guard (`v`, the row's `last_seq`; `vi`, the position in its
+//! transaction) so an older change never replaces a
 //! newer one. A batch counts as written only when MongoDB acknowledged every
 //! part at the configured write concern.
 

@@ -161,3 +161,57 @@ fn indexes_sorting_projection_and_cursors() {
         db.drop().await.unwrap();
     });
 }
+
+/// Writes one lockout change as its own batch, through the mirror's sink.
+async fn put_lockout(sink: &sidecar::sink::Sink, last_seq: &str, failures: &str, ordinal: i64) {
+    let row: std::collections::HashMap<&str, &str> = [
+        ("tenant_id", "acme"),
+        ("user_id", "alice"),
+        ("failure_count", failures),
+        ("last_seq", last_seq),
+    ]
+    .into();
+    let change = sidecar::documents::lockout_state(&|c: &str| row.get(c).copied(), ordinal);
+    let mut batch = sidecar::sink::Batch::default();
+    batch.put_lockout(change.unwrap());
+    sink.write(&batch).await.unwrap();
+}
+
+#[test]
+fn a_copied_lockout_row_is_not_moved_back_by_replays_from_the_slot() {
+    run(|client| async move {
+        let name = "authaudit_contract_lockout_replay";
+        let db = client.database(name);
+        db.drop().await.unwrap();
+        let sink = sidecar::sink::Sink::connect(&store_uri(), name, "majority")
+            .await
+            .unwrap();
+        let state = || async {
+            let d = db
+                .collection::<Document>("lockout_state")
+                .find_one(doc! {"_id": "acme/alice"})
+                .await
+                .unwrap()
+                .unwrap();
+            (
+                d.get_i64("last_seq").unwrap(),
+                d.get_i64("failure_count").unwrap(),
+            )
+        };
+        // The initial copy: the final state of seq 12.
+        put_lockout(&sink, "12", "3", i64::MAX).await;
+        // The slot replays transactions the copy already holds: seq 10's
+        // last change, then seq 12's intermediate and last changes.
+        put_lockout(&sink, "10", "2", 3).await;
+        put_lockout(&sink, "10", "3", 2).await;
+        put_lockout(&sink, "12", "3", 3).await;
+        assert_eq!(state().await, (12, 3));
+        // A later transaction: its first changes still carry seq 12 (they
+        // are skipped), its last one sets seq 15.
+        put_lockout(&sink, "12", "0", 1).await;
+        assert_eq!(state().await, (12, 3));
+        put_lockout(&sink, "15", "4", 3).await;
+        assert_eq!(state().await, (15, 4));
+        db.drop().await.unwrap();
+    });
+}
