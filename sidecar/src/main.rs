@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     // Keep freed memory for the next batch instead of returning it to the
-    // kernel, which hands it back zeroed (a fifth of the sidecar's time in
+    // kernel, which hands it back zeroed (8% of the sidecar's profile in
     // a backlog drain); resident memory stays at its peak, which batches bound.
     // SAFETY: sets a process-wide allocator option before any thread starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
