@@ -13,7 +13,7 @@ use bson::doc;
 use futures_util::TryStreamExt;
 use pgwire_replication::protocol::replication::pg_to_unix_timestamp;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -278,18 +278,12 @@ fn acknowledge(
     }
 }
 
-/// Batches written at once while the next one is decoded. They are
-/// acknowledged in order (a batch's position only once every earlier batch
-/// is written too); their writes may land in any order because every write
-/// is idempotent and lockout state is version-guarded. Two measured slower
-/// than one (0.46 against 0.52 of pg_recvlogical draining 500,000 events):
-/// batches left sooner, smaller, and repeated more lockout upserts that one
-/// larger batch folds into one per account.
-const MAX_IN_FLIGHT: usize = 1;
-
-/// Waits for the oldest batch in flight.
-async fn wait_oldest(f: &mut VecDeque<InFlight>) -> bool {
-    match f.front_mut() {
+/// Waits for the batch in flight. One batch is written while the next is
+/// decoded; two in flight measured slower (0.46 against 0.52 of
+/// pg_recvlogical draining 500,000 events): batches left sooner, smaller,
+/// and repeated lockout upserts that one larger batch folds into one.
+async fn wait_in_flight(f: &mut Option<InFlight>) -> bool {
+    match f {
         Some(f) => (&mut f.handle).await.unwrap_or(false),
         None => std::future::pending().await,
     }
@@ -420,7 +414,7 @@ async fn session(
     let mut first_pending: Option<Instant> = None;
     // Commit times (Unix µs) of the transactions in the current batch.
     let mut batch_commits: Vec<i64> = Vec::new();
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut in_flight: Option<InFlight> = None;
     let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
     let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
     let mut sample = tokio::time::interval(Duration::from_secs(5));
@@ -429,10 +423,10 @@ async fn session(
         let full = batch.rows() >= opts.batch_rows || batch.bytes >= opts.batch_bytes;
         let due = first_pending.is_some_and(|t| t.elapsed() >= wait);
         if full || (due && ackable.is_some()) {
-            // Decoding the next batch overlaps the writes in flight.
-            if in_flight.len() >= MAX_IN_FLIGHT {
-                let ok = wait_oldest(&mut in_flight).await;
-                let f = in_flight.pop_front().expect("non-empty");
+            // Decoding the next batch overlaps the write in flight.
+            if in_flight.is_some() {
+                let ok = wait_in_flight(&mut in_flight).await;
+                let f = in_flight.take().expect("checked");
                 if !complete(f, ok, &repl, &mut acked, metrics) {
                     break;
                 }
@@ -463,7 +457,7 @@ async fn session(
                 );
                 ok
             });
-            in_flight.push_back(InFlight {
+            in_flight = Some(InFlight {
                 handle,
                 ack: ackable.take(),
                 commits: std::mem::take(&mut batch_commits),
@@ -523,7 +517,7 @@ async fn session(
                         // Idle heartbeat: with nothing of ours pending, every
                         // change before wal_end is mirrored, so the slot may
                         // move on (an idle publication holds no WAL).
-                        if !in_tx && batch.is_empty() && ackable.is_none() && in_flight.is_empty() && wal_end > acked {
+                        if !in_tx && batch.is_empty() && ackable.is_none() && in_flight.is_none() && wal_end > acked {
                             acknowledge(&repl, &mut acked, wal_end, unix_now_us(), metrics);
                             metrics.last_progress_unix.store(unix_now_us() / 1_000_000, Ordering::Relaxed);
                         }
@@ -531,8 +525,8 @@ async fn session(
                     ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
                 }
             }
-            ok = wait_oldest(&mut in_flight), if !in_flight.is_empty() => {
-                let f = in_flight.pop_front().expect("guarded");
+            ok = wait_in_flight(&mut in_flight), if in_flight.is_some() => {
+                let f = in_flight.take().expect("guarded");
                 if !complete(f, ok, &repl, &mut acked, metrics) {
                     break;
                 }
@@ -550,11 +544,11 @@ async fn session(
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     // In order; after an abandoned write nothing later counts.
-                    while !in_flight.is_empty() {
-                        let ok = wait_oldest(&mut in_flight).await;
-                        let f = in_flight.pop_front().expect("non-empty");
+                    if let Some(mut f) = in_flight.take() {
+                        let ok = (&mut f.handle).await.unwrap_or(false);
+                        // An abandoned write: nothing after it may be
+                        // acknowledged either.
                         if !complete(f, ok, &repl, &mut acked, metrics) {
-                            in_flight.clear();
                             batch = Batch::default();
                             ackable = None;
                         }

@@ -451,20 +451,20 @@ fn checkpoints_tokens_retention_and_rates_stay_within_scope() {
         .unwrap();
     // A reader sees its own tenant's checkpoints and rates, never another's.
     let mut b = s.login("reader_b");
-    let tenants: Vec<String> = b
-        .query("SELECT DISTINCT tenant_id FROM authaudit.checkpoints", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(tenants, ["tenant-b"]);
-    let rates: Vec<String> = b
-        .query("SELECT DISTINCT tenant_id FROM authaudit.event_rates", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(rates, ["tenant-b"]);
+    assert_eq!(
+        users(
+            &mut b,
+            "SELECT DISTINCT tenant_id FROM authaudit.checkpoints"
+        ),
+        ["tenant-b"]
+    );
+    assert_eq!(
+        users(
+            &mut b,
+            "SELECT DISTINCT tenant_id FROM authaudit.event_rates"
+        ),
+        ["tenant-b"]
+    );
     // Verification from another tenant's checkpoint is refused.
     let err = b
         .query(
