@@ -25,14 +25,6 @@ CREATE TRIGGER checkpoints_no_truncate
     BEFORE TRUNCATE ON authaudit.checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
 
--- Who may checkpoint a tenant: its writers, auditors, admins, superusers.
-CREATE FUNCTION authaudit._may_checkpoint(p_tenant text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT authaudit._may_write(p_tenant)
-        OR pg_has_role(authaudit._writer_role(), 'authaudit_auditor', 'MEMBER')
-        OR pg_has_role(authaudit._writer_role(), 'authaudit_admin', 'MEMBER')
-$$;
-
 -- Records the tenant's current chain head as a checkpoint, after verifying
 -- the rows since the previous checkpoint (a tampered chain is never
 -- anchored: XX001). Returns the checkpoint (the existing one when the head
@@ -42,21 +34,36 @@ RETURNS authaudit.checkpoints
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_head  record;
+    v_live  bigint;
+    v_past  bigint;
     v_from  bigint;
     v_check record;
     v_cp    authaudit.checkpoints;
 BEGIN
-    IF NOT authaudit._may_checkpoint(checkpoint.tenant_id) THEN
+    -- Its writers, auditors, admins and superusers may checkpoint a tenant.
+    IF NOT (authaudit._writes_tenant(checkpoint.tenant_id) OR authaudit._writer_is_overseer()) THEN
         RAISE EXCEPTION 'pg_authaudit: role % may not checkpoint tenant %',
             authaudit._writer_role(), checkpoint.tenant_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- The head the extension appended last, once its appender has ended,
+    -- must be the table's last row (XX001 when the tail was cut or padded).
+    SELECT h.seq INTO v_live FROM authaudit._chain_settled_head(checkpoint.tenant_id) h;
     SELECT l.seq, l.log_id, l.link_sha256, l.digest_sha512, l.digest_sha3_256 INTO v_head
-      FROM authaudit.auth_log l WHERE l.tenant_id = checkpoint.tenant_id
-     ORDER BY l.seq DESC LIMIT 1;
+      FROM authaudit.auth_log l WHERE l.tenant_id = checkpoint.tenant_id AND l.seq = v_live;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pg_authaudit: tenant % has no events to checkpoint', checkpoint.tenant_id
             USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- A checkpoint past the head: rows it anchored are gone.
+    SELECT c.seq INTO v_past FROM authaudit.checkpoints c
+     WHERE c.tenant_id = checkpoint.tenant_id AND c.seq > v_head.seq
+     ORDER BY c.seq DESC LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'pg_authaudit: tenant % chain ends at seq % but a checkpoint anchors seq %: rows were removed',
+            checkpoint.tenant_id, v_head.seq, v_past
+            USING ERRCODE = 'data_corrupted',
+                  HINT = 'A checkpoint never anchors a tampered chain; investigate with authaudit.verify_chain.';
     END IF;
     SELECT c.* INTO v_cp FROM authaudit.checkpoints c
      WHERE c.tenant_id = checkpoint.tenant_id AND c.seq = v_head.seq;
@@ -117,8 +124,7 @@ DECLARE
     v_event  authaudit.auth_log;
     v_id     uuid;
 BEGIN
-    IF NOT (pg_has_role(v_actor, 'authaudit_admin', 'MEMBER')
-            OR coalesce((SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.rolname = v_actor), false)) THEN
+    IF NOT authaudit._writer_is_admin() THEN
         RAISE EXCEPTION 'pg_authaudit: role % may not apply retention (authaudit_admin only)', v_actor
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -126,6 +132,13 @@ BEGIN
        OR apply_retention.before > clock_timestamp() THEN
         RAISE EXCEPTION 'pg_authaudit: retention horizon must be a finite time in the past'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- History younger than authaudit.min_retention stays (lowered only by a superuser).
+    IF apply_retention.before > clock_timestamp() - make_interval(mins => authaudit._min_retention_minutes()) THEN
+        RAISE EXCEPTION 'pg_authaudit: retention horizon % is younger than authaudit.min_retention (%)',
+            apply_retention.before, make_interval(mins => authaudit._min_retention_minutes())
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Events are kept at least authaudit.min_retention; only a superuser can lower it.';
     END IF;
     SELECT min(l.seq) INTO v_first FROM authaudit.auth_log l WHERE l.tenant_id = apply_retention.tenant_id;
     SELECT min(l.seq) INTO v_young FROM authaudit.auth_log l
@@ -154,13 +167,17 @@ BEGIN
     SELECT count(*), min(g.occurred_at), max(g.occurred_at) INTO v_n, v_oldest, v_newest FROM gone g;
     PERFORM authaudit._end_retention();
     v_id := gen_random_uuid();
-    PERFORM authaudit._grant_facts(v_id);
-    v_event := authaudit.record_event(
+    v_event := authaudit._record(
         log_id     => v_id,
         tenant_id  => apply_retention.tenant_id,
         event_type => 'retention_applied',
         user_id    => v_actor::text,
         channel    => 'system',
+        org_id     => NULL,
+        ip         => NULL,
+        user_agent => NULL,
+        occurred_at => NULL,
+        p_writer_org => NULL,
         metadata   => jsonb_build_object('_authaudit', jsonb_build_object('retention', jsonb_build_object(
             'before', apply_retention.before,
             'removed_rows', v_n,

@@ -1,31 +1,168 @@
 -- pg_authaudit recording functions: the only write path into the auth log.
 -- Reference: docs/sql-reference.md; errors: docs/errors.md.
 
--- The role a writer acts as: the role it SET ROLE to, else its login role.
--- (Inside SECURITY DEFINER functions current_user is the owner.)
-CREATE FUNCTION authaudit._writer_role() RETURNS name
-LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
-                ELSE pg_catalog.current_setting('role')::name END
-$$;
+-- Who is asking and what it may do (authaudit._may_write,
+-- authaudit._authorise_event, authaudit._writer_role) is answered in Rust
+-- from the cached bindings: pg_authaudit/src/scope.rs.
 
--- Whether the writer may record events for a tenant: a role bound to the
--- tenant with can_write in authaudit.tenant_scope, or a superuser. Called
--- from record_event, which runs as the (superuser) owner.
-CREATE FUNCTION authaudit._may_write(p_tenant text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT FROM authaudit.tenant_scope s
-                    WHERE s.role_name = authaudit._writer_role()
-                      AND s.tenant_id = p_tenant AND s.can_write)
-        OR coalesce((SELECT a.rolsuper FROM pg_catalog.pg_authid a
-                      WHERE a.rolname = authaudit._writer_role()), false)
-$$;
-
--- Records one authentication event and returns the stored row.
+-- The recording pipeline, for the extension's own functions only (not
+-- executable by PUBLIC, so no writer can call it or reach it with facts of
+-- its own): it trusts its caller to have authorised the event. Facts under
+-- metadata "_authaudit" are the caller's; p_writer_org confines lockout
+-- effects to accounts of that organisation (NULL: no confinement).
 --
 -- Upsert on log_id: a new id appends one row to the tenant's chain; the same
 -- id with the same content returns the original row and changes nothing; the
 -- same id with other content raises 23505 and changes nothing.
+CREATE FUNCTION authaudit._record(
+    log_id      uuid,
+    tenant_id   text,
+    event_type  text,
+    user_id     text,
+    channel     text,
+    org_id      text,
+    ip          inet,
+    user_agent  text,
+    occurred_at timestamptz,
+    metadata    jsonb,
+    p_writer_org text
+) RETURNS authaudit.auth_log
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_recorded timestamptz := clock_timestamp();
+    v_ua       text := _record.user_agent;
+    v_meta     jsonb := coalesce(_record.metadata, '{}'::jsonb);
+    v_body     bytea;
+    v_row      authaudit.auth_log;
+    v_lock     record;
+    v_counted  boolean := false;
+BEGIN
+    -- An attacker controls the user agent: an oversized one is kept (cut to
+    -- 512 characters) rather than refused, and the cut is recorded.
+    IF char_length(v_ua) > 512 THEN
+        v_meta := v_meta || jsonb_build_object('_authaudit',
+            coalesce(v_meta -> '_authaudit', '{}'::jsonb) || jsonb_build_object(
+            'user_agent_truncated', jsonb_build_object(
+                'chars', char_length(v_ua),
+                'sha256', encode(sha256(convert_to(v_ua, 'UTF8')), 'hex'))));
+        v_ua := left(v_ua, 512);
+    END IF;
+
+    v_body := authaudit._event_body(
+        _record.log_id, _record.tenant_id, _record.org_id,
+        _record.event_type, _record.user_id, _record.ip::text, v_ua,
+        _record.channel, _record.occurred_at, v_recorded, v_meta::text);
+
+    -- Lockout effects, in this transaction (docs/lockout.md). The input is
+    -- valid (checked just above); a retry must not count twice, so the
+    -- log_id is looked up first.
+    IF _record.event_type IN ('login_failed', 'login_success', 'lockout_reset') THEN
+        SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = _record.log_id;
+        IF NOT FOUND THEN
+            SELECT * INTO v_lock FROM authaudit._lockout_apply(
+                _record.tenant_id, _record.user_id, _record.ip::text,
+                _record.event_type, coalesce(_record.occurred_at, v_recorded),
+                _record.log_id, _record.org_id, p_writer_org);
+            v_meta := v_meta || jsonb_build_object('_authaudit',
+                coalesce(v_meta -> '_authaudit', '{}'::jsonb) || jsonb_build_object('lockout', v_lock.facts));
+            v_counted := true;
+            v_body := authaudit._event_body(
+                _record.log_id, _record.tenant_id, _record.org_id,
+                _record.event_type, _record.user_id, _record.ip::text, v_ua,
+                _record.channel, _record.occurred_at, v_recorded, v_meta::text);
+        END IF;
+    END IF;
+
+    -- Append to the tenant's chain (shared-memory head, see docs/architecture.md)
+    -- and insert the row in the same statement.
+    INSERT INTO authaudit.auth_log AS l (
+        log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel,
+        occurred_at, recorded_at, metadata, format_version,
+        prev_link, link_sha256, digest_sha512, digest_sha3_256)
+    SELECT _record.log_id, _record.tenant_id, _record.org_id, a.seq,
+           _record.event_type, _record.user_id, _record.ip, v_ua,
+           _record.channel, coalesce(_record.occurred_at, v_recorded), v_recorded,
+           v_meta, 1, a.prev_link, a.link_sha256, a.digest_sha512, a.digest_sha3_256
+      FROM authaudit._chain_append(_record.tenant_id, v_body) AS a
+    ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
+    RETURNING l.* INTO v_row;
+    IF FOUND THEN
+        IF v_counted THEN
+            UPDATE authaudit.lockout_state st SET last_seq = v_row.seq
+             WHERE st.tenant_id = _record.tenant_id AND st.user_id = _record.user_id;
+        END IF;
+        -- (Nested: v_lock is unassigned when nothing was counted.)
+        IF v_counted THEN IF v_lock.new_lock THEN
+            -- This failure locked the account: the lock is the next link,
+            -- with an id derived from the failure's (a retry finds it).
+            PERFORM authaudit._record(
+                log_id      => authaudit._derived_log_id(_record.log_id, 'account_locked'),
+                tenant_id   => _record.tenant_id,
+                event_type  => 'account_locked',
+                user_id     => _record.user_id,
+                channel     => 'system',
+                org_id      => _record.org_id,
+                ip          => _record.ip,
+                user_agent  => NULL,
+                occurred_at => coalesce(_record.occurred_at, v_recorded),
+                p_writer_org => NULL,
+                metadata    => jsonb_build_object(
+                    'reason', v_lock.lock_rule,
+                    'failures', v_lock.lock_failures,
+                    'lock_count', v_lock.lock_count,
+                    'permanent', v_lock.locked_until_us IS NULL,
+                    'locked_until', 'epoch'::timestamptz + v_lock.locked_until_us * interval '1 microsecond',
+                    'triggered_by', _record.log_id));
+        END IF; END IF;
+        RETURN v_row;
+    END IF;
+    IF v_counted THEN
+        -- Another session committed the same log_id meanwhile; the error
+        -- undoes this call's lockout changes and its append.
+        RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', _record.log_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry: the retry returns the row the other session recorded.';
+    END IF;
+
+    -- The log_id exists: take the append back (this transaction still owns
+    -- the tenant's chain, so it is the latest link).
+    PERFORM authaudit._chain_unappend(_record.tenant_id);
+
+    -- A retry returns the original row; a reused id with other content is refused.
+    SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = _record.log_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', _record.log_id
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Retry: the retry returns the row the other session recorded.';
+    END IF;
+    IF v_row.tenant_id = _record.tenant_id
+       AND v_row.org_id IS NOT DISTINCT FROM _record.org_id
+       AND v_row.event_type = _record.event_type
+       AND v_row.user_id = _record.user_id
+       AND v_row.channel = _record.channel
+       AND v_row.ip IS NOT DISTINCT FROM _record.ip
+       AND v_row.user_agent IS NOT DISTINCT FROM v_ua
+       AND (v_row.metadata - '_authaudit') = (v_meta - '_authaudit')
+       AND (_record.occurred_at IS NULL OR v_row.occurred_at = _record.occurred_at)
+    THEN
+        RETURN v_row;
+    END IF;
+    RAISE EXCEPTION 'pg_authaudit: log_id % was already recorded with different content',
+        _record.log_id
+        USING ERRCODE = 'unique_violation',
+              HINT = 'A retry must repeat the original event exactly; a new event needs a new log_id.';
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION authaudit._record(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb, text) FROM PUBLIC;
+
+-- Records one authentication event and returns the stored row (upsert on
+-- log_id, see authaudit._record). The writer must be bound to the tenant
+-- and organisation (42501); events only the extension appends, the system
+-- channel and the "_authaudit" metadata key are refused (22023).
 CREATE FUNCTION authaudit.record_event(
     log_id      uuid,
     tenant_id   text,
@@ -44,150 +181,13 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_recorded timestamptz := clock_timestamp();
-    v_ua       text := record_event.user_agent;
-    v_meta     jsonb := coalesce(record_event.metadata, '{}'::jsonb);
-    v_body     bytea;
-    v_row      authaudit.auth_log;
-    v_lock     record;
-    v_counted  boolean := false;
-    v_granted  boolean := false;
+    v_org text := authaudit._authorise_event(record_event.tenant_id, record_event.org_id,
+                      record_event.event_type, record_event.channel, record_event.metadata);
 BEGIN
-    -- Writers record only for the tenants they are bound to (by the role
-    -- they logged in as, or the role they SET ROLE to).
-    -- Extension facts under "_authaudit" come only from the extension's own
-    -- recording functions (a grant for this log_id, see src/token.rs).
-    -- (The extension's own callers checked the writer's rights themselves.)
-    IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
-        v_granted := authaudit._take_facts_grant(record_event.log_id);
-    END IF;
-    IF NOT v_granted AND NOT authaudit._may_write(record_event.tenant_id) THEN
-        RAISE EXCEPTION 'pg_authaudit: role % may not record events for tenant %',
-            authaudit._writer_role(), record_event.tenant_id
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'An authaudit_admin binds writers to tenants in authaudit.tenant_scope.';
-    END IF;
-    IF NOT v_granted AND jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
-        RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NOT v_granted AND record_event.event_type IN ('token_issued', 'retention_applied') THEN
-        RAISE EXCEPTION 'pg_authaudit: % events are recorded by their own functions (record_token_issued, apply_retention)',
-            record_event.event_type
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'They record facts the extension checks: token claims and fingerprint, what retention removed.';
-    END IF;
-    -- An attacker controls the user agent: an oversized one is kept (cut to
-    -- 512 characters) rather than refused, and the cut is recorded.
-    IF char_length(v_ua) > 512 THEN
-        v_meta := v_meta || jsonb_build_object('_authaudit', jsonb_build_object(
-            'user_agent_truncated', jsonb_build_object(
-                'chars', char_length(v_ua),
-                'sha256', encode(sha256(convert_to(v_ua, 'UTF8')), 'hex'))));
-        v_ua := left(v_ua, 512);
-    END IF;
-
-    v_body := authaudit._event_body(
-        record_event.log_id, record_event.tenant_id, record_event.org_id,
-        record_event.event_type, record_event.user_id, record_event.ip::text, v_ua,
-        record_event.channel, record_event.occurred_at, v_recorded, v_meta::text);
-
-    -- Lockout effects, in this transaction (docs/lockout.md). The input is
-    -- valid (checked just above); a retry must not count twice, so the
-    -- log_id is looked up first.
-    IF record_event.event_type IN ('login_failed', 'login_success', 'lockout_reset') THEN
-        SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
-        IF NOT FOUND THEN
-            SELECT * INTO v_lock FROM authaudit._lockout_apply(
-                record_event.tenant_id, record_event.user_id, record_event.ip::text,
-                record_event.event_type, coalesce(record_event.occurred_at, v_recorded),
-                record_event.log_id);
-            v_meta := v_meta || jsonb_build_object('_authaudit',
-                coalesce(v_meta -> '_authaudit', '{}'::jsonb) || jsonb_build_object('lockout', v_lock.facts));
-            v_counted := true;
-            v_body := authaudit._event_body(
-                record_event.log_id, record_event.tenant_id, record_event.org_id,
-                record_event.event_type, record_event.user_id, record_event.ip::text, v_ua,
-                record_event.channel, record_event.occurred_at, v_recorded, v_meta::text);
-        END IF;
-    END IF;
-
-    -- Append to the tenant's chain (shared-memory head, see docs/architecture.md)
-    -- and insert the row in the same statement.
-    INSERT INTO authaudit.auth_log AS l (
-        log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel,
-        occurred_at, recorded_at, metadata, format_version,
-        prev_link, link_sha256, digest_sha512, digest_sha3_256)
-    SELECT record_event.log_id, record_event.tenant_id, record_event.org_id, a.seq,
-           record_event.event_type, record_event.user_id, record_event.ip, v_ua,
-           record_event.channel, coalesce(record_event.occurred_at, v_recorded), v_recorded,
-           v_meta, 1, a.prev_link, a.link_sha256, a.digest_sha512, a.digest_sha3_256
-      FROM authaudit._chain_append(record_event.tenant_id, v_body) AS a
-    ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING
-    RETURNING l.* INTO v_row;
-    IF FOUND THEN
-        IF v_counted THEN
-            UPDATE authaudit.lockout_state st SET last_seq = v_row.seq
-             WHERE st.tenant_id = record_event.tenant_id AND st.user_id = record_event.user_id;
-        END IF;
-        -- (Nested: v_lock is unassigned when nothing was counted.)
-        IF v_counted THEN IF v_lock.new_lock THEN
-            -- This failure locked the account: the lock is the next link,
-            -- with an id derived from the failure's (a retry finds it).
-            PERFORM authaudit.record_event(
-                log_id      => authaudit._derived_log_id(record_event.log_id, 'account_locked'),
-                tenant_id   => record_event.tenant_id,
-                event_type  => 'account_locked',
-                user_id     => record_event.user_id,
-                channel     => 'system',
-                org_id      => record_event.org_id,
-                ip          => record_event.ip,
-                occurred_at => coalesce(record_event.occurred_at, v_recorded),
-                metadata    => jsonb_build_object(
-                    'reason', v_lock.lock_rule,
-                    'failures', v_lock.lock_failures,
-                    'lock_count', v_lock.lock_count,
-                    'permanent', v_lock.locked_until_us IS NULL,
-                    'locked_until', 'epoch'::timestamptz + v_lock.locked_until_us * interval '1 microsecond',
-                    'triggered_by', record_event.log_id));
-        END IF; END IF;
-        RETURN v_row;
-    END IF;
-    IF v_counted THEN
-        -- Another session committed the same log_id meanwhile; the error
-        -- undoes this call's lockout changes and its append.
-        RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', record_event.log_id
-            USING ERRCODE = 'serialization_failure',
-                  HINT = 'Retry: the retry returns the row the other session recorded.';
-    END IF;
-
-    -- The log_id exists: take the append back (this transaction still owns
-    -- the tenant's chain, so it is the latest link).
-    PERFORM authaudit._chain_unappend(record_event.tenant_id);
-
-    -- A retry returns the original row; a reused id with other content is refused.
-    SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_event.log_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'pg_authaudit: log_id % is being recorded concurrently', record_event.log_id
-            USING ERRCODE = 'serialization_failure',
-                  HINT = 'Retry: the retry returns the row the other session recorded.';
-    END IF;
-    IF v_row.tenant_id = record_event.tenant_id
-       AND v_row.org_id IS NOT DISTINCT FROM record_event.org_id
-       AND v_row.event_type = record_event.event_type
-       AND v_row.user_id = record_event.user_id
-       AND v_row.channel = record_event.channel
-       AND v_row.ip IS NOT DISTINCT FROM record_event.ip
-       AND v_row.user_agent IS NOT DISTINCT FROM v_ua
-       AND (v_row.metadata - '_authaudit') = (v_meta - '_authaudit')
-       AND (record_event.occurred_at IS NULL OR v_row.occurred_at = record_event.occurred_at)
-    THEN
-        RETURN v_row;
-    END IF;
-    RAISE EXCEPTION 'pg_authaudit: log_id % was already recorded with different content',
-        record_event.log_id
-        USING ERRCODE = 'unique_violation',
-              HINT = 'A retry must repeat the original event exactly; a new event needs a new log_id.';
+    RETURN authaudit._record(
+        record_event.log_id, record_event.tenant_id, record_event.event_type, record_event.user_id,
+        record_event.channel, record_event.org_id, record_event.ip, record_event.user_agent,
+        record_event.occurred_at, record_event.metadata, v_org);
 END;
 $$;
 
@@ -196,6 +196,8 @@ COMMENT ON FUNCTION authaudit.record_event(uuid, text, text, text, text, text, i
 
 -- Records a JSON array of events in one call and one transaction, returning
 -- the stored rows in input order. Either every event is recorded or none.
+-- The whole batch is checked and authorised before anything is locked or
+-- written; at most authaudit.max_batch_events events (54000 beyond).
 CREATE FUNCTION authaudit.record_events(events jsonb)
 RETURNS SETOF authaudit.auth_log
 LANGUAGE plpgsql
@@ -204,39 +206,28 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_rows    authaudit.auth_log[];
+    v_ids     uuid[];
+    v_orgs    text[];
     v_e       record;
     v_unknown text;
     v_n       integer;
+    v_max     integer := pg_catalog.current_setting('authaudit.max_batch_events')::integer;
 BEGIN
     IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
         RAISE EXCEPTION 'pg_authaudit: events must be a JSON array of event objects'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_n := jsonb_array_length(events);
-    -- Lock every account the batch touches, in one order, before the first
-    -- append: concurrent writers then never wait for each other in a cycle.
-    INSERT INTO authaudit.lockout_state (tenant_id, user_id)
-    SELECT DISTINCT e ->> 'tenant_id', e ->> 'user_id'
-      FROM jsonb_array_elements(events) AS e
-     WHERE jsonb_typeof(e) = 'object'
-       AND e ->> 'event_type' IN ('login_failed', 'login_success', 'lockout_reset')
-       AND e ->> 'tenant_id' IS NOT NULL AND e ->> 'user_id' IS NOT NULL
-     ORDER BY 1, 2
-    ON CONFLICT DO NOTHING;
-    PERFORM 1
-       FROM authaudit.lockout_state s
-       JOIN (SELECT DISTINCT e ->> 'tenant_id' AS t, e ->> 'user_id' AS u
-               FROM jsonb_array_elements(events) AS e
-              WHERE jsonb_typeof(e) = 'object') k ON s.tenant_id = k.t AND s.user_id = k.u
-      ORDER BY s.tenant_id, s.user_id
-        FOR UPDATE OF s;
-    -- Tenants in a fixed order, so that concurrent batches never wait for
-    -- each other's chain heads in a cycle; each tenant's events keep their order.
-    FOR v_e IN
-        SELECT e.value AS ev, e.ordinality AS ord
-          FROM jsonb_array_elements(events) WITH ORDINALITY AS e
-         ORDER BY e.value ->> 'tenant_id', e.ordinality
+    IF v_n > v_max THEN
+        RAISE EXCEPTION 'pg_authaudit: a batch holds at most % events (authaudit.max_batch_events), this one %',
+            v_max, v_n
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Split the events into several calls; each call is one transaction.';
+    END IF;
+    -- First every event's shape and the writer's right to record it, in
+    -- input order: nothing is locked or written for a batch that fails here.
+    FOR v_e IN SELECT e.value AS ev, e.ordinality AS ord
+                 FROM jsonb_array_elements(events) WITH ORDINALITY AS e
     LOOP
         IF jsonb_typeof(v_e.ev) <> 'object' THEN
             RAISE EXCEPTION 'pg_authaudit: event % of the batch is not a JSON object', v_e.ord
@@ -250,8 +241,47 @@ BEGIN
             RAISE EXCEPTION 'pg_authaudit: event % of the batch has unknown field(s): %', v_e.ord, v_unknown
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        v_rows[v_e.ord] := authaudit.record_event(
-            log_id      => (v_e.ev ->> 'log_id')::uuid,
+        v_orgs[v_e.ord] := authaudit._authorise_event(
+            v_e.ev ->> 'tenant_id', v_e.ev ->> 'org_id', v_e.ev ->> 'event_type',
+            v_e.ev ->> 'channel', nullif(v_e.ev -> 'metadata', 'null'::jsonb));
+        v_ids[v_e.ord] := (v_e.ev ->> 'log_id')::uuid;
+        -- An organisation's writer affects accounts of its organisation only
+        -- (checked again under the row lock by the lockout engine).
+        IF v_orgs[v_e.ord] IS NOT NULL AND EXISTS (
+               SELECT FROM authaudit.lockout_state s
+                WHERE s.tenant_id = v_e.ev ->> 'tenant_id' AND s.user_id = v_e.ev ->> 'user_id'
+                  AND s.org_id IS DISTINCT FROM v_orgs[v_e.ord]) THEN
+            RAISE EXCEPTION 'pg_authaudit: account % of tenant % belongs to another organisation than the writer''s (%)',
+                v_e.ev ->> 'user_id', v_e.ev ->> 'tenant_id', v_orgs[v_e.ord]
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END LOOP;
+    -- Lock every account the batch touches, in one order, before the first
+    -- append: concurrent writers then never wait for each other in a cycle.
+    -- A new account belongs to the organisation of its first event.
+    INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id)
+    SELECT DISTINCT ON (e.value ->> 'tenant_id', e.value ->> 'user_id')
+           e.value ->> 'tenant_id', e.value ->> 'user_id', e.value ->> 'org_id'
+      FROM jsonb_array_elements(events) WITH ORDINALITY AS e
+     WHERE e.value ->> 'event_type' IN ('login_failed', 'login_success', 'lockout_reset')
+       AND e.value ->> 'tenant_id' IS NOT NULL AND e.value ->> 'user_id' IS NOT NULL
+     ORDER BY e.value ->> 'tenant_id', e.value ->> 'user_id', e.ordinality
+    ON CONFLICT DO NOTHING;
+    PERFORM 1
+       FROM authaudit.lockout_state s
+       JOIN (SELECT DISTINCT e ->> 'tenant_id' AS t, e ->> 'user_id' AS u
+               FROM jsonb_array_elements(events) AS e) k ON s.tenant_id = k.t AND s.user_id = k.u
+      ORDER BY s.tenant_id, s.user_id
+        FOR UPDATE OF s;
+    -- Tenants in a fixed order, so that concurrent batches never wait for
+    -- each other's chain heads in a cycle; each tenant's events keep their order.
+    FOR v_e IN
+        SELECT e.value AS ev, e.ordinality AS ord
+          FROM jsonb_array_elements(events) WITH ORDINALITY AS e
+         ORDER BY e.value ->> 'tenant_id', e.ordinality
+    LOOP
+        PERFORM authaudit._record(
+            log_id      => v_ids[v_e.ord],
             tenant_id   => v_e.ev ->> 'tenant_id',
             event_type  => v_e.ev ->> 'event_type',
             user_id     => v_e.ev ->> 'user_id',
@@ -260,11 +290,14 @@ BEGIN
             ip          => (v_e.ev ->> 'ip')::inet,
             user_agent  => v_e.ev ->> 'user_agent',
             occurred_at => (v_e.ev ->> 'occurred_at')::timestamptz,
-            metadata    => coalesce(nullif(v_e.ev -> 'metadata', 'null'::jsonb), '{}'::jsonb));
+            metadata    => coalesce(nullif(v_e.ev -> 'metadata', 'null'::jsonb), '{}'::jsonb),
+            p_writer_org => v_orgs[v_e.ord]);
     END LOOP;
-    FOR i IN 1 .. coalesce(v_n, 0) LOOP
-        RETURN NEXT v_rows[i];
-    END LOOP;
+    -- Every id now names its row (new, or the original of a retry).
+    RETURN QUERY
+        SELECT l.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
+          JOIN authaudit.auth_log l ON l.log_id = u.id
+         ORDER BY u.ord;
 END;
 $$;
 
@@ -275,6 +308,7 @@ COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
 -- without a row.
 REVOKE EXECUTE ON FUNCTION authaudit._chain_append(text, bytea) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION authaudit._chain_unappend(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION authaudit._chain_settled_head(text) FROM PUBLIC;
 
 -- Whether a login may be attempted now (docs/lockout.md): for the
 -- application to call before verifying credentials.
@@ -282,7 +316,7 @@ CREATE FUNCTION authaudit.check_login(tenant_id text, user_id text, ip inet DEFA
 RETURNS TABLE (allowed boolean, reason text, retry_after timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT authaudit._may_write(check_login.tenant_id) THEN
+    IF NOT authaudit._writes_tenant(check_login.tenant_id) THEN
         RAISE EXCEPTION 'pg_authaudit: role % may not check logins for tenant %',
             authaudit._writer_role(), check_login.tenant_id
             USING ERRCODE = 'insufficient_privilege';

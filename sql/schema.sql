@@ -93,6 +93,7 @@ CREATE TABLE authaudit.lockout_state (
     last_log_id      uuid,
     last_seq         bigint,
     updated_at       timestamptz NOT NULL DEFAULT now(),
+    org_id           text,                 -- the organisation of its first event
     CONSTRAINT lockout_state_pkey PRIMARY KEY (tenant_id, user_id)
 );
 

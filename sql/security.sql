@@ -81,17 +81,6 @@ GRANT SELECT ON authaudit.lockout_policy, authaudit.lockout_state, authaudit.loc
     authaudit.lockout_ip_account_state TO authaudit_reader, authaudit_auditor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON authaudit.lockout_policy TO authaudit_admin;
 
--- Whether the caller may verify a tenant's chain: it needs every row, so a
--- tenant-wide read binding (or the auditor role).
-CREATE FUNCTION authaudit._may_verify(p_tenant text) RETURNS boolean
-LANGUAGE sql STABLE SECURITY INVOKER AS $$
-    SELECT pg_has_role('authaudit_auditor', 'MEMBER')
-        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
-        OR EXISTS (SELECT FROM authaudit.tenant_scope s
-                    WHERE s.role_name = current_user AND s.tenant_id = p_tenant
-                      AND s.can_read AND s.org_id IS NULL)
-$$;
-
 GRANT USAGE ON SCHEMA authaudit
     TO authaudit_writer, authaudit_reader, authaudit_auditor, authaudit_admin;
 GRANT SELECT ON authaudit.tenant_scope
@@ -122,7 +111,7 @@ REVOKE EXECUTE ON FUNCTION
     FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION authaudit.check_login(text, text, inet) FROM PUBLIC;
 -- Internal: applied on its own it would change lockout state without an event.
-REVOKE EXECUTE ON FUNCTION authaudit._lockout_apply(text, text, text, text, timestamptz, uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION authaudit._lockout_apply(text, text, text, text, timestamptz, uuid, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
     authaudit.record_events(jsonb),

@@ -36,15 +36,10 @@ DECLARE
     v_login record;
     v_check record;
 BEGIN
-    IF NOT authaudit._may_write(record_token_issued.tenant_id) THEN
-        RAISE EXCEPTION 'pg_authaudit: role % may not record events for tenant %',
-            authaudit._writer_role(), record_token_issued.tenant_id
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF jsonb_typeof(v_meta) = 'object' AND v_meta ? '_authaudit' THEN
-        RAISE EXCEPTION 'pg_authaudit: metadata key "_authaudit" is reserved for the extension'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    -- The writer's binding covers the tenant and organisation (42501); the
+    -- system channel and the "_authaudit" metadata key are refused (22023).
+    PERFORM authaudit._authorise_event(record_token_issued.tenant_id, record_token_issued.org_id,
+        NULL, record_token_issued.channel, v_meta);
     -- Parses and checks the token (the message never contains it).
     v_facts := authaudit._token_facts(record_token_issued.token, record_token_issued.user_id);
 
@@ -64,8 +59,7 @@ BEGIN
         -- A jti is issued once per tenant: a second record is a replay.
         -- Concurrent issuers of one jti take turns on an advisory lock.
         IF v_facts ? 'jti' THEN
-            PERFORM pg_advisory_xact_lock(hashtextextended(
-                'authaudit.jti/' || record_token_issued.tenant_id || '/' || (v_facts ->> 'jti'), 0));
+            PERFORM authaudit._lock_token_id(record_token_issued.tenant_id, v_facts ->> 'jti');
             IF EXISTS (SELECT FROM authaudit.auth_log l
                         WHERE l.tenant_id = record_token_issued.tenant_id
                           AND l.event_type = 'token_issued'
@@ -99,8 +93,7 @@ BEGIN
                 'seq', v_login.seq,
                 'link_sha256', encode(v_login.link_sha256, 'hex')) END));
     END IF;
-    PERFORM authaudit._grant_facts(record_token_issued.log_id);
-    RETURN authaudit.record_event(
+    RETURN authaudit._record(
         log_id      => record_token_issued.log_id,
         tenant_id   => record_token_issued.tenant_id,
         event_type  => 'token_issued',
@@ -110,11 +103,12 @@ BEGIN
         ip          => record_token_issued.ip,
         user_agent  => record_token_issued.user_agent,
         occurred_at => record_token_issued.occurred_at,
-        metadata    => v_meta);
+        metadata    => v_meta,
+        p_writer_org => NULL);
 END;
 $$;
 
 COMMENT ON FUNCTION authaudit.record_token_issued(uuid, text, text, text, text, inet, text, text, timestamptz, jsonb) IS
     'Records a JWT session issuance by its header, registered claims and SHA-256 fingerprint (never the token).';
 
-REVOKE EXECUTE ON FUNCTION authaudit._grant_facts(uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION authaudit._lock_token_id(text, text) FROM PUBLIC;

@@ -53,6 +53,18 @@ impl EventType {
     }
 }
 
+impl EventType {
+    /// Whether only the extension appends events of this type: locks (the
+    /// engine's decision), token issuance (checked claims) and retention
+    /// (what was removed). Writers record the others.
+    pub fn is_engine_only(self) -> bool {
+        matches!(
+            self,
+            EventType::AccountLocked | EventType::TokenIssued | EventType::RetentionApplied
+        )
+    }
+}
+
 impl FromStr for EventType {
     type Err = EventError;
 

@@ -173,9 +173,56 @@ fn numeric_date(m: &Map<String, Value>, key: &'static str) -> Result<Option<Valu
     }
 }
 
+/// Whether `text` holds something shaped like a compact JWS: a base64url
+/// segment that starts as a JSON object does (`eyJ`, the encoding of `{"`),
+/// a dot, a second base64url segment and another dot. Used to keep such
+/// text out of the server log; it errs on the side of finding one.
+pub fn contains_compact_jws(text: &str) -> bool {
+    let b = text.as_bytes();
+    let seg = |mut i: usize| {
+        let start = i;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'_') {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    let mut from = 0;
+    while let Some(off) = text[from..].find("eyJ") {
+        let at = from + off;
+        if let Some(end) = seg(at) {
+            if b.get(end) == Some(&b'.') {
+                if let Some(end2) = seg(end + 1) {
+                    if b.get(end2) == Some(&b'.') {
+                        return true;
+                    }
+                }
+            }
+        }
+        from = at + 3;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_tokens_are_found_in_statement_text() {
+        let tok = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+        assert!(contains_compact_jws(tok));
+        assert!(contains_compact_jws(&format!(
+            "SELECT authaudit.record_token_issued(..., '{tok}', ...)"
+        )));
+        // Unsigned compact form (empty signature) still has both dots.
+        assert!(contains_compact_jws(
+            "x eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0. y"
+        ));
+        assert!(!contains_compact_jws("SELECT 1"));
+        assert!(!contains_compact_jws(
+            "eyJ alone, eyJabc. and eyJa.b without a second dot"
+        ));
+    }
 
     fn b64(v: &str) -> String {
         URL_SAFE_NO_PAD.encode(v)

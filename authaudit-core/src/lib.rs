@@ -7,5 +7,7 @@ pub mod cef;
 pub mod chain;
 pub mod event;
 pub mod jwt;
+pub mod lock_key;
 pub mod lockout;
+pub mod scope;
 pub mod verification;

@@ -25,7 +25,7 @@ pub struct Step {
     pub tenant: &'static str,
     pub user: String,
     pub ip: String,
-    /// "web" or "mobile" (the two application paths); "system" for resets.
+    /// "web" or "mobile" (the two application paths); "api" for the help desk.
     pub channel: &'static str,
     pub action: Action,
     /// Which part of the campaign it belongs to.
@@ -166,7 +166,7 @@ pub fn campaign() -> (Vec<Step>, GroundTruth) {
         TENANT,
         RESET_ACCOUNT.to_string(),
         "10.20.9.9".to_string(),
-        "system",
+        "api",
         Action::Reset {
             ticket: "HD-20417".into(),
         },

@@ -100,7 +100,7 @@ pub fn play(
         let c = match (s.tenant, s.channel) {
             (t, _) if t == OTHER_TENANT => &mut other,
             (_, "mobile") => &mut mobile,
-            (_, "system") => &mut helpdesk,
+            (_, "api") => &mut helpdesk,
             _ => &mut web,
         };
         let id = log_id(run, n);
@@ -145,7 +145,7 @@ pub fn play(
             }
             Action::Reset { ticket } => {
                 c.execute(
-                    "SELECT authaudit.record_event($1::text::uuid, $2, 'lockout_reset', $3, 'system',
+                    "SELECT authaudit.record_event($1::text::uuid, $2, 'lockout_reset', $3, 'api',
                          NULL, $4::text::inet, NULL, to_timestamp($5),
                          jsonb_build_object('ticket', $6::text, 'by', 'help desk'))",
                     &[&id, &s.tenant, &s.user, &s.ip, &at_f, ticket],
@@ -177,7 +177,7 @@ pub fn play(
 fn user_agent(channel: &str) -> &'static str {
     match channel {
         "mobile" => "AgencyApp/4.2 (Android 14)",
-        "system" => "helpdesk-console/1.0",
+        "api" => "helpdesk-console/1.0",
         _ => "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
     }
 }

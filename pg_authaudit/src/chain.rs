@@ -60,3 +60,14 @@ fn chain_append(
 fn chain_unappend(tenant_id: &str) -> SqlResult<()> {
     Ok(heads::unappend(tenant_id)?)
 }
+
+/// The tenant's chain head once every appender has ended, after checking
+/// that the table's last row is the head the extension appended last
+/// (XX001 otherwise). Internal to `checkpoint`; not executable by PUBLIC.
+#[pg_extern(volatile, parallel_unsafe, name = "_chain_settled_head")]
+fn chain_settled_head(
+    tenant_id: &str,
+) -> Result<TableIterator<'static, (name!(seq, i64), name!(link_sha256, Vec<u8>))>, ErrorReport> {
+    let (seq, head) = heads::settled_head(tenant_id)?;
+    Ok(TableIterator::once((seq, head.sha256.to_vec())))
+}

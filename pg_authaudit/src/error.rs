@@ -28,6 +28,26 @@ pub enum AuditError {
     TooManyRuns(usize),
     #[error("verifying tenant {0} needs tenant-wide read access (a tenant_scope binding without org_id, or authaudit_auditor)")]
     NoVerifyScope(String),
+    #[error("role {role} may not record events for tenant {tenant}{}", org.as_ref().map(|o| format!(" organisation {o}")).unwrap_or_else(|| " without organisation".into()))]
+    NotBound {
+        role: String,
+        tenant: String,
+        org: Option<String>,
+    },
+    #[error(transparent)]
+    Refused(#[from] authaudit_core::scope::WriteRefusal),
+    #[error("account {user} of tenant {tenant} belongs to another organisation than the writer's ({org})")]
+    AccountOfOtherOrganisation {
+        user: String,
+        tenant: String,
+        org: String,
+    },
+    #[error("the chain head of tenant {tenant} in the table (seq {table_seq}) is not the live head (seq {live_seq}): rows were removed or added outside the extension")]
+    HeadMismatch {
+        tenant: String,
+        table_seq: i64,
+        live_seq: i64,
+    },
     #[error("no append of this transaction to take back")]
     NothingToUnappend,
     #[error("internal query failed: {0}")]
@@ -65,7 +85,11 @@ impl AuditError {
             AuditError::MalformedHead { .. } => ERRCODE_DATA_CORRUPTED,
             AuditError::Policy(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            AuditError::NoVerifyScope(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            AuditError::NoVerifyScope(_)
+            | AuditError::NotBound { .. }
+            | AuditError::AccountOfOtherOrganisation { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            AuditError::Refused(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            AuditError::HeadMismatch { .. } => ERRCODE_DATA_CORRUPTED,
             AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
                 ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }

@@ -18,6 +18,13 @@ pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(100
 pub static LOCKOUT_IP_ACCOUNT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static LOCKOUT_IP_BLOCK_DURATION: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 
+/// Events a single `record_events` call may hold.
+pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+
+/// How long (minutes) events are kept at least: retention never removes
+/// younger ones: a year by default.
+pub static MIN_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(365 * 24 * 60);
+
 fn define_int(
     name: &'static std::ffi::CStr,
     short: &'static std::ffi::CStr,
@@ -97,6 +104,26 @@ pub fn register() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"authaudit.max_batch_events",
+        c"Events a single record_events call may hold.",
+        c"Larger batches are refused with SQLSTATE 54000; a batch holds its tenants' chains for the whole call.",
+        &MAX_BATCH_EVENTS,
+        1,
+        100_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"authaudit.min_retention",
+        c"How long events are kept at least; apply_retention refuses younger horizons.",
+        c"Only a superuser can change it (docs/retention.md).",
+        &MIN_RETENTION,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MIN,
+    );
+    GucRegistry::define_int_guc(
         c"authaudit.max_future_skew",
         c"How far an event's occurred_at may lie ahead of the server clock.",
         c"Events whose occurred_at is later than the server time plus this are refused with SQLSTATE 22008.",
@@ -127,4 +154,10 @@ pub fn default_lockout_policy() -> authaudit_core::lockout::Policy {
         ip_block_duration_us: s(&LOCKOUT_IP_BLOCK_DURATION),
         ..authaudit_core::lockout::Policy::default()
     }
+}
+
+/// `authaudit.min_retention` in minutes, for `apply_retention`.
+#[pgrx::pg_extern(stable, name = "_min_retention_minutes")]
+fn min_retention_minutes() -> i32 {
+    MIN_RETENTION.get()
 }

@@ -28,11 +28,13 @@
 use crate::error::AuditError;
 use crate::shmem;
 use authaudit_core::chain::{ChainHead, HEAD_BYTES};
+use authaudit_core::lock_key::{lock_key, SECRET_BYTES};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::ffi::CStr;
 use std::ptr::{addr_of_mut, null_mut};
+use subtle::ConstantTimeEq;
 
 /// Tenants whose heads are cached at once; a tenant with no transaction in
 /// flight can be evicted and is read back from the table when needed.
@@ -72,6 +74,8 @@ struct Slot {
 
 #[repr(C)]
 struct Table {
+    /// Drawn when the server starts: the key of the lock-tag hash.
+    secret: [u8; SECRET_BYTES],
     slots: [Slot; SLOTS],
 }
 
@@ -112,6 +116,10 @@ fn shmem_startup() {
         ) as *mut Table;
         if !found {
             std::ptr::write_bytes(table as *mut u8, 0, std::mem::size_of::<Table>());
+            let secret = addr_of_mut!((*table).secret);
+            if !pg_sys::pg_strong_random(secret.cast(), SECRET_BYTES) {
+                pgrx::error!("pg_authaudit: no strong random source for the lock-key secret");
+            }
         }
         TABLE = table;
         LOCK = addr_of_mut!((*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock);
@@ -144,14 +152,24 @@ impl Drop for Locked {
     }
 }
 
-/// FNV-1a over the database OID and the tenant id.
-fn key_hash(dboid: u32, tenant: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in dboid.to_le_bytes().iter().chain(tenant) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// The server's lock-key secret (zero without shared memory).
+fn secret() -> [u8; SECRET_BYTES] {
+    // SAFETY: TABLE is set once by the postmaster and the secret is written
+    // before any backend exists; it never changes afterwards.
+    unsafe {
+        let t = TABLE;
+        if t.is_null() {
+            [0; SECRET_BYTES]
+        } else {
+            (*t).secret
+        }
     }
-    h
+}
+
+/// The keyed hash of a database and tenant: nobody without the server's
+/// secret can tell from `pg_locks` which tenant a lock belongs to.
+fn key_hash(dboid: u32, tenant: &[u8]) -> u64 {
+    lock_key(&secret(), "chain", &[&dboid.to_le_bytes(), tenant])
 }
 
 fn slot_hash(dboid: u32, tenant: &[u8]) -> usize {
@@ -384,18 +402,42 @@ thread_local! {
 /// Marks the ownership locks apart from `pg_advisory_lock` keys (which use
 /// 1 and 2 in this field).
 const OWNERSHIP_LOCK_FIELD4: u16 = 0xAA01;
+/// Marks the locks that serialise issuers of one token id.
+const JTI_LOCK_FIELD4: u16 = 0xAA02;
 const USER_LOCKMETHOD: u8 = 2;
 const EXCLUSIVE_LOCK: pg_sys::LOCKMODE = 7;
 
-fn ownership_tag(dboid: u32, tenant: &[u8]) -> pg_sys::LOCKTAG {
-    let h = key_hash(dboid, tenant);
+fn keyed_tag(dboid: u32, h: u64, field4: u16) -> pg_sys::LOCKTAG {
     pg_sys::LOCKTAG {
         locktag_field1: dboid,
         locktag_field2: (h >> 32) as u32,
         locktag_field3: h as u32,
-        locktag_field4: OWNERSHIP_LOCK_FIELD4,
+        locktag_field4: field4,
         locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
         locktag_lockmethodid: USER_LOCKMETHOD,
+    }
+}
+
+fn ownership_tag(dboid: u32, tenant: &[u8]) -> pg_sys::LOCKTAG {
+    keyed_tag(dboid, key_hash(dboid, tenant), OWNERSHIP_LOCK_FIELD4)
+}
+
+/// Makes concurrent issuers of one token id (`jti`) of a tenant take turns,
+/// until the end of the transaction. Internal to `record_token_issued`; not
+/// executable by PUBLIC.
+#[pg_extern(volatile, strict, parallel_unsafe, name = "_lock_token_id")]
+fn lock_token_id(tenant_id: &str, jti: &str) {
+    // SAFETY: a plain read of this backend's database.
+    let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    let h = lock_key(
+        &secret(),
+        "jti",
+        &[&dboid.to_le_bytes(), tenant_id.as_bytes(), jti.as_bytes()],
+    );
+    let tag = keyed_tag(dboid, h, JTI_LOCK_FIELD4);
+    // SAFETY: a transaction-level lock, released by PostgreSQL at its end.
+    unsafe {
+        pg_sys::LockAcquire(&tag, EXCLUSIVE_LOCK, false, false);
     }
 }
 
@@ -559,6 +601,53 @@ pub fn unappend(tenant_id: &str) -> Result<(), AuditError> {
             .retain(|e| !(e.dboid == dboid && e.tenant == tenant_id.as_bytes() && e.seq == undone))
     });
     Ok(())
+}
+
+/// The tenant's chain head as the table holds it once every transaction
+/// that appended to it has ended, checked against the head in shared memory:
+/// rows removed from (or added to) the table's tail outside the extension
+/// make them differ (`HeadMismatch`). Takes ownership of the tenant's chain
+/// until this transaction commits, so nothing is appended meanwhile.
+/// Returns seq 0 for a tenant without rows.
+pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
+    let tenant = tenant_id.as_bytes();
+    // SAFETY: TABLE is written only by the postmaster before backends fork.
+    if unsafe { TABLE.is_null() } {
+        return Err(AuditError::NotPreloaded);
+    }
+    // SAFETY: a plain read of this backend's database.
+    let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    own(dboid, tenant);
+    let live = |l: &Locked| {
+        l.table
+            .find(dboid, tenant)
+            .map(|k| &l.table.slots[k])
+            .map(|s| (s.seq, s.head, s.last_xid))
+    };
+    // The last appender released the chain before its commit: wait for it.
+    let last_xid = live(&lock().ok_or(AuditError::NotPreloaded)?).map(|(_, _, x)| x);
+    if let Some(x) = last_xid.filter(|x| *x != pg_sys::InvalidTransactionId) {
+        wait_for_predecessor(x);
+    }
+    let (seq, head) = load(tenant_id)?;
+    let guard = lock().ok_or(AuditError::NotPreloaded)?;
+    match live(&guard) {
+        Some((live_seq, live_head, _)) => {
+            let same = live_seq == seq && bool::from(live_head.ct_eq(&head.to_bytes()));
+            drop(guard);
+            if !same {
+                return Err(AuditError::HeadMismatch {
+                    tenant: tenant_id.to_owned(),
+                    table_seq: seq,
+                    live_seq,
+                });
+            }
+        }
+        None => {
+            guard.table.place(dboid, tenant, seq, &head);
+        }
+    }
+    Ok((seq, head))
 }
 
 const LAST_ROW: &str = "SELECT seq, link_sha256, digest_sha512, digest_sha3_256 \

@@ -16,6 +16,7 @@ mod error;
 mod gucs;
 mod heads;
 mod lockout;
+mod log_redaction;
 mod record;
 mod retention;
 mod scope;
@@ -35,14 +36,18 @@ extension_sql_file!(
         "schema",
         chain::chain_append,
         chain::chain_unappend,
+        chain::chain_settled_head,
         record::event_body,
-        token::take_facts_grant
+        scope::authorise_event,
+        scope::writes_tenant,
+        scope::writer_role,
+        lockout::lockout_apply_scoped
     ]
 );
 extension_sql_file!(
     "../../sql/token.sql",
     name = "token",
-    requires = ["record", token::token_facts, token::grant_facts]
+    requires = ["record", token::token_facts, heads::lock_token_id]
 );
 extension_sql_file!("../../sql/cef.sql", name = "cef", requires = ["record"]);
 extension_sql_file!(
@@ -52,7 +57,10 @@ extension_sql_file!(
         "token",
         verify::verify_chain_range,
         retention::allow_retention,
-        retention::end_retention
+        retention::end_retention,
+        scope::writer_is_overseer,
+        scope::writer_is_admin,
+        gucs::min_retention_minutes
     ]
 );
 extension_sql_file!(
@@ -78,6 +86,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     heads::init();
     scope::init();
+    log_redaction::init();
 }
 
 /// The extension's version, as installed.

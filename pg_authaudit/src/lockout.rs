@@ -7,6 +7,7 @@ use crate::error::{AuditError, SqlResult};
 use authaudit_core::lockout::{
     check, derived_log_id, Access, AccountState, FailureOutcome, Increment, IpState, Policy,
 };
+use authaudit_core::scope::WriteReach;
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -89,17 +90,19 @@ fn load_policy(client: &mut SpiClient<'_>, tenant_id: &str) -> Result<Policy, Au
     })
 }
 
-/// Creates the account's state row if needed, locks it and reads it: one
-/// statement (the upsert's no-op update takes the row lock).
+/// Creates the account's state row if needed (belonging to `org`), locks it
+/// and reads it, with the organisation it belongs to: one statement (the
+/// upsert's no-op update takes the row lock).
 fn lock_account(
     client: &mut SpiClient<'_>,
     tenant: &str,
     user: &str,
-) -> Result<AccountState, AuditError> {
+    org: Option<&str>,
+) -> Result<(AccountState, Option<String>), AuditError> {
     let q = format!(
-        "INSERT INTO authaudit.lockout_state AS s (tenant_id, user_id) VALUES ($1, $2) \
+        "INSERT INTO authaudit.lockout_state AS s (tenant_id, user_id, org_id) VALUES ($1, $2, $3) \
          ON CONFLICT ON CONSTRAINT lockout_state_pkey DO UPDATE SET updated_at = s.updated_at \
-         RETURNING s.failure_count, {}, {}, s.locked, {}, {}, s.lock_count",
+         RETURNING s.failure_count, {}, {}, s.locked, {}, {}, s.lock_count, s.org_id",
         us("s.first_failure_at"),
         us("s.last_failure_at"),
         us("s.locked_at"),
@@ -109,10 +112,16 @@ fn lock_account(
         client,
         "lock_account",
         &q,
-        &[PgBuiltInOids::TEXTOID, PgBuiltInOids::TEXTOID],
-        &[tenant.into(), user.into()],
+        &[
+            PgBuiltInOids::TEXTOID,
+            PgBuiltInOids::TEXTOID,
+            PgBuiltInOids::TEXTOID,
+        ],
+        &[tenant.into(), user.into(), org.into()],
     )?;
-    read_account(t)
+    let t = t.first();
+    let account_org: Option<String> = t.get(8)?;
+    Ok((read_account(t)?, account_org))
 }
 
 /// An account's state from the first row of `failure_count, first_failure,
@@ -280,16 +289,20 @@ fn json_time(us: Option<i64>) -> String {
 
 /// Applies an event's lockout effects and returns what the event row records
 /// (`facts`, a JSON object for `metadata._authaudit.lockout`) and, when this
-/// event locked the account, the lock (`locked_until` NULL: permanent).
+/// event locked the account, the lock (`locked_until` NULL: permanent). A
+/// new account belongs to `org_id`; a `writer_org` confines the effects to
+/// accounts of that organisation (42501 otherwise).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe, name = "_lockout_apply")]
-fn lockout_apply(
+fn lockout_apply_scoped(
     tenant_id: &str,
     user_id: &str,
     ip: Option<&str>,
     event_type: &str,
     at: TimestampWithTimeZone,
     log_id: Uuid,
+    org_id: Option<&str>,
+    writer_org: Option<&str>,
 ) -> Result<
     TableIterator<
         'static,
@@ -308,7 +321,17 @@ fn lockout_apply(
     let ip = ip.map(|i| i.split('/').next().unwrap_or(i).to_string());
     let row = Spi::connect_mut(|client| -> Result<_, AuditError> {
         let policy = load_policy(client, tenant_id)?;
-        let state = lock_account(client, tenant_id, user_id)?;
+        let (state, account_org) = lock_account(client, tenant_id, user_id, org_id)?;
+        // An organisation's writer affects accounts of its organisation only.
+        if let Some(reach) = writer_org.map(|o| WriteReach::Organisation(o.to_owned())) {
+            if !reach.reaches_account(account_org.as_deref()) {
+                return Err(AuditError::AccountOfOtherOrganisation {
+                    user: user_id.chars().take(80).collect(),
+                    tenant: tenant_id.to_owned(),
+                    org: writer_org.unwrap_or_default().to_owned(),
+                });
+            }
+        }
         let mut lock = (false, None, None, None, None);
         let facts = match event_type {
             "login_failed" => {
@@ -375,6 +398,35 @@ fn lockout_apply(
         ))
     })?;
     Ok(TableIterator::once(row))
+}
+
+/// `_lockout_apply` as release 0.1.0's SQL calls it (no organisations), so
+/// that a database keeps recording between installing this library and
+/// `ALTER EXTENSION pg_authaudit UPDATE`. Not part of the 0.2.0 schema.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn lockout_apply(
+    tenant_id: &str,
+    user_id: &str,
+    ip: Option<&str>,
+    event_type: &str,
+    at: TimestampWithTimeZone,
+    log_id: Uuid,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(facts, Option<pgrx::JsonB>),
+            name!(new_lock, bool),
+            name!(locked_until_us, Option<i64>),
+            name!(lock_rule, Option<String>),
+            name!(lock_failures, Option<i32>),
+            name!(lock_count, Option<i32>),
+        ),
+    >,
+    ErrorReport,
+> {
+    lockout_apply_scoped(tenant_id, user_id, ip, event_type, at, log_id, None, None)
 }
 
 /// The id of the `account_locked` event a failure triggers.

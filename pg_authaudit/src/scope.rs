@@ -1,14 +1,32 @@
-//! The caller's read scope for the row-level security policy, cached per
-//! backend. Every change to `authaudit.tenant_scope` bumps a generation
-//! counter in shared memory (when the change is made and again when its
-//! transaction ends), and a backend rebuilds its cache when the counter or
-//! the current role changes. The policy thus costs a lookup, not a query.
+//! Who is asking, and what `authaudit.tenant_scope` lets that role do. One
+//! notion of the asker serves the row-level security policies, the row
+//! checks and the recording functions alike (docs/security.md):
+//!
+//! - a read is asked by the current role at the moment the check runs (for a
+//!   query through a view, the role running the query); a policy written
+//!   `TO authaudit_reader` is only half the check, so the row check also
+//!   requires that same role to have the privileges of `authaudit_reader`;
+//! - a write is asked by the role the session acts as outside the
+//!   extension's security-definer functions (its login role, or the role it
+//!   `SET ROLE` to).
+//!
+//! Bindings are cached per backend and role. Every change to
+//! `authaudit.tenant_scope` bumps a generation counter in shared memory
+//! (when the change is made and again once its transaction has ended), and
+//! the cache is rebuilt when the counter moved. The rebuild reads the
+//! bindings with the latest snapshot, not the transaction's: a cache built
+//! inside a long REPEATABLE READ transaction therefore never holds a binding
+//! that was revoked before the counter it is stamped with.
 
+use crate::error::{AuditError, SqlResult};
 use crate::shmem;
+use authaudit_core::event::{Channel, EventType};
+use authaudit_core::scope::{check_writer_event, Binding, Scope, WriteReach};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
 use std::cell::{Cell, RefCell};
+use std::ffi::CStr;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,78 +78,238 @@ fn bump() {
 struct Cached {
     role: pg_sys::Oid,
     generation: u64,
-    tenants: Vec<String>,
-    /// (tenant, organisation or None for the whole tenant).
-    bindings: Vec<(String, Option<String>)>,
+    scope: Scope,
 }
 
 thread_local! {
-    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+    /// The latest scopes built, one per role asked about (readers and the
+    /// writer role of the recording functions differ within one call).
+    static CACHE: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
     static BUMP_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
-const SCOPE: &str = "SELECT s.tenant_id, s.org_id FROM authaudit.tenant_scope s \
-                     WHERE s.role_name = current_user AND s.can_read";
+/// Roles whose scopes are cached at once per backend.
+const CACHED_ROLES: usize = 4;
 
-/// The tenants the current role may read (each once): the policy's index
-/// condition, so the index is probed once per bound tenant.
-#[pg_extern(stable, parallel_safe, name = "_read_tenants")]
-fn read_tenants() -> Vec<String> {
-    cached(|c| c.tenants.clone())
-}
+const BINDINGS: &str = "SELECT s.tenant_id, s.org_id, s.can_read, s.can_write \
+                        FROM authaudit.tenant_scope s WHERE s.role_name = $1";
 
-/// Whether the current role may read a row of `tenant` in organisation
-/// `org`: a tenant-wide binding, or a binding to that organisation (a row
-/// without organisation needs a tenant-wide binding). The policies' row
-/// check: one call per row that passed the index condition, no subquery to
-/// start per statement.
-#[pg_extern(stable, parallel_safe, name = "_may_read")]
-fn may_read(tenant: &str, org: Option<&str>) -> bool {
-    cached(|c| {
-        c.bindings
-            .iter()
-            .any(|(t, o)| t == tenant && (o.is_none() || o.as_deref() == org))
-    })
-}
-
-/// Runs `f` on the current role's scope, from the cache when it is valid.
-fn cached<T>(f: impl Fn(&Cached) -> T) -> T {
-    // SAFETY: reads the current role.
-    let role = unsafe { pg_sys::GetUserId() };
+/// Runs `f` on the bindings of `role`, from the cache when it is current.
+fn with_scope<T>(role: pg_sys::Oid, f: impl Fn(&Scope) -> T) -> T {
+    // Read before the bindings: a change committed after this read bumps
+    // the counter past it, so the entry built below is rebuilt next time.
     let generation = generation();
     if let Some(g) = generation {
         let hit = CACHE.with(|c| {
             c.borrow()
-                .as_ref()
-                .filter(|c| c.role == role && c.generation == g)
-                .map(&f)
+                .iter()
+                .find(|c| c.role == role && c.generation == g)
+                .map(|c| f(&c.scope))
         });
         if let Some(v) = hit {
             return v;
         }
     }
-    let mut built = Spi::connect(|client| {
-        let mut built = Cached {
-            role,
-            generation: generation.unwrap_or(0),
-            tenants: Vec::new(),
-            bindings: Vec::new(),
-        };
-        for row in client.select(SCOPE, None, &[]).expect("read tenant_scope") {
-            let tenant: String = row.get(1).ok().flatten().unwrap_or_default();
-            let org: Option<String> = row.get(2).ok().flatten();
-            built.tenants.push(tenant.clone());
-            built.bindings.push((tenant, org));
-        }
-        built
-    });
-    built.tenants.sort();
-    built.tenants.dedup();
-    let v = f(&built);
-    if generation.is_some() {
-        CACHE.with(|c| *c.borrow_mut() = Some(built));
+    let scope = load(role);
+    let v = f(&scope);
+    if let Some(g) = generation {
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|e| e.role != role);
+            if c.len() >= CACHED_ROLES {
+                c.remove(0);
+            }
+            c.push(Cached {
+                role,
+                generation: g,
+                scope,
+            });
+        });
     }
     v
+}
+
+/// The bindings of `role`, read with the latest snapshot.
+fn load(role: pg_sys::Oid) -> Scope {
+    let name = role_name(role);
+    // SAFETY: a fresh snapshot is pushed for the read and popped after it.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+    let bindings = Spi::connect(|client| {
+        let mut v = Vec::new();
+        for row in client
+            .select(BINDINGS, None, &[name.as_str().into()])
+            .expect("read authaudit.tenant_scope")
+        {
+            v.push(Binding {
+                tenant: row.get(1).ok().flatten().unwrap_or_default(),
+                org: row.get(2).ok().flatten(),
+                can_read: row.get(3).ok().flatten().unwrap_or(false),
+                can_write: row.get(4).ok().flatten().unwrap_or(false),
+            });
+        }
+        v
+    });
+    // SAFETY: pops the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
+    Scope::new(bindings)
+}
+
+/// The name of a role (empty when it no longer exists).
+pub fn role_name(role: pg_sys::Oid) -> String {
+    // SAFETY: GetUserNameFromId with noerr returns NULL or a palloc'd string.
+    unsafe {
+        let p = pg_sys::GetUserNameFromId(role, true);
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// The role asking for a read: the current role.
+fn reader() -> pg_sys::Oid {
+    // SAFETY: reads the current role.
+    unsafe { pg_sys::GetUserId() }
+}
+
+/// The role asking for a write: the session's role outside security-definer
+/// functions (the login role, or the role it SET ROLE to).
+pub fn writer() -> pg_sys::Oid {
+    // SAFETY: reads the outer role.
+    unsafe { pg_sys::GetOuterUserId() }
+}
+
+/// Whether `role` has the privileges of the group role `group`.
+fn has_privs_of(role: pg_sys::Oid, group: &CStr) -> bool {
+    // SAFETY: catalog lookups; a missing group role is no privilege.
+    unsafe {
+        let g = pg_sys::get_role_oid(group.as_ptr(), true);
+        g != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, g)
+    }
+}
+
+fn is_superuser(role: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup.
+    unsafe { pg_sys::superuser_arg(role) }
+}
+
+/// The tenants the current role may read (each once): the policies' index
+/// condition, so the index is probed once per bound tenant. Empty for a role
+/// without the privileges of `authaudit_reader`.
+#[pg_extern(stable, parallel_safe, name = "_read_tenants")]
+fn read_tenants() -> Vec<String> {
+    let role = reader();
+    if !has_privs_of(role, c"authaudit_reader") {
+        return Vec::new();
+    }
+    with_scope(role, |s| s.read_tenants().to_vec())
+}
+
+/// Whether the current role may read a row of `tenant` in organisation
+/// `org` (NULL: asks for tenant-wide access): the policies' row check. The
+/// role must itself have the privileges of `authaudit_reader`, whoever owns
+/// the view the query went through.
+#[pg_extern(stable, parallel_safe, name = "_may_read")]
+fn may_read(tenant: &str, org: Option<&str>) -> bool {
+    let role = reader();
+    has_privs_of(role, c"authaudit_reader") && with_scope(role, |s| s.may_read(tenant, org))
+}
+
+/// Whether the current role may verify (and so read every row of) a
+/// tenant's chain: a superuser, an `authaudit_auditor`, or a reader with a
+/// tenant-wide binding.
+#[pg_extern(stable, parallel_safe, name = "_may_verify")]
+pub fn may_verify(tenant: &str) -> bool {
+    let role = reader();
+    is_superuser(role)
+        || has_privs_of(role, c"authaudit_auditor")
+        || (has_privs_of(role, c"authaudit_reader")
+            && with_scope(role, |s| s.may_read_tenant(tenant)))
+}
+
+/// How far the writer reaches in `tenant` for an event of organisation
+/// `org`, or None when it may not write it.
+fn write_reach(tenant: &str, org: Option<&str>) -> Option<WriteReach> {
+    let role = writer();
+    if is_superuser(role) {
+        return Some(WriteReach::Tenant);
+    }
+    with_scope(role, |s| s.write_reach(tenant, org))
+}
+
+/// Whether the writer may write events of `tenant` in organisation `org`
+/// (NULL: events without organisation, which need a tenant-wide binding).
+#[pg_extern(stable, name = "_may_write")]
+fn may_write(tenant: &str, org: Option<&str>) -> bool {
+    write_reach(tenant, org).is_some()
+}
+
+/// Whether the writer has any write binding for `tenant` (checkpoints).
+#[pg_extern(stable, name = "_writes_tenant")]
+fn writes_tenant(tenant: &str) -> bool {
+    let role = writer();
+    is_superuser(role) || with_scope(role, |s| s.writes_tenant(tenant))
+}
+
+/// Whether the writer has the privileges of `authaudit_auditor` or `authaudit_admin`.
+#[pg_extern(stable, name = "_writer_is_overseer")]
+fn writer_is_overseer() -> bool {
+    let role = writer();
+    is_superuser(role)
+        || has_privs_of(role, c"authaudit_auditor")
+        || has_privs_of(role, c"authaudit_admin")
+}
+
+/// Whether the writer may apply retention: `authaudit_admin` or a superuser.
+#[pg_extern(stable, name = "_writer_is_admin")]
+fn writer_is_admin() -> bool {
+    let role = writer();
+    is_superuser(role) || has_privs_of(role, c"authaudit_admin")
+}
+
+/// The writer's name, for messages and `created_by` columns.
+#[pg_extern(stable, name = "_writer_role")]
+fn writer_role() -> String {
+    role_name(writer())
+}
+
+/// Checks a writer's event before anything is locked or written: the
+/// writer's binding covers the tenant and organisation (42501), and the
+/// event is not one only the extension records (engine event types, the
+/// `system` channel, the `_authaudit` metadata key: 22023). Returns the
+/// organisation the writer is confined to, NULL for a tenant-wide writer;
+/// the lockout engine refuses effects on accounts outside it.
+#[pg_extern(stable, name = "_authorise_event")]
+fn authorise_event(
+    tenant_id: Option<&str>,
+    org_id: Option<&str>,
+    event_type: Option<&str>,
+    channel: Option<&str>,
+    metadata: Option<pgrx::JsonB>,
+) -> SqlResult<Option<String>> {
+    // Missing or malformed values are refused later by the event rules,
+    // with their own SQLSTATEs; authorisation comes first.
+    let tenant = tenant_id.unwrap_or("");
+    let reach = write_reach(tenant, org_id).ok_or_else(|| AuditError::NotBound {
+        role: role_name(writer()),
+        tenant: tenant.chars().take(80).collect(),
+        org: org_id.map(|o| o.chars().take(80).collect()),
+    })?;
+    let reserved = metadata
+        .as_ref()
+        .and_then(|m| m.0.as_object())
+        .is_some_and(|m| m.contains_key("_authaudit"));
+    check_writer_event(
+        event_type.and_then(|t| t.parse::<EventType>().ok()),
+        channel.and_then(|c| c.parse::<Channel>().ok()),
+        reserved,
+    )
+    .map_err(AuditError::from)?;
+    Ok(match reach {
+        WriteReach::Tenant => None,
+        WriteReach::Organisation(o) => Some(o),
+    })
 }
 
 /// Trigger on `authaudit.tenant_scope`: invalidates every backend's cached

@@ -2,16 +2,14 @@
 //! in `sql/token.sql`); the parsing lives in `authaudit_core::jwt`.
 //!
 //! Facts under `metadata._authaudit` are the extension's own: `record_event`
-//! refuses callers' metadata with that key. `record_token_issued` hands its
-//! facts over with a grant that is good for one `log_id`, in the current
-//! transaction, once.
+//! refuses callers' metadata with that key, and `record_token_issued` passes
+//! its facts straight to the internal pipeline `authaudit._record`, which no
+//! writer may execute.
 
 use crate::error::{AuditError, SqlResult};
 use authaudit_core::jwt;
 use pgrx::datum::Uuid;
-use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::cell::Cell;
 
 /// The header fields, registered claims and fingerprint of a token issued to
 /// `user_id`, as JSON; raises the documented SQLSTATE for a refused token.
@@ -27,25 +25,15 @@ fn token_facts(token: Option<&str>, user_id: Option<&str>) -> SqlResult<pgrx::Js
     Ok(pgrx::JsonB(facts.to_json()))
 }
 
-thread_local! {
-    /// (local transaction id, log_id) of the one pending grant.
-    static GRANT: Cell<Option<(u32, [u8; 16])>> = const { Cell::new(None) };
-}
+/// Release 0.1.0's grant of extension facts to `record_event`: gone (any
+/// writer could reuse it). Kept as a symbol so that 0.1.0's SQL still loads
+/// until `ALTER EXTENSION pg_authaudit UPDATE`; it grants nothing, so 0.1.0's
+/// `record_token_issued` refuses until then. Not part of the 0.2.0 schema.
+#[pg_extern(volatile, strict, sql = false)]
+fn grant_facts(_log_id: Uuid) {}
 
-fn local_xid() -> u32 {
-    // SAFETY: MyProc is this backend's PGPROC, valid while it runs.
-    unsafe { (*pg_sys::MyProc).lxid }
-}
-
-/// Lets the next `record_event` of `log_id` in this transaction carry
-/// extension facts. Not executable by PUBLIC.
-#[pg_extern(volatile, strict, name = "_grant_facts")]
-fn grant_facts(log_id: Uuid) {
-    GRANT.with(|g| g.set(Some((local_xid(), *log_id.as_bytes()))));
-}
-
-/// Whether a grant for `log_id` is pending in this transaction; consumes it.
-#[pg_extern(volatile, strict, name = "_take_facts_grant")]
-fn take_facts_grant(log_id: Uuid) -> bool {
-    GRANT.with(|g| g.take()) == Some((local_xid(), *log_id.as_bytes()))
+/// See [`grant_facts`]: never a grant.
+#[pg_extern(volatile, strict, sql = false)]
+fn take_facts_grant(_log_id: Uuid) -> bool {
+    false
 }

@@ -127,18 +127,12 @@ const ROWS: &str = include_str!("../../sql/queries/verify_rows.sql");
 const ANCHOR: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
                       FROM authaudit.auth_log WHERE tenant_id = $1 AND seq = $2";
 const FETCH_ROWS: i64 = 2000;
-const MAY_VERIFY: &str = "SELECT authaudit._may_verify($1)";
 
 fn run(tenant_id: &str, start: Start, to_seq: i64) -> Result<Outcome, AuditError> {
+    if !crate::scope::may_verify(tenant_id) {
+        return Err(AuditError::NoVerifyScope(tenant_id.to_string()));
+    }
     Spi::connect(|client| {
-        let allowed = client
-            .select(MAY_VERIFY, Some(1), &[tenant_id.into()])?
-            .first()
-            .get::<bool>(1)?
-            .unwrap_or(false);
-        if !allowed {
-            return Err(AuditError::NoVerifyScope(tenant_id.to_string()));
-        }
         let (from_seq, anchored) = match start {
             Start::Seq(s) => (s, anchor(client, tenant_id, s)?),
             Start::Checkpoint(c) => (

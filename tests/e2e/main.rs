@@ -1,6 +1,7 @@
 //! End-to-end tests of pg_authaudit against a real PostgreSQL 15 cluster
 //! (one integration binary, one module per capability).
 
+mod attacks;
 mod cef;
 mod chain_heads;
 mod checkpoints;
