@@ -18,13 +18,15 @@ demo-stop:
 setup:
 	scripts/setup.sh
 
-## Build the extension (debug) and install it into PostgreSQL 15.
+## Build the extension (debug) and install it into PostgreSQL 15: files are
+## written beside their destinations and renamed (a running server keeps
+## its library), with the scripts of earlier releases and the upgrades.
 install: setup
-	$(CARGO) pgrx install -p pg_authaudit --pg-config $(PG_CONFIG)
+	PG_CONFIG=$(PG_CONFIG) scripts/install-extension.sh
 
 ## Build the extension (release) and install it into PostgreSQL 15.
 install-release: setup
-	$(CARGO) pgrx install -p pg_authaudit --release --pg-config $(PG_CONFIG)
+	PG_CONFIG=$(PG_CONFIG) scripts/install-extension.sh --release
 
 ## Every test layer: lints, pure crates, #[pg_test], pgTAP, end to end.
 test: setup lint test-unit test-pgrx install test-sql test-e2e

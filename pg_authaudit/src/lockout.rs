@@ -90,19 +90,40 @@ fn load_policy(client: &mut SpiClient<'_>, tenant_id: &str) -> Result<Policy, Au
     })
 }
 
+/// Which `lockout_state` the SQL calling the engine has: release 0.1.0's
+/// table has no `org_id` until `ALTER EXTENSION pg_authaudit UPDATE`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    V0_1,
+    Current,
+}
+
 /// Creates the account's state row if needed (belonging to `org`), locks it
 /// and reads it, with the organisation it belongs to: one statement (the
 /// upsert's no-op update takes the row lock).
 fn lock_account(
     client: &mut SpiClient<'_>,
+    schema: Schema,
     tenant: &str,
     user: &str,
     org: Option<&str>,
 ) -> Result<(AccountState, Option<String>), AuditError> {
+    let (key, insert, org_column) = match schema {
+        Schema::Current => (
+            "lock_account",
+            "(tenant_id, user_id, org_id) VALUES ($1, $2, $3)",
+            "s.org_id",
+        ),
+        Schema::V0_1 => (
+            "lock_account_v0_1",
+            "(tenant_id, user_id) VALUES ($1, $2)",
+            "$3",
+        ),
+    };
     let q = format!(
-        "INSERT INTO authaudit.lockout_state AS s (tenant_id, user_id, org_id) VALUES ($1, $2, $3) \
+        "INSERT INTO authaudit.lockout_state AS s {insert} \
          ON CONFLICT ON CONSTRAINT lockout_state_pkey DO UPDATE SET updated_at = s.updated_at \
-         RETURNING s.failure_count, {}, {}, s.locked, {}, {}, s.lock_count, s.org_id",
+         RETURNING s.failure_count, {}, {}, s.locked, {}, {}, s.lock_count, {org_column}::text",
         us("s.first_failure_at"),
         us("s.last_failure_at"),
         us("s.locked_at"),
@@ -110,7 +131,7 @@ fn lock_account(
     );
     let t = run(
         client,
-        "lock_account",
+        key,
         &q,
         &[
             PgBuiltInOids::TEXTOID,
@@ -317,11 +338,49 @@ fn lockout_apply_scoped(
     >,
     ErrorReport,
 > {
+    apply(
+        Schema::Current,
+        tenant_id,
+        user_id,
+        ip,
+        event_type,
+        at,
+        log_id,
+        org_id,
+        writer_org,
+    )
+}
+
+/// The row `_lockout_apply` returns.
+type LockoutRow = TableIterator<
+    'static,
+    (
+        name!(facts, Option<pgrx::JsonB>),
+        name!(new_lock, bool),
+        name!(locked_until_us, Option<i64>),
+        name!(lock_rule, Option<String>),
+        name!(lock_failures, Option<i32>),
+        name!(lock_count, Option<i32>),
+    ),
+>;
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    schema: Schema,
+    tenant_id: &str,
+    user_id: &str,
+    ip: Option<&str>,
+    event_type: &str,
+    at: TimestampWithTimeZone,
+    log_id: Uuid,
+    org_id: Option<&str>,
+    writer_org: Option<&str>,
+) -> Result<LockoutRow, ErrorReport> {
     let at_us = crate::time::unix_micros(at);
     let ip = ip.map(|i| i.split('/').next().unwrap_or(i).to_string());
     let row = Spi::connect_mut(|client| -> Result<_, AuditError> {
         let policy = load_policy(client, tenant_id)?;
-        let (state, account_org) = lock_account(client, tenant_id, user_id, org_id)?;
+        let (state, account_org) = lock_account(client, schema, tenant_id, user_id, org_id)?;
         // An organisation's writer affects accounts of its organisation only.
         if let Some(reach) = writer_org.map(|o| WriteReach::Organisation(o.to_owned())) {
             if !reach.reaches_account(account_org.as_deref()) {
@@ -426,7 +485,17 @@ fn lockout_apply(
     >,
     ErrorReport,
 > {
-    lockout_apply_scoped(tenant_id, user_id, ip, event_type, at, log_id, None, None)
+    apply(
+        Schema::V0_1,
+        tenant_id,
+        user_id,
+        ip,
+        event_type,
+        at,
+        log_id,
+        None,
+        None,
+    )
 }
 
 /// The id of the `account_locked` event a failure triggers.

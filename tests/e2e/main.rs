@@ -19,3 +19,4 @@ mod recording;
 mod support;
 mod tampering;
 mod tokens;
+mod upgrade;

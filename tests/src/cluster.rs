@@ -142,8 +142,18 @@ impl Cluster {
         db
     }
 
+    /// A new database without the extension (for installing a chosen
+    /// version of it, or restoring a dump into).
+    pub fn empty_db(&'static self, hint: &str) -> TestDb {
+        self.new_db(hint, "template0")
+    }
+
     /// A new database with pg_authaudit and its default lockout policy.
     pub fn fresh_db_with_lockout(&'static self, hint: &str) -> TestDb {
+        self.new_db(hint, TEMPLATE)
+    }
+
+    fn new_db(&'static self, hint: &str, template: &str) -> TestDb {
         let n = self.next_db.fetch_add(1, Ordering::SeqCst);
         let safe: String = hint
             .chars()
@@ -160,7 +170,7 @@ impl Cluster {
         {
             let _guard = self.create_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.admin()
-                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
                 .expect("create test database");
         }
         TestDb {

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs pg_authaudit into a PostgreSQL 15 installation without disturbing
+# a server that runs from it (docs/installation.md, "Installing safely").
+#
+#   install-extension.sh [--release] [--pg-config PATH]
+#
+# The extension is built into a staging directory first (`cargo pgrx
+# package`); every file is then written beside its destination and renamed
+# over it. A rename never changes a file a running server has mapped: its
+# processes keep the old library until they restart, and nothing ever
+# loads a half-written one. Besides the current version's install script,
+# the install scripts of earlier releases and every upgrade script in sql/
+# are installed, so that `ALTER EXTENSION pg_authaudit UPDATE` finds its path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+profile=debug
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --release) profile=release ;;
+    --pg-config) PG_CONFIG=$2; shift ;;
+    *) echo "install-extension.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+stage="target/install-stage-$profile"
+rm -rf "$stage"
+flags=(--pg-config "$PG_CONFIG" --out-dir "$stage")
+[ "$profile" = debug ] && flags+=(--debug)
+cargo pgrx package -p pg_authaudit "${flags[@]}" >&2
+
+pkglibdir=$("$PG_CONFIG" --pkglibdir)
+extdir="$("$PG_CONFIG" --sharedir)/extension"
+
+# Copies $1 to directory $2 under the same name: written beside, then renamed.
+put() {
+  local src=$1 dir=$2 name tmp
+  name=$(basename "$src")
+  tmp="$dir/.$name.installing.$$"
+  install -m 0644 "$src" "$tmp"
+  mv -f "$tmp" "$dir/$name"
+  printf 'install-extension: %s\n' "$dir/$name" >&2
+}
+
+install -d "$pkglibdir" "$extdir"
+put "$(find "$stage" -name 'pg_authaudit.so' -path "*$pkglibdir*" | head -n 1)" "$pkglibdir"
+for f in "$stage$extdir"/pg_authaudit*; do
+  put "$f" "$extdir"
+done
+for f in sql/pg_authaudit--*.sql; do
+  put "$f" "$extdir"
+done

@@ -1,0 +1,169 @@
+//! Extension upgrades: a database created at release 0.1.0 (its install
+//! script is kept in sql/ as built then) and recorded into is updated with
+//! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
+//! recording continues at the next seq, and the upgraded schema equals a
+//! fresh install of the current release, object for object.
+
+use crate::support::{sqlstate, verify};
+use authaudit_tests::{Cluster, TestDb};
+use postgres::error::SqlState;
+use postgres::Client;
+
+const CURRENT: &str = env!("CARGO_PKG_VERSION");
+
+fn record(c: &mut Client, tenant: &str, kind: &str, user: &str) -> i64 {
+    c.query_one(
+        "SELECT (authaudit.record_event(gen_random_uuid(), $1, $2, $3, 'web', 'hq', '198.51.100.7')).seq",
+        &[&tenant, &kind, &user],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// The extension's objects as `pg_dump --binary-upgrade` writes them (the
+/// only mode that dumps an extension's members), without the catalog oids
+/// and transaction ids that differ between any two databases.
+fn schema(db: &TestDb) -> Vec<String> {
+    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+        .args(["--schema-only", "--binary-upgrade", "--no-owner"])
+        .args(["-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &db.cluster().port().to_string(), "-d", db.name()])
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("--") && !l.trim().is_empty())
+        .filter(|l| {
+            ![
+                "binary_upgrade_set_",
+                "relfrozenxid",
+                "WHERE oid = '",
+                "UPDATE pg_catalog.pg_class",
+                "\\restrict",
+                "\\unrestrict",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn an_upgrade_from_0_1_0_keeps_every_chain_and_equals_a_fresh_install() {
+    let old = Cluster::shared().empty_db("upgrade_from_0_1_0");
+    let mut c = old.connect();
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET authaudit.lockout_max_failures = 3",
+        old.name()
+    ))
+    .unwrap();
+    let mut c = {
+        drop(c);
+        old.connect()
+    };
+    c.batch_execute("CREATE EXTENSION pg_authaudit VERSION '0.1.0'")
+        .unwrap();
+    let v: String = c
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_authaudit'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0.1.0");
+    for _ in 0..3 {
+        record(&mut c, "agency-1", "login_failed", "alice");
+    }
+    record(&mut c, "agency-2", "login_success", "bob");
+    c.batch_execute("SELECT authaudit.checkpoint('agency-1')")
+        .unwrap();
+    let (before_a, before_b) = (verify(&mut c, "agency-1"), verify(&mut c, "agency-2"));
+    assert!(before_a.0 && before_b.0);
+    assert_eq!(before_a.1, 4, "3 failures and the lock");
+    // Between installing this library and updating, 0.1.0's SQL keeps
+    // recording, but its facts grant is gone: token issuance waits for the
+    // update (refused, nothing written).
+    let err = c
+        .batch_execute(
+            "SELECT authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
+             'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')",
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INVALID_PARAMETER_VALUE),
+        "{err}"
+    );
+
+    c.batch_execute("ALTER EXTENSION pg_authaudit UPDATE")
+        .unwrap();
+    let v: String = c
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_authaudit'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(v, CURRENT);
+    let (a, b) = (verify(&mut c, "agency-1"), verify(&mut c, "agency-2"));
+    assert!(a.0 && b.0, "{a:?} {b:?}");
+    assert_eq!((a.1, b.1), (4, 1));
+    // Recording continues where each chain ended, with the current rules.
+    assert_eq!(record(&mut c, "agency-1", "lockout_reset", "alice"), 5);
+    assert_eq!(record(&mut c, "agency-2", "login_failed", "bob"), 2);
+    let seq: i64 = c
+        .query_one(
+            "SELECT (authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
+             'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')).seq",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seq, 3);
+    c.batch_execute("SELECT authaudit.checkpoint('agency-1')")
+        .unwrap();
+    assert!(verify(&mut c, "agency-1").0 && verify(&mut c, "agency-2").0);
+
+    let fresh = Cluster::shared().empty_db("upgrade_fresh");
+    fresh
+        .connect()
+        .batch_execute("CREATE EXTENSION pg_authaudit")
+        .unwrap();
+    let (up, new) = (schema(&old), schema(&fresh));
+    // The dump holds the extension's members, bodies included.
+    for member in [
+        "CREATE FUNCTION authaudit._record(",
+        "ALTER EXTENSION pg_authaudit ADD TABLE authaudit.lockout_state;",
+        "    org_id text,",
+        "CREATE POLICY reader_scope ON authaudit.auth_log",
+    ] {
+        assert!(
+            new.iter().any(|l| l.contains(member)),
+            "{member} not in the dump"
+        );
+    }
+    let only_up: Vec<&String> = up.iter().filter(|l| !new.contains(l)).collect();
+    let only_new: Vec<&String> = new.iter().filter(|l| !up.contains(l)).collect();
+    assert!(
+        only_up.is_empty() && only_new.is_empty(),
+        "upgraded and fresh schemas differ\nonly upgraded:\n{}\nonly fresh:\n{}",
+        only_up
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        only_new
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(up, new, "same objects in another order");
+}
