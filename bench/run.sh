@@ -104,6 +104,24 @@ if [[ " $GROUPS_TO_RUN " == *" batch "* ]]; then
   # Each batch transaction records 100 events: events/s = TPS x 100.
   awk -v a="$(median record_events_batch_100)" -v b="$(median copy_bare)" \
     'BEGIN {printf "bench record_events_batch_100_events: %.0f events/s ratio_vs_copy_bare=%.2f\n", a*100, a*100/b}'
+  # Cost per event as a batch grows, on one account (the lockout engine's
+  # worst case): 1,000 events in batches of 100 and in one batch of 1,000.
+  for r in $(seq "$ROUNDS"); do
+    for n in 100 1000; do
+      t0=$(now_ms)
+      "${PSQL[@]}" -c "DO \$\$ BEGIN FOR k IN 1 .. 1000 / $n LOOP
+          PERFORM count(*) FROM authaudit.record_events((
+            SELECT jsonb_agg(jsonb_build_object('log_id', gen_random_uuid(), 'tenant_id', 'one-account',
+              'event_type', 'login_failed', 'user_id', 'target', 'channel', 'web', 'ip', '10.9.0.1'))
+            FROM generate_series(1, $n)));
+          COMMIT;
+        END LOOP; END \$\$" >/dev/null
+      t1=$(now_ms)
+      awk -v ms=$((t1 - t0)) 'BEGIN {printf "%.1f\n", 1000 * 1000 / ms}' >>"$results/one_account_batch_$n"
+    done
+    echo "#   one account: batches of 100 $(tail -1 "$results/one_account_batch_100"), of 1000 $(tail -1 "$results/one_account_batch_1000") events/s"
+  done
+  report one_account_batch_1000 events/s one_account_batch_100
 fi
 
 if [[ " $GROUPS_TO_RUN " == *" verify "* ]]; then

@@ -65,7 +65,7 @@ AS 'MODULE_PATHNAME', 'writer_role_wrapper';
 CREATE  FUNCTION "_may_verify"(
 	"tenant" TEXT /* & str */
 ) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
+STRICT STABLE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'may_verify_wrapper';
 
@@ -112,6 +112,11 @@ CREATE  FUNCTION "_lockout_apply"(
 VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lockout_apply_scoped_wrapper';
+
+-- The read checks build the scope cache with the latest snapshot, which a
+-- parallel worker may not take: they run in the leader.
+ALTER FUNCTION authaudit._read_tenants() PARALLEL RESTRICTED;
+ALTER FUNCTION authaudit._may_read(text, text) PARALLEL RESTRICTED;
 
 -- The recording functions (sql/record.sql).
 -- The recording pipeline, for the extension's own functions only (not

@@ -462,7 +462,8 @@ fn apply(
 /// `_lockout_apply` as release 0.1.0's SQL calls it (no organisations), so
 /// that a database keeps recording between installing this library and
 /// `ALTER EXTENSION pg_authaudit UPDATE`. Not part of the 0.2.0 schema.
-#[allow(clippy::type_complexity)]
+/// (The row type is spelled out: the macro reads it to build a set-returning
+/// function.)
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn lockout_apply(
     tenant_id: &str,

@@ -197,7 +197,7 @@ fn is_superuser(role: pg_sys::Oid) -> bool {
 /// The tenants the current role may read (each once): the policies' index
 /// condition, so the index is probed once per bound tenant. Empty for a role
 /// without the privileges of `authaudit_reader`.
-#[pg_extern(stable, parallel_safe, name = "_read_tenants")]
+#[pg_extern(stable, parallel_restricted, name = "_read_tenants")]
 fn read_tenants() -> Vec<String> {
     let role = reader();
     if !has_privs_of(role, c"authaudit_reader") {
@@ -210,7 +210,7 @@ fn read_tenants() -> Vec<String> {
 /// `org` (NULL: asks for tenant-wide access): the policies' row check. The
 /// role must itself have the privileges of `authaudit_reader`, whoever owns
 /// the view the query went through.
-#[pg_extern(stable, parallel_safe, name = "_may_read")]
+#[pg_extern(stable, parallel_restricted, name = "_may_read")]
 fn may_read(tenant: &str, org: Option<&str>) -> bool {
     let role = reader();
     has_privs_of(role, c"authaudit_reader") && with_scope(role, |s| s.may_read(tenant, org))
@@ -219,7 +219,7 @@ fn may_read(tenant: &str, org: Option<&str>) -> bool {
 /// Whether the current role may verify (and so read every row of) a
 /// tenant's chain: a superuser, an `authaudit_auditor`, or a reader with a
 /// tenant-wide binding.
-#[pg_extern(stable, parallel_safe, name = "_may_verify")]
+#[pg_extern(stable, parallel_restricted, name = "_may_verify")]
 pub fn may_verify(tenant: &str) -> bool {
     let role = reader();
     is_superuser(role)

@@ -314,6 +314,33 @@ fn a_revoked_reader_reads_nothing_even_from_an_old_snapshot() {
     }
 }
 
+/// The scope is read with the latest snapshot, which a parallel worker may
+/// not take: a reader's forced parallel scan still works and sees its scope.
+#[test]
+fn a_readers_parallel_scan_sees_exactly_its_scope() {
+    let a = Agencies::new("atk_parallel");
+    a.login("writer1")
+        .execute(
+            "SELECT count(*) FROM authaudit.record_events((SELECT jsonb_agg(jsonb_build_object(
+               'log_id', gen_random_uuid(), 'tenant_id', 'agency-1', 'event_type', 'login_success',
+               'user_id', 'u' || g, 'channel', 'web')) FROM generate_series(1, 500) g))",
+            &[],
+        )
+        .unwrap();
+    let mut r = a.login("reader1");
+    r.batch_execute(
+        "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+         SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+         SET enable_indexscan = off; SET enable_bitmapscan = off;",
+    )
+    .unwrap();
+    let n: i64 = r
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 500);
+}
+
 /// Attack 4: a writer bound to organisation "branch" records events of
 /// "hq" or without organisation, and resets (unlocks) an hq account.
 #[test]
