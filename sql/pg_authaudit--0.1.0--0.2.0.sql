@@ -437,6 +437,29 @@ BEGIN
 END;
 $$;
 
+-- Policy values are checked by the same rules as the engine applies.
+CREATE OR REPLACE FUNCTION authaudit._lockout_policy_valid() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM authaudit._lockout_policy_check(
+        NEW.enabled, NEW.max_failures,
+        (extract(epoch FROM NEW.failure_window) * 1000000)::bigint,
+        (extract(epoch FROM NEW.lock_duration) * 1000000)::bigint,
+        NEW.lock_increment,
+        (extract(epoch FROM NEW.max_lock_duration) * 1000000)::bigint,
+        NEW.permanent_after_locks,
+        (extract(epoch FROM NEW.quick_failure_interval) * 1000000)::bigint,
+        NEW.ip_max_failures,
+        (extract(epoch FROM NEW.ip_block_duration) * 1000000)::bigint,
+        NEW.ip_account_max_failures);
+    -- A restore (pg_restore) inserts the rows as they were: only an UPDATE
+    -- stamps the time.
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END;
+$$;
 -- Token issuance (sql/token.sql).
 -- Records the issuance of a session token (a compact JWS) after a login.
 -- Refuses, writing nothing: a malformed token (22P02), alg "none", a missing
@@ -708,3 +731,43 @@ $$;
 
 -- Grants (sql/security.sql).
 REVOKE EXECUTE ON FUNCTION authaudit._lockout_apply(text, text, text, text, timestamptz, uuid, text, text) FROM PUBLIC;
+
+-- The mirror's publication is the sidecar's to create (sql/mirror.sql); an
+-- existing one stays as it is.
+-- Creates the publication if it is missing, or puts the mirrored tables
+-- back into it (after DROP and CREATE EXTENSION); returns its name.
+CREATE FUNCTION authaudit.ensure_mirror_publication(publication text DEFAULT 'authaudit_mirror')
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF publication IS NULL OR publication !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'pg_authaudit: publication name must be lowercase letters, digits and _'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication p WHERE p.pubname = publication) THEN
+        EXECUTE format('CREATE PUBLICATION %I FOR TABLE authaudit.auth_log, '
+                       'authaudit.lockout_state, authaudit.checkpoints '
+                       'WITH (publish = %L)', publication, 'insert, update, delete, truncate');
+    ELSIF (SELECT count(*) FROM pg_catalog.pg_publication_tables t
+            WHERE t.pubname = publication AND t.schemaname = 'authaudit'
+              AND t.tablename IN ('auth_log', 'lockout_state', 'checkpoints')) < 3 THEN
+        EXECUTE format('ALTER PUBLICATION %I SET TABLE authaudit.auth_log, '
+                       'authaudit.lockout_state, authaudit.checkpoints', publication);
+    END IF;
+    RETURN publication;
+END;
+$$;
+
+COMMENT ON FUNCTION authaudit.ensure_mirror_publication(text) IS
+    'Creates the mirror''s publication (authaudit_mirror) if missing; the sidecar calls it at start.';
+REVOKE EXECUTE ON FUNCTION authaudit.ensure_mirror_publication(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION authaudit.ensure_mirror_publication(text) TO authaudit_auditor;
+
+-- pg_dump keeps every row of the extension's tables (sql/security.sql).
+SELECT pg_catalog.pg_extension_config_dump('authaudit.auth_log', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.tenant_scope', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_state', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_state', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_account_state', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.checkpoints', '');

@@ -342,7 +342,11 @@ BEGIN
         NEW.ip_max_failures,
         (extract(epoch FROM NEW.ip_block_duration) * 1000000)::bigint,
         NEW.ip_account_max_failures);
-    NEW.updated_at := now();
+    -- A restore (pg_restore) inserts the rows as they were: only an UPDATE
+    -- stamps the time.
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+    END IF;
     RETURN NEW;
 END;
 $$;

@@ -120,6 +120,9 @@ GRANT EXECUTE ON FUNCTION
     authaudit.checkpoint(text)
     TO authaudit_writer;
 GRANT EXECUTE ON FUNCTION authaudit.checkpoint(text) TO authaudit_auditor, authaudit_admin;
+-- The mirror's role is an auditor (docs/sidecar.md).
+REVOKE EXECUTE ON FUNCTION authaudit.ensure_mirror_publication(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION authaudit.ensure_mirror_publication(text) TO authaudit_auditor;
 GRANT EXECUTE ON FUNCTION authaudit.apply_retention(text, timestamptz) TO authaudit_admin;
 REVOKE EXECUTE ON FUNCTION
     authaudit.targeted_accounts(text, timestamptz, timestamptz),
@@ -149,3 +152,15 @@ GRANT EXECUTE ON FUNCTION
 -- extension in this database must not continue into this one's log.
 SELECT authaudit._forget_chain_heads();
 REVOKE EXECUTE ON FUNCTION authaudit._forget_chain_heads() FROM PUBLIC;
+
+-- pg_dump keeps every row of the extension's tables (extension tables are
+-- otherwise dumped as CREATE EXTENSION alone). A restore re-inserts them
+-- as the restoring superuser: the append-only triggers refuse UPDATE,
+-- DELETE and TRUNCATE only, and no other role may INSERT (docs/installation.md).
+SELECT pg_catalog.pg_extension_config_dump('authaudit.auth_log', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.tenant_scope', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_state', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_state', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_account_state', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.checkpoints', '');

@@ -8,6 +8,7 @@
 //! a retryable error, connections dropped in the middle of a batch (part of
 //! it applied, no reply), write concern errors, and stalls.
 
+pub mod concern;
 pub mod store;
 pub mod wire;
 
@@ -217,6 +218,14 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
         }
         concern_error = Faults::take(&faults.write_concern_errors);
     }
+    let concern = if is_write {
+        match concern::check(&body) {
+            Ok(c) => c,
+            Err(e) => return Handled::Reply(e.to_document()),
+        }
+    } else {
+        None
+    };
     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
     let result = match name.as_str() {
         "hello" | "isMaster" | "ismaster" => Ok(hello(connection_id)),
@@ -250,7 +259,9 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
     }
     Handled::Reply(match result {
         Ok(mut d) => {
-            if concern_error {
+            if let Some(wce) = concern {
+                d.insert("writeConcernError", wce);
+            } else if concern_error {
                 d.insert(
                     "writeConcernError",
                     doc! {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected: waiting for replication timed out", "errInfo": {"wtimeout": true}},

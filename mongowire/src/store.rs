@@ -21,12 +21,14 @@ pub mod codes {
     pub const DUPLICATE_KEY: i32 = 11000;
 }
 
-/// A command failure: `{ok: 0, code, codeName, errmsg}`.
+/// A command failure: `{ok: 0, code, codeName, errmsg}`, with the
+/// duplicate key's `keyPattern` and `keyValue` for 11000.
 #[derive(Debug, Clone)]
 pub struct CommandError {
     pub code: i32,
     pub name: &'static str,
     pub message: String,
+    pub details: Option<Box<Document>>,
 }
 
 impl CommandError {
@@ -35,11 +37,15 @@ impl CommandError {
             code,
             name,
             message: message.into(),
+            details: None,
         }
     }
 
     pub fn to_document(&self) -> Document {
-        doc! {"ok": 0.0, "errmsg": &self.message, "code": self.code, "codeName": self.name}
+        let mut d =
+            doc! {"ok": 0.0, "errmsg": &self.message, "code": self.code, "codeName": self.name};
+        d.extend(self.details.as_deref().cloned().unwrap_or_default());
+        d
     }
 }
 
@@ -386,9 +392,12 @@ fn equality_fields(filter: &Document) -> Document {
     out
 }
 
-/// A write error of one statement: `{index, code, errmsg}`.
+/// A write error of one statement: `{index, code, errmsg}` (and the
+/// duplicate key's `keyPattern`, `keyValue`).
 fn write_error(index: usize, e: &CommandError) -> Bson {
-    Bson::Document(doc! {"index": index as i32, "code": e.code, "errmsg": &e.message})
+    let mut d = doc! {"index": index as i32, "code": e.code, "errmsg": &e.message};
+    d.extend(e.details.as_deref().cloned().unwrap_or_default());
+    Bson::Document(d)
 }
 
 impl Collection {
@@ -407,14 +416,15 @@ impl Collection {
     /// `old` if any).
     fn check_unique(&self, ns: &str, id: &str, doc: &Document) -> Result<(), CommandError> {
         if self.docs.contains_key(id) {
-            return Err(dup(ns, "_id_", doc.get("_id")));
+            return Err(dup(ns, "_id_", &doc! {"_id": 1}, doc));
         }
         for index in self.indexes.iter().filter(|i| i.unique) {
             if index
                 .entries
                 .contains_key(&Collection::index_key(index, doc))
             {
-                return Err(dup(ns, &index.name, None));
+                let pattern = index.spec.get_document("key").cloned().unwrap_or_default();
+                return Err(dup(ns, &index.name, &pattern, doc));
             }
         }
         Ok(())
@@ -488,15 +498,39 @@ impl Collection {
     }
 }
 
-fn dup(ns: &str, index: &str, id: Option<&Bson>) -> CommandError {
-    let key = id
-        .map(|v| format!(" dup key: {{ _id: {v} }}"))
-        .unwrap_or_default();
-    CommandError::new(
+/// The duplicate-key error of `doc` on the index `index` (key `pattern`),
+/// as MongoDB words it, with `keyPattern` and `keyValue`.
+fn dup(ns: &str, index: &str, pattern: &Document, doc: &Document) -> CommandError {
+    let mut value = Document::new();
+    for k in pattern.keys() {
+        value.insert(k.clone(), lookup(doc, k).cloned().unwrap_or(Bson::Null));
+    }
+    let shown: Vec<String> = value.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let mut e = CommandError::new(
         codes::DUPLICATE_KEY,
         "DuplicateKey",
-        format!("E11000 duplicate key error collection: {ns} index: {index}{key}"),
-    )
+        format!(
+            "E11000 duplicate key error collection: {ns} index: {index} dup key: {{ {} }}",
+            shown.join(", ")
+        ),
+    );
+    e.details = Some(Box::new(
+        doc! {"keyPattern": pattern.clone(), "keyValue": value},
+    ));
+    e
+}
+
+/// What makes two index specs the same index: everything but the name and
+/// the version, with `unique: false` the same as no `unique`.
+fn index_options(spec: &Document) -> Vec<(String, Bson)> {
+    let mut v: Vec<(String, Bson)> = spec
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "name" | "v" | "ns"))
+        .filter(|(k, val)| !(k.as_str() == "unique" && **val == Bson::Boolean(false)))
+        .map(|(k, val)| (k.clone(), val.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 /// `db.collection` of a command whose first field names the collection.
@@ -898,11 +932,13 @@ impl Store {
                         .join("_")
                 });
             if let Some(existing) = c.indexes.iter().find(|i| i.name == name) {
-                if existing.spec.get("key") != spec.get("key") {
+                if index_options(&existing.spec) != index_options(&spec) {
                     return Err(CommandError::new(
                         86,
                         "IndexKeySpecsConflict",
-                        format!("index {name} exists with another key"),
+                        format!(
+                            "An existing index has the same name as the requested index but a different key or options: {name}"
+                        ),
                     ));
                 }
                 continue;
@@ -918,7 +954,7 @@ impl Store {
             for (id, d) in &c.docs {
                 let k = Collection::index_key(&index, d);
                 if index.unique && index.entries.insert(k.clone(), id.clone()).is_some() {
-                    return Err(dup(&ns, &name, None));
+                    return Err(dup(&ns, &name, &key, d));
                 }
                 index.ordered.insert((k, id.clone()));
             }

@@ -22,7 +22,7 @@ pub enum WireError {
     #[error("malformed message: {0}")]
     Malformed(&'static str),
     #[error("bad BSON: {0}")]
-    Bson(#[from] bson::de::Error),
+    Bson(#[from] bson::raw::Error),
 }
 
 /// A request: its id, flags and the command document, with document
@@ -119,7 +119,10 @@ fn one_document(buf: &[u8]) -> Result<(Document, usize), WireError> {
     if size < 5 || size > buf.len() {
         return Err(WireError::Malformed("document size"));
     }
-    let doc = Document::from_reader(&buf[..size])?;
+    // Element by element, as stored: no key is read as extended JSON (a
+    // `{"$date": …}` sub-document stays a sub-document with all its keys).
+    let raw = bson::RawDocument::from_bytes(&buf[..size])?;
+    let doc = Document::try_from(raw)?;
     Ok((doc, size))
 }
 

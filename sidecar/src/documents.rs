@@ -88,6 +88,7 @@ impl Table {
                 "last_log_id",
                 "last_seq",
                 "updated_at",
+                "org_id",
             ],
             Table::Checkpoints => &[
                 "tenant_id",
@@ -101,6 +102,57 @@ impl Table {
             ],
         }
     }
+}
+
+impl Table {
+    /// The query that reads every row of the table as text, in the order
+    /// of [`Table::columns`], for the initial copy and for `verify` (the
+    /// same conversion as the stream's). `filter` is appended as a WHERE
+    /// clause when it is not empty.
+    pub fn copy_query(self, filter: &str) -> String {
+        // lockout_state.org_id exists from release 0.2.0 on: it is read
+        // through the row's JSON so that an older extension copies too.
+        let select: Vec<String> = self
+            .columns()
+            .iter()
+            .map(|c| match (self, *c) {
+                (Table::LockoutState, "org_id") => "to_jsonb(t) ->> 'org_id'".to_string(),
+                _ => format!("t.{c}::text"),
+            })
+            .collect();
+        let order = match self {
+            Table::AuthLog | Table::Checkpoints => "t.tenant_id COLLATE \"C\", t.seq",
+            Table::LockoutState => "t.tenant_id COLLATE \"C\", t.user_id COLLATE \"C\"",
+        };
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {filter}")
+        };
+        format!(
+            "SELECT {} FROM authaudit.{} t{filter} ORDER BY {order}",
+            select.join(", "),
+            self.collection()
+        )
+    }
+}
+
+/// A row as what the mirror writes: a document inserted by `_id` (log rows,
+/// checkpoints) or a guarded lockout change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Document {
+    Row(RawDocumentBuf),
+    Lockout(LockoutChange),
+}
+
+/// The document of a row of `table`; `ordinal` versions lockout changes
+/// (see [`lockout_state`]).
+pub fn document(table: Table, get: Get<'_, '_>, ordinal: i64) -> Result<Document, RowError> {
+    Ok(match table {
+        Table::AuthLog => Document::Row(auth_log(get)?),
+        Table::Checkpoints => Document::Row(checkpoint(get)?),
+        Table::LockoutState => Document::Lockout(lockout_state(get, ordinal)?),
+    })
 }
 
 /// A column's text value by name (None for NULL): the decoded pgoutput row
@@ -141,6 +193,21 @@ fn hex<'r>(get: Get<'_, 'r>, c: &'static str) -> Result<Option<Cow<'r, str>>, Ro
             _ => Err(bad(c, v)),
         })
         .transpose()
+}
+
+/// An `inet` host address as PostgreSQL's output function writes it (what
+/// pgoutput sends): a `::text` cast (what a query may return) adds the
+/// host mask, which is dropped. The stream and the copy both go through
+/// here, so a document never depends on the path its row took.
+fn host_ip(v: &str) -> &str {
+    v.strip_suffix("/32")
+        .filter(|a| !a.contains(':'))
+        .or_else(|| v.strip_suffix("/128").filter(|a| a.contains(':')))
+        .unwrap_or(v)
+}
+
+fn put_ip(d: &mut RawDocumentBuf, name: &str, v: Option<&str>) {
+    put_str(d, name, v.map(host_ip));
 }
 
 fn put_str(d: &mut RawDocumentBuf, name: &str, v: Option<&str>) {
@@ -205,7 +272,11 @@ fn put_time(
             d.append(name, bson::DateTime::from_millis(us.div_euclid(1000)));
             d.append(name_us, us);
         }
-        None => d.append(name, RawBson::Null),
+        // Both fields: a time cleared (a lock lifted) leaves no stale copy.
+        None => {
+            d.append(name, RawBson::Null);
+            d.append(name_us, RawBson::Null);
+        }
     }
     Ok(())
 }
@@ -262,7 +333,7 @@ pub fn auth_log(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
     d.append("seq", int(get, "seq")?.ok_or(RowError::Missing("seq"))?);
     d.append("event_type", req(get, "event_type")?);
     d.append("user_id", req(get, "user_id")?);
-    put_str(&mut d, "ip", get("ip"));
+    put_ip(&mut d, "ip", get("ip"));
     put_str(&mut d, "user_agent", get("user_agent"));
     d.append("channel", req(get, "channel")?);
     for t in LOG_TIMES {
@@ -319,8 +390,9 @@ pub fn lockout_state(get: Get<'_, '_>, ordinal: i64) -> Result<LockoutChange, Ro
     d.append("tenant_id", tenant);
     d.append("user_id", user);
     d.append("failure_count", int(get, "failure_count")?.unwrap_or(0));
-    put_str(&mut d, "first_failure_ip", get("first_failure_ip"));
-    put_str(&mut d, "last_failure_ip", get("last_failure_ip"));
+    put_ip(&mut d, "first_failure_ip", get("first_failure_ip"));
+    put_ip(&mut d, "last_failure_ip", get("last_failure_ip"));
+    put_str(&mut d, "org_id", get("org_id"));
     // pgoutput sends booleans as "t"/"f", a ::text cast as "true"/"false".
     d.append("locked", matches!(get("locked"), Some("t" | "true")));
     d.append("lock_count", int(get, "lock_count")?.unwrap_or(0));
@@ -523,5 +595,51 @@ mod tests {
             c.fields.get("locked_at").unwrap(),
             Some(bson::RawBsonRef::Null)
         );
+    }
+
+    #[test]
+    fn a_cleared_time_clears_both_of_its_fields() {
+        let row: HashMap<&str, &str> = [("tenant_id", "acme"), ("user_id", "alice")].into();
+        let get = |c: &str| row.get(c).copied();
+        let c = lockout_state(&get, 1).unwrap();
+        for (name, name_us) in LOCKOUT_TIMES {
+            assert_eq!(c.fields.get(name).unwrap(), Some(bson::RawBsonRef::Null));
+            assert_eq!(
+                c.fields.get(name_us).unwrap(),
+                Some(bson::RawBsonRef::Null),
+                "{name_us} kept a value the row no longer has"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ip_is_stored_the_same_from_the_stream_and_from_the_copy() {
+        for (streamed, copied) in [
+            ("198.51.100.7", "198.51.100.7/32"),
+            ("2001:db8::1", "2001:db8::1/128"),
+            ("::ffff:192.0.2.1", "::ffff:192.0.2.1/128"),
+        ] {
+            assert_eq!(host_ip(streamed), streamed);
+            assert_eq!(host_ip(copied), streamed);
+        }
+        // Not host masks of their family: left as they are.
+        assert_eq!(host_ip("2001:db8::/32"), "2001:db8::/32");
+        assert_eq!(host_ip("10.0.0.0/8"), "10.0.0.0/8");
+        let row: HashMap<&str, &str> = [
+            ("tenant_id", "acme"),
+            ("user_id", "alice"),
+            ("first_failure_ip", "198.51.100.7/32"),
+            ("last_failure_ip", "198.51.100.8"),
+            ("org_id", "hq"),
+        ]
+        .into();
+        let get = |c: &str| row.get(c).copied();
+        let c = lockout_state(&get, 1).unwrap();
+        assert_eq!(
+            c.fields.get_str("first_failure_ip").unwrap(),
+            "198.51.100.7"
+        );
+        assert_eq!(c.fields.get_str("last_failure_ip").unwrap(), "198.51.100.8");
+        assert_eq!(c.fields.get_str("org_id").unwrap(), "hq");
     }
 }

@@ -136,16 +136,7 @@ async fn initial_copy(
         .await?;
     for table in [Table::AuthLog, Table::Checkpoints, Table::LockoutState] {
         let cols = table.columns();
-        let select: Vec<String> = cols.iter().map(|c| format!("{c}::text")).collect();
-        let order = match table {
-            Table::AuthLog | Table::Checkpoints => "tenant_id, seq",
-            Table::LockoutState => "tenant_id, user_id",
-        };
-        let sql = format!(
-            "SELECT {} FROM authaudit.{} ORDER BY {order}",
-            select.join(", "),
-            table.collection()
-        );
+        let sql = table.copy_query("");
         let rows = tx.query_raw(&sql, std::iter::empty::<i32>()).await?;
         futures_util::pin_mut!(rows);
         let mut batch = Batch::default();
@@ -161,18 +152,16 @@ async fn initial_copy(
                         .position(|x| *x == c)
                         .and_then(|i| values[i].as_deref())
                 };
-                match table {
-                    Table::AuthLog => documents::auth_log(&get).map(|d| batch.log.push(d)),
-                    Table::Checkpoints => {
-                        documents::checkpoint(&get).map(|d| batch.checkpoints.push(d))
-                    }
-                    // The final state of its last_seq: replays of older or
-                    // the same transactions from the slot do not move it back.
-                    Table::LockoutState => {
-                        documents::lockout_state(&get, i64::MAX).map(|d| batch.put_lockout(d))
-                    }
+                // A lockout row is the final state of its last_seq: replays
+                // of older or the same transactions from the slot do not
+                // move it back.
+                match documents::document(table, &get, i64::MAX)
+                    .map_err(|e| MirrorError::Decode(e.to_string()))?
+                {
+                    documents::Document::Row(d) if table == Table::AuthLog => batch.log.push(d),
+                    documents::Document::Row(d) => batch.checkpoints.push(d),
+                    documents::Document::Lockout(c) => batch.put_lockout(c),
                 }
-                .map_err(|e| MirrorError::Decode(e.to_string()))?;
             }
             // Stopping: the copy is repeated at the next start.
             if *shutdown.borrow() {
@@ -328,6 +317,25 @@ fn row_getter<'r>(row: &'r Row) -> impl Fn(&str) -> Option<&'r str> + 'r {
     move |c: &str| row.text(c)
 }
 
+/// Creates the publication if it is missing (before the slot: pgoutput reads
+/// publications as of each change it decodes). Without the function (an
+/// extension older than 0.2.0) or the right to run it, the publication must
+/// exist already, and streaming says so if it does not.
+async fn ensure_publication(pg: &tokio_postgres::Client, publication: &str) {
+    match pg
+        .query_one(
+            "SELECT authaudit.ensure_mirror_publication($1)",
+            &[&publication],
+        )
+        .await
+    {
+        Ok(_) => tracing::debug!(%publication, "publication in place"),
+        Err(e) => {
+            tracing::warn!(%publication, error = %e, "could not ensure the publication; using it as it is")
+        }
+    }
+}
+
 async fn session(
     opts: &Options,
     metrics: &Arc<Metrics>,
@@ -341,6 +349,7 @@ async fn session(
     .await?;
     sink.ensure_indexes().await?;
     let mut pg = crate::tls::connect(opts).await?;
+    ensure_publication(&pg, &opts.publication).await;
     let slot = pg
         .query_opt(
             "SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots \

@@ -69,9 +69,18 @@ pub enum SinkError {
 pub struct WriteReport {
     /// Log rows already present (replays after a crash or retry).
     pub duplicates: u64,
-    /// Log rows refused by the (tenant_id, seq) index: a different row
-    /// holds that position in the mirror. Reported loudly.
+    /// Log rows (or checkpoints) refused as duplicates whose `_id` holds a
+    /// different row, or whose (tenant_id, seq) another row holds. Reported
+    /// loudly.
     pub conflicts: Vec<String>,
+}
+
+/// Whether a stored log row or checkpoint is the one being written: the same
+/// tenant, position and chain link (the link covers every recorded field).
+fn same_row(stored: &RawDocumentBuf, written: &RawDocumentBuf) -> bool {
+    ["tenant_id", "seq", "link_sha256"]
+        .iter()
+        .all(|f| matches!((stored.get(f), written.get(f)), (Ok(Some(a)), Ok(Some(b))) if a == b))
 }
 
 /// The update statement of a lockout change: an upsert that only lands if
@@ -130,6 +139,11 @@ impl Sink {
             concern,
             concern_doc,
         })
+    }
+
+    /// A collection read as raw BSON (documents as stored, byte for byte).
+    pub fn raw_collection(&self, name: &str) -> Collection<RawDocumentBuf> {
+        self.db.collection(name)
     }
 
     pub fn collection(&self, name: &str) -> Collection<Document> {
@@ -222,6 +236,7 @@ impl Sink {
                 message: wc.message.clone(),
             });
         }
+        let mut collided = Vec::new();
         for w in failure.write_errors.iter().flatten() {
             if w.code != 11000 {
                 return Err(SinkError::Refused {
@@ -229,15 +244,48 @@ impl Sink {
                     message: w.message.clone(),
                 });
             }
-            if w.message.contains("index: _id_") {
-                report.duplicates += 1;
-            } else {
-                let id = docs
-                    .get(w.index)
-                    .and_then(|d| d.get_str("_id").ok())
-                    .unwrap_or("?")
-                    .to_string();
-                report.conflicts.push(id);
+            if let Some(d) = docs.get(w.index) {
+                collided.push(d);
+            }
+        }
+        self.classify_collisions(name, &collided, report).await
+    }
+
+    /// Tells replays from conflicts among documents refused as duplicates:
+    /// each is looked up by `_id`. The same document stored already is a
+    /// replay; a different one under that `_id`, or none (another row holds
+    /// the (tenant_id, seq)), is a conflict. Which unique index a server
+    /// names first in its error does not matter.
+    async fn classify_collisions(
+        &self,
+        name: &'static str,
+        collided: &[&RawDocumentBuf],
+        report: &mut WriteReport,
+    ) -> Result<(), SinkError> {
+        if collided.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = collided
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok())
+            .collect();
+        let mut stored: HashMap<String, RawDocumentBuf> = HashMap::new();
+        let mut cursor = self
+            .db
+            .collection::<RawDocumentBuf>(name)
+            .find(doc! {"_id": {"$in": &ids}})
+            .await?;
+        while cursor.advance().await? {
+            let d = cursor.current().to_raw_document_buf();
+            if let Ok(id) = d.get_str("_id") {
+                stored.insert(id.to_string(), d.clone());
+            }
+        }
+        for d in collided {
+            let id = d.get_str("_id").unwrap_or("?");
+            match stored.get(id) {
+                Some(s) if same_row(s, d) => report.duplicates += 1,
+                _ => report.conflicts.push(id.to_string()),
             }
         }
         Ok(())

@@ -1,37 +1,44 @@
-//! `authaudit-sidecar verify`: reconciles PostgreSQL and MongoDB per tenant.
+//! `authaudit-sidecar verify`: reconciles PostgreSQL and MongoDB.
 //!
-//! For each tenant: the number of log rows, the last seq, and a SHA-256
-//! digest over every row's (seq, link_sha256, digest_sha512,
-//! digest_sha3_256) in seq order, computed on both sides; the checkpoints;
-//! the lockout state (failure count, lock flag, lock count, last seq). Rows
-//! that retention removed from PostgreSQL but the mirror still holds are
+//! Every PostgreSQL row is turned into the document the mirror would store
+//! for it (the conversion the stream and the initial copy use) and compared
+//! with the stored document, field by field: the log per tenant in seq
+//! order (a SHA-256 of each document's bytes; the first differing seq is
+//! named with the fields that differ), the checkpoints and the lockout state
+//! (every mirrored field but the version guard `v`, `vi`). Rows that
+//! retention removed from PostgreSQL but the mirror still holds are
 //! reported, not counted as differences.
 
 use crate::config::Options;
+use crate::documents::{self, Table};
 use crate::sink::Sink;
-use bson::{doc, Document};
+use bson::{doc, RawDocument, RawDocumentBuf};
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// One tenant's log as seen by one side.
-#[derive(Debug, Default)]
-struct TenantLog {
-    rows: u64,
-    first_seq: i64,
-    last_seq: i64,
-    digest: Sha256,
+/// Fields of a lockout document that are the mirror's own bookkeeping.
+const BOOKKEEPING: [&str; 3] = ["_id", "v", "vi"];
+
+/// One tenant's log as seen by one side: (seq, SHA-256 of the document).
+type TenantLog = Vec<(i64, [u8; 32])>;
+
+fn hash(d: &RawDocument) -> [u8; 32] {
+    Sha256::digest(d.as_bytes()).into()
 }
 
-impl TenantLog {
-    fn add(&mut self, seq: i64, link: &str, d512: &str, d3: &str) {
-        if self.rows == 0 {
-            self.first_seq = seq;
-        }
-        self.rows += 1;
-        self.last_seq = seq;
-        self.digest.update(format!("{seq}:{link}:{d512}:{d3}\n"));
-    }
+/// The names of the fields in which two documents differ (`skip` aside).
+fn differing_fields(a: &RawDocument, b: &RawDocument, skip: &[&str]) -> Vec<String> {
+    let names: BTreeSet<String> = a
+        .iter()
+        .chain(b.iter())
+        .filter_map(|e| e.ok().map(|(k, _)| k.to_string()))
+        .filter(|k| !skip.contains(&k.as_str()))
+        .collect();
+    names
+        .into_iter()
+        .filter(|k| a.get(k).ok().flatten() != b.get(k).ok().flatten())
+        .collect()
 }
 
 /// The outcome: one line per difference.
@@ -49,6 +56,31 @@ impl Report {
     }
 }
 
+/// Reads every row of `table` through the mirror's conversion, in the copy's
+/// order, and hands each document to `each`.
+async fn pg_documents(
+    pg: &tokio_postgres::Client,
+    table: Table,
+    filter: &str,
+    mut each: impl FnMut(documents::Document),
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let cols = table.columns();
+    let rows = pg
+        .query_raw(&table.copy_query(filter), std::iter::empty::<i32>())
+        .await?;
+    futures_util::pin_mut!(rows);
+    while let Some(row) = rows.try_next().await? {
+        let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
+        let get = |c: &str| {
+            cols.iter()
+                .position(|x| *x == c)
+                .and_then(|i| values[i].as_deref())
+        };
+        each(documents::document(table, &get, i64::MAX)?);
+    }
+    Ok(())
+}
+
 /// Compares the two stores.
 pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
     let pg = crate::tls::connect(opts).await?;
@@ -60,160 +92,170 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
     .await?;
     let mut report = Report::default();
 
-    // PostgreSQL: every tenant's log in seq order (one snapshot).
+    // PostgreSQL, in one snapshot: what the mirror should hold.
     pg.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
     let mut pg_logs: BTreeMap<String, TenantLog> = BTreeMap::new();
-    let rows = pg
-        .query_raw(
-            "SELECT tenant_id, seq, encode(link_sha256, 'hex'), encode(digest_sha512, 'hex'), \
-             encode(digest_sha3_256, 'hex') FROM authaudit.auth_log ORDER BY tenant_id, seq",
-            std::iter::empty::<i32>(),
-        )
-        .await?;
-    futures_util::pin_mut!(rows);
-    while let Some(r) = rows.try_next().await? {
-        let t: String = r.get(0);
-        pg_logs
-            .entry(t)
-            .or_default()
-            .add(r.get(1), r.get(2), r.get(3), r.get(4));
-    }
-    let mut pg_checkpoints = BTreeSet::new();
-    for r in pg
-        .query(
-            "SELECT tenant_id, seq, encode(link_sha256, 'hex') FROM authaudit.checkpoints",
-            &[],
-        )
-        .await?
-    {
-        pg_checkpoints.insert((
-            r.get::<_, String>(0),
-            r.get::<_, i64>(1),
-            r.get::<_, String>(2),
-        ));
-    }
-    let mut pg_lockout = BTreeMap::new();
-    for r in pg
-        .query(
-            "SELECT tenant_id || '/' || user_id, failure_count::int8, locked, lock_count::int8, last_seq \
-             FROM authaudit.lockout_state",
-            &[],
-        )
-        .await?
-    {
-        pg_lockout.insert(
-            r.get::<_, String>(0),
-            (r.get::<_, i64>(1), r.get::<_, bool>(2), r.get::<_, i64>(3), r.get::<_, Option<i64>>(4)),
-        );
-    }
-    pg.batch_execute("COMMIT").await?;
+    pg_documents(&pg, Table::AuthLog, "", |d| {
+        if let documents::Document::Row(d) = d {
+            let t = d.get_str("tenant_id").unwrap_or_default().to_string();
+            let seq = d.get_i64("seq").unwrap_or(0);
+            pg_logs.entry(t).or_default().push((seq, hash(&d)));
+        }
+    })
+    .await?;
+    let mut pg_checkpoints: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
+    pg_documents(&pg, Table::Checkpoints, "", |d| {
+        if let documents::Document::Row(d) = d {
+            pg_checkpoints.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
+        }
+    })
+    .await?;
+    let mut pg_lockout: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
+    pg_documents(&pg, Table::LockoutState, "", |d| {
+        if let documents::Document::Lockout(c) = d {
+            pg_lockout.insert(c.id, c.fields);
+        }
+    })
+    .await?;
 
-    // MongoDB: the same, from the mirror.
+    // MongoDB: what it holds.
     let mut mongo_logs: BTreeMap<String, TenantLog> = BTreeMap::new();
     let mut removed_by_retention: BTreeMap<String, u64> = BTreeMap::new();
     let mut cursor = sink
-        .collection("auth_log")
+        .raw_collection("auth_log")
         .find(doc! {})
         .sort(doc! {"tenant_id": 1, "seq": 1})
-        .projection(doc! {"tenant_id": 1, "seq": 1, "link_sha256": 1, "digest_sha512": 1, "digest_sha3_256": 1})
         .batch_size(10_000)
         .await?;
-    while let Some(d) = cursor.try_next().await? {
+    while cursor.advance().await? {
+        let d = cursor.current();
         let t = d.get_str("tenant_id").unwrap_or_default().to_string();
         let seq = d.get_i64("seq").unwrap_or(0);
         // Rows retention removed from PostgreSQL stay in the mirror.
-        if let Some(first) = pg_logs.get(&t).map(|l| l.first_seq) {
+        if let Some(first) = pg_logs.get(&t).and_then(|l| l.first()).map(|f| f.0) {
             if seq < first {
                 *removed_by_retention.entry(t).or_default() += 1;
                 continue;
             }
         }
-        let s = |k: &str| d.get_str(k).unwrap_or_default().to_string();
-        mongo_logs.entry(t).or_default().add(
-            seq,
-            &s("link_sha256"),
-            &s("digest_sha512"),
-            &s("digest_sha3_256"),
-        );
-    }
-    let mut mongo_checkpoints = BTreeSet::new();
-    let mut cursor = sink.collection("checkpoints").find(doc! {}).await?;
-    while let Some(d) = cursor.try_next().await? {
-        mongo_checkpoints.insert((
-            d.get_str("tenant_id").unwrap_or_default().to_string(),
-            d.get_i64("seq").unwrap_or(0),
-            d.get_str("link_sha256").unwrap_or_default().to_string(),
-        ));
-    }
-    let mut mongo_lockout = BTreeMap::new();
-    let mut cursor = sink.collection("lockout_state").find(doc! {}).await?;
-    while let Some(d) = cursor.try_next().await? {
-        let d: Document = d;
-        mongo_lockout.insert(
-            d.get_str("_id").unwrap_or_default().to_string(),
-            (
-                d.get_i64("failure_count").unwrap_or(-1),
-                d.get_bool("locked").unwrap_or(false),
-                d.get_i64("lock_count").unwrap_or(-1),
-                d.get_i64("last_seq").ok(),
-            ),
-        );
+        mongo_logs.entry(t).or_default().push((seq, hash(d)));
     }
 
     let tenants: BTreeSet<&String> = pg_logs.keys().chain(mongo_logs.keys()).collect();
     report.tenants = tenants.len();
+    let mut first_bad = Vec::new();
     for t in tenants {
         let empty = TenantLog::default();
         let (p, m) = (
             pg_logs.get(t).unwrap_or(&empty),
             mongo_logs.get(t).unwrap_or(&empty),
         );
-        report.rows += p.rows;
-        if p.rows != m.rows || p.last_seq != m.last_seq {
+        report.rows += p.len() as u64;
+        let last = |l: &TenantLog| l.last().map_or(0, |x| x.0);
+        if p.len() != m.len() || last(p) != last(m) {
             report.differences.push(format!(
                 "tenant {t}: PostgreSQL has {} rows up to seq {}, MongoDB {} rows up to seq {}",
-                p.rows, p.last_seq, m.rows, m.last_seq
+                p.len(),
+                last(p),
+                m.len(),
+                last(m)
             ));
-        } else if p.digest.clone().finalize() != m.digest.clone().finalize() {
-            report.differences.push(format!(
-                "tenant {t}: same rows and last seq, but the digests of the rows differ"
-            ));
+        } else if let Some((seq, _)) = p.iter().zip(m).find(|(a, b)| a != b).map(|(a, _)| *a) {
+            first_bad.push((t.clone(), seq));
         }
     }
+    for (t, seq) in first_bad {
+        let mut expected = None;
+        pg_documents(
+            &pg,
+            Table::AuthLog,
+            &format!(
+                "t.tenant_id = '{}' AND t.seq = {seq}",
+                t.replace('\'', "''")
+            ),
+            |d| {
+                if let documents::Document::Row(d) = d {
+                    expected = Some(d);
+                }
+            },
+        )
+        .await?;
+        let stored = sink
+            .raw_collection("auth_log")
+            .find_one(doc! {"tenant_id": &t, "seq": seq})
+            .await?;
+        let fields = match (&expected, &stored) {
+            (Some(e), Some(s)) => differing_fields(e, s, &[]).join(", "),
+            _ => "the whole row".to_string(),
+        };
+        report.differences.push(format!(
+            "tenant {t}: the mirror differs first at seq {seq} ({fields})"
+        ));
+    }
+    pg.batch_execute("COMMIT").await?;
     for (t, n) in removed_by_retention {
         report.notes.push(format!(
             "tenant {t}: the mirror keeps {n} rows that retention removed from PostgreSQL"
         ));
     }
-    for c in pg_checkpoints.symmetric_difference(&mongo_checkpoints) {
-        let side = if pg_checkpoints.contains(c) {
-            "only in PostgreSQL"
-        } else {
-            "only in MongoDB"
-        };
-        report
-            .differences
-            .push(format!("checkpoint {}/{} ({side})", c.0, c.1));
+
+    let mut cursor = sink.raw_collection("checkpoints").find(doc! {}).await?;
+    let mut mongo_checkpoints: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
+    while cursor.advance().await? {
+        let d = cursor.current().to_raw_document_buf();
+        mongo_checkpoints.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
     }
-    for (k, v) in &pg_lockout {
-        match mongo_lockout.get(k) {
-            Some(m) if m == v => {}
-            Some(m) => report.differences.push(format!(
-                "lockout state {k}: PostgreSQL {v:?}, MongoDB {m:?}"
-            )),
+    compare_by_id(
+        "checkpoint",
+        &pg_checkpoints,
+        &mongo_checkpoints,
+        &[],
+        &mut report,
+    );
+    let mut cursor = sink.raw_collection("lockout_state").find(doc! {}).await?;
+    let mut mongo_lockout: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
+    while cursor.advance().await? {
+        let d = cursor.current().to_raw_document_buf();
+        mongo_lockout.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
+    }
+    compare_by_id(
+        "lockout state",
+        &pg_lockout,
+        &mongo_lockout,
+        &BOOKKEEPING,
+        &mut report,
+    );
+    Ok(report)
+}
+
+/// Compares documents by `_id`: missing on either side, or differing fields.
+fn compare_by_id(
+    what: &str,
+    pg: &BTreeMap<String, RawDocumentBuf>,
+    mongo: &BTreeMap<String, RawDocumentBuf>,
+    skip: &[&str],
+    report: &mut Report,
+) {
+    let skip: Vec<&str> = skip.iter().copied().chain(["_id"]).collect();
+    for (k, p) in pg {
+        match mongo.get(k) {
+            Some(m) => {
+                let fields = differing_fields(p, m, &skip);
+                if !fields.is_empty() {
+                    report
+                        .differences
+                        .push(format!("{what} {k}: differs in {}", fields.join(", ")));
+                }
+            }
             None => report
                 .differences
-                .push(format!("lockout state {k}: missing in MongoDB")),
+                .push(format!("{what} {k}: missing in MongoDB")),
         }
     }
-    for k in mongo_lockout
-        .keys()
-        .filter(|k| !pg_lockout.contains_key(*k))
-    {
+    for k in mongo.keys().filter(|k| !pg.contains_key(*k)) {
         report
             .differences
-            .push(format!("lockout state {k}: only in MongoDB"));
+            .push(format!("{what} {k}: only in MongoDB"));
     }
-    Ok(report)
 }

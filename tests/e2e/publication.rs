@@ -49,6 +49,20 @@ fn wait_flushed(c: &mut postgres::Client) {
 fn pgoutput_of_the_publication_carries_every_committed_row() {
     let db = Cluster::shared().fresh_db_with_lockout("publication");
     let mut c = db.connect();
+    // CREATE EXTENSION makes no publication (a dump would then hold it
+    // twice); the sidecar ensures it, as here.
+    let none: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_publication WHERE pubname = 'authaudit_mirror'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(none, 0);
+    for _ in 0..2 {
+        c.batch_execute("SELECT authaudit.ensure_mirror_publication()")
+            .unwrap();
+    }
     let tables: Vec<String> = c
         .query(
             "SELECT schemaname || '.' || tablename FROM pg_publication_tables \

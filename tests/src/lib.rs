@@ -5,7 +5,10 @@
 //! (the same script the SQL tests and benchmarks use) and torn down by its
 //! watchdog when the process exits, even when a test fails or the process is
 //! killed. Tests never touch a server already running on the machine.
+//! The document-store suites also run against SecantusDB ([`Secantus`]).
 
 pub mod cluster;
+pub mod secantus;
 
 pub use cluster::{Cluster, TestDb};
+pub use secantus::Secantus;
