@@ -2,7 +2,7 @@
 # Installs pg_authaudit into a PostgreSQL 15 installation without disturbing
 # a server that runs from it (docs/installation.md, "Installing safely").
 #
-#   install-extension.sh [--release] [--pg-config PATH]
+#   install-extension.sh [--release] [--pg-config PATH] [--no-build]
 #
 # The extension is built into a staging directory first (`cargo pgrx
 # package`); every file is then written beside its destination and renamed
@@ -16,9 +16,11 @@ cd "$(dirname "$0")/.."
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 profile=debug
+build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --release) profile=release ;;
+    --no-build) build=0 ;;  # install the staging directory of the last build again
     --pg-config) PG_CONFIG=$2; shift ;;
     *) echo "install-extension.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -26,10 +28,13 @@ while [ $# -gt 0 ]; do
 done
 
 stage="target/install-stage-$profile"
-rm -rf "$stage"
-flags=(--pg-config "$PG_CONFIG" --out-dir "$stage")
-[ "$profile" = debug ] && flags+=(--debug)
-cargo pgrx package -p pg_authaudit "${flags[@]}" >&2
+if [ "$build" = 1 ]; then
+  rm -rf "$stage"
+  flags=(--pg-config "$PG_CONFIG" --out-dir "$stage")
+  [ "$profile" = debug ] && flags+=(--debug)
+  cargo pgrx package -p pg_authaudit "${flags[@]}" >&2
+fi
+[ -d "$stage" ] || { echo "install-extension.sh: no staging directory $stage (build first)" >&2; exit 1; }
 
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 extdir="$("$PG_CONFIG" --sharedir)/extension"

@@ -10,6 +10,7 @@ mod concurrency;
 mod demo;
 mod dockerfile;
 mod independent_verifier;
+mod install;
 mod investigation;
 mod isolation;
 mod lockout;

@@ -1,0 +1,58 @@
+//! Installing next to a running server: every file is written beside its
+//! destination and renamed over it, so sessions of a running cluster (which
+//! preloaded the library) keep working, new sessions start, and nothing is
+//! ever loaded half-written.
+
+use authaudit_tests::Cluster;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+#[test]
+fn installing_beside_a_running_server_leaves_it_running() {
+    let cluster = Cluster::shared();
+    let db = cluster.fresh_db("install_running");
+    let mut open = db.connect();
+    let record = |c: &mut postgres::Client| {
+        c.execute(
+            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'alice', 'web')",
+            &[],
+        )
+        .unwrap();
+    };
+    record(&mut open);
+    let pg_config = "/usr/lib/postgresql/15/bin/pg_config";
+    let out = Command::new(pg_config).arg("--pkglibdir").output().unwrap();
+    let lib = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        .join("pg_authaudit.so");
+    let before = std::fs::metadata(&lib).unwrap().ino();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-extension.sh");
+    let out = Command::new(script)
+        .arg("--no-build")
+        .env("PG_CONFIG", pg_config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        std::fs::metadata(&lib).unwrap().ino(),
+        before,
+        "the library was rewritten in place, not replaced"
+    );
+    // The open session, and a new one, keep recording.
+    record(&mut open);
+    record(&mut db.connect());
+    let n: i64 = open
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let log = std::fs::read_to_string(cluster.dir().join("server.log")).unwrap();
+    assert!(
+        !log.contains("terminated by signal"),
+        "a backend died:\n{log}"
+    );
+}
