@@ -449,6 +449,56 @@ fn a_failing_and_stalling_store_is_waited_out_with_bounded_memory() {
     assert!(hwm_kib < 200 * 1024, "peak RSS {hwm_kib} KiB");
 }
 
+/// `verify` compares every mirrored field, not only the digests: a field
+/// changed in the store (outside the chain's digests, or a lockout time) is
+/// named with its row.
+#[test]
+fn verify_names_any_mirrored_field_that_differs() {
+    let db = Cluster::shared().fresh_db_with_lockout("mirror_fields");
+    let store = Store::new("fields");
+    record_some(&db, 910, 12);
+    let mut m = Mirror::new(&db, &store);
+    m.start();
+    m.wait_identical(Duration::from_secs(60));
+    assert!(m.terminate().success());
+    let edit = |collection: &str, filter: bson::Document, set: bson::Document| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
+            let r = c
+                .database(&store.database)
+                .collection::<bson::Document>(collection)
+                .update_one(filter, bson::doc! {"$set": set})
+                .await
+                .unwrap();
+            assert_eq!(r.modified_count, 1);
+        })
+    };
+    edit(
+        "auth_log",
+        bson::doc! {"tenant_id": "tenant-0", "seq": 5_i64},
+        bson::doc! {"user_agent": "forged"},
+    );
+    edit(
+        "lockout_state",
+        bson::doc! {"_id": "tenant-0/early1"},
+        bson::doc! {"last_failure_ip": "203.0.113.66"},
+    );
+    let (code, text) = m.verify();
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("differs first at seq 5 (user_agent)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lockout state tenant-0/early1: differs in last_failure_ip"),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_idle_publication_does_not_hold_wal() {
     let db = Cluster::shared().fresh_db_with_lockout("mirror_idle");
