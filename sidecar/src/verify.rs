@@ -200,33 +200,35 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
         ));
     }
 
-    let mut cursor = sink.raw_collection("checkpoints").find(doc! {}).await?;
-    let mut mongo_checkpoints: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
-    while cursor.advance().await? {
-        let d = cursor.current().to_raw_document_buf();
-        mongo_checkpoints.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
-    }
     compare_by_id(
         "checkpoint",
         &pg_checkpoints,
-        &mongo_checkpoints,
+        &by_id(&sink, "checkpoints").await?,
         &[],
         &mut report,
     );
-    let mut cursor = sink.raw_collection("lockout_state").find(doc! {}).await?;
-    let mut mongo_lockout: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
-    while cursor.advance().await? {
-        let d = cursor.current().to_raw_document_buf();
-        mongo_lockout.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
-    }
     compare_by_id(
         "lockout state",
         &pg_lockout,
-        &mongo_lockout,
+        &by_id(&sink, "lockout_state").await?,
         &BOOKKEEPING,
         &mut report,
     );
     Ok(report)
+}
+
+/// Every document of a collection, by `_id`.
+async fn by_id(
+    sink: &Sink,
+    collection: &str,
+) -> Result<BTreeMap<String, RawDocumentBuf>, mongodb::error::Error> {
+    let mut cursor = sink.raw_collection(collection).find(doc! {}).await?;
+    let mut out = BTreeMap::new();
+    while cursor.advance().await? {
+        let d = cursor.current().to_raw_document_buf();
+        out.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
+    }
+    Ok(out)
 }
 
 /// Compares documents by `_id`: missing on either side, or differing fields.

@@ -20,6 +20,15 @@ fn record(c: &mut Client, tenant: &str, kind: &str, user: &str) -> i64 {
     .get(0)
 }
 
+fn version(c: &mut Client) -> String {
+    c.query_one(
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_authaudit'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
 /// The extension's objects as `pg_dump --binary-upgrade` writes them (the
 /// only mode that dumps an extension's members), without the catalog oids
 /// and transaction ids that differ between any two databases.
@@ -90,14 +99,7 @@ fn an_upgrade_from_0_1_0_keeps_every_chain_and_equals_a_fresh_install() {
     };
     c.batch_execute("CREATE EXTENSION pg_authaudit VERSION '0.1.0'")
         .unwrap();
-    let v: String = c
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_authaudit'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(v, "0.1.0");
+    assert_eq!(version(&mut c), "0.1.0");
     for _ in 0..3 {
         record(&mut c, "agency-1", "login_failed", "alice");
     }
@@ -124,14 +126,7 @@ fn an_upgrade_from_0_1_0_keeps_every_chain_and_equals_a_fresh_install() {
 
     c.batch_execute("ALTER EXTENSION pg_authaudit UPDATE")
         .unwrap();
-    let v: String = c
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_authaudit'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(v, CURRENT);
+    assert_eq!(version(&mut c), CURRENT);
     let (a, b) = (verify(&mut c, "agency-1"), verify(&mut c, "agency-2"));
     assert!(a.0 && b.0, "{a:?} {b:?}");
     assert_eq!((a.1, b.1), (4, 1));
