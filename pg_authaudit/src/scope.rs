@@ -180,13 +180,60 @@ pub fn writer() -> pg_sys::Oid {
     unsafe { pg_sys::GetOuterUserId() }
 }
 
-/// Whether `role` has the privileges of the group role `group`.
-fn has_privs_of(role: pg_sys::Oid, group: &CStr) -> bool {
+thread_local! {
+    /// (role, group, whether role has the privileges of group), forgotten
+    /// whenever a role or a role membership changes (syscache callbacks).
+    static MEMBERSHIP: RefCell<Vec<(pg_sys::Oid, &'static CStr, bool)>> = const { RefCell::new(Vec::new()) };
+    static MEMBERSHIP_WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_membership(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    MEMBERSHIP.with(|m| m.borrow_mut().clear());
+}
+
+/// Whether `role` has the privileges of the group role `group` (what a
+/// policy written `TO group` checks), cached until roles change.
+fn has_privs_of(role: pg_sys::Oid, group: &'static CStr) -> bool {
+    if !MEMBERSHIP_WATCHED.with(Cell::get) {
+        // SAFETY: registers this backend's callbacks once; they only clear
+        // a thread-local cache.
+        unsafe {
+            for cache in [
+                pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
+                pg_sys::SysCacheIdentifier::AUTHOID,
+            ] {
+                pg_sys::CacheRegisterSyscacheCallback(
+                    cache as i32,
+                    Some(forget_membership),
+                    pg_sys::Datum::from(0),
+                );
+            }
+        }
+        MEMBERSHIP_WATCHED.with(|w| w.set(true));
+    }
+    let hit = MEMBERSHIP.with(|m| {
+        m.borrow()
+            .iter()
+            .find(|(r, g, _)| *r == role && *g == group)
+            .map(|e| e.2)
+    });
+    if let Some(v) = hit {
+        return v;
+    }
     // SAFETY: catalog lookups; a missing group role is no privilege.
-    unsafe {
+    let v = unsafe {
         let g = pg_sys::get_role_oid(group.as_ptr(), true);
         g != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, g)
-    }
+    };
+    MEMBERSHIP.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= 16 {
+            m.clear();
+        }
+        m.push((role, group, v));
+    });
+    v
 }
 
 fn is_superuser(role: pg_sys::Oid) -> bool {

@@ -314,6 +314,58 @@ fn a_revoked_reader_reads_nothing_even_from_an_old_snapshot() {
     }
 }
 
+/// Leaving the reader group ends reading at once for an open session (the
+/// membership check is cached, and forgotten when roles change).
+#[test]
+fn a_reader_taken_out_of_the_reader_group_reads_nothing() {
+    let a = Agencies::new("atk_group");
+    a.login("writer1")
+        .execute(
+            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'user1', 'web')",
+            &[],
+        )
+        .unwrap();
+    let mut r = a.login("reader1");
+    let count = |r: &mut Client| -> i64 {
+        r.query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(count(&mut r), 1);
+    a.superuser()
+        .batch_execute(&format!("REVOKE authaudit_reader FROM {}_reader1", a.p))
+        .unwrap();
+    // Without the group it has no SELECT on the table at all.
+    let err = r
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err}"
+    );
+    // Through a view of a reader that still is one, the row check asks the
+    // same role, which no longer is a reader.
+    let p = &a.p;
+    a.superuser()
+        .batch_execute(&format!(
+            "CREATE SCHEMA {p}_v AUTHORIZATION {p}_reader_hq;
+             INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_read) VALUES ('{p}_reader_hq', 'agency-1', true);"
+        ))
+        .unwrap();
+    a.login("reader_hq")
+        .batch_execute(&format!(
+            "CREATE VIEW {p}_v.log AS SELECT * FROM authaudit.auth_log;
+             GRANT USAGE ON SCHEMA {p}_v TO {p}_reader1; GRANT SELECT ON {p}_v.log TO {p}_reader1;"
+        ))
+        .unwrap();
+    let n: i64 = r
+        .query_one(&format!("SELECT count(*) FROM {p}_v.log"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
 /// The scope is read with the latest snapshot, which a parallel worker may
 /// not take: a reader's forced parallel scan still works and sees its scope.
 #[test]
