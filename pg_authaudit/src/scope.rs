@@ -335,9 +335,11 @@ fn authorise_event(
     channel: Option<&str>,
     metadata: Option<pgrx::JsonB>,
 ) -> SqlResult<Option<String>> {
-    // Missing or malformed values are refused later by the event rules,
-    // with their own SQLSTATEs; authorisation comes first.
-    let tenant = tenant_id.unwrap_or("");
+    // A missing tenant is refused with its own SQLSTATE; other malformed
+    // values by the event rules later (a writer is bound to none of them).
+    let tenant = tenant_id.ok_or(AuditError::Event(
+        authaudit_core::event::EventError::Missing("tenant_id"),
+    ))?;
     let reach = write_reach(tenant, org_id).ok_or_else(|| AuditError::NotBound {
         role: role_name(writer()),
         tenant: tenant.chars().take(80).collect(),

@@ -674,6 +674,15 @@ fn writers_cannot_forge_engine_events() {
     ] {
         expect_state(w.execute(sql, &[]), SqlState::INVALID_PARAMETER_VALUE, what);
     }
+    // A writer's missing tenant keeps its documented SQLSTATE.
+    expect_state(
+        w.execute(
+            "SELECT authaudit.record_event(gen_random_uuid(), NULL, 'login_failed', 'u', 'web')",
+            &[],
+        ),
+        SqlState::NULL_VALUE_NOT_ALLOWED,
+        "no tenant",
+    );
     assert_eq!(log_state(&mut su, "agency-1"), before);
     let locks = a.count(
         "SELECT count(*) FROM authaudit.lockout_timeline('agency-1', '-infinity', 'infinity')",
