@@ -63,10 +63,11 @@ impl Secantus {
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null; sleep 2; kill -9 {} 2>/dev/null; rm -rf '{}'",
+                "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null; sleep 2; kill -9 {} 2>/dev/null; rm -rf '{}' '{}.log'",
                 std::process::id(),
                 child.id(),
                 child.id(),
+                dir.display(),
                 dir.display()
             ))
             .stdin(Stdio::null())
