@@ -32,14 +32,6 @@ STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'authorise_event_wrapper';
 
-CREATE  FUNCTION "_may_write"(
-	"tenant" TEXT, /* & str */
-	"org" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'may_write_wrapper';
-
 CREATE  FUNCTION "_writes_tenant"(
 	"tenant" TEXT /* & str */
 ) RETURNS bool /* bool */

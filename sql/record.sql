@@ -1,8 +1,8 @@
 -- pg_authaudit recording functions: the only write path into the auth log.
 -- Reference: docs/sql-reference.md; errors: docs/errors.md.
 
--- Who is asking and what it may do (authaudit._may_write,
--- authaudit._authorise_event, authaudit._writer_role) is answered in Rust
+-- Who is asking and what it may do (authaudit._authorise_event,
+-- authaudit._writes_tenant, authaudit._writer_role) is answered in Rust
 -- from the cached bindings: pg_authaudit/src/scope.rs.
 
 -- The recording pipeline, for the extension's own functions only (not

@@ -285,13 +285,6 @@ fn write_reach(tenant: &str, org: Option<&str>) -> Option<WriteReach> {
     with_scope(role, |s| s.write_reach(tenant, org))
 }
 
-/// Whether the writer may write events of `tenant` in organisation `org`
-/// (NULL: events without organisation, which need a tenant-wide binding).
-#[pg_extern(stable, name = "_may_write")]
-fn may_write(tenant: &str, org: Option<&str>) -> bool {
-    write_reach(tenant, org).is_some()
-}
-
 /// Whether the writer has any write binding for `tenant` (checkpoints).
 #[pg_extern(stable, name = "_writes_tenant")]
 fn writes_tenant(tenant: &str) -> bool {
