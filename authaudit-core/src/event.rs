@@ -162,12 +162,38 @@ pub struct EventInput<'a> {
     pub org_id: Option<&'a str>,
     pub event_type: Option<&'a str>,
     pub user_id: Option<&'a str>,
-    pub ip: Option<&'a str>,
+    pub ip: Option<IpInput<'a>>,
     pub user_agent: Option<&'a str>,
     pub channel: Option<&'a str>,
     pub occurred_at_us: i64,
     pub recorded_at_us: i64,
     pub metadata: &'a str,
+}
+
+/// A source address as it arrives: the text form of an `inet` (from JSON),
+/// or an `inet` value's address and prefix length (from SQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpInput<'a> {
+    Text(&'a str),
+    Inet { addr: IpAddr, prefix: u8 },
+}
+
+impl IpInput<'_> {
+    /// The host address, refusing a network (a prefix shorter than the
+    /// full address).
+    pub fn host(self) -> Result<IpAddr, EventError> {
+        match self {
+            IpInput::Text(text) => parse_host_ip(text),
+            IpInput::Inet { addr, prefix } => {
+                let full = if addr.is_ipv4() { 32 } else { 128 };
+                if prefix == full {
+                    Ok(addr)
+                } else {
+                    Err(EventError::NotHostAddress(format!("{addr}/{prefix}")))
+                }
+            }
+        }
+    }
 }
 
 /// An event that passed every rule, ready for canonical encoding.
@@ -205,7 +231,7 @@ impl<'a> EventInput<'a> {
             .parse()?;
         let user_id = self.user_id.ok_or(EventError::Missing("user_id"))?;
         check_user_id(user_id)?;
-        let ip = self.ip.map(parse_host_ip).transpose()?;
+        let ip = self.ip.map(IpInput::host).transpose()?;
         if let Some(ua) = self.user_agent {
             let chars = ua.chars().count();
             if chars > MAX_USER_AGENT_CHARS {
@@ -336,7 +362,7 @@ mod tests {
             org_id: Some("hq"),
             event_type: Some("login_failed"),
             user_id: Some("alice@example.org"),
-            ip: Some("192.0.2.10"),
+            ip: Some(IpInput::Text("192.0.2.10")),
             user_agent: Some("Mozilla/5.0"),
             channel: Some("web"),
             occurred_at_us: 1_700_000_000_000_000,
@@ -400,7 +426,7 @@ mod tests {
             ),
             (
                 EventInput {
-                    ip: Some("10.0.0.0/8"),
+                    ip: Some(IpInput::Text("10.0.0.0/8")),
                     ..input()
                 },
                 EventError::NotHostAddress("10.0.0.0/8".into()),
@@ -462,6 +488,20 @@ mod tests {
         assert!(parse_host_ip("192.0.2.1/32").is_ok());
         assert!(parse_host_ip("2001:db8::/64").is_err());
         assert!(parse_host_ip("999.1.1.1").is_err());
+    }
+
+    #[test]
+    fn an_inet_value_is_a_host_only_with_its_full_prefix() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let inet = |addr, prefix| IpInput::Inet { addr, prefix };
+        assert_eq!(inet(v4, 32).host(), Ok(v4));
+        assert_eq!(inet(v6, 128).host(), Ok(v6));
+        assert_eq!(
+            inet(v4, 24).host(),
+            Err(EventError::NotHostAddress("192.0.2.1/24".into()))
+        );
+        assert!(inet(v6, 32).host().is_err());
     }
 
     #[test]

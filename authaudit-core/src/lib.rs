@@ -9,5 +9,6 @@ pub mod event;
 pub mod jwt;
 pub mod lock_key;
 pub mod lockout;
+pub mod lockout_effect;
 pub mod scope;
 pub mod verification;
