@@ -111,7 +111,6 @@ REVOKE EXECUTE ON FUNCTION
     FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION authaudit.check_login(text, text, inet) FROM PUBLIC;
 -- Internal: applied on its own it would change lockout state without an event.
-REVOKE EXECUTE ON FUNCTION authaudit._lockout_apply(text, text, text, text, timestamptz, uuid, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
     authaudit.record_events(jsonb),

@@ -149,6 +149,16 @@ impl ChainHead {
     }
 }
 
+/// The SHA-256 of `data` in lowercase hex (what the engine records of a cut
+/// user agent).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Constant-time equality of two byte strings (lengths are not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))

@@ -48,6 +48,12 @@ pub enum AuditError {
         table_seq: i64,
         live_seq: i64,
     },
+    #[error("log_id {0} is being recorded concurrently")]
+    ConcurrentLogId(String),
+    #[error("log_id {0} was already recorded with different content")]
+    LogIdReused(String),
+    #[error("could not serialize access due to concurrent update (the first events of one account or source IP raced)")]
+    ConcurrentFirstEvent,
     #[error("no append of this transaction to take back")]
     NothingToUnappend,
     #[error("internal query failed: {0}")]
@@ -93,7 +99,24 @@ impl AuditError {
             AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
                 ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }
+            AuditError::ConcurrentLogId(_) | AuditError::ConcurrentFirstEvent => {
+                ERRCODE_T_R_SERIALIZATION_FAILURE
+            }
+            AuditError::LogIdReused(_) => ERRCODE_UNIQUE_VIOLATION,
             AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            AuditError::ConcurrentLogId(_) => {
+                Some("Retry: the retry returns the row the other session recorded.")
+            }
+            AuditError::LogIdReused(_) => Some(
+                "A retry must repeat the original event exactly; a new event needs a new log_id.",
+            ),
+            AuditError::ConcurrentFirstEvent => Some("Retry the transaction."),
+            _ => None,
         }
     }
 }
@@ -102,7 +125,11 @@ impl From<AuditError> for ErrorReport {
     #[track_caller]
     fn from(e: AuditError) -> ErrorReport {
         let code = e.sqlstate();
-        ErrorReport::new(code, format!("pg_authaudit: {e}"), "pg_authaudit")
+        let report = ErrorReport::new(code, format!("pg_authaudit: {e}"), "pg_authaudit");
+        match e.hint() {
+            Some(hint) => report.set_hint(hint),
+            None => report,
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! pg_authaudit: a tamper-evident, queryable authentication event log.
 //!
-//! The Rust surface is thin: it validates and canonically encodes events,
-//! computes chain digests and verifies chains, delegating the logic to
-//! `authaudit-core`. Tables and the recording functions are SQL, in `sql/`.
+//! The recording pipeline (`record.rs`), the chain heads, the lockout
+//! engine, verification and the scope checks are Rust, delegating the pure
+//! logic to `authaudit-core`; tables, policies and the SQL-facing wrappers
+//! are in `sql/`.
 
 // SQL-facing functions return pgrx's `ErrorReport` (large, by design) and
 // spell out `TableIterator` row types inline, as pgrx's SQL generator needs.
@@ -16,11 +17,14 @@ mod error;
 mod gucs;
 mod heads;
 mod lockout;
+mod lockout_engine;
 mod log_redaction;
 mod record;
 mod retention;
 mod scope;
 mod shmem;
+mod spi_plans;
+mod sql_values;
 mod stored_rows;
 mod time;
 mod token;
@@ -38,10 +42,12 @@ extension_sql_file!(
         chain::chain_unappend,
         chain::chain_settled_head,
         record::event_body,
+        record::record_internal,
+        record::record_event,
         scope::authorise_event,
         scope::writes_tenant,
         scope::writer_role,
-        lockout::lockout_apply_scoped
+        scope::_policy_changed
     ]
 );
 extension_sql_file!(

@@ -1,7 +1,8 @@
-//! The lockout engine at the SQL boundary: loads the tenant's policy and the
-//! account's (and source IP's) state under row locks, applies the rules of
-//! `authaudit_core::lockout`, and writes the new state, all inside the
-//! recording transaction. `record_event` appends the `account_locked` event.
+//! The lockout engine as the SQL of releases 0.1.0 and 0.2.0 calls it
+//! (`_lockout_apply`), so that a database keeps recording between installing
+//! this library and `ALTER EXTENSION pg_authaudit UPDATE`; the current
+//! recording path uses `lockout_engine.rs`. Also `check_login` and the
+//! policy check, which every release shares.
 
 use crate::error::{AuditError, SqlResult};
 use authaudit_core::lockout::{
@@ -11,35 +12,10 @@ use authaudit_core::scope::WriteReach;
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
-use pgrx::{PgBuiltInOids, PgOid};
-use std::cell::RefCell;
-use std::collections::HashMap;
+use pgrx::spi::{SpiClient, SpiTupleTable};
+use pgrx::PgBuiltInOids;
 
-thread_local! {
-    /// Plans of the engine's statements, prepared once per backend.
-    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
-}
-
-/// Runs a cached plan of `sql` (parameters typed `types`) with `args`.
-fn run<'c>(
-    client: &mut SpiClient<'c>,
-    key: &'static str,
-    sql: &str,
-    types: &[PgBuiltInOids],
-    args: &[pgrx::datum::DatumWithOid<'_>],
-) -> Result<SpiTupleTable<'c>, AuditError> {
-    PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        if !plans.contains_key(key) {
-            let oids: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
-            let stmt = client.prepare_mut(sql, &oids)?.keep();
-            plans.insert(key, stmt);
-        }
-        let stmt = plans.get(key).expect("just inserted");
-        Ok(client.update(stmt, None, args)?)
-    })
-}
+use crate::spi_plans::run;
 
 const POLICY: &str = "SELECT enabled, max_failures, \
        (extract(epoch FROM failure_window) * 1000000)::bigint, \
@@ -314,7 +290,7 @@ fn json_time(us: Option<i64>) -> String {
 /// new account belongs to `org_id`; a `writer_org` confines the effects to
 /// accounts of that organisation (42501 otherwise).
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe, name = "_lockout_apply")]
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn lockout_apply_scoped(
     tenant_id: &str,
     user_id: &str,

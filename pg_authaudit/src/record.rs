@@ -1,16 +1,582 @@
-//! Validation and canonical encoding of an event at the recording boundary.
-//! The recording functions themselves are SQL (`sql/record.sql`).
+//! The recording pipeline: an event from its SQL arguments to its chained
+//! row, in one pass (docs/architecture.md, "Recording"). For one event:
+//!
+//! 1. validate and take the values as they are (the `jsonb` metadata and the
+//!    `inet` go into the row as the caller's datums);
+//! 2. authorise from the per-backend scope cache (`scope.rs`);
+//! 3. lockout events: lock the account's state row, which also tells whether
+//!    the log id is recorded already (a retry returns the original row),
+//!    then the source IP's; decide the effect (`authaudit_core::lockout_effect`);
+//! 4. encode the canonical body once and append it to the tenant's chain
+//!    (`heads.rs`);
+//! 5. write the changed state rows and insert the event's row in one
+//!    statement; a failure that locked the account appends the
+//!    `account_locked` event after it.
+//!
+//! Every statement is a plan prepared once per backend (`spi_plans.rs`).
+//! `record_events` runs the same steps set-wise (`record_batch.rs`).
 
 use crate::error::{AuditError, SqlResult};
-use crate::{gucs, time};
+use pgrx::pg_sys::panic::ErrorReport;
+use crate::heads;
+use crate::lockout_engine::{self as engine, LockedAccount};
+use crate::sql_values::{Inet, Jsonb};
+use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
-use authaudit_core::event::{EventError, EventInput};
-use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use authaudit_core::chain::ChainHead;
+use authaudit_core::event::{Channel, EventError, EventInput, EventType, IpInput};
+use authaudit_core::lockout::derived_log_id;
+use authaudit_core::lockout_effect::{step, Before, Effect, Kind};
+use authaudit_core::scope::WriteReach;
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone, Uuid};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::pg_sys::BuiltinOid::{
+    BOOLOID, BYTEAOID, INETOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID,
+};
+use serde_json::{json, Map, Value};
+
+/// A stored `authaudit.auth_log` row.
+pub type Row = pgrx::composite_type!('static, "auth_log");
+
+/// Characters of a user agent kept; a longer one is cut and its length and
+/// SHA-256 are recorded (an attacker controls it).
+const KEPT_USER_AGENT_CHARS: usize = 512;
+
+/// An event that passed every rule, as the pipeline carries it.
+pub struct Event<'a> {
+    pub log_id: Uuid,
+    pub tenant: &'a str,
+    pub org: Option<&'a str>,
+    pub event_type: EventType,
+    pub user: &'a str,
+    pub channel: Channel,
+    pub ip: Option<Inet>,
+    pub user_agent: Option<&'a str>,
+    /// Whether the caller gave the time (a retry without it matches any).
+    pub occurred_given: bool,
+    pub occurred_at_us: i64,
+    pub recorded_at_us: i64,
+    /// The caller's metadata (`{}` for NULL).
+    pub metadata: Jsonb,
+    /// Facts for `metadata._authaudit` found while checking (a cut user agent).
+    pub facts: Map<String, Value>,
+}
+
+/// The raw values of an event, as the SQL functions receive them.
+pub struct Args<'a> {
+    pub log_id: Option<Uuid>,
+    pub tenant: Option<&'a str>,
+    pub org: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub ip: Option<Inet>,
+    pub user_agent: Option<&'a str>,
+    pub occurred_at: Option<TimestampWithTimeZone>,
+    pub metadata: Option<Jsonb>,
+}
+
+impl<'a> Args<'a> {
+    /// Applies every event rule (the documented SQLSTATEs) at `recorded_at_us`.
+    pub fn check(self, recorded_at_us: i64) -> Result<Event<'a>, AuditError> {
+        let log_id = self
+            .log_id
+            .ok_or(AuditError::Event(EventError::Missing("log_id")))?;
+        let metadata = self.metadata.unwrap_or_else(|| Jsonb::parse("{}"));
+        let metadata_text = metadata.text();
+        let mut facts = Map::new();
+        let user_agent = self.user_agent.map(|ua| match ua.char_indices().nth(KEPT_USER_AGENT_CHARS) {
+            None => ua,
+            Some((cut, _)) => {
+                facts.insert(
+                    "user_agent_truncated".into(),
+                    json!({"chars": ua.chars().count(), "sha256": authaudit_core::chain::sha256_hex(ua.as_bytes())}),
+                );
+                &ua[..cut]
+            }
+        });
+        let occurred_at_us = self.occurred_at.map(time::unix_micros);
+        let input = EventInput {
+            log_id: *log_id.as_bytes(),
+            tenant_id: self.tenant,
+            org_id: self.org,
+            event_type: self.event_type,
+            user_id: self.user,
+            ip: self.ip.map(|i| IpInput::Inet {
+                addr: i.addr,
+                prefix: i.prefix,
+            }),
+            user_agent,
+            channel: self.channel,
+            occurred_at_us: occurred_at_us.unwrap_or(recorded_at_us),
+            recorded_at_us,
+            metadata: &metadata_text,
+        };
+        let e = input.validate(gucs::max_future_skew_us())?;
+        let (event_type, channel, occurred_at_us) = (e.event_type, e.channel, e.occurred_at_us);
+        Ok(Event {
+            log_id,
+            tenant: self.tenant.expect("validated"),
+            org: self.org,
+            event_type,
+            user: self.user.expect("validated"),
+            channel,
+            ip: self.ip,
+            user_agent,
+            occurred_given: self.occurred_at.is_some(),
+            occurred_at_us,
+            recorded_at_us,
+            metadata,
+            facts,
+        })
+    }
+}
+
+/// The server clock, in Unix microseconds (`clock_timestamp()`).
+pub fn now_us() -> i64 {
+    // SAFETY: reads the system clock.
+    time::unix_micros_of_raw(unsafe { pg_sys::GetCurrentTimestamp() })
+}
+
+fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
+    us.and_then(time::from_unix_micros)
+}
+
+/// The event's final metadata (with `_authaudit` facts merged in) and its
+/// canonical text.
+pub fn final_metadata(metadata: Jsonb, facts: &Map<String, Value>) -> (Jsonb, String) {
+    let m = if facts.is_empty() {
+        metadata
+    } else {
+        metadata.with_authaudit(&Value::Object(facts.clone()))
+    };
+    (m, m.text())
+}
+
+/// The canonical body of an event with its final metadata text.
+pub fn body(e: &Event<'_>, metadata_text: &str) -> Vec<u8> {
+    encode_body(&Record {
+        log_id: *e.log_id.as_bytes(),
+        tenant_id: e.tenant,
+        org_id: e.org,
+        event_type: e.event_type.as_str(),
+        user_id: e.user,
+        ip: e.ip.map(|i| i.addr),
+        user_agent: e.user_agent,
+        channel: e.channel.as_str(),
+        occurred_at_us: e.occurred_at_us,
+        recorded_at_us: e.recorded_at_us,
+        metadata: metadata_text,
+    })
+}
+
+macro_rules! insert_row {
+    () => {
+        "INSERT INTO authaudit.auth_log AS l (log_id, tenant_id, org_id, seq, event_type, \
+         user_id, ip, user_agent, channel, occurred_at, recorded_at, metadata, format_version, \
+         prev_link, link_sha256, digest_sha512, digest_sha3_256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $15, $16) \
+         ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING RETURNING l"
+    };
+}
+
+/// The account's new state (`$17` ‥ `$24`: `$24` whether the event is a
+/// failure, whose IP the row keeps).
+macro_rules! write_account {
+    () => {
+        "a AS (UPDATE authaudit.lockout_state SET failure_count = $17, first_failure_at = $18, \
+         last_failure_at = $19, locked = $20, locked_at = $21, locked_until = $22, lock_count = $23, \
+         first_failure_ip = CASE WHEN $17 = 0 THEN NULL \
+                                 WHEN $17 = 1 AND $24 AND $7 IS NOT NULL THEN $7 \
+                                 ELSE first_failure_ip END, \
+         last_failure_ip = CASE WHEN $24 AND $7 IS NOT NULL THEN $7 ELSE last_failure_ip END, \
+         last_log_id = $1, last_seq = $4, updated_at = now() \
+         WHERE tenant_id = $2 AND user_id = $6)"
+    };
+}
+
+/// The source IP's and the (IP, account) pair's new states (`$25` ‥ `$32`;
+/// `$28`, `$32`: whether each changed).
+macro_rules! write_source {
+    () => {
+        "i AS (UPDATE authaudit.lockout_ip_state SET failure_count = $25, first_failure_at = $26, \
+         blocked_until = $27, updated_at = now() WHERE $28 AND tenant_id = $2 AND ip = $7), \
+         p AS (INSERT INTO authaudit.lockout_ip_account_state AS s \
+               (tenant_id, ip, user_id, failure_count, first_failure_at, blocked_until) \
+               SELECT $2, $7, $6, $29, $30, $31 WHERE $32 \
+               ON CONFLICT ON CONSTRAINT lockout_ip_account_state_pkey DO UPDATE \
+               SET failure_count = EXCLUDED.failure_count, \
+                   first_failure_at = EXCLUDED.first_failure_at, \
+                   blocked_until = EXCLUDED.blocked_until, updated_at = now())"
+    };
+}
+
+const ROW_TYPES: [PgBuiltInOids; 16] = [
+    UUIDOID,
+    TEXTOID,
+    TEXTOID,
+    INT8OID,
+    TEXTOID,
+    TEXTOID,
+    INETOID,
+    TEXTOID,
+    TEXTOID,
+    TIMESTAMPTZOID,
+    TIMESTAMPTZOID,
+    JSONBOID,
+    BYTEAOID,
+    BYTEAOID,
+    BYTEAOID,
+    BYTEAOID,
+];
+const ACCOUNT_TYPES: [PgBuiltInOids; 8] = [
+    INT4OID,
+    TIMESTAMPTZOID,
+    TIMESTAMPTZOID,
+    BOOLOID,
+    TIMESTAMPTZOID,
+    TIMESTAMPTZOID,
+    INT4OID,
+    BOOLOID,
+];
+const SOURCE_TYPES: [PgBuiltInOids; 8] = [
+    INT4OID,
+    TIMESTAMPTZOID,
+    TIMESTAMPTZOID,
+    BOOLOID,
+    INT4OID,
+    TIMESTAMPTZOID,
+    TIMESTAMPTZOID,
+    BOOLOID,
+];
+
+use pgrx::PgBuiltInOids;
+
+fn concat_types<const N: usize>(parts: &[&[PgBuiltInOids]]) -> [PgBuiltInOids; N] {
+    let mut out = [UUIDOID; N];
+    let mut i = 0;
+    for p in parts {
+        for t in *p {
+            out[i] = *t;
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The states an event's row carries to the write statement.
+struct Writes {
+    kind: Kind,
+    effect: Effect,
+}
+
+/// Inserts the event's row (with the state writes of `writes`) and returns
+/// it; `None` when its log id turned out to be recorded meanwhile.
+fn insert(
+    client: &mut SpiClient<'_>,
+    e: &Event<'_>,
+    metadata: Jsonb,
+    seq: i64,
+    prev: &ChainHead,
+    next: &ChainHead,
+    writes: Option<&Writes>,
+) -> Result<Option<Row>, AuditError> {
+    let mut args: Vec<DatumWithOid<'_>> = vec![
+        e.log_id.into(),
+        e.tenant.into(),
+        e.org.into(),
+        seq.into(),
+        e.event_type.as_str().into(),
+        e.user.into(),
+        e.ip.into(),
+        e.user_agent.into(),
+        e.channel.as_str().into(),
+        ts(Some(e.occurred_at_us)).into(),
+        ts(Some(e.recorded_at_us)).into(),
+        metadata.into(),
+        prev.sha256.as_slice().into(),
+        next.sha256.as_slice().into(),
+        next.sha512.as_slice().into(),
+        next.sha3_256.as_slice().into(),
+    ];
+    // A state write always comes with the account's (a failure writes it).
+    let account = writes.and_then(|w| w.effect.account.map(|a| (w, a)));
+    let table = match account {
+        None => spi_plans::run(client, "record_row", insert_row!(), &ROW_TYPES, &args)?,
+        Some((w, a)) => {
+            args.extend([
+                a.failure_count.into(),
+                ts(a.first_failure_us).into(),
+                ts(a.last_failure_us).into(),
+                a.locked.into(),
+                ts(a.locked_at_us).into(),
+                ts(a.locked_until_us).into(),
+                a.lock_count.into(),
+                (w.kind == Kind::Failure).into(),
+            ]);
+            if w.effect.ip.is_none() && w.effect.pair.is_none() {
+                spi_plans::run(
+                    client,
+                    "record_row_account",
+                    concat!("WITH ", write_account!(), " ", insert_row!()),
+                    &concat_types::<24>(&[&ROW_TYPES, &ACCOUNT_TYPES]),
+                    &args,
+                )?
+            } else {
+                let ip = w.effect.ip.unwrap_or_default();
+                let pair = w.effect.pair.unwrap_or_default();
+                args.extend([
+                    ip.failure_count.into(),
+                    ts(ip.first_failure_us).into(),
+                    ts(ip.blocked_until_us).into(),
+                    w.effect.ip.is_some().into(),
+                    pair.failure_count.into(),
+                    ts(pair.first_failure_us).into(),
+                    ts(pair.blocked_until_us).into(),
+                    w.effect.pair.is_some().into(),
+                ]);
+                spi_plans::run(
+                    client,
+                    "record_row_account_source",
+                    concat!(
+                        "WITH ",
+                        write_account!(),
+                        ", ",
+                        write_source!(),
+                        " ",
+                        insert_row!()
+                    ),
+                    &concat_types::<32>(&[&ROW_TYPES, &ACCOUNT_TYPES, &SOURCE_TYPES]),
+                    &args,
+                )?
+            }
+        }
+    };
+    if table.is_empty() {
+        return Ok(None);
+    }
+    Ok(table.first().get::<Row>(1)?)
+}
+
+const EXISTING: &str = "SELECT l, l.tenant_id = $2 AND l.org_id IS NOT DISTINCT FROM $3 \
+       AND l.event_type = $4 AND l.user_id = $5 AND l.channel = $6 \
+       AND l.ip IS NOT DISTINCT FROM $7 AND l.user_agent IS NOT DISTINCT FROM $8 \
+       AND (l.metadata - '_authaudit') = ($9 - '_authaudit') \
+       AND ($10::timestamptz IS NULL OR l.occurred_at = $10) \
+  FROM authaudit.auth_log l WHERE l.log_id = $1";
+
+/// The recorded row of `e`'s log id: returned when it holds the same event
+/// (a retry), refused (23505) when it holds another.
+pub fn existing(client: &mut SpiClient<'_>, e: &Event<'_>) -> Result<Row, AuditError> {
+    let t = spi_plans::run(
+        client,
+        "record_existing",
+        EXISTING,
+        &[
+            UUIDOID,
+            TEXTOID,
+            TEXTOID,
+            TEXTOID,
+            TEXTOID,
+            TEXTOID,
+            INETOID,
+            TEXTOID,
+            JSONBOID,
+            TIMESTAMPTZOID,
+        ],
+        &[
+            e.log_id.into(),
+            e.tenant.into(),
+            e.org.into(),
+            e.event_type.as_str().into(),
+            e.user.into(),
+            e.channel.as_str().into(),
+            e.ip.into(),
+            e.user_agent.into(),
+            e.metadata.into(),
+            ts(e.occurred_given.then_some(e.occurred_at_us)).into(),
+        ],
+    )?;
+    if t.is_empty() {
+        return Err(AuditError::ConcurrentLogId(e.log_id.to_string()));
+    }
+    let r = t.first();
+    if r.get::<bool>(2)?.unwrap_or(false) {
+        Ok(r.get::<Row>(1)?.expect("a row"))
+    } else {
+        Err(AuditError::LogIdReused(e.log_id.to_string()))
+    }
+}
+
+/// The organisation confinement of a writer reaches the account.
+pub fn check_reach(
+    e: &Event<'_>,
+    writer_org: Option<&str>,
+    account: Option<&LockedAccount>,
+) -> Result<(), AuditError> {
+    let (Some(org), Some(account)) = (writer_org, account) else {
+        return Ok(());
+    };
+    if WriteReach::Organisation(org.to_owned()).reaches_account(account.org.as_deref()) {
+        return Ok(());
+    }
+    Err(AuditError::AccountOfOtherOrganisation {
+        user: e.user.chars().take(80).collect(),
+        tenant: e.tenant.to_owned(),
+        org: org.to_owned(),
+    })
+}
+
+/// Records one checked event (see the module comment) and returns its row.
+pub fn record(
+    client: &mut SpiClient<'_>,
+    e: Event<'_>,
+    writer_org: Option<&str>,
+) -> Result<Row, AuditError> {
+    let kind = Kind::of(e.event_type.as_str());
+    let mut facts = e.facts.clone();
+    let writes = match kind {
+        None => None,
+        Some(kind) => {
+            let policy = engine::policy(client, e.tenant)?;
+            let (recorded, account) = engine::lock_or_create_account(
+                client,
+                e.tenant,
+                e.user,
+                e.org,
+                e.log_id,
+                kind == Kind::Failure,
+            )?;
+            if recorded {
+                return existing(client, &e);
+            }
+            check_reach(&e, writer_org, account.as_ref())?;
+            let mut before = Before {
+                account: account.map(|a| a.state).unwrap_or_default(),
+                ..Before::default()
+            };
+            if let (true, Some(ip)) = (kind.counts_ip(e.ip.is_some()), e.ip) {
+                let (ip_state, pair) = engine::lock_source(client, e.tenant, ip, e.user)?;
+                before.ip = Some(ip_state);
+                before.pair = Some(pair);
+            }
+            let effect = step(&policy, kind, &before, e.occurred_at_us);
+            facts.insert("lockout".into(), effect.facts.clone());
+            Some(Writes { kind, effect })
+        }
+    };
+    let (metadata, text) = final_metadata(e.metadata, &facts);
+    let (seq, prev, next) = heads::append(e.tenant, &body(&e, &text))?;
+    let Some(row) = insert(client, &e, metadata, seq, &prev, &next, writes.as_ref())? else {
+        if writes.is_some() {
+            // Another session committed the same log_id meanwhile; the
+            // error undoes this call's lockout changes and its append.
+            return Err(AuditError::ConcurrentLogId(e.log_id.to_string()));
+        }
+        // The log_id exists: take the append back (this transaction still
+        // owns the tenant's chain, so it is the latest link).
+        heads::unappend(e.tenant)?;
+        return existing(client, &e);
+    };
+    if let Some(lock) = writes.and_then(|w| w.effect.lock) {
+        // This failure locked the account: the lock is the next link, with
+        // an id derived from the failure's (a retry finds it).
+        let id = Uuid::from_bytes(derived_log_id(e.log_id.as_bytes(), "account_locked"));
+        let locked = Event {
+            log_id: id,
+            event_type: EventType::AccountLocked,
+            channel: Channel::System,
+            user_agent: None,
+            occurred_given: true,
+            recorded_at_us: now_us(),
+            metadata: Jsonb::parse(&lock.metadata(&e.log_id.to_string()).to_string()),
+            facts: Map::new(),
+            ..e
+        };
+        record(client, locked, None)?;
+    }
+    Ok(row)
+}
+
+/// Records one event for the extension's own functions (`record_token_issued`,
+/// `apply_retention`), which authorise it first: facts under metadata
+/// `_authaudit` are theirs; `p_writer_org` confines lockout effects to
+/// accounts of that organisation (NULL: none). Upsert on log_id: a new id
+/// appends one row; the same id with the same content returns the original
+/// row; with other content, 23505. Not executable by PUBLIC.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe, name = "_record")]
+fn record_internal(
+    log_id: Option<Uuid>,
+    tenant_id: Option<&str>,
+    event_type: Option<&str>,
+    user_id: Option<&str>,
+    channel: Option<&str>,
+    org_id: Option<&str>,
+    ip: Option<Inet>,
+    user_agent: Option<&str>,
+    occurred_at: Option<TimestampWithTimeZone>,
+    metadata: Option<Jsonb>,
+    p_writer_org: Option<&str>,
+) -> Result<pgrx::composite_type!('static, "auth_log"), ErrorReport> {
+    let args = Args {
+        log_id,
+        tenant: tenant_id,
+        org: org_id,
+        event_type,
+        user: user_id,
+        channel,
+        ip,
+        user_agent,
+        occurred_at,
+        metadata,
+    };
+    let e = args.check(now_us())?;
+    Ok(Spi::connect_mut(|client| record(client, e, p_writer_org))?)
+}
+
+/// Records one authentication event and returns the stored row (upsert on
+/// log_id, as `_record`). The writer must be bound to the tenant and
+/// organisation (42501); events only the extension appends, the system
+/// channel and the `_authaudit` metadata key are refused (22023).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn record_event(
+    log_id: Option<Uuid>,
+    tenant_id: Option<&str>,
+    event_type: Option<&str>,
+    user_id: Option<&str>,
+    channel: Option<&str>,
+    org_id: default!(Option<&str>, "NULL"),
+    ip: default!(Option<Inet>, "NULL"),
+    user_agent: default!(Option<&str>, "NULL"),
+    occurred_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    metadata: default!(Option<Jsonb>, "'{}'"),
+) -> Result<pgrx::composite_type!('static, "auth_log"), ErrorReport> {
+    let reserved = metadata.is_some_and(|m| m.has_key("_authaudit"));
+    let writer_org = scope::authorise(tenant_id, org_id, event_type, channel, reserved)?;
+    record_internal(
+        log_id,
+        tenant_id,
+        event_type,
+        user_id,
+        channel,
+        org_id,
+        ip,
+        user_agent,
+        occurred_at,
+        metadata,
+        writer_org.as_deref(),
+    )
+}
 
 /// Checks every rule of an event and returns its canonical body (the chained
 /// bytes without format version and seq). Raises the documented SQLSTATE
-/// for the first rule it breaks.
+/// for the first rule it breaks. Kept for release 0.2.0's SQL, which
+/// records through it until `ALTER EXTENSION pg_authaudit UPDATE`.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(stable, parallel_safe, name = "_event_body")]
 fn event_body(
@@ -34,7 +600,7 @@ fn event_body(
         org_id,
         event_type,
         user_id,
-        ip,
+        ip: ip.map(IpInput::Text),
         user_agent,
         channel,
         occurred_at_us: occurred_at.map_or(recorded_at_us, time::unix_micros),

@@ -326,8 +326,21 @@ fn authorise_event(
     org_id: Option<&str>,
     event_type: Option<&str>,
     channel: Option<&str>,
-    metadata: Option<pgrx::JsonB>,
+    metadata: Option<crate::sql_values::Jsonb>,
 ) -> SqlResult<Option<String>> {
+    let reserved = metadata.is_some_and(|m| m.has_key("_authaudit"));
+    Ok(authorise(tenant_id, org_id, event_type, channel, reserved)?)
+}
+
+/// The check of `_authorise_event` (`reserved`: the metadata holds the
+/// `_authaudit` key): the organisation the writer is confined to.
+pub fn authorise(
+    tenant_id: Option<&str>,
+    org_id: Option<&str>,
+    event_type: Option<&str>,
+    channel: Option<&str>,
+    reserved: bool,
+) -> Result<Option<String>, AuditError> {
     // A missing tenant is refused with its own SQLSTATE; other malformed
     // values by the event rules later (a writer is bound to none of them).
     let tenant = tenant_id.ok_or(AuditError::Event(
@@ -338,29 +351,27 @@ fn authorise_event(
         tenant: tenant.chars().take(80).collect(),
         org: org_id.map(|o| o.chars().take(80).collect()),
     })?;
-    let reserved = metadata
-        .as_ref()
-        .and_then(|m| m.0.as_object())
-        .is_some_and(|m| m.contains_key("_authaudit"));
     check_writer_event(
         event_type.and_then(|t| t.parse::<EventType>().ok()),
         channel.and_then(|c| c.parse::<Channel>().ok()),
         reserved,
-    )
-    .map_err(AuditError::from)?;
+    )?;
     Ok(match reach {
         WriteReach::Tenant => None,
         WriteReach::Organisation(o) => Some(o),
     })
 }
 
-/// Trigger on `authaudit.tenant_scope`: invalidates every backend's cached
-/// scope now and again when this transaction ends (so that a cache built
-/// from the rows before the commit does not outlive it).
-#[pg_trigger]
-fn _scope_changed<'a>(
-    _trigger: &'a pgrx::PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::PgTriggerError> {
+/// The generation of the configuration the recording path caches (role
+/// bindings, lockout policies): it moves whenever either changes.
+pub fn config_generation() -> Option<u64> {
+    generation()
+}
+
+/// Invalidates every backend's cached configuration now and again when
+/// this transaction ends (so that a cache built from the rows before the
+/// commit does not outlive it).
+fn config_changed() {
     bump();
     if !BUMP_REGISTERED.with(Cell::get) {
         BUMP_REGISTERED.with(|b| b.set(true));
@@ -371,5 +382,22 @@ fn _scope_changed<'a>(
         register_xact_callback(PgXactCallbackEvent::Commit, reset);
         register_xact_callback(PgXactCallbackEvent::Abort, reset);
     }
+}
+
+/// Trigger on `authaudit.tenant_scope`: the cached scopes are rebuilt.
+#[pg_trigger]
+fn _scope_changed<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::PgTriggerError> {
+    config_changed();
+    Ok(None::<PgHeapTuple<'_, AllocatedByPostgres>>)
+}
+
+/// Trigger on `authaudit.lockout_policy`: the cached policies are re-read.
+#[pg_trigger]
+fn _policy_changed<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, pgrx::PgTriggerError> {
+    config_changed();
     Ok(None::<PgHeapTuple<'_, AllocatedByPostgres>>)
 }
