@@ -17,7 +17,9 @@ COMMENT ON FUNCTION authaudit.record_event(uuid, text, text, text, text, text, i
 -- Records a JSON array of events in one call and one transaction, returning
 -- the stored rows in input order. Either every event is recorded or none.
 -- The whole batch is checked and authorised before anything is locked or
--- written; at most authaudit.max_batch_events events (54000 beyond).
+-- written; at most authaudit.max_batch_events events (54000 beyond). The
+-- batch is recorded set-wise by authaudit._record_events (Rust,
+-- pg_authaudit/src/record_batch.rs), which returns the events' log ids.
 CREATE FUNCTION authaudit.record_events(events jsonb)
 RETURNS SETOF authaudit.auth_log
 LANGUAGE plpgsql
@@ -26,100 +28,17 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_ids     uuid[];
-    v_orgs    text[];
-    v_e       record;
-    v_unknown text;
-    v_n       integer;
-    v_max     integer := pg_catalog.current_setting('authaudit.max_batch_events')::integer;
+    v_ids uuid[] := authaudit._record_events(events);
 BEGIN
-    IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
-        RAISE EXCEPTION 'pg_authaudit: events must be a JSON array of event objects'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    v_n := jsonb_array_length(events);
-    IF v_n > v_max THEN
-        RAISE EXCEPTION 'pg_authaudit: a batch holds at most % events (authaudit.max_batch_events), this one %',
-            v_max, v_n
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Split the events into several calls; each call is one transaction.';
-    END IF;
-    -- First every event's shape and the writer's right to record it, in
-    -- input order: nothing is locked or written for a batch that fails here.
-    FOR v_e IN SELECT e.value AS ev, e.ordinality AS ord
-                 FROM jsonb_array_elements(events) WITH ORDINALITY AS e
-    LOOP
-        IF jsonb_typeof(v_e.ev) <> 'object' THEN
-            RAISE EXCEPTION 'pg_authaudit: event % of the batch is not a JSON object', v_e.ord
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        SELECT string_agg(k, ', ' ORDER BY k) INTO v_unknown
-          FROM jsonb_object_keys(v_e.ev) AS k
-         WHERE k NOT IN ('log_id', 'tenant_id', 'org_id', 'event_type', 'user_id', 'ip',
-                         'user_agent', 'channel', 'occurred_at', 'metadata');
-        IF v_unknown IS NOT NULL THEN
-            RAISE EXCEPTION 'pg_authaudit: event % of the batch has unknown field(s): %', v_e.ord, v_unknown
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        v_orgs[v_e.ord] := authaudit._authorise_event(
-            v_e.ev ->> 'tenant_id', v_e.ev ->> 'org_id', v_e.ev ->> 'event_type',
-            v_e.ev ->> 'channel', nullif(v_e.ev -> 'metadata', 'null'::jsonb));
-        v_ids[v_e.ord] := (v_e.ev ->> 'log_id')::uuid;
-        -- An organisation's writer affects accounts of its organisation only
-        -- (checked again under the row lock by the lockout engine).
-        IF v_orgs[v_e.ord] IS NOT NULL AND EXISTS (
-               SELECT FROM authaudit.lockout_state s
-                WHERE s.tenant_id = v_e.ev ->> 'tenant_id' AND s.user_id = v_e.ev ->> 'user_id'
-                  AND s.org_id IS DISTINCT FROM v_orgs[v_e.ord]) THEN
-            RAISE EXCEPTION 'pg_authaudit: account % of tenant % belongs to another organisation than the writer''s (%)',
-                v_e.ev ->> 'user_id', v_e.ev ->> 'tenant_id', v_orgs[v_e.ord]
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-    END LOOP;
-    -- Lock every account the batch touches, in one order, before the first
-    -- append: concurrent writers then never wait for each other in a cycle.
-    -- A new account belongs to the organisation of its first event.
-    INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id)
-    SELECT DISTINCT ON (e.value ->> 'tenant_id', e.value ->> 'user_id')
-           e.value ->> 'tenant_id', e.value ->> 'user_id', e.value ->> 'org_id'
-      FROM jsonb_array_elements(events) WITH ORDINALITY AS e
-     WHERE e.value ->> 'event_type' IN ('login_failed', 'login_success', 'lockout_reset')
-       AND e.value ->> 'tenant_id' IS NOT NULL AND e.value ->> 'user_id' IS NOT NULL
-     ORDER BY e.value ->> 'tenant_id', e.value ->> 'user_id', e.ordinality
-    ON CONFLICT DO NOTHING;
-    PERFORM 1
-       FROM authaudit.lockout_state s
-       JOIN (SELECT DISTINCT e ->> 'tenant_id' AS t, e ->> 'user_id' AS u
-               FROM jsonb_array_elements(events) AS e) k ON s.tenant_id = k.t AND s.user_id = k.u
-      ORDER BY s.tenant_id, s.user_id
-        FOR UPDATE OF s;
-    -- Tenants in a fixed order, so that concurrent batches never wait for
-    -- each other's chain heads in a cycle; each tenant's events keep their order.
-    FOR v_e IN
-        SELECT e.value AS ev, e.ordinality AS ord
-          FROM jsonb_array_elements(events) WITH ORDINALITY AS e
-         ORDER BY e.value ->> 'tenant_id', e.ordinality
-    LOOP
-        PERFORM authaudit._record(
-            log_id      => v_ids[v_e.ord],
-            tenant_id   => v_e.ev ->> 'tenant_id',
-            event_type  => v_e.ev ->> 'event_type',
-            user_id     => v_e.ev ->> 'user_id',
-            channel     => v_e.ev ->> 'channel',
-            org_id      => v_e.ev ->> 'org_id',
-            ip          => (v_e.ev ->> 'ip')::inet,
-            user_agent  => v_e.ev ->> 'user_agent',
-            occurred_at => (v_e.ev ->> 'occurred_at')::timestamptz,
-            metadata    => coalesce(nullif(v_e.ev -> 'metadata', 'null'::jsonb), '{}'::jsonb),
-            p_writer_org => v_orgs[v_e.ord]);
-    END LOOP;
-    -- Every id now names its row (new, or the original of a retry).
+    -- A statement of its own: it sees the rows the call above inserted.
     RETURN QUERY
         SELECT l.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
           JOIN authaudit.auth_log l ON l.log_id = u.id
          ORDER BY u.ord;
 END;
 $$;
+
+REVOKE EXECUTE ON FUNCTION authaudit._record_events(jsonb) FROM PUBLIC;
 
 COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
     'Records a JSON array of events in one transaction; returns the stored rows in input order.';

@@ -54,6 +54,14 @@ pub enum AuditError {
     LogIdReused(String),
     #[error("could not serialize access due to concurrent update (the first events of one account or source IP raced)")]
     ConcurrentFirstEvent,
+    #[error("events must be a JSON array of event objects")]
+    BatchNotArray,
+    #[error("a batch holds at most {max} events (authaudit.max_batch_events), this one {got}")]
+    BatchTooLarge { max: i32, got: i32 },
+    #[error("event {0} of the batch is not a JSON object")]
+    BatchEventNotObject(usize),
+    #[error("event {0} of the batch has unknown field(s): {1}")]
+    BatchUnknownFields(usize, String),
     #[error("no append of this transaction to take back")]
     NothingToUnappend,
     #[error("internal query failed: {0}")]
@@ -103,6 +111,10 @@ impl AuditError {
                 ERRCODE_T_R_SERIALIZATION_FAILURE
             }
             AuditError::LogIdReused(_) => ERRCODE_UNIQUE_VIOLATION,
+            AuditError::BatchNotArray
+            | AuditError::BatchEventNotObject(_)
+            | AuditError::BatchUnknownFields(..) => ERRCODE_INVALID_PARAMETER_VALUE,
+            AuditError::BatchTooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -116,6 +128,9 @@ impl AuditError {
                 "A retry must repeat the original event exactly; a new event needs a new log_id.",
             ),
             AuditError::ConcurrentFirstEvent => Some("Retry the transaction."),
+            AuditError::BatchTooLarge { .. } => {
+                Some("Split the events into several calls; each call is one transaction.")
+            }
             _ => None,
         }
     }

@@ -20,6 +20,7 @@ mod lockout;
 mod lockout_engine;
 mod log_redaction;
 mod record;
+mod record_batch;
 mod retention;
 mod scope;
 mod shmem;
@@ -44,6 +45,7 @@ extension_sql_file!(
         record::event_body,
         record::record_internal,
         record::record_event,
+        record_batch::record_events,
         scope::authorise_event,
         scope::writes_tenant,
         scope::writer_role,

@@ -116,11 +116,9 @@ fn micros(r: &SpiHeapTupleData<'_>, i: usize) -> Result<Option<i64>, AuditError>
     Ok(r.get::<TimestampWithTimeZone>(i)?.map(time::unix_micros))
 }
 
-/// The account columns, in the order `read_account` takes them.
-pub const ACCOUNT_COLUMNS: &str = "failure_count, first_failure_at, last_failure_at, locked, \
-                                   locked_at, locked_until, lock_count, org_id";
-
-/// An account from columns `first ..` of a row laid out as `ACCOUNT_COLUMNS`.
+/// An account from columns `first ..` of a row: `failure_count,
+/// first_failure_at, last_failure_at, locked, locked_at, locked_until,
+/// lock_count, org_id`.
 pub fn read_account(
     r: &SpiHeapTupleData<'_>,
     first: usize,

@@ -121,15 +121,6 @@ impl Jsonb {
             .unwrap_or(false)
     }
 
-    /// `self - key`.
-    pub fn without(self, key: &str) -> Jsonb {
-        // SAFETY: jsonb_delete of a jsonb and a text datum.
-        let d = unsafe {
-            direct_function_call_as_datum(pg_sys::jsonb_delete, &[Some(self.0), key.into_datum()])
-        };
-        Jsonb(d.expect("jsonb - text is not null"))
-    }
-
     /// The object with `facts` merged into its `_authaudit` object (created
     /// when absent): `self || {"_authaudit": coalesce(self->'_authaudit', '{}') || facts}`.
     pub fn with_authaudit(self, facts: &serde_json::Value) -> Jsonb {

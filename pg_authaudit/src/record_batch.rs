@@ -1,0 +1,820 @@
+//! `record_events`: the recording pipeline over a batch, set-wise. The
+//! events are read from the JSON array in one statement and checked and
+//! authorised in input order before anything is locked or written. Then
+//! every state row the batch touches is locked in one order (accounts, then
+//! source IPs), each tenant's events are chained in input order with their
+//! lockout effects decided in memory, and the rows and the changed states
+//! are written with one statement per table.
+//!
+//! Per event the semantics are those of `record_event`: a log id recorded
+//! before (or earlier in the batch) with the same content is a retry and
+//! changes nothing; with other content the batch is refused (23505); a
+//! failure that locks its account is followed by the `account_locked` event.
+
+use crate::error::AuditError;
+use crate::heads;
+use crate::lockout_engine::{self as engine, LockedAccount};
+use crate::record::{body, check_reach, existing, final_metadata, now_us, Args, Event};
+use crate::sql_values::{Inet, Jsonb};
+use crate::{gucs, scope, spi_plans, time};
+use authaudit_core::chain::ChainHead;
+use authaudit_core::event::{Channel, EventType};
+use authaudit_core::lockout::{derived_log_id, IpState, Policy};
+use authaudit_core::lockout_effect::{step, Before, Kind};
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::pg_sys;
+use pgrx::pg_sys::BuiltinOid::{
+    BOOLARRAYOID, BYTEAARRAYOID, INETARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID,
+    TEXTARRAYOID, TIMESTAMPTZARRAYOID, UUIDARRAYOID,
+};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{direct_function_call, IntoDatum};
+use serde_json::Map;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::CString;
+use std::net::IpAddr;
+
+const KNOWN_FIELDS: &str = "'log_id', 'tenant_id', 'org_id', 'event_type', 'user_id', 'ip', \
+                            'user_agent', 'channel', 'occurred_at', 'metadata'";
+
+fn parse_sql() -> String {
+    format!(
+        "SELECT jsonb_typeof(e.value) = 'object', \
+           CASE WHEN jsonb_typeof(e.value) = 'object' THEN \
+             (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(e.value) AS k \
+               WHERE k NOT IN ({KNOWN_FIELDS})) END, \
+           e.value ->> 'log_id', e.value ->> 'tenant_id', e.value ->> 'org_id', \
+           e.value ->> 'event_type', e.value ->> 'user_id', e.value ->> 'ip', \
+           e.value ->> 'user_agent', e.value ->> 'channel', e.value ->> 'occurred_at', \
+           nullif(e.value -> 'metadata', 'null'::jsonb) \
+         FROM jsonb_array_elements($1) WITH ORDINALITY AS e ORDER BY e.ordinality"
+    )
+}
+
+/// One element of the array, as text.
+struct Raw {
+    log_id: Option<String>,
+    tenant: Option<String>,
+    org: Option<String>,
+    event_type: Option<String>,
+    user: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    channel: Option<String>,
+    occurred_at: Option<String>,
+    metadata: Option<Jsonb>,
+}
+
+fn cstring(s: &str) -> CString {
+    // Text from jsonb holds no NUL (PostgreSQL refuses \u0000 in text).
+    CString::new(s).unwrap_or_default()
+}
+
+/// `text::uuid`, raising the cast's error (22P02).
+fn to_uuid(s: &str) -> Uuid {
+    let c = cstring(s);
+    // SAFETY: uuid_in takes a C string valid for the call.
+    unsafe { direct_function_call::<Uuid>(pg_sys::uuid_in, &[Some(pg_sys::Datum::from(c.as_ptr()))]) }
+        .expect("uuid_in returns a value")
+}
+
+/// `text::inet`, raising the cast's error (22P02).
+fn to_inet(s: &str) -> Inet {
+    let c = cstring(s);
+    // SAFETY: inet_in takes a C string valid for the call.
+    unsafe { direct_function_call::<Inet>(pg_sys::inet_in, &[Some(pg_sys::Datum::from(c.as_ptr()))]) }
+        .expect("inet_in returns a value")
+}
+
+/// `text::timestamptz`, raising the cast's error.
+fn to_timestamptz(s: &str) -> TimestampWithTimeZone {
+    let c = cstring(s);
+    // SAFETY: timestamptz_in takes a C string, the type's oid and a typmod.
+    unsafe {
+        direct_function_call::<TimestampWithTimeZone>(
+            pg_sys::timestamptz_in,
+            &[
+                Some(pg_sys::Datum::from(c.as_ptr())),
+                pg_sys::TIMESTAMPTZOID.into_datum(),
+                (-1i32).into_datum(),
+            ],
+        )
+    }
+    .expect("timestamptz_in returns a value")
+}
+
+/// An account's state row while the batch runs.
+struct AccountRow {
+    locked: LockedAccount,
+    first_ip: Option<String>,
+    last_ip: Option<String>,
+    last: Option<(Uuid, i64)>,
+    changed: bool,
+}
+
+/// An IP or (IP, account) state while the batch runs.
+struct SourceRow {
+    state: IpState,
+    changed: bool,
+}
+
+/// A row to insert.
+struct NewRow {
+    log_id: Uuid,
+    tenant: String,
+    org: Option<String>,
+    seq: i64,
+    event_type: &'static str,
+    user: String,
+    ip: Option<Inet>,
+    user_agent: Option<String>,
+    channel: &'static str,
+    occurred_at_us: i64,
+    recorded_at_us: i64,
+    metadata: Jsonb,
+    prev: ChainHead,
+    next: ChainHead,
+}
+
+type AccountKey = (String, String);
+type IpKey = (String, IpAddr);
+type PairKey = (String, IpAddr, String);
+
+/// An address as `host(inet)` writes it.
+fn addr(text: Option<String>) -> IpAddr {
+    text.and_then(|t| t.parse().ok())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// Records `events`; returns their log ids in input order.
+#[pg_extern(volatile, parallel_unsafe, name = "_record_events")]
+fn record_events(events: Option<Jsonb>) -> Result<Vec<Uuid>, pgrx::pg_sys::panic::ErrorReport> {
+    Ok(Spi::connect_mut(|client| run(client, events))?)
+}
+
+fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, AuditError> {
+    let events = events
+        .filter(|e| is_array(*e))
+        .ok_or(AuditError::BatchNotArray)?;
+    let max = gucs::MAX_BATCH_EVENTS.get();
+    // SAFETY: jsonb_array_length of a jsonb array.
+    let n = unsafe { direct_function_call::<i32>(pg_sys::jsonb_array_length, &[Some(events.0)]) }
+        .unwrap_or(0);
+    if n > max {
+        return Err(AuditError::BatchTooLarge { max, got: n });
+    }
+    let raws = parse(client, events)?;
+    // Each event's shape and the writer's right to it, in input order.
+    let mut ids = Vec::with_capacity(raws.len());
+    let mut writer_orgs = Vec::with_capacity(raws.len());
+    for r in &raws {
+        let reserved = r.metadata.is_some_and(|m| m.has_key("_authaudit"));
+        writer_orgs.push(scope::authorise(
+            r.tenant.as_deref(),
+            r.org.as_deref(),
+            r.event_type.as_deref(),
+            r.channel.as_deref(),
+            reserved,
+        )?);
+        ids.push(r.log_id.as_deref().map(to_uuid));
+    }
+    // Every event rule, still before anything is locked.
+    let mut checked = Vec::with_capacity(raws.len());
+    for (r, id) in raws.iter().zip(&ids) {
+        checked.push(
+            Args {
+                log_id: *id,
+                tenant: r.tenant.as_deref(),
+                org: r.org.as_deref(),
+                event_type: r.event_type.as_deref(),
+                user: r.user.as_deref(),
+                channel: r.channel.as_deref(),
+                ip: r.ip.as_deref().map(to_inet),
+                user_agent: r.user_agent.as_deref(),
+                occurred_at: r.occurred_at.as_deref().map(to_timestamptz),
+                metadata: r.metadata,
+            }
+            .check(now_us())?,
+        );
+    }
+    // An organisation's writer affects accounts of its organisation only
+    // (checked again under the row locks).
+    refuse_foreign_accounts(client, &checked, &writer_orgs)?;
+    let recorded = recorded_ids(client, &checked)?;
+    let mut accounts = lock_accounts(client, &checked)?;
+    let mut ips = lock_ips(client, &checked)?;
+    let mut pairs = read_pairs(client, &checked)?;
+
+    let mut order: Vec<usize> = (0..checked.len()).collect();
+    order.sort_by(|a, b| checked[*a].tenant.cmp(checked[*b].tenant).then(a.cmp(b)));
+    let mut policies: HashMap<&str, Policy> = HashMap::new();
+    let mut first_seen: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut rows: Vec<NewRow> = Vec::with_capacity(checked.len());
+    for i in order {
+        let e = &checked[i];
+        if recorded.contains(e.log_id.as_bytes()) {
+            existing(client, e)?;
+            continue;
+        }
+        if let Some(&j) = first_seen.get(e.log_id.as_bytes()) {
+            if !same_event(&checked[j], e) {
+                return Err(AuditError::LogIdReused(e.log_id.to_string()));
+            }
+            continue;
+        }
+        first_seen.insert(*e.log_id.as_bytes(), i);
+        let mut facts = e.facts.clone();
+        let mut lock = None;
+        let mut account_changed = false;
+        let kind = Kind::of(e.event_type.as_str());
+        let account_key = (e.tenant.to_owned(), e.user.to_owned());
+        if let Some(kind) = kind {
+            let policy = match policies.get(e.tenant) {
+                Some(p) => *p,
+                None => {
+                    let p = engine::policy(client, e.tenant)?;
+                    policies.insert(e.tenant, p);
+                    p
+                }
+            };
+            let account = accounts.get(&account_key);
+            check_reach(e, writer_orgs[i].as_deref(), account.map(|a| &a.locked))?;
+            let ip_key = e.ip.map(|ip| (e.tenant.to_owned(), ip.addr));
+            let pair_key = e.ip.map(|ip| (e.tenant.to_owned(), ip.addr, e.user.to_owned()));
+            let counts_ip = kind.counts_ip(e.ip.is_some());
+            let before = Before {
+                account: account.map(|a| a.locked.state).unwrap_or_default(),
+                ip: counts_ip.then(|| ips.get(ip_key.as_ref().expect("an IP")).map_or_else(IpState::default, |s| s.state)),
+                pair: counts_ip.then(|| pairs.get(pair_key.as_ref().expect("an IP")).map_or_else(IpState::default, |s| s.state)),
+            };
+            let effect = step(&policy, kind, &before, e.occurred_at_us);
+            facts.insert("lockout".into(), effect.facts.clone());
+            lock = effect.lock;
+            // The states change in memory; their rows are written at the end.
+            if let Some(next) = effect.account {
+                let row = accounts
+                    .get_mut(&account_key)
+                    .expect("a failure's account row was created and locked");
+                row.locked.state = next;
+                let failure_ip = (kind == Kind::Failure).then(|| e.ip.map(|ip| ip.addr.to_string())).flatten();
+                if next.failure_count == 0 {
+                    row.first_ip = None;
+                } else if next.failure_count == 1 && failure_ip.is_some() {
+                    row.first_ip = failure_ip.clone();
+                }
+                if failure_ip.is_some() {
+                    row.last_ip = failure_ip;
+                }
+                row.changed = true;
+                account_changed = true;
+            }
+            if let (Some(next), Some(k)) = (effect.ip, ip_key) {
+                ips.insert(k, SourceRow { state: next, changed: true });
+            }
+            if let (Some(next), Some(k)) = (effect.pair, pair_key) {
+                pairs.insert(k, SourceRow { state: next, changed: true });
+            }
+        }
+        let (metadata, text) = final_metadata(e.metadata, &facts);
+        let (seq, prev, next) = heads::append(e.tenant, &body(e, &text))?;
+        if account_changed {
+            if let Some(row) = accounts.get_mut(&account_key) {
+                row.last = Some((e.log_id, seq));
+            }
+        }
+        rows.push(new_row(e, metadata, seq, prev, next));
+        if let Some(lock) = lock {
+            // The lock is the next link, with an id derived from the failure's.
+            let id = Uuid::from_bytes(derived_log_id(e.log_id.as_bytes(), "account_locked"));
+            let locked = Event {
+                log_id: id,
+                tenant: e.tenant,
+                org: e.org,
+                event_type: EventType::AccountLocked,
+                user: e.user,
+                channel: Channel::System,
+                ip: e.ip,
+                user_agent: None,
+                occurred_given: true,
+                occurred_at_us: e.occurred_at_us,
+                recorded_at_us: now_us(),
+                metadata: Jsonb::parse(&lock.metadata(&e.log_id.to_string()).to_string()),
+                facts: Map::new(),
+            };
+            let (metadata, text) = final_metadata(locked.metadata, &locked.facts);
+            let (seq, prev, next) = heads::append(e.tenant, &body(&locked, &text))?;
+            rows.push(new_row(&locked, metadata, seq, prev, next));
+        }
+    }
+    insert_rows(client, &rows)?;
+    write_accounts(client, &accounts)?;
+    write_ips(client, &ips)?;
+    write_pairs(client, &pairs)?;
+    Ok(checked.iter().map(|e| e.log_id).collect())
+}
+
+fn is_array(j: Jsonb) -> bool {
+    // SAFETY: jsonb_typeof of a jsonb datum returns text.
+    unsafe { direct_function_call::<String>(pg_sys::jsonb_typeof, &[Some(j.0)]) }
+        .is_some_and(|t| t == "array")
+}
+
+fn parse(client: &mut SpiClient<'_>, events: Jsonb) -> Result<Vec<Raw>, AuditError> {
+    let table = spi_plans::run(client, "batch_parse", &parse_sql(), &[JSONBOID], &[events.into()])?;
+    let mut raws = Vec::with_capacity(table.len());
+    for (n, r) in table.enumerate() {
+        let ord = n + 1;
+        if !r.get::<bool>(1)?.unwrap_or(false) {
+            return Err(AuditError::BatchEventNotObject(ord));
+        }
+        if let Some(unknown) = r.get::<String>(2)? {
+            return Err(AuditError::BatchUnknownFields(ord, unknown));
+        }
+        raws.push(Raw {
+            log_id: r.get(3)?,
+            tenant: r.get(4)?,
+            org: r.get(5)?,
+            event_type: r.get(6)?,
+            user: r.get(7)?,
+            ip: r.get(8)?,
+            user_agent: r.get(9)?,
+            channel: r.get(10)?,
+            occurred_at: r.get(11)?,
+            // SAFETY: a copy of the tuple's jsonb datum, in this call's
+            // SPI context.
+            metadata: r
+                .get::<Jsonb>(12)?
+                .map(|j| {
+                    Jsonb(pg_sys::Datum::from(unsafe {
+                        pg_sys::pg_detoast_datum_copy(j.0.cast_mut_ptr())
+                    }))
+                }),
+        });
+    }
+    Ok(raws)
+}
+
+/// A second event of the batch under one log id repeats the first exactly.
+fn same_event(a: &Event<'_>, b: &Event<'_>) -> bool {
+    a.tenant == b.tenant
+        && a.org == b.org
+        && a.event_type == b.event_type
+        && a.user == b.user
+        && a.channel == b.channel
+        && a.ip.map(|i| (i.addr, i.prefix)) == b.ip.map(|i| (i.addr, i.prefix))
+        && a.user_agent == b.user_agent
+        && a.metadata.same_as(b.metadata)
+        && (!b.occurred_given || a.occurred_at_us == b.occurred_at_us)
+}
+
+fn texts<'a, T: 'a>(items: impl Iterator<Item = &'a T>, f: impl Fn(&T) -> String) -> Vec<String> {
+    items.map(f).collect()
+}
+
+fn refuse_foreign_accounts(
+    client: &mut SpiClient<'_>,
+    events: &[Event<'_>],
+    writer_orgs: &[Option<String>],
+) -> Result<(), AuditError> {
+    let confined: Vec<usize> = (0..events.len()).filter(|i| writer_orgs[*i].is_some()).collect();
+    if confined.is_empty() {
+        return Ok(());
+    }
+    let tenants = texts(confined.iter(), |i| events[*i].tenant.to_owned());
+    let users = texts(confined.iter(), |i| events[*i].user.to_owned());
+    let table = spi_plans::run(
+        client,
+        "batch_account_orgs",
+        "SELECT s.tenant_id, s.user_id, s.org_id FROM authaudit.lockout_state s \
+           JOIN unnest($1::text[], $2::text[]) AS k(t, u) ON s.tenant_id = k.t AND s.user_id = k.u",
+        &[TEXTARRAYOID, TEXTARRAYOID],
+        &[tenants.into(), users.into()],
+    )?;
+    let mut orgs: HashMap<AccountKey, Option<String>> = HashMap::new();
+    for r in table {
+        orgs.insert((r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default()), r.get(3)?);
+    }
+    for i in confined {
+        let e = &events[i];
+        if let Some(org) = orgs.get(&(e.tenant.to_owned(), e.user.to_owned())) {
+            let account = LockedAccount {
+                state: Default::default(),
+                org: org.clone(),
+            };
+            check_reach(e, writer_orgs[i].as_deref(), Some(&account))?;
+        }
+    }
+    Ok(())
+}
+
+fn recorded_ids(client: &mut SpiClient<'_>, events: &[Event<'_>]) -> Result<HashSet<[u8; 16]>, AuditError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.log_id).collect();
+    let table = spi_plans::run(
+        client,
+        "batch_recorded",
+        "SELECT log_id FROM authaudit.auth_log WHERE log_id = ANY ($1)",
+        &[UUIDARRAYOID],
+        &[ids.into()],
+    )?;
+    let mut found = HashSet::new();
+    for r in table {
+        if let Some(id) = r.get::<Uuid>(1)? {
+            found.insert(*id.as_bytes());
+        }
+    }
+    Ok(found)
+}
+
+/// Creates the account rows the batch's failures need (belonging to the
+/// organisation of the account's first failure), then locks every account
+/// row the batch's lockout events touch, in one order.
+fn lock_accounts(
+    client: &mut SpiClient<'_>,
+    events: &[Event<'_>],
+) -> Result<HashMap<AccountKey, AccountRow>, AuditError> {
+    let mut touched: BTreeMap<AccountKey, Option<Option<String>>> = BTreeMap::new();
+    for e in events {
+        let Some(kind) = Kind::of(e.event_type.as_str()) else {
+            continue;
+        };
+        let entry = touched.entry((e.tenant.to_owned(), e.user.to_owned())).or_insert(None);
+        if kind == Kind::Failure && entry.is_none() {
+            *entry = Some(e.org.map(str::to_owned));
+        }
+    }
+    let mut rows = HashMap::new();
+    if touched.is_empty() {
+        return Ok(rows);
+    }
+    let create: Vec<(&AccountKey, &Option<String>)> = touched
+        .iter()
+        .filter_map(|(k, org)| org.as_ref().map(|o| (k, o)))
+        .collect();
+    if !create.is_empty() {
+        spi_plans::run(
+            client,
+            "batch_create_accounts",
+            "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
+             SELECT t, u, o FROM unnest($1::text[], $2::text[], $3::text[]) AS k(t, u, o) \
+              ORDER BY t, u \
+             ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING",
+            &[TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
+            &[
+                texts(create.iter(), |(k, _)| k.0.clone()).into(),
+                texts(create.iter(), |(k, _)| k.1.clone()).into(),
+                create.iter().map(|(_, o)| (*o).clone()).collect::<Vec<_>>().into(),
+            ],
+        )?;
+    }
+    let table = spi_plans::run(
+        client,
+        "batch_lock_accounts",
+        "SELECT s.tenant_id, s.user_id, host(s.first_failure_ip), host(s.last_failure_ip), \
+                s.failure_count, s.first_failure_at, s.last_failure_at, s.locked, s.locked_at, \
+                s.locked_until, s.lock_count, s.org_id \
+           FROM authaudit.lockout_state s \
+           JOIN unnest($1::text[], $2::text[]) AS k(t, u) ON s.tenant_id = k.t AND s.user_id = k.u \
+          ORDER BY s.tenant_id, s.user_id FOR UPDATE OF s",
+        &[TEXTARRAYOID, TEXTARRAYOID],
+        &[
+            texts(touched.keys(), |k| k.0.clone()).into(),
+            texts(touched.keys(), |k| k.1.clone()).into(),
+        ],
+    )?;
+    for r in table {
+        rows.insert(
+            (r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default()),
+            AccountRow {
+                first_ip: r.get(3)?,
+                last_ip: r.get(4)?,
+                locked: engine::read_account(&r, 5)?,
+                last: None,
+                changed: false,
+            },
+        );
+    }
+    // A failure's row must exist now (in REPEATABLE READ a row another
+    // transaction created meanwhile stays invisible).
+    if create.iter().any(|(k, _)| !rows.contains_key(*k)) {
+        return Err(AuditError::ConcurrentFirstEvent);
+    }
+    Ok(rows)
+}
+
+fn failure_sources<'e>(events: &'e [Event<'e>]) -> impl Iterator<Item = (&'e Event<'e>, Inet)> {
+    events.iter().filter_map(|e| {
+        (Kind::of(e.event_type.as_str()) == Some(Kind::Failure))
+            .then_some(e.ip)
+            .flatten()
+            .map(|ip| (e, ip))
+    })
+}
+
+/// Creates and locks the rows of the source IPs of the batch's failures.
+fn lock_ips(
+    client: &mut SpiClient<'_>,
+    events: &[Event<'_>],
+) -> Result<HashMap<IpKey, SourceRow>, AuditError> {
+    let keys: BTreeMap<IpKey, ()> = failure_sources(events)
+        .map(|(e, ip)| ((e.tenant.to_owned(), ip.addr), ()))
+        .collect();
+    let mut rows = HashMap::new();
+    if keys.is_empty() {
+        return Ok(rows);
+    }
+    let tenants = texts(keys.keys(), |k| k.0.clone());
+    let addrs = texts(keys.keys(), |k| k.1.to_string());
+    spi_plans::run(
+        client,
+        "batch_create_ips",
+        "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) \
+         SELECT t, a::inet FROM unnest($1::text[], $2::text[]) AS k(t, a) ORDER BY t, a::inet \
+         ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO NOTHING",
+        &[TEXTARRAYOID, TEXTARRAYOID],
+        &[tenants.clone().into(), addrs.clone().into()],
+    )?;
+    let table = spi_plans::run(
+        client,
+        "batch_lock_ips",
+        "SELECT s.tenant_id, host(s.ip), s.failure_count, s.first_failure_at, s.blocked_until \
+           FROM authaudit.lockout_ip_state s \
+           JOIN unnest($1::text[], $2::text[]) AS k(t, a) ON s.tenant_id = k.t AND s.ip = k.a::inet \
+          ORDER BY s.tenant_id, s.ip FOR UPDATE OF s",
+        &[TEXTARRAYOID, TEXTARRAYOID],
+        &[tenants.into(), addrs.into()],
+    )?;
+    for r in table {
+        rows.insert(
+            (r.get(1)?.unwrap_or_default(), addr(r.get(2)?)),
+            SourceRow {
+                state: engine::read_ip(&r, 3)?,
+                changed: false,
+            },
+        );
+    }
+    if keys.keys().any(|k| !rows.contains_key(k)) {
+        return Err(AuditError::ConcurrentFirstEvent);
+    }
+    Ok(rows)
+}
+
+/// The (IP, account) states of the batch's failures (their accounts' rows
+/// are locked: nobody else writes them meanwhile).
+fn read_pairs(
+    client: &mut SpiClient<'_>,
+    events: &[Event<'_>],
+) -> Result<HashMap<PairKey, SourceRow>, AuditError> {
+    let keys: BTreeMap<PairKey, ()> = failure_sources(events)
+        .map(|(e, ip)| ((e.tenant.to_owned(), ip.addr, e.user.to_owned()), ()))
+        .collect();
+    let mut rows = HashMap::new();
+    if keys.is_empty() {
+        return Ok(rows);
+    }
+    let table = spi_plans::run(
+        client,
+        "batch_read_pairs",
+        "SELECT s.tenant_id, host(s.ip), s.user_id, s.failure_count, s.first_failure_at, \
+                s.blocked_until \
+           FROM authaudit.lockout_ip_account_state s \
+           JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, a, u) \
+             ON s.tenant_id = k.t AND s.ip = k.a::inet AND s.user_id = k.u",
+        &[TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
+        &[
+            texts(keys.keys(), |k| k.0.clone()).into(),
+            texts(keys.keys(), |k| k.1.to_string()).into(),
+            texts(keys.keys(), |k| k.2.clone()).into(),
+        ],
+    )?;
+    for r in table {
+        rows.insert(
+            (
+                r.get(1)?.unwrap_or_default(),
+                addr(r.get(2)?),
+                r.get(3)?.unwrap_or_default(),
+            ),
+            SourceRow {
+                state: engine::read_ip(&r, 4)?,
+                changed: false,
+            },
+        );
+    }
+    Ok(rows)
+}
+
+fn new_row(e: &Event<'_>, metadata: Jsonb, seq: i64, prev: ChainHead, next: ChainHead) -> NewRow {
+    NewRow {
+        log_id: e.log_id,
+        tenant: e.tenant.to_owned(),
+        org: e.org.map(str::to_owned),
+        seq,
+        event_type: e.event_type.as_str(),
+        user: e.user.to_owned(),
+        ip: e.ip,
+        user_agent: e.user_agent.map(str::to_owned),
+        channel: e.channel.as_str(),
+        occurred_at_us: e.occurred_at_us,
+        recorded_at_us: e.recorded_at_us,
+        metadata,
+        prev,
+        next,
+    }
+}
+
+fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
+    us.and_then(time::from_unix_micros)
+}
+
+fn insert_rows(client: &mut SpiClient<'_>, rows: &[NewRow]) -> Result<(), AuditError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: &dyn Fn(&NewRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let table = spi_plans::run(
+        client,
+        "batch_insert_rows",
+        "INSERT INTO authaudit.auth_log (log_id, tenant_id, org_id, seq, event_type, user_id, ip, \
+            user_agent, channel, occurred_at, recorded_at, metadata, format_version, prev_link, \
+            link_sha256, digest_sha512, digest_sha3_256) \
+         SELECT r.log_id, r.tenant_id, r.org_id, r.seq, r.event_type, r.user_id, r.ip, \
+                r.user_agent, r.channel, r.occurred_at, r.recorded_at, r.metadata, 1, r.prev_link, \
+                r.link_sha256, r.digest_sha512, r.digest_sha3_256 \
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
+                       $7::inet[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
+                       $12::jsonb[], $13::bytea[], $14::bytea[], $15::bytea[], $16::bytea[]) \
+             AS r(log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel, \
+                  occurred_at, recorded_at, metadata, prev_link, link_sha256, digest_sha512, \
+                  digest_sha3_256) \
+         ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING RETURNING log_id",
+        &[
+            UUIDARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            INT8ARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            INETARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            JSONBARRAYOID,
+            BYTEAARRAYOID,
+            BYTEAARRAYOID,
+            BYTEAARRAYOID,
+            BYTEAARRAYOID,
+        ],
+        &[
+            rows.iter().map(|r| r.log_id).collect::<Vec<_>>().into(),
+            col(&|r| Some(r.tenant.clone())).into(),
+            col(&|r| r.org.clone()).into(),
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>().into(),
+            col(&|r| Some(r.event_type.to_owned())).into(),
+            col(&|r| Some(r.user.clone())).into(),
+            rows.iter().map(|r| r.ip).collect::<Vec<_>>().into(),
+            col(&|r| r.user_agent.clone()).into(),
+            col(&|r| Some(r.channel.to_owned())).into(),
+            rows.iter().map(|r| ts(Some(r.occurred_at_us))).collect::<Vec<_>>().into(),
+            rows.iter().map(|r| ts(Some(r.recorded_at_us))).collect::<Vec<_>>().into(),
+            rows.iter().map(|r| r.metadata).collect::<Vec<_>>().into(),
+            rows.iter().map(|r| r.prev.sha256.to_vec()).collect::<Vec<_>>().into(),
+            rows.iter().map(|r| r.next.sha256.to_vec()).collect::<Vec<_>>().into(),
+            rows.iter().map(|r| r.next.sha512.to_vec()).collect::<Vec<_>>().into(),
+            rows.iter().map(|r| r.next.sha3_256.to_vec()).collect::<Vec<_>>().into(),
+        ],
+    )?;
+    if table.len() == rows.len() {
+        return Ok(());
+    }
+    // A log id was committed by another session meanwhile: the error undoes
+    // the batch (its appends and its lockout changes).
+    let inserted: HashSet<[u8; 16]> = table
+        .filter_map(|r| r.get::<Uuid>(1).ok().flatten().map(|u| *u.as_bytes()))
+        .collect();
+    let lost = rows
+        .iter()
+        .find(|r| !inserted.contains(r.log_id.as_bytes()))
+        .map_or_else(String::new, |r| r.log_id.to_string());
+    Err(AuditError::ConcurrentLogId(lost))
+}
+
+fn write_accounts(
+    client: &mut SpiClient<'_>,
+    accounts: &HashMap<AccountKey, AccountRow>,
+) -> Result<(), AuditError> {
+    let changed: Vec<(&AccountKey, &AccountRow)> =
+        accounts.iter().filter(|(_, r)| r.changed).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let s = |r: &AccountRow| r.locked.state;
+    spi_plans::run(
+        client,
+        "batch_write_accounts",
+        "UPDATE authaudit.lockout_state s SET failure_count = k.fc, first_failure_at = k.ff, \
+            last_failure_at = k.lf, locked = k.l, locked_at = k.la, locked_until = k.lu, \
+            lock_count = k.lc, first_failure_ip = k.fi::inet, last_failure_ip = k.li::inet, \
+            last_log_id = k.id, last_seq = k.seq, updated_at = now() \
+           FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::timestamptz[], \
+                       $6::bool[], $7::timestamptz[], $8::timestamptz[], $9::int4[], $10::text[], \
+                       $11::text[], $12::uuid[], $13::int8[]) \
+             AS k(t, u, fc, ff, lf, l, la, lu, lc, fi, li, id, seq) \
+          WHERE s.tenant_id = k.t AND s.user_id = k.u",
+        &[
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            INT4ARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            BOOLARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            INT4ARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            UUIDARRAYOID,
+            INT8ARRAYOID,
+        ],
+        &[
+            changed.iter().map(|(k, _)| k.0.clone()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(k, _)| k.1.clone()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| s(r).failure_count).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(s(r).first_failure_us)).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(s(r).last_failure_us)).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| s(r).locked).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(s(r).locked_at_us)).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(s(r).locked_until_us)).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| s(r).lock_count).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| r.first_ip.clone()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| r.last_ip.clone()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| r.last.map(|l| l.0)).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| r.last.map(|l| l.1)).collect::<Vec<_>>().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+fn write_ips(client: &mut SpiClient<'_>, ips: &HashMap<IpKey, SourceRow>) -> Result<(), AuditError> {
+    let changed: Vec<(&IpKey, &SourceRow)> = ips.iter().filter(|(_, r)| r.changed).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    spi_plans::run(
+        client,
+        "batch_write_ips",
+        "UPDATE authaudit.lockout_ip_state s SET failure_count = k.fc, first_failure_at = k.ff, \
+            blocked_until = k.bu, updated_at = now() \
+           FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::timestamptz[]) \
+             AS k(t, a, fc, ff, bu) \
+          WHERE s.tenant_id = k.t AND s.ip = k.a::inet",
+        &[TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID],
+        &[
+            changed.iter().map(|(k, _)| k.0.clone()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(k, _)| k.1.to_string()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| r.state.failure_count).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(r.state.first_failure_us)).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(r.state.blocked_until_us)).collect::<Vec<_>>().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+fn write_pairs(
+    client: &mut SpiClient<'_>,
+    pairs: &HashMap<PairKey, SourceRow>,
+) -> Result<(), AuditError> {
+    let changed: Vec<(&PairKey, &SourceRow)> = pairs.iter().filter(|(_, r)| r.changed).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    spi_plans::run(
+        client,
+        "batch_write_pairs",
+        "INSERT INTO authaudit.lockout_ip_account_state AS s \
+            (tenant_id, ip, user_id, failure_count, first_failure_at, blocked_until) \
+         SELECT k.t, k.a::inet, k.u, k.fc, k.ff, k.bu \
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[], \
+                       $6::timestamptz[]) AS k(t, a, u, fc, ff, bu) \
+         ON CONFLICT ON CONSTRAINT lockout_ip_account_state_pkey DO UPDATE \
+            SET failure_count = EXCLUDED.failure_count, first_failure_at = EXCLUDED.first_failure_at, \
+                blocked_until = EXCLUDED.blocked_until, updated_at = now()",
+        &[
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            INT4ARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TIMESTAMPTZARRAYOID,
+        ],
+        &[
+            changed.iter().map(|(k, _)| k.0.clone()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(k, _)| k.1.to_string()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(k, _)| k.2.clone()).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| r.state.failure_count).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(r.state.first_failure_us)).collect::<Vec<_>>().into(),
+            changed.iter().map(|(_, r)| ts(r.state.blocked_until_us)).collect::<Vec<_>>().into(),
+        ],
+    )?;
+    Ok(())
+}
