@@ -5,6 +5,7 @@
 pub mod canonical;
 pub mod cef;
 pub mod chain;
+pub mod chain_heads;
 pub mod event;
 pub mod jwt;
 pub mod lock_key;

@@ -244,7 +244,10 @@ mod tests {
         }
         let e = step(&policy(), Kind::Failure, &before, T0 + 2 * MIN);
         let lock = e.lock.expect("third failure locks");
-        assert_eq!((lock.rule, lock.failures, lock.lock_count), (LockRule::MaxFailures, 3, 1));
+        assert_eq!(
+            (lock.rule, lock.failures, lock.lock_count),
+            (LockRule::MaxFailures, 3, 1)
+        );
         assert_eq!(lock.until_us, Some(T0 + 2 * MIN + 15 * MIN));
         assert_eq!(e.facts["locked_account"], json!(true));
         assert!(e.account.unwrap().locked);
@@ -282,7 +285,10 @@ mod tests {
     fn a_success_after_no_failure_writes_nothing() {
         let e = step(&policy(), Kind::Success, &Before::default(), T0);
         assert_eq!(e.account, None);
-        assert_eq!(e.facts, json!({"preceding_failures": 0, "was_locked": false}));
+        assert_eq!(
+            e.facts,
+            json!({"preceding_failures": 0, "was_locked": false})
+        );
     }
 
     #[test]
@@ -303,7 +309,10 @@ mod tests {
 
     #[test]
     fn a_reset_of_a_clean_account_writes_nothing_and_a_locked_one_is_cleared() {
-        assert_eq!(step(&policy(), Kind::Reset, &Before::default(), T0).account, None);
+        assert_eq!(
+            step(&policy(), Kind::Reset, &Before::default(), T0).account,
+            None
+        );
         let locked = Before {
             account: AccountState {
                 locked: true,
@@ -335,7 +344,10 @@ mod tests {
         assert_eq!(iso_utc(0), "1970-01-01T00:00:00+00:00");
         assert_eq!(iso_utc(T0), "2023-11-14T22:13:20+00:00");
         assert_eq!(iso_utc(T0 + 500_000), "2023-11-14T22:13:20.5+00:00");
-        assert_eq!(iso_utc(951_782_400_000_001), "2000-02-29T00:00:00.000001+00:00");
+        assert_eq!(
+            iso_utc(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001+00:00"
+        );
         assert_eq!(iso_utc(-1), "1969-12-31T23:59:59.999999+00:00");
     }
 }

@@ -16,8 +16,8 @@ use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::lockout::{AccountState, Increment, IpState, Policy};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::pg_sys::BuiltinOid::{INETOID, TEXTOID, UUIDOID};
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -50,7 +50,8 @@ pub fn policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Policy, AuditE
     // A transaction-snapshot read may predate a change the generation
     // already counts: only a READ COMMITTED read is cached.
     // SAFETY: a plain read of the transaction's isolation level.
-    let cacheable = generation.is_some() && unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
+    let cacheable = generation.is_some()
+        && unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32;
     let cached = POLICIES.with(|p| {
         p.borrow()
             .get(tenant)
@@ -84,7 +85,13 @@ pub fn policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Policy, AuditE
 }
 
 fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Policy>, AuditError> {
-    let table = spi_plans::run(client, "engine_policy", POLICY, &[TEXTOID], &[tenant.into()])?;
+    let table = spi_plans::run(
+        client,
+        "engine_policy",
+        POLICY,
+        &[TEXTOID],
+        &[tenant.into()],
+    )?;
     if table.is_empty() {
         return Ok(None);
     }
@@ -119,10 +126,7 @@ fn micros(r: &SpiHeapTupleData<'_>, i: usize) -> Result<Option<i64>, AuditError>
 /// An account from columns `first ..` of a row: `failure_count,
 /// first_failure_at, last_failure_at, locked, locked_at, locked_until,
 /// lock_count, org_id`.
-pub fn read_account(
-    r: &SpiHeapTupleData<'_>,
-    first: usize,
-) -> Result<LockedAccount, AuditError> {
+pub fn read_account(r: &SpiHeapTupleData<'_>, first: usize) -> Result<LockedAccount, AuditError> {
     Ok(LockedAccount {
         state: AccountState {
             failure_count: r.get(first)?.unwrap_or(0),
@@ -172,7 +176,11 @@ pub fn lock_account(
     let r = t.first().get_heap_tuple()?.expect("one row");
     let recorded: bool = r.get(1)?.unwrap_or(false);
     let present: bool = r.get(2)?.unwrap_or(false);
-    let account = if present { Some(read_account(&r, 3)?) } else { None };
+    let account = if present {
+        Some(read_account(&r, 3)?)
+    } else {
+        None
+    };
     Ok((recorded, account))
 }
 
@@ -216,7 +224,8 @@ pub fn lock_or_create_account(
     Err(AuditError::ConcurrentFirstEvent)
 }
 
-const LOCK_SOURCE: &str = "SELECT i.present, i.failure_count, i.first_failure_at, i.blocked_until, \
+const LOCK_SOURCE: &str =
+    "SELECT i.present, i.failure_count, i.first_failure_at, i.blocked_until, \
        p.present, p.failure_count, p.first_failure_at, p.blocked_until \
   FROM (SELECT 1) AS one \
   LEFT JOIN (SELECT true AS present, s.* FROM authaudit.lockout_ip_state s \
@@ -246,7 +255,11 @@ pub fn lock_source(
         )?;
         let r = t.first().get_heap_tuple()?.expect("one row");
         let pair_present: bool = r.get(5)?.unwrap_or(false);
-        let pair = if pair_present { read_ip(&r, 6)? } else { IpState::default() };
+        let pair = if pair_present {
+            read_ip(&r, 6)?
+        } else {
+            IpState::default()
+        };
         if r.get::<bool>(1)?.unwrap_or(false) {
             return Ok((read_ip(&r, 2)?, pair));
         }
@@ -263,4 +276,3 @@ pub fn lock_source(
     }
     Err(AuditError::ConcurrentFirstEvent)
 }
-

@@ -17,7 +17,6 @@
 //! `record_events` runs the same steps set-wise (`record_batch.rs`).
 
 use crate::error::{AuditError, SqlResult};
-use pgrx::pg_sys::panic::ErrorReport;
 use crate::heads;
 use crate::lockout_engine::{self as engine, LockedAccount};
 use crate::sql_values::{Inet, Jsonb};
@@ -30,11 +29,12 @@ use authaudit_core::lockout_effect::{step, Before, Effect, Kind};
 use authaudit_core::scope::WriteReach;
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
-use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{
     BOOLOID, BYTEAOID, INETOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID,
 };
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use serde_json::{json, Map, Value};
 
 /// A stored `authaudit.auth_log` row.

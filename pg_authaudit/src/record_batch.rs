@@ -75,16 +75,20 @@ fn cstring(s: &str) -> CString {
 fn to_uuid(s: &str) -> Uuid {
     let c = cstring(s);
     // SAFETY: uuid_in takes a C string valid for the call.
-    unsafe { direct_function_call::<Uuid>(pg_sys::uuid_in, &[Some(pg_sys::Datum::from(c.as_ptr()))]) }
-        .expect("uuid_in returns a value")
+    unsafe {
+        direct_function_call::<Uuid>(pg_sys::uuid_in, &[Some(pg_sys::Datum::from(c.as_ptr()))])
+    }
+    .expect("uuid_in returns a value")
 }
 
 /// `text::inet`, raising the cast's error (22P02).
 fn to_inet(s: &str) -> Inet {
     let c = cstring(s);
     // SAFETY: inet_in takes a C string valid for the call.
-    unsafe { direct_function_call::<Inet>(pg_sys::inet_in, &[Some(pg_sys::Datum::from(c.as_ptr()))]) }
-        .expect("inet_in returns a value")
+    unsafe {
+        direct_function_call::<Inet>(pg_sys::inet_in, &[Some(pg_sys::Datum::from(c.as_ptr()))])
+    }
+    .expect("inet_in returns a value")
 }
 
 /// `text::timestamptz`, raising the cast's error.
@@ -241,12 +245,20 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
             let account = accounts.get(&account_key);
             check_reach(e, writer_orgs[i].as_deref(), account.map(|a| &a.locked))?;
             let ip_key = e.ip.map(|ip| (e.tenant.to_owned(), ip.addr));
-            let pair_key = e.ip.map(|ip| (e.tenant.to_owned(), ip.addr, e.user.to_owned()));
+            let pair_key =
+                e.ip.map(|ip| (e.tenant.to_owned(), ip.addr, e.user.to_owned()));
             let counts_ip = kind.counts_ip(e.ip.is_some());
             let before = Before {
                 account: account.map(|a| a.locked.state).unwrap_or_default(),
-                ip: counts_ip.then(|| ips.get(ip_key.as_ref().expect("an IP")).map_or_else(IpState::default, |s| s.state)),
-                pair: counts_ip.then(|| pairs.get(pair_key.as_ref().expect("an IP")).map_or_else(IpState::default, |s| s.state)),
+                ip: counts_ip.then(|| {
+                    ips.get(ip_key.as_ref().expect("an IP"))
+                        .map_or_else(IpState::default, |s| s.state)
+                }),
+                pair: counts_ip.then(|| {
+                    pairs
+                        .get(pair_key.as_ref().expect("an IP"))
+                        .map_or_else(IpState::default, |s| s.state)
+                }),
             };
             let effect = step(&policy, kind, &before, e.occurred_at_us);
             facts.insert("lockout".into(), effect.facts.clone());
@@ -257,7 +269,9 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                     .get_mut(&account_key)
                     .expect("a failure's account row was created and locked");
                 row.locked.state = next;
-                let failure_ip = (kind == Kind::Failure).then(|| e.ip.map(|ip| ip.addr.to_string())).flatten();
+                let failure_ip = (kind == Kind::Failure)
+                    .then(|| e.ip.map(|ip| ip.addr.to_string()))
+                    .flatten();
                 if next.failure_count == 0 {
                     row.first_ip = None;
                 } else if next.failure_count == 1 && failure_ip.is_some() {
@@ -270,10 +284,22 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 account_changed = true;
             }
             if let (Some(next), Some(k)) = (effect.ip, ip_key) {
-                ips.insert(k, SourceRow { state: next, changed: true });
+                ips.insert(
+                    k,
+                    SourceRow {
+                        state: next,
+                        changed: true,
+                    },
+                );
             }
             if let (Some(next), Some(k)) = (effect.pair, pair_key) {
-                pairs.insert(k, SourceRow { state: next, changed: true });
+                pairs.insert(
+                    k,
+                    SourceRow {
+                        state: next,
+                        changed: true,
+                    },
+                );
             }
         }
         let (metadata, text) = final_metadata(e.metadata, &facts);
@@ -321,7 +347,13 @@ fn is_array(j: Jsonb) -> bool {
 }
 
 fn parse(client: &mut SpiClient<'_>, events: Jsonb) -> Result<Vec<Raw>, AuditError> {
-    let table = spi_plans::run(client, "batch_parse", &parse_sql(), &[JSONBOID], &[events.into()])?;
+    let table = spi_plans::run(
+        client,
+        "batch_parse",
+        &parse_sql(),
+        &[JSONBOID],
+        &[events.into()],
+    )?;
     let mut raws = Vec::with_capacity(table.len());
     for (n, r) in table.enumerate() {
         let ord = n + 1;
@@ -343,13 +375,11 @@ fn parse(client: &mut SpiClient<'_>, events: Jsonb) -> Result<Vec<Raw>, AuditErr
             occurred_at: r.get(11)?,
             // SAFETY: a copy of the tuple's jsonb datum, in this call's
             // SPI context.
-            metadata: r
-                .get::<Jsonb>(12)?
-                .map(|j| {
-                    Jsonb(pg_sys::Datum::from(unsafe {
-                        pg_sys::pg_detoast_datum_copy(j.0.cast_mut_ptr())
-                    }))
-                }),
+            metadata: r.get::<Jsonb>(12)?.map(|j| {
+                Jsonb(pg_sys::Datum::from(unsafe {
+                    pg_sys::pg_detoast_datum_copy(j.0.cast_mut_ptr())
+                }))
+            }),
         });
     }
     Ok(raws)
@@ -377,7 +407,9 @@ fn refuse_foreign_accounts(
     events: &[Event<'_>],
     writer_orgs: &[Option<String>],
 ) -> Result<(), AuditError> {
-    let confined: Vec<usize> = (0..events.len()).filter(|i| writer_orgs[*i].is_some()).collect();
+    let confined: Vec<usize> = (0..events.len())
+        .filter(|i| writer_orgs[*i].is_some())
+        .collect();
     if confined.is_empty() {
         return Ok(());
     }
@@ -393,7 +425,10 @@ fn refuse_foreign_accounts(
     )?;
     let mut orgs: HashMap<AccountKey, Option<String>> = HashMap::new();
     for r in table {
-        orgs.insert((r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default()), r.get(3)?);
+        orgs.insert(
+            (r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default()),
+            r.get(3)?,
+        );
     }
     for i in confined {
         let e = &events[i];
@@ -408,7 +443,10 @@ fn refuse_foreign_accounts(
     Ok(())
 }
 
-fn recorded_ids(client: &mut SpiClient<'_>, events: &[Event<'_>]) -> Result<HashSet<[u8; 16]>, AuditError> {
+fn recorded_ids(
+    client: &mut SpiClient<'_>,
+    events: &[Event<'_>],
+) -> Result<HashSet<[u8; 16]>, AuditError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.log_id).collect();
     let table = spi_plans::run(
         client,
@@ -438,7 +476,9 @@ fn lock_accounts(
         let Some(kind) = Kind::of(e.event_type.as_str()) else {
             continue;
         };
-        let entry = touched.entry((e.tenant.to_owned(), e.user.to_owned())).or_insert(None);
+        let entry = touched
+            .entry((e.tenant.to_owned(), e.user.to_owned()))
+            .or_insert(None);
         if kind == Kind::Failure && entry.is_none() {
             *entry = Some(e.org.map(str::to_owned));
         }
@@ -463,7 +503,11 @@ fn lock_accounts(
             &[
                 texts(create.iter(), |(k, _)| k.0.clone()).into(),
                 texts(create.iter(), |(k, _)| k.1.clone()).into(),
-                create.iter().map(|(_, o)| (*o).clone()).collect::<Vec<_>>().into(),
+                create
+                    .iter()
+                    .map(|(_, o)| (*o).clone())
+                    .collect::<Vec<_>>()
+                    .into(),
             ],
         )?;
     }
@@ -675,13 +719,31 @@ fn insert_rows(client: &mut SpiClient<'_>, rows: &[NewRow]) -> Result<(), AuditE
             rows.iter().map(|r| r.ip).collect::<Vec<_>>().into(),
             col(&|r| r.user_agent.clone()).into(),
             col(&|r| Some(r.channel.to_owned())).into(),
-            rows.iter().map(|r| ts(Some(r.occurred_at_us))).collect::<Vec<_>>().into(),
-            rows.iter().map(|r| ts(Some(r.recorded_at_us))).collect::<Vec<_>>().into(),
+            rows.iter()
+                .map(|r| ts(Some(r.occurred_at_us)))
+                .collect::<Vec<_>>()
+                .into(),
+            rows.iter()
+                .map(|r| ts(Some(r.recorded_at_us)))
+                .collect::<Vec<_>>()
+                .into(),
             rows.iter().map(|r| r.metadata).collect::<Vec<_>>().into(),
-            rows.iter().map(|r| r.prev.sha256.to_vec()).collect::<Vec<_>>().into(),
-            rows.iter().map(|r| r.next.sha256.to_vec()).collect::<Vec<_>>().into(),
-            rows.iter().map(|r| r.next.sha512.to_vec()).collect::<Vec<_>>().into(),
-            rows.iter().map(|r| r.next.sha3_256.to_vec()).collect::<Vec<_>>().into(),
+            rows.iter()
+                .map(|r| r.prev.sha256.to_vec())
+                .collect::<Vec<_>>()
+                .into(),
+            rows.iter()
+                .map(|r| r.next.sha256.to_vec())
+                .collect::<Vec<_>>()
+                .into(),
+            rows.iter()
+                .map(|r| r.next.sha512.to_vec())
+                .collect::<Vec<_>>()
+                .into(),
+            rows.iter()
+                .map(|r| r.next.sha3_256.to_vec())
+                .collect::<Vec<_>>()
+                .into(),
         ],
     )?;
     if table.len() == rows.len() {
@@ -737,25 +799,80 @@ fn write_accounts(
             INT8ARRAYOID,
         ],
         &[
-            changed.iter().map(|(k, _)| k.0.clone()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(k, _)| k.1.clone()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| s(r).failure_count).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(s(r).first_failure_us)).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(s(r).last_failure_us)).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| s(r).locked).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(s(r).locked_at_us)).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(s(r).locked_until_us)).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| s(r).lock_count).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| r.first_ip.clone()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| r.last_ip.clone()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| r.last.map(|l| l.0)).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| r.last.map(|l| l.1)).collect::<Vec<_>>().into(),
+            changed
+                .iter()
+                .map(|(k, _)| k.0.clone())
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(k, _)| k.1.clone())
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| s(r).failure_count)
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| ts(s(r).first_failure_us))
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| ts(s(r).last_failure_us))
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| s(r).locked)
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| ts(s(r).locked_at_us))
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| ts(s(r).locked_until_us))
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| s(r).lock_count)
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| r.first_ip.clone())
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| r.last_ip.clone())
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| r.last.map(|l| l.0))
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| r.last.map(|l| l.1))
+                .collect::<Vec<_>>()
+                .into(),
         ],
     )?;
     Ok(())
 }
 
-fn write_ips(client: &mut SpiClient<'_>, ips: &HashMap<IpKey, SourceRow>) -> Result<(), AuditError> {
+fn write_ips(
+    client: &mut SpiClient<'_>,
+    ips: &HashMap<IpKey, SourceRow>,
+) -> Result<(), AuditError> {
     let changed: Vec<(&IpKey, &SourceRow)> = ips.iter().filter(|(_, r)| r.changed).collect();
     if changed.is_empty() {
         return Ok(());
@@ -768,13 +885,39 @@ fn write_ips(client: &mut SpiClient<'_>, ips: &HashMap<IpKey, SourceRow>) -> Res
            FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::timestamptz[]) \
              AS k(t, a, fc, ff, bu) \
           WHERE s.tenant_id = k.t AND s.ip = k.a::inet",
-        &[TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID],
         &[
-            changed.iter().map(|(k, _)| k.0.clone()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(k, _)| k.1.to_string()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| r.state.failure_count).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(r.state.first_failure_us)).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(r.state.blocked_until_us)).collect::<Vec<_>>().into(),
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            INT4ARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TIMESTAMPTZARRAYOID,
+        ],
+        &[
+            changed
+                .iter()
+                .map(|(k, _)| k.0.clone())
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(k, _)| k.1.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| r.state.failure_count)
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| ts(r.state.first_failure_us))
+                .collect::<Vec<_>>()
+                .into(),
+            changed
+                .iter()
+                .map(|(_, r)| ts(r.state.blocked_until_us))
+                .collect::<Vec<_>>()
+                .into(),
         ],
     )?;
     Ok(())

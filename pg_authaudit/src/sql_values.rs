@@ -66,7 +66,10 @@ impl Jsonb {
         // SAFETY: jsonb_in takes a C string (valid for the call) and
         // returns a new jsonb datum.
         let d = unsafe {
-            direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from(c.as_ptr()))])
+            direct_function_call_as_datum(
+                pg_sys::jsonb_in,
+                &[Some(pg_sys::Datum::from(c.as_ptr()))],
+            )
         };
         Jsonb(d.expect("jsonb_in returns a value"))
     }
@@ -84,7 +87,10 @@ impl Jsonb {
         // SAFETY: jsonb_exists of a jsonb datum and a text datum.
         self.is_object()
             && unsafe {
-                direct_function_call::<bool>(pg_sys::jsonb_exists, &[Some(self.0), key.into_datum()])
+                direct_function_call::<bool>(
+                    pg_sys::jsonb_exists,
+                    &[Some(self.0), key.into_datum()],
+                )
             }
             .unwrap_or(false)
     }
@@ -101,7 +107,10 @@ impl Jsonb {
         // SAFETY: jsonb_object_field of a jsonb and a text datum; NULL when
         // the key is absent.
         unsafe {
-            direct_function_call_as_datum(pg_sys::jsonb_object_field, &[Some(self.0), key.into_datum()])
+            direct_function_call_as_datum(
+                pg_sys::jsonb_object_field,
+                &[Some(self.0), key.into_datum()],
+            )
         }
         .map(Jsonb)
     }

@@ -1,5 +1,6 @@
-//! Extension upgrades: a database created at release 0.1.0 (its install
-//! script is kept in sql/ as built then) and recorded into is updated with
+//! Extension upgrades: a database created at an earlier release (0.1.0,
+//! 0.2.0: their install scripts are kept in sql/ as built then) and
+//! recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
 //! fresh install of the current release, object for object.
@@ -86,20 +87,70 @@ fn config_tables(db: &TestDb) -> String {
 
 #[test]
 fn an_upgrade_from_0_1_0_keeps_every_chain_and_equals_a_fresh_install() {
-    let old = Cluster::shared().empty_db("upgrade_from_0_1_0");
-    let mut c = old.connect();
+    upgrade_from("0.1.0", |c| {
+        // Between installing this library and updating, 0.1.0's SQL keeps
+        // recording, but its facts grant is gone: token issuance waits for
+        // the update (refused, nothing written).
+        let err = c
+            .batch_execute(
+                "SELECT authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
+                 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')",
+            )
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&err),
+            Some(SqlState::INVALID_PARAMETER_VALUE),
+            "{err}"
+        );
+        2
+    });
+}
+
+#[test]
+fn an_upgrade_from_0_2_0_keeps_every_chain_and_equals_a_fresh_install() {
+    upgrade_from("0.2.0", |c| {
+        // 0.2.0's SQL records through this library until the update: a
+        // token and a batch (its record_events loops over _record).
+        c.batch_execute(
+            "SELECT authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
+             'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')",
+        )
+        .unwrap();
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM authaudit.record_events(jsonb_build_array( \
+                   jsonb_build_object('log_id', gen_random_uuid(), 'tenant_id', 'agency-2', \
+                     'org_id', 'hq', 'event_type', 'login_failed', 'user_id', 'bob', \
+                     'channel', 'web', 'ip', '198.51.100.7')))",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+        4
+    });
+}
+
+/// Creates the extension at `old`, records into it (three failures that
+/// lock alice, a success of bob, a checkpoint), lets `between` use the old
+/// SQL with this library (returning the next seq of agency-2), updates, and
+/// checks the chains, recording afterwards and the schema against a fresh
+/// install.
+fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
+    let db = Cluster::shared().empty_db(&format!("upgrade_from_{}", old.replace('.', "_")));
+    let mut c = db.connect();
     c.batch_execute(&format!(
         "ALTER DATABASE {} SET authaudit.lockout_max_failures = 3",
-        old.name()
+        db.name()
     ))
     .unwrap();
     let mut c = {
         drop(c);
-        old.connect()
+        db.connect()
     };
-    c.batch_execute("CREATE EXTENSION pg_authaudit VERSION '0.1.0'")
+    c.batch_execute(&format!("CREATE EXTENSION pg_authaudit VERSION '{old}'"))
         .unwrap();
-    assert_eq!(version(&mut c), "0.1.0");
+    assert_eq!(version(&mut c), old);
     for _ in 0..3 {
         record(&mut c, "agency-1", "login_failed", "alice");
     }
@@ -109,30 +160,18 @@ fn an_upgrade_from_0_1_0_keeps_every_chain_and_equals_a_fresh_install() {
     let (before_a, before_b) = (verify(&mut c, "agency-1"), verify(&mut c, "agency-2"));
     assert!(before_a.0 && before_b.0);
     assert_eq!(before_a.1, 4, "3 failures and the lock");
-    // Between installing this library and updating, 0.1.0's SQL keeps
-    // recording, but its facts grant is gone: token issuance waits for the
-    // update (refused, nothing written).
-    let err = c
-        .batch_execute(
-            "SELECT authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
-             'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')",
-        )
-        .unwrap_err();
-    assert_eq!(
-        sqlstate(&err),
-        Some(SqlState::INVALID_PARAMETER_VALUE),
-        "{err}"
-    );
+    let b_rows = between(&mut c);
+    assert!(verify(&mut c, "agency-2").0);
 
     c.batch_execute("ALTER EXTENSION pg_authaudit UPDATE")
         .unwrap();
     assert_eq!(version(&mut c), CURRENT);
     let (a, b) = (verify(&mut c, "agency-1"), verify(&mut c, "agency-2"));
     assert!(a.0 && b.0, "{a:?} {b:?}");
-    assert_eq!((a.1, b.1), (4, 1));
+    assert_eq!((a.1, b.1), (4, b_rows - 1));
     // Recording continues where each chain ended, with the current rules.
     assert_eq!(record(&mut c, "agency-1", "lockout_reset", "alice"), 5);
-    assert_eq!(record(&mut c, "agency-2", "login_failed", "bob"), 2);
+    assert_eq!(record(&mut c, "agency-2", "login_failed", "bob"), b_rows);
     let seq: i64 = c
         .query_one(
             "SELECT (authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
@@ -141,25 +180,30 @@ fn an_upgrade_from_0_1_0_keeps_every_chain_and_equals_a_fresh_install() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(seq, 3);
+    assert_eq!(seq, b_rows + 1);
     c.batch_execute("SELECT authaudit.checkpoint('agency-1')")
         .unwrap();
     assert!(verify(&mut c, "agency-1").0 && verify(&mut c, "agency-2").0);
 
-    let fresh = Cluster::shared().empty_db("upgrade_fresh");
-    // The sidecar creates the publication (0.1.0's CREATE EXTENSION did).
+    // The sidecar creates the publication (0.1.0's CREATE EXTENSION did),
+    // in the upgraded database as in a fresh one.
+    c.batch_execute("SELECT authaudit.ensure_mirror_publication()")
+        .unwrap();
+    let fresh = Cluster::shared().empty_db(&format!("upgrade_fresh_{}", old.replace('.', "_")));
     fresh
         .connect()
         .batch_execute(
             "CREATE EXTENSION pg_authaudit; SELECT authaudit.ensure_mirror_publication();",
         )
         .unwrap();
-    assert_eq!(config_tables(&old), config_tables(&fresh));
-    let (up, new) = (schema(&old), schema(&fresh));
+    assert_eq!(config_tables(&db), config_tables(&fresh));
+    let (up, new) = (schema(&db), schema(&fresh));
     // The dump holds the extension's members, bodies included.
     for member in [
         "CREATE FUNCTION authaudit._record(",
+        "CREATE FUNCTION authaudit._record_events(",
         "ALTER EXTENSION pg_authaudit ADD TABLE authaudit.lockout_state;",
+        "CREATE TRIGGER lockout_policy_changed",
         "    org_id text,",
         "CREATE POLICY reader_scope ON authaudit.auth_log",
     ] {
