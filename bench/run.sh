@@ -31,16 +31,40 @@ mkdir -p "$results"
 echo "# pg_authaudit benchmarks: $(date -u +%FT%TZ), $(nproc) cores, PostgreSQL $("${PSQL[@]}" -At -c 'SHOW server_version')"
 echo "# ${ROUNDS} rounds x ${SECS}s, ${CLIENTS} clients, scenarios interleaved with their baselines"
 
-# pgbench NAME SCRIPT [pgbench args...]: one run; appends its TPS to results/NAME.
+# server_cpu_ticks: CPU time (clock ticks) the cluster's processes have used
+# so far: the postmaster with the children it reaped, and its live children.
+# First waits (up to 10 s) until the client backends of the last run have
+# exited and been reaped, so that none is missed between the two reads.
+server_cpu_ticks() {
+  local pm i
+  pm=$(head -1 "$dir/data/postmaster.pid")
+  for i in $(seq 100); do
+    pgrep -P "$pm" -f '^postgres: (postgres|bench_writer|bench_reader) ' >/dev/null || break
+    sleep 0.1
+  done
+  { sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}'
+    for c in $(pgrep -P "$pm"); do
+      # (A child may exit meanwhile: its time is then the postmaster's.)
+      { sed 's/^.*) //' "/proc/$c/stat" 2>/dev/null || true; } | awk '{print $12 + $13 + $14 + $15}'
+    done; } | awk '{s += $1} END {print s}'
+}
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+
+# pgbench NAME SCRIPT [pgbench args...]: one run; appends its TPS to
+# results/NAME and the server's CPU per transaction (µs) to results/NAME.cpu.
 pgbench_run() {
   local name=$1 script=$2
   shift 2
-  local tps
-  tps=$(pgbench -n -M prepared -c "${PGBENCH_CLIENTS:-$CLIENTS}" -j "${PGBENCH_THREADS:-2}" -T "$SECS" -f "$script" "$@" 2>&1 \
-        | awk '/^tps = / {print $3}')
-  [ -n "$tps" ] || { echo "bench: pgbench failed for $name" >&2; exit 1; }
+  local out tps n c0 c1
+  c0=$(server_cpu_ticks)
+  out=$(pgbench -n -M prepared -c "${PGBENCH_CLIENTS:-$CLIENTS}" -j "${PGBENCH_THREADS:-2}" -T "$SECS" -f "$script" "$@" 2>&1)
+  c1=$(server_cpu_ticks)
+  tps=$(awk '/^tps = / {print $3}' <<<"$out")
+  n=$(awk '/^number of transactions actually processed:/ {print $6}' <<<"$out")
+  [ -n "$tps" ] && [ -n "$n" ] || { echo "bench: pgbench failed for $name: $out" >&2; exit 1; }
   echo "$tps" >>"$results/$name"
-  echo "#   $name round: $tps tps"
+  awk -v t=$(( (c1 - c0) * TICK_US )) -v n="$n" 'BEGIN {printf "%.1f\n", t / n}' >>"$results/$name.cpu"
+  echo "#   $name round: $tps tps, $(tail -1 "$results/$name.cpu") us server CPU per transaction"
 }
 
 median() { sort -g "$results/$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -52,6 +76,11 @@ report() { # report NAME UNIT BASELINE [SCALE]
     'BEGIN {printf "bench %s: %.0f %s ratio_vs_%s=%.2f\n", n, v*s, u, base, v/b}'
 }
 
+report_cpu() { # report_cpu NAME [EVENTS_PER_TRANSACTION]: server CPU per event
+  awk -v n="$1" -v c="$(median "$1.cpu")" -v e="${2:-1}" \
+    'BEGIN {printf "bench %s_cpu: %.1f us_server_cpu_per_event\n", n, c / e}'
+}
+
 if [[ " $GROUPS_TO_RUN " == *" insert "* ]]; then
   for r in $(seq "$ROUNDS"); do
     echo "# round $r"
@@ -60,12 +89,23 @@ if [[ " $GROUPS_TO_RUN " == *" insert "* ]]; then
     pgbench_run record_event_64_tenants bench/sql/record_event.sql -D ntenants=64
     pgbench_run bare_insert_1_tenant bench/sql/bare_insert.sql -D ntenants=1
     pgbench_run record_event_hot_tenant bench/sql/record_event.sql -D ntenants=1
+    # More tenants than the chain-head cache holds (1,024 at once).
+    pgbench_run record_event_5000_tenants bench/sql/record_event.sql -D ntenants=5000
+    # Commits not waiting for their flush: what the CPU allows.
+    PGOPTIONS="-c synchronous_commit=off" pgbench_run bare_insert_64_tenants_async bench/sql/bare_insert.sql -D ntenants=64
+    PGOPTIONS="-c synchronous_commit=off" pgbench_run record_event_64_tenants_async bench/sql/record_event.sql -D ntenants=64
   done
   report bare_insert_64_tenants tps bare_insert_64_tenants
   report pgaudit_write_64_tenants tps bare_insert_64_tenants
   report record_event_64_tenants tps bare_insert_64_tenants
   report bare_insert_1_tenant tps bare_insert_1_tenant
   report record_event_hot_tenant tps bare_insert_1_tenant
+  report record_event_5000_tenants tps record_event_64_tenants
+  report record_event_64_tenants_async tps bare_insert_64_tenants_async
+  for n in bare_insert_64_tenants record_event_64_tenants record_event_hot_tenant \
+           record_event_5000_tenants bare_insert_64_tenants_async record_event_64_tenants_async; do
+    report_cpu "$n"
+  done
 fi
 
 if [[ " $GROUPS_TO_RUN " == *" lockout "* ]]; then
@@ -80,6 +120,7 @@ if [[ " $GROUPS_TO_RUN " == *" lockout "* ]]; then
   done
   report bruteforce_lockout_on tps bruteforce_lockout_off
   report bruteforce_lockout_on tps bare_insert_mix
+  report_cpu bruteforce_lockout_on
 fi
 
 # now_ms: wall clock in milliseconds.
@@ -99,11 +140,15 @@ if [[ " $GROUPS_TO_RUN " == *" batch "* ]]; then
     t1=$(now_ms)
     awk -v n=$copy_rows -v ms=$((t1 - t0)) 'BEGIN {printf "%.1f\n", n * 1000 / ms}' >>"$results/copy_bare"
     echo "#   copy_bare round: $(tail -1 "$results/copy_bare") rows/s"
+    CLIENTS=1 pgbench_run insert_select_100 bench/sql/insert_select_100.sql
     CLIENTS=1 pgbench_run record_events_batch_100 bench/sql/record_events_100.sql
   done
-  # Each batch transaction records 100 events: events/s = TPS x 100.
+  # Each transaction writes 100 rows: events/s = TPS x 100.
+  report record_events_batch_100 batches/s insert_select_100
   awk -v a="$(median record_events_batch_100)" -v b="$(median copy_bare)" \
     'BEGIN {printf "bench record_events_batch_100_events: %.0f events/s ratio_vs_copy_bare=%.2f\n", a*100, a*100/b}'
+  report_cpu insert_select_100 100
+  report_cpu record_events_batch_100 100
   # Cost per event as a batch grows, on one account (the lockout engine's
   # worst case): 1,000 events in batches of 100 and in one batch of 1,000.
   for r in $(seq "$ROUNDS"); do

@@ -28,6 +28,7 @@
 use crate::error::AuditError;
 use crate::shmem;
 use authaudit_core::chain::{ChainHead, HEAD_BYTES};
+use authaudit_core::chain_heads::{AppendOutcome, Table, MAX_TENANT_BYTES, RUNS};
 use authaudit_core::lock_key::{lock_key, SECRET_BYTES};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -36,50 +37,18 @@ use std::ffi::CStr;
 use std::ptr::{addr_of_mut, null_mut};
 use subtle::ConstantTimeEq;
 
-/// Tenants whose heads are cached at once; a tenant with no transaction in
-/// flight can be evicted and is read back from the table when needed.
-const SLOTS: usize = 1024;
-/// Runs of in-flight appends (consecutive links of one (sub)transaction)
-/// tracked per tenant; a writer waits for the oldest when all are in use.
-const RUNS: usize = 16;
-const MAX_TENANT_BYTES: usize = 64;
 const TRANCHE: &CStr = c"pg_authaudit chain heads";
 
+/// The shared-memory state: the lock-key secret and the table of heads
+/// (`authaudit_core::chain_heads`, whose logic this module only calls).
 #[repr(C)]
-#[derive(Clone, Copy)]
-struct Run {
-    xid: pg_sys::TransactionId,
-    first_seq: i64,
-    last_seq: i64,
-    head_before: [u8; HEAD_BYTES],
-}
-
-#[repr(C)]
-struct Slot {
-    used: u32,
-    dboid: u32,
-    tenant_len: u32,
-    tenant: [u8; MAX_TENANT_BYTES],
-    seq: i64,
-    /// The (sub)transaction that appended the link at `seq`, or invalid.
-    last_xid: pg_sys::TransactionId,
-    runs_len: u32,
-    /// Whether `prev_head`/`prev_last_xid` describe the link before `seq`.
-    can_unappend: u32,
-    prev_last_xid: pg_sys::TransactionId,
-    head: [u8; HEAD_BYTES],
-    prev_head: [u8; HEAD_BYTES],
-    runs: [Run; RUNS],
-}
-
-#[repr(C)]
-struct Table {
+struct Shared {
     /// Drawn when the server starts: the key of the lock-tag hash.
     secret: [u8; SECRET_BYTES],
-    slots: [Slot; SLOTS],
+    table: Table,
 }
 
-static mut TABLE: *mut Table = null_mut();
+static mut TABLE: *mut Shared = null_mut();
 static mut LOCK: *mut pg_sys::LWLock = null_mut();
 /// Installs the shared-memory table and the transaction callbacks. Only has
 /// an effect while shared_preload_libraries are loaded.
@@ -98,7 +67,7 @@ pub fn init() {
 fn shmem_request() {
     // SAFETY: called by the postmaster in its shmem request phase.
     unsafe {
-        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Table>());
+        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Shared>());
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
     }
 }
@@ -111,11 +80,11 @@ fn shmem_startup() {
         let mut found = false;
         let table = pg_sys::ShmemInitStruct(
             c"pg_authaudit chain head table".as_ptr(),
-            std::mem::size_of::<Table>(),
+            std::mem::size_of::<Shared>(),
             &mut found,
-        ) as *mut Table;
+        ) as *mut Shared;
         if !found {
-            std::ptr::write_bytes(table as *mut u8, 0, std::mem::size_of::<Table>());
+            std::ptr::write_bytes(table as *mut u8, 0, std::mem::size_of::<Shared>());
             let secret = addr_of_mut!((*table).secret);
             if !pg_sys::pg_strong_random(secret.cast(), SECRET_BYTES) {
                 pgrx::error!("pg_authaudit: no strong random source for the lock-key secret");
@@ -141,7 +110,9 @@ fn lock() -> Option<Locked> {
             return None;
         }
         pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        Some(Locked { table: &mut *table })
+        Some(Locked {
+            table: &mut (*table).table,
+        })
     }
 }
 
@@ -172,222 +143,13 @@ fn key_hash(dboid: u32, tenant: &[u8]) -> u64 {
     lock_key(&secret(), "chain", &[&dboid.to_le_bytes(), tenant])
 }
 
-fn slot_hash(dboid: u32, tenant: &[u8]) -> usize {
-    (key_hash(dboid, tenant) % SLOTS as u64) as usize
-}
-
-impl Slot {
-    fn is(&self, dboid: u32, tenant: &[u8]) -> bool {
-        self.dboid == dboid && &self.tenant[..self.tenant_len as usize] == tenant
-    }
-
-    fn runs(&self) -> &[Run] {
-        &self.runs[..self.runs_len as usize]
-    }
-
-    fn holds(&self, seq: i64, xid: pg_sys::TransactionId) -> bool {
-        self.runs()
-            .iter()
-            .any(|r| r.xid == xid && r.first_seq <= seq && seq <= r.last_seq)
-    }
-
-    fn retain_runs(&mut self, keep: impl Fn(&Run) -> bool) {
-        let mut n = 0;
-        for i in 0..self.runs_len as usize {
-            if keep(&self.runs[i]) {
-                self.runs[n] = self.runs[i];
-                n += 1;
-            }
-        }
-        self.runs_len = n as u32;
-    }
-}
-
-/// What one append produced.
-struct Appended {
-    seq: i64,
-    prev: ChainHead,
-    next: ChainHead,
-    pred_xid: pg_sys::TransactionId,
-}
-
-enum AppendOutcome {
-    Done(Box<Appended>),
-    /// The tenant's head is not cached: read it from the table first.
-    NotLoaded,
-    /// Every run is in use: wait for this transaction, then try again.
-    Busy(pg_sys::TransactionId),
-}
-
-impl Table {
-    fn find(&self, dboid: u32, tenant: &[u8]) -> Option<usize> {
-        let start = slot_hash(dboid, tenant);
-        for i in 0..SLOTS {
-            let k = (start + i) % SLOTS;
-            let slot = &self.slots[k];
-            if slot.used == 0 {
-                return None;
-            }
-            if slot.is(dboid, tenant) {
-                return Some(k);
-            }
-        }
-        None
-    }
-
-    /// Caches a head read from the table, evicting an idle tenant if needed.
-    fn place(&mut self, dboid: u32, tenant: &[u8], seq: i64, head: &ChainHead) -> bool {
-        if self.find(dboid, tenant).is_some() {
-            return true;
-        }
-        let start = slot_hash(dboid, tenant);
-        let mut target = None;
-        for i in 0..SLOTS {
-            let k = (start + i) % SLOTS;
-            let slot = &self.slots[k];
-            if slot.used == 0 {
-                target = Some(k);
-                break;
-            }
-            if slot.runs_len == 0 && target.is_none() {
-                target = Some(k);
-            }
-        }
-        let Some(k) = target else {
-            return false;
-        };
-        let slot = &mut self.slots[k];
-        slot.used = 1;
-        slot.dboid = dboid;
-        slot.tenant_len = tenant.len() as u32;
-        slot.tenant[..tenant.len()].copy_from_slice(tenant);
-        slot.seq = seq;
-        slot.last_xid = pg_sys::InvalidTransactionId;
-        slot.runs_len = 0;
-        slot.can_unappend = 0;
-        slot.head = head.to_bytes();
-        true
-    }
-
-    fn append(
-        &mut self,
-        dboid: u32,
-        tenant: &[u8],
-        body: &[u8],
-        xid: pg_sys::TransactionId,
-    ) -> AppendOutcome {
-        let Some(k) = self.find(dboid, tenant) else {
-            return AppendOutcome::NotLoaded;
-        };
-        let slot = &mut self.slots[k];
-        let seq = slot.seq + 1;
-        let extends_run = slot
-            .runs()
-            .last()
-            .is_some_and(|r| r.xid == xid && r.last_seq == slot.seq);
-        if !extends_run && slot.runs_len as usize == RUNS {
-            return AppendOutcome::Busy(slot.runs[0].xid);
-        }
-        let prev = ChainHead::from_bytes(&slot.head).expect("head has its fixed size");
-        let next = prev.next(seq, body);
-        if extends_run {
-            slot.runs[slot.runs_len as usize - 1].last_seq = seq;
-        } else {
-            slot.runs[slot.runs_len as usize] = Run {
-                xid,
-                first_seq: seq,
-                last_seq: seq,
-                head_before: slot.head,
-            };
-            slot.runs_len += 1;
-        }
-        let pred_xid = slot.last_xid;
-        slot.prev_head = slot.head;
-        slot.prev_last_xid = slot.last_xid;
-        slot.can_unappend = 1;
-        slot.seq = seq;
-        slot.head = next.to_bytes();
-        slot.last_xid = xid;
-        AppendOutcome::Done(Box::new(Appended {
-            seq,
-            prev,
-            next,
-            pred_xid,
-        }))
-    }
-
-    /// Undoes the appends of `xid` in `tenant`'s chain from `seq` on, and
-    /// with them every later append (those transactions are now doomed).
-    fn rewind(&mut self, dboid: u32, tenant: &[u8], seq: i64, xid: pg_sys::TransactionId) {
-        let Some(k) = self.find(dboid, tenant) else {
-            return;
-        };
-        let slot = &mut self.slots[k];
-        let Some(run) = slot
-            .runs()
-            .iter()
-            .find(|r| r.xid == xid && r.first_seq <= seq && seq <= r.last_seq)
-            .copied()
-        else {
-            return;
-        };
-        // A run belongs to one (sub)transaction, which aborts as a whole:
-        // undo from the start of the run.
-        let cut = run.first_seq;
-        slot.head = run.head_before;
-        slot.seq = cut - 1;
-        slot.retain_runs(|r| r.first_seq < cut);
-        slot.can_unappend = 0;
-        slot.last_xid = slot
-            .runs()
-            .iter()
-            .find(|r| r.last_seq == cut - 1)
-            .map_or(pg_sys::InvalidTransactionId, |r| r.xid);
-    }
-
-    fn release(&mut self, dboid: u32, tenant: &[u8], xid: pg_sys::TransactionId) {
-        if let Some(k) = self.find(dboid, tenant) {
-            self.slots[k].retain_runs(|r| r.xid != xid);
-        }
-    }
-
-    /// Takes back the latest link of the chain if `xid` appended it (its
-    /// owner found the log_id already recorded). Returns the undone seq.
-    fn unappend(&mut self, dboid: u32, tenant: &[u8], xid: pg_sys::TransactionId) -> Option<i64> {
-        let k = self.find(dboid, tenant)?;
-        let slot = &mut self.slots[k];
-        let n = slot.runs_len as usize;
-        if slot.can_unappend == 0 || slot.last_xid != xid || n == 0 {
-            return None;
-        }
-        let run = &mut slot.runs[n - 1];
-        if run.xid != xid || run.last_seq != slot.seq {
-            return None;
-        }
-        if run.first_seq == run.last_seq {
-            slot.runs_len -= 1;
-        } else {
-            run.last_seq -= 1;
-        }
-        let undone = slot.seq;
-        slot.seq -= 1;
-        slot.head = slot.prev_head;
-        slot.last_xid = slot.prev_last_xid;
-        slot.can_unappend = 0;
-        Some(undone)
-    }
-
-    fn holds(&self, dboid: u32, tenant: &[u8], seq: i64, xid: pg_sys::TransactionId) -> bool {
-        self.find(dboid, tenant)
-            .is_some_and(|k| self.slots[k].holds(seq, xid))
-    }
-}
-
 /// One append made by this backend's current transaction.
 #[derive(Debug, Clone)]
 struct Pending {
     dboid: u32,
     tenant: Vec<u8>,
+    /// `key_hash(dboid, tenant)`, the tenant's key in the table.
+    hash: u64,
     seq: i64,
     xid: pg_sys::TransactionId,
     pred_xid: pg_sys::TransactionId,
@@ -511,20 +273,25 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
         )
     };
     own(dboid, tenant);
+    let hash = key_hash(dboid, tenant);
     loop {
-        let outcome = lock()
-            .ok_or(AuditError::NotPreloaded)?
-            .table
-            .append(dboid, tenant, body, xid);
+        let outcome = lock().ok_or(AuditError::NotPreloaded)?.table.append(
+            dboid,
+            tenant,
+            hash,
+            body,
+            xid.into_inner(),
+        );
         match outcome {
             AppendOutcome::Done(a) => {
                 PENDING.with(|p| {
                     p.borrow_mut().push(Pending {
                         dboid,
                         tenant: tenant.to_vec(),
+                        hash,
                         seq: a.seq,
                         xid,
-                        pred_xid: a.pred_xid,
+                        pred_xid: pg_sys::TransactionId::from_inner(a.pred_xid),
                         level,
                     })
                 });
@@ -535,12 +302,13 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
                 let placed = lock()
                     .ok_or(AuditError::NotPreloaded)?
                     .table
-                    .place(dboid, tenant, seq, &head);
+                    .place(dboid, tenant, hash, seq, &head);
                 if !placed {
-                    return Err(AuditError::TooManyTenantsInFlight(SLOTS));
+                    return Err(AuditError::TooManyTenantsInFlight(Table::MAX_CACHED));
                 }
             }
             AppendOutcome::Busy(other) => {
+                let other = pg_sys::TransactionId::from_inner(other);
                 // SAFETY: waiting on another transaction's lock is allowed here.
                 unsafe {
                     if pg_sys::TransactionIdIsCurrentTransactionId(other) {
@@ -561,24 +329,12 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
 /// Forgets the cached heads of the current database (those without appends
 /// in flight), so that they are read from the table again. Run when the
 /// extension is created: a head cached for a dropped auth log must not
-/// continue into a new one. The slots stay occupied (as tombstones that
-/// `place` reuses) so that probe sequences stay intact.
+/// continue into a new one.
 #[pg_extern(volatile, name = "_forget_chain_heads")]
 fn forget_chain_heads() -> i32 {
     // SAFETY: a plain read of this backend's database.
     let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
-    let Some(guard) = lock() else {
-        return 0;
-    };
-    let mut n = 0;
-    for slot in guard.table.slots.iter_mut() {
-        if slot.used != 0 && slot.dboid == dboid && slot.runs_len == 0 {
-            slot.dboid = 0;
-            slot.tenant_len = 0;
-            n += 1;
-        }
-    }
-    n
+    lock().map_or(0, |guard| guard.table.forget_database(dboid) as i32)
 }
 
 /// Takes back this transaction's latest append to `tenant_id`, which it
@@ -591,10 +347,11 @@ pub fn unappend(tenant_id: &str) -> Result<(), AuditError> {
             pg_sys::GetCurrentTransactionId(),
         )
     };
+    let hash = key_hash(dboid, tenant_id.as_bytes());
     let undone = lock()
         .ok_or(AuditError::NotPreloaded)?
         .table
-        .unappend(dboid, tenant_id.as_bytes(), xid)
+        .unappend(dboid, tenant_id.as_bytes(), hash, xid.into_inner())
         .ok_or(AuditError::NothingToUnappend)?;
     PENDING.with(|p| {
         p.borrow_mut()
@@ -618,16 +375,16 @@ pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
     // SAFETY: a plain read of this backend's database.
     let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
     own(dboid, tenant);
+    let hash = key_hash(dboid, tenant);
     let live = |l: &Locked| {
         l.table
-            .find(dboid, tenant)
-            .map(|k| &l.table.slots[k])
-            .map(|s| (s.seq, s.head, s.last_xid))
+            .find(dboid, tenant, hash)
+            .map(|k| l.table.slot(k).live())
     };
     // The last appender released the chain before its commit: wait for it.
     let last_xid = live(&lock().ok_or(AuditError::NotPreloaded)?).map(|(_, _, x)| x);
-    if let Some(x) = last_xid.filter(|x| *x != pg_sys::InvalidTransactionId) {
-        wait_for_predecessor(x);
+    if let Some(x) = last_xid.filter(|x| *x != 0) {
+        wait_for_predecessor(pg_sys::TransactionId::from_inner(x));
     }
     let (seq, head) = load(tenant_id)?;
     let guard = lock().ok_or(AuditError::NotPreloaded)?;
@@ -644,7 +401,7 @@ pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
             }
         }
         None => {
-            guard.table.place(dboid, tenant, seq, &head);
+            guard.table.place(dboid, tenant, hash, seq, &head);
         }
     }
     Ok((seq, head))
@@ -728,9 +485,10 @@ fn pre_commit() {
         waited.push(p.pred_xid);
     }
     let doomed = match lock() {
-        Some(l) => pending
-            .iter()
-            .any(|p| !l.table.holds(p.dboid, &p.tenant, p.seq, p.xid)),
+        Some(l) => pending.iter().any(|p| {
+            !l.table
+                .holds(p.dboid, &p.tenant, p.hash, p.seq, p.xid.into_inner())
+        }),
         None => false,
     };
     if doomed {
@@ -749,9 +507,11 @@ fn finish(committed: bool) {
         if let Some(l) = lock() {
             for p in &pending {
                 if committed {
-                    l.table.release(p.dboid, &p.tenant, p.xid);
+                    l.table
+                        .release(p.dboid, &p.tenant, p.hash, p.xid.into_inner());
                 } else {
-                    l.table.rewind(p.dboid, &p.tenant, p.seq, p.xid);
+                    l.table
+                        .rewind(p.dboid, &p.tenant, p.hash, p.seq, p.xid.into_inner());
                 }
             }
         }
@@ -773,7 +533,8 @@ fn abort_subtransaction(level: i32) {
     }
     if let Some(l) = lock() {
         for p in &aborted {
-            l.table.rewind(p.dboid, &p.tenant, p.seq, p.xid);
+            l.table
+                .rewind(p.dboid, &p.tenant, p.hash, p.seq, p.xid.into_inner());
         }
     }
 }

@@ -16,6 +16,7 @@ mod isolation;
 mod lockout;
 mod mirror;
 mod mongo_contract;
+mod pipeline;
 mod publication;
 mod recording;
 mod support;
