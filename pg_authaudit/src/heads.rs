@@ -416,8 +416,14 @@ const LAST_ROW: &str = "SELECT seq, link_sha256, digest_sha512, digest_sha3_256 
 fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
     // SAFETY: a fresh snapshot is pushed for the read and popped after it.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
-    let result = Spi::connect(|client| -> Result<Option<(i64, ChainHead)>, AuditError> {
-        let table = client.select(LAST_ROW, Some(1), &[tenant_id.into()])?;
+    let result = Spi::connect_mut(|client| -> Result<Option<(i64, ChainHead)>, AuditError> {
+        let table = crate::spi_plans::run(
+            client,
+            "heads_last_row",
+            LAST_ROW,
+            &[pg_sys::BuiltinOid::TEXTOID],
+            &[tenant_id.into()],
+        )?;
         if table.is_empty() {
             return Ok(None);
         }

@@ -7,16 +7,19 @@
 //!
 //! A row that does not exist yet is created empty first (and so locked),
 //! because two first events of one account may race: the loser waits for
-//! the winner and reads its row. A pair row (source IP, account) needs no
-//! such step: only the holder of the account's row lock writes it.
+//! the winner and reads its row. Creating it before the event is chained
+//! keeps the lock order (state rows, then the tenant's chain). A pair row
+//! (source IP, account) needs no such step: only the holder of the
+//! account's row lock writes it. The rows are updated by their `ctid`,
+//! which cannot move while this transaction holds their locks.
 
 use crate::error::AuditError;
-use crate::sql_values::Inet;
+use crate::sql_values::{Inet, Tid};
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::lockout::{AccountState, Increment, IpState, Policy};
-use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
-use pgrx::pg_sys::BuiltinOid::{INETOID, TEXTOID, UUIDOID};
+use pgrx::pg_sys::BuiltinOid::{INETOID, TEXTOID};
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -112,11 +115,31 @@ fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Policy
     }))
 }
 
-/// An account's state row as locked: its state and its organisation.
+/// An account's state row as locked: its state, its organisation and its
+/// position (the final statement updates it there).
 #[derive(Debug, Clone)]
 pub struct LockedAccount {
     pub state: AccountState,
     pub org: Option<String>,
+    pub tid: Option<Tid>,
+}
+
+/// A failure's source as locked: the IP's state and row, and the (IP,
+/// account) pair's state (the default when it has no row yet).
+#[derive(Debug, Clone, Copy)]
+pub struct LockedSource {
+    pub ip: IpState,
+    pub ip_tid: Tid,
+    pub pair: IpState,
+}
+
+/// What an event's lockout step holds: the account's row (`None`: the
+/// account has none and the event creates none) and, for a failure with a
+/// source IP, the source.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub account: Option<LockedAccount>,
+    pub source: Option<LockedSource>,
 }
 
 fn micros(r: &SpiHeapTupleData<'_>, i: usize) -> Result<Option<i64>, AuditError> {
@@ -138,6 +161,7 @@ pub fn read_account(r: &SpiHeapTupleData<'_>, first: usize) -> Result<LockedAcco
             lock_count: r.get(first + 6)?.unwrap_or(0),
         },
         org: r.get(first + 7)?,
+        tid: None,
     })
 }
 
@@ -151,100 +175,165 @@ pub fn read_ip(r: &SpiHeapTupleData<'_>, first: usize) -> Result<IpState, AuditE
     })
 }
 
-const LOCK_ACCOUNT: &str = "SELECT EXISTS (SELECT FROM authaudit.auth_log WHERE log_id = $3), \
-       a.present, a.failure_count, a.first_failure_at, a.last_failure_at, a.locked, \
-       a.locked_at, a.locked_until, a.lock_count, a.org_id \
-  FROM (SELECT 1) AS one \
-  LEFT JOIN (SELECT true AS present, s.* FROM authaudit.lockout_state s \
-              WHERE s.tenant_id = $1 AND s.user_id = $2 FOR UPDATE) a ON true";
-
-/// Whether `log_id` is recorded already, and the account's row, locked
-/// (`None`: no row).
-pub fn lock_account(
-    client: &mut SpiClient<'_>,
-    tenant: &str,
-    user: &str,
-    log_id: Uuid,
-) -> Result<(bool, Option<LockedAccount>), AuditError> {
-    let t = spi_plans::run(
-        client,
-        "engine_lock_account",
-        LOCK_ACCOUNT,
-        &[TEXTOID, TEXTOID, UUIDOID],
-        &[tenant.into(), user.into(), log_id.into()],
-    )?;
-    let r = t.first().get_heap_tuple()?.expect("one row");
-    let recorded: bool = r.get(1)?.unwrap_or(false);
-    let present: bool = r.get(2)?.unwrap_or(false);
-    let account = if present {
-        Some(read_account(&r, 3)?)
-    } else {
-        None
+macro_rules! account_subquery {
+    () => {
+        "(SELECT true AS present, s.ctid AS tid, s.failure_count, s.first_failure_at, \
+                 s.last_failure_at, s.locked, s.locked_at, s.locked_until, s.lock_count, s.org_id \
+            FROM authaudit.lockout_state s \
+           WHERE s.tenant_id = $1 AND s.user_id = $2 FOR UPDATE) a"
     };
-    Ok((recorded, account))
+}
+
+const LOCK_ACCOUNT: &str = concat!(
+    "SELECT a.* FROM (SELECT 1) AS one LEFT JOIN ",
+    account_subquery!(),
+    " ON true"
+);
+
+/// The account's row and its source's, in that order, in one statement:
+/// the source's subqueries refer to the account's, so they run after its
+/// row is locked, and only when it exists (a new account is created first,
+/// then its source locked).
+const LOCK_ACCOUNT_SOURCE: &str = concat!(
+    "SELECT a.*, i.present, i.tid, i.failure_count, i.first_failure_at, i.blocked_until, \
+            p.present, p.failure_count, p.first_failure_at, p.blocked_until \
+       FROM (SELECT 1) AS one LEFT JOIN ",
+    account_subquery!(),
+    " ON true \
+       LEFT JOIN LATERAL (SELECT true AS present, s.ctid AS tid, s.failure_count, \
+                                 s.first_failure_at, s.blocked_until \
+                            FROM authaudit.lockout_ip_state s \
+                           WHERE a.present AND s.tenant_id = $1 AND s.ip = $3 FOR UPDATE) i ON true \
+       LEFT JOIN LATERAL (SELECT true AS present, s.failure_count, s.first_failure_at, \
+                                 s.blocked_until \
+                            FROM authaudit.lockout_ip_account_state s \
+                           WHERE a.present AND s.tenant_id = $1 AND s.ip = $3 \
+                             AND s.user_id = $2) p ON true"
+);
+
+/// The account's row from columns 1 ..: present, tid, the account columns.
+fn held_account(r: &SpiHeapTupleData<'_>) -> Result<Option<LockedAccount>, AuditError> {
+    if !r.get::<bool>(1)?.unwrap_or(false) {
+        return Ok(None);
+    }
+    let mut a = read_account(r, 3)?;
+    a.tid = r.get::<Tid>(2)?;
+    Ok(Some(a))
 }
 
 const CREATE_ACCOUNT: &str = "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
-     VALUES ($1, $2, $3) ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING RETURNING true";
+     VALUES ($1, $2, $3) ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING RETURNING ctid";
 
-/// Locks the account's row, creating it (belonging to `org`) when the
-/// account has none. Returns whether `log_id` is recorded already, and the
-/// account (`None` only when recorded, or when `create` is false and there
-/// is no row).
-pub fn lock_or_create_account(
+/// Locks the rows an event's lockout step reads: the account's (created,
+/// belonging to `org`, when `create` and it has none) and, when `ip` is
+/// given, the source's.
+pub fn lock(
     client: &mut SpiClient<'_>,
     tenant: &str,
     user: &str,
     org: Option<&str>,
-    log_id: Uuid,
+    ip: Option<Inet>,
     create: bool,
-) -> Result<(bool, Option<LockedAccount>), AuditError> {
+) -> Result<Held, AuditError> {
     for _ in 0..CREATE_ATTEMPTS {
-        let (recorded, account) = lock_account(client, tenant, user, log_id)?;
-        if recorded || account.is_some() || !create {
-            return Ok((recorded, account));
-        }
-        let created = spi_plans::run(
-            client,
-            "engine_create_account",
-            CREATE_ACCOUNT,
-            &[TEXTOID, TEXTOID, TEXTOID],
-            &[tenant.into(), user.into(), org.into()],
-        )?;
-        if !created.is_empty() {
-            return Ok((
-                false,
-                Some(LockedAccount {
+        let (account, source) = match ip {
+            None => {
+                let t = spi_plans::run(
+                    client,
+                    "engine_lock_account",
+                    LOCK_ACCOUNT,
+                    &[TEXTOID, TEXTOID],
+                    &[tenant.into(), user.into()],
+                )?;
+                (
+                    held_account(&t.first().get_heap_tuple()?.expect("one row"))?,
+                    None,
+                )
+            }
+            Some(ip) => {
+                let t = spi_plans::run(
+                    client,
+                    "engine_lock_account_source",
+                    LOCK_ACCOUNT_SOURCE,
+                    &[TEXTOID, TEXTOID, INETOID],
+                    &[tenant.into(), user.into(), ip.into()],
+                )?;
+                let r = t.first().get_heap_tuple()?.expect("one row");
+                let source = match (r.get::<bool>(11)?, r.get::<Tid>(12)?) {
+                    (Some(true), Some(ip_tid)) => Some(LockedSource {
+                        ip: read_ip(&r, 13)?,
+                        ip_tid,
+                        pair: if r.get::<bool>(16)?.unwrap_or(false) {
+                            read_ip(&r, 17)?
+                        } else {
+                            IpState::default()
+                        },
+                    }),
+                    _ => None,
+                };
+                (held_account(&r)?, source)
+            }
+        };
+        let account = match account {
+            Some(a) => a,
+            None if !create => {
+                return Ok(Held {
+                    account: None,
+                    source: None,
+                })
+            }
+            None => {
+                let created = spi_plans::run(
+                    client,
+                    "engine_create_account",
+                    CREATE_ACCOUNT,
+                    &[TEXTOID, TEXTOID, TEXTOID],
+                    &[tenant.into(), user.into(), org.into()],
+                )?;
+                if created.is_empty() {
+                    // Another session created it meanwhile: lock its row.
+                    continue;
+                }
+                LockedAccount {
                     state: AccountState::default(),
                     org: org.map(str::to_owned),
-                }),
-            ));
-        }
+                    tid: created.first().get::<Tid>(1)?,
+                }
+            }
+        };
+        let source = match (ip, source) {
+            (None, _) => None,
+            (Some(_), Some(s)) => Some(s),
+            (Some(ip), None) => Some(lock_source(client, tenant, ip, user)?),
+        };
+        return Ok(Held {
+            account: Some(account),
+            source,
+        });
     }
     Err(AuditError::ConcurrentFirstEvent)
 }
 
-const LOCK_SOURCE: &str =
-    "SELECT i.present, i.failure_count, i.first_failure_at, i.blocked_until, \
-       p.present, p.failure_count, p.first_failure_at, p.blocked_until \
+const LOCK_SOURCE: &str = "SELECT i.present, i.tid, i.failure_count, i.first_failure_at, \
+       i.blocked_until, p.present, p.failure_count, p.first_failure_at, p.blocked_until \
   FROM (SELECT 1) AS one \
-  LEFT JOIN (SELECT true AS present, s.* FROM authaudit.lockout_ip_state s \
+  LEFT JOIN (SELECT true AS present, s.ctid AS tid, s.* FROM authaudit.lockout_ip_state s \
               WHERE s.tenant_id = $1 AND s.ip = $2 FOR UPDATE) i ON true \
   LEFT JOIN (SELECT true AS present, s.* FROM authaudit.lockout_ip_account_state s \
               WHERE s.tenant_id = $1 AND s.ip = $2 AND s.user_id = $3) p ON true";
 
 const CREATE_IP: &str = "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) VALUES ($1, $2) \
-     ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO NOTHING RETURNING true";
+     ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO NOTHING RETURNING ctid";
 
 /// The source IP's row (locked, created when missing) and the (IP,
-/// account) pair's state (the default when it has no row yet). Called with
-/// the account's row locked.
-pub fn lock_source(
+/// account) pair's state. Called with the account's row locked: only its
+/// holder writes the pair's row.
+fn lock_source(
     client: &mut SpiClient<'_>,
     tenant: &str,
     ip: Inet,
     user: &str,
-) -> Result<(IpState, IpState), AuditError> {
+) -> Result<LockedSource, AuditError> {
     for _ in 0..CREATE_ATTEMPTS {
         let t = spi_plans::run(
             client,
@@ -254,14 +343,17 @@ pub fn lock_source(
             &[tenant.into(), ip.into(), user.into()],
         )?;
         let r = t.first().get_heap_tuple()?.expect("one row");
-        let pair_present: bool = r.get(5)?.unwrap_or(false);
-        let pair = if pair_present {
-            read_ip(&r, 6)?
+        let pair = if r.get::<bool>(6)?.unwrap_or(false) {
+            read_ip(&r, 7)?
         } else {
             IpState::default()
         };
-        if r.get::<bool>(1)?.unwrap_or(false) {
-            return Ok((read_ip(&r, 2)?, pair));
+        if let (Some(true), Some(ip_tid)) = (r.get::<bool>(1)?, r.get::<Tid>(2)?) {
+            return Ok(LockedSource {
+                ip: read_ip(&r, 3)?,
+                ip_tid,
+                pair,
+            });
         }
         let created = spi_plans::run(
             client,
@@ -270,8 +362,12 @@ pub fn lock_source(
             &[TEXTOID, INETOID],
             &[tenant.into(), ip.into()],
         )?;
-        if !created.is_empty() {
-            return Ok((IpState::default(), pair));
+        if let Some(ip_tid) = created.first().get::<Tid>(1).ok().flatten() {
+            return Ok(LockedSource {
+                ip: IpState::default(),
+                ip_tid,
+                pair,
+            });
         }
     }
     Err(AuditError::ConcurrentFirstEvent)

@@ -4,13 +4,15 @@
 //! 1. validate and take the values as they are (the `jsonb` metadata and the
 //!    `inet` go into the row as the caller's datums);
 //! 2. authorise from the per-backend scope cache (`scope.rs`);
-//! 3. lockout events: lock the account's state row, which also tells whether
-//!    the log id is recorded already (a retry returns the original row),
-//!    then the source IP's; decide the effect (`authaudit_core::lockout_effect`);
+//! 3. lockout events: lock the account's state row, then the source IP's
+//!    (one statement when the account has a row); decide the effect
+//!    (`authaudit_core::lockout_effect`);
 //! 4. encode the canonical body once and append it to the tenant's chain
 //!    (`heads.rs`);
-//! 5. write the changed state rows and insert the event's row in one
-//!    statement; a failure that locked the account appends the
+//! 5. insert the event's row and write the changed state rows in one
+//!    statement, the states only when the row went in (a log id recorded
+//!    already is a retry: the append is taken back and the recorded row
+//!    returned); a failure that locked the account appends the
 //!    `account_locked` event after it.
 //!
 //! Every statement is a plan prepared once per backend (`spi_plans.rs`).
@@ -18,7 +20,7 @@
 
 use crate::error::{AuditError, SqlResult};
 use crate::heads;
-use crate::lockout_engine::{self as engine, LockedAccount};
+use crate::lockout_engine::{self as engine, Held, LockedAccount};
 use crate::sql_values::{Inet, Jsonb};
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
@@ -31,7 +33,8 @@ use pgrx::datum::{DatumWithOid, TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{
-    BOOLOID, BYTEAOID, INETOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID,
+    BOOLOID, BYTEAOID, INETOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TIDOID, TIMESTAMPTZOID,
+    UUIDOID,
 };
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -58,8 +61,9 @@ pub struct Event<'a> {
     pub occurred_given: bool,
     pub occurred_at_us: i64,
     pub recorded_at_us: i64,
-    /// The caller's metadata (`{}` for NULL).
+    /// The caller's metadata (`{}` for NULL) and its canonical text.
     pub metadata: Jsonb,
+    pub metadata_text: String,
     /// Facts for `metadata._authaudit` found while checking (a cut user agent).
     pub facts: Map<String, Value>,
 }
@@ -129,6 +133,7 @@ impl<'a> Args<'a> {
             occurred_at_us,
             recorded_at_us,
             metadata,
+            metadata_text,
             facts,
         })
     }
@@ -146,11 +151,23 @@ fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
 
 /// The event's final metadata (with `_authaudit` facts merged in) and its
 /// canonical text.
-pub fn final_metadata(metadata: Jsonb, facts: &Map<String, Value>) -> (Jsonb, String) {
-    let m = if facts.is_empty() {
-        metadata
+pub fn final_metadata(e: &Event<'_>, facts: &Map<String, Value>) -> (Jsonb, String) {
+    if facts.is_empty() {
+        return (e.metadata, e.metadata_text.clone());
+    }
+    let facts = Value::Object(facts.clone()).to_string();
+    let m = if e.metadata_text.contains("\"_authaudit\"") && e.metadata.has_key("_authaudit") {
+        // The extension's own facts are there already: merge into them.
+        e.metadata.with_authaudit(&facts)
+    } else if e.metadata_text == "{}" {
+        Jsonb::parse(&format!("{{\"_authaudit\": {facts}}}"))
     } else {
-        metadata.with_authaudit(&Value::Object(facts.clone()))
+        // The canonical text of an object with one more key: jsonb puts
+        // the keys in order when it reads it.
+        Jsonb::parse(&format!(
+            "{{\"_authaudit\": {facts}, {}",
+            &e.metadata_text[1..]
+        ))
     };
     (m, m.text())
 }
@@ -183,7 +200,8 @@ macro_rules! insert_row {
 }
 
 /// The account's new state (`$17` ‥ `$24`: `$24` whether the event is a
-/// failure, whose IP the row keeps).
+/// failure, whose IP the row keeps; `$25` the row's position), written only
+/// when the event's row went in (a retry's log id is recorded already).
 macro_rules! write_account {
     () => {
         "a AS (UPDATE authaudit.lockout_state SET failure_count = $17, first_failure_at = $18, \
@@ -193,19 +211,20 @@ macro_rules! write_account {
                                  ELSE first_failure_ip END, \
          last_failure_ip = CASE WHEN $24 AND $7 IS NOT NULL THEN $7 ELSE last_failure_ip END, \
          last_log_id = $1, last_seq = $4, updated_at = now() \
-         WHERE tenant_id = $2 AND user_id = $6)"
+         WHERE ctid = $25 AND tenant_id = $2 AND user_id = $6 AND EXISTS (SELECT FROM r))"
     };
 }
 
-/// The source IP's and the (IP, account) pair's new states (`$25` ‥ `$32`;
-/// `$28`, `$32`: whether each changed).
+/// The source IP's and the (IP, account) pair's new states (`$26` ‥ `$33`;
+/// `$29`, `$33`: whether each changed; `$34` the IP row's position).
 macro_rules! write_source {
     () => {
-        "i AS (UPDATE authaudit.lockout_ip_state SET failure_count = $25, first_failure_at = $26, \
-         blocked_until = $27, updated_at = now() WHERE $28 AND tenant_id = $2 AND ip = $7), \
+        "i AS (UPDATE authaudit.lockout_ip_state SET failure_count = $26, first_failure_at = $27, \
+         blocked_until = $28, updated_at = now() \
+         WHERE $29 AND ctid = $34 AND tenant_id = $2 AND ip = $7 AND EXISTS (SELECT FROM r)), \
          p AS (INSERT INTO authaudit.lockout_ip_account_state AS s \
                (tenant_id, ip, user_id, failure_count, first_failure_at, blocked_until) \
-               SELECT $2, $7, $6, $29, $30, $31 WHERE $32 \
+               SELECT $2, $7, $6, $30, $31, $32 WHERE $33 AND EXISTS (SELECT FROM r) \
                ON CONFLICT ON CONSTRAINT lockout_ip_account_state_pkey DO UPDATE \
                SET failure_count = EXCLUDED.failure_count, \
                    first_failure_at = EXCLUDED.first_failure_at, \
@@ -231,7 +250,7 @@ const ROW_TYPES: [PgBuiltInOids; 16] = [
     BYTEAOID,
     BYTEAOID,
 ];
-const ACCOUNT_TYPES: [PgBuiltInOids; 8] = [
+const ACCOUNT_TYPES: [PgBuiltInOids; 9] = [
     INT4OID,
     TIMESTAMPTZOID,
     TIMESTAMPTZOID,
@@ -240,8 +259,9 @@ const ACCOUNT_TYPES: [PgBuiltInOids; 8] = [
     TIMESTAMPTZOID,
     INT4OID,
     BOOLOID,
+    TIDOID,
 ];
-const SOURCE_TYPES: [PgBuiltInOids; 8] = [
+const SOURCE_TYPES: [PgBuiltInOids; 9] = [
     INT4OID,
     TIMESTAMPTZOID,
     TIMESTAMPTZOID,
@@ -250,6 +270,7 @@ const SOURCE_TYPES: [PgBuiltInOids; 8] = [
     TIMESTAMPTZOID,
     TIMESTAMPTZOID,
     BOOLOID,
+    TIDOID,
 ];
 
 use pgrx::PgBuiltInOids;
@@ -266,14 +287,16 @@ fn concat_types<const N: usize>(parts: &[&[PgBuiltInOids]]) -> [PgBuiltInOids; N
     out
 }
 
-/// The states an event's row carries to the write statement.
+/// What an event's row carries to the write statement: the engine's
+/// decision and the rows it locked.
 struct Writes {
     kind: Kind,
     effect: Effect,
+    held: Held,
 }
 
-/// Inserts the event's row (with the state writes of `writes`) and returns
-/// it; `None` when its log id turned out to be recorded meanwhile.
+/// Inserts the event's row with the state writes of `writes` and returns
+/// it; `None` (and nothing written) when its log id is recorded already.
 fn insert(
     client: &mut SpiClient<'_>,
     e: &Event<'_>,
@@ -302,10 +325,13 @@ fn insert(
         next.sha3_256.as_slice().into(),
     ];
     // A state write always comes with the account's (a failure writes it).
-    let account = writes.and_then(|w| w.effect.account.map(|a| (w, a)));
+    let account = writes.and_then(|w| {
+        let tid = w.held.account.as_ref().and_then(|a| a.tid);
+        w.effect.account.zip(tid).map(|(a, tid)| (w, a, tid))
+    });
     let table = match account {
         None => spi_plans::run(client, "record_row", insert_row!(), &ROW_TYPES, &args)?,
-        Some((w, a)) => {
+        Some((w, a, tid)) => {
             args.extend([
                 a.failure_count.into(),
                 ts(a.first_failure_us).into(),
@@ -315,42 +341,56 @@ fn insert(
                 ts(a.locked_until_us).into(),
                 a.lock_count.into(),
                 (w.kind == Kind::Failure).into(),
+                tid.into(),
             ]);
-            if w.effect.ip.is_none() && w.effect.pair.is_none() {
-                spi_plans::run(
+            match w
+                .held
+                .source
+                .filter(|_| w.effect.ip.is_some() || w.effect.pair.is_some())
+            {
+                None => spi_plans::run(
                     client,
                     "record_row_account",
-                    concat!("WITH ", write_account!(), " ", insert_row!()),
-                    &concat_types::<24>(&[&ROW_TYPES, &ACCOUNT_TYPES]),
-                    &args,
-                )?
-            } else {
-                let ip = w.effect.ip.unwrap_or_default();
-                let pair = w.effect.pair.unwrap_or_default();
-                args.extend([
-                    ip.failure_count.into(),
-                    ts(ip.first_failure_us).into(),
-                    ts(ip.blocked_until_us).into(),
-                    w.effect.ip.is_some().into(),
-                    pair.failure_count.into(),
-                    ts(pair.first_failure_us).into(),
-                    ts(pair.blocked_until_us).into(),
-                    w.effect.pair.is_some().into(),
-                ]);
-                spi_plans::run(
-                    client,
-                    "record_row_account_source",
                     concat!(
-                        "WITH ",
+                        "WITH r AS (",
+                        insert_row!(),
+                        "), ",
                         write_account!(),
-                        ", ",
-                        write_source!(),
-                        " ",
-                        insert_row!()
+                        " SELECT r.l FROM r"
                     ),
-                    &concat_types::<32>(&[&ROW_TYPES, &ACCOUNT_TYPES, &SOURCE_TYPES]),
+                    &concat_types::<25>(&[&ROW_TYPES, &ACCOUNT_TYPES]),
                     &args,
-                )?
+                )?,
+                Some(source) => {
+                    let ip = w.effect.ip.unwrap_or_default();
+                    let pair = w.effect.pair.unwrap_or_default();
+                    args.extend([
+                        ip.failure_count.into(),
+                        ts(ip.first_failure_us).into(),
+                        ts(ip.blocked_until_us).into(),
+                        w.effect.ip.is_some().into(),
+                        pair.failure_count.into(),
+                        ts(pair.first_failure_us).into(),
+                        ts(pair.blocked_until_us).into(),
+                        w.effect.pair.is_some().into(),
+                        source.ip_tid.into(),
+                    ]);
+                    spi_plans::run(
+                        client,
+                        "record_row_account_source",
+                        concat!(
+                            "WITH r AS (",
+                            insert_row!(),
+                            "), ",
+                            write_account!(),
+                            ", ",
+                            write_source!(),
+                            " SELECT r.l FROM r"
+                        ),
+                        &concat_types::<34>(&[&ROW_TYPES, &ACCOUNT_TYPES, &SOURCE_TYPES]),
+                        &args,
+                    )?
+                }
             }
         }
     };
@@ -441,42 +481,26 @@ pub fn record(
         None => None,
         Some(kind) => {
             let policy = engine::policy(client, e.tenant)?;
-            let (recorded, account) = engine::lock_or_create_account(
-                client,
-                e.tenant,
-                e.user,
-                e.org,
-                e.log_id,
-                kind == Kind::Failure,
-            )?;
-            if recorded {
-                return existing(client, &e);
-            }
-            check_reach(&e, writer_org, account.as_ref())?;
-            let mut before = Before {
-                account: account.map(|a| a.state).unwrap_or_default(),
-                ..Before::default()
+            let ip = e.ip.filter(|_| kind.counts_ip(true));
+            let held = engine::lock(client, e.tenant, e.user, e.org, ip, kind == Kind::Failure)?;
+            check_reach(&e, writer_org, held.account.as_ref())?;
+            let before = Before {
+                account: held.account.as_ref().map(|a| a.state).unwrap_or_default(),
+                ip: held.source.map(|s| s.ip),
+                pair: held.source.map(|s| s.pair),
             };
-            if let (true, Some(ip)) = (kind.counts_ip(e.ip.is_some()), e.ip) {
-                let (ip_state, pair) = engine::lock_source(client, e.tenant, ip, e.user)?;
-                before.ip = Some(ip_state);
-                before.pair = Some(pair);
-            }
             let effect = step(&policy, kind, &before, e.occurred_at_us);
             facts.insert("lockout".into(), effect.facts.clone());
-            Some(Writes { kind, effect })
+            Some(Writes { kind, effect, held })
         }
     };
-    let (metadata, text) = final_metadata(e.metadata, &facts);
+    let (metadata, text) = final_metadata(&e, &facts);
     let (seq, prev, next) = heads::append(e.tenant, &body(&e, &text))?;
     let Some(row) = insert(client, &e, metadata, seq, &prev, &next, writes.as_ref())? else {
-        if writes.is_some() {
-            // Another session committed the same log_id meanwhile; the
-            // error undoes this call's lockout changes and its append.
-            return Err(AuditError::ConcurrentLogId(e.log_id.to_string()));
-        }
-        // The log_id exists: take the append back (this transaction still
-        // owns the tenant's chain, so it is the latest link).
+        // The log_id is recorded (a retry, or another session's commit this
+        // call waited for): nothing was written; take the append back (this
+        // transaction still owns the tenant's chain, so it is the latest
+        // link) and return the recorded row, or refuse other content.
         heads::unappend(e.tenant)?;
         return existing(client, &e);
     };
@@ -491,9 +515,14 @@ pub fn record(
             user_agent: None,
             occurred_given: true,
             recorded_at_us: now_us(),
+            metadata_text: String::new(),
             metadata: Jsonb::parse(&lock.metadata(&e.log_id.to_string()).to_string()),
             facts: Map::new(),
             ..e
+        };
+        let locked = Event {
+            metadata_text: locked.metadata.text(),
+            ..locked
         };
         record(client, locked, None)?;
     }

@@ -302,7 +302,7 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 );
             }
         }
-        let (metadata, text) = final_metadata(e.metadata, &facts);
+        let (metadata, text) = final_metadata(e, &facts);
         let (seq, prev, next) = heads::append(e.tenant, &body(e, &text))?;
         if account_changed {
             if let Some(row) = accounts.get_mut(&account_key) {
@@ -326,9 +326,10 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 occurred_at_us: e.occurred_at_us,
                 recorded_at_us: now_us(),
                 metadata: Jsonb::parse(&lock.metadata(&e.log_id.to_string()).to_string()),
+                metadata_text: String::new(),
                 facts: Map::new(),
             };
-            let (metadata, text) = final_metadata(locked.metadata, &locked.facts);
+            let (metadata, text) = (locked.metadata, locked.metadata.text());
             let (seq, prev, next) = heads::append(e.tenant, &body(&locked, &text))?;
             rows.push(new_row(&locked, metadata, seq, prev, next));
         }
@@ -436,6 +437,7 @@ fn refuse_foreign_accounts(
             let account = LockedAccount {
                 state: Default::default(),
                 org: org.clone(),
+                tid: None,
             };
             check_reach(e, writer_orgs[i].as_deref(), Some(&account))?;
         }

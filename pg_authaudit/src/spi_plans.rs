@@ -1,11 +1,14 @@
 //! The extension's internal statements, each prepared once per backend and
 //! kept for the session (PostgreSQL re-plans a kept plan by itself when a
-//! table it reads changes).
+//! table it reads changes). They run with their generic plan: PostgreSQL's
+//! plan cache would otherwise keep planning statements whose parameters
+//! switch parts of them on and off anew for every call (a custom plan looks
+//! cheaper), which cost more than the statements themselves.
 
 use crate::error::AuditError;
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
-use pgrx::{PgBuiltInOids, PgOid};
+use pgrx::{pg_sys, PgBuiltInOids, PgOid};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -29,6 +32,31 @@ pub fn run<'c>(
             plans.insert(key, stmt);
         }
         let stmt = plans.get(key).expect("just inserted");
+        let _generic = GenericPlans::now();
         Ok(client.update(stmt, None, args)?)
     })
+}
+
+/// `plan_cache_mode = force_generic_plan` until dropped (also when an error
+/// unwinds through it), the setting before restored then.
+struct GenericPlans(std::ffi::c_int);
+
+impl GenericPlans {
+    fn now() -> GenericPlans {
+        // SAFETY: a plain global of this backend, read by the plan cache
+        // when a statement runs; set back by Drop.
+        unsafe {
+            let before = pg_sys::plan_cache_mode;
+            pg_sys::plan_cache_mode =
+                pg_sys::PlanCacheMode::PLAN_CACHE_MODE_FORCE_GENERIC_PLAN as std::ffi::c_int;
+            GenericPlans(before)
+        }
+    }
+}
+
+impl Drop for GenericPlans {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { pg_sys::plan_cache_mode = self.0 }
+    }
 }

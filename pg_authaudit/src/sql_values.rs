@@ -130,15 +130,15 @@ impl Jsonb {
             .unwrap_or(false)
     }
 
-    /// The object with `facts` merged into its `_authaudit` object (created
-    /// when absent): `self || {"_authaudit": coalesce(self->'_authaudit', '{}') || facts}`.
-    pub fn with_authaudit(self, facts: &serde_json::Value) -> Jsonb {
-        let facts_text = facts.to_string();
+    /// The object with `facts` (a JSON object's text) merged into its
+    /// `_authaudit` object (created when absent):
+    /// `self || {"_authaudit": coalesce(self->'_authaudit', '{}') || facts}`.
+    pub fn with_authaudit(self, facts_text: &str) -> Jsonb {
         let inner = match self.field("_authaudit") {
             Some(existing) if existing.is_object() => {
-                existing.concat(Jsonb::parse(&facts_text)).text()
+                existing.concat(Jsonb::parse(facts_text)).text()
             }
-            _ => facts_text,
+            _ => facts_text.to_owned(),
         };
         self.concat(Jsonb::parse(&format!("{{\"_authaudit\": {inner}}}")))
     }
@@ -200,3 +200,34 @@ impl IntoDatum for Inet {
 
 impl_sql_translatable!(Inet, "inet");
 argument_from_datum!(Inet);
+
+/// A row's `ctid`: the engine updates the state rows it locked by their
+/// position, without looking them up again.
+#[derive(Debug, Clone, Copy)]
+pub struct Tid(pg_sys::ItemPointerData);
+
+impl FromDatum for Tid {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _oid: pg_sys::Oid,
+    ) -> Option<Self> {
+        // SAFETY: a tid datum points to an ItemPointerData.
+        (!is_null).then(|| Tid(unsafe { *datum.cast_mut_ptr::<pg_sys::ItemPointerData>() }))
+    }
+}
+
+impl IntoDatum for Tid {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        // SAFETY: a palloc'd copy, as tid values are passed by reference.
+        unsafe {
+            let p = pg_sys::palloc(std::mem::size_of::<pg_sys::ItemPointerData>())
+                as *mut pg_sys::ItemPointerData;
+            p.write(self.0);
+            Some(pg_sys::Datum::from(p))
+        }
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::TIDOID
+    }
+}
