@@ -131,6 +131,8 @@ pub struct LockedSource {
     pub ip: IpState,
     pub ip_tid: Tid,
     pub pair: IpState,
+    /// The pair's row, `None` when it has none yet.
+    pub pair_tid: Option<Tid>,
 }
 
 /// What an event's lockout step holds: the account's row (`None`: the
@@ -184,6 +186,43 @@ macro_rules! account_subquery {
     };
 }
 
+/// The source's columns (from column 11 on in `LOCK_ACCOUNT_SOURCE`, 2 in
+/// `CREATE_ACCOUNT_SOURCE`): the IP row's presence, position and state,
+/// then the pair's.
+macro_rules! source_columns {
+    () => {
+        "i.present, i.tid, i.failure_count, i.first_failure_at, i.blocked_until, \
+         p.present, p.tid, p.failure_count, p.first_failure_at, p.blocked_until"
+    };
+}
+
+/// The IP's row (locked) and the pair's, read only when `$when` holds,
+/// which refers to the account's row: they run after it.
+macro_rules! source_subqueries {
+    ($when:literal, $ip:literal) => {
+        concat!(
+            "LEFT JOIN LATERAL (SELECT true AS present, s.ctid AS tid, s.failure_count, \
+                                      s.first_failure_at, s.blocked_until \
+                                 FROM authaudit.lockout_ip_state s \
+                                WHERE ",
+            $when,
+            " AND s.tenant_id = $1 AND s.ip = ",
+            $ip,
+            " \
+                                  FOR UPDATE) i ON true \
+             LEFT JOIN LATERAL (SELECT true AS present, s.ctid AS tid, s.failure_count, \
+                                      s.first_failure_at, s.blocked_until \
+                                 FROM authaudit.lockout_ip_account_state s \
+                                WHERE ",
+            $when,
+            " AND s.tenant_id = $1 AND s.ip = ",
+            $ip,
+            " \
+                                  AND s.user_id = $2) p ON true"
+        )
+    };
+}
+
 const LOCK_ACCOUNT: &str = concat!(
     "SELECT a.* FROM (SELECT 1) AS one LEFT JOIN ",
     account_subquery!(),
@@ -195,21 +234,44 @@ const LOCK_ACCOUNT: &str = concat!(
 /// row is locked, and only when it exists (a new account is created first,
 /// then its source locked).
 const LOCK_ACCOUNT_SOURCE: &str = concat!(
-    "SELECT a.*, i.present, i.tid, i.failure_count, i.first_failure_at, i.blocked_until, \
-            p.present, p.failure_count, p.first_failure_at, p.blocked_until \
-       FROM (SELECT 1) AS one LEFT JOIN ",
+    "SELECT a.*, ",
+    source_columns!(),
+    " FROM (SELECT 1) AS one LEFT JOIN ",
     account_subquery!(),
-    " ON true \
-       LEFT JOIN LATERAL (SELECT true AS present, s.ctid AS tid, s.failure_count, \
-                                 s.first_failure_at, s.blocked_until \
-                            FROM authaudit.lockout_ip_state s \
-                           WHERE a.present AND s.tenant_id = $1 AND s.ip = $3 FOR UPDATE) i ON true \
-       LEFT JOIN LATERAL (SELECT true AS present, s.failure_count, s.first_failure_at, \
-                                 s.blocked_until \
-                            FROM authaudit.lockout_ip_account_state s \
-                           WHERE a.present AND s.tenant_id = $1 AND s.ip = $3 \
-                             AND s.user_id = $2) p ON true"
+    " ON true ",
+    source_subqueries!("a.present", "$3"),
 );
+
+/// Creates the account's row and, in the same statement (after it), locks
+/// its source's.
+const CREATE_ACCOUNT_SOURCE: &str = concat!(
+    "WITH c AS (INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
+                VALUES ($1, $2, $3) ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING \
+                RETURNING ctid) \
+     SELECT c.ctid, ",
+    source_columns!(),
+    " FROM c ",
+    source_subqueries!("c.ctid IS NOT NULL", "$4"),
+);
+
+/// The source from columns `first ..` laid out as `source_columns!`; `None`
+/// when the IP has no row yet.
+fn held_source(r: &SpiHeapTupleData<'_>, first: usize) -> Result<Option<LockedSource>, AuditError> {
+    let (Some(true), Some(ip_tid)) = (r.get::<bool>(first)?, r.get::<Tid>(first + 1)?) else {
+        return Ok(None);
+    };
+    let pair_tid = r.get::<Tid>(first + 6)?;
+    Ok(Some(LockedSource {
+        ip: read_ip(r, first + 2)?,
+        ip_tid,
+        pair: if pair_tid.is_some() {
+            read_ip(r, first + 7)?
+        } else {
+            IpState::default()
+        },
+        pair_tid,
+    }))
+}
 
 /// The account's row from columns 1 ..: present, tid, the account columns.
 fn held_account(r: &SpiHeapTupleData<'_>) -> Result<Option<LockedAccount>, AuditError> {
@@ -259,19 +321,7 @@ pub fn lock(
                     &[tenant.into(), user.into(), ip.into()],
                 )?;
                 let r = t.first().get_heap_tuple()?.expect("one row");
-                let source = match (r.get::<bool>(11)?, r.get::<Tid>(12)?) {
-                    (Some(true), Some(ip_tid)) => Some(LockedSource {
-                        ip: read_ip(&r, 13)?,
-                        ip_tid,
-                        pair: if r.get::<bool>(16)?.unwrap_or(false) {
-                            read_ip(&r, 17)?
-                        } else {
-                            IpState::default()
-                        },
-                    }),
-                    _ => None,
-                };
-                (held_account(&r)?, source)
+                (held_account(&r)?, held_source(&r, 11)?)
             }
         };
         let account = match account {
@@ -283,22 +333,50 @@ pub fn lock(
                 })
             }
             None => {
-                let created = spi_plans::run(
-                    client,
-                    "engine_create_account",
-                    CREATE_ACCOUNT,
-                    &[TEXTOID, TEXTOID, TEXTOID],
-                    &[tenant.into(), user.into(), org.into()],
-                )?;
-                if created.is_empty() {
-                    // Another session created it meanwhile: lock its row.
-                    continue;
-                }
-                LockedAccount {
+                let (tid, created_source) = match ip {
+                    None => {
+                        let created = spi_plans::run(
+                            client,
+                            "engine_create_account",
+                            CREATE_ACCOUNT,
+                            &[TEXTOID, TEXTOID, TEXTOID],
+                            &[tenant.into(), user.into(), org.into()],
+                        )?;
+                        if created.is_empty() {
+                            // Another session created it meanwhile: lock its row.
+                            continue;
+                        }
+                        (created.first().get::<Tid>(1)?, None)
+                    }
+                    Some(ip) => {
+                        let created = spi_plans::run(
+                            client,
+                            "engine_create_account_source",
+                            CREATE_ACCOUNT_SOURCE,
+                            &[TEXTOID, TEXTOID, TEXTOID, INETOID],
+                            &[tenant.into(), user.into(), org.into(), ip.into()],
+                        )?;
+                        if created.is_empty() {
+                            continue;
+                        }
+                        let r = created.first().get_heap_tuple()?.expect("one row");
+                        (r.get::<Tid>(1)?, held_source(&r, 2)?)
+                    }
+                };
+                let account = LockedAccount {
                     state: AccountState::default(),
                     org: org.map(str::to_owned),
-                    tid: created.first().get::<Tid>(1)?,
-                }
+                    tid,
+                };
+                let source = match (ip, created_source) {
+                    (None, _) => None,
+                    (Some(_), Some(s)) => Some(s),
+                    (Some(ip), None) => Some(lock_source(client, tenant, ip, user)?),
+                };
+                return Ok(Held {
+                    account: Some(account),
+                    source,
+                });
             }
         };
         let source = match (ip, source) {
@@ -314,13 +392,12 @@ pub fn lock(
     Err(AuditError::ConcurrentFirstEvent)
 }
 
-const LOCK_SOURCE: &str = "SELECT i.present, i.tid, i.failure_count, i.first_failure_at, \
-       i.blocked_until, p.present, p.failure_count, p.first_failure_at, p.blocked_until \
-  FROM (SELECT 1) AS one \
-  LEFT JOIN (SELECT true AS present, s.ctid AS tid, s.* FROM authaudit.lockout_ip_state s \
-              WHERE s.tenant_id = $1 AND s.ip = $2 FOR UPDATE) i ON true \
-  LEFT JOIN (SELECT true AS present, s.* FROM authaudit.lockout_ip_account_state s \
-              WHERE s.tenant_id = $1 AND s.ip = $2 AND s.user_id = $3) p ON true";
+const LOCK_SOURCE: &str = concat!(
+    "SELECT ",
+    source_columns!(),
+    " FROM (SELECT 1) AS one ",
+    source_subqueries!("true", "$3"),
+);
 
 const CREATE_IP: &str = "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) VALUES ($1, $2) \
      ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO NOTHING RETURNING ctid";
@@ -339,22 +416,19 @@ fn lock_source(
             client,
             "engine_lock_source",
             LOCK_SOURCE,
-            &[TEXTOID, INETOID, TEXTOID],
-            &[tenant.into(), ip.into(), user.into()],
+            &[TEXTOID, TEXTOID, INETOID],
+            &[tenant.into(), user.into(), ip.into()],
         )?;
         let r = t.first().get_heap_tuple()?.expect("one row");
-        let pair = if r.get::<bool>(6)?.unwrap_or(false) {
-            read_ip(&r, 7)?
+        if let Some(source) = held_source(&r, 1)? {
+            return Ok(source);
+        }
+        let pair_tid = r.get::<Tid>(7)?;
+        let pair = if pair_tid.is_some() {
+            read_ip(&r, 8)?
         } else {
             IpState::default()
         };
-        if let (Some(true), Some(ip_tid)) = (r.get::<bool>(1)?, r.get::<Tid>(2)?) {
-            return Ok(LockedSource {
-                ip: read_ip(&r, 3)?,
-                ip_tid,
-                pair,
-            });
-        }
         let created = spi_plans::run(
             client,
             "engine_create_ip",
@@ -367,6 +441,7 @@ fn lock_source(
                 ip: IpState::default(),
                 ip_tid,
                 pair,
+                pair_tid,
             });
         }
     }

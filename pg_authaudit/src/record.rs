@@ -215,20 +215,33 @@ macro_rules! write_account {
     };
 }
 
-/// The source IP's and the (IP, account) pair's new states (`$26` ‥ `$33`;
-/// `$29`, `$33`: whether each changed; `$34` the IP row's position).
-macro_rules! write_source {
+/// The source IP's new state (`$26` ‥ `$28`; `$29`: whether it changed;
+/// `$34` the IP row's position), then the (IP, account) pair's (`$30` ‥
+/// `$32`; `$33`: whether it changed), inserted when the pair has no row yet
+/// (`write_new_pair`) or updated at `$35` (`write_pair`). Only the holder of
+/// the account's lock writes a pair's row, so the two cannot race.
+macro_rules! write_ip {
     () => {
         "i AS (UPDATE authaudit.lockout_ip_state SET failure_count = $26, first_failure_at = $27, \
          blocked_until = $28, updated_at = now() \
-         WHERE $29 AND ctid = $34 AND tenant_id = $2 AND ip = $7 AND EXISTS (SELECT FROM r)), \
-         p AS (INSERT INTO authaudit.lockout_ip_account_state AS s \
+         WHERE $29 AND ctid = $34 AND tenant_id = $2 AND ip = $7 AND EXISTS (SELECT FROM r))"
+    };
+}
+
+macro_rules! write_new_pair {
+    () => {
+        "p AS (INSERT INTO authaudit.lockout_ip_account_state \
                (tenant_id, ip, user_id, failure_count, first_failure_at, blocked_until) \
-               SELECT $2, $7, $6, $30, $31, $32 WHERE $33 AND EXISTS (SELECT FROM r) \
-               ON CONFLICT ON CONSTRAINT lockout_ip_account_state_pkey DO UPDATE \
-               SET failure_count = EXCLUDED.failure_count, \
-                   first_failure_at = EXCLUDED.first_failure_at, \
-                   blocked_until = EXCLUDED.blocked_until, updated_at = now())"
+               SELECT $2, $7, $6, $30, $31, $32 WHERE $33 AND EXISTS (SELECT FROM r))"
+    };
+}
+
+macro_rules! write_pair {
+    () => {
+        "p AS (UPDATE authaudit.lockout_ip_account_state SET failure_count = $30, \
+               first_failure_at = $31, blocked_until = $32, updated_at = now() \
+         WHERE $33 AND ctid = $35 AND tenant_id = $2 AND ip = $7 AND user_id = $6 \
+           AND EXISTS (SELECT FROM r))"
     };
 }
 
@@ -375,21 +388,50 @@ fn insert(
                         w.effect.pair.is_some().into(),
                         source.ip_tid.into(),
                     ]);
-                    spi_plans::run(
-                        client,
-                        "record_row_account_source",
-                        concat!(
-                            "WITH r AS (",
-                            insert_row!(),
-                            "), ",
-                            write_account!(),
-                            ", ",
-                            write_source!(),
-                            " SELECT r.l FROM r"
-                        ),
-                        &concat_types::<34>(&[&ROW_TYPES, &ACCOUNT_TYPES, &SOURCE_TYPES]),
-                        &args,
-                    )?
+                    match source.pair_tid {
+                        None => spi_plans::run(
+                            client,
+                            "record_row_account_source",
+                            concat!(
+                                "WITH r AS (",
+                                insert_row!(),
+                                "), ",
+                                write_account!(),
+                                ", ",
+                                write_ip!(),
+                                ", ",
+                                write_new_pair!(),
+                                " SELECT r.l FROM r"
+                            ),
+                            &concat_types::<34>(&[&ROW_TYPES, &ACCOUNT_TYPES, &SOURCE_TYPES]),
+                            &args,
+                        )?,
+                        Some(pair_tid) => {
+                            args.push(pair_tid.into());
+                            spi_plans::run(
+                                client,
+                                "record_row_account_source_pair",
+                                concat!(
+                                    "WITH r AS (",
+                                    insert_row!(),
+                                    "), ",
+                                    write_account!(),
+                                    ", ",
+                                    write_ip!(),
+                                    ", ",
+                                    write_pair!(),
+                                    " SELECT r.l FROM r"
+                                ),
+                                &concat_types::<35>(&[
+                                    &ROW_TYPES,
+                                    &ACCOUNT_TYPES,
+                                    &SOURCE_TYPES,
+                                    &[TIDOID],
+                                ]),
+                                &args,
+                            )?
+                        }
+                    }
                 }
             }
         }

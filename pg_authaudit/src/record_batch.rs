@@ -466,9 +466,49 @@ fn recorded_ids(
     Ok(found)
 }
 
-/// Creates the account rows the batch's failures need (belonging to the
-/// organisation of the account's first failure), then locks every account
-/// row the batch's lockout events touch, in one order.
+const LOCK_ACCOUNTS: &str = "SELECT s.tenant_id, s.user_id, host(s.first_failure_ip), \
+        host(s.last_failure_ip), s.failure_count, s.first_failure_at, s.last_failure_at, \
+        s.locked, s.locked_at, s.locked_until, s.lock_count, s.org_id \
+   FROM authaudit.lockout_state s \
+   JOIN unnest($1::text[], $2::text[]) AS k(t, u) ON s.tenant_id = k.t AND s.user_id = k.u \
+  ORDER BY s.tenant_id, s.user_id FOR UPDATE OF s";
+
+/// Locks the account rows of `keys` that exist, in one order, into `rows`.
+fn lock_account_rows<'k>(
+    client: &mut SpiClient<'_>,
+    keys: impl Iterator<Item = &'k AccountKey> + Clone,
+    rows: &mut HashMap<AccountKey, AccountRow>,
+) -> Result<(), AuditError> {
+    let table = spi_plans::run(
+        client,
+        "batch_lock_accounts",
+        LOCK_ACCOUNTS,
+        &[TEXTARRAYOID, TEXTARRAYOID],
+        &[
+            texts(keys.clone(), |k| k.0.clone()).into(),
+            texts(keys, |k| k.1.clone()).into(),
+        ],
+    )?;
+    for r in table {
+        rows.insert(
+            (r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default()),
+            AccountRow {
+                first_ip: r.get(3)?,
+                last_ip: r.get(4)?,
+                locked: engine::read_account(&r, 5)?,
+                last: None,
+                changed: false,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Locks every account row the batch's lockout events touch, in one order;
+/// then creates, in one order, the rows its failures need and do not have
+/// yet (belonging to the organisation of the account's first failure), and
+/// locks them. (Creations only wait for creations, in the same order: no
+/// two batches wait for each other in a cycle.)
 fn lock_accounts(
     client: &mut SpiClient<'_>,
     events: &[Event<'_>],
@@ -489,57 +529,34 @@ fn lock_accounts(
     if touched.is_empty() {
         return Ok(rows);
     }
+    lock_account_rows(client, touched.keys(), &mut rows)?;
     let create: Vec<(&AccountKey, &Option<String>)> = touched
         .iter()
+        .filter(|(k, _)| !rows.contains_key(*k))
         .filter_map(|(k, org)| org.as_ref().map(|o| (k, o)))
         .collect();
-    if !create.is_empty() {
-        spi_plans::run(
-            client,
-            "batch_create_accounts",
-            "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
-             SELECT t, u, o FROM unnest($1::text[], $2::text[], $3::text[]) AS k(t, u, o) \
-              ORDER BY t, u \
-             ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING",
-            &[TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
-            &[
-                texts(create.iter(), |(k, _)| k.0.clone()).into(),
-                texts(create.iter(), |(k, _)| k.1.clone()).into(),
-                create
-                    .iter()
-                    .map(|(_, o)| (*o).clone())
-                    .collect::<Vec<_>>()
-                    .into(),
-            ],
-        )?;
+    if create.is_empty() {
+        return Ok(rows);
     }
-    let table = spi_plans::run(
+    spi_plans::run(
         client,
-        "batch_lock_accounts",
-        "SELECT s.tenant_id, s.user_id, host(s.first_failure_ip), host(s.last_failure_ip), \
-                s.failure_count, s.first_failure_at, s.last_failure_at, s.locked, s.locked_at, \
-                s.locked_until, s.lock_count, s.org_id \
-           FROM authaudit.lockout_state s \
-           JOIN unnest($1::text[], $2::text[]) AS k(t, u) ON s.tenant_id = k.t AND s.user_id = k.u \
-          ORDER BY s.tenant_id, s.user_id FOR UPDATE OF s",
-        &[TEXTARRAYOID, TEXTARRAYOID],
+        "batch_create_accounts",
+        "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
+         SELECT t, u, o FROM unnest($1::text[], $2::text[], $3::text[]) AS k(t, u, o) \
+          ORDER BY t, u \
+         ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING",
+        &[TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
         &[
-            texts(touched.keys(), |k| k.0.clone()).into(),
-            texts(touched.keys(), |k| k.1.clone()).into(),
+            texts(create.iter(), |(k, _)| k.0.clone()).into(),
+            texts(create.iter(), |(k, _)| k.1.clone()).into(),
+            create
+                .iter()
+                .map(|(_, o)| (*o).clone())
+                .collect::<Vec<_>>()
+                .into(),
         ],
     )?;
-    for r in table {
-        rows.insert(
-            (r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default()),
-            AccountRow {
-                first_ip: r.get(3)?,
-                last_ip: r.get(4)?,
-                locked: engine::read_account(&r, 5)?,
-                last: None,
-                changed: false,
-            },
-        );
-    }
+    lock_account_rows(client, create.iter().map(|(k, _)| *k), &mut rows)?;
     // A failure's row must exist now (in REPEATABLE READ a row another
     // transaction created meanwhile stays invisible).
     if create.iter().any(|(k, _)| !rows.contains_key(*k)) {
@@ -557,7 +574,42 @@ fn failure_sources<'e>(events: &'e [Event<'e>]) -> impl Iterator<Item = (&'e Eve
     })
 }
 
-/// Creates and locks the rows of the source IPs of the batch's failures.
+const LOCK_IPS: &str = "SELECT s.tenant_id, host(s.ip), s.failure_count, s.first_failure_at, \
+        s.blocked_until \
+   FROM authaudit.lockout_ip_state s \
+   JOIN unnest($1::text[], $2::text[]) AS k(t, a) ON s.tenant_id = k.t AND s.ip = k.a::inet \
+  ORDER BY s.tenant_id, s.ip FOR UPDATE OF s";
+
+/// Locks the IP rows of `keys` that exist, in one order, into `rows`.
+fn lock_ip_rows<'k>(
+    client: &mut SpiClient<'_>,
+    keys: impl Iterator<Item = &'k IpKey> + Clone,
+    rows: &mut HashMap<IpKey, SourceRow>,
+) -> Result<(), AuditError> {
+    let table = spi_plans::run(
+        client,
+        "batch_lock_ips",
+        LOCK_IPS,
+        &[TEXTARRAYOID, TEXTARRAYOID],
+        &[
+            texts(keys.clone(), |k| k.0.clone()).into(),
+            texts(keys, |k| k.1.to_string()).into(),
+        ],
+    )?;
+    for r in table {
+        rows.insert(
+            (r.get(1)?.unwrap_or_default(), addr(r.get(2)?)),
+            SourceRow {
+                state: engine::read_ip(&r, 3)?,
+                changed: false,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Locks the rows of the source IPs of the batch's failures, creating the
+/// missing ones (as for accounts).
 fn lock_ips(
     client: &mut SpiClient<'_>,
     events: &[Event<'_>],
@@ -569,8 +621,11 @@ fn lock_ips(
     if keys.is_empty() {
         return Ok(rows);
     }
-    let tenants = texts(keys.keys(), |k| k.0.clone());
-    let addrs = texts(keys.keys(), |k| k.1.to_string());
+    lock_ip_rows(client, keys.keys(), &mut rows)?;
+    let create: Vec<&IpKey> = keys.keys().filter(|k| !rows.contains_key(*k)).collect();
+    if create.is_empty() {
+        return Ok(rows);
+    }
     spi_plans::run(
         client,
         "batch_create_ips",
@@ -578,28 +633,13 @@ fn lock_ips(
          SELECT t, a::inet FROM unnest($1::text[], $2::text[]) AS k(t, a) ORDER BY t, a::inet \
          ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO NOTHING",
         &[TEXTARRAYOID, TEXTARRAYOID],
-        &[tenants.clone().into(), addrs.clone().into()],
+        &[
+            texts(create.iter(), |k| k.0.clone()).into(),
+            texts(create.iter(), |k| k.1.to_string()).into(),
+        ],
     )?;
-    let table = spi_plans::run(
-        client,
-        "batch_lock_ips",
-        "SELECT s.tenant_id, host(s.ip), s.failure_count, s.first_failure_at, s.blocked_until \
-           FROM authaudit.lockout_ip_state s \
-           JOIN unnest($1::text[], $2::text[]) AS k(t, a) ON s.tenant_id = k.t AND s.ip = k.a::inet \
-          ORDER BY s.tenant_id, s.ip FOR UPDATE OF s",
-        &[TEXTARRAYOID, TEXTARRAYOID],
-        &[tenants.into(), addrs.into()],
-    )?;
-    for r in table {
-        rows.insert(
-            (r.get(1)?.unwrap_or_default(), addr(r.get(2)?)),
-            SourceRow {
-                state: engine::read_ip(&r, 3)?,
-                changed: false,
-            },
-        );
-    }
-    if keys.keys().any(|k| !rows.contains_key(k)) {
+    lock_ip_rows(client, create.iter().copied(), &mut rows)?;
+    if create.iter().any(|k| !rows.contains_key(*k)) {
         return Err(AuditError::ConcurrentFirstEvent);
     }
     Ok(rows)
