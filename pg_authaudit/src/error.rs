@@ -62,6 +62,10 @@ pub enum AuditError {
     BatchEventNotObject(usize),
     #[error("event {0} of the batch has unknown field(s): {1}")]
     BatchUnknownFields(usize, String),
+    #[error("could not serialize access due to concurrent update of a lockout state row")]
+    ConcurrentUpdate,
+    #[error("relation authaudit.{0} does not exist")]
+    MissingRelation(String),
     #[error("no append of this transaction to take back")]
     NothingToUnappend,
     #[error("internal query failed: {0}")]
@@ -107,14 +111,15 @@ impl AuditError {
             AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
                 ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }
-            AuditError::ConcurrentLogId(_) | AuditError::ConcurrentFirstEvent => {
-                ERRCODE_T_R_SERIALIZATION_FAILURE
-            }
+            AuditError::ConcurrentLogId(_)
+            | AuditError::ConcurrentFirstEvent
+            | AuditError::ConcurrentUpdate => ERRCODE_T_R_SERIALIZATION_FAILURE,
             AuditError::LogIdReused(_) => ERRCODE_UNIQUE_VIOLATION,
             AuditError::BatchNotArray
             | AuditError::BatchEventNotObject(_)
             | AuditError::BatchUnknownFields(..) => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::BatchTooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            AuditError::MissingRelation(_) => ERRCODE_UNDEFINED_TABLE,
             AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -127,7 +132,9 @@ impl AuditError {
             AuditError::LogIdReused(_) => Some(
                 "A retry must repeat the original event exactly; a new event needs a new log_id.",
             ),
-            AuditError::ConcurrentFirstEvent => Some("Retry the transaction."),
+            AuditError::ConcurrentFirstEvent | AuditError::ConcurrentUpdate => {
+                Some("Retry the transaction.")
+            }
             AuditError::BatchTooLarge { .. } => {
                 Some("Split the events into several calls; each call is one transaction.")
             }

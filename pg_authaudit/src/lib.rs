@@ -26,6 +26,7 @@ mod scope;
 mod shmem;
 mod spi_plans;
 mod sql_values;
+mod state_rows;
 mod stored_rows;
 mod time;
 mod token;

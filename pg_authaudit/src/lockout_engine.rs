@@ -15,12 +15,14 @@
 
 use crate::error::AuditError;
 use crate::sql_values::{Inet, Tid};
+use crate::state_rows::{self, Read};
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::lockout::{AccountState, Increment, IpState, Policy};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::pg_sys::BuiltinOid::{INETOID, TEXTOID};
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::IntoDatum;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -177,118 +179,48 @@ pub fn read_ip(r: &SpiHeapTupleData<'_>, first: usize) -> Result<IpState, AuditE
     })
 }
 
-macro_rules! account_subquery {
-    () => {
-        "(SELECT true AS present, s.ctid AS tid, s.failure_count, s.first_failure_at, \
-                 s.last_failure_at, s.locked, s.locked_at, s.locked_until, s.lock_count, s.org_id \
-            FROM authaudit.lockout_state s \
-           WHERE s.tenant_id = $1 AND s.user_id = $2 FOR UPDATE) a"
-    };
-}
-
-/// The source's columns (from column 11 on in `LOCK_ACCOUNT_SOURCE`, 2 in
-/// `CREATE_ACCOUNT_SOURCE`): the IP row's presence, position and state,
-/// then the pair's.
-macro_rules! source_columns {
-    () => {
-        "i.present, i.tid, i.failure_count, i.first_failure_at, i.blocked_until, \
-         p.present, p.tid, p.failure_count, p.first_failure_at, p.blocked_until"
-    };
-}
-
-/// The IP's row (locked) and the pair's, read only when `$when` holds,
-/// which refers to the account's row: they run after it.
-macro_rules! source_subqueries {
-    ($when:literal, $ip:literal) => {
-        concat!(
-            "LEFT JOIN LATERAL (SELECT true AS present, s.ctid AS tid, s.failure_count, \
-                                      s.first_failure_at, s.blocked_until \
-                                 FROM authaudit.lockout_ip_state s \
-                                WHERE ",
-            $when,
-            " AND s.tenant_id = $1 AND s.ip = ",
-            $ip,
-            " \
-                                  FOR UPDATE) i ON true \
-             LEFT JOIN LATERAL (SELECT true AS present, s.ctid AS tid, s.failure_count, \
-                                      s.first_failure_at, s.blocked_until \
-                                 FROM authaudit.lockout_ip_account_state s \
-                                WHERE ",
-            $when,
-            " AND s.tenant_id = $1 AND s.ip = ",
-            $ip,
-            " \
-                                  AND s.user_id = $2) p ON true"
-        )
-    };
-}
-
-const LOCK_ACCOUNT: &str = concat!(
-    "SELECT a.* FROM (SELECT 1) AS one LEFT JOIN ",
-    account_subquery!(),
-    " ON true"
-);
-
-/// The account's row and its source's, in that order, in one statement:
-/// the source's subqueries refer to the account's, so they run after its
-/// row is locked, and only when it exists (a new account is created first,
-/// then its source locked).
-const LOCK_ACCOUNT_SOURCE: &str = concat!(
-    "SELECT a.*, ",
-    source_columns!(),
-    " FROM (SELECT 1) AS one LEFT JOIN ",
-    account_subquery!(),
-    " ON true ",
-    source_subqueries!("a.present", "$3"),
-);
-
-/// Creates the account's row and, in the same statement (after it), locks
-/// its source's.
-const CREATE_ACCOUNT_SOURCE: &str = concat!(
-    "WITH c AS (INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
-                VALUES ($1, $2, $3) ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING \
-                RETURNING ctid) \
-     SELECT c.ctid, ",
-    source_columns!(),
-    " FROM c ",
-    source_subqueries!("c.ctid IS NOT NULL", "$4"),
-);
-
-/// The source from columns `first ..` laid out as `source_columns!`; `None`
-/// when the IP has no row yet.
-fn held_source(r: &SpiHeapTupleData<'_>, first: usize) -> Result<Option<LockedSource>, AuditError> {
-    let (Some(true), Some(ip_tid)) = (r.get::<bool>(first)?, r.get::<Tid>(first + 1)?) else {
-        return Ok(None);
-    };
-    let pair_tid = r.get::<Tid>(first + 6)?;
-    Ok(Some(LockedSource {
-        ip: read_ip(r, first + 2)?,
-        ip_tid,
-        pair: if pair_tid.is_some() {
-            read_ip(r, first + 7)?
-        } else {
-            IpState::default()
+/// The account's row, locked (`None`: it has none).
+fn lock_account(tenant: &str, user: &str) -> Result<Option<LockedAccount>, AuditError> {
+    let key = [datum(tenant), datum(user)];
+    state_rows::by_key(
+        c"lockout_state",
+        c"lockout_state_pkey",
+        &key,
+        Read::Lock,
+        |f| LockedAccount {
+            state: AccountState {
+                failure_count: f.get(c"failure_count").unwrap_or(0),
+                first_failure_us: f.get(c"first_failure_at").map(time::unix_micros),
+                last_failure_us: f.get(c"last_failure_at").map(time::unix_micros),
+                locked: f.get(c"locked").unwrap_or(false),
+                locked_at_us: f.get(c"locked_at").map(time::unix_micros),
+                locked_until_us: f.get(c"locked_until").map(time::unix_micros),
+                lock_count: f.get(c"lock_count").unwrap_or(0),
+            },
+            org: f.get(c"org_id"),
+            tid: Some(f.tid),
         },
-        pair_tid,
-    }))
+    )
 }
 
-/// The account's row from columns 1 ..: present, tid, the account columns.
-fn held_account(r: &SpiHeapTupleData<'_>) -> Result<Option<LockedAccount>, AuditError> {
-    if !r.get::<bool>(1)?.unwrap_or(false) {
-        return Ok(None);
+fn datum(text: &str) -> pg_sys::Datum {
+    text.into_datum().expect("text is not null")
+}
+
+fn ip_state(f: &state_rows::Found) -> IpState {
+    IpState {
+        failure_count: f.get(c"failure_count").unwrap_or(0),
+        first_failure_us: f.get(c"first_failure_at").map(time::unix_micros),
+        blocked_until_us: f.get(c"blocked_until").map(time::unix_micros),
     }
-    let mut a = read_account(r, 3)?;
-    a.tid = r.get::<Tid>(2)?;
-    Ok(Some(a))
 }
 
 const CREATE_ACCOUNT: &str = "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
      VALUES ($1, $2, $3) ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING RETURNING ctid";
 
 /// Locks the rows an event's lockout step reads: the account's (created,
-/// belonging to `org`, when `create` and it has none) and, when `ip` is
-/// given, the source's.
+/// belonging to `org`, when `create` and it has none) and then, when `ip`
+/// is given, the source's.
 pub fn lock(
     client: &mut SpiClient<'_>,
     tenant: &str,
@@ -298,33 +230,7 @@ pub fn lock(
     create: bool,
 ) -> Result<Held, AuditError> {
     for _ in 0..CREATE_ATTEMPTS {
-        let (account, source) = match ip {
-            None => {
-                let t = spi_plans::run(
-                    client,
-                    "engine_lock_account",
-                    LOCK_ACCOUNT,
-                    &[TEXTOID, TEXTOID],
-                    &[tenant.into(), user.into()],
-                )?;
-                (
-                    held_account(&t.first().get_heap_tuple()?.expect("one row"))?,
-                    None,
-                )
-            }
-            Some(ip) => {
-                let t = spi_plans::run(
-                    client,
-                    "engine_lock_account_source",
-                    LOCK_ACCOUNT_SOURCE,
-                    &[TEXTOID, TEXTOID, INETOID],
-                    &[tenant.into(), user.into(), ip.into()],
-                )?;
-                let r = t.first().get_heap_tuple()?.expect("one row");
-                (held_account(&r)?, held_source(&r, 11)?)
-            }
-        };
-        let account = match account {
+        let account = match lock_account(tenant, user)? {
             Some(a) => a,
             None if !create => {
                 return Ok(Held {
@@ -333,56 +239,27 @@ pub fn lock(
                 })
             }
             None => {
-                let (tid, created_source) = match ip {
-                    None => {
-                        let created = spi_plans::run(
-                            client,
-                            "engine_create_account",
-                            CREATE_ACCOUNT,
-                            &[TEXTOID, TEXTOID, TEXTOID],
-                            &[tenant.into(), user.into(), org.into()],
-                        )?;
-                        if created.is_empty() {
-                            // Another session created it meanwhile: lock its row.
-                            continue;
-                        }
-                        (created.first().get::<Tid>(1)?, None)
-                    }
-                    Some(ip) => {
-                        let created = spi_plans::run(
-                            client,
-                            "engine_create_account_source",
-                            CREATE_ACCOUNT_SOURCE,
-                            &[TEXTOID, TEXTOID, TEXTOID, INETOID],
-                            &[tenant.into(), user.into(), org.into(), ip.into()],
-                        )?;
-                        if created.is_empty() {
-                            continue;
-                        }
-                        let r = created.first().get_heap_tuple()?.expect("one row");
-                        (r.get::<Tid>(1)?, held_source(&r, 2)?)
-                    }
-                };
-                let account = LockedAccount {
+                let created = spi_plans::run(
+                    client,
+                    "engine_create_account",
+                    CREATE_ACCOUNT,
+                    &[TEXTOID, TEXTOID, TEXTOID],
+                    &[tenant.into(), user.into(), org.into()],
+                )?;
+                if created.is_empty() {
+                    // Another session created it meanwhile: lock its row.
+                    continue;
+                }
+                LockedAccount {
                     state: AccountState::default(),
                     org: org.map(str::to_owned),
-                    tid,
-                };
-                let source = match (ip, created_source) {
-                    (None, _) => None,
-                    (Some(_), Some(s)) => Some(s),
-                    (Some(ip), None) => Some(lock_source(client, tenant, ip, user)?),
-                };
-                return Ok(Held {
-                    account: Some(account),
-                    source,
-                });
+                    tid: created.first().get::<Tid>(1)?,
+                }
             }
         };
-        let source = match (ip, source) {
-            (None, _) => None,
-            (Some(_), Some(s)) => Some(s),
-            (Some(ip), None) => Some(lock_source(client, tenant, ip, user)?),
+        let source = match ip {
+            None => None,
+            Some(ip) => Some(lock_source(client, tenant, ip, user)?),
         };
         return Ok(Held {
             account: Some(account),
@@ -391,13 +268,6 @@ pub fn lock(
     }
     Err(AuditError::ConcurrentFirstEvent)
 }
-
-const LOCK_SOURCE: &str = concat!(
-    "SELECT ",
-    source_columns!(),
-    " FROM (SELECT 1) AS one ",
-    source_subqueries!("true", "$3"),
-);
 
 const CREATE_IP: &str = "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) VALUES ($1, $2) \
      ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO NOTHING RETURNING ctid";
@@ -411,24 +281,33 @@ fn lock_source(
     ip: Inet,
     user: &str,
 ) -> Result<LockedSource, AuditError> {
+    let pair = state_rows::by_key(
+        c"lockout_ip_account_state",
+        c"lockout_ip_account_state_pkey",
+        &[datum(tenant), ip.datum, datum(user)],
+        Read::Plain,
+        |f| (ip_state(f), f.tid),
+    )?;
+    let (pair, pair_tid) = match pair {
+        Some((s, tid)) => (s, Some(tid)),
+        None => (IpState::default(), None),
+    };
     for _ in 0..CREATE_ATTEMPTS {
-        let t = spi_plans::run(
-            client,
-            "engine_lock_source",
-            LOCK_SOURCE,
-            &[TEXTOID, TEXTOID, INETOID],
-            &[tenant.into(), user.into(), ip.into()],
+        let locked = state_rows::by_key(
+            c"lockout_ip_state",
+            c"lockout_ip_state_pkey",
+            &[datum(tenant), ip.datum],
+            Read::Lock,
+            |f| (ip_state(f), f.tid),
         )?;
-        let r = t.first().get_heap_tuple()?.expect("one row");
-        if let Some(source) = held_source(&r, 1)? {
-            return Ok(source);
+        if let Some((state, ip_tid)) = locked {
+            return Ok(LockedSource {
+                ip: state,
+                ip_tid,
+                pair,
+                pair_tid,
+            });
         }
-        let pair_tid = r.get::<Tid>(7)?;
-        let pair = if pair_tid.is_some() {
-            read_ip(&r, 8)?
-        } else {
-            IpState::default()
-        };
         let created = spi_plans::run(
             client,
             "engine_create_ip",

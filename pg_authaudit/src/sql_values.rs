@@ -206,6 +206,12 @@ argument_from_datum!(Inet);
 #[derive(Debug, Clone, Copy)]
 pub struct Tid(pg_sys::ItemPointerData);
 
+impl Tid {
+    pub fn from_item_pointer(p: pg_sys::ItemPointerData) -> Tid {
+        Tid(p)
+    }
+}
+
 impl FromDatum for Tid {
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,

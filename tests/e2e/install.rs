@@ -25,13 +25,20 @@ fn installing_beside_a_running_server_leaves_it_running() {
     let lib = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
         .join("pg_authaudit.so");
     let before = std::fs::metadata(&lib).unwrap().ino();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-extension.sh");
-    let out = Command::new(script)
-        .arg("--no-build")
-        .env("PG_CONFIG", pg_config)
-        .output()
-        .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Install again the build that is installed (the debug one that `make
+    // test` installs, or a release one), never another.
+    let installed = std::fs::read(&lib).unwrap();
+    let release = root
+        .join("target/install-stage-release")
+        .join(lib.strip_prefix("/").unwrap());
+    let is_release = std::fs::read(&release).is_ok_and(|b| b == installed);
+    let mut cmd = Command::new(root.join("scripts/install-extension.sh"));
+    cmd.arg("--no-build").env("PG_CONFIG", pg_config);
+    if is_release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",

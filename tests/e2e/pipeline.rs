@@ -369,3 +369,34 @@ fn more_tenants_than_the_head_cache_holds_keep_every_chain() {
         assert!(verify(&mut c, &format!("tenant-{t}")).0);
     }
 }
+
+#[test]
+fn a_failure_recorded_inside_an_old_snapshot_never_loses_a_newer_count() {
+    let db = db("old_snapshot_count");
+    let mut a = db.connect();
+    let mut b = db.connect();
+    fail(&mut a, "acme", "dave");
+    let mut tx = a
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .unwrap();
+    tx.query_one("SELECT 1", &[]).unwrap(); // the snapshot is taken here
+                                            // Another session counts a failure after that snapshot.
+    assert_eq!(fail(&mut b, "acme", "dave")["failures_in_window"], 2);
+    // Counting from the old snapshot would write 2 over 2: refused instead.
+    let err = tx
+        .query_one(
+            "SELECT 1 FROM authaudit.record_event(gen_random_uuid(), 'acme', 'login_failed', 'dave', 'web')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err}"
+    );
+    drop(tx);
+    assert_eq!(fail(&mut a, "acme", "dave")["failures_in_window"], 3);
+    assert!(verify(&mut a, "acme").0);
+}

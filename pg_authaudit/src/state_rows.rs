@@ -1,0 +1,175 @@
+//! The lockout engine's row reads, by primary key, without a statement: an
+//! index scan and, for the rows the engine updates, a row lock with the
+//! semantics of `SELECT … FOR UPDATE` (in READ COMMITTED the latest version
+//! is locked; in REPEATABLE READ a row changed since the snapshot raises
+//! 40001). These reads run for every lockout event, and a statement's set-up
+//! cost more than the reads themselves.
+
+use crate::error::AuditError;
+use crate::sql_values::Tid;
+use pgrx::pg_sys;
+use pgrx::FromDatum;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+thread_local! {
+    /// Column numbers by (table, column name): a table re-created gets
+    /// another oid, so entries never go stale.
+    static ATTNUMS: RefCell<HashMap<(pg_sys::Oid, &'static CStr), i16>> = RefCell::new(HashMap::new());
+}
+
+/// A row as found: its position and its columns, by name.
+pub struct Found {
+    slot: *mut pg_sys::TupleTableSlot,
+    relid: pg_sys::Oid,
+    pub tid: Tid,
+}
+
+impl Found {
+    /// The value of column `name`.
+    pub fn get<T: FromDatum>(&self, name: &'static CStr) -> Option<T> {
+        let attnum = attnum(self.relid, name);
+        // SAFETY: the slot holds a tuple of the table; its values are
+        // deformed up to `attnum` here.
+        unsafe {
+            pg_sys::slot_getsomeattrs_int(self.slot, attnum as i32);
+            let i = (attnum - 1) as usize;
+            let d = *(*self.slot).tts_values.add(i);
+            let null = *(*self.slot).tts_isnull.add(i);
+            T::from_polymorphic_datum(d, null, pg_sys::InvalidOid)
+        }
+    }
+}
+
+fn attnum(relid: pg_sys::Oid, name: &'static CStr) -> i16 {
+    ATTNUMS.with(|a| {
+        *a.borrow_mut().entry((relid, name)).or_insert_with(|| {
+            // SAFETY: a syscache lookup of a column of an open table.
+            let n = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) };
+            assert!(n > 0, "authaudit table lacks column {name:?}");
+            n
+        })
+    })
+}
+
+fn relid(name: &CStr) -> Result<pg_sys::Oid, AuditError> {
+    // SAFETY: syscache lookups by name.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"authaudit".as_ptr(), false);
+        let id = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+        if id == pg_sys::InvalidOid {
+            return Err(AuditError::MissingRelation(
+                name.to_string_lossy().into_owned(),
+            ));
+        }
+        Ok(id)
+    }
+}
+
+/// How a row is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Locked, as `FOR UPDATE`.
+    Lock,
+    /// With the transaction's view, unlocked.
+    Plain,
+}
+
+/// Finds the row of `table` whose primary key (`index`) equals `key` and
+/// hands it to `read` (`None`: there is none).
+pub fn by_key<T>(
+    table: &CStr,
+    index: &CStr,
+    key: &[pg_sys::Datum],
+    how: Read,
+    read: impl FnOnce(&Found) -> T,
+) -> Result<Option<T>, AuditError> {
+    let (table_id, index_id) = (relid(table)?, relid(index)?);
+    // SAFETY: the table and index are opened and closed here (their locks
+    // kept to the end of the transaction, as a statement's are), the scan
+    // and slot live only in this block, and the snapshot is registered for
+    // its length.
+    unsafe {
+        // What this transaction wrote before (its statements just now
+        // included) is seen, as by a statement run here.
+        pg_sys::CommandCounterIncrement();
+        let rel = pg_sys::table_open(table_id, pg_sys::RowShareLock as pg_sys::LOCKMODE);
+        let idx = pg_sys::index_open(index_id, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+        let mut keys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(key.len());
+        for (i, value) in key.iter().enumerate() {
+            let family = *(*idx).rd_opfamily.add(i);
+            let ty = *(*idx).rd_opcintype.add(i);
+            let op =
+                pg_sys::get_opfamily_member(family, ty, ty, pg_sys::BTEqualStrategyNumber as i16);
+            let mut k = std::mem::zeroed::<pg_sys::ScanKeyData>();
+            pg_sys::ScanKeyEntryInitialize(
+                &mut k,
+                0,
+                (i + 1) as pg_sys::AttrNumber,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                ty,
+                *(*idx).rd_indcollation.add(i),
+                pg_sys::get_opcode(op),
+                *value,
+            );
+            keys.push(k);
+        }
+        let scan = pg_sys::index_beginscan(rel, idx, snapshot, keys.len() as i32, 0);
+        pg_sys::index_rescan(
+            scan,
+            keys.as_mut_ptr(),
+            keys.len() as i32,
+            std::ptr::null_mut(),
+            0,
+        );
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let mut found =
+            pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
+        pg_sys::index_endscan(scan);
+        let mut outcome = Ok(());
+        if found && how == Read::Lock {
+            let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32;
+            let mut tid = (*slot).tts_tid;
+            let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
+            let flags = if repeatable {
+                0
+            } else {
+                pg_sys::TUPLE_LOCK_FLAG_FIND_LAST_VERSION as u8
+            };
+            let result = pg_sys::table_tuple_lock(
+                rel,
+                &mut tid,
+                snapshot,
+                slot,
+                pg_sys::GetCurrentCommandId(false),
+                pg_sys::LockTupleMode::LockTupleExclusive,
+                pg_sys::LockWaitPolicy::LockWaitBlock,
+                flags,
+                &mut tmfd,
+            );
+            match result {
+                pg_sys::TM_Result::TM_Ok | pg_sys::TM_Result::TM_SelfModified => {}
+                pg_sys::TM_Result::TM_Deleted if !repeatable => found = false,
+                _ => outcome = Err(AuditError::ConcurrentUpdate),
+            }
+        }
+        let value = match (&outcome, found) {
+            (Ok(()), true) => {
+                let f = Found {
+                    slot,
+                    relid: table_id,
+                    tid: Tid::from_item_pointer((*slot).tts_tid),
+                };
+                Some(read(&f))
+            }
+            _ => None,
+        };
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::index_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        outcome.map(|()| value)
+    }
+}
