@@ -17,14 +17,6 @@ use pgrx::PgBuiltInOids;
 
 use crate::spi_plans::run;
 
-const POLICY: &str = "SELECT enabled, max_failures, \
-       (extract(epoch FROM failure_window) * 1000000)::bigint, \
-       (extract(epoch FROM lock_duration) * 1000000)::bigint, lock_increment, \
-       (extract(epoch FROM max_lock_duration) * 1000000)::bigint, permanent_after_locks, \
-       (extract(epoch FROM quick_failure_interval) * 1000000)::bigint, ip_max_failures, \
-       (extract(epoch FROM ip_block_duration) * 1000000)::bigint, ip_account_max_failures \
-  FROM authaudit.lockout_policy WHERE tenant_id = $1";
-
 const US: &str = "(extract(epoch FROM {}) * 1000000)::bigint";
 
 fn us(column: &str) -> String {
@@ -33,37 +25,6 @@ fn us(column: &str) -> String {
 
 fn ts(param: usize) -> String {
     format!("'epoch'::timestamptz + ${param}::bigint * interval '1 microsecond'")
-}
-
-/// The tenant's policy, or the defaults.
-fn load_policy(client: &mut SpiClient<'_>, tenant_id: &str) -> Result<Policy, AuditError> {
-    let table = run(
-        client,
-        "policy",
-        POLICY,
-        &[PgBuiltInOids::TEXTOID],
-        &[tenant_id.into()],
-    )?;
-    if table.is_empty() {
-        let policy = crate::gucs::default_lockout_policy();
-        policy.validate()?;
-        return Ok(policy);
-    }
-    let r = table.first();
-    let increment: String = r.get(5)?.unwrap_or_else(|| "multiple".into());
-    Ok(Policy {
-        enabled: r.get(1)?.unwrap_or(true),
-        max_failures: r.get(2)?.unwrap_or(5),
-        failure_window_us: r.get(3)?.unwrap_or(0),
-        lock_duration_us: r.get(4)?.unwrap_or(0),
-        increment: increment.parse().unwrap_or(Increment::Multiple),
-        max_lock_duration_us: r.get(6)?.unwrap_or(0),
-        permanent_after_locks: r.get(7)?,
-        quick_failure_interval_us: r.get(8)?,
-        ip_max_failures: r.get(9)?.unwrap_or(100),
-        ip_block_duration_us: r.get(10)?.unwrap_or(0),
-        ip_account_max_failures: r.get(11)?.unwrap_or(10),
-    })
 }
 
 /// Which `lockout_state` the SQL calling the engine has: release 0.1.0's
@@ -355,7 +316,7 @@ fn apply(
     let at_us = crate::time::unix_micros(at);
     let ip = ip.map(|i| i.split('/').next().unwrap_or(i).to_string());
     let row = Spi::connect_mut(|client| -> Result<_, AuditError> {
-        let policy = load_policy(client, tenant_id)?;
+        let policy = crate::lockout_engine::policy(client, tenant_id)?;
         let (state, account_org) = lock_account(client, schema, tenant_id, user_id, org_id)?;
         // An organisation's writer affects accounts of its organisation only.
         if let Some(reach) = writer_org.map(|o| WriteReach::Organisation(o.to_owned())) {
