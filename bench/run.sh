@@ -31,40 +31,31 @@ mkdir -p "$results"
 echo "# pg_authaudit benchmarks: $(date -u +%FT%TZ), $(nproc) cores, PostgreSQL $("${PSQL[@]}" -At -c 'SHOW server_version')"
 echo "# ${ROUNDS} rounds x ${SECS}s, ${CLIENTS} clients, scenarios interleaved with their baselines"
 
-# server_cpu_ticks: CPU time (clock ticks) the cluster's processes have used
-# so far: the postmaster with the children it reaped, and its live children.
-# First waits (up to 10 s) until the client backends of the last run have
-# exited and been reaped, so that none is missed between the two reads.
-server_cpu_ticks() {
-  local pm i
-  pm=$(head -1 "$dir/data/postmaster.pid")
-  for i in $(seq 100); do
-    pgrep -P "$pm" -f '^postgres: (postgres|bench_writer|bench_reader) ' >/dev/null || break
-    sleep 0.1
-  done
-  { sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}'
-    for c in $(pgrep -P "$pm"); do
-      # (A child may exit meanwhile: its time is then the postmaster's.)
-      { sed 's/^.*) //' "/proc/$c/stat" 2>/dev/null || true; } | awk '{print $12 + $13 + $14 + $15}'
-    done; } | awk '{s += $1} END {print s}'
+# busy_ticks: CPU time (clock ticks) the machine has spent busy so far (all
+# processes and the kernel: /proc/stat minus idle and I/O wait).
+busy_ticks() {
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
 }
 TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
 
 # pgbench NAME SCRIPT [pgbench args...]: one run; appends its TPS to
-# results/NAME and the server's CPU per transaction (µs) to results/NAME.cpu.
+# results/NAME and the CPU per transaction (µs) of everything but pgbench
+# (the server, the kernel) to results/NAME.cpu.
 pgbench_run() {
   local name=$1 script=$2
   shift 2
-  local out tps n c0 c1
-  c0=$(server_cpu_ticks)
-  out=$(pgbench -n -M prepared -c "${PGBENCH_CLIENTS:-$CLIENTS}" -j "${PGBENCH_THREADS:-2}" -T "$SECS" -f "$script" "$@" 2>&1)
-  c1=$(server_cpu_ticks)
+  local out tps n c0 c1 client TIMEFORMAT='%U %S'
+  c0=$(busy_ticks)
+  { time pgbench -n -M prepared -c "${PGBENCH_CLIENTS:-$CLIENTS}" -j "${PGBENCH_THREADS:-2}" -T "$SECS" -f "$script" "$@" >"$dir/pgbench.out" 2>&1; } 2>"$dir/pgbench.time"
+  c1=$(busy_ticks)
+  out=$(cat "$dir/pgbench.out")
+  client=$(awk '{printf "%.0f", ($1 + $2) * 1000000}' "$dir/pgbench.time")
   tps=$(awk '/^tps = / {print $3}' <<<"$out")
   n=$(awk '/^number of transactions actually processed:/ {print $6}' <<<"$out")
   [ -n "$tps" ] && [ -n "$n" ] || { echo "bench: pgbench failed for $name: $out" >&2; exit 1; }
   echo "$tps" >>"$results/$name"
-  awk -v t=$(( (c1 - c0) * TICK_US )) -v n="$n" 'BEGIN {printf "%.1f\n", t / n}' >>"$results/$name.cpu"
-  echo "#   $name round: $tps tps, $(tail -1 "$results/$name.cpu") us server CPU per transaction"
+  awk -v t=$(( (c1 - c0) * TICK_US - client )) -v n="$n" 'BEGIN {printf "%.1f\n", t / n}' >>"$results/$name.cpu"
+  echo "#   $name round: $tps tps, $(tail -1 "$results/$name.cpu") us CPU per transaction besides pgbench"
 }
 
 median() { sort -g "$results/$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -76,9 +67,9 @@ report() { # report NAME UNIT BASELINE [SCALE]
     'BEGIN {printf "bench %s: %.0f %s ratio_vs_%s=%.2f\n", n, v*s, u, base, v/b}'
 }
 
-report_cpu() { # report_cpu NAME [EVENTS_PER_TRANSACTION]: server CPU per event
+report_cpu() { # report_cpu NAME [EVENTS_PER_TRANSACTION]: CPU per event besides pgbench
   awk -v n="$1" -v c="$(median "$1.cpu")" -v e="${2:-1}" \
-    'BEGIN {printf "bench %s_cpu: %.1f us_server_cpu_per_event\n", n, c / e}'
+    'BEGIN {printf "bench %s_cpu: %.1f us_cpu_per_event\n", n, c / e}'
 }
 
 if [[ " $GROUPS_TO_RUN " == *" insert "* ]]; then

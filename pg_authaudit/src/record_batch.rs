@@ -15,8 +15,9 @@ use crate::error::AuditError;
 use crate::heads;
 use crate::lockout_engine::{self as engine, LockedAccount};
 use crate::record::{body, check_reach, existing, final_metadata, now_us, Args, Event};
+use crate::spi_plans::{self, Plans};
 use crate::sql_values::{Inet, Jsonb};
-use crate::{gucs, scope, spi_plans, time};
+use crate::{gucs, scope, time};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{Channel, EventType};
 use authaudit_core::lockout::{derived_log_id, IpState, Policy};
@@ -348,12 +349,13 @@ fn is_array(j: Jsonb) -> bool {
 }
 
 fn parse(client: &mut SpiClient<'_>, events: Jsonb) -> Result<Vec<Raw>, AuditError> {
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "batch_parse",
         &parse_sql(),
         &[JSONBOID],
         &[events.into()],
+        Plans::PerCall,
     )?;
     let mut raws = Vec::with_capacity(table.len());
     for (n, r) in table.enumerate() {
@@ -416,13 +418,14 @@ fn refuse_foreign_accounts(
     }
     let tenants = texts(confined.iter(), |i| events[*i].tenant.to_owned());
     let users = texts(confined.iter(), |i| events[*i].user.to_owned());
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "batch_account_orgs",
         "SELECT s.tenant_id, s.user_id, s.org_id FROM authaudit.lockout_state s \
            JOIN unnest($1::text[], $2::text[]) AS k(t, u) ON s.tenant_id = k.t AND s.user_id = k.u",
         &[TEXTARRAYOID, TEXTARRAYOID],
         &[tenants.into(), users.into()],
+        Plans::PerCall,
     )?;
     let mut orgs: HashMap<AccountKey, Option<String>> = HashMap::new();
     for r in table {
@@ -450,12 +453,13 @@ fn recorded_ids(
     events: &[Event<'_>],
 ) -> Result<HashSet<[u8; 16]>, AuditError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.log_id).collect();
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "batch_recorded",
         "SELECT log_id FROM authaudit.auth_log WHERE log_id = ANY ($1)",
         &[UUIDARRAYOID],
         &[ids.into()],
+        Plans::PerCall,
     )?;
     let mut found = HashSet::new();
     for r in table {
@@ -479,7 +483,7 @@ fn lock_account_rows<'k>(
     keys: impl Iterator<Item = &'k AccountKey> + Clone,
     rows: &mut HashMap<AccountKey, AccountRow>,
 ) -> Result<(), AuditError> {
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "batch_lock_accounts",
         LOCK_ACCOUNTS,
@@ -488,6 +492,7 @@ fn lock_account_rows<'k>(
             texts(keys.clone(), |k| k.0.clone()).into(),
             texts(keys, |k| k.1.clone()).into(),
         ],
+        Plans::PerCall,
     )?;
     for r in table {
         rows.insert(
@@ -538,7 +543,7 @@ fn lock_accounts(
     if create.is_empty() {
         return Ok(rows);
     }
-    spi_plans::run(
+    spi_plans::run_with(
         client,
         "batch_create_accounts",
         "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
@@ -555,6 +560,7 @@ fn lock_accounts(
                 .collect::<Vec<_>>()
                 .into(),
         ],
+        Plans::PerCall,
     )?;
     lock_account_rows(client, create.iter().map(|(k, _)| *k), &mut rows)?;
     // A failure's row must exist now (in REPEATABLE READ a row another
@@ -586,7 +592,7 @@ fn lock_ip_rows<'k>(
     keys: impl Iterator<Item = &'k IpKey> + Clone,
     rows: &mut HashMap<IpKey, SourceRow>,
 ) -> Result<(), AuditError> {
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "batch_lock_ips",
         LOCK_IPS,
@@ -595,6 +601,7 @@ fn lock_ip_rows<'k>(
             texts(keys.clone(), |k| k.0.clone()).into(),
             texts(keys, |k| k.1.to_string()).into(),
         ],
+        Plans::PerCall,
     )?;
     for r in table {
         rows.insert(
@@ -626,7 +633,7 @@ fn lock_ips(
     if create.is_empty() {
         return Ok(rows);
     }
-    spi_plans::run(
+    spi_plans::run_with(
         client,
         "batch_create_ips",
         "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) \
@@ -637,6 +644,7 @@ fn lock_ips(
             texts(create.iter(), |k| k.0.clone()).into(),
             texts(create.iter(), |k| k.1.to_string()).into(),
         ],
+        Plans::PerCall,
     )?;
     lock_ip_rows(client, create.iter().copied(), &mut rows)?;
     if create.iter().any(|k| !rows.contains_key(*k)) {
@@ -658,7 +666,7 @@ fn read_pairs(
     if keys.is_empty() {
         return Ok(rows);
     }
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "batch_read_pairs",
         "SELECT s.tenant_id, host(s.ip), s.user_id, s.failure_count, s.first_failure_at, \
@@ -672,6 +680,7 @@ fn read_pairs(
             texts(keys.keys(), |k| k.1.to_string()).into(),
             texts(keys.keys(), |k| k.2.clone()).into(),
         ],
+        Plans::PerCall,
     )?;
     for r in table {
         rows.insert(
@@ -717,7 +726,7 @@ fn insert_rows(client: &mut SpiClient<'_>, rows: &[NewRow]) -> Result<(), AuditE
         return Ok(());
     }
     let col = |f: &dyn Fn(&NewRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "batch_insert_rows",
         "INSERT INTO authaudit.auth_log (log_id, tenant_id, org_id, seq, event_type, user_id, ip, \
@@ -787,6 +796,7 @@ fn insert_rows(client: &mut SpiClient<'_>, rows: &[NewRow]) -> Result<(), AuditE
                 .collect::<Vec<_>>()
                 .into(),
         ],
+        Plans::PerCall,
     )?;
     if table.len() == rows.len() {
         return Ok(());
@@ -813,7 +823,7 @@ fn write_accounts(
         return Ok(());
     }
     let s = |r: &AccountRow| r.locked.state;
-    spi_plans::run(
+    spi_plans::run_with(
         client,
         "batch_write_accounts",
         "UPDATE authaudit.lockout_state s SET failure_count = k.fc, first_failure_at = k.ff, \
@@ -907,6 +917,7 @@ fn write_accounts(
                 .collect::<Vec<_>>()
                 .into(),
         ],
+        Plans::PerCall,
     )?;
     Ok(())
 }
@@ -919,7 +930,7 @@ fn write_ips(
     if changed.is_empty() {
         return Ok(());
     }
-    spi_plans::run(
+    spi_plans::run_with(
         client,
         "batch_write_ips",
         "UPDATE authaudit.lockout_ip_state s SET failure_count = k.fc, first_failure_at = k.ff, \
@@ -961,6 +972,7 @@ fn write_ips(
                 .collect::<Vec<_>>()
                 .into(),
         ],
+        Plans::PerCall,
     )?;
     Ok(())
 }
@@ -973,7 +985,7 @@ fn write_pairs(
     if changed.is_empty() {
         return Ok(());
     }
-    spi_plans::run(
+    spi_plans::run_with(
         client,
         "batch_write_pairs",
         "INSERT INTO authaudit.lockout_ip_account_state AS s \
@@ -1000,6 +1012,7 @@ fn write_pairs(
             changed.iter().map(|(_, r)| ts(r.state.first_failure_us)).collect::<Vec<_>>().into(),
             changed.iter().map(|(_, r)| ts(r.state.blocked_until_us)).collect::<Vec<_>>().into(),
         ],
+        Plans::PerCall,
     )?;
     Ok(())
 }
