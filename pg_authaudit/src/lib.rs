@@ -22,6 +22,7 @@ mod log_redaction;
 mod record;
 mod record_batch;
 mod retention;
+mod row_writes;
 mod scope;
 mod shmem;
 mod spi_plans;

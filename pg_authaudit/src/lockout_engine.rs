@@ -14,14 +14,14 @@
 //! which cannot move while this transaction holds their locks.
 
 use crate::error::AuditError;
+use crate::row_writes::Target;
 use crate::sql_values::{Inet, Tid};
 use crate::state_rows::{self, Read};
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::lockout::{AccountState, Increment, IpState, Policy};
-use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
-use pgrx::pg_sys::BuiltinOid::{INETOID, TEXTOID};
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::pg_sys::BuiltinOid::TEXTOID;
+use pgrx::spi::SpiClient;
 use pgrx::IntoDatum;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -146,37 +146,21 @@ pub struct Held {
     pub source: Option<LockedSource>,
 }
 
-fn micros(r: &SpiHeapTupleData<'_>, i: usize) -> Result<Option<i64>, AuditError> {
-    Ok(r.get::<TimestampWithTimeZone>(i)?.map(time::unix_micros))
-}
-
-/// An account from columns `first ..` of a row: `failure_count,
-/// first_failure_at, last_failure_at, locked, locked_at, locked_until,
-/// lock_count, org_id`.
-pub fn read_account(r: &SpiHeapTupleData<'_>, first: usize) -> Result<LockedAccount, AuditError> {
-    Ok(LockedAccount {
+/// An account's state row as found.
+pub fn account(f: &state_rows::Found) -> LockedAccount {
+    LockedAccount {
         state: AccountState {
-            failure_count: r.get(first)?.unwrap_or(0),
-            first_failure_us: micros(r, first + 1)?,
-            last_failure_us: micros(r, first + 2)?,
-            locked: r.get(first + 3)?.unwrap_or(false),
-            locked_at_us: micros(r, first + 4)?,
-            locked_until_us: micros(r, first + 5)?,
-            lock_count: r.get(first + 6)?.unwrap_or(0),
+            failure_count: f.get(c"failure_count").unwrap_or(0),
+            first_failure_us: f.get(c"first_failure_at").map(time::unix_micros),
+            last_failure_us: f.get(c"last_failure_at").map(time::unix_micros),
+            locked: f.get(c"locked").unwrap_or(false),
+            locked_at_us: f.get(c"locked_at").map(time::unix_micros),
+            locked_until_us: f.get(c"locked_until").map(time::unix_micros),
+            lock_count: f.get(c"lock_count").unwrap_or(0),
         },
-        org: r.get(first + 7)?,
-        tid: None,
-    })
-}
-
-/// An IP state from columns `first ..` (`failure_count, first_failure_at,
-/// blocked_until`).
-pub fn read_ip(r: &SpiHeapTupleData<'_>, first: usize) -> Result<IpState, AuditError> {
-    Ok(IpState {
-        failure_count: r.get(first)?.unwrap_or(0),
-        first_failure_us: micros(r, first + 1)?,
-        blocked_until_us: micros(r, first + 2)?,
-    })
+        org: f.get(c"org_id"),
+        tid: Some(f.tid),
+    }
 }
 
 /// The account's row, locked (`None`: it has none).
@@ -187,19 +171,7 @@ fn lock_account(tenant: &str, user: &str) -> Result<Option<LockedAccount>, Audit
         c"lockout_state_pkey",
         &key,
         Read::Lock,
-        |f| LockedAccount {
-            state: AccountState {
-                failure_count: f.get(c"failure_count").unwrap_or(0),
-                first_failure_us: f.get(c"first_failure_at").map(time::unix_micros),
-                last_failure_us: f.get(c"last_failure_at").map(time::unix_micros),
-                locked: f.get(c"locked").unwrap_or(false),
-                locked_at_us: f.get(c"locked_at").map(time::unix_micros),
-                locked_until_us: f.get(c"locked_until").map(time::unix_micros),
-                lock_count: f.get(c"lock_count").unwrap_or(0),
-            },
-            org: f.get(c"org_id"),
-            tid: Some(f.tid),
-        },
+        account,
     )
 }
 
@@ -207,7 +179,8 @@ fn datum(text: &str) -> pg_sys::Datum {
     text.into_datum().expect("text is not null")
 }
 
-fn ip_state(f: &state_rows::Found) -> IpState {
+/// An IP or (IP, account) state row as found.
+pub fn ip_state(f: &state_rows::Found) -> IpState {
     IpState {
         failure_count: f.get(c"failure_count").unwrap_or(0),
         first_failure_us: f.get(c"first_failure_at").map(time::unix_micros),
@@ -215,14 +188,49 @@ fn ip_state(f: &state_rows::Found) -> IpState {
     }
 }
 
-const CREATE_ACCOUNT: &str = "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
-     VALUES ($1, $2, $3) ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING RETURNING ctid";
+/// When this transaction began, as `now()`.
+pub fn now_datum() -> Option<pg_sys::Datum> {
+    // SAFETY: reads the transaction's start time.
+    Some(pg_sys::Datum::from(unsafe {
+        pg_sys::GetCurrentTransactionStartTimestamp()
+    }))
+}
+
+/// Creates the account's empty row, belonging to `org` (`None`: another
+/// session created it meanwhile).
+fn create_account(tenant: &str, user: &str, org: Option<&str>) -> Result<Option<Tid>, AuditError> {
+    Target::open(c"lockout_state")?.insert_new(
+        &[
+            (c"tenant_id", Some(datum(tenant))),
+            (c"user_id", Some(datum(user))),
+            (c"org_id", org.map(datum)),
+            (c"failure_count", 0i32.into_datum()),
+            (c"locked", false.into_datum()),
+            (c"lock_count", 0i32.into_datum()),
+            (c"updated_at", now_datum()),
+        ],
+        c"lockout_state_pkey",
+    )
+}
+
+/// Creates the source IP's empty row (`None`: another session created it
+/// meanwhile).
+fn create_ip(tenant: &str, ip: Inet) -> Result<Option<Tid>, AuditError> {
+    Target::open(c"lockout_ip_state")?.insert_new(
+        &[
+            (c"tenant_id", Some(datum(tenant))),
+            (c"ip", Some(ip.datum)),
+            (c"failure_count", 0i32.into_datum()),
+            (c"updated_at", now_datum()),
+        ],
+        c"lockout_ip_state_pkey",
+    )
+}
 
 /// Locks the rows an event's lockout step reads: the account's (created,
 /// belonging to `org`, when `create` and it has none) and then, when `ip`
 /// is given, the source's.
 pub fn lock(
-    client: &mut SpiClient<'_>,
     tenant: &str,
     user: &str,
     org: Option<&str>,
@@ -238,28 +246,19 @@ pub fn lock(
                     source: None,
                 })
             }
-            None => {
-                let created = spi_plans::run(
-                    client,
-                    "engine_create_account",
-                    CREATE_ACCOUNT,
-                    &[TEXTOID, TEXTOID, TEXTOID],
-                    &[tenant.into(), user.into(), org.into()],
-                )?;
-                if created.is_empty() {
-                    // Another session created it meanwhile: lock its row.
-                    continue;
-                }
-                LockedAccount {
+            None => match create_account(tenant, user, org)? {
+                // Another session created it meanwhile: lock its row.
+                None => continue,
+                Some(tid) => LockedAccount {
                     state: AccountState::default(),
                     org: org.map(str::to_owned),
-                    tid: created.first().get::<Tid>(1)?,
-                }
-            }
+                    tid: Some(tid),
+                },
+            },
         };
         let source = match ip {
             None => None,
-            Some(ip) => Some(lock_source(client, tenant, ip, user)?),
+            Some(ip) => Some(lock_source(tenant, ip, user)?),
         };
         return Ok(Held {
             account: Some(account),
@@ -269,18 +268,10 @@ pub fn lock(
     Err(AuditError::ConcurrentFirstEvent)
 }
 
-const CREATE_IP: &str = "INSERT INTO authaudit.lockout_ip_state (tenant_id, ip) VALUES ($1, $2) \
-     ON CONFLICT ON CONSTRAINT lockout_ip_state_pkey DO NOTHING RETURNING ctid";
-
 /// The source IP's row (locked, created when missing) and the (IP,
 /// account) pair's state. Called with the account's row locked: only its
 /// holder writes the pair's row.
-fn lock_source(
-    client: &mut SpiClient<'_>,
-    tenant: &str,
-    ip: Inet,
-    user: &str,
-) -> Result<LockedSource, AuditError> {
+fn lock_source(tenant: &str, ip: Inet, user: &str) -> Result<LockedSource, AuditError> {
     let pair = state_rows::by_key(
         c"lockout_ip_account_state",
         c"lockout_ip_account_state_pkey",
@@ -308,14 +299,7 @@ fn lock_source(
                 pair_tid,
             });
         }
-        let created = spi_plans::run(
-            client,
-            "engine_create_ip",
-            CREATE_IP,
-            &[TEXTOID, INETOID],
-            &[tenant.into(), ip.into()],
-        )?;
-        if let Some(ip_tid) = created.first().get::<Tid>(1).ok().flatten() {
+        if let Some(ip_tid) = create_ip(tenant, ip)? {
             return Ok(LockedSource {
                 ip: IpState::default(),
                 ip_tid,

@@ -21,6 +21,7 @@
 use crate::error::{AuditError, SqlResult};
 use crate::heads;
 use crate::lockout_engine::{self as engine, Held, LockedAccount};
+use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Jsonb};
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
@@ -33,8 +34,7 @@ use pgrx::datum::{DatumWithOid, TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{
-    BOOLOID, BYTEAOID, INETOID, INT4OID, INT8OID, JSONBOID, TEXTOID, TIDOID, TIMESTAMPTZOID,
-    UUIDOID,
+    BYTEAOID, INETOID, INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID,
 };
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -199,52 +199,6 @@ macro_rules! insert_row {
     };
 }
 
-/// The account's new state (`$17` ‥ `$24`: `$24` whether the event is a
-/// failure, whose IP the row keeps; `$25` the row's position), written only
-/// when the event's row went in (a retry's log id is recorded already).
-macro_rules! write_account {
-    () => {
-        "a AS (UPDATE authaudit.lockout_state SET failure_count = $17, first_failure_at = $18, \
-         last_failure_at = $19, locked = $20, locked_at = $21, locked_until = $22, lock_count = $23, \
-         first_failure_ip = CASE WHEN $17 = 0 THEN NULL \
-                                 WHEN $17 = 1 AND $24 AND $7 IS NOT NULL THEN $7 \
-                                 ELSE first_failure_ip END, \
-         last_failure_ip = CASE WHEN $24 AND $7 IS NOT NULL THEN $7 ELSE last_failure_ip END, \
-         last_log_id = $1, last_seq = $4, updated_at = now() \
-         WHERE ctid = $25 AND tenant_id = $2 AND user_id = $6 AND EXISTS (SELECT FROM r))"
-    };
-}
-
-/// The source IP's new state (`$26` ‥ `$28`; `$29`: whether it changed;
-/// `$34` the IP row's position), then the (IP, account) pair's (`$30` ‥
-/// `$32`; `$33`: whether it changed), inserted when the pair has no row yet
-/// (`write_new_pair`) or updated at `$35` (`write_pair`). Only the holder of
-/// the account's lock writes a pair's row, so the two cannot race.
-macro_rules! write_ip {
-    () => {
-        "i AS (UPDATE authaudit.lockout_ip_state SET failure_count = $26, first_failure_at = $27, \
-         blocked_until = $28, updated_at = now() \
-         WHERE $29 AND ctid = $34 AND tenant_id = $2 AND ip = $7 AND EXISTS (SELECT FROM r))"
-    };
-}
-
-macro_rules! write_new_pair {
-    () => {
-        "p AS (INSERT INTO authaudit.lockout_ip_account_state \
-               (tenant_id, ip, user_id, failure_count, first_failure_at, blocked_until) \
-               SELECT $2, $7, $6, $30, $31, $32 WHERE $33 AND EXISTS (SELECT FROM r))"
-    };
-}
-
-macro_rules! write_pair {
-    () => {
-        "p AS (UPDATE authaudit.lockout_ip_account_state SET failure_count = $30, \
-               first_failure_at = $31, blocked_until = $32, updated_at = now() \
-         WHERE $33 AND ctid = $35 AND tenant_id = $2 AND ip = $7 AND user_id = $6 \
-           AND EXISTS (SELECT FROM r))"
-    };
-}
-
 const ROW_TYPES: [PgBuiltInOids; 16] = [
     UUIDOID,
     TEXTOID,
@@ -263,43 +217,6 @@ const ROW_TYPES: [PgBuiltInOids; 16] = [
     BYTEAOID,
     BYTEAOID,
 ];
-const ACCOUNT_TYPES: [PgBuiltInOids; 9] = [
-    INT4OID,
-    TIMESTAMPTZOID,
-    TIMESTAMPTZOID,
-    BOOLOID,
-    TIMESTAMPTZOID,
-    TIMESTAMPTZOID,
-    INT4OID,
-    BOOLOID,
-    TIDOID,
-];
-const SOURCE_TYPES: [PgBuiltInOids; 9] = [
-    INT4OID,
-    TIMESTAMPTZOID,
-    TIMESTAMPTZOID,
-    BOOLOID,
-    INT4OID,
-    TIMESTAMPTZOID,
-    TIMESTAMPTZOID,
-    BOOLOID,
-    TIDOID,
-];
-
-use pgrx::PgBuiltInOids;
-
-fn concat_types<const N: usize>(parts: &[&[PgBuiltInOids]]) -> [PgBuiltInOids; N] {
-    let mut out = [UUIDOID; N];
-    let mut i = 0;
-    for p in parts {
-        for t in *p {
-            out[i] = *t;
-            i += 1;
-        }
-    }
-    out
-}
-
 /// What an event's row carries to the write statement: the engine's
 /// decision and the rows it locked.
 struct Writes {
@@ -319,7 +236,7 @@ fn insert(
     next: &ChainHead,
     writes: Option<&Writes>,
 ) -> Result<Option<Row>, AuditError> {
-    let mut args: Vec<DatumWithOid<'_>> = vec![
+    let args: Vec<DatumWithOid<'_>> = vec![
         e.log_id.into(),
         e.tenant.into(),
         e.org.into(),
@@ -337,109 +254,92 @@ fn insert(
         next.sha512.as_slice().into(),
         next.sha3_256.as_slice().into(),
     ];
-    // A state write always comes with the account's (a failure writes it).
-    let account = writes.and_then(|w| {
-        let tid = w.held.account.as_ref().and_then(|a| a.tid);
-        w.effect.account.zip(tid).map(|(a, tid)| (w, a, tid))
-    });
-    let table = match account {
-        None => spi_plans::run(client, "record_row", insert_row!(), &ROW_TYPES, &args)?,
-        Some((w, a, tid)) => {
-            args.extend([
-                a.failure_count.into(),
-                ts(a.first_failure_us).into(),
-                ts(a.last_failure_us).into(),
-                a.locked.into(),
-                ts(a.locked_at_us).into(),
-                ts(a.locked_until_us).into(),
-                a.lock_count.into(),
-                (w.kind == Kind::Failure).into(),
-                tid.into(),
-            ]);
-            match w
-                .held
-                .source
-                .filter(|_| w.effect.ip.is_some() || w.effect.pair.is_some())
-            {
-                None => spi_plans::run(
-                    client,
-                    "record_row_account",
-                    concat!(
-                        "WITH r AS (",
-                        insert_row!(),
-                        "), ",
-                        write_account!(),
-                        " SELECT r.l FROM r"
-                    ),
-                    &concat_types::<25>(&[&ROW_TYPES, &ACCOUNT_TYPES]),
-                    &args,
-                )?,
-                Some(source) => {
-                    let ip = w.effect.ip.unwrap_or_default();
-                    let pair = w.effect.pair.unwrap_or_default();
-                    args.extend([
-                        ip.failure_count.into(),
-                        ts(ip.first_failure_us).into(),
-                        ts(ip.blocked_until_us).into(),
-                        w.effect.ip.is_some().into(),
-                        pair.failure_count.into(),
-                        ts(pair.first_failure_us).into(),
-                        ts(pair.blocked_until_us).into(),
-                        w.effect.pair.is_some().into(),
-                        source.ip_tid.into(),
-                    ]);
-                    match source.pair_tid {
-                        None => spi_plans::run(
-                            client,
-                            "record_row_account_source",
-                            concat!(
-                                "WITH r AS (",
-                                insert_row!(),
-                                "), ",
-                                write_account!(),
-                                ", ",
-                                write_ip!(),
-                                ", ",
-                                write_new_pair!(),
-                                " SELECT r.l FROM r"
-                            ),
-                            &concat_types::<34>(&[&ROW_TYPES, &ACCOUNT_TYPES, &SOURCE_TYPES]),
-                            &args,
-                        )?,
-                        Some(pair_tid) => {
-                            args.push(pair_tid.into());
-                            spi_plans::run(
-                                client,
-                                "record_row_account_source_pair",
-                                concat!(
-                                    "WITH r AS (",
-                                    insert_row!(),
-                                    "), ",
-                                    write_account!(),
-                                    ", ",
-                                    write_ip!(),
-                                    ", ",
-                                    write_pair!(),
-                                    " SELECT r.l FROM r"
-                                ),
-                                &concat_types::<35>(&[
-                                    &ROW_TYPES,
-                                    &ACCOUNT_TYPES,
-                                    &SOURCE_TYPES,
-                                    &[TIDOID],
-                                ]),
-                                &args,
-                            )?
-                        }
-                    }
-                }
-            }
-        }
-    };
+    let table = spi_plans::run(client, "record_row", insert_row!(), &ROW_TYPES, &args)?;
     if table.is_empty() {
         return Ok(None);
     }
-    Ok(table.first().get::<Row>(1)?)
+    let row = table.first().get::<Row>(1)?;
+    if let Some(w) = writes {
+        write_states(e, seq, w)?;
+    }
+    Ok(row)
+}
+
+fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
+    ts(us).and_then(IntoDatum::into_datum)
+}
+
+/// Writes the state rows the event changed, once its row went in: the
+/// account's (a failure keeps its source IP as the last and, when it is the
+/// first of a run, the first), then the source IP's and the (IP, account)
+/// pair's. A state write always comes with the account's.
+fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
+    let Some((a, tid)) = w
+        .effect
+        .account
+        .zip(w.held.account.as_ref().and_then(|a| a.tid))
+    else {
+        return Ok(());
+    };
+    let now = engine::now_datum();
+    let failure_ip = e.ip.filter(|_| w.kind == Kind::Failure).map(|ip| ip.datum);
+    let mut columns: Vec<Column> = vec![
+        (c"failure_count", a.failure_count.into_datum()),
+        (c"first_failure_at", timestamp(a.first_failure_us)),
+        (c"last_failure_at", timestamp(a.last_failure_us)),
+        (c"locked", a.locked.into_datum()),
+        (c"locked_at", timestamp(a.locked_at_us)),
+        (c"locked_until", timestamp(a.locked_until_us)),
+        (c"lock_count", a.lock_count.into_datum()),
+        (c"last_log_id", e.log_id.into_datum()),
+        (c"last_seq", seq.into_datum()),
+        (c"updated_at", now),
+    ];
+    if a.failure_count == 0 {
+        columns.push((c"first_failure_ip", None));
+    } else if let (1, Some(ip)) = (a.failure_count, failure_ip) {
+        columns.push((c"first_failure_ip", Some(ip)));
+    }
+    if let Some(ip) = failure_ip {
+        columns.push((c"last_failure_ip", Some(ip)));
+    }
+    Target::open(c"lockout_state")?.update(tid, &columns)?;
+    let Some(source) = w.held.source else {
+        return Ok(());
+    };
+    if let Some(ip) = w.effect.ip {
+        Target::open(c"lockout_ip_state")?.update(
+            source.ip_tid,
+            &[
+                (c"failure_count", ip.failure_count.into_datum()),
+                (c"first_failure_at", timestamp(ip.first_failure_us)),
+                (c"blocked_until", timestamp(ip.blocked_until_us)),
+                (c"updated_at", now),
+            ],
+        )?;
+    }
+    if let (Some(pair), Some(addr)) = (w.effect.pair, e.ip) {
+        let state = [
+            (c"failure_count", pair.failure_count.into_datum()),
+            (c"first_failure_at", timestamp(pair.first_failure_us)),
+            (c"blocked_until", timestamp(pair.blocked_until_us)),
+            (c"updated_at", now),
+        ];
+        let mut target = Target::open(c"lockout_ip_account_state")?;
+        match source.pair_tid {
+            Some(pair_tid) => target.update(pair_tid, &state)?,
+            None => {
+                let mut row = vec![
+                    (c"tenant_id", e.tenant.into_datum()),
+                    (c"ip", Some(addr.datum)),
+                    (c"user_id", e.user.into_datum()),
+                ];
+                row.extend(state);
+                target.insert(&row)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 const EXISTING: &str = "SELECT l, l.tenant_id = $2 AND l.org_id IS NOT DISTINCT FROM $3 \
@@ -524,7 +424,7 @@ pub fn record(
         Some(kind) => {
             let policy = engine::policy(client, e.tenant)?;
             let ip = e.ip.filter(|_| kind.counts_ip(true));
-            let held = engine::lock(client, e.tenant, e.user, e.org, ip, kind == Kind::Failure)?;
+            let held = engine::lock(e.tenant, e.user, e.org, ip, kind == Kind::Failure)?;
             check_reach(&e, writer_org, held.account.as_ref())?;
             let before = Before {
                 account: held.account.as_ref().map(|a| a.state).unwrap_or_default(),

@@ -15,8 +15,10 @@ use crate::error::AuditError;
 use crate::heads;
 use crate::lockout_engine::{self as engine, LockedAccount};
 use crate::record::{body, check_reach, existing, final_metadata, now_us, Args, Event};
+use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
-use crate::sql_values::{Inet, Jsonb};
+use crate::sql_values::{Inet, Jsonb, Tid};
+use crate::state_rows::{Probe, Read};
 use crate::{gucs, scope, time};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{Channel, EventType};
@@ -25,8 +27,8 @@ use authaudit_core::lockout_effect::{step, Before, Kind};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::BuiltinOid::{
-    BOOLARRAYOID, BYTEAARRAYOID, INETARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID,
-    TEXTARRAYOID, TIMESTAMPTZARRAYOID, UUIDARRAYOID,
+    BYTEAARRAYOID, INETARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID, TEXTARRAYOID,
+    TIMESTAMPTZARRAYOID, UUIDARRAYOID,
 };
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -118,9 +120,11 @@ struct AccountRow {
     changed: bool,
 }
 
-/// An IP or (IP, account) state while the batch runs.
+/// An IP or (IP, account) state while the batch runs, with its row's
+/// position (`None`: a pair without a row yet).
 struct SourceRow {
     state: IpState,
+    tid: Option<Tid>,
     changed: bool,
 }
 
@@ -145,12 +149,6 @@ struct NewRow {
 type AccountKey = (String, String);
 type IpKey = (String, IpAddr);
 type PairKey = (String, IpAddr, String);
-
-/// An address as `host(inet)` writes it.
-fn addr(text: Option<String>) -> IpAddr {
-    text.and_then(|t| t.parse().ok())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-}
 
 /// Records `events`; returns their log ids in input order.
 #[pg_extern(volatile, parallel_unsafe, name = "_record_events")]
@@ -206,10 +204,10 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
     // An organisation's writer affects accounts of its organisation only
     // (checked again under the row locks).
     refuse_foreign_accounts(client, &checked, &writer_orgs)?;
-    let recorded = recorded_ids(client, &checked)?;
+    let recorded = recorded_ids(&checked)?;
     let mut accounts = lock_accounts(client, &checked)?;
     let mut ips = lock_ips(client, &checked)?;
-    let mut pairs = read_pairs(client, &checked)?;
+    let mut pairs = read_pairs(&checked)?;
 
     let mut order: Vec<usize> = (0..checked.len()).collect();
     order.sort_by(|a, b| checked[*a].tenant.cmp(checked[*b].tenant).then(a.cmp(b)));
@@ -285,22 +283,10 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 account_changed = true;
             }
             if let (Some(next), Some(k)) = (effect.ip, ip_key) {
-                ips.insert(
-                    k,
-                    SourceRow {
-                        state: next,
-                        changed: true,
-                    },
-                );
+                changes(&mut ips, k, next);
             }
             if let (Some(next), Some(k)) = (effect.pair, pair_key) {
-                pairs.insert(
-                    k,
-                    SourceRow {
-                        state: next,
-                        changed: true,
-                    },
-                );
+                changes(&mut pairs, k, next);
             }
         }
         let (metadata, text) = final_metadata(e, &facts);
@@ -336,10 +322,21 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
         }
     }
     insert_rows(client, &rows)?;
-    write_accounts(client, &accounts)?;
-    write_ips(client, &ips)?;
-    write_pairs(client, &pairs)?;
+    write_accounts(&accounts)?;
+    write_ips(&ips)?;
+    write_pairs(&pairs)?;
     Ok(checked.iter().map(|e| e.log_id).collect())
+}
+
+/// Sets the state of row `key` (its position kept) in memory.
+fn changes<K: std::hash::Hash + Eq>(rows: &mut HashMap<K, SourceRow>, key: K, next: IpState) {
+    let row = rows.entry(key).or_insert(SourceRow {
+        state: next,
+        tid: None,
+        changed: true,
+    });
+    row.state = next;
+    row.changed = true;
 }
 
 fn is_array(j: Jsonb) -> bool {
@@ -448,63 +445,49 @@ fn refuse_foreign_accounts(
     Ok(())
 }
 
-fn recorded_ids(
-    client: &mut SpiClient<'_>,
-    events: &[Event<'_>],
-) -> Result<HashSet<[u8; 16]>, AuditError> {
-    let ids: Vec<Uuid> = events.iter().map(|e| e.log_id).collect();
-    let table = spi_plans::run_with(
-        client,
-        "batch_recorded",
-        "SELECT log_id FROM authaudit.auth_log WHERE log_id = ANY ($1)",
-        &[UUIDARRAYOID],
-        &[ids.into()],
-        Plans::PerCall,
-    )?;
+fn recorded_ids(events: &[Event<'_>]) -> Result<HashSet<[u8; 16]>, AuditError> {
+    let mut probe = Probe::open(c"auth_log", c"auth_log_pkey")?;
     let mut found = HashSet::new();
-    for r in table {
-        if let Some(id) = r.get::<Uuid>(1)? {
-            found.insert(*id.as_bytes());
+    for e in events {
+        let key = [e.log_id.into_datum().expect("a uuid")];
+        if probe.find(&key, Read::Plain, |_| ())?.is_some() {
+            found.insert(*e.log_id.as_bytes());
         }
     }
     Ok(found)
 }
 
-const LOCK_ACCOUNTS: &str = "SELECT s.tenant_id, s.user_id, host(s.first_failure_ip), \
-        host(s.last_failure_ip), s.failure_count, s.first_failure_at, s.last_failure_at, \
-        s.locked, s.locked_at, s.locked_until, s.lock_count, s.org_id \
-   FROM authaudit.lockout_state s \
-   JOIN unnest($1::text[], $2::text[]) AS k(t, u) ON s.tenant_id = k.t AND s.user_id = k.u \
-  ORDER BY s.tenant_id, s.user_id FOR UPDATE OF s";
+fn text_datum(text: &str) -> pg_sys::Datum {
+    text.into_datum().expect("text is not null")
+}
 
-/// Locks the account rows of `keys` that exist, in one order, into `rows`.
+/// An address as an `inet` datum (a host address, as the rows hold it).
+fn inet_datum(addr: &IpAddr) -> pg_sys::Datum {
+    to_inet(&addr.to_string()).datum
+}
+
+/// Locks the account rows of `keys` that exist, in their order, into `rows`.
 fn lock_account_rows<'k>(
-    client: &mut SpiClient<'_>,
-    keys: impl Iterator<Item = &'k AccountKey> + Clone,
+    keys: impl Iterator<Item = &'k AccountKey>,
     rows: &mut HashMap<AccountKey, AccountRow>,
 ) -> Result<(), AuditError> {
-    let table = spi_plans::run_with(
-        client,
-        "batch_lock_accounts",
-        LOCK_ACCOUNTS,
-        &[TEXTARRAYOID, TEXTARRAYOID],
-        &[
-            texts(keys.clone(), |k| k.0.clone()).into(),
-            texts(keys, |k| k.1.clone()).into(),
-        ],
-        Plans::PerCall,
-    )?;
-    for r in table {
-        rows.insert(
-            (r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default()),
-            AccountRow {
-                first_ip: r.get(3)?,
-                last_ip: r.get(4)?,
-                locked: engine::read_account(&r, 5)?,
-                last: None,
-                changed: false,
-            },
-        );
+    let mut probe = Probe::open(c"lockout_state", c"lockout_state_pkey")?;
+    for k in keys {
+        let key = [text_datum(&k.0), text_datum(&k.1)];
+        let row = probe.find(&key, Read::Lock, |f| AccountRow {
+            first_ip: f
+                .get::<Inet>(c"first_failure_ip")
+                .map(|i| i.addr.to_string()),
+            last_ip: f
+                .get::<Inet>(c"last_failure_ip")
+                .map(|i| i.addr.to_string()),
+            locked: engine::account(f),
+            last: None,
+            changed: false,
+        })?;
+        if let Some(row) = row {
+            rows.insert(k.clone(), row);
+        }
     }
     Ok(())
 }
@@ -534,7 +517,7 @@ fn lock_accounts(
     if touched.is_empty() {
         return Ok(rows);
     }
-    lock_account_rows(client, touched.keys(), &mut rows)?;
+    lock_account_rows(touched.keys(), &mut rows)?;
     let create: Vec<(&AccountKey, &Option<String>)> = touched
         .iter()
         .filter(|(k, _)| !rows.contains_key(*k))
@@ -562,7 +545,7 @@ fn lock_accounts(
         ],
         Plans::PerCall,
     )?;
-    lock_account_rows(client, create.iter().map(|(k, _)| *k), &mut rows)?;
+    lock_account_rows(create.iter().map(|(k, _)| *k), &mut rows)?;
     // A failure's row must exist now (in REPEATABLE READ a row another
     // transaction created meanwhile stays invisible).
     if create.iter().any(|(k, _)| !rows.contains_key(*k)) {
@@ -580,37 +563,22 @@ fn failure_sources<'e>(events: &'e [Event<'e>]) -> impl Iterator<Item = (&'e Eve
     })
 }
 
-const LOCK_IPS: &str = "SELECT s.tenant_id, host(s.ip), s.failure_count, s.first_failure_at, \
-        s.blocked_until \
-   FROM authaudit.lockout_ip_state s \
-   JOIN unnest($1::text[], $2::text[]) AS k(t, a) ON s.tenant_id = k.t AND s.ip = k.a::inet \
-  ORDER BY s.tenant_id, s.ip FOR UPDATE OF s";
-
-/// Locks the IP rows of `keys` that exist, in one order, into `rows`.
+/// Locks the IP rows of `keys` that exist, in their order, into `rows`.
 fn lock_ip_rows<'k>(
-    client: &mut SpiClient<'_>,
-    keys: impl Iterator<Item = &'k IpKey> + Clone,
+    keys: impl Iterator<Item = &'k IpKey>,
     rows: &mut HashMap<IpKey, SourceRow>,
 ) -> Result<(), AuditError> {
-    let table = spi_plans::run_with(
-        client,
-        "batch_lock_ips",
-        LOCK_IPS,
-        &[TEXTARRAYOID, TEXTARRAYOID],
-        &[
-            texts(keys.clone(), |k| k.0.clone()).into(),
-            texts(keys, |k| k.1.to_string()).into(),
-        ],
-        Plans::PerCall,
-    )?;
-    for r in table {
-        rows.insert(
-            (r.get(1)?.unwrap_or_default(), addr(r.get(2)?)),
-            SourceRow {
-                state: engine::read_ip(&r, 3)?,
-                changed: false,
-            },
-        );
+    let mut probe = Probe::open(c"lockout_ip_state", c"lockout_ip_state_pkey")?;
+    for k in keys {
+        let key = [text_datum(&k.0), inet_datum(&k.1)];
+        let row = probe.find(&key, Read::Lock, |f| SourceRow {
+            state: engine::ip_state(f),
+            tid: Some(f.tid),
+            changed: false,
+        })?;
+        if let Some(row) = row {
+            rows.insert(k.clone(), row);
+        }
     }
     Ok(())
 }
@@ -628,7 +596,7 @@ fn lock_ips(
     if keys.is_empty() {
         return Ok(rows);
     }
-    lock_ip_rows(client, keys.keys(), &mut rows)?;
+    lock_ip_rows(keys.keys(), &mut rows)?;
     let create: Vec<&IpKey> = keys.keys().filter(|k| !rows.contains_key(*k)).collect();
     if create.is_empty() {
         return Ok(rows);
@@ -646,7 +614,7 @@ fn lock_ips(
         ],
         Plans::PerCall,
     )?;
-    lock_ip_rows(client, create.iter().copied(), &mut rows)?;
+    lock_ip_rows(create.iter().copied(), &mut rows)?;
     if create.iter().any(|k| !rows.contains_key(*k)) {
         return Err(AuditError::ConcurrentFirstEvent);
     }
@@ -655,10 +623,7 @@ fn lock_ips(
 
 /// The (IP, account) states of the batch's failures (their accounts' rows
 /// are locked: nobody else writes them meanwhile).
-fn read_pairs(
-    client: &mut SpiClient<'_>,
-    events: &[Event<'_>],
-) -> Result<HashMap<PairKey, SourceRow>, AuditError> {
+fn read_pairs(events: &[Event<'_>]) -> Result<HashMap<PairKey, SourceRow>, AuditError> {
     let keys: BTreeMap<PairKey, ()> = failure_sources(events)
         .map(|(e, ip)| ((e.tenant.to_owned(), ip.addr, e.user.to_owned()), ()))
         .collect();
@@ -666,34 +631,20 @@ fn read_pairs(
     if keys.is_empty() {
         return Ok(rows);
     }
-    let table = spi_plans::run_with(
-        client,
-        "batch_read_pairs",
-        "SELECT s.tenant_id, host(s.ip), s.user_id, s.failure_count, s.first_failure_at, \
-                s.blocked_until \
-           FROM authaudit.lockout_ip_account_state s \
-           JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, a, u) \
-             ON s.tenant_id = k.t AND s.ip = k.a::inet AND s.user_id = k.u",
-        &[TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
-        &[
-            texts(keys.keys(), |k| k.0.clone()).into(),
-            texts(keys.keys(), |k| k.1.to_string()).into(),
-            texts(keys.keys(), |k| k.2.clone()).into(),
-        ],
-        Plans::PerCall,
+    let mut probe = Probe::open(
+        c"lockout_ip_account_state",
+        c"lockout_ip_account_state_pkey",
     )?;
-    for r in table {
-        rows.insert(
-            (
-                r.get(1)?.unwrap_or_default(),
-                addr(r.get(2)?),
-                r.get(3)?.unwrap_or_default(),
-            ),
-            SourceRow {
-                state: engine::read_ip(&r, 4)?,
-                changed: false,
-            },
-        );
+    for k in keys.keys() {
+        let key = [text_datum(&k.0), inet_datum(&k.1), text_datum(&k.2)];
+        let row = probe.find(&key, Read::Plain, |f| SourceRow {
+            state: engine::ip_state(f),
+            tid: Some(f.tid),
+            changed: false,
+        })?;
+        if let Some(row) = row {
+            rows.insert(k.clone(), row);
+        }
     }
     Ok(rows)
 }
@@ -813,206 +764,93 @@ fn insert_rows(client: &mut SpiClient<'_>, rows: &[NewRow]) -> Result<(), AuditE
     Err(AuditError::ConcurrentLogId(lost))
 }
 
-fn write_accounts(
-    client: &mut SpiClient<'_>,
-    accounts: &HashMap<AccountKey, AccountRow>,
-) -> Result<(), AuditError> {
-    let changed: Vec<(&AccountKey, &AccountRow)> =
-        accounts.iter().filter(|(_, r)| r.changed).collect();
-    if changed.is_empty() {
+fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
+    ts(us).and_then(IntoDatum::into_datum)
+}
+
+fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), AuditError> {
+    let mut changed = accounts.values().filter(|r| r.changed).peekable();
+    if changed.peek().is_none() {
         return Ok(());
     }
-    let s = |r: &AccountRow| r.locked.state;
-    spi_plans::run_with(
-        client,
-        "batch_write_accounts",
-        "UPDATE authaudit.lockout_state s SET failure_count = k.fc, first_failure_at = k.ff, \
-            last_failure_at = k.lf, locked = k.l, locked_at = k.la, locked_until = k.lu, \
-            lock_count = k.lc, first_failure_ip = k.fi::inet, last_failure_ip = k.li::inet, \
-            last_log_id = k.id, last_seq = k.seq, updated_at = now() \
-           FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::timestamptz[], \
-                       $6::bool[], $7::timestamptz[], $8::timestamptz[], $9::int4[], $10::text[], \
-                       $11::text[], $12::uuid[], $13::int8[]) \
-             AS k(t, u, fc, ff, lf, l, la, lu, lc, fi, li, id, seq) \
-          WHERE s.tenant_id = k.t AND s.user_id = k.u",
-        &[
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            INT4ARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            BOOLARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            INT4ARRAYOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            UUIDARRAYOID,
-            INT8ARRAYOID,
-        ],
-        &[
-            changed
-                .iter()
-                .map(|(k, _)| k.0.clone())
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(k, _)| k.1.clone())
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| s(r).failure_count)
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| ts(s(r).first_failure_us))
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| ts(s(r).last_failure_us))
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| s(r).locked)
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| ts(s(r).locked_at_us))
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| ts(s(r).locked_until_us))
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| s(r).lock_count)
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| r.first_ip.clone())
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| r.last_ip.clone())
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| r.last.map(|l| l.0))
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| r.last.map(|l| l.1))
-                .collect::<Vec<_>>()
-                .into(),
-        ],
-        Plans::PerCall,
-    )?;
+    let mut target = Target::open(c"lockout_state")?;
+    for r in changed {
+        let s = r.locked.state;
+        let tid = r.locked.tid.expect("a locked row's position");
+        target.update(
+            tid,
+            &[
+                (c"failure_count", s.failure_count.into_datum()),
+                (c"first_failure_at", timestamp(s.first_failure_us)),
+                (c"last_failure_at", timestamp(s.last_failure_us)),
+                (c"locked", s.locked.into_datum()),
+                (c"locked_at", timestamp(s.locked_at_us)),
+                (c"locked_until", timestamp(s.locked_until_us)),
+                (c"lock_count", s.lock_count.into_datum()),
+                (
+                    c"first_failure_ip",
+                    r.first_ip.as_deref().map(|a| to_inet(a).datum),
+                ),
+                (
+                    c"last_failure_ip",
+                    r.last_ip.as_deref().map(|a| to_inet(a).datum),
+                ),
+                (c"last_log_id", r.last.and_then(|l| l.0.into_datum())),
+                (c"last_seq", r.last.and_then(|l| l.1.into_datum())),
+                (c"updated_at", engine::now_datum()),
+            ],
+        )?;
+    }
     Ok(())
 }
 
-fn write_ips(
-    client: &mut SpiClient<'_>,
-    ips: &HashMap<IpKey, SourceRow>,
-) -> Result<(), AuditError> {
-    let changed: Vec<(&IpKey, &SourceRow)> = ips.iter().filter(|(_, r)| r.changed).collect();
-    if changed.is_empty() {
+fn write_ips(ips: &HashMap<IpKey, SourceRow>) -> Result<(), AuditError> {
+    let mut changed = ips.values().filter(|r| r.changed).peekable();
+    if changed.peek().is_none() {
         return Ok(());
     }
-    spi_plans::run_with(
-        client,
-        "batch_write_ips",
-        "UPDATE authaudit.lockout_ip_state s SET failure_count = k.fc, first_failure_at = k.ff, \
-            blocked_until = k.bu, updated_at = now() \
-           FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::timestamptz[]) \
-             AS k(t, a, fc, ff, bu) \
-          WHERE s.tenant_id = k.t AND s.ip = k.a::inet",
-        &[
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            INT4ARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            TIMESTAMPTZARRAYOID,
-        ],
-        &[
-            changed
-                .iter()
-                .map(|(k, _)| k.0.clone())
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(k, _)| k.1.to_string())
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| r.state.failure_count)
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| ts(r.state.first_failure_us))
-                .collect::<Vec<_>>()
-                .into(),
-            changed
-                .iter()
-                .map(|(_, r)| ts(r.state.blocked_until_us))
-                .collect::<Vec<_>>()
-                .into(),
-        ],
-        Plans::PerCall,
-    )?;
+    let mut target = Target::open(c"lockout_ip_state")?;
+    for r in changed {
+        target.update(
+            r.tid.expect("a locked row's position"),
+            &[
+                (c"failure_count", r.state.failure_count.into_datum()),
+                (c"first_failure_at", timestamp(r.state.first_failure_us)),
+                (c"blocked_until", timestamp(r.state.blocked_until_us)),
+                (c"updated_at", engine::now_datum()),
+            ],
+        )?;
+    }
     Ok(())
 }
 
-fn write_pairs(
-    client: &mut SpiClient<'_>,
-    pairs: &HashMap<PairKey, SourceRow>,
-) -> Result<(), AuditError> {
-    let changed: Vec<(&PairKey, &SourceRow)> = pairs.iter().filter(|(_, r)| r.changed).collect();
-    if changed.is_empty() {
+/// Pairs are written under their accounts' row locks: a pair without a
+/// row gets one, nobody else creating it meanwhile.
+fn write_pairs(pairs: &HashMap<PairKey, SourceRow>) -> Result<(), AuditError> {
+    let mut changed = pairs.iter().filter(|(_, r)| r.changed).peekable();
+    if changed.peek().is_none() {
         return Ok(());
     }
-    spi_plans::run_with(
-        client,
-        "batch_write_pairs",
-        "INSERT INTO authaudit.lockout_ip_account_state AS s \
-            (tenant_id, ip, user_id, failure_count, first_failure_at, blocked_until) \
-         SELECT k.t, k.a::inet, k.u, k.fc, k.ff, k.bu \
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[], \
-                       $6::timestamptz[]) AS k(t, a, u, fc, ff, bu) \
-         ON CONFLICT ON CONSTRAINT lockout_ip_account_state_pkey DO UPDATE \
-            SET failure_count = EXCLUDED.failure_count, first_failure_at = EXCLUDED.first_failure_at, \
-                blocked_until = EXCLUDED.blocked_until, updated_at = now()",
-        &[
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            INT4ARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            TIMESTAMPTZARRAYOID,
-        ],
-        &[
-            changed.iter().map(|(k, _)| k.0.clone()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(k, _)| k.1.to_string()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(k, _)| k.2.clone()).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| r.state.failure_count).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(r.state.first_failure_us)).collect::<Vec<_>>().into(),
-            changed.iter().map(|(_, r)| ts(r.state.blocked_until_us)).collect::<Vec<_>>().into(),
-        ],
-        Plans::PerCall,
-    )?;
+    let mut target = Target::open(c"lockout_ip_account_state")?;
+    for (k, r) in changed {
+        let state = [
+            (c"failure_count", r.state.failure_count.into_datum()),
+            (c"first_failure_at", timestamp(r.state.first_failure_us)),
+            (c"blocked_until", timestamp(r.state.blocked_until_us)),
+            (c"updated_at", engine::now_datum()),
+        ];
+        match r.tid {
+            Some(tid) => target.update(tid, &state)?,
+            None => {
+                let mut row = vec![
+                    (c"tenant_id", Some(text_datum(&k.0))),
+                    (c"ip", Some(inet_datum(&k.1))),
+                    (c"user_id", Some(text_datum(&k.2))),
+                ];
+                row.extend(state);
+                target.insert(&row)?;
+            }
+        }
+    }
     Ok(())
 }

@@ -210,6 +210,10 @@ impl Tid {
     pub fn from_item_pointer(p: pg_sys::ItemPointerData) -> Tid {
         Tid(p)
     }
+
+    pub fn item_pointer(self) -> pg_sys::ItemPointerData {
+        self.0
+    }
 }
 
 impl FromDatum for Tid {

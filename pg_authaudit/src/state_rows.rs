@@ -8,6 +8,7 @@
 use crate::error::AuditError;
 use crate::sql_values::Tid;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use pgrx::FromDatum;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -53,9 +54,31 @@ fn attnum(relid: pg_sys::Oid, name: &'static CStr) -> i16 {
     })
 }
 
-fn relid(name: &CStr) -> Result<pg_sys::Oid, AuditError> {
-    // SAFETY: syscache lookups by name.
+thread_local! {
+    /// Table and index oids by name, forgotten on any relation cache
+    /// invalidation (the extension dropped and created again, say).
+    static RELIDS: RefCell<HashMap<&'static CStr, pg_sys::Oid>> = RefCell::new(HashMap::new());
+}
+
+static mut RELID_CALLBACK: bool = false;
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_relids(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    RELIDS.with(|r| r.borrow_mut().clear());
+}
+
+/// The oid of relation `name` of schema `authaudit`.
+pub fn relid(name: &'static CStr) -> Result<pg_sys::Oid, AuditError> {
+    if let Some(id) = RELIDS.with(|r| r.borrow().get(name).copied()) {
+        return Ok(id);
+    }
+    // SAFETY: syscache lookups by name; the callback is registered once per
+    // backend.
     unsafe {
+        if !RELID_CALLBACK {
+            pg_sys::CacheRegisterRelcacheCallback(Some(forget_relids), pg_sys::Datum::from(0));
+            RELID_CALLBACK = true;
+        }
         let nsp = pg_sys::get_namespace_oid(c"authaudit".as_ptr(), false);
         let id = pg_sys::get_relname_relid(name.as_ptr(), nsp);
         if id == pg_sys::InvalidOid {
@@ -63,6 +86,7 @@ fn relid(name: &CStr) -> Result<pg_sys::Oid, AuditError> {
                 name.to_string_lossy().into_owned(),
             ));
         }
+        RELIDS.with(|r| r.borrow_mut().insert(name, id));
         Ok(id)
     }
 }
@@ -76,100 +100,162 @@ pub enum Read {
     Plain,
 }
 
+/// Reads of one table by one unique index, with one snapshot: what a
+/// statement would see, for as many keys as needed.
+pub struct Probe {
+    table_id: pg_sys::Oid,
+    rel: pg_sys::Relation,
+    idx: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    /// Per key column: its type, collation and equality function.
+    columns: Vec<(pg_sys::Oid, pg_sys::Oid, pg_sys::RegProcedure)>,
+    slot: *mut pg_sys::TupleTableSlot,
+}
+
+impl Probe {
+    /// Opens `table` and its index `index`. What this transaction wrote
+    /// before (its statements just now included) is seen.
+    pub fn open(table: &'static CStr, index: &'static CStr) -> Result<Probe, AuditError> {
+        let (table_id, index_id) = (relid(table)?, relid(index)?);
+        // SAFETY: the table and index stay open (their locks kept to the
+        // end of the transaction, as a statement's are) until `Drop`; the
+        // snapshot is registered for as long.
+        unsafe {
+            pg_sys::CommandCounterIncrement();
+            let rel = pg_sys::table_open(table_id, pg_sys::RowShareLock as pg_sys::LOCKMODE);
+            let idx = pg_sys::index_open(index_id, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+            let n = (*(*idx).rd_index).indnkeyatts as usize;
+            let mut columns = Vec::with_capacity(n);
+            for i in 0..n {
+                let family = *(*idx).rd_opfamily.add(i);
+                let ty = *(*idx).rd_opcintype.add(i);
+                let op = pg_sys::get_opfamily_member(
+                    family,
+                    ty,
+                    ty,
+                    pg_sys::BTEqualStrategyNumber as i16,
+                );
+                columns.push((ty, *(*idx).rd_indcollation.add(i), pg_sys::get_opcode(op)));
+            }
+            let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+            Ok(Probe {
+                table_id,
+                rel,
+                idx,
+                snapshot,
+                columns,
+                slot,
+            })
+        }
+    }
+
+    /// Finds the row whose key equals `key` and hands it to `read` (`None`:
+    /// there is none).
+    pub fn find<T>(
+        &mut self,
+        key: &[pg_sys::Datum],
+        how: Read,
+        read: impl FnOnce(&Found) -> T,
+    ) -> Result<Option<T>, AuditError> {
+        assert_eq!(key.len(), self.columns.len(), "a whole key");
+        // SAFETY: the scan lives only in this block, over the open table
+        // and index; the slot is this probe's.
+        unsafe {
+            let mut keys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(key.len());
+            for (i, (value, (ty, collation, proc))) in key.iter().zip(&self.columns).enumerate() {
+                let mut k = std::mem::zeroed::<pg_sys::ScanKeyData>();
+                pg_sys::ScanKeyEntryInitialize(
+                    &mut k,
+                    0,
+                    (i + 1) as pg_sys::AttrNumber,
+                    pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                    *ty,
+                    *collation,
+                    *proc,
+                    *value,
+                );
+                keys.push(k);
+            }
+            pg_sys::ExecClearTuple(self.slot);
+            let scan =
+                pg_sys::index_beginscan(self.rel, self.idx, self.snapshot, keys.len() as i32, 0);
+            pg_sys::index_rescan(
+                scan,
+                keys.as_mut_ptr(),
+                keys.len() as i32,
+                std::ptr::null_mut(),
+                0,
+            );
+            let mut found = pg_sys::index_getnext_slot(
+                scan,
+                pg_sys::ScanDirection::ForwardScanDirection,
+                self.slot,
+            );
+            pg_sys::index_endscan(scan);
+            if found && how == Read::Lock {
+                let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32;
+                let mut tid = (*self.slot).tts_tid;
+                let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
+                let flags = if repeatable {
+                    0
+                } else {
+                    pg_sys::TUPLE_LOCK_FLAG_FIND_LAST_VERSION as u8
+                };
+                let result = pg_sys::table_tuple_lock(
+                    self.rel,
+                    &mut tid,
+                    self.snapshot,
+                    self.slot,
+                    pg_sys::GetCurrentCommandId(false),
+                    pg_sys::LockTupleMode::LockTupleExclusive,
+                    pg_sys::LockWaitPolicy::LockWaitBlock,
+                    flags,
+                    &mut tmfd,
+                );
+                match result {
+                    pg_sys::TM_Result::TM_Ok | pg_sys::TM_Result::TM_SelfModified => {}
+                    pg_sys::TM_Result::TM_Deleted if !repeatable => found = false,
+                    _ => return Err(AuditError::ConcurrentUpdate),
+                }
+            }
+            if !found {
+                return Ok(None);
+            }
+            let f = Found {
+                slot: self.slot,
+                relid: self.table_id,
+                tid: Tid::from_item_pointer((*self.slot).tts_tid),
+            };
+            Ok(Some(read(&f)))
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // After an error the transaction's abort releases all of it.
+        if std::thread::panicking() {
+            return;
+        }
+        // SAFETY: releases what `open` took, once.
+        unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::UnregisterSnapshot(self.snapshot);
+            pg_sys::index_close(self.idx, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+    }
+}
+
 /// Finds the row of `table` whose primary key (`index`) equals `key` and
 /// hands it to `read` (`None`: there is none).
 pub fn by_key<T>(
-    table: &CStr,
-    index: &CStr,
+    table: &'static CStr,
+    index: &'static CStr,
     key: &[pg_sys::Datum],
     how: Read,
     read: impl FnOnce(&Found) -> T,
 ) -> Result<Option<T>, AuditError> {
-    let (table_id, index_id) = (relid(table)?, relid(index)?);
-    // SAFETY: the table and index are opened and closed here (their locks
-    // kept to the end of the transaction, as a statement's are), the scan
-    // and slot live only in this block, and the snapshot is registered for
-    // its length.
-    unsafe {
-        // What this transaction wrote before (its statements just now
-        // included) is seen, as by a statement run here.
-        pg_sys::CommandCounterIncrement();
-        let rel = pg_sys::table_open(table_id, pg_sys::RowShareLock as pg_sys::LOCKMODE);
-        let idx = pg_sys::index_open(index_id, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let mut keys: Vec<pg_sys::ScanKeyData> = Vec::with_capacity(key.len());
-        for (i, value) in key.iter().enumerate() {
-            let family = *(*idx).rd_opfamily.add(i);
-            let ty = *(*idx).rd_opcintype.add(i);
-            let op =
-                pg_sys::get_opfamily_member(family, ty, ty, pg_sys::BTEqualStrategyNumber as i16);
-            let mut k = std::mem::zeroed::<pg_sys::ScanKeyData>();
-            pg_sys::ScanKeyEntryInitialize(
-                &mut k,
-                0,
-                (i + 1) as pg_sys::AttrNumber,
-                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                ty,
-                *(*idx).rd_indcollation.add(i),
-                pg_sys::get_opcode(op),
-                *value,
-            );
-            keys.push(k);
-        }
-        let scan = pg_sys::index_beginscan(rel, idx, snapshot, keys.len() as i32, 0);
-        pg_sys::index_rescan(
-            scan,
-            keys.as_mut_ptr(),
-            keys.len() as i32,
-            std::ptr::null_mut(),
-            0,
-        );
-        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
-        let mut found =
-            pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
-        pg_sys::index_endscan(scan);
-        let mut outcome = Ok(());
-        if found && how == Read::Lock {
-            let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32;
-            let mut tid = (*slot).tts_tid;
-            let mut tmfd = std::mem::zeroed::<pg_sys::TM_FailureData>();
-            let flags = if repeatable {
-                0
-            } else {
-                pg_sys::TUPLE_LOCK_FLAG_FIND_LAST_VERSION as u8
-            };
-            let result = pg_sys::table_tuple_lock(
-                rel,
-                &mut tid,
-                snapshot,
-                slot,
-                pg_sys::GetCurrentCommandId(false),
-                pg_sys::LockTupleMode::LockTupleExclusive,
-                pg_sys::LockWaitPolicy::LockWaitBlock,
-                flags,
-                &mut tmfd,
-            );
-            match result {
-                pg_sys::TM_Result::TM_Ok | pg_sys::TM_Result::TM_SelfModified => {}
-                pg_sys::TM_Result::TM_Deleted if !repeatable => found = false,
-                _ => outcome = Err(AuditError::ConcurrentUpdate),
-            }
-        }
-        let value = match (&outcome, found) {
-            (Ok(()), true) => {
-                let f = Found {
-                    slot,
-                    relid: table_id,
-                    tid: Tid::from_item_pointer((*slot).tts_tid),
-                };
-                Some(read(&f))
-            }
-            _ => None,
-        };
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::UnregisterSnapshot(snapshot);
-        pg_sys::index_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        outcome.map(|()| value)
-    }
+    Probe::open(table, index)?.find(key, how, read)
 }
