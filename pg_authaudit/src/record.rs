@@ -30,14 +30,13 @@ use authaudit_core::event::{Channel, EventError, EventInput, EventType, IpInput}
 use authaudit_core::lockout::derived_log_id;
 use authaudit_core::lockout_effect::{step, Before, Effect, Kind};
 use authaudit_core::scope::WriteReach;
-use pgrx::datum::{DatumWithOid, TimestampWithTimeZone, Uuid};
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{
-    BYTEAOID, INETOID, INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID,
-};
+use pgrx::pg_sys::BuiltinOid::{INETOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::PgMemoryContexts;
 use serde_json::{json, Map, Value};
 
 /// A stored `authaudit.auth_log` row.
@@ -189,34 +188,54 @@ pub fn body(e: &Event<'_>, metadata_text: &str) -> Vec<u8> {
     })
 }
 
-macro_rules! insert_row {
-    () => {
-        "INSERT INTO authaudit.auth_log AS l (log_id, tenant_id, org_id, seq, event_type, \
-         user_id, ip, user_agent, channel, occurred_at, recorded_at, metadata, format_version, \
-         prev_link, link_sha256, digest_sha512, digest_sha3_256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $15, $16) \
-         ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING RETURNING l"
-    };
+/// An event's row as chained, ready to insert.
+pub struct LogRow<'a> {
+    pub log_id: Uuid,
+    pub tenant: &'a str,
+    pub org: Option<&'a str>,
+    pub seq: i64,
+    pub event_type: &'a str,
+    pub user: &'a str,
+    pub ip: Option<Inet>,
+    pub user_agent: Option<&'a str>,
+    pub channel: &'a str,
+    pub occurred_at_us: i64,
+    pub recorded_at_us: i64,
+    pub metadata: Jsonb,
+    pub prev: &'a ChainHead,
+    pub next: &'a ChainHead,
 }
 
-const ROW_TYPES: [PgBuiltInOids; 16] = [
-    UUIDOID,
-    TEXTOID,
-    TEXTOID,
-    INT8OID,
-    TEXTOID,
-    TEXTOID,
-    INETOID,
-    TEXTOID,
-    TEXTOID,
-    TIMESTAMPTZOID,
-    TIMESTAMPTZOID,
-    JSONBOID,
-    BYTEAOID,
-    BYTEAOID,
-    BYTEAOID,
-    BYTEAOID,
-];
+/// Inserts `r` into `auth_log` (opened as `target`) unless its log id is
+/// recorded already (as `INSERT … ON CONFLICT (log_id) DO NOTHING`, waiting
+/// for a transaction that is inserting it): whether it went in.
+pub fn insert_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
+    Ok(target
+        .insert_new(
+            &[
+                (c"log_id", r.log_id.into_datum()),
+                (c"tenant_id", r.tenant.into_datum()),
+                (c"org_id", r.org.and_then(IntoDatum::into_datum)),
+                (c"seq", r.seq.into_datum()),
+                (c"event_type", r.event_type.into_datum()),
+                (c"user_id", r.user.into_datum()),
+                (c"ip", r.ip.map(|i| i.datum)),
+                (c"user_agent", r.user_agent.and_then(IntoDatum::into_datum)),
+                (c"channel", r.channel.into_datum()),
+                (c"occurred_at", timestamp(Some(r.occurred_at_us))),
+                (c"recorded_at", timestamp(Some(r.recorded_at_us))),
+                (c"metadata", Some(r.metadata.0)),
+                (c"format_version", 1i16.into_datum()),
+                (c"prev_link", r.prev.sha256.as_slice().into_datum()),
+                (c"link_sha256", r.next.sha256.as_slice().into_datum()),
+                (c"digest_sha512", r.next.sha512.as_slice().into_datum()),
+                (c"digest_sha3_256", r.next.sha3_256.as_slice().into_datum()),
+            ],
+            c"auth_log_pkey",
+        )?
+        .is_some())
+}
+
 /// What an event's row carries to the write statement: the engine's
 /// decision and the rows it locked.
 struct Writes {
@@ -228,7 +247,6 @@ struct Writes {
 /// Inserts the event's row with the state writes of `writes` and returns
 /// it; `None` (and nothing written) when its log id is recorded already.
 fn insert(
-    client: &mut SpiClient<'_>,
     e: &Event<'_>,
     metadata: Jsonb,
     seq: i64,
@@ -236,33 +254,43 @@ fn insert(
     next: &ChainHead,
     writes: Option<&Writes>,
 ) -> Result<Option<Row>, AuditError> {
-    let args: Vec<DatumWithOid<'_>> = vec![
-        e.log_id.into(),
-        e.tenant.into(),
-        e.org.into(),
-        seq.into(),
-        e.event_type.as_str().into(),
-        e.user.into(),
-        e.ip.into(),
-        e.user_agent.into(),
-        e.channel.as_str().into(),
-        ts(Some(e.occurred_at_us)).into(),
-        ts(Some(e.recorded_at_us)).into(),
-        metadata.into(),
-        prev.sha256.as_slice().into(),
-        next.sha256.as_slice().into(),
-        next.sha512.as_slice().into(),
-        next.sha3_256.as_slice().into(),
-    ];
-    let table = spi_plans::run(client, "record_row", insert_row!(), &ROW_TYPES, &args)?;
-    if table.is_empty() {
+    let row = LogRow {
+        log_id: e.log_id,
+        tenant: e.tenant,
+        org: e.org,
+        seq,
+        event_type: e.event_type.as_str(),
+        user: e.user,
+        ip: e.ip,
+        user_agent: e.user_agent,
+        channel: e.channel.as_str(),
+        occurred_at_us: e.occurred_at_us,
+        recorded_at_us: e.recorded_at_us,
+        metadata,
+        prev,
+        next,
+    };
+    let mut target = Target::open(c"auth_log")?;
+    if !insert_log_row(&mut target, &row)? {
         return Ok(None);
     }
-    let row = table.first().get::<Row>(1)?;
+    // SAFETY: a composite datum of auth_log's row type, copied into the
+    // context the call's result is returned from.
+    let stored = unsafe {
+        Row::from_datum_in_memory_context(
+            PgMemoryContexts::CurrentMemoryContext
+                .parent()
+                .expect("a memory context outside this call's SPI context"),
+            target.inserted(),
+            false,
+            pg_sys::InvalidOid,
+        )
+    };
+    drop(target);
     if let Some(w) = writes {
         write_states(e, seq, w)?;
     }
-    Ok(row)
+    Ok(stored)
 }
 
 fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
@@ -438,7 +466,7 @@ pub fn record(
     };
     let (metadata, text) = final_metadata(&e, &facts);
     let (seq, prev, next) = heads::append(e.tenant, &body(&e, &text))?;
-    let Some(row) = insert(client, &e, metadata, seq, &prev, &next, writes.as_ref())? else {
+    let Some(row) = insert(&e, metadata, seq, &prev, &next, writes.as_ref())? else {
         // The log_id is recorded (a retry, or another session's commit this
         // call waited for): nothing was written; take the append back (this
         // transaction still owns the tenant's chain, so it is the latest

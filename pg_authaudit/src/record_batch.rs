@@ -14,7 +14,9 @@
 use crate::error::AuditError;
 use crate::heads;
 use crate::lockout_engine::{self as engine, LockedAccount};
-use crate::record::{body, check_reach, existing, final_metadata, now_us, Args, Event};
+use crate::record::{
+    body, check_reach, existing, final_metadata, insert_log_row, now_us, Args, Event, LogRow,
+};
 use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
 use crate::sql_values::{Inet, Jsonb, Tid};
@@ -26,10 +28,7 @@ use authaudit_core::lockout::{derived_log_id, IpState, Policy};
 use authaudit_core::lockout_effect::{step, Before, Kind};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
-use pgrx::pg_sys::BuiltinOid::{
-    BYTEAARRAYOID, INETARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID, TEXTARRAYOID,
-    TIMESTAMPTZARRAYOID, UUIDARRAYOID,
-};
+use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTARRAYOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{direct_function_call, IntoDatum};
@@ -321,7 +320,7 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
             rows.push(new_row(&locked, metadata, seq, prev, next));
         }
     }
-    insert_rows(client, &rows)?;
+    insert_rows(&rows)?;
     write_accounts(&accounts)?;
     write_ips(&ips)?;
     write_pairs(&pairs)?;
@@ -672,96 +671,35 @@ fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
     us.and_then(time::from_unix_micros)
 }
 
-fn insert_rows(client: &mut SpiClient<'_>, rows: &[NewRow]) -> Result<(), AuditError> {
+fn insert_rows(rows: &[NewRow]) -> Result<(), AuditError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let col = |f: &dyn Fn(&NewRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let table = spi_plans::run_with(
-        client,
-        "batch_insert_rows",
-        "INSERT INTO authaudit.auth_log (log_id, tenant_id, org_id, seq, event_type, user_id, ip, \
-            user_agent, channel, occurred_at, recorded_at, metadata, format_version, prev_link, \
-            link_sha256, digest_sha512, digest_sha3_256) \
-         SELECT r.log_id, r.tenant_id, r.org_id, r.seq, r.event_type, r.user_id, r.ip, \
-                r.user_agent, r.channel, r.occurred_at, r.recorded_at, r.metadata, 1, r.prev_link, \
-                r.link_sha256, r.digest_sha512, r.digest_sha3_256 \
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], \
-                       $7::inet[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-                       $12::jsonb[], $13::bytea[], $14::bytea[], $15::bytea[], $16::bytea[]) \
-             AS r(log_id, tenant_id, org_id, seq, event_type, user_id, ip, user_agent, channel, \
-                  occurred_at, recorded_at, metadata, prev_link, link_sha256, digest_sha512, \
-                  digest_sha3_256) \
-         ON CONFLICT ON CONSTRAINT auth_log_pkey DO NOTHING RETURNING log_id",
-        &[
-            UUIDARRAYOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            INT8ARRAYOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            INETARRAYOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            JSONBARRAYOID,
-            BYTEAARRAYOID,
-            BYTEAARRAYOID,
-            BYTEAARRAYOID,
-            BYTEAARRAYOID,
-        ],
-        &[
-            rows.iter().map(|r| r.log_id).collect::<Vec<_>>().into(),
-            col(&|r| Some(r.tenant.clone())).into(),
-            col(&|r| r.org.clone()).into(),
-            rows.iter().map(|r| r.seq).collect::<Vec<_>>().into(),
-            col(&|r| Some(r.event_type.to_owned())).into(),
-            col(&|r| Some(r.user.clone())).into(),
-            rows.iter().map(|r| r.ip).collect::<Vec<_>>().into(),
-            col(&|r| r.user_agent.clone()).into(),
-            col(&|r| Some(r.channel.to_owned())).into(),
-            rows.iter()
-                .map(|r| ts(Some(r.occurred_at_us)))
-                .collect::<Vec<_>>()
-                .into(),
-            rows.iter()
-                .map(|r| ts(Some(r.recorded_at_us)))
-                .collect::<Vec<_>>()
-                .into(),
-            rows.iter().map(|r| r.metadata).collect::<Vec<_>>().into(),
-            rows.iter()
-                .map(|r| r.prev.sha256.to_vec())
-                .collect::<Vec<_>>()
-                .into(),
-            rows.iter()
-                .map(|r| r.next.sha256.to_vec())
-                .collect::<Vec<_>>()
-                .into(),
-            rows.iter()
-                .map(|r| r.next.sha512.to_vec())
-                .collect::<Vec<_>>()
-                .into(),
-            rows.iter()
-                .map(|r| r.next.sha3_256.to_vec())
-                .collect::<Vec<_>>()
-                .into(),
-        ],
-        Plans::PerCall,
-    )?;
-    if table.len() == rows.len() {
-        return Ok(());
+    let mut target = Target::open(c"auth_log")?;
+    for r in rows {
+        let row = LogRow {
+            log_id: r.log_id,
+            tenant: &r.tenant,
+            org: r.org.as_deref(),
+            seq: r.seq,
+            event_type: r.event_type,
+            user: &r.user,
+            ip: r.ip,
+            user_agent: r.user_agent.as_deref(),
+            channel: r.channel,
+            occurred_at_us: r.occurred_at_us,
+            recorded_at_us: r.recorded_at_us,
+            metadata: r.metadata,
+            prev: &r.prev,
+            next: &r.next,
+        };
+        if !insert_log_row(&mut target, &row)? {
+            // A log id was committed by another session meanwhile: the
+            // error undoes the batch (its appends and its lockout changes).
+            return Err(AuditError::ConcurrentLogId(r.log_id.to_string()));
+        }
     }
-    // A log id was committed by another session meanwhile: the error undoes
-    // the batch (its appends and its lockout changes).
-    let inserted: HashSet<[u8; 16]> = table
-        .filter_map(|r| r.get::<Uuid>(1).ok().flatten().map(|u| *u.as_bytes()))
-        .collect();
-    let lost = rows
-        .iter()
-        .find(|r| !inserted.contains(r.log_id.as_bytes()))
-        .map_or_else(String::new, |r| r.log_id.to_string());
-    Err(AuditError::ConcurrentLogId(lost))
+    Ok(())
 }
 
 fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {

@@ -36,6 +36,9 @@ impl Target {
         // `Drop` (or, after an error, by the transaction's abort); the
         // range-table entry and result relation are made as makeNode would.
         unsafe {
+            // A command of its own: the rows written before (by another
+            // target, say) are seen and may be updated.
+            pg_sys::CommandCounterIncrement();
             let rel = pg_sys::table_open(id, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             let estate = pg_sys::CreateExecutorState();
             let old_context = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
@@ -205,6 +208,13 @@ impl Target {
             }
             pg_sys::ExecStoreVirtualTuple(self.new);
         }
+    }
+
+    /// The row `insert_new` inserted last, as a composite datum of the
+    /// table's row type (allocated in the current memory context).
+    pub fn inserted(&self) -> pg_sys::Datum {
+        // SAFETY: the slot holds the row inserted last.
+        unsafe { pg_sys::ExecFetchSlotHeapTupleDatum(self.new) }
     }
 
     /// Inserts a row of `columns`; every other column is NULL.
