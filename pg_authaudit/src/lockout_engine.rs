@@ -2,8 +2,7 @@
 //! the state rows an event touches, locked in one order (the account, then
 //! its source IP) before the event is chained. What the event does to them
 //! is decided by `authaudit_core::lockout_effect::step`; the recording
-//! pipeline writes the changed rows with the event's row, in one statement
-//! (`record.rs`).
+//! pipeline writes the changed rows after the event's row (`record.rs`).
 //!
 //! A row that does not exist yet is created empty first (and so locked),
 //! because two first events of one account may race: the loser waits for

@@ -5,18 +5,19 @@
 //!    `inet` go into the row as the caller's datums);
 //! 2. authorise from the per-backend scope cache (`scope.rs`);
 //! 3. lockout events: lock the account's state row, then the source IP's
-//!    (one statement when the account has a row); decide the effect
+//!    (`lockout_engine.rs`); decide the effect
 //!    (`authaudit_core::lockout_effect`);
 //! 4. encode the canonical body once and append it to the tenant's chain
 //!    (`heads.rs`);
-//! 5. insert the event's row and write the changed state rows in one
-//!    statement, the states only when the row went in (a log id recorded
-//!    already is a retry: the append is taken back and the recorded row
-//!    returned); a failure that locked the account appends the
+//! 5. insert the event's row, then write the changed state rows, without a
+//!    statement (`row_writes.rs`); the states only when the row went in (a
+//!    log id recorded already is a retry: the append is taken back and the
+//!    recorded row returned); a failure that locked the account appends the
 //!    `account_locked` event after it.
 //!
-//! Every statement is a plan prepared once per backend (`spi_plans.rs`).
-//! `record_events` runs the same steps set-wise (`record_batch.rs`).
+//! The statements left (the policy on a cache miss, a retry's comparison)
+//! are plans prepared once per backend (`spi_plans.rs`). `record_events`
+//! runs the same steps set-wise (`record_batch.rs`).
 
 use crate::error::{AuditError, SqlResult};
 use crate::heads;

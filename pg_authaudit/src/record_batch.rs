@@ -4,7 +4,8 @@
 //! every state row the batch touches is locked in one order (accounts, then
 //! source IPs), each tenant's events are chained in input order with their
 //! lockout effects decided in memory, and the rows and the changed states
-//! are written with one statement per table.
+//! are written without statements (`row_writes.rs`), one open target per
+//! table.
 //!
 //! Per event the semantics are those of `record_event`: a log id recorded
 //! before (or earlier in the batch) with the same content is a retry and
