@@ -29,10 +29,18 @@ fn installing_beside_a_running_server_leaves_it_running() {
     // Install again the build that is installed (the debug one that `make
     // test` installs, or a release one), never another.
     let installed = std::fs::read(&lib).unwrap();
-    let release = root
-        .join("target/install-stage-release")
-        .join(lib.strip_prefix("/").unwrap());
-    let is_release = std::fs::read(&release).is_ok_and(|b| b == installed);
+    let staged = |profile: &str| {
+        let path = root
+            .join(format!("target/install-stage-{profile}"))
+            .join(lib.strip_prefix("/").unwrap());
+        std::fs::read(path).is_ok_and(|b| b == installed)
+    };
+    let is_release = staged("release");
+    assert!(
+        is_release || staged("debug"),
+        "the installed library is in neither staging directory: install it with \
+         scripts/install-extension.sh first"
+    );
     let mut cmd = Command::new(root.join("scripts/install-extension.sh"));
     cmd.arg("--no-build").env("PG_CONFIG", pg_config);
     if is_release {
