@@ -40,6 +40,11 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION authaudit._record_events(jsonb) FROM PUBLIC;
 
+COMMENT ON FUNCTION authaudit.account_key(text, text) IS
+    'The key the tenant''s lockouts count a user_id against (docs/lockout.md).';
+COMMENT ON FUNCTION authaudit.source_key(text, inet) IS
+    'The key the tenant''s per-IP lockout rules count a source address against (docs/lockout.md).';
+
 COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
     'Records a JSON array of events in one transaction; returns the stored rows in input order.';
 

@@ -73,7 +73,14 @@ CREATE TABLE authaudit.lockout_policy (
     ip_max_failures        integer     NOT NULL DEFAULT 100,
     ip_block_duration      interval    NOT NULL DEFAULT '1 hour',
     ip_account_max_failures integer    NOT NULL DEFAULT 10,
-    updated_at             timestamptz NOT NULL DEFAULT now()
+    updated_at             timestamptz NOT NULL DEFAULT now(),
+    -- How a user_id becomes the key lockouts count against, and how many
+    -- bits of an IPv6 source are its key (docs/lockout.md, "Account and
+    -- source keys").
+    account_key_folding    text        NOT NULL DEFAULT 'canonical'
+        CHECK (account_key_folding IN ('canonical', 'exact')),
+    ipv6_prefix            smallint    NOT NULL DEFAULT 64
+        CHECK (ipv6_prefix BETWEEN 32 AND 128)
 );
 
 -- Lockout state per (tenant, account), changed in the same transaction as

@@ -18,6 +18,19 @@ pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(100
 pub static LOCKOUT_IP_ACCOUNT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static LOCKOUT_IP_BLOCK_DURATION: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 
+/// How tenants without a `lockout_policy` row key accounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, pgrx::PostgresGucEnum)]
+pub enum AccountKeyFolding {
+    Canonical,
+    Exact,
+}
+
+pub static LOCKOUT_ACCOUNT_KEY_FOLDING: GucSetting<AccountKeyFolding> =
+    GucSetting::<AccountKeyFolding>::new(AccountKeyFolding::Canonical);
+
+/// The IPv6 prefix tenants without a `lockout_policy` row group sources by.
+pub static LOCKOUT_IPV6_PREFIX: GucSetting<i32> = GucSetting::<i32>::new(64);
+
 /// Events a single `record_events` call may hold.
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 
@@ -103,6 +116,24 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"authaudit.lockout_account_key_folding",
+        c"How tenants without a lockout_policy row turn a user_id into the key lockouts count against.",
+        c"canonical: NFKC, case folding, default-ignorable characters removed, dashes as '-', white space trimmed; exact: as given (docs/lockout.md).",
+        &LOCKOUT_ACCOUNT_KEY_FOLDING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"authaudit.lockout_ipv6_prefix",
+        c"The IPv6 prefix length by which tenants without a lockout_policy row group sources.",
+        c"Per-IP and per-(IP, account) rules count every address of one such network as one source (docs/lockout.md).",
+        &LOCKOUT_IPV6_PREFIX,
+        32,
+        128,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"authaudit.max_batch_events",
         c"Events a single record_events call may hold.",
@@ -153,6 +184,17 @@ pub fn default_lockout_policy() -> authaudit_core::lockout::Policy {
         ip_account_max_failures: LOCKOUT_IP_ACCOUNT_MAX_FAILURES.get(),
         ip_block_duration_us: s(&LOCKOUT_IP_BLOCK_DURATION),
         ..authaudit_core::lockout::Policy::default()
+    }
+}
+
+/// The key rules of tenants without a `lockout_policy` row.
+pub fn default_key_rules() -> crate::lockout_engine::KeyRules {
+    crate::lockout_engine::KeyRules {
+        folding: match LOCKOUT_ACCOUNT_KEY_FOLDING.get() {
+            AccountKeyFolding::Canonical => authaudit_core::identity::Folding::Canonical,
+            AccountKeyFolding::Exact => authaudit_core::identity::Folding::Exact,
+        },
+        ipv6_prefix: u8::try_from(LOCKOUT_IPV6_PREFIX.get()).unwrap_or(64),
     }
 }
 

@@ -464,6 +464,15 @@ fn check_login(
     let now_us = crate::time::unix_micros(pgrx::datum::now());
     let row = Spi::connect_mut(|client| -> Result<_, AuditError> {
         use pgrx::pg_sys::BuiltinOid::TEXTOID;
+        // The keys the engine counts against (docs/lockout.md).
+        let keys = crate::lockout_engine::rules(client, tenant_id)?.keys;
+        let account_key = keys.account(user_id).into_owned();
+        let user_id = account_key.as_str();
+        let source_key = ip.map(|ip| match ip.parse::<std::net::IpAddr>() {
+            Ok(addr) => authaudit_core::identity::source_key(addr, keys.ipv6_prefix).inet_text(),
+            Err(_) => ip.to_owned(),
+        });
+        let ip = source_key.as_deref();
         let q = format!(
             "SELECT failure_count, {}, {}, locked, {}, {}, lock_count FROM authaudit.lockout_state \
              WHERE tenant_id = $1 AND user_id = $2",

@@ -17,11 +17,15 @@ use crate::row_writes::Target;
 use crate::sql_values::{Inet, Tid};
 use crate::state_rows::{self, Read};
 use crate::{gucs, scope, spi_plans, time};
+use authaudit_core::identity::{self, Folding};
 use authaudit_core::lockout::{AccountState, Increment, IpState, Policy};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::TEXTOID;
+use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::IntoDatum;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -32,22 +36,57 @@ const CREATE_ATTEMPTS: usize = 3;
 thread_local! {
     /// Policy rows by tenant (`None`: no row, the GUC defaults apply),
     /// stamped with the configuration generation they were read under.
-    static POLICIES: RefCell<HashMap<String, (u64, Option<Policy>)>> = RefCell::new(HashMap::new());
+    static POLICIES: RefCell<HashMap<String, (u64, Option<Rules>)>> = RefCell::new(HashMap::new());
 }
 
 /// Tenants whose policy rows are cached at once per backend.
 const CACHED_POLICIES: usize = 4096;
 
-const POLICY: &str = "SELECT enabled, max_failures, \
+/// How a tenant's events become lockout keys (`authaudit_core::identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRules {
+    pub folding: Folding,
+    pub ipv6_prefix: u8,
+}
+
+impl KeyRules {
+    /// The key of account `user`.
+    pub fn account<'u>(&self, user: &'u str) -> Cow<'u, str> {
+        identity::account_key(user, self.folding)
+    }
+
+    /// The key of source `ip`, as an `inet` of the key's network.
+    pub fn source(&self, ip: Inet) -> Inet {
+        let key = identity::source_key(ip.addr, self.ipv6_prefix);
+        if key.addr == ip.addr && key.prefix == ip.prefix {
+            return ip;
+        }
+        Inet::parse(&key.inet_text())
+    }
+}
+
+/// A tenant's lockout policy and key rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub policy: Policy,
+    pub keys: KeyRules,
+}
+
+const POLICY_COLUMNS: &str = "enabled, max_failures, \
        (extract(epoch FROM failure_window) * 1000000)::bigint, \
        (extract(epoch FROM lock_duration) * 1000000)::bigint, lock_increment, \
        (extract(epoch FROM max_lock_duration) * 1000000)::bigint, permanent_after_locks, \
        (extract(epoch FROM quick_failure_interval) * 1000000)::bigint, ip_max_failures, \
-       (extract(epoch FROM ip_block_duration) * 1000000)::bigint, ip_account_max_failures \
-  FROM authaudit.lockout_policy WHERE tenant_id = $1";
+       (extract(epoch FROM ip_block_duration) * 1000000)::bigint, ip_account_max_failures";
 
 /// The tenant's policy: its row, or the `authaudit.lockout_*` defaults.
 pub fn policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Policy, AuditError> {
+    rules(client, tenant).map(|r| r.policy)
+}
+
+/// The tenant's policy and key rules: its row, or the `authaudit.lockout_*`
+/// defaults.
+pub fn rules(client: &mut SpiClient<'_>, tenant: &str) -> Result<Rules, AuditError> {
     // Read before the row: a change committed after this read moves the
     // generation past it (scope::config_changed), so the entry is re-read.
     let generation = scope::config_generation();
@@ -79,40 +118,82 @@ pub fn policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Policy, AuditE
         }
     };
     match row {
-        Some(policy) => Ok(policy),
+        Some(rules) => Ok(rules),
         None => {
             let policy = gucs::default_lockout_policy();
             policy.validate()?;
-            Ok(policy)
+            Ok(Rules {
+                policy,
+                keys: gucs::default_key_rules(),
+            })
         }
     }
 }
 
-fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Policy>, AuditError> {
-    let table = spi_plans::run(
-        client,
-        "engine_policy",
-        POLICY,
-        &[TEXTOID],
-        &[tenant.into()],
-    )?;
+/// Whether `lockout_policy` has the key columns (release 0.4.0; a library
+/// installed before `ALTER EXTENSION … UPDATE` runs on the older table).
+fn has_key_columns() -> Result<bool, AuditError> {
+    let relid = state_rows::relid(c"lockout_policy")?;
+    // SAFETY: a syscache lookup of a column of an existing table.
+    Ok(unsafe { pg_sys::get_attnum(relid, c"ipv6_prefix".as_ptr()) } > 0)
+}
+
+fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Rules>, AuditError> {
+    let table = if has_key_columns()? {
+        spi_plans::run(
+            client,
+            "engine_policy_keys",
+            &format!(
+                "SELECT {POLICY_COLUMNS}, account_key_folding, ipv6_prefix \
+                   FROM authaudit.lockout_policy WHERE tenant_id = $1"
+            ),
+            &[TEXTOID],
+            &[tenant.into()],
+        )?
+    } else {
+        spi_plans::run(
+            client,
+            "engine_policy",
+            &format!("SELECT {POLICY_COLUMNS} FROM authaudit.lockout_policy WHERE tenant_id = $1"),
+            &[TEXTOID],
+            &[tenant.into()],
+        )?
+    };
     if table.is_empty() {
         return Ok(None);
     }
     let r = table.first();
     let increment: String = r.get(5)?.unwrap_or_else(|| "multiple".into());
-    Ok(Some(Policy {
-        enabled: r.get(1)?.unwrap_or(true),
-        max_failures: r.get(2)?.unwrap_or(5),
-        failure_window_us: r.get(3)?.unwrap_or(0),
-        lock_duration_us: r.get(4)?.unwrap_or(0),
-        increment: increment.parse().unwrap_or(Increment::Multiple),
-        max_lock_duration_us: r.get(6)?.unwrap_or(0),
-        permanent_after_locks: r.get(7)?,
-        quick_failure_interval_us: r.get(8)?,
-        ip_max_failures: r.get(9)?.unwrap_or(100),
-        ip_block_duration_us: r.get(10)?.unwrap_or(0),
-        ip_account_max_failures: r.get(11)?.unwrap_or(10),
+    let defaults = gucs::default_key_rules();
+    let keys = if r.columns()? > 11 {
+        KeyRules {
+            folding: r
+                .get::<String>(12)?
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(defaults.folding),
+            ipv6_prefix: r
+                .get::<i16>(13)?
+                .and_then(|p| u8::try_from(p).ok())
+                .unwrap_or(defaults.ipv6_prefix),
+        }
+    } else {
+        defaults
+    };
+    Ok(Some(Rules {
+        policy: Policy {
+            enabled: r.get(1)?.unwrap_or(true),
+            max_failures: r.get(2)?.unwrap_or(5),
+            failure_window_us: r.get(3)?.unwrap_or(0),
+            lock_duration_us: r.get(4)?.unwrap_or(0),
+            increment: increment.parse().unwrap_or(Increment::Multiple),
+            max_lock_duration_us: r.get(6)?.unwrap_or(0),
+            permanent_after_locks: r.get(7)?,
+            quick_failure_interval_us: r.get(8)?,
+            ip_max_failures: r.get(9)?.unwrap_or(100),
+            ip_block_duration_us: r.get(10)?.unwrap_or(0),
+            ip_account_max_failures: r.get(11)?.unwrap_or(10),
+        },
+        keys,
     }))
 }
 
@@ -308,4 +389,33 @@ fn lock_source(tenant: &str, ip: Inet, user: &str) -> Result<LockedSource, Audit
         }
     }
     Err(AuditError::ConcurrentFirstEvent)
+}
+
+/// The key tenant `tenant_id`'s lockouts count account `user_id` against
+/// (docs/lockout.md, "Account and source keys").
+#[pg_extern(
+    stable,
+    strict,
+    parallel_unsafe,
+    security_definer,
+    name = "account_key"
+)]
+#[search_path(pg_catalog, pg_temp)]
+fn account_key_sql(tenant_id: &str, user_id: &str) -> Result<String, ErrorReport> {
+    Ok(Spi::connect_mut(|client| {
+        rules(client, tenant_id).map(|r| r.keys.account(user_id).into_owned())
+    })?)
+}
+
+/// The key tenant `tenant_id`'s per-IP rules count source `ip` against: an
+/// IPv4 address, or the IPv6 network of the tenant's prefix.
+#[pg_extern(stable, strict, parallel_unsafe, security_definer, name = "source_key")]
+#[search_path(pg_catalog, pg_temp)]
+fn source_key_sql(tenant_id: &str, ip: Inet) -> Result<pgrx::datum::Inet, ErrorReport> {
+    Ok(Spi::connect_mut(|client| {
+        rules(client, tenant_id).map(|r| {
+            let key = identity::source_key(ip.addr, r.keys.ipv6_prefix);
+            pgrx::datum::Inet(key.inet_text())
+        })
+    })?)
 }

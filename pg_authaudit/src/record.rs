@@ -28,6 +28,7 @@ use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{Channel, EventError, EventInput, EventType, IpInput};
+use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout::derived_log_id;
 use authaudit_core::lockout_effect::{step, Before, Effect, Kind};
 use authaudit_core::scope::WriteReach;
@@ -243,6 +244,9 @@ struct Writes {
     kind: Kind,
     effect: Effect,
     held: Held,
+    /// The keys the event counts against (`lockout_engine::KeyRules`).
+    account: String,
+    source: Option<Inet>,
 }
 
 /// Inserts the event's row with the state writes of `writes` and returns
@@ -347,7 +351,7 @@ fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
             ],
         )?;
     }
-    if let (Some(pair), Some(addr)) = (w.effect.pair, e.ip) {
+    if let (Some(pair), Some(source_key)) = (w.effect.pair, w.source) {
         let state = [
             (c"failure_count", pair.failure_count.into_datum()),
             (c"first_failure_at", timestamp(pair.first_failure_us)),
@@ -360,8 +364,8 @@ fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
             None => {
                 let mut row = vec![
                     (c"tenant_id", e.tenant.into_datum()),
-                    (c"ip", Some(addr.datum)),
-                    (c"user_id", e.user.into_datum()),
+                    (c"ip", Some(source_key.datum)),
+                    (c"user_id", w.account.as_str().into_datum()),
                 ];
                 row.extend(state);
                 target.insert(&row)?;
@@ -440,6 +444,29 @@ pub fn check_reach(
     })
 }
 
+/// The lockout facts with the keys the event counted against, where they
+/// differ from the recorded `user_id` and `ip` (`account_key`,
+/// `source_key`).
+pub fn with_keys(
+    mut facts: Value,
+    user: &str,
+    account: &str,
+    ip: Option<Inet>,
+    source: Option<SourceKey>,
+) -> Value {
+    if let Value::Object(m) = &mut facts {
+        if account != user {
+            m.insert("account_key".into(), Value::String(account.to_owned()));
+        }
+        if let (Some(ip), Some(source)) = (ip, source) {
+            if (ip.addr, ip.prefix) != (source.addr, source.prefix) {
+                m.insert("source_key".into(), Value::String(source.inet_text()));
+            }
+        }
+    }
+    facts
+}
+
 /// Records one checked event (see the module comment) and returns its row.
 pub fn record(
     client: &mut SpiClient<'_>,
@@ -451,18 +478,39 @@ pub fn record(
     let writes = match kind {
         None => None,
         Some(kind) => {
-            let policy = engine::policy(client, e.tenant)?;
-            let ip = e.ip.filter(|_| kind.counts_ip(true));
-            let held = engine::lock(e.tenant, e.user, e.org, ip, kind == Kind::Failure)?;
+            let rules = engine::rules(client, e.tenant)?;
+            let account = rules.keys.account(e.user).into_owned();
+            let source =
+                e.ip.filter(|_| kind.counts_ip(true))
+                    .map(|ip| rules.keys.source(ip));
+            let held = engine::lock(e.tenant, &account, e.org, source, kind == Kind::Failure)?;
             check_reach(&e, writer_org, held.account.as_ref())?;
             let before = Before {
                 account: held.account.as_ref().map(|a| a.state).unwrap_or_default(),
                 ip: held.source.map(|s| s.ip),
                 pair: held.source.map(|s| s.pair),
             };
-            let effect = step(&policy, kind, &before, e.occurred_at_us);
-            facts.insert("lockout".into(), effect.facts.clone());
-            Some(Writes { kind, effect, held })
+            let effect = step(&rules.policy, kind, &before, e.occurred_at_us);
+            facts.insert(
+                "lockout".into(),
+                with_keys(
+                    effect.facts.clone(),
+                    e.user,
+                    &account,
+                    e.ip,
+                    source.map(|s| SourceKey {
+                        addr: s.addr,
+                        prefix: s.prefix,
+                    }),
+                ),
+            );
+            Some(Writes {
+                kind,
+                effect,
+                held,
+                account,
+                source,
+            })
         }
     };
     let (metadata, text) = final_metadata(&e, &facts);

@@ -14,9 +14,10 @@
 
 use crate::error::AuditError;
 use crate::heads;
-use crate::lockout_engine::{self as engine, LockedAccount};
+use crate::lockout_engine::{self as engine, LockedAccount, Rules};
 use crate::record::{
-    body, check_reach, existing, final_metadata, insert_log_row, now_us, Args, Event, LogRow,
+    body, check_reach, existing, final_metadata, insert_log_row, now_us, with_keys, Args, Event,
+    LogRow,
 };
 use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
@@ -25,7 +26,8 @@ use crate::state_rows::{Probe, Read};
 use crate::{gucs, scope, time};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{Channel, EventType};
-use authaudit_core::lockout::{derived_log_id, IpState, Policy};
+use authaudit_core::identity::{self, SourceKey};
+use authaudit_core::lockout::{derived_log_id, IpState};
 use authaudit_core::lockout_effect::{step, Before, Kind};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
@@ -36,7 +38,6 @@ use pgrx::{direct_function_call, IntoDatum};
 use serde_json::Map;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
-use std::net::IpAddr;
 
 const KNOWN_FIELDS: &str = "'log_id', 'tenant_id', 'org_id', 'event_type', 'user_id', 'ip', \
                             'user_agent', 'channel', 'occurred_at', 'metadata'";
@@ -84,14 +85,8 @@ fn to_uuid(s: &str) -> Uuid {
     .expect("uuid_in returns a value")
 }
 
-/// `text::inet`, raising the cast's error (22P02).
 fn to_inet(s: &str) -> Inet {
-    let c = cstring(s);
-    // SAFETY: inet_in takes a C string valid for the call.
-    unsafe {
-        direct_function_call::<Inet>(pg_sys::inet_in, &[Some(pg_sys::Datum::from(c.as_ptr()))])
-    }
-    .expect("inet_in returns a value")
+    Inet::parse(s)
 }
 
 /// `text::timestamptz`, raising the cast's error.
@@ -147,8 +142,45 @@ struct NewRow {
 }
 
 type AccountKey = (String, String);
-type IpKey = (String, IpAddr);
-type PairKey = (String, IpAddr, String);
+type IpKey = (String, SourceKey);
+type PairKey = (String, SourceKey, String);
+
+/// The keys a lockout event counts against (`lockout_engine::KeyRules`).
+struct Keys {
+    account: String,
+    source: Option<SourceKey>,
+}
+
+/// Each event's keys (`None`: not a lockout event), by its tenant's rules.
+fn event_keys(
+    client: &mut SpiClient<'_>,
+    events: &[Event<'_>],
+    rules: &mut HashMap<String, Rules>,
+) -> Result<Vec<Option<Keys>>, AuditError> {
+    let mut keys = Vec::with_capacity(events.len());
+    for e in events {
+        let Some(kind) = Kind::of(e.event_type.as_str()) else {
+            keys.push(None);
+            continue;
+        };
+        let r = match rules.get(e.tenant) {
+            Some(r) => *r,
+            None => {
+                let r = engine::rules(client, e.tenant)?;
+                rules.insert(e.tenant.to_owned(), r);
+                r
+            }
+        };
+        keys.push(Some(Keys {
+            account: r.keys.account(e.user).into_owned(),
+            source: e
+                .ip
+                .filter(|_| kind.counts_ip(true))
+                .map(|ip| identity::source_key(ip.addr, r.keys.ipv6_prefix)),
+        }));
+    }
+    Ok(keys)
+}
 
 /// Records `events`; returns their log ids in input order.
 #[pg_extern(volatile, parallel_unsafe, name = "_record_events")]
@@ -203,15 +235,16 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
     }
     // An organisation's writer affects accounts of its organisation only
     // (checked again under the row locks).
-    refuse_foreign_accounts(client, &checked, &writer_orgs)?;
+    let mut rules: HashMap<String, Rules> = HashMap::new();
+    let keys = event_keys(client, &checked, &mut rules)?;
+    refuse_foreign_accounts(client, &checked, &keys, &writer_orgs)?;
     let recorded = recorded_ids(&checked)?;
-    let mut accounts = lock_accounts(client, &checked)?;
-    let mut ips = lock_ips(client, &checked)?;
-    let mut pairs = read_pairs(&checked)?;
+    let mut accounts = lock_accounts(client, &checked, &keys)?;
+    let mut ips = lock_ips(client, &checked, &keys)?;
+    let mut pairs = read_pairs(&checked, &keys)?;
 
     let mut order: Vec<usize> = (0..checked.len()).collect();
     order.sort_by(|a, b| checked[*a].tenant.cmp(checked[*b].tenant).then(a.cmp(b)));
-    let mut policies: HashMap<&str, Policy> = HashMap::new();
     let mut first_seen: HashMap<[u8; 16], usize> = HashMap::new();
     let mut rows: Vec<NewRow> = Vec::with_capacity(checked.len());
     for i in order {
@@ -231,21 +264,19 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
         let mut lock = None;
         let mut account_changed = false;
         let kind = Kind::of(e.event_type.as_str());
-        let account_key = (e.tenant.to_owned(), e.user.to_owned());
-        if let Some(kind) = kind {
-            let policy = match policies.get(e.tenant) {
-                Some(p) => *p,
-                None => {
-                    let p = engine::policy(client, e.tenant)?;
-                    policies.insert(e.tenant, p);
-                    p
-                }
-            };
+        let k = keys[i].as_ref();
+        let account_key = (
+            e.tenant.to_owned(),
+            k.map_or_else(|| e.user.to_owned(), |k| k.account.clone()),
+        );
+        if let (Some(kind), Some(k)) = (kind, k) {
+            let policy = rules[e.tenant].policy;
             let account = accounts.get(&account_key);
             check_reach(e, writer_orgs[i].as_deref(), account.map(|a| &a.locked))?;
-            let ip_key = e.ip.map(|ip| (e.tenant.to_owned(), ip.addr));
-            let pair_key =
-                e.ip.map(|ip| (e.tenant.to_owned(), ip.addr, e.user.to_owned()));
+            let ip_key = k.source.map(|s| (e.tenant.to_owned(), s));
+            let pair_key = k
+                .source
+                .map(|s| (e.tenant.to_owned(), s, k.account.clone()));
             let counts_ip = kind.counts_ip(e.ip.is_some());
             let before = Before {
                 account: account.map(|a| a.locked.state).unwrap_or_default(),
@@ -260,7 +291,10 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 }),
             };
             let effect = step(&policy, kind, &before, e.occurred_at_us);
-            facts.insert("lockout".into(), effect.facts.clone());
+            facts.insert(
+                "lockout".into(),
+                with_keys(effect.facts.clone(), e.user, &k.account, e.ip, k.source),
+            );
             lock = effect.lock;
             // The states change in memory; their rows are written at the end.
             if let Some(next) = effect.account {
@@ -405,8 +439,14 @@ fn texts<'a, T: 'a>(items: impl Iterator<Item = &'a T>, f: impl Fn(&T) -> String
 fn refuse_foreign_accounts(
     client: &mut SpiClient<'_>,
     events: &[Event<'_>],
+    keys: &[Option<Keys>],
     writer_orgs: &[Option<String>],
 ) -> Result<(), AuditError> {
+    let account = |i: usize| {
+        keys[i]
+            .as_ref()
+            .map_or_else(|| events[i].user.to_owned(), |k| k.account.clone())
+    };
     let confined: Vec<usize> = (0..events.len())
         .filter(|i| writer_orgs[*i].is_some())
         .collect();
@@ -414,7 +454,7 @@ fn refuse_foreign_accounts(
         return Ok(());
     }
     let tenants = texts(confined.iter(), |i| events[*i].tenant.to_owned());
-    let users = texts(confined.iter(), |i| events[*i].user.to_owned());
+    let users = texts(confined.iter(), |i| account(*i));
     let table = spi_plans::run_with(
         client,
         "batch_account_orgs",
@@ -433,7 +473,7 @@ fn refuse_foreign_accounts(
     }
     for i in confined {
         let e = &events[i];
-        if let Some(org) = orgs.get(&(e.tenant.to_owned(), e.user.to_owned())) {
+        if let Some(org) = orgs.get(&(e.tenant.to_owned(), account(i))) {
             let account = LockedAccount {
                 state: Default::default(),
                 org: org.clone(),
@@ -462,8 +502,8 @@ fn text_datum(text: &str) -> pg_sys::Datum {
 }
 
 /// An address as an `inet` datum (a host address, as the rows hold it).
-fn inet_datum(addr: &IpAddr) -> pg_sys::Datum {
-    to_inet(&addr.to_string()).datum
+fn inet_datum(key: &SourceKey) -> pg_sys::Datum {
+    to_inet(&key.inet_text()).datum
 }
 
 /// Locks the account rows of `keys` that exist, in their order, into `rows`.
@@ -500,14 +540,15 @@ fn lock_account_rows<'k>(
 fn lock_accounts(
     client: &mut SpiClient<'_>,
     events: &[Event<'_>],
+    keys: &[Option<Keys>],
 ) -> Result<HashMap<AccountKey, AccountRow>, AuditError> {
     let mut touched: BTreeMap<AccountKey, Option<Option<String>>> = BTreeMap::new();
-    for e in events {
-        let Some(kind) = Kind::of(e.event_type.as_str()) else {
+    for (e, k) in events.iter().zip(keys) {
+        let (Some(kind), Some(k)) = (Kind::of(e.event_type.as_str()), k) else {
             continue;
         };
         let entry = touched
-            .entry((e.tenant.to_owned(), e.user.to_owned()))
+            .entry((e.tenant.to_owned(), k.account.clone()))
             .or_insert(None);
         if kind == Kind::Failure && entry.is_none() {
             *entry = Some(e.org.map(str::to_owned));
@@ -554,12 +595,17 @@ fn lock_accounts(
     Ok(rows)
 }
 
-fn failure_sources<'e>(events: &'e [Event<'e>]) -> impl Iterator<Item = (&'e Event<'e>, Inet)> {
-    events.iter().filter_map(|e| {
+/// The tenant, source key and account key of each failure with a source.
+fn failure_sources<'e>(
+    events: &'e [Event<'e>],
+    keys: &'e [Option<Keys>],
+) -> impl Iterator<Item = (&'e str, SourceKey, &'e str)> {
+    events.iter().zip(keys).filter_map(|(e, k)| {
+        let k = k.as_ref()?;
         (Kind::of(e.event_type.as_str()) == Some(Kind::Failure))
-            .then_some(e.ip)
+            .then_some(k.source)
             .flatten()
-            .map(|ip| (e, ip))
+            .map(|s| (e.tenant, s, k.account.as_str()))
     })
 }
 
@@ -588,9 +634,10 @@ fn lock_ip_rows<'k>(
 fn lock_ips(
     client: &mut SpiClient<'_>,
     events: &[Event<'_>],
+    event_keys: &[Option<Keys>],
 ) -> Result<HashMap<IpKey, SourceRow>, AuditError> {
-    let keys: BTreeMap<IpKey, ()> = failure_sources(events)
-        .map(|(e, ip)| ((e.tenant.to_owned(), ip.addr), ()))
+    let keys: BTreeMap<IpKey, ()> = failure_sources(events, event_keys)
+        .map(|(t, s, _)| ((t.to_owned(), s), ()))
         .collect();
     let mut rows = HashMap::new();
     if keys.is_empty() {
@@ -610,7 +657,7 @@ fn lock_ips(
         &[TEXTARRAYOID, TEXTARRAYOID],
         &[
             texts(create.iter(), |k| k.0.clone()).into(),
-            texts(create.iter(), |k| k.1.to_string()).into(),
+            texts(create.iter(), |k| k.1.inet_text()).into(),
         ],
         Plans::PerCall,
     )?;
@@ -623,9 +670,12 @@ fn lock_ips(
 
 /// The (IP, account) states of the batch's failures (their accounts' rows
 /// are locked: nobody else writes them meanwhile).
-fn read_pairs(events: &[Event<'_>]) -> Result<HashMap<PairKey, SourceRow>, AuditError> {
-    let keys: BTreeMap<PairKey, ()> = failure_sources(events)
-        .map(|(e, ip)| ((e.tenant.to_owned(), ip.addr, e.user.to_owned()), ()))
+fn read_pairs(
+    events: &[Event<'_>],
+    event_keys: &[Option<Keys>],
+) -> Result<HashMap<PairKey, SourceRow>, AuditError> {
+    let keys: BTreeMap<PairKey, ()> = failure_sources(events, event_keys)
+        .map(|(t, s, a)| ((t.to_owned(), s, a.to_owned()), ()))
         .collect();
     let mut rows = HashMap::new();
     if keys.is_empty() {

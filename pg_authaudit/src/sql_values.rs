@@ -152,6 +152,22 @@ pub struct Inet {
     pub prefix: u8,
 }
 
+impl Inet {
+    /// `text::inet`, raising the cast's error (22P02).
+    pub fn parse(text: &str) -> Inet {
+        // Text from SQL holds no NUL (PostgreSQL refuses \u0000 in text).
+        let c = CString::new(text).unwrap_or_default();
+        // SAFETY: inet_in takes a C string valid for the call.
+        unsafe {
+            pgrx::direct_function_call::<Inet>(
+                pg_sys::inet_in,
+                &[Some(pg_sys::Datum::from(c.as_ptr()))],
+            )
+        }
+        .expect("inet_in returns a value")
+    }
+}
+
 /// PostgreSQL's address families in an `inet` (`PGSQL_AF_INET`, `_INET6`).
 const PGSQL_AF_INET: u8 = 2;
 const PGSQL_AF_INET6: u8 = 3;

@@ -14,6 +14,7 @@ mod install;
 mod investigation;
 mod isolation;
 mod lockout;
+mod lockout_keys;
 mod mirror;
 mod mongo_contract;
 mod pipeline;

@@ -1,5 +1,5 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
-//! 0.2.0: their install scripts are kept in sql/ as built then) and
+//! 0.2.0, 0.3.0: their install scripts are kept in sql/ as built then) and
 //! recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
@@ -129,6 +129,91 @@ fn an_upgrade_from_0_2_0_keeps_every_chain_and_equals_a_fresh_install() {
         assert_eq!(n, 1);
         4
     });
+}
+
+#[test]
+fn an_upgrade_from_0_3_0_keeps_every_chain_and_equals_a_fresh_install() {
+    upgrade_from("0.3.0", |_| 2);
+}
+
+/// 0.4.0 counts lockouts against account and source keys: the state rows
+/// 0.3.0 kept per spelling and per address are re-keyed by the update, and
+/// the rows that now share a key merge into the most restrictive one.
+#[test]
+fn an_upgrade_from_0_3_0_merges_the_state_rows_of_one_key() {
+    let db = Cluster::shared().empty_db("upgrade_rekeys_0_3_0");
+    let mut c = db.connect();
+    c.batch_execute(
+        "CREATE EXTENSION pg_authaudit VERSION '0.3.0';
+         INSERT INTO authaudit.lockout_state (tenant_id, user_id, failure_count, locked, locked_at,
+                                             locked_until, lock_count)
+         VALUES ('t', 'Carol', 4, false, NULL, NULL, 0),
+                ('t', ' carol', 5, true, now(), now() + interval '1 hour', 1),
+                ('t', 'CAROL', 1, false, NULL, NULL, 0),
+                ('t', 'dave', 2, false, NULL, NULL, 0),
+                ('u', 'Carol', 3, false, NULL, NULL, 0);
+         INSERT INTO authaudit.lockout_ip_state (tenant_id, ip, failure_count, blocked_until)
+         VALUES ('t', '::ffff:198.51.100.9', 100, now() + interval '1 hour'),
+                ('t', '198.51.100.9', 7, NULL),
+                ('t', '2001:db8:1:2::5', 2, NULL),
+                ('t', '2001:db8:1:2::6', 3, NULL);
+         INSERT INTO authaudit.lockout_ip_account_state (tenant_id, ip, user_id, failure_count)
+         VALUES ('t', '2001:db8:1:2::5', 'Carol', 2), ('t', '2001:db8:1:2::6', 'carol', 1);
+         ALTER EXTENSION pg_authaudit UPDATE;",
+    )
+    .unwrap();
+    let accounts: Vec<(String, String, i32, bool)> = c
+        .query(
+            "SELECT tenant_id, user_id, failure_count, locked FROM authaudit.lockout_state ORDER BY 1, 2",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        accounts,
+        vec![
+            ("t".into(), "carol".into(), 5, true),
+            ("t".into(), "dave".into(), 2, false),
+            ("u".into(), "carol".into(), 3, false),
+        ]
+    );
+    let sources: Vec<(String, i32)> = c
+        .query(
+            "SELECT ip::text, failure_count FROM authaudit.lockout_ip_state ORDER BY ip",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        sources,
+        vec![
+            ("198.51.100.9/32".into(), 100),
+            ("2001:db8:1:2::/64".into(), 3)
+        ]
+    );
+    let pairs: Vec<(String, String, i32)> = c
+        .query(
+            "SELECT ip::text, user_id, failure_count FROM authaudit.lockout_ip_account_state",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(pairs, vec![("2001:db8:1:2::/64".into(), "carol".into(), 2)]);
+    // The merged lock holds for every spelling.
+    let allowed: bool = c
+        .query_one(
+            "SELECT allowed FROM authaudit.check_login('t', 'CAROL')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!allowed);
 }
 
 /// Creates the extension at `old`, records into it (three failures that
