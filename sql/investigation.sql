@@ -15,9 +15,13 @@ LANGUAGE sql STABLE AS $$
            min(l.occurred_at) FILTER (WHERE l.event_type = 'login_failed'),
            max(l.occurred_at) FILTER (WHERE l.event_type = 'login_failed'),
            count(*) FILTER (WHERE l.event_type = 'account_locked'),
+           -- The state row is the account key's: the engine records the key
+           -- with a failure whose user_id differs from it.
            coalesce((SELECT s.locked AND (s.locked_until IS NULL OR s.locked_until > now())
                        FROM authaudit.lockout_state s
-                      WHERE s.tenant_id = targeted_accounts.tenant_id AND s.user_id = l.user_id), false)
+                      WHERE s.tenant_id = targeted_accounts.tenant_id
+                        AND s.user_id = coalesce(max(l.metadata #>> '{_authaudit,lockout,account_key}'),
+                                                 l.user_id)), false)
       FROM authaudit.auth_log l
      WHERE l.tenant_id = targeted_accounts.tenant_id
        AND l.occurred_at >= targeted_accounts.from_time AND l.occurred_at < targeted_accounts.to_time

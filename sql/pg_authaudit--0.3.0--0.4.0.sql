@@ -41,6 +41,33 @@ COMMENT ON FUNCTION authaudit.account_key(text, text) IS
 COMMENT ON FUNCTION authaudit.source_key(text, inet) IS
     'The key the tenant''s per-IP lockout rules count a source address against (docs/lockout.md).';
 
+-- A spelling's lock is its key's state row.
+CREATE OR REPLACE FUNCTION authaudit.targeted_accounts(tenant_id text, from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (user_id text, failures bigint, distinct_ips bigint, first_attempt timestamptz,
+               last_attempt timestamptz, locks bigint, locked_now boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT l.user_id,
+           count(*) FILTER (WHERE l.event_type = 'login_failed'),
+           count(DISTINCT l.ip) FILTER (WHERE l.event_type = 'login_failed'),
+           min(l.occurred_at) FILTER (WHERE l.event_type = 'login_failed'),
+           max(l.occurred_at) FILTER (WHERE l.event_type = 'login_failed'),
+           count(*) FILTER (WHERE l.event_type = 'account_locked'),
+           -- The state row is the account key's: the engine records the key
+           -- with a failure whose user_id differs from it.
+           coalesce((SELECT s.locked AND (s.locked_until IS NULL OR s.locked_until > now())
+                       FROM authaudit.lockout_state s
+                      WHERE s.tenant_id = targeted_accounts.tenant_id
+                        AND s.user_id = coalesce(max(l.metadata #>> '{_authaudit,lockout,account_key}'),
+                                                 l.user_id)), false)
+      FROM authaudit.auth_log l
+     WHERE l.tenant_id = targeted_accounts.tenant_id
+       AND l.occurred_at >= targeted_accounts.from_time AND l.occurred_at < targeted_accounts.to_time
+       AND l.event_type IN ('login_failed', 'account_locked')
+     GROUP BY l.user_id
+    HAVING count(*) FILTER (WHERE l.event_type = 'login_failed') > 0
+     ORDER BY 2 DESC, 1
+$$;
+
 -- Accounts: one row per key, the most restrictive kept, then renamed.
 WITH keyed AS (
     SELECT s.ctid AS row_id,

@@ -30,7 +30,7 @@ use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{Channel, EventError, EventInput, EventType, IpInput};
 use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout::derived_log_id;
-use authaudit_core::lockout_effect::{step, Before, Effect, Kind};
+use authaudit_core::lockout_effect::{step, Before, Effect, Kind, Lock};
 use authaudit_core::scope::WriteReach;
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
@@ -444,6 +444,16 @@ pub fn check_reach(
     })
 }
 
+/// The metadata of the `account_locked` event failure `failure` caused,
+/// with the account's key where it differs from the recorded `user`.
+pub fn lock_metadata(lock: &Lock, failure: &Uuid, user: &str, account: &str) -> Jsonb {
+    let mut m = lock.metadata(&failure.to_string());
+    if let (Value::Object(o), true) = (&mut m, account != user) {
+        o.insert("account_key".into(), Value::String(account.to_owned()));
+    }
+    Jsonb::parse(&m.to_string())
+}
+
 /// The lockout facts with the keys the event counted against, where they
 /// differ from the recorded `user_id` and `ip` (`account_key`,
 /// `source_key`).
@@ -523,7 +533,7 @@ pub fn record(
         heads::unappend(e.tenant)?;
         return existing(client, &e);
     };
-    if let Some(lock) = writes.and_then(|w| w.effect.lock) {
+    if let Some((lock, account)) = writes.and_then(|w| w.effect.lock.map(|l| (l, w.account))) {
         // This failure locked the account: the lock is the next link, with
         // an id derived from the failure's (a retry finds it).
         let id = Uuid::from_bytes(derived_log_id(e.log_id.as_bytes(), "account_locked"));
@@ -535,7 +545,7 @@ pub fn record(
             occurred_given: true,
             recorded_at_us: now_us(),
             metadata_text: String::new(),
-            metadata: Jsonb::parse(&lock.metadata(&e.log_id.to_string()).to_string()),
+            metadata: lock_metadata(&lock, &e.log_id, e.user, &account),
             facts: Map::new(),
             ..e
         };

@@ -16,8 +16,8 @@ use crate::error::AuditError;
 use crate::heads;
 use crate::lockout_engine::{self as engine, LockedAccount, Rules};
 use crate::record::{
-    body, check_reach, existing, final_metadata, insert_log_row, now_us, with_keys, Args, Event,
-    LogRow,
+    body, check_reach, existing, final_metadata, insert_log_row, lock_metadata, now_us, with_keys,
+    Args, Event, LogRow,
 };
 use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
@@ -346,7 +346,7 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 occurred_given: true,
                 occurred_at_us: e.occurred_at_us,
                 recorded_at_us: now_us(),
-                metadata: Jsonb::parse(&lock.metadata(&e.log_id.to_string()).to_string()),
+                metadata: lock_metadata(&lock, &e.log_id, e.user, &account_key.1),
                 metadata_text: String::new(),
                 facts: Map::new(),
             };

@@ -80,6 +80,27 @@ fn spellings_of_one_account_share_its_count_and_its_lock() {
         .unwrap()
         .get(0);
     assert_eq!(locks, 1);
+    let lock_key: Option<String> = c
+        .query_one(
+            "SELECT metadata ->> 'account_key' FROM authaudit.auth_log WHERE event_type = 'account_locked'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(lock_key.as_deref(), Some("victim-lk"));
+    // The investigation lists each spelling as recorded, every one locked.
+    let listed: Vec<(String, bool)> = c
+        .query(
+            "SELECT user_id, locked_now FROM authaudit.targeted_accounts('acme', now() - interval '1 day', \
+                                                                         now() + interval '1 hour')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    assert!(listed.iter().all(|(_, locked)| *locked), "{listed:?}");
     // Every spelling is locked out, and a further failure under any of them
     // counts against the same row.
     for user in SPELLINGS.iter().chain(&["victim-lk"]) {
