@@ -13,7 +13,7 @@
 //! which cannot move while this transaction holds their locks.
 
 use crate::error::AuditError;
-use crate::row_writes::Target;
+use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Tid};
 use crate::state_rows::{self, Read};
 use crate::{gucs, scope, spi_plans, time};
@@ -274,6 +274,36 @@ pub fn now_datum() -> Option<pg_sys::Datum> {
     Some(pg_sys::Datum::from(unsafe {
         pg_sys::GetCurrentTransactionStartTimestamp()
     }))
+}
+
+/// A time as a `timestamptz` datum (`None`: NULL).
+pub fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
+    us.and_then(time::from_unix_micros)
+        .and_then(IntoDatum::into_datum)
+}
+
+/// The columns of an account's state row that hold `state`.
+pub fn account_columns(state: &AccountState) -> [Column; 7] {
+    [
+        (c"failure_count", state.failure_count.into_datum()),
+        (c"first_failure_at", timestamp(state.first_failure_us)),
+        (c"last_failure_at", timestamp(state.last_failure_us)),
+        (c"locked", state.locked.into_datum()),
+        (c"locked_at", timestamp(state.locked_at_us)),
+        (c"locked_until", timestamp(state.locked_until_us)),
+        (c"lock_count", state.lock_count.into_datum()),
+    ]
+}
+
+/// The columns of a source's or (source, account) pair's state row that
+/// hold `state`, with `updated_at`.
+pub fn source_columns(state: &IpState) -> [Column; 4] {
+    [
+        (c"failure_count", state.failure_count.into_datum()),
+        (c"first_failure_at", timestamp(state.first_failure_us)),
+        (c"blocked_until", timestamp(state.blocked_until_us)),
+        (c"updated_at", now_datum()),
+    ]
 }
 
 /// Creates the account's empty row, belonging to `org` (`None`: another

@@ -224,8 +224,8 @@ pub fn insert_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, Audit
                 (c"ip", r.ip.map(|i| i.datum)),
                 (c"user_agent", r.user_agent.and_then(IntoDatum::into_datum)),
                 (c"channel", r.channel.into_datum()),
-                (c"occurred_at", timestamp(Some(r.occurred_at_us))),
-                (c"recorded_at", timestamp(Some(r.recorded_at_us))),
+                (c"occurred_at", engine::timestamp(Some(r.occurred_at_us))),
+                (c"recorded_at", engine::timestamp(Some(r.recorded_at_us))),
                 (c"metadata", Some(r.metadata.0)),
                 (c"format_version", 1i16.into_datum()),
                 (c"prev_link", r.prev.sha256.as_slice().into_datum()),
@@ -298,10 +298,6 @@ fn insert(
     Ok(stored)
 }
 
-fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
-    ts(us).and_then(IntoDatum::into_datum)
-}
-
 /// Writes the state rows the event changed, once its row went in: the
 /// account's (a failure keeps its source IP as the last and, when it is the
 /// first of a run, the first), then the source IP's and the (IP, account)
@@ -314,20 +310,13 @@ fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
     else {
         return Ok(());
     };
-    let now = engine::now_datum();
     let failure_ip = e.ip.filter(|_| w.kind == Kind::Failure).map(|ip| ip.datum);
-    let mut columns: Vec<Column> = vec![
-        (c"failure_count", a.failure_count.into_datum()),
-        (c"first_failure_at", timestamp(a.first_failure_us)),
-        (c"last_failure_at", timestamp(a.last_failure_us)),
-        (c"locked", a.locked.into_datum()),
-        (c"locked_at", timestamp(a.locked_at_us)),
-        (c"locked_until", timestamp(a.locked_until_us)),
-        (c"lock_count", a.lock_count.into_datum()),
+    let mut columns: Vec<Column> = engine::account_columns(&a).to_vec();
+    columns.extend([
         (c"last_log_id", e.log_id.into_datum()),
         (c"last_seq", seq.into_datum()),
-        (c"updated_at", now),
-    ];
+        (c"updated_at", engine::now_datum()),
+    ]);
     if a.failure_count == 0 {
         columns.push((c"first_failure_ip", None));
     } else if let (1, Some(ip)) = (a.failure_count, failure_ip) {
@@ -341,23 +330,10 @@ fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
         return Ok(());
     };
     if let Some(ip) = w.effect.ip {
-        Target::open(c"lockout_ip_state")?.update(
-            source.ip_tid,
-            &[
-                (c"failure_count", ip.failure_count.into_datum()),
-                (c"first_failure_at", timestamp(ip.first_failure_us)),
-                (c"blocked_until", timestamp(ip.blocked_until_us)),
-                (c"updated_at", now),
-            ],
-        )?;
+        Target::open(c"lockout_ip_state")?.update(source.ip_tid, &engine::source_columns(&ip))?;
     }
     if let (Some(pair), Some(source_key)) = (w.effect.pair, w.source) {
-        let state = [
-            (c"failure_count", pair.failure_count.into_datum()),
-            (c"first_failure_at", timestamp(pair.first_failure_us)),
-            (c"blocked_until", timestamp(pair.blocked_until_us)),
-            (c"updated_at", now),
-        ];
+        let state = engine::source_columns(&pair);
         let mut target = Target::open(c"lockout_ip_account_state")?;
         match source.pair_tid {
             Some(pair_tid) => target.update(pair_tid, &state)?,

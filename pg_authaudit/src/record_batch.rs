@@ -23,7 +23,7 @@ use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
 use crate::sql_values::{Inet, Jsonb, Tid};
 use crate::state_rows::{Probe, Read};
-use crate::{gucs, scope, time};
+use crate::{gucs, scope};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{Channel, EventType};
 use authaudit_core::identity::{self, SourceKey};
@@ -718,10 +718,6 @@ fn new_row(e: &Event<'_>, metadata: Jsonb, seq: i64, prev: ChainHead, next: Chai
     }
 }
 
-fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
-    us.and_then(time::from_unix_micros)
-}
-
 fn insert_rows(rows: &[NewRow]) -> Result<(), AuditError> {
     if rows.is_empty() {
         return Ok(());
@@ -753,10 +749,6 @@ fn insert_rows(rows: &[NewRow]) -> Result<(), AuditError> {
     Ok(())
 }
 
-fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
-    ts(us).and_then(IntoDatum::into_datum)
-}
-
 fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), AuditError> {
     let mut changed = accounts.values().filter(|r| r.changed).peekable();
     if changed.peek().is_none() {
@@ -764,31 +756,22 @@ fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), Audi
     }
     let mut target = Target::open(c"lockout_state")?;
     for r in changed {
-        let s = r.locked.state;
         let tid = r.locked.tid.expect("a locked row's position");
-        target.update(
-            tid,
-            &[
-                (c"failure_count", s.failure_count.into_datum()),
-                (c"first_failure_at", timestamp(s.first_failure_us)),
-                (c"last_failure_at", timestamp(s.last_failure_us)),
-                (c"locked", s.locked.into_datum()),
-                (c"locked_at", timestamp(s.locked_at_us)),
-                (c"locked_until", timestamp(s.locked_until_us)),
-                (c"lock_count", s.lock_count.into_datum()),
-                (
-                    c"first_failure_ip",
-                    r.first_ip.as_deref().map(|a| to_inet(a).datum),
-                ),
-                (
-                    c"last_failure_ip",
-                    r.last_ip.as_deref().map(|a| to_inet(a).datum),
-                ),
-                (c"last_log_id", r.last.and_then(|l| l.0.into_datum())),
-                (c"last_seq", r.last.and_then(|l| l.1.into_datum())),
-                (c"updated_at", engine::now_datum()),
-            ],
-        )?;
+        let mut columns = engine::account_columns(&r.locked.state).to_vec();
+        columns.extend([
+            (
+                c"first_failure_ip",
+                r.first_ip.as_deref().map(|a| to_inet(a).datum),
+            ),
+            (
+                c"last_failure_ip",
+                r.last_ip.as_deref().map(|a| to_inet(a).datum),
+            ),
+            (c"last_log_id", r.last.and_then(|l| l.0.into_datum())),
+            (c"last_seq", r.last.and_then(|l| l.1.into_datum())),
+            (c"updated_at", engine::now_datum()),
+        ]);
+        target.update(tid, &columns)?;
     }
     Ok(())
 }
@@ -802,12 +785,7 @@ fn write_ips(ips: &HashMap<IpKey, SourceRow>) -> Result<(), AuditError> {
     for r in changed {
         target.update(
             r.tid.expect("a locked row's position"),
-            &[
-                (c"failure_count", r.state.failure_count.into_datum()),
-                (c"first_failure_at", timestamp(r.state.first_failure_us)),
-                (c"blocked_until", timestamp(r.state.blocked_until_us)),
-                (c"updated_at", engine::now_datum()),
-            ],
+            &engine::source_columns(&r.state),
         )?;
     }
     Ok(())
@@ -822,12 +800,7 @@ fn write_pairs(pairs: &HashMap<PairKey, SourceRow>) -> Result<(), AuditError> {
     }
     let mut target = Target::open(c"lockout_ip_account_state")?;
     for (k, r) in changed {
-        let state = [
-            (c"failure_count", r.state.failure_count.into_datum()),
-            (c"first_failure_at", timestamp(r.state.first_failure_us)),
-            (c"blocked_until", timestamp(r.state.blocked_until_us)),
-            (c"updated_at", engine::now_datum()),
-        ];
+        let state = engine::source_columns(&r.state);
         match r.tid {
             Some(tid) => target.update(tid, &state)?,
             None => {

@@ -2,11 +2,11 @@
 //! command they refer to exists in the repository (Docker cannot run on the
 //! machines that run this suite).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    authaudit_tests::repo_root()
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! `COPY ... TO STDOUT` output, independently of the extension's Rust code.
 
 use crate::support::{db, fail, log_id, run_python};
-use std::path::Path;
 use std::process::Command;
 
 fn export(db: &authaudit_tests::TestDb) -> String {
@@ -13,7 +12,7 @@ fn export(db: &authaudit_tests::TestDb) -> String {
 }
 
 fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    authaudit_tests::repo_root().join(path)
 }
 
 #[test]

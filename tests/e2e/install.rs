@@ -25,7 +25,7 @@ fn installing_beside_a_running_server_leaves_it_running() {
     let lib = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
         .join("pg_authaudit.so");
     let before = std::fs::metadata(&lib).unwrap().ino();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = authaudit_tests::repo_root();
     // Install again the build that is installed (the debug one that `make
     // test` installs, or a release one), never another.
     let installed = std::fs::read(&lib).unwrap();

@@ -19,7 +19,7 @@ fn sidecar_bin() -> std::path::PathBuf {
         return p.into();
     }
     let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        |_| authaudit_tests::repo_root().join("target"),
         std::path::PathBuf::from,
     );
     let bin = target.join("debug/authaudit-sidecar");

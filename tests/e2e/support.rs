@@ -74,9 +74,7 @@ pub fn gapless(c: &mut Client, tenant: &str) -> i64 {
 pub fn run_python(script: &str, stdin: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(script);
+    let path = authaudit_tests::repo_root().join(script);
     let mut child = Command::new("python3")
         .arg(path)
         .stdin(Stdio::piped())

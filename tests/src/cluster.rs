@@ -18,8 +18,14 @@ pub struct Cluster {
     next_db: AtomicU32,
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout the tests run in: `cargo test` sets `CARGO_MANIFEST_DIR`
+/// when it runs a test too, so a test binary another checkout built (one
+/// target directory shared by two checkouts) still uses this checkout's
+/// scripts and files.
+pub fn repo_root() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    Path::new(&manifest)
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
