@@ -17,7 +17,7 @@ use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Tid};
 use crate::state_rows::{self, Read};
 use crate::{gucs, scope, spi_plans, time};
-use authaudit_core::identity::{self, Folding};
+use authaudit_core::identity::{self, Folding, SourceKey};
 use authaudit_core::lockout::{AccountState, Increment, IpState, Policy};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -55,9 +55,14 @@ impl KeyRules {
         identity::account_key(user, self.folding)
     }
 
+    /// The key of source `ip`.
+    pub fn source_key(&self, ip: Inet) -> SourceKey {
+        identity::source_key(ip.addr, self.ipv6_prefix)
+    }
+
     /// The key of source `ip`, as an `inet` of the key's network.
     pub fn source(&self, ip: Inet) -> Inet {
-        let key = identity::source_key(ip.addr, self.ipv6_prefix);
+        let key = self.source_key(ip);
         if key.addr == ip.addr && key.prefix == ip.prefix {
             return ip;
         }
@@ -255,7 +260,8 @@ fn lock_account(tenant: &str, user: &str) -> Result<Option<LockedAccount>, Audit
     )
 }
 
-fn datum(text: &str) -> pg_sys::Datum {
+/// A text datum.
+pub fn datum(text: &str) -> pg_sys::Datum {
     text.into_datum().expect("text is not null")
 }
 
@@ -443,9 +449,6 @@ fn account_key_sql(tenant_id: &str, user_id: &str) -> Result<String, ErrorReport
 #[search_path(pg_catalog, pg_temp)]
 fn source_key_sql(tenant_id: &str, ip: Inet) -> Result<pgrx::datum::Inet, ErrorReport> {
     Ok(Spi::connect_mut(|client| {
-        rules(client, tenant_id).map(|r| {
-            let key = identity::source_key(ip.addr, r.keys.ipv6_prefix);
-            pgrx::datum::Inet(key.inet_text())
-        })
+        rules(client, tenant_id).map(|r| pgrx::datum::Inet(r.keys.source_key(ip).inet_text()))
     })?)
 }

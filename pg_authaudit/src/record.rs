@@ -484,10 +484,7 @@ pub fn record(
                     e.user,
                     &account,
                     e.ip,
-                    source.map(|s| SourceKey {
-                        addr: s.addr,
-                        prefix: s.prefix,
-                    }),
+                    source.map(|s| rules.keys.source_key(s)),
                 ),
             );
             Some(Writes {

@@ -26,7 +26,7 @@ use crate::state_rows::{Probe, Read};
 use crate::{gucs, scope};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{Channel, EventType};
-use authaudit_core::identity::{self, SourceKey};
+use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout::{derived_log_id, IpState};
 use authaudit_core::lockout_effect::{step, Before, Kind};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
@@ -83,10 +83,6 @@ fn to_uuid(s: &str) -> Uuid {
         direct_function_call::<Uuid>(pg_sys::uuid_in, &[Some(pg_sys::Datum::from(c.as_ptr()))])
     }
     .expect("uuid_in returns a value")
-}
-
-fn to_inet(s: &str) -> Inet {
-    Inet::parse(s)
 }
 
 /// `text::timestamptz`, raising the cast's error.
@@ -176,7 +172,7 @@ fn event_keys(
             source: e
                 .ip
                 .filter(|_| kind.counts_ip(true))
-                .map(|ip| identity::source_key(ip.addr, r.keys.ipv6_prefix)),
+                .map(|ip| r.keys.source_key(ip)),
         }));
     }
     Ok(keys)
@@ -225,7 +221,7 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 event_type: r.event_type.as_deref(),
                 user: r.user.as_deref(),
                 channel: r.channel.as_deref(),
-                ip: r.ip.as_deref().map(to_inet),
+                ip: r.ip.as_deref().map(Inet::parse),
                 user_agent: r.user_agent.as_deref(),
                 occurred_at: r.occurred_at.as_deref().map(to_timestamptz),
                 metadata: r.metadata,
@@ -497,13 +493,9 @@ fn recorded_ids(events: &[Event<'_>]) -> Result<HashSet<[u8; 16]>, AuditError> {
     Ok(found)
 }
 
-fn text_datum(text: &str) -> pg_sys::Datum {
-    text.into_datum().expect("text is not null")
-}
-
 /// An address as an `inet` datum (a host address, as the rows hold it).
 fn inet_datum(key: &SourceKey) -> pg_sys::Datum {
-    to_inet(&key.inet_text()).datum
+    Inet::parse(&key.inet_text()).datum
 }
 
 /// Locks the account rows of `keys` that exist, in their order, into `rows`.
@@ -513,7 +505,7 @@ fn lock_account_rows<'k>(
 ) -> Result<(), AuditError> {
     let mut probe = Probe::open(c"lockout_state", c"lockout_state_pkey")?;
     for k in keys {
-        let key = [text_datum(&k.0), text_datum(&k.1)];
+        let key = [engine::datum(&k.0), engine::datum(&k.1)];
         let row = probe.find(&key, Read::Lock, |f| AccountRow {
             first_ip: f
                 .get::<Inet>(c"first_failure_ip")
@@ -614,10 +606,29 @@ fn lock_ip_rows<'k>(
     keys: impl Iterator<Item = &'k IpKey>,
     rows: &mut HashMap<IpKey, SourceRow>,
 ) -> Result<(), AuditError> {
-    let mut probe = Probe::open(c"lockout_ip_state", c"lockout_ip_state_pkey")?;
+    source_rows(
+        c"lockout_ip_state",
+        c"lockout_ip_state_pkey",
+        keys,
+        |k| vec![engine::datum(&k.0), inet_datum(&k.1)],
+        Read::Lock,
+        rows,
+    )
+}
+
+/// Reads (`how`) the source or pair rows of `keys` that exist, in their
+/// order, into `rows`.
+fn source_rows<'k, K: Clone + Eq + std::hash::Hash + 'k>(
+    table: &'static std::ffi::CStr,
+    index: &'static std::ffi::CStr,
+    keys: impl Iterator<Item = &'k K>,
+    datums: impl Fn(&K) -> Vec<pg_sys::Datum>,
+    how: Read,
+    rows: &mut HashMap<K, SourceRow>,
+) -> Result<(), AuditError> {
+    let mut probe = Probe::open(table, index)?;
     for k in keys {
-        let key = [text_datum(&k.0), inet_datum(&k.1)];
-        let row = probe.find(&key, Read::Lock, |f| SourceRow {
+        let row = probe.find(&datums(k), how, |f| SourceRow {
             state: engine::ip_state(f),
             tid: Some(f.tid),
             changed: false,
@@ -681,21 +692,14 @@ fn read_pairs(
     if keys.is_empty() {
         return Ok(rows);
     }
-    let mut probe = Probe::open(
+    source_rows(
         c"lockout_ip_account_state",
         c"lockout_ip_account_state_pkey",
+        keys.keys(),
+        |k| vec![engine::datum(&k.0), inet_datum(&k.1), engine::datum(&k.2)],
+        Read::Plain,
+        &mut rows,
     )?;
-    for k in keys.keys() {
-        let key = [text_datum(&k.0), inet_datum(&k.1), text_datum(&k.2)];
-        let row = probe.find(&key, Read::Plain, |f| SourceRow {
-            state: engine::ip_state(f),
-            tid: Some(f.tid),
-            changed: false,
-        })?;
-        if let Some(row) = row {
-            rows.insert(k.clone(), row);
-        }
-    }
     Ok(rows)
 }
 
@@ -761,11 +765,11 @@ fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), Audi
         columns.extend([
             (
                 c"first_failure_ip",
-                r.first_ip.as_deref().map(|a| to_inet(a).datum),
+                r.first_ip.as_deref().map(|a| Inet::parse(a).datum),
             ),
             (
                 c"last_failure_ip",
-                r.last_ip.as_deref().map(|a| to_inet(a).datum),
+                r.last_ip.as_deref().map(|a| Inet::parse(a).datum),
             ),
             (c"last_log_id", r.last.and_then(|l| l.0.into_datum())),
             (c"last_seq", r.last.and_then(|l| l.1.into_datum())),
@@ -805,9 +809,9 @@ fn write_pairs(pairs: &HashMap<PairKey, SourceRow>) -> Result<(), AuditError> {
             Some(tid) => target.update(tid, &state)?,
             None => {
                 let mut row = vec![
-                    (c"tenant_id", Some(text_datum(&k.0))),
+                    (c"tenant_id", Some(engine::datum(&k.0))),
                     (c"ip", Some(inet_datum(&k.1))),
-                    (c"user_id", Some(text_datum(&k.2))),
+                    (c"user_id", Some(engine::datum(&k.2))),
                 ];
                 row.extend(state);
                 target.insert(&row)?;

@@ -9,7 +9,7 @@
 
 use crate::error::AuditError;
 use crate::sql_values::Tid;
-use crate::state_rows::relid;
+use crate::state_rows::{self, relid};
 use pgrx::pg_sys;
 use std::ffi::CStr;
 use std::ptr::{addr_of_mut, null_mut};
@@ -80,11 +80,9 @@ impl Target {
         }
     }
 
-    fn attnum(&self, name: &CStr) -> usize {
-        // SAFETY: a syscache lookup of a column of the open table.
-        let n = unsafe { pg_sys::get_attnum((*self.rel).rd_id, name.as_ptr()) };
-        assert!(n > 0, "authaudit table lacks column {name:?}");
-        (n - 1) as usize
+    fn attnum(&self, name: &'static CStr) -> usize {
+        // SAFETY: the relation is open.
+        (state_rows::attnum(unsafe { (*self.rel).rd_id }, name) - 1) as usize
     }
 
     /// Sets `columns` of the row at `tid`, which this transaction holds

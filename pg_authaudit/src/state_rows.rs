@@ -43,7 +43,8 @@ impl Found {
     }
 }
 
-fn attnum(relid: pg_sys::Oid, name: &'static CStr) -> i16 {
+/// The number of column `name` of table `relid`, cached per backend.
+pub fn attnum(relid: pg_sys::Oid, name: &'static CStr) -> i16 {
     ATTNUMS.with(|a| {
         *a.borrow_mut().entry((relid, name)).or_insert_with(|| {
             // SAFETY: a syscache lookup of a column of an open table.
