@@ -4,30 +4,35 @@
 SET LOCAL check_function_bodies = off;
 
 -- Accounts under attack: failures, distinct source IPs, first and last
--- attempt, locks in the period, and whether the account is locked now.
+-- attempt, locks in the period (decided in event-time order, see
+-- lockout_replay), and whether the account is locked now.
 CREATE FUNCTION authaudit.targeted_accounts(tenant_id text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (user_id text, failures bigint, distinct_ips bigint, first_attempt timestamptz,
                last_attempt timestamptz, locks bigint, locked_now boolean)
 LANGUAGE sql STABLE AS $$
+    WITH locks AS (
+        SELECT r.user_id, count(*) AS n
+          FROM authaudit.lockout_replay(targeted_accounts.tenant_id, targeted_accounts.from_time,
+                                        targeted_accounts.to_time) r
+         WHERE r.locked_account
+         GROUP BY r.user_id)
     SELECT l.user_id,
-           count(*) FILTER (WHERE l.event_type = 'login_failed'),
-           count(DISTINCT l.ip) FILTER (WHERE l.event_type = 'login_failed'),
-           min(l.occurred_at) FILTER (WHERE l.event_type = 'login_failed'),
-           max(l.occurred_at) FILTER (WHERE l.event_type = 'login_failed'),
-           count(*) FILTER (WHERE l.event_type = 'account_locked'),
-           -- The state row is the account key's: the engine records the key
-           -- with a failure whose user_id differs from it.
+           count(*),
+           count(DISTINCT l.ip),
+           min(l.occurred_at),
+           max(l.occurred_at),
+           coalesce((SELECT k.n FROM locks k WHERE k.user_id = l.user_id), 0),
+           -- The state row is the account key's (docs/lockout.md).
            coalesce((SELECT s.locked AND (s.locked_until IS NULL OR s.locked_until > now())
                        FROM authaudit.lockout_state s
                       WHERE s.tenant_id = targeted_accounts.tenant_id
-                        AND s.user_id = coalesce(max(l.metadata #>> '{_authaudit,lockout,account_key}'),
-                                                 l.user_id)), false)
+                        AND s.user_id = authaudit.account_key(targeted_accounts.tenant_id, l.user_id)),
+                    false)
       FROM authaudit.auth_log l
      WHERE l.tenant_id = targeted_accounts.tenant_id
        AND l.occurred_at >= targeted_accounts.from_time AND l.occurred_at < targeted_accounts.to_time
-       AND l.event_type IN ('login_failed', 'account_locked')
+       AND l.event_type = 'login_failed'
      GROUP BY l.user_id
-    HAVING count(*) FILTER (WHERE l.event_type = 'login_failed') > 0
      ORDER BY 2 DESC, 1
 $$;
 
@@ -53,50 +58,44 @@ LANGUAGE sql STABLE AS $$
      ORDER BY 2 DESC, 1
 $$;
 
--- Every lock and reset, in chain order, with why and until when.
+-- Every lock and reset in the period, in event-time order: the locks the
+-- engine decides over the tenant's events taken in (occurred_at, log_id)
+-- order, whatever order they were recorded in (lockout_replay). A lock's
+-- seq, occurred_at and triggered_by are those of the failure that locked.
 CREATE FUNCTION authaudit.lockout_timeline(tenant_id text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (seq bigint, occurred_at timestamptz, user_id text, event_type text, rule text,
                failures integer, locked_until timestamptz, permanent boolean, triggered_by uuid)
 LANGUAGE sql STABLE AS $$
-    SELECT l.seq, l.occurred_at, l.user_id, l.event_type,
-           l.metadata ->> 'reason',
-           (l.metadata ->> 'failures')::integer,
-           (l.metadata ->> 'locked_until')::timestamptz,
-           (l.metadata ->> 'permanent')::boolean,
-           (l.metadata ->> 'triggered_by')::uuid
-      FROM authaudit.auth_log l
-     WHERE l.tenant_id = lockout_timeline.tenant_id
-       AND l.occurred_at >= lockout_timeline.from_time AND l.occurred_at < lockout_timeline.to_time
-       AND l.event_type IN ('account_locked', 'lockout_reset')
-     ORDER BY l.seq
+    SELECT r.seq, r.occurred_at, r.user_id,
+           CASE WHEN r.locked_account THEN 'account_locked' ELSE 'lockout_reset' END,
+           CASE WHEN r.locked_account THEN r.lock_rule
+                ELSE (SELECT l.metadata ->> 'reason' FROM authaudit.auth_log l WHERE l.log_id = r.log_id) END,
+           CASE WHEN r.locked_account THEN r.failures_in_window END,
+           CASE WHEN r.locked_account THEN r.locked_until END,
+           CASE WHEN r.locked_account THEN r.permanent END,
+           CASE WHEN r.locked_account THEN r.log_id END
+      FROM authaudit.lockout_replay(lockout_timeline.tenant_id, lockout_timeline.from_time,
+                                    lockout_timeline.to_time) r
+     WHERE r.locked_account OR r.event_type = 'lockout_reset'
+     ORDER BY r.decision
 $$;
 
 -- Successful logins that followed at least min_failures failures of the same
--- account, or happened while it was locked, with the IPs that failed.
+-- account since its last success or reset, or happened while it was locked,
+-- with the IPs those failures came from; decided in event-time order.
 CREATE FUNCTION authaudit.successes_after_failures(tenant_id text, from_time timestamptz,
                                                    to_time timestamptz, min_failures integer DEFAULT 1)
 RETURNS TABLE (seq bigint, occurred_at timestamptz, user_id text, ip inet, preceding_failures integer,
                while_locked boolean, failing_ips inet[])
 LANGUAGE sql STABLE AS $$
-    SELECT l.seq, l.occurred_at, l.user_id, l.ip,
-           coalesce((l.metadata #>> '{_authaudit,lockout,preceding_failures}')::integer, 0),
-           coalesce((l.metadata #>> '{_authaudit,lockout,was_locked}')::boolean, false),
-           (SELECT array_agg(DISTINCT f.ip ORDER BY f.ip)
-              FROM authaudit.auth_log f
-             WHERE f.tenant_id = l.tenant_id AND f.user_id = l.user_id
-               AND f.event_type = 'login_failed' AND f.ip IS NOT NULL
-               AND f.occurred_at <= l.occurred_at
-               AND f.occurred_at > l.occurred_at - interval '1 day'
-               AND f.seq < l.seq)
-      FROM authaudit.auth_log l
-     WHERE l.tenant_id = successes_after_failures.tenant_id
-       AND l.occurred_at >= successes_after_failures.from_time
-       AND l.occurred_at < successes_after_failures.to_time
-       AND l.event_type = 'login_success'
-       AND (coalesce((l.metadata #>> '{_authaudit,lockout,preceding_failures}')::integer, 0)
-                >= successes_after_failures.min_failures
-            OR coalesce((l.metadata #>> '{_authaudit,lockout,was_locked}')::boolean, false))
-     ORDER BY l.seq
+    SELECT r.seq, r.occurred_at, r.user_id, r.ip, r.preceding_failures, r.was_locked,
+           nullif(r.failing_ips, '{}')
+      FROM authaudit.lockout_replay(successes_after_failures.tenant_id,
+                                    successes_after_failures.from_time,
+                                    successes_after_failures.to_time) r
+     WHERE r.event_type = 'login_success'
+       AND (r.preceding_failures >= successes_after_failures.min_failures OR r.was_locked)
+     ORDER BY r.decision
 $$;
 
 -- A tenant's period in numbers, for compliance reports: events by type and

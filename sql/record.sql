@@ -40,6 +40,43 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION authaudit._record_events(jsonb) FROM PUBLIC;
 
+-- History: events older than authaudit.max_past_skew (rotated log files, a
+-- SIEM's archive, another system's log). Recorded and chained like live
+-- events, marked metadata._authaudit.imported, with no live lockout effect;
+-- then, unless rebuild => false, every tenant of the batch has its lockout
+-- state re-derived in event-time order (authaudit.rebuild_lockout). The Rust
+-- half is authaudit._import_events (pg_authaudit/src/record_batch.rs).
+CREATE FUNCTION authaudit.import_events(events jsonb, rebuild boolean DEFAULT true)
+RETURNS SETOF authaudit.auth_log
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids uuid[] := authaudit._import_events(events);
+BEGIN
+    IF rebuild THEN
+        PERFORM authaudit._rebuild_after_import(
+            ARRAY(SELECT DISTINCT l.tenant_id FROM authaudit.auth_log l WHERE l.log_id = ANY (v_ids)));
+    END IF;
+    RETURN QUERY
+        SELECT l.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
+          JOIN authaudit.auth_log l ON l.log_id = u.id
+         ORDER BY u.ord;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION authaudit._import_events(jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION authaudit._rebuild_after_import(text[]) FROM PUBLIC;
+
+COMMENT ON FUNCTION authaudit.import_events(jsonb, boolean) IS
+    'Records historical events (any past occurred_at) without live lockout effects, then re-derives the lockout state in event-time order.';
+COMMENT ON FUNCTION authaudit.rebuild_lockout(text) IS
+    'Re-derives a tenant''s lockout tables from its events in event-time order (docs/lockout.md, "Event time").';
+COMMENT ON FUNCTION authaudit.lockout_replay(text, timestamptz, timestamptz) IS
+    'The lockout engine''s decision for each event of a tenant, in event-time order whatever the arrival order.';
+
 COMMENT ON FUNCTION authaudit.account_key(text, text) IS
     'The key the tenant''s lockouts count a user_id against (docs/lockout.md).';
 COMMENT ON FUNCTION authaudit.source_key(text, inet) IS

@@ -101,6 +101,9 @@ CREATE TABLE authaudit.lockout_state (
     last_seq         bigint,
     updated_at       timestamptz NOT NULL DEFAULT now(),
     org_id           text,                 -- the organisation of its first event
+    -- Failures since the last login_success or lockout_reset: a success
+    -- reports it as preceding_failures (docs/lockout.md).
+    failures_since_success integer NOT NULL DEFAULT 0,
     CONSTRAINT lockout_state_pkey PRIMARY KEY (tenant_id, user_id)
 );
 

@@ -123,6 +123,16 @@ GRANT EXECUTE ON FUNCTION authaudit.checkpoint(text) TO authaudit_auditor, autha
 REVOKE EXECUTE ON FUNCTION authaudit.ensure_mirror_publication(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION authaudit.ensure_mirror_publication(text) TO authaudit_auditor;
 GRANT EXECUTE ON FUNCTION authaudit.apply_retention(text, timestamptz) TO authaudit_admin;
+-- History and event-time state (docs/lockout.md, "Event time").
+REVOKE EXECUTE ON FUNCTION
+    authaudit.import_events(jsonb, boolean),
+    authaudit.rebuild_lockout(text),
+    authaudit.lockout_replay(text, timestamptz, timestamptz)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION authaudit.import_events(jsonb, boolean) TO authaudit_writer;
+GRANT EXECUTE ON FUNCTION authaudit.rebuild_lockout(text) TO authaudit_writer, authaudit_admin;
+GRANT EXECUTE ON FUNCTION authaudit.lockout_replay(text, timestamptz, timestamptz)
+    TO authaudit_reader, authaudit_auditor;
 REVOKE EXECUTE ON FUNCTION
     authaudit.targeted_accounts(text, timestamptz, timestamptz),
     authaudit.attack_sources(text, timestamptz, timestamptz),

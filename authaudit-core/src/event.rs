@@ -149,6 +149,27 @@ pub enum EventError {
     NotFinite(&'static str),
     #[error("occurred_at is {ahead_secs} s ahead of the server clock (limit {limit_secs} s)")]
     OccurredInFuture { ahead_secs: i64, limit_secs: i64 },
+    #[error("occurred_at is {behind_secs} s before the server clock, more than live recording accepts (authaudit.max_past_skew, {limit_secs} s)")]
+    OccurredTooLongAgo { behind_secs: i64, limit_secs: i64 },
+}
+
+/// Live recording's lower bound: an event older than `max_past_skew_us`
+/// would be decided against lockout state that has moved on (and back-dated
+/// failures would count in no window), so it is history, for the import
+/// path (docs/lockout.md, "Event time").
+pub fn check_live_time(
+    occurred_at_us: i64,
+    recorded_at_us: i64,
+    max_past_skew_us: i64,
+) -> Result<(), EventError> {
+    let behind = recorded_at_us.saturating_sub(occurred_at_us);
+    if behind > max_past_skew_us {
+        return Err(EventError::OccurredTooLongAgo {
+            behind_secs: behind / 1_000_000,
+            limit_secs: max_past_skew_us / 1_000_000,
+        });
+    }
+    Ok(())
 }
 
 /// An event as received at the SQL boundary, borrowed and not yet checked.
@@ -479,6 +500,20 @@ mod tests {
             })
         ));
         assert!(e.validate(400_000_000).is_ok());
+    }
+
+    #[test]
+    fn live_events_older_than_the_past_skew_are_refused() {
+        let now = input().recorded_at_us;
+        assert!(check_live_time(now - 300_000_000, now, 300_000_000).is_ok());
+        assert!(check_live_time(now + 1, now, 300_000_000).is_ok());
+        assert_eq!(
+            check_live_time(now - 2 * 86_400_000_000, now, 300_000_000),
+            Err(EventError::OccurredTooLongAgo {
+                behind_secs: 172_800,
+                limit_secs: 300
+            })
+        );
     }
 
     #[test]

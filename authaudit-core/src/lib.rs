@@ -12,5 +12,6 @@ pub mod jwt;
 pub mod lock_key;
 pub mod lockout;
 pub mod lockout_effect;
+pub mod lockout_replay;
 pub mod scope;
 pub mod verification;

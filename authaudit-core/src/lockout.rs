@@ -207,6 +207,10 @@ pub struct AccountState {
     pub locked_until_us: Option<i64>,
     /// Locks so far (for escalation); a help-desk reset keeps it.
     pub lock_count: i32,
+    /// Failures since the account's last success or reset, whatever the
+    /// window and locks did meanwhile: what a success reports as its
+    /// `preceding_failures`.
+    pub failures_since_success: i32,
 }
 
 /// Why an account locked.
@@ -262,6 +266,7 @@ impl AccountState {
     /// Applies a failed login at `at_us`.
     pub fn on_failure(&self, policy: &Policy, at_us: i64) -> (AccountState, FailureOutcome) {
         let mut s = *self;
+        s.failures_since_success = s.failures_since_success.saturating_add(1);
         if s.is_locked_at(at_us) {
             s.last_failure_us = Some(at_us);
             return (
@@ -329,17 +334,19 @@ impl AccountState {
         )
     }
 
-    /// Applies a successful login: returns the facts the event records (how
-    /// many failures preceded it, and whether the account was locked at that
+    /// Applies a successful login: returns the facts the event records (the
+    /// failures since the account's last success or reset, those that led
+    /// to a lock included, and whether the account was locked at that
     /// moment, a forensic signal) and clears the failure count. A success
     /// while locked does not unlock the account.
     pub fn on_success(&self, at_us: i64) -> (AccountState, SuccessFacts) {
         let facts = SuccessFacts {
-            preceding_failures: self.failure_count,
+            preceding_failures: self.failures_since_success,
             was_locked: self.is_locked_at(at_us),
         };
         let mut s = *self;
         s.failure_count = 0;
+        s.failures_since_success = 0;
         s.first_failure_us = None;
         if s.locked && !s.is_locked_at(at_us) {
             s.locked = false;
@@ -634,9 +641,27 @@ mod tests {
         assert_eq!(s.failure_count, 0);
         // A success while locked is a signal and does not unlock.
         let (locked, _) = fail_n(&p, AccountState::default(), 5, T0, S);
+        let (locked, _) = fail_n(&p, locked, 2, T0 + 30 * S, S);
         let (after, facts) = locked.on_success(T0 + 60 * S);
         assert!(facts.was_locked);
+        assert_eq!(
+            facts.preceding_failures, 7,
+            "the failures that led to the lock and those made while locked"
+        );
         assert!(after.is_locked_at(T0 + 61 * S));
+    }
+
+    #[test]
+    fn preceding_failures_do_not_age_with_the_window() {
+        let p = Policy::default();
+        let (s, _) = fail_n(&p, AccountState::default(), 2, T0, S);
+        let (s, _) = fail_n(&p, s, 1, T0 + 3 * 60 * 60 * S, S);
+        assert_eq!(s.failure_count, 1, "the window started afresh");
+        let (s, facts) = s.on_success(T0 + 4 * 60 * 60 * S);
+        assert_eq!(facts.preceding_failures, 3);
+        assert_eq!(s.failures_since_success, 0);
+        let (s, _) = fail_n(&p, s, 2, T0 + 5 * 60 * 60 * S, S);
+        assert_eq!(s.on_reset().failures_since_success, 0);
     }
 
     #[test]

@@ -298,6 +298,7 @@ mod tests {
                 failure_count: 2,
                 first_failure_us: Some(T0),
                 last_failure_us: Some(T0),
+                failures_since_success: 2,
                 ..AccountState::default()
             },
             ..Before::default()

@@ -73,6 +73,19 @@ pub fn connect_as(url: &str, role: &str) -> Result<Client, postgres::Error> {
     Ok(c)
 }
 
+/// A writer's connection for the compressed campaign: its events are dated
+/// up to a day back, as it happened, and recorded live at once, so the
+/// (superuser) session widens `authaudit.max_past_skew` for itself before
+/// it becomes the writer. Deployed writers keep the default, and history
+/// goes through `authaudit.import_events` (docs/lockout.md, "Event time").
+fn connect_replaying(url: &str, role: &str) -> Result<Client, postgres::Error> {
+    let mut c = Client::connect(url, NoTls)?;
+    c.batch_execute(&format!(
+        "SET authaudit.max_past_skew = '1d'; SET ROLE {role}"
+    ))?;
+    Ok(c)
+}
+
 /// Deterministic log ids: a retry of the demo records nothing twice.
 fn log_id(run: u32, n: usize) -> String {
     format!("00000000-0000-4000-8000-{run:04x}{n:08x}")
@@ -87,10 +100,10 @@ pub fn play(
     run: u32,
     quiet: bool,
 ) -> Result<usize, postgres::Error> {
-    let mut web = connect_as(url, &roles.web)?;
-    let mut mobile = connect_as(url, &roles.mobile)?;
-    let mut helpdesk = connect_as(url, &roles.helpdesk)?;
-    let mut other = connect_as(url, &roles.other_app)?;
+    let mut web = connect_replaying(url, &roles.web)?;
+    let mut mobile = connect_replaying(url, &roles.mobile)?;
+    let mut helpdesk = connect_replaying(url, &roles.helpdesk)?;
+    let mut other = connect_replaying(url, &roles.other_app)?;
     let key = b"demo identity provider signing key (not a secret)";
     let began = Instant::now();
     let mut last_print = Instant::now() - Duration::from_secs(1);

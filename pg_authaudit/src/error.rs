@@ -68,6 +68,10 @@ pub enum AuditError {
     MissingRelation(String),
     #[error("no append of this transaction to take back")]
     NothingToUnappend,
+    #[error("role {role} may not rebuild the lockout state of tenant {tenant} (it needs a tenant-wide write binding, authaudit_admin or superuser)")]
+    NoRebuildScope { role: String, tenant: String },
+    #[error("rebuild_lockout needs READ COMMITTED: a transaction snapshot would miss events committed before the lockout tables were locked")]
+    RebuildNeedsReadCommitted,
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -82,9 +86,9 @@ impl AuditError {
                     ERRCODE_STRING_DATA_RIGHT_TRUNCATION
                 }
                 EventError::MetadataTooLarge(_) => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                EventError::NotFinite(_) | EventError::OccurredInFuture { .. } => {
-                    ERRCODE_DATETIME_FIELD_OVERFLOW
-                }
+                EventError::NotFinite(_)
+                | EventError::OccurredInFuture { .. }
+                | EventError::OccurredTooLongAgo { .. } => ERRCODE_DATETIME_FIELD_OVERFLOW,
                 EventError::UnknownEventType(_)
                 | EventError::UnknownChannel(_)
                 | EventError::MalformedScopeId { .. }
@@ -105,7 +109,9 @@ impl AuditError {
             AuditError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AuditError::NoVerifyScope(_)
             | AuditError::NotBound { .. }
-            | AuditError::AccountOfOtherOrganisation { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            | AuditError::AccountOfOtherOrganisation { .. }
+            | AuditError::NoRebuildScope { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            AuditError::RebuildNeedsReadCommitted => ERRCODE_INVALID_TRANSACTION_STATE,
             AuditError::Refused(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::HeadMismatch { .. } => ERRCODE_DATA_CORRUPTED,
             AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
@@ -135,6 +141,12 @@ impl AuditError {
             AuditError::ConcurrentFirstEvent | AuditError::ConcurrentUpdate => {
                 Some("Retry the transaction.")
             }
+            AuditError::Event(EventError::OccurredTooLongAgo { .. }) => Some(
+                "Record history with authaudit.import_events, then authaudit.rebuild_lockout (docs/lockout.md, \"Event time\").",
+            ),
+            AuditError::NoRebuildScope { .. } => Some(
+                "An importer bound to an organisation passes rebuild => false; a tenant-wide writer or an admin then calls authaudit.rebuild_lockout.",
+            ),
             AuditError::BatchTooLarge { .. } => {
                 Some("Split the events into several calls; each call is one transaction.")
             }

@@ -5,6 +5,9 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// How far (seconds) an event's `occurred_at` may lie ahead of the server clock.
 pub static MAX_FUTURE_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// How far (seconds) a live event's `occurred_at` may lie behind the server
+/// clock; older events are history, for `authaudit.import_events`.
+pub static MAX_PAST_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
 
 /// Whether tenants without a `lockout_policy` row lock accounts.
 pub static LOCKOUT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -164,11 +167,26 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"authaudit.max_past_skew",
+        c"How far a live event's occurred_at may lie behind the server clock.",
+        c"Older events are refused with SQLSTATE 22008 by record_event and record_events; history is recorded with authaudit.import_events. Only a superuser can change it.",
+        &MAX_PAST_SKEW,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
 }
 
 /// The skew limit in microseconds.
 pub fn max_future_skew_us() -> i64 {
     i64::from(MAX_FUTURE_SKEW.get()) * 1_000_000
+}
+
+/// The past skew limit of live recording in microseconds.
+pub fn max_past_skew_us() -> i64 {
+    i64::from(MAX_PAST_SKEW.get()) * 1_000_000
 }
 
 /// The default lockout policy, from the `authaudit.lockout_*` parameters.

@@ -21,6 +21,7 @@ mod lockout_engine;
 mod log_redaction;
 mod record;
 mod record_batch;
+mod replay;
 mod retention;
 mod row_writes;
 mod scope;
@@ -48,6 +49,10 @@ extension_sql_file!(
         record::record_internal,
         record::record_event,
         record_batch::record_events,
+        record_batch::import_events,
+        replay::lockout_replay,
+        replay::rebuild_lockout,
+        replay::rebuild_after_import,
         scope::authorise_event,
         scope::writes_tenant,
         scope::writer_role,
@@ -86,7 +91,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/investigation.sql",
     name = "investigation",
-    requires = ["record"]
+    requires = ["record", replay::lockout_replay]
 );
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 

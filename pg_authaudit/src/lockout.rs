@@ -94,6 +94,9 @@ fn read_account(t: SpiTupleTable<'_>) -> Result<AccountState, AuditError> {
         locked_at_us: r.get(5)?,
         locked_until_us: r.get(6)?,
         lock_count: r.get(7)?.unwrap_or(0),
+        // Release 0.1.0's SQL keeps no run counter: a success reports the
+        // failures in the window, as that release did.
+        failures_since_success: r.get(1)?.unwrap_or(0),
     })
 }
 

@@ -231,6 +231,15 @@ pub struct Held {
     pub source: Option<LockedSource>,
 }
 
+/// Whether `lockout_state` has `failures_since_success` (release 0.5.0; a
+/// library installed before `ALTER EXTENSION … UPDATE` runs on the older
+/// table). Looked up each time: the update adds it to a live table.
+pub fn has_run_column() -> Result<bool, AuditError> {
+    let relid = state_rows::relid(c"lockout_state")?;
+    // SAFETY: a syscache lookup of a column of an existing table.
+    Ok(unsafe { pg_sys::get_attnum(relid, c"failures_since_success".as_ptr()) } > 0)
+}
+
 /// An account's state row as found.
 pub fn account(f: &state_rows::Found) -> LockedAccount {
     LockedAccount {
@@ -242,6 +251,7 @@ pub fn account(f: &state_rows::Found) -> LockedAccount {
             locked_at_us: f.get(c"locked_at").map(time::unix_micros),
             locked_until_us: f.get(c"locked_until").map(time::unix_micros),
             lock_count: f.get(c"lock_count").unwrap_or(0),
+            failures_since_success: f.get_present(c"failures_since_success").unwrap_or(0),
         },
         org: f.get(c"org_id"),
         tid: Some(f.tid),
@@ -289,8 +299,8 @@ pub fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
 }
 
 /// The columns of an account's state row that hold `state`.
-pub fn account_columns(state: &AccountState) -> [Column; 7] {
-    [
+pub fn account_columns(state: &AccountState) -> Result<Vec<Column>, AuditError> {
+    let mut columns = vec![
         (c"failure_count", state.failure_count.into_datum()),
         (c"first_failure_at", timestamp(state.first_failure_us)),
         (c"last_failure_at", timestamp(state.last_failure_us)),
@@ -298,7 +308,14 @@ pub fn account_columns(state: &AccountState) -> [Column; 7] {
         (c"locked_at", timestamp(state.locked_at_us)),
         (c"locked_until", timestamp(state.locked_until_us)),
         (c"lock_count", state.lock_count.into_datum()),
-    ]
+    ];
+    if has_run_column()? {
+        columns.push((
+            c"failures_since_success",
+            state.failures_since_success.into_datum(),
+        ));
+    }
+    Ok(columns)
 }
 
 /// The columns of a source's or (source, account) pair's state row that
@@ -315,18 +332,20 @@ pub fn source_columns(state: &IpState) -> [Column; 4] {
 /// Creates the account's empty row, belonging to `org` (`None`: another
 /// session created it meanwhile).
 fn create_account(tenant: &str, user: &str, org: Option<&str>) -> Result<Option<Tid>, AuditError> {
-    Target::open(c"lockout_state")?.insert_new(
-        &[
-            (c"tenant_id", Some(datum(tenant))),
-            (c"user_id", Some(datum(user))),
-            (c"org_id", org.map(datum)),
-            (c"failure_count", 0i32.into_datum()),
-            (c"locked", false.into_datum()),
-            (c"lock_count", 0i32.into_datum()),
-            (c"updated_at", now_datum()),
-        ],
-        c"lockout_state_pkey",
-    )
+    let mut row = vec![
+        (c"tenant_id", Some(datum(tenant))),
+        (c"user_id", Some(datum(user))),
+        (c"org_id", org.map(datum)),
+        (c"failure_count", 0i32.into_datum()),
+        (c"locked", false.into_datum()),
+        (c"lock_count", 0i32.into_datum()),
+        (c"updated_at", now_datum()),
+    ];
+    // Rows are written without the executor: no column default applies.
+    if has_run_column()? {
+        row.push((c"failures_since_success", 0i32.into_datum()));
+    }
+    Target::open(c"lockout_state")?.insert_new(&row, c"lockout_state_pkey")
 }
 
 /// Creates the source IP's empty row (`None`: another session created it

@@ -27,7 +27,7 @@ use crate::sql_values::{Inet, Jsonb};
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
-use authaudit_core::event::{Channel, EventError, EventInput, EventType, IpInput};
+use authaudit_core::event::{check_live_time, Channel, EventError, EventInput, EventType, IpInput};
 use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout::derived_log_id;
 use authaudit_core::lockout_effect::{step, Before, Effect, Kind, Lock};
@@ -83,9 +83,20 @@ pub struct Args<'a> {
     pub metadata: Option<Jsonb>,
 }
 
+/// How an event is recorded (docs/lockout.md, "Event time").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As it happens: within `authaudit.max_past_skew` of the server clock,
+    /// decided by the lockout engine at once.
+    Live,
+    /// History (`authaudit.import_events`): any past time, no live lockout
+    /// effect, marked `_authaudit.imported`; `rebuild_lockout` applies it.
+    Import,
+}
+
 impl<'a> Args<'a> {
     /// Applies every event rule (the documented SQLSTATEs) at `recorded_at_us`.
-    pub fn check(self, recorded_at_us: i64) -> Result<Event<'a>, AuditError> {
+    pub fn check(self, recorded_at_us: i64, mode: Mode) -> Result<Event<'a>, AuditError> {
         let log_id = self
             .log_id
             .ok_or(AuditError::Event(EventError::Missing("log_id")))?;
@@ -121,6 +132,14 @@ impl<'a> Args<'a> {
         };
         let e = input.validate(gucs::max_future_skew_us())?;
         let (event_type, channel, occurred_at_us) = (e.event_type, e.channel, e.occurred_at_us);
+        match mode {
+            Mode::Live => {
+                check_live_time(occurred_at_us, recorded_at_us, gucs::max_past_skew_us())?
+            }
+            Mode::Import => {
+                facts.insert("imported".into(), true.into());
+            }
+        }
         Ok(Event {
             log_id,
             tenant: self.tenant.expect("validated"),
@@ -311,7 +330,7 @@ fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
         return Ok(());
     };
     let failure_ip = e.ip.filter(|_| w.kind == Kind::Failure).map(|ip| ip.datum);
-    let mut columns: Vec<Column> = engine::account_columns(&a).to_vec();
+    let mut columns: Vec<Column> = engine::account_columns(&a)?;
     columns.extend([
         (c"last_log_id", e.log_id.into_datum()),
         (c"last_seq", seq.into_datum()),
@@ -564,7 +583,7 @@ fn record_internal(
         occurred_at,
         metadata,
     };
-    let e = args.check(now_us())?;
+    let e = args.check(now_us(), Mode::Live)?;
     Ok(Spi::connect_mut(|client| record(client, e, p_writer_org))?)
 }
 

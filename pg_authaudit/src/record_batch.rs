@@ -17,7 +17,7 @@ use crate::heads;
 use crate::lockout_engine::{self as engine, LockedAccount, Rules};
 use crate::record::{
     body, check_reach, existing, final_metadata, insert_log_row, lock_metadata, now_us, with_keys,
-    Args, Event, LogRow,
+    Args, Event, LogRow, Mode,
 };
 use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
@@ -181,10 +181,23 @@ fn event_keys(
 /// Records `events`; returns their log ids in input order.
 #[pg_extern(volatile, parallel_unsafe, name = "_record_events")]
 fn record_events(events: Option<Jsonb>) -> Result<Vec<Uuid>, pgrx::pg_sys::panic::ErrorReport> {
-    Ok(Spi::connect_mut(|client| run(client, events))?)
+    Ok(Spi::connect_mut(|client| run(client, events, Mode::Live))?)
 }
 
-fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, AuditError> {
+/// Records `events` as history (`Mode::Import`); returns their log ids in
+/// input order.
+#[pg_extern(volatile, parallel_unsafe, name = "_import_events")]
+fn import_events(events: Option<Jsonb>) -> Result<Vec<Uuid>, pgrx::pg_sys::panic::ErrorReport> {
+    Ok(Spi::connect_mut(|client| {
+        run(client, events, Mode::Import)
+    })?)
+}
+
+fn run(
+    client: &mut SpiClient<'_>,
+    events: Option<Jsonb>,
+    mode: Mode,
+) -> Result<Vec<Uuid>, AuditError> {
     let events = events
         .filter(|e| is_array(*e))
         .ok_or(AuditError::BatchNotArray)?;
@@ -226,14 +239,19 @@ fn run(client: &mut SpiClient<'_>, events: Option<Jsonb>) -> Result<Vec<Uuid>, A
                 occurred_at: r.occurred_at.as_deref().map(to_timestamptz),
                 metadata: r.metadata,
             }
-            .check(now_us())?,
+            .check(now_us(), mode)?,
         );
     }
     // An organisation's writer affects accounts of its organisation only
     // (checked again under the row locks).
     let mut rules: HashMap<String, Rules> = HashMap::new();
-    let keys = event_keys(client, &checked, &mut rules)?;
+    let mut keys = event_keys(client, &checked, &mut rules)?;
     refuse_foreign_accounts(client, &checked, &keys, &writer_orgs)?;
+    if mode == Mode::Import {
+        // History changes no state now: rebuild_lockout applies it in
+        // event-time order.
+        keys.iter_mut().for_each(|k| *k = None);
+    }
     let recorded = recorded_ids(&checked)?;
     let mut accounts = lock_accounts(client, &checked, &keys)?;
     let mut ips = lock_ips(client, &checked, &keys)?;
@@ -761,7 +779,7 @@ fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), Audi
     let mut target = Target::open(c"lockout_state")?;
     for r in changed {
         let tid = r.locked.tid.expect("a locked row's position");
-        let mut columns = engine::account_columns(&r.locked.state).to_vec();
+        let mut columns = engine::account_columns(&r.locked.state)?;
         columns.extend([
             (
                 c"first_failure_ip",

@@ -275,6 +275,57 @@ pub fn may_verify(tenant: &str) -> bool {
             && with_scope(role, |s| s.may_read_tenant(tenant)))
 }
 
+/// What the caller of a `SECURITY DEFINER` function (the session's role,
+/// not the definer) may read of `tenant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerReads {
+    Nothing,
+    /// Every row: a superuser, an auditor or a tenant-wide reader.
+    Tenant,
+    /// The rows of the organisations it is bound to (`caller_may_read`).
+    Organisations,
+}
+
+/// The caller's read access to `tenant` (see [`CallerReads`]).
+pub fn caller_reads(tenant: &str) -> CallerReads {
+    let role = writer();
+    if is_superuser(role) || has_privs_of(role, c"authaudit_auditor") {
+        return CallerReads::Tenant;
+    }
+    if !has_privs_of(role, c"authaudit_reader") {
+        return CallerReads::Nothing;
+    }
+    with_scope(role, |s| {
+        if s.may_read_tenant(tenant) {
+            CallerReads::Tenant
+        } else if s.read_tenants().iter().any(|t| t == tenant) {
+            CallerReads::Organisations
+        } else {
+            CallerReads::Nothing
+        }
+    })
+}
+
+/// Whether the caller may read a row of `tenant` in organisation `org`.
+pub fn caller_may_read(tenant: &str, org: Option<&str>) -> bool {
+    let role = writer();
+    is_superuser(role)
+        || has_privs_of(role, c"authaudit_auditor")
+        || (has_privs_of(role, c"authaudit_reader")
+            && with_scope(role, |s| s.may_read(tenant, org)))
+}
+
+/// Whether the caller may re-derive `tenant`'s lockout state: a superuser,
+/// an `authaudit_admin`, or a writer bound to the whole tenant.
+pub fn may_rebuild(tenant: &str) -> bool {
+    let role = writer();
+    is_superuser(role)
+        || has_privs_of(role, c"authaudit_admin")
+        || with_scope(role, |s| {
+            matches!(s.write_reach(tenant, None), Some(WriteReach::Tenant))
+        })
+}
+
 /// How far the writer reaches in `tenant` for an event of organisation
 /// `org`, or None when it may not write it.
 fn write_reach(tenant: &str, org: Option<&str>) -> Option<WriteReach> {

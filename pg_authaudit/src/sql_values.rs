@@ -214,6 +214,17 @@ impl IntoDatum for Inet {
     }
 }
 
+// SAFETY: the datum is an inet value valid for the call.
+unsafe impl pgrx::callconv::BoxRet for Inet {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: returns the value's datum as the function's result.
+        unsafe { fcinfo.return_raw_datum(self.datum) }
+    }
+}
+
 impl_sql_translatable!(Inet, "inet");
 argument_from_datum!(Inet);
 

@@ -43,6 +43,16 @@ impl Found {
     }
 }
 
+impl Found {
+    /// The value of column `name`, `None` also when the table lacks it (a
+    /// column a later release adds, before `ALTER EXTENSION … UPDATE`).
+    pub fn get_present<T: FromDatum>(&self, name: &'static CStr) -> Option<T> {
+        // SAFETY: a syscache lookup of a column of an open table.
+        let present = unsafe { pg_sys::get_attnum(self.relid, name.as_ptr()) } > 0;
+        present.then(|| self.get(name)).flatten()
+    }
+}
+
 /// The number of column `name` of table `relid`, cached per backend.
 pub fn attnum(relid: pg_sys::Oid, name: &'static CStr) -> i16 {
     ATTNUMS.with(|a| {

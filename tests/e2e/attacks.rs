@@ -774,8 +774,9 @@ fn retention_keeps_the_minimum_retention_period() {
     let a = Agencies::new("atk_retention");
     let mut w = a.login("writer1");
     w.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'u', 'web', \
-         occurred_at => now() - interval '30 days')",
+        "SELECT count(*) FROM authaudit.import_events(jsonb_build_array(jsonb_build_object( \
+           'log_id', gen_random_uuid(), 'tenant_id', 'agency-1', 'event_type', 'login_failed', \
+           'user_id', 'u', 'channel', 'web', 'occurred_at', now() - interval '30 days')))",
         &[],
     )
     .unwrap();

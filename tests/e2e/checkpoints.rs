@@ -41,7 +41,7 @@ fn old_failure(c: &mut Client, n: u32, days_ago: f64) {
 #[test]
 fn a_checkpoint_detects_rows_removed_from_the_tail() {
     let db = db("cp_tail");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 1..=5 {
         fail(&mut c, &log_id(1, n), T, "alice");
     }
@@ -64,7 +64,7 @@ fn a_checkpoint_detects_rows_removed_from_the_tail() {
 #[test]
 fn a_checkpoint_catches_a_rewritten_checkpointed_row_and_never_anchors_tampering() {
     let db = db("cp_rewrite");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 1..=4 {
         fail(&mut c, &log_id(1, n), T, "alice");
     }
@@ -106,7 +106,7 @@ fn a_checkpoint_catches_a_rewritten_checkpointed_row_and_never_anchors_tampering
 #[test]
 fn verification_can_start_from_a_checkpoint() {
     let db = db("cp_from");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 1..=3 {
         fail(&mut c, &log_id(1, n), T, "alice");
     }
@@ -152,7 +152,7 @@ fn verification_can_start_from_a_checkpoint() {
 #[test]
 fn retention_removes_old_rows_up_to_a_checkpoint_and_the_rest_still_verifies() {
     let db = db("retention");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 1..=4 {
         old_failure(&mut c, n, 400.0);
     }
@@ -251,7 +251,7 @@ fn retention_removes_old_rows_up_to_a_checkpoint_and_the_rest_still_verifies() {
 #[test]
 fn heads_removed_without_a_retention_event_are_reported() {
     let db = db("retention_forged");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 1..=4 {
         fail(&mut c, &log_id(1, n), T, "alice");
     }
@@ -267,7 +267,7 @@ fn heads_removed_without_a_retention_event_are_reported() {
 #[test]
 fn event_rates_count_per_minute_and_type_within_scope() {
     let db = db("event_rates");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 1..=3 {
         fail(&mut c, &log_id(1, n), T, "alice");
     }

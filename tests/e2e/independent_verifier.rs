@@ -41,7 +41,7 @@ fn python_verify(csv: &str) -> (bool, String) {
 #[test]
 fn the_python_verifier_agrees_with_the_extension() {
     let db = db("python_verifier");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 1..=5 {
         fail(&mut c, &log_id(1, n), "agency", "alice");
     }
@@ -66,7 +66,7 @@ fn the_python_verifier_agrees_with_the_extension() {
     let csv = export(&db);
     let (ok, out) = python_verify(&csv);
     assert!(ok, "independent verifier failed on an intact log:\n{out}");
-    let mut c2 = db.connect();
+    let mut c2 = db.connect_dated();
     assert_eq!(
         crate::support::verify(&mut c2, "agency"),
         (true, 7, None, None)

@@ -21,7 +21,7 @@ const PERIOD: &str = "'agency', now() - interval '1 day', now() + interval '1 da
 #[test]
 fn a_campaign_is_reconstructed() {
     let db = Cluster::shared().fresh_db_with_lockout("investigation");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     let mut n = 0;
     let mut next = || {
         n += 1;

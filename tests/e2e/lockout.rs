@@ -58,7 +58,7 @@ fn t(c: &mut Client, offset_s: i64) -> String {
 #[test]
 fn a_brute_force_run_locks_at_the_threshold_with_exact_times_and_escalates() {
     let db = db("lock_sequence");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 0..4 {
         let (_, facts) = event(
             &mut c,
@@ -133,7 +133,7 @@ fn a_brute_force_run_locks_at_the_threshold_with_exact_times_and_escalates() {
 #[test]
 fn a_success_records_the_failures_before_it_and_whether_the_account_was_locked() {
     let db = db("lock_success");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for n in 0..3 {
         event(&mut c, &log_id(1, n), "login_failed", "bob", i64::from(n));
     }
@@ -161,7 +161,7 @@ fn a_success_records_the_failures_before_it_and_whether_the_account_was_locked()
 #[test]
 fn a_retried_failure_counts_once() {
     let db = db("lock_retry");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     for _ in 0..6 {
         event(&mut c, &log_id(1, 1), "login_failed", "carol", 0);
     }
@@ -179,7 +179,7 @@ fn a_retried_failure_counts_once() {
 #[test]
 fn check_login_reports_a_lock_and_a_reset_clears_it_at_once() {
     let db = db("lock_check");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     let record = |c: &mut Client, id: &str, ty: &str| {
         c.execute(
             "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme', event_type => $2,
@@ -214,7 +214,7 @@ fn check_login_reports_a_lock_and_a_reset_clears_it_at_once() {
 #[test]
 fn one_ip_failing_across_many_accounts_is_blocked() {
     let db = db("lock_ip");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     c.batch_execute(
         "INSERT INTO authaudit.lockout_policy (tenant_id, ip_max_failures) VALUES ('acme', 10)",
     )
@@ -268,7 +268,7 @@ fn concurrent_failures_around_the_threshold_lock_exactly_once() {
     for h in handles {
         h.join().unwrap();
     }
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     assert_eq!(locks(&mut c, "erin").len(), 1);
     let r = c
         .query_one(
@@ -285,7 +285,7 @@ fn concurrent_failures_around_the_threshold_lock_exactly_once() {
 #[test]
 fn refused_input_and_policies_change_no_lockout_state() {
     let db = db("lock_refused");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     let err = c
         .batch_execute(
             "SELECT authaudit.record_event(log_id => gen_random_uuid(), tenant_id => 'acme',
@@ -311,7 +311,7 @@ fn refused_input_and_policies_change_no_lockout_state() {
 #[test]
 fn one_ip_failing_on_one_account_is_blocked_for_that_account_only() {
     let db = db("lock_pair");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     c.batch_execute(
         "INSERT INTO authaudit.lockout_policy (tenant_id, max_failures, lock_duration, ip_account_max_failures)
          VALUES ('acme', 50, '1 hour', 3)",
@@ -345,7 +345,7 @@ fn one_ip_failing_on_one_account_is_blocked_for_that_account_only() {
 #[test]
 fn mixed_mode_locks_permanently_and_quick_succession_locks_at_once() {
     let db = db("lock_modes");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     c.batch_execute(
         "INSERT INTO authaudit.lockout_policy (tenant_id, max_failures, permanent_after_locks, quick_failure_interval)
          VALUES ('acme', 3, 1, NULL)",
@@ -396,7 +396,7 @@ fn mixed_mode_locks_permanently_and_quick_succession_locks_at_once() {
 #[test]
 fn the_default_policy_comes_from_the_configuration_parameters() {
     let db = db("lock_gucs");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     c.batch_execute(
         "SET authaudit.lockout_max_failures = 3; SET authaudit.lockout_duration = '2min'",
     )

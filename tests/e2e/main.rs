@@ -9,6 +9,7 @@ mod checkpoints;
 mod concurrency;
 mod demo;
 mod dockerfile;
+mod event_time;
 mod independent_verifier;
 mod install;
 mod investigation;

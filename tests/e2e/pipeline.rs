@@ -248,9 +248,9 @@ fn a_batch_applies_lockout_effects_and_retries_in_input_order() {
         )
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .unwrap();
-    // The last change is the failure while locked (seq 5): the success
-    // after it found nothing to clear.
-    assert_eq!(state, (0, true, 5, "198.51.100.4".into()));
+    // The last change is the success while locked (seq 7): it stays
+    // locked and clears the run of failures it reported.
+    assert_eq!(state, (0, true, 7, "198.51.100.4".into()));
     let frank: i64 = c
         .query_one(
             "SELECT count(*) FROM authaudit.lockout_state WHERE user_id = 'frank'",

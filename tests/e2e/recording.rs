@@ -33,7 +33,7 @@ fn a_recorded_event_carries_its_chain_position_and_digests() {
 #[test]
 fn web_and_mobile_paths_produce_rows_of_identical_shape() {
     let db = db("channels");
-    let mut c = db.connect();
+    let mut c = db.connect_dated();
     let sql = "SELECT (to_jsonb(r) - ARRAY['log_id','seq','channel','recorded_at','prev_link',
                                           'link_sha256','digest_sha512','digest_sha3_256'])::text
                  FROM authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'agency', org_id => 'hq',

@@ -1,5 +1,5 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
-//! 0.2.0, 0.3.0: their install scripts are kept in sql/ as built then) and
+//! 0.2.0, 0.3.0, 0.4.0: their install scripts are kept in sql/ as built then) and
 //! recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
@@ -134,6 +134,11 @@ fn an_upgrade_from_0_2_0_keeps_every_chain_and_equals_a_fresh_install() {
 #[test]
 fn an_upgrade_from_0_3_0_keeps_every_chain_and_equals_a_fresh_install() {
     upgrade_from("0.3.0", |_| 2);
+}
+
+#[test]
+fn an_upgrade_from_0_4_0_keeps_every_chain_and_equals_a_fresh_install() {
+    upgrade_from("0.4.0", |_| 2);
 }
 
 /// 0.4.0 counts lockouts against account and source keys: the state rows

@@ -214,6 +214,16 @@ impl TestDb {
         postgres::Client::connect(&self.url(), postgres::NoTls).expect("connect to test database")
     }
 
+    /// A superuser session whose live recording accepts events up to ten
+    /// years old (`authaudit.max_past_skew`), for scenarios dated in the
+    /// past that exercise the live engine step by step.
+    pub fn connect_dated(&self) -> postgres::Client {
+        let mut c = self.connect();
+        c.batch_execute("SET authaudit.max_past_skew = '3650d'")
+            .expect("widen the past skew");
+        c
+    }
+
     /// Runs `psql` with `args` against this database and returns its stdout;
     /// panics with stderr when psql fails.
     pub fn psql(&self, args: &[&str]) -> String {

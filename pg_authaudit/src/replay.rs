@@ -1,0 +1,465 @@
+//! Lockout decisions in event-time order (`authaudit_core::lockout_replay`)
+//! over a tenant's recorded events: `authaudit.lockout_replay`, which the
+//! investigation functions report from, and `authaudit.rebuild_lockout`,
+//! which writes the state the replay ends in into the lockout tables
+//! (docs/lockout.md, "Event time").
+
+use crate::error::AuditError;
+use crate::lockout_engine::{self as engine, KeyRules};
+use crate::scope::{self, CallerReads};
+use crate::spi_plans;
+use crate::sql_values::{Inet, Jsonb};
+use crate::time;
+use authaudit_core::identity::SourceKey;
+use authaudit_core::lockout_effect::Kind;
+use authaudit_core::lockout_effect::{iso_utc, Effect};
+use authaudit_core::lockout_replay::{replay, Input, Replay};
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, TIMESTAMPTZOID};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// The events the engine acts on, in event-time order, before `$2`.
+const EVENTS: &str = "SELECT seq, log_id, occurred_at, event_type, user_id, org_id, ip \
+       FROM authaudit.auth_log \
+      WHERE tenant_id = $1 AND event_type IN ('login_failed', 'login_success', 'lockout_reset') \
+        AND ($2::timestamptz IS NULL OR occurred_at < $2) \
+      ORDER BY occurred_at, log_id";
+
+/// A recorded event as the replay reports it.
+struct Recorded {
+    seq: i64,
+    log_id: Uuid,
+    occurred_at: TimestampWithTimeZone,
+    event_type: String,
+    user: String,
+    org: Option<String>,
+    /// A host address (recording refuses networks).
+    ip: Option<IpAddr>,
+}
+
+/// The tenant's events before `to` (`None`: all), with their keys.
+fn load(
+    client: &mut SpiClient<'_>,
+    tenant: &str,
+    to: Option<TimestampWithTimeZone>,
+    keys: &KeyRules,
+) -> Result<(Vec<Recorded>, Vec<Input<SourceKey>>), AuditError> {
+    let table = spi_plans::run(
+        client,
+        "replay_events",
+        EVENTS,
+        &[TEXTOID, TIMESTAMPTZOID],
+        &[tenant.into(), to.into()],
+    )?;
+    let mut recorded = Vec::with_capacity(table.len());
+    let mut inputs = Vec::with_capacity(table.len());
+    for r in table {
+        let ip: Option<Inet> = r.get(7)?;
+        let rec = Recorded {
+            seq: r.get(1)?.unwrap_or_default(),
+            log_id: r.get(2)?.expect("log_id is NOT NULL"),
+            occurred_at: r.get(3)?.expect("occurred_at is NOT NULL"),
+            event_type: r.get(4)?.unwrap_or_default(),
+            user: r.get(5)?.unwrap_or_default(),
+            org: r.get(6)?,
+            ip: ip.map(|i| i.addr),
+        };
+        let Some(kind) = Kind::of(&rec.event_type) else {
+            continue;
+        };
+        inputs.push(Input {
+            log_id: *rec.log_id.as_bytes(),
+            at_us: time::unix_micros(rec.occurred_at),
+            kind,
+            account: keys.account(&rec.user).into_owned(),
+            ip: rec.ip,
+            source: ip.map(|i| keys.source_key(i)),
+            org: rec.org.clone(),
+        });
+        recorded.push(rec);
+    }
+    Ok((recorded, inputs))
+}
+
+fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
+    us.and_then(time::from_unix_micros)
+}
+
+fn fact_us(facts: &Value, key: &str) -> Option<i64> {
+    facts.get(key).and_then(Value::as_i64)
+}
+
+type ReplayRow = (
+    i64,
+    i64,
+    Uuid,
+    TimestampWithTimeZone,
+    String,
+    String,
+    Option<String>,
+    Option<Inet>,
+    String,
+    Option<i32>,
+    bool,
+    bool,
+    Option<String>,
+    Option<i32>,
+    Option<TimestampWithTimeZone>,
+    Option<bool>,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    Option<i32>,
+    Option<bool>,
+    Option<Vec<Inet>>,
+);
+
+/// An `inet` datum of a host address, in the current memory context.
+fn inet(ip: IpAddr) -> Inet {
+    Inet::parse(&ip.to_string())
+}
+
+/// One decision as a row of `lockout_replay`; its `inet` values are made
+/// by `with_inets`, outside the SPI connection whose memory ends with it.
+fn row(decision: usize, rec: &Recorded, account: &str, effect: &Effect) -> ReplayRow {
+    let f = &effect.facts;
+    let int = |k: &str| f.get(k).and_then(Value::as_i64).map(|v| v as i32);
+    let flag = |k: &str| f.get(k).and_then(Value::as_bool);
+    let while_locked = flag("while_locked").unwrap_or(false);
+    let lock = effect.lock;
+    (
+        decision as i64 + 1,
+        rec.seq,
+        rec.log_id,
+        rec.occurred_at,
+        rec.event_type.clone(),
+        rec.user.clone(),
+        rec.org.clone(),
+        None,
+        account.to_owned(),
+        int("failures_in_window"),
+        while_locked,
+        lock.is_some(),
+        lock.map(|l| l.rule.as_str().to_owned()),
+        lock.map(|l| l.lock_count),
+        match lock {
+            Some(l) => ts(l.until_us),
+            None if while_locked => ts(fact_us(f, "locked_until_us")),
+            None => None,
+        },
+        lock.map(|l| l.until_us.is_none()),
+        ts(fact_us(f, "ip_blocked_until_us")),
+        ts(fact_us(f, "ip_account_blocked_until_us")),
+        int("preceding_failures"),
+        flag("was_locked"),
+        None,
+    )
+}
+
+/// A decision's row with its source address and, for a success, the
+/// addresses of the failures it followed.
+struct Pending {
+    row: ReplayRow,
+    ip: Option<IpAddr>,
+    failing_ips: Option<Vec<IpAddr>>,
+}
+
+impl Pending {
+    fn with_inets(self) -> ReplayRow {
+        let mut row = self.row;
+        row.7 = self.ip.map(inet);
+        row.20 = self
+            .failing_ips
+            .map(|ips| ips.into_iter().map(inet).collect());
+        row
+    }
+}
+
+/// The lockout engine's decision for every login_failed, login_success and
+/// lockout_reset event of a tenant, taken in event-time order (occurred_at,
+/// then log_id) whatever order the events were recorded in, under the
+/// tenant's current policy and key rules. Events before `to_time` are
+/// replayed; those from `from_time` on are returned, in decision order.
+/// The caller sees the decisions of the rows it may read (a reader bound to
+/// organisations: theirs), each decided over the whole tenant; a caller
+/// with no read access to the tenant gets none.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn lockout_replay(
+    tenant_id: &str,
+    from_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+    to_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(decision, i64),
+            name!(seq, i64),
+            name!(log_id, Uuid),
+            name!(occurred_at, TimestampWithTimeZone),
+            name!(event_type, String),
+            name!(user_id, String),
+            name!(org_id, Option<String>),
+            name!(ip, Option<Inet>),
+            name!(account_key, String),
+            name!(failures_in_window, Option<i32>),
+            name!(while_locked, bool),
+            name!(locked_account, bool),
+            name!(lock_rule, Option<String>),
+            name!(lock_count, Option<i32>),
+            name!(locked_until, Option<TimestampWithTimeZone>),
+            name!(permanent, Option<bool>),
+            name!(ip_blocked_until, Option<TimestampWithTimeZone>),
+            name!(ip_account_blocked_until, Option<TimestampWithTimeZone>),
+            name!(preceding_failures, Option<i32>),
+            name!(was_locked, Option<bool>),
+            name!(failing_ips, Option<Vec<Inet>>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let access = scope::caller_reads(tenant_id);
+    if access == CallerReads::Nothing {
+        return Ok(TableIterator::new(Vec::new()));
+    }
+    let from_us = from_time.map(time::unix_micros);
+    let rows = Spi::connect_mut(|client| -> Result<Vec<Pending>, AuditError> {
+        let rules = engine::rules(client, tenant_id)?;
+        let (recorded, inputs) = load(client, tenant_id, to_time, &rules.keys)?;
+        let r = replay(&rules.policy, &inputs);
+        let mut readable: HashMap<Option<String>, bool> = HashMap::new();
+        let mut may_read = |org: &Option<String>| {
+            access == CallerReads::Tenant
+                || *readable
+                    .entry(org.clone())
+                    .or_insert_with(|| scope::caller_may_read(tenant_id, org.as_deref()))
+        };
+        let mut out = Vec::new();
+        for (n, d) in r.decisions.iter().enumerate() {
+            let (rec, input) = (&recorded[d.index], &inputs[d.index]);
+            if from_us.is_some_and(|from| input.at_us < from) || !may_read(&rec.org) {
+                continue;
+            }
+            let failing_ips = (input.kind == Kind::Success).then(|| {
+                let mut ips: Vec<IpAddr> = d
+                    .failing_sources
+                    .iter()
+                    .filter(|(_, org)| may_read(org))
+                    .map(|(ip, _)| *ip)
+                    .collect();
+                ips.dedup();
+                ips
+            });
+            out.push(Pending {
+                row: row(n, rec, &input.account, &d.effect),
+                ip: rec.ip,
+                failing_ips,
+            });
+        }
+        Ok(out)
+    })?;
+    Ok(TableIterator::new(
+        rows.into_iter()
+            .map(Pending::with_inets)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The replay's account rows as `jsonb_to_recordset` reads them.
+fn account_rows(r: &Replay<SourceKey>, recorded: &[Recorded]) -> Value {
+    Value::Array(
+        r.accounts
+            .iter()
+            .map(|(user, a)| {
+                let s = a.state;
+                let last = a.last.map(|i| &recorded[i]);
+                json!({
+                    "user_id": user,
+                    "failure_count": s.failure_count,
+                    "first_failure_at": s.first_failure_us.map(iso_utc),
+                    "last_failure_at": s.last_failure_us.map(iso_utc),
+                    "first_failure_ip": a.first_failure_ip.map(|i| i.to_string()),
+                    "last_failure_ip": a.last_failure_ip.map(|i| i.to_string()),
+                    "locked": s.locked,
+                    "locked_at": s.locked_at_us.map(iso_utc),
+                    "locked_until": s.locked_until_us.map(iso_utc),
+                    "lock_count": s.lock_count,
+                    "last_log_id": last.map(|l| l.log_id.to_string()),
+                    "last_seq": last.map(|l| l.seq),
+                    "org_id": a.org,
+                    "failures_since_success": s.failures_since_success,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn source_row(state: &authaudit_core::lockout::IpState) -> Value {
+    json!({
+        "failure_count": state.failure_count,
+        "first_failure_at": state.first_failure_us.map(iso_utc),
+        "blocked_until": state.blocked_until_us.map(iso_utc),
+    })
+}
+
+fn with(mut v: Value, extra: Value) -> Value {
+    if let (Value::Object(o), Value::Object(e)) = (&mut v, extra) {
+        o.extend(e);
+    }
+    v
+}
+
+const LOCK_STATE: &str = "LOCK TABLE authaudit.lockout_state, authaudit.lockout_ip_state, \
+                          authaudit.lockout_ip_account_state IN EXCLUSIVE MODE";
+
+const WRITE_ACCOUNTS: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r( \
+         user_id text, failure_count integer, first_failure_at timestamptz, \
+         last_failure_at timestamptz, first_failure_ip inet, last_failure_ip inet, \
+         locked boolean, locked_at timestamptz, locked_until timestamptz, lock_count integer, \
+         last_log_id uuid, last_seq bigint, org_id text, failures_since_success integer)), \
+       gone AS (DELETE FROM authaudit.lockout_state s WHERE s.tenant_id = $1 \
+                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.user_id = s.user_id)) \
+     INSERT INTO authaudit.lockout_state AS s (tenant_id, user_id, failure_count, \
+         first_failure_at, last_failure_at, first_failure_ip, last_failure_ip, locked, locked_at, \
+         locked_until, lock_count, last_log_id, last_seq, updated_at, org_id, failures_since_success) \
+     SELECT $1, user_id, failure_count, first_failure_at, last_failure_at, first_failure_ip, \
+            last_failure_ip, locked, locked_at, locked_until, lock_count, last_log_id, last_seq, \
+            now(), org_id, failures_since_success FROM r \
+     ON CONFLICT (tenant_id, user_id) DO UPDATE SET failure_count = EXCLUDED.failure_count, \
+         first_failure_at = EXCLUDED.first_failure_at, last_failure_at = EXCLUDED.last_failure_at, \
+         first_failure_ip = EXCLUDED.first_failure_ip, last_failure_ip = EXCLUDED.last_failure_ip, \
+         locked = EXCLUDED.locked, locked_at = EXCLUDED.locked_at, \
+         locked_until = EXCLUDED.locked_until, lock_count = EXCLUDED.lock_count, \
+         last_log_id = EXCLUDED.last_log_id, last_seq = EXCLUDED.last_seq, updated_at = now(), \
+         failures_since_success = EXCLUDED.failures_since_success";
+
+const WRITE_SOURCES: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r( \
+         ip inet, failure_count integer, first_failure_at timestamptz, blocked_until timestamptz)), \
+       gone AS (DELETE FROM authaudit.lockout_ip_state s WHERE s.tenant_id = $1 \
+                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.ip = s.ip)) \
+     INSERT INTO authaudit.lockout_ip_state AS s (tenant_id, ip, failure_count, first_failure_at, \
+         blocked_until, updated_at) \
+     SELECT $1, ip, failure_count, first_failure_at, blocked_until, now() FROM r \
+     ON CONFLICT (tenant_id, ip) DO UPDATE SET failure_count = EXCLUDED.failure_count, \
+         first_failure_at = EXCLUDED.first_failure_at, blocked_until = EXCLUDED.blocked_until, \
+         updated_at = now()";
+
+const WRITE_PAIRS: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r( \
+         ip inet, user_id text, failure_count integer, first_failure_at timestamptz, \
+         blocked_until timestamptz)), \
+       gone AS (DELETE FROM authaudit.lockout_ip_account_state s WHERE s.tenant_id = $1 \
+                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.ip = s.ip AND r.user_id = s.user_id)) \
+     INSERT INTO authaudit.lockout_ip_account_state AS s (tenant_id, ip, user_id, failure_count, \
+         first_failure_at, blocked_until, updated_at) \
+     SELECT $1, ip, user_id, failure_count, first_failure_at, blocked_until, now() FROM r \
+     ON CONFLICT (tenant_id, ip, user_id) DO UPDATE SET failure_count = EXCLUDED.failure_count, \
+         first_failure_at = EXCLUDED.first_failure_at, blocked_until = EXCLUDED.blocked_until, \
+         updated_at = now()";
+
+/// Re-derives a tenant's lockout state from its recorded events in
+/// event-time order (see `lockout_replay`) and writes it into the lockout
+/// tables: after history was imported, or the policy changed, the tables
+/// hold what the engine would hold had every event arrived in time order.
+/// An existing account row keeps its organisation. Holds the lockout tables
+/// against writes (EXCLUSIVE) until the transaction ends, so no event is
+/// decided against a half-written state. Callable by a superuser, an
+/// `authaudit_admin` or a writer bound to the whole tenant (42501); needs
+/// READ COMMITTED (25000), so that it replays every event committed before
+/// the tables were locked.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn rebuild_lockout(
+    tenant_id: &str,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(events, i64),
+            name!(accounts, i64),
+            name!(sources, i64),
+            name!(pairs, i64),
+        ),
+    >,
+    ErrorReport,
+> {
+    Ok(TableIterator::once(rebuild(tenant_id)?))
+}
+
+/// `rebuild_lockout`'s work, for `import_events` too: the numbers of events
+/// replayed and of account, source and pair rows written.
+pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
+    if !scope::may_rebuild(tenant) {
+        return Err(AuditError::NoRebuildScope {
+            role: scope::role_name(scope::writer()),
+            tenant: tenant.to_owned(),
+        });
+    }
+    // SAFETY: a plain read of the transaction's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        return Err(AuditError::RebuildNeedsReadCommitted);
+    }
+    Spi::connect_mut(|client| {
+        client.update(LOCK_STATE, None, &[])?;
+        let rules = engine::rules(client, tenant)?;
+        let (recorded, inputs) = load(client, tenant, None, &rules.keys)?;
+        let r = replay(&rules.policy, &inputs);
+        let sources = Value::Array(
+            r.sources
+                .iter()
+                .map(|(k, s)| with(source_row(s), json!({"ip": k.inet_text()})))
+                .collect(),
+        );
+        let pairs = Value::Array(
+            r.pairs
+                .iter()
+                .map(|((k, user), s)| {
+                    with(source_row(s), json!({"ip": k.inet_text(), "user_id": user}))
+                })
+                .collect(),
+        );
+        for (key, sql, rows) in [
+            (
+                "rebuild_accounts",
+                WRITE_ACCOUNTS,
+                account_rows(&r, &recorded),
+            ),
+            ("rebuild_sources", WRITE_SOURCES, sources),
+            ("rebuild_pairs", WRITE_PAIRS, pairs),
+        ] {
+            let rows = Jsonb::parse(&rows.to_string());
+            spi_plans::run(
+                client,
+                key,
+                sql,
+                &[TEXTOID, JSONBOID],
+                &[tenant.into(), rows.into()],
+            )?;
+        }
+        Ok((
+            inputs.len() as i64,
+            r.accounts.len() as i64,
+            r.sources.len() as i64,
+            r.pairs.len() as i64,
+        ))
+    })
+}
+
+/// Records history (`import_events`' Rust half is `_import_events`); then,
+/// when `rebuild`, re-derives the lockout state of every tenant the batch
+/// holds.
+#[pg_extern(volatile, parallel_unsafe, name = "_rebuild_after_import")]
+fn rebuild_after_import(tenants: Vec<String>) -> Result<i64, ErrorReport> {
+    let mut tenants = tenants;
+    tenants.sort();
+    tenants.dedup();
+    for t in &tenants {
+        rebuild(t)?;
+    }
+    Ok(tenants.len() as i64)
+}
