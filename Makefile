@@ -48,9 +48,10 @@ test-pgrx:
 test-sql:
 	scripts/sql-tests.sh
 
-# The mirror tests run the sidecar binary: build it first.
+# The mirror tests run the sidecar binary and the importer tests the demo
+# binary: build them first.
 test-e2e:
-	$(CARGO) build -p sidecar --bins
+	$(CARGO) build -p sidecar -p authaudit-demo --bins
 	$(CARGO) test -p authaudit-tests
 
 ## Benchmarks against a throwaway cluster with production settings.

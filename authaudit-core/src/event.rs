@@ -88,13 +88,26 @@ pub enum Channel {
     Web,
     Mobile,
     Api,
+    /// Remote shells (OpenSSH, PAM), as the sshd importer records them.
+    Ssh,
+    Vpn,
+    /// Single sign-on (an identity provider's own login).
+    Sso,
     /// Events the extension itself appends (for example `account_locked`).
     System,
 }
 
 impl Channel {
     /// All channels, in documentation order.
-    pub const ALL: [Channel; 4] = [Channel::Web, Channel::Mobile, Channel::Api, Channel::System];
+    pub const ALL: [Channel; 7] = [
+        Channel::Web,
+        Channel::Mobile,
+        Channel::Api,
+        Channel::Ssh,
+        Channel::Vpn,
+        Channel::Sso,
+        Channel::System,
+    ];
 
     /// The name stored in `auth_log.channel`.
     pub fn as_str(self) -> &'static str {
@@ -102,6 +115,9 @@ impl Channel {
             Channel::Web => "web",
             Channel::Mobile => "mobile",
             Channel::Api => "api",
+            Channel::Ssh => "ssh",
+            Channel::Vpn => "vpn",
+            Channel::Sso => "sso",
             Channel::System => "system",
         }
     }

@@ -1,11 +1,14 @@
 //! The pg_authaudit demo: plays a brute-force campaign through the SQL API
 //! ([`campaign`], [`run`]), reconstructs it as an investigator would
-//! ([`reconstruct`]) and writes the investigator's report ([`report`]).
+//! ([`reconstruct`]) and writes the investigator's report ([`report`]);
+//! imports OpenSSH/PAM syslog files as history ([`sshd`], [`import`]).
 
 pub mod campaign;
+pub mod import;
 pub mod reconstruct;
 pub mod report;
 pub mod run;
+pub mod sshd;
 pub mod token;
 
 use postgres::Client;

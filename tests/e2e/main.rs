@@ -21,6 +21,7 @@ mod mongo_contract;
 mod pipeline;
 mod publication;
 mod recording;
+mod sshd_import;
 mod support;
 mod tampering;
 mod tokens;
