@@ -5,13 +5,14 @@ SET LOCAL check_function_bodies = off;
 -- One CEF version 0 line for a stored row.
 CREATE FUNCTION authaudit.to_cef(r authaudit.auth_log) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT authaudit._cef_line(
+    SELECT authaudit._cef_event_line(
         r.event_type, r.user_id, r.ip::text, r.user_agent, r.occurred_at, r.log_id,
         r.tenant_id, r.org_id, r.channel, r.seq, r.link_sha256,
         r.metadata ->> 'reason',
         (r.metadata #>> '{_authaudit,lockout,preceding_failures}')::integer,
         (r.metadata #>> '{_authaudit,lockout,was_locked}')::boolean,
-        r.metadata #>> '{_authaudit,token,fingerprint_sha256}')
+        r.metadata #>> '{_authaudit,token,fingerprint_sha256}',
+        CASE WHEN r.metadata #>> '{_authaudit,imported}' = 'true' THEN r.recorded_at END)
 $$;
 
 -- The CEF lines of a tenant's events with from_time <= occurred_at < to_time,

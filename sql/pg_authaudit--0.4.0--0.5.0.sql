@@ -7,7 +7,10 @@
 -- the engine's decisions in event-time order (lockout_replay), whatever
 -- order the events were recorded in. A success reports the failures since
 -- the account's last success or reset (lockout_state.failures_since_success).
--- The log and its chains are unchanged.
+-- event_rates counts by minute of occurred_at, with the recording lag and
+-- the imported events; CEF lines of imported events carry their import
+-- time (deviceCustomDate1, label importedAt). The log and its chains are
+-- unchanged.
 
 \echo Use "ALTER EXTENSION pg_authaudit UPDATE TO '0.5.0'" to load this file. \quit
 
@@ -196,3 +199,66 @@ GRANT EXECUTE ON FUNCTION authaudit.import_events(jsonb, boolean) TO authaudit_w
 GRANT EXECUTE ON FUNCTION authaudit.rebuild_lockout(text) TO authaudit_writer, authaudit_admin;
 GRANT EXECUTE ON FUNCTION authaudit.lockout_replay(text, timestamptz, timestamptz)
     TO authaudit_reader, authaudit_auditor;
+
+-- CEF: the line function takes the import time; 0.4.0's _cef_line goes.
+CREATE FUNCTION "_cef_event_line"(
+	"event_type" TEXT, /* & str */
+	"user_id" TEXT, /* & str */
+	"ip" TEXT, /* Option < & str > */
+	"user_agent" TEXT, /* Option < & str > */
+	"occurred_at" timestamp with time zone, /* TimestampWithTimeZone */
+	"log_id" uuid, /* Uuid */
+	"tenant_id" TEXT, /* & str */
+	"org_id" TEXT, /* Option < & str > */
+	"channel" TEXT, /* & str */
+	"seq" bigint, /* i64 */
+	"link_sha256" bytea, /* & [u8] */
+	"reason" TEXT, /* Option < & str > */
+	"preceding_failures" INT, /* Option < i32 > */
+	"was_locked" bool, /* Option < bool > */
+	"token_fingerprint" TEXT, /* Option < & str > */
+	"imported_at" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cef_event_line_wrapper';
+
+-- One CEF version 0 line for a stored row.
+CREATE OR REPLACE FUNCTION authaudit.to_cef(r authaudit.auth_log) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT authaudit._cef_event_line(
+        r.event_type, r.user_id, r.ip::text, r.user_agent, r.occurred_at, r.log_id,
+        r.tenant_id, r.org_id, r.channel, r.seq, r.link_sha256,
+        r.metadata ->> 'reason',
+        (r.metadata #>> '{_authaudit,lockout,preceding_failures}')::integer,
+        (r.metadata #>> '{_authaudit,lockout,was_locked}')::boolean,
+        r.metadata #>> '{_authaudit,token,fingerprint_sha256}',
+        CASE WHEN r.metadata #>> '{_authaudit,imported}' = 'true' THEN r.recorded_at END)
+$$;
+
+DROP FUNCTION authaudit._cef_line(text, text, text, text, timestamptz, uuid, text, text, text, bigint,
+                                  bytea, text, integer, boolean, text);
+
+CREATE OR REPLACE VIEW authaudit.event_rates WITH (security_invoker = true) AS
+SELECT r.tenant_id, r.minute, r.event_type, r.events,
+       sum(r.events) FILTER (WHERE r.event_type = 'login_failed')
+           OVER (PARTITION BY r.tenant_id, r.minute) AS minute_failures,
+       round(coalesce(sum(r.events) FILTER (WHERE r.event_type = 'login_failed')
+                          OVER (PARTITION BY r.tenant_id, r.minute), 0)
+             / nullif(sum(r.events) FILTER (WHERE r.event_type IN ('login_failed', 'login_success'))
+                          OVER (PARTITION BY r.tenant_id, r.minute), 0), 3) AS failure_ratio,
+       r.max_recording_lag, r.imported
+  FROM (SELECT l.tenant_id, date_trunc('minute', l.occurred_at) AS minute, l.event_type,
+               count(*) AS events,
+               max(l.recorded_at - l.occurred_at) AS max_recording_lag,
+               count(*) FILTER (WHERE l.metadata #>> '{_authaudit,imported}' = 'true') AS imported
+          FROM authaudit.auth_log l
+         -- Minutes of event time. An event is recorded at most
+         -- authaudit.max_future_skew (at most a day) before it happens, so
+         -- the BRIN index on recorded_at bounds the pages to read.
+         WHERE l.occurred_at >= date_trunc('minute', now()) - interval '59 minutes'
+           AND l.recorded_at >= date_trunc('minute', now()) - interval '59 minutes' - interval '1 day'
+         GROUP BY 1, 2, 3) r;
+
+COMMENT ON VIEW authaudit.event_rates IS
+    'Events per tenant, minute of occurred_at and type over the last hour, with the tenant-minute login failure ratio, the largest recording lag and the imported events (RLS applies).';

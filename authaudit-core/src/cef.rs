@@ -36,6 +36,9 @@ pub struct CefEvent<'a> {
     pub was_locked: Option<bool>,
     /// For `token_issued`: the SHA-256 fingerprint of the token, hex.
     pub token_fingerprint: Option<&'a str>,
+    /// For an event recorded by `import_events`: when it was recorded
+    /// (milliseconds since the Unix epoch); `rt` stays the event's time.
+    pub imported_at_ms: Option<i64>,
 }
 
 /// Signature id, name and severity (0–10) of an event.
@@ -144,6 +147,10 @@ pub fn line(e: &CefEvent<'_>, version: &str) -> String {
     }
     ext.push(("cn1", e.seq.to_string()));
     ext.push(("cn1Label", "chainSeq".into()));
+    if let Some(at) = e.imported_at_ms {
+        ext.push(("deviceCustomDate1", at.to_string()));
+        ext.push(("deviceCustomDate1Label", "importedAt".into()));
+    }
     for (i, (k, v)) in ext.iter().enumerate() {
         if i > 0 {
             out.push(' ');
@@ -174,6 +181,7 @@ mod tests {
             preceding_failures: None,
             was_locked: None,
             token_fingerprint: None,
+            imported_at_ms: None,
         }
     }
 
@@ -226,6 +234,20 @@ mod tests {
             ..e
         };
         assert!(line(&locked, "0.1.0").contains("|Login succeeded while locked|9|"));
+    }
+
+    #[test]
+    fn an_imported_event_keeps_its_time_in_rt_and_says_when_it_was_imported() {
+        let e = CefEvent {
+            imported_at_ms: Some(1_767_300_000_000),
+            ..event()
+        };
+        let l = line(&e, "0.1.0");
+        assert!(l.contains("|rt=1767225600000 "), "{l}");
+        assert!(
+            l.ends_with(" cn1=42 cn1Label=chainSeq deviceCustomDate1=1767300000000 deviceCustomDate1Label=importedAt"),
+            "{l}"
+        );
     }
 
     #[test]

@@ -7,10 +7,11 @@ use authaudit_core::event::parse_host_ip;
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
 
-/// One CEF line from a row's fields (called by `authaudit.to_cef`).
+/// One CEF line from a row's fields (called by `authaudit.to_cef`);
+/// `imported_at` is the `recorded_at` of an imported event, else NULL.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(immutable, parallel_safe, name = "_cef_line")]
-fn cef_line(
+#[pg_extern(immutable, parallel_safe, name = "_cef_event_line")]
+fn cef_event_line(
     event_type: &str,
     user_id: &str,
     ip: Option<&str>,
@@ -26,6 +27,7 @@ fn cef_line(
     preceding_failures: Option<i32>,
     was_locked: Option<bool>,
     token_fingerprint: Option<&str>,
+    imported_at: Option<TimestampWithTimeZone>,
 ) -> String {
     let link_hex: String = link_sha256.iter().map(|b| format!("{b:02x}")).collect();
     let log_id = log_id.to_string();
@@ -46,8 +48,51 @@ fn cef_line(
             preceding_failures,
             was_locked,
             token_fingerprint,
+            imported_at_ms: imported_at.map(|t| crate::time::unix_micros(t).div_euclid(1000)),
         },
         env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// `_cef_line` as release 0.4.0's `to_cef` calls it (no import time), so
+/// that a database keeps exporting between installing this library and
+/// `ALTER EXTENSION pg_authaudit UPDATE`. Not part of the 0.5.0 schema.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(immutable, parallel_safe, name = "_cef_line", sql = false)]
+fn cef_line(
+    event_type: &str,
+    user_id: &str,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+    occurred_at: TimestampWithTimeZone,
+    log_id: Uuid,
+    tenant_id: &str,
+    org_id: Option<&str>,
+    channel: &str,
+    seq: i64,
+    link_sha256: &[u8],
+    reason: Option<&str>,
+    preceding_failures: Option<i32>,
+    was_locked: Option<bool>,
+    token_fingerprint: Option<&str>,
+) -> String {
+    cef_event_line(
+        event_type,
+        user_id,
+        ip,
+        user_agent,
+        occurred_at,
+        log_id,
+        tenant_id,
+        org_id,
+        channel,
+        seq,
+        link_sha256,
+        reason,
+        preceding_failures,
+        was_locked,
+        token_fingerprint,
+        None,
     )
 }
 

@@ -313,4 +313,33 @@ fn event_rates_count_per_minute_and_type_within_scope() {
     // over attempts of that tenant-minute.
     let ratio: f64 = rows[0].get(3);
     assert!((0.5..=1.0).contains(&ratio), "{ratio}");
+    // Minutes are event time: a failure of 40 minutes ago recorded now
+    // counts 40 minutes back, with its lag; an imported one too, marked.
+    c.execute(
+        "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', 'carol', 'web', \
+         occurred_at => now() - interval '40 minutes')",
+        &[&log_id(1, 20), &T],
+    )
+    .unwrap();
+    c.execute(
+        "SELECT count(*) FROM authaudit.import_events(jsonb_build_array(jsonb_build_object( \
+           'log_id', $1::text, 'tenant_id', $2::text, 'event_type', 'login_failed', 'user_id', 'dave', \
+           'channel', 'ssh', 'occurred_at', now() - interval '30 minutes')))",
+        &[&log_id(1, 21), &T],
+    )
+    .unwrap();
+    let (minutes_back, lag, imported): (f64, f64, i64) = {
+        let r = analyst
+            .query_one(
+                "SELECT extract(epoch FROM date_trunc('minute', now()) - min(minute))::float8 / 60, \
+                        extract(epoch FROM max(max_recording_lag))::float8 / 60, sum(imported)::bigint \
+                   FROM authaudit.event_rates WHERE event_type = 'login_failed'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert!((40.0..=41.0).contains(&minutes_back), "{minutes_back}");
+    assert!((39.9..=41.0).contains(&lag), "{lag}");
+    assert_eq!(imported, 1);
 }

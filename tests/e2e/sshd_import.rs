@@ -110,4 +110,22 @@ fn rotated_sshd_logs_import_in_any_order_and_a_rerun_records_nothing_twice() {
         (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)),
         (13, 13, 1)
     );
+    // In CEF the event keeps its own time (rt) and says when it was imported.
+    let lines: Vec<(String, bool)> = c
+        .query(
+            "SELECT line, authaudit.verify_cef(line) FROM authaudit.export_cef('bastion', '2025-11-20 00:00:05', '2025-11-20 00:00:06') line",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(lines.len(), 1);
+    let (line, verified) = &lines[0];
+    assert!(line.contains("|rt=1763596805000 "), "{line}");
+    assert!(
+        line.contains(" deviceCustomDate1Label=importedAt"),
+        "{line}"
+    );
+    assert!(verified);
 }
