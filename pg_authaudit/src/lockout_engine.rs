@@ -233,11 +233,10 @@ pub struct Held {
 
 /// Whether `lockout_state` has `failures_since_success` (release 0.5.0; a
 /// library installed before `ALTER EXTENSION … UPDATE` runs on the older
-/// table). Looked up each time: the update adds it to a live table.
+/// table).
 pub fn has_run_column() -> Result<bool, AuditError> {
     let relid = state_rows::relid(c"lockout_state")?;
-    // SAFETY: a syscache lookup of a column of an existing table.
-    Ok(unsafe { pg_sys::get_attnum(relid, c"failures_since_success".as_ptr()) } > 0)
+    Ok(state_rows::has_column(relid, c"failures_since_success"))
 }
 
 /// An account's state row as found.

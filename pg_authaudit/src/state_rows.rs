@@ -47,9 +47,9 @@ impl Found {
     /// The value of column `name`, `None` also when the table lacks it (a
     /// column a later release adds, before `ALTER EXTENSION … UPDATE`).
     pub fn get_present<T: FromDatum>(&self, name: &'static CStr) -> Option<T> {
-        // SAFETY: a syscache lookup of a column of an open table.
-        let present = unsafe { pg_sys::get_attnum(self.relid, name.as_ptr()) } > 0;
-        present.then(|| self.get(name)).flatten()
+        has_column(self.relid, name)
+            .then(|| self.get(name))
+            .flatten()
     }
 }
 
@@ -69,6 +69,9 @@ thread_local! {
     /// Table and index oids by name, forgotten on any relation cache
     /// invalidation (the extension dropped and created again, say).
     static RELIDS: RefCell<HashMap<&'static CStr, pg_sys::Oid>> = RefCell::new(HashMap::new());
+    /// Whether a table has a column a later release added, forgotten on
+    /// any relation cache invalidation (`ALTER EXTENSION … UPDATE` adds it).
+    static PRESENT: RefCell<HashMap<(pg_sys::Oid, &'static CStr), bool>> = RefCell::new(HashMap::new());
 }
 
 static mut RELID_CALLBACK: bool = false;
@@ -76,6 +79,30 @@ static mut RELID_CALLBACK: bool = false;
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_relids(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
     RELIDS.with(|r| r.borrow_mut().clear());
+    PRESENT.with(|p| p.borrow_mut().clear());
+}
+
+/// Registers `forget_relids` once per backend.
+fn watch_relcache() {
+    // SAFETY: a backend-local flag and PostgreSQL's callback registry.
+    unsafe {
+        if !RELID_CALLBACK {
+            pg_sys::CacheRegisterRelcacheCallback(Some(forget_relids), pg_sys::Datum::from(0));
+            RELID_CALLBACK = true;
+        }
+    }
+}
+
+/// Whether table `relid` has column `name`, cached until the next relation
+/// cache invalidation.
+pub fn has_column(relid: pg_sys::Oid, name: &'static CStr) -> bool {
+    watch_relcache();
+    PRESENT.with(|p| {
+        *p.borrow_mut().entry((relid, name)).or_insert_with(|| {
+            // SAFETY: a syscache lookup of a column of an existing table.
+            unsafe { pg_sys::get_attnum(relid, name.as_ptr()) > 0 }
+        })
+    })
 }
 
 /// The oid of relation `name` of schema `authaudit`.
@@ -83,13 +110,9 @@ pub fn relid(name: &'static CStr) -> Result<pg_sys::Oid, AuditError> {
     if let Some(id) = RELIDS.with(|r| r.borrow().get(name).copied()) {
         return Ok(id);
     }
-    // SAFETY: syscache lookups by name; the callback is registered once per
-    // backend.
+    watch_relcache();
+    // SAFETY: syscache lookups by name.
     unsafe {
-        if !RELID_CALLBACK {
-            pg_sys::CacheRegisterRelcacheCallback(Some(forget_relids), pg_sys::Datum::from(0));
-            RELID_CALLBACK = true;
-        }
         let nsp = pg_sys::get_namespace_oid(c"authaudit".as_ptr(), false);
         let id = pg_sys::get_relname_relid(name.as_ptr(), nsp);
         if id == pg_sys::InvalidOid {
