@@ -54,6 +54,7 @@ pub fn classify(e: &CefEvent<'_>) -> (&'static str, &'static str, u8) {
         "lockout_reset" => ("103", "Lockout reset", 4),
         "token_issued" => ("104", "Session token issued", 1),
         "retention_applied" => ("105", "Log retention applied", 5),
+        "lockout_rebuilt" => ("106", "Lockout state rebuilt", 4),
         _ => ("199", "Authentication event", 3),
     }
 }
@@ -117,7 +118,7 @@ pub fn line(e: &CefEvent<'_>, version: &str) -> String {
     let outcome = match e.event_type {
         "login_failed" => "failure",
         "login_success" | "token_issued" | "lockout_reset" | "account_locked"
-        | "retention_applied" => "success",
+        | "retention_applied" | "lockout_rebuilt" => "success",
         _ => "unknown",
     };
     ext.push(("outcome", outcome.into()));

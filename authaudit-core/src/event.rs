@@ -27,17 +27,20 @@ pub enum EventType {
     TokenIssued,
     /// Rows before a checkpoint were removed by `apply_retention`.
     RetentionApplied,
+    /// `rebuild_lockout` re-derived the tenant's lockout state.
+    LockoutRebuilt,
 }
 
 impl EventType {
     /// All event types, in documentation order.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::LoginFailed,
         EventType::LoginSuccess,
         EventType::AccountLocked,
         EventType::LockoutReset,
         EventType::TokenIssued,
         EventType::RetentionApplied,
+        EventType::LockoutRebuilt,
     ];
 
     /// The name stored in `auth_log.event_type`.
@@ -49,18 +52,23 @@ impl EventType {
             EventType::LockoutReset => "lockout_reset",
             EventType::TokenIssued => "token_issued",
             EventType::RetentionApplied => "retention_applied",
+            EventType::LockoutRebuilt => "lockout_rebuilt",
         }
     }
 }
 
 impl EventType {
     /// Whether only the extension appends events of this type: locks (the
-    /// engine's decision), token issuance (checked claims) and retention
-    /// (what was removed). Writers record the others.
+    /// engine's decision), token issuance (checked claims), retention (what
+    /// was removed) and lockout rebuilds (what was replayed). Writers record
+    /// the others.
     pub fn is_engine_only(self) -> bool {
         matches!(
             self,
-            EventType::AccountLocked | EventType::TokenIssued | EventType::RetentionApplied
+            EventType::AccountLocked
+                | EventType::TokenIssued
+                | EventType::RetentionApplied
+                | EventType::LockoutRebuilt
         )
     }
 }

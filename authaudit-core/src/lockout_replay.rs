@@ -58,8 +58,6 @@ pub struct AccountRow {
     pub state: AccountState,
     pub first_failure_ip: Option<IpAddr>,
     pub last_failure_ip: Option<IpAddr>,
-    /// The input position of the last event that changed the row.
-    pub last: Option<usize>,
     /// The organisation of the account's first failure.
     pub org: Option<String>,
 }
@@ -140,7 +138,6 @@ pub fn replay<S: Ord + Clone>(policy: &Policy, events: &[Input<S>]) -> Replay<S>
             if failure_ip.is_some() {
                 row.last_failure_ip = failure_ip;
             }
-            row.last = Some(index);
         }
         if let Some(s) = source {
             let next = effect.ip.unwrap_or(before.ip.unwrap_or_default());
@@ -227,13 +224,7 @@ mod tests {
     /// The decisions by log id, and the state, independent of input order.
     type Outcome = (
         BTreeMap<[u8; 16], (Effect, Vec<(IpAddr, Option<String>)>)>,
-        Vec<(
-            String,
-            AccountState,
-            Option<IpAddr>,
-            Option<IpAddr>,
-            Option<[u8; 16]>,
-        )>,
+        Vec<(String, AccountState, Option<IpAddr>, Option<IpAddr>)>,
         BTreeMap<SourceKey, IpState>,
         BTreeMap<(SourceKey, String), IpState>,
     );
@@ -253,15 +244,7 @@ mod tests {
         let accounts = r
             .accounts
             .iter()
-            .map(|(k, a)| {
-                (
-                    k.clone(),
-                    a.state,
-                    a.first_failure_ip,
-                    a.last_failure_ip,
-                    a.last.map(|i| events[i].log_id),
-                )
-            })
+            .map(|(k, a)| (k.clone(), a.state, a.first_failure_ip, a.last_failure_ip))
             .collect();
         (decisions, accounts, r.sources, r.pairs)
     }
@@ -417,7 +400,6 @@ mod tests {
             "the run's first failure had none"
         );
         assert_eq!(noisy.last_failure_ip, events[3].ip);
-        assert_eq!(noisy.last, Some(3));
         assert_eq!(r.sources.len(), 1);
         assert_eq!(r.pairs.len(), 1);
     }

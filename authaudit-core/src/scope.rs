@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn writers_never_record_what_the_engine_records() {
         use EventType::*;
-        for t in [AccountLocked, TokenIssued, RetentionApplied] {
+        for t in [AccountLocked, TokenIssued, RetentionApplied, LockoutRebuilt] {
             assert_eq!(
                 check_writer_event(Some(t), Some(Channel::Web), false),
                 Err(WriteRefusal::EngineEventType(t))

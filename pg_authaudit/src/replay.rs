@@ -271,14 +271,14 @@ fn lockout_replay(
     ))
 }
 
-/// The replay's account rows as `jsonb_to_recordset` reads them.
-fn account_rows(r: &Replay<SourceKey>, recorded: &[Recorded]) -> Value {
+/// The replay's account rows as `jsonb_to_recordset` reads them, each last
+/// changed by the `lockout_rebuilt` event `(log_id, seq)`.
+fn account_rows(r: &Replay<SourceKey>, rebuilt: &(String, i64)) -> Value {
     Value::Array(
         r.accounts
             .iter()
             .map(|(user, a)| {
                 let s = a.state;
-                let last = a.last.map(|i| &recorded[i]);
                 json!({
                     "user_id": user,
                     "failure_count": s.failure_count,
@@ -290,8 +290,8 @@ fn account_rows(r: &Replay<SourceKey>, recorded: &[Recorded]) -> Value {
                     "locked_at": s.locked_at_us.map(iso_utc),
                     "locked_until": s.locked_until_us.map(iso_utc),
                     "lock_count": s.lock_count,
-                    "last_log_id": last.map(|l| l.log_id.to_string()),
-                    "last_seq": last.map(|l| l.seq),
+                    "last_log_id": rebuilt.0,
+                    "last_seq": rebuilt.1,
                     "org_id": a.org,
                     "failures_since_success": s.failures_since_success,
                 })
@@ -366,7 +366,8 @@ const WRITE_PAIRS: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r(
 /// event-time order (see `lockout_replay`) and writes it into the lockout
 /// tables: after history was imported, or the policy changed, the tables
 /// hold what the engine would hold had every event arrived in time order.
-/// An existing account row keeps its organisation. Holds the lockout tables
+/// Appends a `lockout_rebuilt` event with the counts (the rows' last
+/// change). An existing account row keeps its organisation. Holds the lockout tables
 /// against writes (EXCLUSIVE) until the transaction ends, so no event is
 /// decided against a half-written state. Callable by a superuser, an
 /// `authaudit_admin` or a writer bound to the whole tenant (42501); needs
@@ -407,8 +408,15 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
     Spi::connect_mut(|client| {
         client.update(LOCK_STATE, None, &[])?;
         let rules = engine::rules(client, tenant)?;
-        let (recorded, inputs) = load(client, tenant, None, &rules.keys)?;
+        let (_, inputs) = load(client, tenant, None, &rules.keys)?;
         let r = replay(&rules.policy, &inputs);
+        let counts = (
+            inputs.len() as i64,
+            r.accounts.len() as i64,
+            r.sources.len() as i64,
+            r.pairs.len() as i64,
+        );
+        let rebuilt = record_rebuild(client, tenant, counts)?;
         let sources = Value::Array(
             r.sources
                 .iter()
@@ -427,7 +435,7 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
             (
                 "rebuild_accounts",
                 WRITE_ACCOUNTS,
-                account_rows(&r, &recorded),
+                account_rows(&r, &rebuilt),
             ),
             ("rebuild_sources", WRITE_SOURCES, sources),
             ("rebuild_pairs", WRITE_PAIRS, pairs),
@@ -441,13 +449,44 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
                 &[tenant.into(), rows.into()],
             )?;
         }
-        Ok((
-            inputs.len() as i64,
-            r.accounts.len() as i64,
-            r.sources.len() as i64,
-            r.pairs.len() as i64,
-        ))
+        Ok(counts)
     })
+}
+
+const RECORD_REBUILD: &str = "SELECT l.log_id::text, l.seq FROM authaudit._record( \
+       log_id => gen_random_uuid(), tenant_id => $1, event_type => 'lockout_rebuilt', \
+       user_id => $2, channel => 'system', org_id => NULL, ip => NULL, user_agent => NULL, \
+       occurred_at => NULL, metadata => $3, p_writer_org => NULL) l";
+
+/// Appends the `lockout_rebuilt` event (who rebuilt, how much) to the
+/// tenant's chain, so the log shows every rebuild, and returns its
+/// `(log_id, seq)`: the rebuilt rows' last change, newer than any before
+/// (the mirror applies a state row's changes in `last_seq` order).
+fn record_rebuild(
+    client: &mut SpiClient<'_>,
+    tenant: &str,
+    (events, accounts, sources, pairs): (i64, i64, i64, i64),
+) -> Result<(String, i64), AuditError> {
+    let actor = scope::role_name(scope::writer());
+    let metadata = json!({"_authaudit": {"rebuild": {
+        "events": events, "accounts": accounts, "sources": sources, "pairs": pairs,
+    }}});
+    let t = spi_plans::run(
+        client,
+        "rebuild_record",
+        RECORD_REBUILD,
+        &[TEXTOID, TEXTOID, JSONBOID],
+        &[
+            tenant.into(),
+            actor.as_str().into(),
+            Jsonb::parse(&metadata.to_string()).into(),
+        ],
+    )?;
+    let r = t.first();
+    Ok((
+        r.get::<String>(1)?.unwrap_or_default(),
+        r.get::<i64>(2)?.unwrap_or_default(),
+    ))
 }
 
 /// Records history (`import_events`' Rust half is `_import_events`); then,

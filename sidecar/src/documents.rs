@@ -7,7 +7,8 @@
 //!   an embedded document, so the chain can be re-verified from the mirror.
 //! - `lockout_state`: `_id` = `tenant_id/user_id`, plus the version (`v`,
 //!   `vi`): the row's `last_seq` (every transaction that changes the state
-//!   ends by setting it to its event's seq, which grows per tenant) and the
+//!   ends by setting it to its event's seq, which grows per tenant; a
+//!   rebuild to its `lockout_rebuilt` event's) and the
 //!   change's position in its transaction; a write only lands if its
 //!   version is newer than the stored one.
 //! - `checkpoints`: `_id` = `tenant_id/seq`.
@@ -89,6 +90,7 @@ impl Table {
                 "last_seq",
                 "updated_at",
                 "org_id",
+                "failures_since_success",
             ],
             Table::Checkpoints => &[
                 "tenant_id",
@@ -110,13 +112,16 @@ impl Table {
     /// same conversion as the stream's). `filter` is appended as a WHERE
     /// clause when it is not empty.
     pub fn copy_query(self, filter: &str) -> String {
-        // lockout_state.org_id exists from release 0.2.0 on: it is read
-        // through the row's JSON so that an older extension copies too.
+        // lockout_state.org_id exists from release 0.2.0 on and
+        // failures_since_success from 0.5.0: they are read through the
+        // row's JSON so that an older extension copies too.
         let select: Vec<String> = self
             .columns()
             .iter()
             .map(|c| match (self, *c) {
-                (Table::LockoutState, "org_id") => "to_jsonb(t) ->> 'org_id'".to_string(),
+                (Table::LockoutState, "org_id" | "failures_since_success") => {
+                    format!("to_jsonb(t) ->> '{c}'")
+                }
                 _ => format!("t.{c}::text"),
             })
             .collect();
@@ -396,6 +401,10 @@ pub fn lockout_state(get: Get<'_, '_>, ordinal: i64) -> Result<LockoutChange, Ro
     // pgoutput sends booleans as "t"/"f", a ::text cast as "true"/"false".
     d.append("locked", matches!(get("locked"), Some("t" | "true")));
     d.append("lock_count", int(get, "lock_count")?.unwrap_or(0));
+    d.append(
+        "failures_since_success",
+        int(get, "failures_since_success")?.unwrap_or(0),
+    );
     put_str(&mut d, "last_log_id", get("last_log_id"));
     match int(get, "last_seq")? {
         Some(s) => d.append("last_seq", s),

@@ -172,14 +172,14 @@ fn answers(c: &mut Client, tenant: &str) -> Vec<String> {
     out
 }
 
-/// The tenant's lockout tables, without the columns arrival order or the
-/// clock decide (last_seq, updated_at) and log ids without their slot.
+/// The tenant's lockout tables, without the columns arrival order, the
+/// clock or a rebuild decide (last_log_id, last_seq, updated_at).
 fn tables(c: &mut Client, tenant: &str) -> Vec<String> {
     let mut out = Vec::new();
     for q in [
         "SELECT concat_ws(' ', user_id, failure_count, first_failure_at, last_failure_at, \
                 host(first_failure_ip), host(last_failure_ip), locked, locked_at, locked_until, \
-                lock_count, right(last_log_id::text, 8), org_id, failures_since_success) \
+                lock_count, org_id, failures_since_success) \
            FROM authaudit.lockout_state WHERE tenant_id = $1 ORDER BY user_id",
         "SELECT concat_ws(' ', ip, failure_count, first_failure_at, blocked_until) \
            FROM authaudit.lockout_ip_state WHERE tenant_id = $1 ORDER BY ip",
@@ -573,6 +573,31 @@ fn rebuilding_and_importing_are_scoped() {
         (row.get(0), row.get(1))
     };
     assert_eq!((events, accounts), (2, 2));
+    // The rebuild is in the chain: who, how much; the rows' last change.
+    let mut su = db.connect();
+    let rebuilt = su
+        .query_one(
+            "SELECT l.user_id, l.metadata #>> '{_authaudit,rebuild,events}', l.seq, \
+                    (SELECT min(s.last_seq) FROM authaudit.lockout_state s WHERE s.tenant_id = 'agency'), \
+                    (SELECT ok FROM authaudit.verify_chain('agency')) \
+               FROM authaudit.auth_log l WHERE l.tenant_id = 'agency' AND l.event_type = 'lockout_rebuilt' \
+              ORDER BY l.seq DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rebuilt.get::<_, String>(0), format!("{p}_w"));
+    assert_eq!(rebuilt.get::<_, String>(1), "2");
+    assert_eq!(rebuilt.get::<_, i64>(2), rebuilt.get::<_, i64>(3));
+    assert!(rebuilt.get::<_, bool>(4));
+    // Only the extension appends it.
+    expect(
+        w.execute(
+            "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'lockout_rebuilt', 'x', 'web')",
+            &[],
+        ),
+        SqlState::INVALID_PARAMETER_VALUE,
+        "a writer recording lockout_rebuilt",
+    );
     // A reader sees the replay of its tenant only.
     let mine: i64 = r
         .query_one(

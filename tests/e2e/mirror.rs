@@ -343,6 +343,45 @@ fn exactly_once(hint: &str, store: &Store, events: u32) {
     assert!(m.terminate().success());
 }
 
+/// A rebuild can move a state row back to an earlier event's state: the
+/// mirror must still take it (its versions follow last_seq). Four live
+/// failures, then one of two minutes before them imported: in event time
+/// that is five in the window, and the rebuild locks the account.
+#[test]
+fn a_lockout_rebuild_reaches_the_mirror() {
+    let db = Cluster::shared().fresh_db_with_lockout("mirror_rebuild");
+    let store = Store::new("rebuild");
+    let mut m = Mirror::new(&db, &store);
+    m.start();
+    let mut c = db.connect();
+    for i in 0..4 {
+        c.execute(
+            "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', 'victim', 'web')",
+            &[&log_id(70, i)],
+        )
+        .unwrap();
+    }
+    m.wait_identical(Duration::from_secs(60));
+    c.execute(
+        "SELECT count(*) FROM authaudit.import_events(jsonb_build_array(jsonb_build_object( \
+           'log_id', $1::text, 'tenant_id', 'tenant-0', 'event_type', 'login_failed', 'user_id', 'victim', \
+           'channel', 'ssh', 'occurred_at', now() - interval '2 minutes')))",
+        &[&log_id(70, 9)],
+    )
+    .unwrap();
+    let locked: bool = c
+        .query_one(
+            "SELECT locked FROM authaudit.lockout_state WHERE user_id = 'victim'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(locked, "the rebuild locks in event-time order");
+    let text = m.wait_identical(Duration::from_secs(60));
+    assert!(text.contains("identical"), "{text}");
+    assert!(m.terminate().success());
+}
+
 #[test]
 fn twenty_sigkills_lose_nothing_and_double_nothing() {
     sigkills("mirror_sigkill", &Store::new("sigkill"), 20);
