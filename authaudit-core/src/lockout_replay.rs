@@ -16,7 +16,8 @@
 use crate::lockout::{AccountState, IpState, Policy};
 use crate::lockout_effect::{step, Before, Effect, Kind};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
 
 /// One recorded event the engine acts on, with the keys its tenant's rules
@@ -72,62 +73,53 @@ pub struct Replay<S: Ord> {
 }
 
 /// Applies `events` in event-time order under `policy`.
-pub fn replay<S: Ord + Clone>(policy: &Policy, events: &[Input<S>]) -> Replay<S> {
+pub fn replay<S: Ord + Hash + Clone>(policy: &Policy, events: &[Input<S>]) -> Replay<S> {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by(|a, b| event_time_order(&events[*a], &events[*b]));
-    let mut out = Replay {
-        decisions: Vec::with_capacity(events.len()),
-        accounts: BTreeMap::new(),
-        sources: BTreeMap::new(),
-        pairs: BTreeMap::new(),
-    };
+    // Accounts by number while replaying (a tenant's history repeats few
+    // keys many times); the maps the caller gets are built at the end.
+    let mut numbers: HashMap<&str, usize> = HashMap::new();
+    let mut accounts: Vec<Option<AccountRow>> = Vec::new();
     // The failures each account's run counts, since its last success or reset.
-    let mut runs: BTreeMap<String, BTreeSet<(IpAddr, Option<String>)>> = BTreeMap::new();
+    let mut runs: Vec<BTreeSet<(IpAddr, Option<String>)>> = Vec::new();
+    let mut sources: HashMap<S, IpState> = HashMap::new();
+    let mut pairs: HashMap<(S, usize), IpState> = HashMap::new();
+    let mut decisions = Vec::with_capacity(events.len());
     for index in order {
         let e = &events[index];
+        let a = *numbers.entry(e.account.as_str()).or_insert_with(|| {
+            accounts.push(None);
+            runs.push(BTreeSet::new());
+            accounts.len() - 1
+        });
         let failure = e.kind == Kind::Failure;
         let source = e.source.as_ref().filter(|_| failure);
-        let pair_key = source.map(|s| (s.clone(), e.account.clone()));
+        let pair_key = source.map(|s| (s.clone(), a));
         let before = Before {
-            account: out
-                .accounts
-                .get(&e.account)
-                .map(|a| a.state)
-                .unwrap_or_default(),
-            ip: source.map(|s| out.sources.get(s).copied().unwrap_or_default()),
+            account: accounts[a].as_ref().map(|r| r.state).unwrap_or_default(),
+            ip: source.map(|s| sources.get(s).copied().unwrap_or_default()),
             pair: pair_key
                 .as_ref()
-                .map(|k| out.pairs.get(k).copied().unwrap_or_default()),
+                .map(|k| pairs.get(k).copied().unwrap_or_default()),
         };
         let effect = step(policy, e.kind, &before, e.at_us);
         let mut failing_sources = Vec::new();
         match e.kind {
             Kind::Failure => {
                 if let Some(ip) = e.ip {
-                    runs.entry(e.account.clone())
-                        .or_default()
-                        .insert((ip, e.org.clone()));
+                    runs[a].insert((ip, e.org.clone()));
                 }
             }
             Kind::Success => {
-                failing_sources = runs
-                    .remove(&e.account)
-                    .map(|s| s.into_iter().collect())
-                    .unwrap_or_default();
+                failing_sources = std::mem::take(&mut runs[a]).into_iter().collect();
             }
-            Kind::Reset => {
-                runs.remove(&e.account);
-            }
+            Kind::Reset => runs[a].clear(),
         }
-        let exists = out.accounts.contains_key(&e.account);
-        if let (Some(next), true) = (effect.account, failure || exists) {
-            let row = out
-                .accounts
-                .entry(e.account.clone())
-                .or_insert_with(|| AccountRow {
-                    org: e.org.clone(),
-                    ..AccountRow::default()
-                });
+        if let (Some(next), true) = (effect.account, failure || accounts[a].is_some()) {
+            let row = accounts[a].get_or_insert_with(|| AccountRow {
+                org: e.org.clone(),
+                ..AccountRow::default()
+            });
             row.state = next;
             let failure_ip = e.ip.filter(|_| failure);
             if next.failure_count == 0 {
@@ -141,18 +133,34 @@ pub fn replay<S: Ord + Clone>(policy: &Policy, events: &[Input<S>]) -> Replay<S>
         }
         if let Some(s) = source {
             let next = effect.ip.unwrap_or(before.ip.unwrap_or_default());
-            out.sources.insert(s.clone(), next);
+            sources.insert(s.clone(), next);
         }
         if let (Some(next), Some(k)) = (effect.pair, pair_key) {
-            out.pairs.insert(k, next);
+            pairs.insert(k, next);
         }
-        out.decisions.push(Decision {
+        decisions.push(Decision {
             index,
             effect,
             failing_sources,
         });
     }
-    out
+    let mut names: Vec<&str> = vec![""; accounts.len()];
+    for (name, n) in &numbers {
+        names[*n] = name;
+    }
+    Replay {
+        decisions,
+        accounts: accounts
+            .into_iter()
+            .enumerate()
+            .filter_map(|(n, row)| row.map(|r| (names[n].to_owned(), r)))
+            .collect(),
+        sources: sources.into_iter().collect(),
+        pairs: pairs
+            .into_iter()
+            .map(|((s, n), state)| ((s, names[n].to_owned()), state))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
