@@ -1,1 +1,1 @@
-SELECT count(*) FROM authaudit.targeted_accounts('tenant-7', now() - interval '1 day', now());
+SELECT count(*), sum(locks) FROM authaudit.targeted_accounts('tenant-7', now() - interval '1 day', now());
