@@ -123,7 +123,8 @@ CREATE OR REPLACE FUNCTION authaudit.targeted_accounts(tenant_id text, from_time
 RETURNS TABLE (user_id text, failures bigint, distinct_ips bigint, first_attempt timestamptz,
                last_attempt timestamptz, locks bigint, locked_now boolean)
 LANGUAGE sql STABLE AS $$
-    WITH locks AS (
+    -- MATERIALIZED: one replay for the call, not one per account.
+    WITH locks AS MATERIALIZED (
         SELECT r.user_id, count(*) AS n
           FROM authaudit.lockout_replay(targeted_accounts.tenant_id, targeted_accounts.from_time,
                                         targeted_accounts.to_time) r
