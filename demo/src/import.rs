@@ -2,7 +2,8 @@
 //! log as history (docs/import.md), through `authaudit.import_events`, then
 //! one `authaudit.rebuild_lockout`. Parsing is `sshd.rs`.
 
-use crate::sshd::{rfc3339, uuid_text, Reader, Skip};
+use crate::sshd::{uuid_text, Reader, Skip};
+use authaudit_core::lockout_effect::iso_utc;
 use postgres::Client;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,7 +105,7 @@ pub fn import(
                             "user_id": a.user,
                             "channel": "ssh",
                             "ip": a.ip.to_string(),
-                            "occurred_at": rfc3339(a.at_us),
+                            "occurred_at": iso_utc(a.at_us),
                             "metadata": {
                                 "source": "sshd", "host": a.host, "method": a.method,
                                 "port": a.port, "invalid_user": a.invalid_user,

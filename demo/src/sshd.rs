@@ -299,32 +299,10 @@ pub fn uuid_text(id: &[u8; 16]) -> String {
     )
 }
 
-/// Unix microseconds as RFC 3339 in UTC.
-pub fn rfc3339(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let micros = us.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        tod / 3600,
-        tod / 60 % 60,
-        tod % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use authaudit_core::lockout_effect::iso_utc;
 
     fn one(r: &mut Reader, line: &str) -> Attempt {
         let mut v = r.line(line).unwrap();
@@ -344,7 +322,7 @@ mod tests {
         assert_eq!(a.ip.to_string(), "203.0.113.10");
         assert_eq!(a.port, Some(52144));
         assert_eq!(a.host, "bastion");
-        assert_eq!(rfc3339(a.at_us), "2025-11-20T03:14:07.000000Z");
+        assert_eq!(iso_utc(a.at_us), "2025-11-20T03:14:07+00:00");
         let b = one(
             &mut r,
             "Nov 20 03:15:00 bastion sshd[4250]: Failed password for invalid user oracle from 2001:db8::7 port 4000 ssh2",
@@ -407,13 +385,13 @@ mod tests {
             &mut r,
             "Jan  1 00:00:01 h sshd[1]: Failed password for root from 192.0.2.1 port 1 ssh2",
         );
-        assert_eq!(rfc3339(dec.at_us), "2025-12-31T21:59:59.000000Z");
-        assert_eq!(rfc3339(jan.at_us), "2025-12-31T22:00:01.000000Z");
+        assert_eq!(iso_utc(dec.at_us), "2025-12-31T21:59:59+00:00");
+        assert_eq!(iso_utc(jan.at_us), "2025-12-31T22:00:01+00:00");
         let iso = one(
             &mut r,
             "2026-03-01T10:00:00.250+01:00 h sshd[1]: Accepted password for bob from 192.0.2.2 port 1 ssh2",
         );
-        assert_eq!(rfc3339(iso.at_us), "2026-03-01T09:00:00.250000Z");
+        assert_eq!(iso_utc(iso.at_us), "2026-03-01T09:00:00.25+00:00");
     }
 
     #[test]

@@ -489,9 +489,8 @@ fn record_rebuild(
     ))
 }
 
-/// Records history (`import_events`' Rust half is `_import_events`); then,
-/// when `rebuild`, re-derives the lockout state of every tenant the batch
-/// holds.
+/// `import_events`' rebuild: re-derives the lockout state of each of
+/// `tenants` once (the batch's tenants, repeated or not).
 #[pg_extern(volatile, parallel_unsafe, name = "_rebuild_after_import")]
 fn rebuild_after_import(tenants: Vec<String>) -> Result<i64, ErrorReport> {
     let mut tenants = tenants;

@@ -53,16 +53,7 @@ impl Agencies {
     }
 
     fn login(&self, who: &str) -> Client {
-        Client::connect(
-            &format!(
-                "host=127.0.0.1 port={} user={}_{who} dbname={}",
-                self.db.cluster().port(),
-                self.p,
-                self.db.name()
-            ),
-            postgres::NoTls,
-        )
-        .expect("log in")
+        self.db.connect_as(&format!("{}_{who}", self.p))
     }
 
     fn superuser(&self) -> Client {

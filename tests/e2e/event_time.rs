@@ -380,18 +380,6 @@ fn roles(db: &TestDb) -> String {
     p
 }
 
-fn login(db: &TestDb, role: &str) -> Client {
-    Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} user={role} dbname={}",
-            db.cluster().port(),
-            db.name()
-        ),
-        postgres::NoTls,
-    )
-    .unwrap()
-}
-
 fn expect(r: Result<impl Sized, postgres::Error>, state: SqlState, what: &str) -> String {
     match r {
         Ok(_) => panic!("{what}: succeeded, expected {state:?}"),
@@ -422,7 +410,7 @@ fn counts(c: &mut Client) -> (i64, i64) {
 fn back_dated_live_events_are_refused_and_point_to_the_import_path() {
     let db = Cluster::shared().fresh_db_with_lockout("event_time_backdating");
     let p = roles(&db);
-    let mut w = login(&db, &format!("{p}_w"));
+    let mut w = db.connect_as(&format!("{p}_w"));
     let mut su = db.connect();
     let before = counts(&mut su);
     let hint = expect(
@@ -504,13 +492,13 @@ fn rebuilding_and_importing_are_scoped() {
         }])
         .to_string()
     };
-    let mut w = login(&db, &format!("{p}_w"));
+    let mut w = db.connect_as(&format!("{p}_w"));
     w.execute(
         "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'hq-user', 'web', 'hq')",
         &[],
     )
     .unwrap();
-    let mut other = login(&db, &format!("{p}_other"));
+    let mut other = db.connect_as(&format!("{p}_other"));
     expect(
         other.execute("SELECT * FROM authaudit.rebuild_lockout('agency')", &[]),
         SqlState::INSUFFICIENT_PRIVILEGE,
@@ -524,13 +512,13 @@ fn rebuilding_and_importing_are_scoped() {
         SqlState::INSUFFICIENT_PRIVILEGE,
         "another tenant's writer importing",
     );
-    let mut r = login(&db, &format!("{p}_r"));
+    let mut r = db.connect_as(&format!("{p}_r"));
     expect(
         r.execute("SELECT * FROM authaudit.rebuild_lockout('agency')", &[]),
         SqlState::INSUFFICIENT_PRIVILEGE,
         "a reader rebuilding",
     );
-    let mut branch = login(&db, &format!("{p}_branch"));
+    let mut branch = db.connect_as(&format!("{p}_branch"));
     expect(
         branch.execute(
             "SELECT count(*) FROM authaudit.import_events($1::text::jsonb, rebuild => false)",

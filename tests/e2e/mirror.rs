@@ -15,20 +15,10 @@ use std::time::{Duration, Instant};
 
 /// The sidecar binary (built by `make test-e2e` before the tests).
 fn sidecar_bin() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("AUTHAUDIT_SIDECAR_BIN") {
-        return p.into();
+    match std::env::var("AUTHAUDIT_SIDECAR_BIN") {
+        Ok(p) => p.into(),
+        Err(_) => authaudit_tests::built_binary("authaudit-sidecar"),
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-        |_| authaudit_tests::repo_root().join("target"),
-        std::path::PathBuf::from,
-    );
-    let bin = target.join("debug/authaudit-sidecar");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build -p sidecar",
-        bin.display()
-    );
-    bin
 }
 
 /// A document store for one test: its own wire server, or a database of

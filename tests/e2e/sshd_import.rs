@@ -3,30 +3,14 @@
 //! lock that spans both files, a success after failures from the attacker's
 //! address and a success while locked; a re-run records nothing twice.
 
-use authaudit_tests::{repo_root, Cluster, TestDb};
+use authaudit_tests::{built_binary, repo_root, Cluster, TestDb};
 use postgres::Client;
 use std::process::Command;
 
-fn demo_bin() -> std::path::PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map_or_else(|_| repo_root().join("target"), std::path::PathBuf::from);
-    let bin = target.join("debug/authaudit-demo");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build -p authaudit-demo",
-        bin.display()
-    );
-    bin
-}
-
 /// Runs the importer as the README shows, into `tenant`, files in `order`.
 fn import(db: &TestDb, tenant: &str, files: &[&str]) -> String {
-    let url = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={}",
-        db.cluster().port(),
-        db.name()
-    );
-    let out = Command::new(demo_bin())
+    let url = db.url();
+    let out = Command::new(built_binary("authaudit-demo"))
         .args([
             "import-sshd",
             "--url",

@@ -18,6 +18,20 @@ pub struct Cluster {
     next_db: AtomicU32,
 }
 
+/// A binary of the workspace's debug build, found where `repo_root`'s
+/// build puts it (`CARGO_TARGET_DIR` when set).
+pub fn built_binary(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| repo_root().join("target"), PathBuf::from);
+    let bin = target.join("debug").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: `make test-e2e` builds it first",
+        bin.display()
+    );
+    bin
+}
+
 /// The checkout the tests run in: `cargo test` sets `CARGO_MANIFEST_DIR`
 /// when it runs a test too, so a test binary another checkout built (one
 /// target directory shared by two checkouts) still uses this checkout's
@@ -207,6 +221,18 @@ impl TestDb {
     /// A libpq-style connection string as the superuser.
     pub fn url(&self) -> String {
         self.cluster.url(&self.name)
+    }
+
+    /// A connection as login role `role` (password-less on the test cluster).
+    pub fn connect_as(&self, role: &str) -> postgres::Client {
+        postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={role} dbname={}",
+                self.cluster.port, self.name
+            ),
+            postgres::NoTls,
+        )
+        .expect("log in")
     }
 
     /// A new superuser connection.

@@ -10,5 +10,5 @@
 pub mod cluster;
 pub mod secantus;
 
-pub use cluster::{repo_root, Cluster, TestDb};
+pub use cluster::{built_binary, repo_root, Cluster, TestDb};
 pub use secantus::Secantus;
