@@ -29,13 +29,14 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Whether a CEF line (as a SIEM received it) is exactly what the log holds
--- for its externalId: false for a tampered line, NULL for an unknown or
--- invisible id. Constant-time comparison.
+-- for its tenant (cs1) and externalId: false for a tampered line, NULL for
+-- an unknown or invisible id. Constant-time comparison.
 CREATE FUNCTION authaudit.verify_cef(cef_line text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT authaudit._ct_eq(authaudit.to_cef(l), verify_cef.cef_line)
       FROM authaudit.auth_log l
-     WHERE l.log_id = substring(verify_cef.cef_line
+     WHERE l.tenant_id = substring(verify_cef.cef_line FROM ' cs1=([A-Za-z0-9._-]+) cs1Label=tenant( |$)')
+       AND l.log_id = substring(verify_cef.cef_line
                                 FROM 'externalId=([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})')::uuid
 $$;
 

@@ -70,7 +70,8 @@ LANGUAGE sql STABLE AS $$
     SELECT r.seq, r.occurred_at, r.user_id,
            CASE WHEN r.locked_account THEN 'account_locked' ELSE 'lockout_reset' END,
            CASE WHEN r.locked_account THEN r.lock_rule
-                ELSE (SELECT l.metadata ->> 'reason' FROM authaudit.auth_log l WHERE l.log_id = r.log_id) END,
+                ELSE (SELECT l.metadata ->> 'reason' FROM authaudit.auth_log l
+                       WHERE l.tenant_id = lockout_timeline.tenant_id AND l.log_id = r.log_id) END,
            CASE WHEN r.locked_account THEN r.failures_in_window END,
            CASE WHEN r.locked_account THEN r.locked_until END,
            CASE WHEN r.locked_account THEN r.permanent END,

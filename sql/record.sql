@@ -30,10 +30,12 @@ AS $$
 DECLARE
     v_ids uuid[] := authaudit._record_events(events);
 BEGIN
-    -- A statement of its own: it sees the rows the call above inserted.
+    -- A statement of its own: it sees the rows the call above inserted. A
+    -- log id is unique within its tenant: the n-th id is the n-th event's.
     RETURN QUERY
         SELECT l.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
-          JOIN authaudit.auth_log l ON l.log_id = u.id
+          JOIN authaudit.auth_log l
+            ON l.tenant_id = (events -> (u.ord::integer - 1)) ->> 'tenant_id' AND l.log_id = u.id
          ORDER BY u.ord;
 END;
 $$;
@@ -58,11 +60,12 @@ DECLARE
 BEGIN
     IF rebuild THEN
         PERFORM authaudit._rebuild_after_import(
-            ARRAY(SELECT DISTINCT l.tenant_id FROM authaudit.auth_log l WHERE l.log_id = ANY (v_ids)));
+            ARRAY(SELECT DISTINCT e ->> 'tenant_id' FROM jsonb_array_elements(events) AS e));
     END IF;
     RETURN QUERY
         SELECT l.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
-          JOIN authaudit.auth_log l ON l.log_id = u.id
+          JOIN authaudit.auth_log l
+            ON l.tenant_id = (events -> (u.ord::integer - 1)) ->> 'tenant_id' AND l.log_id = u.id
          ORDER BY u.ord;
 END;
 $$;

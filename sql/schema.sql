@@ -20,7 +20,7 @@ CREATE TABLE authaudit.auth_log (
     link_sha256     bytea       NOT NULL,
     digest_sha512   bytea       NOT NULL,
     digest_sha3_256 bytea       NOT NULL,
-    CONSTRAINT auth_log_pkey PRIMARY KEY (log_id),
+    CONSTRAINT auth_log_pkey PRIMARY KEY (tenant_id, log_id),
     CONSTRAINT auth_log_tenant_seq_key UNIQUE (tenant_id, seq)
 );
 -- No CHECK constraints: every value is validated by authaudit._event_body
@@ -30,7 +30,7 @@ CREATE TABLE authaudit.auth_log (
 
 COMMENT ON TABLE authaudit.auth_log IS
     'Append-only authentication events, one hash chain per tenant (see docs/chain-format.md).';
-COMMENT ON COLUMN authaudit.auth_log.log_id IS 'Caller-supplied idempotency key.';
+COMMENT ON COLUMN authaudit.auth_log.log_id IS 'Caller-supplied idempotency key, unique within the tenant.';
 COMMENT ON COLUMN authaudit.auth_log.seq IS 'Position in the tenant''s chain: 1, 2, 3 ... without gaps.';
 COMMENT ON COLUMN authaudit.auth_log.recorded_at IS 'Server time when the event was recorded.';
 COMMENT ON COLUMN authaudit.auth_log.prev_link IS 'link_sha256 of the previous row (the genesis for seq 1).';

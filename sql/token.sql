@@ -43,7 +43,8 @@ BEGIN
     -- Parses and checks the token (the message never contains it).
     v_facts := authaudit._token_facts(record_token_issued.token, record_token_issued.user_id);
 
-    SELECT l.* INTO v_row FROM authaudit.auth_log l WHERE l.log_id = record_token_issued.log_id;
+    SELECT l.* INTO v_row FROM authaudit.auth_log l
+     WHERE l.tenant_id = record_token_issued.tenant_id AND l.log_id = record_token_issued.log_id;
     IF FOUND THEN
         -- A retry must carry the same token; record_event compares the rest.
         IF v_row.event_type <> 'token_issued'

@@ -24,6 +24,7 @@ use crate::heads;
 use crate::lockout_engine::{self as engine, Held, LockedAccount};
 use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Jsonb};
+use crate::state_rows::Probe;
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
@@ -228,8 +229,9 @@ pub struct LogRow<'a> {
 }
 
 /// Inserts `r` into `auth_log` (opened as `target`) unless its log id is
-/// recorded already (as `INSERT … ON CONFLICT (log_id) DO NOTHING`, waiting
-/// for a transaction that is inserting it): whether it went in.
+/// recorded in its tenant already (as `INSERT … ON CONFLICT (tenant_id,
+/// log_id) DO NOTHING`, waiting for a transaction that is inserting it):
+/// whether it went in.
 pub fn insert_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
     Ok(target
         .insert_new(
@@ -370,15 +372,15 @@ fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
     Ok(())
 }
 
-const EXISTING: &str = "SELECT l, l.tenant_id = $2 AND l.org_id IS NOT DISTINCT FROM $3 \
+const EXISTING: &str = "SELECT l, l.org_id IS NOT DISTINCT FROM $3 \
        AND l.event_type = $4 AND l.user_id = $5 AND l.channel = $6 \
        AND l.ip IS NOT DISTINCT FROM $7 AND l.user_agent IS NOT DISTINCT FROM $8 \
        AND (l.metadata - '_authaudit') = ($9 - '_authaudit') \
        AND ($10::timestamptz IS NULL OR l.occurred_at = $10) \
-  FROM authaudit.auth_log l WHERE l.log_id = $1";
+  FROM authaudit.auth_log l WHERE l.tenant_id = $2 AND l.log_id = $1";
 
-/// The recorded row of `e`'s log id: returned when it holds the same event
-/// (a retry), refused (23505) when it holds another.
+/// The recorded row of `e`'s log id in its tenant: returned when it holds
+/// the same event (a retry), refused (23505) when it holds another.
 pub fn existing(client: &mut SpiClient<'_>, e: &Event<'_>) -> Result<Row, AuditError> {
     let t = spi_plans::run(
         client,
@@ -410,6 +412,11 @@ pub fn existing(client: &mut SpiClient<'_>, e: &Event<'_>) -> Result<Row, AuditE
         ],
     )?;
     if t.is_empty() {
+        // Before the 0.6.0 update the key is the log id alone: the row that
+        // holds it is another tenant's.
+        if Probe::open(c"auth_log", c"auth_log_pkey")?.key_columns() == 1 {
+            return Err(AuditError::LogIdReused(e.log_id.to_string()));
+        }
         return Err(AuditError::ConcurrentLogId(e.log_id.to_string()));
     }
     let r = t.first();

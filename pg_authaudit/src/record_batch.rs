@@ -259,21 +259,22 @@ fn run(
 
     let mut order: Vec<usize> = (0..checked.len()).collect();
     order.sort_by(|a, b| checked[*a].tenant.cmp(checked[*b].tenant).then(a.cmp(b)));
-    let mut first_seen: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut first_seen: HashMap<(&str, [u8; 16]), usize> = HashMap::new();
     let mut rows: Vec<NewRow> = Vec::with_capacity(checked.len());
     for i in order {
         let e = &checked[i];
-        if recorded.contains(e.log_id.as_bytes()) {
+        let id = (e.tenant, *e.log_id.as_bytes());
+        if recorded.contains(&id) {
             existing(client, e)?;
             continue;
         }
-        if let Some(&j) = first_seen.get(e.log_id.as_bytes()) {
+        if let Some(&j) = first_seen.get(&id) {
             if !same_event(&checked[j], e) {
                 return Err(AuditError::LogIdReused(e.log_id.to_string()));
             }
             continue;
         }
-        first_seen.insert(*e.log_id.as_bytes(), i);
+        first_seen.insert(id, i);
         let mut facts = e.facts.clone();
         let mut lock = None;
         let mut account_changed = false;
@@ -499,13 +500,28 @@ fn refuse_foreign_accounts(
     Ok(())
 }
 
-fn recorded_ids(events: &[Event<'_>]) -> Result<HashSet<[u8; 16]>, AuditError> {
+/// The (tenant, log id) keys of `events` that are recorded already.
+fn recorded_ids<'e>(events: &[Event<'e>]) -> Result<HashSet<(&'e str, [u8; 16])>, AuditError> {
     let mut probe = Probe::open(c"auth_log", c"auth_log_pkey")?;
+    // Before the 0.6.0 update the key is the log id alone, and an id taken
+    // in another tenant is refused as a reuse.
+    let per_tenant = probe.key_columns() == 2;
     let mut found = HashSet::new();
     for e in events {
-        let key = [e.log_id.into_datum().expect("a uuid")];
-        if probe.find(&key, Read::Plain, |_| ())?.is_some() {
-            found.insert(*e.log_id.as_bytes());
+        let id = e.log_id.into_datum().expect("a uuid");
+        let holder = if per_tenant {
+            probe.find(&[engine::datum(e.tenant), id], Read::Plain, |_| None)?
+        } else {
+            probe.find(&[id], Read::Plain, |f| f.get::<String>(c"tenant_id"))?
+        };
+        match holder {
+            None => {}
+            Some(Some(other)) if other != e.tenant => {
+                return Err(AuditError::LogIdReused(e.log_id.to_string()))
+            }
+            Some(_) => {
+                found.insert((e.tenant, *e.log_id.as_bytes()));
+            }
         }
     }
     Ok(found)

@@ -184,6 +184,11 @@ impl Probe {
         }
     }
 
+    /// How many columns the index's key has.
+    pub fn key_columns(&self) -> usize {
+        self.columns.len()
+    }
+
     /// Finds the row whose key equals `key` and hands it to `read` (`None`:
     /// there is none).
     pub fn find<T>(

@@ -2,7 +2,9 @@
 //! output format (what pgoutput sends, and what the initial copy selects),
 //! read through a column lookup; output is the document the mirror writes.
 //!
-//! - `auth_log`: `_id` = `log_id`; times as BSON dates (milliseconds) plus
+//! - `auth_log`: `_id` = `tenant_id/log_id` (the log's primary key: a log
+//!   id is unique within its tenant), then `log_id`; times as BSON dates
+//!   (milliseconds) plus
 //!   the exact microseconds (`*_us`), digests as lowercase hex, metadata as
 //!   an embedded document, so the chain can be re-verified from the mirror.
 //! - `lockout_state`: `_id` = `tenant_id/user_id`, plus the version (`v`,
@@ -331,9 +333,11 @@ pub fn auth_log(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
         .ok()
         .and_then(|j| json_to_bson(&j).ok())
         .ok_or_else(|| bad("metadata", metadata_text))?;
+    let (log_id, tenant) = (req(get, "log_id")?, req(get, "tenant_id")?);
     let mut d = RawDocumentBuf::new();
-    d.append("_id", req(get, "log_id")?);
-    d.append("tenant_id", req(get, "tenant_id")?);
+    d.append("_id", log_doc_id(tenant, log_id));
+    d.append("log_id", log_id);
+    d.append("tenant_id", tenant);
     put_str(&mut d, "org_id", get("org_id"));
     d.append("seq", int(get, "seq")?.ok_or(RowError::Missing("seq"))?);
     d.append("event_type", req(get, "event_type")?);
@@ -352,6 +356,33 @@ pub fn auth_log(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
         put_str(&mut d, c, hex(get, c)?.as_deref());
     }
     Ok(d)
+}
+
+/// The `_id` of a log row's document.
+pub fn log_doc_id(tenant: &str, log_id: &str) -> String {
+    format!("{tenant}/{log_id}")
+}
+
+/// A log document of the first mirror format (`_id` = `log_id`, no
+/// `log_id` field) in the current form: the same document the conversion
+/// makes of its row. `None` for a document of the current form, or one
+/// without a string `_id` and `tenant_id`.
+pub fn rekeyed(old: &bson::RawDocument) -> Option<RawDocumentBuf> {
+    if old.get("log_id").ok().flatten().is_some() {
+        return None;
+    }
+    let log_id = old.get_str("_id").ok()?;
+    let tenant = old.get_str("tenant_id").ok()?;
+    let mut d = RawDocumentBuf::new();
+    d.append("_id", log_doc_id(tenant, log_id));
+    d.append("log_id", log_id);
+    for field in old.iter() {
+        let (name, value) = field.ok()?;
+        if name != "_id" {
+            d.append(name, value.to_raw_bson());
+        }
+    }
+    Some(d)
 }
 
 const DIGESTS_WITH_PREV: [&str; 4] = [
@@ -464,6 +495,39 @@ mod tests {
     }
 
     #[test]
+    fn a_first_format_log_document_is_rekeyed_to_what_its_row_makes() {
+        let row: HashMap<&str, &str> = [
+            ("log_id", "6d1c0c8e-0000-4000-8000-000000000009"),
+            ("tenant_id", "acme"),
+            ("seq", "9"),
+            ("event_type", "login_succeeded"),
+            ("user_id", "alice"),
+            ("channel", "ssh"),
+            ("occurred_at", "2026-11-28 04:11:20+00"),
+            ("recorded_at", "2026-11-28 04:11:21+00"),
+            ("metadata", r#"{"a": {"b": [1, "x"]}}"#),
+            ("format_version", "1"),
+            ("prev_link", "\\xab01"),
+            ("link_sha256", "\\xcd02"),
+            ("digest_sha512", "\\xef03"),
+            ("digest_sha3_256", "\\x0104"),
+        ]
+        .into();
+        let current = auth_log(&|c: &str| row.get(c).copied()).unwrap();
+        // The first format: `_id` = log_id, no log_id field.
+        let mut old = RawDocumentBuf::new();
+        old.append("_id", "6d1c0c8e-0000-4000-8000-000000000009");
+        for field in current.iter() {
+            let (name, value) = field.unwrap();
+            if name != "_id" && name != "log_id" {
+                old.append(name, value.to_raw_bson());
+            }
+        }
+        assert_eq!(rekeyed(&old).unwrap().as_bytes(), current.as_bytes());
+        assert!(rekeyed(&current).is_none());
+    }
+
+    #[test]
     fn a_log_row_keeps_everything_the_chain_needs() {
         let row: HashMap<&str, &str> = [
             ("log_id", "6d1c0c8e-0000-4000-8000-000000000001"),
@@ -487,6 +551,10 @@ mod tests {
         let d = auth_log(&get).unwrap();
         assert_eq!(
             d.get_str("_id").unwrap(),
+            "acme/6d1c0c8e-0000-4000-8000-000000000001"
+        );
+        assert_eq!(
+            d.get_str("log_id").unwrap(),
             "6d1c0c8e-0000-4000-8000-000000000001"
         );
         assert_eq!(d.get_i64("seq").unwrap(), 7);

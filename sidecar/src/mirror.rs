@@ -98,7 +98,7 @@ async fn write_with_retry(
             Ok(report) => {
                 for id in &report.conflicts {
                     metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(log_id = %id, "a different row already holds this (tenant_id, seq) in the mirror: not mirrored");
+                    tracing::error!(document = %id, "a different row already holds this (tenant_id, seq) in the mirror: not mirrored");
                 }
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
                 metrics
@@ -347,6 +347,13 @@ async fn session(
         &opts.write_concern,
     )
     .await?;
+    let rekeyed = sink.rekey_log().await?;
+    if rekeyed > 0 {
+        tracing::info!(
+            documents = rekeyed,
+            "log documents moved to the tenant_id/log_id key"
+        );
+    }
     sink.ensure_indexes().await?;
     let mut pg = crate::tls::connect(opts).await?;
     ensure_publication(&pg, &opts.publication).await;

@@ -7,8 +7,12 @@
 //! transaction) so an older change never replaces a
 //! newer one. A batch counts as written only when MongoDB acknowledged every
 //! part at the configured write concern.
+//!
+//! A mirror written by a release before 0.6.0 holds log documents keyed by
+//! `log_id` alone; [`Sink::rekey_log`] moves them to the current key
+//! through a staging collection, so a crash at any step loses none.
 
-use crate::documents::LockoutChange;
+use crate::documents::{self, LockoutChange};
 use bson::{doc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::options::{IndexOptions, WriteConcern};
@@ -113,6 +117,18 @@ fn guarded_upsert(c: &LockoutChange) -> RawDocumentBuf {
     stmt
 }
 
+/// Every document a cursor yields.
+async fn collect(
+    find: impl std::future::IntoFuture<Output = mongodb::error::Result<mongodb::Cursor<RawDocumentBuf>>>,
+) -> Result<Vec<RawDocumentBuf>, SinkError> {
+    let mut cursor = find.await?;
+    let mut out = Vec::new();
+    while cursor.advance().await? {
+        out.push(cursor.current().to_raw_document_buf());
+    }
+    Ok(out)
+}
+
 /// The document store.
 #[derive(Clone)]
 pub struct Sink {
@@ -166,6 +182,8 @@ impl Sink {
         self.collection("auth_log")
             .create_indexes([
                 idx(doc! {"tenant_id": 1, "seq": 1}, "tenant_seq", true),
+                // `_id` (tenant_id/log_id) keeps log ids unique per tenant.
+                idx(doc! {"tenant_id": 1, "log_id": 1}, "tenant_log_id", false),
                 idx(
                     doc! {"tenant_id": 1, "occurred_at": 1},
                     "tenant_time",
@@ -333,6 +351,63 @@ impl Sink {
             }
         }
         Ok(())
+    }
+
+    /// Moves log documents of the first mirror format (`_id` = `log_id`) to
+    /// the current one (`_id` = `tenant_id/log_id`, with a `log_id` field),
+    /// a chunk at a time: the chunk is staged in `_authaudit_rekey`, the old
+    /// documents are deleted, the new ones inserted, and the stage cleared.
+    /// A chunk a crash left staged is finished first. Returns how many
+    /// documents moved.
+    pub async fn rekey_log(&self) -> Result<u64, SinkError> {
+        const CHUNK: i64 = 1_000;
+        let log = self.raw_collection("auth_log");
+        let stage = self.raw_collection("_authaudit_rekey");
+        let mut moved = 0;
+        loop {
+            let mut docs = collect(stage.find(doc! {}).limit(CHUNK)).await?;
+            if docs.is_empty() {
+                let old =
+                    collect(log.find(doc! {"log_id": {"$exists": false}}).limit(CHUNK)).await?;
+                docs = old.iter().filter_map(|d| documents::rekeyed(d)).collect();
+                if docs.is_empty() {
+                    return Ok(moved);
+                }
+                self.insert_new("_authaudit_rekey", &docs).await?;
+            }
+            let old_ids: Vec<&str> = docs
+                .iter()
+                .filter_map(|d| d.get_str("log_id").ok())
+                .collect();
+            let new_ids: Vec<&str> = docs.iter().filter_map(|d| d.get_str("_id").ok()).collect();
+            log.delete_many(doc! {"_id": {"$in": &old_ids}})
+                .write_concern(self.concern.clone())
+                .await?;
+            self.insert_new("auth_log", &docs).await?;
+            stage
+                .delete_many(doc! {"_id": {"$in": &new_ids}})
+                .write_concern(self.concern.clone())
+                .await?;
+            moved += docs.len() as u64;
+        }
+    }
+
+    /// Inserts `docs` unless their `_id` holds the same document already;
+    /// any other refusal is an error.
+    async fn insert_new(
+        &self,
+        name: &'static str,
+        docs: &[RawDocumentBuf],
+    ) -> Result<(), SinkError> {
+        let mut report = WriteReport::default();
+        self.insert_all(name, docs, &mut report).await?;
+        match report.conflicts.first() {
+            None => Ok(()),
+            Some(id) => Err(SinkError::Refused {
+                collection: name,
+                message: format!("{id} is held by another document"),
+            }),
+        }
     }
 
     /// The mirror's own state for a slot (`_authaudit_sidecar` collection).

@@ -118,4 +118,24 @@ fn a_tampered_cef_line_is_caught() {
     }
     let unknown = line.replace(&log_id(1, 1), &log_id(9, 9));
     assert_eq!(check(&mut c, &unknown), None);
+    // The same log id in another tenant: each line is checked against its
+    // own tenant's row (cs1), and a line moved to the other tenant is caught.
+    c.execute(
+        "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'zenith',
+             event_type => 'login_failed', user_id => 'alice', channel => 'web', ip => '198.51.100.7')",
+        &[&log_id(1, 1)],
+    )
+    .unwrap();
+    let other: String = c
+        .query_one(
+            "SELECT authaudit.to_cef(l) FROM authaudit.auth_log l WHERE tenant_id = 'zenith'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(check(&mut c, &line), Some(true));
+    assert_eq!(check(&mut c, &other), Some(true));
+    let moved = line.replace("cs1=acme ", "cs1=zenith ");
+    assert_ne!(moved, line);
+    assert_eq!(check(&mut c, &moved), Some(false));
 }

@@ -372,6 +372,98 @@ fn a_lockout_rebuild_reaches_the_mirror() {
     assert!(m.terminate().success());
 }
 
+/// A log id is unique within its tenant, and so is the mirror's key
+/// (`tenant_id/log_id`): the same ids recorded into two tenants are two
+/// documents each. A mirror written before 0.6.0 (`_id` = `log_id`) is
+/// moved to the current key at start, a chunk a crash left staged included,
+/// and ends identical to PostgreSQL.
+#[test]
+fn one_log_id_in_two_tenants_and_a_mirror_of_the_first_format_are_mirrored_exactly() {
+    rekeyed("mirror_rekey", &Store::new("rekey"));
+}
+
+#[test]
+fn a_mirror_of_the_first_format_is_rekeyed_in_secantusdb_too() {
+    rekeyed("mirror_rekey_sct", &Store::secantus("rekey"));
+}
+
+fn rekeyed(hint: &str, store: &Store) {
+    let db = Cluster::shared().fresh_db_with_lockout(hint);
+    let mut c = db.connect();
+    for tenant in ["tenant-0", "tenant-1"] {
+        for i in 0..30 {
+            c.execute(
+                "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', $3, 'ssh')",
+                &[&log_id(60, i), &tenant, &format!("user{}", i % 4)],
+            )
+            .unwrap();
+        }
+    }
+    let mut m = Mirror::new(&db, store);
+    m.start();
+    m.wait_identical(Duration::from_secs(60));
+    assert!(m.terminate().success());
+    assert_eq!(store.count("auth_log"), log_rows(&db));
+
+    // tenant-0's documents as a mirror of the first format held them; the
+    // first of them also staged, as a crash in the middle of a move leaves it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
+        let mdb = client.database(&store.database);
+        let log = mdb.collection::<bson::Document>("auth_log");
+        let mut cursor = log
+            .find(bson::doc! {"tenant_id": "tenant-0"})
+            .sort(bson::doc! {"seq": 1})
+            .await
+            .unwrap();
+        let mut current = Vec::new();
+        while cursor.advance().await.unwrap() {
+            current.push(cursor.deserialize_current().unwrap());
+        }
+        assert!(current.len() >= 30);
+        for d in &current {
+            let mut old = bson::Document::new();
+            old.insert("_id", d.get_str("log_id").unwrap());
+            for (k, v) in d {
+                if k != "_id" && k != "log_id" {
+                    old.insert(k.clone(), v.clone());
+                }
+            }
+            log.delete_one(bson::doc! {"_id": d.get_str("_id").unwrap()})
+                .await
+                .unwrap();
+            log.insert_one(old).await.unwrap();
+        }
+        mdb.collection::<bson::Document>("_authaudit_rekey")
+            .insert_one(current[0].clone())
+            .await
+            .unwrap();
+    });
+    let (code, text) = m.verify();
+    assert_eq!(code, 1, "the first format differs from the current: {text}");
+
+    m.start();
+    let text = m.wait_identical(Duration::from_secs(60));
+    assert!(text.contains("identical"), "{text}");
+    assert_eq!(store.count("_authaudit_rekey"), 0);
+    // The ids again, in a third tenant, while the mirror streams.
+    for i in 0..5 {
+        c.execute(
+            "SELECT authaudit.record_event($1::text::uuid, 'tenant-2', 'login_success', 'user0', 'vpn')",
+            &[&log_id(60, i)],
+        )
+        .unwrap();
+    }
+    m.wait_identical(Duration::from_secs(60));
+    assert_eq!(store.count("auth_log"), log_rows(&db));
+    assert_eq!(m.metric("authaudit_sidecar_chain_gaps_total"), 0.0);
+    assert!(m.terminate().success());
+}
+
 #[test]
 fn twenty_sigkills_lose_nothing_and_double_nothing() {
     sigkills("mirror_sigkill", &Store::new("sigkill"), 20);

@@ -254,7 +254,7 @@ fn log_doc(log_id: &str, seq: &str, link: &str) -> bson::RawDocumentBuf {
 /// Replays and conflicts are told apart by looking the document up, not by
 /// which unique index the server names first: a replayed row is a
 /// duplicate; another row at a mirrored (tenant, seq), or another row under
-/// a mirrored log id, is a conflict.
+/// a mirrored (tenant, log id), is a conflict.
 #[test]
 fn replays_and_conflicts_are_told_apart_by_looking_the_document_up() {
     run(|client, uri| async move {
@@ -280,7 +280,7 @@ fn replays_and_conflicts_are_told_apart_by_looking_the_document_up() {
         forged.log.push(log_doc(a, "2", "\\xcc"));
         let r = sink.write(&forged).await.unwrap();
         assert_eq!(r.duplicates, 0);
-        assert_eq!(r.conflicts, [b.to_string(), a.to_string()]);
+        assert_eq!(r.conflicts, [format!("acme/{b}"), format!("acme/{a}")]);
         db.drop().await.unwrap();
     });
 }

@@ -86,7 +86,7 @@ fn a_reused_log_id_with_other_content_is_refused_and_changes_nothing() {
     let mut c = db.connect();
     let id = log_id(1, 1);
     fail(&mut c, &id, "agency", "alice");
-    for (tenant, user) in [("agency", "mallory"), ("other-tenant", "alice")] {
+    for (tenant, user) in [("agency", "mallory"), ("agency", "alice ")] {
         let err = c
             .query_one(
                 "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, \
@@ -104,7 +104,75 @@ fn a_reused_log_id_with_other_content_is_refused_and_changes_nothing() {
         assert!(!msg.message().contains("alice") || user == "alice");
     }
     assert_eq!(log_state(&mut c, "agency"), (1, 1));
-    assert_eq!(log_state(&mut c, "other-tenant"), (1, 0));
+}
+
+/// A log id is unique within its tenant: the same log recorded into a
+/// second tenant is a new event there, and each tenant's retries stay
+/// retries of its own row.
+#[test]
+fn one_log_id_is_one_event_per_tenant() {
+    let db = db("log_id_per_tenant");
+    let mut c = db.connect();
+    let id = log_id(1, 1);
+    assert_eq!(fail(&mut c, &id, "agency", "alice"), 1);
+    assert_eq!(fail(&mut c, &log_id(1, 2), "other-tenant", "bob"), 1);
+    // Another tenant, other content: recorded there, nothing refused.
+    assert_eq!(fail(&mut c, &id, "other-tenant", "carol"), 2);
+    // Retries in each tenant return that tenant's row.
+    assert_eq!(fail(&mut c, &id, "agency", "alice"), 1);
+    assert_eq!(fail(&mut c, &id, "other-tenant", "carol"), 2);
+    let err = c
+        .query_one(
+            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'other-tenant',              event_type => 'login_failed', user_id => 'alice', channel => 'web')",
+            &[&id],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some(SqlState::UNIQUE_VIOLATION), "{err}");
+    // A batch holding one id for two tenants returns both rows in input
+    // order, a retry of a recorded one included.
+    let id2 = log_id(1, 3);
+    let batch = format!(
+        r#"[{{"log_id":"{id2}","tenant_id":"other-tenant","event_type":"login_failed","user_id":"dave","channel":"ssh"}},
+            {{"log_id":"{id2}","tenant_id":"agency","event_type":"login_success","user_id":"erin","channel":"vpn"}},
+            {{"log_id":"{id}","tenant_id":"agency","event_type":"login_failed","user_id":"alice","channel":"web","ip":"198.51.100.7","user_agent":"test-agent","metadata":{{"reason":"bad_password"}}}}]"#
+    );
+    let rows = c
+        .query(
+            "SELECT tenant_id, user_id, seq FROM authaudit.record_events($1::text::jsonb)",
+            &[&batch],
+        )
+        .unwrap();
+    let got: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("other-tenant".into(), "dave".into(), 3),
+            ("agency".into(), "erin".into(), 2),
+            ("agency".into(), "alice".into(), 1),
+        ]
+    );
+    // History too: the same import into two tenants.
+    let mut dated = db.connect_dated();
+    let history = format!(
+        r#"[{{"log_id":"{h}","tenant_id":"TENANT","event_type":"login_failed","user_id":"root","channel":"ssh","occurred_at":"2025-03-01 10:00:00+00"}}]"#,
+        h = log_id(1, 4)
+    );
+    for (tenant, seq) in [("agency", 3i64), ("other-tenant", 4)] {
+        let got: i64 = dated
+            .query_one(
+                "SELECT seq FROM authaudit.import_events($1::text::jsonb)",
+                &[&history.replace("TENANT", tenant)],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(got, seq);
+    }
+    // Each import ends with its tenant's lockout_rebuilt event.
+    assert_eq!(log_state(&mut c, "agency"), (9, 4));
+    assert!(verify(&mut c, "agency").0 && verify(&mut c, "other-tenant").0);
 }
 
 /// Each bad input raises its documented SQLSTATE (docs/errors.md) and leaves

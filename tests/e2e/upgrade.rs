@@ -1,5 +1,5 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
-//! 0.2.0, 0.3.0, 0.4.0: their install scripts are kept in sql/ as built then) and
+//! 0.2.0, 0.3.0, 0.4.0, 0.5.0: their install scripts are kept in sql/ as built then) and
 //! recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
@@ -141,6 +141,39 @@ fn an_upgrade_from_0_4_0_keeps_every_chain_and_equals_a_fresh_install() {
     upgrade_from("0.4.0", |_| 2);
 }
 
+#[test]
+fn an_upgrade_from_0_5_0_keeps_every_chain_and_equals_a_fresh_install() {
+    upgrade_from("0.5.0", |c| {
+        // Until the update a log id is unique across tenants: one of
+        // agency-1 is refused in agency-2, singly and in a batch.
+        let id: String = c
+            .query_one(
+                "SELECT log_id::text FROM authaudit.auth_log WHERE tenant_id = 'agency-1' AND seq = 1",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let single = c
+            .query_one(
+                "SELECT authaudit.record_event($1::text::uuid, 'agency-2', 'login_failed', 'bob', 'web')",
+                &[&id],
+            )
+            .unwrap_err();
+        let batch = c
+            .query(
+                "SELECT * FROM authaudit.record_events(jsonb_build_array(jsonb_build_object( \
+                   'log_id', $1::text, 'tenant_id', 'agency-2', 'event_type', 'login_failed', \
+                   'user_id', 'bob', 'channel', 'web')))",
+                &[&id],
+            )
+            .unwrap_err();
+        for err in [single, batch] {
+            assert_eq!(sqlstate(&err), Some(SqlState::UNIQUE_VIOLATION), "{err}");
+        }
+        2
+    });
+}
+
 /// 0.4.0 counts lockouts against account and source keys: the state rows
 /// 0.3.0 kept per spelling and per address are re-keyed by the update, and
 /// the rows that now share a key merge into the most restrictive one.
@@ -274,6 +307,17 @@ fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
     c.batch_execute("SELECT authaudit.checkpoint('agency-1')")
         .unwrap();
     assert!(verify(&mut c, "agency-1").0 && verify(&mut c, "agency-2").0);
+    // A log id is unique within its tenant: agency-1's first one is a new
+    // event in another tenant.
+    let seq: i64 = c
+        .query_one(
+            "SELECT (authaudit.record_event(l.log_id, 'agency-3', 'login_failed', 'carol', 'web')).seq \
+               FROM authaudit.auth_log l WHERE l.tenant_id = 'agency-1' AND l.seq = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seq, 1);
 
     // The sidecar creates the publication (0.1.0's CREATE EXTENSION did),
     // in the upgraded database as in a fresh one.

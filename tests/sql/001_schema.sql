@@ -8,7 +8,7 @@ SELECT columns_are('authaudit', 'auth_log', ARRAY[
     'log_id', 'tenant_id', 'org_id', 'seq', 'event_type', 'user_id', 'ip', 'user_agent',
     'channel', 'occurred_at', 'recorded_at', 'metadata', 'format_version', 'prev_link',
     'link_sha256', 'digest_sha512', 'digest_sha3_256']);
-SELECT col_is_pk('authaudit', 'auth_log', 'log_id', 'log_id is the idempotency key');
+SELECT col_is_pk('authaudit', 'auth_log', ARRAY['tenant_id', 'log_id'], 'log_id is the idempotency key within its tenant');
 SELECT col_type_is('authaudit', 'auth_log', 'ip', 'inet', 'ip is inet');
 SELECT has_index('authaudit', 'auth_log', 'auth_log_tenant_time_idx', ARRAY['tenant_id', 'occurred_at']);
 SELECT has_index('authaudit', 'auth_log', 'auth_log_tenant_user_idx', ARRAY['tenant_id', 'user_id', 'occurred_at']);
