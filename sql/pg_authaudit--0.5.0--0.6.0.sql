@@ -4,7 +4,9 @@
 -- (tenant_id, log_id), so one log can be recorded into two tenants and no
 -- tenant learns whether an id exists in another. Every unique key of the
 -- log leads with tenant_id. The functions that find a row by its log id
--- look in its tenant. Rows and chains are unchanged.
+-- look in its tenant. Channels: a deployment adds its own with
+-- authaudit.extra_channels; authaudit.channels() lists them. Rows and
+-- chains are unchanged.
 --
 -- The primary key is rebuilt under an ACCESS EXCLUSIVE lock on
 -- authaudit.auth_log: recording waits while the new index is built.
@@ -183,3 +185,15 @@ LANGUAGE sql STABLE AS $$
        AND l.log_id = substring(verify_cef.cef_line
                                 FROM 'externalId=([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})')::uuid
 $$;
+
+CREATE FUNCTION "channels"() RETURNS TABLE (
+	"channel" TEXT,  /* String */
+	"built_in" bool,  /* bool */
+	"writable" bool  /* bool */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'channels_wrapper';
+
+COMMENT ON FUNCTION authaudit.channels() IS
+    'The channels events may carry: the built-in ones and those of authaudit.extra_channels (docs/configuration.md).';

@@ -85,6 +85,9 @@ COMMENT ON FUNCTION authaudit.account_key(text, text) IS
 COMMENT ON FUNCTION authaudit.source_key(text, inet) IS
     'The key the tenant''s per-IP lockout rules count a source address against (docs/lockout.md).';
 
+COMMENT ON FUNCTION authaudit.channels() IS
+    'The channels events may carry: the built-in ones and those of authaudit.extra_channels (docs/configuration.md).';
+
 COMMENT ON FUNCTION authaudit.record_events(jsonb) IS
     'Records a JSON array of events in one transaction; returns the stored rows in input order.';
 

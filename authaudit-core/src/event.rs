@@ -3,6 +3,7 @@
 //! Every rule here is documented in `docs/errors.md`; the extension maps each
 //! [`EventError`] variant to the SQLSTATE listed there.
 
+pub use crate::channel::{Channel, ChannelSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -87,58 +88,6 @@ impl FromStr for EventType {
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The path through which an event reached the application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    Web,
-    Mobile,
-    Api,
-    /// Remote shells (OpenSSH, PAM), as the sshd importer records them.
-    Ssh,
-    Vpn,
-    /// Single sign-on (an identity provider's own login).
-    Sso,
-    /// Events the extension itself appends (for example `account_locked`).
-    System,
-}
-
-impl Channel {
-    /// All channels, in documentation order.
-    pub const ALL: [Channel; 7] = [
-        Channel::Web,
-        Channel::Mobile,
-        Channel::Api,
-        Channel::Ssh,
-        Channel::Vpn,
-        Channel::Sso,
-        Channel::System,
-    ];
-
-    /// The name stored in `auth_log.channel`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Web => "web",
-            Channel::Mobile => "mobile",
-            Channel::Api => "api",
-            Channel::Ssh => "ssh",
-            Channel::Vpn => "vpn",
-            Channel::Sso => "sso",
-            Channel::System => "system",
-        }
-    }
-}
-
-impl FromStr for Channel {
-    type Err = EventError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Channel::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| EventError::UnknownChannel(printable(s)))
     }
 }
 
@@ -259,8 +208,13 @@ pub struct Event<'a> {
 
 impl<'a> EventInput<'a> {
     /// Applies every rule; `max_future_skew_us` bounds how far `occurred_at`
-    /// may lie ahead of `recorded_at`.
-    pub fn validate(&self, max_future_skew_us: i64) -> Result<Event<'a>, EventError> {
+    /// may lie ahead of `recorded_at`, and `channels` are the deployment's
+    /// channels beside the built-in ones.
+    pub fn validate(
+        &self,
+        max_future_skew_us: i64,
+        channels: &ChannelSet,
+    ) -> Result<Event<'a>, EventError> {
         let tenant_id = self.tenant_id.ok_or(EventError::Missing("tenant_id"))?;
         check_scope_id("tenant_id", tenant_id)?;
         if let Some(org) = self.org_id {
@@ -270,10 +224,9 @@ impl<'a> EventInput<'a> {
             .event_type
             .ok_or(EventError::Missing("event_type"))?
             .parse()?;
-        let channel: Channel = self
-            .channel
-            .ok_or(EventError::Missing("channel"))?
-            .parse()?;
+        let channel = self.channel.ok_or(EventError::Missing("channel"))?;
+        let channel = Channel::find(channel, channels)
+            .ok_or_else(|| EventError::UnknownChannel(printable(channel)))?;
         let user_id = self.user_id.ok_or(EventError::Missing("user_id"))?;
         check_user_id(user_id)?;
         let ip = self.ip.map(IpInput::host).transpose()?;
@@ -417,10 +370,29 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_channel_is_accepted_only_where_it_is_configured() {
+        let kiosk = EventInput {
+            channel: Some("kiosk"),
+            ..input()
+        };
+        let set = ChannelSet::parse("kiosk").unwrap();
+        assert_eq!(
+            kiosk.validate(300_000_000, &set).unwrap().channel.as_str(),
+            "kiosk"
+        );
+        assert_eq!(
+            kiosk.validate(300_000_000, &ChannelSet::default()),
+            Err(EventError::UnknownChannel("kiosk".into()))
+        );
+    }
+
+    #[test]
     fn accepts_a_complete_event() {
-        let e = input().validate(300_000_000).unwrap();
+        let e = input()
+            .validate(300_000_000, &ChannelSet::default())
+            .unwrap();
         assert_eq!(e.event_type, EventType::LoginFailed);
-        assert_eq!(e.channel, Channel::Web);
+        assert_eq!(e.channel, Channel::WEB);
         assert_eq!(e.ip, Some("192.0.2.10".parse().unwrap()));
     }
 
@@ -485,7 +457,11 @@ mod tests {
             ),
         ];
         for (bad, expected) in cases {
-            assert_eq!(bad.validate(300_000_000).unwrap_err(), expected);
+            assert_eq!(
+                bad.validate(300_000_000, &ChannelSet::default())
+                    .unwrap_err(),
+                expected
+            );
         }
     }
 
@@ -517,13 +493,13 @@ mod tests {
             ..input()
         };
         assert!(matches!(
-            e.validate(300_000_000),
+            e.validate(300_000_000, &ChannelSet::default()),
             Err(EventError::OccurredInFuture {
                 ahead_secs: 301,
                 ..
             })
         ));
-        assert!(e.validate(400_000_000).is_ok());
+        assert!(e.validate(400_000_000, &ChannelSet::default()).is_ok());
     }
 
     #[test]

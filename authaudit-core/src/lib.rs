@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod cef;
 pub mod chain;
 pub mod chain_heads;
+pub mod channel;
 pub mod event;
 pub mod identity;
 pub mod jwt;

@@ -134,7 +134,7 @@ pub fn check_writer_event(
     if let Some(t) = event_type.filter(|t| t.is_engine_only()) {
         return Err(WriteRefusal::EngineEventType(t));
     }
-    if channel == Some(Channel::System) {
+    if channel == Some(Channel::SYSTEM) {
         return Err(WriteRefusal::SystemChannel);
     }
     if has_reserved_key {
@@ -217,22 +217,22 @@ mod tests {
         use EventType::*;
         for t in [AccountLocked, TokenIssued, RetentionApplied, LockoutRebuilt] {
             assert_eq!(
-                check_writer_event(Some(t), Some(Channel::Web), false),
+                check_writer_event(Some(t), Some(Channel::WEB), false),
                 Err(WriteRefusal::EngineEventType(t))
             );
         }
         for t in [LoginFailed, LoginSuccess, LockoutReset] {
             assert_eq!(
-                check_writer_event(Some(t), Some(Channel::Api), false),
+                check_writer_event(Some(t), Some(Channel::API), false),
                 Ok(())
             );
         }
         assert_eq!(
-            check_writer_event(Some(LockoutReset), Some(Channel::System), false),
+            check_writer_event(Some(LockoutReset), Some(Channel::SYSTEM), false),
             Err(WriteRefusal::SystemChannel)
         );
         assert_eq!(
-            check_writer_event(Some(LoginFailed), Some(Channel::Web), true),
+            check_writer_event(Some(LoginFailed), Some(Channel::WEB), true),
             Err(WriteRefusal::ReservedMetadataKey)
         );
     }

@@ -144,6 +144,9 @@ impl AuditError {
             AuditError::Event(EventError::OccurredTooLongAgo { .. }) => Some(
                 "Record history with authaudit.import_events, then authaudit.rebuild_lockout (docs/lockout.md, \"Event time\").",
             ),
+            AuditError::Event(EventError::UnknownChannel(_)) => Some(
+                "Channels: web, mobile, api, ssh, vpn, sso and those of authaudit.extra_channels (SELECT * FROM authaudit.channels()); a superuser adds others there.",
+            ),
             AuditError::NoRebuildScope { .. } => Some(
                 "An importer bound to an organisation passes rebuild => false; a tenant-wide writer or an admin then calls authaudit.rebuild_lockout.",
             ),

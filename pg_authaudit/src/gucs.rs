@@ -2,6 +2,7 @@
 //! `docs/configuration.md`.
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 
 /// How far (seconds) an event's `occurred_at` may lie ahead of the server clock.
 pub static MAX_FUTURE_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
@@ -33,6 +34,10 @@ pub static LOCKOUT_ACCOUNT_KEY_FOLDING: GucSetting<AccountKeyFolding> =
 
 /// The IPv6 prefix tenants without a `lockout_policy` row group sources by.
 pub static LOCKOUT_IPV6_PREFIX: GucSetting<i32> = GucSetting::<i32>::new(64);
+
+/// Channels the deployment adds to the built-in ones, separated by commas
+/// (`crate::channels`).
+pub static EXTRA_CHANNELS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Events a single `record_events` call may hold.
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
@@ -167,6 +172,20 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    // SAFETY: the check hook is a #[pg_guard] function.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"authaudit.extra_channels",
+            c"Channels this deployment records beside web, mobile, api, ssh, vpn and sso.",
+            c"Names separated by commas: 1 to 32 bytes of lowercase letters, digits, '_' and '-', starting with a letter; 'system' is reserved. Only a superuser can change it (docs/configuration.md).",
+            &EXTRA_CHANNELS,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(crate::channels::check_extra_channels),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"authaudit.max_past_skew",
         c"How far a live event's occurred_at may lie behind the server clock.",

@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 mod cef;
 mod chain;
+mod channels;
 mod error;
 mod gucs;
 mod heads;

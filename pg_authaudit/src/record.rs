@@ -25,7 +25,7 @@ use crate::lockout_engine::{self as engine, Held, LockedAccount};
 use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Jsonb};
 use crate::state_rows::Probe;
-use crate::{gucs, scope, spi_plans, time};
+use crate::{channels, gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{check_live_time, Channel, EventError, EventInput, EventType, IpInput};
@@ -131,7 +131,7 @@ impl<'a> Args<'a> {
             recorded_at_us,
             metadata: &metadata_text,
         };
-        let e = input.validate(gucs::max_future_skew_us())?;
+        let e = input.validate(gucs::max_future_skew_us(), &channels::configured())?;
         let (event_type, channel, occurred_at_us) = (e.event_type, e.channel, e.occurred_at_us);
         match mode {
             Mode::Live => {
@@ -539,7 +539,7 @@ pub fn record(
         let locked = Event {
             log_id: id,
             event_type: EventType::AccountLocked,
-            channel: Channel::System,
+            channel: Channel::SYSTEM,
             user_agent: None,
             occurred_given: true,
             recorded_at_us: now_us(),
@@ -665,7 +665,7 @@ fn event_body(
         metadata: metadata.unwrap_or("{}"),
     };
     let event = input
-        .validate(gucs::max_future_skew_us())
+        .validate(gucs::max_future_skew_us(), &channels::configured())
         .map_err(AuditError::from)?;
     Ok(encode_body(&Record::from(&event)))
 }

@@ -355,7 +355,7 @@ fn run(
                 org: e.org,
                 event_type: EventType::AccountLocked,
                 user: e.user,
-                channel: Channel::System,
+                channel: Channel::SYSTEM,
                 ip: e.ip,
                 user_agent: None,
                 occurred_given: true,

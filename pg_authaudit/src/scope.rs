@@ -404,7 +404,7 @@ pub fn authorise(
     })?;
     check_writer_event(
         event_type.and_then(|t| t.parse::<EventType>().ok()),
-        channel.and_then(|c| c.parse::<Channel>().ok()),
+        channel.and_then(Channel::built_in),
         reserved,
     )?;
     Ok(match reach {

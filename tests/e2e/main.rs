@@ -5,6 +5,7 @@ mod attacks;
 mod backup;
 mod cef;
 mod chain_heads;
+mod channels;
 mod checkpoints;
 mod concurrency;
 mod demo;
