@@ -17,6 +17,8 @@ CREATE TABLE authaudit.checkpoints (
     CONSTRAINT checkpoints_pkey PRIMARY KEY (tenant_id, seq)
 );
 REVOKE ALL ON authaudit.checkpoints FROM PUBLIC;
+-- Changed rows reach the mirror whole (docs/sidecar.md, "Tamper alarms").
+ALTER TABLE authaudit.checkpoints REPLICA IDENTITY FULL;
 
 CREATE TRIGGER checkpoints_append_only
     BEFORE UPDATE OR DELETE ON authaudit.checkpoints

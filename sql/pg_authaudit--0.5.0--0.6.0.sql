@@ -4,7 +4,8 @@
 -- (tenant_id, log_id), so one log can be recorded into two tenants and no
 -- tenant learns whether an id exists in another. Every unique key of the
 -- log leads with tenant_id. The functions that find a row by its log id
--- look in its tenant. Channels: a deployment adds its own with
+-- look in its tenant. The log and its checkpoints replicate whole old rows
+-- (REPLICA IDENTITY FULL) for the mirror's tamper alarms. Channels: a deployment adds its own with
 -- authaudit.extra_channels; authaudit.channels() lists them. Rows and
 -- chains are unchanged.
 --
@@ -17,6 +18,12 @@ ALTER TABLE authaudit.auth_log
     DROP CONSTRAINT auth_log_pkey,
     ADD CONSTRAINT auth_log_pkey PRIMARY KEY (tenant_id, log_id);
 COMMENT ON COLUMN authaudit.auth_log.log_id IS 'Caller-supplied idempotency key, unique within the tenant.';
+
+-- An UPDATE or DELETE of the log or its checkpoints is tampering unless it
+-- is retention's: replication carries the whole old row, so the mirror
+-- names its tenant and seq (docs/sidecar.md, "Tamper alarms").
+ALTER TABLE authaudit.auth_log REPLICA IDENTITY FULL;
+ALTER TABLE authaudit.checkpoints REPLICA IDENTITY FULL;
 
 
 CREATE OR REPLACE FUNCTION authaudit.record_events(events jsonb)

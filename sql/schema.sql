@@ -28,6 +28,11 @@ CREATE TABLE authaudit.auth_log (
 -- statement (measured: 2-3% of record_event's CPU). Rows written around the
 -- recording functions fail verification instead.
 
+-- A change other than an append is tampering (docs/sidecar.md, "Tamper
+-- alarms"): replication carries the whole old row of an UPDATE or DELETE,
+-- so the mirror names its tenant and seq. Appends log no more than before.
+ALTER TABLE authaudit.auth_log REPLICA IDENTITY FULL;
+
 COMMENT ON TABLE authaudit.auth_log IS
     'Append-only authentication events, one hash chain per tenant (see docs/chain-format.md).';
 COMMENT ON COLUMN authaudit.auth_log.log_id IS 'Caller-supplied idempotency key, unique within the tenant.';

@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod mirror;
 pub mod pgoutput;
 pub mod sink;
+pub mod tamper;
 pub mod tls;
 pub mod verify;

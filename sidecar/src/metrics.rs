@@ -19,6 +19,11 @@ pub struct Metrics {
     pub postgres_errors: AtomicU64,
     pub chain_gaps: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// Changes to the log that are tampering, seen by this process.
+    pub tamper_events: AtomicU64,
+    /// Tamper alarms in the store no operator has resolved, and those seen
+    /// since the store was last counted.
+    pub tamper_unresolved: AtomicI64,
     /// Last position acknowledged to PostgreSQL.
     pub acked_lsn: AtomicU64,
     /// Latest WAL end the server reported.
@@ -157,6 +162,18 @@ impl Metrics {
             &one(g(&self.chain_gaps).to_string()),
         );
         metric(
+            "authaudit_sidecar_tamper_events_total",
+            "counter",
+            "Updates, deletes and truncates of log rows or checkpoints that arrived over replication outside the recording and retention paths.",
+            &one(g(&self.tamper_events).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_tamper_unresolved",
+            "gauge",
+            "Tamper alarms in the tamper_events collection without a resolved field.",
+            &one(self.tamper_unresolved.load(Ordering::Relaxed).to_string()),
+        );
+        metric(
             "authaudit_sidecar_acked_lsn",
             "gauge",
             "WAL position acknowledged to PostgreSQL (flushed to MongoDB).",
@@ -220,11 +237,19 @@ impl Metrics {
         out
     }
 
-    /// Healthy: streaming, and progress within the last 60 seconds.
-    pub fn healthy(&self) -> bool {
+    /// Why the mirror is not healthy (`None`: streaming, progress within
+    /// the last 60 seconds, and no unresolved tamper alarm).
+    pub fn health(&self) -> Option<String> {
         let now = unix_now_us() / 1_000_000;
-        self.streaming.load(Ordering::Relaxed) == 1
-            && now - self.last_progress_unix.load(Ordering::Relaxed) < 60
+        let tampers = self.tamper_unresolved.load(Ordering::Relaxed);
+        if tampers > 0 {
+            return Some(format!(
+                "degraded: {tampers} unresolved tamper alarm(s) in tamper_events (docs/sidecar.md, \"Tamper alarms\")\n"
+            ));
+        }
+        let streaming = self.streaming.load(Ordering::Relaxed) == 1
+            && now - self.last_progress_unix.load(Ordering::Relaxed) < 60;
+        (!streaming).then(|| "not streaming or no progress\n".to_string())
     }
 }
 
@@ -242,12 +267,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body, ctype) = match path {
                 "/metrics" => ("200 OK", m.render(), "text/plain; version=0.0.4"),
-                "/health" if m.healthy() => ("200 OK", "ok\n".to_string(), "text/plain"),
-                "/health" => (
-                    "503 Service Unavailable",
-                    "not streaming or no progress\n".to_string(),
-                    "text/plain",
-                ),
+                "/health" => match m.health() {
+                    None => ("200 OK", "ok\n".to_string(), "text/plain"),
+                    Some(why) => ("503 Service Unavailable", why, "text/plain"),
+                },
                 _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
             };
             let reply = format!(

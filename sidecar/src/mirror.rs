@@ -3,12 +3,15 @@
 //! a position to PostgreSQL only after MongoDB acknowledged everything up to
 //! it. Crash anywhere and the slot replays from the last acknowledged
 //! position; the writes are idempotent, so nothing is lost or doubled.
+//! Changes to the log other than appends and the recorded retention path
+//! are tampering (`tamper.rs`): never applied, always reported.
 
 use crate::config::Options;
 use crate::documents::{self, Table};
 use crate::metrics::{unix_now_us, Metrics};
 use crate::pgoutput::{Decoder, Message, Row};
 use crate::sink::{Batch, Sink, SinkError};
+use crate::tamper::TxChanges;
 use bson::doc;
 use futures_util::TryStreamExt;
 use pgwire_replication::protocol::replication::pg_to_unix_timestamp;
@@ -189,6 +192,23 @@ async fn initial_copy(
     Ok(true)
 }
 
+/// The alarm of one change that is tampering: an error log line naming
+/// the tenant and seq, and the counters `/health` reads.
+fn report_tamper(t: &crate::tamper::Tamper, metrics: &Metrics) {
+    metrics.tamper_events.fetch_add(1, Ordering::Relaxed);
+    metrics.tamper_unresolved.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        kind = t.kind.as_str(),
+        collection = t.table.collection(),
+        tenant = t.tenant.as_deref().unwrap_or("(every tenant)"),
+        seq = t.seq,
+        log_id = t.log_id.as_deref(),
+        "tamper: {} on {} arrived over replication outside the recording and retention paths; the mirror keeps the original (docs/sidecar.md, \"Tamper alarms\")",
+        t.kind.as_str().to_uppercase(),
+        t.table.collection()
+    );
+}
+
 /// Checks each tenant's chain continuity as log rows arrive.
 struct ChainWatch {
     last: HashMap<String, (i64, String)>,
@@ -355,6 +375,9 @@ async fn session(
         );
     }
     sink.ensure_indexes().await?;
+    metrics
+        .tamper_unresolved
+        .store(sink.unresolved_tampers().await? as i64, Ordering::Relaxed);
     let mut pg = crate::tls::connect(opts).await?;
     ensure_publication(&pg, &opts.publication).await;
     let slot = pg
@@ -427,6 +450,7 @@ async fn session(
     let mut acked = Lsn::ZERO;
     let mut in_tx = false;
     let mut tx_ordinal = 0u32;
+    let mut tx_changes = TxChanges::default();
     let mut first_pending: Option<Instant> = None;
     // Commit times (Unix µs) of the transactions in the current batch.
     let mut batch_commits: Vec<i64> = Vec::new();
@@ -489,21 +513,52 @@ async fn session(
                     ReplicationEvent::Begin { .. } => {
                         in_tx = true;
                         tx_ordinal = 0;
+                        tx_changes = TxChanges::default();
                     }
                     ReplicationEvent::XLogData { data, .. } => {
                         tx_ordinal += 1;
                         let msg = decoder.decode(&data).map_err(|e| MirrorError::Decode(e.to_string()))?;
+                        let table_of = |row: &Row| Table::from_name(&row.relation.schema, &row.relation.name);
                         let (row, kind) = match msg {
                             Message::Insert(row) => (row, "insert"),
-                            Message::Update { new, .. } => (new, "update"),
-                            // Deletes (retention in PostgreSQL: the mirror keeps
-                            // the rows, its own retention applies there),
-                            // truncates, relations and the rest: nothing to write.
+                            // The log and its checkpoints only grow: the mirror
+                            // keeps the original of an updated row.
+                            Message::Update { old, new } => match table_of(&new) {
+                                Some(t @ (Table::AuthLog | Table::Checkpoints)) => {
+                                    // The row as it was (replica identity full),
+                                    // else as it is now.
+                                    tx_changes.updated(t, &row_getter(old.as_ref().unwrap_or(&new)));
+                                    continue;
+                                }
+                                _ => (new, "update"),
+                            },
+                            // Deletes are never applied (the mirror keeps the
+                            // rows retention removes; its own retention applies
+                            // there); those of the log are judged at commit.
+                            Message::Delete(old) => {
+                                if let Some(t @ (Table::AuthLog | Table::Checkpoints)) = table_of(&old) {
+                                    tx_changes.deleted(t, &row_getter(&old));
+                                }
+                                continue;
+                            }
+                            Message::Truncate { relations } => {
+                                for oid in relations {
+                                    let table = decoder.known_relation(oid).and_then(|r| Table::from_name(&r.schema, &r.name));
+                                    if let Some(t @ (Table::AuthLog | Table::Checkpoints)) = table {
+                                        tx_changes.truncated(t);
+                                    }
+                                }
+                                continue;
+                            }
+                            // Relations and the rest: nothing to write.
                             _ => continue,
                         };
-                        let Some(table) = Table::from_name(&row.relation.schema, &row.relation.name) else { continue };
+                        let Some(table) = table_of(&row) else { continue };
                         batch.bytes += data.len();
                         let get = row_getter(&row);
+                        if table == Table::AuthLog && kind == "insert" {
+                            tx_changes.inserted_log(&get);
+                        }
                         let refused = |e: documents::RowError| MirrorError::Decode(format!("{kind} on {}: {e}", table.collection()));
                         match table {
                             Table::AuthLog => {
@@ -519,6 +574,10 @@ async fn session(
                     ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                         in_tx = false;
                         let commit_us = pg_to_unix_timestamp(commit_time_micros);
+                        for (i, t) in std::mem::take(&mut tx_changes).judge().into_iter().enumerate() {
+                            report_tamper(&t, metrics);
+                            batch.tamper.push(t.document(&format!("{end_lsn}/{i}"), &end_lsn.to_string(), commit_us));
+                        }
                         ackable = Some(end_lsn);
                         batch_commits.push(commit_us);
                         metrics
@@ -553,6 +612,13 @@ async fn session(
                     "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
                     &[&opts.slot]).await {
                     metrics.slot_retained_wal_bytes.store(row.get::<_, Option<i64>>(0).unwrap_or(0), Ordering::Relaxed);
+                }
+                // With every alarm seen so far written, the store's count is
+                // current (an operator resolves alarms there).
+                if batch.is_empty() && in_flight.is_none() && tx_changes.is_empty() {
+                    if let Ok(n) = sink.unresolved_tampers().await {
+                        metrics.tamper_unresolved.store(n as i64, Ordering::Relaxed);
+                    }
                 }
                 metrics.last_progress_unix.fetch_max(
                     if batch.is_empty() { unix_now_us() / 1_000_000 } else { 0 }, Ordering::Relaxed);

@@ -282,6 +282,11 @@ impl Decoder {
         })
     }
 
+    /// A relation the stream has described.
+    pub fn known_relation(&self, oid: u32) -> Option<Arc<Relation>> {
+        self.relations.get(&oid).cloned()
+    }
+
     fn relation(&self, oid: u32) -> Result<Arc<Relation>, DecodeError> {
         self.relations
             .get(&oid)

@@ -24,6 +24,8 @@ use std::collections::HashMap;
 pub struct Batch {
     pub log: Vec<RawDocumentBuf>,
     pub checkpoints: Vec<RawDocumentBuf>,
+    /// Tamper alarms (`tamper.rs`), by `_id` (commit LSN and position).
+    pub tamper: Vec<RawDocumentBuf>,
     /// Lockout state changes by `_id`, newest version only.
     pub lockout: HashMap<String, LockoutChange>,
     /// Approximate size of the decoded changes, bytes.
@@ -32,7 +34,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn rows(&self) -> usize {
-        self.log.len() + self.checkpoints.len() + self.lockout.len()
+        self.log.len() + self.checkpoints.len() + self.lockout.len() + self.tamper.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -223,6 +225,7 @@ impl Sink {
         if !batch.lockout.is_empty() {
             self.upsert_lockout(batch.lockout.values()).await?;
         }
+        self.insert_alarms(&batch.tamper).await?;
         Ok(report)
     }
 
@@ -408,6 +411,40 @@ impl Sink {
                 message: format!("{id} is held by another document"),
             }),
         }
+    }
+
+    /// Inserts tamper alarms; one stored already (a replay of the same
+    /// change) stays as it is.
+    async fn insert_alarms(&self, docs: &[RawDocumentBuf]) -> Result<(), SinkError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .raw_collection("tamper_events")
+            .insert_many(docs)
+            .ordered(false)
+            .write_concern(self.concern.clone())
+            .await;
+        let Err(e) = result else {
+            return Ok(());
+        };
+        match &*e.kind {
+            ErrorKind::InsertMany(f)
+                if f.write_concern_error.is_none()
+                    && f.write_errors.iter().flatten().all(|w| w.code == 11000) =>
+            {
+                Ok(())
+            }
+            _ => Err(e.into()),
+        }
+    }
+
+    /// Tamper alarms no operator has resolved (`resolved` unset).
+    pub async fn unresolved_tampers(&self) -> Result<u64, SinkError> {
+        Ok(self
+            .collection("tamper_events")
+            .count_documents(doc! {"resolved": {"$exists": false}})
+            .await?)
     }
 
     /// The mirror's own state for a slot (`_authaudit_sidecar` collection).

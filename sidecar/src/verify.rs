@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 const BOOKKEEPING: [&str; 3] = ["_id", "v", "vi"];
 
 /// One tenant's log as seen by one side: (seq, SHA-256 of the document).
-type TenantLog = Vec<(i64, [u8; 32])>;
+pub type TenantLog = Vec<(i64, [u8; 32])>;
 
 fn hash(d: &RawDocument) -> [u8; 32] {
     Sha256::digest(d.as_bytes()).into()
@@ -39,6 +39,36 @@ fn differing_fields(a: &RawDocument, b: &RawDocument, skip: &[&str]) -> Vec<Stri
         .into_iter()
         .filter(|k| a.get(k).ok().flatten() != b.get(k).ok().flatten())
         .collect()
+}
+
+/// The first place two tenant logs part, walking both in seq order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parting {
+    /// Both hold the seq, with different documents.
+    Differs(i64),
+    /// PostgreSQL holds the seq, the mirror does not.
+    OnlyInPostgres(i64),
+    /// The mirror holds the seq, PostgreSQL does not (deleted there).
+    OnlyInMirror(i64),
+}
+
+/// Where `pg` and `mirror` (each sorted by seq) first part, if they do.
+pub fn first_parting(pg: &TenantLog, mirror: &TenantLog) -> Option<Parting> {
+    let (mut p, mut m) = (pg.iter().peekable(), mirror.iter().peekable());
+    loop {
+        match (p.peek(), m.peek()) {
+            (None, None) => return None,
+            (Some(a), None) => return Some(Parting::OnlyInPostgres(a.0)),
+            (None, Some(b)) => return Some(Parting::OnlyInMirror(b.0)),
+            (Some(a), Some(b)) if a.0 < b.0 => return Some(Parting::OnlyInPostgres(a.0)),
+            (Some(a), Some(b)) if a.0 > b.0 => return Some(Parting::OnlyInMirror(b.0)),
+            (Some(a), Some(b)) if a.1 != b.1 => return Some(Parting::Differs(a.0)),
+            _ => {
+                p.next();
+                m.next();
+            }
+        }
+    }
 }
 
 /// The outcome: one line per difference.
@@ -153,16 +183,22 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
         );
         report.rows += p.len() as u64;
         let last = |l: &TenantLog| l.last().map_or(0, |x| x.0);
-        if p.len() != m.len() || last(p) != last(m) {
-            report.differences.push(format!(
-                "tenant {t}: PostgreSQL has {} rows up to seq {}, MongoDB {} rows up to seq {}",
-                p.len(),
-                last(p),
-                m.len(),
-                last(m)
-            ));
-        } else if let Some((seq, _)) = p.iter().zip(m).find(|(a, b)| a != b).map(|(a, _)| *a) {
-            first_bad.push((t.clone(), seq));
+        let counts = format!(
+            "PostgreSQL has {} rows up to seq {}, MongoDB {} rows up to seq {}",
+            p.len(),
+            last(p),
+            m.len(),
+            last(m)
+        );
+        match first_parting(p, m) {
+            None => {}
+            Some(Parting::Differs(seq)) => first_bad.push((t.clone(), seq)),
+            Some(Parting::OnlyInPostgres(seq)) => report.differences.push(format!(
+                "tenant {t}: seq {seq} is in PostgreSQL, not in the mirror ({counts})"
+            )),
+            Some(Parting::OnlyInMirror(seq)) => report.differences.push(format!(
+                "tenant {t}: seq {seq} is in the mirror, not in PostgreSQL: deleted there ({counts})"
+            )),
         }
     }
     for (t, seq) in first_bad {
@@ -259,5 +295,38 @@ fn compare_by_id(
         report
             .differences
             .push(format!("{what} {k}: only in MongoDB"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(entries: &[(i64, u8)]) -> TenantLog {
+        entries.iter().map(|(s, h)| (*s, [*h; 32])).collect()
+    }
+
+    #[test]
+    fn the_first_parting_is_named_with_why() {
+        let mirror = log(&[(1, 1), (2, 2), (3, 3), (4, 4)]);
+        assert_eq!(first_parting(&mirror.clone(), &mirror), None);
+        // Content edited at 3, then 2 deleted: the deletion comes first.
+        assert_eq!(
+            first_parting(&log(&[(1, 1), (3, 9), (4, 4)]), &mirror),
+            Some(Parting::OnlyInMirror(2))
+        );
+        assert_eq!(
+            first_parting(&log(&[(1, 1), (2, 2), (3, 9), (4, 4)]), &mirror),
+            Some(Parting::Differs(3))
+        );
+        // A forged tail, and a truncated one.
+        assert_eq!(
+            first_parting(&log(&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]), &mirror),
+            Some(Parting::OnlyInPostgres(5))
+        );
+        assert_eq!(
+            first_parting(&log(&[(1, 1), (2, 2)]), &mirror),
+            Some(Parting::OnlyInMirror(3))
+        );
     }
 }

@@ -464,6 +464,192 @@ fn rekeyed(hint: &str, store: &Store) {
     assert!(m.terminate().success());
 }
 
+/// The insider around the triggers (a superuser in replica mode): an
+/// UPDATE, a DELETE of a log row and of a checkpoint, and a TRUNCATE
+/// arrive as alarms naming tenant and seq, in the log, the counter, the
+/// `tamper_events` collection and `/health`; the mirror keeps the
+/// originals. The recorded retention path raises none.
+#[test]
+fn tampering_over_replication_raises_alarms_and_the_mirror_keeps_the_original() {
+    let db = Cluster::shared().fresh_db_with_lockout("mirror_tamper");
+    let store = Store::new("tamper");
+    let p = db.name().to_string();
+    let mut su = db.connect_dated();
+    su.batch_execute(&format!(
+        "CREATE ROLE {p}_dpo LOGIN IN ROLE authaudit_admin"
+    ))
+    .unwrap();
+    record_some(&db, 80, 12);
+    // tenant-1's history is older than the retention horizon.
+    su.execute(
+        "SELECT count(*) FROM authaudit.import_events((SELECT jsonb_agg(jsonb_build_object( \
+           'log_id', gen_random_uuid(), 'tenant_id', 'tenant-1', 'event_type', 'login_failed', \
+           'user_id', 'old' || g, 'channel', 'web', 'occurred_at', now() - interval '400 days' + g * interval '1 minute')) \
+           FROM generate_series(1, 6) g), rebuild => false)",
+        &[],
+    )
+    .unwrap();
+    su.batch_execute(
+        "SELECT authaudit.checkpoint('tenant-0'); SELECT authaudit.checkpoint('tenant-1');",
+    )
+    .unwrap();
+    let head: i64 = su
+        .query_one(
+            "SELECT max(seq) FROM authaudit.checkpoints WHERE tenant_id = 'tenant-0'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mut m = Mirror::new(&db, &store);
+    m.start();
+    m.wait_identical(Duration::from_secs(60));
+    let health = |m: &Mirror| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", m.metrics_port)).unwrap();
+        s.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}: not within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("healthy", &|| health(&m).starts_with("HTTP/1.1 200"));
+
+    // Retention, the recorded path: no alarm.
+    let removed: i64 = db
+        .connect_as(&format!("{p}_dpo"))
+        .query_one(
+            "SELECT removed_rows FROM authaudit.apply_retention('tenant-1', now() - interval '1 year')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 6);
+    m.wait_identical(Duration::from_secs(60));
+    assert_eq!(m.metric("authaudit_sidecar_tamper_events_total"), 0.0);
+
+    // The insider.
+    su.batch_execute(
+        "SET session_replication_role = replica;
+         UPDATE authaudit.auth_log SET user_agent = 'forged' WHERE tenant_id = 'tenant-0' AND seq = 5;
+         DELETE FROM authaudit.auth_log WHERE tenant_id = 'tenant-0' AND seq = 7;
+         DELETE FROM authaudit.checkpoints WHERE tenant_id = 'tenant-0';",
+    )
+    .unwrap();
+    wait_for("three alarms", &|| {
+        m.metric("authaudit_sidecar_tamper_events_total") == 3.0
+    });
+    wait_for("degraded", &|| health(&m).contains("503"));
+    assert!(health(&m).contains("degraded: 3 unresolved tamper alarm"));
+    let log = std::fs::read_to_string(
+        std::env::temp_dir().join(format!("authaudit-sidecar-{}.log", m.slot)),
+    )
+    .unwrap();
+    assert!(log.contains("tamper:") && log.contains("seq=7"), "{log}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mdb = || async {
+        mongodb::Client::with_uri_str(&store.uri)
+            .await
+            .unwrap()
+            .database(&store.database)
+    };
+    let alarms = |rt: &tokio::runtime::Runtime| -> Vec<(String, String, Option<i64>)> {
+        rt.block_on(async {
+            let db = mdb().await;
+            let mut cursor = db
+                .collection::<bson::Document>("tamper_events")
+                .find(bson::doc! {})
+                .sort(bson::doc! {"_id": 1})
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            while cursor.advance().await.unwrap() {
+                let d = cursor.deserialize_current().unwrap();
+                out.push((
+                    d.get_str("kind").unwrap().to_owned(),
+                    d.get_str("collection").unwrap().to_owned(),
+                    d.get_i64("seq").ok(),
+                ));
+            }
+            out
+        })
+    };
+    wait_for("the alarms in the store", &|| alarms(&rt).len() == 3);
+    assert_eq!(
+        alarms(&rt),
+        [
+            ("update".to_string(), "auth_log".to_string(), Some(5)),
+            ("delete".to_string(), "checkpoints".to_string(), Some(head)),
+            ("delete".to_string(), "auth_log".to_string(), Some(7)),
+        ]
+    );
+    // The mirror holds the originals: verify names the edited and the
+    // missing row against it.
+    let (code, text) = m.verify();
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("tenant tenant-0: the mirror differs first at seq 5 (user_agent)"),
+        "{text}"
+    );
+    let original = rt.block_on(async {
+        mdb()
+            .await
+            .collection::<bson::Document>("auth_log")
+            .find_one(bson::doc! {"tenant_id": "tenant-0", "seq": 5_i64})
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(original.get("user_agent"), Some(&bson::Bson::Null));
+    assert_eq!(
+        rt.block_on(async {
+            mdb()
+                .await
+                .collection::<bson::Document>("auth_log")
+                .count_documents(bson::doc! {"tenant_id": "tenant-0", "seq": 7_i64})
+                .await
+                .unwrap()
+        }),
+        1
+    );
+
+    // A TRUNCATE of the whole log: one more alarm, the mirror keeps all.
+    let before = store.count("auth_log");
+    su.batch_execute("TRUNCATE authaudit.auth_log").unwrap();
+    wait_for("the truncate's alarm", &|| {
+        m.metric("authaudit_sidecar_tamper_events_total") == 4.0
+    });
+    assert_eq!(store.count("auth_log"), before);
+    wait_for("the truncate in the store", &|| alarms(&rt).len() == 4);
+    assert_eq!(alarms(&rt)[3], ("truncate".into(), "auth_log".into(), None));
+
+    // The operator resolves the alarms in the store: healthy again.
+    rt.block_on(async {
+        mdb()
+            .await
+            .collection::<bson::Document>("tamper_events")
+            .update_many(
+                bson::doc! {},
+                bson::doc! {"$set": {"resolved": "incident 42: restored from the mirror"}},
+            )
+            .await
+            .unwrap();
+    });
+    wait_for("healthy after resolution", &|| {
+        health(&m).starts_with("HTTP/1.1 200")
+    });
+    assert!(m.terminate().success());
+}
+
 #[test]
 fn twenty_sigkills_lose_nothing_and_double_nothing() {
     sigkills("mirror_sigkill", &Store::new("sigkill"), 20);
