@@ -5,7 +5,9 @@
 -- tenant learns whether an id exists in another. Every unique key of the
 -- log leads with tenant_id. The functions that find a row by its log id
 -- look in its tenant. The log and its checkpoints replicate whole old rows
--- (REPLICA IDENTITY FULL) for the mirror's tamper alarms. Channels: a deployment adds its own with
+-- (REPLICA IDENTITY FULL) for the mirror's tamper alarms. Each tenant's
+-- log is an RFC 9162 Merkle tree: merkle_root, inclusion_proof and
+-- consistency_proof. Channels: a deployment adds its own with
 -- authaudit.extra_channels; authaudit.channels() lists them. Rows and
 -- chains are unchanged.
 --
@@ -204,3 +206,107 @@ AS 'MODULE_PATHNAME', 'channels_wrapper';
 
 COMMENT ON FUNCTION authaudit.channels() IS
     'The channels events may carry: the built-in ones and those of authaudit.extra_channels (docs/configuration.md).';
+
+-- The tenant's Merkle tree (docs/chain-format.md, "Merkle tree").
+CREATE FUNCTION "consistency_proof"(
+	"tenant_id" TEXT, /* & str */
+	"old_size" bigint, /* i64 */
+	"new_size" bigint /* i64 */
+) RETURNS TABLE (
+	"old_size" bigint,  /* i64 */
+	"new_size" bigint,  /* i64 */
+	"old_root" bytea,  /* Vec < u8 > */
+	"new_root" bytea,  /* Vec < u8 > */
+	"proof" bytea[]  /* Vec < Vec < u8 > > */
+)
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'consistency_proof_wrapper';
+
+CREATE FUNCTION "inclusion_proof"(
+	"tenant_id" TEXT, /* & str */
+	"seq" bigint, /* i64 */
+	"tree_size" bigint /* i64 */
+) RETURNS TABLE (
+	"leaf_index" bigint,  /* i64 */
+	"tree_size" bigint,  /* i64 */
+	"leaf_hash" bytea,  /* Vec < u8 > */
+	"root_hash" bytea,  /* Vec < u8 > */
+	"path" bytea[]  /* Vec < Vec < u8 > > */
+)
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'inclusion_proof_wrapper';
+
+CREATE FUNCTION "merkle_root"(
+	"tenant_id" TEXT, /* & str */
+	"tree_size" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS TABLE (
+	"tree_size" bigint,  /* i64 */
+	"root_hash" bytea  /* Vec < u8 > */
+)
+STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'merkle_root_wrapper';
+
+-- Evidence of one event for someone without the rest of the log: the row
+-- as text, its place in the tenant's Merkle tree and the audit path to the
+-- root. tools/verify_evidence.py checks it offline (docs/chain-format.md,
+-- "Merkle tree"). Runs with the caller's rights: inclusion_proof's scope
+-- check and row-level security apply.
+CREATE FUNCTION authaudit.inclusion_evidence(tenant_id text, seq bigint, tree_size bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT
+SET DateStyle = 'ISO' SET bytea_output = 'hex'
+AS $$
+DECLARE
+    p record;
+    v_row jsonb;
+BEGIN
+    -- The proof first: its scope check refuses before any row is read.
+    SELECT * INTO p FROM authaudit.inclusion_proof(inclusion_evidence.tenant_id,
+                                                   inclusion_evidence.seq,
+                                                   inclusion_evidence.tree_size);
+    SELECT jsonb_build_object(
+            'tenant_id', l.tenant_id, 'log_id', l.log_id::text, 'org_id', l.org_id,
+            'seq', l.seq::text, 'event_type', l.event_type, 'user_id', l.user_id,
+            'ip', l.ip::text, 'user_agent', l.user_agent, 'channel', l.channel,
+            'occurred_at', l.occurred_at::text, 'recorded_at', l.recorded_at::text,
+            'metadata', l.metadata::text, 'format_version', l.format_version::text,
+            'prev_link', l.prev_link::text, 'link_sha256', l.link_sha256::text,
+            'digest_sha512', l.digest_sha512::text, 'digest_sha3_256', l.digest_sha3_256::text)
+      INTO v_row
+      FROM authaudit.auth_log l
+     WHERE l.tenant_id = inclusion_evidence.tenant_id AND l.seq = inclusion_evidence.seq;
+    RETURN jsonb_build_object(
+        'format', 'pg_authaudit.evidence.v1',
+        'row', v_row,
+        'tree_size', p.tree_size,
+        'leaf_index', p.leaf_index,
+        'root_hash', encode(p.root_hash, 'hex'),
+        'path', (SELECT coalesce(jsonb_agg(encode(h, 'hex') ORDER BY i), '[]'::jsonb)
+                   FROM unnest(p.path) WITH ORDINALITY AS u(h, i)));
+END;
+$$;
+
+COMMENT ON FUNCTION authaudit.inclusion_evidence(text, bigint, bigint) IS
+    'One event with its RFC 9162 audit path, for tools/verify_evidence.py (docs/chain-format.md, "Merkle tree").';
+
+REVOKE EXECUTE ON FUNCTION
+    authaudit.merkle_root(text, bigint),
+    authaudit.inclusion_proof(text, bigint, bigint),
+    authaudit.consistency_proof(text, bigint, bigint),
+    authaudit.inclusion_evidence(text, bigint, bigint)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    authaudit.merkle_root(text, bigint),
+    authaudit.inclusion_proof(text, bigint, bigint),
+    authaudit.consistency_proof(text, bigint, bigint),
+    authaudit.inclusion_evidence(text, bigint, bigint)
+    TO authaudit_reader, authaudit_auditor;
+COMMENT ON FUNCTION authaudit.merkle_root(text, bigint) IS
+    'The root of the RFC 9162 Merkle tree over the tenant''s first tree_size rows (docs/chain-format.md, "Merkle tree").';
+COMMENT ON FUNCTION authaudit.inclusion_proof(text, bigint, bigint) IS
+    'The RFC 9162 audit path of the row at seq in the tree of the tenant''s first tree_size rows.';
+COMMENT ON FUNCTION authaudit.consistency_proof(text, bigint, bigint) IS
+    'The RFC 9162 consistency proof between the trees of the tenant''s first old_size and new_size rows.';

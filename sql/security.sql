@@ -105,6 +105,10 @@ REVOKE EXECUTE ON FUNCTION
     authaudit.verify_chain(text),
     authaudit.verify_chain(text, bigint, bigint),
     authaudit.verify_chain_from_checkpoint(text, bigint),
+    authaudit.merkle_root(text, bigint),
+    authaudit.inclusion_proof(text, bigint, bigint),
+    authaudit.consistency_proof(text, bigint, bigint),
+    authaudit.inclusion_evidence(text, bigint, bigint),
     authaudit.record_token_issued(uuid, text, text, text, text, inet, text, text, timestamptz, jsonb),
     authaudit.checkpoint(text),
     authaudit.apply_retention(text, timestamptz)
@@ -147,6 +151,10 @@ GRANT EXECUTE ON FUNCTION
     authaudit.verify_chain(text),
     authaudit.verify_chain(text, bigint, bigint),
     authaudit.verify_chain_from_checkpoint(text, bigint),
+    authaudit.merkle_root(text, bigint),
+    authaudit.inclusion_proof(text, bigint, bigint),
+    authaudit.consistency_proof(text, bigint, bigint),
+    authaudit.inclusion_evidence(text, bigint, bigint),
     authaudit.targeted_accounts(text, timestamptz, timestamptz),
     authaudit.attack_sources(text, timestamptz, timestamptz),
     authaudit.lockout_timeline(text, timestamptz, timestamptz),
@@ -173,3 +181,10 @@ SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_account_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.checkpoints', '');
+
+COMMENT ON FUNCTION authaudit.merkle_root(text, bigint) IS
+    'The root of the RFC 9162 Merkle tree over the tenant''s first tree_size rows (docs/chain-format.md, "Merkle tree").';
+COMMENT ON FUNCTION authaudit.inclusion_proof(text, bigint, bigint) IS
+    'The RFC 9162 audit path of the row at seq in the tree of the tenant''s first tree_size rows.';
+COMMENT ON FUNCTION authaudit.consistency_proof(text, bigint, bigint) IS
+    'The RFC 9162 consistency proof between the trees of the tenant''s first old_size and new_size rows.';

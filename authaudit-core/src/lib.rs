@@ -14,5 +14,6 @@ pub mod lock_key;
 pub mod lockout;
 pub mod lockout_effect;
 pub mod lockout_replay;
+pub mod merkle;
 pub mod scope;
 pub mod verification;

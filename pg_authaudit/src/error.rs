@@ -72,6 +72,18 @@ pub enum AuditError {
     NoRebuildScope { role: String, tenant: String },
     #[error("rebuild_lockout needs READ COMMITTED: a transaction snapshot would miss events committed before the lockout tables were locked")]
     RebuildNeedsReadCommitted,
+    #[error(
+        "tenant {tenant} has {head} rows; a tree of {asked} is not one of its trees (1 to {head})"
+    )]
+    TreeSize {
+        tenant: String,
+        asked: i64,
+        head: i64,
+    },
+    #[error("seq {seq} is not in the tree of the first {size} rows of tenant {tenant}")]
+    SeqOutsideTree { tenant: String, seq: i64, size: i64 },
+    #[error("rows 1 to {removed_to} of tenant {tenant} were removed by retention: the tree over them is held by the mirror and the signed checkpoints, not by PostgreSQL")]
+    TreeRetained { tenant: String, removed_to: i64 },
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -126,6 +138,10 @@ impl AuditError {
             | AuditError::BatchUnknownFields(..) => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::BatchTooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             AuditError::MissingRelation(_) => ERRCODE_UNDEFINED_TABLE,
+            AuditError::TreeSize { .. } | AuditError::SeqOutsideTree { .. } => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            AuditError::TreeRetained { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
         }
     }

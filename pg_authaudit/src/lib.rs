@@ -20,6 +20,7 @@ mod heads;
 mod lockout;
 mod lockout_engine;
 mod log_redaction;
+mod merkle;
 mod record;
 mod record_batch;
 mod replay;
@@ -93,6 +94,11 @@ extension_sql_file!(
     "../../sql/investigation.sql",
     name = "investigation",
     requires = ["record", replay::lockout_replay]
+);
+extension_sql_file!(
+    "../../sql/evidence.sql",
+    name = "evidence",
+    requires = ["record", merkle::inclusion_proof]
 );
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 

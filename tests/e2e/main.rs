@@ -17,6 +17,7 @@ mod investigation;
 mod isolation;
 mod lockout;
 mod lockout_keys;
+mod merkle;
 mod mirror;
 mod mongo_contract;
 mod pipeline;

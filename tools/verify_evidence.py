@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Offline check that one pg_authaudit event is in its tenant's Merkle tree.
+
+Reads an evidence bundle (JSON) as authaudit.inclusion_evidence returns it:
+
+    psql -XAtc "SELECT authaudit.inclusion_evidence('agency-1', 40, 1000)" > evidence.json
+    python3 tools/verify_evidence.py evidence.json
+    python3 tools/verify_evidence.py evidence.json --root <hex>   # a root you trust
+
+It recomputes the row's SHA-256 link from its recorded fields and its
+prev_link (docs/chain-format.md, with tools/verify_chain.py's encoding),
+hashes its link_sha256 into the leaf H(0x00 || link), follows the audit
+path to the root (RFC 9162, 2.1.3.2) and compares that root with the one
+given by --root, else the bundle's own. Python standard library only.
+Prints one line and exits 0 if the event is in the tree, 1 if not, 2 on
+unreadable input.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import verify_chain  # noqa: E402  (the chain encoding, shared with the chain verifier)
+
+
+def leaf_hash(data):
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_from_path(index, size, leaf, path):
+    """RFC 9162, 2.1.3.2: the root the audit path leads to, or None."""
+    if index >= size:
+        return None
+    fn, sn = index, size - 1
+    r = leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def check(bundle, trusted_root=None):
+    """Returns (ok, message)."""
+    if bundle.get("format") != "pg_authaudit.evidence.v1":
+        return False, "unknown evidence format %r" % bundle.get("format")
+    row = bundle["row"]
+    seq = int(row["seq"])
+    if int(row["format_version"]) != verify_chain.FORMAT_VERSION:
+        return False, "unknown format_version %s" % row["format_version"]
+    body = verify_chain.body(row)
+    prev = verify_chain.bytea(row["prev_link"])
+    # The leaf is the SHA-256 link; the SHA-512 and SHA3-256 digests chain
+    # from their own previous values, which a single row does not carry.
+    link = verify_chain.bytea(row["link_sha256"])
+    if verify_chain.link("sha256", hashlib.sha256, prev, seq, body) != link:
+        return False, "the row's link_sha256 is not the hash of its fields and prev_link"
+    index, size = int(bundle["leaf_index"]), int(bundle["tree_size"])
+    if index != seq - 1:
+        return False, "leaf %d does not hold seq %d" % (index, seq)
+    path = [bytes.fromhex(h) for h in bundle["path"]]
+    got = root_from_path(index, size, leaf_hash(link), path)
+    if got is None:
+        return False, "the audit path has the wrong length for leaf %d of %d" % (index, size)
+    want = bytes.fromhex(trusted_root if trusted_root is not None else bundle["root_hash"])
+    if not hmac.compare_digest(got, want):
+        return False, "the audit path leads to %s, not to the root %s" % (got.hex(), want.hex())
+    return True, "ok: seq %d of tenant %s is leaf %d of the tree of size %d with root %s" % (
+        seq, row["tenant_id"], index, size, got.hex())
+
+
+def main(argv):
+    args = argv[1:]
+    trusted = None
+    if "--root" in args:
+        i = args.index("--root")
+        if i + 1 >= len(args):
+            print(__doc__)
+            return 2
+        trusted = args[i + 1]
+        del args[i:i + 2]
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    try:
+        with open(args[0], encoding="utf-8") as f:
+            bundle = json.load(f)
+        ok, message = check(bundle, trusted)
+    except (KeyError, ValueError, TypeError) as e:
+        print("unreadable evidence: %s" % e, file=sys.stderr)
+        return 2
+    print(message)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
