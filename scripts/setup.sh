@@ -39,6 +39,7 @@ pip_install() { # module package==version
 if [ "$BUILD_ONLY" = 0 ]; then
   pip_install jwt PyJWT==2.10.1        # independent JWT issuer (token tests)
   pip_install pycef pycef==1.11        # independent CEF parser (export tests)
+  pip_install cryptography cryptography==48.0.0  # independent Ed25519 (witness checkpoints)
   # A second, independent MongoDB-wire server for the document-store tests
   # (GPL-2.0: run as a separate process, never linked or shipped).
   SECANTUS_VENV=/opt/authaudit-secantus

@@ -6,12 +6,16 @@ Reads an evidence bundle (JSON) as authaudit.inclusion_evidence returns it:
     psql -XAtc "SELECT authaudit.inclusion_evidence('agency-1', 40, 1000)" > evidence.json
     python3 tools/verify_evidence.py evidence.json
     python3 tools/verify_evidence.py evidence.json --root <hex>   # a root you trust
+    python3 tools/verify_evidence.py evidence.json --checkpoint note.txt --key <verifier key>
 
 It recomputes the row's SHA-256 link from its recorded fields and its
 prev_link (docs/chain-format.md, with tools/verify_chain.py's encoding),
 hashes its link_sha256 into the leaf H(0x00 || link), follows the audit
 path to the root (RFC 9162, 2.1.3.2) and compares that root with the one
-given by --root, else the bundle's own. Python standard library only.
+given by --root, or with the root of a signed checkpoint (--checkpoint, a
+C2SP signed note of the witness, checked with --key, the witness's
+verifier key: name+id+base64), else the bundle's own. Python standard
+library only, and the `cryptography` package for --checkpoint.
 Prints one line and exits 0 if the event is in the tree, 1 if not, 2 on
 unreadable input.
 """
@@ -56,6 +60,34 @@ def root_from_path(index, size, leaf, path):
     return r if sn == 0 else None
 
 
+def open_checkpoint(note, verifier_key):
+    """The (origin, tree size, root) of a signed checkpoint if the key signed it."""
+    import base64
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    name, key_id, data = verifier_key.strip().split("+", 2)
+    raw = base64.b64decode(data)
+    if raw[0] != 1 or len(raw) != 33:
+        raise ValueError("not an Ed25519 verifier key")
+    public = raw[1:]
+    expected = hashlib.sha256(name.encode() + b"\n" + b"\x01" + public).digest()[:4]
+    if expected.hex() != key_id:
+        raise ValueError("the verifier key's id does not match its key")
+    text, _, signatures = note.partition("\n\n")
+    text += "\n"
+    for line in signatures.splitlines():
+        if not line.startswith("\u2014 "):
+            raise ValueError("a signature line starts with an em dash")
+        signer, _, sig = line[2:].partition(" ")
+        sig = base64.b64decode(sig)
+        if signer != name or sig[:4] != expected:
+            continue
+        Ed25519PublicKey.from_public_bytes(public).verify(sig[4:], text.encode())
+        lines = text.split("\n")
+        return lines[0], int(lines[1]), base64.b64decode(lines[2])
+    raise ValueError("the checkpoint carries no signature by %s" % name)
+
+
 def check(bundle, trusted_root=None):
     """Returns (ok, message)."""
     if bundle.get("format") != "pg_authaudit.evidence.v1":
@@ -87,21 +119,40 @@ def check(bundle, trusted_root=None):
 
 def main(argv):
     args = argv[1:]
-    trusted = None
-    if "--root" in args:
-        i = args.index("--root")
-        if i + 1 >= len(args):
-            print(__doc__)
-            return 2
-        trusted = args[i + 1]
-        del args[i:i + 2]
-    if len(args) != 1 or args[0] in ("-h", "--help"):
+    options = {}
+    for flag in ("--root", "--checkpoint", "--key"):
+        if flag in args:
+            i = args.index(flag)
+            if i + 1 >= len(args):
+                print(__doc__)
+                return 2
+            options[flag] = args[i + 1]
+            del args[i:i + 2]
+    if len(args) != 1 or args[0] in ("-h", "--help") or ("--checkpoint" in options) != ("--key" in options):
         print(__doc__)
         return 0 if args and args[0] in ("-h", "--help") else 2
     try:
         with open(args[0], encoding="utf-8") as f:
             bundle = json.load(f)
+        trusted = options.get("--root")
+        if "--checkpoint" in options:
+            with open(options["--checkpoint"], encoding="utf-8") as f:
+                note = f.read()
+            try:
+                origin, size, root = open_checkpoint(note, options["--key"])
+            except Exception as e:  # an invalid signature raises InvalidSignature
+                print("the checkpoint is not signed by that key: %s" % (e or type(e).__name__))
+                return 1
+            if size != int(bundle["tree_size"]):
+                print("the checkpoint is of a tree of size %d, the evidence of size %s" % (size, bundle["tree_size"]))
+                return 1
+            if not origin.endswith("/" + bundle["row"]["tenant_id"]):
+                print("the checkpoint's origin %s is not the tenant %s" % (origin, bundle["row"]["tenant_id"]))
+                return 1
+            trusted = root.hex()
         ok, message = check(bundle, trusted)
+        if ok and "--checkpoint" in options:
+            message += ", signed by %s" % options["--key"].split("+")[0]
     except (KeyError, ValueError, TypeError) as e:
         print("unreadable evidence: %s" % e, file=sys.stderr)
         return 2

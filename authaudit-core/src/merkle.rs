@@ -60,6 +60,45 @@ pub fn root(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// A tree grown one leaf at a time, keeping only the roots of its perfect
+/// subtrees (one per set bit of the size, largest first): the root of any
+/// size in O(log n) memory, as a witness holds each tenant's tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactTree {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl CompactTree {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = leaf;
+        let mut size = self.size;
+        // Each trailing one bit of the old size is a peak of the same
+        // height as the new node: they merge.
+        while size & 1 == 1 {
+            let left = self.peaks.pop().expect("a peak per set bit");
+            node = node_hash(&left, &node);
+            size >>= 1;
+        }
+        self.peaks.push(node);
+        self.size += 1;
+    }
+
+    /// The root of the tree as it stands.
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        match peaks.next() {
+            None => Sha256::digest([]).into(),
+            Some(last) => peaks.fold(*last, |right, left| node_hash(left, &right)),
+        }
+    }
+}
+
 /// Why a proof cannot be made or does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
@@ -320,6 +359,19 @@ mod tests {
                     "{m} of {n}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_compact_tree_has_the_root_of_the_whole_tree_at_every_size() {
+        let d = leaves(300);
+        let mut t = CompactTree::default();
+        assert_eq!(t.root(), root(&[]));
+        for (i, leaf) in d.iter().enumerate() {
+            t.push(*leaf);
+            assert_eq!(t.size(), i as u64 + 1);
+            assert_eq!(t.root(), root(&d[..=i]), "{i}");
+            assert_eq!(t.peaks.len(), (i + 1).count_ones() as usize);
         }
     }
 

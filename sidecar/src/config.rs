@@ -28,6 +28,27 @@ pub enum Command {
     /// digest over every row's chain digests, checkpoints, lockout state);
     /// exits 1 on any difference.
     Verify,
+    /// Creates a witness signer key file (mode 0600) and prints its
+    /// verifier key, the text to publish.
+    WitnessKeygen {
+        /// The key file to create (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name in signature lines.
+        #[arg(long, default_value = "authaudit-witness")]
+        name: String,
+    },
+    /// Prints the verifier key of --witness-key-file.
+    WitnessKey,
+    /// Checks PostgreSQL against the latest signed checkpoint of every
+    /// tenant (from MongoDB, and from --witness-log when set) with the
+    /// verifier key: names the first rewritten, missing or added seq;
+    /// exits 1 on any finding.
+    WitnessCheck {
+        /// The verifier key (name+id+key); default: that of --witness-key-file.
+        #[arg(long, env = "AUTHAUDIT_WITNESS_PUBLIC_KEY")]
+        public_key: Option<String>,
+    },
 }
 
 /// Every option; each also reads an environment variable and a key of the
@@ -164,6 +185,40 @@ pub struct Options {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "AUTHAUDIT_LOG_JSON", global = true)]
     pub log_json: bool,
+
+    /// The witness's signer key file (`witness-keygen`); empty: no signed
+    /// checkpoints. Never stored in PostgreSQL.
+    #[arg(long, env = "AUTHAUDIT_WITNESS_KEY_FILE", global = true)]
+    pub witness_key_file: Option<PathBuf>,
+    /// Origin line prefix of the signed checkpoints (`<origin>/<tenant>`).
+    #[arg(
+        long,
+        env = "AUTHAUDIT_WITNESS_ORIGIN",
+        default_value = "pg_authaudit",
+        global = true
+    )]
+    pub witness_origin: String,
+    /// A tenant's checkpoint is signed once this many of its rows are
+    /// mirrored since its last one...
+    #[arg(
+        long,
+        env = "AUTHAUDIT_WITNESS_EVERY",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub witness_every: u64,
+    /// ...or this long (ms) after its last one, if it has new rows.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_WITNESS_INTERVAL_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub witness_interval_ms: u64,
+    /// Append-only file the signed checkpoints are also written to (each
+    /// flushed to disk before its position is acknowledged); empty: none.
+    #[arg(long, env = "AUTHAUDIT_WITNESS_LOG", global = true)]
+    pub witness_log: Option<PathBuf>,
 }
 
 /// Session settings that make text values parse the same on every
@@ -268,6 +323,11 @@ impl Options {
             "metrics_listen" => self.metrics_listen = v.into(),
             "log" => self.log = v.into(),
             "log_json" => self.log_json = num::<bool>(v)?,
+            "witness_key_file" => self.witness_key_file = Some(v.into()),
+            "witness_origin" => self.witness_origin = v.into(),
+            "witness_every" => self.witness_every = num(v)?,
+            "witness_interval_ms" => self.witness_interval_ms = num(v)?,
+            "witness_log" => self.witness_log = Some(v.into()),
             other => return Err(format!("unknown option {other}")),
         }
         Ok(())
@@ -299,6 +359,14 @@ impl Options {
         if self.pg_sslmode.verifies() && self.pg_sslrootcert.is_none() {
             return Err(ConfigError::Invalid(
                 "pg_sslmode verify-ca and verify-full need pg_sslrootcert".into(),
+            ));
+        }
+        if self.witness_every == 0
+            || self.witness_origin.is_empty()
+            || self.witness_origin.contains('\n')
+        {
+            return Err(ConfigError::Invalid(
+                "witness_every must be positive and witness_origin one non-empty line".into(),
             ));
         }
         if self.write_concern != "majority" && self.write_concern.parse::<u32>().is_err() {

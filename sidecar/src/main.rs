@@ -4,7 +4,7 @@
 
 use sidecar::config::{Cli, Command};
 use sidecar::metrics::{self, Metrics};
-use sidecar::{mirror, verify};
+use sidecar::{mirror, verify, witness};
 use std::process::ExitCode;
 
 // Decoding allocates many short-lived strings; mimalloc keeps that cheap.
@@ -87,11 +87,82 @@ fn main() -> ExitCode {
                 }
             },
             Command::Run => run(cli.options).await,
+            Command::WitnessKeygen { out, name } => match witness::keygen(&out, &name) {
+                Ok(signer) => {
+                    println!("{}", signer.verifier().text());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("authaudit-sidecar witness-keygen: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::WitnessKey => match key_of(&cli.options) {
+                Ok(v) => {
+                    println!("{}", v.text());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("authaudit-sidecar witness-key: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            Command::WitnessCheck { public_key } => {
+                let verifier = match public_key {
+                    Some(k) => sidecar::note::Verifier25519::parse(&k).map_err(|e| e.to_string()),
+                    None => key_of(&cli.options),
+                };
+                let verifier = match verifier {
+                    Ok(v) => v,
+                    Err(e) => {
+                        eprintln!("authaudit-sidecar witness-check: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                match witness::check(&cli.options, &verifier).await {
+                    Ok(report) => {
+                        for o in &report.ok {
+                            println!("ok: {o}");
+                        }
+                        for f in &report.findings {
+                            println!("WITNESS: {f}");
+                        }
+                        println!(
+                            "witness-check: {} tenants agree with their signed checkpoints, {} findings",
+                            report.ok.len(),
+                            report.findings.len()
+                        );
+                        if report.findings.is_empty() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(1)
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("authaudit-sidecar witness-check: {e}");
+                        ExitCode::from(3)
+                    }
+                }
+            }
         }
     })
 }
 
+/// The verifier key of `--witness-key-file`.
+fn key_of(options: &sidecar::config::Options) -> Result<sidecar::note::Verifier25519, String> {
+    let path = options
+        .witness_key_file
+        .as_ref()
+        .ok_or("no --witness-key-file (AUTHAUDIT_WITNESS_KEY_FILE)")?;
+    Ok(witness::signer(path).map_err(|e| e.to_string())?.verifier())
+}
+
 async fn run(options: sidecar::config::Options) -> ExitCode {
+    // A witness key that cannot be read stops the start, not each session.
+    if let Err(e) = witness::Witness::from_options(&options) {
+        eprintln!("authaudit-sidecar: {e}");
+        return ExitCode::FAILURE;
+    }
     let metrics = Arc::new(Metrics::default());
     if !options.metrics_listen.is_empty() {
         match tokio::net::TcpListener::bind(&options.metrics_listen).await {

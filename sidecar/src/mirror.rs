@@ -37,6 +37,8 @@ pub enum MirrorError {
     StreamEnded,
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsSetupError),
+    #[error("{0}")]
+    Witness(#[from] crate::witness::WitnessError),
 }
 
 /// An error and its causes, "outer: inner: …" (a refused TLS handshake
@@ -451,6 +453,7 @@ async fn session(
     let mut in_tx = false;
     let mut tx_ordinal = 0u32;
     let mut tx_changes = TxChanges::default();
+    let mut witness = crate::witness::Witness::from_options(opts)?;
     let mut first_pending: Option<Instant> = None;
     // Commit times (Unix µs) of the transactions in the current batch.
     let mut batch_commits: Vec<i64> = Vec::new();
@@ -462,7 +465,7 @@ async fn session(
     loop {
         let full = batch.rows() >= opts.batch_rows || batch.bytes >= opts.batch_bytes;
         let due = first_pending.is_some_and(|t| t.elapsed() >= wait);
-        if full || (due && ackable.is_some()) {
+        if full || (due && (ackable.is_some() || !batch.witness.is_empty())) {
             // Decoding the next batch overlaps the write in flight.
             if in_flight.is_some() {
                 let ok = wait_in_flight(&mut in_flight).await;
@@ -488,8 +491,19 @@ async fn session(
             );
             let handle = tokio::spawn(async move {
                 let started = Instant::now();
-                let ok = full_batch.is_empty()
+                let mut ok = full_batch.is_empty()
                     || write_with_retry(&sink2, &full_batch, &opts2, &metrics2, &mut stop2).await;
+                // The witness log holds every checkpoint the store does,
+                // flushed before the position is acknowledged.
+                if let (true, Some(path)) = (
+                    ok && !full_batch.witness_lines.is_empty(),
+                    &opts2.witness_log,
+                ) {
+                    if let Err(e) = crate::witness::append_lines(path, &full_batch.witness_lines) {
+                        tracing::error!(path = %path.display(), error = %e, "cannot append to the witness log; retrying the batch");
+                        ok = false;
+                    }
+                }
                 tracing::debug!(
                     rows = full_batch.rows(),
                     write_ms = started.elapsed().as_millis() as u64,
@@ -564,6 +578,9 @@ async fn session(
                             Table::AuthLog => {
                                 let d = documents::auth_log(&get).map_err(refused)?;
                                 watch.check(&sink, &d, metrics).await?;
+                                if let Some(w) = witness.as_mut() {
+                                    w.row(&sink, &d).await?;
+                                }
                                 batch.log.push(d);
                             }
                             Table::Checkpoints => batch.checkpoints.push(documents::checkpoint(&get).map_err(refused)?),
@@ -577,6 +594,12 @@ async fn session(
                         for (i, t) in std::mem::take(&mut tx_changes).judge().into_iter().enumerate() {
                             report_tamper(&t, metrics);
                             batch.tamper.push(t.document(&format!("{end_lsn}/{i}"), &end_lsn.to_string(), commit_us));
+                        }
+                        if let Some(w) = witness.as_mut() {
+                            for s in w.due(false) {
+                                batch.witness_lines.push(s.log_line());
+                                batch.witness.push(s.doc);
+                            }
                         }
                         ackable = Some(end_lsn);
                         batch_commits.push(commit_us);
@@ -606,7 +629,16 @@ async fn session(
                     break;
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                // A tenant with new rows and no checkpoint for the interval.
+                if let (false, Some(w)) = (in_tx, witness.as_mut()) {
+                    for s in w.due(false) {
+                        batch.witness_lines.push(s.log_line());
+                        batch.witness.push(s.doc);
+                        first_pending.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
             _ = sample.tick() => {
                 if let Ok(row) = pg.query_one(
                     "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",

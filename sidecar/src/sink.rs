@@ -26,6 +26,10 @@ pub struct Batch {
     pub checkpoints: Vec<RawDocumentBuf>,
     /// Tamper alarms (`tamper.rs`), by `_id` (commit LSN and position).
     pub tamper: Vec<RawDocumentBuf>,
+    /// Signed checkpoints (`witness.rs`), written after the rows they cover,
+    /// and their lines for the witness log.
+    pub witness: Vec<RawDocumentBuf>,
+    pub witness_lines: Vec<String>,
     /// Lockout state changes by `_id`, newest version only.
     pub lockout: HashMap<String, LockoutChange>,
     /// Approximate size of the decoded changes, bytes.
@@ -34,7 +38,11 @@ pub struct Batch {
 
 impl Batch {
     pub fn rows(&self) -> usize {
-        self.log.len() + self.checkpoints.len() + self.lockout.len() + self.tamper.len()
+        self.log.len()
+            + self.checkpoints.len()
+            + self.lockout.len()
+            + self.tamper.len()
+            + self.witness.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -225,7 +233,9 @@ impl Sink {
         if !batch.lockout.is_empty() {
             self.upsert_lockout(batch.lockout.values()).await?;
         }
-        self.insert_alarms(&batch.tamper).await?;
+        self.insert_once("tamper_events", &batch.tamper).await?;
+        self.insert_once("witness_checkpoints", &batch.witness)
+            .await?;
         Ok(report)
     }
 
@@ -413,14 +423,14 @@ impl Sink {
         }
     }
 
-    /// Inserts tamper alarms; one stored already (a replay of the same
-    /// change) stays as it is.
-    async fn insert_alarms(&self, docs: &[RawDocumentBuf]) -> Result<(), SinkError> {
+    /// Inserts documents written once (tamper alarms, signed checkpoints);
+    /// one stored already under its `_id` (a replay) stays as it is.
+    async fn insert_once(&self, name: &str, docs: &[RawDocumentBuf]) -> Result<(), SinkError> {
         if docs.is_empty() {
             return Ok(());
         }
         let result = self
-            .raw_collection("tamper_events")
+            .raw_collection(name)
             .insert_many(docs)
             .ordered(false)
             .write_concern(self.concern.clone())

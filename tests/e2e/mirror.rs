@@ -650,9 +650,292 @@ fn tampering_over_replication_raises_alarms_and_the_mirror_keeps_the_original() 
     assert!(m.terminate().success());
 }
 
+/// Rewrites every link and digest of `tenant` from its stored fields with
+/// the public algorithm, as an insider who knows it would after an edit.
+fn recompute_chain(c: &mut postgres::Client, tenant: &str) {
+    use authaudit_core::canonical::{encode_body, Record};
+    use authaudit_core::chain::ChainHead;
+    let rows = c
+        .query(
+            "SELECT seq, replace(log_id::text, '-', ''), org_id, event_type, user_id, host(ip), user_agent, \
+                    channel, (extract(epoch FROM occurred_at) * 1000000)::bigint, \
+                    (extract(epoch FROM recorded_at) * 1000000)::bigint, metadata::text \
+               FROM authaudit.auth_log WHERE tenant_id = $1 ORDER BY seq",
+            &[&tenant],
+        )
+        .unwrap();
+    let mut head = ChainHead::genesis(tenant);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .unwrap();
+    for r in rows {
+        let seq: i64 = r.get(0);
+        let id: [u8; 16] = hex::decode(r.get::<_, String>(1))
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let ip: Option<String> = r.get(5);
+        let ip = ip.map(|i| i.parse().unwrap());
+        let body = encode_body(&Record {
+            log_id: id,
+            tenant_id: tenant,
+            org_id: r.get(2),
+            event_type: r.get(3),
+            user_id: r.get(4),
+            ip,
+            user_agent: r.get(6),
+            channel: r.get(7),
+            occurred_at_us: r.get(8),
+            recorded_at_us: r.get(9),
+            metadata: r.get(10),
+        });
+        let next = head.next(seq, &body);
+        tx.execute(
+            "UPDATE authaudit.auth_log SET prev_link = $3, link_sha256 = $4, digest_sha512 = $5, \
+               digest_sha3_256 = $6 WHERE tenant_id = $1 AND seq = $2",
+            &[
+                &tenant,
+                &seq,
+                &head.sha256.as_slice(),
+                &next.sha256.as_slice(),
+                &next.sha512.as_slice(),
+                &next.sha3_256.as_slice(),
+            ],
+        )
+        .unwrap();
+        head = next;
+    }
+    tx.commit().unwrap();
+}
+
+/// The witness signs checkpoints of what the mirror holds with a key
+/// PostgreSQL never sees. The checkpoints verify with an independent
+/// Ed25519 implementation (Python `cryptography`, through
+/// tools/verify_evidence.py, which proves one event's inclusion offline),
+/// and `witness-check` names the seq a superuser rewrote (every later
+/// digest recomputed, the checkpoints table rewritten) and the rows they
+/// truncated past a signed checkpoint.
+#[test]
+fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
+    let db = Cluster::shared().fresh_db_with_lockout("mirror_witness");
+    let store = Store::new("witness");
+    let dir = std::env::temp_dir().join(format!("authaudit-witness-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("witness.key");
+    let log_file = dir.join("witness.log");
+    let out = Command::new(sidecar_bin())
+        .args(["witness-keygen", "--out"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(public.starts_with("authaudit-witness+"), "{public}");
+    let mut c = db.connect();
+    for i in 0..25 {
+        c.execute(
+            "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', $2, 'web')",
+            &[&log_id(40, i), &format!("user{}", i % 4)],
+        )
+        .unwrap();
+    }
+    for i in 0..7 {
+        c.execute(
+            "SELECT authaudit.record_event($1::text::uuid, 'tenant-1', 'login_success', 'bob', 'vpn')",
+            &[&log_id(41, i)],
+        )
+        .unwrap();
+    }
+    let head = |c: &mut postgres::Client, t: &str| -> i64 {
+        c.query_one(
+            "SELECT max(seq) FROM authaudit.auth_log WHERE tenant_id = $1",
+            &[&t],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let (head0, head1) = (head(&mut c, "tenant-0"), head(&mut c, "tenant-1"));
+    let mut m = Mirror::new(&db, &store);
+    m.env = vec![
+        (
+            "AUTHAUDIT_WITNESS_KEY_FILE".into(),
+            key_file.display().to_string(),
+        ),
+        (
+            "AUTHAUDIT_WITNESS_LOG".into(),
+            log_file.display().to_string(),
+        ),
+        ("AUTHAUDIT_WITNESS_EVERY".into(), "10".into()),
+        ("AUTHAUDIT_WITNESS_INTERVAL_MS".into(), "300".into()),
+    ];
+    m.start();
+    m.wait_identical(Duration::from_secs(60));
+    // The rows came by the initial copy: the first streamed row starts the
+    // trees. One more event each, then wait for checkpoints at the heads.
+    for (t, n) in [("tenant-0", 90), ("tenant-1", 91)] {
+        c.execute(
+            "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', 'late', 'api')",
+            &[&log_id(n, 0), &t],
+        )
+        .unwrap();
+    }
+    let (head0, head1) = (head0 + 1, head1 + 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let signed_size = |t: &str| -> i64 {
+        rt.block_on(async {
+            let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
+            client
+                .database(&store.database)
+                .collection::<bson::Document>("witness_checkpoints")
+                .find_one(bson::doc! {"tenant_id": t})
+                .sort(bson::doc! {"tree_size": -1})
+                .await
+                .unwrap()
+                .map_or(0, |d| d.get_i64("tree_size").unwrap())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while signed_size("tenant-0") < head0 || signed_size("tenant-1") < head1 {
+        assert!(Instant::now() < deadline, "no checkpoints at the heads");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(m.terminate().success());
+    // The witness log holds every checkpoint the store does.
+    let notes = sidecar::witness::read_log(&log_file).unwrap();
+    let verifier = sidecar::note::Verifier25519::parse(&public).unwrap();
+    assert!(notes.len() >= 2);
+    for (_, note) in &notes {
+        verifier.open(note).unwrap();
+    }
+    let note0 = &notes.iter().rev().find(|(t, _)| t == "tenant-0").unwrap().1;
+    let checkpoint = sidecar::note::Checkpoint::parse(verifier.open(note0).unwrap()).unwrap();
+    assert_eq!(checkpoint.origin, "pg_authaudit/tenant-0");
+    assert_eq!(checkpoint.tree_size as i64, head0);
+    let root: Vec<u8> = c
+        .query_one(
+            "SELECT root_hash FROM authaudit.merkle_root('tenant-0', $1)",
+            &[&head0],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(root, checkpoint.root.to_vec());
+
+    // One event proven offline against the signed checkpoint, with an
+    // independent Ed25519 implementation.
+    let note_path = dir.join("checkpoint.txt");
+    std::fs::write(&note_path, note0).unwrap();
+    let offline = |seq: i64| -> (i32, String) {
+        let bundle: String = db
+            .connect()
+            .query_one(
+                "SELECT authaudit.inclusion_evidence('tenant-0', $1, $2)::text",
+                &[&seq, &head0],
+            )
+            .unwrap()
+            .get(0);
+        let path = dir.join(format!("evidence-{seq}.json"));
+        std::fs::write(&path, bundle).unwrap();
+        let out = Command::new("python3")
+            .arg(authaudit_tests::repo_root().join("tools/verify_evidence.py"))
+            .arg(&path)
+            .arg("--checkpoint")
+            .arg(&note_path)
+            .args(["--key", &public])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = offline(5);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("ok: seq 5 of tenant tenant-0")
+            && text.contains("signed by authaudit-witness"),
+        "{text}"
+    );
+    let forged_note = dir.join("forged.txt");
+    std::fs::write(
+        &forged_note,
+        note0.replacen(&format!("\n{head0}\n"), &format!("\n{}\n", head0 + 1), 1),
+    )
+    .unwrap();
+    let out = Command::new("python3")
+        .arg(authaudit_tests::repo_root().join("tools/verify_evidence.py"))
+        .arg(dir.join("evidence-5.json"))
+        .arg("--checkpoint")
+        .arg(&forged_note)
+        .args(["--key", &public])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a forged checkpoint");
+
+    let witness_check = |m: &Mirror| -> (i32, String) {
+        let out = m
+            .command()
+            .args(["witness-check", "--public-key", &public])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = witness_check(&m);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("2 tenants agree"), "{text}");
+
+    // The insider: row 5 edited and every later digest recomputed, the
+    // checkpoints table rewritten, tenant-1's last two rows removed.
+    c.batch_execute(
+        "SET session_replication_role = replica;
+         UPDATE authaudit.auth_log SET user_id = 'innocent' WHERE tenant_id = 'tenant-0' AND seq = 5;
+         DELETE FROM authaudit.checkpoints;
+         RESET session_replication_role;",
+    )
+    .unwrap();
+    recompute_chain(&mut c, "tenant-0");
+    c.execute("SET session_replication_role = replica", &[])
+        .unwrap();
+    c.execute(
+        "DELETE FROM authaudit.auth_log WHERE tenant_id = 'tenant-1' AND seq > $1",
+        &[&(head1 - 2)],
+    )
+    .unwrap();
+    c.execute("RESET session_replication_role", &[]).unwrap();
+    let (code, text) = witness_check(&m);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("WITNESS: tenant tenant-0: seq 5 was rewritten"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "WITNESS: tenant tenant-1: rows {} to {head1} are missing from PostgreSQL",
+            head1 - 1
+        )),
+        "{text}"
+    );
+    // The rewritten row's evidence no longer verifies offline against the
+    // signed checkpoint.
+    let (code, text) = offline(5);
+    assert_eq!(code, 1, "{text}");
+}
+
 #[test]
 fn twenty_sigkills_lose_nothing_and_double_nothing() {
-    sigkills("mirror_sigkill", &Store::new("sigkill"), 20);
+    sigkills("mirror_sigkill", &Store::new("sigkill"), 20, true);
 }
 
 /// The replays after every restart are told from conflicts by looking the
@@ -660,12 +943,39 @@ fn twenty_sigkills_lose_nothing_and_double_nothing() {
 /// duplicate-key errors, and no replay may raise a chain alarm.
 #[test]
 fn sigkills_raise_no_false_alarm_in_secantusdb() {
-    sigkills("mirror_sigkill_sct", &Store::secantus("sigkill"), 10);
+    sigkills("mirror_sigkill_sct", &Store::secantus("sigkill"), 10, false);
 }
 
-fn sigkills(hint: &str, store: &Store, kills: u32) {
+/// SIGKILLs of a mirror; with `witness`, one that signs checkpoints every
+/// few rows, killed in the middle of them: no half-written checkpoint in
+/// the store or the log, and the next start continues the trees.
+fn sigkills(hint: &str, store: &Store, kills: u32, witness: bool) {
     let db = Cluster::shared().fresh_db_with_lockout(hint);
     let mut m = Mirror::new(&db, store);
+    let dir = std::env::temp_dir().join(format!("authaudit-{hint}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key_file, log_file) = (dir.join("witness.key"), dir.join("witness.log"));
+    if witness {
+        let out = Command::new(sidecar_bin())
+            .args(["witness-keygen", "--out"])
+            .arg(&key_file)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        m.env = vec![
+            (
+                "AUTHAUDIT_WITNESS_KEY_FILE".into(),
+                key_file.display().to_string(),
+            ),
+            (
+                "AUTHAUDIT_WITNESS_LOG".into(),
+                log_file.display().to_string(),
+            ),
+            ("AUTHAUDIT_WITNESS_EVERY".into(), "7".into()),
+            ("AUTHAUDIT_WITNESS_INTERVAL_MS".into(), "100".into()),
+        ];
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (count, handles) = writers(&db, 4, stop.clone(), 2);
     // Pseudo-random kill points, reproducible.
@@ -686,6 +996,81 @@ fn sigkills(hint: &str, store: &Store, kills: u32) {
     assert_eq!(store.count("auth_log"), log_rows(&db));
     // The last run replayed what the killed ones had written: no alarm.
     assert_eq!(m.metric("authaudit_sidecar_chain_gaps_total"), 0.0);
+    if !witness {
+        return;
+    }
+    // Checkpoints reach every tenant's head; each one in the store and
+    // each whole line of the log verifies, sizes only grow per tenant.
+    let verifier = sidecar::witness::signer(&key_file).unwrap().verifier();
+    let heads: Vec<(String, i64)> = db
+        .connect()
+        .query(
+            "SELECT tenant_id, max(seq) FROM authaudit.auth_log GROUP BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stored = || -> Vec<bson::Document> {
+        rt.block_on(async {
+            let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
+            let mut cursor = client
+                .database(&store.database)
+                .collection::<bson::Document>("witness_checkpoints")
+                .find(bson::doc! {})
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            while cursor.advance().await.unwrap() {
+                out.push(cursor.deserialize_current().unwrap());
+            }
+            out
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let docs = stored();
+        let at_heads = heads.iter().all(|(t, h)| {
+            docs.iter().any(|d| {
+                d.get_str("tenant_id").unwrap() == t && d.get_i64("tree_size").unwrap() == *h
+            })
+        });
+        if at_heads {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoints at the heads");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for d in stored() {
+        let text = verifier.open(d.get_str("note").unwrap()).unwrap();
+        let c = sidecar::note::Checkpoint::parse(text).unwrap();
+        assert_eq!(c.tree_size as i64, d.get_i64("tree_size").unwrap());
+    }
+    let lines = sidecar::witness::read_log(&log_file).unwrap();
+    assert!(!lines.is_empty());
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    for (t, note) in &lines {
+        let c = sidecar::note::Checkpoint::parse(verifier.open(note).unwrap()).unwrap();
+        let prev = last.insert(t.clone(), c.tree_size).unwrap_or(0);
+        assert!(c.tree_size >= prev, "{t}: {} after {prev}", c.tree_size);
+    }
+    assert!(m.terminate().success());
+    let out = m
+        .command()
+        .args(["witness-check", "--public-key", &verifier.text()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{} tenants agree", heads.len())),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,0 +1,541 @@
+//! The witness: signed checkpoints of what the mirror holds, made with a
+//! key PostgreSQL never sees, and the check of PostgreSQL against them.
+//!
+//! Signing: the mirror keeps each tenant's Merkle tree over the log rows it
+//! has mirrored, in seq order (`authaudit_core::merkle::CompactTree`,
+//! rebuilt from the mirror's documents the first time a session sees the
+//! tenant). Every `--witness-every` rows, or `--witness-interval-ms` after
+//! the last one if there are new rows, it signs a checkpoint of the tree
+//! (`note.rs`) at a transaction boundary. The signed checkpoint travels in
+//! the batch with the rows it covers: it is written to the
+//! `witness_checkpoints` collection after them, appended to `--witness-log`
+//! and flushed, and only then is the position acknowledged. A checkpoint
+//! is one document insert and one whole line of the file: a crash leaves
+//! it written or not, never half (a torn last line is skipped by readers).
+//!
+//! Checking (`witness-check`): for each tenant, the latest checkpoint whose
+//! signature verifies; the mirror's rows up to its size must give its root,
+//! and PostgreSQL's rows must be the mirror's: the first rewritten, missing
+//! or added seq is named.
+
+use crate::config::Options;
+use crate::note::{Checkpoint, NoteError, Signer25519, Verifier25519};
+use crate::sink::{Sink, SinkError};
+use authaudit_core::lockout_effect::iso_utc;
+use authaudit_core::merkle::{self, CompactTree, Hash};
+use bson::{doc, RawDocument, RawDocumentBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why the witness cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    #[error("witness key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("witness key: {0}")]
+    Key(#[from] NoteError),
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+}
+
+/// Reads the signer key of `path`.
+pub fn signer(path: &Path) -> Result<Signer25519, WitnessError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WitnessError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Signer25519::parse(&text)?)
+}
+
+/// Creates a key file with a fresh key (refused if the file exists).
+pub fn keygen(path: &Path, name: &str) -> Result<Signer25519, WitnessError> {
+    let mut seed = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut seed)
+    });
+    read.map_err(|source| WitnessError::Read {
+        path: "/dev/urandom".into(),
+        source,
+    })?;
+    let signer = Signer25519::from_seed(name, seed)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let write = opts.open(path).and_then(|mut f| {
+        f.write_all(format!("{}\n", signer.private_text()).as_bytes())?;
+        f.sync_all()
+    });
+    write.map_err(|source| WitnessError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(signer)
+}
+
+/// The head row a checkpoint names.
+#[derive(Debug, Clone, Default)]
+struct Head {
+    link: String,
+    sha512: String,
+    sha3: String,
+}
+
+#[derive(Debug)]
+struct TenantTree {
+    tree: CompactTree,
+    head: Head,
+    signed_size: u64,
+    signed_at: Instant,
+    /// A row did not continue the tree (a chain gap): no more signing for
+    /// the tenant in this session.
+    broken: bool,
+}
+
+/// A checkpoint signed, to be written with its batch.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub tenant: String,
+    pub tree_size: u64,
+    pub note: String,
+    pub doc: RawDocumentBuf,
+}
+
+impl Signed {
+    /// The checkpoint's line in the witness log.
+    pub fn log_line(&self) -> String {
+        let mut line = serde_json::json!({
+            "tenant_id": self.tenant,
+            "tree_size": self.tree_size,
+            "note": self.note,
+        })
+        .to_string();
+        line.push('\n');
+        line
+    }
+}
+
+/// The witness of one mirror session.
+pub struct Witness {
+    signer: Signer25519,
+    origin: String,
+    every: u64,
+    interval: Duration,
+    tenants: HashMap<String, TenantTree>,
+}
+
+impl Witness {
+    /// The witness `opts` configure, if any.
+    pub fn from_options(opts: &Options) -> Result<Option<Witness>, WitnessError> {
+        let Some(path) = &opts.witness_key_file else {
+            return Ok(None);
+        };
+        Ok(Some(Witness {
+            signer: signer(path)?,
+            origin: opts.witness_origin.clone(),
+            every: opts.witness_every,
+            interval: Duration::from_millis(opts.witness_interval_ms.max(1)),
+            tenants: HashMap::new(),
+        }))
+    }
+
+    pub fn verifier(&self) -> Verifier25519 {
+        self.signer.verifier()
+    }
+
+    /// A log row's document, in stream order.
+    pub async fn row(&mut self, sink: &Sink, d: &RawDocument) -> Result<(), SinkError> {
+        let tenant = d.get_str("tenant_id").unwrap_or_default();
+        let seq = d.get_i64("seq").unwrap_or(0);
+        if !self.tenants.contains_key(tenant) {
+            let t = load(sink, tenant).await?;
+            self.tenants.insert(tenant.to_owned(), t);
+        }
+        let t = self.tenants.get_mut(tenant).expect("loaded");
+        let size = t.tree.size() as i64;
+        if seq <= size || t.broken {
+            return Ok(());
+        }
+        if seq != size + 1 {
+            t.broken = true;
+            tracing::error!(tenant, seq, expected_seq = size + 1, "witness: the tenant's mirrored log has a gap; no more checkpoints for it until the gap is resolved and the sidecar restarts");
+            return Ok(());
+        }
+        let text = |k: &str| d.get_str(k).unwrap_or_default().to_owned();
+        let link = text("link_sha256");
+        t.tree
+            .push(merkle::leaf_hash(&hex::decode(&link).unwrap_or_default()));
+        t.head = Head {
+            link,
+            sha512: text("digest_sha512"),
+            sha3: text("digest_sha3_256"),
+        };
+        Ok(())
+    }
+
+    /// The checkpoints due now (call at a transaction boundary).
+    pub fn due(&mut self, force: bool) -> Vec<Signed> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (tenant, t) in &mut self.tenants {
+            let new = t.tree.size().saturating_sub(t.signed_size);
+            if t.broken || new == 0 {
+                continue;
+            }
+            if !(force || new >= self.every || now.duration_since(t.signed_at) >= self.interval) {
+                continue;
+            }
+            let c = Checkpoint {
+                origin: format!("{}/{tenant}", self.origin),
+                tree_size: t.tree.size(),
+                root: t.tree.root(),
+                link_sha256: t.head.link.clone(),
+                digest_sha512: t.head.sha512.clone(),
+                digest_sha3_256: t.head.sha3.clone(),
+                time: iso_utc(crate::metrics::unix_now_us() / 1_000_000 * 1_000_000),
+            };
+            let note = self.signer.sign(&c.text());
+            let mut doc = RawDocumentBuf::new();
+            doc.append("_id", format!("{tenant}/{}", c.tree_size));
+            doc.append("tenant_id", tenant.as_str());
+            doc.append("tree_size", c.tree_size as i64);
+            doc.append("root_hash", hex::encode(c.root));
+            doc.append("link_sha256", c.link_sha256.as_str());
+            doc.append("key", self.signer.verifier().text());
+            doc.append("note", note.as_str());
+            doc.append("signed_at", c.time.as_str());
+            out.push(Signed {
+                tenant: tenant.clone(),
+                tree_size: c.tree_size,
+                note,
+                doc,
+            });
+            t.signed_size = t.tree.size();
+            t.signed_at = now;
+        }
+        out
+    }
+}
+
+/// A tenant's tree from the mirror's documents, and its last signed size.
+async fn load(sink: &Sink, tenant: &str) -> Result<TenantTree, SinkError> {
+    let mut tree = CompactTree::default();
+    let mut head = Head::default();
+    let mut broken = false;
+    let mut cursor = sink
+        .raw_collection("auth_log")
+        .find(doc! {"tenant_id": tenant})
+        .sort(doc! {"seq": 1})
+        .projection(doc! {"seq": 1, "link_sha256": 1, "digest_sha512": 1, "digest_sha3_256": 1})
+        .batch_size(10_000)
+        .await?;
+    while cursor.advance().await? {
+        let d = cursor.current();
+        let seq = d.get_i64("seq").unwrap_or(0);
+        if seq != tree.size() as i64 + 1 {
+            broken = true;
+            tracing::error!(
+                tenant,
+                seq,
+                expected_seq = tree.size() + 1,
+                "witness: the tenant's mirrored log has a gap; no checkpoints for it"
+            );
+            break;
+        }
+        let text = |k: &str| d.get_str(k).unwrap_or_default().to_owned();
+        let link = text("link_sha256");
+        tree.push(merkle::leaf_hash(&hex::decode(&link).unwrap_or_default()));
+        head = Head {
+            link,
+            sha512: text("digest_sha512"),
+            sha3: text("digest_sha3_256"),
+        };
+    }
+    let signed_size = sink
+        .raw_collection("witness_checkpoints")
+        .find_one(doc! {"tenant_id": tenant})
+        .sort(doc! {"tree_size": -1})
+        .await?
+        .and_then(|d| d.get_i64("tree_size").ok())
+        .unwrap_or(0) as u64;
+    Ok(TenantTree {
+        tree,
+        head,
+        signed_size,
+        signed_at: Instant::now(),
+        broken,
+    })
+}
+
+/// Appends `signed` to the witness log and flushes it to disk.
+pub fn append_log(path: &Path, signed: &[Signed]) -> std::io::Result<()> {
+    let lines: Vec<String> = signed.iter().map(Signed::log_line).collect();
+    append_lines(path, &lines)
+}
+
+/// Appends whole lines to the witness log and flushes it to disk. A line
+/// a crash left torn is ended first, so it stays a line of its own.
+pub fn append_lines(path: &Path, lines: &[String]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let mut text = String::new();
+    if f.metadata()?.len() > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::End(-1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            text.push('\n');
+        }
+    }
+    text.push_str(&lines.concat());
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// The notes of a witness log, by tenant; a torn last line is skipped.
+pub fn read_log(path: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some((
+                v.get("tenant_id")?.as_str()?.to_owned(),
+                v.get("note")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// What `witness-check` found.
+#[derive(Debug, Default)]
+pub struct WitnessReport {
+    pub ok: Vec<String>,
+    pub findings: Vec<String>,
+}
+
+/// Where PostgreSQL's rows part from the signed tree's (the mirror's rows,
+/// checked against the signed root): `None` if they agree up to the size.
+pub fn first_rewrite(
+    pg: &[(i64, Vec<u8>)],
+    signed: &[Vec<u8>],
+    retained_from: i64,
+) -> Option<String> {
+    let mut pg_at: BTreeMap<i64, &Vec<u8>> = BTreeMap::new();
+    for (seq, link) in pg {
+        pg_at.insert(*seq, link);
+    }
+    for (i, link) in signed.iter().enumerate() {
+        let seq = i as i64 + 1;
+        if seq < retained_from {
+            continue;
+        }
+        match pg_at.get(&seq) {
+            None => {
+                let head = pg.last().map_or(0, |p| p.0);
+                return Some(if seq > head {
+                    format!("rows {seq} to {} are missing from PostgreSQL (truncated past the signed checkpoint)", signed.len())
+                } else {
+                    format!("seq {seq} is missing from PostgreSQL")
+                });
+            }
+            Some(l) if l.as_slice() != link.as_slice() => {
+                return Some(format!(
+                    "seq {seq} was rewritten: its link_sha256 is not the signed tree's"
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Checks PostgreSQL against the latest signed checkpoint of each tenant.
+pub async fn check(
+    opts: &Options,
+    verifier: &Verifier25519,
+) -> Result<WitnessReport, Box<dyn std::error::Error + Send + Sync>> {
+    let sink = Sink::connect(
+        &opts.mongodb_uri,
+        &opts.mongodb_database,
+        &opts.write_concern,
+    )
+    .await?;
+    let pg = crate::tls::connect(opts).await?;
+    let mut report = WitnessReport::default();
+    // Every note, from the store and the file; the largest verified size
+    // per tenant wins.
+    let mut notes: Vec<(String, String, &'static str)> = Vec::new();
+    let mut cursor = sink
+        .raw_collection("witness_checkpoints")
+        .find(doc! {})
+        .await?;
+    while cursor.advance().await? {
+        let d = cursor.current();
+        if let (Ok(t), Ok(n)) = (d.get_str("tenant_id"), d.get_str("note")) {
+            notes.push((t.to_owned(), n.to_owned(), "MongoDB"));
+        }
+    }
+    if let Some(path) = &opts.witness_log {
+        for (t, n) in read_log(path)? {
+            notes.push((t, n, "the witness log"));
+        }
+    }
+    let mut latest: BTreeMap<String, Checkpoint> = BTreeMap::new();
+    for (tenant, note, from) in notes {
+        let c = match verifier.open(&note).and_then(Checkpoint::parse) {
+            Ok(c) => c,
+            Err(e) => {
+                report.findings.push(format!(
+                    "tenant {tenant}: a checkpoint in {from} is refused: {e}"
+                ));
+                continue;
+            }
+        };
+        if c.origin != format!("{}/{tenant}", opts.witness_origin) {
+            report.findings.push(format!(
+                "tenant {tenant}: a checkpoint in {from} names origin {}",
+                c.origin
+            ));
+            continue;
+        }
+        if latest
+            .get(&tenant)
+            .is_none_or(|l| l.tree_size < c.tree_size)
+        {
+            latest.insert(tenant, c);
+        }
+    }
+    for (tenant, c) in latest {
+        let size = c.tree_size as i64;
+        // The mirror's rows up to the size must be the signed tree.
+        let mut signed: Vec<Vec<u8>> = Vec::with_capacity(size as usize);
+        let mut cursor = sink
+            .raw_collection("auth_log")
+            .find(doc! {"tenant_id": &tenant, "seq": {"$lte": size}})
+            .sort(doc! {"seq": 1})
+            .projection(doc! {"seq": 1, "link_sha256": 1})
+            .batch_size(10_000)
+            .await?;
+        while cursor.advance().await? {
+            let d = cursor.current();
+            signed.push(
+                hex::decode(d.get_str("link_sha256").unwrap_or_default()).unwrap_or_default(),
+            );
+        }
+        let leaves: Vec<Hash> = signed.iter().map(|l| merkle::leaf_hash(l)).collect();
+        if leaves.len() as i64 != size || merkle::root(&leaves) != c.root {
+            report.findings.push(format!(
+                "tenant {tenant}: the mirror's rows 1 to {size} are not the tree its witness signed: the mirror was changed"
+            ));
+            continue;
+        }
+        let rows = pg
+            .query(
+                "SELECT seq, link_sha256 FROM authaudit.auth_log WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq",
+                &[&tenant, &size],
+            )
+            .await?;
+        let pg_rows: Vec<(i64, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        // Rows before the first one retention kept, if a retention_applied
+        // event accounts for them, are not PostgreSQL's to hold.
+        let first = pg_rows.first().map_or(1, |r| r.0);
+        let retained_from = if first > 1 {
+            let removed_to: Option<i64> = pg
+                .query_opt(
+                    "SELECT max((metadata #>> '{_authaudit,retention,removed_to_seq}')::bigint) \
+                       FROM authaudit.auth_log WHERE tenant_id = $1 AND event_type = 'retention_applied'",
+                    &[&tenant],
+                )
+                .await?
+                .and_then(|r| r.get(0));
+            if removed_to.is_some_and(|r| r + 1 >= first) {
+                first
+            } else {
+                1
+            }
+        } else {
+            1
+        };
+        match first_rewrite(&pg_rows, &signed, retained_from) {
+            Some(why) => report.findings.push(format!(
+                "tenant {tenant}: {why} (signed checkpoint of size {size} at {})",
+                c.time
+            )),
+            None => report.ok.push(format!(
+                "tenant {tenant}: rows 1 to {size} are the signed tree (signed at {})",
+                c.time
+            )),
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewrite_a_deletion_and_a_truncation_are_named_by_seq() {
+        let signed: Vec<Vec<u8>> = (1..=6u8).map(|i| vec![i; 32]).collect();
+        let pg = |rows: &[(i64, u8)]| -> Vec<(i64, Vec<u8>)> {
+            rows.iter().map(|(s, b)| (*s, vec![*b; 32])).collect()
+        };
+        let all = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)];
+        assert_eq!(first_rewrite(&pg(&all), &signed, 1), None);
+        let mut rewritten = all;
+        rewritten[3].1 = 9;
+        assert_eq!(
+            first_rewrite(&pg(&rewritten), &signed, 1).unwrap(),
+            "seq 4 was rewritten: its link_sha256 is not the signed tree's"
+        );
+        assert_eq!(
+            first_rewrite(&pg(&[(1, 1), (2, 2), (4, 4), (5, 5), (6, 6)]), &signed, 1).unwrap(),
+            "seq 3 is missing from PostgreSQL"
+        );
+        assert!(first_rewrite(&pg(&all[..4]), &signed, 1)
+            .unwrap()
+            .starts_with("rows 5 to 6 are missing"));
+        // Rows retention removed are not asked of PostgreSQL.
+        assert_eq!(first_rewrite(&pg(&all[3..]), &signed, 4), None);
+    }
+
+    #[test]
+    fn a_torn_last_line_of_the_witness_log_is_skipped() {
+        let dir = std::env::temp_dir().join(format!("witness-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("witness.log");
+        let _ = std::fs::remove_file(&path);
+        let signer = Signer25519::from_seed("w", [1; 32]).unwrap();
+        let s = Signed {
+            tenant: "acme".into(),
+            tree_size: 3,
+            note: signer.sign("pg_authaudit/acme\n3\nAAAA\n"),
+            doc: RawDocumentBuf::new(),
+        };
+        append_log(&path, std::slice::from_ref(&s)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&s.log_line().as_bytes()[..20]).unwrap();
+        let read = read_log(&path).unwrap();
+        assert_eq!(read, vec![("acme".to_string(), s.note.clone())]);
+        // The next append after the crash is whole, the torn line apart.
+        append_log(&path, std::slice::from_ref(&s)).unwrap();
+        assert_eq!(read_log(&path).unwrap().len(), 2);
+    }
+}
