@@ -74,6 +74,18 @@ impl CompactTree {
         self.size
     }
 
+    /// The tree of `size` leaves from its peaks, as [`CompactTree::peaks`]
+    /// gave them (`None` if there is not one peak per set bit of `size`).
+    pub fn from_peaks(size: u64, peaks: Vec<Hash>) -> Option<CompactTree> {
+        (peaks.len() == size.count_ones() as usize).then_some(CompactTree { size, peaks })
+    }
+
+    /// The roots of the perfect subtrees, largest first: with the size,
+    /// everything needed to grow the tree further.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
         let mut node = leaf;
@@ -372,7 +384,14 @@ mod tests {
             assert_eq!(t.size(), i as u64 + 1);
             assert_eq!(t.root(), root(&d[..=i]), "{i}");
             assert_eq!(t.peaks.len(), (i + 1).count_ones() as usize);
+            // Saved and restored, it grows on as the original.
+            let mut again = CompactTree::from_peaks(t.size(), t.peaks().to_vec()).unwrap();
+            if let Some(next) = d.get(i + 1) {
+                again.push(*next);
+                assert_eq!(again.root(), root(&d[..=i + 1]));
+            }
         }
+        assert!(CompactTree::from_peaks(3, vec![[0; 32]]).is_none());
     }
 
     /// RFC 9162's test shape: a seven-leaf tree, proofs by hand.

@@ -2,9 +2,9 @@
 //! key PostgreSQL never sees, and the check of PostgreSQL against them.
 //!
 //! Signing: the mirror keeps each tenant's Merkle tree over the log rows it
-//! has mirrored, in seq order (`authaudit_core::merkle::CompactTree`,
-//! rebuilt from the mirror's documents the first time a session sees the
-//! tenant). Every `--witness-every` rows, or `--witness-interval-ms` after
+//! has mirrored, in seq order (`authaudit_core::merkle::CompactTree`; the
+//! first time a session sees a tenant, grown from the peaks saved with its
+//! last signed checkpoint by the mirror's rows after it). Every `--witness-every` rows, or `--witness-interval-ms` after
 //! the last one if there are new rows, it signs a checkpoint of the tree
 //! (`note.rs`) at a transaction boundary. The signed checkpoint travels in
 //! the batch with the rows it covers: it is written to the
@@ -210,6 +210,14 @@ impl Witness {
             doc.append("tree_size", c.tree_size as i64);
             doc.append("root_hash", hex::encode(c.root));
             doc.append("link_sha256", c.link_sha256.as_str());
+            doc.append("digest_sha512", c.digest_sha512.as_str());
+            doc.append("digest_sha3_256", c.digest_sha3_256.as_str());
+            // The tree's peaks: the next session grows it from here.
+            let mut peaks = bson::RawArrayBuf::new();
+            for p in t.tree.peaks() {
+                peaks.push(hex::encode(p));
+            }
+            doc.append("peaks", peaks);
             doc.append("key", self.signer.verifier().text());
             doc.append("note", note.as_str());
             doc.append("signed_at", c.time.as_str());
@@ -226,14 +234,52 @@ impl Witness {
     }
 }
 
-/// A tenant's tree from the mirror's documents, and its last signed size.
+/// The tree and head row saved with a signed checkpoint, if they are
+/// whole and give its root.
+fn saved_tree(d: &RawDocument) -> Option<(CompactTree, Head)> {
+    let size = d.get_i64("tree_size").ok()? as u64;
+    let peaks = d
+        .get_array("peaks")
+        .ok()?
+        .into_iter()
+        .map(|p| {
+            let h = hex::decode(p.ok()?.as_str()?).ok()?;
+            <Hash>::try_from(h.as_slice()).ok()
+        })
+        .collect::<Option<Vec<Hash>>>()?;
+    let tree = CompactTree::from_peaks(size, peaks)?;
+    if hex::encode(tree.root()) != d.get_str("root_hash").ok()? {
+        return None;
+    }
+    let text = |k: &str| d.get_str(k).ok().map(str::to_owned);
+    Some((
+        tree,
+        Head {
+            link: text("link_sha256")?,
+            sha512: text("digest_sha512")?,
+            sha3: text("digest_sha3_256")?,
+        },
+    ))
+}
+
+/// A tenant's tree: from its last signed checkpoint's saved peaks and the
+/// mirror's rows after it (or all of them the first time), and the size
+/// last signed.
 async fn load(sink: &Sink, tenant: &str) -> Result<TenantTree, SinkError> {
-    let mut tree = CompactTree::default();
-    let mut head = Head::default();
+    let last = sink
+        .raw_collection("witness_checkpoints")
+        .find_one(doc! {"tenant_id": tenant})
+        .sort(doc! {"tree_size": -1})
+        .await?;
+    let signed_size = last
+        .as_ref()
+        .and_then(|d| d.get_i64("tree_size").ok())
+        .unwrap_or(0) as u64;
+    let (mut tree, mut head) = last.as_deref().and_then(saved_tree).unwrap_or_default();
     let mut broken = false;
     let mut cursor = sink
         .raw_collection("auth_log")
-        .find(doc! {"tenant_id": tenant})
+        .find(doc! {"tenant_id": tenant, "seq": {"$gt": tree.size() as i64}})
         .sort(doc! {"seq": 1})
         .projection(doc! {"seq": 1, "link_sha256": 1, "digest_sha512": 1, "digest_sha3_256": 1})
         .batch_size(10_000)
@@ -260,13 +306,6 @@ async fn load(sink: &Sink, tenant: &str) -> Result<TenantTree, SinkError> {
             sha3: text("digest_sha3_256"),
         };
     }
-    let signed_size = sink
-        .raw_collection("witness_checkpoints")
-        .find_one(doc! {"tenant_id": tenant})
-        .sort(doc! {"tree_size": -1})
-        .await?
-        .and_then(|d| d.get_i64("tree_size").ok())
-        .unwrap_or(0) as u64;
     Ok(TenantTree {
         tree,
         head,

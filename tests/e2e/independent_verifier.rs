@@ -90,4 +90,31 @@ fn the_python_verifier_agrees_with_the_extension() {
     let (ok, out) = python_verify(&tampered);
     assert!(!ok);
     assert!(out.contains("agency: FAILED at seq 1"), "{out}");
+
+    // Faults are reported where the extension reports them: a seq below
+    // the expected one (a seq 0) at the row's own seq, a missing one at
+    // the gap.
+    for (sql, at) in [
+        (
+            "INSERT INTO authaudit.auth_log SELECT gen_random_uuid(), tenant_id, org_id, 0, event_type, \
+               user_id, ip, user_agent, channel, occurred_at, recorded_at, metadata, format_version, \
+               prev_link, link_sha256, digest_sha512, digest_sha3_256 \
+               FROM authaudit.auth_log WHERE tenant_id = 'agency' AND seq = 1",
+            0,
+        ),
+        (
+            "DELETE FROM authaudit.auth_log WHERE tenant_id = 'agency' AND seq IN (0, 2, 3)",
+            2,
+        ),
+    ] {
+        c2.batch_execute(&format!(
+            "SET session_replication_role = replica; {sql}; RESET session_replication_role;"
+        ))
+        .unwrap();
+        let ours = crate::support::verify(&mut c2, "agency");
+        let (ok, out) = python_verify(&export(&db));
+        assert!(!ok && !ours.0, "{sql}");
+        assert_eq!(ours.2, Some(at), "{sql}: {ours:?}");
+        assert!(out.contains(&format!("agency: FAILED at seq {at} ")), "{sql}: {out}");
+    }
 }
