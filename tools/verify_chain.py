@@ -36,7 +36,7 @@ TS = re.compile(r"^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))
 def days_from_civil(y, m, d):
     """Days since 1970-01-01 of a proleptic Gregorian date."""
     y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
+    era = y // 400  # floor division, also for years before 1 BC
     yoe = y - era * 400
     doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
@@ -202,12 +202,22 @@ def self_test(path):
                   event_type="login_success", ip="2001:db8::1", user_agent=None,
                   channel="mobile", occurred_at="2026-01-01 00:00:01+00",
                   recorded_at="2026-01-01 00:00:01.000001+00", metadata="{}")
+    third = dict(first, log_id="00000000-0000-4000-8000-000000000003", org_id="hq.ops",
+                 user_id="zo\u00eb \U0001F600", ip="::ffff:192.0.2.1", user_agent="\u00dc",
+                 channel="ssh", occurred_at="1900-01-01 00:00:00+05:53:28",
+                 recorded_at="2026-01-01 00:00:02+00",
+                 metadata='{"a": {"b": [1, 2.50, null, true]}, "q": "say \\"hi\\"\\n\\\\"}')
+    fourth = dict(first, log_id="00000000-0000-4000-8000-000000000004", event_type="lockout_reset",
+                  ip=None, user_agent=None, channel="api",
+                  occurred_at="0044-03-15 12:00:00+00 BC",
+                  recorded_at="1969-12-31 23:59:59.999999+00", metadata="{}")
     got = {}
     heads = {name: genesis(name, fn, "acme") for name, fn, _ in ALGORITHMS}
     for name, _, _ in ALGORITHMS:
         got["genesis." + name.replace("-", "_")] = heads[name].hex()
     got["record1"] = (bytes([FORMAT_VERSION]) + struct.pack(">q", 1) + body(first)).hex()
-    for seq, row in ((1, first), (2, second)):
+    got["record3"] = (bytes([FORMAT_VERSION]) + struct.pack(">q", 3) + body(third)).hex()
+    for seq, row in ((1, first), (2, second), (3, third), (4, fourth)):
         b = body(row)
         for name, fn, _ in ALGORITHMS:
             heads[name] = link(name, fn, heads[name], seq, b)

@@ -35,6 +35,45 @@ fn second() -> Record<'static> {
     }
 }
 
+/// Multi-byte UTF-8 (byte and character lengths differ), an IPv4-mapped
+/// IPv6 address (it stays IPv6), a time given with an offset in seconds,
+/// nested and escaped metadata.
+fn third() -> Record<'static> {
+    Record {
+        log_id: [0, 0, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 3],
+        org_id: Some("hq.ops"),
+        event_type: "login_failed",
+        user_id: "zoë 😀",
+        ip: Some("::ffff:192.0.2.1".parse().unwrap()),
+        user_agent: Some("Ü"),
+        channel: "ssh",
+        // 1900-01-01 00:00:00+05:53:28
+        occurred_at_us: -2_209_010_008_000_000,
+        recorded_at_us: 1_767_225_602_000_000,
+        metadata: r#"{"a": {"b": [1, 2.50, null, true]}, "q": "say \"hi\"\n\\"}"#,
+        ..first()
+    }
+}
+
+/// A BC time and a time just before 1970, no address, no agent.
+fn fourth() -> Record<'static> {
+    Record {
+        log_id: [0, 0, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 4],
+        org_id: None,
+        event_type: "lockout_reset",
+        user_id: "alice",
+        ip: None,
+        user_agent: None,
+        channel: "api",
+        // 0044-03-15 12:00:00+00 BC
+        occurred_at_us: -63_517_780_800_000_000,
+        // 1969-12-31 23:59:59.999999+00
+        recorded_at_us: -1,
+        metadata: "{}",
+        ..first()
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -45,6 +84,9 @@ fn published_vectors() {
     let body1 = encode_body(&first());
     let h1 = genesis.next(1, &body1);
     let h2 = h1.next(2, &encode_body(&second()));
+    let body3 = encode_body(&third());
+    let h3 = h2.next(3, &body3);
+    let h4 = h3.next(4, &encode_body(&fourth()));
     let got = [
         ("genesis.sha256", hex(&genesis.sha256)),
         ("genesis.sha512", hex(&genesis.sha512)),
@@ -56,6 +98,13 @@ fn published_vectors() {
         ("seq2.sha256", hex(&h2.sha256)),
         ("seq2.sha512", hex(&h2.sha512)),
         ("seq2.sha3_256", hex(&h2.sha3_256)),
+        ("record3", hex(&record_bytes(3, &body3))),
+        ("seq3.sha256", hex(&h3.sha256)),
+        ("seq3.sha512", hex(&h3.sha512)),
+        ("seq3.sha3_256", hex(&h3.sha3_256)),
+        ("seq4.sha256", hex(&h4.sha256)),
+        ("seq4.sha512", hex(&h4.sha512)),
+        ("seq4.sha3_256", hex(&h4.sha3_256)),
     ];
     let published = include_str!("../../docs/chain-test-vectors.txt");
     let missing: Vec<String> = got
