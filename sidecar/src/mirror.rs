@@ -596,10 +596,7 @@ async fn session(
                             batch.tamper.push(t.document(&format!("{end_lsn}/{i}"), &end_lsn.to_string(), commit_us));
                         }
                         if let Some(w) = witness.as_mut() {
-                            for s in w.due(false) {
-                                batch.witness_lines.push(s.log_line());
-                                batch.witness.push(s.doc);
-                            }
+                            w.sign_due(&mut batch);
                         }
                         ackable = Some(end_lsn);
                         batch_commits.push(commit_us);
@@ -632,9 +629,7 @@ async fn session(
             _ = tick.tick() => {
                 // A tenant with new rows and no checkpoint for the interval.
                 if let (false, Some(w)) = (in_tx, witness.as_mut()) {
-                    for s in w.due(false) {
-                        batch.witness_lines.push(s.log_line());
-                        batch.witness.push(s.doc);
+                    if w.sign_due(&mut batch) {
                         first_pending.get_or_insert_with(Instant::now);
                     }
                 }

@@ -53,6 +53,30 @@ fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
     [d[0], d[1], d[2], d[3]]
 }
 
+/// `<name>+<key id>+<base64(0x01 ‖ bytes)>`: the key text of both forms
+/// (`bytes` the seed of a signer key, the public key of a verifier key).
+fn key_text(name: &str, public: &[u8; 32], bytes: &[u8; 32]) -> String {
+    let mut data = vec![ED25519];
+    data.extend_from_slice(bytes);
+    format!(
+        "{name}+{}+{}",
+        hex::encode(key_id(name, public)),
+        B64.encode(data)
+    )
+}
+
+/// The 32 key bytes of `base64(0x01 ‖ bytes)`.
+fn key_bytes(data: &str) -> Result<[u8; 32], NoteError> {
+    let bytes = B64
+        .decode(data)
+        .map_err(|_| NoteError::Key("key is not base64"))?;
+    let [ED25519, key @ ..] = &bytes[..] else {
+        return Err(NoteError::Key("not an Ed25519 key"));
+    };
+    key.try_into()
+        .map_err(|_| NoteError::Key("an Ed25519 key is 32 bytes"))
+}
+
 fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains(['+', ' ', '\n', '\t']) {
         return Err(NoteError::Key(
@@ -88,16 +112,7 @@ impl Signer25519 {
         if p != "PRIVATE" || k != "KEY" {
             return Err(NoteError::Key("expected PRIVATE+KEY+name+id+key"));
         }
-        let bytes = B64
-            .decode(data)
-            .map_err(|_| NoteError::Key("key is not base64"))?;
-        let [ED25519, seed @ ..] = &bytes[..] else {
-            return Err(NoteError::Key("not an Ed25519 key"));
-        };
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|_| NoteError::Key("a seed is 32 bytes"))?;
-        let signer = Signer25519::from_seed(name, seed)?;
+        let signer = Signer25519::from_seed(name, key_bytes(data)?)?;
         if hex::encode(key_id(name, signer.key.verifying_key().as_bytes())) != id {
             return Err(NoteError::Key("the key id does not match the key"));
         }
@@ -107,13 +122,9 @@ impl Signer25519 {
     /// The signer key's text (for the key file).
     pub fn private_text(&self) -> String {
         let public = self.key.verifying_key().to_bytes();
-        let mut data = vec![ED25519];
-        data.extend_from_slice(self.key.as_bytes());
         format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, &public)),
-            B64.encode(data)
+            "PRIVATE+KEY+{}",
+            key_text(&self.name, &public, self.key.as_bytes())
         )
     }
 
@@ -150,15 +161,7 @@ impl Verifier25519 {
             return Err(NoteError::Key("expected name+id+key"));
         };
         check_name(name)?;
-        let bytes = B64
-            .decode(data)
-            .map_err(|_| NoteError::Key("key is not base64"))?;
-        let [ED25519, public @ ..] = &bytes[..] else {
-            return Err(NoteError::Key("not an Ed25519 key"));
-        };
-        let public: [u8; 32] = public
-            .try_into()
-            .map_err(|_| NoteError::Key("a public key is 32 bytes"))?;
+        let public = key_bytes(data)?;
         if hex::encode(key_id(name, &public)) != id {
             return Err(NoteError::Key("the key id does not match the key"));
         }
@@ -176,14 +179,7 @@ impl Verifier25519 {
     /// The key's text.
     pub fn text(&self) -> String {
         let public = self.key.to_bytes();
-        let mut data = vec![ED25519];
-        data.extend_from_slice(&public);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, &public)),
-            B64.encode(data)
-        )
+        key_text(&self.name, &public, &public)
     }
 
     /// The text of `note` if this key signed it.

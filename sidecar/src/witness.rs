@@ -20,7 +20,7 @@
 
 use crate::config::Options;
 use crate::note::{Checkpoint, NoteError, Signer25519, Verifier25519};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Batch, Sink, SinkError};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_core::merkle::{self, CompactTree, Hash};
 use bson::{doc, RawDocument, RawDocumentBuf};
@@ -101,6 +101,31 @@ struct TenantTree {
     broken: bool,
 }
 
+impl TenantTree {
+    /// Adds the mirrored row `d` at `seq` as the next leaf; a row that does
+    /// not continue the tree breaks it (logged). Returns whether it grew.
+    fn grow(&mut self, tenant: &str, seq: i64, d: &RawDocument) -> bool {
+        if self.broken {
+            return false;
+        }
+        if seq != self.tree.size() as i64 + 1 {
+            self.broken = true;
+            tracing::error!(tenant, seq, expected_seq = self.tree.size() + 1, "witness: the tenant's mirrored log has a gap; no more checkpoints for it until the gap is resolved and the sidecar restarts");
+            return false;
+        }
+        let text = |k: &str| d.get_str(k).unwrap_or_default().to_owned();
+        let link = text("link_sha256");
+        self.tree
+            .push(merkle::leaf_hash(&hex::decode(&link).unwrap_or_default()));
+        self.head = Head {
+            link,
+            sha512: text("digest_sha512"),
+            sha3: text("digest_sha3_256"),
+        };
+        true
+    }
+}
+
 /// A checkpoint signed, to be written with its batch.
 #[derive(Debug, Clone)]
 pub struct Signed {
@@ -161,29 +186,27 @@ impl Witness {
             self.tenants.insert(tenant.to_owned(), t);
         }
         let t = self.tenants.get_mut(tenant).expect("loaded");
-        let size = t.tree.size() as i64;
-        if seq <= size || t.broken {
-            return Ok(());
+        // A replay of a row the tree holds already changes nothing.
+        if seq > t.tree.size() as i64 {
+            t.grow(tenant, seq, d);
         }
-        if seq != size + 1 {
-            t.broken = true;
-            tracing::error!(tenant, seq, expected_seq = size + 1, "witness: the tenant's mirrored log has a gap; no more checkpoints for it until the gap is resolved and the sidecar restarts");
-            return Ok(());
-        }
-        let text = |k: &str| d.get_str(k).unwrap_or_default().to_owned();
-        let link = text("link_sha256");
-        t.tree
-            .push(merkle::leaf_hash(&hex::decode(&link).unwrap_or_default()));
-        t.head = Head {
-            link,
-            sha512: text("digest_sha512"),
-            sha3: text("digest_sha3_256"),
-        };
         Ok(())
     }
 
-    /// The checkpoints due now (call at a transaction boundary).
-    pub fn due(&mut self, force: bool) -> Vec<Signed> {
+    /// Signs the checkpoints due now into `batch` (call at a transaction
+    /// boundary): written with it, after its rows. Returns whether any was.
+    pub fn sign_due(&mut self, batch: &mut Batch) -> bool {
+        let due = self.due();
+        let any = !due.is_empty();
+        for s in due {
+            batch.witness_lines.push(s.log_line());
+            batch.witness.push(s.doc);
+        }
+        any
+    }
+
+    /// The checkpoints due now.
+    fn due(&mut self) -> Vec<Signed> {
         let now = Instant::now();
         let mut out = Vec::new();
         for (tenant, t) in &mut self.tenants {
@@ -191,7 +214,7 @@ impl Witness {
             if t.broken || new == 0 {
                 continue;
             }
-            if !(force || new >= self.every || now.duration_since(t.signed_at) >= self.interval) {
+            if new < self.every && now.duration_since(t.signed_at) < self.interval {
                 continue;
             }
             let c = Checkpoint {
@@ -275,44 +298,28 @@ async fn load(sink: &Sink, tenant: &str) -> Result<TenantTree, SinkError> {
         .as_ref()
         .and_then(|d| d.get_i64("tree_size").ok())
         .unwrap_or(0) as u64;
-    let (mut tree, mut head) = last.as_deref().and_then(saved_tree).unwrap_or_default();
-    let mut broken = false;
+    let (tree, head) = last.as_deref().and_then(saved_tree).unwrap_or_default();
+    let mut t = TenantTree {
+        tree,
+        head,
+        signed_size,
+        signed_at: Instant::now(),
+        broken: false,
+    };
     let mut cursor = sink
         .raw_collection("auth_log")
-        .find(doc! {"tenant_id": tenant, "seq": {"$gt": tree.size() as i64}})
+        .find(doc! {"tenant_id": tenant, "seq": {"$gt": t.tree.size() as i64}})
         .sort(doc! {"seq": 1})
         .projection(doc! {"seq": 1, "link_sha256": 1, "digest_sha512": 1, "digest_sha3_256": 1})
         .batch_size(10_000)
         .await?;
     while cursor.advance().await? {
         let d = cursor.current();
-        let seq = d.get_i64("seq").unwrap_or(0);
-        if seq != tree.size() as i64 + 1 {
-            broken = true;
-            tracing::error!(
-                tenant,
-                seq,
-                expected_seq = tree.size() + 1,
-                "witness: the tenant's mirrored log has a gap; no checkpoints for it"
-            );
+        if !t.grow(tenant, d.get_i64("seq").unwrap_or(0), d) {
             break;
         }
-        let text = |k: &str| d.get_str(k).unwrap_or_default().to_owned();
-        let link = text("link_sha256");
-        tree.push(merkle::leaf_hash(&hex::decode(&link).unwrap_or_default()));
-        head = Head {
-            link,
-            sha512: text("digest_sha512"),
-            sha3: text("digest_sha3_256"),
-        };
     }
-    Ok(TenantTree {
-        tree,
-        head,
-        signed_size,
-        signed_at: Instant::now(),
-        broken,
-    })
+    Ok(t)
 }
 
 /// Appends `signed` to the witness log and flushes it to disk.

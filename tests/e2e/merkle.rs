@@ -3,7 +3,7 @@
 //! verification, one event's evidence checked offline by
 //! tools/verify_evidence.py, and who may ask.
 
-use crate::support::{db, log_id, sqlstate};
+use crate::support::{db, log_id, run_tool, sqlstate};
 use authaudit_core::merkle::{self, Hash};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -29,16 +29,9 @@ fn offline(bundle: &str, extra: &[&str]) -> (i32, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{:x}.json", bundle.len() ^ extra.len() << 20));
     std::fs::write(&path, bundle).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(authaudit_tests::repo_root().join("tools/verify_evidence.py"))
-        .arg(&path)
-        .args(extra)
-        .output()
-        .expect("python3 runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let mut args = vec![path.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    run_tool("tools/verify_evidence.py", &args)
 }
 
 #[test]

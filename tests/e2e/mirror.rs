@@ -5,7 +5,7 @@
 //! Nothing lost, nothing doubled, no false alarm: after SIGKILLs, a
 //! PostgreSQL restart, and a failing or stalled document store.
 
-use crate::support::log_id;
+use crate::support::{log_id, run_tool};
 use authaudit_mongowire::Server;
 use authaudit_tests::{Cluster, Secantus, TestDb};
 use std::process::{Child, Command, Stdio};
@@ -195,15 +195,21 @@ impl<'a> Mirror<'a> {
         }
     }
 
-    fn metrics(&self) -> String {
+    /// The HTTP response of the metrics endpoint's `path` (empty while the
+    /// sidecar does not listen).
+    fn get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
             return String::new();
         };
-        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let _ = s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
+    }
+
+    fn metrics(&self) -> String {
+        self.get("/metrics")
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -503,14 +509,7 @@ fn tampering_over_replication_raises_alarms_and_the_mirror_keeps_the_original() 
     let mut m = Mirror::new(&db, &store);
     m.start();
     m.wait_identical(Duration::from_secs(60));
-    let health = |m: &Mirror| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", m.metrics_port)).unwrap();
-        s.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let health = |m: &Mirror| m.get("/health");
     let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ok() {
@@ -832,6 +831,18 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
     // independent Ed25519 implementation.
     let note_path = dir.join("checkpoint.txt");
     std::fs::write(&note_path, note0).unwrap();
+    let evidence_against = |bundle: &std::path::Path, note: &std::path::Path| {
+        run_tool(
+            "tools/verify_evidence.py",
+            &[
+                bundle.as_os_str(),
+                "--checkpoint".as_ref(),
+                note.as_os_str(),
+                "--key".as_ref(),
+                public.as_ref(),
+            ],
+        )
+    };
     let offline = |seq: i64| -> (i32, String) {
         let bundle: String = db
             .connect()
@@ -843,19 +854,7 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
             .get(0);
         let path = dir.join(format!("evidence-{seq}.json"));
         std::fs::write(&path, bundle).unwrap();
-        let out = Command::new("python3")
-            .arg(authaudit_tests::repo_root().join("tools/verify_evidence.py"))
-            .arg(&path)
-            .arg("--checkpoint")
-            .arg(&note_path)
-            .args(["--key", &public])
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        evidence_against(&path, &note_path)
     };
     let (code, text) = offline(5);
     assert_eq!(code, 0, "{text}");
@@ -870,15 +869,8 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
         note0.replacen(&format!("\n{head0}\n"), &format!("\n{}\n", head0 + 1), 1),
     )
     .unwrap();
-    let out = Command::new("python3")
-        .arg(authaudit_tests::repo_root().join("tools/verify_evidence.py"))
-        .arg(dir.join("evidence-5.json"))
-        .arg("--checkpoint")
-        .arg(&forged_note)
-        .args(["--key", &public])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "a forged checkpoint");
+    let (code, text) = evidence_against(&dir.join("evidence-5.json"), &forged_note);
+    assert_eq!(code, 1, "a forged checkpoint: {text}");
 
     let witness_check = |m: &Mirror| -> (i32, String) {
         let out = m

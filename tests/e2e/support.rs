@@ -71,6 +71,20 @@ pub fn gapless(c: &mut Client, tenant: &str) -> i64 {
 
 /// Runs a Python script of the repository (path relative to the repository
 /// root) with `stdin` as its input; returns its exit status and output.
+/// Runs the repository's Python `script` with `args`: (exit code, stdout
+/// and stderr).
+pub fn run_tool(script: &str, args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = std::process::Command::new("python3")
+        .arg(authaudit_tests::repo_root().join(script))
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 pub fn run_python(script: &str, stdin: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
