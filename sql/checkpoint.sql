@@ -108,7 +108,7 @@ COMMENT ON FUNCTION authaudit.checkpoint(text) IS
 -- Retention (SOC 2 CC7, GDPR Art. 5(1)(e)): removes a tenant's rows older
 -- than a horizon up to the latest checkpoint before it, after verifying them,
 -- and appends a retention_applied event saying what went (range, count,
--- anchor). Whole rows are deleted rather than their personal fields
+-- and the anchor: the three digests every chain restarts from). Whole rows are deleted rather than their personal fields
 -- redacted: see docs/retention.md. For authaudit_admin members only.
 CREATE FUNCTION authaudit.apply_retention(tenant_id text, before timestamptz)
 RETURNS TABLE (removed_rows bigint, removed_from_seq bigint, removed_to_seq bigint,
@@ -189,7 +189,9 @@ BEGIN
             'newest_removed', v_newest,
             'mode', 'delete',
             'anchor', jsonb_build_object('seq', v_cp.seq,
-                                         'link_sha256', encode(v_cp.link_sha256, 'hex'))))));
+                                         'link_sha256', encode(v_cp.link_sha256, 'hex'),
+                                         'digest_sha512', encode(v_cp.digest_sha512, 'hex'),
+                                         'digest_sha3_256', encode(v_cp.digest_sha3_256, 'hex'))))));
     RETURN QUERY SELECT v_n, v_first, v_cp.seq, v_cp.seq, v_id;
 END;
 $$;

@@ -12,14 +12,28 @@ Export (PostgreSQL's COPY text format, with a header, DateStyle ISO):
     python3 tools/verify_chain.py auth_log.tsv
     python3 tools/verify_chain.py --self-test docs/chain-test-vectors.txt
 
+A chain whose oldest rows authaudit.apply_retention removed starts again at
+the anchor its retention_applied event recorded (docs/chain-format.md,
+"Retention"). With --checkpoint (repeatable) and --key, each signed
+checkpoint of the witness is checked too: its signature (the `cryptography`
+package), that the export still holds its tree (the Merkle root over seq 1
+to its size; after retention, its head row's digests) and that no row it
+covers is missing from the tail:
+
+    python3 tools/verify_chain.py auth_log.tsv --checkpoint note.txt --key 'authaudit-witness+1a2b3c4d+Ac…'
+
 CSV exports (FORMAT csv, HEADER) are read too, but CSV cannot tell NULL from
-an empty string, so prefer the text format. Prints one line per tenant and
-exits 1 if any chain fails, 2 on unreadable input.
+an empty string, so prefer the text format. Prints one line per tenant (and
+per checkpoint) and exits 1 if any chain or checkpoint fails, 2 on
+unreadable input.
 """
 
+import base64
 import csv
 import hashlib
+import hmac
 import ipaddress
+import json
 import re
 import struct
 import sys
@@ -111,28 +125,188 @@ def link(name, fn, prev, seq, body_bytes):
     return fn(b"pg_authaudit.chain.v1." + name.encode() + b"\x00" + prev + record).digest()
 
 
+def retention_anchor(rows, first):
+    """The anchor the latest retention_applied event cut at seq `first - 1`
+    recorded: {"sha256": …, "sha512": …, "sha3-256": …} (the last two absent
+    in events of releases before 0.7.0), or None."""
+    best = None
+    for row in rows:
+        if row["event_type"] != "retention_applied":
+            continue
+        try:
+            anchor = json.loads(row["metadata"])["_authaudit"]["retention"]["anchor"]
+            if int(anchor["seq"]) != first - 1:
+                continue
+        except (KeyError, TypeError, ValueError):
+            continue
+        if best is None or int(row["seq"]) > best[0]:
+            best = (int(row["seq"]), anchor)
+    if best is None:
+        return None
+    out = {}
+    for name, _, column in ALGORITHMS:
+        value = best[1].get(column)
+        if isinstance(value, str) and re.fullmatch(r"[0-9a-f]+", value):
+            out[name] = bytes.fromhex(value)
+    return out if "sha256" in out else None
+
+
+def retention_cut(rows, first):
+    """The latest seq below `first` a retention_applied event says the log was cut at (0 if none)."""
+    cut = 0
+    for row in rows:
+        if row["event_type"] != "retention_applied":
+            continue
+        try:
+            seq = int(json.loads(row["metadata"])["_authaudit"]["retention"]["anchor"]["seq"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if seq < first:
+            cut = max(cut, seq)
+    return cut
+
+
 def verify_tenant(tenant, rows):
-    """Returns (ok, rows_checked, first_bad_seq, reason)."""
+    """Returns (ok, rows_checked, first_bad_seq, reason, note): note says
+    where a retained chain was anchored."""
+    rows = sorted(rows, key=lambda r: int(r["seq"]))
     heads = {name: genesis(name, fn, tenant) for name, fn, _ in ALGORITHMS}
-    expected = 1
-    for row in sorted(rows, key=lambda r: int(r["seq"])):
+    expected, note = 1, None
+    # Chains not anchored yet: take the first row's stored digest (only for
+    # an event that recorded the SHA-256 link alone, before 0.7.0).
+    unanchored = set()
+    first = int(rows[0]["seq"]) if rows else 1
+    if first > 1:
+        cut = retention_cut(rows, first)
+        if cut != first - 1:
+            return (False, 0, cut + 1, "rows %d to %d are missing and no retention_applied event "
+                    "accounts for them" % (cut + 1, first - 1), None)
+        anchor = retention_anchor(rows, first)
+        if anchor is None:
+            return False, 0, first - 1, "anchor row is missing or malformed", None
+        heads.update(anchor)
+        unanchored = {name for name, _, _ in ALGORITHMS if name not in anchor}
+        expected = first
+        note = "from seq %d, anchored at seq %d by its retention_applied event" % (first, first - 1)
+        if unanchored:
+            note += (" (SHA-256 only: the event predates three-digest anchors, so %s start from "
+                     "seq %d's stored digests)" % (" and ".join(sorted(unanchored)), first))
+    for row in rows:
         seq = int(row["seq"])
         if seq > expected:
-            return False, expected - 1, expected, "seq %d is missing" % expected
+            return False, expected - first, expected, "seq %d is missing" % expected, note
         if seq < expected:
             # Reported at the row's own seq, as the extension does.
-            return False, expected - 1, seq, "seq %d appears more than once or out of order" % seq
+            return (False, expected - first, seq,
+                    "seq %d appears more than once or out of order" % seq, note)
         if int(row["format_version"]) != FORMAT_VERSION:
-            return False, expected - 1, seq, "unknown format_version"
+            return False, expected - first, seq, "unknown format_version", note
         if bytea(row["prev_link"]) != heads["sha256"]:
-            return False, expected - 1, seq, "prev_link does not match"
+            return False, expected - first, seq, "prev_link does not match", note
         b = body(row)
         for name, fn, column in ALGORITHMS:
+            if name in unanchored:
+                heads[name] = bytea(row[column])
+                continue
             heads[name] = link(name, fn, heads[name], seq, b)
             if bytea(row[column]) != heads[name]:
-                return False, expected - 1, seq, "%s digest does not match" % name
+                return False, expected - first, seq, "%s digest does not match" % name, note
+        unanchored = set()
         expected += 1
-    return True, expected - 1, None, None
+    return True, expected - first, None, None, note
+
+
+def leaf_hash(data):
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves):
+    """RFC 9162, 2.1.1: the root of the tree over `leaves` (leaf data)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    # Left to right, merging complete subtrees of equal size (the peaks).
+    stack = []
+    for data in leaves:
+        node, size = leaf_hash(data), 1
+        while stack and stack[-1][1] == size:
+            node, size = node_hash(stack.pop()[0], node), size * 2
+        stack.append((node, size))
+    node = stack.pop()[0]
+    while stack:
+        node = node_hash(stack.pop()[0], node)
+    return node
+
+
+def verifier_key(text):
+    """(name, key id, public key) of a verifier key text name+id+base64(0x01 || key)."""
+    name, key_id, data = text.strip().split("+", 2)
+    raw = base64.b64decode(data)
+    if len(raw) != 33 or raw[0] != 1:
+        raise ValueError("not an Ed25519 verifier key")
+    public = raw[1:]
+    expected = hashlib.sha256(name.encode() + b"\n" + b"\x01" + public).digest()[:4]
+    if expected.hex() != key_id:
+        raise ValueError("the verifier key's id does not match its key")
+    return name, expected, public
+
+
+def open_note(note, key_text):
+    """The text of a C2SP signed note if the key signed it (raises otherwise)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    name, key_id, public = verifier_key(key_text)
+    text, _, signatures = note.partition("\n\n")
+    text += "\n"
+    for line in signatures.splitlines():
+        if not line.startswith("\u2014 "):
+            raise ValueError("a signature line starts with an em dash")
+        signer, _, sig = line[2:].partition(" ")
+        sig = base64.b64decode(sig)
+        if signer != name or sig[:4] != key_id:
+            continue
+        Ed25519PublicKey.from_public_bytes(public).verify(sig[4:], text.encode())
+        return text
+    raise ValueError("the note carries no signature by %s" % name)
+
+
+def open_checkpoint(note, key_text):
+    """(origin, tree size, root, extension lines) of a signed checkpoint."""
+    lines = open_note(note, key_text).split("\n")
+    extensions = dict(l.split(" ", 1) for l in lines[3:] if " " in l)
+    return lines[0], int(lines[1]), base64.b64decode(lines[2]), extensions
+
+
+def check_checkpoint(note, key_text, tenants):
+    """Returns (ok, message) for one signed checkpoint against the export."""
+    origin, size, root, ext = open_checkpoint(note, key_text)
+    tenant = max((t for t in tenants if origin.endswith("/" + t)), key=len, default=None)
+    if tenant is None:
+        return False, "checkpoint %s: no tenant of the export" % origin
+    rows = {int(r["seq"]): r for r in tenants[tenant]}
+    last = max(rows, default=0)
+    where = "checkpoint of %s at tree size %d" % (tenant, size)
+    if last < size:
+        return False, ("%s: FAILED at seq %d: the witness signed %d rows, the export ends at seq %d "
+                       "(rows were removed from the tail)" % (where, last + 1, size, last))
+    head = rows.get(size)
+    if head is None:
+        return False, "%s: FAILED at seq %d: the row is missing" % (where, size)
+    for name, _, column in ALGORITHMS:
+        signed = ext.get(column)
+        if signed is not None and not hmac.compare_digest(bytes.fromhex(signed), bytea(head[column])):
+            return False, "%s: FAILED at seq %d: its %s differs from the signed one" % (where, size, name)
+    if all(s in rows for s in range(1, size + 1)):
+        got = merkle_root([bytea(rows[s]["link_sha256"]) for s in range(1, size + 1)])
+        if not hmac.compare_digest(got, root):
+            return False, "%s: FAILED: the rows give root %s, the witness signed %s" % (
+                where, got.hex(), root.hex())
+        return True, "%s: ok, root %s signed by %s" % (where, root.hex(), key_text.split("+")[0])
+    return True, ("%s: ok, head seq %d's digests signed by %s (retention removed leaves, so the "
+                  "root is not recomputed)" % (where, size, key_text.split("+")[0]))
 
 
 def unescape_copy_text(value):
@@ -230,12 +404,25 @@ def self_test(path):
 
 
 def main(argv):
-    if len(argv) == 3 and argv[1] == "--self-test":
-        return self_test(argv[2])
-    if len(argv) > 2 or (len(argv) == 2 and argv[1] in ("-h", "--help")):
+    args = argv[1:]
+    if len(args) == 2 and args[0] == "--self-test":
+        return self_test(args[1])
+    notes, key = [], None
+    while "--checkpoint" in args or "--key" in args:
+        flag = "--checkpoint" if "--checkpoint" in args else "--key"
+        i = args.index(flag)
+        if i + 1 >= len(args):
+            print(__doc__)
+            return 2
+        if flag == "--key":
+            key = args[i + 1]
+        else:
+            notes.append(args[i + 1])
+        del args[i:i + 2]
+    if len(args) > 1 or (args and args[0] in ("-h", "--help")) or bool(notes) != (key is not None):
         print(__doc__)
-        return 0 if len(argv) == 2 else 2
-    stream = open(argv[1], encoding="utf-8", newline="") if len(argv) == 2 else sys.stdin
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    stream = open(args[0], encoding="utf-8", newline="") if args else sys.stdin
     tenants = {}
     try:
         for row in read_rows(stream):
@@ -246,14 +433,25 @@ def main(argv):
     failed = False
     for tenant in sorted(tenants):
         try:
-            ok, checked, bad, reason = verify_tenant(tenant, tenants[tenant])
+            ok, checked, bad, reason, note = verify_tenant(tenant, tenants[tenant])
         except (KeyError, ValueError) as e:
-            ok, checked, bad, reason = False, 0, None, "unreadable row: %s" % e
+            ok, checked, bad, reason, note = False, 0, None, "unreadable row: %s" % e, None
+        suffix = " (%s)" % note if note else ""
         if ok:
-            print("%s: ok, %d rows" % (tenant, checked))
+            print("%s: ok, %d rows%s" % (tenant, checked, suffix))
         else:
             failed = True
-            print("%s: FAILED at seq %s after %d good rows: %s" % (tenant, bad, checked, reason))
+            print("%s: FAILED at seq %s after %d good rows: %s%s" % (tenant, bad, checked, reason, suffix))
+    for path in notes:
+        try:
+            with open(path, encoding="utf-8") as f:
+                ok, message = check_checkpoint(f.read(), key, tenants)
+        except (KeyError, ValueError, IndexError) as e:
+            ok, message = False, "checkpoint %s: unreadable: %s" % (path, e)
+        except Exception as e:  # an invalid signature raises InvalidSignature
+            ok, message = False, "checkpoint %s: not signed by that key (%s)" % (path, type(e).__name__)
+        failed |= not ok
+        print(message)
     return 1 if failed else 0
 
 

@@ -30,12 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import verify_chain  # noqa: E402  (the chain encoding, shared with the chain verifier)
 
 
-def leaf_hash(data):
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def node_hash(left, right):
-    return hashlib.sha256(b"\x01" + left + right).digest()
+leaf_hash, node_hash = verify_chain.leaf_hash, verify_chain.node_hash
 
 
 def root_from_path(index, size, leaf, path):
@@ -58,34 +53,6 @@ def root_from_path(index, size, leaf, path):
         fn >>= 1
         sn >>= 1
     return r if sn == 0 else None
-
-
-def open_checkpoint(note, verifier_key):
-    """The (origin, tree size, root) of a signed checkpoint if the key signed it."""
-    import base64
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    name, key_id, data = verifier_key.strip().split("+", 2)
-    raw = base64.b64decode(data)
-    if raw[0] != 1 or len(raw) != 33:
-        raise ValueError("not an Ed25519 verifier key")
-    public = raw[1:]
-    expected = hashlib.sha256(name.encode() + b"\n" + b"\x01" + public).digest()[:4]
-    if expected.hex() != key_id:
-        raise ValueError("the verifier key's id does not match its key")
-    text, _, signatures = note.partition("\n\n")
-    text += "\n"
-    for line in signatures.splitlines():
-        if not line.startswith("\u2014 "):
-            raise ValueError("a signature line starts with an em dash")
-        signer, _, sig = line[2:].partition(" ")
-        sig = base64.b64decode(sig)
-        if signer != name or sig[:4] != expected:
-            continue
-        Ed25519PublicKey.from_public_bytes(public).verify(sig[4:], text.encode())
-        lines = text.split("\n")
-        return lines[0], int(lines[1]), base64.b64decode(lines[2])
-    raise ValueError("the checkpoint carries no signature by %s" % name)
 
 
 def check(bundle, trusted_root=None):
@@ -139,7 +106,7 @@ def main(argv):
             with open(options["--checkpoint"], encoding="utf-8") as f:
                 note = f.read()
             try:
-                origin, size, root = open_checkpoint(note, options["--key"])
+                origin, size, root, _ = verify_chain.open_checkpoint(note, options["--key"])
             except Exception as e:  # an invalid signature raises InvalidSignature
                 print("the checkpoint is not signed by that key: %s" % (e or type(e).__name__))
                 return 1

@@ -15,5 +15,6 @@ pub mod lockout;
 pub mod lockout_effect;
 pub mod lockout_replay;
 pub mod merkle;
+pub mod retention;
 pub mod scope;
 pub mod verification;

@@ -4,6 +4,7 @@
 use crate::error::AuditError;
 use crate::stored_rows;
 use authaudit_core::chain::{ct_eq, ChainFault, ChainHead, ChainVerifier};
+use authaudit_core::retention::{reanchor, AnchorFault, RecordedAnchor};
 use authaudit_core::verification::verify_batches;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -137,10 +138,12 @@ fn run(tenant_id: &str, start: Start, to_seq: i64) -> Result<Outcome, AuditError
             Start::Seq(s) => (s, anchor(client, tenant_id, s)?),
             Start::Checkpoint(c) => (
                 c.saturating_add(1),
-                checkpoint_head(client, tenant_id, c)?.map(|h| Anchor {
-                    verifier: ChainVerifier::from_anchor(c.saturating_add(1), h),
-                    checkpoint: Some(c),
-                }),
+                checkpoint_head(client, tenant_id, c)?
+                    .map(|h| Anchor {
+                        verifier: ChainVerifier::from_anchor(c.saturating_add(1), h),
+                        checkpoint: Some(c),
+                    })
+                    .ok_or_else(|| NO_ANCHOR.to_string()),
             ),
             Start::Oldest => {
                 let first = client
@@ -171,17 +174,19 @@ fn run(tenant_id: &str, start: Start, to_seq: i64) -> Result<Outcome, AuditError
                 (first, anchor(client, tenant_id, first)?)
             }
         };
-        let Some(Anchor {
+        let Anchor {
             verifier,
             checkpoint: anchor_seq,
-        }) = anchored
-        else {
-            return Ok(Outcome {
-                rows_checked: 0,
-                fault: Some((from_seq - 1, "anchor row is missing or malformed".into())),
-                anchor_seq: None,
-                checkpoints_checked: 0,
-            });
+        } = match anchored {
+            Ok(a) => a,
+            Err(reason) => {
+                return Ok(Outcome {
+                    rows_checked: 0,
+                    fault: Some((from_seq - 1, reason)),
+                    anchor_seq: None,
+                    checkpoints_checked: 0,
+                })
+            }
         };
         // One row past the range, so that a missing last row shows as a gap.
         let upper = to_seq.saturating_add(1);
@@ -235,6 +240,16 @@ const RETENTION_CUT: &str =
        FROM authaudit.auth_log \
       WHERE tenant_id = $1 AND event_type = 'retention_applied' \
         AND (metadata #>> '{_authaudit,retention,anchor,seq}')::bigint < $2";
+/// Hex that is not hex reads as absent rather than failing the verification.
+const RECORDED_ANCHOR: &str = "SELECT \
+        CASE WHEN a ->> 'link_sha256' ~ '^[0-9a-f]{64}$' THEN decode(a ->> 'link_sha256', 'hex') END, \
+        CASE WHEN a ->> 'digest_sha512' ~ '^[0-9a-f]{128}$' THEN decode(a ->> 'digest_sha512', 'hex') END, \
+        CASE WHEN a ->> 'digest_sha3_256' ~ '^[0-9a-f]{64}$' THEN decode(a ->> 'digest_sha3_256', 'hex') END \
+       FROM (SELECT metadata #> '{_authaudit,retention,anchor}' AS a, seq \
+               FROM authaudit.auth_log \
+              WHERE tenant_id = $1 AND event_type = 'retention_applied' \
+                AND (metadata #>> '{_authaudit,retention,anchor,seq}')::bigint = $2) r \
+      ORDER BY r.seq DESC LIMIT 1";
 const CHECKPOINT: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
                           FROM authaudit.checkpoints WHERE tenant_id = $1 AND seq = $2";
 const CHECKPOINTS: &str = "SELECT c.seq, c.link_sha256, c.digest_sha512, c.digest_sha3_256, \
@@ -322,28 +337,37 @@ struct Anchor {
     checkpoint: Option<i64>,
 }
 
+const NO_ANCHOR: &str = "anchor row is missing or malformed";
+
 /// The verifier positioned just before `from_seq`: at the genesis, the
-/// stored row `from_seq - 1`, or (when retention removed that row) the
-/// checkpoint at `from_seq - 1`; `None` when neither can be read.
+/// stored row `from_seq - 1`, or (when retention removed that row) the head
+/// its `retention_applied` event and checkpoint hold
+/// (`authaudit_core::retention::reanchor`); the fault's reason when none can
+/// be taken.
 fn anchor(
     client: &SpiClient<'_>,
     tenant_id: &str,
     from_seq: i64,
-) -> Result<Option<Anchor>, AuditError> {
+) -> Result<Result<Anchor, String>, AuditError> {
     if from_seq <= 1 {
-        return Ok(Some(Anchor {
+        return Ok(Ok(Anchor {
             verifier: ChainVerifier::from_genesis(tenant_id),
             checkpoint: None,
         }));
     }
     let table = client.select(ANCHOR, Some(1), &[tenant_id.into(), (from_seq - 1).into()])?;
     if table.is_empty() {
-        return Ok(
-            checkpoint_head(client, tenant_id, from_seq - 1)?.map(|head| Anchor {
+        let cut = from_seq - 1;
+        let checkpoint = checkpoint_head(client, tenant_id, cut)?;
+        let recorded = recorded_anchor(client, tenant_id, cut)?;
+        return Ok(match reanchor(checkpoint, recorded) {
+            Ok(head) => Ok(Anchor {
                 verifier: ChainVerifier::from_anchor(from_seq, head),
-                checkpoint: Some(from_seq - 1),
+                checkpoint: Some(cut),
             }),
-        );
+            Err(AnchorFault::Missing) => Err(NO_ANCHOR.to_string()),
+            Err(f @ AnchorFault::Disagrees) => Err(format!("retention anchor at seq {cut}: {f}")),
+        });
     }
     let row = table.first();
     let (a, b, c) = (
@@ -351,10 +375,36 @@ fn anchor(
         row.get::<Vec<u8>>(2)?.unwrap_or_default(),
         row.get::<Vec<u8>>(3)?.unwrap_or_default(),
     );
-    Ok(ChainHead::from_parts(&a, &b, &c).map(|head| Anchor {
-        verifier: ChainVerifier::from_anchor(from_seq, head),
-        checkpoint: None,
-    }))
+    Ok(ChainHead::from_parts(&a, &b, &c)
+        .map(|head| Anchor {
+            verifier: ChainVerifier::from_anchor(from_seq, head),
+            checkpoint: None,
+        })
+        .ok_or_else(|| NO_ANCHOR.to_string()))
+}
+
+/// The anchor digests the latest `retention_applied` event cut at `seq`
+/// recorded (all absent without one).
+fn recorded_anchor(
+    client: &SpiClient<'_>,
+    tenant_id: &str,
+    seq: i64,
+) -> Result<RecordedAnchor, AuditError> {
+    let table = client.select(RECORDED_ANCHOR, Some(1), &[tenant_id.into(), seq.into()])?;
+    if table.is_empty() {
+        return Ok(RecordedAnchor::default());
+    }
+    let row = table.first();
+    let (a, b, c) = (
+        row.get::<Vec<u8>>(1)?,
+        row.get::<Vec<u8>>(2)?,
+        row.get::<Vec<u8>>(3)?,
+    );
+    Ok(RecordedAnchor::from_parts(
+        a.as_deref(),
+        b.as_deref(),
+        c.as_deref(),
+    ))
 }
 
 fn fault(verifier: &ChainVerifier, seq: i64, reason: String) -> Outcome {

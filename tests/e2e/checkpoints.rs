@@ -228,7 +228,46 @@ fn retention_removes_old_rows_up_to_a_checkpoint_and_the_rest_still_verifies() {
     );
     assert_eq!(ret["anchor"]["seq"], 4);
     assert_eq!(ret["mode"], "delete");
+    // The event records the anchor's three digests: every chain restarts there.
+    let cp: String = c
+        .query_one(
+            "SELECT concat_ws(' ', encode(link_sha256, 'hex'), encode(digest_sha512, 'hex'), \
+             encode(digest_sha3_256, 'hex')) FROM authaudit.checkpoints WHERE tenant_id = $1 AND seq = 4",
+            &[&T],
+        )
+        .unwrap()
+        .get(0);
+    let recorded = ["link_sha256", "digest_sha512", "digest_sha3_256"]
+        .map(|k| ret["anchor"][k].as_str().unwrap_or_default().to_string())
+        .join(" ");
+    assert_eq!(recorded, cp);
     // The rest verifies from the checkpoint the log was cut at.
+    assert_eq!(verify_full(&mut c), (true, None, None, Some(4), 0));
+    // So does the independent verifier, from the export alone.
+    let out = crate::support::run_python("tools/verify_chain.py", &db.psql(&[
+        "-c",
+        "COPY (SELECT * FROM authaudit.auth_log ORDER BY tenant_id, seq) TO STDOUT WITH (HEADER)",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "acme: ok, 3 rows (from seq 5, anchored at seq 4 by its retention_applied event)"
+        ),
+        "{text}"
+    );
+    // A checkpoint rewritten after the cut no longer matches the chained
+    // event: the anchor is refused, one digest is enough.
+    tamper(
+        &mut c,
+        "UPDATE authaudit.checkpoints SET digest_sha3_256 = sha256('forged') WHERE seq = 4",
+    );
+    let (ok, bad, reason, ..) = verify_full(&mut c);
+    assert!(!ok);
+    assert_eq!(bad, Some(4));
+    assert!(reason.unwrap().contains("differs from the anchor"));
+    // Without the checkpoint, the event alone anchors all three chains.
+    tamper(&mut c, "DELETE FROM authaudit.checkpoints WHERE seq = 4");
     assert_eq!(verify_full(&mut c), (true, None, None, Some(4), 0));
     // A second call finds nothing more to remove (no checkpoint after seq 4
     // is older than the horizon) and records nothing.

@@ -1,5 +1,5 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
-//! 0.2.0, 0.3.0, 0.4.0, 0.5.0: their install scripts are kept in sql/ as built then) and
+//! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0: their install scripts are kept in sql/ as built then) and
 //! recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
@@ -172,6 +172,93 @@ fn an_upgrade_from_0_5_0_keeps_every_chain_and_equals_a_fresh_install() {
         }
         2
     });
+}
+
+#[test]
+fn an_upgrade_from_0_6_0_keeps_every_chain_and_equals_a_fresh_install() {
+    upgrade_from("0.6.0", |_| 2);
+}
+
+/// 0.6.0's retention_applied event recorded the anchor's SHA-256 link only:
+/// after the update its chain still verifies (the checkpoint supplies the
+/// other two digests and must agree with the link), a new retention run
+/// records all three, and the independent verifier says how each chain was
+/// anchored.
+#[test]
+fn a_chain_retained_under_0_6_0_still_verifies_after_the_update() {
+    let db = Cluster::shared().empty_db("upgrade_retention_0_6_0");
+    let mut c = db.connect_dated();
+    c.batch_execute("CREATE EXTENSION pg_authaudit VERSION '0.6.0'")
+        .unwrap();
+    let old_failures = |c: &mut Client, tenant: &str, n: i64| {
+        for _ in 0..n {
+            c.batch_execute(&format!(
+                "SELECT authaudit.record_event(gen_random_uuid(), '{tenant}', 'login_failed', 'alice', 'web', \
+                 occurred_at => now() - interval '400 days')"
+            ))
+            .unwrap();
+        }
+    };
+    let retain = |c: &mut Client, tenant: &str| -> i64 {
+        c.batch_execute(&format!("SELECT authaudit.checkpoint('{tenant}')"))
+            .unwrap();
+        c.query_one(
+            "SELECT removed_rows FROM authaudit.apply_retention($1, now() - interval '1 year')",
+            &[&tenant],
+        )
+        .unwrap()
+        .get(0)
+    };
+    old_failures(&mut c, "agency-1", 3);
+    assert_eq!(retain(&mut c, "agency-1"), 3);
+    c.batch_execute("ALTER EXTENSION pg_authaudit UPDATE")
+        .unwrap();
+    assert_eq!(version(&mut c), CURRENT);
+    let a = verify(&mut c, "agency-1");
+    assert!(a.0, "{a:?}");
+    old_failures(&mut c, "agency-2", 3);
+    assert_eq!(retain(&mut c, "agency-2"), 3);
+    let anchor: String = c
+        .query_one(
+            "SELECT (metadata #> '{_authaudit,retention,anchor}')::text FROM authaudit.auth_log \
+             WHERE tenant_id = 'agency-2' AND event_type = 'retention_applied'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let anchor: serde_json::Value = serde_json::from_str(&anchor).unwrap();
+    assert!(
+        anchor["digest_sha512"]
+            .as_str()
+            .is_some_and(|h| h.len() == 128),
+        "{anchor}"
+    );
+    assert!(verify(&mut c, "agency-2").0);
+    // The 0.6.0 cut must still match its checkpoint's link.
+    c.batch_execute(
+        "SET session_replication_role = replica; \
+         UPDATE authaudit.checkpoints SET link_sha256 = sha256('forged') WHERE tenant_id = 'agency-1'; \
+         RESET session_replication_role;",
+    )
+    .unwrap();
+    let a = verify(&mut c, "agency-1");
+    assert!(!a.0, "{a:?}");
+    let out = crate::support::run_python(
+        "tools/verify_chain.py",
+        &db.psql(&[
+            "-c",
+            "COPY (SELECT * FROM authaudit.auth_log ORDER BY tenant_id, seq) TO STDOUT WITH (HEADER)",
+        ]),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("agency-1: ok, 1 rows (from seq 4, anchored at seq 3 by its retention_applied event (SHA-256 only"), "{text}");
+    assert!(
+        text.contains(
+            "agency-2: ok, 1 rows (from seq 4, anchored at seq 3 by its retention_applied event)"
+        ),
+        "{text}"
+    );
 }
 
 /// 0.4.0 counts lockouts against account and source keys: the state rows
