@@ -871,6 +871,40 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
     .unwrap();
     let (code, text) = evidence_against(&dir.join("evidence-5.json"), &forged_note);
     assert_eq!(code, 1, "a forged checkpoint: {text}");
+    // The independent chain verifier checks an export against the signed
+    // checkpoints of both tenants.
+    let note1 = &notes.iter().rev().find(|(t, _)| t == "tenant-1").unwrap().1;
+    let note1_path = dir.join("checkpoint-1.txt");
+    std::fs::write(&note1_path, note1).unwrap();
+    let export_path = dir.join("auth_log.tsv");
+    let chain_against_notes = |notes: &[&std::path::Path]| -> (i32, String) {
+        std::fs::write(
+            &export_path,
+            db.psql(&[
+                "-c",
+                "COPY (SELECT * FROM authaudit.auth_log ORDER BY tenant_id, seq) TO STDOUT WITH (HEADER)",
+            ]),
+        )
+        .unwrap();
+        let mut args: Vec<&std::ffi::OsStr> = vec![export_path.as_os_str()];
+        for n in notes {
+            args.extend([std::ffi::OsStr::new("--checkpoint"), n.as_os_str()]);
+        }
+        args.extend([std::ffi::OsStr::new("--key"), std::ffi::OsStr::new(&public)]);
+        run_tool("tools/verify_chain.py", &args)
+    };
+    let (code, text) = chain_against_notes(&[&note_path, &note1_path]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "checkpoint of tenant-0 at tree size {head0}: ok, root {} signed by authaudit-witness",
+            hex::encode(&root)
+        )),
+        "{text}"
+    );
+    let (code, text) = chain_against_notes(&[&forged_note]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not signed by that key"), "{text}");
 
     let witness_check = |m: &Mirror| -> (i32, String) {
         let out = m
@@ -923,6 +957,26 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
     // signed checkpoint.
     let (code, text) = offline(5);
     assert_eq!(code, 1, "{text}");
+    // The recomputed chain verifies on its own; against the signed
+    // checkpoints it does not: tenant-0's rows give another root (and head),
+    // tenant-1's export ends before the signed size.
+    let (code, text) = chain_against_notes(&[&note_path, &note1_path]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("tenant-0: ok"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "checkpoint of tenant-0 at tree size {head0}: FAILED"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "checkpoint of tenant-1 at tree size {head1}: FAILED at seq {}: the witness signed {head1} rows, the export ends at seq {}",
+            head1 - 1,
+            head1 - 2
+        )),
+        "{text}"
+    );
 }
 
 #[test]
