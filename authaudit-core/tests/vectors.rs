@@ -3,6 +3,7 @@
 
 use authaudit_core::canonical::{encode_body, record_bytes, Record};
 use authaudit_core::chain::ChainHead;
+use authaudit_core::merkle;
 
 fn first() -> Record<'static> {
     Record {
@@ -74,6 +75,34 @@ fn fourth() -> Record<'static> {
     }
 }
 
+/// The retention_applied event that removed seq 1 to 4, recording seq 4's
+/// three digests as its anchor (as metadata::text prints it).
+fn retention_metadata(anchor: &ChainHead) -> String {
+    format!(
+        r#"{{"_authaudit": {{"retention": {{"mode": "delete", "anchor": {{"seq": 4, "link_sha256": "{}", "digest_sha512": "{}", "digest_sha3_256": "{}"}}, "removed_rows": 4, "removed_to_seq": 4, "removed_from_seq": 1}}}}}}"#,
+        hex(&anchor.sha256),
+        hex(&anchor.sha512),
+        hex(&anchor.sha3_256)
+    )
+}
+
+fn fifth(metadata: &str) -> Record<'_> {
+    Record {
+        log_id: [0, 0, 0, 0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 5],
+        org_id: None,
+        event_type: "retention_applied",
+        user_id: "dpo",
+        ip: None,
+        user_agent: None,
+        channel: "system",
+        // 2027-02-05 00:00:00+00
+        occurred_at_us: 1_801_785_600_000_000,
+        recorded_at_us: 1_801_785_600_000_001,
+        metadata,
+        ..first()
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -106,9 +135,23 @@ fn published_vectors() {
         ("seq4.sha512", hex(&h4.sha512)),
         ("seq4.sha3_256", hex(&h4.sha3_256)),
     ];
+    // The retained chain: seq 5 alone, anchored at what its metadata records.
+    let metadata = retention_metadata(&h4);
+    let body5 = encode_body(&fifth(&metadata));
+    let h5 = h4.next(5, &body5);
+    let leaves = [&h1, &h2, &h3, &h4].map(|h| merkle::leaf_hash(&h.sha256));
+    let path = merkle::inclusion_proof(1, &leaves).unwrap();
+    let got = got.into_iter().chain([
+        ("retained.record5", hex(&record_bytes(5, &body5))),
+        ("retained.seq5.sha256", hex(&h5.sha256)),
+        ("retained.seq5.sha512", hex(&h5.sha512)),
+        ("retained.seq5.sha3_256", hex(&h5.sha3_256)),
+        ("merkle.root3", hex(&merkle::root(&leaves[..3]))),
+        ("merkle.root4", hex(&merkle::root(&leaves))),
+        ("merkle.path2_4", path.iter().map(|h| hex(h)).collect()),
+    ]);
     let published = include_str!("../../docs/chain-test-vectors.txt");
     let missing: Vec<String> = got
-        .iter()
         .map(|(name, value)| format!("{name} = {value}"))
         .filter(|line| !published.lines().any(|l| l == line))
         .collect();

@@ -355,4 +355,49 @@ mod tests {
         assert!(Verifier25519::parse(&parts.join("+")).is_err());
         assert!(Signer25519::from_seed("bad name", [3; 32]).is_err());
     }
+
+    /// The signed checkpoint of docs/chain-test-vectors.txt, reproduced.
+    #[test]
+    fn the_published_signed_checkpoint_vector() {
+        let published = include_str!("../../docs/chain-test-vectors.txt");
+        let vector = |name: &str| -> String {
+            published
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+                .unwrap_or_else(|| panic!("{name} is published"))
+                .to_owned()
+        };
+        let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let signer = Signer25519::from_seed("vectors-witness", seed).unwrap();
+        let verifier = signer.verifier();
+        let root: [u8; 32] = hex::decode(vector("merkle.root4"))
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let c = Checkpoint {
+            origin: "pg_authaudit/acme".into(),
+            tree_size: 4,
+            root,
+            link_sha256: vector("seq4.sha256"),
+            digest_sha512: vector("seq4.sha512"),
+            digest_sha3_256: vector("seq4.sha3_256"),
+            time: "2026-01-01T00:00:05+00:00".into(),
+        };
+        assert_eq!(hex::encode(c.text()), vector("witness.text"));
+        let note = signer.sign(&c.text());
+        let sig = B64
+            .decode(note.rsplit(' ').next().unwrap().trim_end())
+            .unwrap();
+        assert_eq!(hex::encode(&sig[..4]), vector("witness.key_id"));
+        assert_eq!(hex::encode(&sig[4..]), vector("witness.signature"));
+        assert_eq!(
+            hex::encode(
+                &B64.decode(verifier.text().splitn(3, '+').nth(2).unwrap())
+                    .unwrap()[1..]
+            ),
+            vector("witness.public_key")
+        );
+        assert!(published.contains(&format!("#   {}\n", verifier.text())));
+        assert_eq!(Checkpoint::parse(verifier.open(&note).unwrap()).unwrap(), c);
+    }
 }
