@@ -99,6 +99,26 @@ CREATE POLICY auditor_all ON authaudit.checkpoints FOR SELECT TO authaudit_audit
 GRANT SELECT ON authaudit.checkpoints TO authaudit_reader, authaudit_auditor, authaudit_admin;
 CREATE POLICY admin_reads ON authaudit.checkpoints FOR SELECT TO authaudit_admin USING (true);
 
+-- Witness checkpoints: the same readers as checkpoints; written through
+-- record_witness_checkpoint only.
+ALTER TABLE authaudit.witness_checkpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.witness_checkpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.witness_checkpoints FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY (authaudit._read_tenants())
+           AND authaudit._may_read(tenant_id, NULL));
+CREATE POLICY auditor_all ON authaudit.witness_checkpoints FOR SELECT TO authaudit_auditor USING (true);
+CREATE POLICY admin_reads ON authaudit.witness_checkpoints FOR SELECT TO authaudit_admin USING (true);
+GRANT SELECT ON authaudit.witness_checkpoints TO authaudit_reader, authaudit_auditor, authaudit_admin;
+REVOKE EXECUTE ON FUNCTION
+    authaudit.record_witness_checkpoint(text, text),
+    authaudit._open_witness_checkpoint(text, text),
+    authaudit.witnessed_evidence(text, bigint)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION authaudit.record_witness_checkpoint(text, text)
+    TO authaudit_auditor, authaudit_admin;
+GRANT EXECUTE ON FUNCTION authaudit.witnessed_evidence(text, bigint)
+    TO authaudit_reader, authaudit_auditor;
+
 REVOKE EXECUTE ON FUNCTION
     authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
     authaudit.record_events(jsonb),
@@ -181,6 +201,7 @@ SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_account_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.witness_checkpoints', '');
 
 COMMENT ON FUNCTION authaudit.merkle_root(text, bigint) IS
     'The root of the RFC 9162 Merkle tree over the tenant''s first tree_size rows (docs/chain-format.md, "Merkle tree").';

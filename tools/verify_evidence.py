@@ -8,13 +8,19 @@ Reads an evidence bundle (JSON) as authaudit.inclusion_evidence returns it:
     python3 tools/verify_evidence.py evidence.json --root <hex>   # a root you trust
     python3 tools/verify_evidence.py evidence.json --checkpoint note.txt --key <verifier key>
 
+    psql -XAtc "SELECT authaudit.witnessed_evidence('agency-1', 40)" > evidence.json
+    python3 tools/verify_evidence.py evidence.json --key <verifier key>
+
 It recomputes the row's SHA-256 link from its recorded fields and its
 prev_link (docs/chain-format.md, with tools/verify_chain.py's encoding),
 hashes its link_sha256 into the leaf H(0x00 || link), follows the audit
 path to the root (RFC 9162, 2.1.3.2) and compares that root with the one
 given by --root, or with the root of a signed checkpoint (--checkpoint, a
 C2SP signed note of the witness, checked with --key, the witness's
-verifier key: name+id+base64), else the bundle's own. Python standard
+verifier key: name+id+base64; without --checkpoint, the note the bundle
+carries, as authaudit.witnessed_evidence returns it), else the bundle's
+own. The key must come from the witness's operator, never from the
+bundle or the database. Python standard
 library only, and the `cryptography` package for --checkpoint.
 Prints one line and exits 0 if the event is in the tree, 1 if not, 2 on
 unreadable input.
@@ -95,16 +101,22 @@ def main(argv):
                 return 2
             options[flag] = args[i + 1]
             del args[i:i + 2]
-    if len(args) != 1 or args[0] in ("-h", "--help") or ("--checkpoint" in options) != ("--key" in options):
+    if len(args) != 1 or args[0] in ("-h", "--help") or ("--checkpoint" in options and "--key" not in options):
         print(__doc__)
         return 0 if args and args[0] in ("-h", "--help") else 2
     try:
         with open(args[0], encoding="utf-8") as f:
             bundle = json.load(f)
         trusted = options.get("--root")
-        if "--checkpoint" in options:
-            with open(options["--checkpoint"], encoding="utf-8") as f:
-                note = f.read()
+        if "--key" in options:
+            if "--checkpoint" in options:
+                with open(options["--checkpoint"], encoding="utf-8") as f:
+                    note = f.read()
+            elif "checkpoint" in bundle:
+                note = bundle["checkpoint"]
+            else:
+                print("the evidence carries no signed checkpoint: pass one with --checkpoint")
+                return 1
             try:
                 origin, size, root, _ = verify_chain.open_checkpoint(note, options["--key"])
             except Exception as e:  # an invalid signature raises InvalidSignature
@@ -118,7 +130,7 @@ def main(argv):
                 return 1
             trusted = root.hex()
         ok, message = check(bundle, trusted)
-        if ok and "--checkpoint" in options:
+        if ok and "--key" in options:
             message += ", signed by %s" % options["--key"].split("+")[0]
     except (KeyError, ValueError, TypeError) as e:
         print("unreadable evidence: %s" % e, file=sys.stderr)

@@ -15,6 +15,7 @@ pub mod lockout;
 pub mod lockout_effect;
 pub mod lockout_replay;
 pub mod merkle;
+pub mod note;
 pub mod retention;
 pub mod scope;
 pub mod verification;

@@ -84,6 +84,12 @@ pub enum AuditError {
     SeqOutsideTree { tenant: String, seq: i64, size: i64 },
     #[error("rows 1 to {removed_to} of tenant {tenant} were removed by retention: the tree over them is held by the mirror and the signed checkpoints, not by PostgreSQL")]
     TreeRetained { tenant: String, removed_to: i64 },
+    #[error("authaudit.witness_keys is not set: no witness key to check the checkpoint with")]
+    WitnessKeysUnset,
+    #[error("witness checkpoint refused: {0}")]
+    WitnessNote(authaudit_core::note::NoteError),
+    #[error("the witness checkpoint's origin {origin} is not of tenant {tenant}")]
+    WitnessOrigin { origin: String, tenant: String },
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -142,6 +148,10 @@ impl AuditError {
                 ERRCODE_INVALID_PARAMETER_VALUE
             }
             AuditError::TreeRetained { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            AuditError::WitnessKeysUnset => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            AuditError::WitnessNote(_) | AuditError::WitnessOrigin { .. } => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
             AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -165,6 +175,9 @@ impl AuditError {
             ),
             AuditError::NoRebuildScope { .. } => Some(
                 "An importer bound to an organisation passes rebuild => false; a tenant-wide writer or an admin then calls authaudit.rebuild_lockout.",
+            ),
+            AuditError::WitnessKeysUnset => Some(
+                "A superuser sets authaudit.witness_keys to the witness's verifier key (authaudit-sidecar witness-key).",
             ),
             AuditError::BatchTooLarge { .. } => {
                 Some("Split the events into several calls; each call is one transaction.")

@@ -39,6 +39,10 @@ pub static LOCKOUT_IPV6_PREFIX: GucSetting<i32> = GucSetting::<i32>::new(64);
 /// (`crate::channels`).
 pub static EXTRA_CHANNELS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// Verifier keys of the witness whose signed checkpoints
+/// `record_witness_checkpoint` accepts (`crate::witness`).
+pub static WITNESS_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 /// Events a single `record_events` call may hold.
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 
@@ -182,6 +186,20 @@ pub fn register() {
             GucContext::Suset,
             GucFlags::default(),
             Some(crate::channels::check_extra_channels),
+            None,
+            None,
+        );
+    }
+    // SAFETY: as above.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"authaudit.witness_keys",
+            c"Verifier keys of the witness whose signed checkpoints PostgreSQL accepts.",
+            c"Key texts name+id+base64 (authaudit-sidecar witness-key) separated by commas; record_witness_checkpoint refuses notes not signed by one of them. Only a superuser can change it (docs/sidecar.md, \"The witness\").",
+            &WITNESS_KEYS,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(crate::witness::check_witness_keys),
             None,
             None,
         );

@@ -35,6 +35,7 @@ mod stored_rows;
 mod time;
 mod token;
 mod verify;
+mod witness;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -99,6 +100,17 @@ extension_sql_file!(
     "../../sql/evidence.sql",
     name = "evidence",
     requires = ["record", merkle::inclusion_proof]
+);
+extension_sql_file!(
+    "../../sql/witness.sql",
+    name = "witness",
+    requires = [
+        "checkpoint",
+        "evidence",
+        witness::open_witness_checkpoint,
+        scope::writer_is_overseer,
+        scope::writer_role
+    ]
 );
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 

@@ -219,6 +219,17 @@ pub struct Options {
     /// flushed to disk before its position is acknowledged); empty: none.
     #[arg(long, env = "AUTHAUDIT_WITNESS_LOG", global = true)]
     pub witness_log: Option<PathBuf>,
+    /// Writes each signed checkpoint back to PostgreSQL
+    /// (`authaudit.record_witness_checkpoint`) for analysts, after the
+    /// store holds it; at start, the ones PostgreSQL lacks.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_WITNESS_WRITE_BACK",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub witness_write_back: bool,
 }
 
 /// Session settings that make text values parse the same on every
@@ -328,6 +339,7 @@ impl Options {
             "witness_every" => self.witness_every = num(v)?,
             "witness_interval_ms" => self.witness_interval_ms = num(v)?,
             "witness_log" => self.witness_log = Some(v.into()),
+            "witness_write_back" => self.witness_write_back = num::<bool>(v)?,
             other => return Err(format!("unknown option {other}")),
         }
         Ok(())

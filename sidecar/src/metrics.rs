@@ -24,6 +24,11 @@ pub struct Metrics {
     /// Tamper alarms in the store no operator has resolved, and those seen
     /// since the store was last counted.
     pub tamper_unresolved: AtomicI64,
+    /// Signed checkpoints written back to PostgreSQL, and those PostgreSQL
+    /// disagreed with (its row at the signed size holds other digests, or
+    /// is gone).
+    pub witness_written_back: AtomicU64,
+    pub witness_disagreements: AtomicU64,
     /// Last position acknowledged to PostgreSQL.
     pub acked_lsn: AtomicU64,
     /// Latest WAL end the server reported.
@@ -172,6 +177,18 @@ impl Metrics {
             "gauge",
             "Tamper alarms in the tamper_events collection without a resolved field.",
             &one(self.tamper_unresolved.load(Ordering::Relaxed).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_witness_written_back_total",
+            "counter",
+            "Signed checkpoints written back to PostgreSQL (authaudit.witness_checkpoints).",
+            &one(g(&self.witness_written_back).to_string()),
+        );
+        metric(
+            "authaudit_sidecar_witness_disagreements_total",
+            "counter",
+            "Signed checkpoints whose tenant row in PostgreSQL no longer holds the signed digests.",
+            &one(g(&self.witness_disagreements).to_string()),
         );
         metric(
             "authaudit_sidecar_acked_lsn",

@@ -11,6 +11,7 @@ use crate::documents::{self, Table};
 use crate::metrics::{unix_now_us, Metrics};
 use crate::pgoutput::{Decoder, Message, Row};
 use crate::sink::{Batch, Sink, SinkError};
+use crate::write_back::{Note, WriteBack};
 use crate::tamper::TxChanges;
 use bson::doc;
 use futures_util::TryStreamExt;
@@ -454,6 +455,8 @@ async fn session(
     let mut tx_ordinal = 0u32;
     let mut tx_changes = TxChanges::default();
     let mut witness = crate::witness::Witness::from_options(opts)?;
+    let write_back = (witness.is_some() && opts.witness_write_back)
+        .then(|| WriteBack::spawn(opts.clone(), sink.clone(), metrics.clone()));
     let mut first_pending: Option<Instant> = None;
     // Commit times (Unix µs) of the transactions in the current batch.
     let mut batch_commits: Vec<i64> = Vec::new();
@@ -478,11 +481,12 @@ async fn session(
             metrics
                 .pending_rows
                 .store(full_batch.rows() as i64, Ordering::Relaxed);
-            let (sink2, opts2, metrics2, mut stop2) = (
+            let (sink2, opts2, metrics2, mut stop2, write_back2) = (
                 sink.clone(),
                 opts.clone(),
                 metrics.clone(),
                 shutdown.clone(),
+                write_back.clone(),
             );
             let counts = (
                 full_batch.log.len() as u64,
@@ -509,6 +513,9 @@ async fn session(
                     write_ms = started.elapsed().as_millis() as u64,
                     "batch written"
                 );
+                if let (true, Some(wb)) = (ok, &write_back2) {
+                    wb.send(full_batch.witness.iter().filter_map(|d| Note::from_document(d)));
+                }
                 ok
             });
             in_flight = Some(InFlight {

@@ -28,3 +28,4 @@ mod support;
 mod tampering;
 mod tokens;
 mod upgrade;
+mod witness;

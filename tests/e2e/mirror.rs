@@ -759,6 +759,12 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
         .get(0)
     };
     let (head0, head1) = (head(&mut c, "tenant-0"), head(&mut c, "tenant-1"));
+    // PostgreSQL accepts the witness's checkpoints written back.
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET authaudit.witness_keys = '{public}'",
+        db.name()
+    ))
+    .unwrap();
     let mut m = Mirror::new(&db, &store);
     m.env = vec![
         (
@@ -804,6 +810,47 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while signed_size("tenant-0") < head0 || signed_size("tenant-1") < head1 {
         assert!(Instant::now() < deadline, "no checkpoints at the heads");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each is written back to PostgreSQL, where it agrees with the rows.
+    let written_back = |c: &mut postgres::Client| -> Vec<(String, i64, Option<bool>)> {
+        c.query(
+            "SELECT DISTINCT ON (tenant_id) tenant_id, tree_size, agrees FROM authaudit.witness_checkpoints \
+             ORDER BY tenant_id, tree_size DESC",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    let want = vec![
+        ("tenant-0".to_string(), head0, Some(true)),
+        ("tenant-1".to_string(), head1, Some(true)),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written_back(&mut c) != want {
+        assert!(
+            Instant::now() < deadline,
+            "not written back: {:?}",
+            written_back(&mut c)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Checkpoints PostgreSQL lacks (lost, or refused while no key was set)
+    // are written back at the next start.
+    assert!(m.terminate().success());
+    c.batch_execute(
+        "SET session_replication_role = replica;
+         DELETE FROM authaudit.witness_checkpoints WHERE tenant_id = 'tenant-1';
+         RESET session_replication_role;",
+    )
+    .unwrap();
+    assert_eq!(written_back(&mut c).len(), 1);
+    m.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written_back(&mut c) != want {
+        assert!(Instant::now() < deadline, "not caught up: {:?}", written_back(&mut c));
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(m.terminate().success());

@@ -220,6 +220,31 @@ impl Verifier25519 {
     }
 }
 
+/// Verifier keys listed in one setting, separated by commas or whitespace
+/// (a key text holds neither).
+pub fn verifier_list(text: &str) -> Result<Vec<Verifier25519>, NoteError> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|k| !k.is_empty())
+        .map(Verifier25519::parse)
+        .collect()
+}
+
+/// The text of `note` and the key that signed it, if one of `keys` did.
+pub fn open_with_any<'n, 'k>(
+    keys: &'k [Verifier25519],
+    note: &'n str,
+) -> Result<(&'n str, &'k Verifier25519), NoteError> {
+    let mut last = NoteError::NotSigned("(none)".into());
+    for key in keys {
+        match key.open(note) {
+            Ok(text) => return Ok((text, key)),
+            Err(e @ NoteError::Malformed(_)) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// A checkpoint of one tenant's mirrored log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -399,5 +424,27 @@ mod tests {
         );
         assert!(published.contains(&format!("#   {}\n", verifier.text())));
         assert_eq!(Checkpoint::parse(verifier.open(&note).unwrap()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_note_opens_with_any_listed_key_and_names_it() {
+        let a = Signer25519::from_seed("witness-a", [1; 32]).unwrap();
+        let b = Signer25519::from_seed("witness-b", [2; 32]).unwrap();
+        let c = Signer25519::from_seed("witness-c", [3; 32]).unwrap();
+        let keys = verifier_list(&format!(
+            "{}, {}\n",
+            a.verifier().text(),
+            b.verifier().text()
+        ))
+        .unwrap();
+        assert_eq!(keys.len(), 2);
+        let note = b.sign("pg_authaudit/t\n1\nAA==\n");
+        let (text, key) = open_with_any(&keys, &note).unwrap();
+        assert_eq!((text, key.name()), ("pg_authaudit/t\n1\nAA==\n", "witness-b"));
+        let other = c.sign("pg_authaudit/t\n1\nAA==\n");
+        assert!(open_with_any(&keys, &other).is_err());
+        assert!(open_with_any(&[], &note).is_err());
+        assert!(verifier_list("not-a-key").is_err());
+        assert!(verifier_list(" ").unwrap().is_empty());
     }
 }
