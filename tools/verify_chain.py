@@ -22,6 +22,12 @@ covers is missing from the tail:
 
     python3 tools/verify_chain.py auth_log.tsv --checkpoint note.txt --key 'authaudit-witness+1a2b3c4d+Ac…'
 
+--key may be repeated (the old and the new key after a rotation). A key
+rotation statement (authaudit-sidecar witness-rotate) is checked with the
+old key, the one already trusted, and prints the new one:
+
+    python3 tools/verify_chain.py --rotation statement.txt --key 'authaudit-witness+1a2b3c4d+Ac…'
+
 CSV exports (FORMAT csv, HEADER) are read too, but CSV cannot tell NULL from
 an empty string, so prefer the text format. Prints one line per tenant (and
 per checkpoint) and exits 1 if any chain or checkpoint fails, 2 on
@@ -280,8 +286,30 @@ def open_checkpoint(note, key_text):
     return lines[0], int(lines[1]), base64.b64decode(lines[2]), extensions
 
 
-def check_checkpoint(note, key_text, tenants):
-    """Returns (ok, message) for one signed checkpoint against the export."""
+def open_rotation(note, old_key):
+    """(new key text, time) of a key rotation statement: signed by the old
+    key, naming it, and signed by the new key it names (raises otherwise)."""
+    lines = open_note(note, old_key).split("\n")
+    if lines[0] != "pg_authaudit witness key rotation" or len(lines) < 4:
+        raise ValueError("not a key rotation statement")
+    fields = dict(l.split(" ", 1) for l in lines[1:4])
+    if fields.get("old") != old_key.strip():
+        raise ValueError("the statement names another old key")
+    open_note(note, fields["new"])
+    return fields["new"], fields.get("time")
+
+
+def check_checkpoint(note, keys, tenants):
+    """Returns (ok, message) for one signed checkpoint against the export,
+    signed by one of `keys`."""
+    for key_text in keys[:-1]:
+        try:
+            open_note(note, key_text)
+            break
+        except Exception:  # another key; the last one's error is reported
+            continue
+    else:
+        key_text = keys[-1]
     origin, size, root, ext = open_checkpoint(note, key_text)
     tenant = max((t for t in tenants if origin.endswith("/" + t)), key=len, default=None)
     if tenant is None:
@@ -492,19 +520,33 @@ def main(argv):
     args = argv[1:]
     if len(args) == 2 and args[0] == "--self-test":
         return self_test(args[1])
-    notes, key = [], None
-    while "--checkpoint" in args or "--key" in args:
-        flag = "--checkpoint" if "--checkpoint" in args else "--key"
-        i = args.index(flag)
-        if i + 1 >= len(args):
+    notes, keys, rotation = [], [], None
+    for flag in ("--checkpoint", "--key", "--rotation"):
+        while flag in args:
+            i = args.index(flag)
+            if i + 1 >= len(args):
+                print(__doc__)
+                return 2
+            {"--checkpoint": notes, "--key": keys}.get(flag, []).append(args[i + 1])
+            if flag == "--rotation":
+                rotation = args[i + 1]
+            del args[i:i + 2]
+    if rotation is not None:
+        if len(keys) != 1 or args or notes:
             print(__doc__)
             return 2
-        if flag == "--key":
-            key = args[i + 1]
-        else:
-            notes.append(args[i + 1])
-        del args[i:i + 2]
-    if len(args) > 1 or (args and args[0] in ("-h", "--help")) or bool(notes) != (key is not None):
+        try:
+            with open(rotation, encoding="utf-8") as f:
+                new, time = open_rotation(f.read(), keys[0])
+        except (KeyError, ValueError, IndexError) as e:
+            print("rotation %s: refused: %s" % (rotation, e))
+            return 1
+        except Exception as e:  # an invalid signature raises InvalidSignature
+            print("rotation %s: refused: a signature does not verify (%s)" % (rotation, type(e).__name__))
+            return 1
+        print("ok: %s hands over to %s at %s, signed by both" % (keys[0], new, time))
+        return 0
+    if len(args) > 1 or (args and args[0] in ("-h", "--help")) or bool(notes) != bool(keys):
         print(__doc__)
         return 0 if args and args[0] in ("-h", "--help") else 2
     stream = open(args[0], encoding="utf-8", newline="") if args else sys.stdin
@@ -530,7 +572,7 @@ def main(argv):
     for path in notes:
         try:
             with open(path, encoding="utf-8") as f:
-                ok, message = check_checkpoint(f.read(), key, tenants)
+                ok, message = check_checkpoint(f.read(), keys, tenants)
         except (KeyError, ValueError, IndexError) as e:
             ok, message = False, "checkpoint %s: unreadable: %s" % (path, e)
         except Exception as e:  # an invalid signature raises InvalidSignature

@@ -245,6 +245,75 @@ pub fn open_with_any<'n, 'k>(
     Err(last)
 }
 
+/// `text` (newline-terminated) signed by each of `signers`, in order: one
+/// note with a signature line per key.
+pub fn sign_all(text: &str, signers: &[&Signer25519]) -> String {
+    let mut note = format!("{text}\n");
+    for s in signers {
+        let signed = s.sign(text);
+        note.push_str(&signed[text.len() + 1..]);
+    }
+    note
+}
+
+/// A witness key rotation: the old key hands over to the new one. The
+/// statement is a signed note carrying both keys' signatures, so whoever
+/// trusts the old key learns the new one from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// Verifier key texts.
+    pub old: String,
+    pub new: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+}
+
+const ROTATION: &str = "pg_authaudit witness key rotation";
+
+impl Rotation {
+    /// The statement's text (what both keys sign).
+    pub fn text(&self) -> String {
+        format!(
+            "{ROTATION}\nold {}\nnew {}\ntime {}\n",
+            self.old, self.new, self.time
+        )
+    }
+
+    pub fn parse(text: &str) -> Result<Rotation, NoteError> {
+        let bad = NoteError::Malformed;
+        let mut lines = text.lines();
+        if lines.next() != Some(ROTATION) {
+            return Err(bad("not a key rotation statement"));
+        }
+        let mut field = |name: &str| -> Result<String, NoteError> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(name))
+                .and_then(|l| l.strip_prefix(' '))
+                .map(str::to_owned)
+                .ok_or(bad("a rotation statement is old, new and time lines"))
+        };
+        Ok(Rotation {
+            old: field("old")?,
+            new: field("new")?,
+            time: field("time")?,
+        })
+    }
+
+    /// The statement `note` if `old` signed it, names `old` as the old key,
+    /// and the new key it names signed it too; the new key.
+    pub fn open(note: &str, old: &Verifier25519) -> Result<(Rotation, Verifier25519), NoteError> {
+        let text = old.open(note)?;
+        let r = Rotation::parse(text)?;
+        if r.old != old.text() {
+            return Err(NoteError::Malformed("the statement names another old key"));
+        }
+        let new = Verifier25519::parse(&r.new)?;
+        new.open(note)?;
+        Ok((r, new))
+    }
+}
+
 /// A checkpoint of one tenant's mirrored log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -440,11 +509,43 @@ mod tests {
         assert_eq!(keys.len(), 2);
         let note = b.sign("pg_authaudit/t\n1\nAA==\n");
         let (text, key) = open_with_any(&keys, &note).unwrap();
-        assert_eq!((text, key.name()), ("pg_authaudit/t\n1\nAA==\n", "witness-b"));
+        assert_eq!(
+            (text, key.name()),
+            ("pg_authaudit/t\n1\nAA==\n", "witness-b")
+        );
         let other = c.sign("pg_authaudit/t\n1\nAA==\n");
         assert!(open_with_any(&keys, &other).is_err());
         assert!(open_with_any(&[], &note).is_err());
         assert!(verifier_list("not-a-key").is_err());
         assert!(verifier_list(" ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rotation_needs_both_keys_and_names_the_old_one() {
+        let old = Signer25519::from_seed("authaudit-witness", [1; 32]).unwrap();
+        let new = Signer25519::from_seed("authaudit-witness", [2; 32]).unwrap();
+        let other = Signer25519::from_seed("authaudit-witness", [3; 32]).unwrap();
+        let r = Rotation {
+            old: old.verifier().text(),
+            new: new.verifier().text(),
+            time: "2026-12-01T23:30:00+00:00".into(),
+        };
+        let both = sign_all(&r.text(), &[&new, &old]);
+        let (got, key) = Rotation::open(&both, &old.verifier()).unwrap();
+        assert_eq!(got, r);
+        assert_eq!(key.text(), new.verifier().text());
+        // The new key alone, the old key alone, or a statement naming
+        // another old key: none hands over.
+        assert!(Rotation::open(&new.sign(&r.text()), &old.verifier()).is_err());
+        assert!(Rotation::open(&old.sign(&r.text()), &old.verifier()).is_err());
+        let hijack = Rotation {
+            old: other.verifier().text(),
+            ..r.clone()
+        };
+        let note = sign_all(&hijack.text(), &[&new, &old]);
+        assert!(Rotation::open(&note, &old.verifier()).is_err());
+        // Seen from the new key, the statement is signed but not a hand-over
+        // from it.
+        assert!(Rotation::open(&both, &new.verifier()).is_err());
     }
 }

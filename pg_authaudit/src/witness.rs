@@ -14,8 +14,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 
 const HEAD_ROW: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
                         FROM authaudit.auth_log WHERE tenant_id = $1 AND seq = $2";
-const LAST_SEQ: &str =
-    "SELECT coalesce(max(seq), 0) FROM authaudit.auth_log WHERE tenant_id = $1";
+const LAST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM authaudit.auth_log WHERE tenant_id = $1";
 
 /// Refuses a value of `authaudit.witness_keys` that is not a list of
 /// verifier keys, with the reason in the detail.

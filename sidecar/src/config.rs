@@ -40,6 +40,14 @@ pub enum Command {
     },
     /// Prints the verifier key of --witness-key-file.
     WitnessKey,
+    /// Prints a key rotation statement: the key of --witness-key-file hands
+    /// over to that of --new-key-file (create it with witness-keygen),
+    /// signed by both. Publish it with the new verifier key.
+    WitnessRotate {
+        /// The new signer key file.
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
     /// Checks PostgreSQL against the latest signed checkpoint of every
     /// tenant (from MongoDB, and from --witness-log when set) with the
     /// verifier key: names the first rewritten, missing or added seq;

@@ -107,6 +107,22 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             },
+            Command::WitnessRotate { new_key_file } => {
+                let Some(old) = cli.options.witness_key_file.as_ref() else {
+                    eprintln!("authaudit-sidecar witness-rotate: no --witness-key-file (AUTHAUDIT_WITNESS_KEY_FILE): the old key signs too");
+                    return ExitCode::from(2);
+                };
+                match witness::rotation(old, &new_key_file) {
+                    Ok(statement) => {
+                        print!("{statement}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("authaudit-sidecar witness-rotate: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::WitnessCheck { public_key } => {
                 let verifier = match public_key {
                     Some(k) => sidecar::note::Verifier25519::parse(&k).map_err(|e| e.to_string()),

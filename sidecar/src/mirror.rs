@@ -11,8 +11,8 @@ use crate::documents::{self, Table};
 use crate::metrics::{unix_now_us, Metrics};
 use crate::pgoutput::{Decoder, Message, Row};
 use crate::sink::{Batch, Sink, SinkError};
-use crate::write_back::{Note, WriteBack};
 use crate::tamper::TxChanges;
+use crate::write_back::{Note, WriteBack};
 use bson::doc;
 use futures_util::TryStreamExt;
 use pgwire_replication::protocol::replication::pg_to_unix_timestamp;
@@ -514,7 +514,12 @@ async fn session(
                     "batch written"
                 );
                 if let (true, Some(wb)) = (ok, &write_back2) {
-                    wb.send(full_batch.witness.iter().filter_map(|d| Note::from_document(d)));
+                    wb.send(
+                        full_batch
+                            .witness
+                            .iter()
+                            .filter_map(|d| Note::from_document(d)),
+                    );
                 }
                 ok
             });

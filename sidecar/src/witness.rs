@@ -52,6 +52,18 @@ pub fn signer(path: &Path) -> Result<Signer25519, WitnessError> {
     Ok(Signer25519::parse(&text)?)
 }
 
+/// The signed statement that the key of `old` hands over to that of `new`
+/// (`authaudit_core::note::Rotation`), signed by both.
+pub fn rotation(old: &Path, new: &Path) -> Result<String, WitnessError> {
+    let (old, new) = (signer(old)?, signer(new)?);
+    let r = authaudit_core::note::Rotation {
+        old: old.verifier().text(),
+        new: new.verifier().text(),
+        time: iso_utc(crate::metrics::unix_now_us() / 1_000_000 * 1_000_000),
+    };
+    Ok(authaudit_core::note::sign_all(&r.text(), &[&new, &old]))
+}
+
 /// Creates a key file with a fresh key (refused if the file exists).
 pub fn keygen(path: &Path, name: &str) -> Result<Signer25519, WitnessError> {
     let mut seed = [0u8; 32];

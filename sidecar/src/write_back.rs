@@ -67,9 +67,7 @@ impl WriteBack {
     pub fn send(&self, notes: impl IntoIterator<Item = Note>) {
         for n in notes {
             if self.tx.try_send(n).is_err() {
-                tracing::debug!(
-                    "witness write-back queue full; the next start writes the rest"
-                );
+                tracing::debug!("witness write-back queue full; the next start writes the rest");
             }
         }
     }
@@ -144,7 +142,9 @@ async fn run(opts: Options, sink: Sink, metrics: Arc<Metrics>, mut rx: mpsc::Rec
                             }
                             pending.extend(notes);
                         }
-                        Err(e) => tracing::warn!(error = %e, "witness write-back cannot read the store's checkpoints; writing new ones only"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "witness write-back cannot read the store's checkpoints; writing new ones only")
+                        }
                     }
                     caught_up = true;
                 }
@@ -187,7 +187,9 @@ async fn write(
         Ok(row) => {
             metrics.witness_written_back.fetch_add(1, Ordering::Relaxed);
             if row.get::<_, Option<bool>>(0) == Some(false) {
-                metrics.witness_disagreements.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .witness_disagreements
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     tenant = %n.tenant,
                     tree_size = n.tree_size,
@@ -238,7 +240,13 @@ mod tests {
 
     #[test]
     fn the_catch_up_writes_what_postgresql_lacks_in_tree_order() {
-        let store = vec![note("b", 20), note("a", 30), note("a", 10), note("b", 10), note("c", 5)];
+        let store = vec![
+            note("b", 20),
+            note("a", 30),
+            note("a", 10),
+            note("b", 10),
+            note("c", 5),
+        ];
         let latest = HashMap::from([("a".to_string(), 10), ("b".to_string(), 20)]);
         assert_eq!(missing(store, &latest), vec![note("a", 30), note("c", 5)]);
         assert!(missing(vec![note("a", 10)], &latest).is_empty());

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The sidecar binary (built by `make test-e2e` before the tests).
-fn sidecar_bin() -> std::path::PathBuf {
+pub fn sidecar_bin() -> std::path::PathBuf {
     match std::env::var("AUTHAUDIT_SIDECAR_BIN") {
         Ok(p) => p.into(),
         Err(_) => authaudit_tests::built_binary("authaudit-sidecar"),
@@ -850,7 +850,11 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
     m.start();
     let deadline = Instant::now() + Duration::from_secs(60);
     while written_back(&mut c) != want {
-        assert!(Instant::now() < deadline, "not caught up: {:?}", written_back(&mut c));
+        assert!(
+            Instant::now() < deadline,
+            "not caught up: {:?}",
+            written_back(&mut c)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(m.terminate().success());

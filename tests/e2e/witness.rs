@@ -76,7 +76,11 @@ fn only_notes_signed_by_a_configured_key_are_kept_and_each_says_whether_postgres
     let err = su
         .batch_execute("SET authaudit.witness_keys = 'not-a-key'")
         .unwrap_err();
-    assert_eq!(sqlstate(&err), Some(SqlState::INVALID_PARAMETER_VALUE), "{err}");
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INVALID_PARAMETER_VALUE),
+        "{err}"
+    );
     su.batch_execute(&format!(
         "ALTER DATABASE {} SET authaudit.witness_keys = '{}'",
         db.name(),
@@ -101,7 +105,11 @@ fn only_notes_signed_by_a_configured_key_are_kept_and_each_says_whether_postgres
         ("agency", "pg_authaudit/agency\n6\n"),
     ] {
         let err = record(&mut su, tenant, n).unwrap_err();
-        assert_eq!(sqlstate(&err), Some(SqlState::INVALID_PARAMETER_VALUE), "{err}");
+        assert_eq!(
+            sqlstate(&err),
+            Some(SqlState::INVALID_PARAMETER_VALUE),
+            "{err}"
+        );
     }
     assert_eq!(stored(&mut su), 1);
 
@@ -121,10 +129,7 @@ fn only_notes_signed_by_a_configured_key_are_kept_and_each_says_whether_postgres
     for who in ["app", "analyst"] {
         let err = record(&mut db.connect_as(&format!("{p}_{who}")), "agency", &note5).unwrap_err();
         assert!(
-            matches!(
-                sqlstate(&err),
-                Some(SqlState::INSUFFICIENT_PRIVILEGE)
-            ),
+            matches!(sqlstate(&err), Some(SqlState::INSUFFICIENT_PRIVILEGE)),
             "{who}: {err}"
         );
     }
@@ -140,14 +145,20 @@ fn only_notes_signed_by_a_configured_key_are_kept_and_each_says_whether_postgres
     // verifies offline with the witness's key and nothing else.
     let mut analyst = db.connect_as(&format!("{p}_analyst"));
     let seen: Vec<String> = analyst
-        .query("SELECT DISTINCT tenant_id FROM authaudit.witness_checkpoints", &[])
+        .query(
+            "SELECT DISTINCT tenant_id FROM authaudit.witness_checkpoints",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(seen, ["agency"]);
     let bundle: String = analyst
-        .query_one("SELECT authaudit.witnessed_evidence('agency', 3)::text", &[])
+        .query_one(
+            "SELECT authaudit.witnessed_evidence('agency', 3)::text",
+            &[],
+        )
         .unwrap()
         .get(0);
     let dir = std::env::temp_dir().join(format!("authaudit-witnessed-{}", std::process::id()));
@@ -176,14 +187,21 @@ fn only_notes_signed_by_a_configured_key_are_kept_and_each_says_whether_postgres
     );
     assert_eq!(code, 1, "{text}");
     for (who, sql) in [
-        ("elsewhere", "SELECT authaudit.witnessed_evidence('agency', 3)"),
+        (
+            "elsewhere",
+            "SELECT authaudit.witnessed_evidence('agency', 3)",
+        ),
         ("app", "SELECT authaudit.witnessed_evidence('agency', 3)"),
     ] {
         let err = db
             .connect_as(&format!("{p}_{who}"))
             .query_one(sql, &[])
             .unwrap_err();
-        assert_eq!(sqlstate(&err), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{who}: {err}");
+        assert_eq!(
+            sqlstate(&err),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "{who}: {err}"
+        );
     }
     let err = analyst
         .query_one("SELECT authaudit.witnessed_evidence('agency', 7)", &[])
@@ -213,4 +231,112 @@ fn only_notes_signed_by_a_configured_key_are_kept_and_each_says_whether_postgres
         .batch_execute("UPDATE authaudit.witness_checkpoints SET agrees = true")
         .unwrap_err();
     assert!(sqlstate(&err).is_some(), "{err}");
+}
+
+/// A key rotation: `witness-rotate` prints a statement signed by the old
+/// key and the new one; whoever trusts the old key learns the new one from
+/// it (tools/verify_chain.py --rotation), and nobody else can make one.
+/// PostgreSQL accepts both keys' checkpoints while `authaudit.witness_keys`
+/// lists both.
+#[test]
+fn a_key_rotation_is_signed_by_the_old_key_and_the_new() {
+    let dir = std::env::temp_dir().join(format!("authaudit-rotate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keygen = |file: &str| -> String {
+        let out = std::process::Command::new(crate::mirror::sidecar_bin())
+            .args(["witness-keygen", "--out"])
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (old, new) = (keygen("old.key"), keygen("new.key"));
+    let rotate = |key: &str, new_key: &str| {
+        std::process::Command::new(crate::mirror::sidecar_bin())
+            .env("AUTHAUDIT_WITNESS_KEY_FILE", dir.join(key))
+            .args(["witness-rotate", "--new-key-file"])
+            .arg(dir.join(new_key))
+            .output()
+            .unwrap()
+    };
+    let out = rotate("old.key", "new.key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statement = String::from_utf8(out.stdout).unwrap();
+    assert!(statement.starts_with(&format!(
+        "pg_authaudit witness key rotation\nold {old}\nnew {new}\ntime "
+    )));
+    let check = |statement: &str, key: &str| -> (i32, String) {
+        let path = dir.join("statement.txt");
+        std::fs::write(&path, statement).unwrap();
+        run_tool(
+            "tools/verify_chain.py",
+            &[
+                "--rotation".as_ref(),
+                path.as_os_str(),
+                "--key".as_ref(),
+                key.as_ref(),
+            ],
+        )
+    };
+    let (code, text) = check(&statement, &old);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("hands over to {new} at ")), "{text}");
+    // Checked with the new key, or with its new key's signature line
+    // dropped, or with another new key written in: refused.
+    assert_eq!(check(&statement, &new).0, 1);
+    let lines: Vec<&str> = statement.lines().collect();
+    let old_only = format!(
+        "{}\n",
+        lines
+            .iter()
+            .filter(|l| !l.starts_with('\u{2014}') || **l == lines[lines.len() - 1])
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(check(&old_only, &old).0, 1, "{old_only}");
+    let stranger = keygen("stranger.key");
+    assert_eq!(check(&statement.replace(&new, &stranger), &old).0, 1);
+    // The stranger cannot hand the old key over: it does not hold it.
+    let forged = rotate("stranger.key", "new.key");
+    let forged = String::from_utf8(forged.stdout).unwrap();
+    assert_eq!(check(&forged, &old).0, 1);
+
+    // During the rotation PostgreSQL accepts checkpoints of either key.
+    let db = db("witness_rotation");
+    let mut su = db.connect();
+    for n in 1..=3 {
+        fail(&mut su, &log_id(1, n), "agency", "alice");
+    }
+    su.batch_execute(&format!(
+        "ALTER DATABASE {} SET authaudit.witness_keys = '{old}, {new}'",
+        db.name()
+    ))
+    .unwrap();
+    let mut su = db.connect();
+    for (file, size) in [("old.key", 2), ("new.key", 3)] {
+        let signer = sidecar::witness::signer(&dir.join(file)).unwrap();
+        let note = signer.sign(&checkpoint(&mut su, "agency", size).text());
+        assert_eq!(record(&mut su, "agency", &note).unwrap(), Some(true));
+    }
+    let keys: Vec<String> = su
+        .query(
+            "SELECT witness_key FROM authaudit.witness_checkpoints ORDER BY tree_size",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, [old, new]);
 }
