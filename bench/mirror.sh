@@ -8,7 +8,8 @@
 #    MongoDB-wire server (or AUTHAUDIT_MONGODB_URI), and pg_recvlogical
 #    drains a second slot with the same contents to /dev/null (the decoding
 #    limit). Prints events/s of each and the ratio, and the sidecar's peak
-#    resident memory during the drain.
+#    resident memory during the drain; then `verify` over the drained log
+#    (time, rows/s against pg_recvlogical's read, peak resident memory).
 # 2. Steady load: record_event at BENCH_MIRROR_RATE events/s (default 1000)
 #    for BENCH_SECONDS (default 20) with the sidecar running; prints the
 #    commit-to-acknowledgement latency p50/p99 the sidecar measured.
@@ -37,6 +38,12 @@ export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=mirror
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE mirror"
 "${PSQL[@]}" -c "CREATE EXTENSION pg_authaudit"
+# With a witness key (AUTHAUDIT_WITNESS_KEY_FILE), PostgreSQL accepts its
+# checkpoints written back.
+if [ -n "${AUTHAUDIT_WITNESS_KEY_FILE:-}" ]; then
+  "${PSQL[@]}" -c "ALTER DATABASE mirror SET authaudit.witness_keys = '$("$BIN/authaudit-sidecar" witness-key)'"
+  echo "# witness on: $AUTHAUDIT_WITNESS_KEY_FILE, checkpoints written back to PostgreSQL"
+fi
 
 if [ -z "${AUTHAUDIT_MONGODB_URI:-}" ]; then
   mport=$(free_port)
@@ -105,7 +112,22 @@ awk -v n="$changes" -v s="$sidecar_ms" -v r="$recv_ms" 'BEGIN {
     n * 1000 / s, r / s, n, s / 1000, r / 1000, n * 1000 / r }'
 echo "#   CPU during the drain: sidecar ${sidecar_cpu} s, wire server ${wire_cpu} s (in-memory test double; 0 with AUTHAUDIT_MONGODB_URI)"
 awk -v k="$peak" 'BEGIN { printf "bench mirror_peak_rss: %.1f MiB (required <= 200)\n", k / 1024 }'
-"$BIN/authaudit-sidecar" verify | tail -1
+# verify walks both stores in lockstep: its time and peak memory over the
+# drained log.
+t0=$(now_ms)
+"$BIN/authaudit-sidecar" verify > "$dir/verify.out" & vp=$!
+vpeak=0
+while kill -0 "$vp" 2>/dev/null; do
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$vp/status" 2>/dev/null || echo 0)
+  [ "${hwm:-0}" -gt "$vpeak" ] && vpeak=$hwm
+  sleep 0.05
+done
+wait "$vp" || true
+t1=$(now_ms)
+tail -1 "$dir/verify.out"
+awk -v n="$changes" -v ms="$((t1 - t0))" -v k="$vpeak" -v r="$recv_ms" 'BEGIN {
+  printf "bench mirror_verify: %.0f rows/s ratio_vs_pg_recvlogical=%.2f (%d rows in %.1f s, peak RSS %.1f MiB)\n",
+    n * 1000 / ms, r / ms, n, ms / 1000, k / 1024 }'
 
 echo "# steady load: $RATE events/s for $SECS s"
 sidecar_start

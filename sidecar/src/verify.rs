@@ -20,9 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Fields of a lockout document that are the mirror's own bookkeeping.
 const BOOKKEEPING: [&str; 3] = ["_id", "v", "vi"];
 
-/// One tenant's log as seen by one side: (seq, SHA-256 of the document).
-pub type TenantLog = Vec<(i64, [u8; 32])>;
-
 fn hash(d: &RawDocument) -> [u8; 32] {
     Sha256::digest(d.as_bytes()).into()
 }
@@ -52,22 +49,111 @@ pub enum Parting {
     OnlyInMirror(i64),
 }
 
-/// Where `pg` and `mirror` (each sorted by seq) first part, if they do.
-pub fn first_parting(pg: &TenantLog, mirror: &TenantLog) -> Option<Parting> {
-    let (mut p, mut m) = (pg.iter().peekable(), mirror.iter().peekable());
-    loop {
-        match (p.peek(), m.peek()) {
-            (None, None) => return None,
-            (Some(a), None) => return Some(Parting::OnlyInPostgres(a.0)),
-            (None, Some(b)) => return Some(Parting::OnlyInMirror(b.0)),
-            (Some(a), Some(b)) if a.0 < b.0 => return Some(Parting::OnlyInPostgres(a.0)),
-            (Some(a), Some(b)) if a.0 > b.0 => return Some(Parting::OnlyInMirror(b.0)),
-            (Some(a), Some(b)) if a.1 != b.1 => return Some(Parting::Differs(a.0)),
-            _ => {
-                p.next();
-                m.next();
+/// One log row as one side holds it: its tenant, seq and the SHA-256 of
+/// its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub tenant: String,
+    pub seq: i64,
+    pub hash: [u8; 32],
+}
+
+/// What the walk found for one tenant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TenantSummary {
+    pub pg_rows: u64,
+    pub pg_last: i64,
+    pub mirror_rows: u64,
+    pub mirror_last: i64,
+    /// Mirror rows before PostgreSQL's first: removed there by retention.
+    pub retained_in_mirror: u64,
+    /// The first place the two logs part.
+    pub parting: Option<Parting>,
+}
+
+/// Which side the walk reads next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    Both,
+    Postgres,
+    Mirror,
+    Done,
+}
+
+/// Walks both logs in (tenant, seq) order, one row of each at a time: the
+/// memory is one summary per tenant, whatever the log's size. Both sides
+/// sort tenants bytewise (PostgreSQL `COLLATE "C"`, MongoDB's binary
+/// string order).
+#[derive(Debug, Default)]
+pub struct Lockstep {
+    pub tenants: BTreeMap<String, TenantSummary>,
+}
+
+impl Lockstep {
+    /// Takes the current row of each side (`None`: that side has ended)
+    /// and says which to read next.
+    pub fn step(&mut self, pg: Option<&Entry>, mirror: Option<&Entry>) -> Advance {
+        match (pg, mirror) {
+            (None, None) => Advance::Done,
+            (Some(p), None) => {
+                self.postgres_only(p);
+                Advance::Postgres
             }
+            (None, Some(m)) => {
+                self.mirror_only(m, None);
+                Advance::Mirror
+            }
+            (Some(p), Some(m)) => match (p.tenant.as_str(), p.seq).cmp(&(m.tenant.as_str(), m.seq))
+            {
+                std::cmp::Ordering::Equal => {
+                    let t = self.summary(&p.tenant);
+                    t.pg_rows += 1;
+                    t.pg_last = p.seq;
+                    t.mirror_rows += 1;
+                    t.mirror_last = m.seq;
+                    if p.hash != m.hash {
+                        t.parting.get_or_insert(Parting::Differs(p.seq));
+                    }
+                    Advance::Both
+                }
+                std::cmp::Ordering::Less => {
+                    self.postgres_only(p);
+                    Advance::Postgres
+                }
+                std::cmp::Ordering::Greater => {
+                    self.mirror_only(m, Some(p));
+                    Advance::Mirror
+                }
+            },
         }
+    }
+
+    fn summary(&mut self, tenant: &str) -> &mut TenantSummary {
+        if !self.tenants.contains_key(tenant) {
+            self.tenants
+                .insert(tenant.to_owned(), TenantSummary::default());
+        }
+        self.tenants.get_mut(tenant).expect("inserted")
+    }
+
+    fn postgres_only(&mut self, p: &Entry) {
+        let t = self.summary(&p.tenant);
+        t.pg_rows += 1;
+        t.pg_last = p.seq;
+        t.parting.get_or_insert(Parting::OnlyInPostgres(p.seq));
+    }
+
+    /// A mirror row PostgreSQL lacks; `next_pg` is PostgreSQL's next row.
+    fn mirror_only(&mut self, m: &Entry, next_pg: Option<&Entry>) {
+        let t = self.summary(&m.tenant);
+        // Before PostgreSQL's first row of the tenant: retention removed it.
+        if t.pg_rows == 0 && next_pg.is_some_and(|p| p.tenant == m.tenant) {
+            t.retained_in_mirror += 1;
+            return;
+        }
+        t.mirror_rows += 1;
+        t.mirror_last = m.seq;
+        t.parting.get_or_insert(Parting::OnlyInMirror(m.seq));
     }
 }
 
@@ -125,15 +211,6 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
     // PostgreSQL, in one snapshot: what the mirror should hold.
     pg.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
-    let mut pg_logs: BTreeMap<String, TenantLog> = BTreeMap::new();
-    pg_documents(&pg, Table::AuthLog, "", |d| {
-        if let documents::Document::Row(d) = d {
-            let t = d.get_str("tenant_id").unwrap_or_default().to_string();
-            let seq = d.get_i64("seq").unwrap_or(0);
-            pg_logs.entry(t).or_default().push((seq, hash(&d)));
-        }
-    })
-    .await?;
     let mut pg_checkpoints: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
     pg_documents(&pg, Table::Checkpoints, "", |d| {
         if let documents::Document::Row(d) = d {
@@ -149,48 +226,21 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
     })
     .await?;
 
-    // MongoDB: what it holds.
-    let mut mongo_logs: BTreeMap<String, TenantLog> = BTreeMap::new();
-    let mut removed_by_retention: BTreeMap<String, u64> = BTreeMap::new();
-    let mut cursor = sink
-        .raw_collection("auth_log")
-        .find(doc! {})
-        .sort(doc! {"tenant_id": 1, "seq": 1})
-        .batch_size(10_000)
-        .await?;
-    while cursor.advance().await? {
-        let d = cursor.current();
-        let t = d.get_str("tenant_id").unwrap_or_default().to_string();
-        let seq = d.get_i64("seq").unwrap_or(0);
-        // Rows retention removed from PostgreSQL stay in the mirror.
-        if let Some(first) = pg_logs.get(&t).and_then(|l| l.first()).map(|f| f.0) {
-            if seq < first {
-                *removed_by_retention.entry(t).or_default() += 1;
-                continue;
-            }
-        }
-        mongo_logs.entry(t).or_default().push((seq, hash(d)));
-    }
-
-    let tenants: BTreeSet<&String> = pg_logs.keys().chain(mongo_logs.keys()).collect();
-    report.tenants = tenants.len();
+    // The log: both sides in (tenant, seq) order, in lockstep.
+    let walk = walk_logs(&pg, &sink).await?;
+    report.tenants = walk.tenants.len();
     let mut first_bad = Vec::new();
-    for t in tenants {
-        let empty = TenantLog::default();
-        let (p, m) = (
-            pg_logs.get(t).unwrap_or(&empty),
-            mongo_logs.get(t).unwrap_or(&empty),
-        );
-        report.rows += p.len() as u64;
-        let last = |l: &TenantLog| l.last().map_or(0, |x| x.0);
+    let mut removed_by_retention = Vec::new();
+    for (t, s) in &walk.tenants {
+        report.rows += s.pg_rows;
+        if s.retained_in_mirror > 0 {
+            removed_by_retention.push((t.clone(), s.retained_in_mirror));
+        }
         let counts = format!(
             "PostgreSQL has {} rows up to seq {}, MongoDB {} rows up to seq {}",
-            p.len(),
-            last(p),
-            m.len(),
-            last(m)
+            s.pg_rows, s.pg_last, s.mirror_rows, s.mirror_last
         );
-        match first_parting(p, m) {
+        match s.parting {
             None => {}
             Some(Parting::Differs(seq)) => first_bad.push((t.clone(), seq)),
             Some(Parting::OnlyInPostgres(seq)) => report.differences.push(format!(
@@ -253,6 +303,72 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
     Ok(report)
 }
 
+/// Walks PostgreSQL's log (through the mirror's conversion) and the
+/// mirror's in lockstep.
+async fn walk_logs(
+    pg: &tokio_postgres::Client,
+    sink: &Sink,
+) -> Result<Lockstep, Box<dyn std::error::Error + Send + Sync>> {
+    let table = Table::AuthLog;
+    let cols = table.columns();
+    let rows = pg
+        .query_raw(&table.copy_query(""), std::iter::empty::<i32>())
+        .await?;
+    futures_util::pin_mut!(rows);
+    let mut next_pg =
+        async || -> Result<Option<Entry>, Box<dyn std::error::Error + Send + Sync>> {
+            while let Some(row) = rows.try_next().await? {
+                let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
+                let get = |c: &str| {
+                    cols.iter()
+                        .position(|x| *x == c)
+                        .and_then(|i| values[i].as_deref())
+                };
+                if let documents::Document::Row(d) = documents::document(table, &get, i64::MAX)? {
+                    return Ok(Some(entry(&d)));
+                }
+            }
+            Ok(None)
+        };
+    let mut cursor = sink
+        .raw_collection("auth_log")
+        .find(doc! {})
+        .sort(doc! {"tenant_id": 1, "seq": 1})
+        .batch_size(10_000)
+        .await?;
+    let mut p = next_pg().await?;
+    let mut m = if cursor.advance().await? {
+        Some(entry(cursor.current()))
+    } else {
+        None
+    };
+    let mut walk = Lockstep::default();
+    loop {
+        let advance = walk.step(p.as_ref(), m.as_ref());
+        if matches!(advance, Advance::Both | Advance::Postgres) {
+            p = next_pg().await?;
+        }
+        if matches!(advance, Advance::Both | Advance::Mirror) {
+            m = if cursor.advance().await? {
+                Some(entry(cursor.current()))
+            } else {
+                None
+            };
+        }
+        if advance == Advance::Done {
+            return Ok(walk);
+        }
+    }
+}
+
+fn entry(d: &RawDocument) -> Entry {
+    Entry {
+        tenant: d.get_str("tenant_id").unwrap_or_default().to_owned(),
+        seq: d.get_i64("seq").unwrap_or(0),
+        hash: hash(d),
+    }
+}
+
 /// Every document of a collection, by `_id`.
 async fn by_id(
     sink: &Sink,
@@ -302,31 +418,88 @@ fn compare_by_id(
 mod tests {
     use super::*;
 
-    fn log(entries: &[(i64, u8)]) -> TenantLog {
-        entries.iter().map(|(s, h)| (*s, [*h; 32])).collect()
+    fn log(tenant: &str, entries: &[(i64, u8)]) -> Vec<Entry> {
+        entries
+            .iter()
+            .map(|(s, h)| Entry {
+                tenant: tenant.into(),
+                seq: *s,
+                hash: [*h; 32],
+            })
+            .collect()
+    }
+
+    /// Runs the walk over two whole logs, as `walk_logs` does over streams.
+    fn walk(pg: &[Entry], mirror: &[Entry]) -> BTreeMap<String, TenantSummary> {
+        let (mut p, mut m) = (pg.iter(), mirror.iter());
+        let (mut a, mut b) = (p.next(), m.next());
+        let mut w = Lockstep::default();
+        loop {
+            match w.step(a, b) {
+                Advance::Both => (a, b) = (p.next(), m.next()),
+                Advance::Postgres => a = p.next(),
+                Advance::Mirror => b = m.next(),
+                Advance::Done => return w.tenants,
+            }
+        }
+    }
+
+    fn first_parting(pg: &[Entry], mirror: &[Entry]) -> Option<Parting> {
+        walk(pg, mirror).get("t").and_then(|s| s.parting)
     }
 
     #[test]
     fn the_first_parting_is_named_with_why() {
-        let mirror = log(&[(1, 1), (2, 2), (3, 3), (4, 4)]);
+        let mirror = log("t", &[(1, 1), (2, 2), (3, 3), (4, 4)]);
         assert_eq!(first_parting(&mirror.clone(), &mirror), None);
         // Content edited at 3, then 2 deleted: the deletion comes first.
         assert_eq!(
-            first_parting(&log(&[(1, 1), (3, 9), (4, 4)]), &mirror),
+            first_parting(&log("t", &[(1, 1), (3, 9), (4, 4)]), &mirror),
             Some(Parting::OnlyInMirror(2))
         );
         assert_eq!(
-            first_parting(&log(&[(1, 1), (2, 2), (3, 9), (4, 4)]), &mirror),
+            first_parting(&log("t", &[(1, 1), (2, 2), (3, 9), (4, 4)]), &mirror),
             Some(Parting::Differs(3))
         );
         // A forged tail, and a truncated one.
         assert_eq!(
-            first_parting(&log(&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]), &mirror),
+            first_parting(
+                &log("t", &[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]),
+                &mirror
+            ),
             Some(Parting::OnlyInPostgres(5))
         );
         assert_eq!(
-            first_parting(&log(&[(1, 1), (2, 2)]), &mirror),
+            first_parting(&log("t", &[(1, 1), (2, 2)]), &mirror),
             Some(Parting::OnlyInMirror(3))
         );
+    }
+
+    #[test]
+    fn tenants_are_walked_apart_and_retained_rows_are_noted_not_counted() {
+        let pg: Vec<Entry> = [
+            log("a", &[(3, 3), (4, 4)]),
+            log("b", &[(1, 1)]),
+            log("d", &[(1, 1)]),
+        ]
+        .concat();
+        let mirror: Vec<Entry> = [
+            log("a", &[(1, 1), (2, 2), (3, 3), (4, 4)]),
+            log("c", &[(1, 1)]),
+            log("d", &[(1, 7)]),
+        ]
+        .concat();
+        let w = walk(&pg, &mirror);
+        let a = &w["a"];
+        assert_eq!(
+            (a.pg_rows, a.mirror_rows, a.retained_in_mirror, a.parting),
+            (2, 2, 2, None)
+        );
+        assert_eq!(w["b"].parting, Some(Parting::OnlyInPostgres(1)));
+        // A tenant PostgreSQL no longer has at all was deleted there.
+        assert_eq!(w["c"].parting, Some(Parting::OnlyInMirror(1)));
+        assert_eq!(w["c"].retained_in_mirror, 0);
+        assert_eq!(w["d"].parting, Some(Parting::Differs(1)));
+        assert_eq!((w["d"].pg_last, w["d"].mirror_last), (1, 1));
     }
 }
