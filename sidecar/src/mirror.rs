@@ -420,6 +420,17 @@ async fn session(
         sink.set_state(&opts.slot, doc! {"copied": true}).await?;
     }
 
+    // The witness's trees before the stream starts, so that it never waits.
+    let mut witness = crate::witness::Witness::from_options(opts)?;
+    if let Some(w) = witness.as_mut() {
+        let started = Instant::now();
+        let n = w.preload(&sink).await?;
+        tracing::info!(
+            tenants = n,
+            ms = started.elapsed().as_millis() as u64,
+            "witness trees grown from their last signed checkpoints"
+        );
+    }
     let mut cfg = ReplicationConfig::new(
         opts.pg_host.clone(),
         opts.pg_user.clone(),
@@ -454,7 +465,6 @@ async fn session(
     let mut in_tx = false;
     let mut tx_ordinal = 0u32;
     let mut tx_changes = TxChanges::default();
-    let mut witness = crate::witness::Witness::from_options(opts)?;
     let write_back = (witness.is_some() && opts.witness_write_back)
         .then(|| WriteBack::spawn(opts.clone(), sink.clone(), metrics.clone()));
     let mut first_pending: Option<Instant> = None;

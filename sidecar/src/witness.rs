@@ -189,6 +189,34 @@ impl Witness {
         self.signer.verifier()
     }
 
+    /// Grows the tree of every tenant the witness signed before, at session
+    /// start: the stream then never waits for a tenant's tree. A tenant
+    /// first seen later is loaded when its first row arrives.
+    pub async fn preload(&mut self, sink: &Sink) -> Result<usize, SinkError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut cursor = sink
+            .raw_collection("witness_checkpoints")
+            .find(doc! {})
+            .projection(doc! {"tenant_id": 1})
+            .await?;
+        let mut tenants = std::collections::BTreeSet::new();
+        while cursor.advance().await? {
+            if let Ok(t) = cursor.current().get_str("tenant_id") {
+                if !self.tenants.contains_key(t) {
+                    tenants.insert(t.to_owned());
+                }
+            }
+        }
+        let loaded: Vec<(String, TenantTree)> = futures_util::stream::iter(tenants)
+            .map(|t| async move { load(sink, &t).await.map(|tree| (t, tree)) })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let n = loaded.len();
+        self.tenants.extend(loaded);
+        Ok(n)
+    }
+
     /// A log row's document, in stream order.
     pub async fn row(&mut self, sink: &Sink, d: &RawDocument) -> Result<(), SinkError> {
         let tenant = d.get_str("tenant_id").unwrap_or_default();
