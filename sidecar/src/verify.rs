@@ -218,13 +218,6 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
         }
     })
     .await?;
-    let mut pg_lockout: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
-    pg_documents(&pg, Table::LockoutState, "", |d| {
-        if let documents::Document::Lockout(c) = d {
-            pg_lockout.insert(c.id, c.fields);
-        }
-    })
-    .await?;
 
     // The log: both sides in (tenant, seq) order, in lockstep.
     let walk = walk_logs(&pg, &sink).await?;
@@ -279,6 +272,7 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
             "tenant {t}: the mirror differs first at seq {seq} ({fields})"
         ));
     }
+    walk_lockout(&pg, &sink, &mut report).await?;
     pg.batch_execute("COMMIT").await?;
     for (t, n) in removed_by_retention {
         report.notes.push(format!(
@@ -293,43 +287,24 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
         &[],
         &mut report,
     );
-    compare_by_id(
-        "lockout state",
-        &pg_lockout,
-        &by_id(&sink, "lockout_state").await?,
-        &BOOKKEEPING,
-        &mut report,
-    );
     Ok(report)
 }
 
 /// Walks PostgreSQL's log (through the mirror's conversion) and the
 /// mirror's in lockstep.
-async fn walk_logs(
-    pg: &tokio_postgres::Client,
-    sink: &Sink,
-) -> Result<Lockstep, Box<dyn std::error::Error + Send + Sync>> {
-    let table = Table::AuthLog;
-    let cols = table.columns();
+async fn walk_logs(pg: &tokio_postgres::Client, sink: &Sink) -> Result<Lockstep, BoxError> {
     let rows = pg
-        .query_raw(&table.copy_query(""), std::iter::empty::<i32>())
+        .query_raw(&Table::AuthLog.copy_query(""), std::iter::empty::<i32>())
         .await?;
     futures_util::pin_mut!(rows);
-    let mut next_pg =
-        async || -> Result<Option<Entry>, Box<dyn std::error::Error + Send + Sync>> {
-            while let Some(row) = rows.try_next().await? {
-                let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
-                let get = |c: &str| {
-                    cols.iter()
-                        .position(|x| *x == c)
-                        .and_then(|i| values[i].as_deref())
-                };
-                if let documents::Document::Row(d) = documents::document(table, &get, i64::MAX)? {
-                    return Ok(Some(entry(&d)));
-                }
+    let mut next_pg = async || -> Result<Option<Entry>, BoxError> {
+        while let Some(row) = rows.try_next().await? {
+            if let documents::Document::Row(d) = convert(Table::AuthLog, &row)? {
+                return Ok(Some(entry(&d)));
             }
-            Ok(None)
-        };
+        }
+        Ok(None)
+    };
     let mut cursor = sink
         .raw_collection("auth_log")
         .find(doc! {})
@@ -357,6 +332,103 @@ async fn walk_logs(
         }
         if advance == Advance::Done {
             return Ok(walk);
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One PostgreSQL row of `table` (selected by its `copy_query`) as the
+/// mirror's document.
+fn convert(table: Table, row: &tokio_postgres::Row) -> Result<documents::Document, BoxError> {
+    let cols = table.columns();
+    let values: Vec<Option<&str>> = (0..cols.len()).map(|i| row.get(i)).collect();
+    let get = |c: &str| cols.iter().position(|x| *x == c).and_then(|i| values[i]);
+    Ok(documents::document(table, &get, i64::MAX)?)
+}
+
+/// The key both sides sort the lockout state by.
+fn lockout_key(d: &RawDocument) -> (&str, &str) {
+    (
+        d.get_str("tenant_id").unwrap_or_default(),
+        d.get_str("user_id").unwrap_or_default(),
+    )
+}
+
+/// Compares the lockout state in lockstep, both sides in (tenant, user)
+/// bytewise order: a row missing on either side, or differing fields (the
+/// version guard aside).
+async fn walk_lockout(
+    pg: &tokio_postgres::Client,
+    sink: &Sink,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let rows = pg
+        .query_raw(
+            &Table::LockoutState.copy_query(""),
+            std::iter::empty::<i32>(),
+        )
+        .await?;
+    futures_util::pin_mut!(rows);
+    let mut next_pg = async || -> Result<Option<documents::LockoutChange>, BoxError> {
+        while let Some(row) = rows.try_next().await? {
+            if let documents::Document::Lockout(c) = convert(Table::LockoutState, &row)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    };
+    let mut cursor = sink
+        .raw_collection("lockout_state")
+        .find(doc! {})
+        .sort(doc! {"tenant_id": 1, "user_id": 1})
+        .batch_size(10_000)
+        .await?;
+    let mut p = next_pg().await?;
+    let mut m = if cursor.advance().await? {
+        Some(cursor.current().to_raw_document_buf())
+    } else {
+        None
+    };
+    let only_pg =
+        |c: &documents::LockoutChange| format!("lockout state {}: missing in MongoDB", c.id);
+    let only_mirror = |d: &RawDocument| {
+        format!(
+            "lockout state {}: only in MongoDB",
+            d.get_str("_id").unwrap_or_default()
+        )
+    };
+    loop {
+        let order = match (&p, &m) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(c), Some(d)) => lockout_key(&c.fields).cmp(&lockout_key(d)),
+        };
+        match (order, &p, &m) {
+            (std::cmp::Ordering::Equal, Some(c), Some(d)) => {
+                let fields = differing_fields(&c.fields, d, &BOOKKEEPING);
+                if !fields.is_empty() {
+                    report.differences.push(format!(
+                        "lockout state {}: differs in {}",
+                        c.id,
+                        fields.join(", ")
+                    ));
+                }
+            }
+            (std::cmp::Ordering::Less, Some(c), _) => report.differences.push(only_pg(c)),
+            (std::cmp::Ordering::Greater, _, Some(d)) => report.differences.push(only_mirror(d)),
+            _ => unreachable!("an order is only taken of the rows present"),
+        }
+        if order != std::cmp::Ordering::Greater {
+            p = next_pg().await?;
+        }
+        if order != std::cmp::Ordering::Less {
+            m = if cursor.advance().await? {
+                Some(cursor.current().to_raw_document_buf())
+            } else {
+                None
+            };
         }
     }
 }

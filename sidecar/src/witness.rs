@@ -24,6 +24,7 @@ use crate::sink::{Batch, Sink, SinkError};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_core::merkle::{self, CompactTree, Hash};
 use bson::{doc, RawDocument, RawDocumentBuf};
+use futures_util::TryStreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -413,40 +414,71 @@ pub struct WitnessReport {
     pub findings: Vec<String>,
 }
 
-/// Where PostgreSQL's rows part from the signed tree's (the mirror's rows,
-/// checked against the signed root): `None` if they agree up to the size.
+/// Compares PostgreSQL's rows with a signed tree, the tree's rows one at a
+/// time in seq order, and keeps the first finding: a rewritten link, a
+/// missing row, or the truncated tail. Rows before `retained_from` (removed
+/// by retention, a `retention_applied` event accounting for them) are not
+/// asked of PostgreSQL.
+#[derive(Debug)]
+pub struct Rewrites {
+    retained_from: i64,
+    size: i64,
+    finding: Option<String>,
+}
+
+impl Rewrites {
+    pub fn new(size: i64, retained_from: i64) -> Rewrites {
+        Rewrites {
+            retained_from,
+            size,
+            finding: None,
+        }
+    }
+
+    /// The signed row at `seq` (1, 2, …) against PostgreSQL's first row at
+    /// or after it (`None`: PostgreSQL has no more); returns whether that
+    /// PostgreSQL row was this seq's (the caller reads the next one).
+    pub fn step(&mut self, seq: i64, link: &[u8], pg: Option<(i64, &[u8])>) -> bool {
+        let here = pg.is_some_and(|(s, _)| s == seq);
+        if seq < self.retained_from || self.finding.is_some() {
+            return here;
+        }
+        self.finding = match pg {
+            None => Some(format!(
+                "rows {seq} to {} are missing from PostgreSQL (truncated past the signed checkpoint)",
+                self.size
+            )),
+            Some((s, _)) if s != seq => Some(format!("seq {seq} is missing from PostgreSQL")),
+            Some((_, l)) if l != link => Some(format!(
+                "seq {seq} was rewritten: its link_sha256 is not the signed tree's"
+            )),
+            Some(_) => None,
+        };
+        here
+    }
+
+    pub fn finding(self) -> Option<String> {
+        self.finding
+    }
+}
+
+/// [`Rewrites`] over whole lists: PostgreSQL's (seq, link) rows and the
+/// signed tree's links (seq 1 first).
 pub fn first_rewrite(
     pg: &[(i64, Vec<u8>)],
     signed: &[Vec<u8>],
     retained_from: i64,
 ) -> Option<String> {
-    let mut pg_at: BTreeMap<i64, &Vec<u8>> = BTreeMap::new();
-    for (seq, link) in pg {
-        pg_at.insert(*seq, link);
-    }
+    let mut r = Rewrites::new(signed.len() as i64, retained_from);
+    let mut rows = pg.iter().peekable();
     for (i, link) in signed.iter().enumerate() {
         let seq = i as i64 + 1;
-        if seq < retained_from {
-            continue;
-        }
-        match pg_at.get(&seq) {
-            None => {
-                let head = pg.last().map_or(0, |p| p.0);
-                return Some(if seq > head {
-                    format!("rows {seq} to {} are missing from PostgreSQL (truncated past the signed checkpoint)", signed.len())
-                } else {
-                    format!("seq {seq} is missing from PostgreSQL")
-                });
-            }
-            Some(l) if l.as_slice() != link.as_slice() => {
-                return Some(format!(
-                    "seq {seq} was rewritten: its link_sha256 is not the signed tree's"
-                ));
-            }
-            _ => {}
+        while rows.next_if(|(s, _)| *s < seq).is_some() {}
+        if r.step(seq, link, rows.peek().map(|(s, l)| (*s, l.as_slice()))) {
+            rows.next();
         }
     }
-    None
+    r.finding()
 }
 
 /// Checks PostgreSQL against the latest signed checkpoint of each tenant.
@@ -507,38 +539,15 @@ pub async fn check(
     }
     for (tenant, c) in latest {
         let size = c.tree_size as i64;
-        // The mirror's rows up to the size must be the signed tree.
-        let mut signed: Vec<Vec<u8>> = Vec::with_capacity(size as usize);
-        let mut cursor = sink
-            .raw_collection("auth_log")
-            .find(doc! {"tenant_id": &tenant, "seq": {"$lte": size}})
-            .sort(doc! {"seq": 1})
-            .projection(doc! {"seq": 1, "link_sha256": 1})
-            .batch_size(10_000)
-            .await?;
-        while cursor.advance().await? {
-            let d = cursor.current();
-            signed.push(
-                hex::decode(d.get_str("link_sha256").unwrap_or_default()).unwrap_or_default(),
-            );
-        }
-        let leaves: Vec<Hash> = signed.iter().map(|l| merkle::leaf_hash(l)).collect();
-        if leaves.len() as i64 != size || merkle::root(&leaves) != c.root {
-            report.findings.push(format!(
-                "tenant {tenant}: the mirror's rows 1 to {size} are not the tree its witness signed: the mirror was changed"
-            ));
-            continue;
-        }
-        let rows = pg
-            .query(
-                "SELECT seq, link_sha256 FROM authaudit.auth_log WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq",
-                &[&tenant, &size],
-            )
-            .await?;
-        let pg_rows: Vec<(i64, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         // Rows before the first one retention kept, if a retention_applied
         // event accounts for them, are not PostgreSQL's to hold.
-        let first = pg_rows.first().map_or(1, |r| r.0);
+        let first: i64 = pg
+            .query_one(
+                "SELECT coalesce(min(seq), 1) FROM authaudit.auth_log WHERE tenant_id = $1",
+                &[&tenant],
+            )
+            .await?
+            .get(0);
         let retained_from = if first > 1 {
             let removed_to: Option<i64> = pg
                 .query_opt(
@@ -556,7 +565,50 @@ pub async fn check(
         } else {
             1
         };
-        match first_rewrite(&pg_rows, &signed, retained_from) {
+        // The mirror's rows up to the size (which must be the signed tree)
+        // and PostgreSQL's, both in seq order, one row of each at a time.
+        let mut cursor = sink
+            .raw_collection("auth_log")
+            .find(doc! {"tenant_id": &tenant, "seq": {"$lte": size}})
+            .sort(doc! {"seq": 1})
+            .projection(doc! {"seq": 1, "link_sha256": 1})
+            .batch_size(10_000)
+            .await?;
+        let rows = pg
+            .query_raw(
+                "SELECT seq, link_sha256 FROM authaudit.auth_log WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq",
+                [&tenant as &(dyn tokio_postgres::types::ToSql + Sync), &size],
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut next_pg = async || -> Result<Option<(i64, Vec<u8>)>, tokio_postgres::Error> {
+            Ok(rows.try_next().await?.map(|r| (r.get(0), r.get(1))))
+        };
+        let mut tree = CompactTree::default();
+        let mut rewrites = Rewrites::new(size, retained_from);
+        let mut pg_row = next_pg().await?;
+        let mut contiguous = true;
+        while cursor.advance().await? {
+            let d = cursor.current();
+            let seq = tree.size() as i64 + 1;
+            contiguous &= d.get_i64("seq").ok() == Some(seq);
+            let link =
+                hex::decode(d.get_str("link_sha256").unwrap_or_default()).unwrap_or_default();
+            tree.push(merkle::leaf_hash(&link));
+            while pg_row.as_ref().is_some_and(|(s, _)| *s < seq) {
+                pg_row = next_pg().await?;
+            }
+            if rewrites.step(seq, &link, pg_row.as_ref().map(|(s, l)| (*s, l.as_slice()))) {
+                pg_row = next_pg().await?;
+            }
+        }
+        if !contiguous || tree.size() as i64 != size || tree.root() != c.root {
+            report.findings.push(format!(
+                "tenant {tenant}: the mirror's rows 1 to {size} are not the tree its witness signed: the mirror was changed"
+            ));
+            continue;
+        }
+        match rewrites.finding() {
             Some(why) => report.findings.push(format!(
                 "tenant {tenant}: {why} (signed checkpoint of size {size} at {})",
                 c.time
