@@ -130,7 +130,13 @@ awk -v n="$changes" -v ms="$((t1 - t0))" -v k="$vpeak" -v r="$recv_ms" 'BEGIN {
     n * 1000 / ms, r / ms, n, ms / 1000, k / 1024 }'
 
 echo "# steady load: $RATE events/s for $SECS s"
+# The load starts once the new session streams (its start, the witness's
+# trees included, is timed apart): the latency is the steady state's.
+t0=$(now_ms)
 sidecar_start
+metric() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://$AUTHAUDIT_METRICS_LISTEN/metrics').read().decode())" 2>/dev/null | awk -v m="$1" '$1 == m {print $2}'; }
+until [ "$(metric authaudit_sidecar_streaming)" = 1 ]; do sleep 0.02; done
+echo "#   session start to streaming: $(($(now_ms) - t0)) ms"
 until [ "$(flushed_to authaudit_mirror "$target")" = t ]; do sleep 0.1; done
 pgbench -n -M prepared -c 4 -j 2 -R "$RATE" -T "$SECS" -D ntenants=64 -f bench/sql/record_event.sql 2>&1 \
   | awk '/^tps = / {printf "#   pgbench: %s tps\n", $3}'
