@@ -9,7 +9,7 @@ use authaudit_core::channel::{Channel, ChannelSet};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 
 thread_local! {
     /// The last value read and its parsed set.
@@ -38,27 +38,13 @@ pub unsafe extern "C-unwind" fn check_extra_channels(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    // SAFETY: PostgreSQL hands the proposed value as a C string (or NULL).
-    let value = unsafe {
-        if newval.is_null() || (*newval).is_null() {
-            return true;
-        }
-        CStr::from_ptr(*newval)
-    };
-    let Ok(list) = value.to_str() else {
-        return false;
-    };
-    match ChannelSet::parse(list) {
-        Ok(_) => true,
-        Err(e) => {
-            let detail = CString::new(e.to_string()).unwrap_or_default();
-            // SAFETY: GUC_check_errdetail: a palloc'd string PostgreSQL
-            // reports with the refusal.
-            unsafe {
-                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
-            }
-            false
-        }
+    // SAFETY: the hook's own argument, as PostgreSQL passed it.
+    unsafe {
+        crate::gucs::check_string(newval, |list| {
+            ChannelSet::parse(list)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -1,8 +1,8 @@
 //! Configuration parameters, all named `authaudit.*` and documented in
 //! `docs/configuration.md`.
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
-use std::ffi::CString;
+use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::{c_char, CStr, CString};
 
 /// How far (seconds) an event's `occurred_at` may lie ahead of the server clock.
 pub static MAX_FUTURE_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
@@ -49,6 +49,40 @@ pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 /// How long (minutes) events are kept at least: retention never removes
 /// younger ones: a year by default.
 pub static MIN_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(365 * 24 * 60);
+
+/// The body of a string parameter's check hook: `check` judges the proposed
+/// value (NULL and an empty list pass as empty); a refusal's reason becomes
+/// the error's detail.
+///
+/// # Safety
+/// `newval` is the pointer PostgreSQL hands a check hook.
+pub unsafe fn check_string(
+    newval: *mut *mut c_char,
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> bool {
+    // SAFETY: PostgreSQL hands the proposed value as a C string (or NULL).
+    let value = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        CStr::from_ptr(*newval)
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    match check(text) {
+        Ok(()) => true,
+        Err(reason) => {
+            let detail = CString::new(reason).unwrap_or_default();
+            // SAFETY: GUC_check_errdetail: a palloc'd string PostgreSQL
+            // reports with the refusal.
+            unsafe {
+                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+            }
+            false
+        }
+    }
+}
 
 fn define_int(
     name: &'static std::ffi::CStr,

@@ -10,7 +10,7 @@ use authaudit_core::chain::ct_eq;
 use authaudit_core::note::{open_with_any, verifier_list, Checkpoint, NoteError};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void};
 
 const HEAD_ROW: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
                         FROM authaudit.auth_log WHERE tenant_id = $1 AND seq = $2";
@@ -27,30 +27,13 @@ pub unsafe extern "C-unwind" fn check_witness_keys(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    // SAFETY: PostgreSQL hands the proposed value as a C string (or NULL).
-    let value = unsafe {
-        if newval.is_null() || (*newval).is_null() {
-            return true;
-        }
-        CStr::from_ptr(*newval)
-    };
-    let Ok(list) = value.to_str() else {
-        return false;
-    };
-    match verifier_list(list) {
-        Ok(_) => true,
-        Err(e) => {
-            let detail = CString::new(format!(
-                "{e}; expected verifier keys name+id+base64 separated by commas"
-            ))
-            .unwrap_or_default();
-            // SAFETY: GUC_check_errdetail: a palloc'd string PostgreSQL
-            // reports with the refusal.
-            unsafe {
-                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
-            }
-            false
-        }
+    // SAFETY: the hook's own argument, as PostgreSQL passed it.
+    unsafe {
+        crate::gucs::check_string(newval, |list| {
+            verifier_list(list).map(|_| ()).map_err(|e| {
+                format!("{e}; expected verifier keys name+id+base64 separated by commas")
+            })
+        })
     }
 }
 
