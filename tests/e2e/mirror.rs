@@ -315,6 +315,17 @@ fn exactly_once(hint: &str, store: &Store, events: u32) {
     let db = Cluster::shared().fresh_db_with_lockout(hint);
     // Committed before the slot exists: must come through the initial copy.
     record_some(&db, 900, 40);
+    // Accounts whose UTF-8 byte order is not their UTF-16 order (a private
+    // use character sorts after an emoji's surrogates in UTF-16, before it
+    // in UTF-8): verify walks both stores in the same bytewise order.
+    let mut c = db.connect();
+    for (i, user) in ["\u{E000}x", "\u{1F600}x", "zo\u{EB}", "Zoe", "\u{C4}rger"].iter().enumerate() {
+        c.execute(
+            "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', $2, 'web')",
+            &[&log_id(901, i as u32), user],
+        )
+        .unwrap();
+    }
     db.connect()
         .execute("SELECT authaudit.checkpoint('tenant-0')", &[])
         .unwrap();
