@@ -62,6 +62,11 @@ pub fn classify(e: &CefEvent<'_>) -> (&'static str, &'static str, u8) {
 /// Escapes a header field: backslash and pipe.
 pub fn escape_header(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    push_header(&mut out, s);
+    out
+}
+
+fn push_header(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -70,12 +75,21 @@ pub fn escape_header(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// Escapes an extension value: backslash, equals sign, newline, carriage return.
 pub fn escape_extension(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    push_extension(&mut out, s);
+    out
+}
+
+fn push_extension(out: &mut String, s: &str) {
+    // Most values need no escape: copied whole.
+    if !s.bytes().any(|b| matches!(b, b'\\' | b'=' | b'\n' | b'\r')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -85,35 +99,66 @@ pub fn escape_extension(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+}
+
+/// The extension fields of one line, written in order into one string.
+struct Extension<'o> {
+    out: &'o mut String,
+    first: bool,
+}
+
+impl Extension<'_> {
+    /// A field whose value is escaped.
+    fn text(&mut self, key: &str, value: &str) {
+        self.key(key);
+        push_extension(self.out, value);
+    }
+
+    /// A field whose value needs no escape (numbers, addresses, the
+    /// extension's own labels).
+    fn plain(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.key(key);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn key(&mut self, key: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(' ');
+        }
+        self.out.push_str(key);
+        self.out.push('=');
+    }
 }
 
 /// The CEF line of one event (no trailing newline).
 pub fn line(e: &CefEvent<'_>, version: &str) -> String {
     let (sig, name, severity) = classify(e);
-    let mut out = format!(
-        "CEF:0|{}|{}|{}|{}|{}|{}|",
-        escape_header(VENDOR),
-        escape_header(PRODUCT),
-        escape_header(version),
-        sig,
-        escape_header(name),
-        severity
-    );
-    let mut ext: Vec<(&str, String)> = vec![
-        ("rt", e.occurred_at_ms.to_string()),
-        ("duser", e.user_id.to_string()),
-    ];
+    let mut out = String::with_capacity(512);
+    out.push_str("CEF:0|");
+    for field in [VENDOR, PRODUCT, version] {
+        push_header(&mut out, field);
+        out.push('|');
+    }
+    out.push_str(sig);
+    out.push('|');
+    push_header(&mut out, name);
+    let _ = write!(out, "|{severity}|");
+    let mut x = Extension {
+        out: &mut out,
+        first: true,
+    };
+    x.plain("rt", e.occurred_at_ms);
+    x.text("duser", e.user_id);
     match e.ip {
-        Some(IpAddr::V4(v4)) => ext.push(("src", v4.to_string())),
+        Some(IpAddr::V4(v4)) => x.plain("src", v4),
         Some(IpAddr::V6(v6)) => {
-            ext.push(("c6a2", v6.to_string()));
-            ext.push(("c6a2Label", "Source IPv6 Address".into()));
+            x.plain("c6a2", v6);
+            x.plain("c6a2Label", "Source IPv6 Address");
         }
         None => {}
     }
     if let Some(ua) = e.user_agent {
-        ext.push(("requestClientApplication", ua.to_string()));
+        x.text("requestClientApplication", ua);
     }
     let outcome = match e.event_type {
         "login_failed" => "failure",
@@ -121,42 +166,36 @@ pub fn line(e: &CefEvent<'_>, version: &str) -> String {
         | "retention_applied" | "lockout_rebuilt" => "success",
         _ => "unknown",
     };
-    ext.push(("outcome", outcome.into()));
-    ext.push(("act", e.event_type.to_string()));
-    ext.push(("cat", "/Authentication".into()));
+    x.plain("outcome", outcome);
+    x.text("act", e.event_type);
+    x.plain("cat", "/Authentication");
     if let Some(reason) = e.reason {
-        ext.push(("reason", reason.to_string()));
+        x.text("reason", reason);
     }
-    ext.push(("externalId", e.log_id.to_string()));
-    ext.push(("cs1", e.tenant_id.to_string()));
-    ext.push(("cs1Label", "tenant".into()));
+    x.text("externalId", e.log_id);
+    x.text("cs1", e.tenant_id);
+    x.plain("cs1Label", "tenant");
     if let Some(org) = e.org_id {
-        ext.push(("cs2", org.to_string()));
-        ext.push(("cs2Label", "organisation".into()));
+        x.text("cs2", org);
+        x.plain("cs2Label", "organisation");
     }
-    ext.push(("cs3", e.channel.to_string()));
-    ext.push(("cs3Label", "channel".into()));
-    ext.push(("cs4", e.link_sha256_hex.to_string()));
-    ext.push(("cs4Label", "chainLinkSha256".into()));
+    x.text("cs3", e.channel);
+    x.plain("cs3Label", "channel");
+    x.text("cs4", e.link_sha256_hex);
+    x.plain("cs4Label", "chainLinkSha256");
     if let Some(fp) = e.token_fingerprint {
-        ext.push(("cs5", fp.to_string()));
-        ext.push(("cs5Label", "tokenFingerprintSha256".into()));
+        x.text("cs5", fp);
+        x.plain("cs5Label", "tokenFingerprintSha256");
     }
     if let Some(n) = e.preceding_failures {
-        ext.push(("cs6", n.to_string()));
-        ext.push(("cs6Label", "precedingFailures".into()));
+        x.plain("cs6", n);
+        x.plain("cs6Label", "precedingFailures");
     }
-    ext.push(("cn1", e.seq.to_string()));
-    ext.push(("cn1Label", "chainSeq".into()));
+    x.plain("cn1", e.seq);
+    x.plain("cn1Label", "chainSeq");
     if let Some(at) = e.imported_at_ms {
-        ext.push(("deviceCustomDate1", at.to_string()));
-        ext.push(("deviceCustomDate1Label", "importedAt".into()));
-    }
-    for (i, (k, v)) in ext.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let _ = write!(out, "{k}={}", escape_extension(v));
+        x.plain("deviceCustomDate1", at);
+        x.plain("deviceCustomDate1Label", "importedAt");
     }
     out
 }
@@ -254,5 +293,115 @@ mod tests {
     #[test]
     fn header_fields_escape_pipes_and_backslashes() {
         assert_eq!(escape_header("a|b\\c"), "a\\|b\\\\c");
+    }
+
+    /// The line as a list of escaped fields, the encoder's first form: the
+    /// one-string encoder must write the same bytes.
+    fn reference_line(e: &CefEvent<'_>, version: &str) -> String {
+        let (sig, name, severity) = classify(e);
+        let mut out = format!(
+            "CEF:0|{}|{}|{}|{}|{}|{}|",
+            escape_header(VENDOR),
+            escape_header(PRODUCT),
+            escape_header(version),
+            sig,
+            escape_header(name),
+            severity
+        );
+        let mut ext: Vec<(&str, String)> = vec![
+            ("rt", e.occurred_at_ms.to_string()),
+            ("duser", e.user_id.to_string()),
+        ];
+        match e.ip {
+            Some(IpAddr::V4(v4)) => ext.push(("src", v4.to_string())),
+            Some(IpAddr::V6(v6)) => {
+                ext.push(("c6a2", v6.to_string()));
+                ext.push(("c6a2Label", "Source IPv6 Address".into()));
+            }
+            None => {}
+        }
+        if let Some(ua) = e.user_agent {
+            ext.push(("requestClientApplication", ua.to_string()));
+        }
+        let outcome = match e.event_type {
+            "login_failed" => "failure",
+            "login_success" | "token_issued" | "lockout_reset" | "account_locked"
+            | "retention_applied" | "lockout_rebuilt" => "success",
+            _ => "unknown",
+        };
+        ext.push(("outcome", outcome.into()));
+        ext.push(("act", e.event_type.to_string()));
+        ext.push(("cat", "/Authentication".into()));
+        if let Some(reason) = e.reason {
+            ext.push(("reason", reason.to_string()));
+        }
+        ext.push(("externalId", e.log_id.to_string()));
+        ext.push(("cs1", e.tenant_id.to_string()));
+        ext.push(("cs1Label", "tenant".into()));
+        if let Some(org) = e.org_id {
+            ext.push(("cs2", org.to_string()));
+            ext.push(("cs2Label", "organisation".into()));
+        }
+        ext.push(("cs3", e.channel.to_string()));
+        ext.push(("cs3Label", "channel".into()));
+        ext.push(("cs4", e.link_sha256_hex.to_string()));
+        ext.push(("cs4Label", "chainLinkSha256".into()));
+        if let Some(fp) = e.token_fingerprint {
+            ext.push(("cs5", fp.to_string()));
+            ext.push(("cs5Label", "tokenFingerprintSha256".into()));
+        }
+        if let Some(n) = e.preceding_failures {
+            ext.push(("cs6", n.to_string()));
+            ext.push(("cs6Label", "precedingFailures".into()));
+        }
+        ext.push(("cn1", e.seq.to_string()));
+        ext.push(("cn1Label", "chainSeq".into()));
+        if let Some(at) = e.imported_at_ms {
+            ext.push(("deviceCustomDate1", at.to_string()));
+            ext.push(("deviceCustomDate1Label", "importedAt".into()));
+        }
+        for (i, (k, v)) in ext.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            let _ = write!(out, "{k}={}", escape_extension(v));
+        }
+        out
+    }
+
+    #[test]
+    fn the_one_string_encoder_writes_the_reference_bytes() {
+        let hostile = "a=b\\c|d\ne\r|";
+        let events = [
+            event(),
+            CefEvent {
+                user_id: hostile,
+                user_agent: Some(hostile),
+                reason: Some(hostile),
+                org_id: Some("hq"),
+                token_fingerprint: Some("ab12"),
+                preceding_failures: Some(4),
+                imported_at_ms: Some(-1),
+                ip: Some("2001:db8::1".parse().unwrap()),
+                ..event()
+            },
+            CefEvent {
+                event_type: "account_locked",
+                user_agent: Some("ends with a pipe|"),
+                ip: None,
+                was_locked: Some(true),
+                ..event()
+            },
+            CefEvent {
+                event_type: "something_else",
+                user_id: "zo\u{eb} \u{1F600}",
+                ..event()
+            },
+        ];
+        for e in &events {
+            for version in ["0.7.0", "a|b\\c"] {
+                assert_eq!(line(e, version), reference_line(e, version));
+            }
+        }
     }
 }

@@ -29,7 +29,7 @@ fn cef_event_line(
     token_fingerprint: Option<&str>,
     imported_at: Option<TimestampWithTimeZone>,
 ) -> String {
-    let link_hex: String = link_sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let link_hex = hex::encode(link_sha256);
     let log_id = log_id.to_string();
     line(
         &CefEvent {

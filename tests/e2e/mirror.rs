@@ -319,7 +319,10 @@ fn exactly_once(hint: &str, store: &Store, events: u32) {
     // use character sorts after an emoji's surrogates in UTF-16, before it
     // in UTF-8): verify walks both stores in the same bytewise order.
     let mut c = db.connect();
-    for (i, user) in ["\u{E000}x", "\u{1F600}x", "zo\u{EB}", "Zoe", "\u{C4}rger"].iter().enumerate() {
+    for (i, user) in ["\u{E000}x", "\u{1F600}x", "zo\u{EB}", "Zoe", "\u{C4}rger"]
+        .iter()
+        .enumerate()
+    {
         c.execute(
             "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', $2, 'web')",
             &[&log_id(901, i as u32), user],
