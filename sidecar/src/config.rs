@@ -2,7 +2,6 @@
 //! (`--config`). A flag beats its environment variable, which beats the
 //! file, which beats the default. `authaudit-sidecar --help` lists them all.
 
-use crate::tls::SslMode;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -57,6 +56,26 @@ pub enum Command {
         #[arg(long, env = "AUTHAUDIT_WITNESS_PUBLIC_KEY")]
         public_key: Option<String>,
     },
+}
+
+/// How the sidecar's PostgreSQL connections use TLS (libpq's `sslmode`;
+/// what each mode means: `crate::tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Whether the server's certificate is checked against the root
+    /// certificates.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
 }
 
 /// Every option; each also reads an environment variable and a key of the

@@ -7,6 +7,7 @@ pub mod documents;
 pub mod metrics;
 pub mod mirror;
 pub use authaudit_core::note;
+pub mod pg;
 pub mod pgoutput;
 pub mod sink;
 pub mod tamper;

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 /// Why a session ended (each is retried with back-off).
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    #[error("PostgreSQL: {}", with_causes(.0))]
+    #[error("PostgreSQL: {}", crate::pg::with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("replication: {0}")]
     Replication(#[from] pgwire_replication::PgWireError),
@@ -37,22 +37,9 @@ pub enum MirrorError {
     #[error("replication stream ended")]
     StreamEnded,
     #[error("{0}")]
-    Tls(#[from] crate::tls::TlsSetupError),
+    Pg(#[from] crate::pg::PgError),
     #[error("{0}")]
     Witness(#[from] crate::witness::WitnessError),
-}
-
-/// An error and its causes, "outer: inner: …" (a refused TLS handshake
-/// says why).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Runs the mirror until `shutdown` turns true.
@@ -381,7 +368,7 @@ async fn session(
     metrics
         .tamper_unresolved
         .store(sink.unresolved_tampers().await? as i64, Ordering::Relaxed);
-    let mut pg = crate::tls::connect(opts).await?;
+    let mut pg = crate::pg::connect(opts).await?;
     ensure_publication(&pg, &opts.publication).await;
     let slot = pg
         .query_opt(

@@ -9,7 +9,7 @@
 //! - `verify-ca`: TLS, and the certificate must chain to `--pg-sslrootcert`.
 //! - `verify-full`: as `verify-ca`, and the certificate must name the host.
 
-use crate::config::Options;
+use crate::config::{Options, SslMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -21,25 +21,6 @@ use rustls::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// How the sidecar's PostgreSQL connections use TLS (libpq's `sslmode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum SslMode {
-    Disable,
-    #[default]
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl SslMode {
-    /// Whether the server's certificate is checked against the root
-    /// certificates.
-    pub fn verifies(self) -> bool {
-        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
-    }
-}
 
 /// Why TLS could not be set up (before any connection is tried).
 #[derive(Debug, thiserror::Error)]
@@ -181,16 +162,4 @@ pub fn replication_tls(opts: &Options) -> pgwire_replication::TlsConfig {
         ca_pem_path: opts.pg_sslrootcert.clone(),
         ..Default::default()
     }
-}
-
-/// Opens the control connection (also used by `verify`).
-pub async fn connect(opts: &Options) -> Result<tokio_postgres::Client, crate::mirror::MirrorError> {
-    let connector = control_connector(opts)?;
-    let (client, connection) = tokio_postgres::connect(&opts.pg_conninfo(), connector).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "control connection closed");
-        }
-    });
-    Ok(client)
 }

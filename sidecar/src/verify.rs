@@ -199,7 +199,7 @@ async fn pg_documents(
 
 /// Compares the two stores.
 pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
-    let pg = crate::tls::connect(opts).await?;
+    let pg = crate::pg::connect(opts).await?;
     let sink = Sink::connect(
         &opts.mongodb_uri,
         &opts.mongodb_database,

@@ -492,7 +492,7 @@ pub async fn check(
         &opts.write_concern,
     )
     .await?;
-    let pg = crate::tls::connect(opts).await?;
+    let pg = crate::pg::connect(opts).await?;
     let mut report = WitnessReport::default();
     // Every note, from the store and the file; the largest verified size
     // per tenant wins.

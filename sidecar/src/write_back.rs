@@ -110,7 +110,7 @@ async fn run(opts: Options, sink: Sink, metrics: Arc<Metrics>, mut rx: mpsc::Rec
     let mut backoff = Duration::from_millis(200);
     let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(200));
     loop {
-        let pg = match crate::tls::connect(&opts).await {
+        let pg = match crate::pg::connect(&opts).await {
             Ok(pg) => pg,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "witness write-back cannot connect to PostgreSQL");
