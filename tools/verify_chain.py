@@ -131,27 +131,31 @@ def link(name, fn, prev, seq, body_bytes):
     return fn(b"pg_authaudit.chain.v1." + name.encode() + b"\x00" + prev + record).digest()
 
 
-def retention_anchor(rows, first):
-    """The anchor the latest retention_applied event cut at seq `first - 1`
-    recorded: {"sha256": …, "sha512": …, "sha3-256": …} (the last two absent
-    in events of releases before 0.7.0), or None."""
-    best = None
+def retention_anchors(rows):
+    """(event seq, recorded anchor) of every retention_applied event whose
+    metadata names an anchor seq."""
     for row in rows:
         if row["event_type"] != "retention_applied":
             continue
         try:
             anchor = json.loads(row["metadata"])["_authaudit"]["retention"]["anchor"]
-            if int(anchor["seq"]) != first - 1:
-                continue
+            int(anchor["seq"])
         except (KeyError, TypeError, ValueError):
             continue
-        if best is None or int(row["seq"]) > best[0]:
-            best = (int(row["seq"]), anchor)
-    if best is None:
+        yield int(row["seq"]), anchor
+
+
+def retention_anchor(rows, first):
+    """The anchor the latest retention_applied event cut at seq `first - 1`
+    recorded: {"sha256": …, "sha512": …, "sha3-256": …} (the last two absent
+    in events of releases before 0.7.0), or None."""
+    cut_here = [(seq, a) for seq, a in retention_anchors(rows) if int(a["seq"]) == first - 1]
+    if not cut_here:
         return None
+    anchor = max(cut_here, key=lambda e: e[0])[1]
     out = {}
     for name, _, column in ALGORITHMS:
-        value = best[1].get(column)
+        value = anchor.get(column)
         if isinstance(value, str) and re.fullmatch(r"[0-9a-f]+", value):
             out[name] = bytes.fromhex(value)
     return out if "sha256" in out else None
@@ -159,17 +163,7 @@ def retention_anchor(rows, first):
 
 def retention_cut(rows, first):
     """The latest seq below `first` a retention_applied event says the log was cut at (0 if none)."""
-    cut = 0
-    for row in rows:
-        if row["event_type"] != "retention_applied":
-            continue
-        try:
-            seq = int(json.loads(row["metadata"])["_authaudit"]["retention"]["anchor"]["seq"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if seq < first:
-            cut = max(cut, seq)
-    return cut
+    return max((int(a["seq"]) for _, a in retention_anchors(rows) if int(a["seq"]) < first), default=0)
 
 
 def verify_tenant(tenant, rows):
@@ -279,11 +273,16 @@ def open_note(note, key_text):
     raise ValueError("the note carries no signature by %s" % name)
 
 
-def open_checkpoint(note, key_text):
-    """(origin, tree size, root, extension lines) of a signed checkpoint."""
-    lines = open_note(note, key_text).split("\n")
+def parse_checkpoint(text):
+    """(origin, tree size, root, extension lines) of a checkpoint's text."""
+    lines = text.split("\n")
     extensions = dict(l.split(" ", 1) for l in lines[3:] if " " in l)
     return lines[0], int(lines[1]), base64.b64decode(lines[2]), extensions
+
+
+def open_checkpoint(note, key_text):
+    """(origin, tree size, root, extension lines) of a signed checkpoint."""
+    return parse_checkpoint(open_note(note, key_text))
 
 
 def open_rotation(note, old_key):
@@ -304,13 +303,14 @@ def check_checkpoint(note, keys, tenants):
     signed by one of `keys`."""
     for key_text in keys[:-1]:
         try:
-            open_note(note, key_text)
+            text = open_note(note, key_text)
             break
         except Exception:  # another key; the last one's error is reported
             continue
     else:
         key_text = keys[-1]
-    origin, size, root, ext = open_checkpoint(note, key_text)
+        text = open_note(note, key_text)
+    origin, size, root, ext = parse_checkpoint(text)
     tenant = max((t for t in tenants if origin.endswith("/" + t)), key=len, default=None)
     if tenant is None:
         return False, "checkpoint %s: no tenant of the export" % origin

@@ -179,20 +179,13 @@ async fn pg_documents(
     table: Table,
     filter: &str,
     mut each: impl FnMut(documents::Document),
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let cols = table.columns();
+) -> Result<(), BoxError> {
     let rows = pg
         .query_raw(&table.copy_query(filter), std::iter::empty::<i32>())
         .await?;
     futures_util::pin_mut!(rows);
     while let Some(row) = rows.try_next().await? {
-        let values: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i)).collect();
-        let get = |c: &str| {
-            cols.iter()
-                .position(|x| *x == c)
-                .and_then(|i| values[i].as_deref())
-        };
-        each(documents::document(table, &get, i64::MAX)?);
+        each(convert(table, &row)?);
     }
     Ok(())
 }
