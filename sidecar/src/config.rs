@@ -257,6 +257,36 @@ pub struct Options {
         global = true
     )]
     pub witness_write_back: bool,
+
+    /// SIEM collector that receives every log row as a CEF line in an RFC
+    /// 5424 syslog message: relp://host:port (acknowledged: the slot moves
+    /// only past what the collector answered 200 OK for), tcp://host:port
+    /// (RFC 6587 octet counting) or tls://host:port (RFC 5425); both of the
+    /// latter count a message delivered once written to the socket. Empty:
+    /// no SIEM sink.
+    #[arg(long, env = "AUTHAUDIT_SIEM_TARGET", global = true)]
+    pub siem_target: Option<crate::siem::Target>,
+    /// How a tls:// collector's certificate is checked: require (encrypted,
+    /// unchecked), verify-ca (chains to --siem-tls-rootcert) or verify-full
+    /// (and names the host).
+    #[arg(long, env = "AUTHAUDIT_SIEM_TLS_MODE", value_enum, default_value_t = SslMode::VerifyFull, global = true)]
+    pub siem_tls_mode: SslMode,
+    /// PEM file of the authorities a tls:// collector's certificate must
+    /// chain to.
+    #[arg(long, env = "AUTHAUDIT_SIEM_TLS_ROOTCERT", global = true)]
+    pub siem_tls_rootcert: Option<PathBuf>,
+    /// HOSTNAME of the syslog messages (default: this machine's name).
+    #[arg(long, env = "AUTHAUDIT_SIEM_HOSTNAME", global = true)]
+    pub siem_hostname: Option<String>,
+    /// Longest wait for the collector to connect, take a write or answer
+    /// (ms); then the connection is dropped and the batch retried.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_SIEM_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub siem_timeout_ms: u64,
 }
 
 /// Session settings that make text values parse the same on every
@@ -367,6 +397,11 @@ impl Options {
             "witness_interval_ms" => self.witness_interval_ms = num(v)?,
             "witness_log" => self.witness_log = Some(v.into()),
             "witness_write_back" => self.witness_write_back = num::<bool>(v)?,
+            "siem_target" => self.siem_target = Some(v.parse()?),
+            "siem_tls_mode" => self.siem_tls_mode = SslMode::from_str(v, true)?,
+            "siem_tls_rootcert" => self.siem_tls_rootcert = Some(v.into()),
+            "siem_hostname" => self.siem_hostname = Some(v.into()),
+            "siem_timeout_ms" => self.siem_timeout_ms = num(v)?,
             other => return Err(format!("unknown option {other}")),
         }
         Ok(())
@@ -413,6 +448,25 @@ impl Options {
                 "write_concern {:?}: \"majority\" or a number",
                 self.write_concern
             )));
+        }
+        if let Some(t) = self
+            .siem_target
+            .as_ref()
+            .filter(|t| t.transport == crate::siem::Transport::Tls)
+        {
+            match self.siem_tls_mode {
+                SslMode::Disable | SslMode::Prefer => {
+                    return Err(ConfigError::Invalid(format!(
+                        "siem_tls_mode for {t}: require, verify-ca or verify-full"
+                    )))
+                }
+                m if m.verifies() && self.siem_tls_rootcert.is_none() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "siem_tls_mode verify-ca and verify-full need siem_tls_rootcert (for {t})"
+                    )))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

@@ -185,7 +185,7 @@ fn int(get: Get<'_, '_>, c: &'static str) -> Result<Option<i64>, RowError> {
 
 /// `\x…` bytea text to lowercase hex (PostgreSQL writes lowercase already;
 /// anything else is converted).
-fn hex<'r>(get: Get<'_, 'r>, c: &'static str) -> Result<Option<Cow<'r, str>>, RowError> {
+pub fn hex_column<'r>(get: Get<'_, 'r>, c: &'static str) -> Result<Option<Cow<'r, str>>, RowError> {
     get(c)
         .map(|v| match v.strip_prefix("\\x") {
             Some(h)
@@ -353,7 +353,7 @@ pub fn auth_log(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
     d.append("metadata_text", metadata_text);
     d.append("format_version", int(get, "format_version")?.unwrap_or(1));
     for c in DIGESTS_WITH_PREV {
-        put_str(&mut d, c, hex(get, c)?.as_deref());
+        put_str(&mut d, c, hex_column(get, c)?.as_deref());
     }
     Ok(d)
 }
@@ -464,7 +464,7 @@ pub fn checkpoint(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
     d.append("head_log_id", req(get, "head_log_id")?);
     d.append("created_by", req(get, "created_by")?);
     for c in &DIGESTS_WITH_PREV[1..] {
-        put_str(&mut d, c, hex(get, c)?.as_deref());
+        put_str(&mut d, c, hex_column(get, c)?.as_deref());
     }
     put_time(&mut d, get, ("created_at", "created_at_us"))?;
     Ok(d)

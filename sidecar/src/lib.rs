@@ -3,13 +3,18 @@
 //! `main.rs` is the binary; these modules hold the parts.
 
 pub mod config;
+pub mod destination;
 pub mod documents;
 pub mod metrics;
 pub mod mirror;
 pub use authaudit_core::note;
 pub mod pg;
 pub mod pgoutput;
+pub mod pipeline;
+pub mod relp;
+pub mod siem;
 pub mod sink;
+pub mod syslog;
 pub mod tamper;
 pub mod tls;
 pub mod verify;

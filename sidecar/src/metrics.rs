@@ -16,6 +16,9 @@ pub struct Metrics {
     pub rows_copied: AtomicU64,
     pub batches: AtomicU64,
     pub mongodb_errors: AtomicU64,
+    /// Failed deliveries to the SIEM collector, and CEF lines it took.
+    pub siem_errors: AtomicU64,
+    pub siem_events: AtomicU64,
     pub postgres_errors: AtomicU64,
     pub chain_gaps: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -150,6 +153,7 @@ impl Metrics {
                     "{source=\"mongodb\"}".into(),
                     g(&self.mongodb_errors).to_string(),
                 ),
+                ("{source=\"siem\"}".into(), g(&self.siem_errors).to_string()),
                 (
                     "{source=\"postgres\"}".into(),
                     g(&self.postgres_errors).to_string(),
@@ -159,6 +163,12 @@ impl Metrics {
                     g(&self.decode_errors).to_string(),
                 ),
             ],
+        );
+        metric(
+            "authaudit_sidecar_siem_events_total",
+            "counter",
+            "CEF lines the SIEM collector took (acknowledged over RELP; written to the socket over TCP and TLS).",
+            &one(g(&self.siem_events).to_string()),
         );
         metric(
             "authaudit_sidecar_chain_gaps_total",

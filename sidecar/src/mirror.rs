@@ -1,27 +1,31 @@
 //! The mirror: copies what committed before its slot existed, then streams
-//! the publication and writes every committed row to MongoDB, acknowledging
-//! a position to PostgreSQL only after MongoDB acknowledged everything up to
-//! it. Crash anywhere and the slot replays from the last acknowledged
+//! the publication and writes every committed row to MongoDB (and, when one
+//! is configured, to the SIEM as CEF), acknowledging a position to
+//! PostgreSQL only after every destination acknowledged everything up to it
+//! (`pipeline.rs`). Crash anywhere and the slot replays from the last acknowledged
 //! position; the writes are idempotent, so nothing is lost or doubled.
 //! Changes to the log other than appends and the recorded retention path
 //! are tampering (`tamper.rs`): never applied, always reported.
 
 use crate::config::Options;
+use crate::destination::{deliver_with_retry, Destination, SiemSink, Store};
 use crate::documents::{self, Table};
 use crate::metrics::{unix_now_us, Metrics};
 use crate::pgoutput::{Decoder, Message, Row};
+use crate::pipeline::{Handed, Limits, Pipeline, PipelineError};
+use crate::siem::{Siem, SiemError};
 use crate::sink::{Batch, Sink, SinkError};
 use crate::tamper::TxChanges;
-use crate::write_back::{Note, WriteBack};
+use crate::write_back::WriteBack;
 use bson::doc;
 use futures_util::TryStreamExt;
 use pgwire_replication::protocol::replication::pg_to_unix_timestamp;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Why a session ended (each is retried with back-off).
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,12 @@ pub enum MirrorError {
     Pg(#[from] crate::pg::PgError),
     #[error("{0}")]
     Witness(#[from] crate::witness::WitnessError),
+    #[error("{0}")]
+    Siem(#[from] SiemError),
+    #[error("{0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("a delivery task of the {0} ended")]
+    DeliveryEnded(&'static str),
 }
 
 /// Runs the mirror until `shutdown` turns true.
@@ -58,6 +68,7 @@ pub async fn run(
                 metrics.streaming.store(0, Ordering::Relaxed);
                 match &e {
                     MirrorError::Sink(_) => metrics.mongodb_errors.fetch_add(1, Ordering::Relaxed),
+                    MirrorError::Siem(_) => metrics.siem_errors.fetch_add(1, Ordering::Relaxed),
                     MirrorError::Decode(_) => metrics.decode_errors.fetch_add(1, Ordering::Relaxed),
                     _ => metrics.postgres_errors.fetch_add(1, Ordering::Relaxed),
                 };
@@ -75,48 +86,13 @@ pub async fn run(
     }
 }
 
-/// Writes a batch, retrying until MongoDB acknowledges it (or shutdown).
-/// Returns false when shutdown interrupted it (nothing acknowledged).
-async fn write_with_retry(
-    sink: &Sink,
-    batch: &Batch,
-    opts: &Options,
-    metrics: &Metrics,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let mut backoff = Duration::from_millis(50);
-    let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(50));
-    loop {
-        match sink.write(batch).await {
-            Ok(report) => {
-                for id in &report.conflicts {
-                    metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(document = %id, "a different row already holds this (tenant_id, seq) in the mirror: not mirrored");
-                }
-                metrics.batches.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .last_progress_unix
-                    .store(unix_now_us() / 1_000_000, Ordering::Relaxed);
-                return true;
-            }
-            Err(e) => {
-                metrics.mongodb_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, rows = batch.rows(), retry_in_ms = backoff.as_millis() as u64, "MongoDB write failed; retrying (the stream waits)");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => if *shutdown.borrow() { return false },
-                }
-                backoff = (backoff * 2).min(max_backoff);
-            }
-        }
-    }
-}
-
 /// Copies every row committed before the slot existed (idempotent; run
-/// again after a crash until it completes).
+/// again after a crash until it completes). With a SIEM, `heads` gets
+/// each tenant's last log seq in the copy.
 async fn initial_copy(
     pg: &mut tokio_postgres::Client,
-    sink: &Sink,
+    destinations: &[Arc<dyn Destination>],
+    mut heads: Option<&mut HashMap<String, i64>>,
     opts: &Options,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
@@ -148,9 +124,15 @@ async fn initial_copy(
                 // A lockout row is the final state of its last_seq: replays
                 // of older or the same transactions from the slot do not
                 // move it back.
-                match documents::document(table, &get, i64::MAX)
-                    .map_err(|e| MirrorError::Decode(e.to_string()))?
-                {
+                let decode = |e: documents::RowError| MirrorError::Decode(e.to_string());
+                if let (Some(heads), Table::AuthLog) = (heads.as_deref_mut(), table) {
+                    let tenant = get("tenant_id").unwrap_or_default();
+                    let seq = get("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let head = heads.entry(tenant.to_string()).or_insert(seq);
+                    *head = (*head).max(seq);
+                    batch.siem.push(crate::siem::event(&get).map_err(decode)?);
+                }
+                match documents::document(table, &get, i64::MAX).map_err(decode)? {
                     documents::Document::Row(d) if table == Table::AuthLog => batch.log.push(d),
                     documents::Document::Row(d) => batch.checkpoints.push(d),
                     documents::Document::Lockout(c) => batch.put_lockout(c),
@@ -162,8 +144,10 @@ async fn initial_copy(
             }
             // A full batch, or the rest at the end of the table.
             if batch.rows() >= opts.batch_rows || (done && !batch.is_empty()) {
-                if !write_with_retry(sink, &batch, opts, metrics, shutdown).await {
-                    return Ok(false);
+                for d in destinations {
+                    if !deliver_with_retry(d.as_ref(), &batch, opts, metrics, shutdown).await {
+                        return Ok(false);
+                    }
                 }
                 copied += batch.rows() as u64;
                 metrics
@@ -248,16 +232,6 @@ impl ChainWatch {
     }
 }
 
-/// A batch being written, and what to do once MongoDB acknowledged it.
-struct InFlight {
-    handle: tokio::task::JoinHandle<bool>,
-    /// The end of the batch's last complete transaction, if any.
-    ack: Option<Lsn>,
-    /// Commit times (Unix µs) of the batch's transactions.
-    commits: Vec<i64>,
-    counts: (u64, u64, u64),
-}
-
 /// Reports `lsn` (committed at `commit_us`) to PostgreSQL as flushed, if it
 /// moves the position forward.
 fn acknowledge(
@@ -277,50 +251,121 @@ fn acknowledge(
     }
 }
 
-/// Waits for the batch in flight. One batch is written while the next is
-/// decoded; two in flight measured slower (0.46 against 0.52 of
-/// pg_recvlogical draining 500,000 events): batches left sooner, smaller,
-/// and repeated lockout upserts that one larger batch folds into one.
-async fn wait_in_flight(f: &mut Option<InFlight>) -> bool {
-    match f {
-        Some(f) => (&mut f.handle).await.unwrap_or(false),
-        None => std::future::pending().await,
-    }
-}
-
-/// Acknowledges a written batch; false when its write was abandoned
-/// (shutdown): nothing is acknowledged then.
-fn complete(
-    f: InFlight,
-    ok: bool,
+/// The batches every destination has now delivered: their rows are
+/// counted, their latencies recorded, and the newest position among them
+/// acknowledged.
+fn release(
+    released: Vec<Handed<Lsn>>,
+    receipts: &mut VecDeque<(u64, (u64, u64, u64))>,
     repl: &ReplicationClient,
     acked: &mut Lsn,
     metrics: &Metrics,
-) -> bool {
-    if !ok {
-        return false;
-    }
-    metrics
-        .rows_auth_log
-        .fetch_add(f.counts.0, Ordering::Relaxed);
-    metrics
-        .rows_checkpoints
-        .fetch_add(f.counts.1, Ordering::Relaxed);
-    metrics
-        .rows_lockout_state
-        .fetch_add(f.counts.2, Ordering::Relaxed);
-    metrics.pending_rows.store(0, Ordering::Relaxed);
+) {
     let now_us = unix_now_us();
-    {
-        let mut lat = metrics.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        for c in &f.commits {
-            lat.record((now_us - c).max(0) as u64);
+    for h in released {
+        while let Some((n, counts)) = receipts.front().copied() {
+            if n > h.number {
+                break;
+            }
+            receipts.pop_front();
+            if n == h.number {
+                metrics.rows_auth_log.fetch_add(counts.0, Ordering::Relaxed);
+                metrics
+                    .rows_checkpoints
+                    .fetch_add(counts.1, Ordering::Relaxed);
+                metrics
+                    .rows_lockout_state
+                    .fetch_add(counts.2, Ordering::Relaxed);
+            }
+        }
+        {
+            let mut lat = metrics.latencies.lock().unwrap_or_else(|e| e.into_inner());
+            for c in &h.commits {
+                lat.record((now_us - c).max(0) as u64);
+            }
+        }
+        if let (Some(lsn), Some(commit_us)) = (h.position, h.commits.last()) {
+            acknowledge(repl, acked, lsn, *commit_us, metrics);
         }
     }
-    if let (Some(lsn), Some(commit_us)) = (f.ack, f.commits.last()) {
-        acknowledge(repl, acked, lsn, *commit_us, metrics);
+    if receipts.is_empty() {
+        metrics.pending_rows.store(0, Ordering::Relaxed);
     }
-    true
+}
+
+/// One task per destination delivers the batches handed to it, in order,
+/// and reports each (destination, batch, delivered); aborted with the
+/// session.
+struct Deliveries {
+    queues: Vec<mpsc::Sender<(u64, Arc<Batch>)>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    names: Vec<&'static str>,
+}
+
+impl Deliveries {
+    fn start(
+        destinations: &[Arc<dyn Destination>],
+        outstanding: usize,
+        opts: &Options,
+        metrics: &Arc<Metrics>,
+        shutdown: &watch::Receiver<bool>,
+        done: mpsc::UnboundedSender<(usize, u64, bool)>,
+    ) -> Deliveries {
+        let mut d = Deliveries {
+            queues: Vec::new(),
+            tasks: Vec::new(),
+            names: Vec::new(),
+        };
+        for (i, dest) in destinations.iter().enumerate() {
+            let (tx, mut rx) = mpsc::channel::<(u64, Arc<Batch>)>(outstanding.max(1));
+            let (dest, opts, metrics, mut stop, done) = (
+                dest.clone(),
+                opts.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+                done.clone(),
+            );
+            d.names.push(dest.name());
+            d.queues.push(tx);
+            d.tasks.push(tokio::spawn(async move {
+                while let Some((number, batch)) = rx.recv().await {
+                    let started = Instant::now();
+                    let ok =
+                        deliver_with_retry(dest.as_ref(), &batch, &opts, &metrics, &mut stop).await;
+                    tracing::debug!(
+                        destination = dest.name(),
+                        rows = batch.rows(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "batch delivered"
+                    );
+                    if done.send((i, number, ok)).is_err() || !ok {
+                        break;
+                    }
+                }
+            }));
+        }
+        d
+    }
+
+    /// Hands a batch to every destination (each queue has room: the
+    /// pipeline holds no more batches than a queue does).
+    async fn hand(&self, number: u64, batch: Batch) -> Result<(), MirrorError> {
+        let batch = Arc::new(batch);
+        for (q, name) in self.queues.iter().zip(&self.names) {
+            q.send((number, batch.clone()))
+                .await
+                .map_err(|_| MirrorError::DeliveryEnded(name))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 fn row_getter<'r>(row: &'r Row) -> impl Fn(&str) -> Option<&'r str> + 'r {
@@ -346,6 +391,29 @@ async fn ensure_publication(pg: &tokio_postgres::Client, publication: &str) {
     }
 }
 
+/// The store, then the SIEM when one is configured.
+fn destinations(
+    sink: &Sink,
+    siem: Option<&Arc<Siem>>,
+    write_back: Option<WriteBack>,
+    opts: &Options,
+    metrics: &Arc<Metrics>,
+) -> Vec<Arc<dyn Destination>> {
+    let mut to: Vec<Arc<dyn Destination>> = vec![Arc::new(Store {
+        sink: sink.clone(),
+        witness_log: opts.witness_log.clone(),
+        write_back,
+        metrics: metrics.clone(),
+    })];
+    if let Some(s) = siem {
+        to.push(Arc::new(SiemSink {
+            siem: s.clone(),
+            metrics: metrics.clone(),
+        }));
+    }
+    to
+}
+
 async fn session(
     opts: &Options,
     metrics: &Arc<Metrics>,
@@ -368,6 +436,7 @@ async fn session(
     metrics
         .tamper_unresolved
         .store(sink.unresolved_tampers().await? as i64, Ordering::Relaxed);
+    let siem = Siem::from_options(opts)?;
     let mut pg = crate::pg::connect(opts).await?;
     ensure_publication(&pg, &opts.publication).await;
     let slot = pg
@@ -399,9 +468,18 @@ async fn session(
         )
         .await?;
     }
+    // Each tenant's last log seq the copy sent to the SIEM: a row committed
+    // after the slot existed and before the copy's snapshot is in both, and
+    // the SIEM receives it once (the store's writes are idempotent). A
+    // tenant's links become visible in seq order (each waits for its
+    // predecessor's transaction to end before committing: heads.rs), so
+    // the copy holds every row of the tenant up to its last one.
+    let mut copied_heads: HashMap<String, i64> = HashMap::new();
     if slot.is_none() || !copied {
         tracing::info!("copying the rows committed before the slot existed");
-        if !initial_copy(&mut pg, &sink, opts, metrics, shutdown).await? {
+        let to: Vec<Arc<dyn Destination>> = destinations(&sink, siem.as_ref(), None, opts, metrics);
+        let heads = siem.is_some().then_some(&mut copied_heads);
+        if !initial_copy(&mut pg, &to, heads, opts, metrics, shutdown).await? {
             return Ok(());
         }
         sink.set_state(&opts.slot, doc! {"copied": true}).await?;
@@ -445,88 +523,52 @@ async fn session(
     let mut watch = ChainWatch {
         last: HashMap::new(),
     };
-    let mut batch = Batch::default();
-    // The end of the last commit whose rows are all in `batch` or written.
-    let mut ackable: Option<Lsn> = None;
     let mut acked = Lsn::ZERO;
-    let mut in_tx = false;
     let mut tx_ordinal = 0u32;
     let mut tx_changes = TxChanges::default();
     let write_back = (witness.is_some() && opts.witness_write_back)
         .then(|| WriteBack::spawn(opts.clone(), sink.clone(), metrics.clone()));
-    let mut first_pending: Option<Instant> = None;
-    // Commit times (Unix µs) of the transactions in the current batch.
-    let mut batch_commits: Vec<i64> = Vec::new();
-    let mut in_flight: Option<InFlight> = None;
+    let to = destinations(&sink, siem.as_ref(), write_back, opts, metrics);
     let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
+    // One batch is delivered while the next is decoded; two in flight
+    // measured slower (0.46 against 0.52 of pg_recvlogical draining 500,000
+    // events): batches left sooner, smaller, and repeated lockout upserts
+    // that one larger batch folds into one.
+    let limits = Limits {
+        rows: opts.batch_rows,
+        bytes: opts.batch_bytes,
+        wait,
+        outstanding: 1,
+    };
+    let mut pipeline: Pipeline<Batch, Lsn> = Pipeline::new(to.len(), limits);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let deliveries = Deliveries::start(&to, limits.outstanding, opts, metrics, shutdown, done_tx);
+    // (batch number, its log, checkpoint and lockout documents), until
+    // every destination delivered it.
+    let mut receipts: VecDeque<(u64, (u64, u64, u64))> = VecDeque::new();
     let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
     let mut sample = tokio::time::interval(Duration::from_secs(5));
 
     loop {
-        let full = batch.rows() >= opts.batch_rows || batch.bytes >= opts.batch_bytes;
-        let due = first_pending.is_some_and(|t| t.elapsed() >= wait);
-        if full || (due && (ackable.is_some() || !batch.witness.is_empty())) {
-            // Decoding the next batch overlaps the write in flight.
-            if in_flight.is_some() {
-                let ok = wait_in_flight(&mut in_flight).await;
-                let f = in_flight.take().expect("checked");
-                if !complete(f, ok, &repl, &mut acked, metrics) {
+        if pipeline.due(Instant::now()) {
+            if !pipeline.has_room() {
+                // Decoding waits for the destinations: memory stays bounded.
+                let Some((i, number, ok)) = done_rx.recv().await else {
+                    return Err(MirrorError::DeliveryEnded("mirror"));
+                };
+                if !ok {
                     break;
                 }
+                let released = pipeline.acknowledge(i, number)?;
+                release(released, &mut receipts, &repl, &mut acked, metrics);
+                continue;
             }
-            let full_batch = std::mem::take(&mut batch);
+            let (number, batch) = pipeline.hand_out();
             metrics
                 .pending_rows
-                .store(full_batch.rows() as i64, Ordering::Relaxed);
-            let (sink2, opts2, metrics2, mut stop2, write_back2) = (
-                sink.clone(),
-                opts.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-                write_back.clone(),
-            );
-            let counts = (
-                full_batch.log.len() as u64,
-                full_batch.checkpoints.len() as u64,
-                full_batch.lockout.len() as u64,
-            );
-            let handle = tokio::spawn(async move {
-                let started = Instant::now();
-                let mut ok = full_batch.is_empty()
-                    || write_with_retry(&sink2, &full_batch, &opts2, &metrics2, &mut stop2).await;
-                // The witness log holds every checkpoint the store does,
-                // flushed before the position is acknowledged.
-                if let (true, Some(path)) = (
-                    ok && !full_batch.witness_lines.is_empty(),
-                    &opts2.witness_log,
-                ) {
-                    if let Err(e) = crate::witness::append_lines(path, &full_batch.witness_lines) {
-                        tracing::error!(path = %path.display(), error = %e, "cannot append to the witness log; retrying the batch");
-                        ok = false;
-                    }
-                }
-                tracing::debug!(
-                    rows = full_batch.rows(),
-                    write_ms = started.elapsed().as_millis() as u64,
-                    "batch written"
-                );
-                if let (true, Some(wb)) = (ok, &write_back2) {
-                    wb.send(
-                        full_batch
-                            .witness
-                            .iter()
-                            .filter_map(|d| Note::from_document(d)),
-                    );
-                }
-                ok
-            });
-            in_flight = Some(InFlight {
-                handle,
-                ack: ackable.take(),
-                commits: std::mem::take(&mut batch_commits),
-                counts,
-            });
-            first_pending = None;
+                .store(batch.rows() as i64, Ordering::Relaxed);
+            receipts.push_back((number, batch.counts()));
+            deliveries.hand(number, batch).await?;
             continue;
         }
         tokio::select! {
@@ -534,7 +576,7 @@ async fn session(
                 let Some(ev) = ev? else { return Err(MirrorError::StreamEnded) };
                 match ev {
                     ReplicationEvent::Begin { .. } => {
-                        in_tx = true;
+                        pipeline.begin();
                         tx_ordinal = 0;
                         tx_changes = TxChanges::default();
                     }
@@ -577,7 +619,7 @@ async fn session(
                             _ => continue,
                         };
                         let Some(table) = table_of(&row) else { continue };
-                        batch.bytes += data.len();
+                        pipeline.open().bytes += data.len();
                         let get = row_getter(&row);
                         if table == Table::AuthLog && kind == "insert" {
                             tx_changes.inserted_log(&get);
@@ -590,38 +632,40 @@ async fn session(
                                 if let Some(w) = witness.as_mut() {
                                     w.row(&sink, &d).await?;
                                 }
-                                batch.log.push(d);
+                                let in_copy = copied_heads.get(d.get_str("tenant_id").unwrap_or_default())
+                                    .is_some_and(|h| d.get_i64("seq").unwrap_or(0) <= *h);
+                                if siem.is_some() && !in_copy {
+                                    pipeline.open().siem.push(crate::siem::event(&get).map_err(refused)?);
+                                }
+                                pipeline.open().log.push(d);
                             }
-                            Table::Checkpoints => batch.checkpoints.push(documents::checkpoint(&get).map_err(refused)?),
-                            Table::LockoutState => batch.put_lockout(documents::lockout_state(&get, i64::from(tx_ordinal)).map_err(refused)?),
+                            Table::Checkpoints => pipeline.open().checkpoints.push(documents::checkpoint(&get).map_err(refused)?),
+                            Table::LockoutState => pipeline.open().put_lockout(documents::lockout_state(&get, i64::from(tx_ordinal)).map_err(refused)?),
                         }
-                        first_pending.get_or_insert_with(Instant::now);
+                        pipeline.changed(Instant::now());
                     }
                     ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
-                        in_tx = false;
                         let commit_us = pg_to_unix_timestamp(commit_time_micros);
                         for (i, t) in std::mem::take(&mut tx_changes).judge().into_iter().enumerate() {
                             report_tamper(&t, metrics);
-                            batch.tamper.push(t.document(&format!("{end_lsn}/{i}"), &end_lsn.to_string(), commit_us));
+                            pipeline.open().tamper.push(t.document(&format!("{end_lsn}/{i}"), &end_lsn.to_string(), commit_us));
                         }
                         if let Some(w) = witness.as_mut() {
-                            w.sign_due(&mut batch);
+                            w.sign_due(pipeline.open());
                         }
-                        ackable = Some(end_lsn);
-                        batch_commits.push(commit_us);
+                        pipeline.commit(end_lsn, commit_us, Instant::now());
                         metrics
                             .arrivals
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .record((unix_now_us() - commit_us).max(0) as u64);
-                        first_pending.get_or_insert_with(Instant::now);
                     }
                     ReplicationEvent::KeepAlive { wal_end, .. } => {
                         metrics.server_wal_end.store(wal_end.as_u64(), Ordering::Relaxed);
                         // Idle heartbeat: with nothing of ours pending, every
                         // change before wal_end is mirrored, so the slot may
                         // move on (an idle publication holds no WAL).
-                        if !in_tx && batch.is_empty() && ackable.is_none() && in_flight.is_none() && wal_end > acked {
+                        if pipeline.idle() && wal_end > acked {
                             acknowledge(&repl, &mut acked, wal_end, unix_now_us(), metrics);
                             metrics.last_progress_unix.store(unix_now_us() / 1_000_000, Ordering::Relaxed);
                         }
@@ -629,17 +673,22 @@ async fn session(
                     ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
                 }
             }
-            ok = wait_in_flight(&mut in_flight), if in_flight.is_some() => {
-                let f = in_flight.take().expect("guarded");
-                if !complete(f, ok, &repl, &mut acked, metrics) {
+            done = done_rx.recv() => {
+                let Some((i, number, ok)) = done else {
+                    return Err(MirrorError::DeliveryEnded("mirror"));
+                };
+                // An abandoned delivery (shutdown): nothing after it counts.
+                if !ok {
                     break;
                 }
+                let released = pipeline.acknowledge(i, number)?;
+                release(released, &mut receipts, &repl, &mut acked, metrics);
             }
             _ = tick.tick() => {
                 // A tenant with new rows and no checkpoint for the interval.
-                if let (false, Some(w)) = (in_tx, witness.as_mut()) {
-                    if w.sign_due(&mut batch) {
-                        first_pending.get_or_insert_with(Instant::now);
+                if let (false, Some(w)) = (pipeline.in_transaction(), witness.as_mut()) {
+                    if w.sign_due(pipeline.open()) {
+                        pipeline.changed(Instant::now());
                     }
                 }
             }
@@ -651,38 +700,52 @@ async fn session(
                 }
                 // With every alarm seen so far written, the store's count is
                 // current (an operator resolves alarms there).
-                if batch.is_empty() && in_flight.is_none() && tx_changes.is_empty() {
+                let quiet = pipeline.open_ref().is_empty() && pipeline.outstanding() == 0;
+                if quiet && tx_changes.is_empty() {
                     if let Ok(n) = sink.unresolved_tampers().await {
                         metrics.tamper_unresolved.store(n as i64, Ordering::Relaxed);
                     }
                 }
                 metrics.last_progress_unix.fetch_max(
-                    if batch.is_empty() { unix_now_us() / 1_000_000 } else { 0 }, Ordering::Relaxed);
+                    if pipeline.open_ref().is_empty() { unix_now_us() / 1_000_000 } else { 0 }, Ordering::Relaxed);
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
-                    // In order; after an abandoned write nothing later counts.
-                    if let Some(mut f) = in_flight.take() {
-                        let ok = (&mut f.handle).await.unwrap_or(false);
-                        // An abandoned write: nothing after it may be
-                        // acknowledged either.
-                        if !complete(f, ok, &repl, &mut acked, metrics) {
-                            batch = Batch::default();
-                            ackable = None;
+                    // In order; after an abandoned delivery nothing later
+                    // may be acknowledged.
+                    let mut ok = true;
+                    while ok && pipeline.outstanding() > 0 {
+                        match done_rx.recv().await {
+                            Some((i, number, true)) => {
+                                let released = pipeline.acknowledge(i, number)?;
+                                release(released, &mut receipts, &repl, &mut acked, metrics);
+                            }
+                            _ => ok = false,
                         }
                     }
-                    // Drain: write what is complete, acknowledge it, stop.
-                    // One attempt: a store that is down now is retried
-                    // from the slot after the restart instead.
-                    if batch.is_empty() || sink.write(&batch).await.is_ok() {
-                        if let (Some(lsn), Some(commit_us)) = (ackable, batch_commits.last()) {
-                            acknowledge(&repl, &mut acked, lsn, *commit_us, metrics);
+                    // Drain: deliver what is complete, acknowledge it, stop.
+                    // One attempt per destination: one that is down now is
+                    // retried from the slot after the restart instead.
+                    if let (true, Some((lsn, commit_us))) = (ok, pipeline.open_position()) {
+                        let mut all = true;
+                        for d in &to {
+                            if d.deliver(pipeline.open_ref()).await.is_err() {
+                                all = false;
+                                break;
+                            }
+                        }
+                        if all {
+                            acknowledge(&repl, &mut acked, lsn, commit_us, metrics);
                         }
                     }
                     break;
                 }
             }
         }
+    }
+    drop(deliveries);
+    if let Some(s) = &siem {
+        s.close().await;
     }
     // Let the final status update reach the server before closing.
     let deadline = Instant::now() + Duration::from_secs(2);

@@ -30,6 +30,8 @@ pub struct Batch {
     /// and their lines for the witness log.
     pub witness: Vec<RawDocumentBuf>,
     pub witness_lines: Vec<String>,
+    /// The CEF lines of `log`, for the SIEM (empty without one).
+    pub siem: Vec<crate::siem::SiemEvent>,
     /// Lockout state changes by `_id`, newest version only.
     pub lockout: HashMap<String, LockoutChange>,
     /// Approximate size of the decoded changes, bytes.
@@ -49,6 +51,15 @@ impl Batch {
         self.rows() == 0
     }
 
+    /// The number of log, checkpoint and lockout documents.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.log.len() as u64,
+            self.checkpoints.len() as u64,
+            self.lockout.len() as u64,
+        )
+    }
+
     /// Adds a lockout state change, keeping the newest version per key.
     pub fn put_lockout(&mut self, c: LockoutChange) {
         match self.lockout.get_mut(&c.id) {
@@ -58,6 +69,18 @@ impl Batch {
                 self.lockout.insert(c.id.clone(), c);
             }
         }
+    }
+}
+
+impl crate::pipeline::Contents for Batch {
+    fn rows(&self) -> usize {
+        Batch::rows(self)
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+    fn standalone(&self) -> bool {
+        !self.witness.is_empty()
     }
 }
 

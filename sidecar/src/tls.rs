@@ -1,6 +1,6 @@
-//! TLS to PostgreSQL, with libpq's `sslmode` meanings, for every connection
-//! the sidecar opens: the replication stream, the control connection and
-//! `verify`.
+//! TLS with libpq's `sslmode` meanings, for every connection the sidecar
+//! opens to PostgreSQL (the replication stream, the control connection and
+//! `verify`) and to a SIEM collector over `tls://` (`siem.rs`).
 //!
 //! - `disable`: plain TCP.
 //! - `prefer` (the default, as in libpq): TLS when the server offers it,
@@ -119,12 +119,15 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// The TLS connector of the control connection and `verify`.
-pub fn control_connector(
-    opts: &Options,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TlsSetupError> {
+/// A TLS client configuration that checks the server's certificate as
+/// `mode` asks (`rootcert`: the authorities verify-ca and verify-full
+/// trust).
+pub fn client_config(
+    mode: SslMode,
+    rootcert: Option<&Path>,
+) -> Result<ClientConfig, TlsSetupError> {
     let provider = provider();
-    let webpki = match (&opts.pg_sslrootcert, opts.pg_sslmode.verifies()) {
+    let webpki = match (rootcert, mode.verifies()) {
         (Some(path), true) => Some(
             WebPkiServerVerifier::builder_with_provider(
                 Arc::new(root_store(path)?),
@@ -136,15 +139,22 @@ pub fn control_connector(
         _ => None,
     };
     let verifier = Verifier {
-        mode: opts.pg_sslmode,
+        mode,
         webpki,
         provider: provider.clone(),
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// The TLS connector of the control connection and `verify`.
+pub fn control_connector(
+    opts: &Options,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TlsSetupError> {
+    let config = client_config(opts.pg_sslmode, opts.pg_sslrootcert.as_deref())?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

@@ -23,6 +23,7 @@ mod mongo_contract;
 mod pipeline;
 mod publication;
 mod recording;
+mod siem;
 mod sshd_import;
 mod support;
 mod tampering;

@@ -23,14 +23,14 @@ pub fn sidecar_bin() -> std::path::PathBuf {
 
 /// A document store for one test: its own wire server, or a database of
 /// its own on `AUTHAUDIT_MONGODB_URI`.
-struct Store {
+pub(crate) struct Store {
     server: Option<Server>,
     uri: String,
     database: String,
 }
 
 impl Store {
-    fn new(name: &str) -> Store {
+    pub(crate) fn new(name: &str) -> Store {
         match std::env::var("AUTHAUDIT_MONGODB_URI") {
             Ok(uri) => Store {
                 server: None,
@@ -57,7 +57,7 @@ impl Store {
         }
     }
 
-    fn count(&self, collection: &str) -> u64 {
+    pub(crate) fn count(&self, collection: &str) -> u64 {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -74,14 +74,14 @@ impl Store {
 }
 
 /// The sidecar of one test database, with its own slot.
-struct Mirror<'a> {
+pub(crate) struct Mirror<'a> {
     db: &'a TestDb,
     store: &'a Store,
     slot: String,
     metrics_port: u16,
     child: Option<Child>,
     /// Environment beyond the defaults (later entries win).
-    env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -93,7 +93,7 @@ fn free_port() -> u16 {
 }
 
 impl<'a> Mirror<'a> {
-    fn new(db: &'a TestDb, store: &'a Store) -> Mirror<'a> {
+    pub(crate) fn new(db: &'a TestDb, store: &'a Store) -> Mirror<'a> {
         Mirror {
             slot: db.name().replace('-', "_"),
             db,
@@ -123,7 +123,7 @@ impl<'a> Mirror<'a> {
         c
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         assert!(self.child.is_none());
         // The sidecar's log, kept for a failing test to look at.
         let log = std::fs::OpenOptions::new()
@@ -140,7 +140,7 @@ impl<'a> Mirror<'a> {
         self.child = Some(child);
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
@@ -148,7 +148,7 @@ impl<'a> Mirror<'a> {
     }
 
     /// SIGTERM; returns the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
         Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -180,7 +180,7 @@ impl<'a> Mirror<'a> {
     }
 
     /// Waits until `verify` reports identical stores.
-    fn wait_identical(&self, within: Duration) -> String {
+    pub(crate) fn wait_identical(&self, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             let (code, text) = self.verify();
@@ -208,11 +208,11 @@ impl<'a> Mirror<'a> {
         out
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         self.get("/metrics")
     }
 
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         self.metrics()
             .lines()
             .filter(|l| l.starts_with(name))
@@ -238,7 +238,7 @@ impl Drop for Mirror<'_> {
 
 /// Records events from `sessions` connections until `stop`; returns a
 /// counter of recorded events.
-fn writers(
+pub(crate) fn writers(
     db: &TestDb,
     sessions: u32,
     stop: Arc<AtomicBool>,
@@ -292,7 +292,7 @@ fn record_some(db: &TestDb, tag: u32, n: u32) {
     }
 }
 
-fn log_rows(db: &TestDb) -> u64 {
+pub(crate) fn log_rows(db: &TestDb) -> u64 {
     let n: i64 = db
         .connect()
         .query_one("SELECT count(*) FROM authaudit.auth_log", &[])

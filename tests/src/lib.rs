@@ -8,7 +8,9 @@
 //! The document-store suites also run against SecantusDB ([`Secantus`]).
 
 pub mod cluster;
+pub mod rsyslog;
 pub mod secantus;
 
 pub use cluster::{built_binary, repo_root, Cluster, TestDb};
+pub use rsyslog::Rsyslog;
 pub use secantus::Secantus;

@@ -1,0 +1,145 @@
+//! Where batches go: the document store (with the witness's log and its
+//! write-back) and the SIEM. Each is a [`Destination`]; the mirror hands
+//! every batch to every destination and acknowledges a position to
+//! PostgreSQL only once all of them delivered it (`pipeline.rs`).
+
+use crate::config::Options;
+use crate::metrics::{unix_now_us, Metrics};
+use crate::siem::{Siem, SiemError};
+use crate::sink::{Batch, Sink, SinkError};
+use crate::write_back::{Note, WriteBack};
+use futures_util::future::BoxFuture;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A failed delivery: retried with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    Store(#[from] SinkError),
+    #[error("witness log {path}: {source}")]
+    WitnessLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Siem(#[from] SiemError),
+}
+
+/// One place every batch must reach before its position is acknowledged.
+pub trait Destination: Send + Sync {
+    /// Its name in logs.
+    fn name(&self) -> &'static str;
+    /// Delivers the batch once; an error is retried with the same batch.
+    fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// Counts a failed attempt.
+    fn failed(&self, metrics: &Metrics);
+}
+
+/// The document store: MongoDB, the witness log after it, and the signed
+/// checkpoints handed to the write-back once both hold them.
+pub struct Store {
+    pub sink: Sink,
+    pub witness_log: Option<PathBuf>,
+    pub write_back: Option<WriteBack>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Destination for Store {
+    fn name(&self) -> &'static str {
+        "MongoDB"
+    }
+
+    fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let report = self.sink.write(batch).await?;
+            for id in &report.conflicts {
+                self.metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(document = %id, "a different row already holds this (tenant_id, seq) in the mirror: not mirrored");
+            }
+            // The witness log holds every checkpoint the store does, flushed
+            // before the position is acknowledged.
+            if let (false, Some(path)) = (batch.witness_lines.is_empty(), &self.witness_log) {
+                crate::witness::append_lines(path, &batch.witness_lines).map_err(|source| {
+                    DeliveryError::WitnessLog {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+            }
+            if let Some(wb) = &self.write_back {
+                wb.send(batch.witness.iter().filter_map(|d| Note::from_document(d)));
+            }
+            self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    fn failed(&self, metrics: &Metrics) {
+        metrics.mongodb_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The SIEM collector (`siem.rs`).
+pub struct SiemSink {
+    pub siem: Arc<Siem>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Destination for SiemSink {
+    fn name(&self) -> &'static str {
+        "SIEM"
+    }
+
+    fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            self.siem.deliver(&batch.siem).await?;
+            self.metrics
+                .siem_events
+                .fetch_add(batch.siem.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    fn failed(&self, metrics: &Metrics) {
+        metrics.siem_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Delivers a batch, retrying with back-off until the destination takes
+/// it; false when shutdown interrupted it (nothing delivered counts then).
+pub async fn deliver_with_retry(
+    dest: &dyn Destination,
+    batch: &Batch,
+    opts: &Options,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(50));
+    loop {
+        match dest.deliver(batch).await {
+            Ok(()) => {
+                metrics
+                    .last_progress_unix
+                    .store(unix_now_us() / 1_000_000, Ordering::Relaxed);
+                return true;
+            }
+            Err(e) => {
+                dest.failed(metrics);
+                tracing::warn!(destination = dest.name(), error = %e, rows = batch.rows(), retry_in_ms = backoff.as_millis() as u64, "delivery failed; retrying (the stream waits)");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => if *shutdown.borrow() { return false },
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
