@@ -57,17 +57,46 @@ else
 fi
 export AUTHAUDIT_MONGODB_DATABASE=authaudit_bench_$$ AUTHAUDIT_METRICS_LISTEN=127.0.0.1:$(free_port) AUTHAUDIT_LOG=warn
 
-sidecar_start() { "$BIN/authaudit-sidecar" 2>>"$dir/sidecar.log" & sc=$!; pids+=($sc); }
+sidecar_start() { "$BIN/authaudit-sidecar" "$@" 2>>"$dir/sidecar.log" & sc=$!; pids+=($sc); }
 sidecar_stop() { kill -TERM "$sc"; wait "$sc" || true; }
 flushed_to() { # slot target_lsn
   "${PSQL[@]}" -At -c "SELECT coalesce(confirmed_flush_lsn >= '$2'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = '$1'"
 }
+
+# With BENCH_SIEM=relp (the default when rsyslogd is installed), a real
+# rsyslog takes the CEF stream over RELP: a second sidecar slot, created at
+# the same point, is drained into another store database and the collector,
+# and the steady load runs with both destinations.
+SIEM=${BENCH_SIEM:-$([ -x /usr/sbin/rsyslogd ] && echo relp || echo none)}
+siem_flags=()
+if [ "$SIEM" = relp ]; then
+  rport=$(free_port)
+  mkdir -p "$dir/rsyslog/work"
+  cat >"$dir/rsyslog/rsyslog.conf" <<CONF
+global(workDirectory="$dir/rsyslog/work")
+module(load="imrelp")
+template(name="msg" type="string" string="%msg%\n")
+input(type="imrelp" address="127.0.0.1" port="$rport")
+action(type="omfile" file="$dir/rsyslog/cef.log" template="msg")
+CONF
+  /usr/sbin/rsyslogd -n -f "$dir/rsyslog/rsyslog.conf" -i "$dir/rsyslog/pid" >"$dir/rsyslog/out" 2>&1 &
+  pids+=($!)
+  until (echo >"/dev/tcp/127.0.0.1/$rport") 2>/dev/null; do sleep 0.05; done
+  siem_flags=(--siem-target "relp://127.0.0.1:$rport")
+  echo "# SIEM: rsyslog imrelp on port $rport"
+fi
 
 # The sidecar creates its slot (and copies an empty log); the baseline slot
 # is created at the same point, before any event.
 sidecar_start
 until [ "$(flushed_to authaudit_mirror 0/0)" = t ]; do sleep 0.1; done
 sidecar_stop
+if [ "$SIEM" = relp ]; then
+  siem_slot=(--slot authaudit_siem --mongodb-database "${AUTHAUDIT_MONGODB_DATABASE}_siem" "${siem_flags[@]}")
+  sidecar_start "${siem_slot[@]}"
+  until [ "$(flushed_to authaudit_siem 0/0)" = t ]; do sleep 0.1; done
+  sidecar_stop
+fi
 "${PSQL[@]}" -c "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')" >/dev/null
 
 echo "# recording $EVENTS events (64 tenants, default lockout policy) with the sidecar stopped"
@@ -129,11 +158,25 @@ awk -v n="$changes" -v ms="$((t1 - t0))" -v k="$vpeak" -v r="$recv_ms" 'BEGIN {
   printf "bench mirror_verify: %.0f rows/s ratio_vs_pg_recvlogical=%.2f (%d rows in %.1f s, peak RSS %.1f MiB)\n",
     n * 1000 / ms, r / ms, n, ms / 1000, k / 1024 }'
 
-echo "# steady load: $RATE events/s for $SECS s"
+if [ "$SIEM" = relp ]; then
+  t0=$(now_ms)
+  sidecar_start "${siem_slot[@]}"
+  until [ "$(flushed_to authaudit_siem "$target")" = t ]; do sleep 0.05; done
+  t1=$(now_ms)
+  siem_cpu=$(cpu_s "$sc")
+  sidecar_stop
+  "${PSQL[@]}" -c "SELECT pg_drop_replication_slot('authaudit_siem')" >/dev/null
+  awk -v n="$changes" -v s="$((t1 - t0))" -v m="$sidecar_ms" -v l="$(wc -l <"$dir/rsyslog/cef.log")" 'BEGIN {
+    printf "bench mirror_drain_relp: %.0f events/s ratio_vs_mongodb_only=%.2f (MongoDB + RELP to rsyslog, %.1f s; %d CEF lines at the collector)\n",
+      n * 1000 / s, m / s, s / 1000, l }'
+  echo "#   CPU during the drain with RELP: sidecar ${siem_cpu} s (MongoDB only: ${sidecar_cpu} s)"
+fi
+
+echo "# steady load: $RATE events/s for $SECS s${siem_flags:+ (MongoDB and RELP)}"
 # The load starts once the new session streams (its start, the witness's
 # trees included, is timed apart): the latency is the steady state's.
 t0=$(now_ms)
-sidecar_start
+sidecar_start "${siem_flags[@]}"
 metric() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://$AUTHAUDIT_METRICS_LISTEN/metrics').read().decode())" 2>/dev/null | awk -v m="$1" '$1 == m {print $2}'; }
 until [ "$(metric authaudit_sidecar_streaming)" = 1 ]; do sleep 0.02; done
 echo "#   session start to streaming: $(($(now_ms) - t0)) ms"

@@ -200,6 +200,59 @@ pub fn line(e: &CefEvent<'_>, version: &str) -> String {
     out
 }
 
+/// The CEF line of a campaign alert (`detection.rs`): its rule's signature
+/// id (201–206), name and severity, the tenant, the accounts and sources
+/// it names, and the window and chain positions of its evidence.
+pub fn alert_line(a: &crate::detection::Alert, version: &str) -> String {
+    let (sig, name, severity) = a.rule.cef();
+    let mut out = String::with_capacity(512);
+    out.push_str("CEF:0|");
+    for field in [VENDOR, PRODUCT, version] {
+        push_header(&mut out, field);
+        out.push('|');
+    }
+    out.push_str(sig);
+    out.push('|');
+    push_header(&mut out, name);
+    let _ = write!(out, "|{severity}|");
+    let mut x = Extension {
+        out: &mut out,
+        first: true,
+    };
+    x.plain("rt", a.last_ms);
+    x.plain("start", a.first_ms);
+    x.plain("end", a.last_ms);
+    x.text("act", a.rule.as_str());
+    x.plain("cat", "/Authentication/Campaign");
+    x.text("externalId", &a.id());
+    x.text("cs1", &a.tenant);
+    x.plain("cs1Label", "tenant");
+    x.text("duser", &a.accounts.join(","));
+    if let [one] = a.sources.as_slice() {
+        match one.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => x.plain("src", v4),
+            Ok(IpAddr::V6(v6)) => {
+                x.plain("c6a2", v6);
+                x.plain("c6a2Label", "Source IPv6 Address");
+            }
+            Err(_) => {}
+        }
+    }
+    x.text("cs2", &a.sources.join(","));
+    x.plain("cs2Label", "sources");
+    x.plain("cn1", a.first_seq);
+    x.plain("cn1Label", "firstSeq");
+    x.plain("cn2", a.last_seq);
+    x.plain("cn2Label", "lastSeq");
+    x.plain("cn3", a.events);
+    x.plain("cn3Label", "events");
+    x.plain("cs3", a.account_count);
+    x.plain("cs3Label", "accountCount");
+    x.plain("cs4", a.source_count);
+    x.plain("cs4Label", "sourceCount");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +456,31 @@ mod tests {
                 assert_eq!(line(e, version), reference_line(e, version));
             }
         }
+    }
+
+    #[test]
+    fn an_alert_line_names_its_evidence() {
+        use crate::detection::{Alert, Rule};
+        let a = Alert {
+            rule: Rule::PasswordSpray,
+            tenant: "acme".into(),
+            accounts: vec!["a=1".into(), "b".into()],
+            sources: vec!["198.51.100.7".into()],
+            account_count: 2,
+            source_count: 1,
+            first_ms: 1000,
+            last_ms: 2000,
+            first_seq: 4,
+            last_seq: 9,
+            events: 6,
+        };
+        assert_eq!(
+            alert_line(&a, "0.7.0"),
+            "CEF:0|pg_authaudit|pg_authaudit|0.7.0|201|Password spray|8|rt=2000 start=1000 end=2000 \
+             act=password_spray cat=/Authentication/Campaign externalId=acme/password_spray/9 cs1=acme \
+             cs1Label=tenant duser=a\\=1,b src=198.51.100.7 cs2=198.51.100.7 cs2Label=sources cn1=4 \
+             cn1Label=firstSeq cn2=9 cn2Label=lastSeq cn3=6 cn3Label=events cs3=2 cs3Label=accountCount \
+             cs4=1 cs4Label=sourceCount"
+        );
     }
 }

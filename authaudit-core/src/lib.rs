@@ -7,6 +7,7 @@ pub mod cef;
 pub mod chain;
 pub mod chain_heads;
 pub mod channel;
+pub mod detection;
 pub mod event;
 pub mod identity;
 pub mod jwt;

@@ -287,6 +287,22 @@ pub struct Options {
         global = true
     )]
     pub siem_timeout_ms: u64,
+
+    /// Campaign detections over the stream (password spray, credential
+    /// stuffing, distributed brute force, success after failures or while
+    /// locked, lockout storm): alerts to the `alerts` collection and the SIEM.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_DETECTIONS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub detections: bool,
+    /// TOML file of detection thresholds: `[default]` and
+    /// `[tenant."name"]` tables (docs/sidecar.md, "Campaign detections").
+    #[arg(long, env = "AUTHAUDIT_DETECTION_CONFIG", global = true)]
+    pub detection_config: Option<PathBuf>,
 }
 
 /// Session settings that make text values parse the same on every
@@ -402,6 +418,8 @@ impl Options {
             "siem_tls_rootcert" => self.siem_tls_rootcert = Some(v.into()),
             "siem_hostname" => self.siem_hostname = Some(v.into()),
             "siem_timeout_ms" => self.siem_timeout_ms = num(v)?,
+            "detections" => self.detections = num::<bool>(v)?,
+            "detection_config" => self.detection_config = Some(v.into()),
             other => return Err(format!("unknown option {other}")),
         }
         Ok(())

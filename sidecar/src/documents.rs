@@ -206,7 +206,7 @@ pub fn hex_column<'r>(get: Get<'_, 'r>, c: &'static str) -> Result<Option<Cow<'r
 /// pgoutput sends): a `::text` cast (what a query may return) adds the
 /// host mask, which is dropped. The stream and the copy both go through
 /// here, so a document never depends on the path its row took.
-fn host_ip(v: &str) -> &str {
+pub fn host_ip(v: &str) -> &str {
     v.strip_suffix("/32")
         .filter(|a| !a.contains(':'))
         .or_else(|| v.strip_suffix("/128").filter(|a| a.contains(':')))

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod destination;
+pub mod detect;
 pub mod documents;
 pub mod metrics;
 pub mod mirror;

@@ -19,6 +19,8 @@ pub struct Metrics {
     /// Failed deliveries to the SIEM collector, and CEF lines it took.
     pub siem_errors: AtomicU64,
     pub siem_events: AtomicU64,
+    /// Campaign alerts raised, by rule (in `Rule::ALL` order).
+    pub alerts: [AtomicU64; 6],
     pub postgres_errors: AtomicU64,
     pub chain_gaps: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -169,6 +171,17 @@ impl Metrics {
             "counter",
             "CEF lines the SIEM collector took (acknowledged over RELP; written to the socket over TCP and TLS).",
             &one(g(&self.siem_events).to_string()),
+        );
+        let alerts: Vec<(String, String)> = authaudit_core::detection::Rule::ALL
+            .iter()
+            .zip(&self.alerts)
+            .map(|(r, n)| (format!("{{rule=\"{}\"}}", r.as_str()), g(n).to_string()))
+            .collect();
+        metric(
+            "authaudit_sidecar_alerts_total",
+            "counter",
+            "Campaign alerts raised by the detections, by rule (a replay after a restart can raise one again, under the same _id).",
+            &alerts,
         );
         metric(
             "authaudit_sidecar_chain_gaps_total",

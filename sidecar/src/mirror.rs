@@ -48,6 +48,8 @@ pub enum MirrorError {
     Siem(#[from] SiemError),
     #[error("{0}")]
     Pipeline(#[from] PipelineError),
+    #[error("{0}")]
+    Detection(#[from] crate::detect::DetectionError),
     #[error("a delivery task of the {0} ended")]
     DeliveryEnded(&'static str),
 }
@@ -391,6 +393,33 @@ async fn ensure_publication(pg: &tokio_postgres::Client, publication: &str) {
     }
 }
 
+/// Adds alerts to a batch: documents for the store, CEF lines for the SIEM,
+/// counts and a log line each.
+fn raise(
+    alerts: Vec<authaudit_core::detection::Alert>,
+    batch: &mut Batch,
+    siem: bool,
+    metrics: &Metrics,
+) {
+    let now = unix_now_us();
+    for a in alerts {
+        crate::detect::count(&a, metrics);
+        tracing::warn!(
+            rule = a.rule.as_str(),
+            tenant = %a.tenant,
+            accounts = a.account_count,
+            sources = a.source_count,
+            first_seq = a.first_seq,
+            last_seq = a.last_seq,
+            "campaign alert"
+        );
+        batch.alerts.push(crate::detect::document(&a, now));
+        if siem {
+            batch.siem.push(crate::detect::siem_event(&a, now));
+        }
+    }
+}
+
 /// The store, then the SIEM when one is configured.
 fn destinations(
     sink: &Sink,
@@ -485,6 +514,19 @@ async fn session(
         sink.set_state(&opts.slot, doc! {"copied": true}).await?;
     }
 
+    // The detections' windows from the rows of the last window.
+    let mut detections = crate::detect::Detections::from_options(opts)?;
+    let mut warm_alerts = Vec::new();
+    if let Some(d) = detections.as_mut() {
+        let started = Instant::now();
+        warm_alerts = d.warm_up(&pg).await?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            alerts = warm_alerts.len(),
+            "detection windows read from PostgreSQL"
+        );
+    }
+
     // The witness's trees before the stream starts, so that it never waits.
     let mut witness = crate::witness::Witness::from_options(opts)?;
     if let Some(w) = witness.as_mut() {
@@ -543,6 +585,10 @@ async fn session(
     let mut pipeline: Pipeline<Batch, Lsn> = Pipeline::new(to.len(), limits);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let deliveries = Deliveries::start(&to, limits.outstanding, opts, metrics, shutdown, done_tx);
+    if !warm_alerts.is_empty() {
+        raise(warm_alerts, pipeline.open(), siem.is_some(), metrics);
+        pipeline.changed(Instant::now());
+    }
     // (batch number, its log, checkpoint and lockout documents), until
     // every destination delivered it.
     let mut receipts: VecDeque<(u64, (u64, u64, u64))> = VecDeque::new();
@@ -636,6 +682,10 @@ async fn session(
                                     .is_some_and(|h| d.get_i64("seq").unwrap_or(0) <= *h);
                                 if siem.is_some() && !in_copy {
                                     pipeline.open().siem.push(crate::siem::event(&get).map_err(refused)?);
+                                }
+                                if let Some(det) = detections.as_mut() {
+                                    let alerts = det.row(&get);
+                                    raise(alerts, pipeline.open(), siem.is_some(), metrics);
                                 }
                                 pipeline.open().log.push(d);
                             }

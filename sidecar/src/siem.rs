@@ -102,7 +102,7 @@ pub struct SiemEvent {
 }
 
 /// The text `#>>` gives for a JSON value (None for a missing key or null).
-fn text_at<'v>(v: &'v Value, path: &[&str]) -> Option<std::borrow::Cow<'v, str>> {
+pub(crate) fn text_at<'v>(v: &'v Value, path: &[&str]) -> Option<std::borrow::Cow<'v, str>> {
     let mut at = v;
     for k in path {
         at = at.get(k)?;
@@ -115,7 +115,7 @@ fn text_at<'v>(v: &'v Value, path: &[&str]) -> Option<std::borrow::Cow<'v, str>>
 }
 
 /// A PostgreSQL boolean's text.
-fn boolean(s: &str) -> Option<bool> {
+pub(crate) fn boolean(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
         "f" | "false" | "n" | "no" | "off" | "0" => Some(false),

@@ -30,7 +30,9 @@ pub struct Batch {
     /// and their lines for the witness log.
     pub witness: Vec<RawDocumentBuf>,
     pub witness_lines: Vec<String>,
-    /// The CEF lines of `log`, for the SIEM (empty without one).
+    /// Campaign alerts (`detect.rs`), by `_id` (tenant, rule, last seq).
+    pub alerts: Vec<RawDocumentBuf>,
+    /// The CEF lines of `log` and `alerts`, for the SIEM (empty without one).
     pub siem: Vec<crate::siem::SiemEvent>,
     /// Lockout state changes by `_id`, newest version only.
     pub lockout: HashMap<String, LockoutChange>,
@@ -45,6 +47,7 @@ impl Batch {
             + self.lockout.len()
             + self.tamper.len()
             + self.witness.len()
+            + self.alerts.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,7 +83,7 @@ impl crate::pipeline::Contents for Batch {
         self.bytes
     }
     fn standalone(&self) -> bool {
-        !self.witness.is_empty()
+        !self.witness.is_empty() || !self.alerts.is_empty()
     }
 }
 
@@ -259,6 +262,7 @@ impl Sink {
         self.insert_once("tamper_events", &batch.tamper).await?;
         self.insert_once("witness_checkpoints", &batch.witness)
             .await?;
+        self.insert_once("alerts", &batch.alerts).await?;
         Ok(report)
     }
 

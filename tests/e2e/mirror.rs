@@ -25,8 +25,8 @@ pub fn sidecar_bin() -> std::path::PathBuf {
 /// its own on `AUTHAUDIT_MONGODB_URI`.
 pub(crate) struct Store {
     server: Option<Server>,
-    uri: String,
-    database: String,
+    pub(crate) uri: String,
+    pub(crate) database: String,
 }
 
 impl Store {

@@ -31,12 +31,21 @@ fn external_id(line: &str) -> Option<&str> {
     line.get(at..at + 36)
 }
 
+/// The lines of recorded rows (not campaign alerts) the collector's `input`
+/// file holds.
+fn event_lines(r: &Rsyslog, input: &str) -> Vec<String> {
+    r.lines(input)
+        .into_iter()
+        .filter(|l| !l.contains("cat=/Authentication/Campaign"))
+        .collect()
+}
+
 /// Waits until the collector's `input` file holds a line for every row.
 fn wait_all(r: &Rsyslog, input: &str, db: &TestDb, within: Duration) -> Vec<String> {
     let deadline = Instant::now() + within;
     loop {
         let want = to_cef(db);
-        let lines = r.lines(input);
+        let lines = event_lines(r, input);
         let got: HashSet<&str> = lines.iter().filter_map(|l| external_id(l)).collect();
         if want.keys().all(|id| got.contains(id.as_str())) {
             return lines;
@@ -123,10 +132,20 @@ fn every_row_reaches_rsyslog_over_relp_through_sigkills_and_a_restart() {
     assert!(count.load(Ordering::Relaxed) > 10);
     let lines = wait_all(&rs, "relp", &db, Duration::from_secs(60));
     assert_eq!(check_lines(&db, &lines), 0, "no crash, no duplicate");
-    assert_eq!(
-        m.metric("authaudit_sidecar_siem_events_total") as u64,
-        log_rows(&db)
-    );
+    // The SIEM took every row once, and every alert the traffic raised.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = m.metric("authaudit_sidecar_siem_events_total");
+        let want = log_rows(&db) as f64 + m.metric("authaudit_sidecar_alerts_total");
+        if sent == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sent} lines sent, {want} rows and alerts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Crashes, and the collector restarted in the middle of them.
     let stop = Arc::new(AtomicBool::new(false));
@@ -275,4 +294,182 @@ fn tcp_and_tls_collectors_receive_every_row() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(bad.metric("authaudit_sidecar_siem_events_total"), 0.0);
+}
+
+fn failed(c: &mut postgres::Client, tenant: &str, user: &str, ip: &str) {
+    c.execute(
+        "SELECT authaudit.record_event(gen_random_uuid(), $1, 'login_failed', $2, 'web', ip => $3::text::inet)",
+        &[&tenant, &user, &ip],
+    )
+    .unwrap();
+}
+
+fn succeeded(c: &mut postgres::Client, tenant: &str, user: &str, ip: &str) {
+    c.execute(
+        "SELECT authaudit.record_event(gen_random_uuid(), $1, 'login_success', $2, 'web', ip => $3::text::inet)",
+        &[&tenant, &user, &ip],
+    )
+    .unwrap();
+}
+
+/// The `alerts` collection: (tenant, rule) → (accounts, sources), and the
+/// number of documents.
+fn stored_alerts(store: &Store) -> (HashMap<(String, String), (Vec<String>, Vec<String>)>, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
+        let mut cursor = client
+            .database(&store.database)
+            .collection::<bson::Document>("alerts")
+            .find(bson::doc! {})
+            .await
+            .unwrap();
+        let mut out = HashMap::new();
+        let mut n = 0;
+        while cursor.advance().await.unwrap() {
+            let d = cursor.deserialize_current().unwrap();
+            let list = |k: &str| -> Vec<String> {
+                d.get_array(k)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect()
+            };
+            out.insert(
+                (
+                    d.get_str("tenant_id").unwrap().to_string(),
+                    d.get_str("rule").unwrap().to_string(),
+                ),
+                (list("accounts"), list("sources")),
+            );
+            n += 1;
+        }
+        (out, n)
+    })
+}
+
+/// Campaigns raise exactly the alerts they imply, with their accounts and
+/// sources, in the store and as CEF in the SIEM; legitimate traffic raises
+/// none; a spray that straddles a SIGKILL of the sidecar is one alert.
+#[test]
+fn campaigns_raise_their_alerts_in_the_store_and_the_siem() {
+    let db = Cluster::shared().fresh_db_with_lockout("siem_alerts");
+    let store = Store::new("siem_alerts");
+    let rs = Rsyslog::start("alerts");
+    let mut m = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
+    m.start();
+    let mut c = db.connect();
+    // Legitimate: ten users, each one typo then in, from their own address.
+    for i in 0..10 {
+        let ip = format!("10.0.0.{}", i + 1);
+        failed(&mut c, "t-legit", &format!("staff{i}"), &ip);
+        succeeded(&mut c, "t-legit", &format!("staff{i}"), &ip);
+    }
+    // A spray: one source, twelve accounts.
+    for i in 0..12 {
+        failed(&mut c, "t-spray", &format!("acct{i:02}"), "198.51.100.50");
+    }
+    // A distributed brute force: one account, six sources.
+    for i in 0..6 {
+        failed(&mut c, "t-dist", "ceo", &format!("192.0.2.{}", i + 1));
+    }
+    // In after three failures.
+    for _ in 0..3 {
+        failed(&mut c, "t-saf", "dave", "203.0.113.9");
+    }
+    succeeded(&mut c, "t-saf", "dave", "203.0.113.9");
+
+    let spray_accounts: Vec<String> = (0..10).map(|i| format!("acct{i:02}")).collect();
+    let dist_sources: Vec<String> = (1..=5).map(|i| format!("192.0.2.{i}")).collect();
+    let want = HashMap::from([
+        (
+            ("t-spray".to_string(), "password_spray".to_string()),
+            (spray_accounts, vec!["198.51.100.50".to_string()]),
+        ),
+        (
+            ("t-dist".to_string(), "distributed_brute_force".to_string()),
+            (vec!["ceo".to_string()], dist_sources),
+        ),
+        (
+            ("t-saf".to_string(), "success_after_failures".to_string()),
+            (vec!["dave".to_string()], vec!["203.0.113.9".to_string()]),
+        ),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (got, n) = stored_alerts(&store);
+        if got == want && n == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts {got:?} ({n}), expected {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The SIEM has each alert as CEF, parsed by pycef.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert_lines = loop {
+        let lines: Vec<String> = rs
+            .lines("relp")
+            .into_iter()
+            .filter(|l| l.contains("/Authentication/Campaign"))
+            .collect();
+        if lines.len() >= 3 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts never reached the SIEM: {lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = run_python("tests/cef_parse.py", &(alert_lines.join("\n") + "\n"));
+    let parsed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let classes: HashSet<&str> = parsed
+        .iter()
+        .map(|p| p["DeviceEventClassID"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, HashSet::from(["201", "203", "204"]), "{parsed:?}");
+    assert!(parsed
+        .iter()
+        .any(|p| p["externalId"] == "t-spray/password_spray/10" && p["src"] == "198.51.100.50"));
+    assert_eq!(m.metric("authaudit_sidecar_alerts_total"), 3.0);
+
+    // A spray split by a SIGKILL: six accounts before, six after.
+    for i in 0..6 {
+        failed(&mut c, "t-spray2", &format!("x{i}"), "198.51.100.60");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rs.lines("relp").iter().any(|l| l.contains("duser=x5 ")) {
+        assert!(Instant::now() < deadline, "the first half never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.kill();
+    for i in 6..12 {
+        failed(&mut c, "t-spray2", &format!("x{i}"), "198.51.100.60");
+    }
+    m.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (got, n) = stored_alerts(&store);
+        if let Some((accounts, _)) =
+            got.get(&("t-spray2".to_string(), "password_spray".to_string()))
+        {
+            assert_eq!(accounts.len(), 10);
+            assert_eq!(n, 4, "{got:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the split spray raised nothing: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -1,0 +1,604 @@
+//! Campaign detections over the stream of recorded events, without I/O.
+//!
+//! Each rule watches a sliding window of event time (`occurred_at`) per
+//! key and raises one alert when its threshold is crossed; the key then
+//! stays quiet until it has seen no matching event for a whole window, so
+//! an ongoing campaign is one alert, not one per event:
+//!
+//! | rule | key | raised when, within the window |
+//! |---|---|---|
+//! | password spray | tenant, source IP | failures from the source against `spray_accounts` distinct accounts |
+//! | credential stuffing | tenant | failures against `stuffing_accounts` distinct accounts from `stuffing_sources` distinct sources, at most `stuffing_max_attempts` per account on average |
+//! | distributed brute force | tenant, account | failures against the account from `distributed_sources` distinct sources |
+//! | success after failures | each success | a `login_success` after `success_after_failures` failures (its `preceding_failures`) |
+//! | success while locked | each success | a `login_success` while the account was locked (`was_locked`) |
+//! | lockout storm | tenant | `storm_lockouts` distinct accounts locked (`account_locked`) |
+//!
+//! Events are fed in commit order; each tenant's events are taken once by
+//! seq, so a replay after a restart raises nothing twice.
+
+use std::collections::{HashMap, VecDeque};
+
+/// A rule's thresholds (one set per tenant; see the sidecar's detection
+/// configuration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// The window of every windowed rule, milliseconds of event time.
+    pub window_ms: i64,
+    pub spray_accounts: usize,
+    pub stuffing_accounts: usize,
+    pub stuffing_sources: usize,
+    pub stuffing_max_attempts: f64,
+    pub distributed_sources: usize,
+    pub success_after_failures: i32,
+    pub storm_lockouts: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            window_ms: 10 * 60 * 1000,
+            spray_accounts: 10,
+            stuffing_accounts: 20,
+            stuffing_sources: 10,
+            stuffing_max_attempts: 3.0,
+            distributed_sources: 5,
+            success_after_failures: 3,
+            storm_lockouts: 5,
+        }
+    }
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    PasswordSpray,
+    CredentialStuffing,
+    DistributedBruteForce,
+    SuccessAfterFailures,
+    SuccessWhileLocked,
+    LockoutStorm,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 6] = [
+        Rule::PasswordSpray,
+        Rule::CredentialStuffing,
+        Rule::DistributedBruteForce,
+        Rule::SuccessAfterFailures,
+        Rule::SuccessWhileLocked,
+        Rule::LockoutStorm,
+    ];
+
+    /// Its name in documents and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::PasswordSpray => "password_spray",
+            Rule::CredentialStuffing => "credential_stuffing",
+            Rule::DistributedBruteForce => "distributed_brute_force",
+            Rule::SuccessAfterFailures => "success_after_failures",
+            Rule::SuccessWhileLocked => "success_while_locked",
+            Rule::LockoutStorm => "lockout_storm",
+        }
+    }
+
+    /// CEF signature id, name and severity.
+    pub fn cef(self) -> (&'static str, &'static str, u8) {
+        match self {
+            Rule::PasswordSpray => ("201", "Password spray", 8),
+            Rule::CredentialStuffing => ("202", "Credential stuffing", 8),
+            Rule::DistributedBruteForce => ("203", "Distributed brute force", 8),
+            Rule::SuccessAfterFailures => ("204", "Login succeeded after failures", 7),
+            Rule::SuccessWhileLocked => ("205", "Login succeeded while locked", 9),
+            Rule::LockoutStorm => ("206", "Lockout storm", 7),
+        }
+    }
+}
+
+/// One recorded event, as the detector sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    pub tenant: &'a str,
+    pub seq: i64,
+    pub event_type: &'a str,
+    pub account: &'a str,
+    pub source: Option<&'a str>,
+    pub at_ms: i64,
+    pub preceding_failures: Option<i32>,
+    pub was_locked: Option<bool>,
+}
+
+/// The most accounts or sources an alert names (the count is exact).
+pub const MAX_NAMED: usize = 100;
+
+/// A raised alert and the evidence it rests on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub rule: Rule,
+    pub tenant: String,
+    /// Accounts and sources involved, sorted (at most [`MAX_NAMED`]).
+    pub accounts: Vec<String>,
+    pub sources: Vec<String>,
+    pub account_count: usize,
+    pub source_count: usize,
+    /// Event time of the first and last event of the evidence.
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// Seq of the first and last event of the evidence (in the tenant's chain).
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// Events the evidence holds.
+    pub events: u64,
+}
+
+impl Alert {
+    /// Its identity: the same evidence always gives the same id, so a
+    /// replay writes the same alert again, never another.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}", self.tenant, self.rule.as_str(), self.last_seq)
+    }
+}
+
+/// One event of a window: its time, seq, and the account and source.
+#[derive(Debug, Clone)]
+struct Entry {
+    at_ms: i64,
+    seq: i64,
+    account: String,
+    source: String,
+}
+
+/// A sliding window with distinct counts of accounts and sources.
+#[derive(Debug, Default)]
+struct Window {
+    entries: VecDeque<Entry>,
+    accounts: HashMap<String, usize>,
+    sources: HashMap<String, usize>,
+    newest_ms: i64,
+    /// Quiet until this event time after an alert.
+    quiet_until_ms: Option<i64>,
+}
+
+fn bump(map: &mut HashMap<String, usize>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
+    }
+}
+
+fn drop_one(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl Window {
+    /// Adds an event and forgets what fell out of the window; returns
+    /// whether the key may alert (not quiet after an earlier alert).
+    fn push(&mut self, e: Entry, window_ms: i64) -> bool {
+        self.newest_ms = self.newest_ms.max(e.at_ms);
+        bump(&mut self.accounts, &e.account);
+        bump(&mut self.sources, &e.source);
+        let at = e.at_ms;
+        self.entries.push_back(e);
+        self.expire(self.newest_ms - window_ms);
+        match self.quiet_until_ms {
+            Some(q) if at < q => {
+                // The campaign goes on: stay quiet a window past it.
+                self.quiet_until_ms = Some(q.max(at + window_ms));
+                false
+            }
+            _ => {
+                self.quiet_until_ms = None;
+                true
+            }
+        }
+    }
+
+    fn expire(&mut self, before_ms: i64) {
+        while self.entries.front().is_some_and(|f| f.at_ms < before_ms) {
+            let f = self.entries.pop_front().expect("checked");
+            drop_one(&mut self.accounts, &f.account);
+            drop_one(&mut self.sources, &f.source);
+        }
+    }
+
+    fn alert(&mut self, rule: Rule, tenant: &str, window_ms: i64) -> Alert {
+        let named = |m: &HashMap<String, usize>| {
+            let mut v: Vec<String> = m.keys().filter(|k| !k.is_empty()).cloned().collect();
+            v.sort();
+            v.truncate(MAX_NAMED);
+            v
+        };
+        let first = self.entries.front().expect("an alert has evidence");
+        let last = self.entries.back().expect("an alert has evidence");
+        let a = Alert {
+            rule,
+            tenant: tenant.to_string(),
+            accounts: named(&self.accounts),
+            sources: named(&self.sources),
+            account_count: self.accounts.keys().filter(|k| !k.is_empty()).count(),
+            source_count: self.sources.keys().filter(|k| !k.is_empty()).count(),
+            first_ms: self
+                .entries
+                .iter()
+                .map(|e| e.at_ms)
+                .min()
+                .unwrap_or(first.at_ms),
+            last_ms: self.newest_ms,
+            first_seq: self
+                .entries
+                .iter()
+                .map(|e| e.seq)
+                .min()
+                .unwrap_or(first.seq),
+            last_seq: last.seq,
+            events: self.entries.len() as u64,
+        };
+        self.quiet_until_ms = Some(self.newest_ms + window_ms);
+        a
+    }
+
+    fn idle_since(&self, before_ms: i64) -> bool {
+        self.newest_ms < before_ms && self.quiet_until_ms.is_none_or(|q| q < before_ms)
+    }
+}
+
+/// Every rule's windows, for every tenant.
+#[derive(Debug, Default)]
+pub struct Detector {
+    default: Thresholds,
+    per_tenant: HashMap<String, Thresholds>,
+    /// The last seq taken per tenant.
+    taken: HashMap<String, i64>,
+    spray: HashMap<(String, String), Window>,
+    stuffing: HashMap<String, Window>,
+    distributed: HashMap<(String, String), Window>,
+    storm: HashMap<String, Window>,
+    since_sweep: u64,
+    newest_ms: i64,
+}
+
+impl Detector {
+    pub fn new(default: Thresholds, per_tenant: HashMap<String, Thresholds>) -> Detector {
+        Detector {
+            default,
+            per_tenant,
+            ..Detector::default()
+        }
+    }
+
+    /// The thresholds of `tenant`.
+    pub fn thresholds(&self, tenant: &str) -> &Thresholds {
+        self.per_tenant.get(tenant).unwrap_or(&self.default)
+    }
+
+    /// The longest window of any tenant.
+    pub fn longest_window_ms(&self) -> i64 {
+        self.per_tenant
+            .values()
+            .map(|t| t.window_ms)
+            .chain([self.default.window_ms])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Takes one event; returns the alerts it raises. An event of a seq
+    /// already taken for its tenant raises nothing.
+    pub fn observe(&mut self, e: &Event<'_>) -> Vec<Alert> {
+        match self.taken.get_mut(e.tenant) {
+            Some(last) if e.seq <= *last => return Vec::new(),
+            Some(last) => *last = e.seq,
+            None => {
+                self.taken.insert(e.tenant.to_string(), e.seq);
+            }
+        }
+        let t = self.thresholds(e.tenant).clone();
+        let w = t.window_ms;
+        let mut out = Vec::new();
+        let entry = || Entry {
+            at_ms: e.at_ms,
+            seq: e.seq,
+            account: e.account.to_string(),
+            source: e.source.unwrap_or_default().to_string(),
+        };
+        self.newest_ms = self.newest_ms.max(e.at_ms);
+        match e.event_type {
+            "login_failed" => {
+                if let Some(src) = e.source {
+                    let spray = self
+                        .spray
+                        .entry((e.tenant.to_string(), src.to_string()))
+                        .or_default();
+                    if spray.push(entry(), w) && spray.accounts.len() >= t.spray_accounts {
+                        out.push(spray.alert(Rule::PasswordSpray, e.tenant, w));
+                    }
+                    let dist = self
+                        .distributed
+                        .entry((e.tenant.to_string(), e.account.to_string()))
+                        .or_default();
+                    if dist.push(entry(), w) && dist.sources.len() >= t.distributed_sources {
+                        out.push(dist.alert(Rule::DistributedBruteForce, e.tenant, w));
+                    }
+                }
+                let stuff = self.stuffing.entry(e.tenant.to_string()).or_default();
+                let may = stuff.push(entry(), w);
+                let accounts = stuff.accounts.len();
+                let sources = stuff.sources.keys().filter(|k| !k.is_empty()).count();
+                if may
+                    && accounts >= t.stuffing_accounts
+                    && sources >= t.stuffing_sources
+                    && stuff.entries.len() as f64 <= accounts as f64 * t.stuffing_max_attempts
+                {
+                    out.push(stuff.alert(Rule::CredentialStuffing, e.tenant, w));
+                }
+            }
+            "login_success" => {
+                let single = |rule| Alert {
+                    rule,
+                    tenant: e.tenant.to_string(),
+                    accounts: vec![e.account.to_string()],
+                    sources: e.source.map(|s| vec![s.to_string()]).unwrap_or_default(),
+                    account_count: 1,
+                    source_count: usize::from(e.source.is_some()),
+                    first_ms: e.at_ms,
+                    last_ms: e.at_ms,
+                    first_seq: e.seq,
+                    last_seq: e.seq,
+                    events: 1 + e.preceding_failures.unwrap_or(0).max(0) as u64,
+                };
+                if e.was_locked == Some(true) {
+                    out.push(single(Rule::SuccessWhileLocked));
+                } else if e.preceding_failures.unwrap_or(0) >= t.success_after_failures {
+                    out.push(single(Rule::SuccessAfterFailures));
+                }
+            }
+            "account_locked" => {
+                let storm = self.storm.entry(e.tenant.to_string()).or_default();
+                if storm.push(entry(), w) && storm.accounts.len() >= t.storm_lockouts {
+                    out.push(storm.alert(Rule::LockoutStorm, e.tenant, w));
+                }
+            }
+            _ => {}
+        }
+        self.since_sweep += 1;
+        if self.since_sweep >= 10_000 {
+            self.sweep();
+        }
+        out
+    }
+
+    /// Forgets the windows of keys quiet for longer than the longest
+    /// window (memory stays proportional to the keys active lately).
+    pub fn sweep(&mut self) {
+        self.since_sweep = 0;
+        let before = self.newest_ms - self.longest_window_ms();
+        self.spray.retain(|_, w| !w.idle_since(before));
+        self.stuffing.retain(|_, w| !w.idle_since(before));
+        self.distributed.retain(|_, w| !w.idle_since(before));
+        self.storm.retain(|_, w| !w.idle_since(before));
+    }
+
+    /// Windows held (for the memory bound).
+    pub fn windows(&self) -> usize {
+        self.spray.len() + self.stuffing.len() + self.distributed.len() + self.storm.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Feed {
+        d: Detector,
+        seq: i64,
+    }
+
+    impl Feed {
+        fn new(t: Thresholds) -> Feed {
+            Feed {
+                d: Detector::new(t, HashMap::new()),
+                seq: 0,
+            }
+        }
+
+        fn ev(&mut self, ty: &str, account: &str, source: &str, at_s: i64) -> Vec<Alert> {
+            self.seq += 1;
+            self.d.observe(&Event {
+                tenant: "acme",
+                seq: self.seq,
+                event_type: ty,
+                account,
+                source: (!source.is_empty()).then_some(source),
+                at_ms: at_s * 1000,
+                preceding_failures: None,
+                was_locked: None,
+            })
+        }
+    }
+
+    fn rules(a: &[Alert]) -> Vec<Rule> {
+        a.iter().map(|a| a.rule).collect()
+    }
+
+    #[test]
+    fn a_spray_from_one_source_alerts_once_with_its_accounts() {
+        let mut f = Feed::new(Thresholds::default());
+        let mut raised = Vec::new();
+        for i in 0..30 {
+            raised.extend(f.ev("login_failed", &format!("user{i:02}"), "198.51.100.7", i));
+        }
+        assert_eq!(
+            rules(&raised),
+            [Rule::PasswordSpray],
+            "one campaign, one alert"
+        );
+        let a = &raised[0];
+        assert_eq!(a.account_count, 10);
+        assert_eq!(a.accounts.first().map(String::as_str), Some("user00"));
+        assert_eq!(a.sources, ["198.51.100.7"]);
+        assert_eq!((a.first_seq, a.last_seq, a.events), (1, 10, 10));
+        assert_eq!(a.id(), "acme/password_spray/10");
+    }
+
+    #[test]
+    fn a_quiet_window_rearms_a_key() {
+        let mut f = Feed::new(Thresholds::default());
+        let mut n = 0;
+        for round in 0..2 {
+            for i in 0..10 {
+                n += f
+                    .ev(
+                        "login_failed",
+                        &format!("u{i}"),
+                        "203.0.113.1",
+                        round * 3600 + i,
+                    )
+                    .len();
+            }
+        }
+        assert_eq!(n, 2, "two campaigns an hour apart");
+    }
+
+    #[test]
+    fn failures_spread_over_more_than_the_window_raise_nothing() {
+        let mut f = Feed::new(Thresholds::default());
+        for i in 0..50 {
+            // One account a minute from one source; 10 minutes hold 10.
+            assert!(f
+                .ev("login_failed", &format!("u{i}"), "203.0.113.1", i * 70)
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn many_sources_against_one_account_are_a_distributed_brute_force() {
+        let mut f = Feed::new(Thresholds::default());
+        let mut raised = Vec::new();
+        for i in 0..8 {
+            raised.extend(f.ev("login_failed", "alice", &format!("10.0.0.{i}"), i));
+        }
+        assert_eq!(rules(&raised), [Rule::DistributedBruteForce]);
+        assert_eq!(raised[0].accounts, ["alice"]);
+        assert_eq!(raised[0].source_count, 5);
+    }
+
+    #[test]
+    fn stuffing_is_many_accounts_from_many_sources_with_few_attempts_each() {
+        let mut f = Feed::new(Thresholds::default());
+        let mut raised = Vec::new();
+        for i in 0..25 {
+            raised.extend(f.ev(
+                "login_failed",
+                &format!("victim{i}"),
+                &format!("192.0.2.{}", i % 12),
+                i,
+            ));
+        }
+        assert_eq!(rules(&raised), [Rule::CredentialStuffing]);
+        assert_eq!(raised[0].account_count, 20);
+        assert_eq!(raised[0].source_count, 12);
+        // Many attempts per account is not stuffing.
+        let mut g = Feed::new(Thresholds::default());
+        let mut raised = Vec::new();
+        for i in 0..20 {
+            for k in 0..5 {
+                let s = format!("192.0.2.{}", (i * 5 + k) % 10);
+                raised.extend(g.ev("login_failed", &format!("v{i}"), &s, i * 5 + k));
+            }
+        }
+        assert!(
+            !rules(&raised).contains(&Rule::CredentialStuffing),
+            "{raised:?}"
+        );
+    }
+
+    #[test]
+    fn successes_after_failures_or_while_locked_alert_each_time() {
+        let mut d = Detector::new(Thresholds::default(), HashMap::new());
+        let ev = |seq, pf, locked| Event {
+            tenant: "acme",
+            seq,
+            event_type: "login_success",
+            account: "bob",
+            source: Some("10.1.1.1"),
+            at_ms: seq * 1000,
+            preceding_failures: Some(pf),
+            was_locked: Some(locked),
+        };
+        assert!(d.observe(&ev(1, 2, false)).is_empty());
+        assert_eq!(
+            rules(&d.observe(&ev(2, 3, false))),
+            [Rule::SuccessAfterFailures]
+        );
+        assert_eq!(
+            rules(&d.observe(&ev(3, 0, true))),
+            [Rule::SuccessWhileLocked]
+        );
+        // A replay of seq 2 raises nothing.
+        assert!(d.observe(&ev(2, 3, false)).is_empty());
+    }
+
+    #[test]
+    fn a_lockout_storm_alerts_per_tenant() {
+        let mut f = Feed::new(Thresholds::default());
+        let mut raised = Vec::new();
+        for i in 0..7 {
+            raised.extend(f.ev("account_locked", &format!("a{i}"), "", i));
+        }
+        assert_eq!(rules(&raised), [Rule::LockoutStorm]);
+        assert_eq!(raised[0].account_count, 5);
+        assert!(raised[0].sources.is_empty());
+    }
+
+    #[test]
+    fn thresholds_are_per_tenant() {
+        let strict = Thresholds {
+            spray_accounts: 3,
+            ..Thresholds::default()
+        };
+        let mut d = Detector::new(
+            Thresholds::default(),
+            HashMap::from([("strict".to_string(), strict)]),
+        );
+        let mut n = HashMap::new();
+        for tenant in ["strict", "lax"] {
+            for i in 0..5 {
+                let a = d.observe(&Event {
+                    tenant,
+                    seq: i + 1,
+                    event_type: "login_failed",
+                    account: &format!("u{i}"),
+                    source: Some("10.9.9.9"),
+                    at_ms: i * 1000,
+                    preceding_failures: None,
+                    was_locked: None,
+                });
+                *n.entry(tenant).or_insert(0) += a.len();
+            }
+        }
+        assert_eq!(n["strict"], 1);
+        assert_eq!(n["lax"], 0);
+    }
+
+    #[test]
+    fn quiet_keys_are_forgotten() {
+        let mut f = Feed::new(Thresholds::default());
+        for i in 0..1000 {
+            f.ev(
+                "login_failed",
+                &format!("u{i}"),
+                &format!("10.{}.{}.1", i / 250, i % 250),
+                i * 60,
+            );
+        }
+        f.d.sweep();
+        // Ten minutes of one event a minute: about ten keys per rule.
+        assert!(f.d.windows() < 40, "{} windows", f.d.windows());
+    }
+}
