@@ -312,9 +312,11 @@ fn succeeded(c: &mut postgres::Client, tenant: &str, user: &str, ip: &str) {
     .unwrap();
 }
 
-/// The `alerts` collection: (tenant, rule) → (accounts, sources), and the
-/// number of documents.
-fn stored_alerts(store: &Store) -> (HashMap<(String, String), (Vec<String>, Vec<String>)>, usize) {
+/// Alerts by (tenant, rule): (accounts, sources).
+type Alerts = HashMap<(String, String), (Vec<String>, Vec<String>)>;
+
+/// The `alerts` collection, and its number of documents.
+fn stored_alerts(store: &Store) -> (Alerts, usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
