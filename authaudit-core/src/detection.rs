@@ -111,6 +111,16 @@ pub struct Event<'a> {
 /// The most accounts or sources an alert names (the count is exact).
 pub const MAX_NAMED: usize = 100;
 
+/// The most events a window keeps: beyond, the oldest are forgotten (a
+/// key that sees this many events without crossing its threshold repeats
+/// the same few accounts or sources).
+pub const MAX_WINDOW_EVENTS: usize = 256;
+
+/// The most keys a rule keeps windows for: beyond, the half least recently
+/// active are forgotten, so a flood of sources or accounts cannot grow the
+/// detector's memory without bound.
+pub const MAX_KEYS: usize = 10_000;
+
 /// A raised alert and the evidence it rests on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
@@ -187,6 +197,11 @@ impl Window {
         let at = e.at_ms;
         self.entries.push_back(e);
         self.expire(self.newest_ms - window_ms);
+        while self.entries.len() > MAX_WINDOW_EVENTS {
+            let f = self.entries.pop_front().expect("over the cap");
+            drop_one(&mut self.accounts, &f.account);
+            drop_one(&mut self.sources, &f.source);
+        }
         match self.quiet_until_ms {
             Some(q) if at < q => {
                 // The campaign goes on: stay quiet a window past it.
@@ -247,6 +262,29 @@ impl Window {
     fn idle_since(&self, before_ms: i64) -> bool {
         self.newest_ms < before_ms && self.quiet_until_ms.is_none_or(|q| q < before_ms)
     }
+}
+
+/// Keeps the more recently active half of `map` when it holds more than
+/// [`MAX_KEYS`] windows.
+fn bound<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>) {
+    if map.len() <= MAX_KEYS {
+        return;
+    }
+    let mut times: Vec<i64> = map.values().map(|w| w.newest_ms).collect();
+    let keep = MAX_KEYS / 2;
+    let at = times.len() - keep;
+    let (_, cut, _) = times.select_nth_unstable(at);
+    let cut = *cut;
+    // Keys as recent as the cut are kept up to the half, in any order.
+    let mut ties = keep.saturating_sub(times.iter().filter(|t| **t > cut).count());
+    map.retain(|_, w| {
+        if w.newest_ms > cut {
+            return true;
+        }
+        let tie = w.newest_ms == cut && ties > 0;
+        ties -= usize::from(tie);
+        tie
+    });
 }
 
 /// Every rule's windows, for every tenant.
@@ -370,6 +408,8 @@ impl Detector {
         if self.since_sweep >= 10_000 {
             self.sweep();
         }
+        bound(&mut self.spray);
+        bound(&mut self.distributed);
         out
     }
 
@@ -600,5 +640,26 @@ mod tests {
         f.d.sweep();
         // Ten minutes of one event a minute: about ten keys per rule.
         assert!(f.d.windows() < 40, "{} windows", f.d.windows());
+    }
+
+    #[test]
+    fn a_flood_of_sources_keeps_memory_bounded() {
+        let mut f = Feed::new(Thresholds::default());
+        for i in 0..(3 * MAX_KEYS) {
+            f.ev(
+                "login_failed",
+                &format!("u{}", i % 7),
+                &format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                0,
+            );
+        }
+        assert!(f.d.spray.len() <= MAX_KEYS, "{}", f.d.spray.len());
+        // One hot key: its window keeps the newest events only.
+        for i in 0..1000 {
+            f.ev("login_failed", "same", "192.0.2.1", i);
+        }
+        let w = &f.d.spray[&("acme".to_string(), "192.0.2.1".to_string())];
+        assert_eq!(w.entries.len(), MAX_WINDOW_EVENTS);
+        assert_eq!(w.accounts.len(), 1);
     }
 }

@@ -181,16 +181,17 @@ impl Detections {
     ) -> Result<Vec<Alert>, DetectionError> {
         let window_ms = self.detector.longest_window_ms();
         let rows = pg
-            .query(
+            .query_raw(
                 "SELECT l.tenant_id, l.seq::text, l.event_type, l.user_id, l.ip::text, \
                         l.occurred_at::text, l.metadata::text \
                    FROM authaudit.auth_log l \
                   WHERE l.occurred_at >= now() - $1::int8 * interval '1 millisecond' \
                     AND l.event_type IN ('login_failed', 'login_success', 'account_locked') \
                   ORDER BY l.tenant_id, l.seq",
-                &[&window_ms],
+                [window_ms],
             )
             .await?;
+        futures_util::pin_mut!(rows);
         let names = [
             "tenant_id",
             "seq",
@@ -201,7 +202,8 @@ impl Detections {
             "metadata",
         ];
         let mut out = Vec::new();
-        for r in &rows {
+        // Row by row: the window can hold the whole backlog of a flood.
+        while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
             let values: Vec<Option<&str>> = (0..names.len()).map(|i| r.get(i)).collect();
             let get = |c: &str| names.iter().position(|n| *n == c).and_then(|i| values[i]);
             out.extend(self.row(&get));
