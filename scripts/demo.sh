@@ -2,8 +2,10 @@
 # The main job end to end on local defaults (README: `make demo`).
 #
 #   scripts/demo.sh         set up, build, start PostgreSQL 15 + pg_authaudit,
-#                           the document store and the sidecar, play the
-#                           campaign, print the reconstruction, write the report
+#                           the document store, rsyslog as the SIEM's collector
+#                           (RELP) and the sidecar, play the campaign, print
+#                           the reconstruction and the campaign alerts, write
+#                           the report
 #   scripts/demo.sh stop    stop everything and remove the demo's files
 #
 # AUTHAUDIT_MONGODB_URI: mirror into that MongoDB; otherwise the project's
@@ -57,6 +59,23 @@ else
   export AUTHAUDIT_MONGODB_URI="mongodb://127.0.0.1:$mport/?directConnection=true"
   say "Document store: AUTHAUDIT_MONGODB_URI is not set, so the mirror writes to the project's MongoDB-wire development server on 127.0.0.1:$mport (in memory, a stand-in for MongoDB, not a database)"
 fi
+# rsyslog stands in for the SOC's collector: the sidecar streams every event
+# and alert to it as CEF over RELP, and it writes them to one file.
+rport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$DEMO_DIR/siem/work"
+cat >"$DEMO_DIR/siem/rsyslog.conf" <<CONF
+global(workDirectory="$DEMO_DIR/siem/work")
+module(load="imrelp")
+template(name="cef" type="string" string="%msg%\n")
+input(type="imrelp" address="127.0.0.1" port="$rport")
+action(type="omfile" file="$DEMO_DIR/siem/cef-stream.log" template="cef")
+CONF
+/usr/sbin/rsyslogd -n -f "$DEMO_DIR/siem/rsyslog.conf" -i "$DEMO_DIR/siem/rsyslogd.pid" >"$DEMO_DIR/siem/rsyslogd.log" 2>&1 &
+echo $! >"$DEMO_DIR/rsyslog.pid"
+until (echo >"/dev/tcp/127.0.0.1/$rport") 2>/dev/null; do sleep 0.05; done
+export AUTHAUDIT_SIEM_TARGET=relp://127.0.0.1:$rport
+say "SIEM collector: rsyslog (imrelp) on 127.0.0.1:$rport, writing the CEF stream to $DEMO_DIR/siem/cef-stream.log"
+
 # A database of this run's own, so that a re-run never meets an old mirror.
 export AUTHAUDIT_MONGODB_DATABASE=authaudit_demo_$(date +%Y%m%d%H%M%S) AUTHAUDIT_LOG=info
 echo "mirror database: $AUTHAUDIT_MONGODB_DATABASE"
@@ -78,9 +97,29 @@ until out=$("$BIN/authaudit-sidecar" verify 2>&1); do
 done
 echo "$out" | tail -3
 
+say "Campaign alerts, as the SIEM received them (docs/sidecar.md, \"Campaign detections\")"
+stream=$DEMO_DIR/siem/cef-stream.log
+# The alerts travel with the rows the mirror has just reconciled.
+deadline=$((SECONDS + 30))
+until [ "$(grep -c 'cat=/Authentication/Campaign' "$stream" 2>/dev/null || true)" -ge 5 ] || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
+python3 - "$stream" <<'PY'
+import re, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    if "cat=/Authentication/Campaign" not in line:
+        continue
+    name = line.split("|")[5]
+    f = dict(re.findall(r"(\w+)=((?:\\.|[^\\ ])*(?: (?!\w+=)(?:\\.|[^\\ ])*)*)", line.split("|", 7)[7]))
+    print(f"  {name:32} tenant {f.get('cs1')}: {f.get('cs3')} account(s), {f.get('cs4')} source(s), "
+          f"{f.get('cn3')} events, seq {f.get('cn1')}-{f.get('cn2')}"
+          + (f", source {f['cs2']}" if f.get('cs4') == '1' else "")
+          + (f", account {f['duser']}" if f.get('cs3') == '1' else ""))
+PY
+echo "  $(grep -vc 'cat=/Authentication/Campaign' "$stream") events and $(grep -c 'cat=/Authentication/Campaign' "$stream") alerts in $stream"
+
 say "Done"
 echo "Report:      $DEMO_DIR/report/report.html"
 echo "CEF export:  $DEMO_DIR/report/agency-1.cef"
+echo "CEF stream:  $DEMO_DIR/siem/cef-stream.log (every event and alert, over RELP)"
 echo "psql:        psql 'host=127.0.0.1 port=$PORT user=postgres dbname=authaudit_demo'"
 echo "Stop all:    make demo-stop"
 exit $status

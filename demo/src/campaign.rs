@@ -44,6 +44,25 @@ pub struct GroundTruth {
     pub tokens: usize,
     pub stuffing_ip: String,
     pub stuffing_accounts: usize,
+    /// The campaign alerts the sidecar's detections raise for the attacked
+    /// tenant under their default thresholds (docs/sidecar.md, "Campaign
+    /// detections"), in time order. The detections name a pattern by its
+    /// sources: the spray rounds (80 accounts, each attempt from another
+    /// address) are many accounts from many sources with one attempt each,
+    /// credential stuffing, one alert per round; the stuffing run (one
+    /// address, 120 accounts) is one source across many accounts, a
+    /// password spray. The focused attack (four accounts, three addresses)
+    /// stays under every threshold; the other tenant raises nothing.
+    pub alerts: Vec<ExpectedAlert>,
+}
+
+/// One alert the detections must raise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedAlert {
+    pub rule: &'static str,
+    /// The one account or source the alert names, when it names one.
+    pub account: Option<String>,
+    pub source: Option<String>,
 }
 
 /// The attacked tenant and a second tenant with ordinary traffic.
@@ -243,6 +262,24 @@ pub fn campaign() -> (Vec<Step>, GroundTruth) {
         tokens: 30 * 2 + 1,
         stuffing_ip: STUFFING_IP.to_string(),
         stuffing_accounts: 120,
+        alerts: {
+            let alert = |rule, account: Option<&str>, source: Option<&str>| ExpectedAlert {
+                rule,
+                account: account.map(str::to_string),
+                source: source.map(str::to_string),
+            };
+            vec![
+                alert("credential_stuffing", None, None),
+                alert("credential_stuffing", None, None),
+                alert("credential_stuffing", None, None),
+                alert("password_spray", None, Some(STUFFING_IP)),
+                alert(
+                    "success_after_failures",
+                    Some(COMPROMISED),
+                    Some(COMPROMISED_IP),
+                ),
+            ]
+        },
     };
     (steps, truth)
 }

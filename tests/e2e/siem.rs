@@ -475,3 +475,102 @@ fn campaigns_raise_their_alerts_in_the_store_and_the_siem() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The demo's campaign, played with the sidecar running: the detections
+/// raise exactly the alerts its ground truth lists for the attacked tenant,
+/// with the right accounts and sources, and none for the other tenant.
+#[test]
+fn the_demo_campaign_raises_exactly_the_alerts_of_its_ground_truth() {
+    use authaudit_demo::campaign::{self, TENANT};
+    use authaudit_demo::run;
+    let db = Cluster::shared().fresh_db_with_lockout("siem_demo");
+    let store = Store::new("siem_demo");
+    let rs = Rsyslog::start("demo");
+    let mut m = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
+    m.start();
+    let roles = run::Roles::new(&format!("{}_", db.name()));
+    run::set_up(&mut db.connect(), &roles).unwrap();
+    let now: i64 = db
+        .connect()
+        .query_one("SELECT extract(epoch FROM now())::int8", &[])
+        .unwrap()
+        .get(0);
+    let (steps, truth) = campaign::campaign();
+    run::play(&db.url(), &roles, &steps, now - 3 * 3600, 9, true).unwrap();
+    m.wait_identical(Duration::from_secs(90));
+    // Every row is mirrored; the alerts travel with them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let docs = loop {
+        let docs = alert_documents(&store);
+        if docs.len() >= truth.alerts.len() || Instant::now() > deadline {
+            break docs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let got: Vec<(String, String, Option<String>, Option<String>)> = docs
+        .iter()
+        .map(|d| {
+            let one = |k: &str| {
+                let v = d.get_array(k).unwrap();
+                (v.len() == 1).then(|| v[0].as_str().unwrap().to_string())
+            };
+            (
+                d.get_str("tenant_id").unwrap().to_string(),
+                d.get_str("rule").unwrap().to_string(),
+                one("accounts"),
+                one("sources"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, Option<String>, Option<String>)> = truth
+        .alerts
+        .iter()
+        .map(|a| {
+            (
+                TENANT.to_string(),
+                a.rule.to_string(),
+                a.account.clone(),
+                a.source.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{docs:#?}");
+    // Each is in the SIEM too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rs
+        .lines("relp")
+        .iter()
+        .filter(|l| l.contains("cat=/Authentication/Campaign"))
+        .count()
+        < want.len()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the alerts never reached the SIEM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `alerts` documents, by the time of their last event.
+fn alert_documents(store: &Store) -> Vec<bson::Document> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
+        let mut cursor = client
+            .database(&store.database)
+            .collection::<bson::Document>("alerts")
+            .find(bson::doc! {})
+            .sort(bson::doc! {"last_at": 1, "_id": 1})
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while cursor.advance().await.unwrap() {
+            out.push(cursor.deserialize_current().unwrap());
+        }
+        out
+    })
+}
