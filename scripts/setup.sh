@@ -14,7 +14,7 @@ APT_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   postgresql-15-pgaudit postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
   libclang-dev clang pkg-config sudo python3 python3-pip python3-venv ca-certificates chromium openssl
-  rsyslog rsyslog-relp rsyslog-gnutls
+  rsyslog rsyslog-relp rsyslog-gnutls prometheus
 )
 [ "$BUILD_ONLY" = 1 ] && APT_PACKAGES=(postgresql-server-dev-15 libclang-dev clang pkg-config ca-certificates)
 
@@ -28,7 +28,18 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The tests start their own rsyslog and use promtool only: no package may
+  # start its system service (a policy-rc.d that refuses, unless the
+  # machine has one).
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    || { if [ -n "$policy" ]; then as_root rm -f "$policy"; fi; exit 1; }
+  if [ -n "$policy" ]; then as_root rm -f "$policy"; fi
 fi
 
 pip_install() { # module package==version

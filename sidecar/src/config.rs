@@ -206,6 +206,16 @@ pub struct Options {
         global = true
     )]
     pub metrics_listen: String,
+    /// Per-tenant series on /metrics (events and failures streamed, by
+    /// tenant): one series per tenant, so off by default.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_TENANT_METRICS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub tenant_metrics: bool,
     /// Log filter (tracing's EnvFilter syntax, e.g. "info,sidecar=debug").
     #[arg(long, env = "AUTHAUDIT_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -405,6 +415,7 @@ impl Options {
             "max_backoff_ms" => self.max_backoff_ms = num(v)?,
             "status_interval_ms" => self.status_interval_ms = num(v)?,
             "metrics_listen" => self.metrics_listen = v.into(),
+            "tenant_metrics" => self.tenant_metrics = num::<bool>(v)?,
             "log" => self.log = v.into(),
             "log_json" => self.log_json = num::<bool>(v)?,
             "witness_key_file" => self.witness_key_file = Some(v.into()),

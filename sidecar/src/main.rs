@@ -179,7 +179,7 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
         eprintln!("authaudit-sidecar: {e}");
         return ExitCode::FAILURE;
     }
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(options.tenant_metrics));
     if !options.metrics_listen.is_empty() {
         match tokio::net::TcpListener::bind(&options.metrics_listen).await {
             Ok(l) => {

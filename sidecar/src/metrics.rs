@@ -21,6 +21,9 @@ pub struct Metrics {
     pub siem_events: AtomicU64,
     /// Campaign alerts raised, by rule (in `Rule::ALL` order).
     pub alerts: [AtomicU64; 6],
+    /// Per tenant: log rows and failures streamed (`--tenant-metrics`);
+    /// None while off (one series per tenant: opt-in for cardinality).
+    pub tenants: Option<std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>>,
     pub postgres_errors: AtomicU64,
     pub chain_gaps: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -96,7 +99,38 @@ pub fn unix_now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// A label value with `\`, `"` and newlines escaped (the text format's rule).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 impl Metrics {
+    /// Metrics with the per-tenant series on or off.
+    pub fn new(per_tenant: bool) -> Metrics {
+        Metrics {
+            tenants: per_tenant.then(Default::default),
+            ..Metrics::default()
+        }
+    }
+
+    /// Counts a streamed log row of `tenant` in the per-tenant series.
+    pub fn tenant_row(&self, tenant: &str, event_type: &str) {
+        let Some(t) = &self.tenants else { return };
+        let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = u64::from(event_type == "login_failed");
+        match t.get_mut(tenant) {
+            Some(c) => {
+                c.0 += 1;
+                c.1 += failed;
+            }
+            None => {
+                t.insert(tenant.to_string(), (1, failed));
+            }
+        }
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -183,6 +217,31 @@ impl Metrics {
             "Campaign alerts raised by the detections, by rule (a replay after a restart can raise one again, under the same _id).",
             &alerts,
         );
+        if let Some(t) = &self.tenants {
+            let t = t.lock().unwrap_or_else(|e| e.into_inner());
+            let series = |f: fn(&(u64, u64)) -> u64| -> Vec<(String, String)> {
+                t.iter()
+                    .map(|(k, v)| {
+                        (
+                            format!("{{tenant=\"{}\"}}", label_value(k)),
+                            f(v).to_string(),
+                        )
+                    })
+                    .collect()
+            };
+            metric(
+                "authaudit_sidecar_tenant_events_total",
+                "counter",
+                "Log rows streamed, by tenant (--tenant-metrics).",
+                &series(|v| v.0),
+            );
+            metric(
+                "authaudit_sidecar_tenant_failures_total",
+                "counter",
+                "login_failed rows streamed, by tenant (--tenant-metrics).",
+                &series(|v| v.1),
+            );
+        }
         metric(
             "authaudit_sidecar_chain_gaps_total",
             "counter",

@@ -674,6 +674,9 @@ async fn session(
                         match table {
                             Table::AuthLog => {
                                 let d = documents::auth_log(&get).map_err(refused)?;
+                                if metrics.tenants.is_some() {
+                                    metrics.tenant_row(get("tenant_id").unwrap_or_default(), get("event_type").unwrap_or_default());
+                                }
                                 watch.check(&sink, &d, metrics).await?;
                                 if let Some(w) = witness.as_mut() {
                                     w.row(&sink, &d).await?;

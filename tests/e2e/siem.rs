@@ -574,3 +574,83 @@ fn alert_documents(store: &Store) -> Vec<bson::Document> {
         out
     })
 }
+
+/// A scrape passes `promtool check metrics` (the Prometheus project's own
+/// linter, Debian package `prometheus`), with the SIEM, the alerts and the
+/// opt-in per-tenant series present; without the option there is no
+/// per-tenant series.
+#[test]
+fn the_metrics_pass_promtool_and_per_tenant_series_are_opt_in() {
+    let db = Cluster::shared().fresh_db_with_lockout("siem_promtool");
+    let store = Store::new("siem_promtool");
+    let rs = Rsyslog::start("promtool");
+    let mut m = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
+    m.env
+        .push(("AUTHAUDIT_TENANT_METRICS".into(), "true".into()));
+    m.start();
+    // The series count streamed rows: record once the stream is open.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.metric("authaudit_sidecar_streaming") != 1.0 {
+        assert!(Instant::now() < deadline, "not streaming");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = db.connect();
+    for i in 0..12 {
+        failed(&mut c, "t-a.b_c", &format!("a{i}"), "198.51.100.70");
+    }
+    succeeded(&mut c, "t-ok", "bob", "10.0.0.1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.metric("authaudit_sidecar_alerts_total") < 1.0
+        || m.metric("authaudit_sidecar_tenant_events_total") < 13.0
+    {
+        assert!(Instant::now() < deadline, "{}", m.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let scrape = m.metrics();
+    let body = scrape
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let check = |text: &str| {
+        use std::io::Write;
+        let mut p = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus, scripts/setup.sh)");
+        p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    assert_eq!(check(&body), (Some(0), String::new()), "{body}");
+    assert!(
+        body.contains("authaudit_sidecar_tenant_failures_total{tenant=\"t-a.b_c\"} 12"),
+        "{body}"
+    );
+    assert!(
+        body.contains("authaudit_sidecar_tenant_events_total{tenant=\"t-ok\"} 1"),
+        "{body}"
+    );
+    // The linter can fail: a counter without its _total suffix.
+    let (code, out) = check("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n");
+    assert_eq!(code, Some(3), "{out}");
+    m.kill();
+    drop(m);
+
+    let store = Store::new("siem_promtool_off");
+    let mut off = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
+    off.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while off.metric("authaudit_sidecar_streaming") != 1.0 {
+        assert!(Instant::now() < deadline, "not streaming");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!off.metrics().contains("tenant_events_total"));
+}
