@@ -44,6 +44,22 @@ pub struct Success {
     pub failing_ips: Vec<String>,
 }
 
+/// A campaign alert of the period, as the sidecar's detections raise it.
+#[derive(Debug, Clone)]
+pub struct CampaignAlert {
+    pub rule: &'static str,
+    pub name: &'static str,
+    pub first_at: String,
+    pub last_at: String,
+    pub accounts: Vec<String>,
+    pub account_count: usize,
+    pub sources: Vec<String>,
+    pub source_count: usize,
+    pub events: u64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+}
+
 /// Everything the report shows.
 #[derive(Debug, Clone)]
 pub struct Reconstruction {
@@ -63,6 +79,81 @@ pub struct Reconstruction {
     pub verify_reason: Option<String>,
     /// The latest checkpoint: (seq, link hex, created).
     pub checkpoint: Option<(i64, String, String)>,
+    /// The campaign alerts of the period: the sidecar's rules
+    /// (`authaudit_core::detection`, default thresholds) over its events.
+    pub alerts: Vec<CampaignAlert>,
+}
+
+/// UTC text of milliseconds since the Unix epoch, as the report shows times.
+fn utc_ms(ms: i64) -> String {
+    let s = ms.div_euclid(1000);
+    let (days, rest) = (s.div_euclid(86_400), s.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// The detections' alerts over the tenant's events of the period, in seq
+/// order.
+fn campaign_alerts(
+    c: &mut Client,
+    tenant: &str,
+    f: f64,
+    t: f64,
+) -> Result<Vec<CampaignAlert>, postgres::Error> {
+    use authaudit_core::detection::{Detector, Event, Thresholds};
+    let rows = c.query(
+        "SELECT seq, event_type, user_id, host(ip), (extract(epoch FROM occurred_at) * 1000)::int8,
+                (metadata #>> '{_authaudit,lockout,preceding_failures}')::int4,
+                (metadata #>> '{_authaudit,lockout,was_locked}')::bool
+           FROM authaudit.auth_log
+          WHERE tenant_id = $1 AND occurred_at >= to_timestamp($2) AND occurred_at < to_timestamp($3)
+            AND event_type IN ('login_failed', 'login_success', 'account_locked')
+          ORDER BY seq",
+        &[&tenant, &f, &t],
+    )?;
+    let mut d = Detector::new(Thresholds::default(), Default::default());
+    let mut out = Vec::new();
+    for r in &rows {
+        let source: Option<String> = r.get(3);
+        for a in d.observe(&Event {
+            tenant,
+            seq: r.get(0),
+            event_type: r.get(1),
+            account: r.get(2),
+            source: source.as_deref(),
+            at_ms: r.get(4),
+            preceding_failures: r.get(5),
+            was_locked: r.get(6),
+        }) {
+            out.push(CampaignAlert {
+                rule: a.rule.as_str(),
+                name: a.rule.cef().1,
+                first_at: utc_ms(a.first_ms),
+                last_at: utc_ms(a.last_ms),
+                accounts: a.accounts,
+                account_count: a.account_count,
+                sources: a.sources,
+                source_count: a.source_count,
+                events: a.events,
+                first_seq: a.first_seq,
+                last_seq: a.last_seq,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the reconstruction for `tenant` over [from_unix, to_unix).
@@ -168,6 +259,7 @@ pub fn reconstruct(
             &[&tenant],
         )?
         .map(|r| (r.get(0), r.get(1), r.get(2)));
+    let alerts = campaign_alerts(c, tenant, f, t)?;
     let bounds = c.query_one(
         &format!(
             "SELECT {}, {}",
@@ -191,6 +283,7 @@ pub fn reconstruct(
         verified_rows: v.get(1),
         verify_reason: v.get(2),
         checkpoint,
+        alerts,
     })
 }
 
@@ -227,6 +320,27 @@ pub fn compare(r: &Reconstruction, truth: &GroundTruth) -> Vec<Check> {
         .map(|s| format!("{} ({} accounts)", s.ip, s.accounts))
         .unwrap_or_default();
     let saf: Vec<String> = r.successes.iter().map(|s| s.user.clone()).collect();
+    let one = |v: &[String]| (v.len() == 1).then(|| v[0].clone());
+    let alert_text = |rule: &str, account: Option<String>, source: Option<String>| {
+        let mut t = rule.to_string();
+        if let Some(a) = account {
+            t += &format!(" ({a})");
+        }
+        if let Some(s) = source {
+            t += &format!(" [{s}]");
+        }
+        t
+    };
+    let alerts_found: Vec<String> = r
+        .alerts
+        .iter()
+        .map(|a| alert_text(a.rule, one(&a.accounts), one(&a.sources)))
+        .collect();
+    let alerts_injected: Vec<String> = truth
+        .alerts
+        .iter()
+        .map(|a| alert_text(a.rule, a.account.clone(), a.source.clone()))
+        .collect();
     vec![
         Check {
             what: "targeted accounts",
@@ -265,6 +379,11 @@ pub fn compare(r: &Reconstruction, truth: &GroundTruth) -> Vec<Check> {
             what: "session tokens issued",
             injected: truth.tokens.to_string(),
             found: r.tokens.to_string(),
+        },
+        Check {
+            what: "campaign alerts",
+            injected: alerts_injected.join(", "),
+            found: alerts_found.join(", "),
         },
     ]
 }
@@ -332,6 +451,20 @@ pub fn print(r: &Reconstruction, checks: &[Check]) -> String {
             s.preceding_failures,
             if s.while_locked { ", WHILE LOCKED" } else { "" },
             s.failing_ips.join(", ")
+        ));
+    }
+    line("\nCampaign alerts (the sidecar's detections, default thresholds):".to_string());
+    for a in &r.alerts {
+        line(format!(
+            "  {} to {}  {:<30} {} account(s), {} source(s), {} events, seq {}-{}",
+            a.first_at,
+            a.last_at,
+            a.name,
+            a.account_count,
+            a.source_count,
+            a.events,
+            a.first_seq,
+            a.last_seq
         ));
     }
     line(format!("\nSession tokens issued: {}", r.tokens));

@@ -1,42 +1,58 @@
 //! The investigator's report: one self-contained HTML file (inline CSS and
-//! SVG, no scripts, no network) with the failures-per-minute timeline and
-//! its lockouts and resets, top accounts and IPs, the successes after
-//! failures, and the chain verification status with its checkpoint.
+//! SVG, no scripts, no network) with the campaign alerts, the
+//! failures-per-minute timeline and its lockouts and resets, top accounts
+//! and IPs, the successes after failures, and the chain verification
+//! status with its checkpoint. Rendered by askama templates
+//! (`demo/templates/`), which escape every value they insert; the geometry
+//! is computed here.
 
-use crate::reconstruct::Reconstruction;
+use crate::reconstruct::{Account, Reconstruction, Source};
+use askama::Template;
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// One bar of the timeline.
+struct Bar {
+    x: String,
+    y: String,
+    w: String,
+    h: String,
+    n: i64,
 }
 
-fn timeline_svg(r: &Reconstruction) -> String {
+/// A lock or reset marker; `text` on the first of markers close together.
+struct Marker {
+    x: String,
+    color: &'static str,
+    label: &'static str,
+    user: String,
+    at: String,
+    text: Option<String>,
+}
+
+/// The failures-per-minute chart.
+struct Timeline {
+    w: f64,
+    h: f64,
+    pad: f64,
+    base: f64,
+    right: f64,
+    label_y: f64,
+    foot_y: f64,
+    max_y: f64,
+    max: i64,
+    bars: Vec<Bar>,
+    markers: Vec<Marker>,
+}
+
+fn timeline(r: &Reconstruction) -> Option<Timeline> {
     let (w, h, pad) = (960.0, 260.0, 40.0);
-    let Some(first) = r.failures_per_minute.first().map(|x| x.0) else {
-        return "<p>No failures in the period.</p>".into();
-    };
-    let start = first.min(
-        r.timeline
-            .iter()
-            .map(|e| e.minute_unix)
-            .min()
-            .unwrap_or(first),
-    );
+    let first = r.failures_per_minute.first()?.0;
+    let minutes_of = |e: &crate::reconstruct::LockEvent| e.minute_unix;
+    let start = first.min(r.timeline.iter().map(minutes_of).min().unwrap_or(first));
     let end = r
         .failures_per_minute
         .last()
-        .map(|x| x.0)
-        .unwrap_or(first)
-        .max(
-            r.timeline
-                .iter()
-                .map(|e| e.minute_unix)
-                .max()
-                .unwrap_or(first),
-        )
+        .map_or(first, |x| x.0)
+        .max(r.timeline.iter().map(minutes_of).max().unwrap_or(first))
         + 60;
     let minutes = ((end - start) / 60).max(1) as f64;
     let max = r
@@ -45,29 +61,25 @@ fn timeline_svg(r: &Reconstruction) -> String {
         .map(|x| x.1)
         .max()
         .unwrap_or(1)
-        .max(1) as f64;
+        .max(1);
     let x = |t: i64| pad + (t - start) as f64 / 60.0 / minutes * (w - 2.0 * pad);
     let bw = ((w - 2.0 * pad) / minutes).max(1.0);
-    let mut s = format!(
-        "<svg id=\"timeline\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"Failed logins per minute\">"
-    );
-    s += &format!(
-        "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#555\"/>",
-        h - pad,
-        w - pad,
-        h - pad
-    );
-    for (t, n) in &r.failures_per_minute {
-        let bh = *n as f64 / max * (h - 2.0 * pad);
-        s += &format!(
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#c0392b\"><title>{n} failures</title></rect>",
-            x(*t),
-            h - pad - bh,
-            bw,
-            bh
-        );
-    }
+    let bars = r
+        .failures_per_minute
+        .iter()
+        .map(|(t, n)| {
+            let bh = *n as f64 / max as f64 * (h - 2.0 * pad);
+            Bar {
+                x: format!("{:.1}", x(*t)),
+                y: format!("{:.1}", h - pad - bh),
+                w: format!("{bw:.1}"),
+                h: format!("{bh:.1}"),
+                n: *n,
+            }
+        })
+        .collect();
     let mut last_label = f64::MIN;
+    let mut markers = Vec::new();
     for e in &r.timeline {
         let (color, label) = if e.kind == "account_locked" {
             ("#2c3e50", "lock")
@@ -76,178 +88,140 @@ fn timeline_svg(r: &Reconstruction) -> String {
         };
         let xx = x(e.minute_unix);
         // Markers close together share the first one's label.
-        let labelled = xx - last_label > 14.0;
-        s += &format!(
-            "<line x1=\"{xx:.1}\" y1=\"{pad}\" x2=\"{xx:.1}\" y2=\"{}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"><title>{} {} at {}</title></line>",
-            h - pad,
-            label,
-            esc(&e.user),
-            esc(&e.at)
-        );
-        if labelled {
+        let text = (xx - last_label > 14.0).then(|| {
             last_label = xx;
             let n = r
                 .timeline
                 .iter()
                 .filter(|o| o.kind == e.kind && (x(o.minute_unix) - xx).abs() <= 14.0)
                 .count();
-            let text = if n > 1 {
+            if n > 1 {
                 format!("{n} {label}s")
             } else {
-                format!("{label} {}", esc(&e.user))
-            };
-            s += &format!("<text x=\"{xx:.1}\" y=\"{}\" font-size=\"10\" fill=\"{color}\" transform=\"rotate(-30 {xx:.1} {})\">{text}</text>", pad - 4.0, pad - 4.0);
-        }
+                format!("{label} {}", e.user)
+            }
+        });
+        markers.push(Marker {
+            x: format!("{xx:.1}"),
+            color,
+            label,
+            user: e.user.clone(),
+            at: e.at.clone(),
+            text,
+        });
     }
-    s += &format!(
-        "<text x=\"{pad}\" y=\"{}\" font-size=\"11\">{} UTC</text>",
-        h - 12.0,
-        esc(&r.from)
-    );
-    s += &format!(
-        "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{} UTC</text>",
-        w - pad,
-        h - 12.0,
-        esc(&r.to)
-    );
-    s += &format!(
-        "<text x=\"4\" y=\"{}\" font-size=\"11\">{max}/min</text>",
-        pad + 4.0
-    );
-    s += "</svg>";
-    s
+    Some(Timeline {
+        w,
+        h,
+        pad,
+        base: h - pad,
+        right: w - pad,
+        label_y: pad - 4.0,
+        foot_y: h - 12.0,
+        max_y: pad + 4.0,
+        max,
+        bars,
+        markers,
+    })
 }
 
-fn bars(id: &str, rows: &[(String, i64)]) -> String {
+/// One row of a bar chart.
+struct BarRow {
+    label: String,
+    label_y: String,
+    y: String,
+    w: String,
+    n_x: String,
+    n_y: String,
+    n: i64,
+}
+
+#[derive(Template)]
+#[template(path = "bars.svg")]
+struct Bars {
+    id: &'static str,
+    h: f64,
+    rows: Vec<BarRow>,
+}
+
+fn bars(id: &'static str, rows: &[(String, i64)]) -> String {
     let max = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64;
+    let rows = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (label, n))| {
+            let y = 5.0 + 22.0 * i as f64;
+            let bw = *n as f64 / max * 380.0;
+            BarRow {
+                label: label.clone(),
+                label_y: format!("{:.1}", y + 14.0),
+                y: format!("{y:.1}"),
+                w: format!("{bw:.1}"),
+                n_x: format!("{:.1}", 175.0 + bw),
+                n_y: format!("{:.1}", y + 13.0),
+                n: *n,
+            }
+        })
+        .collect::<Vec<_>>();
     let h = 22.0 * rows.len() as f64 + 10.0;
-    let mut s = format!("<svg id=\"{id}\" viewBox=\"0 0 620 {h}\" width=\"620\" height=\"{h}\">");
-    for (i, (label, n)) in rows.iter().enumerate() {
-        let y = 5.0 + 22.0 * i as f64;
-        let bw = *n as f64 / max * 380.0;
-        s += &format!(
-            "<text x=\"0\" y=\"{:.1}\" font-size=\"12\">{}</text>",
-            y + 14.0,
-            esc(label)
-        );
-        s += &format!(
-            "<rect x=\"170\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"16\" fill=\"#e67e22\"/>"
-        );
-        s += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{n}</text>",
-            175.0 + bw,
-            y + 13.0
-        );
-    }
-    s + "</svg>"
+    Bars { id, h, rows }
+        .render()
+        .unwrap_or_else(|e| format!("<p>chart: {e}</p>"))
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct Page<'a> {
+    r: &'a Reconstruction,
+    cef_file: &'a str,
+    /// (seq, the link's first 16 hex digits, taken at).
+    checkpoint: Option<(i64, String, String)>,
+    verify_reason: &'a str,
+    timeline: Option<Timeline>,
+    /// Charts rendered by the `bars.svg` template (escaped there).
+    top_accounts: String,
+    top_ips: String,
+    accounts: &'a [Account],
+    sources: &'a [Source],
 }
 
 /// The HTML document.
 pub fn html(r: &Reconstruction, cef_file: &str) -> String {
-    let mut body = String::new();
-    body += &format!(
-        "<h1>Authentication incident report: {}</h1><p class=\"meta\">Period {} to {} UTC · {} events · read with a tenant reader's credentials (row-level security applies) · CEF export: <a href=\"{}\">{}</a></p>",
-        esc(&r.tenant), esc(&r.from), esc(&r.to), r.events, esc(cef_file), esc(cef_file)
-    );
-    let status = if r.verified {
-        format!(
-            "<div class=\"ok\">Chain verified: {} rows, every digest recomputed{}.</div>",
-            r.verified_rows,
-            r.checkpoint
-                .as_ref()
-                .map(|(seq, link, at)| format!(
-                    ", anchored to checkpoint seq {seq} (link {}…, taken {} UTC)",
-                    esc(&link[..16.min(link.len())]),
-                    esc(at)
-                ))
-                .unwrap_or_default()
-        )
-    } else {
-        format!(
-            "<div class=\"bad\">Chain verification FAILED: {}</div>",
-            esc(r.verify_reason.as_deref().unwrap_or(""))
-        )
+    let top = |v: Vec<(String, i64)>| v;
+    let page = Page {
+        r,
+        cef_file,
+        checkpoint: r
+            .checkpoint
+            .as_ref()
+            .map(|(seq, link, at)| (*seq, link[..16.min(link.len())].to_string(), at.clone())),
+        verify_reason: r.verify_reason.as_deref().unwrap_or(""),
+        timeline: timeline(r),
+        top_accounts: bars(
+            "top-accounts",
+            &top(r
+                .accounts
+                .iter()
+                .take(12)
+                .map(|a| (a.user.clone(), a.failures))
+                .collect()),
+        ),
+        top_ips: bars(
+            "top-ips",
+            &top(r
+                .sources
+                .iter()
+                .take(12)
+                .map(|s| (s.ip.clone(), s.failures))
+                .collect()),
+        ),
+        accounts: &r.accounts[..12.min(r.accounts.len())],
+        sources: &r.sources[..12.min(r.sources.len())],
     };
-    body += &status;
-    body += "<h2>Failed logins per minute, with lockouts and resets</h2>";
-    body += &timeline_svg(r);
-    body += "<h2>Successful logins after failures</h2>";
-    if r.successes.is_empty() {
-        body += "<p>None.</p>";
-    } else {
-        body += "<table class=\"alert\"><tr><th>time (UTC)</th><th>account</th><th>from</th><th>preceding failures</th><th>while locked</th><th>failing IPs</th></tr>";
-        for s in &r.successes {
-            body += &format!(
-                "<tr><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&s.at), esc(&s.user), esc(&s.ip), s.preceding_failures, if s.while_locked { "yes" } else { "no" }, esc(&s.failing_ips.join(", "))
-            );
-        }
-        body += "</table>";
-    }
-    let top_accounts: Vec<(String, i64)> = r
-        .accounts
-        .iter()
-        .take(12)
-        .map(|a| (a.user.clone(), a.failures))
-        .collect();
-    body += &format!(
-        "<h2>Top targeted accounts ({} in all)</h2>",
-        r.accounts.len()
-    );
-    body += &bars("top-accounts", &top_accounts);
-    body += "<table><tr><th>account</th><th>failures</th><th>distinct IPs</th><th>locks</th><th>locked now</th></tr>";
-    for a in r.accounts.iter().take(12) {
-        body += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&a.user),
-            a.failures,
-            a.distinct_ips,
-            a.locks,
-            if a.locked_now { "yes" } else { "no" }
-        );
-    }
-    body += "</table>";
-    let top_ips: Vec<(String, i64)> = r
-        .sources
-        .iter()
-        .take(12)
-        .map(|s| (s.ip.clone(), s.failures))
-        .collect();
-    body += &format!("<h2>Top source IPs ({} in all)</h2>", r.sources.len());
-    body += &bars("top-ips", &top_ips);
-    body += "<table><tr><th>IP</th><th>failures</th><th>accounts tried</th><th>first seen</th><th>last seen</th></tr>";
-    for s in r.sources.iter().take(12) {
-        body += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.ip),
-            s.failures,
-            s.accounts,
-            esc(&s.first_seen),
-            esc(&s.last_seen)
-        );
-    }
-    body += "</table><h2>Lockout timeline</h2><table><tr><th>time (UTC)</th><th>account</th><th>event</th><th>rule</th><th>failures</th><th>until</th></tr>";
-    for e in &r.timeline {
-        body += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&e.at),
-            esc(&e.user),
-            esc(&e.kind),
-            esc(e.rule.as_deref().unwrap_or("")),
-            e.failures.map(|f| f.to_string()).unwrap_or_default(),
-            esc(e.until.as_deref().unwrap_or(""))
-        );
-    }
-    body += &format!(
-        "</table><p class=\"meta\">Session tokens issued in the period: {}.</p>",
-        r.tokens
-    );
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>pg_authaudit report: {}</title><style>\
-         body{{font-family:sans-serif;margin:24px;color:#222;max-width:1000px}}h1{{font-size:22px}}h2{{font-size:17px;margin-top:28px}}\
-         table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}\
-         .ok{{background:#e8f6ec;border:1px solid #27ae60;padding:8px}}.bad{{background:#fdecea;border:1px solid #c0392b;padding:8px}}\
-         table.alert td{{background:#fdecea}}.meta{{color:#555;font-size:13px}}</style></head><body>{body}</body></html>\n",
-        esc(&r.tenant)
-    )
+    page.render()
+        .map(|mut s| {
+            s.push('\n');
+            s
+        })
+        .unwrap_or_else(|e| format!("<!DOCTYPE html><p>report: {e}</p>\n"))
 }

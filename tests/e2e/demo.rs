@@ -77,6 +77,27 @@ fn the_reconstruction_matches_the_injected_campaign_and_the_report_renders() {
     assert!(dom.contains("id=\"timeline\""));
     assert!(dom.matches("<rect").count() > 20);
     assert!(dom.contains("j.smith"));
+    // The campaign alerts of the period, one row each, named by rule.
+    let alerts = dom.split("id=\"alerts\"").nth(1).expect("the alerts table");
+    let alerts = alerts.split("</table>").next().unwrap();
+    assert_eq!(
+        alerts.matches("<b>Credential stuffing</b>").count(),
+        3,
+        "{alerts}"
+    );
+    assert_eq!(
+        alerts.matches("<b>Password spray</b>").count(),
+        1,
+        "{alerts}"
+    );
+    assert!(
+        alerts.contains("<b>Login succeeded after failures</b>"),
+        "{alerts}"
+    );
+    assert!(
+        alerts.contains("185.220.101.7") && alerts.contains("j.smith"),
+        "{alerts}"
+    );
     let shot = dir.join("report.png");
     let out = Command::new("chromium")
         .args([
