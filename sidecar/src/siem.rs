@@ -26,7 +26,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Messages sent before waiting for the first answer.
@@ -206,11 +206,58 @@ pub enum SiemError {
     Tls(#[from] tls::TlsSetupError),
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// The connection's stream, plain or TLS, over TCP.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => s.write_all(bytes).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush().await,
+            Stream::Tls(s) => s.flush().await,
+        }
+    }
+
+    /// Reads what arrived; then acknowledges at once. A RELP server sends
+    /// its answers as they come, and with Nagle's algorithm on its side each
+    /// one after the first waits for the acknowledgement of the previous
+    /// one: a delayed acknowledgement here would cost every batch about
+    /// 40 ms (measured against rsyslog's imrelp).
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self {
+            Stream::Plain(s) => s.read(buf).await?,
+            Stream::Tls(s) => s.read(buf).await?,
+        };
+        let _ = socket2::SockRef::from(self.tcp()).set_tcp_quickack(true);
+        Ok(n)
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+        }
+    }
+}
 
 struct Connection {
-    io: Box<dyn Io>,
+    io: Stream,
     txnr: u32,
     parser: relp::Parser,
 }
@@ -296,8 +343,8 @@ impl Siem {
             })
             .await?;
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match &self.tls {
-            Some((connector, name)) => Box::new(
+        let io = match &self.tls {
+            Some((connector, name)) => Stream::Tls(Box::new(
                 self.timed(async {
                     connector
                         .connect(name.clone(), tcp)
@@ -305,8 +352,8 @@ impl Siem {
                         .map_err(|e| self.io_error(e))
                 })
                 .await?,
-            ),
-            None => Box::new(tcp),
+            )),
+            None => Stream::Plain(tcp),
         };
         let mut c = Connection {
             io,
