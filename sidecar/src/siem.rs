@@ -466,16 +466,19 @@ impl Siem {
         let mut waiting: VecDeque<u32> = VecDeque::with_capacity(RELP_WINDOW);
         let mut out = Vec::new();
         while next < events.len() || !waiting.is_empty() {
-            out.clear();
-            while next < events.len() && waiting.len() < RELP_WINDOW {
-                let e = &events[next];
-                let msg = syslog::message(&self.origin, e.severity, e.time_ms, &e.line);
-                c.txnr = relp::next_txnr(c.txnr);
-                relp::frame(&mut out, c.txnr, "syslog", msg.as_bytes());
-                waiting.push_back(c.txnr);
-                next += 1;
-            }
-            if !out.is_empty() {
+            // The window is refilled in one write once half of it is
+            // answered: a write per message would cost a round of system
+            // calls and segments for each answer.
+            if next < events.len() && waiting.len() <= RELP_WINDOW / 2 {
+                out.clear();
+                while next < events.len() && waiting.len() < RELP_WINDOW {
+                    let e = &events[next];
+                    let msg = syslog::message(&self.origin, e.severity, e.time_ms, &e.line);
+                    c.txnr = relp::next_txnr(c.txnr);
+                    relp::frame(&mut out, c.txnr, "syslog", msg.as_bytes());
+                    waiting.push_back(c.txnr);
+                    next += 1;
+                }
                 self.send(c, &out).await?;
             }
             let f = self.read_frame(c).await?;

@@ -7,7 +7,7 @@
 
 use crate::support::{log_id, run_tool};
 use authaudit_mongowire::Server;
-use authaudit_tests::{Cluster, Secantus, TestDb};
+use authaudit_tests::{free_port, Cluster, Secantus, TestDb};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -82,14 +82,6 @@ pub(crate) struct Mirror<'a> {
     child: Option<Child>,
     /// Environment beyond the defaults (later entries win).
     pub(crate) env: Vec<(String, String)>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl<'a> Mirror<'a> {

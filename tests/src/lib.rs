@@ -11,6 +11,6 @@ pub mod cluster;
 pub mod rsyslog;
 pub mod secantus;
 
-pub use cluster::{built_binary, repo_root, Cluster, TestDb};
+pub use cluster::{built_binary, free_port, repo_root, Cluster, TestDb};
 pub use rsyslog::Rsyslog;
 pub use secantus::Secantus;

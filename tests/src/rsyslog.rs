@@ -4,6 +4,7 @@
 //! TLS (imtcp with the gtls driver), each writing the messages' MSG part to
 //! a file of its own.
 
+use crate::cluster::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,14 +17,6 @@ fn rsyslogd() -> PathBuf {
         }
     }
     panic!("rsyslogd not found: run scripts/setup.sh (Debian packages rsyslog, rsyslog-relp, rsyslog-gnutls)");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running rsyslogd and where it writes.
