@@ -176,8 +176,9 @@ pub fn iso_utc(us: i64) -> String {
     out
 }
 
-/// The proleptic Gregorian date of a day count from 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// The proleptic Gregorian date (year, month, day) of a day count from
+/// 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
