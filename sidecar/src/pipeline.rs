@@ -104,10 +104,6 @@ impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
         }
     }
 
-    pub fn sinks(&self) -> usize {
-        self.sinks
-    }
-
     /// The open batch, to add changes to.
     pub fn open(&mut self) -> &mut B {
         &mut self.open
@@ -149,11 +145,6 @@ impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
             .first_pending
             .is_some_and(|t| now.duration_since(t) >= self.limits.wait);
         full || (waited && (self.open_position.is_some() || self.open.standalone()))
-    }
-
-    /// When the open batch will be due by waiting, if it holds anything.
-    pub fn due_at(&self) -> Option<Instant> {
-        self.first_pending.map(|t| t + self.limits.wait)
     }
 
     /// Whether another batch may be handed out.
@@ -243,15 +234,6 @@ impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
             (Some(p), Some(c)) => Some((p, *c)),
             _ => None,
         }
-    }
-
-    /// Forgets the open batch (after a write was abandoned, nothing later
-    /// may be acknowledged).
-    pub fn discard_open(&mut self) {
-        self.open = B::default();
-        self.open_position = None;
-        self.open_commits.clear();
-        self.first_pending = None;
     }
 }
 
@@ -403,7 +385,6 @@ mod tests {
         assert!(!p.due(t + Duration::from_millis(25)));
         p.commit(5, 0, t + Duration::from_millis(1));
         assert!(!p.due(t + Duration::from_millis(10)));
-        assert_eq!(p.due_at(), Some(t + Duration::from_millis(20)));
         assert!(p.due(t + Duration::from_millis(20)));
         p.open().0 = 10;
         assert!(p.due(t), "full");
@@ -417,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn discarding_the_open_batch_keeps_what_was_acknowledged() {
+    fn the_open_batch_keeps_its_position_apart_from_what_was_acknowledged() {
         let t = Instant::now();
         let mut p: Pipeline<Rows, u64> = Pipeline::new(1, limits(2));
         transaction(&mut p, 1, 10, t);
@@ -425,9 +406,7 @@ mod tests {
         p.acknowledge(0, b0).unwrap();
         transaction(&mut p, 1, 20, t);
         assert_eq!(p.open_position(), Some((20, 20)));
-        p.discard_open();
-        assert_eq!(p.open_position(), None);
         assert_eq!(p.acknowledged(), Some(10));
-        assert!(p.idle());
+        assert!(!p.idle(), "the open batch holds a commit");
     }
 }

@@ -309,10 +309,6 @@ impl Siem {
         })))
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     fn io_error(&self, source: std::io::Error) -> SiemError {
         SiemError::Io {
             target: self.target.to_string(),

@@ -57,6 +57,29 @@ impl Store {
         }
     }
 
+    /// Every document of `collection`, in `sort` order.
+    pub(crate) fn documents(&self, collection: &str, sort: bson::Document) -> Vec<bson::Document> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = mongodb::Client::with_uri_str(&self.uri).await.unwrap();
+            let mut cursor = client
+                .database(&self.database)
+                .collection::<bson::Document>(collection)
+                .find(bson::doc! {})
+                .sort(sort)
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            while cursor.advance().await.unwrap() {
+                out.push(cursor.deserialize_current().unwrap());
+            }
+            out
+        })
+    }
+
     pub(crate) fn count(&self, collection: &str) -> u64 {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -185,6 +208,27 @@ impl<'a> Mirror<'a> {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Waits until the sidecar streams (`authaudit_sidecar_streaming` 1).
+    pub(crate) fn wait_streaming(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.metric("authaudit_sidecar_streaming") != 1.0 {
+            assert!(Instant::now() < deadline, "not streaming");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the slot's `confirmed_flush_lsn` has reached `lsn`.
+    pub(crate) fn flushed_to(&self, lsn: &str) -> bool {
+        self.db
+            .connect()
+            .query_one(
+                "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.slot, &lsn],
+            )
+            .unwrap()
+            .get(0)
     }
 
     /// The HTTP response of the metrics endpoint's `path` (empty while the
@@ -1115,26 +1159,7 @@ fn sigkills(hint: &str, store: &Store, kills: u32, witness: bool) {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stored = || -> Vec<bson::Document> {
-        rt.block_on(async {
-            let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
-            let mut cursor = client
-                .database(&store.database)
-                .collection::<bson::Document>("witness_checkpoints")
-                .find(bson::doc! {})
-                .await
-                .unwrap();
-            let mut out = Vec::new();
-            while cursor.advance().await.unwrap() {
-                out.push(cursor.deserialize_current().unwrap());
-            }
-            out
-        })
-    };
+    let stored = || store.documents("witness_checkpoints", bson::doc! {});
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let docs = stored();
@@ -1313,17 +1338,7 @@ fn an_idle_publication_does_not_hold_wal() {
         .unwrap()
         .get(0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let caught_up: bool = c
-            .query_one(
-                "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-                &[&m.slot, &target],
-            )
-            .unwrap()
-            .get(0);
-        if caught_up {
-            break;
-        }
+    while !m.flushed_to(&target) {
         assert!(
             Instant::now() < deadline,
             "the slot did not advance over unrelated WAL"

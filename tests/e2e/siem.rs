@@ -182,11 +182,7 @@ fn the_position_waits_for_the_collector_as_for_the_store() {
     let mut m = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
     m.start();
     // Streaming, with an empty log.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while m.metric("authaudit_sidecar_streaming") != 1.0 {
-        assert!(Instant::now() < deadline, "not streaming");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    m.wait_streaming();
     rs.stop();
     let mut c = db.connect();
     for i in 0..20 {
@@ -214,29 +210,15 @@ fn the_position_waits_for_the_collector_as_for_the_store() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // ...while the slot stays before the rows.
-    let behind: bool = c
-        .query_one(
-            "SELECT confirmed_flush_lsn < $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
-            &[&end, &db.name().replace('-', "_")],
-        )
-        .unwrap()
-        .get(0);
-    assert!(behind, "the slot moved past rows the collector never took");
+    assert!(
+        !m.flushed_to(&end),
+        "the slot moved past rows the collector never took"
+    );
     rs.restart();
     let lines = wait_all(&rs, "relp", &db, Duration::from_secs(60));
     assert_eq!(check_lines(&db, &lines), 0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let moved: bool = c
-            .query_one(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
-                &[&end, &db.name().replace('-', "_")],
-            )
-            .unwrap()
-            .get(0);
-        if moved {
-            break;
-        }
+    while !m.flushed_to(&end) {
         assert!(Instant::now() < deadline, "the slot never moved on");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -317,40 +299,27 @@ type Alerts = HashMap<(String, String), (Vec<String>, Vec<String>)>;
 
 /// The `alerts` collection, and its number of documents.
 fn stored_alerts(store: &Store) -> (Alerts, usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
-        let mut cursor = client
-            .database(&store.database)
-            .collection::<bson::Document>("alerts")
-            .find(bson::doc! {})
-            .await
-            .unwrap();
-        let mut out = HashMap::new();
-        let mut n = 0;
-        while cursor.advance().await.unwrap() {
-            let d = cursor.deserialize_current().unwrap();
-            let list = |k: &str| -> Vec<String> {
-                d.get_array(k)
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_string())
-                    .collect()
-            };
-            out.insert(
+    let docs = store.documents("alerts", bson::doc! {});
+    let list = |d: &bson::Document, k: &str| -> Vec<String> {
+        d.get_array(k)
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let alerts = docs
+        .iter()
+        .map(|d| {
+            (
                 (
                     d.get_str("tenant_id").unwrap().to_string(),
                     d.get_str("rule").unwrap().to_string(),
                 ),
-                (list("accounts"), list("sources")),
-            );
-            n += 1;
-        }
-        (out, n)
-    })
+                (list(d, "accounts"), list(d, "sources")),
+            )
+        })
+        .collect();
+    (alerts, docs.len())
 }
 
 /// Campaigns raise exactly the alerts they imply, with their accounts and
@@ -501,7 +470,7 @@ fn the_demo_campaign_raises_exactly_the_alerts_of_its_ground_truth() {
     // Every row is mirrored; the alerts travel with them.
     let deadline = Instant::now() + Duration::from_secs(30);
     let docs = loop {
-        let docs = alert_documents(&store);
+        let docs = store.documents("alerts", bson::doc! {"last_at": 1, "_id": 1});
         if docs.len() >= truth.alerts.len() || Instant::now() > deadline {
             break docs;
         }
@@ -552,29 +521,6 @@ fn the_demo_campaign_raises_exactly_the_alerts_of_its_ground_truth() {
     }
 }
 
-/// The `alerts` documents, by the time of their last event.
-fn alert_documents(store: &Store) -> Vec<bson::Document> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
-        let mut cursor = client
-            .database(&store.database)
-            .collection::<bson::Document>("alerts")
-            .find(bson::doc! {})
-            .sort(bson::doc! {"last_at": 1, "_id": 1})
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        while cursor.advance().await.unwrap() {
-            out.push(cursor.deserialize_current().unwrap());
-        }
-        out
-    })
-}
-
 /// A scrape passes `promtool check metrics` (the Prometheus project's own
 /// linter, Debian package `prometheus`), with the SIEM, the alerts and the
 /// opt-in per-tenant series present; without the option there is no
@@ -589,11 +535,7 @@ fn the_metrics_pass_promtool_and_per_tenant_series_are_opt_in() {
         .push(("AUTHAUDIT_TENANT_METRICS".into(), "true".into()));
     m.start();
     // The series count streamed rows: record once the stream is open.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while m.metric("authaudit_sidecar_streaming") != 1.0 {
-        assert!(Instant::now() < deadline, "not streaming");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    m.wait_streaming();
     let mut c = db.connect();
     for i in 0..12 {
         failed(&mut c, "t-a.b_c", &format!("a{i}"), "198.51.100.70");
@@ -647,10 +589,6 @@ fn the_metrics_pass_promtool_and_per_tenant_series_are_opt_in() {
     let store = Store::new("siem_promtool_off");
     let mut off = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
     off.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while off.metric("authaudit_sidecar_streaming") != 1.0 {
-        assert!(Instant::now() < deadline, "not streaming");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    off.wait_streaming();
     assert!(!off.metrics().contains("tenant_events_total"));
 }
