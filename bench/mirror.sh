@@ -71,17 +71,7 @@ SIEM=${BENCH_SIEM:-$([ -x /usr/sbin/rsyslogd ] && echo relp || echo none)}
 siem_flags=()
 if [ "$SIEM" = relp ]; then
   rport=$(free_port)
-  mkdir -p "$dir/rsyslog/work"
-  cat >"$dir/rsyslog/rsyslog.conf" <<CONF
-global(workDirectory="$dir/rsyslog/work")
-module(load="imrelp")
-template(name="msg" type="string" string="%msg%\n")
-input(type="imrelp" address="127.0.0.1" port="$rport")
-action(type="omfile" file="$dir/rsyslog/cef.log" template="msg")
-CONF
-  /usr/sbin/rsyslogd -n -f "$dir/rsyslog/rsyslog.conf" -i "$dir/rsyslog/pid" >"$dir/rsyslog/out" 2>&1 &
-  pids+=($!)
-  until (echo >"/dev/tcp/127.0.0.1/$rport") 2>/dev/null; do sleep 0.05; done
+  pids+=("$(scripts/relp-collector.sh "$dir/rsyslog" "$rport")")
   siem_flags=(--siem-target "relp://127.0.0.1:$rport")
   echo "# SIEM: rsyslog imrelp on port $rport"
 fi
@@ -166,7 +156,7 @@ if [ "$SIEM" = relp ]; then
   siem_cpu=$(cpu_s "$sc")
   sidecar_stop
   "${PSQL[@]}" -c "SELECT pg_drop_replication_slot('authaudit_siem')" >/dev/null
-  awk -v n="$changes" -v s="$((t1 - t0))" -v m="$sidecar_ms" -v l="$(wc -l <"$dir/rsyslog/cef.log")" 'BEGIN {
+  awk -v n="$changes" -v s="$((t1 - t0))" -v m="$sidecar_ms" -v l="$(wc -l <"$dir/rsyslog/cef-stream.log")" 'BEGIN {
     printf "bench mirror_drain_relp: %.0f events/s ratio_vs_mongodb_only=%.2f (MongoDB + RELP to rsyslog, %.1f s; %d CEF lines at the collector)\n",
       n * 1000 / s, m / s, s / 1000, l }'
   echo "#   CPU during the drain with RELP: sidecar ${siem_cpu} s (MongoDB only: ${sidecar_cpu} s)"

@@ -62,17 +62,7 @@ fi
 # rsyslog stands in for the SOC's collector: the sidecar streams every event
 # and alert to it as CEF over RELP, and it writes them to one file.
 rport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$DEMO_DIR/siem/work"
-cat >"$DEMO_DIR/siem/rsyslog.conf" <<CONF
-global(workDirectory="$DEMO_DIR/siem/work")
-module(load="imrelp")
-template(name="cef" type="string" string="%msg%\n")
-input(type="imrelp" address="127.0.0.1" port="$rport")
-action(type="omfile" file="$DEMO_DIR/siem/cef-stream.log" template="cef")
-CONF
-/usr/sbin/rsyslogd -n -f "$DEMO_DIR/siem/rsyslog.conf" -i "$DEMO_DIR/siem/rsyslogd.pid" >"$DEMO_DIR/siem/rsyslogd.log" 2>&1 &
-echo $! >"$DEMO_DIR/rsyslog.pid"
-until (echo >"/dev/tcp/127.0.0.1/$rport") 2>/dev/null; do sleep 0.05; done
+scripts/relp-collector.sh "$DEMO_DIR/siem" "$rport" >"$DEMO_DIR/rsyslog.pid"
 export AUTHAUDIT_SIEM_TARGET=relp://127.0.0.1:$rport
 say "SIEM collector: rsyslog (imrelp) on 127.0.0.1:$rport, writing the CEF stream to $DEMO_DIR/siem/cef-stream.log"
 
