@@ -60,7 +60,7 @@ impl Destination for Store {
             }
             let report = self.sink.write(batch).await?;
             for id in &report.conflicts {
-                self.metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
+                self.metrics.chain_gaps.inc();
                 tracing::error!(document = %id, "a different row already holds this (tenant_id, seq) in the mirror: not mirrored");
             }
             // The witness log holds every checkpoint the store does, flushed
@@ -76,13 +76,13 @@ impl Destination for Store {
             if let Some(wb) = &self.write_back {
                 wb.send(batch.witness.iter().filter_map(|d| Note::from_document(d)));
             }
-            self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+            self.metrics.batches.inc();
             Ok(())
         })
     }
 
     fn failed(&self, metrics: &Metrics) {
-        metrics.mongodb_errors.fetch_add(1, Ordering::Relaxed);
+        metrics.mongodb_errors.inc();
     }
 }
 
@@ -100,15 +100,13 @@ impl Destination for SiemSink {
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             self.siem.deliver(&batch.siem).await?;
-            self.metrics
-                .siem_events
-                .fetch_add(batch.siem.len() as u64, Ordering::Relaxed);
+            self.metrics.siem_events.inc_by(batch.siem.len() as u64);
             Ok(())
         })
     }
 
     fn failed(&self, metrics: &Metrics) {
-        metrics.siem_errors.fetch_add(1, Ordering::Relaxed);
+        metrics.siem_errors.inc();
     }
 }
 

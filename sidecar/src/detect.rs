@@ -29,7 +29,6 @@ use bson::{RawArrayBuf, RawDocumentBuf};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 /// Why the detection configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +253,7 @@ pub fn siem_event(a: &Alert, raised_at_us: i64) -> SiemEvent {
 /// Counts an alert in `authaudit_sidecar_alerts_total{rule}`.
 pub fn count(a: &Alert, metrics: &Metrics) {
     let i = Rule::ALL.iter().position(|r| *r == a.rule).unwrap_or(0);
-    metrics.alerts[i].fetch_add(1, Ordering::Relaxed);
+    metrics.alerts[i].inc();
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod destination;
 pub mod detect;
 pub mod documents;
+pub mod http;
 pub mod metrics;
 pub mod mirror;
 pub use authaudit_core::note;

@@ -3,7 +3,7 @@
 //! Every option: `authaudit-sidecar --help`; operations: docs/sidecar.md.
 
 use sidecar::config::{Cli, Command};
-use sidecar::metrics::{self, Metrics};
+use sidecar::metrics::Metrics;
 use sidecar::{mirror, verify, witness};
 use std::process::ExitCode;
 
@@ -184,7 +184,7 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
         match tokio::net::TcpListener::bind(&options.metrics_listen).await {
             Ok(l) => {
                 tracing::info!(address = %options.metrics_listen, "metrics on /metrics, health on /health");
-                tokio::spawn(metrics::serve(l, metrics.clone()));
+                tokio::spawn(sidecar::http::serve(l, metrics.clone()));
             }
             Err(e) => {
                 eprintln!(

@@ -1,95 +1,137 @@
-//! Prometheus metrics (text exposition format 0.0.4) and the health check,
-//! served on `--metrics-listen`: `GET /metrics`, `GET /health`.
+//! The mirror's Prometheus metrics, kept in a `prometheus-client` registry,
+//! and the health check. `http.rs` serves them.
+//!
+//! The registry encodes OpenMetrics 1.0 text; [`Metrics::render`] gives it
+//! to scrapers that ask for OpenMetrics (Prometheus does) and, through
+//! [`classic`], the Prometheus text format 0.0.4 to the others (promtool,
+//! agents that read only 0.0.4).
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-/// The mirror's counters and gauges.
-#[derive(Debug, Default)]
+/// A series' labels: one static name and value.
+type Label = [(&'static str, &'static str); 1];
+/// A per-tenant series' label.
+type TenantLabel = [(&'static str, String); 1];
+
+/// The latency histograms' bucket bounds, in seconds: fine from 1 ms to
+/// 100 ms (the range of a healthy mirror), coarse up to a minute.
+const LATENCY_BUCKETS: [f64; 21] = [
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The mirror's counters, gauges and histograms (handles into the
+/// registry), and the state the health check reads.
+#[derive(Debug)]
 pub struct Metrics {
-    pub rows_auth_log: AtomicU64,
-    pub rows_lockout_state: AtomicU64,
-    pub rows_checkpoints: AtomicU64,
-    pub rows_copied: AtomicU64,
-    pub batches: AtomicU64,
-    pub mongodb_errors: AtomicU64,
+    registry: Registry,
+    pub rows_auth_log: Counter,
+    pub rows_lockout_state: Counter,
+    pub rows_checkpoints: Counter,
+    pub rows_copied: Counter,
+    pub batches: Counter,
+    pub mongodb_errors: Counter,
     /// Failed deliveries to the SIEM collector, and CEF lines it took.
-    pub siem_errors: AtomicU64,
-    pub siem_events: AtomicU64,
+    pub siem_errors: Counter,
+    pub siem_events: Counter,
+    pub postgres_errors: Counter,
+    pub decode_errors: Counter,
     /// Campaign alerts raised, by rule (in `Rule::ALL` order).
-    pub alerts: [AtomicU64; 6],
+    pub alerts: [Counter; 6],
     /// Per tenant: log rows and failures streamed (`--tenant-metrics`);
     /// None while off (one series per tenant: opt-in for cardinality).
-    pub tenants: Option<std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>>,
-    pub postgres_errors: AtomicU64,
-    pub chain_gaps: AtomicU64,
-    pub decode_errors: AtomicU64,
+    tenants: Option<(Family<TenantLabel, Counter>, Family<TenantLabel, Counter>)>,
+    pub chain_gaps: Counter,
     /// Changes to the log that are tampering, seen by this process.
-    pub tamper_events: AtomicU64,
+    pub tamper_events: Counter,
     /// Tamper alarms in the store no operator has resolved, and those seen
     /// since the store was last counted.
-    pub tamper_unresolved: AtomicI64,
+    pub tamper_unresolved: Gauge,
     /// Signed checkpoints written back to PostgreSQL, and those PostgreSQL
     /// disagreed with (its row at the signed size holds other digests, or
     /// is gone).
-    pub witness_written_back: AtomicU64,
-    pub witness_disagreements: AtomicU64,
+    pub witness_written_back: Counter,
+    pub witness_disagreements: Counter,
+    /// WAL the slot retains (bytes), sampled periodically.
+    pub slot_retained_wal_bytes: Gauge,
+    /// 1 while the replication stream is connected.
+    pub streaming: Gauge,
+    /// Documents waiting to be written (memory bound check).
+    pub pending_rows: Gauge,
+    /// Commit to acknowledgement by every destination, per transaction.
+    pub commit_to_ack: Histogram,
+    /// Commit to the arrival of its Commit message: the PostgreSQL side of
+    /// the above.
+    pub commit_to_receive: Histogram,
+    /// The positions the lag gauges are computed from at each scrape.
+    pub positions: Arc<Positions>,
+    /// Unix seconds of the last successful MongoDB write or idle check.
+    pub last_progress_unix: AtomicI64,
+}
+
+/// Positions of the stream, read at each scrape for the acknowledged
+/// position and the replication lag.
+#[derive(Debug, Default)]
+pub struct Positions {
     /// Last position acknowledged to PostgreSQL.
     pub acked_lsn: AtomicU64,
     /// Latest WAL end the server reported.
     pub server_wal_end: AtomicU64,
     /// Commit time (Unix µs) of the last acknowledged transaction.
     pub acked_commit_unix_us: AtomicI64,
-    /// WAL the slot retains (bytes), sampled periodically.
-    pub slot_retained_wal_bytes: AtomicI64,
-    /// Unix seconds of the last successful MongoDB write or idle check.
-    pub last_progress_unix: AtomicI64,
-    /// 1 while the replication stream is connected.
-    pub streaming: AtomicI64,
-    /// Documents waiting to be written (memory bound check).
-    pub pending_rows: AtomicI64,
-    /// Commit-to-acknowledgement latencies (µs) of recent transactions.
-    pub latencies: std::sync::Mutex<Latencies>,
-    /// Commit-to-arrival latencies (µs): the PostgreSQL side of the above.
-    pub arrivals: std::sync::Mutex<Latencies>,
 }
 
-/// The last 10,000 latencies (at 1,000 transactions/s, the last 10 s), for quantiles.
-#[derive(Debug, Default)]
-pub struct Latencies {
-    ring: Vec<u64>,
-    next: usize,
-}
-
-impl Latencies {
-    const CAPACITY: usize = 10_000;
-
-    pub fn record(&mut self, micros: u64) {
-        if self.ring.len() < Self::CAPACITY {
-            self.ring.push(micros);
+impl Collector for Positions {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let acked = self.acked_lsn.load(Ordering::Relaxed);
+        let wal_end = self.server_wal_end.load(Ordering::Relaxed);
+        let acked_at = self.acked_commit_unix_us.load(Ordering::Relaxed);
+        let lag_seconds = if acked_at == 0 {
+            0.0
         } else {
-            self.ring[self.next] = micros;
-            self.next = (self.next + 1) % Self::CAPACITY;
-        }
-    }
-
-    /// The q-quantile (0..=1) in seconds, if any were recorded.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.ring.is_empty() {
-            return None;
-        }
-        let mut v = self.ring.clone();
-        v.sort_unstable();
-        let i = ((v.len() - 1) as f64 * q).round() as usize;
-        Some(v[i] as f64 / 1e6)
-    }
-
-    pub fn clear(&mut self) {
-        self.ring.clear();
-        self.next = 0;
+            ((unix_now_us() - acked_at).max(0)) as f64 / 1e6
+        };
+        let gauge = |encoder: &mut DescriptorEncoder,
+                     name: &str,
+                     help: &str,
+                     unit: Option<&Unit>,
+                     g: &dyn EncodeMetric| {
+            // The registry ends its own metrics' help with a full stop.
+            let help = format!("{help}.");
+            let e = encoder.encode_descriptor(name, &help, unit, g.metric_type())?;
+            g.encode(e)
+        };
+        gauge(
+            &mut encoder,
+            "acked_lsn",
+            "WAL position acknowledged to PostgreSQL (delivered to every destination)",
+            None,
+            &ConstGauge::new(acked),
+        )?;
+        gauge(
+            &mut encoder,
+            "replication_lag",
+            "Server WAL end minus the acknowledged position",
+            Some(&Unit::Bytes),
+            &ConstGauge::new(wal_end.saturating_sub(acked)),
+        )?;
+        gauge(
+            &mut encoder,
+            "replication_lag",
+            "Age of the commit last acknowledged",
+            Some(&Unit::Seconds),
+            &ConstGauge::new(lag_seconds),
+        )
     }
 }
 
@@ -99,284 +141,289 @@ pub fn unix_now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// A label value with `\`, `"` and newlines escaped (the text format's rule).
-fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl Metrics {
     /// Metrics with the per-tenant series on or off.
     pub fn new(per_tenant: bool) -> Metrics {
+        let mut r = Registry::with_prefix("authaudit_sidecar");
+        let family = |r: &mut Registry, name: &str, help: &str| {
+            let f = Family::<Label, Counter>::default();
+            r.register(name, help, f.clone());
+            f
+        };
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let histogram = |r: &mut Registry, name: &str, help: &str| {
+            let h = Histogram::new(LATENCY_BUCKETS);
+            r.register_with_unit(name, help, Unit::Seconds, h.clone());
+            h
+        };
+        let series = |f: &Family<Label, Counter>, key: &'static str, value: &'static str| {
+            f.get_or_create(&[(key, value)]).clone()
+        };
+
+        let rows = family(
+            &mut r,
+            "rows_mirrored",
+            "Rows written to MongoDB from the replication stream, by table",
+        );
+        let rows_copied = counter(&mut r, "rows_copied", "Rows copied by the initial snapshot");
+        let batches = counter(&mut r, "batches", "Batches written to MongoDB");
+        let errors = family(
+            &mut r,
+            "errors",
+            "Errors by source (each retried with back-off)",
+        );
+        let siem_events = counter(
+            &mut r,
+            "siem_events",
+            "CEF lines the SIEM collector took (acknowledged over RELP; written to the socket over TCP and TLS)",
+        );
+        let alerts = family(
+            &mut r,
+            "alerts",
+            "Campaign alerts raised by the detections, by rule (a replay after a restart can raise one again, under the same _id)",
+        );
+        let tenants = per_tenant.then(|| {
+            let events = Family::<TenantLabel, Counter>::default();
+            let failures = Family::<TenantLabel, Counter>::default();
+            r.register(
+                "tenant_events",
+                "Log rows streamed, by tenant (--tenant-metrics)",
+                events.clone(),
+            );
+            r.register(
+                "tenant_failures",
+                "login_failed rows streamed, by tenant (--tenant-metrics)",
+                failures.clone(),
+            );
+            (events, failures)
+        });
+        let chain_gaps = counter(
+            &mut r,
+            "chain_gaps",
+            "Log rows whose seq or prev_link does not continue the tenant's chain as mirrored",
+        );
+        let tamper_events = counter(
+            &mut r,
+            "tamper_events",
+            "Updates, deletes and truncates of log rows or checkpoints that arrived over replication outside the recording and retention paths",
+        );
+        let tamper_unresolved = gauge(
+            &mut r,
+            "tamper_unresolved",
+            "Tamper alarms in the tamper_events collection without a resolved field",
+        );
+        let witness_written_back = counter(
+            &mut r,
+            "witness_written_back",
+            "Signed checkpoints written back to PostgreSQL (authaudit.witness_checkpoints)",
+        );
+        let witness_disagreements = counter(
+            &mut r,
+            "witness_disagreements",
+            "Signed checkpoints whose tenant row in PostgreSQL no longer holds the signed digests",
+        );
+        let positions = Arc::new(Positions::default());
+        r.register_collector(Box::new(positions.clone()));
+        let slot_retained = Gauge::default();
+        r.register_with_unit(
+            "slot_retained_wal",
+            "WAL held by the slot (pg_current_wal_lsn() - restart_lsn)",
+            Unit::Bytes,
+            slot_retained.clone(),
+        );
+        let pending_rows = gauge(&mut r, "pending_rows", "Decoded rows not yet written");
+        let streaming = gauge(
+            &mut r,
+            "streaming",
+            "1 while the replication stream is connected",
+        );
+        let commit_to_ack = histogram(
+            &mut r,
+            "commit_to_ack",
+            "From a transaction's commit in PostgreSQL to the acknowledgement of its rows by every destination",
+        );
+        let commit_to_receive = histogram(
+            &mut r,
+            "commit_to_receive",
+            "From a transaction's commit to the arrival of its Commit message (the PostgreSQL and network share of the latency)",
+        );
+        let rules = authaudit_core::detection::Rule::ALL;
         Metrics {
-            tenants: per_tenant.then(Default::default),
-            ..Metrics::default()
+            rows_auth_log: series(&rows, "table", "auth_log"),
+            rows_lockout_state: series(&rows, "table", "lockout_state"),
+            rows_checkpoints: series(&rows, "table", "checkpoints"),
+            rows_copied,
+            batches,
+            mongodb_errors: series(&errors, "source", "mongodb"),
+            siem_errors: series(&errors, "source", "siem"),
+            postgres_errors: series(&errors, "source", "postgres"),
+            decode_errors: series(&errors, "source", "decode"),
+            siem_events,
+            alerts: std::array::from_fn(|i| series(&alerts, "rule", rules[i].as_str())),
+            tenants,
+            chain_gaps,
+            tamper_events,
+            tamper_unresolved,
+            witness_written_back,
+            witness_disagreements,
+            slot_retained_wal_bytes: slot_retained,
+            streaming,
+            pending_rows,
+            commit_to_ack,
+            commit_to_receive,
+            positions,
+            last_progress_unix: AtomicI64::new(0),
+            registry: r,
         }
+    }
+
+    /// Whether the per-tenant series are on.
+    pub fn per_tenant(&self) -> bool {
+        self.tenants.is_some()
     }
 
     /// Counts a streamed log row of `tenant` in the per-tenant series.
     pub fn tenant_row(&self, tenant: &str, event_type: &str) {
-        let Some(t) = &self.tenants else { return };
-        let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
-        let failed = u64::from(event_type == "login_failed");
-        match t.get_mut(tenant) {
-            Some(c) => {
-                c.0 += 1;
-                c.1 += failed;
-            }
-            None => {
-                t.insert(tenant.to_string(), (1, failed));
-            }
+        let Some((events, failures)) = &self.tenants else {
+            return;
+        };
+        let key = [("tenant", label_value(tenant))];
+        events.get_or_create(&key).inc();
+        let failed = failures.get_or_create(&key);
+        if event_type == "login_failed" {
+            failed.inc();
         }
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let lag_bytes = g(&self.server_wal_end).saturating_sub(g(&self.acked_lsn));
-        let acked_at = self.acked_commit_unix_us.load(Ordering::Relaxed);
-        let lag_seconds = if acked_at == 0 {
-            0.0
-        } else {
-            ((unix_now_us() - acked_at).max(0)) as f64 / 1e6
-        };
+    /// The exposition: OpenMetrics 1.0 text when `openmetrics`, else the
+    /// Prometheus text format 0.0.4.
+    pub fn render(&self, openmetrics: bool) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (labels, value) in lines {
-                out.push_str(&format!("{name}{labels} {value}\n"));
-            }
-        };
-        metric(
-            "authaudit_sidecar_rows_mirrored_total",
-            "counter",
-            "Rows written to MongoDB from the replication stream, by table.",
-            &[
-                (
-                    "{table=\"auth_log\"}".into(),
-                    g(&self.rows_auth_log).to_string(),
-                ),
-                (
-                    "{table=\"lockout_state\"}".into(),
-                    g(&self.rows_lockout_state).to_string(),
-                ),
-                (
-                    "{table=\"checkpoints\"}".into(),
-                    g(&self.rows_checkpoints).to_string(),
-                ),
-            ],
-        );
-        let one = |v: String| vec![(String::new(), v)];
-        metric(
-            "authaudit_sidecar_rows_copied_total",
-            "counter",
-            "Rows copied by the initial snapshot.",
-            &one(g(&self.rows_copied).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_batches_total",
-            "counter",
-            "Batches written to MongoDB.",
-            &one(g(&self.batches).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_errors_total",
-            "counter",
-            "Errors by source (each retried with back-off).",
-            &[
-                (
-                    "{source=\"mongodb\"}".into(),
-                    g(&self.mongodb_errors).to_string(),
-                ),
-                ("{source=\"siem\"}".into(), g(&self.siem_errors).to_string()),
-                (
-                    "{source=\"postgres\"}".into(),
-                    g(&self.postgres_errors).to_string(),
-                ),
-                (
-                    "{source=\"decode\"}".into(),
-                    g(&self.decode_errors).to_string(),
-                ),
-            ],
-        );
-        metric(
-            "authaudit_sidecar_siem_events_total",
-            "counter",
-            "CEF lines the SIEM collector took (acknowledged over RELP; written to the socket over TCP and TLS).",
-            &one(g(&self.siem_events).to_string()),
-        );
-        let alerts: Vec<(String, String)> = authaudit_core::detection::Rule::ALL
-            .iter()
-            .zip(&self.alerts)
-            .map(|(r, n)| (format!("{{rule=\"{}\"}}", r.as_str()), g(n).to_string()))
-            .collect();
-        metric(
-            "authaudit_sidecar_alerts_total",
-            "counter",
-            "Campaign alerts raised by the detections, by rule (a replay after a restart can raise one again, under the same _id).",
-            &alerts,
-        );
-        if let Some(t) = &self.tenants {
-            let t = t.lock().unwrap_or_else(|e| e.into_inner());
-            let series = |f: fn(&(u64, u64)) -> u64| -> Vec<(String, String)> {
-                t.iter()
-                    .map(|(k, v)| {
-                        (
-                            format!("{{tenant=\"{}\"}}", label_value(k)),
-                            f(v).to_string(),
-                        )
-                    })
-                    .collect()
-            };
-            metric(
-                "authaudit_sidecar_tenant_events_total",
-                "counter",
-                "Log rows streamed, by tenant (--tenant-metrics).",
-                &series(|v| v.0),
-            );
-            metric(
-                "authaudit_sidecar_tenant_failures_total",
-                "counter",
-                "login_failed rows streamed, by tenant (--tenant-metrics).",
-                &series(|v| v.1),
-            );
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        if openmetrics {
+            out
+        } else {
+            classic(&out)
         }
-        metric(
-            "authaudit_sidecar_chain_gaps_total",
-            "counter",
-            "Log rows whose seq or prev_link does not continue the tenant's chain as mirrored.",
-            &one(g(&self.chain_gaps).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_tamper_events_total",
-            "counter",
-            "Updates, deletes and truncates of log rows or checkpoints that arrived over replication outside the recording and retention paths.",
-            &one(g(&self.tamper_events).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_tamper_unresolved",
-            "gauge",
-            "Tamper alarms in the tamper_events collection without a resolved field.",
-            &one(self.tamper_unresolved.load(Ordering::Relaxed).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_witness_written_back_total",
-            "counter",
-            "Signed checkpoints written back to PostgreSQL (authaudit.witness_checkpoints).",
-            &one(g(&self.witness_written_back).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_witness_disagreements_total",
-            "counter",
-            "Signed checkpoints whose tenant row in PostgreSQL no longer holds the signed digests.",
-            &one(g(&self.witness_disagreements).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_acked_lsn",
-            "gauge",
-            "WAL position acknowledged to PostgreSQL (flushed to MongoDB).",
-            &one(g(&self.acked_lsn).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_replication_lag_bytes",
-            "gauge",
-            "Server WAL end minus the acknowledged position.",
-            &one(lag_bytes.to_string()),
-        );
-        metric(
-            "authaudit_sidecar_replication_lag_seconds",
-            "gauge",
-            "Age of the commit last acknowledged.",
-            &one(format!("{lag_seconds:.3}")),
-        );
-        metric(
-            "authaudit_sidecar_slot_retained_wal_bytes",
-            "gauge",
-            "WAL held by the slot (pg_current_wal_lsn() - restart_lsn).",
-            &one(self
-                .slot_retained_wal_bytes
-                .load(Ordering::Relaxed)
-                .to_string()),
-        );
-        metric(
-            "authaudit_sidecar_pending_rows",
-            "gauge",
-            "Decoded rows not yet written.",
-            &one(self.pending_rows.load(Ordering::Relaxed).to_string()),
-        );
-        metric(
-            "authaudit_sidecar_streaming",
-            "gauge",
-            "1 while the replication stream is connected.",
-            &one(self.streaming.load(Ordering::Relaxed).to_string()),
-        );
-        for (name, help, window) in [
-            (
-                "authaudit_sidecar_commit_to_ack_seconds",
-                "From a transaction's commit in PostgreSQL to MongoDB's acknowledgement of its rows (last 10,000 transactions).",
-                &self.latencies,
-            ),
-            (
-                "authaudit_sidecar_commit_to_receive_seconds",
-                "From a transaction's commit to the arrival of its Commit message (the PostgreSQL and network share of the latency).",
-                &self.arrivals,
-            ),
-        ] {
-            let window = window.lock().unwrap_or_else(|e| e.into_inner());
-            let lines: Vec<(String, String)> = [0.5, 0.99, 1.0]
-                .iter()
-                .map(|x| {
-                    let v = window.quantile(*x).map_or("NaN".to_string(), |v| format!("{v:.6}"));
-                    (format!("{{quantile=\"{x}\"}}"), v)
-                })
-                .collect();
-            metric(name, "summary", help, &lines);
-        }
-        out
     }
 
     /// Why the mirror is not healthy (`None`: streaming, progress within
     /// the last 60 seconds, and no unresolved tamper alarm).
     pub fn health(&self) -> Option<String> {
         let now = unix_now_us() / 1_000_000;
-        let tampers = self.tamper_unresolved.load(Ordering::Relaxed);
+        let tampers = self.tamper_unresolved.get();
         if tampers > 0 {
             return Some(format!(
                 "degraded: {tampers} unresolved tamper alarm(s) in tamper_events (docs/sidecar.md, \"Tamper alarms\")\n"
             ));
         }
-        let streaming = self.streaming.load(Ordering::Relaxed) == 1
-            && now - self.last_progress_unix.load(Ordering::Relaxed) < 60;
+        let streaming =
+            self.streaming.get() == 1 && now - self.last_progress_unix.load(Ordering::Relaxed) < 60;
         (!streaming).then(|| "not streaming or no progress\n".to_string())
     }
 }
 
-/// Serves `/metrics` and `/health` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
+/// A label value escaped as both text formats want (`\\`, `\"`, `\n`).
+/// The library writes label values as it is given them; tenant ids, the
+/// one label from outside, are letters, digits, `.`, `_` and `-` when
+/// recorded, and are escaped all the same.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4. The samples are
+/// the same; 0.0.4 names a counter's family as its samples (`…_total`),
+/// and has no `# UNIT` or `# EOF` line.
+pub fn classic(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
-        };
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = socket.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body, ctype) = match path {
-                "/metrics" => ("200 OK", m.render(), "text/plain; version=0.0.4"),
-                "/health" => match m.health() {
-                    None => ("200 OK", "ok\n".to_string(), "text/plain"),
-                    Some(why) => ("503 Service Unavailable", why, "text/plain"),
-                },
-                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
-            };
-            let reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(reply.as_bytes()).await;
-        });
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match descriptor {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(p);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_names_counter_families_by_their_samples_and_drops_unit_and_eof() {
+        let om = "# HELP a_rows Rows.\n# TYPE a_rows counter\na_rows_total{table=\"x\"} 3\n\
+                  # HELP a_lag Lag.\n# TYPE a_lag_seconds gauge\n# UNIT a_lag_seconds seconds\na_lag_seconds 0.5\n# EOF\n";
+        assert_eq!(
+            classic(om),
+            "# HELP a_rows_total Rows.\n# TYPE a_rows_total counter\na_rows_total{table=\"x\"} 3\n\
+             # HELP a_lag Lag.\n# TYPE a_lag_seconds gauge\na_lag_seconds 0.5\n"
+        );
+    }
+
+    #[test]
+    fn the_registry_holds_every_series_under_the_prefix() {
+        let m = Metrics::new(true);
+        m.rows_auth_log.inc_by(7);
+        m.alerts[0].inc();
+        m.tenant_row("t\"1", "login_failed");
+        m.commit_to_ack.observe(0.012);
+        m.positions.acked_lsn.store(100, Ordering::Relaxed);
+        m.positions.server_wal_end.store(164, Ordering::Relaxed);
+        let om = m.render(true);
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        for want in [
+            "authaudit_sidecar_rows_mirrored_total{table=\"auth_log\"} 7\n",
+            "authaudit_sidecar_alerts_total{rule=\"password_spray\"} 1\n",
+            "authaudit_sidecar_tenant_failures_total{tenant=\"t\\\"1\"} 1\n",
+            "authaudit_sidecar_commit_to_ack_seconds_bucket{le=\"0.015\"} 1\n",
+            "authaudit_sidecar_commit_to_ack_seconds_count 1\n",
+            "authaudit_sidecar_acked_lsn 100\n",
+            "authaudit_sidecar_replication_lag_bytes 64\n",
+            "# TYPE authaudit_sidecar_rows_mirrored counter\n",
+        ] {
+            assert!(om.contains(want), "{want} not in\n{om}");
+        }
+        let text = m.render(false);
+        assert!(
+            text.contains("# TYPE authaudit_sidecar_rows_mirrored_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        assert!(!Metrics::new(false).render(false).contains("tenant_"));
     }
 }

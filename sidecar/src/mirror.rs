@@ -67,12 +67,12 @@ pub async fn run(
         match session(opts, &metrics, &mut shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                metrics.streaming.store(0, Ordering::Relaxed);
+                metrics.streaming.set(0);
                 match &e {
-                    MirrorError::Sink(_) => metrics.mongodb_errors.fetch_add(1, Ordering::Relaxed),
-                    MirrorError::Siem(_) => metrics.siem_errors.fetch_add(1, Ordering::Relaxed),
-                    MirrorError::Decode(_) => metrics.decode_errors.fetch_add(1, Ordering::Relaxed),
-                    _ => metrics.postgres_errors.fetch_add(1, Ordering::Relaxed),
+                    MirrorError::Sink(_) => metrics.mongodb_errors.inc(),
+                    MirrorError::Siem(_) => metrics.siem_errors.inc(),
+                    MirrorError::Decode(_) => metrics.decode_errors.inc(),
+                    _ => metrics.postgres_errors.inc(),
                 };
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(100);
@@ -152,9 +152,7 @@ async fn initial_copy(
                     }
                 }
                 copied += batch.rows() as u64;
-                metrics
-                    .rows_copied
-                    .fetch_add(batch.rows() as u64, Ordering::Relaxed);
+                metrics.rows_copied.inc_by(batch.rows() as u64);
                 batch = Batch::default();
             }
         }
@@ -171,8 +169,8 @@ async fn initial_copy(
 /// The alarm of one change that is tampering: an error log line naming
 /// the tenant and seq, and the counters `/health` reads.
 fn report_tamper(t: &crate::tamper::Tamper, metrics: &Metrics) {
-    metrics.tamper_events.fetch_add(1, Ordering::Relaxed);
-    metrics.tamper_unresolved.fetch_add(1, Ordering::Relaxed);
+    metrics.tamper_events.inc();
+    metrics.tamper_unresolved.inc();
     tracing::error!(
         kind = t.kind.as_str(),
         collection = t.table.collection(),
@@ -215,7 +213,7 @@ impl ChainWatch {
             None => sink.checkpoint_link(tenant, seq - 1).await?.as_deref() == Some(prev),
         };
         if !ok {
-            metrics.chain_gaps.fetch_add(1, Ordering::Relaxed);
+            metrics.chain_gaps.inc();
             let expected = self.last.get(tenant).map_or(1, |(s, _)| s + 1);
             tracing::error!(tenant = %tenant, seq, expected_seq = expected, "chain gap: this row does not continue the tenant's mirrored chain (mirrored anyway)");
         }
@@ -246,8 +244,12 @@ fn acknowledge(
     if lsn > *acked {
         repl.update_applied_lsn(lsn);
         *acked = lsn;
-        metrics.acked_lsn.store(lsn.as_u64(), Ordering::Relaxed);
         metrics
+            .positions
+            .acked_lsn
+            .store(lsn.as_u64(), Ordering::Relaxed);
+        metrics
+            .positions
             .acked_commit_unix_us
             .store(commit_us, Ordering::Relaxed);
     }
@@ -271,27 +273,22 @@ fn release(
             }
             receipts.pop_front();
             if n == h.number {
-                metrics.rows_auth_log.fetch_add(counts.0, Ordering::Relaxed);
-                metrics
-                    .rows_checkpoints
-                    .fetch_add(counts.1, Ordering::Relaxed);
-                metrics
-                    .rows_lockout_state
-                    .fetch_add(counts.2, Ordering::Relaxed);
+                metrics.rows_auth_log.inc_by(counts.0);
+                metrics.rows_checkpoints.inc_by(counts.1);
+                metrics.rows_lockout_state.inc_by(counts.2);
             }
         }
-        {
-            let mut lat = metrics.latencies.lock().unwrap_or_else(|e| e.into_inner());
-            for c in &h.commits {
-                lat.record((now_us - c).max(0) as u64);
-            }
+        for c in &h.commits {
+            metrics
+                .commit_to_ack
+                .observe((now_us - c).max(0) as f64 / 1e6);
         }
         if let (Some(lsn), Some(commit_us)) = (h.position, h.commits.last()) {
             acknowledge(repl, acked, lsn, *commit_us, metrics);
         }
     }
     if receipts.is_empty() {
-        metrics.pending_rows.store(0, Ordering::Relaxed);
+        metrics.pending_rows.set(0);
     }
 }
 
@@ -464,7 +461,7 @@ async fn session(
     sink.ensure_indexes().await?;
     metrics
         .tamper_unresolved
-        .store(sink.unresolved_tampers().await? as i64, Ordering::Relaxed);
+        .set(sink.unresolved_tampers().await? as i64);
     let siem = Siem::from_options(opts)?;
     let mut pg = crate::pg::connect(opts).await?;
     ensure_publication(&pg, &opts.publication).await;
@@ -555,7 +552,7 @@ async fn session(
     cfg.options = Some(crate::config::SESSION_OPTIONS.to_string());
     cfg.application_name = Some("authaudit-sidecar".into());
     let mut repl = ReplicationClient::connect(cfg).await?;
-    metrics.streaming.store(1, Ordering::Relaxed);
+    metrics.streaming.set(1);
     metrics
         .last_progress_unix
         .store(unix_now_us() / 1_000_000, Ordering::Relaxed);
@@ -610,9 +607,7 @@ async fn session(
                 continue;
             }
             let (number, batch) = pipeline.hand_out();
-            metrics
-                .pending_rows
-                .store(batch.rows() as i64, Ordering::Relaxed);
+            metrics.pending_rows.set(batch.rows() as i64);
             receipts.push_back((number, batch.counts()));
             deliveries.hand(number, batch).await?;
             continue;
@@ -674,7 +669,7 @@ async fn session(
                         match table {
                             Table::AuthLog => {
                                 let d = documents::auth_log(&get).map_err(refused)?;
-                                if metrics.tenants.is_some() {
+                                if metrics.per_tenant() {
                                     metrics.tenant_row(get("tenant_id").unwrap_or_default(), get("event_type").unwrap_or_default());
                                 }
                                 watch.check(&sink, &d, metrics).await?;
@@ -707,14 +702,10 @@ async fn session(
                             w.sign_due(pipeline.open());
                         }
                         pipeline.commit(end_lsn, commit_us, Instant::now());
-                        metrics
-                            .arrivals
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .record((unix_now_us() - commit_us).max(0) as u64);
+                        metrics.commit_to_receive.observe((unix_now_us() - commit_us).max(0) as f64 / 1e6);
                     }
                     ReplicationEvent::KeepAlive { wal_end, .. } => {
-                        metrics.server_wal_end.store(wal_end.as_u64(), Ordering::Relaxed);
+                        metrics.positions.server_wal_end.store(wal_end.as_u64(), Ordering::Relaxed);
                         // Idle heartbeat: with nothing of ours pending, every
                         // change before wal_end is mirrored, so the slot may
                         // move on (an idle publication holds no WAL).
@@ -749,14 +740,14 @@ async fn session(
                 if let Ok(row) = pg.query_one(
                     "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
                     &[&opts.slot]).await {
-                    metrics.slot_retained_wal_bytes.store(row.get::<_, Option<i64>>(0).unwrap_or(0), Ordering::Relaxed);
+                    metrics.slot_retained_wal_bytes.set(row.get::<_, Option<i64>>(0).unwrap_or(0));
                 }
                 // With every alarm seen so far written, the store's count is
                 // current (an operator resolves alarms there).
                 let quiet = pipeline.open_ref().is_empty() && pipeline.outstanding() == 0;
                 if quiet && tx_changes.is_empty() {
                     if let Ok(n) = sink.unresolved_tampers().await {
-                        metrics.tamper_unresolved.store(n as i64, Ordering::Relaxed);
+                        metrics.tamper_unresolved.set(n as i64);
                     }
                 }
                 metrics.last_progress_unix.fetch_max(
@@ -806,7 +797,7 @@ async fn session(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = repl.shutdown().await;
-    metrics.streaming.store(0, Ordering::Relaxed);
+    metrics.streaming.set(0);
     tracing::info!(acked = %acked.to_pg_string(), "stopped");
     Ok(())
 }

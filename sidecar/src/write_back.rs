@@ -18,7 +18,6 @@ use crate::sink::{Sink, SinkError};
 use bson::{doc, RawDocument};
 use futures_util::TryStreamExt;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -185,11 +184,9 @@ async fn write(
 ) -> Outcome {
     match pg.query_one(RECORD, &[&n.tenant, &n.note]).await {
         Ok(row) => {
-            metrics.witness_written_back.fetch_add(1, Ordering::Relaxed);
+            metrics.witness_written_back.inc();
             if row.get::<_, Option<bool>>(0) == Some(false) {
-                metrics
-                    .witness_disagreements
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.witness_disagreements.inc();
                 tracing::error!(
                     tenant = %n.tenant,
                     tree_size = n.tree_size,

@@ -101,7 +101,7 @@ pub(crate) struct Mirror<'a> {
     db: &'a TestDb,
     store: &'a Store,
     slot: String,
-    metrics_port: u16,
+    pub(crate) metrics_port: u16,
     child: Option<Child>,
     /// Environment beyond the defaults (later entries win).
     pub(crate) env: Vec<(String, String)>,
@@ -234,11 +234,19 @@ impl<'a> Mirror<'a> {
     /// The HTTP response of the metrics endpoint's `path` (empty while the
     /// sidecar does not listen).
     fn get(&self, path: &str) -> String {
+        self.get_accepting(path, "*/*")
+    }
+
+    /// The response to a GET of `path` with this `Accept` header.
+    pub(crate) fn get_accepting(&self, path: &str, accept: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
             return String::new();
         };
-        let _ = s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+        let _ = s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out

@@ -6,7 +6,7 @@
 
 use crate::mirror::{log_rows, writers, Mirror, Store};
 use crate::support::run_python;
-use authaudit_tests::{Cluster, Rsyslog, TestDb};
+use authaudit_tests::{Cluster, Prometheus, Rsyslog, TestDb};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -580,6 +580,30 @@ fn the_metrics_pass_promtool_and_per_tenant_series_are_opt_in() {
         body.contains("authaudit_sidecar_tenant_events_total{tenant=\"t-ok\"} 1"),
         "{body}"
     );
+    // Asked for OpenMetrics, the same series come as the library encodes
+    // them: the counter families named without `_total`, units, `# EOF`.
+    let om = m.get_accepting("/metrics", "application/openmetrics-text; version=1.0.0");
+    assert!(
+        om.contains("application/openmetrics-text; version=1.0.0"),
+        "{om}"
+    );
+    let om = om.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(
+        om.contains("# TYPE authaudit_sidecar_tenant_failures counter\n"),
+        "{om}"
+    );
+    assert!(
+        om.contains("# UNIT authaudit_sidecar_commit_to_ack_seconds seconds\n"),
+        "{om}"
+    );
+    let samples = |t: &str| -> HashSet<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| Some(l.rsplit_once(' ')?.0.to_string()))
+            .collect()
+    };
+    assert_eq!(samples(om), samples(&body));
     // The linter can fail: a counter without its _total suffix.
     let (code, out) = check("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n");
     assert_eq!(code, Some(3), "{out}");
@@ -591,4 +615,53 @@ fn the_metrics_pass_promtool_and_per_tenant_series_are_opt_in() {
     off.start();
     off.wait_streaming();
     assert!(!off.metrics().contains("tenant_events_total"));
+}
+
+/// A real Prometheus scrapes the sidecar (it asks for OpenMetrics) and
+/// stores every family with its type: the counters, the gauges computed
+/// at each scrape, the latency histograms whose quantiles PromQL computes,
+/// and a per-tenant series.
+#[test]
+fn a_real_prometheus_scrapes_every_family_with_its_type() {
+    let db = Cluster::shared().fresh_db_with_lockout("siem_prometheus");
+    let store = Store::new("siem_prometheus");
+    let mut m = Mirror::new(&db, &store);
+    m.env
+        .push(("AUTHAUDIT_TENANT_METRICS".into(), "true".into()));
+    m.start();
+    m.wait_streaming();
+    let mut c = db.connect();
+    let tenant = "agency-1.west_2";
+    for i in 0..5 {
+        failed(&mut c, tenant, &format!("u{i}"), "198.51.100.9");
+    }
+    let prom = Prometheus::start("scrape", m.metrics_port);
+    prom.wait_for("five failures of the tenant", |p| {
+        p.query("authaudit_sidecar_tenant_failures_total")
+            .iter()
+            .any(|r| r["metric"]["tenant"] == tenant && r["value"][1] == "5")
+    });
+    let targets = prom.api("/api/v1/targets");
+    let target = &targets["activeTargets"][0];
+    assert_eq!(target["health"], "up", "{targets}");
+    assert_eq!(target["lastError"], "", "{targets}");
+    let meta = prom.api("/api/v1/metadata");
+    for (family, kind) in [
+        ("authaudit_sidecar_rows_mirrored", "counter"),
+        ("authaudit_sidecar_alerts", "counter"),
+        ("authaudit_sidecar_tenant_failures", "counter"),
+        ("authaudit_sidecar_streaming", "gauge"),
+        ("authaudit_sidecar_replication_lag_bytes", "gauge"),
+        ("authaudit_sidecar_acked_lsn", "gauge"),
+        ("authaudit_sidecar_commit_to_ack_seconds", "histogram"),
+        ("authaudit_sidecar_commit_to_receive_seconds", "histogram"),
+    ] {
+        assert_eq!(meta[family][0]["type"], kind, "{family}: {meta}");
+    }
+    let rows = prom.query("authaudit_sidecar_rows_mirrored_total%7Btable%3D%22auth_log%22%7D");
+    assert_eq!(rows[0]["value"][1], "5", "{rows:?}");
+    let p99 =
+        prom.query("histogram_quantile(0.99%2C%20authaudit_sidecar_commit_to_ack_seconds_bucket)");
+    let p99: f64 = p99[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(p99 > 0.0 && p99 <= 60.0, "{p99}");
 }
