@@ -18,6 +18,7 @@
 //! seq, so a replay after a restart raises nothing twice.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// A rule's thresholds (one set per tenant; see the sidecar's detection
 /// configuration).
@@ -154,31 +155,37 @@ impl Alert {
 struct Entry {
     at_ms: i64,
     seq: i64,
-    account: String,
-    source: String,
+    /// Shared by the windows the event enters (one allocation each).
+    account: Arc<str>,
+    source: Arc<str>,
 }
 
 /// A sliding window with distinct counts of accounts and sources.
 #[derive(Debug, Default)]
 struct Window {
     entries: VecDeque<Entry>,
-    accounts: HashMap<String, usize>,
-    sources: HashMap<String, usize>,
+    accounts: HashMap<Arc<str>, usize>,
+    sources: HashMap<Arc<str>, usize>,
     newest_ms: i64,
     /// Quiet until this event time after an alert.
     quiet_until_ms: Option<i64>,
 }
 
-fn bump(map: &mut HashMap<String, usize>, key: &str) {
+fn bump(map: &mut HashMap<Arc<str>, usize>, key: &Arc<str>) {
     match map.get_mut(key) {
         Some(n) => *n += 1,
         None => {
-            map.insert(key.to_string(), 1);
+            map.insert(key.clone(), 1);
         }
     }
 }
 
-fn drop_one(map: &mut HashMap<String, usize>, key: &str) {
+/// Distinct non-empty keys (the empty key counts events without a source).
+fn named_count(map: &HashMap<Arc<str>, usize>) -> usize {
+    map.len() - usize::from(map.contains_key(""))
+}
+
+fn drop_one(map: &mut HashMap<Arc<str>, usize>, key: &str) {
     if let Some(n) = map.get_mut(key) {
         *n -= 1;
         if *n == 0 {
@@ -224,8 +231,12 @@ impl Window {
     }
 
     fn alert(&mut self, rule: Rule, tenant: &str, window_ms: i64) -> Alert {
-        let named = |m: &HashMap<String, usize>| {
-            let mut v: Vec<String> = m.keys().filter(|k| !k.is_empty()).cloned().collect();
+        let named = |m: &HashMap<Arc<str>, usize>| {
+            let mut v: Vec<String> = m
+                .keys()
+                .filter(|k| !k.is_empty())
+                .map(|k| k.to_string())
+                .collect();
             v.sort();
             v.truncate(MAX_NAMED);
             v
@@ -237,8 +248,8 @@ impl Window {
             tenant: tenant.to_string(),
             accounts: named(&self.accounts),
             sources: named(&self.sources),
-            account_count: self.accounts.keys().filter(|k| !k.is_empty()).count(),
-            source_count: self.sources.keys().filter(|k| !k.is_empty()).count(),
+            account_count: named_count(&self.accounts),
+            source_count: named_count(&self.sources),
             first_ms: self
                 .entries
                 .iter()
@@ -287,6 +298,29 @@ fn bound<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>) {
     });
 }
 
+/// `map`'s window for `tenant` and `part` (a source or an account),
+/// created if new; the key is joined in `scratch` (tenant ids hold no NUL).
+fn window<'m>(
+    map: &'m mut HashMap<String, Window>,
+    scratch: &mut String,
+    tenant: &str,
+    part: &str,
+) -> &'m mut Window {
+    scratch.clear();
+    scratch.push_str(tenant);
+    scratch.push('\0');
+    scratch.push_str(part);
+    tenant_window(map, scratch)
+}
+
+/// `map`'s window for `key`, created if new (allocating only then).
+fn tenant_window<'m>(map: &'m mut HashMap<String, Window>, key: &str) -> &'m mut Window {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), Window::default());
+    }
+    map.get_mut(key).expect("just inserted")
+}
+
 /// Every rule's windows, for every tenant.
 #[derive(Debug, Default)]
 pub struct Detector {
@@ -294,10 +328,15 @@ pub struct Detector {
     per_tenant: HashMap<String, Thresholds>,
     /// The last seq taken per tenant.
     taken: HashMap<String, i64>,
-    spray: HashMap<(String, String), Window>,
+    /// Keyed by tenant and source, joined by [`key`].
+    spray: HashMap<String, Window>,
     stuffing: HashMap<String, Window>,
-    distributed: HashMap<(String, String), Window>,
+    /// Keyed by tenant and account, joined by [`key`].
+    distributed: HashMap<String, Window>,
     storm: HashMap<String, Window>,
+    /// The buffer keys are joined in (a key already held costs no
+    /// allocation).
+    scratch: String,
     since_sweep: u64,
     newest_ms: i64,
 }
@@ -339,35 +378,36 @@ impl Detector {
         let t = self.thresholds(e.tenant).clone();
         let w = t.window_ms;
         let mut out = Vec::new();
+        let (account, source): (Arc<str>, Arc<str>) =
+            (e.account.into(), e.source.unwrap_or_default().into());
         let entry = || Entry {
             at_ms: e.at_ms,
             seq: e.seq,
-            account: e.account.to_string(),
-            source: e.source.unwrap_or_default().to_string(),
+            account: account.clone(),
+            source: source.clone(),
         };
         self.newest_ms = self.newest_ms.max(e.at_ms);
         match e.event_type {
             "login_failed" => {
                 if let Some(src) = e.source {
-                    let spray = self
-                        .spray
-                        .entry((e.tenant.to_string(), src.to_string()))
-                        .or_default();
+                    let spray = window(&mut self.spray, &mut self.scratch, e.tenant, src);
                     if spray.push(entry(), w) && spray.accounts.len() >= t.spray_accounts {
                         out.push(spray.alert(Rule::PasswordSpray, e.tenant, w));
                     }
-                    let dist = self
-                        .distributed
-                        .entry((e.tenant.to_string(), e.account.to_string()))
-                        .or_default();
+                    let dist = window(
+                        &mut self.distributed,
+                        &mut self.scratch,
+                        e.tenant,
+                        e.account,
+                    );
                     if dist.push(entry(), w) && dist.sources.len() >= t.distributed_sources {
                         out.push(dist.alert(Rule::DistributedBruteForce, e.tenant, w));
                     }
                 }
-                let stuff = self.stuffing.entry(e.tenant.to_string()).or_default();
+                let stuff = tenant_window(&mut self.stuffing, e.tenant);
                 let may = stuff.push(entry(), w);
                 let accounts = stuff.accounts.len();
-                let sources = stuff.sources.keys().filter(|k| !k.is_empty()).count();
+                let sources = named_count(&stuff.sources);
                 if may
                     && accounts >= t.stuffing_accounts
                     && sources >= t.stuffing_sources
@@ -397,7 +437,7 @@ impl Detector {
                 }
             }
             "account_locked" => {
-                let storm = self.storm.entry(e.tenant.to_string()).or_default();
+                let storm = tenant_window(&mut self.storm, e.tenant);
                 if storm.push(entry(), w) && storm.accounts.len() >= t.storm_lockouts {
                     out.push(storm.alert(Rule::LockoutStorm, e.tenant, w));
                 }
@@ -658,7 +698,7 @@ mod tests {
         for i in 0..1000 {
             f.ev("login_failed", "same", "192.0.2.1", i);
         }
-        let w = &f.d.spray[&("acme".to_string(), "192.0.2.1".to_string())];
+        let w = &f.d.spray["acme\u{0}192.0.2.1"];
         assert_eq!(w.entries.len(), MAX_WINDOW_EVENTS);
         assert_eq!(w.accounts.len(), 1);
     }

@@ -151,9 +151,13 @@ impl Detections {
         ) else {
             return Vec::new();
         };
-        let metadata: serde_json::Value = get("metadata")
-            .and_then(|m| serde_json::from_str(m).ok())
+        // Only a success's lockout facts feed a rule: other rows' metadata
+        // is not parsed.
+        let metadata: serde_json::Value = (ty == "login_success")
+            .then(|| get("metadata").and_then(|m| serde_json::from_str(m).ok()))
+            .flatten()
             .unwrap_or_default();
+        let lockout = |field| text_at(&metadata, &["_authaudit", "lockout", field]);
         let source = get("ip").map(documents::host_ip);
         self.detector.observe(&Event {
             tenant,
@@ -162,13 +166,8 @@ impl Detections {
             account: user,
             source,
             at_ms: at.div_euclid(1000),
-            preceding_failures: text_at(
-                &metadata,
-                &["_authaudit", "lockout", "preceding_failures"],
-            )
-            .and_then(|t| t.trim().parse().ok()),
-            was_locked: text_at(&metadata, &["_authaudit", "lockout", "was_locked"])
-                .and_then(|t| boolean(&t)),
+            preceding_failures: lockout("preceding_failures").and_then(|t| t.trim().parse().ok()),
+            was_locked: lockout("was_locked").and_then(|t| boolean(&t)),
         })
     }
 
