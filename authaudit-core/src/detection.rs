@@ -310,11 +310,11 @@ fn window<'m>(
     scratch.push_str(tenant);
     scratch.push('\0');
     scratch.push_str(part);
-    tenant_window(map, scratch)
+    keyed_window(map, scratch)
 }
 
 /// `map`'s window for `key`, created if new (allocating only then).
-fn tenant_window<'m>(map: &'m mut HashMap<String, Window>, key: &str) -> &'m mut Window {
+fn keyed_window<'m>(map: &'m mut HashMap<String, Window>, key: &str) -> &'m mut Window {
     if !map.contains_key(key) {
         map.insert(key.to_string(), Window::default());
     }
@@ -328,10 +328,10 @@ pub struct Detector {
     per_tenant: HashMap<String, Thresholds>,
     /// The last seq taken per tenant.
     taken: HashMap<String, i64>,
-    /// Keyed by tenant and source, joined by [`key`].
+    /// Keyed by tenant and source, joined by [`window`].
     spray: HashMap<String, Window>,
     stuffing: HashMap<String, Window>,
-    /// Keyed by tenant and account, joined by [`key`].
+    /// Keyed by tenant and account, joined by [`window`].
     distributed: HashMap<String, Window>,
     storm: HashMap<String, Window>,
     /// The buffer keys are joined in (a key already held costs no
@@ -404,7 +404,7 @@ impl Detector {
                         out.push(dist.alert(Rule::DistributedBruteForce, e.tenant, w));
                     }
                 }
-                let stuff = tenant_window(&mut self.stuffing, e.tenant);
+                let stuff = keyed_window(&mut self.stuffing, e.tenant);
                 let may = stuff.push(entry(), w);
                 let accounts = stuff.accounts.len();
                 let sources = named_count(&stuff.sources);
@@ -437,7 +437,7 @@ impl Detector {
                 }
             }
             "account_locked" => {
-                let storm = tenant_window(&mut self.storm, e.tenant);
+                let storm = keyed_window(&mut self.storm, e.tenant);
                 if storm.push(entry(), w) && storm.accounts.len() >= t.storm_lockouts {
                     out.push(storm.alert(Rule::LockoutStorm, e.tenant, w));
                 }
