@@ -14,32 +14,14 @@ REVOKE EXECUTE ON FUNCTION authaudit._record(uuid, text, text, text, text, text,
 COMMENT ON FUNCTION authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb) IS
     'Records one authentication event (idempotent on log_id) and returns the stored row.';
 
--- Records a JSON array of events in one call and one transaction, returning
--- the stored rows in input order. Either every event is recorded or none.
--- The whole batch is checked and authorised before anything is locked or
--- written; at most authaudit.max_batch_events events (54000 beyond). The
--- batch is recorded set-wise by authaudit._record_events (Rust,
--- pg_authaudit/src/record_batch.rs), which returns the events' log ids.
-CREATE FUNCTION authaudit.record_events(events jsonb)
-RETURNS SETOF authaudit.auth_log
-LANGUAGE plpgsql
-VOLATILE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_ids uuid[] := authaudit._record_events(events);
-BEGIN
-    -- A statement of its own: it sees the rows the call above inserted. A
-    -- log id is unique within its tenant: the n-th id is the n-th event's.
-    RETURN QUERY
-        SELECT l.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
-          JOIN authaudit.auth_log l
-            ON l.tenant_id = (events -> (u.ord::integer - 1)) ->> 'tenant_id' AND l.log_id = u.id
-         ORDER BY u.ord;
-END;
-$$;
-
+-- authaudit.record_events records a JSON array of events in one call and
+-- one transaction, returning the stored rows in input order. Either every
+-- event is recorded or none. The whole batch is checked and authorised
+-- before anything is locked or written; at most authaudit.max_batch_events
+-- events (54000 beyond). It is Rust (pg_authaudit/src/record_batch.rs),
+-- SECURITY DEFINER like record_event. authaudit._record_events, the same
+-- pipeline returning the log ids, is what record_events called before
+-- release 0.8.0.
 REVOKE EXECUTE ON FUNCTION authaudit._record_events(jsonb) FROM PUBLIC;
 
 -- History: events older than authaudit.max_past_skew (rotated log files, a

@@ -11,6 +11,7 @@
 
 use pgrx::prelude::*;
 
+mod batch_input;
 mod cef;
 mod chain;
 mod channels;
@@ -52,6 +53,7 @@ extension_sql_file!(
         record::record_internal,
         record::record_event,
         record_batch::record_events,
+        record_batch::record_events_rows,
         record_batch::import_events,
         replay::lockout_replay,
         replay::rebuild_lockout,

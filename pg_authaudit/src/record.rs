@@ -23,7 +23,7 @@ use crate::error::{AuditError, SqlResult};
 use crate::heads;
 use crate::lockout_engine::{self as engine, Held, LockedAccount};
 use crate::row_writes::{Column, Target};
-use crate::sql_values::{Inet, Jsonb};
+use crate::sql_values::{Inet, Jsonb, Tid};
 use crate::state_rows::Probe;
 use crate::{channels, gucs, scope, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
@@ -41,6 +41,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgMemoryContexts;
 use serde_json::{json, Map, Value};
+use std::ffi::CStr;
 
 /// A stored `authaudit.auth_log` row.
 pub type Row = pgrx::composite_type!('static, "auth_log");
@@ -233,30 +234,46 @@ pub struct LogRow<'a> {
 /// log_id) DO NOTHING`, waiting for a transaction that is inserting it):
 /// whether it went in.
 pub fn insert_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
-    Ok(target
-        .insert_new(
-            &[
-                (c"log_id", r.log_id.into_datum()),
-                (c"tenant_id", r.tenant.into_datum()),
-                (c"org_id", r.org.and_then(IntoDatum::into_datum)),
-                (c"seq", r.seq.into_datum()),
-                (c"event_type", r.event_type.into_datum()),
-                (c"user_id", r.user.into_datum()),
-                (c"ip", r.ip.map(|i| i.datum)),
-                (c"user_agent", r.user_agent.and_then(IntoDatum::into_datum)),
-                (c"channel", r.channel.into_datum()),
-                (c"occurred_at", engine::timestamp(Some(r.occurred_at_us))),
-                (c"recorded_at", engine::timestamp(Some(r.recorded_at_us))),
-                (c"metadata", Some(r.metadata.0)),
-                (c"format_version", 1i16.into_datum()),
-                (c"prev_link", r.prev.sha256.as_slice().into_datum()),
-                (c"link_sha256", r.next.sha256.as_slice().into_datum()),
-                (c"digest_sha512", r.next.sha512.as_slice().into_datum()),
-                (c"digest_sha3_256", r.next.sha3_256.as_slice().into_datum()),
-            ],
-            c"auth_log_pkey",
-        )?
-        .is_some())
+    insert_log_row_as(target, r, Target::insert_new)
+}
+
+/// `insert_log_row` for a log id looked up and not found just before
+/// (`Target::insert_unseen`).
+pub fn insert_unseen_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
+    insert_log_row_as(target, r, Target::insert_unseen)
+}
+
+type Insertion = fn(&mut Target, &[Column], &'static CStr) -> Result<Option<Tid>, AuditError>;
+
+fn insert_log_row_as(
+    target: &mut Target,
+    r: &LogRow<'_>,
+    insertion: Insertion,
+) -> Result<bool, AuditError> {
+    Ok(insertion(
+        target,
+        &[
+            (c"log_id", r.log_id.into_datum()),
+            (c"tenant_id", r.tenant.into_datum()),
+            (c"org_id", r.org.and_then(IntoDatum::into_datum)),
+            (c"seq", r.seq.into_datum()),
+            (c"event_type", r.event_type.into_datum()),
+            (c"user_id", r.user.into_datum()),
+            (c"ip", r.ip.map(|i| i.datum)),
+            (c"user_agent", r.user_agent.and_then(IntoDatum::into_datum)),
+            (c"channel", r.channel.into_datum()),
+            (c"occurred_at", engine::timestamp(Some(r.occurred_at_us))),
+            (c"recorded_at", engine::timestamp(Some(r.recorded_at_us))),
+            (c"metadata", Some(r.metadata.0)),
+            (c"format_version", 1i16.into_datum()),
+            (c"prev_link", r.prev.sha256.as_slice().into_datum()),
+            (c"link_sha256", r.next.sha256.as_slice().into_datum()),
+            (c"digest_sha512", r.next.sha512.as_slice().into_datum()),
+            (c"digest_sha3_256", r.next.sha3_256.as_slice().into_datum()),
+        ],
+        c"auth_log_pkey",
+    )?
+    .is_some())
 }
 
 /// What an event's row carries to the write statement: the engine's

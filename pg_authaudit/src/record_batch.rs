@@ -1,5 +1,5 @@
 //! `record_events`: the recording pipeline over a batch, set-wise. The
-//! events are read from the JSON array in one statement and checked and
+//! events are read from the JSON array in place (`batch_input.rs`), checked and
 //! authorised in input order before anything is locked or written. Then
 //! every state row the batch touches is locked in one order (accounts, then
 //! source IPs), each tenant's events are chained in input order with their
@@ -12,12 +12,13 @@
 //! changes nothing; with other content the batch is refused (23505); a
 //! failure that locks its account is followed by the `account_locked` event.
 
+use crate::batch_input;
 use crate::error::AuditError;
 use crate::heads;
 use crate::lockout_engine::{self as engine, LockedAccount, Rules};
 use crate::record::{
-    body, check_reach, existing, final_metadata, insert_log_row, lock_metadata, now_us, with_keys,
-    Args, Event, LogRow, Mode,
+    body, check_reach, existing, final_metadata, insert_unseen_log_row, lock_metadata, now_us,
+    with_keys, Args, Event, LogRow, Mode, Row,
 };
 use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
@@ -31,44 +32,13 @@ use authaudit_core::lockout::{derived_log_id, IpState};
 use authaudit_core::lockout_effect::{step, Before, Kind};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
-use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTARRAYOID};
+use pgrx::pg_sys::BuiltinOid::TEXTARRAYOID;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{direct_function_call, IntoDatum};
+use pgrx::{direct_function_call, FromDatum, IntoDatum, PgMemoryContexts};
 use serde_json::Map;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
-
-const KNOWN_FIELDS: &str = "'log_id', 'tenant_id', 'org_id', 'event_type', 'user_id', 'ip', \
-                            'user_agent', 'channel', 'occurred_at', 'metadata'";
-
-fn parse_sql() -> String {
-    format!(
-        "SELECT jsonb_typeof(e.value) = 'object', \
-           CASE WHEN jsonb_typeof(e.value) = 'object' THEN \
-             (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(e.value) AS k \
-               WHERE k NOT IN ({KNOWN_FIELDS})) END, \
-           e.value ->> 'log_id', e.value ->> 'tenant_id', e.value ->> 'org_id', \
-           e.value ->> 'event_type', e.value ->> 'user_id', e.value ->> 'ip', \
-           e.value ->> 'user_agent', e.value ->> 'channel', e.value ->> 'occurred_at', \
-           nullif(e.value -> 'metadata', 'null'::jsonb) \
-         FROM jsonb_array_elements($1) WITH ORDINALITY AS e ORDER BY e.ordinality"
-    )
-}
-
-/// One element of the array, as text.
-struct Raw {
-    log_id: Option<String>,
-    tenant: Option<String>,
-    org: Option<String>,
-    event_type: Option<String>,
-    user: Option<String>,
-    ip: Option<String>,
-    user_agent: Option<String>,
-    channel: Option<String>,
-    occurred_at: Option<String>,
-    metadata: Option<Jsonb>,
-}
 
 fn cstring(s: &str) -> CString {
     // Text from jsonb holds no NUL (PostgreSQL refuses \u0000 in text).
@@ -135,6 +105,9 @@ struct NewRow {
     metadata: Jsonb,
     prev: ChainHead,
     next: ChainHead,
+    /// The event's position in the batch (`None`: an `account_locked` the
+    /// engine appended).
+    input: Option<usize>,
 }
 
 type AccountKey = (String, String);
@@ -178,26 +151,50 @@ fn event_keys(
     Ok(keys)
 }
 
-/// Records `events`; returns their log ids in input order.
+/// Records `events` and returns the stored rows in input order (a retry's
+/// row as recorded before). The writer must be bound to every event's
+/// tenant and organisation; the SQLSTATEs are `record_event`'s and
+/// `docs/sql-reference.md`'s for a batch.
+#[pg_extern(volatile, parallel_unsafe, security_definer, name = "record_events")]
+#[search_path(pg_catalog, pg_temp)]
+fn record_events_rows(
+    events: Option<Jsonb>,
+) -> Result<
+    SetOfIterator<'static, pgrx::composite_type!('static, "auth_log")>,
+    pgrx::pg_sys::panic::ErrorReport,
+> {
+    // The rows are kept in the context the set is returned from.
+    let keep = PgMemoryContexts::CurrentMemoryContext.value();
+    let (_, stored) = Spi::connect_mut(|client| run(client, events, Mode::Live, Some(keep)))?;
+    Ok(SetOfIterator::new(stored.into_iter().map(|d| {
+        // SAFETY: a composite datum of auth_log's row type, allocated in
+        // the set's context.
+        unsafe { Row::from_datum(d, false) }.expect("a stored row")
+    })))
+}
+
+/// Records `events`; returns their log ids in input order (the library's
+/// side of `record_events` before release 0.8.0).
 #[pg_extern(volatile, parallel_unsafe, name = "_record_events")]
 fn record_events(events: Option<Jsonb>) -> Result<Vec<Uuid>, pgrx::pg_sys::panic::ErrorReport> {
-    Ok(Spi::connect_mut(|client| run(client, events, Mode::Live))?)
+    Ok(Spi::connect_mut(|client| run(client, events, Mode::Live, None))?.0)
 }
 
 /// Records `events` as history (`Mode::Import`); returns their log ids in
 /// input order.
 #[pg_extern(volatile, parallel_unsafe, name = "_import_events")]
 fn import_events(events: Option<Jsonb>) -> Result<Vec<Uuid>, pgrx::pg_sys::panic::ErrorReport> {
-    Ok(Spi::connect_mut(|client| {
-        run(client, events, Mode::Import)
-    })?)
+    Ok(Spi::connect_mut(|client| run(client, events, Mode::Import, None))?.0)
 }
 
+/// Records `events`: their log ids in input order and, with `keep`, their
+/// stored rows (composite datums allocated in `keep`), in input order.
 fn run(
     client: &mut SpiClient<'_>,
     events: Option<Jsonb>,
     mode: Mode,
-) -> Result<Vec<Uuid>, AuditError> {
+    keep: Option<pg_sys::MemoryContext>,
+) -> Result<(Vec<Uuid>, Vec<pg_sys::Datum>), AuditError> {
     let events = events
         .filter(|e| is_array(*e))
         .ok_or(AuditError::BatchNotArray)?;
@@ -208,7 +205,7 @@ fn run(
     if n > max {
         return Err(AuditError::BatchTooLarge { max, got: n });
     }
-    let raws = parse(client, events)?;
+    let raws = batch_input::read(events)?;
     // Each event's shape and the writer's right to it, in input order.
     let mut ids = Vec::with_capacity(raws.len());
     let mut writer_orgs = Vec::with_capacity(raws.len());
@@ -260,12 +257,16 @@ fn run(
     let mut order: Vec<usize> = (0..checked.len()).collect();
     order.sort_by(|a, b| checked[*a].tenant.cmp(checked[*b].tenant).then(a.cmp(b)));
     let mut first_seen: HashMap<(&str, [u8; 16]), usize> = HashMap::new();
+    let mut stored: HashMap<(&str, [u8; 16]), Option<pg_sys::Datum>> = HashMap::new();
     let mut rows: Vec<NewRow> = Vec::with_capacity(checked.len());
     for i in order {
         let e = &checked[i];
         let id = (e.tenant, *e.log_id.as_bytes());
         if recorded.contains(&id) {
-            existing(client, e)?;
+            let row = existing(client, e)?;
+            if let Some(ctx) = keep {
+                stored.insert(id, in_context(ctx, || row.into_datum()));
+            }
             continue;
         }
         if let Some(&j) = first_seen.get(&id) {
@@ -345,7 +346,7 @@ fn run(
                 row.last = Some((e.log_id, seq));
             }
         }
-        rows.push(new_row(e, metadata, seq, prev, next));
+        rows.push(new_row(e, metadata, seq, prev, next, Some(i)));
         if let Some(lock) = lock {
             // The lock is the next link, with an id derived from the failure's.
             let id = Uuid::from_bytes(derived_log_id(e.log_id.as_bytes(), "account_locked"));
@@ -367,14 +368,39 @@ fn run(
             };
             let (metadata, text) = (locked.metadata, locked.metadata.text());
             let (seq, prev, next) = heads::append(e.tenant, &body(&locked, &text))?;
-            rows.push(new_row(&locked, metadata, seq, prev, next));
+            rows.push(new_row(&locked, metadata, seq, prev, next, None));
         }
     }
-    insert_rows(&rows)?;
+    let inserted = insert_rows(&rows, keep)?;
     write_accounts(&accounts)?;
     write_ips(&ips)?;
     write_pairs(&pairs)?;
-    Ok(checked.iter().map(|e| e.log_id).collect())
+    let ids = checked.iter().map(|e| e.log_id).collect();
+    if keep.is_none() {
+        return Ok((ids, Vec::new()));
+    }
+    for (i, d) in rows.iter().filter_map(|r| r.input).zip(inserted) {
+        stored.insert((checked[i].tenant, *checked[i].log_id.as_bytes()), d);
+    }
+    let rows = checked
+        .iter()
+        .map(|e| {
+            stored
+                .get(&(e.tenant, *e.log_id.as_bytes()))
+                .copied()
+                .flatten()
+                .expect("every event's row is stored")
+        })
+        .collect();
+    Ok((ids, rows))
+}
+
+/// `f`'s result, allocated in memory context `ctx` (one that outlives the
+/// call: the set's).
+fn in_context<T>(ctx: pg_sys::MemoryContext, f: impl FnOnce() -> T) -> T {
+    // SAFETY: `ctx` is a valid context for the rest of the call; the
+    // previous context is restored after `f`.
+    unsafe { PgMemoryContexts::For(ctx).switch_to(|_| f()) }
 }
 
 /// Sets the state of row `key` (its position kept) in memory.
@@ -392,46 +418,6 @@ fn is_array(j: Jsonb) -> bool {
     // SAFETY: jsonb_typeof of a jsonb datum returns text.
     unsafe { direct_function_call::<String>(pg_sys::jsonb_typeof, &[Some(j.0)]) }
         .is_some_and(|t| t == "array")
-}
-
-fn parse(client: &mut SpiClient<'_>, events: Jsonb) -> Result<Vec<Raw>, AuditError> {
-    let table = spi_plans::run_with(
-        client,
-        "batch_parse",
-        &parse_sql(),
-        &[JSONBOID],
-        &[events.into()],
-        Plans::PerCall,
-    )?;
-    let mut raws = Vec::with_capacity(table.len());
-    for (n, r) in table.enumerate() {
-        let ord = n + 1;
-        if !r.get::<bool>(1)?.unwrap_or(false) {
-            return Err(AuditError::BatchEventNotObject(ord));
-        }
-        if let Some(unknown) = r.get::<String>(2)? {
-            return Err(AuditError::BatchUnknownFields(ord, unknown));
-        }
-        raws.push(Raw {
-            log_id: r.get(3)?,
-            tenant: r.get(4)?,
-            org: r.get(5)?,
-            event_type: r.get(6)?,
-            user: r.get(7)?,
-            ip: r.get(8)?,
-            user_agent: r.get(9)?,
-            channel: r.get(10)?,
-            occurred_at: r.get(11)?,
-            // SAFETY: a copy of the tuple's jsonb datum, in this call's
-            // SPI context.
-            metadata: r.get::<Jsonb>(12)?.map(|j| {
-                Jsonb(pg_sys::Datum::from(unsafe {
-                    pg_sys::pg_detoast_datum_copy(j.0.cast_mut_ptr())
-                }))
-            }),
-        });
-    }
-    Ok(raws)
 }
 
 /// A second event of the batch under one log id repeats the first exactly.
@@ -737,7 +723,14 @@ fn read_pairs(
     Ok(rows)
 }
 
-fn new_row(e: &Event<'_>, metadata: Jsonb, seq: i64, prev: ChainHead, next: ChainHead) -> NewRow {
+fn new_row(
+    e: &Event<'_>,
+    metadata: Jsonb,
+    seq: i64,
+    prev: ChainHead,
+    next: ChainHead,
+    input: Option<usize>,
+) -> NewRow {
     NewRow {
         log_id: e.log_id,
         tenant: e.tenant.to_owned(),
@@ -753,12 +746,19 @@ fn new_row(e: &Event<'_>, metadata: Jsonb, seq: i64, prev: ChainHead, next: Chai
         metadata,
         prev,
         next,
+        input,
     }
 }
 
-fn insert_rows(rows: &[NewRow]) -> Result<(), AuditError> {
+/// Inserts `rows`; with `keep`, returns the stored rows of the batch's own
+/// events (composite datums allocated in `keep`), in order.
+fn insert_rows(
+    rows: &[NewRow],
+    keep: Option<pg_sys::MemoryContext>,
+) -> Result<Vec<Option<pg_sys::Datum>>, AuditError> {
+    let mut stored = Vec::new();
     if rows.is_empty() {
-        return Ok(());
+        return Ok(stored);
     }
     let mut target = Target::open(c"auth_log")?;
     for r in rows {
@@ -778,13 +778,16 @@ fn insert_rows(rows: &[NewRow]) -> Result<(), AuditError> {
             prev: &r.prev,
             next: &r.next,
         };
-        if !insert_log_row(&mut target, &row)? {
+        if !insert_unseen_log_row(&mut target, &row)? {
             // A log id was committed by another session meanwhile: the
             // error undoes the batch (its appends and its lockout changes).
             return Err(AuditError::ConcurrentLogId(r.log_id.to_string()));
         }
+        if let (Some(ctx), Some(_)) = (keep, r.input) {
+            stored.push(Some(in_context(ctx, || target.inserted())));
+        }
     }
-    Ok(())
+    Ok(stored)
 }
 
 fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), AuditError> {

@@ -130,6 +130,27 @@ impl Target {
         columns: &[Column],
         arbiter: &'static CStr,
     ) -> Result<Option<Tid>, AuditError> {
+        self.speculative(columns, arbiter, true)
+    }
+
+    /// `insert_new` for a key the caller has just looked up and not found:
+    /// the row goes in at once, and the key is checked (and a concurrent
+    /// insertion of it waited for) only when the insertion meets it.
+    pub fn insert_unseen(
+        &mut self,
+        columns: &[Column],
+        arbiter: &'static CStr,
+    ) -> Result<Option<Tid>, AuditError> {
+        self.speculative(columns, arbiter, false)
+    }
+
+    /// The speculative insertion, checking the key first when `check`.
+    fn speculative(
+        &mut self,
+        columns: &[Column],
+        arbiter: &'static CStr,
+        mut check: bool,
+    ) -> Result<Option<Tid>, AuditError> {
         let arbiter = relid(arbiter)?;
         self.fill(columns);
         // SAFETY: the steps of the executor's speculative insertion
@@ -142,13 +163,15 @@ impl Target {
             }
             loop {
                 let mut conflict = std::mem::zeroed::<pg_sys::ItemPointerData>();
-                if !pg_sys::ExecCheckIndexConstraints(
-                    self.rri,
-                    self.new,
-                    self.estate,
-                    &mut conflict,
-                    arbiters,
-                ) {
+                if check
+                    && !pg_sys::ExecCheckIndexConstraints(
+                        self.rri,
+                        self.new,
+                        self.estate,
+                        &mut conflict,
+                        arbiters,
+                    )
+                {
                     return Ok(None);
                 }
                 let xid = pg_sys::GetCurrentTransactionId();
@@ -184,9 +207,11 @@ impl Target {
                     pg_sys::list_free(recheck);
                     return Ok(Some(Tid::from_item_pointer((*self.new).tts_tid)));
                 }
-                // Another transaction inserted the key meanwhile: the check
-                // again finds its row (unless it rolled back).
+                // The key is there (another transaction inserted it
+                // meanwhile): the check finds its row, waiting for its
+                // transaction (unless it rolled back).
                 pg_sys::list_free(recheck);
+                check = true;
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
-//! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0: their install scripts are kept in sql/ as built then) and
+//! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0, 0.7.0: their install scripts are kept in sql/ as built
+//! then) and
 //! recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
@@ -177,6 +178,29 @@ fn an_upgrade_from_0_5_0_keeps_every_chain_and_equals_a_fresh_install() {
 #[test]
 fn an_upgrade_from_0_6_0_keeps_every_chain_and_equals_a_fresh_install() {
     upgrade_from("0.6.0", |_| 2);
+}
+
+#[test]
+fn an_upgrade_from_0_7_0_keeps_every_chain_and_equals_a_fresh_install() {
+    upgrade_from("0.7.0", |c| {
+        // Until the update record_events is 0.7.0's PL/pgSQL, which calls
+        // this library's _record_events for the log ids and reads the rows
+        // back: it still returns the stored row.
+        let rows = c
+            .query(
+                "SELECT seq, user_id FROM authaudit.record_events(jsonb_build_array(jsonb_build_object( \
+                   'log_id', gen_random_uuid(), 'tenant_id', 'agency-2', 'event_type', 'login_failed', \
+                   'user_id', 'bob', 'channel', 'web')))",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].get::<_, i64>(0), rows[0].get::<_, String>(1)),
+            (2, "bob".to_owned())
+        );
+        3
+    });
 }
 
 /// 0.6.0's retention_applied event recorded the anchor's SHA-256 link only:
