@@ -133,13 +133,19 @@ if [[ " $GROUPS_TO_RUN " == *" batch "* ]]; then
     echo "#   copy_bare round: $(tail -1 "$results/copy_bare") rows/s"
     CLIENTS=1 pgbench_run insert_select_100 bench/sql/insert_select_100.sql
     CLIENTS=1 pgbench_run record_events_batch_100 bench/sql/record_events_100.sql
+    # The same batches with the lockout engine off: the log rows and the
+    # chain alone.
+    PGOPTIONS="-c authaudit.lockout_enabled=off" CLIENTS=1 \
+      pgbench_run record_events_batch_100_nolock bench/sql/record_events_100.sql
   done
   # Each transaction writes 100 rows: events/s = TPS x 100.
   report record_events_batch_100 batches/s insert_select_100
+  report record_events_batch_100_nolock batches/s insert_select_100
   awk -v a="$(median record_events_batch_100)" -v b="$(median copy_bare)" \
     'BEGIN {printf "bench record_events_batch_100_events: %.0f events/s ratio_vs_copy_bare=%.2f\n", a*100, a*100/b}'
   report_cpu insert_select_100 100
   report_cpu record_events_batch_100 100
+  report_cpu record_events_batch_100_nolock 100
   # Cost per event as a batch grows, on one account (the lockout engine's
   # worst case): 1,000 events in batches of 100 and in one batch of 1,000.
   for r in $(seq "$ROUNDS"); do

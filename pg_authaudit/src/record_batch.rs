@@ -75,8 +75,10 @@ fn to_timestamptz(s: &str) -> TimestampWithTimeZone {
 /// An account's state row while the batch runs.
 struct AccountRow {
     locked: LockedAccount,
-    first_ip: Option<String>,
-    last_ip: Option<String>,
+    /// The new `first_failure_ip` (`None`: unchanged).
+    first_ip: Option<Option<Inet>>,
+    /// The new `last_failure_ip` (`None`: unchanged).
+    last_ip: Option<Inet>,
     last: Option<(Uuid, i64)>,
     changed: bool,
 }
@@ -319,12 +321,12 @@ fn run(
                     .expect("a failure's account row was created and locked");
                 row.locked.state = next;
                 let failure_ip = (kind == Kind::Failure)
-                    .then(|| e.ip.map(|ip| ip.addr.to_string()))
+                    .then(|| e.ip.map(Inet::host))
                     .flatten();
                 if next.failure_count == 0 {
-                    row.first_ip = None;
+                    row.first_ip = Some(None);
                 } else if next.failure_count == 1 && failure_ip.is_some() {
-                    row.first_ip = failure_ip.clone();
+                    row.first_ip = Some(failure_ip);
                 }
                 if failure_ip.is_some() {
                     row.last_ip = failure_ip;
@@ -527,12 +529,8 @@ fn lock_account_rows<'k>(
     for k in keys {
         let key = [engine::datum(&k.0), engine::datum(&k.1)];
         let row = probe.find(&key, Read::Lock, |f| AccountRow {
-            first_ip: f
-                .get::<Inet>(c"first_failure_ip")
-                .map(|i| i.addr.to_string()),
-            last_ip: f
-                .get::<Inet>(c"last_failure_ip")
-                .map(|i| i.addr.to_string()),
+            first_ip: None,
+            last_ip: None,
             locked: engine::account(f),
             last: None,
             changed: false,
@@ -799,15 +797,13 @@ fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), Audi
     for r in changed {
         let tid = r.locked.tid.expect("a locked row's position");
         let mut columns = engine::account_columns(&r.locked.state)?;
+        if let Some(first) = r.first_ip {
+            columns.push((c"first_failure_ip", first.map(|i| i.datum)));
+        }
+        if let Some(last) = r.last_ip {
+            columns.push((c"last_failure_ip", Some(last.datum)));
+        }
         columns.extend([
-            (
-                c"first_failure_ip",
-                r.first_ip.as_deref().map(|a| Inet::parse(a).datum),
-            ),
-            (
-                c"last_failure_ip",
-                r.last_ip.as_deref().map(|a| Inet::parse(a).datum),
-            ),
             (c"last_log_id", r.last.and_then(|l| l.0.into_datum())),
             (c"last_seq", r.last.and_then(|l| l.1.into_datum())),
             (c"updated_at", engine::now_datum()),
