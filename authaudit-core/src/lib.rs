@@ -10,6 +10,7 @@ pub mod channel;
 pub mod detection;
 pub mod event;
 pub mod identity;
+pub mod jsonb_text;
 pub mod jwt;
 pub mod lock_key;
 pub mod lockout;

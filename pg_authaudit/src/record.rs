@@ -30,6 +30,7 @@ use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{check_live_time, Channel, EventError, EventInput, EventType, IpInput};
 use authaudit_core::identity::SourceKey;
+use authaudit_core::jsonb_text;
 use authaudit_core::lockout::derived_log_id;
 use authaudit_core::lockout_effect::{step, Before, Effect, Kind, Lock};
 use authaudit_core::scope::WriteReach;
@@ -176,6 +177,17 @@ fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
 pub fn final_metadata(e: &Event<'_>, facts: &Map<String, Value>) -> (Jsonb, String) {
     if facts.is_empty() {
         return (e.metadata, e.metadata_text.clone());
+    }
+    if !e.metadata_text.contains("\"_authaudit\"") {
+        // The canonical text is known without jsonb_out: the metadata's own
+        // with the facts' entry in its place.
+        if let Some(text) = jsonb_text::object(facts)
+            .and_then(|f| jsonb_text::with_entry(&e.metadata_text, "_authaudit", &f))
+        {
+            let m = Jsonb::parse(&text);
+            debug_assert_eq!(m.text(), text, "the canonical metadata text");
+            return (m, text);
+        }
     }
     let facts = Value::Object(facts.clone()).to_string();
     let m = if e.metadata_text.contains("\"_authaudit\"") && e.metadata.has_key("_authaudit") {

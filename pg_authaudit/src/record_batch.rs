@@ -30,6 +30,7 @@ use authaudit_core::event::{Channel, EventType};
 use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout::{derived_log_id, IpState};
 use authaudit_core::lockout_effect::{step, Before, Kind};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::BuiltinOid::TEXTARRAYOID;
@@ -37,7 +38,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{direct_function_call, FromDatum, IntoDatum, PgMemoryContexts};
 use serde_json::Map;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 
 fn cstring(s: &str) -> CString {
