@@ -12,7 +12,7 @@ use pgrx::pg_sys::JsonbIteratorToken::{WJB_DONE, WJB_KEY};
 use std::ffi::CStr;
 
 /// The fields an event object may hold.
-pub const KNOWN_FIELDS: [&str; 10] = [
+const KNOWN_FIELDS: [&str; 10] = [
     "log_id",
     "tenant_id",
     "org_id",
@@ -42,16 +42,27 @@ pub struct Raw {
 
 const JB_CMASK: u32 = pg_sys::JB_CMASK;
 const JB_FOBJECT: u32 = pg_sys::JB_FOBJECT;
+const JB_FARRAY: u32 = pg_sys::JB_FARRAY;
+const JB_FSCALAR: u32 = pg_sys::JB_FSCALAR;
 
-/// The elements of `array` (a jsonb array, checked by the caller), in order.
-pub fn read(array: Jsonb) -> Result<Vec<Raw>, AuditError> {
+/// The elements of `array`, in order: refused (`BatchNotArray`) unless it
+/// is a JSON array, and (`BatchTooLarge`) when it holds more than `max`.
+pub fn read(array: Jsonb, max: i32) -> Result<Vec<Raw>, AuditError> {
     // SAFETY: the datum is a jsonb value; its detoasted copy (or the value
     // itself) lives in the call's memory context while it is read, and
     // every container pointer below points into it.
     unsafe {
         let jb = pg_sys::pg_detoast_datum(array.0.cast_mut_ptr()) as *mut pg_sys::Jsonb;
         let root = std::ptr::addr_of_mut!((*jb).root);
-        let n = (*root).header & JB_CMASK;
+        // A scalar is stored as a one-element array marked scalar.
+        let header = (*root).header;
+        if header & JB_FARRAY == 0 || header & JB_FSCALAR != 0 {
+            return Err(AuditError::BatchNotArray);
+        }
+        let n = header & JB_CMASK;
+        if i64::from(n) > i64::from(max) {
+            return Err(AuditError::BatchTooLarge { max, got: n as i32 });
+        }
         let mut raws = Vec::with_capacity(n as usize);
         for i in 0..n {
             let ord = i as usize + 1;

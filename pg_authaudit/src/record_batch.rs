@@ -198,17 +198,8 @@ fn run(
     mode: Mode,
     keep: Option<pg_sys::MemoryContext>,
 ) -> Result<(Vec<Uuid>, Vec<pg_sys::Datum>), AuditError> {
-    let events = events
-        .filter(|e| is_array(*e))
-        .ok_or(AuditError::BatchNotArray)?;
-    let max = gucs::MAX_BATCH_EVENTS.get();
-    // SAFETY: jsonb_array_length of a jsonb array.
-    let n = unsafe { direct_function_call::<i32>(pg_sys::jsonb_array_length, &[Some(events.0)]) }
-        .unwrap_or(0);
-    if n > max {
-        return Err(AuditError::BatchTooLarge { max, got: n });
-    }
-    let raws = batch_input::read(events)?;
+    let events = events.ok_or(AuditError::BatchNotArray)?;
+    let raws = batch_input::read(events, gucs::MAX_BATCH_EVENTS.get())?;
     // Each event's shape and the writer's right to it, in input order.
     let mut ids = Vec::with_capacity(raws.len());
     let mut writer_orgs = Vec::with_capacity(raws.len());
@@ -260,7 +251,7 @@ fn run(
     let mut order: Vec<usize> = (0..checked.len()).collect();
     order.sort_by(|a, b| checked[*a].tenant.cmp(checked[*b].tenant).then(a.cmp(b)));
     let mut first_seen: HashMap<(&str, [u8; 16]), usize> = HashMap::new();
-    let mut stored: HashMap<(&str, [u8; 16]), Option<pg_sys::Datum>> = HashMap::new();
+    let mut stored: HashMap<(&str, [u8; 16]), pg_sys::Datum> = HashMap::new();
     let mut rows: Vec<NewRow> = Vec::with_capacity(checked.len());
     for i in order {
         let e = &checked[i];
@@ -268,7 +259,8 @@ fn run(
         if recorded.contains(&id) {
             let row = existing(client, e)?;
             if let Some(ctx) = keep {
-                stored.insert(id, in_context(ctx, || row.into_datum()));
+                let d = in_context(ctx, || row.into_datum()).expect("a row datum");
+                stored.insert(id, d);
             }
             continue;
         }
@@ -321,9 +313,7 @@ fn run(
                     .get_mut(&account_key)
                     .expect("a failure's account row was created and locked");
                 row.locked.state = next;
-                let failure_ip = (kind == Kind::Failure)
-                    .then(|| e.ip.map(Inet::host))
-                    .flatten();
+                let failure_ip = e.ip.filter(|_| kind == Kind::Failure);
                 if next.failure_count == 0 {
                     row.first_ip = Some(None);
                 } else if next.failure_count == 1 && failure_ip.is_some() {
@@ -387,13 +377,7 @@ fn run(
     }
     let rows = checked
         .iter()
-        .map(|e| {
-            stored
-                .get(&(e.tenant, *e.log_id.as_bytes()))
-                .copied()
-                .flatten()
-                .expect("every event's row is stored")
-        })
+        .map(|e| stored[&(e.tenant, *e.log_id.as_bytes())])
         .collect();
     Ok((ids, rows))
 }
@@ -415,12 +399,6 @@ fn changes<K: std::hash::Hash + Eq>(rows: &mut HashMap<K, SourceRow>, key: K, ne
     });
     row.state = next;
     row.changed = true;
-}
-
-fn is_array(j: Jsonb) -> bool {
-    // SAFETY: jsonb_typeof of a jsonb datum returns text.
-    unsafe { direct_function_call::<String>(pg_sys::jsonb_typeof, &[Some(j.0)]) }
-        .is_some_and(|t| t == "array")
 }
 
 /// A second event of the batch under one log id repeats the first exactly.
@@ -754,7 +732,7 @@ fn new_row(
 fn insert_rows(
     rows: &[NewRow],
     keep: Option<pg_sys::MemoryContext>,
-) -> Result<Vec<Option<pg_sys::Datum>>, AuditError> {
+) -> Result<Vec<pg_sys::Datum>, AuditError> {
     let mut stored = Vec::new();
     if rows.is_empty() {
         return Ok(stored);
@@ -783,7 +761,7 @@ fn insert_rows(
             return Err(AuditError::ConcurrentLogId(r.log_id.to_string()));
         }
         if let (Some(ctx), Some(_)) = (keep, r.input) {
-            stored.push(Some(in_context(ctx, || target.inserted())));
+            stored.push(in_context(ctx, || target.inserted()));
         }
     }
     Ok(stored)

@@ -166,17 +166,6 @@ impl Inet {
         }
         .expect("inet_in returns a value")
     }
-
-    /// The address alone, as a host `inet` (how the state rows keep it):
-    /// this value when its prefix covers the whole address.
-    pub fn host(self) -> Inet {
-        let whole = if self.addr.is_ipv4() { 32 } else { 128 };
-        if self.prefix == whole {
-            self
-        } else {
-            Inet::parse(&self.addr.to_string())
-        }
-    }
 }
 
 /// PostgreSQL's address families in an `inet` (`PGSQL_AF_INET`, `_INET6`).
