@@ -5,11 +5,9 @@
 
 use crate::error::AuditError;
 use crate::sql_values::Jsonb;
-use pgrx::direct_function_call;
 use pgrx::pg_sys;
 use pgrx::pg_sys::jbvType;
 use pgrx::pg_sys::JsonbIteratorToken::{WJB_DONE, WJB_KEY};
-use std::ffi::CStr;
 
 /// The fields an event object may hold.
 const KNOWN_FIELDS: [&str; 10] = [
@@ -82,44 +80,73 @@ pub fn read(array: Jsonb, max: i32) -> Result<Vec<Raw>, AuditError> {
     }
 }
 
-/// Reads one event object.
+/// Reads one event object: each text field must be a JSON string or
+/// `null` (absent), the metadata an object or `null`; any other JSON type
+/// is refused (`BatchFieldType`), naming the event and the field.
 ///
 /// # Safety
 /// `c` points to a jsonb object container that stays valid for the call.
 unsafe fn element(c: *mut pg_sys::JsonbContainer, ord: usize) -> Result<Raw, AuditError> {
-    // SAFETY: as the function requires.
-    unsafe {
-        let mut found = 0u32;
-        let mut text = |key: &str| {
-            let v = field(c, key);
-            found += u32::from(v.is_some());
-            v.and_then(|v| as_text(&v))
+    let mut found = 0u32;
+    let mut text = |key: &'static str| -> Result<Option<String>, AuditError> {
+        // SAFETY: `c` is valid, as the function requires.
+        let Some(v) = (unsafe { field(c, key) }) else {
+            return Ok(None);
         };
-        let mut raw = Raw {
-            log_id: text("log_id"),
-            tenant: text("tenant_id"),
-            org: text("org_id"),
-            event_type: text("event_type"),
-            user: text("user_id"),
-            ip: text("ip"),
-            user_agent: text("user_agent"),
-            channel: text("channel"),
-            occurred_at: text("occurred_at"),
-            metadata: None,
-        };
-        if let Some(mut m) = field(c, "metadata") {
-            found += 1;
-            if m.type_ != jbvType::jbvNull {
+        found += 1;
+        // SAFETY: `v` was found in the valid container `c`.
+        match unsafe { string(&v) } {
+            Ok(s) => Ok(s),
+            Err(found) => Err(AuditError::BatchFieldType {
+                event: ord,
+                field: key,
+                expected: "a JSON string",
+                found,
+            }),
+        }
+    };
+    let mut raw = Raw {
+        log_id: text("log_id")?,
+        tenant: text("tenant_id")?,
+        org: text("org_id")?,
+        event_type: text("event_type")?,
+        user: text("user_id")?,
+        ip: text("ip")?,
+        user_agent: text("user_agent")?,
+        channel: text("channel")?,
+        occurred_at: text("occurred_at")?,
+        metadata: None,
+    };
+    // SAFETY: `c` is valid, as the function requires.
+    if let Some(mut m) = unsafe { field(c, "metadata") } {
+        found += 1;
+        match json_type(&m) {
+            "null" => {}
+            // SAFETY: a container value found in `c`; the new jsonb datum is
+            // allocated in the current memory context.
+            "object" => unsafe {
                 raw.metadata = Some(Jsonb(pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(
                     &mut m,
                 ))));
+            },
+            other => {
+                return Err(AuditError::BatchFieldType {
+                    event: ord,
+                    field: "metadata",
+                    expected: "a JSON object",
+                    found: other,
+                })
             }
         }
-        if (*c).header & JB_CMASK > found {
-            return Err(AuditError::BatchUnknownFields(ord, unknown_keys(c)));
-        }
-        Ok(raw)
     }
+    // SAFETY: `c` is valid, as the function requires.
+    if unsafe { (*c).header } & JB_CMASK > found {
+        // SAFETY: as above.
+        return Err(AuditError::BatchUnknownFields(ord, unsafe {
+            unknown_keys(c)
+        }));
+    }
+    Ok(raw)
 }
 
 /// The value of `key` in object `c`, if present.
@@ -127,7 +154,9 @@ unsafe fn element(c: *mut pg_sys::JsonbContainer, ord: usize) -> Result<Raw, Aud
 /// # Safety
 /// `c` points to a valid jsonb object container.
 unsafe fn field(c: *mut pg_sys::JsonbContainer, key: &str) -> Option<pg_sys::JsonbValue> {
-    // SAFETY: as the function requires.
+    // SAFETY: `c` is valid (the function's contract); the key is a Rust
+    // string of `key.len()` bytes that outlives the call; `v` is written
+    // in full when a value is found and read only then.
     unsafe {
         let mut v = std::mem::zeroed::<pg_sys::JsonbValue>();
         let r =
@@ -136,32 +165,45 @@ unsafe fn field(c: *mut pg_sys::JsonbContainer, key: &str) -> Option<pg_sys::Jso
     }
 }
 
-/// The value as `->>` gives it: a string's text, a number's or a boolean's
-/// literal, a container's JSON text, none for `null`.
+/// The JSON type of a value found in a container, as `jsonb_typeof` names it.
+fn json_type(v: &pg_sys::JsonbValue) -> &'static str {
+    match v.type_ {
+        jbvType::jbvNull => "null",
+        jbvType::jbvString => "string",
+        jbvType::jbvNumeric => "number",
+        jbvType::jbvBool => "boolean",
+        jbvType::jbvBinary => {
+            // SAFETY: a jbvBinary value's `binary` member is the one set,
+            // and its container pointer points into the detoasted value.
+            let header = unsafe { (*v.val.binary.data).header };
+            if header & JB_FOBJECT != 0 {
+                "object"
+            } else {
+                "array"
+            }
+        }
+        _ => "array",
+    }
+}
+
+/// A string value's text, `None` for `null`, or the JSON type it has
+/// instead.
 ///
 /// # Safety
 /// `v` is a value found in a valid container.
-unsafe fn as_text(v: &pg_sys::JsonbValue) -> Option<String> {
-    // SAFETY: as the function requires.
-    unsafe {
-        match v.type_ {
-            jbvType::jbvNull => None,
-            jbvType::jbvString => {
+unsafe fn string(v: &pg_sys::JsonbValue) -> Result<Option<String>, &'static str> {
+    match v.type_ {
+        jbvType::jbvNull => Ok(None),
+        jbvType::jbvString => {
+            // SAFETY: a jbvString value's `string` member is the one set: a
+            // pointer to `len` bytes inside the container (not terminated).
+            let bytes = unsafe {
                 let s = v.val.string;
-                let bytes = std::slice::from_raw_parts(s.val.cast::<u8>(), s.len as usize);
-                Some(String::from_utf8_lossy(bytes).into_owned())
-            }
-            jbvType::jbvBool => Some(if v.val.boolean { "true" } else { "false" }.to_owned()),
-            jbvType::jbvNumeric => direct_function_call::<String>(
-                pg_sys::numeric_out,
-                &[Some(pg_sys::Datum::from(v.val.numeric))],
-            ),
-            _ => {
-                let b = v.val.binary;
-                let s = pg_sys::JsonbToCString(std::ptr::null_mut(), b.data, b.len);
-                Some(CStr::from_ptr(s).to_string_lossy().into_owned())
-            }
+                std::slice::from_raw_parts(s.val.cast::<u8>(), s.len as usize)
+            };
+            Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
         }
+        _ => Err(json_type(v)),
     }
 }
 
@@ -181,7 +223,7 @@ unsafe fn unknown_keys(c: *mut pg_sys::JsonbContainer) -> String {
                 break;
             }
             if token == WJB_KEY {
-                if let Some(k) = as_text(&v) {
+                if let Ok(Some(k)) = string(&v) {
                     if !KNOWN_FIELDS.contains(&k.as_str()) {
                         keys.push(k);
                     }
@@ -189,6 +231,21 @@ unsafe fn unknown_keys(c: *mut pg_sys::JsonbContainer) -> String {
             }
         }
         keys.sort();
-        keys.join(", ")
+        let shown: Vec<String> = keys
+            .iter()
+            .take(SHOWN_KEYS)
+            .map(|k| k.chars().take(SHOWN_KEY_CHARS).collect())
+            .collect();
+        let more = keys.len().saturating_sub(SHOWN_KEYS);
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
     }
 }
+
+/// How many unknown keys an error names, and how many characters of each
+/// (the caller chose them: an error stays short whatever it sent).
+const SHOWN_KEYS: usize = 5;
+const SHOWN_KEY_CHARS: usize = 64;

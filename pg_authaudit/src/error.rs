@@ -62,6 +62,13 @@ pub enum AuditError {
     BatchEventNotObject(usize),
     #[error("event {0} of the batch has unknown field(s): {1}")]
     BatchUnknownFields(usize, String),
+    #[error("event {event} of the batch: {field} must be {expected} or null, not a JSON {found}")]
+    BatchFieldType {
+        event: usize,
+        field: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("could not serialize access due to concurrent update of a lockout state row")]
     ConcurrentUpdate,
     #[error("relation authaudit.{0} does not exist")]
@@ -141,7 +148,8 @@ impl AuditError {
             AuditError::LogIdReused(_) => ERRCODE_UNIQUE_VIOLATION,
             AuditError::BatchNotArray
             | AuditError::BatchEventNotObject(_)
-            | AuditError::BatchUnknownFields(..) => ERRCODE_INVALID_PARAMETER_VALUE,
+            | AuditError::BatchUnknownFields(..)
+            | AuditError::BatchFieldType { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::BatchTooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             AuditError::MissingRelation(_) => ERRCODE_UNDEFINED_TABLE,
             AuditError::TreeSize { .. } | AuditError::SeqOutsideTree { .. } => {

@@ -11,6 +11,7 @@ mod concurrency;
 mod demo;
 mod dockerfile;
 mod event_time;
+mod hostile_input;
 mod independent_verifier;
 mod install;
 mod investigation;

@@ -16,7 +16,19 @@ pub struct Cluster {
     port: u16,
     create_lock: Mutex<()>,
     next_db: AtomicU32,
+    /// Whether a test of this cluster crashes its server on purpose.
+    crashes_expected: bool,
 }
+
+/// What PostgreSQL writes to its log when a server process died abnormally
+/// (a signal, an exception, a PANIC) and the postmaster reinitialised.
+const CRASH_MARKS: [&str; 5] = [
+    "terminated by signal",
+    "terminated by exception",
+    "terminating any other active server processes",
+    "all server processes terminated; reinitializing",
+    "PANIC:",
+];
 
 /// A binary of the workspace's debug build, found where `repo_root`'s
 /// build puts it (`CARGO_TARGET_DIR` when set).
@@ -57,16 +69,17 @@ impl Cluster {
     /// The cluster shared by every test of this process, started on first use.
     pub fn shared() -> &'static Cluster {
         static SHARED: OnceLock<Cluster> = OnceLock::new();
-        SHARED.get_or_init(|| Cluster::start("shared", &[]))
+        SHARED.get_or_init(|| Cluster::start("shared", &[], false))
     }
 
     /// A cluster of its own, for a test that crashes or restarts the server;
     /// commits are durable across a crash. Removed when the process exits.
+    /// Its server may crash: the crash check passes over it.
     pub fn dedicated(name: &str) -> &'static Cluster {
-        Box::leak(Box::new(Cluster::start(name, &["--durable"])))
+        Box::leak(Box::new(Cluster::start(name, &["--durable"], true)))
     }
 
-    fn start(name: &str, options: &[&str]) -> Cluster {
+    fn start(name: &str, options: &[&str], crashes_expected: bool) -> Cluster {
         let dir =
             std::env::temp_dir().join(format!("authaudit-test-{}-{name}", std::process::id()));
         let script = repo_root().join("scripts/testcluster.sh");
@@ -88,6 +101,7 @@ impl Cluster {
                     port,
                     create_lock: Mutex::new(()),
                     next_db: AtomicU32::new(0),
+                    crashes_expected,
                 };
                 cluster.prepare_template();
                 return cluster;
@@ -122,6 +136,32 @@ impl Cluster {
             out.status.success(),
             "restart failed: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The lines of the server's log that show a server process crashed.
+    pub fn crash_lines(&self) -> Vec<String> {
+        let log = std::fs::read(self.dir.join("server.log")).unwrap_or_default();
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter(|l| CRASH_MARKS.iter().any(|m| l.contains(m)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Fails the calling test when the server crashed (any test of this
+    /// process may have caused it: the first to see it names it).
+    /// A cluster whose tests crash it on purpose is not checked.
+    pub fn assert_no_crash(&self) {
+        if self.crashes_expected {
+            return;
+        }
+        let lines = self.crash_lines();
+        assert!(
+            lines.is_empty(),
+            "the PostgreSQL server crashed during this test (server log {}):\n{}",
+            self.dir.join("server.log").display(),
+            lines.join("\n")
         );
     }
 
@@ -283,6 +323,8 @@ impl Drop for TestDb {
             // Keep it for inspection; the watchdog removes the cluster.
             return;
         }
+        // A test after which the server crashed fails, whatever it asserted.
+        self.cluster.assert_no_crash();
         let _ = self.cluster.admin().batch_execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
