@@ -5,17 +5,20 @@ SET LOCAL check_function_bodies = off;
 
 -- Accounts under attack: failures, distinct source IPs, first and last
 -- attempt, locks in the period (decided in event-time order, see
--- lockout_replay), and whether the account is locked now.
+-- lockout_replay), the locks the live engine enforced in the period (the
+-- chain's account_locked events: history imported later can make the two
+-- differ), and whether the account is locked now.
 CREATE FUNCTION authaudit.targeted_accounts(tenant_id text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (user_id text, failures bigint, distinct_ips bigint, first_attempt timestamptz,
-               last_attempt timestamptz, locks bigint, locked_now boolean)
+               last_attempt timestamptz, locks bigint, locked_now boolean, enforced_locks bigint)
 LANGUAGE sql STABLE AS $$
     -- MATERIALIZED: one replay for the call, not one per account.
     WITH locks AS MATERIALIZED (
-        SELECT r.user_id, count(*) AS n
+        SELECT r.user_id, count(*) FILTER (WHERE r.locked_account) AS n,
+               count(*) FILTER (WHERE r.enforced_lock_seq IS NOT NULL) AS enforced
           FROM authaudit.lockout_replay(targeted_accounts.tenant_id, targeted_accounts.from_time,
                                         targeted_accounts.to_time) r
-         WHERE r.locked_account
+         WHERE r.locked_account OR r.enforced_lock_seq IS NOT NULL
          GROUP BY r.user_id)
     SELECT l.user_id,
            count(*),
@@ -28,7 +31,8 @@ LANGUAGE sql STABLE AS $$
                        FROM authaudit.lockout_state s
                       WHERE s.tenant_id = targeted_accounts.tenant_id
                         AND s.user_id = authaudit.account_key(targeted_accounts.tenant_id, l.user_id)),
-                    false)
+                    false),
+           coalesce((SELECT k.enforced FROM locks k WHERE k.user_id = l.user_id), 0)
       FROM authaudit.auth_log l
      WHERE l.tenant_id = targeted_accounts.tenant_id
        AND l.occurred_at >= targeted_accounts.from_time AND l.occurred_at < targeted_accounts.to_time
@@ -61,24 +65,41 @@ $$;
 
 -- Every lock and reset in the period, in event-time order: the locks the
 -- engine decides over the tenant's events taken in (occurred_at, log_id)
--- order, whatever order they were recorded in (lockout_replay). A lock's
--- seq, occurred_at and triggered_by are those of the failure that locked.
+-- order, whatever order they were recorded in (lockout_replay), and the
+-- locks the live engine enforced (the chain's account_locked events). A
+-- lock's seq, occurred_at and triggered_by are those of the failure that
+-- locked. enforced: the lock was enforced live, or the reset was recorded
+-- live (not imported); replayed: the event-time replay decides it. A row
+-- where the two differ is one that imported history changed.
 CREATE FUNCTION authaudit.lockout_timeline(tenant_id text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (seq bigint, occurred_at timestamptz, user_id text, event_type text, rule text,
-               failures integer, locked_until timestamptz, permanent boolean, triggered_by uuid)
+               failures integer, locked_until timestamptz, permanent boolean, triggered_by uuid,
+               enforced boolean, replayed boolean)
 LANGUAGE sql STABLE AS $$
     SELECT r.seq, r.occurred_at, r.user_id,
-           CASE WHEN r.locked_account THEN 'account_locked' ELSE 'lockout_reset' END,
+           CASE WHEN r.event_type = 'lockout_reset' THEN 'lockout_reset' ELSE 'account_locked' END,
            CASE WHEN r.locked_account THEN r.lock_rule
-                ELSE (SELECT l.metadata ->> 'reason' FROM authaudit.auth_log l
-                       WHERE l.tenant_id = lockout_timeline.tenant_id AND l.log_id = r.log_id) END,
-           CASE WHEN r.locked_account THEN r.failures_in_window END,
-           CASE WHEN r.locked_account THEN r.locked_until END,
-           CASE WHEN r.locked_account THEN r.permanent END,
-           CASE WHEN r.locked_account THEN r.log_id END
+                WHEN r.event_type = 'lockout_reset' THEN x.metadata ->> 'reason'
+                ELSE e.metadata ->> 'reason' END,
+           CASE WHEN r.locked_account THEN r.failures_in_window
+                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'failures')::integer END,
+           CASE WHEN r.locked_account THEN r.locked_until
+                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'locked_until')::timestamptz END,
+           CASE WHEN r.locked_account THEN r.permanent
+                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'permanent')::boolean END,
+           CASE WHEN r.event_type <> 'lockout_reset' THEN r.log_id END,
+           CASE WHEN r.event_type = 'lockout_reset'
+                THEN (x.metadata #>> '{_authaudit,imported}') IS NULL
+                ELSE r.enforced_lock_seq IS NOT NULL END,
+           r.event_type = 'lockout_reset' OR r.locked_account
       FROM authaudit.lockout_replay(lockout_timeline.tenant_id, lockout_timeline.from_time,
                                     lockout_timeline.to_time) r
-     WHERE r.locked_account OR r.event_type = 'lockout_reset'
+      LEFT JOIN authaudit.auth_log e
+             ON e.tenant_id = lockout_timeline.tenant_id AND e.seq = r.enforced_lock_seq
+      LEFT JOIN authaudit.auth_log x
+             ON r.event_type = 'lockout_reset'
+            AND x.tenant_id = lockout_timeline.tenant_id AND x.log_id = r.log_id
+     WHERE r.locked_account OR r.enforced_lock_seq IS NOT NULL OR r.event_type = 'lockout_reset'
      ORDER BY r.decision
 $$;
 

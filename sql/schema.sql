@@ -49,17 +49,21 @@ CREATE INDEX auth_log_tenant_user_idx ON authaudit.auth_log (tenant_id, user_id,
 CREATE INDEX auth_log_tenant_ip_idx ON authaudit.auth_log (tenant_id, ip, occurred_at);
 
 -- Which role may read or write which tenant (and organisation). Maintained
--- by authaudit_admin; a role sees only its own bindings.
+-- by authaudit_admin; a role sees only its own bindings. A binding holds the
+-- role itself (role_oid, set from role_name when it is written): it follows
+-- the role through a rename, and binds nobody once the role is dropped,
+-- whatever role takes the name later.
 CREATE TABLE authaudit.tenant_scope (
     role_name  name        NOT NULL,
     tenant_id  text        NOT NULL,
     org_id     text,                      -- NULL: the whole tenant
     can_read   boolean     NOT NULL DEFAULT true,
     can_write  boolean     NOT NULL DEFAULT false,
-    granted_at timestamptz NOT NULL DEFAULT now()
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    role_oid   regrole
 );
-CREATE UNIQUE INDEX tenant_scope_key
-    ON authaudit.tenant_scope (role_name, tenant_id, (coalesce(org_id, '')));
+CREATE UNIQUE INDEX tenant_scope_role_key
+    ON authaudit.tenant_scope (role_oid, tenant_id, (coalesce(org_id, '')));
 COMMENT ON TABLE authaudit.tenant_scope IS
     'Role bindings to a tenant (and optionally one organisation); see docs/security.md.';
 

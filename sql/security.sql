@@ -23,7 +23,43 @@ $$;
 ALTER TABLE authaudit.tenant_scope ENABLE ROW LEVEL SECURITY;
 ALTER TABLE authaudit.tenant_scope FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_bindings ON authaudit.tenant_scope FOR SELECT
-    USING (role_name = current_user);
+    USING (role_oid OPERATOR(pg_catalog.=)
+           (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+
+-- A binding is written with its role's name and holds the role itself
+-- (role_oid): an unknown name is refused (42704), a rename of the role is
+-- followed, and a role created later under a dropped role's name is not
+-- bound. A row that arrives with role_oid (a restored dump names the role
+-- there) keeps it, and its role_name is the role's current name.
+CREATE FUNCTION authaudit._tenant_scope_role() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name name;
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.role_name IS DISTINCT FROM OLD.role_name
+       AND NEW.role_oid IS NOT DISTINCT FROM OLD.role_oid THEN
+        NEW.role_oid := NULL;
+    END IF;
+    IF NEW.role_oid IS NULL THEN
+        SELECT r.oid::regrole INTO NEW.role_oid FROM pg_catalog.pg_roles r
+         WHERE r.rolname = NEW.role_name;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'pg_authaudit: role "%" does not exist', NEW.role_name
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Create the role before binding it: a binding holds the role itself, not its name.';
+        END IF;
+    ELSE
+        SELECT r.rolname INTO v_name FROM pg_catalog.pg_roles r WHERE r.oid = NEW.role_oid;
+        IF FOUND THEN
+            NEW.role_name := v_name;
+        END IF;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER tenant_scope_role
+    BEFORE INSERT OR UPDATE ON authaudit.tenant_scope
+    FOR EACH ROW EXECUTE FUNCTION authaudit._tenant_scope_role();
 CREATE POLICY admin_manages ON authaudit.tenant_scope FOR ALL TO authaudit_admin
     USING (true) WITH CHECK (true);
 
@@ -109,6 +145,18 @@ CREATE POLICY reader_scope ON authaudit.witness_checkpoints FOR SELECT TO authau
 CREATE POLICY auditor_all ON authaudit.witness_checkpoints FOR SELECT TO authaudit_auditor USING (true);
 CREATE POLICY admin_reads ON authaudit.witness_checkpoints FOR SELECT TO authaudit_admin USING (true);
 GRANT SELECT ON authaudit.witness_checkpoints TO authaudit_reader, authaudit_auditor, authaudit_admin;
+-- Witness disagreements: the same readers as witness checkpoints.
+ALTER TABLE authaudit.witness_disagreements ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.witness_disagreements FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.witness_disagreements FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY (authaudit._read_tenants())
+           AND authaudit._may_read(tenant_id, NULL));
+CREATE POLICY auditor_all ON authaudit.witness_disagreements FOR SELECT TO authaudit_auditor USING (true);
+CREATE POLICY admin_reads ON authaudit.witness_disagreements FOR SELECT TO authaudit_admin USING (true);
+GRANT SELECT ON authaudit.witness_disagreements TO authaudit_reader, authaudit_auditor, authaudit_admin;
+REVOKE EXECUTE ON FUNCTION authaudit.record_witness_disagreement(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION authaudit.record_witness_disagreement(text, text)
+    TO authaudit_auditor, authaudit_admin;
 REVOKE EXECUTE ON FUNCTION
     authaudit.record_witness_checkpoint(text, text),
     authaudit._open_witness_checkpoint(text, text),
@@ -202,6 +250,7 @@ SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.lockout_ip_account_state', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.checkpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('authaudit.witness_checkpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('authaudit.witness_disagreements', '');
 
 COMMENT ON FUNCTION authaudit.merkle_root(text, bigint) IS
     'The root of the RFC 9162 Merkle tree over the tenant''s first tree_size rows (docs/chain-format.md, "Merkle tree").';

@@ -20,7 +20,7 @@ pub type Xid = u32;
 pub const INVALID_XID: Xid = 0;
 
 /// Slots of the table: twice the tenants cached at once.
-pub const SLOTS: usize = 2048;
+pub const SLOTS: usize = 4096;
 /// Runs of in-flight appends (consecutive links of one (sub)transaction)
 /// tracked per tenant; a writer waits for the oldest when all are in use.
 pub const RUNS: usize = 16;
@@ -35,6 +35,35 @@ pub struct Run {
     pub first_seq: i64,
     pub last_seq: i64,
     pub head_before: [u8; HEAD_BYTES],
+}
+
+/// Most tenants one transaction may hold in flight whatever the others do.
+pub const MAX_SHARE: usize = 8;
+
+/// How the tenants the table can hold in flight are shared among
+/// `max_backends` server processes: every transaction may always hold
+/// `share` tenants in flight, and beyond its share draws on a common `pool`.
+/// The shares of all processes and the pool together never exceed
+/// [`Table::MAX_CACHED`], so no session, whatever it holds, can keep
+/// another from its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FairShare {
+    pub share: usize,
+    pub pool: usize,
+}
+
+impl FairShare {
+    /// The shares for a server of `max_backends` processes: half the table
+    /// split evenly (at most [`MAX_SHARE`] each, at least one), the rest the
+    /// pool.
+    pub fn for_backends(max_backends: usize) -> FairShare {
+        let n = max_backends.max(1);
+        let share = (Table::MAX_CACHED / (2 * n)).clamp(1, MAX_SHARE);
+        FairShare {
+            share,
+            pool: Table::MAX_CACHED.saturating_sub(share * n),
+        }
+    }
 }
 
 /// One cached tenant. All zeroes is an empty slot.
@@ -400,6 +429,29 @@ impl Table {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod fair_share_tests {
+    use super::*;
+
+    #[test]
+    fn every_share_and_the_pool_fit_the_table() {
+        for n in [1, 2, 10, 100, 122, 232, 1000, 2048, 5000] {
+            let f = FairShare::for_backends(n);
+            assert!(f.share >= 1 && f.share <= MAX_SHARE, "{n}: {f:?}");
+            if f.share * n <= Table::MAX_CACHED {
+                assert!(f.share * n + f.pool <= Table::MAX_CACHED, "{n}: {f:?}");
+            } else {
+                assert_eq!(f.pool, 0, "{n}: more processes than the table holds");
+            }
+        }
+        // A default server (max_connections = 100) lets one transaction
+        // hold a thousand tenants when the others hold their shares.
+        let f = FairShare::for_backends(122);
+        assert_eq!(f.share, MAX_SHARE);
+        assert!(f.share + f.pool >= 1000, "{f:?}");
     }
 }
 

@@ -17,6 +17,11 @@ pub const MAX_USER_ID_CHARS: usize = 256;
 pub const MAX_USER_AGENT_CHARS: usize = 512;
 /// Largest accepted metadata object, in bytes of its canonical text.
 pub const MAX_METADATA_BYTES: usize = 8192;
+/// Deepest accepted nesting of metadata: the object itself is level 1, a
+/// value inside it that is an object or array level 2, and so on. A document
+/// store refuses documents nested deeper than 100 levels (MongoDB), and the
+/// mirror's document holds the metadata one level down: 64 leaves room.
+pub const MAX_METADATA_DEPTH: usize = 64;
 
 /// Kinds of authentication event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,6 +123,8 @@ pub enum EventError {
     MetadataNotObject,
     #[error("metadata is {0} bytes, more than the limit of {MAX_METADATA_BYTES}")]
     MetadataTooLarge(usize),
+    #[error("metadata nests {0} levels deep, more than the limit of {MAX_METADATA_DEPTH}")]
+    MetadataTooDeep(usize),
     #[error("{0} must be a finite timestamp")]
     NotFinite(&'static str),
     #[error("occurred_at is {ahead_secs} s ahead of the server clock (limit {limit_secs} s)")]
@@ -337,7 +344,39 @@ fn check_metadata(text: &str) -> Result<(), EventError> {
     if text.len() > MAX_METADATA_BYTES {
         return Err(EventError::MetadataTooLarge(text.len()));
     }
+    let depth = nesting_depth(text);
+    if depth > MAX_METADATA_DEPTH {
+        return Err(EventError::MetadataTooDeep(depth));
+    }
     Ok(())
+}
+
+/// How deep the objects and arrays of a JSON text nest (0 for a scalar),
+/// read from its brackets outside strings.
+pub fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A short, escaped rendering of caller input for error messages.
@@ -537,6 +576,24 @@ mod tests {
             Err(EventError::NotHostAddress("192.0.2.1/24".into()))
         );
         assert!(inet(v6, 32).host().is_err());
+    }
+
+    #[test]
+    fn metadata_nesting_is_bounded() {
+        let nested = |n: usize| format!("{}1{}", "{\"a\": ".repeat(n), "}".repeat(n));
+        assert_eq!(
+            nesting_depth(&nested(MAX_METADATA_DEPTH)),
+            MAX_METADATA_DEPTH
+        );
+        assert_eq!(check_metadata(&nested(MAX_METADATA_DEPTH)), Ok(()));
+        assert_eq!(
+            check_metadata(&nested(MAX_METADATA_DEPTH + 1)).unwrap_err(),
+            EventError::MetadataTooDeep(MAX_METADATA_DEPTH + 1)
+        );
+        // Brackets inside strings, escaped quotes and arrays.
+        assert_eq!(nesting_depth(r#"{"a": "[[[{{{", "b": "\\\"[[["}"#), 1);
+        assert_eq!(nesting_depth(r#"{"a": [[1], {"b": [2]}]}"#), 4);
+        assert_eq!(nesting_depth("12"), 0);
     }
 
     #[test]

@@ -178,29 +178,37 @@ fn numeric_date(m: &Map<String, Value>, key: &'static str) -> Result<Option<Valu
 /// a dot, a second base64url segment and another dot. Used to keep such
 /// text out of the server log; it errs on the side of finding one.
 pub fn contains_compact_jws(text: &str) -> bool {
+    !compact_jws_spans(text).is_empty()
+}
+
+/// The byte ranges of the compact-JWS-shaped parts of `text` (see
+/// `contains_compact_jws`), each from its `eyJ` to the end of its third
+/// segment, in order and apart.
+pub fn compact_jws_spans(text: &str) -> Vec<(usize, usize)> {
     let b = text.as_bytes();
-    let seg = |mut i: usize| {
-        let start = i;
+    let seg_end = |mut i: usize| {
         while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'_') {
             i += 1;
         }
-        (i > start).then_some(i)
+        i
     };
+    let mut spans = Vec::new();
     let mut from = 0;
     while let Some(off) = text[from..].find("eyJ") {
         let at = from + off;
-        if let Some(end) = seg(at) {
-            if b.get(end) == Some(&b'.') {
-                if let Some(end2) = seg(end + 1) {
-                    if b.get(end2) == Some(&b'.') {
-                        return true;
-                    }
-                }
+        let end = seg_end(at);
+        if b.get(end) == Some(&b'.') {
+            let end2 = seg_end(end + 1);
+            if end2 > end + 1 && b.get(end2) == Some(&b'.') {
+                let end3 = seg_end(end2 + 1);
+                spans.push((at, end3));
+                from = end3;
+                continue;
             }
         }
         from = at + 3;
     }
-    false
+    spans
 }
 
 #[cfg(test)]

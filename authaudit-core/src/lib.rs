@@ -16,6 +16,7 @@ pub mod lock_key;
 pub mod lockout;
 pub mod lockout_effect;
 pub mod lockout_replay;
+pub mod log_text;
 pub mod merkle;
 pub mod note;
 pub mod retention;

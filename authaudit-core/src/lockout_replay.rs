@@ -10,8 +10,10 @@
 //!
 //! Each event goes through the same [`step`] as a live event, with the same
 //! conventions for which rows exist: a failure creates its account's row
-//! and, with a source IP, the source's and the (source, account) pair's; a
-//! success or reset changes an account's row only when it has one.
+//! and, with a source IP, the source's and the (source, account) pair's;
+//! the first event of an organisation creates its account's row too (the
+//! account belongs to that organisation); a success or reset changes an
+//! account's row only when it has one.
 
 use crate::lockout::{AccountState, IpState, Policy};
 use crate::lockout_effect::{step, Before, Effect, Kind};
@@ -59,7 +61,8 @@ pub struct AccountRow {
     pub state: AccountState,
     pub first_failure_ip: Option<IpAddr>,
     pub last_failure_ip: Option<IpAddr>,
-    /// The organisation of the account's first failure.
+    /// The organisation of the event that created the row: the account's
+    /// first failure, or its first event of an organisation.
     pub org: Option<String>,
 }
 
@@ -76,50 +79,109 @@ pub struct Replay<S: Ord> {
 pub fn replay<S: Ord + Hash + Clone>(policy: &Policy, events: &[Input<S>]) -> Replay<S> {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by(|a, b| event_time_order(&events[*a], &events[*b]));
-    // Accounts by number while replaying (a tenant's history repeats few
-    // keys many times); the maps the caller gets are built at the end.
-    let mut numbers: HashMap<&str, usize> = HashMap::new();
-    let mut accounts: Vec<Option<AccountRow>> = Vec::new();
-    // The failures each account's run counts, since its last success or reset.
-    let mut runs: Vec<BTreeSet<(IpAddr, Option<String>)>> = Vec::new();
-    let mut sources: HashMap<S, IpState> = HashMap::new();
-    let mut pairs: HashMap<(S, usize), IpState> = HashMap::new();
-    let mut decisions = Vec::with_capacity(events.len());
+    let mut r = Replayer::new(*policy);
     for index in order {
-        let e = &events[index];
-        let a = *numbers.entry(e.account.as_str()).or_insert_with(|| {
-            accounts.push(None);
-            runs.push(BTreeSet::new());
-            accounts.len() - 1
-        });
+        r.apply(&events[index], index);
+    }
+    r.finish()
+}
+
+/// The engine replaying a tenant's events one at a time, in event-time
+/// order: `replay` is its run over a whole history, and a rebuild feeds it
+/// the events committed after its first read as they come, as long as they
+/// follow every event applied so far (`follows`).
+pub struct Replayer<S> {
+    policy: Policy,
+    /// Accounts by number while replaying (a tenant's history repeats few
+    /// keys many times); the maps the caller gets are built at the end.
+    numbers: HashMap<String, usize>,
+    accounts: Vec<Option<AccountRow>>,
+    /// The failures each account's run counts, since its last success or reset.
+    runs: Vec<BTreeSet<(IpAddr, Option<String>)>>,
+    sources: HashMap<S, IpState>,
+    pairs: HashMap<(S, usize), IpState>,
+    decisions: Vec<Decision>,
+    /// The event-time key of the last event applied.
+    last: Option<(i64, [u8; 16])>,
+}
+
+impl<S: Ord + Hash + Clone> Replayer<S> {
+    /// An engine with no event applied yet.
+    pub fn new(policy: Policy) -> Replayer<S> {
+        Replayer {
+            policy,
+            numbers: HashMap::new(),
+            accounts: Vec::new(),
+            runs: Vec::new(),
+            sources: HashMap::new(),
+            pairs: HashMap::new(),
+            decisions: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Whether `e` comes after every event applied so far in event-time
+    /// order (so that applying it now keeps the order).
+    pub fn follows(&self, e: &Input<S>) -> bool {
+        self.last.is_none_or(|last| (e.at_us, e.log_id) > last)
+    }
+
+    /// How many events were applied.
+    pub fn applied(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Applies one event, the input's `index`-th, after every event applied
+    /// so far in event-time order. A failure creates its account's row, and
+    /// so does the first event of an organisation (the account belongs to
+    /// it: docs/security.md); a success or reset changes an account's row
+    /// only when it has one.
+    pub fn apply(&mut self, e: &Input<S>, index: usize) {
+        debug_assert!(self.follows(e), "events are applied in event-time order");
+        self.last = Some((e.at_us, e.log_id));
+        let a = match self.numbers.get(e.account.as_str()) {
+            Some(a) => *a,
+            None => {
+                self.accounts.push(None);
+                self.runs.push(BTreeSet::new());
+                let a = self.accounts.len() - 1;
+                self.numbers.insert(e.account.clone(), a);
+                a
+            }
+        };
         let failure = e.kind == Kind::Failure;
         let source = e.source.as_ref().filter(|_| failure);
         let pair_key = source.map(|s| (s.clone(), a));
         let before = Before {
-            account: accounts[a].as_ref().map(|r| r.state).unwrap_or_default(),
-            ip: source.map(|s| sources.get(s).copied().unwrap_or_default()),
+            account: self.accounts[a]
+                .as_ref()
+                .map(|r| r.state)
+                .unwrap_or_default(),
+            ip: source.map(|s| self.sources.get(s).copied().unwrap_or_default()),
             pair: pair_key
                 .as_ref()
-                .map(|k| pairs.get(k).copied().unwrap_or_default()),
+                .map(|k| self.pairs.get(k).copied().unwrap_or_default()),
         };
-        let effect = step(policy, e.kind, &before, e.at_us);
+        let effect = step(&self.policy, e.kind, &before, e.at_us);
         let mut failing_sources = Vec::new();
         match e.kind {
             Kind::Failure => {
                 if let Some(ip) = e.ip {
-                    runs[a].insert((ip, e.org.clone()));
+                    self.runs[a].insert((ip, e.org.clone()));
                 }
             }
             Kind::Success => {
-                failing_sources = std::mem::take(&mut runs[a]).into_iter().collect();
+                failing_sources = std::mem::take(&mut self.runs[a]).into_iter().collect();
             }
-            Kind::Reset => runs[a].clear(),
+            Kind::Reset => self.runs[a].clear(),
         }
-        if let (Some(next), true) = (effect.account, failure || accounts[a].is_some()) {
-            let row = accounts[a].get_or_insert_with(|| AccountRow {
+        if self.accounts[a].is_none() && (failure || e.org.is_some()) {
+            self.accounts[a] = Some(AccountRow {
                 org: e.org.clone(),
                 ..AccountRow::default()
             });
+        }
+        if let (Some(next), Some(row)) = (effect.account, self.accounts[a].as_mut()) {
             row.state = next;
             let failure_ip = e.ip.filter(|_| failure);
             if next.failure_count == 0 {
@@ -133,33 +195,39 @@ pub fn replay<S: Ord + Hash + Clone>(policy: &Policy, events: &[Input<S>]) -> Re
         }
         if let Some(s) = source {
             let next = effect.ip.unwrap_or(before.ip.unwrap_or_default());
-            sources.insert(s.clone(), next);
+            self.sources.insert(s.clone(), next);
         }
         if let (Some(next), Some(k)) = (effect.pair, pair_key) {
-            pairs.insert(k, next);
+            self.pairs.insert(k, next);
         }
-        decisions.push(Decision {
+        self.decisions.push(Decision {
             index,
             effect,
             failing_sources,
         });
     }
-    let mut names: Vec<&str> = vec![""; accounts.len()];
-    for (name, n) in &numbers {
-        names[*n] = name;
-    }
-    Replay {
-        decisions,
-        accounts: accounts
-            .into_iter()
-            .enumerate()
-            .filter_map(|(n, row)| row.map(|r| (names[n].to_owned(), r)))
-            .collect(),
-        sources: sources.into_iter().collect(),
-        pairs: pairs
-            .into_iter()
-            .map(|((s, n), state)| ((s, names[n].to_owned()), state))
-            .collect(),
+
+    /// The decisions and the state rows they leave.
+    pub fn finish(self) -> Replay<S> {
+        let mut names: Vec<String> = vec![String::new(); self.accounts.len()];
+        for (name, n) in self.numbers {
+            names[n] = name;
+        }
+        Replay {
+            decisions: self.decisions,
+            accounts: self
+                .accounts
+                .into_iter()
+                .enumerate()
+                .filter_map(|(n, row)| row.map(|r| (names[n].clone(), r)))
+                .collect(),
+            sources: self.sources.into_iter().collect(),
+            pairs: self
+                .pairs
+                .into_iter()
+                .map(|((s, n), state)| ((s, names[n].clone()), state))
+                .collect(),
+        }
     }
 }
 
@@ -389,6 +457,52 @@ mod tests {
                 IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))
             ]
         );
+    }
+
+    #[test]
+    fn the_first_event_of_an_organisation_gives_the_account_its_row() {
+        let of = |mut e: Input<SourceKey>, org: &str| {
+            e.org = Some(org.to_owned());
+            e
+        };
+        let events = vec![
+            of(event(1, T0, Kind::Success, "hq-only", Some(1)), "hq"),
+            of(
+                event(2, T0 + S, Kind::Failure, "hq-only", Some(2)),
+                "branch",
+            ),
+            event(3, T0 + S, Kind::Success, "nobody", None),
+        ];
+        let r = replay(&Policy::default(), &events);
+        assert_eq!(r.accounts.keys().collect::<Vec<_>>(), vec!["hq-only"]);
+        let row = &r.accounts["hq-only"];
+        assert_eq!(
+            row.org.as_deref(),
+            Some("hq"),
+            "the first event's organisation"
+        );
+        assert_eq!(row.state.failure_count, 1);
+    }
+
+    #[test]
+    fn events_fed_one_by_one_after_a_first_replay_end_where_the_whole_replay_ends() {
+        let mut rng = Rng(0xfeed_5eed);
+        for round in 0..50 {
+            let mut events = campaign(&mut rng, 80);
+            events.sort_by(event_time_order);
+            let policy = Policy::default();
+            let cut = (rng.below(events.len() as u64)) as usize;
+            let mut r = Replayer::new(policy);
+            for (i, e) in events[..cut].iter().enumerate() {
+                r.apply(e, i);
+            }
+            for (i, e) in events.iter().enumerate().skip(cut) {
+                assert!(r.follows(e), "round {round}");
+                r.apply(e, i);
+            }
+            assert_eq!(r.applied(), events.len());
+            assert_eq!(r.finish(), replay(&policy, &events), "round {round}");
+        }
     }
 
     #[test]

@@ -22,8 +22,12 @@ pub enum AuditError {
         "shared_preload_libraries must include pg_authaudit (chain heads live in shared memory)"
     )]
     NotPreloaded,
-    #[error("more than {0} tenants have events in flight at once")]
-    TooManyTenantsInFlight(usize),
+    #[error("this transaction holds appends in flight in {held} tenants: beyond its share of {share}, the {pool} tenants other sessions may hold together are taken; commit, or record fewer tenants per transaction")]
+    TooManyTenantsInFlight {
+        held: usize,
+        share: usize,
+        pool: usize,
+    },
     #[error("one transaction interleaved its events with other transactions more than {0} times in one tenant's chain")]
     TooManyRuns(usize),
     #[error("verifying tenant {0} needs tenant-wide read access (a tenant_scope binding without org_id, or authaudit_auditor)")]
@@ -119,7 +123,8 @@ impl AuditError {
                 | EventError::MalformedScopeId { .. }
                 | EventError::ControlCharacter(_)
                 | EventError::NotHostAddress(_)
-                | EventError::MetadataNotObject => ERRCODE_INVALID_PARAMETER_VALUE,
+                | EventError::MetadataNotObject
+                | EventError::MetadataTooDeep(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             },
             AuditError::Token(e) => match e {
                 TokenError::Malformed(_) | TokenError::ClaimType(_) => {
@@ -139,7 +144,7 @@ impl AuditError {
             AuditError::RebuildNeedsReadCommitted => ERRCODE_INVALID_TRANSACTION_STATE,
             AuditError::Refused(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::HeadMismatch { .. } => ERRCODE_DATA_CORRUPTED,
-            AuditError::TooManyTenantsInFlight(_) | AuditError::TooManyRuns(_) => {
+            AuditError::TooManyTenantsInFlight { .. } | AuditError::TooManyRuns(_) => {
                 ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }
             AuditError::ConcurrentLogId(_)

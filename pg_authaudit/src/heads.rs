@@ -28,7 +28,7 @@
 use crate::error::AuditError;
 use crate::shmem;
 use authaudit_core::chain::{ChainHead, HEAD_BYTES};
-use authaudit_core::chain_heads::{AppendOutcome, Table, MAX_TENANT_BYTES, RUNS};
+use authaudit_core::chain_heads::{AppendOutcome, FairShare, Table, MAX_TENANT_BYTES, RUNS};
 use authaudit_core::lock_key::{lock_key, SECRET_BYTES};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -45,6 +45,9 @@ const TRANCHE: &CStr = c"pg_authaudit chain heads";
 struct Shared {
     /// Drawn when the server starts: the key of the lock-tag hash.
     secret: [u8; SECRET_BYTES],
+    /// Tenants held in flight beyond their transactions' shares, all
+    /// transactions together (at most `FairShare::pool`).
+    beyond_share: u32,
     table: Table,
 }
 
@@ -99,6 +102,7 @@ fn shmem_startup() {
 /// a PostgreSQL error runs while it is held.
 struct Locked {
     table: &'static mut Table,
+    beyond_share: &'static mut u32,
 }
 
 fn lock() -> Option<Locked> {
@@ -112,6 +116,7 @@ fn lock() -> Option<Locked> {
         pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
         Some(Locked {
             table: &mut (*table).table,
+            beyond_share: &mut (*table).beyond_share,
         })
     }
 }
@@ -159,6 +164,65 @@ struct Pending {
 thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     static OWNED: RefCell<Vec<pg_sys::LOCKTAG>> = const { RefCell::new(Vec::new()) };
+    /// How many tenants this transaction drew from the shared pool beyond
+    /// its share (returned when it ends).
+    static BEYOND_SHARE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The fair share of this server (`FairShare::for_backends`).
+fn fair_share() -> FairShare {
+    // SAFETY: MaxBackends is set before shared memory exists and never
+    // changes afterwards.
+    let n = unsafe { pg_sys::MaxBackends };
+    FairShare::for_backends(usize::try_from(n).unwrap_or(1))
+}
+
+/// Before this transaction's first append to a tenant it holds no append
+/// in yet: within its share it goes ahead; beyond, it draws one tenant from
+/// the shared pool, or is refused (53400) when the pool is empty, so that
+/// no session can keep another from its share.
+fn admit_new_tenant(dboid: u32, tenant: &[u8]) -> Result<(), AuditError> {
+    let held = PENDING.with(|p| {
+        let p = p.borrow();
+        if p.iter().any(|e| e.dboid == dboid && e.tenant == tenant) {
+            return None;
+        }
+        let mut distinct: Vec<(u32, &[u8])> = p.iter().map(|e| (e.dboid, &e.tenant[..])).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        Some(distinct.len())
+    });
+    let Some(held) = held else {
+        return Ok(());
+    };
+    let fair = fair_share();
+    let drawn = BEYOND_SHARE.with(|b| b.get()) as usize;
+    if held < fair.share + drawn {
+        return Ok(());
+    }
+    let guard = lock().ok_or(AuditError::NotPreloaded)?;
+    if (*guard.beyond_share as usize) >= fair.pool {
+        drop(guard);
+        return Err(AuditError::TooManyTenantsInFlight {
+            held,
+            share: fair.share,
+            pool: fair.pool,
+        });
+    }
+    *guard.beyond_share += 1;
+    drop(guard);
+    BEYOND_SHARE.with(|b| b.set(b.get() + 1));
+    Ok(())
+}
+
+/// Returns what this transaction drew from the pool (at its end).
+fn return_beyond_share() {
+    let drawn = BEYOND_SHARE.with(|b| b.replace(0));
+    if drawn > 0 {
+        if let Some(l) = lock() {
+            *l.beyond_share = l.beyond_share.saturating_sub(drawn);
+        }
+    }
 }
 
 /// Marks the ownership locks apart from `pg_advisory_lock` keys (which use
@@ -166,8 +230,47 @@ thread_local! {
 const OWNERSHIP_LOCK_FIELD4: u16 = 0xAA01;
 /// Marks the locks that serialise issuers of one token id.
 const JTI_LOCK_FIELD4: u16 = 0xAA02;
+/// Marks the locks that keep a tenant's lockout state apart from its
+/// rebuild (`lock_tenant_state`).
+const STATE_LOCK_FIELD4: u16 = 0xAA03;
 const USER_LOCKMETHOD: u8 = 2;
+const SHARE_LOCK: pg_sys::LOCKMODE = 5;
 const EXCLUSIVE_LOCK: pg_sys::LOCKMODE = 7;
+
+/// How a transaction holds a tenant's lockout state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateAccess {
+    /// Live recording: any number of transactions at once.
+    Record,
+    /// A rebuild: alone, while it writes the state its replay ended in.
+    Rebuild,
+}
+
+/// Holds tenant `tenant_id`'s lockout state until the end of the
+/// transaction (a heavyweight lock keyed by the database and tenant, so
+/// other tenants never wait): live recording takes it shared before it
+/// reads any state row, a rebuild exclusively before it reads the events
+/// it has not replayed yet and writes the tables. Waits while a rebuild of
+/// the tenant holds it (or, for a rebuild, while live recording does).
+pub fn lock_tenant_state(tenant_id: &str, access: StateAccess) {
+    // SAFETY: a plain read of this backend's database.
+    let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    let h = lock_key(
+        &secret(),
+        "state",
+        &[&dboid.to_le_bytes(), tenant_id.as_bytes()],
+    );
+    let tag = keyed_tag(dboid, h, STATE_LOCK_FIELD4);
+    let mode = match access {
+        StateAccess::Record => SHARE_LOCK,
+        StateAccess::Rebuild => EXCLUSIVE_LOCK,
+    };
+    // SAFETY: a transaction-level lock, released by PostgreSQL at its end;
+    // a lock already held in this transaction is found in the local table.
+    unsafe {
+        pg_sys::LockAcquire(&tag, mode, false, false);
+    }
+}
 
 fn keyed_tag(dboid: u32, h: u64, field4: u16) -> pg_sys::LOCKTAG {
     pg_sys::LOCKTAG {
@@ -249,9 +352,9 @@ fn release_ownership() {
 /// head and the new head. Waits (never while holding the lock) when the
 /// tenant's head must be read from the table or when too many transactions
 /// have appends in flight.
-pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead), AuditError> {
-    let tenant = tenant_id.as_bytes();
-    if tenant.len() > MAX_TENANT_BYTES {
+/// Refuses (22023) a tenant id longer than the table holds.
+fn check_tenant_length(tenant_id: &str) -> Result<(), AuditError> {
+    if tenant_id.len() > MAX_TENANT_BYTES {
         return Err(AuditError::Event(
             authaudit_core::event::EventError::MalformedScopeId {
                 field: "tenant_id",
@@ -260,6 +363,12 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
             },
         ));
     }
+    Ok(())
+}
+
+pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead), AuditError> {
+    let tenant = tenant_id.as_bytes();
+    check_tenant_length(tenant_id)?;
     // SAFETY: TABLE is written only by the postmaster before backends fork.
     if unsafe { TABLE.is_null() } {
         return Err(AuditError::NotPreloaded);
@@ -272,6 +381,7 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
             pg_sys::GetCurrentTransactionNestLevel(),
         )
     };
+    admit_new_tenant(dboid, tenant)?;
     own(dboid, tenant);
     let hash = key_hash(dboid, tenant);
     loop {
@@ -304,7 +414,12 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
                     .table
                     .place(dboid, tenant, hash, seq, &head);
                 if !placed {
-                    return Err(AuditError::TooManyTenantsInFlight(Table::MAX_CACHED));
+                    let fair = fair_share();
+                    return Err(AuditError::TooManyTenantsInFlight {
+                        held: Table::MAX_CACHED,
+                        share: fair.share,
+                        pool: fair.pool,
+                    });
                 }
             }
             AppendOutcome::Busy(other) => {
@@ -368,6 +483,7 @@ pub fn unappend(tenant_id: &str) -> Result<(), AuditError> {
 /// Returns seq 0 for a tenant without rows.
 pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
     let tenant = tenant_id.as_bytes();
+    check_tenant_length(tenant_id)?;
     // SAFETY: TABLE is written only by the postmaster before backends fork.
     if unsafe { TABLE.is_null() } {
         return Err(AuditError::NotPreloaded);
@@ -407,40 +523,36 @@ pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
     Ok((seq, head))
 }
 
-const LAST_ROW: &str = "SELECT seq, link_sha256, digest_sha512, digest_sha3_256 \
-                        FROM authaudit.auth_log WHERE tenant_id = $1 \
-                        ORDER BY seq DESC LIMIT 1";
+const LAST_ROW: &CStr = c"SELECT seq, link_sha256, digest_sha512, digest_sha3_256 \
+                          FROM authaudit.auth_log WHERE tenant_id = $1 \
+                          ORDER BY seq DESC LIMIT 1";
 
-/// The last committed head of a tenant, read with a fresh snapshot (the
-/// genesis at seq 0 when the tenant has no row).
+/// The last committed head of a tenant, read with the latest snapshot
+/// (whatever this transaction's isolation: in REPEATABLE READ, appends
+/// committed after its snapshot count), the genesis at seq 0 when the
+/// tenant has no row.
 fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
-    // SAFETY: a fresh snapshot is pushed for the read and popped after it.
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
-    let result = Spi::connect_mut(|client| -> Result<Option<(i64, ChainHead)>, AuditError> {
-        let table = crate::spi_plans::run(
-            client,
-            "heads_last_row",
+    let rows = Spi::connect(|_| {
+        crate::spi_plans::read_latest(
             LAST_ROW,
-            &[pg_sys::BuiltinOid::TEXTOID],
-            &[tenant_id.into()],
-        )?;
-        if table.is_empty() {
-            return Ok(None);
-        }
-        let row = table.first();
-        let seq = row.get::<i64>(1)?.unwrap_or(0);
-        let a = row.get::<Vec<u8>>(2)?.unwrap_or_default();
-        let b = row.get::<Vec<u8>>(3)?.unwrap_or_default();
-        let c = row.get::<Vec<u8>>(4)?.unwrap_or_default();
-        let head = ChainHead::from_parts(&a, &b, &c).ok_or(AuditError::MalformedHead {
-            expected: HEAD_BYTES,
-            got: a.len() + b.len() + c.len(),
-        })?;
-        Ok(Some((seq, head)))
-    });
-    // SAFETY: pops the snapshot pushed above.
-    unsafe { pg_sys::PopActiveSnapshot() };
-    Ok(result?.unwrap_or_else(|| (0, ChainHead::genesis(tenant_id))))
+            &[(pg_sys::TEXTOID, tenant_id.into_datum().expect("text"))],
+            |row| {
+                let seq = row.get::<i64>(1)?.unwrap_or(0);
+                let a = row.get::<Vec<u8>>(2)?.unwrap_or_default();
+                let b = row.get::<Vec<u8>>(3)?.unwrap_or_default();
+                let c = row.get::<Vec<u8>>(4)?.unwrap_or_default();
+                let head = ChainHead::from_parts(&a, &b, &c).ok_or(AuditError::MalformedHead {
+                    expected: HEAD_BYTES,
+                    got: a.len() + b.len() + c.len(),
+                })?;
+                Ok((seq, head))
+            },
+        )
+    })?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| (0, ChainHead::genesis(tenant_id))))
 }
 
 /// Before commit: wait for every predecessor link to finish, then make sure
@@ -522,6 +634,7 @@ fn finish(committed: bool) {
             }
         }
     }
+    return_beyond_share();
     // After the rewind, so that the next owner sees the rewound head.
     release_ownership();
 }

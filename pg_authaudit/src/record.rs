@@ -4,9 +4,11 @@
 //! 1. validate and take the values as they are (the `jsonb` metadata and the
 //!    `inet` go into the row as the caller's datums);
 //! 2. authorise from the per-backend scope cache (`scope.rs`);
-//! 3. lockout events: lock the account's state row, then the source IP's
-//!    (`lockout_engine.rs`); decide the effect
-//!    (`authaudit_core::lockout_effect`);
+//! 3. lockout events: hold the tenant's lockout state against a rebuild
+//!    (`heads::lock_tenant_state`), lock the account's state row (created
+//!    for a failure, and for the first event of an organisation: the
+//!    account belongs to it), then the source IP's (`lockout_engine.rs`);
+//!    decide the effect (`authaudit_core::lockout_effect`);
 //! 4. encode the canonical body once and append it to the tenant's chain
 //!    (`heads.rs`);
 //! 5. insert the event's row, then write the changed state rows, without a
@@ -20,7 +22,7 @@
 //! runs the same steps set-wise (`record_batch.rs`).
 
 use crate::error::{AuditError, SqlResult};
-use crate::heads;
+use crate::heads::{self, StateAccess};
 use crate::lockout_engine::{self as engine, Held, LockedAccount};
 use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Jsonb, Tid};
@@ -308,6 +310,7 @@ fn insert(
     prev: &ChainHead,
     next: &ChainHead,
     writes: Option<&Writes>,
+    keep: pg_sys::MemoryContext,
 ) -> Result<Option<Row>, AuditError> {
     let row = LogRow {
         log_id: e.log_id,
@@ -329,13 +332,15 @@ fn insert(
     if !insert_log_row(&mut target, &row)? {
         return Ok(None);
     }
-    // SAFETY: a composite datum of auth_log's row type, copied into the
-    // context the call's result is returned from.
+    // SAFETY: `target.inserted()` is the composite datum of the row just
+    // inserted (auth_log's row type), alive until the target is dropped; it
+    // is copied into `keep`, the context the SQL function was called in,
+    // which outlives this SPI connection and is reset by the executor once
+    // it has used the result (the parent of SPI's context would be the
+    // transaction's, holding every row until commit).
     let stored = unsafe {
         Row::from_datum_in_memory_context(
-            PgMemoryContexts::CurrentMemoryContext
-                .parent()
-                .expect("a memory context outside this call's SPI context"),
+            PgMemoryContexts::For(keep),
             target.inserted(),
             false,
             pg_sys::InvalidOid,
@@ -508,11 +513,13 @@ pub fn with_keys(
     facts
 }
 
-/// Records one checked event (see the module comment) and returns its row.
+/// Records one checked event (see the module comment) and returns its row,
+/// allocated in `keep` (a context that outlives the SPI connection).
 pub fn record(
     client: &mut SpiClient<'_>,
     e: Event<'_>,
     writer_org: Option<&str>,
+    keep: pg_sys::MemoryContext,
 ) -> Result<Row, AuditError> {
     let kind = Kind::of(e.event_type.as_str());
     let mut facts = e.facts.clone();
@@ -524,7 +531,12 @@ pub fn record(
             let source =
                 e.ip.filter(|_| kind.counts_ip(true))
                     .map(|ip| rules.keys.source(ip));
-            let held = engine::lock(e.tenant, &account, e.org, source, kind == Kind::Failure)?;
+            // The tenant's state is not being rebuilt (heads::lock_tenant_state).
+            heads::lock_tenant_state(e.tenant, StateAccess::Record);
+            // A failure creates its account's row, and so does the first
+            // event of an organisation: the account is that organisation's.
+            let create = kind == Kind::Failure || e.org.is_some();
+            let held = engine::lock(e.tenant, &account, e.org, source, create)?;
             check_reach(&e, writer_org, held.account.as_ref())?;
             let before = Before {
                 account: held.account.as_ref().map(|a| a.state).unwrap_or_default(),
@@ -553,7 +565,7 @@ pub fn record(
     };
     let (metadata, text) = final_metadata(&e, &facts);
     let (seq, prev, next) = heads::append(e.tenant, &body(&e, &text))?;
-    let Some(row) = insert(&e, metadata, seq, &prev, &next, writes.as_ref())? else {
+    let Some(row) = insert(&e, metadata, seq, &prev, &next, writes.as_ref(), keep)? else {
         // The log_id is recorded (a retry, or another session's commit this
         // call waited for): nothing was written; take the append back (this
         // transaction still owns the tenant's chain, so it is the latest
@@ -581,7 +593,7 @@ pub fn record(
             metadata_text: locked.metadata.text(),
             ..locked
         };
-        record(client, locked, None)?;
+        record(client, locked, None, keep)?;
     }
     Ok(row)
 }
@@ -620,7 +632,11 @@ fn record_internal(
         metadata,
     };
     let e = args.check(now_us(), Mode::Live)?;
-    Ok(Spi::connect_mut(|client| record(client, e, p_writer_org))?)
+    // The stored row is kept in the context the function was called in.
+    let keep = PgMemoryContexts::CurrentMemoryContext.value();
+    Ok(Spi::connect_mut(|client| {
+        record(client, e, p_writer_org, keep)
+    })?)
 }
 
 /// Records one authentication event and returns the stored row (upsert on

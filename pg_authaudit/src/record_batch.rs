@@ -14,7 +14,7 @@
 
 use crate::batch_input;
 use crate::error::AuditError;
-use crate::heads;
+use crate::heads::{self, StateAccess};
 use crate::lockout_engine::{self as engine, LockedAccount, Rules};
 use crate::record::{
     body, check_reach, existing, final_metadata, insert_unseen_log_row, lock_metadata, now_us,
@@ -239,11 +239,26 @@ fn run(
     let mut keys = event_keys(client, &checked, &mut rules)?;
     refuse_foreign_accounts(client, &checked, &keys, &writer_orgs)?;
     if mode == Mode::Import {
+        // An organisation's writer claims the accounts it imports for its
+        // organisation, as its live events would.
+        claim_accounts(client, &checked, &keys, &writer_orgs)?;
         // History changes no state now: rebuild_lockout applies it in
         // event-time order.
         keys.iter_mut().for_each(|k| *k = None);
     }
     let recorded = recorded_ids(&checked)?;
+    // Each tenant's lockout state is held against a rebuild, in one order.
+    let mut tenants: Vec<&str> = checked
+        .iter()
+        .zip(&keys)
+        .filter(|(_, k)| k.is_some())
+        .map(|(e, _)| e.tenant)
+        .collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    for t in tenants {
+        heads::lock_tenant_state(t, StateAccess::Record);
+    }
     let mut accounts = lock_accounts(client, &checked, &keys)?;
     let mut ips = lock_ips(client, &checked, &keys)?;
     let mut pairs = read_pairs(&checked, &keys)?;
@@ -467,6 +482,57 @@ fn refuse_foreign_accounts(
     Ok(())
 }
 
+/// Creates, for the history an organisation's writer imports, the account
+/// rows that do not exist yet, belonging to the writer's organisation (in
+/// one order, without locking them: a rebuild applies the history later),
+/// and refuses (42501) an account another session gave to another
+/// organisation meanwhile. A tenant-wide writer claims nothing: it may
+/// affect every account.
+fn claim_accounts(
+    client: &mut SpiClient<'_>,
+    events: &[Event<'_>],
+    keys: &[Option<Keys>],
+    writer_orgs: &[Option<String>],
+) -> Result<(), AuditError> {
+    let mut claims: BTreeMap<AccountKey, (usize, String)> = BTreeMap::new();
+    for (i, (e, k)) in events.iter().zip(keys).enumerate() {
+        if let (Some(k), Some(org)) = (k, &writer_orgs[i]) {
+            claims
+                .entry((e.tenant.to_owned(), k.account.clone()))
+                .or_insert((i, org.clone()));
+        }
+    }
+    if claims.is_empty() {
+        return Ok(());
+    }
+    spi_plans::run_with(
+        client,
+        "batch_claim_accounts",
+        "INSERT INTO authaudit.lockout_state (tenant_id, user_id, org_id) \
+         SELECT t, u, o FROM unnest($1::text[], $2::text[], $3::text[]) AS k(t, u, o) \
+          ORDER BY t, u \
+         ON CONFLICT ON CONSTRAINT lockout_state_pkey DO NOTHING",
+        &[TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID],
+        &[
+            texts(claims.keys(), |k| k.0.clone()).into(),
+            texts(claims.keys(), |k| k.1.clone()).into(),
+            texts(claims.values(), |(_, o)| o.clone()).into(),
+        ],
+        Plans::PerCall,
+    )?;
+    // Read with a new snapshot: a row another session committed meanwhile
+    // (its INSERT won) is seen with its organisation.
+    let mut probe = Probe::open(c"lockout_state", c"lockout_state_pkey")?;
+    for ((tenant, account), (i, _)) in &claims {
+        let key = [engine::datum(tenant), engine::datum(account)];
+        let Some(found) = probe.find(&key, Read::Plain, engine::account)? else {
+            return Err(AuditError::ConcurrentFirstEvent);
+        };
+        check_reach(&events[*i], writer_orgs[*i].as_deref(), Some(&found))?;
+    }
+    Ok(())
+}
+
 /// The (tenant, log id) keys of `events` that are recorded already.
 fn recorded_ids<'e>(events: &[Event<'e>]) -> Result<HashSet<(&'e str, [u8; 16])>, AuditError> {
     let mut probe = Probe::open(c"auth_log", c"auth_log_pkey")?;
@@ -522,9 +588,9 @@ fn lock_account_rows<'k>(
 }
 
 /// Locks every account row the batch's lockout events touch, in one order;
-/// then creates, in one order, the rows its failures need and do not have
-/// yet (belonging to the organisation of the account's first failure), and
-/// locks them. (Creations only wait for creations, in the same order: no
+/// then creates, in one order, the rows its failures and its events of an
+/// organisation need and do not have yet (belonging to the organisation of
+/// the first of them), and locks them. (Creations only wait for creations, in the same order: no
 /// two batches wait for each other in a cycle.)
 fn lock_accounts(
     client: &mut SpiClient<'_>,
@@ -539,7 +605,9 @@ fn lock_accounts(
         let entry = touched
             .entry((e.tenant.to_owned(), k.account.clone()))
             .or_insert(None);
-        if kind == Kind::Failure && entry.is_none() {
+        // A failure creates its account's row, and so does the first event
+        // of an organisation (the account belongs to it).
+        if (kind == Kind::Failure || e.org.is_some()) && entry.is_none() {
             *entry = Some(e.org.map(str::to_owned));
         }
     }

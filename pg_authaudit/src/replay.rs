@@ -5,6 +5,7 @@
 //! (docs/lockout.md, "Event time").
 
 use crate::error::AuditError;
+use crate::heads::{self, StateAccess};
 use crate::lockout_engine::{self as engine, KeyRules};
 use crate::scope::{self, CallerReads};
 use crate::spi_plans;
@@ -13,11 +14,11 @@ use crate::time;
 use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout_effect::Kind;
 use authaudit_core::lockout_effect::{iso_utc, Effect};
-use authaudit_core::lockout_replay::{replay, Input, Replay};
+use authaudit_core::lockout_replay::{replay, Input, Replay, Replayer};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, TIMESTAMPTZOID};
+use pgrx::pg_sys::BuiltinOid::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::{json, Value};
@@ -43,6 +44,13 @@ struct Recorded {
     ip: Option<IpAddr>,
 }
 
+/// The events the engine acts on recorded after seq `$2`, in event-time order.
+const EVENTS_AFTER: &str = "SELECT seq, log_id, occurred_at, event_type, user_id, org_id, ip \
+       FROM authaudit.auth_log \
+      WHERE tenant_id = $1 AND event_type IN ('login_failed', 'login_success', 'lockout_reset') \
+        AND seq > $2 \
+      ORDER BY occurred_at, log_id";
+
 /// The tenant's events before `to` (`None`: all), with their keys.
 fn load(
     client: &mut SpiClient<'_>,
@@ -57,6 +65,30 @@ fn load(
         &[TEXTOID, TIMESTAMPTZOID],
         &[tenant.into(), to.into()],
     )?;
+    read_events(table, keys)
+}
+
+/// The tenant's events recorded after seq `after`, with their keys.
+fn load_after(
+    client: &mut SpiClient<'_>,
+    tenant: &str,
+    after: i64,
+    keys: &KeyRules,
+) -> Result<(Vec<Recorded>, Vec<Input<SourceKey>>), AuditError> {
+    let table = spi_plans::run(
+        client,
+        "replay_events_after",
+        EVENTS_AFTER,
+        &[TEXTOID, INT8OID],
+        &[tenant.into(), after.into()],
+    )?;
+    read_events(table, keys)
+}
+
+fn read_events(
+    table: pgrx::spi::SpiTupleTable<'_>,
+    keys: &KeyRules,
+) -> Result<(Vec<Recorded>, Vec<Input<SourceKey>>), AuditError> {
     let mut recorded = Vec::with_capacity(table.len());
     let mut inputs = Vec::with_capacity(table.len());
     for r in table {
@@ -85,6 +117,36 @@ fn load(
         recorded.push(rec);
     }
     Ok((recorded, inputs))
+}
+
+/// The `account_locked` events the live engine appended before `$2`, by
+/// the failure that triggered each.
+const ENFORCED_LOCKS: &str = "SELECT metadata ->> 'triggered_by', seq FROM authaudit.auth_log \
+      WHERE tenant_id = $1 AND event_type = 'account_locked' \
+        AND ($2::timestamptz IS NULL OR occurred_at < $2)";
+
+/// The seq of the lock the live engine enforced for each failure that
+/// locked its account (by the failure's log id): what the chain holds,
+/// whatever history imported later makes the event-time replay decide.
+fn enforced_locks(
+    client: &mut SpiClient<'_>,
+    tenant: &str,
+    to: Option<TimestampWithTimeZone>,
+) -> Result<HashMap<String, i64>, AuditError> {
+    let table = spi_plans::run(
+        client,
+        "replay_enforced_locks",
+        ENFORCED_LOCKS,
+        &[TEXTOID, TIMESTAMPTZOID],
+        &[tenant.into(), to.into()],
+    )?;
+    let mut locks = HashMap::new();
+    for r in table {
+        if let (Some(failure), Some(seq)) = (r.get::<String>(1)?, r.get::<i64>(2)?) {
+            locks.insert(failure, seq);
+        }
+    }
+    Ok(locks)
 }
 
 fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
@@ -117,6 +179,7 @@ type ReplayRow = (
     Option<i32>,
     Option<bool>,
     Option<Vec<Inet>>,
+    Option<i64>,
 );
 
 /// An `inet` datum of a host address, in the current memory context.
@@ -158,6 +221,7 @@ fn row(decision: usize, rec: &Recorded, account: &str, effect: &Effect) -> Repla
         int("preceding_failures"),
         flag("was_locked"),
         None,
+        None,
     )
 }
 
@@ -183,7 +247,10 @@ impl Pending {
 /// The lockout engine's decision for every login_failed, login_success and
 /// lockout_reset event of a tenant, taken in event-time order (occurred_at,
 /// then log_id) whatever order the events were recorded in, under the
-/// tenant's current policy and key rules. Events before `to_time` are
+/// tenant's current policy and key rules; beside it, for a failure, the
+/// seq of the `account_locked` event the live engine appended when it
+/// recorded the failure (`enforced_lock_seq`: what was enforced, which
+/// history imported later cannot take out of the chain). Events before `to_time` are
 /// replayed; those from `from_time` on are returned, in decision order.
 /// The caller sees the decisions of the rows it may read (a reader bound to
 /// organisations: theirs), each decided over the whole tenant; a caller
@@ -220,6 +287,7 @@ fn lockout_replay(
             name!(preceding_failures, Option<i32>),
             name!(was_locked, Option<bool>),
             name!(failing_ips, Option<Vec<Inet>>),
+            name!(enforced_lock_seq, Option<i64>),
         ),
     >,
     ErrorReport,
@@ -232,6 +300,7 @@ fn lockout_replay(
     let rows = Spi::connect_mut(|client| -> Result<Vec<Pending>, AuditError> {
         let rules = engine::rules(client, tenant_id)?;
         let (recorded, inputs) = load(client, tenant_id, to_time, &rules.keys)?;
+        let enforced = enforced_locks(client, tenant_id, to_time)?;
         let r = replay(&rules.policy, &inputs);
         let mut readable: HashMap<Option<String>, bool> = HashMap::new();
         let mut may_read = |org: &Option<String>| {
@@ -256,8 +325,10 @@ fn lockout_replay(
                 ips.dedup();
                 ips
             });
+            let mut row = row(n, rec, &input.account, &d.effect);
+            row.21 = enforced.get(&rec.log_id.to_string()).copied();
             out.push(Pending {
-                row: row(n, rec, &input.account, &d.effect),
+                row,
                 ip: rec.ip,
                 failing_ips,
             });
@@ -315,15 +386,19 @@ fn with(mut v: Value, extra: Value) -> Value {
     v
 }
 
-const LOCK_STATE: &str = "LOCK TABLE authaudit.lockout_state, authaudit.lockout_ip_state, \
-                          authaudit.lockout_ip_account_state IN EXCLUSIVE MODE";
-
 const WRITE_ACCOUNTS: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r( \
          user_id text, failure_count integer, first_failure_at timestamptz, \
          last_failure_at timestamptz, first_failure_ip inet, last_failure_ip inet, \
          locked boolean, locked_at timestamptz, locked_until timestamptz, lock_count integer, \
          last_log_id uuid, last_seq bigint, org_id text, failures_since_success integer)), \
        gone AS (DELETE FROM authaudit.lockout_state s WHERE s.tenant_id = $1 \
+                   AND s.org_id IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.user_id = s.user_id)), \
+       emptied AS (UPDATE authaudit.lockout_state s SET failure_count = 0, \
+                   first_failure_at = NULL, last_failure_at = NULL, first_failure_ip = NULL, \
+                   last_failure_ip = NULL, locked = false, locked_at = NULL, locked_until = NULL, \
+                   lock_count = 0, failures_since_success = 0, updated_at = now() \
+                   WHERE s.tenant_id = $1 AND s.org_id IS NOT NULL \
                    AND NOT EXISTS (SELECT 1 FROM r WHERE r.user_id = s.user_id)) \
      INSERT INTO authaudit.lockout_state AS s (tenant_id, user_id, failure_count, \
          first_failure_at, last_failure_at, first_failure_ip, last_failure_ip, locked, locked_at, \
@@ -367,12 +442,14 @@ const WRITE_PAIRS: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r(
 /// tables: after history was imported, or the policy changed, the tables
 /// hold what the engine would hold had every event arrived in time order.
 /// Appends a `lockout_rebuilt` event with the counts (the rows' last
-/// change). An existing account row keeps its organisation. Holds the lockout tables
-/// against writes (EXCLUSIVE) until the transaction ends, so no event is
-/// decided against a half-written state. Callable by a superuser, an
-/// `authaudit_admin` or a writer bound to the whole tenant (42501); needs
-/// READ COMMITTED (25000), so that it replays every event committed before
-/// the tables were locked.
+/// change). An existing account row keeps its organisation, and an account
+/// of an organisation keeps its row (emptied when none of its events is
+/// left). Holds only this tenant's lockout state, and only once its
+/// history is replayed: live recording of the tenant waits while the
+/// events committed meanwhile are applied and the tables written; other
+/// tenants never wait. Callable by a superuser, an `authaudit_admin` or a
+/// writer bound to the whole tenant (42501); needs READ COMMITTED (25000),
+/// so that it sees every event committed before it holds the state.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn rebuild_lockout(
@@ -406,10 +483,31 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
         return Err(AuditError::RebuildNeedsReadCommitted);
     }
     Spi::connect_mut(|client| {
-        client.update(LOCK_STATE, None, &[])?;
         let rules = engine::rules(client, tenant)?;
-        let (_, inputs) = load(client, tenant, None, &rules.keys)?;
-        let r = replay(&rules.policy, &inputs);
+        // The history committed so far, replayed while live recording goes on.
+        let (recorded, mut inputs) = load(client, tenant, None, &rules.keys)?;
+        let seen = recorded.iter().map(|r| r.seq).max().unwrap_or(0);
+        let mut replayer = Replayer::new(rules.policy);
+        for (i, e) in inputs.iter().enumerate() {
+            replayer.apply(e, i);
+        }
+        // Then the tenant's state alone, and what was committed meanwhile:
+        // newer events (live ones) are applied after the rest; an event
+        // dated before the replayed ones (another import) replays all again.
+        heads::lock_tenant_state(tenant, StateAccess::Rebuild);
+        let (_, newer) = load_after(client, tenant, seen, &rules.keys)?;
+        let in_order = newer.first().is_none_or(|e| replayer.follows(e));
+        let r = if in_order {
+            for e in newer {
+                let i = inputs.len();
+                replayer.apply(&e, i);
+                inputs.push(e);
+            }
+            replayer.finish()
+        } else {
+            inputs.extend(newer);
+            replay(&rules.policy, &inputs)
+        };
         let counts = (
             inputs.len() as i64,
             r.accounts.len() as i64,

@@ -19,7 +19,7 @@
 //! that was revoked before the counter it is stamped with.
 
 use crate::error::{AuditError, SqlResult};
-use crate::shmem;
+use crate::{shmem, spi_plans};
 use authaudit_core::event::{Channel, EventType};
 use authaudit_core::scope::{check_writer_event, Binding, Scope, WriteReach};
 use pgrx::pg_sys;
@@ -91,8 +91,11 @@ thread_local! {
 /// Roles whose scopes are cached at once per backend.
 const CACHED_ROLES: usize = 4;
 
-const BINDINGS: &str = "SELECT s.tenant_id, s.org_id, s.can_read, s.can_write \
-                        FROM authaudit.tenant_scope s WHERE s.role_name = $1";
+/// A binding holds its role's oid (`role_oid`): a dropped role's bindings
+/// bind no role created later under its name.
+const BINDINGS: &CStr = c"SELECT s.tenant_id, s.org_id, s.can_read, s.can_write \
+                          FROM authaudit.tenant_scope s \
+                          WHERE s.role_oid OPERATOR(pg_catalog.=) $1::pg_catalog.int8::pg_catalog.oid";
 
 /// Runs `f` on the bindings of `role`, from the cache when it is current.
 fn with_scope<T>(role: pg_sys::Oid, f: impl Fn(&Scope) -> T) -> T {
@@ -129,28 +132,25 @@ fn with_scope<T>(role: pg_sys::Oid, f: impl Fn(&Scope) -> T) -> T {
     v
 }
 
-/// The bindings of `role`, read with the latest snapshot.
+/// The bindings of `role`, read with the latest snapshot (a revocation
+/// committed after this transaction's snapshot is seen, in any isolation).
 fn load(role: pg_sys::Oid) -> Scope {
-    let name = role_name(role);
-    // SAFETY: a fresh snapshot is pushed for the read and popped after it.
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
-    let bindings = Spi::connect(|client| {
-        let mut v = Vec::new();
-        for row in client
-            .select(BINDINGS, None, &[name.as_str().into()])
-            .expect("read authaudit.tenant_scope")
-        {
-            v.push(Binding {
-                tenant: row.get(1).ok().flatten().unwrap_or_default(),
-                org: row.get(2).ok().flatten(),
-                can_read: row.get(3).ok().flatten().unwrap_or(false),
-                can_write: row.get(4).ok().flatten().unwrap_or(false),
-            });
-        }
-        v
-    });
-    // SAFETY: pops the snapshot pushed above.
-    unsafe { pg_sys::PopActiveSnapshot() };
+    let oid = i64::from(u32::from(role));
+    let bindings = Spi::connect(|_| {
+        spi_plans::read_latest(
+            BINDINGS,
+            &[(pg_sys::INT8OID, oid.into_datum().expect("an oid"))],
+            |row| {
+                Ok(Binding {
+                    tenant: row.get(1)?.unwrap_or_default(),
+                    org: row.get(2)?,
+                    can_read: row.get(3)?.unwrap_or(false),
+                    can_write: row.get(4)?.unwrap_or(false),
+                })
+            },
+        )
+    })
+    .expect("read authaudit.tenant_scope");
     Scope::new(bindings)
 }
 

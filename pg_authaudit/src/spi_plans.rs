@@ -10,13 +10,18 @@
 
 use crate::error::AuditError;
 use pgrx::datum::DatumWithOid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::{pg_sys, PgBuiltInOids, PgOid};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ffi::CStr;
+use std::rc::Rc;
 
 thread_local! {
-    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    /// The kept plans. No borrow of it is held while a statement runs: a
+    /// statement may run another (the chain head of a tenant not cached
+    /// yet is read while `_record` runs inside a rebuild).
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
 /// Runs a kept plan of `sql` (parameters typed `types`) under `key`, with
@@ -50,17 +55,18 @@ pub fn run_with<'c>(
     args: &[DatumWithOid<'_>],
     plans: Plans,
 ) -> Result<SpiTupleTable<'c>, AuditError> {
-    PLANS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if !cache.contains_key(key) {
+    let kept = PLANS.with(|cache| cache.borrow().get(key).cloned());
+    let stmt = match kept {
+        Some(stmt) => stmt,
+        None => {
             let oids: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
-            let stmt = client.prepare_mut(sql, &oids)?.keep();
-            cache.insert(key, stmt);
+            let stmt = Rc::new(client.prepare_mut(sql, &oids)?.keep());
+            PLANS.with(|cache| cache.borrow_mut().insert(key, stmt.clone()));
+            stmt
         }
-        let stmt = cache.get(key).expect("just inserted");
-        let _generic = (plans == Plans::Generic).then(GenericPlans::now);
-        Ok(client.update(stmt, None, args)?)
-    })
+    };
+    let _generic = (plans == Plans::Generic).then(GenericPlans::now);
+    Ok(client.update(&*stmt, None, args)?)
 }
 
 /// `plan_cache_mode = force_generic_plan` until dropped (also when an error
@@ -84,5 +90,67 @@ impl Drop for GenericPlans {
     fn drop(&mut self) {
         // SAFETY: as above.
         unsafe { pg_sys::plan_cache_mode = self.0 }
+    }
+}
+
+/// Runs the query `sql` read-only with the latest snapshot: what was
+/// committed by the time it runs, whatever the transaction's isolation
+/// level and snapshot (a read-write statement would take the transaction's
+/// snapshot, in REPEATABLE READ an old one). Hands each row to `each`.
+/// Needs an SPI connection (inside `Spi::connect`).
+pub fn read_latest<T>(
+    sql: &CStr,
+    args: &[(pg_sys::Oid, pg_sys::Datum)],
+    mut each: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T, AuditError>,
+) -> Result<Vec<T>, AuditError> {
+    let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
+    let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1).collect();
+    // SAFETY: SPI is connected (the caller's `Spi::connect`). The latest
+    // snapshot is the active one while the read-only query runs, which SPI
+    // then uses as it is; it is popped once the rows are read (an error
+    // pops it with the (sub)transaction's abort). `values` holds non-null
+    // datums of `types` (no nulls array), alive for the call. SPI_tuptable
+    // is the table this query produced, read and then freed.
+    unsafe {
+        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        let status = pg_sys::SPI_execute_with_args(
+            sql.as_ptr(),
+            i32::try_from(args.len()).expect("a few arguments"),
+            types.as_mut_ptr(),
+            values.as_mut_ptr(),
+            std::ptr::null(),
+            true,
+            0,
+        );
+        let mut out = Vec::new();
+        let table = pg_sys::SPI_tuptable;
+        let rows = if status == pg_sys::SPI_OK_SELECT as i32 && !table.is_null() {
+            pg_sys::SPI_processed as usize
+        } else {
+            0
+        };
+        let mut failed = None;
+        for i in 0..rows {
+            let row =
+                SpiHeapTupleData::new((*table).tupdesc, *(*table).vals.add(i))?.expect("a row");
+            match each(&row) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if !table.is_null() {
+            pg_sys::SPI_freetuptable(table);
+        }
+        pg_sys::PopActiveSnapshot();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if status != pg_sys::SPI_OK_SELECT as i32 {
+            return Err(AuditError::Spi(pgrx::spi::SpiError::NoTupleTable));
+        }
+        Ok(out)
     }
 }

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 
 thread_local! {
-    /// Column numbers by (table, column name): a table re-created gets
-    /// another oid, so entries never go stale.
+    /// Column numbers by (table, column name), forgotten on any relation
+    /// cache invalidation (a column dropped and added again gets another
+    /// number).
     static ATTNUMS: RefCell<HashMap<(pg_sys::Oid, &'static CStr), i16>> = RefCell::new(HashMap::new());
 }
 
@@ -31,10 +32,16 @@ impl Found {
     /// The value of column `name`.
     pub fn get<T: FromDatum>(&self, name: &'static CStr) -> Option<T> {
         let attnum = attnum(self.relid, name);
-        // SAFETY: the slot holds a tuple of the table; its values are
-        // deformed up to `attnum` here.
+        // SAFETY: the slot holds a tuple of table `relid` (its buffer pinned
+        // by the slot until the next `find` or the probe's drop), and
+        // `attnum` is a column of it. Its values are deformed up to
+        // `attnum` when they are not yet (slot_getsomeattrs_int may only be
+        // asked for more than `tts_nvalid`). Every caller names the type of
+        // the column it reads (docs of the lockout tables, sql/schema.sql).
         unsafe {
-            pg_sys::slot_getsomeattrs_int(self.slot, attnum as i32);
+            if i32::from((*self.slot).tts_nvalid) < i32::from(attnum) {
+                pg_sys::slot_getsomeattrs_int(self.slot, i32::from(attnum));
+            }
             let i = (attnum - 1) as usize;
             let d = *(*self.slot).tts_values.add(i);
             let null = *(*self.slot).tts_isnull.add(i);
@@ -55,14 +62,16 @@ impl Found {
 
 /// The number of column `name` of table `relid`, cached per backend.
 pub fn attnum(relid: pg_sys::Oid, name: &'static CStr) -> i16 {
-    ATTNUMS.with(|a| {
-        *a.borrow_mut().entry((relid, name)).or_insert_with(|| {
-            // SAFETY: a syscache lookup of a column of an open table.
-            let n = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) };
-            assert!(n > 0, "authaudit table lacks column {name:?}");
-            n
-        })
-    })
+    watch_relcache();
+    if let Some(n) = ATTNUMS.with(|a| a.borrow().get(&(relid, name)).copied()) {
+        return n;
+    }
+    // SAFETY: a syscache lookup of a column of an open table. It may run
+    // invalidation callbacks (`forget_relids`): no borrow is held across it.
+    let n = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) };
+    assert!(n > 0, "authaudit table lacks column {name:?}");
+    ATTNUMS.with(|a| a.borrow_mut().insert((relid, name), n));
+    n
 }
 
 thread_local! {
@@ -76,10 +85,15 @@ thread_local! {
 
 static mut RELID_CALLBACK: bool = false;
 
+/// Runs inside PostgreSQL's invalidation processing, which any catalog
+/// lookup can start: it never panics (a cache borrowed at that moment is
+/// being filled from a lookup made before the invalidation, and is cleared
+/// by the next one).
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_relids(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    RELIDS.with(|r| r.borrow_mut().clear());
-    PRESENT.with(|p| p.borrow_mut().clear());
+    RELIDS.with(|r| r.try_borrow_mut().map(|mut r| r.clear()).ok());
+    PRESENT.with(|p| p.try_borrow_mut().map(|mut p| p.clear()).ok());
+    ATTNUMS.with(|a| a.try_borrow_mut().map(|mut a| a.clear()).ok());
 }
 
 /// Registers `forget_relids` once per backend.
@@ -97,12 +111,14 @@ fn watch_relcache() {
 /// cache invalidation.
 pub fn has_column(relid: pg_sys::Oid, name: &'static CStr) -> bool {
     watch_relcache();
-    PRESENT.with(|p| {
-        *p.borrow_mut().entry((relid, name)).or_insert_with(|| {
-            // SAFETY: a syscache lookup of a column of an existing table.
-            unsafe { pg_sys::get_attnum(relid, name.as_ptr()) > 0 }
-        })
-    })
+    if let Some(present) = PRESENT.with(|p| p.borrow().get(&(relid, name)).copied()) {
+        return present;
+    }
+    // SAFETY: a syscache lookup of a column of an existing table. It may run
+    // invalidation callbacks (`forget_relids`): no borrow is held across it.
+    let present = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) } > 0;
+    PRESENT.with(|p| p.borrow_mut().insert((relid, name), present));
+    present
 }
 
 /// The oid of relation `name` of schema `authaudit`.

@@ -13,10 +13,12 @@ pub fn unix_micros(ts: TimestampWithTimeZone) -> i64 {
 }
 
 /// [`unix_micros`] of a raw `TimestampTz` (microseconds since 2000-01-01).
+/// The last years PostgreSQL accepts (after 294247) saturate to `i64::MAX`,
+/// refused like `infinity`.
 pub fn unix_micros_of_raw(raw: pg_sys::TimestampTz) -> i64 {
     match raw {
         i64::MIN | i64::MAX => raw,
-        _ => raw + PG_EPOCH_OFFSET_US,
+        _ => raw.saturating_add(PG_EPOCH_OFFSET_US),
     }
 }
 

@@ -201,9 +201,16 @@ fn run(tenant_id: &str, start: Start, to_seq: i64) -> Result<Outcome, AuditError
             if table.is_empty() {
                 return Ok(None);
             }
-            // SAFETY: SPI_tuptable is the table `fetch` just produced and
-            // `table` keeps it alive; rows are decoded in place.
-            let (batch, bad) = unsafe { stored_rows::decode(pg_sys::SPI_tuptable, tenant_id) };
+            // SAFETY: SPI_tuptable is the table `fetch` just produced (the
+            // 16 columns of verify_rows.sql); its rows are decoded into
+            // `batch` (copies), then it is freed: SPI would keep every
+            // fetched batch until the connection ends, a chain's size.
+            let (batch, bad) = unsafe {
+                let t = pg_sys::SPI_tuptable;
+                let decoded = stored_rows::decode(t, tenant_id);
+                pg_sys::SPI_freetuptable(t);
+                decoded
+            };
             unreadable = bad;
             Ok(Some(batch))
         })?;
@@ -257,6 +264,20 @@ const CHECKPOINTS: &str = "SELECT c.seq, c.link_sha256, c.digest_sha512, c.diges
        FROM authaudit.checkpoints c \
        LEFT JOIN authaudit.auth_log l ON l.tenant_id = c.tenant_id AND l.seq = c.seq \
       WHERE c.tenant_id = $1 AND c.seq >= $2 AND c.seq <= $3 ORDER BY c.seq";
+
+const REMOVED_BY_RETENTION: &str =
+    "SELECT coalesce(max((metadata #>> '{_authaudit,retention,anchor,seq}')::bigint), 0) \
+       FROM authaudit.auth_log WHERE tenant_id = $1 AND event_type = 'retention_applied'";
+
+/// The last seq a retention_applied event (itself chained, so verified with
+/// the rest) says was removed; 0 if none.
+fn removed_by_retention(client: &SpiClient<'_>, tenant_id: &str) -> Result<i64, AuditError> {
+    Ok(client
+        .select(REMOVED_BY_RETENTION, Some(1), &[tenant_id.into()])?
+        .first()
+        .get::<i64>(1)?
+        .unwrap_or(0))
+}
 
 /// The latest seq below `first` after which a retention_applied event (itself
 /// chained, so verified with the rest) says the log was cut; 0 if none.
@@ -358,6 +379,13 @@ fn anchor(
     let table = client.select(ANCHOR, Some(1), &[tenant_id.into(), (from_seq - 1).into()])?;
     if table.is_empty() {
         let cut = from_seq - 1;
+        // A missing row is an anchor only where retention removed it: a
+        // checkpoint past rows a superuser deleted anchors nothing.
+        if cut > removed_by_retention(client, tenant_id)? {
+            return Ok(Err(format!(
+                "row {cut} is missing and no retention_applied event accounts for it"
+            )));
+        }
         let checkpoint = checkpoint_head(client, tenant_id, cut)?;
         let recorded = recorded_anchor(client, tenant_id, cut)?;
         return Ok(match reanchor(checkpoint, recorded) {

@@ -12,13 +12,13 @@ use postgres::Client;
 use std::time::{Duration, Instant};
 
 /// Two agencies and login roles bound the way docs/security.md describes.
-struct Agencies {
-    db: TestDb,
-    p: String,
+pub(crate) struct Agencies {
+    pub(crate) db: TestDb,
+    pub(crate) p: String,
 }
 
 impl Agencies {
-    fn new(hint: &str) -> Agencies {
+    pub(crate) fn new(hint: &str) -> Agencies {
         let db = Cluster::shared().fresh_db_with_lockout(hint);
         let p = db.name().to_string();
         db.connect()
@@ -52,20 +52,20 @@ impl Agencies {
         a
     }
 
-    fn login(&self, who: &str) -> Client {
+    pub(crate) fn login(&self, who: &str) -> Client {
         self.db.connect_as(&format!("{}_{who}", self.p))
     }
 
-    fn superuser(&self) -> Client {
+    pub(crate) fn superuser(&self) -> Client {
         self.db.connect()
     }
 
-    fn count(&self, sql: &str) -> i64 {
+    pub(crate) fn count(&self, sql: &str) -> i64 {
         self.superuser().query_one(sql, &[]).unwrap().get(0)
     }
 }
 
-fn expect_state(r: Result<impl Sized, postgres::Error>, state: SqlState, what: &str) {
+pub(crate) fn expect_state(r: Result<impl Sized, postgres::Error>, state: SqlState, what: &str) {
     match r {
         Ok(_) => panic!("{what}: succeeded, expected {state:?}"),
         Err(e) => assert_eq!(sqlstate(&e), Some(state.clone()), "{what}: {e}"),
@@ -74,7 +74,7 @@ fn expect_state(r: Result<impl Sized, postgres::Error>, state: SqlState, what: &
 
 /// A compact JWS with the given subject and id (the extension parses claims;
 /// it does not check signatures), built server-side.
-fn token(c: &mut Client, sub: &str, jti: &str) -> String {
+pub(crate) fn token(c: &mut Client, sub: &str, jti: &str) -> String {
     let mut b64 = |s: &str| -> String {
         c.query_one(
             "SELECT rtrim(translate(encode(convert_to($1, 'UTF8'), 'base64'), E'+/\\n', '-_'), '=')",

@@ -62,7 +62,8 @@ fn conn_args(db: &TestDb) -> Vec<String> {
 fn seed(db: &TestDb) {
     let mut c = db.connect();
     c.batch_execute(
-        "INSERT INTO authaudit.lockout_policy (tenant_id, max_failures) VALUES ('agency-1', 3);
+        "DO $$ BEGIN CREATE ROLE some_app; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         INSERT INTO authaudit.lockout_policy (tenant_id, max_failures) VALUES ('agency-1', 3);
          INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_read, can_write)
               VALUES ('some_app', 'agency-1', false, true);
          SELECT authaudit.ensure_mirror_publication();",

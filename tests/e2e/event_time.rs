@@ -157,12 +157,14 @@ fn answers(c: &mut Client, tenant: &str) -> Vec<String> {
     let period = "now() - interval '30 days', now() - interval '2 days'";
     let mut out = Vec::new();
     for (name, q) in [
-        ("timeline", format!("SELECT concat((to_jsonb(r) - 'seq' - 'triggered_by')::text, right(r.triggered_by::text, 8)) FROM authaudit.lockout_timeline($1, {period}) r")),
+        // What the event-time replay decides; what the live engine
+        // enforced differs with the recording path by nature.
+        ("timeline", format!("SELECT concat((to_jsonb(r) - 'seq' - 'triggered_by' - 'enforced' - 'replayed')::text, right(r.triggered_by::text, 8)) FROM authaudit.lockout_timeline($1, {period}) r WHERE r.replayed")),
         ("successes", format!("SELECT (to_jsonb(r) - 'seq')::text FROM authaudit.successes_after_failures($1, {period}) r")),
-        ("targeted", format!("SELECT to_jsonb(r)::text FROM authaudit.targeted_accounts($1, {period}) r")),
+        ("targeted", format!("SELECT (to_jsonb(r) - 'enforced_locks')::text FROM authaudit.targeted_accounts($1, {period}) r")),
         ("sources", format!("SELECT to_jsonb(r)::text FROM authaudit.attack_sources($1, {period}) r")),
         ("replay", format!(
-            "SELECT concat((to_jsonb(r) - 'decision' - 'seq' - 'log_id')::text, right(r.log_id::text, 8)) \
+            "SELECT concat((to_jsonb(r) - 'decision' - 'seq' - 'log_id' - 'enforced_lock_seq')::text, right(r.log_id::text, 8)) \
                FROM authaudit.lockout_replay($1, {period}) r")),
     ] {
         for r in c.query(&q, &[&tenant]).unwrap() {

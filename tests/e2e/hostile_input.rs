@@ -41,7 +41,10 @@ fn shapes() -> Vec<(String, String)> {
         ("control character", r#""a\u0001b""#.into()),
         ("bidi override", r#""a\u202eb""#.into()),
         ("newline", r#""a\nb""#.into()),
-        ("uuid string", r#""00000000-0000-4000-8000-000000000001""#.into()),
+        (
+            "uuid string",
+            r#""00000000-0000-4000-8000-000000000001""#.into(),
+        ),
         ("address string", r#""198.51.100.9""#.into()),
         ("time string", r#""2026-01-01T00:00:00Z""#.into()),
         ("integer", "8888".into()),
@@ -62,7 +65,10 @@ fn shapes() -> Vec<(String, String)> {
         ("object nested 65", deep(65, "{\"a\":", "}")),
         ("object nested 130", deep(130, "{\"a\":", "}")),
         ("array nested 130", deep(130, "[", "]")),
-        ("odd keys", r#"{"$x": 1, "a.b": 2, "": 3, "\u0000z": 4}"#.into()),
+        (
+            "odd keys",
+            r#"{"$x": 1, "a.b": 2, "": 3, "\u0000z": 4}"#.into(),
+        ),
     ];
     // PostgreSQL refuses \u0000 in jsonb: keep the shape without it too.
     v.push(("odd keys, no NUL", r#"{"$x": 1, "a.b": 2, "": 3}"#.into()));
@@ -127,7 +133,10 @@ fn case(
                 .map(|d| d.message().to_owned())
                 .unwrap_or_default();
             if !DOCUMENTED.contains(&state.code()) {
-                problems.push(format!("{what}: undocumented SQLSTATE {}: {msg}", state.code()));
+                problems.push(format!(
+                    "{what}: undocumented SQLSTATE {}: {msg}",
+                    state.code()
+                ));
             }
             if msg.contains("panicked") || msg.contains("RUST_BACKTRACE") {
                 problems.push(format!("{what}: a Rust panic reached the client: {msg}"));
@@ -185,7 +194,10 @@ fn every_batch_field_of_every_json_type_is_recorded_or_refused_with_a_documented
     let mut c = db.connect();
     let mut problems = Vec::new();
     let now: String = c
-        .query_one("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')", &[])
+        .query_one(
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+            &[],
+        )
         .unwrap()
         .get(0);
     let mut n = 0u32;
@@ -217,13 +229,25 @@ fn every_batch_field_of_every_json_type_is_recorded_or_refused_with_a_documented
         }
         // The whole argument of every shape.
         for (shape, text) in shapes() {
-            case(&mut c, &mut problems, &format!("{function}({shape})"), &sql, &[&text]);
+            case(
+                &mut c,
+                &mut problems,
+                &format!("{function}({shape})"),
+                &sql,
+                &[&text],
+            );
         }
     }
-    assert!(accepted > 0, "no case was accepted: the matrix tests nothing");
+    assert!(
+        accepted > 0,
+        "no case was accepted: the matrix tests nothing"
+    );
     no_problems(&problems);
     gapless(&mut c, "acme");
-    assert!(verify(&mut c, "acme").0, "the chain verifies after the matrix");
+    assert!(
+        verify(&mut c, "acme").0,
+        "the chain verifies after the matrix"
+    );
 }
 
 #[test]
@@ -271,7 +295,8 @@ fn every_record_event_argument_of_every_shape_is_recorded_or_refused_with_a_docu
             } else {
                 format!("$1::text::{ty}")
             };
-            let sql = format!(
+            let sql =
+                format!(
                 "SELECT authaudit.record_event(log_id => {}, tenant_id => {}, event_type => {}, \
                  user_id => {}, channel => {}, org_id => {}, ip => {}, user_agent => {}, \
                  occurred_at => {}, metadata => {})",
@@ -384,7 +409,11 @@ impl Rng {
     /// A JSON text of any type, up to `depth` levels deep (deeper shapes
     /// come from the matrix).
     fn json(&mut self, depth: u32) -> String {
-        let pick = if depth == 0 { self.below(7) } else { self.below(9) };
+        let pick = if depth == 0 {
+            self.below(7)
+        } else {
+            self.below(9)
+        };
         match pick {
             0 => "null".into(),
             1 => if self.below(2) == 0 { "true" } else { "false" }.into(),
@@ -393,10 +422,30 @@ impl Rng {
                 let digits: String = (0..self.below(60) + 1)
                     .map(|_| char::from(b'0' + self.below(10) as u8))
                     .collect();
-                format!("{}{}.{}e{}", if self.below(2) == 0 { "-" } else { "" }, digits, self.below(1000), self.below(800) as i64 - 400)
+                format!(
+                    "{}{}.{}e{}",
+                    if self.below(2) == 0 { "-" } else { "" },
+                    digits,
+                    self.below(1000),
+                    self.below(800) as i64 - 400
+                )
             }
             4 | 5 => {
-                let pool = ["a", "é", "😀", "\\u0001", "\\\"", "\\\\", "\\u202e", " ", "\\n", "$", ".", "中", "\\ud83d\\ude00"];
+                let pool = [
+                    "a",
+                    "é",
+                    "😀",
+                    "\\u0001",
+                    "\\\"",
+                    "\\\\",
+                    "\\u202e",
+                    " ",
+                    "\\n",
+                    "$",
+                    ".",
+                    "中",
+                    "\\ud83d\\ude00",
+                ];
                 let s: String = (0..self.below(12))
                     .map(|_| pool[self.below(pool.len() as u64) as usize])
                     .collect();
@@ -409,7 +458,14 @@ impl Rng {
             }
             _ => {
                 let items: Vec<String> = (0..self.below(5))
-                    .map(|i| format!("\"k{}{}\": {}", i, ["", "$", ".", " "][self.below(4) as usize], self.json(depth - 1)))
+                    .map(|i| {
+                        format!(
+                            "\"k{}{}\": {}",
+                            i,
+                            ["", "$", ".", " "][self.below(4) as usize],
+                            self.json(depth - 1)
+                        )
+                    })
                     .collect();
                 format!("{{{}}}", items.join(", "))
             }
@@ -432,17 +488,87 @@ fn generated_json_in_every_batch_field_and_in_metadata_is_recorded_or_refused_cl
             // Metadata objects are the likeliest to be accepted.
             format!("{{\"v\": {}}}", rng.json(6))
         };
-        let field = if text.starts_with("{\"v\"") { "metadata" } else { field };
-        let mut e = event(n, if n % 3 == 0 { "login_success" } else { "login_failed" }, "2024-03-01T10:00:00Z");
+        let field = if text.starts_with("{\"v\"") {
+            "metadata"
+        } else {
+            field
+        };
+        let mut e = event(
+            n,
+            if n % 3 == 0 {
+                "login_success"
+            } else {
+                "login_failed"
+            },
+            "2024-03-01T10:00:00Z",
+        );
         e[field] = Value::String("\u{1}SPLICE\u{1}".into());
         let batch = format!("[{e}]").replace("\"\\u0001SPLICE\\u0001\"", &text);
         let what = format!("import_events: {field} = {text:.200}");
-        if case(&mut c, &mut problems, &what, "SELECT count(*) FROM authaudit.import_events($1::text::jsonb)", &[&batch]) {
+        if case(
+            &mut c,
+            &mut problems,
+            &what,
+            "SELECT count(*) FROM authaudit.import_events($1::text::jsonb)",
+            &[&batch],
+        ) {
             accepted += 1;
         }
     }
-    assert!(accepted > 50, "only {accepted} generated cases were accepted");
+    assert!(
+        accepted > 50,
+        "only {accepted} generated cases were accepted"
+    );
     no_problems(&problems);
     gapless(&mut c, "acme");
     assert!(verify(&mut c, "acme").0);
+}
+
+#[test]
+fn metadata_nested_deeper_than_a_document_store_holds_is_refused_at_the_door() {
+    let db = Cluster::shared().fresh_db("hostile_depth");
+    let mut c = db.connect();
+    let nested = |n: usize| format!("{}1{}", "{\"a\": ".repeat(n), "}".repeat(n));
+    let record = |c: &mut Client, n: u32, metadata: &str| {
+        c.query_one(
+            "SELECT seq FROM authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme', \
+             event_type => 'login_failed', user_id => 'alice', channel => 'web', \
+             metadata => $2::text::jsonb)",
+            &[&format!("00000000-0000-4000-8000-{n:012x}"), &metadata],
+        )
+    };
+    assert_eq!(record(&mut c, 1, &nested(64)).unwrap().get::<_, i64>(0), 1);
+    for (n, depth) in [(2, 65), (3, 130), (4, 1000)] {
+        let e = record(&mut c, n, &nested(depth)).unwrap_err();
+        assert_eq!(sqlstate(&e).unwrap().code(), "22023", "{e}");
+        assert!(
+            e.as_db_error()
+                .unwrap()
+                .message()
+                .contains(&format!("metadata nests {depth} levels deep")),
+            "{e}"
+        );
+    }
+    let array = format!("{{\"a\": {}1{}}}", "[".repeat(64), "]".repeat(64));
+    assert_eq!(
+        sqlstate(&record(&mut c, 5, &array).unwrap_err())
+            .unwrap()
+            .code(),
+        "22023"
+    );
+    // The batch refuses it too, naming the limit.
+    let batch = format!(
+        r#"[{{"log_id": "00000000-0000-4000-8000-000000000009", "tenant_id": "acme",
+             "event_type": "login_failed", "user_id": "bob", "channel": "web",
+             "metadata": {}}}]"#,
+        nested(65)
+    );
+    let e = c
+        .execute(
+            "SELECT count(*) FROM authaudit.record_events($1::text::jsonb)",
+            &[&batch],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).unwrap().code(), "22023", "{e}");
+    assert_eq!(gapless(&mut c, "acme"), 1);
 }

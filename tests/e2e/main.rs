@@ -2,6 +2,7 @@
 //! (one integration binary, one module per capability).
 
 mod attacks;
+mod attacks_round2;
 mod backup;
 mod cef;
 mod chain_heads;

@@ -1,5 +1,5 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
-//! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0, 0.7.0: their install scripts are kept in sql/ as built
+//! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0, 0.7.0, 0.8.0: their install scripts are kept in sql/ as built
 //! then) and
 //! recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
@@ -201,6 +201,75 @@ fn an_upgrade_from_0_7_0_keeps_every_chain_and_equals_a_fresh_install() {
         );
         3
     });
+}
+
+#[test]
+fn an_upgrade_from_0_8_0_keeps_every_chain_and_equals_a_fresh_install() {
+    upgrade_from("0.8.0", |c| {
+        // Until the update the investigation is 0.8.0's: the timeline has
+        // no enforcement columns yet, and still answers.
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM authaudit.lockout_timeline('agency-1', '-infinity', 'infinity')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "the lock of the three failures");
+        2
+    });
+}
+
+/// 0.8.0's bindings name their role; after the update each holds the role
+/// itself. A binding whose role was dropped binds nobody, not even a role
+/// created later under its name.
+#[test]
+fn bindings_of_0_8_0_follow_their_roles_after_the_update() {
+    let db = Cluster::shared().empty_db("upgrade_bindings_0_8_0");
+    let p = db.name().to_string();
+    let mut c = db.connect();
+    c.batch_execute(&format!(
+        "CREATE EXTENSION pg_authaudit VERSION '0.8.0';
+         CREATE ROLE {p}_kept LOGIN IN ROLE authaudit_reader;
+         CREATE ROLE {p}_dropped LOGIN IN ROLE authaudit_reader;
+         INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_read) VALUES
+           ('{p}_kept', 'agency-1', true), ('{p}_dropped', 'agency-1', true);
+         DROP ROLE {p}_dropped;
+         ALTER EXTENSION pg_authaudit UPDATE;
+         CREATE ROLE {p}_dropped LOGIN IN ROLE authaudit_reader;
+         ALTER ROLE {p}_kept RENAME TO {p}_renamed;"
+    ))
+    .unwrap();
+    c.batch_execute(
+        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'alice', 'web')",
+    )
+    .unwrap();
+    let seen = |role: &str| -> i64 {
+        db.connect_as(role)
+            .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(
+        seen(&format!("{p}_renamed")),
+        1,
+        "the binding followed the rename"
+    );
+    assert_eq!(
+        seen(&format!("{p}_dropped")),
+        0,
+        "a new role under a dropped name"
+    );
+    let orphans: i64 = c
+        .query_one(
+            "SELECT count(*) FROM authaudit.tenant_scope WHERE role_oid IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 1);
+    c.batch_execute(&format!("DROP ROLE {p}_renamed; DROP ROLE {p}_dropped;"))
+        .ok();
 }
 
 /// 0.6.0's retention_applied event recorded the anchor's SHA-256 link only:

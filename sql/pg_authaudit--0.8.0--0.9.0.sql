@@ -1,0 +1,314 @@
+-- pg_authaudit 0.8.0 -> 0.9.0 (docs/installation.md, "Upgrading").
+--
+-- Hostile input and hostile tenants: bindings follow the role (its oid),
+-- not its name; a checkpoint is anchored only over a continuous chain;
+-- evidence uses the latest signed checkpoint that agrees with the log, and
+-- a conflicting signed checkpoint is refused and kept as a witness
+-- disagreement; the investigation shows the locks the live engine enforced
+-- beside the event-time replay's. Rows and chains are unchanged.
+
+\echo Use "ALTER EXTENSION pg_authaudit UPDATE TO '0.9.0'" to load this file. \quit
+
+-- Bindings hold the role itself (docs/security.md, "Bindings"): a binding
+-- whose role no longer exists gets no role_oid and binds nobody.
+ALTER TABLE authaudit.tenant_scope ADD COLUMN role_oid regrole;
+UPDATE authaudit.tenant_scope s SET role_oid = r.oid::regrole
+  FROM pg_catalog.pg_roles r WHERE r.rolname = s.role_name;
+DROP INDEX authaudit.tenant_scope_key;
+CREATE UNIQUE INDEX tenant_scope_role_key
+    ON authaudit.tenant_scope (role_oid, tenant_id, (coalesce(org_id, '')));
+DROP POLICY own_bindings ON authaudit.tenant_scope;
+CREATE POLICY own_bindings ON authaudit.tenant_scope FOR SELECT
+    USING (role_oid OPERATOR(pg_catalog.=)
+           (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+CREATE FUNCTION authaudit._tenant_scope_role() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name name;
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.role_name IS DISTINCT FROM OLD.role_name
+       AND NEW.role_oid IS NOT DISTINCT FROM OLD.role_oid THEN
+        NEW.role_oid := NULL;
+    END IF;
+    IF NEW.role_oid IS NULL THEN
+        SELECT r.oid::regrole INTO NEW.role_oid FROM pg_catalog.pg_roles r
+         WHERE r.rolname = NEW.role_name;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'pg_authaudit: role "%" does not exist', NEW.role_name
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Create the role before binding it: a binding holds the role itself, not its name.';
+        END IF;
+    ELSE
+        SELECT r.rolname INTO v_name FROM pg_catalog.pg_roles r WHERE r.oid = NEW.role_oid;
+        IF FOUND THEN
+            NEW.role_name := v_name;
+        END IF;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER tenant_scope_role
+    BEFORE INSERT OR UPDATE ON authaudit.tenant_scope
+    FOR EACH ROW EXECUTE FUNCTION authaudit._tenant_scope_role();
+
+-- Witness checkpoints that conflict with a stored one are refused, and
+-- kept apart; evidence uses the latest checkpoint that agrees with the log.
+CREATE TABLE authaudit.witness_disagreements (
+    tenant_id     text        NOT NULL,
+    tree_size     bigint      NOT NULL,
+    witness_key   text        NOT NULL,
+    note          text        NOT NULL,
+    stored_note   text        NOT NULL,
+    recorded_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    recorded_by   name        NOT NULL,
+    CONSTRAINT witness_disagreements_pkey PRIMARY KEY (tenant_id, tree_size, witness_key, note)
+);
+REVOKE ALL ON authaudit.witness_disagreements FROM PUBLIC;
+COMMENT ON TABLE authaudit.witness_disagreements IS
+    'Signed checkpoints that conflict with the stored note of the same tenant, size and key (record_witness_disagreement).';
+
+CREATE TRIGGER witness_disagreements_append_only
+    BEFORE UPDATE OR DELETE ON authaudit.witness_disagreements
+    FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
+CREATE TRIGGER witness_disagreements_no_truncate
+    BEFORE TRUNCATE ON authaudit.witness_disagreements
+    FOR EACH STATEMENT EXECUTE FUNCTION authaudit._refuse_change();
+
+CREATE OR REPLACE FUNCTION authaudit.record_witness_checkpoint(tenant_id text, note text)
+RETURNS authaudit.witness_checkpoints
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o   record;
+    v   authaudit.witness_checkpoints;
+BEGIN
+    IF NOT authaudit._writer_is_overseer() THEN
+        RAISE EXCEPTION 'pg_authaudit: role % may not record witness checkpoints (authaudit_auditor or authaudit_admin only)',
+            authaudit._writer_role()
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO o FROM authaudit._open_witness_checkpoint(record_witness_checkpoint.tenant_id,
+                                                            record_witness_checkpoint.note);
+    INSERT INTO authaudit.witness_checkpoints AS w
+        (tenant_id, tree_size, root_hash, link_sha256, digest_sha512, digest_sha3_256,
+         signed_at, key_name, witness_key, note, agrees, recorded_by)
+    VALUES (record_witness_checkpoint.tenant_id, o.tree_size, o.root_hash, o.link_sha256,
+            o.digest_sha512, o.digest_sha3_256, o.signed_at::timestamptz, o.key_name,
+            o.witness_key, record_witness_checkpoint.note, o.agrees, authaudit._writer_role())
+    ON CONFLICT ON CONSTRAINT witness_checkpoints_pkey DO NOTHING
+    RETURNING w.* INTO v;
+    IF NOT FOUND THEN
+        SELECT w.* INTO v FROM authaudit.witness_checkpoints w
+         WHERE w.tenant_id = record_witness_checkpoint.tenant_id
+           AND w.tree_size = o.tree_size AND w.witness_key = o.witness_key;
+        IF v.root_hash IS DISTINCT FROM o.root_hash OR v.link_sha256 IS DISTINCT FROM o.link_sha256
+           OR v.digest_sha512 IS DISTINCT FROM o.digest_sha512
+           OR v.digest_sha3_256 IS DISTINCT FROM o.digest_sha3_256 THEN
+            RAISE EXCEPTION 'pg_authaudit: witness key % signed two different trees of size % for tenant %',
+                o.key_name, o.tree_size, record_witness_checkpoint.tenant_id
+                USING ERRCODE = 'data_corrupted',
+                      HINT = 'Keep the note with authaudit.record_witness_disagreement; no evidence is built on this size.';
+        END IF;
+    END IF;
+    RETURN v;
+END;
+$$;
+
+COMMENT ON FUNCTION authaudit.record_witness_checkpoint(text, text) IS
+    'Stores a signed checkpoint of the witness after checking its signature against authaudit.witness_keys (auditors and admins).';
+
+CREATE FUNCTION authaudit.record_witness_disagreement(tenant_id text, note text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o       record;
+    v_note  text;
+BEGIN
+    IF NOT authaudit._writer_is_overseer() THEN
+        RAISE EXCEPTION 'pg_authaudit: role % may not record witness checkpoints (authaudit_auditor or authaudit_admin only)',
+            authaudit._writer_role()
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO o FROM authaudit._open_witness_checkpoint(record_witness_disagreement.tenant_id,
+                                                            record_witness_disagreement.note);
+    SELECT w.note INTO v_note FROM authaudit.witness_checkpoints w
+     WHERE w.tenant_id = record_witness_disagreement.tenant_id
+       AND w.tree_size = o.tree_size AND w.witness_key = o.witness_key
+       AND w.root_hash IS DISTINCT FROM o.root_hash;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pg_authaudit: the note conflicts with no stored checkpoint of tenant % (size %)',
+            record_witness_disagreement.tenant_id, o.tree_size
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Store an agreeing note with authaudit.record_witness_checkpoint.';
+    END IF;
+    INSERT INTO authaudit.witness_disagreements
+        (tenant_id, tree_size, witness_key, note, stored_note, recorded_by)
+    VALUES (record_witness_disagreement.tenant_id, o.tree_size, o.witness_key,
+            record_witness_disagreement.note, v_note, authaudit._writer_role())
+    ON CONFLICT ON CONSTRAINT witness_disagreements_pkey DO NOTHING;
+    RETURN FOUND;
+END;
+$$;
+
+COMMENT ON FUNCTION authaudit.record_witness_disagreement(text, text) IS
+    'Keeps a signed checkpoint that conflicts with the stored one of the same size and key (auditors and admins).';
+
+CREATE OR REPLACE FUNCTION authaudit.witnessed_evidence(tenant_id text, seq bigint)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT AS $$
+DECLARE
+    w record;
+BEGIN
+    SELECT c.tree_size, c.note, c.witness_key INTO w
+      FROM authaudit.witness_checkpoints c
+      JOIN authaudit.auth_log l ON l.tenant_id = c.tenant_id AND l.seq = c.tree_size
+     WHERE c.tenant_id = witnessed_evidence.tenant_id AND c.tree_size >= witnessed_evidence.seq
+       AND l.link_sha256 = c.link_sha256 AND l.digest_sha512 = c.digest_sha512
+       AND l.digest_sha3_256 = c.digest_sha3_256
+       AND NOT EXISTS (SELECT FROM authaudit.witness_disagreements d
+                        WHERE d.tenant_id = c.tenant_id AND d.tree_size = c.tree_size
+                          AND d.witness_key = c.witness_key)
+     ORDER BY c.tree_size DESC, c.signed_at DESC LIMIT 1;
+    IF NOT FOUND THEN
+        -- Refused by the proof's scope check first for a caller without it.
+        PERFORM authaudit.merkle_root(witnessed_evidence.tenant_id, NULL);
+        RAISE EXCEPTION 'pg_authaudit: no signed checkpoint of tenant % that agrees with the log covers seq % yet',
+            witnessed_evidence.tenant_id, witnessed_evidence.seq
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The sidecar writes checkpoints back every --witness-every rows or --witness-interval-ms; a checkpoint that disagrees with the log is never used (run authaudit-sidecar witness-check).';
+    END IF;
+    RETURN authaudit.inclusion_evidence(witnessed_evidence.tenant_id, witnessed_evidence.seq, w.tree_size)
+        || jsonb_build_object('checkpoint', w.note, 'witness_key', w.witness_key);
+END;
+$$;
+
+COMMENT ON FUNCTION authaudit.witnessed_evidence(text, bigint) IS
+    'One event with its audit path and the latest signed checkpoint that agrees with the log, for tools/verify_evidence.py --key.';
+
+ALTER TABLE authaudit.witness_disagreements ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.witness_disagreements FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.witness_disagreements FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY (authaudit._read_tenants())
+           AND authaudit._may_read(tenant_id, NULL));
+CREATE POLICY auditor_all ON authaudit.witness_disagreements FOR SELECT TO authaudit_auditor USING (true);
+CREATE POLICY admin_reads ON authaudit.witness_disagreements FOR SELECT TO authaudit_admin USING (true);
+GRANT SELECT ON authaudit.witness_disagreements TO authaudit_reader, authaudit_auditor, authaudit_admin;
+REVOKE EXECUTE ON FUNCTION authaudit.record_witness_disagreement(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION authaudit.record_witness_disagreement(text, text)
+    TO authaudit_auditor, authaudit_admin;
+SELECT pg_catalog.pg_extension_config_dump('authaudit.witness_disagreements', '');
+
+-- The investigation shows the locks the live engine enforced beside the
+-- event-time replay's (docs/investigation.md).
+DROP FUNCTION authaudit.lockout_timeline(text, timestamptz, timestamptz);
+DROP FUNCTION authaudit.targeted_accounts(text, timestamptz, timestamptz);
+DROP FUNCTION authaudit.lockout_replay(text, timestamptz, timestamptz);
+CREATE FUNCTION authaudit.lockout_replay(
+	"tenant_id" TEXT, /* & str */
+	"from_time" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"to_time" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS TABLE (
+	"decision" bigint,  /* i64 */
+	"seq" bigint,  /* i64 */
+	"log_id" uuid,  /* Uuid */
+	"occurred_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"event_type" TEXT,  /* String */
+	"user_id" TEXT,  /* String */
+	"org_id" TEXT,  /* Option < String > */
+	"ip" inet,  /* Option < Inet > */
+	"account_key" TEXT,  /* String */
+	"failures_in_window" INT,  /* Option < i32 > */
+	"while_locked" bool,  /* bool */
+	"locked_account" bool,  /* bool */
+	"lock_rule" TEXT,  /* Option < String > */
+	"lock_count" INT,  /* Option < i32 > */
+	"locked_until" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"permanent" bool,  /* Option < bool > */
+	"ip_blocked_until" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"ip_account_blocked_until" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"preceding_failures" INT,  /* Option < i32 > */
+	"was_locked" bool,  /* Option < bool > */
+	"failing_ips" inet[],  /* :: std :: option :: Option < Vec < Inet > > */
+	"enforced_lock_seq" bigint  /* Option < i64 > */
+)
+STABLE SECURITY DEFINER PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lockout_replay_wrapper';
+SET LOCAL check_function_bodies = off;
+CREATE FUNCTION authaudit.targeted_accounts(tenant_id text, from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (user_id text, failures bigint, distinct_ips bigint, first_attempt timestamptz,
+               last_attempt timestamptz, locks bigint, locked_now boolean, enforced_locks bigint)
+LANGUAGE sql STABLE AS $$
+    -- MATERIALIZED: one replay for the call, not one per account.
+    WITH locks AS MATERIALIZED (
+        SELECT r.user_id, count(*) FILTER (WHERE r.locked_account) AS n,
+               count(*) FILTER (WHERE r.enforced_lock_seq IS NOT NULL) AS enforced
+          FROM authaudit.lockout_replay(targeted_accounts.tenant_id, targeted_accounts.from_time,
+                                        targeted_accounts.to_time) r
+         WHERE r.locked_account OR r.enforced_lock_seq IS NOT NULL
+         GROUP BY r.user_id)
+    SELECT l.user_id,
+           count(*),
+           count(DISTINCT l.ip),
+           min(l.occurred_at),
+           max(l.occurred_at),
+           coalesce((SELECT k.n FROM locks k WHERE k.user_id = l.user_id), 0),
+           -- The state row is the account key's (docs/lockout.md).
+           coalesce((SELECT s.locked AND (s.locked_until IS NULL OR s.locked_until > now())
+                       FROM authaudit.lockout_state s
+                      WHERE s.tenant_id = targeted_accounts.tenant_id
+                        AND s.user_id = authaudit.account_key(targeted_accounts.tenant_id, l.user_id)),
+                    false),
+           coalesce((SELECT k.enforced FROM locks k WHERE k.user_id = l.user_id), 0)
+      FROM authaudit.auth_log l
+     WHERE l.tenant_id = targeted_accounts.tenant_id
+       AND l.occurred_at >= targeted_accounts.from_time AND l.occurred_at < targeted_accounts.to_time
+       AND l.event_type = 'login_failed'
+     GROUP BY l.user_id
+     ORDER BY 2 DESC, 1
+$$;
+
+CREATE FUNCTION authaudit.lockout_timeline(tenant_id text, from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (seq bigint, occurred_at timestamptz, user_id text, event_type text, rule text,
+               failures integer, locked_until timestamptz, permanent boolean, triggered_by uuid,
+               enforced boolean, replayed boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT r.seq, r.occurred_at, r.user_id,
+           CASE WHEN r.event_type = 'lockout_reset' THEN 'lockout_reset' ELSE 'account_locked' END,
+           CASE WHEN r.locked_account THEN r.lock_rule
+                WHEN r.event_type = 'lockout_reset' THEN x.metadata ->> 'reason'
+                ELSE e.metadata ->> 'reason' END,
+           CASE WHEN r.locked_account THEN r.failures_in_window
+                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'failures')::integer END,
+           CASE WHEN r.locked_account THEN r.locked_until
+                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'locked_until')::timestamptz END,
+           CASE WHEN r.locked_account THEN r.permanent
+                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'permanent')::boolean END,
+           CASE WHEN r.event_type <> 'lockout_reset' THEN r.log_id END,
+           CASE WHEN r.event_type = 'lockout_reset'
+                THEN (x.metadata #>> '{_authaudit,imported}') IS NULL
+                ELSE r.enforced_lock_seq IS NOT NULL END,
+           r.event_type = 'lockout_reset' OR r.locked_account
+      FROM authaudit.lockout_replay(lockout_timeline.tenant_id, lockout_timeline.from_time,
+                                    lockout_timeline.to_time) r
+      LEFT JOIN authaudit.auth_log e
+             ON e.tenant_id = lockout_timeline.tenant_id AND e.seq = r.enforced_lock_seq
+      LEFT JOIN authaudit.auth_log x
+             ON r.event_type = 'lockout_reset'
+            AND x.tenant_id = lockout_timeline.tenant_id AND x.log_id = r.log_id
+     WHERE r.locked_account OR r.enforced_lock_seq IS NOT NULL OR r.event_type = 'lockout_reset'
+     ORDER BY r.decision
+$$;
+SET LOCAL check_function_bodies = on;
+REVOKE EXECUTE ON FUNCTION
+    authaudit.lockout_replay(text, timestamptz, timestamptz),
+    authaudit.targeted_accounts(text, timestamptz, timestamptz),
+    authaudit.lockout_timeline(text, timestamptz, timestamptz)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    authaudit.lockout_replay(text, timestamptz, timestamptz),
+    authaudit.targeted_accounts(text, timestamptz, timestamptz),
+    authaudit.lockout_timeline(text, timestamptz, timestamptz)
+    TO authaudit_reader, authaudit_auditor;
+COMMENT ON FUNCTION authaudit.lockout_replay(text, timestamptz, timestamptz) IS
+    'The lockout engine''s decision for each event of a tenant, in event-time order whatever the arrival order.';
