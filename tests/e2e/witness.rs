@@ -340,3 +340,83 @@ fn a_key_rotation_is_signed_by_the_old_key_and_the_new() {
         .collect();
     assert_eq!(keys, [old, new]);
 }
+
+/// Evidence is built on the latest signed checkpoint that agrees with the
+/// log: a validly signed note past the end of the chain (a witness that
+/// mirrored rows since removed, or a key used elsewhere) no longer breaks
+/// the evidence of every seq. A second, different note of the same size and
+/// key is refused (XX001) and kept as a disagreement; no evidence is built
+/// on that size.
+#[test]
+fn evidence_uses_the_latest_agreeing_checkpoint_and_a_conflicting_note_is_refused_and_kept() {
+    let db = db("witness_agreeing");
+    let mut su = db.connect();
+    for n in 1..=6 {
+        fail(&mut su, &log_id(1, n), "agency", &format!("user{n}"));
+    }
+    let witness = Signer25519::from_seed("authaudit-witness", [7; 32]).unwrap();
+    su.batch_execute(&format!(
+        "ALTER DATABASE {} SET authaudit.witness_keys = '{}'",
+        db.name(),
+        witness.verifier().text()
+    ))
+    .unwrap();
+    let mut su = db.connect();
+    let five = checkpoint(&mut su, "agency", 5);
+    let six = checkpoint(&mut su, "agency", 6);
+    assert_eq!(record(&mut su, "agency", &witness.sign(&five.text())).unwrap(), Some(true));
+    assert_eq!(record(&mut su, "agency", &witness.sign(&six.text())).unwrap(), Some(true));
+    // A signed note past the end: stored, disagreeing.
+    let past = Checkpoint {
+        tree_size: 9,
+        ..six.clone()
+    };
+    assert_eq!(record(&mut su, "agency", &witness.sign(&past.text())).unwrap(), Some(false));
+    let evidence_size = |c: &mut Client, seq: i64| -> Result<i64, postgres::Error> {
+        c.query_one(
+            "SELECT (authaudit.witnessed_evidence('agency', $1) ->> 'tree_size')::bigint",
+            &[&seq],
+        )
+        .map(|r| r.get(0))
+    };
+    assert_eq!(evidence_size(&mut su, 3).unwrap(), 6, "the latest that agrees");
+    // Another tree of size 6 under the same key.
+    let forked = Checkpoint {
+        root: [0x5a; 32],
+        ..six.clone()
+    };
+    let forked_note = witness.sign(&forked.text());
+    let err = record(&mut su, "agency", &forked_note).unwrap_err();
+    assert_eq!(sqlstate(&err), Some(SqlState::DATA_CORRUPTED), "{err}");
+    let kept: bool = su
+        .query_one(
+            "SELECT authaudit.record_witness_disagreement('agency', $1)",
+            &[&forked_note],
+        )
+        .unwrap()
+        .get(0);
+    assert!(kept);
+    let (n, stored_note): (i64, String) = {
+        let r = su
+            .query_one(
+                "SELECT count(*), min(stored_note) FROM authaudit.witness_disagreements WHERE tree_size = 6",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((n, stored_note), (1, witness.sign(&six.text())));
+    assert_eq!(evidence_size(&mut su, 3).unwrap(), 5, "size 6 is no longer trusted");
+    assert_eq!(
+        sqlstate(&evidence_size(&mut su, 6).unwrap_err()),
+        Some(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
+    );
+    // A note that conflicts with nothing is not a disagreement.
+    let err = su
+        .query_one(
+            "SELECT authaudit.record_witness_disagreement('agency', $1)",
+            &[&witness.sign(&five.text())],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE));
+}
