@@ -132,23 +132,39 @@ fn with_scope<T>(role: pg_sys::Oid, f: impl Fn(&Scope) -> T) -> T {
     v
 }
 
+/// Release 0.8.0's bindings, by role name (a library installed before
+/// `ALTER EXTENSION … UPDATE` runs on a table without `role_oid`).
+const BINDINGS_BY_NAME: &CStr = c"SELECT s.tenant_id, s.org_id, s.can_read, s.can_write \
+                                  FROM authaudit.tenant_scope s WHERE s.role_name = $1::pg_catalog.name";
+
 /// The bindings of `role`, read with the latest snapshot (a revocation
 /// committed after this transaction's snapshot is seen, in any isolation).
 fn load(role: pg_sys::Oid) -> Scope {
-    let oid = i64::from(u32::from(role));
-    let bindings = Spi::connect(|_| {
-        spi_plans::read_latest(
+    let by_oid = crate::state_rows::relid(c"tenant_scope")
+        .map(|t| crate::state_rows::has_column(t, c"role_oid"))
+        .unwrap_or(true);
+    let (sql, key) = if by_oid {
+        let oid = i64::from(u32::from(role));
+        (
             BINDINGS,
-            &[(pg_sys::INT8OID, oid.into_datum().expect("an oid"))],
-            |row| {
-                Ok(Binding {
-                    tenant: row.get(1)?.unwrap_or_default(),
-                    org: row.get(2)?,
-                    can_read: row.get(3)?.unwrap_or(false),
-                    can_write: row.get(4)?.unwrap_or(false),
-                })
-            },
+            (pg_sys::INT8OID, oid.into_datum().expect("an oid")),
         )
+    } else {
+        let name = role_name(role);
+        (
+            BINDINGS_BY_NAME,
+            (pg_sys::TEXTOID, name.as_str().into_datum().expect("text")),
+        )
+    };
+    let bindings = Spi::connect(|_| {
+        spi_plans::read_latest(sql, &[key], |row| {
+            Ok(Binding {
+                tenant: row.get(1)?.unwrap_or_default(),
+                org: row.get(2)?,
+                can_read: row.get(3)?.unwrap_or(false),
+                can_write: row.get(4)?.unwrap_or(false),
+            })
+        })
     })
     .expect("read authaudit.tenant_scope");
     Scope::new(bindings)

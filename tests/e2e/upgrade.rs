@@ -206,6 +206,22 @@ fn an_upgrade_from_0_7_0_keeps_every_chain_and_equals_a_fresh_install() {
 #[test]
 fn an_upgrade_from_0_8_0_keeps_every_chain_and_equals_a_fresh_install() {
     upgrade_from("0.8.0", |c| {
+        // Until the update a writer's bindings are read by role name (the
+        // table has no role_oid yet), and it records with this library.
+        let role = format!(
+            "{}_w080",
+            c.query_one("SELECT current_database()", &[])
+                .unwrap()
+                .get::<_, String>(0)
+        );
+        c.batch_execute(&format!(
+            "CREATE ROLE {role} IN ROLE authaudit_writer;
+             INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_write) VALUES ('{role}', 'agency-4', true);
+             SET ROLE {role};
+             SELECT authaudit.record_event(gen_random_uuid(), 'agency-4', 'login_failed', 'dan', 'web');
+             RESET ROLE;"
+        ))
+        .unwrap();
         // Until the update the investigation is 0.8.0's: the timeline has
         // no enforcement columns yet, and still answers.
         let n: i64 = c

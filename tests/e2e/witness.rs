@@ -364,14 +364,23 @@ fn evidence_uses_the_latest_agreeing_checkpoint_and_a_conflicting_note_is_refuse
     let mut su = db.connect();
     let five = checkpoint(&mut su, "agency", 5);
     let six = checkpoint(&mut su, "agency", 6);
-    assert_eq!(record(&mut su, "agency", &witness.sign(&five.text())).unwrap(), Some(true));
-    assert_eq!(record(&mut su, "agency", &witness.sign(&six.text())).unwrap(), Some(true));
+    assert_eq!(
+        record(&mut su, "agency", &witness.sign(&five.text())).unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        record(&mut su, "agency", &witness.sign(&six.text())).unwrap(),
+        Some(true)
+    );
     // A signed note past the end: stored, disagreeing.
     let past = Checkpoint {
         tree_size: 9,
         ..six.clone()
     };
-    assert_eq!(record(&mut su, "agency", &witness.sign(&past.text())).unwrap(), Some(false));
+    assert_eq!(
+        record(&mut su, "agency", &witness.sign(&past.text())).unwrap(),
+        Some(false)
+    );
     let evidence_size = |c: &mut Client, seq: i64| -> Result<i64, postgres::Error> {
         c.query_one(
             "SELECT (authaudit.witnessed_evidence('agency', $1) ->> 'tree_size')::bigint",
@@ -379,7 +388,11 @@ fn evidence_uses_the_latest_agreeing_checkpoint_and_a_conflicting_note_is_refuse
         )
         .map(|r| r.get(0))
     };
-    assert_eq!(evidence_size(&mut su, 3).unwrap(), 6, "the latest that agrees");
+    assert_eq!(
+        evidence_size(&mut su, 3).unwrap(),
+        6,
+        "the latest that agrees"
+    );
     // Another tree of size 6 under the same key.
     let forked = Checkpoint {
         root: [0x5a; 32],
@@ -406,7 +419,11 @@ fn evidence_uses_the_latest_agreeing_checkpoint_and_a_conflicting_note_is_refuse
         (r.get(0), r.get(1))
     };
     assert_eq!((n, stored_note), (1, witness.sign(&six.text())));
-    assert_eq!(evidence_size(&mut su, 3).unwrap(), 5, "size 6 is no longer trusted");
+    assert_eq!(
+        evidence_size(&mut su, 3).unwrap(),
+        5,
+        "size 6 is no longer trusted"
+    );
     assert_eq!(
         sqlstate(&evidence_size(&mut su, 6).unwrap_err()),
         Some(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
@@ -418,5 +435,8 @@ fn evidence_uses_the_latest_agreeing_checkpoint_and_a_conflicting_note_is_refuse
             &[&witness.sign(&five.text())],
         )
         .unwrap_err();
-    assert_eq!(sqlstate(&err), Some(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE));
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE)
+    );
 }
