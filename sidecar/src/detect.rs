@@ -23,7 +23,8 @@
 use crate::config::Options;
 use crate::documents::{self, Get};
 use crate::metrics::Metrics;
-use crate::siem::{boolean, text_at, SiemEvent};
+use crate::siem::SiemEvent;
+use authaudit_core::cef::MetadataFields;
 use authaudit_core::detection::{Alert, Detector, Event, Rule, Thresholds};
 use bson::{RawArrayBuf, RawDocumentBuf};
 use serde::Deserialize;
@@ -152,12 +153,11 @@ impl Detections {
             return Vec::new();
         };
         // Only a success's lockout facts feed a rule: other rows' metadata
-        // is not parsed.
-        let metadata: serde_json::Value = (ty == "login_success")
-            .then(|| get("metadata").and_then(|m| serde_json::from_str(m).ok()))
+        // is not read.
+        let facts = (ty == "login_success")
+            .then(|| get("metadata").map(MetadataFields::read))
             .flatten()
             .unwrap_or_default();
-        let lockout = |field| text_at(&metadata, &["_authaudit", "lockout", field]);
         let source = get("ip").map(documents::host_ip);
         self.detector.observe(&Event {
             tenant,
@@ -166,8 +166,8 @@ impl Detections {
             account: user,
             source,
             at_ms: at.div_euclid(1000),
-            preceding_failures: lockout("preceding_failures").and_then(|t| t.trim().parse().ok()),
-            was_locked: lockout("was_locked").and_then(|t| boolean(&t)),
+            preceding_failures: facts.preceding_failures,
+            was_locked: facts.was_locked,
         })
     }
 

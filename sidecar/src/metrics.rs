@@ -52,6 +52,9 @@ pub struct Metrics {
     /// None while off (one series per tenant: opt-in for cardinality).
     tenants: Option<(Family<TenantLabel, Counter>, Family<TenantLabel, Counter>)>,
     pub chain_gaps: Counter,
+    /// Log rows mirrored in a fallback form, by reason (in
+    /// `documents::Fallback::ALL` order).
+    pub fallback_rows: [Counter; 5],
     /// Changes to the log that are tampering, seen by this process.
     pub tamper_events: Counter,
     /// Tamper alarms in the store no operator has resolved, and those seen
@@ -211,6 +214,11 @@ impl Metrics {
             "chain_gaps",
             "Log rows whose seq or prev_link does not continue the tenant's chain as mirrored",
         );
+        let fallbacks = family(
+            &mut r,
+            "fallback_rows",
+            "Log rows mirrored in a fallback form (metadata as its text only, or fields in parts), by reason",
+        );
         let tamper_events = counter(
             &mut r,
             "tamper_events",
@@ -271,6 +279,13 @@ impl Metrics {
             alerts: std::array::from_fn(|i| series(&alerts, "rule", rules[i].as_str())),
             tenants,
             chain_gaps,
+            fallback_rows: std::array::from_fn(|i| {
+                series(
+                    &fallbacks,
+                    "reason",
+                    crate::documents::Fallback::ALL[i].as_str(),
+                )
+            }),
             tamper_events,
             tamper_unresolved,
             witness_written_back,
@@ -284,6 +299,15 @@ impl Metrics {
             last_progress_unix: AtomicI64::new(0),
             registry: r,
         }
+    }
+
+    /// Counts a log row mirrored in the fallback form `f`.
+    pub fn fallback(&self, f: crate::documents::Fallback) {
+        let i = crate::documents::Fallback::ALL
+            .iter()
+            .position(|x| *x == f)
+            .unwrap_or(0);
+        self.fallback_rows[i].inc();
     }
 
     /// Whether the per-tenant series are on.
