@@ -48,6 +48,8 @@ pub struct Metrics {
     pub decode_errors: Counter,
     /// Campaign alerts raised, by rule (in `Rule::ALL` order).
     pub alerts: [Counter; 6],
+    /// Detection windows dropped to keep the detector's memory bounded.
+    pub detection_evictions: Counter,
     /// Per tenant: log rows and failures streamed (`--tenant-metrics`);
     /// None while off (one series per tenant: opt-in for cardinality).
     tenants: Option<(Family<TenantLabel, Counter>, Family<TenantLabel, Counter>)>,
@@ -194,6 +196,11 @@ impl Metrics {
             "alerts",
             "Campaign alerts raised by the detections, by rule (a replay after a restart can raise one again, under the same _id)",
         );
+        let detection_evictions = counter(
+            &mut r,
+            "detection_evictions",
+            "Detection windows dropped to keep the detector within its key limit (the lightest first: a flood of keys)",
+        );
         let tenants = per_tenant.then(|| {
             let events = Family::<TenantLabel, Counter>::default();
             let failures = Family::<TenantLabel, Counter>::default();
@@ -277,6 +284,7 @@ impl Metrics {
             decode_errors: series(&errors, "source", "decode"),
             siem_events,
             alerts: std::array::from_fn(|i| series(&alerts, "rule", rules[i].as_str())),
+            detection_evictions,
             tenants,
             chain_gaps,
             fallback_rows: std::array::from_fn(|i| {

@@ -705,6 +705,7 @@ async fn session(
                                 }
                                 if let Some(det) = detections.as_mut() {
                                     let alerts = det.row(&get);
+                                    metrics.detection_evictions.inc_by(det.take_evictions());
                                     raise(alerts, pipeline.open(), siem.is_some(), metrics);
                                 }
                                 pipeline.open().put_log(l);
@@ -759,6 +760,12 @@ async fn session(
                 }
             }
             _ = sample.tick() => {
+                // A tenant's key rules changed since: the detections follow.
+                if let Some(det) = detections.as_mut() {
+                    if let Err(e) = det.load_key_rules(&pg).await {
+                        tracing::warn!(error = %e, "could not read the tenants' key rules; keeping the last ones");
+                    }
+                }
                 if let Ok(row) = pg.query_one(
                     "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
                     &[&opts.slot]).await {
