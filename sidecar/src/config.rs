@@ -206,6 +206,33 @@ pub struct Options {
         global = true
     )]
     pub metrics_listen: String,
+    /// Most connections the metrics endpoint holds at once; one more is
+    /// closed as soon as it is accepted.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_METRICS_MAX_CONNECTIONS",
+        default_value_t = 64,
+        global = true
+    )]
+    pub metrics_max_connections: usize,
+    /// Longest request head (request line and headers, bytes) the metrics
+    /// endpoint reads; a longer one is answered 431 and closed.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_METRICS_MAX_HEADER_BYTES",
+        default_value_t = 8192,
+        global = true
+    )]
+    pub metrics_max_header_bytes: usize,
+    /// Longest wait (ms) for a complete request head, from the connection's
+    /// accept or its last response; then the connection is closed.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_METRICS_HEADER_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub metrics_header_timeout_ms: u64,
     /// Per-tenant series on /metrics (events and failures streamed, by
     /// tenant): one series per tenant, so off by default.
     #[arg(
@@ -415,6 +442,9 @@ impl Options {
             "max_backoff_ms" => self.max_backoff_ms = num(v)?,
             "status_interval_ms" => self.status_interval_ms = num(v)?,
             "metrics_listen" => self.metrics_listen = v.into(),
+            "metrics_max_connections" => self.metrics_max_connections = num(v)?,
+            "metrics_max_header_bytes" => self.metrics_max_header_bytes = num(v)?,
+            "metrics_header_timeout_ms" => self.metrics_header_timeout_ms = num(v)?,
             "tenant_metrics" => self.tenant_metrics = num::<bool>(v)?,
             "log" => self.log = v.into(),
             "log_json" => self.log_json = num::<bool>(v)?,
@@ -459,6 +489,14 @@ impl Options {
                 "batch_rows must be positive and batch_bytes at least 1024".into(),
             ));
         }
+        if self.metrics_max_connections == 0
+            || self.metrics_max_header_bytes < 256
+            || self.metrics_header_timeout_ms < 100
+        {
+            return Err(ConfigError::Invalid(
+                "metrics_max_connections must be positive, metrics_max_header_bytes at least 256 and metrics_header_timeout_ms at least 100".into(),
+            ));
+        }
         if self.pg_sslmode.verifies() && self.pg_sslrootcert.is_none() {
             return Err(ConfigError::Invalid(
                 "pg_sslmode verify-ca and verify-full need pg_sslrootcert".into(),
@@ -498,6 +536,15 @@ impl Options {
             }
         }
         Ok(())
+    }
+
+    /// The metrics endpoint's limits.
+    pub fn http_limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            max_connections: self.metrics_max_connections,
+            max_header_bytes: self.metrics_max_header_bytes,
+            header_timeout: std::time::Duration::from_millis(self.metrics_header_timeout_ms),
+        }
     }
 
     /// A libpq-style connection string for the control connection.

@@ -184,7 +184,11 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
         match tokio::net::TcpListener::bind(&options.metrics_listen).await {
             Ok(l) => {
                 tracing::info!(address = %options.metrics_listen, "metrics on /metrics, health on /health");
-                tokio::spawn(sidecar::http::serve(l, metrics.clone()));
+                tokio::spawn(sidecar::http::serve(
+                    l,
+                    metrics.clone(),
+                    options.http_limits(),
+                ));
             }
             Err(e) => {
                 eprintln!(

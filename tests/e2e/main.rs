@@ -20,6 +20,7 @@ mod isolation;
 mod lockout;
 mod lockout_keys;
 mod merkle;
+mod metrics_endpoint;
 mod mirror;
 mod mongo_contract;
 mod pipeline;
