@@ -22,6 +22,7 @@ mod lockout_keys;
 mod merkle;
 mod metrics_endpoint;
 mod mirror;
+mod mirror_hostile;
 mod mongo_contract;
 mod pipeline;
 mod publication;
