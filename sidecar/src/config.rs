@@ -26,7 +26,12 @@ pub enum Command {
     /// Reconcile PostgreSQL and MongoDB per tenant (row counts, last seq, a
     /// digest over every row's chain digests, checkpoints, lockout state);
     /// exits 1 on any difference.
-    Verify,
+    Verify {
+        /// Rewrites the log documents that hold their metadata numbers as
+        /// releases before 0.9.0 wrote them (Doubles) in the exact form.
+        #[arg(long)]
+        rewrite_earlier_numbers: bool,
+    },
     /// Creates a witness signer key file (mode 0600) and prints its
     /// verifier key, the text to publish.
     WitnessKeygen {
@@ -594,7 +599,12 @@ mod tests {
         assert_eq!(cli.options.slot, "from_file");
         assert_eq!(cli.options.batch_rows, 77);
         assert_eq!(cli.options.pg_port, 7000, "the flag wins over the file");
-        assert!(matches!(cli.command, Some(Command::Verify)));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Verify {
+                rewrite_earlier_numbers: false
+            })
+        ));
         std::fs::write(&path, "slot = \"Bad-Slot\"\n").unwrap();
         let matches = Cli::command().get_matches_from([
             "authaudit-sidecar",

@@ -57,7 +57,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
-            Command::Verify => match verify::reconcile(&cli.options).await {
+            Command::Verify {
+                rewrite_earlier_numbers,
+            } => match verify::reconcile(&cli.options, rewrite_earlier_numbers).await {
                 Ok(report) => {
                     for n in &report.notes {
                         println!("note: {n}");

@@ -254,6 +254,32 @@ fn jsonb_of(b: bson::RawBsonRef<'_>) -> String {
     }
 }
 
+/// Metadata as the sidecar of release 0.8.0 embedded it: integers within
+/// 64 bits as Int64, every other number as a Double.
+fn release_0_8_metadata(v: &serde_json::Value) -> bson::RawBson {
+    use serde_json::Value as J;
+    match v {
+        J::Null => bson::RawBson::Null,
+        J::Bool(b) => bson::RawBson::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => bson::RawBson::Int64(i),
+            None => bson::RawBson::Double(n.as_f64().unwrap()),
+        },
+        J::String(s) => bson::RawBson::String(s.clone()),
+        J::Array(a) => {
+            let mut out = bson::RawArrayBuf::new();
+            a.iter().for_each(|x| out.push(release_0_8_metadata(x)));
+            bson::RawBson::Array(out)
+        }
+        J::Object(m) => {
+            let mut out = bson::RawDocumentBuf::new();
+            m.iter()
+                .for_each(|(k, x)| out.append(k, release_0_8_metadata(x)));
+            bson::RawBson::Document(out)
+        }
+    }
+}
+
 #[test]
 fn hostile_metadata_is_mirrored_exactly_verified_witnessed_and_sent_as_to_cef() {
     let db = Cluster::shared().fresh_db_with_lockout("mirror_hostile");
@@ -382,6 +408,57 @@ fn hostile_metadata_is_mirrored_exactly_verified_witnessed_and_sent_as_to_cef() 
         let sample = format!("authaudit_sidecar_fallback_rows_total{{reason=\"{reason}\"}}");
         assert!(m.metric(&sample) >= *count as f64, "{sample}");
     }
+
+    // A document as a sidecar before 0.9.0 wrote it (the integer beyond
+    // 64 bits as a Double) is noted, not a difference, and rewritten.
+    let earlier = docs
+        .iter()
+        .find(|d| {
+            d.get_str("metadata_text")
+                .is_ok_and(|t| t.contains(r#""reason": 9223372036854775808"#))
+        })
+        .unwrap();
+    let mut rounded = bson::RawDocumentBuf::new();
+    for (k, v) in earlier.iter().map(Result::unwrap) {
+        if k == "metadata" {
+            let text = earlier.get_str("metadata_text").unwrap();
+            rounded.append(
+                k,
+                release_0_8_metadata(&serde_json::from_str(text).unwrap()),
+            );
+        } else {
+            rounded.append(k, v.to_raw_bson());
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        mongodb::Client::with_uri_str(&store.uri)
+            .await
+            .unwrap()
+            .database(&store.database)
+            .collection::<bson::RawDocumentBuf>("auth_log")
+            .replace_one(
+                bson::doc! {"_id": earlier.get_str("_id").unwrap()},
+                &rounded,
+            )
+            .await
+            .unwrap();
+    });
+    let (code, text) = m.verify();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("tenant tenant-h1: 1 log documents hold their metadata numbers as releases before 0.9.0"), "{text}");
+    let out = m
+        .command()
+        .args(["verify", "--rewrite-earlier-numbers"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("1 log documents rewritten"), "{text}");
+    let (code, text) = m.verify();
+    assert!(code == 0 && !text.contains("note:"), "{text}");
 
     // The SIEM has to_cef's bytes for every row, and verify_cef agrees.
     let lines = wait_all(&rs, "relp", &db, Duration::from_secs(60));
