@@ -46,5 +46,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/authaudit-sidecar /usr/local/bin/authaudit-sidecar
 USER 65532:65532
 EXPOSE 9187
+# Inside the container the endpoint listens on every interface so that a
+# published port reaches it; publish it on the host's loopback (compose).
 ENV AUTHAUDIT_METRICS_LISTEN=0.0.0.0:9187
 ENTRYPOINT ["/usr/local/bin/authaudit-sidecar"]

@@ -19,7 +19,12 @@ def unescape(value):
 HEADER = {"CEFVersion", "DeviceVendor", "DeviceProduct", "DeviceVersion",
           "DeviceEventClassID", "Name", "DeviceName", "Severity", "DeviceSeverity"}
 
-for raw in sys.stdin.read().splitlines():
+# One line per "\n" only: str.splitlines() would also cut a line at a
+# character such as U+2028 inside a value, which CEF does not escape.
+lines = sys.stdin.read().split("\n")
+if lines and lines[-1] == "":
+    lines.pop()
+for raw in lines:
     parsed = pycef.parse(raw)
     if parsed is None:
         print(json.dumps({"error": "unparsable", "line": raw}))

@@ -5,6 +5,8 @@
 //! newline as `\n`, carriage return as `\r`) of the CEF specification. The
 //! field mapping is documented in `docs/cef.md`.
 
+use crate::exact_json::text_at;
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -39,6 +41,76 @@ pub struct CefEvent<'a> {
     /// For an event recorded by `import_events`: when it was recorded
     /// (milliseconds since the Unix epoch); `rt` stays the event's time.
     pub imported_at_ms: Option<i64>,
+}
+
+/// The fields `authaudit.to_cef` takes from a row's metadata
+/// (`sql/cef.sql`), read the same way from jsonb's text, so that every
+/// encoder of a row writes the same bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataFields<'a> {
+    /// `metadata ->> 'reason'`: a string unescaped, any other value as
+    /// jsonb writes it (`1.50`, `{"a": 1}`, `true`), `null` as none.
+    pub reason: Option<Cow<'a, str>>,
+    /// `(metadata #>> '{_authaudit,lockout,preceding_failures}')::integer`.
+    pub preceding_failures: Option<i32>,
+    /// `(metadata #>> '{_authaudit,lockout,was_locked}')::boolean`.
+    pub was_locked: Option<bool>,
+    /// `metadata #>> '{_authaudit,token,fingerprint_sha256}'`.
+    pub token_fingerprint: Option<Cow<'a, str>>,
+    /// `metadata #>> '{_authaudit,imported}' = 'true'`.
+    pub imported: bool,
+}
+
+impl<'a> MetadataFields<'a> {
+    /// The fields of a row's metadata, from jsonb's text. A value the SQL
+    /// cast would refuse (`'abc'::integer`, where `to_cef` fails) is none;
+    /// a text that is not JSON gives no fields.
+    pub fn read(metadata: &'a str) -> MetadataFields<'a> {
+        let at = |path: &[&str]| text_at(metadata, path).ok().flatten();
+        MetadataFields {
+            reason: at(&["reason"]),
+            preceding_failures: at(&["_authaudit", "lockout", "preceding_failures"])
+                .and_then(|t| pg_int4(&t)),
+            was_locked: at(&["_authaudit", "lockout", "was_locked"]).and_then(|t| pg_bool(&t)),
+            token_fingerprint: at(&["_authaudit", "token", "fingerprint_sha256"]),
+            imported: at(&["_authaudit", "imported"]).as_deref() == Some("true"),
+        }
+    }
+}
+
+/// C's `isspace` in the C locale.
+fn is_c_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\u{b}' | '\u{c}' | '\r')
+}
+
+/// A text cast to `integer` as PostgreSQL 15's `int4in` does: white space
+/// around, an optional sign, decimal digits; `None` where it raises an error.
+pub fn pg_int4(text: &str) -> Option<i32> {
+    let t = text.trim_matches(is_c_space);
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.strip_prefix('+').unwrap_or(t).parse().ok()
+}
+
+/// A text cast to `boolean` as PostgreSQL's `boolin` does: white space
+/// around, then any prefix of `true`, `false`, `yes`, `no` (`on` and `off`
+/// from two letters), or `1` and `0`, in any case.
+pub fn pg_bool(text: &str) -> Option<bool> {
+    let t = text.trim_matches(is_c_space).to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| t.len() >= min && word.starts_with(t.as_str());
+    match t.as_bytes().first()? {
+        b't' if prefix_of("true", 1) => Some(true),
+        b'f' if prefix_of("false", 1) => Some(false),
+        b'y' if prefix_of("yes", 1) => Some(true),
+        b'n' if prefix_of("no", 1) => Some(false),
+        b'o' if prefix_of("on", 2) => Some(true),
+        b'o' if prefix_of("off", 2) => Some(false),
+        b'1' if t == "1" => Some(true),
+        b'0' if t == "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// Signature id, name and severity (0–10) of an event.
@@ -455,6 +527,66 @@ mod tests {
             for version in ["0.7.0", "a|b\\c"] {
                 assert_eq!(line(e, version), reference_line(e, version));
             }
+        }
+    }
+
+    #[test]
+    fn metadata_fields_are_read_as_to_cef_reads_them() {
+        let f = MetadataFields::read(
+            r#"{"reason": {"b": [1, 2.50], "a": true}, "_authaudit": {"lockout": {"was_locked": "yes", "preceding_failures": " 12 "}, "imported": true}}"#,
+        );
+        assert_eq!(f.reason.as_deref(), Some(r#"{"a": true, "b": [1, 2.50]}"#));
+        assert_eq!(f.preceding_failures, Some(12));
+        assert_eq!(f.was_locked, Some(true));
+        assert!(f.imported);
+        for (reason, text) in [
+            ("1.50", Some("1.50")),
+            ("12345678901234567890123", Some("12345678901234567890123")),
+            ("true", Some("true")),
+            ("null", None),
+            ("[1, \"a\"]", Some("[1, \"a\"]")),
+            ("\"line\\nbreak \\u00e9\"", Some("line\nbreak é")),
+        ] {
+            let m = format!("{{\"reason\": {reason}}}");
+            let got = MetadataFields::read(&m).reason.map(Cow::into_owned);
+            assert_eq!(got.as_deref(), text, "{reason}");
+        }
+        let huge = MetadataFields::read(r#"{"reason": 1e400}"#).reason.unwrap();
+        assert_eq!(huge.len(), 401);
+        assert_eq!(MetadataFields::read("not json"), MetadataFields::default());
+    }
+
+    #[test]
+    fn casts_follow_postgresql() {
+        for (t, v) in [
+            ("12", Some(12)),
+            (" +7\n", Some(7)),
+            ("-2147483648", Some(i32::MIN)),
+            ("2147483648", None),
+            ("1.0", None),
+            ("", None),
+            ("+", None),
+            ("1 2", None),
+        ] {
+            assert_eq!(pg_int4(t), v, "{t:?}");
+        }
+        for (t, v) in [
+            ("t", Some(true)),
+            ("TRU", Some(true)),
+            ("true", Some(true)),
+            ("truee", None),
+            (" yes ", Some(true)),
+            ("n", Some(false)),
+            ("o", None),
+            ("on", Some(true)),
+            ("of", Some(false)),
+            ("OFF", Some(false)),
+            ("1", Some(true)),
+            ("0", Some(false)),
+            ("10", None),
+            ("", None),
+        ] {
+            assert_eq!(pg_bool(t), v, "{t:?}");
         }
     }
 

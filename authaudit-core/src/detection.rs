@@ -16,7 +16,18 @@
 //!
 //! Events are fed in commit order; each tenant's events are taken once by
 //! seq, so a replay after a restart raises nothing twice.
+//!
+//! Accounts and sources are keyed as the lockout engine keys them, by the
+//! tenant's [`KeyRules`]: `Alice`, ` alice` and `ＡＬＩＣＥ` are one account
+//! under canonical folding, and the addresses of one IPv6 prefix one
+//! source. Alerts name the keys.
+//!
+//! Memory is bounded ([`MAX_KEYS`] windows per rule), and eviction keeps
+//! the heavy keys: a key whose window has crossed half its rule's
+//! threshold is never evicted for keys below half, however many of them
+//! a flood brings (see [`MAX_KEYS`] for the exact guarantee).
 
+use crate::identity::KeyRules;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -102,7 +113,9 @@ pub struct Event<'a> {
     pub tenant: &'a str,
     pub seq: i64,
     pub event_type: &'a str,
+    /// The `user_id` as recorded (the detector keys it).
     pub account: &'a str,
+    /// The `ip` as recorded, a host address (the detector keys it).
     pub source: Option<&'a str>,
     pub at_ms: i64,
     pub preceding_failures: Option<i32>,
@@ -117,9 +130,20 @@ pub const MAX_NAMED: usize = 100;
 /// the same few accounts or sources).
 pub const MAX_WINDOW_EVENTS: usize = 256;
 
-/// The most keys a rule keeps windows for: beyond, the half least recently
-/// active are forgotten, so a flood of sources or accounts cannot grow the
-/// detector's memory without bound.
+/// The most keys a rule keeps windows for, so a flood of sources or
+/// accounts cannot grow the detector's memory without bound. Beyond, half
+/// are kept: the heaviest, ranked by (past half the threshold, progress
+/// towards the threshold, most recent event); ties cut arbitrarily.
+///
+/// Guarantee: a key whose window holds more than half its threshold
+/// (3 of 5 sources for a distributed brute force, 6 of 10 accounts for a
+/// spray) is evicted only when `MAX_KEYS / 2` other keys are at least as
+/// far towards their own thresholds. Keys below half never evict it,
+/// whatever their number: 100,000 junk accounts with one failure each
+/// leave it in place, and its next events complete the alert. A key below
+/// half can be evicted by a flood (it then starts a new window); the
+/// flood itself is what the spray and stuffing rules see. Windows idle
+/// for longer than the window are dropped by the sweep first.
 pub const MAX_KEYS: usize = 10_000;
 
 /// A raised alert and the evidence it rests on.
@@ -169,6 +193,8 @@ struct Window {
     newest_ms: i64,
     /// Quiet until this event time after an alert.
     quiet_until_ms: Option<i64>,
+    /// The threshold of the count its rule watches (kept for eviction).
+    goal: usize,
 }
 
 fn bump(map: &mut HashMap<Arc<str>, usize>, key: &Arc<str>) {
@@ -275,27 +301,38 @@ impl Window {
     }
 }
 
-/// Keeps the more recently active half of `map` when it holds more than
-/// [`MAX_KEYS`] windows.
-fn bound<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>) {
+/// Keeps the heavier half of `map` when it holds more than [`MAX_KEYS`]
+/// windows (see there); `count` is the distinct count the rule watches.
+/// Returns how many windows were dropped.
+fn bound<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Window>,
+    count: impl Fn(&Window) -> usize,
+) -> usize {
     if map.len() <= MAX_KEYS {
-        return;
+        return 0;
     }
-    let mut times: Vec<i64> = map.values().map(|w| w.newest_ms).collect();
+    let rank = |w: &Window| {
+        let (n, goal) = (count(w), w.goal.max(1));
+        (2 * n > goal, n * 1_000_000 / goal, w.newest_ms)
+    };
+    let mut ranks: Vec<(bool, usize, i64)> = map.values().map(rank).collect();
     let keep = MAX_KEYS / 2;
-    let at = times.len() - keep;
-    let (_, cut, _) = times.select_nth_unstable(at);
+    let at = ranks.len() - keep;
+    let (_, cut, _) = ranks.select_nth_unstable(at);
     let cut = *cut;
-    // Keys as recent as the cut are kept up to the half, in any order.
-    let mut ties = keep.saturating_sub(times.iter().filter(|t| **t > cut).count());
+    // Keys ranked as the cut are kept up to the half, in any order.
+    let mut ties = keep.saturating_sub(ranks.iter().filter(|r| **r > cut).count());
+    let before = map.len();
     map.retain(|_, w| {
-        if w.newest_ms > cut {
+        let r = rank(w);
+        if r > cut {
             return true;
         }
-        let tie = w.newest_ms == cut && ties > 0;
+        let tie = r == cut && ties > 0;
         ties -= usize::from(tie);
         tie
     });
+    before - map.len()
 }
 
 /// `map`'s window for `tenant` and `part` (a source or an account),
@@ -326,6 +363,11 @@ fn keyed_window<'m>(map: &'m mut HashMap<String, Window>, key: &str) -> &'m mut 
 pub struct Detector {
     default: Thresholds,
     per_tenant: HashMap<String, Thresholds>,
+    /// The key rules of tenants with a policy of their own, and of the rest.
+    default_keys: KeyRules,
+    keys: HashMap<String, KeyRules>,
+    /// Windows dropped to stay within [`MAX_KEYS`].
+    evicted: u64,
     /// The last seq taken per tenant.
     taken: HashMap<String, i64>,
     /// Keyed by tenant and source, joined by [`window`].
@@ -348,6 +390,23 @@ impl Detector {
             per_tenant,
             ..Detector::default()
         }
+    }
+
+    /// Sets the key rules: `default` for every tenant without rules of its
+    /// own in `per_tenant` (as the lockout engine reads `lockout_policy`).
+    pub fn set_key_rules(&mut self, default: KeyRules, per_tenant: HashMap<String, KeyRules>) {
+        self.default_keys = default;
+        self.keys = per_tenant;
+    }
+
+    /// The key rules of `tenant`.
+    pub fn key_rules(&self, tenant: &str) -> KeyRules {
+        self.keys.get(tenant).copied().unwrap_or(self.default_keys)
+    }
+
+    /// Windows dropped so far to stay within [`MAX_KEYS`].
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// The thresholds of `tenant`.
@@ -378,8 +437,13 @@ impl Detector {
         let t = self.thresholds(e.tenant).clone();
         let w = t.window_ms;
         let mut out = Vec::new();
-        let (account, source): (Arc<str>, Arc<str>) =
-            (e.account.into(), e.source.unwrap_or_default().into());
+        let rules = self.key_rules(e.tenant);
+        let account_key = rules.account(e.account);
+        let source_key = e.source.map(|s| rules.source(s));
+        let (account, source): (Arc<str>, Arc<str>) = (
+            (*account_key).into(),
+            source_key.as_deref().unwrap_or_default().into(),
+        );
         let entry = || Entry {
             at_ms: e.at_ms,
             seq: e.seq,
@@ -389,8 +453,9 @@ impl Detector {
         self.newest_ms = self.newest_ms.max(e.at_ms);
         match e.event_type {
             "login_failed" => {
-                if let Some(src) = e.source {
+                if let Some(src) = source_key.as_deref() {
                     let spray = window(&mut self.spray, &mut self.scratch, e.tenant, src);
+                    spray.goal = t.spray_accounts;
                     if spray.push(entry(), w) && spray.accounts.len() >= t.spray_accounts {
                         out.push(spray.alert(Rule::PasswordSpray, e.tenant, w));
                     }
@@ -398,8 +463,9 @@ impl Detector {
                         &mut self.distributed,
                         &mut self.scratch,
                         e.tenant,
-                        e.account,
+                        &account_key,
                     );
+                    dist.goal = t.distributed_sources;
                     if dist.push(entry(), w) && dist.sources.len() >= t.distributed_sources {
                         out.push(dist.alert(Rule::DistributedBruteForce, e.tenant, w));
                     }
@@ -420,8 +486,11 @@ impl Detector {
                 let single = |rule| Alert {
                     rule,
                     tenant: e.tenant.to_string(),
-                    accounts: vec![e.account.to_string()],
-                    sources: e.source.map(|s| vec![s.to_string()]).unwrap_or_default(),
+                    accounts: vec![account.to_string()],
+                    sources: source_key
+                        .as_deref()
+                        .map(|s| vec![s.to_string()])
+                        .unwrap_or_default(),
                     account_count: 1,
                     source_count: usize::from(e.source.is_some()),
                     first_ms: e.at_ms,
@@ -448,8 +517,8 @@ impl Detector {
         if self.since_sweep >= 10_000 {
             self.sweep();
         }
-        bound(&mut self.spray);
-        bound(&mut self.distributed);
+        self.evicted += bound(&mut self.spray, |w| w.accounts.len()) as u64;
+        self.evicted += bound(&mut self.distributed, |w| w.sources.len()) as u64;
         out
     }
 
@@ -680,6 +749,157 @@ mod tests {
         f.d.sweep();
         // Ten minutes of one event a minute: about ten keys per rule.
         assert!(f.d.windows() < 40, "{} windows", f.d.windows());
+    }
+
+    fn failed(d: &mut Detector, tenant: &str, seq: i64, account: &str, source: &str) -> Vec<Alert> {
+        d.observe(&Event {
+            tenant,
+            seq,
+            event_type: "login_failed",
+            account,
+            source: Some(source),
+            at_ms: seq,
+            preceding_failures: None,
+            was_locked: None,
+        })
+    }
+
+    #[test]
+    fn spellings_of_one_account_are_one_key_as_in_the_lockout_engine() {
+        use crate::identity::Folding;
+        let spellings = ["Alice", "alice ", " ALICE", "ａｌｉｃｅ", "al\u{00AD}ice"];
+        let mut d = Detector::new(Thresholds::default(), HashMap::new());
+        let exact = KeyRules {
+            folding: Folding::Exact,
+            ..KeyRules::default()
+        };
+        d.set_key_rules(
+            KeyRules::default(),
+            HashMap::from([("exact".to_string(), exact)]),
+        );
+        for tenant in ["acme", "exact"] {
+            let mut raised = Vec::new();
+            for i in 0..20 {
+                let who = spellings[i % spellings.len()];
+                let from = format!("198.51.100.{}", i + 1);
+                raised.extend(failed(&mut d, tenant, i as i64 + 1, who, &from));
+            }
+            let dist: Vec<&Alert> = raised
+                .iter()
+                .filter(|a| a.rule == Rule::DistributedBruteForce)
+                .collect();
+            if tenant == "acme" {
+                assert_eq!(dist.len(), 1, "{raised:?}");
+                assert_eq!(dist[0].accounts, ["alice"]);
+                assert_eq!(dist[0].source_count, 5);
+            } else {
+                // Exact keys: five accounts of four sources each.
+                assert!(dist.is_empty(), "{raised:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_prefix_are_one_source() {
+        let mut d = Detector::new(Thresholds::default(), HashMap::new());
+        let mut raised = Vec::new();
+        for i in 0..8 {
+            let from = format!("2001:db8:1:2::{:x}", i + 1);
+            raised.extend(failed(&mut d, "acme", i + 1, "bob", &from));
+        }
+        assert!(raised.is_empty(), "one /64 is one source: {raised:?}");
+        for i in 0..5 {
+            let from = format!("2001:db8:{:x}::1", i + 10);
+            raised.extend(failed(&mut d, "acme", 100 + i, "bob", &from));
+        }
+        assert_eq!(rules(&raised), [Rule::DistributedBruteForce]);
+        assert!(raised[0].sources.contains(&"2001:db8:1:2::/64".to_string()));
+        // A spray from rotating addresses of one /64 is one source's spray.
+        let mut raised = Vec::new();
+        for i in 0..12 {
+            let from = format!("2001:db8:9:9::{:x}", i + 1);
+            raised.extend(failed(&mut d, "acme", 200 + i, &format!("u{i}"), &from));
+        }
+        assert_eq!(rules(&raised), [Rule::PasswordSpray]);
+        assert_eq!(raised[0].sources, ["2001:db8:9:9::/64"]);
+    }
+
+    /// The guarantee of [`MAX_KEYS`]: 100,000 junk keys, each with one
+    /// failure, do not evict a key past half its threshold; its next events
+    /// raise its alert.
+    #[test]
+    fn a_flood_of_junk_keys_cannot_evict_a_key_past_half_its_threshold() {
+        let mut d = Detector::new(Thresholds::default(), HashMap::new());
+        let mut seq = 0;
+        let mut next = || {
+            seq += 1;
+            seq
+        };
+        let mut raised = Vec::new();
+        // Three of the five sources a distributed brute force needs, and six
+        // of the ten accounts of a spray.
+        for i in 0..3 {
+            raised.extend(failed(
+                &mut d,
+                "acme",
+                next(),
+                "victim",
+                &format!("192.0.2.{i}"),
+            ));
+        }
+        for i in 0..6 {
+            raised.extend(failed(
+                &mut d,
+                "acme",
+                next(),
+                &format!("target{i}"),
+                "203.0.113.66",
+            ));
+        }
+        for j in 0..100_000u32 {
+            let junk = format!("junk{j}");
+            let from = format!("10.{}.{}.{}", j >> 16, (j >> 8) & 255, j & 255);
+            raised.extend(failed(&mut d, "acme", next(), &junk, &from));
+        }
+        assert!(
+            d.evicted() > 150_000,
+            "the flood was evicted: {}",
+            d.evicted()
+        );
+        assert!(d.distributed.len() <= MAX_KEYS && d.spray.len() <= MAX_KEYS);
+        raised.clear();
+        for i in 3..5 {
+            raised.extend(failed(
+                &mut d,
+                "acme",
+                next(),
+                "victim",
+                &format!("192.0.2.{i}"),
+            ));
+        }
+        for i in 6..10 {
+            raised.extend(failed(
+                &mut d,
+                "acme",
+                next(),
+                &format!("target{i}"),
+                "203.0.113.66",
+            ));
+        }
+        let dist: Vec<&Alert> = raised
+            .iter()
+            .filter(|a| a.rule == Rule::DistributedBruteForce)
+            .collect();
+        assert_eq!(dist.len(), 1, "{raised:?}");
+        assert_eq!(dist[0].accounts, ["victim"]);
+        assert_eq!(dist[0].source_count, 5);
+        let spray: Vec<&Alert> = raised
+            .iter()
+            .filter(|a| a.rule == Rule::PasswordSpray)
+            .collect();
+        assert_eq!(spray.len(), 1, "{raised:?}");
+        assert_eq!(spray[0].sources, ["203.0.113.66"]);
+        assert_eq!(spray[0].account_count, 10);
     }
 
     #[test]

@@ -125,6 +125,52 @@ pub fn source_key(addr: IpAddr, ipv6_prefix: u8) -> SourceKey {
     }
 }
 
+/// A tenant's rules for the keys (`lockout_policy.account_key_folding`
+/// and `ipv6_prefix`, or the `authaudit.lockout_*` defaults): what the
+/// lockout engine counts by, and the detections with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRules {
+    pub folding: Folding,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for KeyRules {
+    /// The extension's defaults: canonical folding, IPv6 sources by /64.
+    fn default() -> Self {
+        KeyRules {
+            folding: Folding::Canonical,
+            ipv6_prefix: 64,
+        }
+    }
+}
+
+impl KeyRules {
+    /// The key of account `user`.
+    pub fn account<'u>(&self, user: &'u str) -> Cow<'u, str> {
+        account_key(user, self.folding)
+    }
+
+    /// The key of a source given as text: an address's [`SourceKey`],
+    /// written as the address alone when the key is one host (`/32`,
+    /// `/128`) and as `network/prefix` otherwise; text that is no
+    /// address (an `inet` with a mask) stays as it is.
+    pub fn source<'s>(&self, ip: &'s str) -> Cow<'s, str> {
+        let Ok(addr) = ip.parse::<IpAddr>() else {
+            return Cow::Borrowed(ip);
+        };
+        let key = source_key(addr, self.ipv6_prefix);
+        let host = match key.addr {
+            IpAddr::V4(_) => key.prefix == 32,
+            IpAddr::V6(_) => key.prefix == 128,
+        };
+        match (host, key.addr == addr) {
+            (true, true) => Cow::Borrowed(ip),
+            (true, false) => Cow::Owned(key.addr.to_string()),
+            (false, _) => Cow::Owned(key.inet_text()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +247,26 @@ mod tests {
         let mapped: IpAddr = "::ffff:198.51.100.250".parse().unwrap();
         assert_eq!(source_key(mapped, 64), source_key(v4, 64));
         assert_eq!(source_key(v4, 64).inet_text(), "198.51.100.250/32");
+    }
+
+    #[test]
+    fn key_rules_name_sources_as_the_engine_counts_them() {
+        let r = KeyRules::default();
+        assert_eq!(r.source("198.51.100.7"), "198.51.100.7");
+        assert_eq!(r.source("::ffff:198.51.100.7"), "198.51.100.7");
+        assert_eq!(r.source("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(r.source("not an address"), "not an address");
+        let hosts = KeyRules {
+            ipv6_prefix: 128,
+            ..r
+        };
+        assert_eq!(hosts.source("2001:db8::1"), "2001:db8::1");
+        assert_eq!(r.account(" Alice"), "alice");
+        let exact = KeyRules {
+            folding: Folding::Exact,
+            ..r
+        };
+        assert_eq!(exact.account(" Alice"), " Alice");
     }
 
     #[test]

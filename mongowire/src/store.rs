@@ -394,6 +394,34 @@ fn equality_fields(filter: &Document) -> Document {
 
 /// A write error of one statement: `{index, code, errmsg}` (and the
 /// duplicate key's `keyPattern`, `keyValue`).
+/// The deepest nesting MongoDB stores: a document nested deeper is refused
+/// (the document itself is the first level here, the stricter count).
+pub const MAX_NESTING: usize = 100;
+
+/// The nesting depth of `d`: 1 for a flat document, one more for each
+/// level of embedded documents and arrays.
+fn nesting(d: &Document) -> usize {
+    fn of(b: &Bson) -> usize {
+        match b {
+            Bson::Document(d) => nesting(d),
+            Bson::Array(a) => 1 + a.iter().map(of).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + d.values().map(of).max().unwrap_or(0)
+}
+
+/// A document MongoDB refuses to store, and why.
+fn unstorable(d: &Document) -> Option<CommandError> {
+    (nesting(d) > MAX_NESTING).then(|| {
+        CommandError::new(
+            15,
+            "Overflow",
+            format!("Document exceeds maximum nesting depth of {MAX_NESTING}"),
+        )
+    })
+}
+
 fn write_error(index: usize, e: &CommandError) -> Bson {
     let mut d = doc! {"index": index as i32, "code": e.code, "errmsg": &e.message};
     d.extend(e.details.as_deref().cloned().unwrap_or_default());
@@ -602,7 +630,11 @@ impl Store {
                 d = with_id;
             }
             let id = key_of(d.get("_id").unwrap_or(&Bson::Null));
-            match c.check_unique(&ns, &id, &d) {
+            let stored = match unstorable(&d) {
+                Some(e) => Err(e),
+                None => c.check_unique(&ns, &id, &d),
+            };
+            match stored {
                 Ok(()) => {
                     c.put(id, d);
                     n += 1;
@@ -1168,6 +1200,34 @@ mod tests {
             1,
             "ordered stops at the first error"
         );
+    }
+
+    #[test]
+    fn documents_nested_deeper_than_mongodb_stores_are_refused() {
+        // `levels` of documents, the innermost `{x: 1}`.
+        let nested = |levels: usize| (1..levels).fold(doc! {"x": 1}, |d, _| doc! {"a": d});
+        let mut s = Store::default();
+        let mut insert = |d: Document| {
+            s.insert("d", doc! {"insert": "c", "documents": [d]}, None)
+                .unwrap()
+        };
+        let deep = |id: i64, levels: usize| doc! {"_id": id, "n": nested(levels - 1)};
+        assert_eq!(insert(deep(1, MAX_NESTING)).get_i32("n").unwrap(), 1);
+        // Arrays are levels too.
+        let array = doc! {"_id": 2, "n": [nested(MAX_NESTING - 2)]};
+        assert_eq!(insert(array).get_i32("n").unwrap(), 1);
+        for d in [
+            deep(3, MAX_NESTING + 1),
+            doc! {"_id": 4, "n": [nested(MAX_NESTING - 1)]},
+        ] {
+            let r = insert(d);
+            assert_eq!(r.get_i32("n").unwrap(), 0);
+            let e = r.get_array("writeErrors").unwrap()[0]
+                .as_document()
+                .unwrap()
+                .clone();
+            assert_eq!(e.get_i32("code").unwrap(), 15, "{e}");
+        }
     }
 
     #[test]

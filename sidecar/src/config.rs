@@ -26,7 +26,12 @@ pub enum Command {
     /// Reconcile PostgreSQL and MongoDB per tenant (row counts, last seq, a
     /// digest over every row's chain digests, checkpoints, lockout state);
     /// exits 1 on any difference.
-    Verify,
+    Verify {
+        /// Rewrites the log documents that hold their metadata numbers as
+        /// releases before 0.9.0 wrote them (Doubles) in the exact form.
+        #[arg(long)]
+        rewrite_earlier_numbers: bool,
+    },
     /// Creates a witness signer key file (mode 0600) and prints its
     /// verifier key, the text to publish.
     WitnessKeygen {
@@ -206,6 +211,33 @@ pub struct Options {
         global = true
     )]
     pub metrics_listen: String,
+    /// Most connections the metrics endpoint holds at once; one more is
+    /// closed as soon as it is accepted.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_METRICS_MAX_CONNECTIONS",
+        default_value_t = 64,
+        global = true
+    )]
+    pub metrics_max_connections: usize,
+    /// Longest request head (request line and headers, bytes) the metrics
+    /// endpoint reads; a longer one is answered 431 and closed.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_METRICS_MAX_HEADER_BYTES",
+        default_value_t = 8192,
+        global = true
+    )]
+    pub metrics_max_header_bytes: usize,
+    /// Longest wait (ms) for a complete request head, from the connection's
+    /// accept or its last response; then the connection is closed.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_METRICS_HEADER_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub metrics_header_timeout_ms: u64,
     /// Per-tenant series on /metrics (events and failures streamed, by
     /// tenant): one series per tenant, so off by default.
     #[arg(
@@ -415,6 +447,9 @@ impl Options {
             "max_backoff_ms" => self.max_backoff_ms = num(v)?,
             "status_interval_ms" => self.status_interval_ms = num(v)?,
             "metrics_listen" => self.metrics_listen = v.into(),
+            "metrics_max_connections" => self.metrics_max_connections = num(v)?,
+            "metrics_max_header_bytes" => self.metrics_max_header_bytes = num(v)?,
+            "metrics_header_timeout_ms" => self.metrics_header_timeout_ms = num(v)?,
             "tenant_metrics" => self.tenant_metrics = num::<bool>(v)?,
             "log" => self.log = v.into(),
             "log_json" => self.log_json = num::<bool>(v)?,
@@ -459,6 +494,14 @@ impl Options {
                 "batch_rows must be positive and batch_bytes at least 1024".into(),
             ));
         }
+        if self.metrics_max_connections == 0
+            || self.metrics_max_header_bytes < 256
+            || self.metrics_header_timeout_ms < 100
+        {
+            return Err(ConfigError::Invalid(
+                "metrics_max_connections must be positive, metrics_max_header_bytes at least 256 and metrics_header_timeout_ms at least 100".into(),
+            ));
+        }
         if self.pg_sslmode.verifies() && self.pg_sslrootcert.is_none() {
             return Err(ConfigError::Invalid(
                 "pg_sslmode verify-ca and verify-full need pg_sslrootcert".into(),
@@ -498,6 +541,15 @@ impl Options {
             }
         }
         Ok(())
+    }
+
+    /// The metrics endpoint's limits.
+    pub fn http_limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            max_connections: self.metrics_max_connections,
+            max_header_bytes: self.metrics_max_header_bytes,
+            header_timeout: std::time::Duration::from_millis(self.metrics_header_timeout_ms),
+        }
     }
 
     /// A libpq-style connection string for the control connection.
@@ -547,7 +599,12 @@ mod tests {
         assert_eq!(cli.options.slot, "from_file");
         assert_eq!(cli.options.batch_rows, 77);
         assert_eq!(cli.options.pg_port, 7000, "the flag wins over the file");
-        assert!(matches!(cli.command, Some(Command::Verify)));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Verify {
+                rewrite_earlier_numbers: false
+            })
+        ));
         std::fs::write(&path, "slot = \"Bad-Slot\"\n").unwrap();
         let matches = Cli::command().get_matches_from([
             "authaudit-sidecar",

@@ -19,12 +19,21 @@
 //! first, so a window that straddles a restart is whole; the stream's
 //! replay of rows already taken raises nothing twice (by seq), and an alert
 //! raised again has the same `_id`.
+//!
+//! Accounts and sources are keyed as the lockout engine keys them: each
+//! tenant's `account_key_folding` and `ipv6_prefix` are read from
+//! `authaudit.lockout_policy`, and the defaults of tenants without a row
+//! from the `authaudit.lockout_account_key_folding` and
+//! `authaudit.lockout_ipv6_prefix` settings as the sidecar's session sees
+//! them, at start and again every few seconds ([`Detections::load_key_rules`]).
 
 use crate::config::Options;
 use crate::documents::{self, Get};
 use crate::metrics::Metrics;
-use crate::siem::{boolean, text_at, SiemEvent};
+use crate::siem::SiemEvent;
+use authaudit_core::cef::MetadataFields;
 use authaudit_core::detection::{Alert, Detector, Event, Rule, Thresholds};
+use authaudit_core::identity::{KeyRules, IPV6_PREFIX_RANGE};
 use bson::{RawArrayBuf, RawDocumentBuf};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -123,6 +132,43 @@ pub fn thresholds(
 /// The mirror's detector.
 pub struct Detections {
     detector: Detector,
+    /// Windows evicted, as last reported.
+    evictions_reported: u64,
+}
+
+/// The key rules `lockout_policy` and the defaults give: (default, per
+/// tenant). Values the extension refuses fall back to the default.
+fn key_rules_of(
+    default_folding: Option<&str>,
+    default_prefix: Option<&str>,
+    policies: &[(String, Option<String>, Option<String>)],
+) -> (KeyRules, HashMap<String, KeyRules>) {
+    let base = KeyRules::default();
+    let prefix = |p: Option<&str>, or: u8| {
+        p.and_then(|p| p.trim().parse::<u8>().ok())
+            .filter(|p| IPV6_PREFIX_RANGE.contains(p))
+            .unwrap_or(or)
+    };
+    let default = KeyRules {
+        folding: default_folding
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(base.folding),
+        ipv6_prefix: prefix(default_prefix, base.ipv6_prefix),
+    };
+    let per = policies
+        .iter()
+        .map(|(tenant, folding, p)| {
+            let rules = KeyRules {
+                folding: folding
+                    .as_deref()
+                    .and_then(|f| f.parse().ok())
+                    .unwrap_or(default.folding),
+                ipv6_prefix: prefix(p.as_deref(), default.ipv6_prefix),
+            };
+            (tenant.clone(), rules)
+        })
+        .collect();
+    (default, per)
 }
 
 impl Detections {
@@ -137,7 +183,49 @@ impl Detections {
         };
         Ok(Some(Detections {
             detector: Detector::new(default, per),
+            evictions_reported: 0,
         }))
+    }
+
+    /// Reads every tenant's key rules from PostgreSQL (`lockout_policy`,
+    /// through its JSON so that any release's table reads) and the
+    /// defaults' settings.
+    pub async fn load_key_rules(
+        &mut self,
+        pg: &tokio_postgres::Client,
+    ) -> Result<(), DetectionError> {
+        let defaults = pg
+            .query_one(
+                "SELECT current_setting('authaudit.lockout_account_key_folding', true), \
+                        current_setting('authaudit.lockout_ipv6_prefix', true)",
+                &[],
+            )
+            .await?;
+        let policies: Vec<(String, Option<String>, Option<String>)> = pg
+            .query(
+                "SELECT p.tenant_id, to_jsonb(p) ->> 'account_key_folding', \
+                        to_jsonb(p) ->> 'ipv6_prefix' \
+                   FROM authaudit.lockout_policy p",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let (default, per) = key_rules_of(
+            defaults.get::<_, Option<&str>>(0),
+            defaults.get::<_, Option<&str>>(1),
+            &policies,
+        );
+        self.detector.set_key_rules(default, per);
+        Ok(())
+    }
+
+    /// Windows evicted to stay within the detector's memory since the last
+    /// call.
+    pub fn take_evictions(&mut self) -> u64 {
+        let now = self.detector.evicted();
+        std::mem::replace(&mut self.evictions_reported, now).abs_diff(now)
     }
 
     /// Takes one log row (as text columns); returns its alerts.
@@ -152,12 +240,11 @@ impl Detections {
             return Vec::new();
         };
         // Only a success's lockout facts feed a rule: other rows' metadata
-        // is not parsed.
-        let metadata: serde_json::Value = (ty == "login_success")
-            .then(|| get("metadata").and_then(|m| serde_json::from_str(m).ok()))
+        // is not read.
+        let facts = (ty == "login_success")
+            .then(|| get("metadata").map(MetadataFields::read))
             .flatten()
             .unwrap_or_default();
-        let lockout = |field| text_at(&metadata, &["_authaudit", "lockout", field]);
         let source = get("ip").map(documents::host_ip);
         self.detector.observe(&Event {
             tenant,
@@ -166,8 +253,8 @@ impl Detections {
             account: user,
             source,
             at_ms: at.div_euclid(1000),
-            preceding_failures: lockout("preceding_failures").and_then(|t| t.trim().parse().ok()),
-            was_locked: lockout("was_locked").and_then(|t| boolean(&t)),
+            preceding_failures: facts.preceding_failures,
+            was_locked: facts.was_locked,
         })
     }
 
@@ -177,6 +264,7 @@ impl Detections {
         &mut self,
         pg: &tokio_postgres::Client,
     ) -> Result<Vec<Alert>, DetectionError> {
+        self.load_key_rules(pg).await?;
         let window_ms = self.detector.longest_window_ms();
         let rows = pg
             .query_raw(
@@ -286,9 +374,34 @@ mod tests {
     }
 
     #[test]
+    fn key_rules_come_from_the_policies_over_the_defaults() {
+        let policies = [
+            ("exact".to_string(), Some("exact".to_string()), None),
+            ("wide".to_string(), None, Some("48".to_string())),
+            (
+                "bad".to_string(),
+                Some("lower".to_string()),
+                Some("8".to_string()),
+            ),
+        ];
+        let (d, per) = key_rules_of(Some("canonical"), Some("56"), &policies);
+        assert_eq!(d.ipv6_prefix, 56);
+        assert_eq!(
+            per["exact"].folding,
+            authaudit_core::identity::Folding::Exact
+        );
+        assert_eq!(per["exact"].ipv6_prefix, 56);
+        assert_eq!(per["wide"].ipv6_prefix, 48);
+        assert_eq!(per["bad"], d, "values the extension refuses: the default");
+        let (d, _) = key_rules_of(None, Some(""), &[]);
+        assert_eq!(d, KeyRules::default());
+    }
+
+    #[test]
     fn rows_as_text_feed_the_detector() {
         let mut d = Detections {
             detector: Detector::new(Thresholds::default(), HashMap::new()),
+            evictions_reported: 0,
         };
         let mut raised = Vec::new();
         for i in 0..12 {

@@ -6,7 +6,10 @@
 //!   id is unique within its tenant), then `log_id`; times as BSON dates
 //!   (milliseconds) plus
 //!   the exact microseconds (`*_us`), digests as lowercase hex, metadata as
-//!   an embedded document, so the chain can be re-verified from the mirror.
+//!   an embedded document with exact numbers (Int64, Decimal128) beside
+//!   its canonical text (`metadata_text`, what the chain hashes), so the
+//!   chain can be re-verified from the mirror. A row the store cannot hold
+//!   so is mirrored in a fallback form ([`Fallback`]), never refused.
 //! - `lockout_state`: `_id` = `tenant_id/user_id`, plus the version (`v`,
 //!   `vi`): the row's `last_seq` (every transaction that changes the state
 //!   ends by setting it to its event's seq, which grows per tenant; a
@@ -15,7 +18,10 @@
 //!   version is newer than the stored one.
 //! - `checkpoints`: `_id` = `tenant_id/seq`.
 
+use authaudit_core::exact_json::{Event, Reader};
+use authaudit_core::numeric::{self, Exact};
 use bson::{RawArrayBuf, RawBson, RawDocumentBuf};
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
 /// Why a row could not be turned into a document.
@@ -144,11 +150,13 @@ impl Table {
     }
 }
 
-/// A row as what the mirror writes: a document inserted by `_id` (log rows,
-/// checkpoints) or a guarded lockout change.
+/// A row as what the mirror writes: a log document (with the parts of
+/// fields too large for it), a checkpoint inserted by `_id`, or a guarded
+/// lockout change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
-    Row(RawDocumentBuf),
+    Log(LogDocument),
+    Checkpoint(RawDocumentBuf),
     Lockout(LockoutChange),
 }
 
@@ -156,8 +164,8 @@ pub enum Document {
 /// (see [`lockout_state`]).
 pub fn document(table: Table, get: Get<'_, '_>, ordinal: i64) -> Result<Document, RowError> {
     Ok(match table {
-        Table::AuthLog => Document::Row(auth_log(get)?),
-        Table::Checkpoints => Document::Row(checkpoint(get)?),
+        Table::AuthLog => Document::Log(auth_log(get)?),
+        Table::Checkpoints => Document::Checkpoint(checkpoint(get)?),
         Table::LockoutState => Document::Lockout(lockout_state(get, ordinal)?),
     })
 }
@@ -225,22 +233,36 @@ fn put_str(d: &mut RawDocumentBuf, name: &str, v: Option<&str>) {
 }
 
 /// Microseconds since the Unix epoch of a `timestamptz` in ISO text with a
-/// UTC offset (`2026-11-28 04:11:20.102345+00`, offsets `+hh[:mm]`).
+/// UTC offset (`2026-11-28 04:11:20.102345+00`, offsets `+hh[:mm]`, years
+/// of any width, ` BC` for years before 1); `infinity` and `-infinity` are
+/// `i64::MAX` and `i64::MIN`, as the extension maps them, and times past
+/// the range of i64 are held at its ends.
 pub fn parse_timestamptz(s: &str) -> Option<i64> {
+    match s {
+        "infinity" => return Some(i64::MAX),
+        "-infinity" => return Some(i64::MIN),
+        _ => {}
+    }
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(t) => (t, true),
+        None => (s, false),
+    };
     let (date, rest) = s.split_once(' ')?;
     let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (
+    let (y, m, day): (i128, i128, i128) = (
         d.next()?.parse().ok()?,
         d.next()?.parse().ok()?,
         d.next()?.parse().ok()?,
     );
+    // Year 1 BC is year 0 of the proleptic Gregorian calendar.
+    let y = if bc { 1 - y } else { y };
     let tz_at = rest.rfind(['+', '-'])?;
     let (time, tz) = rest.split_at(tz_at);
     let mut t = time.split(':');
-    let (hh, mm): (i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let (hh, mm): (i128, i128) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
     let sec = t.next()?;
     let (ss, frac) = sec.split_once('.').unwrap_or((sec, ""));
-    let ss: i64 = ss.parse().ok()?;
+    let ss: i128 = ss.parse().ok()?;
     if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -249,11 +271,11 @@ pub fn parse_timestamptz(s: &str) -> Option<i64> {
         .bytes()
         .chain(std::iter::repeat(b'0'))
         .take(6)
-        .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0'));
+        .fold(0i128, |acc, b| acc * 10 + i128::from(b - b'0'));
     let sign = if tz.starts_with('-') { -1 } else { 1 };
     let mut z = tz[1..].split(':');
-    let tzh: i64 = z.next()?.parse().ok()?;
-    let tzm: i64 = z.next().map_or(Some(0), |v| v.parse().ok())?;
+    let tzh: i128 = z.next()?.parse().ok()?;
+    let tzm: i128 = z.next().map_or(Some(0), |v| v.parse().ok())?;
     let offset = sign * (tzh * 3600 + tzm * 60);
     // Days from civil (proleptic Gregorian), H. Hinnant's algorithm.
     let y2 = if m <= 2 { y - 1 } else { y };
@@ -263,7 +285,8 @@ pub fn parse_timestamptz(s: &str) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss - offset) * 1_000_000) + micros)
+    let us = (days * 86_400 + hh * 3600 + mm * 60 + ss - offset) * 1_000_000 + micros;
+    Some(us.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
 
 /// A time column as a BSON date (milliseconds) plus the exact
@@ -288,37 +311,192 @@ fn put_time(
     Ok(())
 }
 
-/// JSON as BSON, literally: keys starting with `$` stay keys (no extended
-/// JSON interpretation), integers become Int64, other numbers Double.
-fn json_to_bson(v: &serde_json::Value) -> Result<RawBson, ()> {
-    use serde_json::Value as J;
-    Ok(match v {
-        J::Null => RawBson::Null,
-        J::Bool(b) => RawBson::Boolean(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => RawBson::Int64(i),
-            None => RawBson::Double(n.as_f64().ok_or(())?),
-        },
-        J::String(s) => RawBson::String(s.clone()),
-        J::Array(a) => {
-            let mut out = RawArrayBuf::new();
-            for x in a {
-                out.push(json_to_bson(x)?);
-            }
-            RawBson::Array(out)
+/// The most nested levels a stored document may have: MongoDB refuses
+/// documents nested deeper than 100 levels. The log document is the first
+/// level, its metadata the second.
+pub const MAX_STORED_DEPTH: usize = 100;
+
+/// The largest document the store takes (MongoDB's BSON document limit).
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest text a part of a field too large for its document holds.
+pub const PART_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a log row is mirrored in its fallback form (docs/sidecar.md,
+/// "Rows the store cannot hold as they are"): `metadata` is null and
+/// `metadata_fallback` names the reason; `metadata_text` keeps the exact
+/// text the chain hashes, so nothing is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fallback {
+    /// A number no BSON type holds exactly (more than 34 significant
+    /// digits, or a scale beyond 6176).
+    Number,
+    /// Nesting deeper than the store takes ([`MAX_STORED_DEPTH`]).
+    Depth,
+    /// A key BSON cannot hold (a NUL character).
+    Key,
+    /// Metadata that is not JSON.
+    Unreadable,
+    /// The document would pass [`MAX_DOCUMENT_BYTES`]: the metadata is not
+    /// embedded, and text fields are moved to `auth_log_parts` until the
+    /// document fits.
+    Size,
+}
+
+impl Fallback {
+    pub const ALL: [Fallback; 5] = [
+        Fallback::Number,
+        Fallback::Depth,
+        Fallback::Key,
+        Fallback::Unreadable,
+        Fallback::Size,
+    ];
+
+    /// Its name in documents, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Number => "number",
+            Fallback::Depth => "depth",
+            Fallback::Key => "key",
+            Fallback::Unreadable => "unreadable",
+            Fallback::Size => "size",
         }
-        J::Object(m) => {
-            let mut out = RawDocumentBuf::new();
-            for (k, x) in m {
-                // BSON keys are C strings.
-                if k.contains('\0') {
-                    return Err(());
+    }
+}
+
+/// One open container while metadata is converted.
+enum Open {
+    Document(RawDocumentBuf, Option<String>),
+    Array(RawArrayBuf),
+}
+
+/// Metadata (jsonb's text) as BSON, literally and exactly: keys starting
+/// with `$` or holding dots stay keys (no extended JSON interpretation),
+/// integers within 64 bits become Int64, other numbers Decimal128 with
+/// their scale (`1.50` stays `1.50`; docs/sidecar.md). Without recursion,
+/// whatever the depth; what BSON or the store cannot hold is a
+/// [`Fallback`].
+pub fn metadata_bson(text: &str) -> Result<RawBson, Fallback> {
+    let mut r = Reader::new(text);
+    let mut stack: Vec<Open> = Vec::new();
+    let mut root = None;
+    while let Some(e) = r.next().map_err(|_| Fallback::Unreadable)? {
+        let value = match e {
+            Event::ObjectStart | Event::ArrayStart => {
+                // The log document is level 1, the metadata's root level 2.
+                if stack.len() + 2 > MAX_STORED_DEPTH {
+                    return Err(Fallback::Depth);
                 }
-                out.append(k, json_to_bson(x)?);
+                stack.push(match e {
+                    Event::ObjectStart => Open::Document(RawDocumentBuf::new(), None),
+                    _ => Open::Array(RawArrayBuf::new()),
+                });
+                continue;
             }
-            RawBson::Document(out)
+            Event::Key(k) => {
+                if k.contains('\0') {
+                    return Err(Fallback::Key);
+                }
+                if let Some(Open::Document(_, key)) = stack.last_mut() {
+                    *key = Some(k.into_owned());
+                }
+                continue;
+            }
+            Event::ObjectEnd | Event::ArrayEnd => match stack.pop() {
+                Some(Open::Document(d, _)) => RawBson::Document(d),
+                Some(Open::Array(a)) => RawBson::Array(a),
+                None => return Err(Fallback::Unreadable),
+            },
+            Event::Null => RawBson::Null,
+            Event::Bool(b) => RawBson::Boolean(b),
+            Event::Number(n) => {
+                let text = numeric::canonical(n).map_err(|_| Fallback::Unreadable)?;
+                match Exact::of(&text).ok_or(Fallback::Number)? {
+                    Exact::Int64(i) => RawBson::Int64(i),
+                    Exact::Decimal128(b) => RawBson::Decimal128(bson::Decimal128::from_bytes(b)),
+                }
+            }
+            Event::String(s) => RawBson::String(s.into_owned()),
+        };
+        match stack.last_mut() {
+            None => root = Some(value),
+            Some(Open::Document(d, key)) => d.append(key.take().unwrap_or_default(), value),
+            Some(Open::Array(a)) => a.push(value),
         }
-    })
+    }
+    root.ok_or(Fallback::Unreadable)
+}
+
+/// A log row's document, the parts of its fields too large for it (for
+/// `auth_log_parts`, written before it), and the fallback it needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogDocument {
+    pub doc: RawDocumentBuf,
+    pub parts: Vec<RawDocumentBuf>,
+    pub fallback: Option<Fallback>,
+}
+
+/// Top-level fields never moved to parts: the document's identity.
+const NEVER_PARTED: [&str; 3] = ["_id", "log_id", "tenant_id"];
+
+/// Moves the largest text fields of `d` to parts until it fits the store:
+/// each becomes null, its text is cut into pieces of at most
+/// [`PART_BYTES`] (at character boundaries) stored as documents
+/// `{_id: "<doc id>/<field>/<n>", log_doc_id, field, n, text}`, and the
+/// document gets `parts: {<field>: {count, bytes, sha256}}`.
+fn move_to_parts(d: &RawDocumentBuf) -> (RawDocumentBuf, Vec<RawDocumentBuf>) {
+    let id = d.get_str("_id").unwrap_or_default().to_string();
+    let mut texts: Vec<(String, usize)> = d
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, _)| !NEVER_PARTED.contains(k))
+        .filter_map(|(k, v)| Some((k.to_string(), v.as_str()?.len())))
+        .collect();
+    texts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut moved: Vec<String> = Vec::new();
+    let mut size = d.as_bytes().len();
+    for (field, len) in texts {
+        // Each field moved leaves a null and an entry of about 150 bytes.
+        if size + 200 * (moved.len() + 1) <= MAX_DOCUMENT_BYTES {
+            break;
+        }
+        size -= len;
+        moved.push(field);
+    }
+    let mut out = RawDocumentBuf::new();
+    let mut parts = Vec::new();
+    let mut index = RawDocumentBuf::new();
+    for (k, v) in d.iter().filter_map(Result::ok) {
+        let Some(text) = moved.iter().any(|m| m == k).then(|| v.as_str()).flatten() else {
+            out.append(k, v.to_raw_bson());
+            continue;
+        };
+        out.append(k, RawBson::Null);
+        let mut n = 0i64;
+        let mut from = 0;
+        while from < text.len() || n == 0 {
+            let mut to = (from + PART_BYTES).min(text.len());
+            while !text.is_char_boundary(to) {
+                to -= 1;
+            }
+            let mut p = RawDocumentBuf::new();
+            p.append("_id", format!("{id}/{k}/{n}"));
+            p.append("log_doc_id", id.as_str());
+            p.append("field", k);
+            p.append("n", n);
+            p.append("text", &text[from..to]);
+            parts.push(p);
+            from = to;
+            n += 1;
+        }
+        let mut entry = RawDocumentBuf::new();
+        entry.append("count", n);
+        entry.append("bytes", text.len() as i64);
+        entry.append("sha256", hex::encode(Sha256::digest(text.as_bytes())));
+        index.append(k, entry);
+    }
+    out.append("parts", index);
+    (out, parts)
 }
 
 const LOG_TIMES: [(&str, &str); 2] = [
@@ -326,36 +504,80 @@ const LOG_TIMES: [(&str, &str); 2] = [
     ("recorded_at", "recorded_at_us"),
 ];
 
-/// An `auth_log` row as its document.
-pub fn auth_log(get: Get<'_, '_>) -> Result<RawDocumentBuf, RowError> {
+/// An `auth_log` row as its document. Never refused for its metadata or
+/// its size: what the store cannot hold as it is takes the fallback form.
+pub fn auth_log(get: Get<'_, '_>) -> Result<LogDocument, RowError> {
     let metadata_text = req(get, "metadata")?;
-    let metadata = serde_json::from_str::<serde_json::Value>(metadata_text)
-        .ok()
-        .and_then(|j| json_to_bson(&j).ok())
-        .ok_or_else(|| bad("metadata", metadata_text))?;
-    let (log_id, tenant) = (req(get, "log_id")?, req(get, "tenant_id")?);
-    let mut d = RawDocumentBuf::new();
-    d.append("_id", log_doc_id(tenant, log_id));
-    d.append("log_id", log_id);
-    d.append("tenant_id", tenant);
-    put_str(&mut d, "org_id", get("org_id"));
-    d.append("seq", int(get, "seq")?.ok_or(RowError::Missing("seq"))?);
-    d.append("event_type", req(get, "event_type")?);
-    d.append("user_id", req(get, "user_id")?);
-    put_ip(&mut d, "ip", get("ip"));
-    put_str(&mut d, "user_agent", get("user_agent"));
-    d.append("channel", req(get, "channel")?);
-    for t in LOG_TIMES {
-        put_time(&mut d, get, t)?;
+    let (metadata, mut fallback) = match metadata_bson(metadata_text) {
+        Ok(m) => (m, None),
+        Err(f) => (RawBson::Null, Some(f)),
+    };
+    let doc = |metadata: RawBson, fallback: Option<Fallback>| -> Result<RawDocumentBuf, RowError> {
+        let (log_id, tenant) = (req(get, "log_id")?, req(get, "tenant_id")?);
+        let mut d = RawDocumentBuf::new();
+        d.append("_id", log_doc_id(tenant, log_id));
+        d.append("log_id", log_id);
+        d.append("tenant_id", tenant);
+        put_str(&mut d, "org_id", get("org_id"));
+        d.append("seq", int(get, "seq")?.ok_or(RowError::Missing("seq"))?);
+        d.append("event_type", req(get, "event_type")?);
+        d.append("user_id", req(get, "user_id")?);
+        put_ip(&mut d, "ip", get("ip"));
+        put_str(&mut d, "user_agent", get("user_agent"));
+        d.append("channel", req(get, "channel")?);
+        for t in LOG_TIMES {
+            put_time(&mut d, get, t)?;
+        }
+        d.append("metadata", metadata);
+        if let Some(f) = fallback {
+            d.append("metadata_fallback", f.as_str());
+        }
+        // The canonical JSON text the chain hashes (key order of jsonb).
+        d.append("metadata_text", metadata_text);
+        d.append("format_version", int(get, "format_version")?.unwrap_or(1));
+        for c in DIGESTS_WITH_PREV {
+            put_str(&mut d, c, hex_column(get, c)?.as_deref());
+        }
+        Ok(d)
+    };
+    let mut d = doc(metadata, fallback)?;
+    let mut parts = Vec::new();
+    if d.as_bytes().len() > MAX_DOCUMENT_BYTES {
+        fallback = Some(Fallback::Size);
+        d = doc(RawBson::Null, fallback)?;
+        if d.as_bytes().len() > MAX_DOCUMENT_BYTES {
+            (d, parts) = move_to_parts(&d);
+        }
     }
-    d.append("metadata", metadata);
-    // The canonical JSON text the chain hashes (key order of jsonb).
-    d.append("metadata_text", metadata_text);
-    d.append("format_version", int(get, "format_version")?.unwrap_or(1));
-    for c in DIGESTS_WITH_PREV {
-        put_str(&mut d, c, hex_column(get, c)?.as_deref());
+    Ok(LogDocument {
+        doc: d,
+        parts,
+        fallback,
+    })
+}
+
+/// The text of a field moved to parts, from its parts in order; `None`
+/// when they do not give back the length and SHA-256 the document names.
+pub fn joined_parts(
+    doc: &bson::RawDocument,
+    field: &str,
+    parts: &[RawDocumentBuf],
+) -> Option<String> {
+    let entry = doc.get_document("parts").ok()?.get_document(field).ok()?;
+    let mut text = String::new();
+    for (i, p) in parts
+        .iter()
+        .filter(|p| p.get_str("field").ok() == Some(field))
+        .enumerate()
+    {
+        if p.get_i64("n").ok()? != i as i64 {
+            return None;
+        }
+        text.push_str(p.get_str("text").ok()?);
     }
-    Ok(d)
+    let whole = entry.get_i64("bytes").ok()? == text.len() as i64
+        && entry.get_str("sha256").ok()? == hex::encode(Sha256::digest(text.as_bytes()));
+    whole.then_some(text)
 }
 
 /// The `_id` of a log row's document.
@@ -513,7 +735,7 @@ mod tests {
             ("digest_sha3_256", "\\x0104"),
         ]
         .into();
-        let current = auth_log(&|c: &str| row.get(c).copied()).unwrap();
+        let current = auth_log(&|c: &str| row.get(c).copied()).unwrap().doc;
         // The first format: `_id` = log_id, no log_id field.
         let mut old = RawDocumentBuf::new();
         old.append("_id", "6d1c0c8e-0000-4000-8000-000000000009");
@@ -548,7 +770,7 @@ mod tests {
         ]
         .into();
         let get = |c: &str| row.get(c).copied();
-        let d = auth_log(&get).unwrap();
+        let d = auth_log(&get).unwrap().doc;
         assert_eq!(
             d.get_str("_id").unwrap(),
             "acme/6d1c0c8e-0000-4000-8000-000000000001"
@@ -584,9 +806,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn metadata_is_mirrored_literally() {
-        let row: HashMap<&str, &str> = [
+    fn log_row(metadata: &'static str) -> HashMap<&'static str, &'static str> {
+        [
             ("log_id", "6d1c0c8e-0000-4000-8000-000000000002"),
             ("tenant_id", "acme"),
             ("seq", "8"),
@@ -595,18 +816,34 @@ mod tests {
             ("channel", "web"),
             ("occurred_at", "2026-11-28 04:11:20+00"),
             ("recorded_at", "2026-11-28 04:11:20+00"),
-            (
-                "metadata",
-                r#"{"$date": 5, "n": [1, 2.5, null, true], "big": 18446744073709551615}"#,
-            ),
+            ("metadata", metadata),
             ("link_sha256", "\\xCD02"),
         ]
-        .into();
+        .into()
+    }
+
+    fn decimal(text: &str) -> bson::RawBsonRef<'static> {
+        match Exact::of(text) {
+            Some(Exact::Decimal128(b)) => {
+                bson::RawBsonRef::Decimal128(bson::Decimal128::from_bytes(b))
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_is_mirrored_literally_with_exact_numbers() {
+        let row = log_row(
+            r#"{"$date": 5, "a.b": {"": null}, "n": [1, 2.5, 1.50, null, true], "big": 18446744073709551615}"#,
+        );
         let get = |c: &str| row.get(c).copied();
-        let d = auth_log(&get).unwrap();
+        let l = auth_log(&get).unwrap();
+        assert_eq!((l.fallback, l.parts.len()), (None, 0));
+        let d = l.doc;
         let m = d.get_document("metadata").unwrap();
         // Not read as extended JSON: a "$date" key stays a number.
         assert_eq!(m.get_i64("$date").unwrap(), 5);
+        assert!(m.get_document("a.b").unwrap().get("").unwrap().is_some());
         let n: Vec<_> = m
             .get_array("n")
             .unwrap()
@@ -617,29 +854,156 @@ mod tests {
             n,
             [
                 bson::RawBsonRef::Int64(1),
-                bson::RawBsonRef::Double(2.5),
+                decimal("2.5"),
+                decimal("1.50"),
                 bson::RawBsonRef::Null,
                 bson::RawBsonRef::Boolean(true)
             ]
         );
-        assert_eq!(m.get_f64("big").unwrap(), 18446744073709551615.0);
+        assert_ne!(decimal("2.5"), decimal("2.50"), "the scale is kept");
+        assert_eq!(m.get("big").unwrap(), Some(decimal("18446744073709551615")));
+        assert!(d.get("metadata_fallback").unwrap().is_none());
         // Uppercase hex from elsewhere is normalised.
         assert_eq!(d.get_str("link_sha256").unwrap(), "cd02");
         assert_eq!(d.get("prev_link").unwrap(), Some(bson::RawBsonRef::Null));
-        let nul = |c: &str| {
-            if c == "metadata" {
-                Some(r#"{"a\u0000b": 1}"#)
-            } else {
-                get(c)
+    }
+
+    /// A Decimal128 written here reads back, through the bson crate's own
+    /// decoder, as the same number.
+    #[test]
+    fn decimals_decode_to_their_number_in_the_bson_crate() {
+        for text in [
+            "1.50",
+            "-0.000123",
+            "18446744073709551615",
+            "1e400",
+            "1234567890123456789012345678901234",
+        ] {
+            let canonical = numeric::canonical(text).unwrap();
+            let Some(Exact::Decimal128(b)) = Exact::of(&canonical) else {
+                panic!("{text}")
+            };
+            let shown = bson::Decimal128::from_bytes(b).to_string();
+            assert_eq!(
+                numeric::canonical(&shown.replace("E+", "e")).unwrap(),
+                canonical,
+                "{shown}"
+            );
+            let parsed: bson::Decimal128 = shown.parse().unwrap();
+            assert_eq!(parsed.bytes(), b, "{shown}");
+        }
+    }
+
+    #[test]
+    fn metadata_the_store_cannot_hold_falls_back_to_its_text() {
+        let deep_ok = format!("{}1{}", "{\"a\": ".repeat(99), "}".repeat(99));
+        let deep = format!("{}1{}", "{\"a\": ".repeat(100), "}".repeat(100));
+        let arrays = format!("{{\"x\": {}1{}}}", "[".repeat(130), "]".repeat(130));
+        let forty = r#"{"n": 1234567890123456789012345678901234567890}"#;
+        let tiny = format!("{{\"n\": 0.{}1}}", "0".repeat(6176));
+        for (text, want) in [
+            (deep_ok.as_str(), None),
+            (deep.as_str(), Some(Fallback::Depth)),
+            (arrays.as_str(), Some(Fallback::Depth)),
+            (forty, Some(Fallback::Number)),
+            (tiny.as_str(), Some(Fallback::Number)),
+            (r#"{"a\u0000b": 1}"#, Some(Fallback::Key)),
+            ("not json", Some(Fallback::Unreadable)),
+        ] {
+            let text: &'static str = text.to_string().leak();
+            let row = log_row(text);
+            let get = |c: &str| row.get(c).copied();
+            let l = auth_log(&get).unwrap();
+            assert_eq!(l.fallback, want, "{text:.60}");
+            let d = &l.doc;
+            assert_eq!(d.get_str("metadata_text").unwrap(), text);
+            match want {
+                None => assert!(d.get_document("metadata").is_ok()),
+                Some(f) => {
+                    assert_eq!(d.get("metadata").unwrap(), Some(bson::RawBsonRef::Null));
+                    assert_eq!(d.get_str("metadata_fallback").unwrap(), f.as_str());
+                }
             }
-        };
-        assert!(matches!(
-            auth_log(&nul),
-            Err(RowError::Bad {
-                column: "metadata",
-                ..
-            })
-        ));
+        }
+    }
+
+    #[test]
+    fn a_row_too_large_for_the_store_is_parted_and_joins_back() {
+        // 10 MiB of metadata: embedded and as text, the document passes 16 MiB.
+        let ten: &'static str = format!("{{\"k\": \"{}\"}}", "é".repeat(5 << 20)).leak();
+        let row = log_row(ten);
+        let get = |c: &str| row.get(c).copied();
+        let l = auth_log(&get).unwrap();
+        assert_eq!(l.fallback, Some(Fallback::Size));
+        assert!(l.parts.is_empty());
+        assert!(l.doc.as_bytes().len() <= MAX_DOCUMENT_BYTES);
+        assert_eq!(l.doc.get_str("metadata_text").unwrap(), ten);
+        // 40 MB of text and a 20 MB user agent: both move to parts.
+        let forty: &'static str = format!("{{\"k\": \"{}\"}}", "x€".repeat(10 << 20)).leak();
+        let agent: &'static str = "a".repeat(20 << 20).leak();
+        let mut row = log_row(forty);
+        row.insert("user_agent", agent);
+        let get = |c: &str| row.get(c).copied();
+        let l = auth_log(&get).unwrap();
+        assert_eq!(l.fallback, Some(Fallback::Size));
+        assert!(l.doc.as_bytes().len() <= MAX_DOCUMENT_BYTES);
+        assert!(l
+            .parts
+            .iter()
+            .all(|p| p.as_bytes().len() <= PART_BYTES + 1024));
+        assert_eq!(
+            l.doc.get("metadata_text").unwrap(),
+            Some(bson::RawBsonRef::Null)
+        );
+        assert_eq!(
+            joined_parts(&l.doc, "metadata_text", &l.parts).as_deref(),
+            Some(forty)
+        );
+        assert_eq!(
+            joined_parts(&l.doc, "user_agent", &l.parts).as_deref(),
+            Some(agent)
+        );
+        assert_eq!(
+            l.parts[0].get_str("_id").unwrap(),
+            "acme/6d1c0c8e-0000-4000-8000-000000000002/user_agent/0"
+        );
+        // A part lost or altered does not join back.
+        let lost: Vec<RawDocumentBuf> = l
+            .parts
+            .iter()
+            .filter(|p| !p.get_str("_id").unwrap().ends_with("/metadata_text/1"))
+            .cloned()
+            .collect();
+        assert_eq!(joined_parts(&l.doc, "metadata_text", &lost), None);
+        assert_eq!(
+            joined_parts(&l.doc, "user_agent", &lost).as_deref(),
+            Some(agent)
+        );
+    }
+
+    #[test]
+    fn infinite_and_bc_times_are_read_as_the_extension_maps_them() {
+        assert_eq!(parse_timestamptz("infinity"), Some(i64::MAX));
+        assert_eq!(parse_timestamptz("-infinity"), Some(i64::MIN));
+        // 0001-01-01 is 62135596800 s before the epoch; 1 BC is a leap year.
+        assert_eq!(
+            parse_timestamptz("0001-01-01 00:00:00+00"),
+            Some(-62_135_596_800_000_000)
+        );
+        assert_eq!(
+            parse_timestamptz("0001-12-31 00:00:00+00 BC"),
+            Some(-62_135_596_800_000_000 - 86_400_000_000)
+        );
+        assert_eq!(
+            parse_timestamptz("0001-01-01 00:00:00+00 BC"),
+            Some(-62_135_596_800_000_000 - 366 * 86_400_000_000)
+        );
+        // PostgreSQL's last timestamp is past i64 Unix microseconds: held
+        // at the end of the range rather than refused.
+        assert_eq!(
+            parse_timestamptz("294276-12-31 23:59:59.999999+00"),
+            Some(i64::MAX)
+        );
     }
 
     #[test]

@@ -57,7 +57,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
-            Command::Verify => match verify::reconcile(&cli.options).await {
+            Command::Verify {
+                rewrite_earlier_numbers,
+            } => match verify::reconcile(&cli.options, rewrite_earlier_numbers).await {
                 Ok(report) => {
                     for n in &report.notes {
                         println!("note: {n}");
@@ -184,7 +186,11 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
         match tokio::net::TcpListener::bind(&options.metrics_listen).await {
             Ok(l) => {
                 tracing::info!(address = %options.metrics_listen, "metrics on /metrics, health on /health");
-                tokio::spawn(sidecar::http::serve(l, metrics.clone()));
+                tokio::spawn(sidecar::http::serve(
+                    l,
+                    metrics.clone(),
+                    options.http_limits(),
+                ));
             }
             Err(e) => {
                 eprintln!(

@@ -30,6 +30,42 @@ const LATENCY_BUCKETS: [f64; 21] = [
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Why the HTTP endpoint refused or closed a connection (`http.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRefusal {
+    /// Past `--metrics-max-connections`: closed once accepted.
+    ConnectionLimit,
+    /// An accept failed for want of resources (file descriptors, memory).
+    AcceptError,
+    /// A request head longer than `--metrics-max-header-bytes` (431).
+    HeaderTooLarge,
+    /// No complete request head within `--metrics-header-timeout-ms`.
+    HeaderTimeout,
+    /// Open longer than `http::CONNECTION_LIFETIME`.
+    Lifetime,
+}
+
+impl HttpRefusal {
+    pub const ALL: [HttpRefusal; 5] = [
+        HttpRefusal::ConnectionLimit,
+        HttpRefusal::AcceptError,
+        HttpRefusal::HeaderTooLarge,
+        HttpRefusal::HeaderTimeout,
+        HttpRefusal::Lifetime,
+    ];
+
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpRefusal::ConnectionLimit => "connection_limit",
+            HttpRefusal::AcceptError => "accept_error",
+            HttpRefusal::HeaderTooLarge => "header_too_large",
+            HttpRefusal::HeaderTimeout => "header_timeout",
+            HttpRefusal::Lifetime => "lifetime",
+        }
+    }
+}
+
 /// The mirror's counters, gauges and histograms (handles into the
 /// registry), and the state the health check reads.
 #[derive(Debug)]
@@ -48,10 +84,15 @@ pub struct Metrics {
     pub decode_errors: Counter,
     /// Campaign alerts raised, by rule (in `Rule::ALL` order).
     pub alerts: [Counter; 6],
+    /// Detection windows dropped to keep the detector's memory bounded.
+    pub detection_evictions: Counter,
     /// Per tenant: log rows and failures streamed (`--tenant-metrics`);
     /// None while off (one series per tenant: opt-in for cardinality).
     tenants: Option<(Family<TenantLabel, Counter>, Family<TenantLabel, Counter>)>,
     pub chain_gaps: Counter,
+    /// Log rows mirrored in a fallback form, by reason (in
+    /// `documents::Fallback::ALL` order).
+    pub fallback_rows: [Counter; 5],
     /// Changes to the log that are tampering, seen by this process.
     pub tamper_events: Counter,
     /// Tamper alarms in the store no operator has resolved, and those seen
@@ -77,6 +118,10 @@ pub struct Metrics {
     pub positions: Arc<Positions>,
     /// Unix seconds of the last successful MongoDB write or idle check.
     pub last_progress_unix: AtomicI64,
+    /// Open connections of the HTTP endpoint, and those it refused or
+    /// closed, by reason (in `HttpRefusal::ALL` order).
+    pub http_connections: Gauge,
+    pub(crate) http_refused: [Counter; 5],
 }
 
 /// Positions of the stream, read at each scrape for the acknowledged
@@ -191,6 +236,11 @@ impl Metrics {
             "alerts",
             "Campaign alerts raised by the detections, by rule (a replay after a restart can raise one again, under the same _id)",
         );
+        let detection_evictions = counter(
+            &mut r,
+            "detection_evictions",
+            "Detection windows dropped to keep the detector within its key limit (the lightest first: a flood of keys)",
+        );
         let tenants = per_tenant.then(|| {
             let events = Family::<TenantLabel, Counter>::default();
             let failures = Family::<TenantLabel, Counter>::default();
@@ -210,6 +260,11 @@ impl Metrics {
             &mut r,
             "chain_gaps",
             "Log rows whose seq or prev_link does not continue the tenant's chain as mirrored",
+        );
+        let fallbacks = family(
+            &mut r,
+            "fallback_rows",
+            "Log rows mirrored in a fallback form (metadata as its text only, or fields in parts), by reason",
         );
         let tamper_events = counter(
             &mut r,
@@ -256,6 +311,16 @@ impl Metrics {
             "commit_to_receive",
             "From a transaction's commit to the arrival of its Commit message (the PostgreSQL and network share of the latency)",
         );
+        let http_connections = gauge(
+            &mut r,
+            "http_connections",
+            "Open connections of the metrics and health endpoint",
+        );
+        let http_refused = family(
+            &mut r,
+            "http_refused",
+            "Connections of the metrics and health endpoint refused or closed by its limits, by reason",
+        );
         let rules = authaudit_core::detection::Rule::ALL;
         Metrics {
             rows_auth_log: series(&rows, "table", "auth_log"),
@@ -269,8 +334,16 @@ impl Metrics {
             decode_errors: series(&errors, "source", "decode"),
             siem_events,
             alerts: std::array::from_fn(|i| series(&alerts, "rule", rules[i].as_str())),
+            detection_evictions,
             tenants,
             chain_gaps,
+            fallback_rows: std::array::from_fn(|i| {
+                series(
+                    &fallbacks,
+                    "reason",
+                    crate::documents::Fallback::ALL[i].as_str(),
+                )
+            }),
             tamper_events,
             tamper_unresolved,
             witness_written_back,
@@ -282,8 +355,27 @@ impl Metrics {
             commit_to_receive,
             positions,
             last_progress_unix: AtomicI64::new(0),
+            http_connections,
+            http_refused: std::array::from_fn(|i| {
+                series(&http_refused, "reason", HttpRefusal::ALL[i].as_str())
+            }),
             registry: r,
         }
+    }
+
+    /// Counts a connection the HTTP endpoint refused or closed.
+    pub fn http_refused(&self, why: HttpRefusal) {
+        let i = HttpRefusal::ALL.iter().position(|x| *x == why).unwrap_or(0);
+        self.http_refused[i].inc();
+    }
+
+    /// Counts a log row mirrored in the fallback form `f`.
+    pub fn fallback(&self, f: crate::documents::Fallback) {
+        let i = crate::documents::Fallback::ALL
+            .iter()
+            .position(|x| *x == f)
+            .unwrap_or(0);
+        self.fallback_rows[i].inc();
     }
 
     /// Whether the per-tenant series are on.

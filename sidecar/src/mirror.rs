@@ -135,8 +135,11 @@ async fn initial_copy(
                     batch.siem.push(crate::siem::event(&get).map_err(decode)?);
                 }
                 match documents::document(table, &get, i64::MAX).map_err(decode)? {
-                    documents::Document::Row(d) if table == Table::AuthLog => batch.log.push(d),
-                    documents::Document::Row(d) => batch.checkpoints.push(d),
+                    documents::Document::Log(l) => {
+                        report_fallback(&l, metrics);
+                        batch.put_log(l);
+                    }
+                    documents::Document::Checkpoint(d) => batch.checkpoints.push(d),
                     documents::Document::Lockout(c) => batch.put_lockout(c),
                 }
             }
@@ -164,6 +167,23 @@ async fn initial_copy(
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// The alarm of a log row mirrored in a fallback form: a warning naming
+/// the row and the reason, and a count in `fallback_rows_total{reason}`.
+fn report_fallback(l: &documents::LogDocument, metrics: &Metrics) {
+    let Some(f) = l.fallback else {
+        return;
+    };
+    metrics.fallback(f);
+    tracing::warn!(
+        reason = f.as_str(),
+        tenant = l.doc.get_str("tenant_id").unwrap_or_default(),
+        seq = l.doc.get_i64("seq").unwrap_or_default(),
+        log_id = l.doc.get_str("log_id").unwrap_or_default(),
+        parts = l.parts.len(),
+        "a log row the store cannot hold as it is is mirrored in its fallback form: metadata as metadata_text only (docs/sidecar.md, \"Rows the store cannot hold as they are\")"
+    );
 }
 
 /// The alarm of one change that is tampering: an error log line naming
@@ -668,13 +688,15 @@ async fn session(
                         let refused = |e: documents::RowError| MirrorError::Decode(format!("{kind} on {}: {e}", table.collection()));
                         match table {
                             Table::AuthLog => {
-                                let d = documents::auth_log(&get).map_err(refused)?;
+                                let l = documents::auth_log(&get).map_err(refused)?;
+                                report_fallback(&l, metrics);
+                                let d = &l.doc;
                                 if metrics.per_tenant() {
                                     metrics.tenant_row(get("tenant_id").unwrap_or_default(), get("event_type").unwrap_or_default());
                                 }
-                                watch.check(&sink, &d, metrics).await?;
+                                watch.check(&sink, d, metrics).await?;
                                 if let Some(w) = witness.as_mut() {
-                                    w.row(&sink, &d).await?;
+                                    w.row(&sink, d).await?;
                                 }
                                 let in_copy = copied_heads.get(d.get_str("tenant_id").unwrap_or_default())
                                     .is_some_and(|h| d.get_i64("seq").unwrap_or(0) <= *h);
@@ -683,9 +705,10 @@ async fn session(
                                 }
                                 if let Some(det) = detections.as_mut() {
                                     let alerts = det.row(&get);
+                                    metrics.detection_evictions.inc_by(det.take_evictions());
                                     raise(alerts, pipeline.open(), siem.is_some(), metrics);
                                 }
-                                pipeline.open().log.push(d);
+                                pipeline.open().put_log(l);
                             }
                             Table::Checkpoints => pipeline.open().checkpoints.push(documents::checkpoint(&get).map_err(refused)?),
                             Table::LockoutState => pipeline.open().put_lockout(documents::lockout_state(&get, i64::from(tx_ordinal)).map_err(refused)?),
@@ -737,6 +760,12 @@ async fn session(
                 }
             }
             _ = sample.tick() => {
+                // A tenant's key rules changed since: the detections follow.
+                if let Some(det) = detections.as_mut() {
+                    if let Err(e) = det.load_key_rules(&pg).await {
+                        tracing::warn!(error = %e, "could not read the tenants' key rules; keeping the last ones");
+                    }
+                }
                 if let Ok(row) = pg.query_one(
                     "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
                     &[&opts.slot]).await {

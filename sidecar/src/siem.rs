@@ -17,10 +17,9 @@ use crate::config::{Options, SslMode};
 use crate::documents::{self, Get, RowError};
 use crate::syslog::{self, Origin};
 use crate::{relp, tls};
-use authaudit_core::cef::{classify, line, CefEvent};
+use authaudit_core::cef::{classify, line, CefEvent, MetadataFields};
 use authaudit_core::event::parse_host_ip;
 use futures_util::FutureExt;
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
@@ -101,31 +100,9 @@ pub struct SiemEvent {
     pub time_ms: i64,
 }
 
-/// The text `#>>` gives for a JSON value (None for a missing key or null).
-pub(crate) fn text_at<'v>(v: &'v Value, path: &[&str]) -> Option<std::borrow::Cow<'v, str>> {
-    let mut at = v;
-    for k in path {
-        at = at.get(k)?;
-    }
-    match at {
-        Value::Null => None,
-        Value::String(s) => Some(s.as_str().into()),
-        other => Some(other.to_string().into()),
-    }
-}
-
-/// A PostgreSQL boolean's text.
-pub(crate) fn boolean(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
-        "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
-        _ => None,
-    }
-}
-
 /// The CEF line of a log row, as `authaudit.to_cef` writes it for the same
-/// row (the encoder is `authaudit_core::cef`; the fields are read as
-/// `to_cef` reads them).
+/// row (the encoder is `authaudit_core::cef`; the metadata's fields are
+/// read from jsonb's text as `to_cef` reads them: `cef::MetadataFields`).
 pub fn event(get: Get<'_, '_>) -> Result<SiemEvent, RowError> {
     let req = |c: &'static str| get(c).ok_or(RowError::Missing(c));
     let time = |c: &'static str| {
@@ -144,21 +121,8 @@ pub fn event(get: Get<'_, '_>) -> Result<SiemEvent, RowError> {
     })?;
     let link =
         documents::hex_column(get, "link_sha256")?.ok_or(RowError::Missing("link_sha256"))?;
-    let metadata: Value = match get("metadata") {
-        Some(m) => serde_json::from_str(m).map_err(|_| RowError::Bad {
-            column: "metadata",
-            value: m.to_string(),
-        })?,
-        None => Value::Null,
-    };
-    let reason = text_at(&metadata, &["reason"]);
-    let preceding = text_at(&metadata, &["_authaudit", "lockout", "preceding_failures"])
-        .and_then(|t| t.trim().parse::<i32>().ok());
-    let was_locked =
-        text_at(&metadata, &["_authaudit", "lockout", "was_locked"]).and_then(|t| boolean(&t));
-    let fingerprint = text_at(&metadata, &["_authaudit", "token", "fingerprint_sha256"]);
+    let m = MetadataFields::read(get("metadata").unwrap_or("{}"));
     let recorded_ms = time("recorded_at")?;
-    let imported = text_at(&metadata, &["_authaudit", "imported"]).as_deref() == Some("true");
     let e = CefEvent {
         event_type: req("event_type")?,
         user_id: req("user_id")?,
@@ -171,11 +135,11 @@ pub fn event(get: Get<'_, '_>) -> Result<SiemEvent, RowError> {
         channel: req("channel")?,
         seq,
         link_sha256_hex: &link,
-        reason: reason.as_deref(),
-        preceding_failures: preceding,
-        was_locked,
-        token_fingerprint: fingerprint.as_deref(),
-        imported_at_ms: imported.then_some(recorded_ms),
+        reason: m.reason.as_deref(),
+        preceding_failures: m.preceding_failures,
+        was_locked: m.was_locked,
+        token_fingerprint: m.token_fingerprint.as_deref(),
+        imported_at_ms: m.imported.then_some(recorded_ms),
     };
     Ok(SiemEvent {
         line: line(&e, env!("CARGO_PKG_VERSION")),
@@ -576,6 +540,31 @@ mod tests {
                  cs6=3 cs6Label=precedingFailures cn1=7 cn1Label=chainSeq"
             )
         );
+    }
+
+    #[test]
+    fn a_reason_that_is_not_a_string_is_written_as_postgresql_writes_it() {
+        for (reason, written) in [
+            ("1.50", "1.50"),
+            ("1e400", &*format!("1{}", "0".repeat(400))),
+            ("12345678901234567890123", "12345678901234567890123"),
+            (
+                r#"{"b": [1, 2.50], "a": {"x=": null}}"#,
+                r#"{"a": {"x\=": null}, "b": [1, 2.50]}"#,
+            ),
+            ("true", "true"),
+            (r#""a\u00e9\n""#, "aé\\n"),
+        ] {
+            let mut r = row();
+            let m = format!("{{\"reason\": {reason}}}");
+            r.insert("metadata", Box::leak(m.into_boxed_str()));
+            let get = |c: &str| r.get(c).copied();
+            let line = event(&get).unwrap().line;
+            assert!(
+                line.contains(&format!(" reason={written} externalId=")),
+                "{reason}: {line}"
+            );
+        }
     }
 
     #[test]

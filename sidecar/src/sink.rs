@@ -23,6 +23,9 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub struct Batch {
     pub log: Vec<RawDocumentBuf>,
+    /// Parts of log fields too large for their document
+    /// (`documents::LogDocument`), written before the log documents.
+    pub parts: Vec<RawDocumentBuf>,
     pub checkpoints: Vec<RawDocumentBuf>,
     /// Tamper alarms (`tamper.rs`), by `_id` (commit LSN and position).
     pub tamper: Vec<RawDocumentBuf>,
@@ -61,6 +64,12 @@ impl Batch {
             self.checkpoints.len() as u64,
             self.lockout.len() as u64,
         )
+    }
+
+    /// Adds a log row's document and the parts it names.
+    pub fn put_log(&mut self, l: documents::LogDocument) {
+        self.parts.extend(l.parts);
+        self.log.push(l.doc);
     }
 
     /// Adds a lockout state change, keeping the newest version per key.
@@ -253,6 +262,8 @@ impl Sink {
     /// Writes a batch; Ok only once every part is acknowledged.
     pub async fn write(&self, batch: &Batch) -> Result<WriteReport, SinkError> {
         let mut report = WriteReport::default();
+        // A log document that names parts is only written once they are.
+        self.insert_once("auth_log_parts", &batch.parts).await?;
         self.insert_all("auth_log", &batch.log, &mut report).await?;
         self.insert_all("checkpoints", &batch.checkpoints, &mut report)
             .await?;

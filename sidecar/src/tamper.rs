@@ -12,6 +12,7 @@
 //! been seen.
 
 use crate::documents::Table;
+use authaudit_core::exact_json::text_at;
 use bson::RawDocumentBuf;
 
 /// What was done to a row.
@@ -149,15 +150,11 @@ impl TxChanges {
         let Some(tenant) = get("tenant_id") else {
             return;
         };
-        let range = get("metadata")
-            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-            .and_then(|m| {
-                let r = m.pointer("/_authaudit/retention")?;
-                Some((
-                    r.get("removed_from_seq")?.as_i64()?,
-                    r.get("removed_to_seq")?.as_i64()?,
-                ))
-            });
+        let seq = |field| {
+            let path = ["_authaudit", "retention", field];
+            text_at(get("metadata")?, &path).ok()??.parse::<i64>().ok()
+        };
+        let range = seq("removed_from_seq").zip(seq("removed_to_seq"));
         if let Some((from_seq, to_seq)) = range {
             self.retained.push(Retained {
                 tenant: tenant.to_owned(),

@@ -17,6 +17,62 @@ use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The metadata of a log document as releases before 0.9.0 embedded it:
+/// integers within 64 bits as Int64, any other number as a Double
+/// (rounded); `None` for text they could not embed at all.
+fn earlier_metadata(text: &str) -> Option<bson::RawBson> {
+    use bson::{RawArrayBuf, RawBson};
+    use serde_json::Value as J;
+    fn convert(v: &J) -> Option<RawBson> {
+        Some(match v {
+            J::Null => RawBson::Null,
+            J::Bool(b) => RawBson::Boolean(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => RawBson::Int64(i),
+                None => RawBson::Double(n.as_f64()?),
+            },
+            J::String(s) => RawBson::String(s.clone()),
+            J::Array(a) => {
+                let mut out = RawArrayBuf::new();
+                for x in a {
+                    out.push(convert(x)?);
+                }
+                RawBson::Array(out)
+            }
+            J::Object(m) => {
+                let mut out = RawDocumentBuf::new();
+                for (k, x) in m {
+                    if k.contains('\0') {
+                        return None;
+                    }
+                    out.append(k, convert(x)?);
+                }
+                RawBson::Document(out)
+            }
+        })
+    }
+    convert(&serde_json::from_str(text).ok()?)
+}
+
+/// Whether `stored` is the log document `expected` describes in the form
+/// releases before 0.9.0 wrote: only `metadata` differs, and it is the
+/// earlier conversion of the same hashed text. Such a document is not a
+/// difference: the chain's content is the same, only the numbers are
+/// rounded. `verify --rewrite-earlier-numbers` replaces it.
+pub fn earlier_form(expected: &RawDocument, stored: &RawDocument) -> bool {
+    let Ok(text) = expected.get_str("metadata_text") else {
+        return false;
+    };
+    differing_fields(expected, stored, &[]) == ["metadata"]
+        && stored.get_str("metadata_text").ok() == Some(text)
+        && stored
+            .get("metadata")
+            .ok()
+            .flatten()
+            .zip(earlier_metadata(text))
+            .is_some_and(|(s, e)| s.to_raw_bson() == e)
+}
+
 /// Fields of a lockout document that are the mirror's own bookkeeping.
 const BOOKKEEPING: [&str; 3] = ["_id", "v", "vi"];
 
@@ -190,8 +246,13 @@ async fn pg_documents(
     Ok(())
 }
 
-/// Compares the two stores.
-pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
+/// Compares the two stores; with `rewrite_earlier`, replaces each log
+/// document in the earlier number form ([`earlier_form`]) by the current
+/// one.
+pub async fn reconcile(
+    opts: &Options,
+    rewrite_earlier: bool,
+) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
     let pg = crate::pg::connect(opts).await?;
     let sink = Sink::connect(
         &opts.mongodb_uri,
@@ -206,14 +267,14 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
         .await?;
     let mut pg_checkpoints: BTreeMap<String, RawDocumentBuf> = BTreeMap::new();
     pg_documents(&pg, Table::Checkpoints, "", |d| {
-        if let documents::Document::Row(d) = d {
+        if let documents::Document::Checkpoint(d) = d {
             pg_checkpoints.insert(d.get_str("_id").unwrap_or_default().to_string(), d);
         }
     })
     .await?;
 
     // The log: both sides in (tenant, seq) order, in lockstep.
-    let walk = walk_logs(&pg, &sink).await?;
+    let (walk, earlier) = walk_logs(&pg, &sink, rewrite_earlier).await?;
     report.tenants = walk.tenants.len();
     let mut first_bad = Vec::new();
     let mut removed_by_retention = Vec::new();
@@ -247,8 +308,8 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
                 t.replace('\'', "''")
             ),
             |d| {
-                if let documents::Document::Row(d) = d {
-                    expected = Some(d);
+                if let documents::Document::Log(l) = d {
+                    expected = Some(l.doc);
                 }
             },
         )
@@ -258,7 +319,10 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
             .find_one(doc! {"tenant_id": &t, "seq": seq})
             .await?;
         let fields = match (&expected, &stored) {
-            (Some(e), Some(s)) => differing_fields(e, s, &[]).join(", "),
+            (Some(e), Some(s)) => match differing_fields(e, s, &[]) {
+                f if f.is_empty() => "the fields moved to auth_log_parts".to_string(),
+                f => f.join(", "),
+            },
             _ => "the whole row".to_string(),
         };
         report.differences.push(format!(
@@ -267,6 +331,16 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
     }
     walk_lockout(&pg, &sink, &mut report).await?;
     pg.batch_execute("COMMIT").await?;
+    for (t, n) in earlier {
+        report.notes.push(if rewrite_earlier {
+            format!("tenant {t}: {n} log documents rewritten from the number form of releases before 0.9.0")
+        } else {
+            format!(
+                "tenant {t}: {n} log documents hold their metadata numbers as releases before 0.9.0 wrote them \
+                 (Doubles, rounded; metadata_text is exact); `authaudit-sidecar verify --rewrite-earlier-numbers` rewrites them"
+            )
+        });
+    }
     for (t, n) in removed_by_retention {
         report.notes.push(format!(
             "tenant {t}: the mirror keeps {n} rows that retention removed from PostgreSQL"
@@ -284,47 +358,92 @@ pub async fn reconcile(opts: &Options) -> Result<Report, Box<dyn std::error::Err
 }
 
 /// Walks PostgreSQL's log (through the mirror's conversion) and the
-/// mirror's in lockstep.
-async fn walk_logs(pg: &tokio_postgres::Client, sink: &Sink) -> Result<Lockstep, BoxError> {
+/// mirror's in lockstep; also returns, per tenant, the documents found in
+/// the earlier number form (rewritten with `rewrite_earlier`).
+async fn walk_logs(
+    pg: &tokio_postgres::Client,
+    sink: &Sink,
+    rewrite_earlier: bool,
+) -> Result<(Lockstep, BTreeMap<String, u64>), BoxError> {
     let rows = pg
         .query_raw(&Table::AuthLog.copy_query(""), std::iter::empty::<i32>())
         .await?;
     futures_util::pin_mut!(rows);
-    let mut next_pg = async || -> Result<Option<Entry>, BoxError> {
+    let mut next_pg = async || -> Result<Option<(Entry, RawDocumentBuf)>, BoxError> {
         while let Some(row) = rows.try_next().await? {
-            if let documents::Document::Row(d) = convert(Table::AuthLog, &row)? {
-                return Ok(Some(entry(&d)));
+            if let documents::Document::Log(l) = convert(Table::AuthLog, &row)? {
+                return Ok(Some((entry(&l.doc), l.doc)));
             }
         }
         Ok(None)
     };
+    let mut earlier: BTreeMap<String, u64> = BTreeMap::new();
+    let log = sink.raw_collection("auth_log");
     let mut cursor = sink
         .raw_collection("auth_log")
         .find(doc! {})
         .sort(doc! {"tenant_id": 1, "seq": 1})
         .batch_size(10_000)
         .await?;
+    let parts = sink.raw_collection("auth_log_parts");
+    // A stored document's entry: its hash, unless a field it moved to
+    // parts does not join back to the text it names.
+    let mirror_entry = async |d: &RawDocument| -> Result<Entry, BoxError> {
+        let mut e = entry(d);
+        if let Ok(fields) = d.get_document("parts") {
+            let id = d.get_str("_id").unwrap_or_default();
+            let mut stored = Vec::new();
+            let mut c = parts
+                .find(doc! {"log_doc_id": id})
+                .sort(doc! {"field": 1, "n": 1})
+                .await?;
+            while c.advance().await? {
+                stored.push(c.current().to_raw_document_buf());
+            }
+            let whole = fields
+                .iter()
+                .filter_map(Result::ok)
+                .all(|(f, _)| documents::joined_parts(d, f, &stored).is_some());
+            if !whole {
+                e.hash = [0; 32];
+            }
+        }
+        Ok(e)
+    };
     let mut p = next_pg().await?;
     let mut m = if cursor.advance().await? {
-        Some(entry(cursor.current()))
+        Some(mirror_entry(cursor.current()).await?)
     } else {
         None
     };
     let mut walk = Lockstep::default();
     loop {
-        let advance = walk.step(p.as_ref(), m.as_ref());
+        if let (Some((pe, expected)), Some(me)) = (&p, &mut m) {
+            let same_row = (pe.tenant.as_str(), pe.seq) == (me.tenant.as_str(), me.seq);
+            if same_row && pe.hash != me.hash && earlier_form(expected, cursor.current()) {
+                *earlier.entry(pe.tenant.clone()).or_default() += 1;
+                if rewrite_earlier {
+                    let id = expected.get_str("_id").unwrap_or_default();
+                    let text = expected.get_str("metadata_text").unwrap_or_default();
+                    log.replace_one(doc! {"_id": id, "metadata_text": text}, expected)
+                        .await?;
+                }
+                me.hash = pe.hash;
+            }
+        }
+        let advance = walk.step(p.as_ref().map(|(e, _)| e), m.as_ref());
         if matches!(advance, Advance::Both | Advance::Postgres) {
             p = next_pg().await?;
         }
         if matches!(advance, Advance::Both | Advance::Mirror) {
             m = if cursor.advance().await? {
-                Some(entry(cursor.current()))
+                Some(mirror_entry(cursor.current()).await?)
             } else {
                 None
             };
         }
         if advance == Advance::Done {
-            return Ok(walk);
+            return Ok((walk, earlier));
         }
     }
 }
@@ -538,6 +657,57 @@ mod tests {
             first_parting(&log("t", &[(1, 1), (2, 2)]), &mirror),
             Some(Parting::OnlyInMirror(3))
         );
+    }
+
+    #[test]
+    fn a_document_of_the_earlier_number_form_is_recognised_and_nothing_else() {
+        let row: std::collections::HashMap<&str, &str> = [
+            ("log_id", "6d1c0c8e-0000-4000-8000-000000000002"),
+            ("tenant_id", "acme"),
+            ("seq", "8"),
+            ("event_type", "login_failed"),
+            ("user_id", "alice"),
+            ("channel", "web"),
+            ("occurred_at", "2026-11-28 04:11:20+00"),
+            ("recorded_at", "2026-11-28 04:11:20+00"),
+            ("metadata", r#"{"f": 1.50, "n": [1, 18446744073709551615]}"#),
+            ("link_sha256", "\\xcd02"),
+        ]
+        .into();
+        let expected = documents::auth_log(&|c: &str| row.get(c).copied())
+            .unwrap()
+            .doc;
+        let with_metadata = |m: bson::RawBson| {
+            let mut d = RawDocumentBuf::new();
+            for (k, v) in expected.iter().map(Result::unwrap) {
+                if k == "metadata" {
+                    d.append(k, m.clone());
+                } else {
+                    d.append(k, v.to_raw_bson());
+                }
+            }
+            d
+        };
+        let text = expected.get_str("metadata_text").unwrap();
+        let stored = with_metadata(earlier_metadata(text).unwrap());
+        assert!(earlier_form(&expected, &stored));
+        assert!(!earlier_form(&expected, &expected), "the current form");
+        // Another value, or another field changed too: a difference.
+        let mut other = RawDocumentBuf::new();
+        other.append("f", 1.5);
+        assert!(!earlier_form(
+            &expected,
+            &with_metadata(bson::RawBson::Document(other))
+        ));
+        let mut edited = RawDocumentBuf::new();
+        for (k, v) in stored.iter().map(Result::unwrap) {
+            if k == "user_id" {
+                edited.append(k, "mallory");
+            } else {
+                edited.append(k, v.to_raw_bson());
+            }
+        }
+        assert!(!earlier_form(&expected, &edited));
     }
 
     #[test]

@@ -80,6 +80,34 @@ impl Store {
         })
     }
 
+    /// Every document of `collection` as stored, in `sort` order (raw:
+    /// keys such as `$date` are not read as extended JSON).
+    pub(crate) fn raw_documents(
+        &self,
+        collection: &str,
+        sort: bson::Document,
+    ) -> Vec<bson::RawDocumentBuf> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = mongodb::Client::with_uri_str(&self.uri).await.unwrap();
+            let mut cursor = client
+                .database(&self.database)
+                .collection::<bson::RawDocumentBuf>(collection)
+                .find(bson::doc! {})
+                .sort(sort)
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            while cursor.advance().await.unwrap() {
+                out.push(cursor.current().to_raw_document_buf());
+            }
+            out
+        })
+    }
+
     pub(crate) fn count(&self, collection: &str) -> u64 {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -119,7 +147,7 @@ impl<'a> Mirror<'a> {
         }
     }
 
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut c = Command::new(sidecar_bin());
         c.env("PGHOST", "127.0.0.1")
             .env("PGPORT", self.db.cluster().port().to_string())
@@ -177,7 +205,7 @@ impl<'a> Mirror<'a> {
     }
 
     /// `sidecar verify`: (exit code, output).
-    fn verify(&self) -> (i32, String) {
+    pub(crate) fn verify(&self) -> (i32, String) {
         self.verify_with(&[])
     }
 

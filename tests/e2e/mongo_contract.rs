@@ -248,7 +248,9 @@ fn log_doc(log_id: &str, seq: &str, link: &str) -> bson::RawDocumentBuf {
         ("digest_sha3_256", "\\x03"),
     ]
     .into();
-    sidecar::documents::auth_log(&|c: &str| row.get(c).copied()).unwrap()
+    sidecar::documents::auth_log(&|c: &str| row.get(c).copied())
+        .unwrap()
+        .doc
 }
 
 /// Replays and conflicts are told apart by looking the document up, not by

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The CEF line `authaudit.to_cef` writes for every row, by log id.
-fn to_cef(db: &TestDb) -> HashMap<String, String> {
+pub(crate) fn to_cef(db: &TestDb) -> HashMap<String, String> {
     db.connect()
         .query(
             "SELECT l.log_id::text, authaudit.to_cef(l) FROM authaudit.auth_log l",
@@ -26,14 +26,14 @@ fn to_cef(db: &TestDb) -> HashMap<String, String> {
 }
 
 /// `externalId` of a CEF line.
-fn external_id(line: &str) -> Option<&str> {
+pub(crate) fn external_id(line: &str) -> Option<&str> {
     let at = line.find("externalId=")? + "externalId=".len();
     line.get(at..at + 36)
 }
 
 /// The lines of recorded rows (not campaign alerts) the collector's `input`
 /// file holds.
-fn event_lines(r: &Rsyslog, input: &str) -> Vec<String> {
+pub(crate) fn event_lines(r: &Rsyslog, input: &str) -> Vec<String> {
     r.lines(input)
         .into_iter()
         .filter(|l| !l.contains("cat=/Authentication/Campaign"))
@@ -41,7 +41,7 @@ fn event_lines(r: &Rsyslog, input: &str) -> Vec<String> {
 }
 
 /// Waits until the collector's `input` file holds a line for every row.
-fn wait_all(r: &Rsyslog, input: &str, db: &TestDb, within: Duration) -> Vec<String> {
+pub(crate) fn wait_all(r: &Rsyslog, input: &str, db: &TestDb, within: Duration) -> Vec<String> {
     let deadline = Instant::now() + within;
     loop {
         let want = to_cef(db);
@@ -62,7 +62,7 @@ fn wait_all(r: &Rsyslog, input: &str, db: &TestDb, within: Duration) -> Vec<Stri
 
 /// Every line is byte for byte `to_cef` of its row, and pycef parses it
 /// with the row's log id and tenant. Returns the number of duplicates.
-fn check_lines(db: &TestDb, lines: &[String]) -> usize {
+pub(crate) fn check_lines(db: &TestDb, lines: &[String]) -> usize {
     let want = to_cef(db);
     let mut seen = HashSet::new();
     for l in lines {
@@ -95,7 +95,7 @@ fn check_lines(db: &TestDb, lines: &[String]) -> usize {
     lines.len() - seen.len()
 }
 
-fn siem_mirror<'a>(db: &'a TestDb, store: &'a Store, target: String) -> Mirror<'a> {
+pub(crate) fn siem_mirror<'a>(db: &'a TestDb, store: &'a Store, target: String) -> Mirror<'a> {
     let mut m = Mirror::new(db, store);
     m.env = vec![
         ("AUTHAUDIT_SIEM_TARGET".into(), target),
@@ -278,6 +278,77 @@ fn tcp_and_tls_collectors_receive_every_row() {
     assert_eq!(bad.metric("authaudit_sidecar_siem_events_total"), 0.0);
 }
 
+/// A reason that is not a string (a number with trailing zeros, an object,
+/// an array, a 23-digit integer, `1e400`, a boolean) reaches the SIEM as
+/// `to_cef` writes it (PostgreSQL's `->>` text), and `verify_cef` accepts
+/// the line as it arrived.
+#[test]
+fn reasons_of_every_json_type_reach_the_siem_as_to_cef_writes_them() {
+    let db = Cluster::shared().fresh_db_with_lockout("siem_reasons");
+    let store = Store::new("siem_reasons");
+    let rs = Rsyslog::start("reasons");
+    let mut m = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
+    m.start();
+    m.wait_streaming();
+    let reasons = [
+        "1.50",
+        r#"{"b": [1, 2.50], "a": {"x=y": "z\\"}}"#,
+        r#"[1, "two", null, -0.0]"#,
+        "12345678901234567890123",
+        "1e400",
+        "true",
+        "null",
+        r#""line\nbreak=é""#,
+        "-0",
+    ];
+    let mut c = db.connect();
+    for r in reasons {
+        c.execute(
+            "SELECT authaudit.record_event(gen_random_uuid(), 'tenant-r', 'login_failed', 'alice', 'web', \
+             ip => '198.51.100.7', metadata => jsonb_build_object('reason', $1::text::jsonb))",
+            &[&r],
+        )
+        .unwrap();
+    }
+    let lines = wait_all(&rs, "relp", &db, Duration::from_secs(60));
+    assert_eq!(check_lines(&db, &lines), 0);
+    for l in &lines {
+        let ok: Option<bool> = c
+            .query_one("SELECT authaudit.verify_cef($1)", &[l])
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            ok,
+            Some(true),
+            "verify_cef calls an untouched line altered: {l}"
+        );
+    }
+    for want in [
+        " reason=1.50 ",
+        r#" reason={"a": {"x\=y": "z\\\\"}, "b": [1, 2.50]} "#,
+        r#" reason=[1, "two", null, 0.0] "#,
+        " reason=12345678901234567890123 ",
+        " reason=true ",
+        " reason=line\\nbreak\\=é ",
+        " reason=0 ",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "no line holds {want}: {lines:#?}"
+        );
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(&format!(" reason=1{} ", "0".repeat(400)))));
+    // Every failure but the one whose reason is null (the lock after the
+    // fifth names its own).
+    let with_reason = lines
+        .iter()
+        .filter(|l| l.contains(" act=login_failed ") && l.contains(" reason="))
+        .count();
+    assert_eq!(with_reason, 8, "{lines:#?}");
+}
+
 fn failed(c: &mut postgres::Client, tenant: &str, user: &str, ip: &str) {
     c.execute(
         "SELECT authaudit.record_event(gen_random_uuid(), $1, 'login_failed', $2, 'web', ip => $3::text::inet)",
@@ -443,6 +514,108 @@ fn campaigns_raise_their_alerts_in_the_store_and_the_siem() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Two evasions of the distributed brute force rule fail: an account
+/// attacked by 20 sources under five spellings is one account to the
+/// detections, as to the lockout engine (unless the tenant's policy keys
+/// accounts exactly), and 29,000 failures on made-up accounts between the
+/// victim's third and fourth source do not push the victim out of the
+/// detector's memory.
+#[test]
+fn spellings_and_a_flood_of_junk_accounts_do_not_hide_a_distributed_brute_force() {
+    let db = Cluster::shared().fresh_db_with_lockout("siem_evasion");
+    let store = Store::new("siem_evasion");
+    let mut c = db.connect();
+    c.execute(
+        "INSERT INTO authaudit.lockout_policy (tenant_id, account_key_folding) VALUES ('t-exact', 'exact')",
+        &[],
+    )
+    .unwrap();
+    let mut m = Mirror::new(&db, &store);
+    m.start();
+    m.wait_streaming();
+    let spellings = [
+        "Alice",
+        "alice ",
+        " ALICE",
+        "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}",
+        "ALICE",
+    ];
+    for tenant in ["t-spell", "t-exact"] {
+        for i in 0..20 {
+            let ip = format!("198.51.100.{}", i + 1);
+            failed(&mut c, tenant, spellings[i % spellings.len()], &ip);
+        }
+    }
+    // The victim's first three sources, then the flood, then two more.
+    for i in 1..=3 {
+        failed(&mut c, "t-flood", "victim", &format!("192.0.2.{i}"));
+    }
+    for batch in 0..29 {
+        let events: Vec<serde_json::Value> = (0..1000)
+            .map(|k| {
+                let n = batch * 1000 + k;
+                serde_json::json!({
+                    "log_id": format!("00000000-0000-4000-9000-{n:012x}"),
+                    "tenant_id": "t-flood",
+                    "event_type": "login_failed",
+                    "user_id": format!("junk{n}"),
+                    "channel": "web",
+                    "ip": format!("203.0.113.{}", n % 50),
+                })
+            })
+            .collect();
+        c.execute(
+            "SELECT count(*) FROM authaudit.record_events($1::text::jsonb)",
+            &[&serde_json::Value::Array(events).to_string()],
+        )
+        .unwrap();
+    }
+    for i in 4..=5 {
+        failed(&mut c, "t-flood", "victim", &format!("192.0.2.{i}"));
+    }
+    let dist = |store: &Store, tenant: &str| -> Vec<(Vec<String>, Vec<String>)> {
+        store
+            .documents("alerts", bson::doc! {"_id": 1})
+            .iter()
+            .filter(|d| {
+                d.get_str("tenant_id").ok() == Some(tenant)
+                    && d.get_str("rule").ok() == Some("distributed_brute_force")
+            })
+            .map(|d| {
+                let list = |k: &str| -> Vec<String> {
+                    d.get_array(k)
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string())
+                        .collect()
+                };
+                (list("accounts"), list("sources"))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (spell, flood) = (dist(&store, "t-spell"), dist(&store, "t-flood"));
+        if !spell.is_empty() && !flood.is_empty() {
+            let sources: Vec<String> = (1..=5).map(|i| format!("198.51.100.{i}")).collect();
+            assert_eq!(spell, [(vec!["alice".to_string()], sources)]);
+            let sources: Vec<String> = (1..=5).map(|i| format!("192.0.2.{i}")).collect();
+            assert_eq!(flood, [(vec!["victim".to_string()], sources)]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spellings: {spell:?}, flood: {flood:?} (evicted windows: {})",
+            m.metric("authaudit_sidecar_detection_evictions_total")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(m.metric("authaudit_sidecar_detection_evictions_total") > 10_000.0);
+    // Keyed exactly, the five spellings are five accounts of four sources.
+    m.wait_identical(Duration::from_secs(60));
+    assert!(dist(&store, "t-exact").is_empty());
 }
 
 /// The demo's campaign, played with the sidecar running: the detections

@@ -50,10 +50,14 @@ impl Rsyslog {
         r
     }
 
+    /// The collector's configuration. It keeps control characters as they
+    /// arrive (a tab in a value is a tab, not rsyslog's `#011`), so the
+    /// tests compare the very bytes the sidecar sent.
     fn config(&self) -> String {
         let d = self.dir.display();
         format!(
             r#"global(workDirectory="{d}/work"
+       parser.escapeControlCharactersOnReceive="off"
        defaultNetstreamDriverCAFile="{d}/ca.pem"
        defaultNetstreamDriverCertFile="{d}/server.pem"
        defaultNetstreamDriverKeyFile="{d}/server.key")
