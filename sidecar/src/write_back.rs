@@ -10,7 +10,9 @@
 //! the tenant's latest in PostgreSQL. PostgreSQL checks each note's
 //! signature against `authaudit.witness_keys` and whether its row at the
 //! signed size still holds the signed digests; a disagreement is logged as
-//! an error and counted.
+//! an error and counted. A note PostgreSQL refuses because it holds another
+//! note of the same size under the same key (`XX001`) is kept there with
+//! `authaudit.record_witness_disagreement`, logged and counted too.
 
 use crate::config::Options;
 use crate::metrics::Metrics;
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 /// Notes waiting to be written; beyond it, the next start's catch-up.
 const QUEUE: usize = 1024;
 const RECORD: &str = "SELECT agrees FROM authaudit.record_witness_checkpoint($1, $2)";
+const DISAGREEMENT: &str = "SELECT authaudit.record_witness_disagreement($1, $2)";
 const LATEST: &str =
     "SELECT tenant_id, max(tree_size) FROM authaudit.witness_checkpoints GROUP BY tenant_id";
 
@@ -196,6 +199,30 @@ async fn write(
                 );
             }
             Outcome::Done
+        }
+        // PostgreSQL holds another note of this size signed by this key:
+        // the key signed two trees of one size. Kept there as a
+        // disagreement (no evidence is built on that size), alarmed here.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DATA_CORRUPTED) => {
+            metrics.witness_disagreements.inc();
+            tracing::error!(
+                tenant = %n.tenant,
+                tree_size = n.tree_size,
+                "WITNESS: PostgreSQL holds another signed checkpoint of size {} for tenant {} under this key (two trees of one size); the witness's note is kept in authaudit.witness_disagreements; run authaudit-sidecar witness-check",
+                n.tree_size,
+                n.tenant
+            );
+            match pg.query_one(DISAGREEMENT, &[&n.tenant, &n.note]).await {
+                Ok(_) => Outcome::Done,
+                Err(e) if e.as_db_error().is_some() => {
+                    warn_once(warned, &e);
+                    Outcome::Done
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "witness write-back lost its PostgreSQL connection");
+                    Outcome::Reconnect
+                }
+            }
         }
         // Refused (no key set, another key, an old extension): the note
         // stays in the store and the log; the next start retries.

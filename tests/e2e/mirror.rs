@@ -793,6 +793,142 @@ fn recompute_chain(c: &mut postgres::Client, tenant: &str) {
     tx.commit().unwrap();
 }
 
+/// PostgreSQL already holds a note of the size the witness signs next,
+/// signed by the witness's key over another tree (the key was used
+/// elsewhere, or the witness equivocated): the write-back is refused
+/// (`XX001`), and the sidecar keeps its own note in
+/// `authaudit.witness_disagreements`, counts and logs it; the mirror goes
+/// on.
+#[test]
+fn a_conflicting_signed_checkpoint_is_kept_as_a_disagreement() {
+    let db = Cluster::shared().fresh_db("mirror_witness_conflict");
+    let store = Store::new("witness_conflict");
+    let dir =
+        std::env::temp_dir().join(format!("authaudit-witness-conflict-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("witness.key");
+    let out = Command::new(sidecar_bin())
+        .args(["witness-keygen", "--out"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut c = db.connect();
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET authaudit.witness_keys = '{public}'",
+        db.name()
+    ))
+    .unwrap();
+    let mut c = db.connect();
+    let record = |c: &mut postgres::Client, i: u32| {
+        c.execute(
+            "SELECT authaudit.record_event($1::text::uuid, 'tenant-9', 'login_success', 'bob', 'vpn')",
+            &[&log_id(49, i)],
+        )
+        .unwrap();
+    };
+    for i in 0..5 {
+        record(&mut c, i);
+    }
+    let mut m = Mirror::new(&db, &store);
+    m.env = vec![
+        (
+            "AUTHAUDIT_WITNESS_KEY_FILE".into(),
+            key_file.display().to_string(),
+        ),
+        (
+            "AUTHAUDIT_WITNESS_LOG".into(),
+            dir.join("witness.log").display().to_string(),
+        ),
+        ("AUTHAUDIT_WITNESS_EVERY".into(), "1".into()),
+        ("AUTHAUDIT_WITNESS_INTERVAL_MS".into(), "200".into()),
+    ];
+    let written_back = |c: &mut postgres::Client| -> Option<i64> {
+        c.query_one(
+            "SELECT max(tree_size) FROM authaudit.witness_checkpoints WHERE tenant_id = 'tenant-9'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let wait_written_back = |c: &mut postgres::Client, size: i64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while written_back(c) < Some(size) {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint of size {size} written back"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    m.start();
+    m.wait_identical(Duration::from_secs(60));
+    // The first streamed row starts the tree.
+    record(&mut c, 5);
+    wait_written_back(&mut c, 6);
+    assert!(m.terminate().success());
+    // While the sidecar is down, the key signs another tree of size 7.
+    record(&mut c, 6);
+    let row = c
+        .query_one(
+            "SELECT encode(link_sha256, 'hex'), encode(digest_sha512, 'hex'), encode(digest_sha3_256, 'hex') \
+               FROM authaudit.auth_log WHERE tenant_id = 'tenant-9' AND seq = 7",
+            &[],
+        )
+        .unwrap();
+    let other = sidecar::note::Checkpoint {
+        origin: "pg_authaudit/tenant-9".into(),
+        tree_size: 7,
+        root: [0x33; 32],
+        link_sha256: row.get(0),
+        digest_sha512: row.get(1),
+        digest_sha3_256: row.get(2),
+        time: authaudit_core::lockout_effect::iso_utc(1_767_225_605_000_000),
+    };
+    let signer = sidecar::witness::signer(&key_file).unwrap();
+    c.execute(
+        "SELECT authaudit.record_witness_checkpoint('tenant-9', $1)",
+        &[&signer.sign(&other.text())],
+    )
+    .unwrap();
+    m.start();
+    let kept = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM authaudit.witness_disagreements WHERE tenant_id = 'tenant-9'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kept(&mut c) == 0 {
+        assert!(Instant::now() < deadline, "no disagreement kept");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (size, stored): (i64, String) = {
+        let r = c
+            .query_one(
+                "SELECT tree_size, stored_note FROM authaudit.witness_disagreements WHERE tenant_id = 'tenant-9'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(size, 7);
+    assert_eq!(
+        stored,
+        signer.sign(&other.text()),
+        "the note it conflicts with"
+    );
+    assert!(m.metric("authaudit_sidecar_witness_disagreements_total") >= 1.0);
+    // The mirror goes on: a later checkpoint is written back.
+    record(&mut c, 7);
+    wait_written_back(&mut c, 8);
+    assert!(m.terminate().success());
+}
+
 /// The witness signs checkpoints of what the mirror holds with a key
 /// PostgreSQL never sees. The checkpoints verify with an independent
 /// Ed25519 implementation (Python `cryptography`, through
