@@ -125,6 +125,32 @@ fn endless_headers_from_many_clients_do_not_grow_the_sidecar() {
     let e = Endpoint::start(&[], None);
     let rss_before = e.status("VmRSS:");
     let files_before = e.open_files();
+    // 100 idle clients: the cap (64) holds them, and closes those past it
+    // at once (each reads the end of its stream).
+    let idle: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", e.port)).ok())
+        .collect();
+    for s in &idle {
+        s.set_nonblocking(true).unwrap();
+    }
+    let closed = || {
+        idle.iter()
+            .filter(|s| {
+                let mut r: &TcpStream = s;
+                matches!(r.read(&mut [0u8; 1]), Ok(0))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closed() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 100 idle clients closed past the cap",
+            closed()
+        );
+        std::thread::yield_now();
+    }
+    drop(idle);
     let clients: Vec<_> = (0..300)
         .map(|_| {
             let port = e.port;
