@@ -119,11 +119,13 @@ fn read_events(
     Ok((recorded, inputs))
 }
 
-/// The `account_locked` events the live engine appended before `$2`, by
-/// the failure that triggered each.
+/// The `account_locked` events the live engine appended in [`$2`, `$3`)
+/// (a lock has its failure's `occurred_at`), by the failure that triggered
+/// each.
 const ENFORCED_LOCKS: &str = "SELECT metadata ->> 'triggered_by', seq FROM authaudit.auth_log \
       WHERE tenant_id = $1 AND event_type = 'account_locked' \
-        AND ($2::timestamptz IS NULL OR occurred_at < $2)";
+        AND ($2::timestamptz IS NULL OR occurred_at >= $2) \
+        AND ($3::timestamptz IS NULL OR occurred_at < $3)";
 
 /// The seq of the lock the live engine enforced for each failure that
 /// locked its account (by the failure's log id): what the chain holds,
@@ -131,14 +133,16 @@ const ENFORCED_LOCKS: &str = "SELECT metadata ->> 'triggered_by', seq FROM autha
 fn enforced_locks(
     client: &mut SpiClient<'_>,
     tenant: &str,
+    from: Option<TimestampWithTimeZone>,
     to: Option<TimestampWithTimeZone>,
 ) -> Result<HashMap<String, i64>, AuditError> {
-    let table = spi_plans::run(
+    let table = spi_plans::run_with(
         client,
         "replay_enforced_locks",
         ENFORCED_LOCKS,
-        &[TEXTOID, TIMESTAMPTZOID],
-        &[tenant.into(), to.into()],
+        &[TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID],
+        &[tenant.into(), from.into(), to.into()],
+        spi_plans::Plans::PerCall,
     )?;
     let mut locks = HashMap::new();
     for r in table {
@@ -300,7 +304,7 @@ fn lockout_replay(
     let rows = Spi::connect_mut(|client| -> Result<Vec<Pending>, AuditError> {
         let rules = engine::rules(client, tenant_id)?;
         let (recorded, inputs) = load(client, tenant_id, to_time, &rules.keys)?;
-        let enforced = enforced_locks(client, tenant_id, to_time)?;
+        let enforced = enforced_locks(client, tenant_id, from_time, to_time)?;
         let r = replay(&rules.policy, &inputs);
         let mut readable: HashMap<Option<String>, bool> = HashMap::new();
         let mut may_read = |org: &Option<String>| {
