@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pg_authaudit benchmarks (see docs/benchmarks.md).
 #
-#   bench/run.sh [group ...]      groups: insert lockout batch verify isolation (default: all)
+#   bench/run.sh [group ...]      groups: insert scaling lockout batch verify isolation (default: all)
 #
 # Starts a throwaway PostgreSQL 15 cluster with production settings (fsync
 # and synchronous_commit on), runs each scenario interleaved with its
@@ -15,7 +15,7 @@ SECS=${BENCH_SECONDS:-15}
 ROUNDS=${BENCH_ROUNDS:-2}
 CLIENTS=${BENCH_CLIENTS:-4}
 VERIFY_ROWS=${BENCH_VERIFY_ROWS:-1000000}
-GROUPS_TO_RUN=${*:-insert lockout batch verify isolation}
+GROUPS_TO_RUN=${*:-insert scaling lockout batch verify isolation}
 
 dir=$(mktemp -d /tmp/authaudit-bench.XXXXXX)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -96,6 +96,43 @@ if [[ " $GROUPS_TO_RUN " == *" insert "* ]]; then
   for n in bare_insert_64_tenants record_event_64_tenants record_event_hot_tenant \
            record_event_5000_tenants bare_insert_64_tenants_async record_event_64_tenants_async; do
     report_cpu "$n"
+  done
+fi
+
+if [[ " $GROUPS_TO_RUN " == *" scaling "* ]]; then
+  # Client scaling: the same row recorded by 1, 4, 16 and 64 clients, on one
+  # tenant (a tenant under attack) and over 64 tenants, each against a bare
+  # INSERT at the same client count; then 16 clients with commits that do
+  # not wait for their flush (what the CPU allows).
+  SCALING_CLIENTS=${BENCH_SCALING_CLIENTS:-1 4 16 64}
+  for r in $(seq "$ROUNDS"); do
+    echo "# round $r"
+    for c in $SCALING_CLIENTS; do
+      PGBENCH_CLIENTS=$c pgbench_run "bare_insert_1_tenant_c$c" bench/sql/bare_insert.sql -D ntenants=1
+      PGBENCH_CLIENTS=$c pgbench_run "record_event_hot_tenant_c$c" bench/sql/record_event.sql -D ntenants=1
+      PGBENCH_CLIENTS=$c pgbench_run "bare_insert_64_tenants_c$c" bench/sql/bare_insert.sql -D ntenants=64
+      PGBENCH_CLIENTS=$c pgbench_run "record_event_64_tenants_c$c" bench/sql/record_event.sql -D ntenants=64
+    done
+    for t in 1 64; do
+      PGOPTIONS="-c synchronous_commit=off" PGBENCH_CLIENTS=16 \
+        pgbench_run "bare_insert_${t}_async_c16" bench/sql/bare_insert.sql -D ntenants=$t
+      PGOPTIONS="-c synchronous_commit=off" PGBENCH_CLIENTS=16 \
+        pgbench_run "record_event_${t}_async_c16" bench/sql/record_event.sql -D ntenants=$t
+    done
+  done
+  for c in $SCALING_CLIENTS; do
+    report "record_event_hot_tenant_c$c" tps "bare_insert_1_tenant_c$c"
+    report "record_event_64_tenants_c$c" tps "bare_insert_64_tenants_c$c"
+  done
+  for t in 1 64; do
+    report "record_event_${t}_async_c16" tps "bare_insert_${t}_async_c16"
+    report_cpu "record_event_${t}_async_c16"
+    report_cpu "bare_insert_${t}_async_c16"
+  done
+  for c in $SCALING_CLIENTS; do
+    report_cpu "record_event_hot_tenant_c$c"
+    report_cpu "record_event_64_tenants_c$c"
+    report_cpu "bare_insert_1_tenant_c$c"
   done
 fi
 

@@ -2,6 +2,7 @@
 # Throwaway PostgreSQL 15 clusters for tests and benchmarks.
 #
 #   testcluster.sh start DIR PORT [--bench|--durable] [--watch PID]
+#   testcluster.sh restart DIR | crash DIR
 #   testcluster.sh stop DIR
 #
 # start: initdb into DIR (as the postgres OS user when run as root), listen on
@@ -109,6 +110,15 @@ restart)
   as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
   ;;
+crash)
+  # Every server process killed at once (an immediate shutdown: no
+  # checkpoint, no flush), then started again: crash recovery replays the
+  # WAL, as after a power cut with the WAL on disk.
+  as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  ;;
 stop)
   if [ -f "$dir/data/postmaster.pid" ]; then
     as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
@@ -116,7 +126,7 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: testcluster.sh start DIR PORT [--bench] [--watch PID] | restart DIR | stop DIR" >&2
+  echo "usage: testcluster.sh start DIR PORT [--bench] [--watch PID] | restart DIR | crash DIR | stop DIR" >&2
   exit 2
   ;;
 esac

@@ -14,7 +14,14 @@
 //! - before commit, each appender waits until the transaction that appended
 //!   the previous link has finished, so links commit in chain order and the
 //!   commit record of a link always follows its predecessor's in the WAL
-//!   (crash recovery never keeps a link without its predecessor);
+//!   (crash recovery never keeps a link without its predecessor). What that
+//!   needs is the predecessor's commit *record*, not its flush: a
+//!   transaction that appends commits asynchronously (it ends once its
+//!   commit record is written) and flushes its commit in the commit
+//!   callback, before its client hears of the commit
+//!   (`defer_commit_flush`). Successors therefore wait microseconds, not a
+//!   disk flush, and the flushes of a hot tenant's transactions are
+//!   grouped as PostgreSQL groups commits;
 //! - should a predecessor still fail after releasing the tenant (an error in
 //!   another extension's commit hook, say), everything appended after it is
 //!   rewound too and those transactions fail with SQLSTATE 40001.
@@ -167,6 +174,61 @@ thread_local! {
     /// How many tenants this transaction drew from the shared pool beyond
     /// its share (returned when it ends).
     static BEYOND_SHARE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Whether this transaction's commit flush is deferred to the commit
+    /// callback (`defer_commit_flush`).
+    static FLUSH_AT_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this transaction's commit asynchronous and flushes it in the
+/// commit callback instead (`flush_deferred_commit`), before the client
+/// hears of the commit: its chain successors then wait for its commit
+/// record only. The commit is as durable as the session asked for; between
+/// its commit record and its flush (one WAL flush, usually under a
+/// millisecond) other sessions may see its rows, as with
+/// `synchronous_commit = off` (docs/architecture.md, "The append path").
+/// Left as it is when the session commits asynchronously already, and when
+/// synchronous replication is configured (a commit then waits for the
+/// standbys before it ends, as PostgreSQL does it).
+fn defer_commit_flush() {
+    if FLUSH_AT_COMMIT.with(|f| f.get()) {
+        return;
+    }
+    // SAFETY: plain reads of two settings of this backend; the setting is
+    // changed with PostgreSQL's own GUC machinery, for this transaction
+    // only (GUC_ACTION_LOCAL: restored at its end, whatever the outcome).
+    unsafe {
+        let level = pg_sys::synchronous_commit as u32;
+        if level == pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF {
+            return;
+        }
+        let standbys = pg_sys::SyncRepStandbyNames;
+        if !standbys.is_null() && *standbys != 0 {
+            return;
+        }
+        pg_sys::set_config_option(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+    FLUSH_AT_COMMIT.with(|f| f.set(true));
+}
+
+/// In the commit callback: flushes the commit record of a transaction whose
+/// flush was deferred (`defer_commit_flush`), before the commit returns.
+fn flush_deferred_commit(committed: bool) {
+    if FLUSH_AT_COMMIT.with(|f| f.replace(false)) && committed {
+        // SAFETY: XactLastCommitEnd is the end of this transaction's commit
+        // record, set when it was written; XLogFlush waits until the WAL is
+        // durable up to there (it raises no error: a failed flush is a
+        // PANIC, as in PostgreSQL's own commit).
+        unsafe { pg_sys::XLogFlush(pg_sys::XactLastCommitEnd) }
+    }
 }
 
 /// The fair share of this server (`FairShare::for_backends`).
@@ -382,6 +444,7 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
         )
     };
     admit_new_tenant(dboid, tenant)?;
+    defer_commit_flush();
     own(dboid, tenant);
     let hash = key_hash(dboid, tenant);
     loop {
@@ -681,8 +744,14 @@ unsafe extern "C-unwind" fn xact_callback(
                 "pg_authaudit: a transaction that recorded events cannot be prepared (two-phase commit)"
             );
         }
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => finish(true),
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => finish(false),
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            finish(true);
+            flush_deferred_commit(true);
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
+            finish(false);
+            flush_deferred_commit(false);
+        }
         _ => {}
     }
 }

@@ -1,21 +1,11 @@
-//! The lockout engine's reads: the tenant's policy (cached per backend) and
-//! the state rows an event touches, locked in one order (the account, then
-//! its source IP) before the event is chained. What the event does to them
-//! is decided by `authaudit_core::lockout_effect::step`; the recording
-//! pipeline writes the changed rows after the event's row (`record.rs`).
-//!
-//! A row that does not exist yet is created empty first (and so locked),
-//! because two first events of one account may race: the loser waits for
-//! the winner and reads its row. Creating it before the event is chained
-//! keeps the lock order (state rows, then the tenant's chain). A pair row
-//! (source IP, account) needs no such step: only the holder of the
-//! account's row lock writes it. The rows are updated by their `ctid`,
-//! which cannot move while this transaction holds their locks.
+//! The lockout engine's rules and reads: each tenant's policy and key rules
+//! (cached per backend), and how a state row reads. What an event does to
+//! the state is decided by `authaudit_core::lockout_effect::step`; the
+//! state tables are locked and written by `state_tables.rs`.
 
 use crate::error::AuditError;
-use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Tid};
-use crate::state_rows::{self, Read};
+use crate::state_rows;
 use crate::{gucs, scope, spi_plans, time};
 use authaudit_core::identity::{self, Folding, SourceKey};
 use authaudit_core::lockout::{AccountState, Increment, IpState, Policy};
@@ -28,10 +18,6 @@ use pgrx::IntoDatum;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
-
-/// How often a first event retries after losing the race to create a row
-/// (in REPEATABLE READ the winner's row stays invisible: 40001 then).
-const CREATE_ATTEMPTS: usize = 3;
 
 thread_local! {
     /// Policy rows by tenant (`None`: no row, the GUC defaults apply),
@@ -58,15 +44,6 @@ impl KeyRules {
     /// The key of source `ip`.
     pub fn source_key(&self, ip: Inet) -> SourceKey {
         identity::source_key(ip.addr, self.ipv6_prefix)
-    }
-
-    /// The key of source `ip`, as an `inet` of the key's network.
-    pub fn source(&self, ip: Inet) -> Inet {
-        let key = self.source_key(ip);
-        if key.addr == ip.addr && key.prefix == ip.prefix {
-            return ip;
-        }
-        Inet::parse(&key.inet_text())
     }
 }
 
@@ -211,26 +188,6 @@ pub struct LockedAccount {
     pub tid: Option<Tid>,
 }
 
-/// A failure's source as locked: the IP's state and row, and the (IP,
-/// account) pair's state (the default when it has no row yet).
-#[derive(Debug, Clone, Copy)]
-pub struct LockedSource {
-    pub ip: IpState,
-    pub ip_tid: Tid,
-    pub pair: IpState,
-    /// The pair's row, `None` when it has none yet.
-    pub pair_tid: Option<Tid>,
-}
-
-/// What an event's lockout step holds: the account's row (`None`: the
-/// account has none and the event creates none) and, for a failure with a
-/// source IP, the source.
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub account: Option<LockedAccount>,
-    pub source: Option<LockedSource>,
-}
-
 /// Whether `lockout_state` has `failures_since_success` (release 0.5.0; a
 /// library installed before `ALTER EXTENSION … UPDATE` runs on the older
 /// table).
@@ -255,18 +212,6 @@ pub fn account(f: &state_rows::Found) -> LockedAccount {
         org: f.get(c"org_id"),
         tid: Some(f.tid),
     }
-}
-
-/// The account's row, locked (`None`: it has none).
-fn lock_account(tenant: &str, user: &str) -> Result<Option<LockedAccount>, AuditError> {
-    let key = [datum(tenant), datum(user)];
-    state_rows::by_key(
-        c"lockout_state",
-        c"lockout_state_pkey",
-        &key,
-        Read::Lock,
-        account,
-    )
 }
 
 /// A text datum.
@@ -295,154 +240,6 @@ pub fn now_datum() -> Option<pg_sys::Datum> {
 pub fn timestamp(us: Option<i64>) -> Option<pg_sys::Datum> {
     us.and_then(time::from_unix_micros)
         .and_then(IntoDatum::into_datum)
-}
-
-/// The columns of an account's state row that hold `state`.
-pub fn account_columns(state: &AccountState) -> Result<Vec<Column>, AuditError> {
-    let mut columns = vec![
-        (c"failure_count", state.failure_count.into_datum()),
-        (c"first_failure_at", timestamp(state.first_failure_us)),
-        (c"last_failure_at", timestamp(state.last_failure_us)),
-        (c"locked", state.locked.into_datum()),
-        (c"locked_at", timestamp(state.locked_at_us)),
-        (c"locked_until", timestamp(state.locked_until_us)),
-        (c"lock_count", state.lock_count.into_datum()),
-    ];
-    if has_run_column()? {
-        columns.push((
-            c"failures_since_success",
-            state.failures_since_success.into_datum(),
-        ));
-    }
-    Ok(columns)
-}
-
-/// The columns of a source's or (source, account) pair's state row that
-/// hold `state`, with `updated_at`.
-pub fn source_columns(state: &IpState) -> [Column; 4] {
-    [
-        (c"failure_count", state.failure_count.into_datum()),
-        (c"first_failure_at", timestamp(state.first_failure_us)),
-        (c"blocked_until", timestamp(state.blocked_until_us)),
-        (c"updated_at", now_datum()),
-    ]
-}
-
-/// Creates the account's empty row, belonging to `org` (`None`: another
-/// session created it meanwhile).
-fn create_account(tenant: &str, user: &str, org: Option<&str>) -> Result<Option<Tid>, AuditError> {
-    let mut row = vec![
-        (c"tenant_id", Some(datum(tenant))),
-        (c"user_id", Some(datum(user))),
-        (c"org_id", org.map(datum)),
-        (c"failure_count", 0i32.into_datum()),
-        (c"locked", false.into_datum()),
-        (c"lock_count", 0i32.into_datum()),
-        (c"updated_at", now_datum()),
-    ];
-    // Rows are written without the executor: no column default applies.
-    if has_run_column()? {
-        row.push((c"failures_since_success", 0i32.into_datum()));
-    }
-    Target::open(c"lockout_state")?.insert_new(&row, c"lockout_state_pkey")
-}
-
-/// Creates the source IP's empty row (`None`: another session created it
-/// meanwhile).
-fn create_ip(tenant: &str, ip: Inet) -> Result<Option<Tid>, AuditError> {
-    Target::open(c"lockout_ip_state")?.insert_new(
-        &[
-            (c"tenant_id", Some(datum(tenant))),
-            (c"ip", Some(ip.datum)),
-            (c"failure_count", 0i32.into_datum()),
-            (c"updated_at", now_datum()),
-        ],
-        c"lockout_ip_state_pkey",
-    )
-}
-
-/// Locks the rows an event's lockout step reads: the account's (created,
-/// belonging to `org`, when `create` and it has none) and then, when `ip`
-/// is given, the source's.
-pub fn lock(
-    tenant: &str,
-    user: &str,
-    org: Option<&str>,
-    ip: Option<Inet>,
-    create: bool,
-) -> Result<Held, AuditError> {
-    for _ in 0..CREATE_ATTEMPTS {
-        let account = match lock_account(tenant, user)? {
-            Some(a) => a,
-            None if !create => {
-                return Ok(Held {
-                    account: None,
-                    source: None,
-                })
-            }
-            None => match create_account(tenant, user, org)? {
-                // Another session created it meanwhile: lock its row.
-                None => continue,
-                Some(tid) => LockedAccount {
-                    state: AccountState::default(),
-                    org: org.map(str::to_owned),
-                    tid: Some(tid),
-                },
-            },
-        };
-        let source = match ip {
-            None => None,
-            Some(ip) => Some(lock_source(tenant, ip, user)?),
-        };
-        return Ok(Held {
-            account: Some(account),
-            source,
-        });
-    }
-    Err(AuditError::ConcurrentFirstEvent)
-}
-
-/// The source IP's row (locked, created when missing) and the (IP,
-/// account) pair's state. Called with the account's row locked: only its
-/// holder writes the pair's row.
-fn lock_source(tenant: &str, ip: Inet, user: &str) -> Result<LockedSource, AuditError> {
-    let pair = state_rows::by_key(
-        c"lockout_ip_account_state",
-        c"lockout_ip_account_state_pkey",
-        &[datum(tenant), ip.datum, datum(user)],
-        Read::Plain,
-        |f| (ip_state(f), f.tid),
-    )?;
-    let (pair, pair_tid) = match pair {
-        Some((s, tid)) => (s, Some(tid)),
-        None => (IpState::default(), None),
-    };
-    for _ in 0..CREATE_ATTEMPTS {
-        let locked = state_rows::by_key(
-            c"lockout_ip_state",
-            c"lockout_ip_state_pkey",
-            &[datum(tenant), ip.datum],
-            Read::Lock,
-            |f| (ip_state(f), f.tid),
-        )?;
-        if let Some((state, ip_tid)) = locked {
-            return Ok(LockedSource {
-                ip: state,
-                ip_tid,
-                pair,
-                pair_tid,
-            });
-        }
-        if let Some(ip_tid) = create_ip(tenant, ip)? {
-            return Ok(LockedSource {
-                ip: IpState::default(),
-                ip_tid,
-                pair,
-                pair_tid,
-            });
-        }
-    }
-    Err(AuditError::ConcurrentFirstEvent)
 }
 
 /// The key tenant `tenant_id`'s lockouts count account `user_id` against

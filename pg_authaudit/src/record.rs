@@ -1,29 +1,15 @@
-//! The recording pipeline: an event from its SQL arguments to its chained
-//! row, in one pass (docs/architecture.md, "Recording"). For one event:
-//!
-//! 1. validate and take the values as they are (the `jsonb` metadata and the
-//!    `inet` go into the row as the caller's datums);
-//! 2. authorise from the per-backend scope cache (`scope.rs`);
-//! 3. lockout events: hold the tenant's lockout state against a rebuild
-//!    (`heads::lock_tenant_state`), lock the account's state row (created
-//!    for a failure, and for the first event of an organisation: the
-//!    account belongs to it), then the source IP's (`lockout_engine.rs`);
-//!    decide the effect (`authaudit_core::lockout_effect`);
-//! 4. encode the canonical body once and append it to the tenant's chain
-//!    (`heads.rs`);
-//! 5. insert the event's row, then write the changed state rows, without a
-//!    statement (`row_writes.rs`); the states only when the row went in (a
-//!    log id recorded already is a retry: the append is taken back and the
-//!    recorded row returned); a failure that locked the account appends the
-//!    `account_locked` event after it.
-//!
-//! The statements left (the policy on a cache miss, a retry's comparison)
-//! are plans prepared once per backend (`spi_plans.rs`). `record_events`
-//! runs the same steps set-wise (`record_batch.rs`).
+//! An event from its SQL arguments to its checked form, and the parts of a
+//! row every recording shares: the checks (the documented SQLSTATEs), the
+//! final metadata with the extension's facts and its canonical text, the
+//! canonical body, the log row's insertion, a retry's comparison with the
+//! recorded row, and the organisation check. `record_event` and `_record`
+//! are thin wrappers: their event goes through the one recording pipeline
+//! (`pipeline.rs`) as a batch of one; `record_events` and `import_events`
+//! (`record_batch.rs`) send theirs there too.
 
 use crate::error::{AuditError, SqlResult};
-use crate::heads::{self, StateAccess};
-use crate::lockout_engine::{self as engine, Held, LockedAccount};
+use crate::lockout_engine::{self as engine, LockedAccount};
+use crate::pipeline::{self, Request};
 use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Jsonb, Tid};
 use crate::state_rows::Probe;
@@ -33,8 +19,7 @@ use authaudit_core::chain::ChainHead;
 use authaudit_core::event::{check_live_time, Channel, EventError, EventInput, EventType, IpInput};
 use authaudit_core::identity::SourceKey;
 use authaudit_core::jsonb_text;
-use authaudit_core::lockout::derived_log_id;
-use authaudit_core::lockout_effect::{step, Before, Effect, Kind, Lock};
+use authaudit_core::lockout_effect::Lock;
 use authaudit_core::scope::WriteReach;
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
@@ -247,11 +232,11 @@ pub struct LogRow<'a> {
 /// recorded in its tenant already (as `INSERT … ON CONFLICT (tenant_id,
 /// log_id) DO NOTHING`, waiting for a transaction that is inserting it):
 /// whether it went in.
-pub fn insert_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
+pub fn insert_new_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
     insert_log_row_as(target, r, Target::insert_new)
 }
 
-/// `insert_log_row` for a log id looked up and not found just before
+/// `insert_new_log_row` for a log id looked up and not found just before
 /// (`Target::insert_unseen`).
 pub fn insert_unseen_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
     insert_log_row_as(target, r, Target::insert_unseen)
@@ -288,122 +273,6 @@ fn insert_log_row_as(
         c"auth_log_pkey",
     )?
     .is_some())
-}
-
-/// What an event's row carries to the write statement: the engine's
-/// decision and the rows it locked.
-struct Writes {
-    kind: Kind,
-    effect: Effect,
-    held: Held,
-    /// The keys the event counts against (`lockout_engine::KeyRules`).
-    account: String,
-    source: Option<Inet>,
-}
-
-/// Inserts the event's row with the state writes of `writes` and returns
-/// it; `None` (and nothing written) when its log id is recorded already.
-fn insert(
-    e: &Event<'_>,
-    metadata: Jsonb,
-    seq: i64,
-    prev: &ChainHead,
-    next: &ChainHead,
-    writes: Option<&Writes>,
-    keep: pg_sys::MemoryContext,
-) -> Result<Option<Row>, AuditError> {
-    let row = LogRow {
-        log_id: e.log_id,
-        tenant: e.tenant,
-        org: e.org,
-        seq,
-        event_type: e.event_type.as_str(),
-        user: e.user,
-        ip: e.ip,
-        user_agent: e.user_agent,
-        channel: e.channel.as_str(),
-        occurred_at_us: e.occurred_at_us,
-        recorded_at_us: e.recorded_at_us,
-        metadata,
-        prev,
-        next,
-    };
-    let mut target = Target::open(c"auth_log")?;
-    if !insert_log_row(&mut target, &row)? {
-        return Ok(None);
-    }
-    // SAFETY: `target.inserted()` is the composite datum of the row just
-    // inserted (auth_log's row type), alive until the target is dropped; it
-    // is copied into `keep`, the context the SQL function was called in,
-    // which outlives this SPI connection and is reset by the executor once
-    // it has used the result (the parent of SPI's context would be the
-    // transaction's, holding every row until commit).
-    let stored = unsafe {
-        Row::from_datum_in_memory_context(
-            PgMemoryContexts::For(keep),
-            target.inserted(),
-            false,
-            pg_sys::InvalidOid,
-        )
-    };
-    drop(target);
-    if let Some(w) = writes {
-        write_states(e, seq, w)?;
-    }
-    Ok(stored)
-}
-
-/// Writes the state rows the event changed, once its row went in: the
-/// account's (a failure keeps its source IP as the last and, when it is the
-/// first of a run, the first), then the source IP's and the (IP, account)
-/// pair's. A state write always comes with the account's.
-fn write_states(e: &Event<'_>, seq: i64, w: &Writes) -> Result<(), AuditError> {
-    let Some((a, tid)) = w
-        .effect
-        .account
-        .zip(w.held.account.as_ref().and_then(|a| a.tid))
-    else {
-        return Ok(());
-    };
-    let failure_ip = e.ip.filter(|_| w.kind == Kind::Failure).map(|ip| ip.datum);
-    let mut columns: Vec<Column> = engine::account_columns(&a)?;
-    columns.extend([
-        (c"last_log_id", e.log_id.into_datum()),
-        (c"last_seq", seq.into_datum()),
-        (c"updated_at", engine::now_datum()),
-    ]);
-    if a.failure_count == 0 {
-        columns.push((c"first_failure_ip", None));
-    } else if let (1, Some(ip)) = (a.failure_count, failure_ip) {
-        columns.push((c"first_failure_ip", Some(ip)));
-    }
-    if let Some(ip) = failure_ip {
-        columns.push((c"last_failure_ip", Some(ip)));
-    }
-    Target::open(c"lockout_state")?.update(tid, &columns)?;
-    let Some(source) = w.held.source else {
-        return Ok(());
-    };
-    if let Some(ip) = w.effect.ip {
-        Target::open(c"lockout_ip_state")?.update(source.ip_tid, &engine::source_columns(&ip))?;
-    }
-    if let (Some(pair), Some(source_key)) = (w.effect.pair, w.source) {
-        let state = engine::source_columns(&pair);
-        let mut target = Target::open(c"lockout_ip_account_state")?;
-        match source.pair_tid {
-            Some(pair_tid) => target.update(pair_tid, &state)?,
-            None => {
-                let mut row = vec![
-                    (c"tenant_id", e.tenant.into_datum()),
-                    (c"ip", Some(source_key.datum)),
-                    (c"user_id", w.account.as_str().into_datum()),
-                ];
-                row.extend(state);
-                target.insert(&row)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 const EXISTING: &str = "SELECT l, l.org_id IS NOT DISTINCT FROM $3 \
@@ -513,89 +382,29 @@ pub fn with_keys(
     facts
 }
 
-/// Records one checked event (see the module comment) and returns its row,
-/// allocated in `keep` (a context that outlives the SPI connection).
-pub fn record(
+/// Records one checked event through the pipeline (`pipeline.rs`) and
+/// returns its stored row as a composite datum allocated in `keep` (a
+/// context that outlives the SPI connection: the row is made from it only
+/// once the connection has ended, `Row::from_datum` allocating there);
+/// `writer_org` confines its lockout effects to accounts of that
+/// organisation.
+pub fn record_one(
     client: &mut SpiClient<'_>,
     e: Event<'_>,
     writer_org: Option<&str>,
     keep: pg_sys::MemoryContext,
-) -> Result<Row, AuditError> {
-    let kind = Kind::of(e.event_type.as_str());
-    let mut facts = e.facts.clone();
-    let writes = match kind {
-        None => None,
-        Some(kind) => {
-            let rules = engine::rules(client, e.tenant)?;
-            let account = rules.keys.account(e.user).into_owned();
-            let source =
-                e.ip.filter(|_| kind.counts_ip(true))
-                    .map(|ip| rules.keys.source(ip));
-            // The tenant's state is not being rebuilt (heads::lock_tenant_state).
-            heads::lock_tenant_state(e.tenant, StateAccess::Record);
-            // A failure creates its account's row, and so does the first
-            // event of an organisation: the account is that organisation's.
-            let create = kind == Kind::Failure || e.org.is_some();
-            let held = engine::lock(e.tenant, &account, e.org, source, create)?;
-            check_reach(&e, writer_org, held.account.as_ref())?;
-            let before = Before {
-                account: held.account.as_ref().map(|a| a.state).unwrap_or_default(),
-                ip: held.source.map(|s| s.ip),
-                pair: held.source.map(|s| s.pair),
-            };
-            let effect = step(&rules.policy, kind, &before, e.occurred_at_us);
-            facts.insert(
-                "lockout".into(),
-                with_keys(
-                    effect.facts.clone(),
-                    e.user,
-                    &account,
-                    e.ip,
-                    source.map(|s| rules.keys.source_key(s)),
-                ),
-            );
-            Some(Writes {
-                kind,
-                effect,
-                held,
-                account,
-                source,
-            })
-        }
-    };
-    let (metadata, text) = final_metadata(&e, &facts);
-    let (seq, prev, next) = heads::append(e.tenant, &body(&e, &text))?;
-    let Some(row) = insert(&e, metadata, seq, &prev, &next, writes.as_ref(), keep)? else {
-        // The log_id is recorded (a retry, or another session's commit this
-        // call waited for): nothing was written; take the append back (this
-        // transaction still owns the tenant's chain, so it is the latest
-        // link) and return the recorded row, or refuse other content.
-        heads::unappend(e.tenant)?;
-        return existing(client, &e);
-    };
-    if let Some((lock, account)) = writes.and_then(|w| w.effect.lock.map(|l| (l, w.account))) {
-        // This failure locked the account: the lock is the next link, with
-        // an id derived from the failure's (a retry finds it).
-        let id = Uuid::from_bytes(derived_log_id(e.log_id.as_bytes(), "account_locked"));
-        let locked = Event {
-            log_id: id,
-            event_type: EventType::AccountLocked,
-            channel: Channel::SYSTEM,
-            user_agent: None,
-            occurred_given: true,
-            recorded_at_us: now_us(),
-            metadata_text: String::new(),
-            metadata: lock_metadata(&lock, &e.log_id, e.user, &account),
-            facts: Map::new(),
-            ..e
-        };
-        let locked = Event {
-            metadata_text: locked.metadata.text(),
-            ..locked
-        };
-        record(client, locked, None, keep)?;
-    }
-    Ok(row)
+) -> Result<pg_sys::Datum, AuditError> {
+    let recorded = pipeline::record(
+        client,
+        Request {
+            events: vec![e],
+            writer_orgs: vec![writer_org.map(str::to_owned)],
+            mode: Mode::Live,
+            single: true,
+            keep: Some(keep),
+        },
+    )?;
+    Ok(*recorded.rows.first().expect("the event's row"))
 }
 
 /// Records one event for the extension's own functions (`record_token_issued`,
@@ -634,9 +443,11 @@ fn record_internal(
     let e = args.check(now_us(), Mode::Live)?;
     // The stored row is kept in the context the function was called in.
     let keep = PgMemoryContexts::CurrentMemoryContext.value();
-    Ok(Spi::connect_mut(|client| {
-        record(client, e, p_writer_org, keep)
-    })?)
+    let datum = Spi::connect_mut(|client| record_one(client, e, p_writer_org, keep))?;
+    // SAFETY: a composite datum of auth_log's row type, allocated in the
+    // context of this call (`keep`); the row is made here, after the SPI
+    // connection ended, so everything it allocates lives in this context.
+    Ok(unsafe { Row::from_datum(datum, false) }.expect("a stored row"))
 }
 
 /// Records one authentication event and returns the stored row (upsert on

@@ -7,9 +7,12 @@
 use crate::error::AuditError;
 use crate::heads::{self, StateAccess};
 use crate::lockout_engine::{self as engine, KeyRules};
+use crate::pipeline::{self, Request};
+use crate::record::{now_us, Args, Mode};
 use crate::scope::{self, CallerReads};
 use crate::spi_plans;
 use crate::sql_values::{Inet, Jsonb};
+use crate::state_tables;
 use crate::time;
 use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout_effect::Kind;
@@ -18,7 +21,7 @@ use authaudit_core::lockout_replay::{replay, Input, Replay, Replayer};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{INT8OID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
+use pgrx::pg_sys::BuiltinOid::{INT8OID, TEXTOID, TIMESTAMPTZOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::{json, Value};
@@ -390,57 +393,6 @@ fn with(mut v: Value, extra: Value) -> Value {
     v
 }
 
-const WRITE_ACCOUNTS: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r( \
-         user_id text, failure_count integer, first_failure_at timestamptz, \
-         last_failure_at timestamptz, first_failure_ip inet, last_failure_ip inet, \
-         locked boolean, locked_at timestamptz, locked_until timestamptz, lock_count integer, \
-         last_log_id uuid, last_seq bigint, org_id text, failures_since_success integer)), \
-       gone AS (DELETE FROM authaudit.lockout_state s WHERE s.tenant_id = $1 \
-                   AND s.org_id IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.user_id = s.user_id)), \
-       emptied AS (UPDATE authaudit.lockout_state s SET failure_count = 0, \
-                   first_failure_at = NULL, last_failure_at = NULL, first_failure_ip = NULL, \
-                   last_failure_ip = NULL, locked = false, locked_at = NULL, locked_until = NULL, \
-                   lock_count = 0, failures_since_success = 0, updated_at = now() \
-                   WHERE s.tenant_id = $1 AND s.org_id IS NOT NULL \
-                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.user_id = s.user_id)) \
-     INSERT INTO authaudit.lockout_state AS s (tenant_id, user_id, failure_count, \
-         first_failure_at, last_failure_at, first_failure_ip, last_failure_ip, locked, locked_at, \
-         locked_until, lock_count, last_log_id, last_seq, updated_at, org_id, failures_since_success) \
-     SELECT $1, user_id, failure_count, first_failure_at, last_failure_at, first_failure_ip, \
-            last_failure_ip, locked, locked_at, locked_until, lock_count, last_log_id, last_seq, \
-            now(), org_id, failures_since_success FROM r \
-     ON CONFLICT (tenant_id, user_id) DO UPDATE SET failure_count = EXCLUDED.failure_count, \
-         first_failure_at = EXCLUDED.first_failure_at, last_failure_at = EXCLUDED.last_failure_at, \
-         first_failure_ip = EXCLUDED.first_failure_ip, last_failure_ip = EXCLUDED.last_failure_ip, \
-         locked = EXCLUDED.locked, locked_at = EXCLUDED.locked_at, \
-         locked_until = EXCLUDED.locked_until, lock_count = EXCLUDED.lock_count, \
-         last_log_id = EXCLUDED.last_log_id, last_seq = EXCLUDED.last_seq, updated_at = now(), \
-         failures_since_success = EXCLUDED.failures_since_success";
-
-const WRITE_SOURCES: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r( \
-         ip inet, failure_count integer, first_failure_at timestamptz, blocked_until timestamptz)), \
-       gone AS (DELETE FROM authaudit.lockout_ip_state s WHERE s.tenant_id = $1 \
-                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.ip = s.ip)) \
-     INSERT INTO authaudit.lockout_ip_state AS s (tenant_id, ip, failure_count, first_failure_at, \
-         blocked_until, updated_at) \
-     SELECT $1, ip, failure_count, first_failure_at, blocked_until, now() FROM r \
-     ON CONFLICT (tenant_id, ip) DO UPDATE SET failure_count = EXCLUDED.failure_count, \
-         first_failure_at = EXCLUDED.first_failure_at, blocked_until = EXCLUDED.blocked_until, \
-         updated_at = now()";
-
-const WRITE_PAIRS: &str = "WITH r AS (SELECT * FROM jsonb_to_recordset($2) AS r( \
-         ip inet, user_id text, failure_count integer, first_failure_at timestamptz, \
-         blocked_until timestamptz)), \
-       gone AS (DELETE FROM authaudit.lockout_ip_account_state s WHERE s.tenant_id = $1 \
-                   AND NOT EXISTS (SELECT 1 FROM r WHERE r.ip = s.ip AND r.user_id = s.user_id)) \
-     INSERT INTO authaudit.lockout_ip_account_state AS s (tenant_id, ip, user_id, failure_count, \
-         first_failure_at, blocked_until, updated_at) \
-     SELECT $1, ip, user_id, failure_count, first_failure_at, blocked_until, now() FROM r \
-     ON CONFLICT (tenant_id, ip, user_id) DO UPDATE SET failure_count = EXCLUDED.failure_count, \
-         first_failure_at = EXCLUDED.first_failure_at, blocked_until = EXCLUDED.blocked_until, \
-         updated_at = now()";
-
 /// Re-derives a tenant's lockout state from its recorded events in
 /// event-time order (see `lockout_replay`) and writes it into the lockout
 /// tables: after history was imported, or the policy changed, the tables
@@ -519,51 +471,33 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
             r.pairs.len() as i64,
         );
         let rebuilt = record_rebuild(client, tenant, counts)?;
-        let sources = Value::Array(
-            r.sources
-                .iter()
-                .map(|(k, s)| with(source_row(s), json!({"ip": k.inet_text()})))
-                .collect(),
-        );
-        let pairs = Value::Array(
-            r.pairs
-                .iter()
-                .map(|((k, user), s)| {
-                    with(source_row(s), json!({"ip": k.inet_text(), "user_id": user}))
-                })
-                .collect(),
-        );
-        for (key, sql, rows) in [
-            (
-                "rebuild_accounts",
-                WRITE_ACCOUNTS,
-                account_rows(&r, &rebuilt),
+        let replacement = state_tables::Replacement {
+            accounts: account_rows(&r, &rebuilt),
+            sources: Value::Array(
+                r.sources
+                    .iter()
+                    .map(|(k, s)| with(source_row(s), json!({"ip": k.inet_text()})))
+                    .collect(),
             ),
-            ("rebuild_sources", WRITE_SOURCES, sources),
-            ("rebuild_pairs", WRITE_PAIRS, pairs),
-        ] {
-            let rows = Jsonb::parse(&rows.to_string());
-            spi_plans::run(
-                client,
-                key,
-                sql,
-                &[TEXTOID, JSONBOID],
-                &[tenant.into(), rows.into()],
-            )?;
-        }
+            pairs: Value::Array(
+                r.pairs
+                    .iter()
+                    .map(|((k, user), s)| {
+                        with(source_row(s), json!({"ip": k.inet_text(), "user_id": user}))
+                    })
+                    .collect(),
+            ),
+        };
+        state_tables::replace_tenant(client, tenant, &replacement)?;
         Ok(counts)
     })
 }
 
-const RECORD_REBUILD: &str = "SELECT l.log_id::text, l.seq FROM authaudit._record( \
-       log_id => gen_random_uuid(), tenant_id => $1, event_type => 'lockout_rebuilt', \
-       user_id => $2, channel => 'system', org_id => NULL, ip => NULL, user_agent => NULL, \
-       occurred_at => NULL, metadata => $3, p_writer_org => NULL) l";
-
 /// Appends the `lockout_rebuilt` event (who rebuilt, how much) to the
-/// tenant's chain, so the log shows every rebuild, and returns its
-/// `(log_id, seq)`: the rebuilt rows' last change, newer than any before
-/// (the mirror applies a state row's changes in `last_seq` order).
+/// tenant's chain through the recording pipeline, so the log shows every
+/// rebuild, and returns its `(log_id, seq)`: the rebuilt rows' last change,
+/// newer than any before (the mirror applies a state row's changes in
+/// `last_seq` order).
 fn record_rebuild(
     client: &mut SpiClient<'_>,
     tenant: &str,
@@ -573,22 +507,42 @@ fn record_rebuild(
     let metadata = json!({"_authaudit": {"rebuild": {
         "events": events, "accounts": accounts, "sources": sources, "pairs": pairs,
     }}});
-    let t = spi_plans::run(
+    let log_id = random_uuid();
+    let event = Args {
+        log_id: Some(log_id),
+        tenant: Some(tenant),
+        org: None,
+        event_type: Some("lockout_rebuilt"),
+        user: Some(&actor),
+        channel: Some("system"),
+        ip: None,
+        user_agent: None,
+        occurred_at: None,
+        metadata: Some(Jsonb::parse(&metadata.to_string())),
+    }
+    .check(now_us(), Mode::Live)?;
+    let recorded = pipeline::record(
         client,
-        "rebuild_record",
-        RECORD_REBUILD,
-        &[TEXTOID, TEXTOID, JSONBOID],
-        &[
-            tenant.into(),
-            actor.as_str().into(),
-            Jsonb::parse(&metadata.to_string()).into(),
-        ],
+        Request {
+            events: vec![event],
+            writer_orgs: vec![None],
+            mode: Mode::Live,
+            single: true,
+            keep: None,
+        },
     )?;
-    let r = t.first();
-    Ok((
-        r.get::<String>(1)?.unwrap_or_default(),
-        r.get::<i64>(2)?.unwrap_or_default(),
-    ))
+    Ok((log_id.to_string(), recorded.seqs[0]))
+}
+
+/// A random (version 4) UUID.
+fn random_uuid() -> Uuid {
+    let mut b = [0u8; 16];
+    // SAFETY: fills the 16 bytes of `b`.
+    let ok = unsafe { pg_sys::pg_strong_random(b.as_mut_ptr().cast(), b.len()) };
+    assert!(ok, "no strong random source");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(b)
 }
 
 /// `import_events`' rebuild: re-derives the lockout state of each of

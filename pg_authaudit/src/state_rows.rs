@@ -302,15 +302,3 @@ impl Drop for Probe {
         }
     }
 }
-
-/// Finds the row of `table` whose primary key (`index`) equals `key` and
-/// hands it to `read` (`None`: there is none).
-pub fn by_key<T>(
-    table: &'static CStr,
-    index: &'static CStr,
-    key: &[pg_sys::Datum],
-    how: Read,
-    read: impl FnOnce(&Found) -> T,
-) -> Result<Option<T>, AuditError> {
-    Probe::open(table, index)?.find(key, how, read)
-}

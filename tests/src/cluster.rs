@@ -165,6 +165,22 @@ impl Cluster {
         );
     }
 
+    /// Kills every server process at once (an immediate shutdown: no
+    /// checkpoint, no flush) and starts the server again, which recovers
+    /// from its WAL.
+    pub fn crash(&self) {
+        let out = Command::new(repo_root().join("scripts/testcluster.sh"))
+            .arg("crash")
+            .arg(&self.dir)
+            .output()
+            .expect("scripts/testcluster.sh runs");
+        assert!(
+            out.status.success(),
+            "crash and restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The TCP port the cluster listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
