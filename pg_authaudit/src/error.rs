@@ -54,6 +54,8 @@ pub enum AuditError {
     },
     #[error("log_id {0} is being recorded concurrently")]
     ConcurrentLogId(String),
+    #[error("this statement appends to a tenant's chain again after another transaction did: record a tenant's events of one statement in one call (record_events), or in a transaction block")]
+    InterleavedAppend,
     #[error("log_id {0} was already recorded with different content")]
     LogIdReused(String),
     #[error("could not serialize access due to concurrent update (the first events of one account or source IP raced)")]
@@ -148,6 +150,7 @@ impl AuditError {
                 ERRCODE_CONFIGURATION_LIMIT_EXCEEDED
             }
             AuditError::ConcurrentLogId(_)
+            | AuditError::InterleavedAppend
             | AuditError::ConcurrentFirstEvent
             | AuditError::ConcurrentUpdate => ERRCODE_T_R_SERIALIZATION_FAILURE,
             AuditError::LogIdReused(_) => ERRCODE_UNIQUE_VIOLATION,

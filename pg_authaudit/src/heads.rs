@@ -17,8 +17,8 @@
 //!   (crash recovery never keeps a link without its predecessor). What that
 //!   needs is the predecessor's commit *record*, not its flush: a
 //!   transaction that appends commits asynchronously (it ends once its
-//!   commit record is written) and flushes its commit in the commit
-//!   callback, before its client hears of the commit
+//!   commit record is written) and flushes its commit once it has released
+//!   its locks, before its client hears of the commit
 //!   (`defer_commit_flush`). Successors therefore wait microseconds, not a
 //!   disk flush, and the flushes of a hot tenant's transactions are
 //!   grouped as PostgreSQL groups commits;
@@ -71,6 +71,7 @@ pub fn init() {
     unsafe {
         pg_sys::RegisterXactCallback(Some(xact_callback), null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), null_mut());
+        pg_sys::RegisterResourceReleaseCallback(Some(release_callback), null_mut());
     }
 }
 
@@ -177,12 +178,43 @@ thread_local! {
     /// Whether this transaction's commit flush is deferred to the commit
     /// callback (`defer_commit_flush`).
     static FLUSH_AT_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether this transaction released its chains before its commit
+    /// (`release_after_last_append`).
+    static RELEASED_EARLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Makes this transaction's commit asynchronous and flushes it in the
-/// commit callback instead (`flush_deferred_commit`), before the client
-/// hears of the commit: its chain successors then wait for its commit
-/// record only. The commit is as durable as the session asked for; between
+/// After an early release, an append to a tenant this transaction appended
+/// to before is allowed only if no other transaction appended since: its
+/// links would otherwise interleave with another's, whose commit then
+/// waits for this one while this one's waits for it.
+fn refuse_interleaving(dboid: u32, tenant: &[u8], hash: u64) -> Result<(), AuditError> {
+    let ours = PENDING.with(|p| {
+        p.borrow()
+            .iter()
+            .filter(|e| e.dboid == dboid && e.tenant == tenant)
+            .map(|e| e.seq)
+            .max()
+    });
+    let Some(ours) = ours else {
+        return Ok(());
+    };
+    let guard = lock().ok_or(AuditError::NotPreloaded)?;
+    let live = guard
+        .table
+        .find(dboid, tenant, hash)
+        .map(|k| guard.table.slot(k).live().0);
+    drop(guard);
+    if live == Some(ours) {
+        Ok(())
+    } else {
+        Err(AuditError::InterleavedAppend)
+    }
+}
+
+/// Makes this transaction's commit asynchronous and flushes it once the
+/// transaction has released its locks (`flush_deferred_commit`), before the
+/// client hears of the commit: its chain successors, and the writers of the
+/// state rows it locked, then wait for its commit record only. The commit is as durable as the session asked for; between
 /// its commit record and its flush (one WAL flush, usually under a
 /// millisecond) other sessions may see its rows, as with
 /// `synchronous_commit = off` (docs/architecture.md, "The append path").
@@ -219,8 +251,9 @@ fn defer_commit_flush() {
     FLUSH_AT_COMMIT.with(|f| f.set(true));
 }
 
-/// In the commit callback: flushes the commit record of a transaction whose
-/// flush was deferred (`defer_commit_flush`), before the commit returns.
+/// Once the transaction committed and released its locks: flushes its
+/// commit record when its flush was deferred (`defer_commit_flush`),
+/// before the commit returns; after an abort, forgets it.
 fn flush_deferred_commit(committed: bool) {
     if FLUSH_AT_COMMIT.with(|f| f.replace(false)) && committed {
         // SAFETY: XactLastCommitEnd is the end of this transaction's commit
@@ -295,6 +328,8 @@ const JTI_LOCK_FIELD4: u16 = 0xAA02;
 /// Marks the locks that keep a tenant's lockout state apart from its
 /// rebuild (`lock_tenant_state`).
 const STATE_LOCK_FIELD4: u16 = 0xAA03;
+/// Marks the locks that serialise recorders of one log id (`lock_log_id`).
+const LOG_ID_LOCK_FIELD4: u16 = 0xAA04;
 const USER_LOCKMETHOD: u8 = 2;
 const SHARE_LOCK: pg_sys::LOCKMODE = 5;
 const EXCLUSIVE_LOCK: pg_sys::LOCKMODE = 7;
@@ -306,6 +341,24 @@ pub enum StateAccess {
     Record,
     /// A rebuild: alone, while it writes the state its replay ended in.
     Rebuild,
+}
+
+/// Makes concurrent recorders of one log id of a tenant take turns, until
+/// the end of the transaction: the second looks the log id up once the
+/// first has committed, and finds its row (a retry) instead of appending.
+pub fn lock_log_id(tenant_id: &str, log_id: &[u8; 16]) {
+    // SAFETY: a plain read of this backend's database.
+    let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    let h = lock_key(
+        &secret(),
+        "log_id",
+        &[&dboid.to_le_bytes(), tenant_id.as_bytes(), log_id],
+    );
+    let tag = keyed_tag(dboid, h, LOG_ID_LOCK_FIELD4);
+    // SAFETY: a transaction-level lock, released by PostgreSQL at its end.
+    unsafe {
+        pg_sys::LockAcquire(&tag, EXCLUSIVE_LOCK, false, false);
+    }
 }
 
 /// Holds tenant `tenant_id`'s lockout state until the end of the
@@ -389,6 +442,10 @@ fn own(dboid: u32, tenant: &[u8]) {
     if OWNED.with(|o| o.borrow().iter().any(|t| same_tag(t, &tag))) {
         return;
     }
+    take_ownership(tag);
+}
+
+fn take_ownership(tag: pg_sys::LOCKTAG) {
     // SAFETY: a session-level lock, released by release_ownership at
     // pre-commit or abort (and by PostgreSQL when the session ends).
     unsafe {
@@ -408,6 +465,29 @@ fn release_ownership() {
             }
         }
     }
+}
+
+/// Lets the next writers of every tenant this transaction appended to in
+/// before it commits, when no more of its appends can follow: it is not
+/// in a transaction block (an implicit transaction: the statement is the
+/// whole transaction) and the caller has made its last append of the
+/// statement. The rows are then inserted, and the commit waits for each
+/// link's predecessor as before, while other sessions append. Should the
+/// same statement append to one of these tenants again after another
+/// session did (a statement that records one tenant's events through
+/// several calls), that append is refused (40001: its links would
+/// interleave with another transaction's); the whole statement is the
+/// unit to retry.
+pub fn release_after_last_append() {
+    // SAFETY: a plain read of this backend's transaction state.
+    if unsafe { pg_sys::IsTransactionBlock() } {
+        return;
+    }
+    if PENDING.with(|p| p.borrow().is_empty()) {
+        return;
+    }
+    release_ownership();
+    RELEASED_EARLY.with(|r| r.set(true));
 }
 
 /// Appends `body` to `tenant_id`'s chain, returning the new seq, the previous
@@ -447,6 +527,9 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
     defer_commit_flush();
     own(dboid, tenant);
     let hash = key_hash(dboid, tenant);
+    if RELEASED_EARLY.with(|r| r.get()) {
+        refuse_interleaving(dboid, tenant, hash)?;
+    }
     loop {
         let outcome = lock().ok_or(AuditError::NotPreloaded)?.table.append(
             dboid,
@@ -698,6 +781,7 @@ fn finish(committed: bool) {
         }
     }
     return_beyond_share();
+    RELEASED_EARLY.with(|r| r.set(false));
     // After the rewind, so that the next owner sees the rewound head.
     release_ownership();
 }
@@ -744,15 +828,31 @@ unsafe extern "C-unwind" fn xact_callback(
                 "pg_authaudit: a transaction that recorded events cannot be prepared (two-phase commit)"
             );
         }
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
-            finish(true);
-            flush_deferred_commit(true);
-        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => finish(true),
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
             finish(false);
             flush_deferred_commit(false);
         }
         _ => {}
+    }
+}
+
+/// Once a committing transaction has released its locks (its row locks
+/// and its transaction lock, which its chain successors and the writers of
+/// its state rows wait on), its deferred flush (`defer_commit_flush`); the
+/// client hears of the commit only after it.
+#[pg_guard]
+unsafe extern "C-unwind" fn release_callback(
+    phase: pg_sys::ResourceReleasePhase::Type,
+    is_commit: bool,
+    is_top_level: bool,
+    _arg: *mut std::ffi::c_void,
+) {
+    if phase == pg_sys::ResourceReleasePhase::RESOURCE_RELEASE_AFTER_LOCKS
+        && is_commit
+        && is_top_level
+    {
+        flush_deferred_commit(true);
     }
 }
 

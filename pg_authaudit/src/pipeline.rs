@@ -17,20 +17,24 @@
 //!    (`authaudit_core::lockout_effect::step`) on the states in memory, the
 //!    canonical body, the chain append (`heads`), and for a failure that
 //!    locks its account, the `account_locked` event as the next link;
-//! 6. the rows inserted without a statement (`row_writes`), then each
-//!    changed state row written once.
+//! 6. once every link of the call is chained, the tenants released to the
+//!    next writers when no append of this transaction can follow
+//!    (`heads::release_after_last_append`); the rows inserted without a
+//!    statement (`row_writes`), then each changed state row written once.
 //!
 //! A single event keeps `record_event`'s semantics for a log id another
-//! session is inserting at the same moment: it waits for that session and
-//! returns its row (or refuses other content, 23505); a batch refuses it
-//! (40001), since its other events' effects were decided without it.
+//! session is recording at the same moment: it takes the log id's lock
+//! first (`heads::lock_log_id`), so it waits for that session and then finds
+//! its row (a retry: returned, or other content refused, 23505); a batch
+//! refuses it (40001), since its other events' effects were decided
+//! without it.
 
 use crate::error::AuditError;
 use crate::heads::{self, StateAccess};
 use crate::lockout_engine::{self as engine, LockedAccount, Rules};
 use crate::record::{
-    body, check_reach, existing, final_metadata, insert_new_log_row, insert_unseen_log_row,
-    lock_metadata, now_us, with_keys, Event, LogRow, Mode,
+    body, check_reach, existing, final_metadata, insert_unseen_log_row, lock_metadata, now_us,
+    with_keys, Event, LogRow, Mode,
 };
 use crate::row_writes::Target;
 use crate::spi_plans::{self, Plans};
@@ -122,11 +126,12 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
         // event-time order.
         keys.iter_mut().for_each(|k| *k = None);
     }
-    let recorded = if single {
-        HashSet::new()
-    } else {
-        recorded_ids(&events)?
-    };
+    if single {
+        // Another session recording this log id finishes first: its row is
+        // then found below (a retry), and nothing is appended.
+        heads::lock_log_id(events[0].tenant, events[0].log_id.as_bytes());
+    }
+    let recorded = recorded_ids(&events)?;
     // Each tenant's lockout state is held against a rebuild, in one order;
     // then every state row, in one order.
     let mut needs = Needs::default();
@@ -149,8 +154,6 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
     let mut first_seen: HashMap<(&str, [u8; 16]), usize> = HashMap::new();
     let mut stored: HashMap<(&str, [u8; 16]), (i64, Option<pg_sys::Datum>)> = HashMap::new();
     let mut rows: Vec<NewRow> = Vec::with_capacity(events.len());
-    // A single event's stored row, inserted as soon as it is chained.
-    let mut early: Vec<pg_sys::Datum> = Vec::new();
     for i in order {
         let e = &events[i];
         let id = (e.tenant, *e.log_id.as_bytes());
@@ -202,26 +205,6 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
             states.changed_by(&account_key, e.log_id, seq);
         }
         rows.push(new_row(e, metadata, seq, prev, next, Some(i)));
-        if single {
-            // The row goes in before anything else is appended: should its
-            // log id turn out recorded (by another session this call waited
-            // for), its one link is taken back.
-            match insert_rows(&rows, keep, true)? {
-                Inserted::Rows(datums) => early = datums,
-                Inserted::Recorded => {
-                    // Nothing was written; this transaction still owns the
-                    // tenant's chain, so the link is its latest.
-                    heads::unappend(e.tenant)?;
-                    let row = existing(client, e)?;
-                    let (seq, datum) = keep_row(row, keep)?;
-                    return Ok(Recorded {
-                        ids: vec![e.log_id],
-                        seqs: vec![seq],
-                        rows: datum.into_iter().collect(),
-                    });
-                }
-            }
-        }
         if let Some(lock) = lock {
             // The lock is the next link, with an id derived from the failure's.
             let id = Uuid::from_bytes(derived_log_id(e.log_id.as_bytes(), "account_locked"));
@@ -246,12 +229,11 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
             rows.push(new_row(&locked, metadata, seq, prev, next, None));
         }
     }
-    let skip = usize::from(single && !rows.is_empty());
-    let mut inserted = early;
-    match insert_rows(&rows[skip..], keep, false)? {
-        Inserted::Rows(datums) => inserted.extend(datums),
-        Inserted::Recorded => unreachable!("only a single event's row waits for its log id"),
-    }
+    // Every link of the call is chained: other sessions may append to these
+    // tenants while the rows go in (when no append of this transaction can
+    // follow).
+    heads::release_after_last_append();
+    let inserted = insert_rows(&rows, keep)?;
     states.write()?;
     for (r, d) in rows.iter().filter(|r| r.input.is_some()).zip(
         inserted
@@ -478,31 +460,20 @@ fn new_row(
     }
 }
 
-/// What `insert_rows` did.
-enum Inserted {
-    /// Every row went in: with `keep`, the stored rows of the call's own
-    /// events, in order.
-    Rows(Vec<pg_sys::Datum>),
-    /// A single event's log id turned out recorded by another session:
-    /// nothing went in.
-    Recorded,
-}
-
-/// Inserts `rows`. A single event's row goes in as `INSERT … ON CONFLICT
-/// DO NOTHING` would (waiting for a session that is inserting its log id);
-/// a batch's rows were looked up before, and one another session committed
-/// meanwhile refuses the batch (40001).
+/// Inserts `rows` (their log ids were looked up before: one another
+/// session committed meanwhile refuses the call, 40001); with `keep`,
+/// returns the stored rows of the call's own events (composite datums
+/// allocated there), in order.
 fn insert_rows(
     rows: &[NewRow],
     keep: Option<pg_sys::MemoryContext>,
-    single: bool,
-) -> Result<Inserted, AuditError> {
+) -> Result<Vec<pg_sys::Datum>, AuditError> {
     let mut stored = Vec::new();
     if rows.is_empty() {
-        return Ok(Inserted::Rows(stored));
+        return Ok(stored);
     }
     let mut target = Target::open(c"auth_log")?;
-    for (n, r) in rows.iter().enumerate() {
+    for r in rows {
         let row = LogRow {
             log_id: r.log_id,
             tenant: &r.tenant,
@@ -519,22 +490,16 @@ fn insert_rows(
             prev: &r.prev,
             next: &r.next,
         };
-        let went_in = if single && n == 0 {
-            insert_new_log_row(&mut target, &row)?
-        } else {
-            insert_unseen_log_row(&mut target, &row)?
-        };
-        if !went_in {
-            if single && n == 0 {
-                return Ok(Inserted::Recorded);
-            }
-            // A log id was committed by another session meanwhile: the
-            // error undoes the batch (its appends and its lockout changes).
+        if !insert_unseen_log_row(&mut target, &row)? {
+            // A log id was committed by another session meanwhile (a batch,
+            // which takes no log-id lock, or after this REPEATABLE READ
+            // snapshot): the error undoes the call (its appends and its
+            // lockout changes).
             return Err(AuditError::ConcurrentLogId(r.log_id.to_string()));
         }
         if let (Some(ctx), Some(_)) = (keep, r.input) {
             stored.push(in_context(ctx, || target.inserted()));
         }
     }
-    Ok(Inserted::Rows(stored))
+    Ok(stored)
 }

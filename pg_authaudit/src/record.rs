@@ -228,16 +228,10 @@ pub struct LogRow<'a> {
     pub next: &'a ChainHead,
 }
 
-/// Inserts `r` into `auth_log` (opened as `target`) unless its log id is
-/// recorded in its tenant already (as `INSERT … ON CONFLICT (tenant_id,
-/// log_id) DO NOTHING`, waiting for a transaction that is inserting it):
-/// whether it went in.
-pub fn insert_new_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
-    insert_log_row_as(target, r, Target::insert_new)
-}
-
-/// `insert_new_log_row` for a log id looked up and not found just before
-/// (`Target::insert_unseen`).
+/// Inserts `r` into `auth_log` (opened as `target`), its log id looked up
+/// and not found just before (`Target::insert_unseen`: the key is checked
+/// only when the insertion meets it); whether it went in (`false`: another
+/// session committed the log id meanwhile).
 pub fn insert_unseen_log_row(target: &mut Target, r: &LogRow<'_>) -> Result<bool, AuditError> {
     insert_log_row_as(target, r, Target::insert_unseen)
 }
