@@ -701,16 +701,10 @@ fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
         .unwrap_or_else(|| (0, ChainHead::genesis(tenant_id))))
 }
 
-/// Before commit: wait for every predecessor link to finish, then make sure
-/// none of this transaction's appends was doomed by a rollback before it.
-/// How long a writer polls for its predecessor's commit before sleeping on
-/// the predecessor's transaction lock. The predecessor is usually in the
-/// middle of its commit flush (about 0.1 ms), and polling avoids the
-/// sleep/wake-up round trip on a hot tenant.
-const PREDECESSOR_POLL: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// Returns once `pred` has committed, or has ended otherwise and run its
-/// callbacks (so that a rollback has rewound the chain).
+/// callbacks (so that a rollback has rewound the chain). A predecessor
+/// ends once its commit record is written (`defer_commit_flush`), so the
+/// wait is short; it sleeps on the predecessor's transaction lock.
 fn wait_for_predecessor(pred: pg_sys::TransactionId) {
     // SAFETY: reads of PostgreSQL's transaction state, and waiting on
     // another transaction's lock, both allowed before commit.
@@ -722,10 +716,6 @@ fn wait_for_predecessor(pred: pg_sys::TransactionId) {
             // have run, and the run check below is all that is needed.
             return;
         }
-        let start = std::time::Instant::now();
-        while pg_sys::TransactionIdIsInProgress(pred) && start.elapsed() < PREDECESSOR_POLL {
-            std::thread::yield_now();
-        }
         if !pg_sys::TransactionIdIsInProgress(pred) && pg_sys::TransactionIdDidCommit(pred) {
             return;
         }
@@ -733,6 +723,8 @@ fn wait_for_predecessor(pred: pg_sys::TransactionId) {
     }
 }
 
+/// Before commit: wait for every predecessor link to finish, then make sure
+/// none of this transaction's appends was doomed by a rollback before it.
 fn pre_commit() {
     // No more appends can follow: let the next writers in.
     release_ownership();

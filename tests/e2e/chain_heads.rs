@@ -241,3 +241,98 @@ fn a_crash_under_sixteen_clients_on_one_tenant_keeps_every_acknowledged_event() 
     // Recording goes on at the next seq.
     assert_eq!(fail(&mut c, &log_id(99, 0), "hot", "after"), n + 1);
 }
+
+/// Outside a transaction block a recording call releases its tenants as
+/// soon as it has chained its links. A statement that records one tenant's
+/// events through several calls, with another session's append between
+/// them, would interleave its links with the other's (each commit would
+/// wait for the other): its second append is refused (40001). Its first
+/// link is then rolled back, and so is the link chained onto it: that
+/// session fails at its commit (40001) and its retry records the event.
+/// Without another append between its calls, the same statement records
+/// both.
+#[test]
+fn a_statement_whose_appends_would_interleave_with_another_sessions_is_refused() {
+    let db = db("interleave");
+    let mut holder = db.connect();
+    holder
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .unwrap();
+    let url = db.url();
+    let statement =
+        "SELECT authaudit.record_event($1::text::uuid, 'acme', 'login_success', 'a', 'web'), \
+                     pg_advisory_lock_shared(4242), \
+                     authaudit.record_event($2::text::uuid, 'acme', 'login_success', 'a', 'web')";
+    let (first, second) = (log_id(1, 1), log_id(1, 2));
+    let writer = thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.execute(statement, &[&first, &second]).map(|_| ())
+    });
+    // Wait (bounded) until the statement has made its first append and
+    // waits on the advisory lock.
+    let mut c = db.connect();
+    let waiting = |c: &mut Client, lock: &str| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = $1 AND NOT granted",
+            &[&lock],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while waiting(&mut c, "advisory") == 0 {
+        assert!(Instant::now() < deadline, "the statement never waited");
+        thread::yield_now();
+    }
+    // Another session appends to the tenant meanwhile; its commit waits for
+    // the statement's transaction (its predecessor).
+    let url = db.url();
+    let other = thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query_one(
+            "SELECT (authaudit.record_event($1::text::uuid, 'acme', 'login_success', 'b', 'web')).seq",
+            &[&log_id(2, 1)],
+        )
+        .map(|r| r.get::<_, i64>(0))
+    });
+    while waiting(&mut c, "transactionid") == 0 {
+        assert!(Instant::now() < deadline, "the other session never waited");
+        thread::yield_now();
+    }
+    holder
+        .batch_execute("SELECT pg_advisory_unlock(4242)")
+        .unwrap();
+    let err = writer.join().unwrap().unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err}"
+    );
+    let err = other.join().unwrap().unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err}"
+    );
+    assert_eq!(gapless(&mut c, "acme"), 0, "nothing of either stays");
+    // The retry records the other session's event; the statement, run
+    // without an append between its calls, records both.
+    let retried: i64 = c
+        .query_one(
+            "SELECT (authaudit.record_event($1::text::uuid, 'acme', 'login_success', 'b', 'web')).seq",
+            &[&log_id(2, 1)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(retried, 1);
+    let n = c
+        .execute(
+            "SELECT authaudit.record_event($1::text::uuid, 'acme', 'login_success', 'a', 'web'), \
+             authaudit.record_event($2::text::uuid, 'acme', 'login_success', 'a', 'web')",
+            &[&log_id(3, 1), &log_id(3, 2)],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(gapless(&mut c, "acme"), 3);
+    assert!(verify(&mut c, "acme").0);
+}
