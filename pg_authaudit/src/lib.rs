@@ -121,6 +121,12 @@ extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 #[allow(non_snake_case)]
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // A Rust panic becomes an ERROR whose detail would carry a backtrace
+    // when RUST_BACKTRACE is set in the server's environment: no backtrace
+    // is ever captured, so none reaches a client (RUST_LIB_BACKTRACE rules
+    // std's captures, whatever RUST_BACKTRACE says).
+    // SAFETY: _PG_init runs while the process has one thread.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     gucs::register();
     heads::init();
     scope::init();

@@ -18,6 +18,16 @@ mod tests {
     }
 
     #[pg_test]
+    fn no_backtrace_is_captured_whatever_the_environment() {
+        // SAFETY: the test backend runs one thread.
+        unsafe { std::env::set_var("RUST_BACKTRACE", "1") };
+        assert_eq!(
+            std::backtrace::Backtrace::capture().status(),
+            std::backtrace::BacktraceStatus::Disabled
+        );
+    }
+
+    #[pg_test]
     fn extension_reports_its_version() {
         let v = Spi::get_one::<&str>("SELECT authaudit.version()").unwrap();
         assert_eq!(v, Some(env!("CARGO_PKG_VERSION")));
