@@ -192,6 +192,12 @@ BEGIN
                                          'link_sha256', encode(v_cp.link_sha256, 'hex'),
                                          'digest_sha512', encode(v_cp.digest_sha512, 'hex'),
                                          'digest_sha3_256', encode(v_cp.digest_sha3_256, 'hex'))))));
+    -- Replays start at the oldest row left now: no lockout snapshot made
+    -- before this holds that (docs/lockout.md, "Snapshots").
+    INSERT INTO authaudit.lockout_snapshot_invalidations (tenant_id, seq, from_at)
+    VALUES (apply_retention.tenant_id, v_event.seq, '-infinity');
+    DELETE FROM authaudit.lockout_snapshots s
+     WHERE s.tenant_id = apply_retention.tenant_id AND s.max_seq < v_event.seq;
     RETURN QUERY SELECT v_n, v_first, v_cp.seq, v_cp.seq, v_id;
 END;
 $$;

@@ -48,6 +48,52 @@ CREATE INDEX auth_log_tenant_time_idx ON authaudit.auth_log (tenant_id, occurred
 CREATE INDEX auth_log_tenant_user_idx ON authaudit.auth_log (tenant_id, user_id, occurred_at);
 CREATE INDEX auth_log_tenant_ip_idx ON authaudit.auth_log (tenant_id, ip, occurred_at);
 
+-- Snapshots of the lockout engine's event-time replay (docs/lockout.md,
+-- "Snapshots"): the engine's state after every event of a tenant up to a
+-- point in event time, so that an answer about a period, or a rebuild,
+-- replays from the snapshot before it. Derived data: written and read only
+-- by the extension's functions, removed when history before their point
+-- arrives, not dumped (a restored database makes them again).
+CREATE TABLE authaudit.lockout_snapshots (
+    tenant_id    text        NOT NULL,
+    -- The last event the state covers, in event-time order.
+    point_at     timestamptz NOT NULL,
+    point_log_id uuid        NOT NULL,
+    -- The highest seq of the tenant the replay saw: it holds every
+    -- lockout event up to its point with a seq up to this one.
+    max_seq      bigint      NOT NULL,
+    events       bigint      NOT NULL,
+    -- The policy and key rules it was replayed under (a fingerprint).
+    rules        text        NOT NULL,
+    state        bytea       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT lockout_snapshots_pkey PRIMARY KEY (tenant_id, point_at, point_log_id)
+);
+REVOKE ALL ON authaudit.lockout_snapshots FROM PUBLIC;
+ALTER TABLE authaudit.lockout_snapshots ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_snapshots FORCE ROW LEVEL SECURITY;
+COMMENT ON TABLE authaudit.lockout_snapshots IS
+    'The lockout engine''s replay state at points in event time, per tenant (docs/lockout.md, "Snapshots").';
+
+-- History recorded behind snapshots: a statement that chained lockout
+-- events of a tenant dated before a snapshot may have been made (imported
+-- ones, live ones older than a day, a retention) leaves a row; a snapshot
+-- that does not hold seq (max_seq < seq) and whose point is at or after
+-- from_at is not used.
+CREATE TABLE authaudit.lockout_snapshot_invalidations (
+    tenant_id text        NOT NULL,
+    -- The highest seq the statement chained for the tenant.
+    seq       bigint      NOT NULL,
+    -- The earliest event time among its events.
+    from_at   timestamptz NOT NULL,
+    CONSTRAINT lockout_snapshot_invalidations_pkey PRIMARY KEY (tenant_id, seq)
+);
+REVOKE ALL ON authaudit.lockout_snapshot_invalidations FROM PUBLIC;
+ALTER TABLE authaudit.lockout_snapshot_invalidations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.lockout_snapshot_invalidations FORCE ROW LEVEL SECURITY;
+COMMENT ON TABLE authaudit.lockout_snapshot_invalidations IS
+    'History recorded before lockout snapshots were made, which they do not hold (docs/lockout.md, "Snapshots").';
+
 -- Which role may read or write which tenant (and organisation). Maintained
 -- by authaudit_admin; a role sees only its own bindings. A binding holds the
 -- role itself (role_oid, set from role_name when it is written): it follows

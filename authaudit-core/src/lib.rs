@@ -8,6 +8,7 @@ pub mod chain;
 pub mod chain_heads;
 pub mod channel;
 pub mod detection;
+pub mod engine_state;
 pub mod event;
 pub mod exact_json;
 pub mod identity;

@@ -15,6 +15,8 @@
 //! account belongs to that organisation); a success or reset changes an
 //! account's row only when it has one.
 
+use crate::engine_state::{AccountEntry, AccountRowState, EngineState};
+use crate::identity::SourceKey;
 use crate::lockout::{AccountState, IpState, Policy};
 use crate::lockout_effect::{step, Before, Effect, Kind};
 use std::cmp::Ordering;
@@ -75,6 +77,71 @@ pub struct Replay<S: Ord> {
     pub pairs: BTreeMap<(S, String), IpState>,
 }
 
+impl Replayer<SourceKey> {
+    /// The engine's state now: what `restore` continues from.
+    pub fn state(&self) -> EngineState {
+        let mut names: Vec<&str> = vec![""; self.accounts.len()];
+        for (name, n) in &self.numbers {
+            names[*n] = name;
+        }
+        EngineState {
+            accounts: self
+                .accounts
+                .iter()
+                .zip(&self.runs)
+                .zip(&names)
+                .map(|((row, run), name)| AccountEntry {
+                    key: (*name).to_owned(),
+                    row: row.as_ref().map(|r| AccountRowState {
+                        state: r.state,
+                        first_failure_ip: r.first_failure_ip,
+                        last_failure_ip: r.last_failure_ip,
+                    }),
+                    run: run.iter().cloned().collect(),
+                })
+                .collect(),
+            orgs: self
+                .accounts
+                .iter()
+                .map(|r| r.as_ref().and_then(|r| r.org.clone()))
+                .collect(),
+            sources: self.sources.iter().map(|(k, s)| (*k, *s)).collect(),
+            pairs: self
+                .pairs
+                .iter()
+                .map(|((k, a), s)| (*k, *a as u32, *s))
+                .collect(),
+            last: self.last,
+            applied: self.applied(),
+        }
+    }
+
+    /// An engine that continues from `state` under `policy` (the policy the
+    /// state was replayed under: the caller checks it).
+    pub fn restore(policy: Policy, state: EngineState) -> Replayer<SourceKey> {
+        let mut r = Replayer::new(policy);
+        for (n, (a, org)) in state.accounts.into_iter().zip(state.orgs).enumerate() {
+            r.numbers.insert(a.key, n);
+            r.accounts.push(a.row.map(|row| AccountRow {
+                state: row.state,
+                first_failure_ip: row.first_failure_ip,
+                last_failure_ip: row.last_failure_ip,
+                org,
+            }));
+            r.runs.push(a.run.into_iter().collect());
+        }
+        r.sources = state.sources.into_iter().collect();
+        r.pairs = state
+            .pairs
+            .into_iter()
+            .map(|(k, a, s)| ((k, a as usize), s))
+            .collect();
+        r.last = state.last;
+        r.restored = state.applied;
+        r
+    }
+}
+
 /// Applies `events` in event-time order under `policy`.
 pub fn replay<S: Ord + Hash + Clone>(policy: &Policy, events: &[Input<S>]) -> Replay<S> {
     let mut order: Vec<usize> = (0..events.len()).collect();
@@ -103,6 +170,12 @@ pub struct Replayer<S> {
     decisions: Vec<Decision>,
     /// The event-time key of the last event applied.
     last: Option<(i64, [u8; 16])>,
+    /// Events applied before the state this engine was restored from.
+    restored: u64,
+    /// Events applied since.
+    decided: u64,
+    /// Whether decisions are kept for `finish` (see `keep_decisions`).
+    keep: bool,
 }
 
 impl<S: Ord + Hash + Clone> Replayer<S> {
@@ -117,7 +190,17 @@ impl<S: Ord + Hash + Clone> Replayer<S> {
             pairs: HashMap::new(),
             decisions: Vec::new(),
             last: None,
+            restored: 0,
+            decided: 0,
+            keep: true,
         }
+    }
+
+    /// Whether the decisions of the events applied from now on are kept
+    /// for `finish` (by default they are); a caller that needs only the
+    /// state, or the decisions from some point on, spares their memory.
+    pub fn keep_decisions(&mut self, keep: bool) {
+        self.keep = keep;
     }
 
     /// Whether `e` comes after every event applied so far in event-time
@@ -126,9 +209,15 @@ impl<S: Ord + Hash + Clone> Replayer<S> {
         self.last.is_none_or(|last| (e.at_us, e.log_id) > last)
     }
 
-    /// How many events were applied.
-    pub fn applied(&self) -> usize {
-        self.decisions.len()
+    /// How many events were applied (those before a restored state
+    /// included).
+    pub fn applied(&self) -> u64 {
+        self.restored + self.decided
+    }
+
+    /// The event-time key of the last event applied.
+    pub fn last(&self) -> Option<(i64, [u8; 16])> {
+        self.last
     }
 
     /// Applies one event, the input's `index`-th, after every event applied
@@ -200,11 +289,14 @@ impl<S: Ord + Hash + Clone> Replayer<S> {
         if let (Some(next), Some(k)) = (effect.pair, pair_key) {
             self.pairs.insert(k, next);
         }
-        self.decisions.push(Decision {
-            index,
-            effect,
-            failing_sources,
-        });
+        self.decided += 1;
+        if self.keep {
+            self.decisions.push(Decision {
+                index,
+                effect,
+                failing_sources,
+            });
+        }
     }
 
     /// The decisions and the state rows they leave.
@@ -485,6 +577,37 @@ mod tests {
     }
 
     #[test]
+    fn an_engine_restored_from_its_state_decides_as_the_one_that_went_on() {
+        let mut rng = Rng(0x5eed_ab1e);
+        for round in 0..50 {
+            let mut events = campaign(&mut rng, 120);
+            events.sort_by(event_time_order);
+            let policy = Policy::default();
+            let cut = rng.below(events.len() as u64) as usize;
+            let mut whole = Replayer::new(policy);
+            let mut first = Replayer::new(policy);
+            for (i, e) in events.iter().enumerate() {
+                whole.apply(e, i);
+                if i < cut {
+                    first.apply(e, i);
+                }
+            }
+            let bytes = first.state().encode();
+            let mut restored = Replayer::restore(policy, EngineState::decode(&bytes).unwrap());
+            assert_eq!(restored.applied(), cut as u64, "round {round}");
+            for (i, e) in events.iter().enumerate().skip(cut) {
+                assert!(restored.follows(e));
+                restored.apply(e, i);
+            }
+            let (a, b) = (whole.finish(), restored.finish());
+            assert_eq!(a.accounts, b.accounts, "round {round}");
+            assert_eq!(a.sources, b.sources, "round {round}");
+            assert_eq!(a.pairs, b.pairs, "round {round}");
+            assert_eq!(a.decisions[cut..], b.decisions[..], "round {round}");
+        }
+    }
+
+    #[test]
     fn events_fed_one_by_one_after_a_first_replay_end_where_the_whole_replay_ends() {
         let mut rng = Rng(0xfeed_5eed);
         for round in 0..50 {
@@ -500,7 +623,7 @@ mod tests {
                 assert!(r.follows(e), "round {round}");
                 r.apply(e, i);
             }
-            assert_eq!(r.applied(), events.len());
+            assert_eq!(r.applied(), events.len() as u64);
             assert_eq!(r.finish(), replay(&policy, &events), "round {round}");
         }
     }

@@ -9,6 +9,7 @@ pub static MAX_FUTURE_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// How far (seconds) a live event's `occurred_at` may lie behind the server
 /// clock; older events are history, for `authaudit.import_events`.
 pub static MAX_PAST_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static LOCKOUT_SNAPSHOT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 
 /// Whether tenants without a `lockout_policy` row lock accounts.
 pub static LOCKOUT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -239,6 +240,16 @@ pub fn register() {
         );
     }
     GucRegistry::define_int_guc(
+        c"authaudit.lockout_snapshot_interval",
+        c"Lockout events a rebuild replays between two snapshots of the engine's state.",
+        c"Lockout answers and rebuilds replay from the latest snapshot before the period they need; 0 makes and uses none (docs/lockout.md, \"Snapshots\"). Only a superuser can change it.",
+        &LOCKOUT_SNAPSHOT_INTERVAL,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"authaudit.max_past_skew",
         c"How far a live event's occurred_at may lie behind the server clock.",
         c"Older events are refused with SQLSTATE 22008 by record_event and record_events; history is recorded with authaudit.import_events. Only a superuser can change it.",
@@ -253,6 +264,12 @@ pub fn register() {
 /// The skew limit in microseconds.
 pub fn max_future_skew_us() -> i64 {
     i64::from(MAX_FUTURE_SKEW.get()) * 1_000_000
+}
+
+/// Lockout events between two snapshots a rebuild makes (0: snapshots
+/// are neither made nor used).
+pub fn lockout_snapshot_interval() -> u64 {
+    u64::try_from(LOCKOUT_SNAPSHOT_INTERVAL.get()).unwrap_or(0)
 }
 
 /// The past skew limit of live recording in microseconds.

@@ -387,6 +387,34 @@ pub fn lock_tenant_state(tenant_id: &str, access: StateAccess) {
     }
 }
 
+/// Whether no live recording of tenant `tenant_id` is in flight: takes its
+/// lockout state exclusively if nobody holds it (live recorders hold it
+/// shared until they end), then lets it go at once. Never waits: `false`
+/// when a recorder or a rebuild holds it. Every live event recorded before
+/// a `true` is then committed or gone; one recorded after took the state
+/// after it, so it read the clock after it.
+pub fn no_recorder_in_flight(tenant_id: &str) -> bool {
+    // SAFETY: a plain read of this backend's database.
+    let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    let h = lock_key(
+        &secret(),
+        "state",
+        &[&dboid.to_le_bytes(), tenant_id.as_bytes()],
+    );
+    let tag = keyed_tag(dboid, h, STATE_LOCK_FIELD4);
+    // SAFETY: a conditional transaction-level acquisition, released at once
+    // when it was granted (a hold of this backend's own is counted in the
+    // local lock table, so the release leaves it as it was).
+    unsafe {
+        let got = pg_sys::LockAcquire(&tag, EXCLUSIVE_LOCK, false, true);
+        if got == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+            return false;
+        }
+        pg_sys::LockRelease(&tag, EXCLUSIVE_LOCK, false);
+    }
+    true
+}
+
 fn keyed_tag(dboid: u32, h: u64, field4: u16) -> pg_sys::LOCKTAG {
     pg_sys::LOCKTAG {
         locktag_field1: dboid,

@@ -30,6 +30,7 @@ mod retention;
 mod row_writes;
 mod scope;
 mod shmem;
+mod snapshots;
 mod spi_plans;
 mod sql_values;
 mod state_rows;

@@ -20,7 +20,9 @@
 //! 6. once every link of the call is chained, the tenants released to the
 //!    next writers when no append of this transaction can follow
 //!    (`heads::release_after_last_append`); the rows inserted without a
-//!    statement (`row_writes`), then each changed state row written once.
+//!    statement (`row_writes`), then each changed state row written once;
+//!    lockout events that may lie behind a lockout snapshot (imported, or
+//!    older than a day) invalidate it (`snapshots::Behind`).
 //!
 //! A single event keeps `record_event`'s semantics for a log id another
 //! session is recording at the same moment: it takes the log id's lock
@@ -37,6 +39,7 @@ use crate::record::{
     with_keys, Event, LogRow, Mode,
 };
 use crate::row_writes::Target;
+use crate::snapshots;
 use crate::spi_plans::{self, Plans};
 use crate::sql_values::{Inet, Jsonb};
 use crate::state_rows::{Probe, Read};
@@ -147,6 +150,10 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
     for t in tenants {
         heads::lock_tenant_state(t, StateAccess::Record);
     }
+    // Live lockout events older than this (read after the state is held)
+    // may lie behind a lockout snapshot; imported ones always may.
+    let snapshot_margin = now_us() - snapshots::MARGIN_US;
+    let mut behind = snapshots::Behind::default();
     let mut states = States::lock(&needs)?;
 
     let mut order: Vec<usize> = (0..events.len()).collect();
@@ -201,6 +208,9 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
         }
         let (metadata, text) = final_metadata(e, &facts);
         let (seq, prev, next) = heads::append(e.tenant, &body(e, &text))?;
+        if kind.is_some() && (mode == Mode::Import || e.occurred_at_us < snapshot_margin) {
+            behind.add(e.tenant, seq, e.occurred_at_us);
+        }
         if account_changed {
             states.changed_by(&account_key, e.log_id, seq);
         }
@@ -235,6 +245,7 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
     heads::release_after_last_append();
     let inserted = insert_rows(&rows, keep)?;
     states.write()?;
+    behind.record(client)?;
     for (r, d) in rows.iter().filter(|r| r.input.is_some()).zip(
         inserted
             .into_iter()

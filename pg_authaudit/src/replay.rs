@@ -6,33 +6,43 @@
 
 use crate::error::AuditError;
 use crate::heads::{self, StateAccess};
-use crate::lockout_engine::{self as engine, KeyRules};
+use crate::lockout_engine::{self as engine, KeyRules, Rules};
 use crate::pipeline::{self, Request};
 use crate::record::{now_us, Args, Mode};
 use crate::scope::{self, CallerReads};
-use crate::spi_plans;
+use crate::snapshots::{self, Made};
+use crate::spi_plans::Pinned;
 use crate::sql_values::{Inet, Jsonb};
 use crate::state_tables;
 use crate::time;
+use authaudit_core::engine_state::EngineState;
 use authaudit_core::identity::SourceKey;
 use authaudit_core::lockout_effect::Kind;
 use authaudit_core::lockout_effect::{iso_utc, Effect};
-use authaudit_core::lockout_replay::{replay, Input, Replay, Replayer};
+use authaudit_core::lockout_replay::{Input, Replay, Replayer};
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{INT8OID, TEXTOID, TIMESTAMPTZOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::net::IpAddr;
 
-/// The events the engine acts on, in event-time order, before `$2`.
-const EVENTS: &str = "SELECT seq, log_id, occurred_at, event_type, user_id, org_id, ip \
+/// The events the engine acts on after the point (`$2`, `$3`) and before
+/// `$4`, in event-time order.
+const EVENTS: &CStr = c"SELECT seq, log_id, occurred_at, event_type, user_id, org_id, ip \
        FROM authaudit.auth_log \
       WHERE tenant_id = $1 AND event_type IN ('login_failed', 'login_success', 'lockout_reset') \
-        AND ($2::timestamptz IS NULL OR occurred_at < $2) \
+        AND occurred_at >= $2 AND (occurred_at, log_id) > ($2, $3) AND occurred_at < $4 \
+      ORDER BY occurred_at, log_id";
+
+/// The events the engine acts on recorded after seq `$2`, in event-time order.
+const EVENTS_AFTER: &CStr = c"SELECT seq, log_id, occurred_at, event_type, user_id, org_id, ip \
+       FROM authaudit.auth_log \
+      WHERE tenant_id = $1 AND event_type IN ('login_failed', 'login_success', 'lockout_reset') \
+        AND seq > $2 \
       ORDER BY occurred_at, log_id";
 
 /// A recorded event as the replay reports it.
@@ -47,54 +57,57 @@ struct Recorded {
     ip: Option<IpAddr>,
 }
 
-/// The events the engine acts on recorded after seq `$2`, in event-time order.
-const EVENTS_AFTER: &str = "SELECT seq, log_id, occurred_at, event_type, user_id, org_id, ip \
-       FROM authaudit.auth_log \
-      WHERE tenant_id = $1 AND event_type IN ('login_failed', 'login_success', 'lockout_reset') \
-        AND seq > $2 \
-      ORDER BY occurred_at, log_id";
-
-/// The tenant's events before `to` (`None`: all), with their keys.
-fn load(
-    client: &mut SpiClient<'_>,
-    tenant: &str,
-    to: Option<TimestampWithTimeZone>,
-    keys: &KeyRules,
-) -> Result<(Vec<Recorded>, Vec<Input<SourceKey>>), AuditError> {
-    let table = spi_plans::run(
-        client,
-        "replay_events",
-        EVENTS,
-        &[TEXTOID, TIMESTAMPTZOID],
-        &[tenant.into(), to.into()],
-    )?;
-    read_events(table, keys)
+/// Recorded events with the engine's inputs, aligned.
+#[derive(Default)]
+struct Events {
+    recorded: Vec<Recorded>,
+    inputs: Vec<Input<SourceKey>>,
 }
 
-/// The tenant's events recorded after seq `after`, with their keys.
+fn text(v: &str) -> (pg_sys::Oid, pg_sys::Datum) {
+    (pg_sys::TEXTOID, v.into_datum().expect("text"))
+}
+
+fn at(us: i64) -> (pg_sys::Oid, pg_sys::Datum) {
+    (pg_sys::TIMESTAMPTZOID, time::datum_of_unix_micros(us))
+}
+
+/// The tenant's lockout events after `point` (`None`: all) and before
+/// `to_us`, as `pin` sees them.
+fn load(
+    pin: &Pinned,
+    tenant: &str,
+    point: Option<(i64, [u8; 16])>,
+    to_us: i64,
+    keys: &KeyRules,
+) -> Result<Events, AuditError> {
+    let (at_us, id) = point.unwrap_or((i64::MIN, [0; 16]));
+    let id = (
+        pg_sys::UUIDOID,
+        Uuid::from_bytes(id).into_datum().expect("uuid"),
+    );
+    read_events(pin, EVENTS, &[text(tenant), at(at_us), id, at(to_us)], keys)
+}
+
+/// The tenant's lockout events recorded after seq `after`, as `pin` sees
+/// them.
 fn load_after(
-    client: &mut SpiClient<'_>,
+    pin: &Pinned,
     tenant: &str,
     after: i64,
     keys: &KeyRules,
-) -> Result<(Vec<Recorded>, Vec<Input<SourceKey>>), AuditError> {
-    let table = spi_plans::run(
-        client,
-        "replay_events_after",
-        EVENTS_AFTER,
-        &[TEXTOID, INT8OID],
-        &[tenant.into(), after.into()],
-    )?;
-    read_events(table, keys)
+) -> Result<Events, AuditError> {
+    let after = (pg_sys::INT8OID, pg_sys::Datum::from(after));
+    read_events(pin, EVENTS_AFTER, &[text(tenant), after], keys)
 }
 
 fn read_events(
-    table: pgrx::spi::SpiTupleTable<'_>,
+    pin: &Pinned,
+    sql: &CStr,
+    args: &[(pg_sys::Oid, pg_sys::Datum)],
     keys: &KeyRules,
-) -> Result<(Vec<Recorded>, Vec<Input<SourceKey>>), AuditError> {
-    let mut recorded = Vec::with_capacity(table.len());
-    let mut inputs = Vec::with_capacity(table.len());
-    for r in table {
+) -> Result<Events, AuditError> {
+    let rows = pin.read(sql, args, |r| {
         let ip: Option<Inet> = r.get(7)?;
         let rec = Recorded {
             seq: r.get(1)?.unwrap_or_default(),
@@ -105,10 +118,17 @@ fn read_events(
             org: r.get(6)?,
             ip: ip.map(|i| i.addr),
         };
+        Ok((rec, ip))
+    })?;
+    let mut events = Events {
+        recorded: Vec::with_capacity(rows.len()),
+        inputs: Vec::with_capacity(rows.len()),
+    };
+    for (rec, ip) in rows {
         let Some(kind) = Kind::of(&rec.event_type) else {
             continue;
         };
-        inputs.push(Input {
+        events.inputs.push(Input {
             log_id: *rec.log_id.as_bytes(),
             at_us: time::unix_micros(rec.occurred_at),
             kind,
@@ -117,43 +137,166 @@ fn read_events(
             source: ip.map(|i| keys.source_key(i)),
             org: rec.org.clone(),
         });
-        recorded.push(rec);
+        events.recorded.push(rec);
     }
-    Ok((recorded, inputs))
+    Ok(events)
+}
+
+/// Where a replay keeps its state as snapshots (`snapshots`): before the
+/// first event at or after `last_boundary` when at least `last_min` events
+/// were applied since the last one kept (or restored), and, before that,
+/// at day boundaries once `every` were.
+#[derive(Clone, Copy)]
+struct Keeping {
+    every: u64,
+    last_boundary: i64,
+    last_min: u64,
+}
+
+impl Keeping {
+    /// A rebuild's: periodic, and at the latest boundary allowed now
+    /// (`None`: snapshots are off).
+    fn rebuild(now: i64, enabled: bool) -> Option<Keeping> {
+        enabled.then(|| Keeping {
+            every: snapshots::every_events(),
+            last_boundary: snapshots::latest_boundary(now),
+            last_min: snapshots::lazy_events(),
+        })
+    }
+
+    /// An answer's about a period from `from_us`: at the day boundary
+    /// before it (or the latest allowed now, if earlier).
+    fn answer(now: i64, from_us: i64, enabled: bool) -> Option<Keeping> {
+        enabled.then(|| Keeping {
+            every: u64::MAX,
+            last_boundary: snapshots::day_floor(from_us).min(snapshots::latest_boundary(now)),
+            last_min: snapshots::lazy_events(),
+        })
+    }
+}
+
+/// A replay from the best snapshot of a tenant (or its first event).
+struct Run {
+    replayer: Replayer<SourceKey>,
+    events: Events,
+    /// The highest seq of the tenant the replay saw.
+    visible: i64,
+    /// States kept on the way (`Keeping`), to store as snapshots.
+    kept: Vec<EngineState>,
+    /// The number of events applied before the first decision kept (the
+    /// tenant's events before it, those in a snapshot included).
+    decisions_base: u64,
+}
+
+impl Run {
+    /// Replays `tenant`'s lockout events before `to_us` as `pin` sees them,
+    /// from the latest usable snapshot whose point is before `snapshot_before`
+    /// (`None`: from the first event), keeping states as `keeping` says and
+    /// the decisions of events from `decisions_from` on.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        pin: &Pinned,
+        tenant: &str,
+        rules: &Rules,
+        fingerprint: &str,
+        snapshot_before: Option<i64>,
+        to_us: i64,
+        keeping: Option<Keeping>,
+        decisions_from: i64,
+    ) -> Result<Run, AuditError> {
+        let visible = snapshots::visible_max_seq(pin, tenant)?;
+        let base = match snapshot_before {
+            Some(before) => snapshots::best_before(pin, tenant, fingerprint, before, visible)?,
+            None => None,
+        };
+        let mut replayer = match base {
+            Some(state) => Replayer::restore(rules.policy, state),
+            None => Replayer::new(rules.policy),
+        };
+        let events = load(pin, tenant, replayer.last(), to_us, &rules.keys)?;
+        let mut kept = Vec::new();
+        let mut since = 0u64;
+        let mut last_done = false;
+        let mut decisions_base = None;
+        replayer.keep_decisions(false);
+        for (i, e) in events.inputs.iter().enumerate() {
+            if let (Some(k), Some((last_us, _))) = (keeping, replayer.last()) {
+                if !last_done && e.at_us >= k.last_boundary {
+                    if since >= k.last_min {
+                        kept.push(replayer.state());
+                    }
+                    last_done = true;
+                } else if !last_done
+                    && since >= k.every
+                    && snapshots::day_floor(e.at_us) > snapshots::day_floor(last_us)
+                {
+                    kept.push(replayer.state());
+                    since = 0;
+                }
+            }
+            if decisions_base.is_none() && e.at_us >= decisions_from {
+                decisions_base = Some(replayer.applied());
+                replayer.keep_decisions(true);
+            }
+            replayer.apply(e, i);
+            since += 1;
+        }
+        if let Some(k) = keeping {
+            if !last_done && since >= k.last_min {
+                kept.push(replayer.state());
+            }
+        }
+        Ok(Run {
+            decisions_base: decisions_base.unwrap_or(replayer.applied()),
+            replayer,
+            events,
+            visible,
+            kept,
+        })
+    }
+
+    /// Stores the states kept (as `snapshots::store` says, made `made`).
+    fn store_kept(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        tenant: &str,
+        fingerprint: &str,
+        made: Made,
+    ) -> Result<(), AuditError> {
+        for state in std::mem::take(&mut self.kept) {
+            if !snapshots::store(client, tenant, fingerprint, &state, self.visible, made)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `account_locked` events the live engine appended in [`$2`, `$3`)
 /// (a lock has its failure's `occurred_at`), by the failure that triggered
 /// each.
-const ENFORCED_LOCKS: &str = "SELECT metadata ->> 'triggered_by', seq FROM authaudit.auth_log \
+const ENFORCED_LOCKS: &CStr = c"SELECT metadata ->> 'triggered_by', seq FROM authaudit.auth_log \
       WHERE tenant_id = $1 AND event_type = 'account_locked' \
-        AND ($2::timestamptz IS NULL OR occurred_at >= $2) \
-        AND ($3::timestamptz IS NULL OR occurred_at < $3)";
+        AND occurred_at >= $2 AND occurred_at < $3";
 
 /// The seq of the lock the live engine enforced for each failure that
 /// locked its account (by the failure's log id): what the chain holds,
 /// whatever history imported later makes the event-time replay decide.
 fn enforced_locks(
-    client: &mut SpiClient<'_>,
+    pin: &Pinned,
     tenant: &str,
-    from: Option<TimestampWithTimeZone>,
-    to: Option<TimestampWithTimeZone>,
+    from_us: i64,
+    to_us: i64,
 ) -> Result<HashMap<String, i64>, AuditError> {
-    let table = spi_plans::run_with(
-        client,
-        "replay_enforced_locks",
+    let rows = pin.read(
         ENFORCED_LOCKS,
-        &[TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID],
-        &[tenant.into(), from.into(), to.into()],
-        spi_plans::Plans::PerCall,
+        &[text(tenant), at(from_us), at(to_us)],
+        |r| Ok((r.get::<String>(1)?, r.get::<i64>(2)?)),
     )?;
-    let mut locks = HashMap::new();
-    for r in table {
-        if let (Some(failure), Some(seq)) = (r.get::<String>(1)?, r.get::<i64>(2)?) {
-            locks.insert(failure, seq);
-        }
-    }
-    Ok(locks)
+    Ok(rows
+        .into_iter()
+        .filter_map(|(failure, seq)| Some((failure?, seq?)))
+        .collect())
 }
 
 fn ts(us: Option<i64>) -> Option<TimestampWithTimeZone> {
@@ -303,12 +446,34 @@ fn lockout_replay(
     if access == CallerReads::Nothing {
         return Ok(TableIterator::new(Vec::new()));
     }
-    let from_us = from_time.map(time::unix_micros);
+    let from_us = from_time.map_or(i64::MIN, time::unix_micros);
+    let to_us = to_time.map_or(i64::MAX, time::unix_micros);
     let rows = Spi::connect_mut(|client| -> Result<Vec<Pending>, AuditError> {
         let rules = engine::rules(client, tenant_id)?;
-        let (recorded, inputs) = load(client, tenant_id, to_time, &rules.keys)?;
-        let enforced = enforced_locks(client, tenant_id, from_time, to_time)?;
-        let r = replay(&rules.policy, &inputs);
+        let fingerprint = snapshots::fingerprint(&rules);
+        let mut run;
+        let enforced;
+        {
+            let pin = Pinned::now();
+            let enabled = from_us > i64::MIN && snapshots::enabled(client)?;
+            let keeping = Keeping::answer(now_us(), from_us, enabled);
+            let before = keeping.map(|_| from_us);
+            run = Run::start(
+                &pin,
+                tenant_id,
+                &rules,
+                &fingerprint,
+                before,
+                to_us,
+                keeping,
+                from_us,
+            )?;
+            enforced = enforced_locks(&pin, tenant_id, from_us, to_us)?;
+        }
+        run.store_kept(client, tenant_id, &fingerprint, Made::Unchecked)?;
+        let (recorded, inputs) = (&run.events.recorded, &run.events.inputs);
+        let base = run.decisions_base as usize;
+        let r = run.replayer.finish();
         let mut readable: HashMap<Option<String>, bool> = HashMap::new();
         let mut may_read = |org: &Option<String>| {
             access == CallerReads::Tenant
@@ -319,7 +484,7 @@ fn lockout_replay(
         let mut out = Vec::new();
         for (n, d) in r.decisions.iter().enumerate() {
             let (rec, input) = (&recorded[d.index], &inputs[d.index]);
-            if from_us.is_some_and(|from| input.at_us < from) || !may_read(&rec.org) {
+            if input.at_us < from_us || !may_read(&rec.org) {
                 continue;
             }
             let failing_ips = (input.kind == Kind::Success).then(|| {
@@ -332,7 +497,7 @@ fn lockout_replay(
                 ips.dedup();
                 ips
             });
-            let mut row = row(n, rec, &input.account, &d.effect);
+            let mut row = row(base + n, rec, &input.account, &d.effect);
             row.21 = enforced.get(&rec.log_id.to_string()).copied();
             out.push(Pending {
                 row,
@@ -440,32 +605,51 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
     }
     Spi::connect_mut(|client| {
         let rules = engine::rules(client, tenant)?;
-        // The history committed so far, replayed while live recording goes on.
-        let (recorded, mut inputs) = load(client, tenant, None, &rules.keys)?;
-        let seen = recorded.iter().map(|r| r.seq).max().unwrap_or(0);
-        let mut replayer = Replayer::new(rules.policy);
-        for (i, e) in inputs.iter().enumerate() {
-            replayer.apply(e, i);
-        }
+        let fingerprint = snapshots::fingerprint(&rules);
+        let keeping = Keeping::rebuild(now_us(), snapshots::enabled(client)?);
+        // The history committed so far, replayed from the latest snapshot
+        // while live recording goes on.
+        let mut run = Run::start(
+            &Pinned::now(),
+            tenant,
+            &rules,
+            &fingerprint,
+            keeping.map(|_| i64::MAX),
+            i64::MAX,
+            keeping,
+            i64::MAX,
+        )?;
         // Then the tenant's state alone, and what was committed meanwhile:
         // newer events (live ones) are applied after the rest; an event
-        // dated before the replayed ones (another import) replays all again.
+        // dated before the replayed ones (another import) makes the replay
+        // start again, from the snapshot before it.
         heads::lock_tenant_state(tenant, StateAccess::Rebuild);
-        let (_, newer) = load_after(client, tenant, seen, &rules.keys)?;
-        let in_order = newer.first().is_none_or(|e| replayer.follows(e));
-        let r = if in_order {
-            for e in newer {
-                let i = inputs.len();
-                replayer.apply(&e, i);
-                inputs.push(e);
+        let pin = Pinned::now();
+        let newer = load_after(&pin, tenant, run.visible, &rules.keys)?;
+        if newer.inputs.first().is_none_or(|e| run.replayer.follows(e)) {
+            for e in newer.inputs {
+                let i = run.events.inputs.len();
+                run.replayer.apply(&e, i);
+                run.events.inputs.push(e);
             }
-            replayer.finish()
         } else {
-            inputs.extend(newer);
-            replay(&rules.policy, &inputs)
-        };
+            run = Run::start(
+                &pin,
+                tenant,
+                &rules,
+                &fingerprint,
+                keeping.map(|_| i64::MAX),
+                i64::MAX,
+                keeping,
+                i64::MAX,
+            )?;
+        }
+        drop(pin);
+        run.store_kept(client, tenant, &fingerprint, Made::UnderRebuild)?;
+        let events = run.replayer.applied() as i64;
+        let r = run.replayer.finish();
         let counts = (
-            inputs.len() as i64,
+            events,
             r.accounts.len() as i64,
             r.sources.len() as i64,
             r.pairs.len() as i64,

@@ -101,18 +101,61 @@ impl Drop for GenericPlans {
 pub fn read_latest<T>(
     sql: &CStr,
     args: &[(pg_sys::Oid, pg_sys::Datum)],
+    each: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T, AuditError>,
+) -> Result<Vec<T>, AuditError> {
+    // SAFETY: the latest snapshot, pushed (copied) by `read_in` at once.
+    read_in(unsafe { pg_sys::GetLatestSnapshot() }, sql, args, each)
+}
+
+/// One snapshot for several reads: the transaction's snapshot as of when
+/// it was taken (in READ COMMITTED, what was committed then), so that what
+/// one read finds agrees with what another finds. Each read-write
+/// statement would take a new one.
+pub struct Pinned(pg_sys::Snapshot);
+
+impl Pinned {
+    /// The transaction's snapshot now.
+    pub fn now() -> Pinned {
+        // SAFETY: registers a copy with the current resource owner, which
+        // `Drop` unregisters (an abort releases it with the owner).
+        Pinned(unsafe { pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot()) })
+    }
+
+    /// Runs the query `sql` read-only in this snapshot, as `read_latest`.
+    pub fn read<T>(
+        &self,
+        sql: &CStr,
+        args: &[(pg_sys::Oid, pg_sys::Datum)],
+        each: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T, AuditError>,
+    ) -> Result<Vec<T>, AuditError> {
+        read_in(self.0, sql, args, each)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: the snapshot `now` registered, once.
+        unsafe { pg_sys::UnregisterSnapshot(self.0) }
+    }
+}
+
+/// Runs the query `sql` read-only in `snapshot`, handing each row to `each`.
+fn read_in<T>(
+    snapshot: pg_sys::Snapshot,
+    sql: &CStr,
+    args: &[(pg_sys::Oid, pg_sys::Datum)],
     mut each: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T, AuditError>,
 ) -> Result<Vec<T>, AuditError> {
     let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
     let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1).collect();
-    // SAFETY: SPI is connected (the caller's `Spi::connect`). The latest
-    // snapshot is the active one while the read-only query runs, which SPI
-    // then uses as it is; it is popped once the rows are read (an error
-    // pops it with the (sub)transaction's abort). `values` holds non-null
-    // datums of `types` (no nulls array), alive for the call. SPI_tuptable
-    // is the table this query produced, read and then freed.
+    // SAFETY: SPI is connected (the caller's `Spi::connect`). The snapshot
+    // is the active one while the read-only query runs, which SPI then
+    // uses as it is; it is popped once the rows are read (an error pops it
+    // with the (sub)transaction's abort). `values` holds non-null datums of
+    // `types` (no nulls array), alive for the call. SPI_tuptable is the
+    // table this query produced, read and then freed.
     unsafe {
-        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        pg_sys::PushActiveSnapshot(snapshot);
         let status = pg_sys::SPI_execute_with_args(
             sql.as_ptr(),
             i32::try_from(args.len()).expect("a few arguments"),

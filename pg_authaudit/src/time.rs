@@ -26,3 +26,17 @@ pub fn unix_micros_of_raw(raw: pg_sys::TimestampTz) -> i64 {
 pub fn from_unix_micros(us: i64) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from(us.checked_sub(PG_EPOCH_OFFSET_US)?).ok()
 }
+
+/// The raw `TimestampTz` of Unix microseconds: `i64::MIN` and `i64::MAX`
+/// are `-infinity` and `infinity`; others saturate to them.
+pub fn raw_of_unix_micros(us: i64) -> pg_sys::TimestampTz {
+    match us {
+        i64::MIN | i64::MAX => us,
+        _ => us.saturating_sub(PG_EPOCH_OFFSET_US),
+    }
+}
+
+/// A `timestamptz` datum of Unix microseconds (see `raw_of_unix_micros`).
+pub fn datum_of_unix_micros(us: i64) -> pg_sys::Datum {
+    pg_sys::Datum::from(raw_of_unix_micros(us))
+}

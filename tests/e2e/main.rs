@@ -28,6 +28,7 @@ mod pipeline;
 mod publication;
 mod recording;
 mod siem;
+mod snapshots;
 mod sshd_import;
 mod support;
 mod tampering;
