@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pg_authaudit benchmarks (see docs/benchmarks.md).
 #
-#   bench/run.sh [group ...]      groups: insert scaling lockout batch verify isolation (default: all)
+#   bench/run.sh [group ...]      groups: insert scaling lockout batch verify isolation
+#                                 (default: these), scale (a year of history, bench/scale.sh)
 #
 # Starts a throwaway PostgreSQL 15 cluster with production settings (fsync
 # and synchronous_commit on), runs each scenario interleaved with its
@@ -294,4 +295,9 @@ if [[ " $GROUPS_TO_RUN " == *" isolation "* ]]; then
   report record_event_64_tenants_as_writer tps record_event_64_tenants_bypass
   awk -v a="$(median analyst_query_rls)" -v b="$(median analyst_query_bypass)" \
     'BEGIN {printf "bench analyst_query_rls: %.3f ms latency_ratio_vs_analyst_query_bypass=%.2f\n", a, a/b}'
+fi
+
+if [[ " $GROUPS_TO_RUN " == *" scale "* ]]; then
+  # shellcheck source=bench/scale.sh
+  source bench/scale.sh
 fi

@@ -452,3 +452,56 @@ BEGIN
     RETURN QUERY SELECT v_n, v_first, v_cp.seq, v_cp.seq, v_id;
 END;
 $$;
+
+-- Verification from the latest checkpoint on (docs/sql-reference.md,
+-- "verify_chain").
+CREATE FUNCTION authaudit.verify_chain(
+	"tenant_id" TEXT, /* & str */
+	"full" bool /* bool */
+) RETURNS TABLE (
+	"ok" bool,  /* bool */
+	"rows_checked" bigint,  /* i64 */
+	"first_bad_seq" bigint,  /* Option < i64 > */
+	"reason" TEXT,  /* Option < String > */
+	"anchor_seq" bigint,  /* Option < i64 > */
+	"checkpoints_checked" bigint,  /* i64 */
+	"mode" TEXT  /* String */
+)
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_chain_mode_wrapper';
+REVOKE EXECUTE ON FUNCTION authaudit.verify_chain(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION authaudit.verify_chain(text, boolean) TO authaudit_reader, authaudit_auditor;
+
+-- The dashboard's poll reads each tenant's last hour through the time
+-- index, never the history (docs/sql-reference.md, "event_rates"); the
+-- BRIN index it used is gone.
+DROP INDEX authaudit.auth_log_recorded_brin;
+CREATE OR REPLACE VIEW authaudit.event_rates WITH (security_invoker = true) AS
+WITH RECURSIVE tenants(tenant_id) AS (
+    -- The tenants the caller sees, one index probe each (auth_log_pkey
+    -- leads with tenant_id): the poll never reads the history.
+    (SELECT l.tenant_id FROM authaudit.auth_log l ORDER BY l.tenant_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT l.tenant_id FROM authaudit.auth_log l
+             WHERE l.tenant_id > t.tenant_id ORDER BY l.tenant_id LIMIT 1)
+      FROM tenants t WHERE t.tenant_id IS NOT NULL)
+SELECT r.tenant_id, r.minute, r.event_type, r.events,
+       sum(r.events) FILTER (WHERE r.event_type = 'login_failed')
+           OVER (PARTITION BY r.tenant_id, r.minute) AS minute_failures,
+       round(coalesce(sum(r.events) FILTER (WHERE r.event_type = 'login_failed')
+                          OVER (PARTITION BY r.tenant_id, r.minute), 0)
+             / nullif(sum(r.events) FILTER (WHERE r.event_type IN ('login_failed', 'login_success'))
+                          OVER (PARTITION BY r.tenant_id, r.minute), 0), 3) AS failure_ratio,
+       r.max_recording_lag, r.imported
+  FROM (SELECT l.tenant_id, date_trunc('minute', l.occurred_at) AS minute, l.event_type,
+               count(*) AS events,
+               max(l.recorded_at - l.occurred_at) AS max_recording_lag,
+               count(*) FILTER (WHERE l.metadata #>> '{_authaudit,imported}' = 'true') AS imported
+          FROM tenants t
+          -- Minutes of event time: each tenant's last hour through
+          -- auth_log_tenant_time_idx.
+          JOIN authaudit.auth_log l
+            ON l.tenant_id = t.tenant_id
+           AND l.occurred_at >= date_trunc('minute', now()) - interval '59 minutes'
+         GROUP BY 1, 2, 3) r;

@@ -171,6 +171,7 @@ REVOKE EXECUTE ON FUNCTION
     authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb),
     authaudit.record_events(jsonb),
     authaudit.verify_chain(text),
+    authaudit.verify_chain(text, boolean),
     authaudit.verify_chain(text, bigint, bigint),
     authaudit.verify_chain_from_checkpoint(text, bigint),
     authaudit.merkle_root(text, bigint),
@@ -217,6 +218,7 @@ REVOKE EXECUTE ON FUNCTION
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     authaudit.verify_chain(text),
+    authaudit.verify_chain(text, boolean),
     authaudit.verify_chain(text, bigint, bigint),
     authaudit.verify_chain_from_checkpoint(text, bigint),
     authaudit.merkle_root(text, bigint),

@@ -72,33 +72,41 @@ fn at(us: i64) -> (pg_sys::Oid, pg_sys::Datum) {
     (pg_sys::TIMESTAMPTZOID, time::datum_of_unix_micros(us))
 }
 
-/// The tenant's lockout events after `point` (`None`: all) and before
-/// `to_us`, as `pin` sees them.
+/// Hands the tenant's lockout events after `point` (`None`: all) and
+/// before `to_us`, as `pin` sees them, to `each` in event-time order.
 fn load(
     pin: &Pinned,
     tenant: &str,
     point: Option<(i64, [u8; 16])>,
     to_us: i64,
     keys: &KeyRules,
-) -> Result<Events, AuditError> {
+    each: impl FnMut(Recorded, Input<SourceKey>),
+) -> Result<(), AuditError> {
     let (at_us, id) = point.unwrap_or((i64::MIN, [0; 16]));
     let id = (
         pg_sys::UUIDOID,
         Uuid::from_bytes(id).into_datum().expect("uuid"),
     );
-    read_events(pin, EVENTS, &[text(tenant), at(at_us), id, at(to_us)], keys)
+    read_events(
+        pin,
+        EVENTS,
+        &[text(tenant), at(at_us), id, at(to_us)],
+        keys,
+        each,
+    )
 }
 
-/// The tenant's lockout events recorded after seq `after`, as `pin` sees
-/// them.
+/// Hands the tenant's lockout events recorded after seq `after`, as `pin`
+/// sees them, to `each` in event-time order.
 fn load_after(
     pin: &Pinned,
     tenant: &str,
     after: i64,
     keys: &KeyRules,
-) -> Result<Events, AuditError> {
+    each: impl FnMut(Recorded, Input<SourceKey>),
+) -> Result<(), AuditError> {
     let after = (pg_sys::INT8OID, pg_sys::Datum::from(after));
-    read_events(pin, EVENTS_AFTER, &[text(tenant), after], keys)
+    read_events(pin, EVENTS_AFTER, &[text(tenant), after], keys, each)
 }
 
 fn read_events(
@@ -106,8 +114,9 @@ fn read_events(
     sql: &CStr,
     args: &[(pg_sys::Oid, pg_sys::Datum)],
     keys: &KeyRules,
-) -> Result<Events, AuditError> {
-    let rows = pin.read(sql, args, |r| {
+    mut each: impl FnMut(Recorded, Input<SourceKey>),
+) -> Result<(), AuditError> {
+    pin.stream(sql, args, |r| {
         let ip: Option<Inet> = r.get(7)?;
         let rec = Recorded {
             seq: r.get(1)?.unwrap_or_default(),
@@ -118,28 +127,20 @@ fn read_events(
             org: r.get(6)?,
             ip: ip.map(|i| i.addr),
         };
-        Ok((rec, ip))
-    })?;
-    let mut events = Events {
-        recorded: Vec::with_capacity(rows.len()),
-        inputs: Vec::with_capacity(rows.len()),
-    };
-    for (rec, ip) in rows {
-        let Some(kind) = Kind::of(&rec.event_type) else {
-            continue;
-        };
-        events.inputs.push(Input {
-            log_id: *rec.log_id.as_bytes(),
-            at_us: time::unix_micros(rec.occurred_at),
-            kind,
-            account: keys.account(&rec.user).into_owned(),
-            ip: rec.ip,
-            source: ip.map(|i| keys.source_key(i)),
-            org: rec.org.clone(),
-        });
-        events.recorded.push(rec);
-    }
-    Ok(events)
+        if let Some(kind) = Kind::of(&rec.event_type) {
+            let input = Input {
+                log_id: *rec.log_id.as_bytes(),
+                at_us: time::unix_micros(rec.occurred_at),
+                kind,
+                account: keys.account(&rec.user).into_owned(),
+                ip: rec.ip,
+                source: ip.map(|i| keys.source_key(i)),
+                org: rec.org.clone(),
+            };
+            each(rec, input);
+        }
+        Ok(())
+    })
 }
 
 /// Where a replay keeps its state as snapshots (`snapshots`): before the
@@ -178,14 +179,22 @@ impl Keeping {
 /// A replay from the best snapshot of a tenant (or its first event).
 struct Run {
     replayer: Replayer<SourceKey>,
+    /// The events whose decisions are kept (from `decisions_from` on),
+    /// aligned with them.
     events: Events,
     /// The highest seq of the tenant the replay saw.
     visible: i64,
     /// States kept on the way (`Keeping`), to store as snapshots.
     kept: Vec<EngineState>,
+    keeping: Option<Keeping>,
+    /// Events applied since the last state kept (or restored).
+    since: u64,
+    /// Whether the state at `Keeping::last_boundary` was kept (or passed).
+    last_done: bool,
+    decisions_from: i64,
     /// The number of events applied before the first decision kept (the
     /// tenant's events before it, those in a snapshot included).
-    decisions_base: u64,
+    decisions_base: Option<u64>,
 }
 
 impl Run {
@@ -213,46 +222,59 @@ impl Run {
             Some(state) => Replayer::restore(rules.policy, state),
             None => Replayer::new(rules.policy),
         };
-        let events = load(pin, tenant, replayer.last(), to_us, &rules.keys)?;
-        let mut kept = Vec::new();
-        let mut since = 0u64;
-        let mut last_done = false;
-        let mut decisions_base = None;
         replayer.keep_decisions(false);
-        for (i, e) in events.inputs.iter().enumerate() {
-            if let (Some(k), Some((last_us, _))) = (keeping, replayer.last()) {
-                if !last_done && e.at_us >= k.last_boundary {
-                    if since >= k.last_min {
-                        kept.push(replayer.state());
-                    }
-                    last_done = true;
-                } else if !last_done
-                    && since >= k.every
-                    && snapshots::day_floor(e.at_us) > snapshots::day_floor(last_us)
-                {
-                    kept.push(replayer.state());
-                    since = 0;
-                }
-            }
-            if decisions_base.is_none() && e.at_us >= decisions_from {
-                decisions_base = Some(replayer.applied());
-                replayer.keep_decisions(true);
-            }
-            replayer.apply(e, i);
-            since += 1;
-        }
-        if let Some(k) = keeping {
-            if !last_done && since >= k.last_min {
-                kept.push(replayer.state());
-            }
-        }
-        Ok(Run {
-            decisions_base: decisions_base.unwrap_or(replayer.applied()),
+        let point = replayer.last();
+        let mut run = Run {
             replayer,
-            events,
+            events: Events::default(),
             visible,
-            kept,
-        })
+            kept: Vec::new(),
+            keeping,
+            since: 0,
+            last_done: false,
+            decisions_from,
+            decisions_base: None,
+        };
+        load(pin, tenant, point, to_us, &rules.keys, |rec, input| {
+            run.feed(rec, input)
+        })?;
+        if let Some(k) = run.keeping {
+            if !run.last_done && run.since >= k.last_min {
+                run.kept.push(run.replayer.state());
+                run.last_done = true;
+            }
+        }
+        Ok(run)
+    }
+
+    /// Applies the next event in event-time order.
+    fn feed(&mut self, rec: Recorded, input: Input<SourceKey>) {
+        if let (Some(k), Some((last_us, _))) = (self.keeping, self.replayer.last()) {
+            if !self.last_done && input.at_us >= k.last_boundary {
+                if self.since >= k.last_min {
+                    self.kept.push(self.replayer.state());
+                }
+                self.last_done = true;
+            } else if !self.last_done
+                && self.since >= k.every
+                && snapshots::day_floor(input.at_us) > snapshots::day_floor(last_us)
+            {
+                self.kept.push(self.replayer.state());
+                self.since = 0;
+            }
+        }
+        self.since += 1;
+        if self.decisions_base.is_none() && input.at_us >= self.decisions_from {
+            self.decisions_base = Some(self.replayer.applied());
+            self.replayer.keep_decisions(true);
+        }
+        if self.decisions_base.is_some() {
+            self.replayer.apply(&input, self.events.inputs.len());
+            self.events.recorded.push(rec);
+            self.events.inputs.push(input);
+        } else {
+            self.replayer.apply(&input, usize::MAX);
+        }
     }
 
     /// Stores the states kept (as `snapshots::store` says, made `made`).
@@ -472,7 +494,7 @@ fn lockout_replay(
         }
         run.store_kept(client, tenant_id, &fingerprint, Made::Unchecked)?;
         let (recorded, inputs) = (&run.events.recorded, &run.events.inputs);
-        let base = run.decisions_base as usize;
+        let base = run.decisions_base.unwrap_or(0) as usize;
         let r = run.replayer.finish();
         let mut readable: HashMap<Option<String>, bool> = HashMap::new();
         let mut may_read = |org: &Option<String>| {
@@ -625,12 +647,13 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
         // start again, from the snapshot before it.
         heads::lock_tenant_state(tenant, StateAccess::Rebuild);
         let pin = Pinned::now();
-        let newer = load_after(&pin, tenant, run.visible, &rules.keys)?;
-        if newer.inputs.first().is_none_or(|e| run.replayer.follows(e)) {
-            for e in newer.inputs {
-                let i = run.events.inputs.len();
-                run.replayer.apply(&e, i);
-                run.events.inputs.push(e);
+        let mut newer = Vec::new();
+        load_after(&pin, tenant, run.visible, &rules.keys, |rec, input| {
+            newer.push((rec, input))
+        })?;
+        if newer.first().is_none_or(|(_, e)| run.replayer.follows(e)) {
+            for (rec, input) in newer {
+                run.feed(rec, input);
             }
         } else {
             run = Run::start(

@@ -121,6 +121,69 @@ impl Pinned {
         Pinned(unsafe { pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot()) })
     }
 
+    /// Runs the query `sql` read-only in this snapshot through a cursor,
+    /// handing each row to `each` as it is fetched (`BATCH` rows held at a
+    /// time): the rows of a long history are never all in memory.
+    pub fn stream(
+        &self,
+        sql: &CStr,
+        args: &[(pg_sys::Oid, pg_sys::Datum)],
+        mut each: impl FnMut(&SpiHeapTupleData<'_>) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        const BATCH: std::ffi::c_long = 10_000;
+        let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
+        let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1).collect();
+        // SAFETY: SPI is connected (the caller's `Spi::connect`). The
+        // read-only cursor takes the snapshot active when it opens (this
+        // one, pushed for the call) and keeps it registered until closed.
+        // `values` holds non-null datums of `types`, alive for the open.
+        // Each fetched table is read and then freed; the cursor is closed
+        // on every return (an error closes it with the transaction).
+        unsafe {
+            pg_sys::PushActiveSnapshot(self.0);
+            let portal = pg_sys::SPI_cursor_open_with_args(
+                std::ptr::null(),
+                sql.as_ptr(),
+                i32::try_from(args.len()).expect("a few arguments"),
+                types.as_mut_ptr(),
+                values.as_mut_ptr(),
+                std::ptr::null(),
+                true,
+                0,
+            );
+            pg_sys::PopActiveSnapshot();
+            let mut failed = None;
+            loop {
+                pg_sys::SPI_cursor_fetch(portal, true, BATCH);
+                let table = pg_sys::SPI_tuptable;
+                let rows = if table.is_null() {
+                    0
+                } else {
+                    pg_sys::SPI_processed as usize
+                };
+                for i in 0..rows {
+                    let row = SpiHeapTupleData::new((*table).tupdesc, *(*table).vals.add(i))?
+                        .expect("a row");
+                    if let Err(e) = each(&row) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if !table.is_null() {
+                    pg_sys::SPI_freetuptable(table);
+                }
+                if rows == 0 || failed.is_some() {
+                    break;
+                }
+            }
+            pg_sys::SPI_cursor_close(portal);
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+    }
+
     /// Runs the query `sql` read-only in this snapshot, as `read_latest`.
     pub fn read<T>(
         &self,

@@ -63,6 +63,81 @@ fn verify_chain(
     Ok(run(tenant_id, Start::Oldest, i64::MAX)?.into_row())
 }
 
+/// Verifies a tenant's chain in full (`full`: as `verify_chain(tenant_id)`)
+/// or from its latest checkpoint on: every checkpoint was recorded only
+/// after the rows since the one before it verified, so the rows from the
+/// latest checkpoint's own row (re-checked against the checkpoint and
+/// anchored at the row before it) to the head are what is new since. Says
+/// which it did (`mode`: `full` or `from_checkpoint`; a tenant without a
+/// checkpoint is verified in full).
+#[pg_extern(stable, strict, name = "verify_chain")]
+fn verify_chain_mode(
+    tenant_id: &str,
+    full: bool,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(ok, bool),
+            name!(rows_checked, i64),
+            name!(first_bad_seq, Option<i64>),
+            name!(reason, Option<String>),
+            name!(anchor_seq, Option<i64>),
+            name!(checkpoints_checked, i64),
+            name!(mode, String),
+        ),
+    >,
+    ErrorReport,
+> {
+    let latest = if full {
+        None
+    } else {
+        latest_checkpoint(tenant_id)?
+    };
+    let (start, mode) = match latest {
+        None => (Start::Oldest, "full"),
+        Some((seq, true)) => (Start::Seq(seq), "from_checkpoint"),
+        Some((seq, false)) => (Start::Checkpoint(seq), "from_checkpoint"),
+    };
+    let outcome = run(tenant_id, start, i64::MAX)?;
+    let ok = outcome.fault.is_none();
+    let (bad, reason) = match outcome.fault {
+        Some((seq, reason)) => (Some(seq), Some(reason)),
+        None => (None, None),
+    };
+    Ok(TableIterator::once((
+        ok,
+        outcome.rows_checked,
+        bad,
+        reason,
+        outcome.anchor_seq,
+        outcome.checkpoints_checked,
+        mode.to_owned(),
+    )))
+}
+
+const LATEST_CHECKPOINT: &str = "SELECT c.seq, EXISTS (SELECT FROM authaudit.auth_log l \
+        WHERE l.tenant_id = c.tenant_id AND l.seq = c.seq) \
+      FROM authaudit.checkpoints c WHERE c.tenant_id = $1 ORDER BY c.seq DESC LIMIT 1";
+
+/// The tenant's latest checkpoint and whether its row is still stored
+/// (retention removes the row a chain was cut at).
+fn latest_checkpoint(tenant_id: &str) -> Result<Option<(i64, bool)>, AuditError> {
+    if !crate::scope::may_verify(tenant_id) {
+        return Err(AuditError::NoVerifyScope(tenant_id.to_string()));
+    }
+    Spi::connect(|client| {
+        let table = client.select(LATEST_CHECKPOINT, Some(1), &[tenant_id.into()])?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let row = table.first();
+        Ok(row
+            .get::<i64>(1)?
+            .map(|seq| (seq, row.get::<bool>(2).ok().flatten().unwrap_or(false))))
+    })
+}
+
 /// Verifies the rows `from_seq` to `to_seq` of a tenant's chain, anchored at
 /// the stored digests of row `from_seq - 1` (the genesis for seq 1, the
 /// checkpoint at `from_seq - 1` when retention removed that row), and
