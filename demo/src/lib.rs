@@ -1,7 +1,8 @@
 //! The pg_authaudit demo: plays a brute-force campaign through the SQL API
 //! ([`campaign`], [`run`]), reconstructs it as an investigator would
 //! ([`reconstruct`]) and writes the investigator's report ([`report`]);
-//! imports OpenSSH/PAM syslog files as history ([`sshd`], [`import`]).
+//! imports OpenSSH/PAM syslog files as history ([`sshd`], [`import`];
+//! the `authaudit-import` binary).
 
 pub mod campaign;
 pub mod import;

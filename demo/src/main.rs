@@ -2,7 +2,7 @@
 //!
 //!   authaudit-demo campaign --url URL --out DIR      play, reconstruct, report
 //!   authaudit-demo report --url URL --role ROLE --tenant T --from TIME --to TIME --out DIR
-//!   authaudit-demo import-sshd --url URL --tenant T --year YYYY FILE...   history from sshd logs
+//!   authaudit-demo import-sshd …   the history importer, `authaudit-import sshd`
 
 use authaudit_demo::campaign::{self, OTHER_TENANT, TENANT};
 use authaudit_demo::{import, reconstruct, run, write_report};
@@ -24,15 +24,9 @@ USAGE:
     authaudit-demo report --url CONNINFO --role ROLE --tenant TENANT --from TIME --to TIME --out DIR
         Writes the report for any tenant and period, reading as ROLE (a tenant
         reader: row-level security applies). TIME: any timestamptz literal.
-    authaudit-demo import-sshd --url CONNINFO [--role ROLE] --tenant TENANT [--org ORG]
-                               --year YYYY [--utc-offset +HH:MM] [--no-rebuild] FILE...
-        Imports OpenSSH/PAM syslog files (auth.log, secure; rotated files in
-        any order) as history: failed and accepted logins, \"message repeated
-        N times\" as N events, channel ssh, deterministic log ids (a re-run
-        records nothing twice). YYYY is the year of each file's first
-        year-less line; times are at --utc-offset (default +00:00). Then
-        rebuilds the tenant's lockout state, unless --no-rebuild. Prints what
-        it recorded and every skipped line's reason (docs/import.md).";
+    authaudit-demo import-sshd [ARGS] FILE...
+        The same as `authaudit-import sshd` (docs/import.md): OpenSSH/PAM
+        syslog files into a tenant's log as history.";
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -46,7 +40,14 @@ fn main() -> ExitCode {
     let result = match args.get(1).map(String::as_str) {
         Some("campaign") => campaign_cmd(&args),
         Some("report") => report_cmd(&args),
-        Some("import-sshd") => import_cmd(&args),
+        Some("import-sshd") => {
+            use clap::Parser;
+            let alias = import::DemoAlias::parse_from(
+                std::iter::once("authaudit-demo import-sshd".to_owned())
+                    .chain(args[2..].iter().cloned()),
+            );
+            return import::run_sshd("authaudit-demo import-sshd", alias.args);
+        }
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -114,52 +115,5 @@ fn report_cmd(args: &[String]) -> Result<bool, Box<dyn std::error::Error>> {
     let r = reconstruct::reconstruct(&mut c, &tenant, from, to)?;
     let (html, cef) = write_report(&mut c, &r, from, to, &out)?;
     println!("{}\n{}", html.display(), cef.display());
-    Ok(true)
-}
-
-fn import_cmd(args: &[String]) -> Result<bool, Box<dyn std::error::Error>> {
-    let need = |n: &str| arg(args, n).ok_or_else(|| format!("{n} is required"));
-    let url = need("--url")?;
-    let tenant = need("--tenant")?;
-    let year: i32 = need("--year")?
-        .parse()
-        .map_err(|_| "--year must be a year such as 2025")?;
-    let offset = match arg(args, "--utc-offset") {
-        Some(o) => import::parse_offset(&o).ok_or("--utc-offset must look like +02:00")?,
-        None => 0,
-    };
-    let org = arg(args, "--org");
-    // Every argument after the options is a file.
-    let mut files = Vec::new();
-    let mut i = 2;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--no-rebuild" => i += 1,
-            a if a.starts_with("--") => i += 2,
-            f => {
-                files.push(std::path::Path::new(f));
-                i += 1;
-            }
-        }
-    }
-    if files.is_empty() {
-        return Err("no file to import".into());
-    }
-    let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
-    if let Some(role) = arg(args, "--role") {
-        c.batch_execute(&format!("SET ROLE {role}"))?;
-    }
-    let report = import::import(
-        &mut c,
-        &files,
-        &import::Options {
-            tenant: &tenant,
-            org: org.as_deref(),
-            year,
-            utc_offset_s: offset,
-            rebuild: !args.iter().any(|a| a == "--no-rebuild"),
-        },
-    )?;
-    println!("{report}");
     Ok(true)
 }
