@@ -318,29 +318,48 @@ fn field_of(message: &str) -> &'static str {
         .unwrap_or("event")
 }
 
-/// Finds the event of `batch` the log refuses, each alone in a savepoint
-/// of a transaction that is rolled back.
+/// Sends `events` in a transaction that is rolled back: the error, if any.
+fn probe(
+    c: &mut Client,
+    events: &[&serde_json::Value],
+) -> Result<Option<postgres::Error>, postgres::Error> {
+    let mut tx = c.transaction()?;
+    let json: Vec<serde_json::Value> = events.iter().map(|j| (*j).clone()).collect();
+    let outcome = send(&mut tx, &json).err();
+    tx.rollback()?;
+    Ok(outcome)
+}
+
+/// Finds the event of `batch` the log refuses: halves of the batch, each
+/// sent in a transaction that is rolled back, narrow it to one event
+/// (refusals are per event: its fields, or its log id recorded before with
+/// other content).
 fn locate(
     c: &mut Client,
     file: &str,
     batch: &[(&Event, serde_json::Value)],
 ) -> Result<Option<ImportError>, postgres::Error> {
-    let mut tx = c.transaction()?;
-    for (e, json) in batch {
-        let mut sp = tx.savepoint("locate")?;
-        if let Err(err) = send(&mut sp, std::slice::from_ref(json)) {
-            let (sqlstate, message) = state_and_message(&err);
-            return Ok(Some(ImportError::Refused {
-                file: file.to_owned(),
-                line: e.line,
-                field: field_of(&message),
-                sqlstate,
-                message,
-            }));
+    let json: Vec<&serde_json::Value> = batch.iter().map(|(_, j)| j).collect();
+    let (mut lo, mut hi) = (0, batch.len());
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if probe(c, &json[lo..mid])?.is_some() {
+            hi = mid;
+        } else {
+            lo = mid;
         }
-        sp.commit()?;
     }
-    Ok(None)
+    let Some(err) = probe(c, &json[lo..hi])? else {
+        return Ok(None);
+    };
+    let (sqlstate, message) = state_and_message(&err);
+    Ok(Some(ImportError::Refused {
+        file: file.to_owned(),
+        line: batch[lo].0.line,
+        field: field_of(&message),
+        sqlstate,
+        message,
+    }))
 }
 
 /// Imports one file in one transaction: (new, already recorded).
