@@ -298,6 +298,58 @@ fn maximum_attempts_sessions_keep_their_source() {
     );
 }
 
+/// A clock stepped back (NTP, a local time leaving summer time) dates a
+/// process's later lines before its earlier ones, and a central log holds
+/// hosts whose clocks disagree; a process's lines stay one session, read in
+/// their order in the file.
+#[test]
+fn lines_dated_out_of_order_keep_their_process_together() {
+    check(
+        "a notice after a Failed line dated 16 minutes later",
+        &[
+            "Nov 20 03:30:05 h sshd[7]: Failed password for root from 203.0.113.7 port 5022 ssh2",
+            "Nov 20 03:14:15 h sshd[7]: error: maximum authentication attempts exceeded for root from 203.0.113.7 port 5022 ssh2 [preauth]",
+        ],
+        &["failed root 203.0.113.7 method=password port=5022 protocol=ssh2"],
+        &[(Skip::NotAnAttempt, 1)],
+    );
+    check(
+        "the connection's source across a line dated out of the window",
+        &[
+            "Nov 20 03:14:06 h sshd[7]: Connection from 192.0.2.7 port 1022 on 192.0.2.1 port 22",
+            "Nov 20 03:40:00 h sshd[7]: Postponed keyboard-interactive for alice from 192.0.2.7 port 1022 ssh2 [preauth]",
+            "Nov 20 03:14:07 h sshd[7]: Failed rhosts-rsa for alice from 192.0.2.7 port 1022 ruser x from 203.0.113.9 port 22 ssh1",
+        ],
+        &["failed alice 192.0.2.7 method=rhosts-rsa port=1022 protocol=ssh1 ruser=x from 203.0.113.9 port 22 ssh1"],
+        &[(Skip::NotAnAttempt, 1), (Skip::Intermediate, 1)],
+    );
+    check(
+        "PAM's N more across a line dated out of the window",
+        &[
+            "Nov 20 03:14:05 h sshd[7]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.10  user=root",
+            "Nov 20 03:14:07 h sshd[7]: Failed password for root from 203.0.113.10 port 4000 ssh2",
+            "Nov 20 03:14:11 h sshd[7]: Failed password for root from 203.0.113.10 port 4000 ssh2",
+            "Nov 20 03:40:00 h sshd[7]: Connection closed by 203.0.113.10 port 4000 [preauth]",
+            "Nov 20 03:14:15 h sshd[7]: PAM 1 more authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.10  user=root",
+        ],
+        &["failed root 203.0.113.10 method=password port=4000 protocol=ssh2"; 2],
+        &[(Skip::PamDetail, 2), (Skip::NotAnAttempt, 1)],
+    );
+    check(
+        "keyboard-interactive beside another host's line on another clock",
+        &[
+            "Nov 20 03:14:05 h sshd[8]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.10  user=root",
+            "Nov 20 04:00:00 g sshd[3]: Failed password for bob from 198.51.100.4 port 4100 ssh2",
+            "Nov 20 03:14:07 h sshd[7]: Failed keyboard-interactive/pam for root from 203.0.113.10 port 4000 ssh2",
+        ],
+        &[
+            "failed bob 198.51.100.4 method=password port=4100 protocol=ssh2",
+            "failed root 203.0.113.10 method=keyboard-interactive/pam port=4000 protocol=ssh2",
+        ],
+        &[(Skip::PamDetail, 1)],
+    );
+}
+
 #[test]
 fn a_client_supplied_source_form_never_decides_the_source() {
     let ambiguous = "Nov 20 03:14:07 h sshd[7]: Failed rhosts-rsa for alice from 192.0.2.7 port 1022 ruser x from 203.0.113.9 port 22 ssh1";

@@ -23,6 +23,10 @@
 //!   only when its process logged no attempt (no `Failed`/`Accepted`
 //!   line, no PAM failure) in the 10 minutes before it.
 //!
+//! "Before" and "after" are places in the file, and a window bounds how
+//! much earlier (or later) a line is dated than the other: a line dated
+//! out of order by a clock stepped back stays with its process.
+//!
 //! Sources: an sshd line's own address when its readings agree; otherwise
 //! the connection's source, known from the process's other lines in the
 //! 10 minutes around (`Connection from`, `Connection closed by`, attempt
@@ -34,6 +38,7 @@ use super::forms::{AttemptLine, Endpoint, Form, Reading, Skip};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::ops::Range;
 
 const PAIR_WINDOW_US: i64 = 10_000_000;
 const SESSION_WINDOW_US: i64 = 600_000_000;
@@ -74,6 +79,69 @@ pub enum Outcome {
     Skipped(Skip),
 }
 
+/// Some lines of a file (a process's, or a host's attempt lines), in line
+/// order.
+#[derive(Debug, Default)]
+struct Timeline {
+    lines: Vec<usize>,
+    /// Whether their times never go back. A clock stepped back (NTP, a
+    /// local time leaving summer time) dates later lines before earlier
+    /// ones; only without such a step are the lines within a window of a
+    /// time next to each other.
+    ordered: bool,
+}
+
+impl Timeline {
+    /// Adds line `i`, which follows the lines added before.
+    fn push(&mut self, lines: &[Line], i: usize) {
+        self.ordered = self
+            .lines
+            .last()
+            .is_none_or(|&last| self.ordered && lines[last].at_us <= lines[i].at_us);
+        self.lines.push(i);
+    }
+}
+
+/// The lines of `t` before line `i` dated at most `window` before it, and
+/// those after it dated at most `window` after it, each side nearest first.
+/// A line dated out of order counts on its side of `i` by its place in
+/// the file. In an ordered timeline the look-up stops at the first line
+/// out of the window; otherwise it reads the whole timeline.
+fn around<'s>(
+    lines: &'s [Line],
+    t: &'s Timeline,
+    i: usize,
+    window: i64,
+) -> (
+    impl Iterator<Item = usize> + 's,
+    impl Iterator<Item = usize> + 's,
+) {
+    let at = lines[i].at_us;
+    let pos = t.lines.partition_point(|&j| j < i);
+    let after = pos + usize::from(t.lines.get(pos) == Some(&i));
+    let ordered = t.ordered;
+    let before_within = move |j: &usize| at - lines[*j].at_us <= window;
+    let after_within = move |j: &usize| lines[*j].at_us - at <= window;
+    (
+        t.lines[..pos]
+            .iter()
+            .rev()
+            .copied()
+            .take_while(move |j| !ordered || before_within(j))
+            .filter(before_within),
+        t.lines[after..]
+            .iter()
+            .copied()
+            .take_while(move |j| !ordered || after_within(j))
+            .filter(after_within),
+    )
+}
+
+/// The indices of `units` (in line order) that stand for line `line`.
+fn units_at(units: &[Unit], line: usize) -> Range<usize> {
+    units.partition_point(|u| u.line < line)..units.partition_point(|u| u.line <= line)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Unit {
     line: usize,
@@ -82,16 +150,20 @@ struct Unit {
 
 /// The outcome of every line of `lines` (one file, in order).
 pub fn assemble(lines: &[Line]) -> Vec<Outcome> {
-    let mut sessions: HashMap<(&str, u32), Vec<usize>> = HashMap::new();
+    // By host and process id; lines without one are a host's group of
+    // their own, which only PAM's "N more" pairing reads.
+    let mut processes: HashMap<(&str, Option<u32>), Timeline> = HashMap::new();
     for (i, l) in lines.iter().enumerate() {
-        if let Some(pid) = l.pid {
-            sessions.entry((&l.host, pid)).or_default().push(i);
-        }
+        processes
+            .entry((&l.host, l.pid))
+            .or_default()
+            .push(lines, i);
     }
-    let session_of = |i: usize| -> &[usize] {
+    let no_session = Timeline::default();
+    let session_of = |i: usize| -> &Timeline {
         match lines[i].pid {
-            Some(pid) => &sessions[&(lines[i].host.as_str(), pid)],
-            None => &[],
+            Some(_) => &processes[&(lines[i].host.as_str(), lines[i].pid)],
+            None => &no_session,
         }
     };
 
@@ -100,11 +172,8 @@ pub fn assemble(lines: &[Line]) -> Vec<Outcome> {
     let mut unknown_name: HashMap<usize, String> = HashMap::new();
     for (i, l) in lines.iter().enumerate() {
         if let Form::UserUnknown { user } = &l.form {
-            let next = session_of(i).iter().copied().find(|&j| {
-                j > i
-                    && lines[j].at_us - l.at_us <= PAIR_WINDOW_US
-                    && matches!(lines[j].form, Form::PamFailure { .. })
-            });
+            let (_, mut later) = around(lines, session_of(i), i, PAIR_WINDOW_US);
+            let next = later.find(|&j| matches!(lines[j].form, Form::PamFailure { .. }));
             if let Some(j) = next {
                 absorbed[i] = true;
                 if let Some(u) = user {
@@ -159,16 +228,15 @@ pub fn assemble(lines: &[Line]) -> Vec<Outcome> {
                 None => Outcome::Skipped(Skip::AmbiguousSource),
             },
             Form::MaxAttempts(a) => {
-                let attempted = session.iter().any(|&j| {
-                    j < i
-                        && l.at_us - lines[j].at_us <= SESSION_WINDOW_US
-                        && matches!(
-                            lines[j].form,
-                            Form::Attempt(_)
-                                | Form::PamFailure { .. }
-                                | Form::UserUnknown { .. }
-                                | Form::PamMore { .. }
-                        )
+                let (mut earlier, _) = around(lines, session, i, SESSION_WINDOW_US);
+                let attempted = earlier.any(|j| {
+                    matches!(
+                        lines[j].form,
+                        Form::Attempt(_)
+                            | Form::PamFailure { .. }
+                            | Form::UserUnknown { .. }
+                            | Form::PamMore { .. }
+                    )
                 });
                 if attempted {
                     Outcome::Skipped(Skip::NotAnAttempt)
@@ -207,18 +275,16 @@ pub fn assemble(lines: &[Line]) -> Vec<Outcome> {
             Form::PamMore { n, .. } => {
                 let wanted = (*n as usize) * l.times as usize;
                 let mut taken = 0;
-                for u in failed_units.iter_mut() {
-                    if taken == wanted {
-                        break;
-                    }
-                    if !u.paired
-                        && u.line < i
-                        && lines[u.line].pid == l.pid
-                        && lines[u.line].host == l.host
-                        && l.at_us - lines[u.line].at_us <= SESSION_WINDOW_US
-                    {
-                        u.paired = true;
-                        taken += 1;
+                let process = &processes[&(l.host.as_str(), l.pid)];
+                let (earlier, _) = around(lines, process, i, SESSION_WINDOW_US);
+                let mut earlier: Vec<usize> = earlier.collect();
+                earlier.reverse();
+                for j in earlier {
+                    for k in units_at(&failed_units, j) {
+                        if taken < wanted && !failed_units[k].paired {
+                            failed_units[k].paired = true;
+                            taken += 1;
+                        }
                     }
                 }
                 let drafts: Vec<Draft> = (taken..wanted)
@@ -282,30 +348,41 @@ fn pair_keyboard_interactive(
     failed: &mut [Unit],
     source_of: impl Fn(usize) -> Option<Endpoint>,
 ) {
+    // The lines of the Failed units, by host.
+    let mut by_host: HashMap<&str, Timeline> = HashMap::new();
+    for (k, f) in failed.iter().enumerate() {
+        if k == 0 || failed[k - 1].line != f.line {
+            by_host
+                .entry(&lines[f.line].host)
+                .or_default()
+                .push(lines, f.line);
+        }
+    }
     for u in pam.iter_mut().filter(|u| !u.paired) {
         let l = &lines[u.line];
+        let Some(host) = by_host.get(l.host.as_str()) else {
+            continue;
+        };
         let (pam_user, rhost) = match &l.form {
             Form::PamFailure { user, rhost } => (user.as_deref(), rhost.parse::<IpAddr>().ok()),
             _ => (None, None),
         };
-        let found = failed.iter_mut().find(|f| {
-            let fl = &lines[f.line];
+        let (_, later) = around(lines, host, u.line, PAIR_WINDOW_US);
+        let found = later.flat_map(|j| units_at(failed, j)).find(|&k| {
+            let fl = &lines[failed[k].line];
             let Form::Attempt(a) = &fl.form else {
                 return false;
             };
-            !f.paired
-                && f.line > u.line
-                && fl.host == l.host
+            !failed[k].paired
                 && fl.pid != l.pid
-                && fl.at_us - l.at_us <= PAIR_WINDOW_US
                 && a.method
                     .as_deref()
                     .is_some_and(|m| m.starts_with("keyboard-interactive"))
                 && pam_user.is_none_or(|pu| a.readings.iter().any(|r| r.user == pu))
-                && rhost.is_none_or(|ip| source_of(f.line).is_some_and(|s| s.ip == ip))
+                && rhost.is_none_or(|ip| source_of(failed[k].line).is_some_and(|s| s.ip == ip))
         });
-        if let Some(f) = found {
-            f.paired = true;
+        if let Some(k) = found {
+            failed[k].paired = true;
             u.paired = true;
         }
     }
@@ -313,18 +390,19 @@ fn pair_keyboard_interactive(
 
 /// The connection's source, from the process's lines around line `i`
 /// that name one source.
-fn resolve(lines: &[Line], session: &[usize], i: usize) -> Option<Endpoint> {
+fn resolve(lines: &[Line], session: &Timeline, i: usize) -> Option<Endpoint> {
     if let Form::Attempt(a) | Form::MaxAttempts(a) = &lines[i].form {
         if let Some(s) = a.source() {
             return Some(s);
         }
     }
-    let at = lines[i].at_us;
     let mut found: Vec<Endpoint> = Vec::new();
-    for &j in session {
-        if (lines[j].at_us - at).abs() > SESSION_WINDOW_US {
-            continue;
-        }
+    let at = lines[i].at_us;
+    let (earlier, later) = around(lines, session, i, SESSION_WINDOW_US);
+    let near = earlier
+        .chain(later)
+        .filter(|&j| (lines[j].at_us - at).abs() <= SESSION_WINDOW_US);
+    for j in near {
         let s = match &lines[j].form {
             Form::Source(s) => Some(*s),
             Form::Attempt(a) | Form::MaxAttempts(a) => a.source(),
@@ -352,7 +430,7 @@ fn resolve(lines: &[Line], session: &[usize], i: usize) -> Option<Endpoint> {
 /// the one whose source is the connection's.
 fn resolve_reading(
     lines: &[Line],
-    session: &[usize],
+    session: &Timeline,
     i: usize,
     a: &AttemptLine,
 ) -> Option<Reading> {
@@ -412,7 +490,7 @@ fn sshd_draft(l: &Line, index: u32, a: &AttemptLine, r: &Reading, max_attempts: 
 
 fn pam_draft(
     lines: &[Line],
-    session: &[usize],
+    session: &Timeline,
     i: usize,
     index: u32,
     unknown_name: &HashMap<usize, String>,
@@ -429,14 +507,11 @@ fn pam_draft(
     let invalid_user = user.is_none() || matches!(l.form, Form::UserUnknown { .. });
     let user = user.or_else(|| unknown_name.get(&i).cloned()).or_else(|| {
         // The process's `Invalid user NAME` notice, the latest before.
-        session
-            .iter()
-            .rev()
-            .filter(|&&j| j < i && l.at_us - lines[j].at_us <= SESSION_WINDOW_US)
-            .find_map(|&j| match &lines[j].form {
-                Form::InvalidUserNotice { user, .. } => Some(user.clone()),
-                _ => None,
-            })
+        let (mut earlier, _) = around(lines, session, i, SESSION_WINDOW_US);
+        earlier.find_map(|j| match &lines[j].form {
+            Form::InvalidUserNotice { user, .. } => Some(user.clone()),
+            _ => None,
+        })
     });
     let mut m = Map::new();
     m.insert("source".into(), json!("pam_unix"));
