@@ -142,7 +142,9 @@ pub enum ImportError {
         sqlstate: String,
         message: String,
     },
-    #[error("database: {0}")]
+    #[error("no session with the database ({}); nothing was recorded", describe(.0))]
+    Session(postgres::Error),
+    #[error("database: {}", describe(.0))]
     Database(#[from] postgres::Error),
 }
 
@@ -152,6 +154,8 @@ pub enum FileStatus {
     Imported,
     Refused,
     NotReached,
+    /// No session with the database could be opened.
+    NotSent,
 }
 
 /// What an import did with one file.
@@ -172,6 +176,8 @@ pub struct Report {
     /// `rebuild_lockout`'s (events, accounts, sources, pairs), when run.
     pub rebuilt: Option<(i64, i64, i64, i64)>,
     pub rebuild_asked: bool,
+    /// Whether a session with the database was opened.
+    pub reached: bool,
 }
 
 impl Report {
@@ -212,6 +218,7 @@ impl fmt::Display for Report {
                 FileStatus::NotReached => {
                     writeln!(f, ": not imported (an earlier file was refused)")?
                 }
+                FileStatus::NotSent => writeln!(f, ": not imported")?,
             }
             if file.unterminated {
                 writeln!(f, "warning: {}: the last line has no line ending (possibly truncated): skipped; --final-line-complete reads it", file.name)?;
@@ -237,6 +244,9 @@ impl fmt::Display for Report {
         }
         for (why, n) in &skipped {
             writeln!(f, "skipped {n}: {why}")?;
+        }
+        if !self.reached {
+            return write!(f, "nothing recorded: no session with the database");
         }
         if failures + successes == 0 {
             return write!(
@@ -296,13 +306,27 @@ fn send(
     Ok((new, all - new))
 }
 
+/// The server's SQLSTATE and message, or `-----` and the error with its
+/// causes (`postgres::Error` shows only its kind, such as "db error").
 fn state_and_message(e: &postgres::Error) -> (String, String) {
-    (
-        e.code()
-            .map_or_else(|| "-----".to_owned(), |c| c.code().to_owned()),
-        e.as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
-    )
+    if let Some(d) = e.as_db_error() {
+        return (d.code().code().to_owned(), d.message().to_owned());
+    }
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    ("-----".to_owned(), message)
+}
+
+/// `SQLSTATE: message` for the server's errors, else the error's causes.
+fn describe(e: &postgres::Error) -> String {
+    match state_and_message(e) {
+        (state, message) if e.as_db_error().is_some() => format!("{state}: {message}"),
+        (_, message) => message,
+    }
 }
 
 /// The field a server message is about.
@@ -421,6 +445,7 @@ pub fn import(
     );
     let mut report = Report {
         rebuild_asked: o.rebuild,
+        reached: true,
         ..Report::default()
     };
     let mut error = None;
@@ -482,26 +507,22 @@ pub fn import(
 }
 
 /// Runs `authaudit-import sshd` with `args`; `name` prefixes messages.
+/// Exit status: 0 done, 1 stopped once the database was reached, 2 bad
+/// arguments, 3 nothing recorded (a file unread, no session).
 pub fn run_sshd(name: &str, args: SshdArgs) -> ExitCode {
-    match run(args) {
-        Ok((report, error)) => {
-            println!("{report}");
-            match error {
-                None => ExitCode::SUCCESS,
-                Some(e) => {
-                    eprintln!("{name}: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            ExitCode::from(match e {
-                ImportError::Usage(_) => 2,
-                _ => 3,
-            })
-        }
+    let (report, error) = run(args);
+    if let Some(report) = report {
+        println!("{report}");
     }
+    let Some(e) = error else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("{name}: {e}");
+    ExitCode::from(match e {
+        ImportError::Usage(_) => 2,
+        ImportError::Read(_) | ImportError::Plan(_) | ImportError::Session(_) => 3,
+        ImportError::Refused { .. } | ImportError::Batch { .. } | ImportError::Database(_) => 1,
+    })
 }
 
 /// The year choice of each file from the `--year` arguments.
@@ -548,13 +569,51 @@ fn year_choices(args: &SshdArgs, inputs: &[Input]) -> Result<Vec<Option<YearChoi
         .collect())
 }
 
-fn run(args: SshdArgs) -> Result<(Report, Option<ImportError>), ImportError> {
+/// The summary (once the files were read) and the error, if any.
+fn run(args: SshdArgs) -> (Option<Report>, Option<ImportError>) {
+    let files = match read(&args) {
+        Ok(files) => files,
+        Err(e) => return (None, Some(e)),
+    };
+    let mut c = match session(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let files = files
+                .into_iter()
+                .map(|read| FileReport {
+                    read,
+                    status: FileStatus::NotSent,
+                    recorded: 0,
+                    already_recorded: 0,
+                })
+                .collect();
+            let report = Report {
+                files,
+                ..Report::default()
+            };
+            return (Some(report), Some(ImportError::Session(e)));
+        }
+    };
+    let (report, error) = import(
+        &mut c,
+        files,
+        &Options {
+            tenant: &args.tenant,
+            org: args.org.as_deref(),
+            rebuild: !args.no_rebuild,
+        },
+    );
+    (Some(report), error)
+}
+
+/// Reads every file given.
+fn read(args: &SshdArgs) -> Result<Vec<FileEvents>, ImportError> {
     let inputs = args
         .files
         .iter()
         .map(|p| Input::read(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let choices = year_choices(&args, &inputs)?;
+    let choices = year_choices(args, &inputs)?;
     let files = sshd::read_files(
         &inputs,
         &choices,
@@ -564,18 +623,14 @@ fn run(args: SshdArgs) -> Result<(Report, Option<ImportError>), ImportError> {
             final_line_complete: args.final_line_complete,
         },
     )?;
-    drop(inputs);
+    Ok(files)
+}
+
+/// Connects, and takes `--role`.
+fn session(args: &SshdArgs) -> Result<Client, postgres::Error> {
     let mut c = postgres::Client::connect(&args.url, postgres::NoTls)?;
     if let Some(role) = &args.role {
         c.batch_execute(&format!("SET ROLE \"{}\"", role.replace('"', "\"\"")))?;
     }
-    Ok(import(
-        &mut c,
-        files,
-        &Options {
-            tenant: &args.tenant,
-            org: args.org.as_deref(),
-            rebuild: !args.no_rebuild,
-        },
-    ))
+    Ok(c)
 }

@@ -345,6 +345,53 @@ fn a_line_the_log_refuses_leaves_nothing_of_its_file_and_names_file_line_and_fie
     assert_eq!(count(&mut c, "login_failed"), 1235);
 }
 
+/// A database that cannot be reached, or a role it refuses, is named with
+/// its reason (not only "db error"); what the files hold is still shown.
+#[test]
+fn a_session_the_database_refuses_is_named_with_its_reason() {
+    let db = Cluster::shared().fresh_db_with_lockout("sshd_no_session");
+    let samples = repo_root().join("demo/samples");
+    let files = [samples.join("auth.log"), samples.join("auth.log.1")];
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = run_alias(
+        &db,
+        "t",
+        &["--year", "2025", "--role", "authaudit_no_such_role"],
+        &files,
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("(22023: role \"authaudit_no_such_role\" does not exist)"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("auth.log: 8 lines, 7 events"), "{stdout}");
+    assert!(
+        stdout.contains("18 lines: 10 failures and 3 successes; 0 recorded now, 0 recorded before"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing recorded"), "{stdout}");
+    let out = Command::new(built_binary("authaudit-demo"))
+        .args([
+            "import-sshd",
+            "--url",
+            "host=127.0.0.1 port=1 user=postgres dbname=x",
+        ])
+        .args(["--tenant", "t", "--year", "2025"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("refused"),
+        "the reason, not only that it failed: {stderr}"
+    );
+}
+
 #[test]
 fn a_file_without_attempts_imports_and_says_so() {
     let db = Cluster::shared().fresh_db_with_lockout("sshd_no_attempts");
