@@ -15,20 +15,32 @@ fn read(lines: &[&str]) -> FileEvents {
 }
 
 fn read_bytes(bytes: Vec<u8>) -> FileEvents {
-    let input = Input {
-        name: "auth.log".into(),
-        bytes,
+    read_files(
+        &[file("auth.log", bytes)],
+        &[Some(YearChoice::Shared(2025))],
+        &options("t"),
+    )
+    .unwrap()
+    .remove(0)
+}
+
+/// An uncompressed file without a modification time.
+fn file(name: &str, bytes: impl Into<Vec<u8>>) -> Input {
+    Input {
+        name: name.into(),
+        bytes: bytes.into(),
         modified: None,
         gzip: false,
-    };
-    let o = ReadOptions {
-        namespace: "t",
+    }
+}
+
+/// UTC, the last line possibly cut short.
+fn options(namespace: &str) -> ReadOptions<'_> {
+    ReadOptions {
+        namespace,
         utc_offset_s: 0,
         final_line_complete: false,
-    };
-    read_files(&[input], &[Some(YearChoice::Shared(2025))], &o)
-        .unwrap()
-        .remove(0)
+    }
 }
 
 /// `failed USER IP key=value…` for the metadata keys beyond the usual ones.
@@ -399,18 +411,16 @@ fn a_last_line_without_a_line_ending_is_skipped_unless_said_complete() {
     assert_eq!(got.events.len(), 1);
     assert!(got.unterminated);
     assert_eq!(got.skipped, BTreeMap::from([(Skip::Unterminated, 1)]));
-    let input = Input {
-        name: "auth.log".into(),
-        bytes: text,
-        modified: None,
-        gzip: false,
-    };
     let o = ReadOptions {
-        namespace: "t",
-        utc_offset_s: 0,
         final_line_complete: true,
+        ..options("t")
     };
-    let got = read_files(&[input], &[Some(YearChoice::Shared(2025))], &o).unwrap();
+    let got = read_files(
+        &[file("auth.log", text)],
+        &[Some(YearChoice::Shared(2025))],
+        &o,
+    )
+    .unwrap();
     assert_eq!(
         got[0].skipped,
         BTreeMap::from([(Skip::IncompleteAttempt, 1)])
@@ -419,29 +429,17 @@ fn a_last_line_without_a_line_ending_is_skipped_unless_said_complete() {
 
 #[test]
 fn ids_keep_file_then_line_order_across_files_split_inside_one_second() {
-    let older = Input {
-        name: "auth.log.1".into(),
-        bytes: b"Nov 20 23:59:50 h sshd[7]: Failed password for root from 203.0.113.10 port 4000 ssh2\nNov 20 23:59:59 h sshd[7]: Failed password for root from 203.0.113.10 port 4000 ssh2\n".to_vec(),
-        modified: None,
-        gzip: false,
-    };
-    let newer = Input {
-        name: "auth.log".into(),
-        bytes: b"Nov 20 23:59:59 h sshd[8]: Accepted password for root from 203.0.113.10 port 4001 ssh2\n".to_vec(),
-        modified: None,
-        gzip: false,
-    };
-    let o = ReadOptions {
-        namespace: "t",
-        utc_offset_s: 0,
-        final_line_complete: false,
-    };
+    let older = file(
+        "auth.log.1",
+        "Nov 20 23:59:50 h sshd[7]: Failed password for root from 203.0.113.10 port 4000 ssh2\nNov 20 23:59:59 h sshd[7]: Failed password for root from 203.0.113.10 port 4000 ssh2\n",
+    );
+    let newer = file(
+        "auth.log",
+        "Nov 20 23:59:59 h sshd[8]: Accepted password for root from 203.0.113.10 port 4001 ssh2\n",
+    );
     let choice = [Some(YearChoice::Shared(2025)); 2];
     for namespace in ["t", "bastion", "agency-1", "x", "y", "z"] {
-        let o = ReadOptions {
-            namespace,
-            ..o.clone()
-        };
+        let o = options(namespace);
         let files = read_files(&[newer.clone(), older.clone()], &choice, &o).unwrap();
         let failure = files[1].events[1].log_id;
         let success = files[0].events[0].log_id;
