@@ -505,3 +505,11 @@ SELECT r.tenant_id, r.minute, r.event_type, r.events,
             ON l.tenant_id = t.tenant_id
            AND l.occurred_at >= date_trunc('minute', now()) - interval '59 minutes'
          GROUP BY 1, 2, 3) r;
+
+-- Retention's DELETE leaves the log's only dead rows, a month of a tenant
+-- at a time. Vacuum them soon after, whatever the table's size (the default
+-- waits for a fifth of the table, a year of a large log): their space is
+-- then reused by later appends, and index scans from a tenant's oldest row
+-- no longer step over them (docs/retention.md, "Space").
+ALTER TABLE authaudit.auth_log SET (autovacuum_vacuum_scale_factor = 0.01,
+                                    autovacuum_vacuum_threshold = 10000);

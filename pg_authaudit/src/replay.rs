@@ -520,7 +520,9 @@ fn lockout_replay(
                 ips
             });
             let mut row = row(base + n, rec, &input.account, &d.effect);
-            row.21 = enforced.get(&rec.log_id.to_string()).copied();
+            if !enforced.is_empty() {
+                row.21 = enforced.get(&rec.log_id.to_string()).copied();
+            }
             out.push(Pending {
                 row,
                 ip: rec.ip,

@@ -130,7 +130,9 @@ impl Pinned {
         args: &[(pg_sys::Oid, pg_sys::Datum)],
         mut each: impl FnMut(&SpiHeapTupleData<'_>) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
-        const BATCH: std::ffi::c_long = 10_000;
+        // Small enough that a fetched table stays in the allocator's heap
+        // (larger tables are mapped and unmapped, page by page, per fetch).
+        const BATCH: std::ffi::c_long = 1_000;
         let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
         let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1).collect();
         // SAFETY: SPI is connected (the caller's `Spi::connect`). The
