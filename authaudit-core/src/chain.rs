@@ -149,6 +149,13 @@ impl ChainHead {
     }
 }
 
+/// The SHA-256 link of the row at `seq` whose canonical body is `body`,
+/// after the row whose link is `prev` (the genesis's for seq 1): what a
+/// witness recomputes from a row's content alone.
+pub fn link_sha256(prev: &[u8], seq: i64, body: &[u8]) -> [u8; 32] {
+    link::<Sha256>(Algorithm::Sha256, prev, seq, body).into()
+}
+
 /// The SHA-256 of `data` in lowercase hex (what the engine records of a cut
 /// user agent).
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -54,12 +54,77 @@ pub enum Command {
     },
     /// Checks PostgreSQL against the latest signed checkpoint of every
     /// tenant (from MongoDB, and from --witness-log when set) with the
-    /// verifier key: names the first rewritten, missing or added seq;
-    /// exits 1 on any finding.
+    /// verifier key: recomputes every row's link from its content and names
+    /// the first edited, rewritten or missing seq; exits 1 on any finding.
     WitnessCheck {
         /// The verifier key (name+id+key); default: that of --witness-key-file.
         #[arg(long, env = "AUTHAUDIT_WITNESS_PUBLIC_KEY")]
         public_key: Option<String>,
+    },
+    /// Tamper alarms in the store (`tamper_events`): list them, or mark one
+    /// resolved with a note.
+    Alarms {
+        #[command(subcommand)]
+        action: AlarmAction,
+    },
+    /// Campaign alerts in the store (`alerts`).
+    Alerts {
+        #[command(subcommand)]
+        action: AlertAction,
+    },
+    /// Restores a log row from the mirror into PostgreSQL: prints the SQL a
+    /// superuser runs (or runs it with --execute); the sidecar records the
+    /// restoration as a resolved alarm.
+    Restore {
+        /// The row's tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The row's seq.
+        #[arg(long)]
+        seq: i64,
+        /// Runs the SQL over --pg-user's connection (a superuser) instead of
+        /// printing it, and resolves the row's open alarms with --note.
+        #[arg(long)]
+        execute: bool,
+        /// Why, for the record (required with --execute): an incident
+        /// number, a name.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// `alarms …`
+#[derive(Debug, Subcommand)]
+pub enum AlarmAction {
+    /// Lists the unresolved tamper alarms (with --all, the resolved too).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Marks one alarm resolved, with a note saying what was done.
+    Resolve {
+        /// The alarm's id (the first column of `alarms list`).
+        id: String,
+        /// What was done (an incident number, "restored from the mirror").
+        #[arg(long)]
+        note: String,
+    },
+}
+
+/// `alerts …`
+#[derive(Debug, Subcommand)]
+pub enum AlertAction {
+    /// Lists campaign alerts, newest first.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this rule's (password_spray, credential_stuffing, …).
+        #[arg(long)]
+        rule: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
     },
 }
 
@@ -123,6 +188,67 @@ pub struct Options {
     /// chain to (needed by verify-ca and verify-full).
     #[arg(long, env = "PGSSLROOTCERT", global = true)]
     pub pg_sslrootcert: Option<PathBuf>,
+    /// application_name of every PostgreSQL connection of the sidecar: the
+    /// name `synchronous_standby_names` uses for its walsender.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_APPLICATION_NAME",
+        default_value = "authaudit-sidecar",
+        global = true
+    )]
+    pub application_name: String,
+    /// Synchronous mirroring: each commit's position is reported to
+    /// PostgreSQL as soon as the store acknowledged it, not per batch timer,
+    /// so that a synchronous standby setting can make commits wait for it.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_SYNCHRONOUS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub synchronous: bool,
+    /// Local file of what the sidecar acknowledged (the store's identity
+    /// and each tenant's acknowledged head): a store that comes back empty,
+    /// replaced or short of rows is detected against it. Empty: none.
+    #[arg(long, env = "AUTHAUDIT_STATE_FILE", global = true)]
+    pub state_file: Option<PathBuf>,
+    /// Longest wait for the document store to answer a write or a ping
+    /// (ms); then the attempt counts as failed and is retried.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_STORE_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub store_timeout_ms: u64,
+    /// A destination that failed, or has not answered a delivery for this
+    /// long (ms), turns /health degraded.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_HEALTH_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub health_timeout_ms: u64,
+    /// Longest a SIGTERM waits for in-flight deliveries (ms); what is not
+    /// delivered by then stays unacknowledged and is replayed at the next
+    /// start.
+    #[arg(
+        long,
+        env = "AUTHAUDIT_SHUTDOWN_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub shutdown_timeout_ms: u64,
+    /// Interval of the progress lines of the initial copy and `verify` (ms).
+    #[arg(
+        long,
+        env = "AUTHAUDIT_PROGRESS_INTERVAL_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub progress_interval_ms: u64,
     /// Logical replication slot (created with pgoutput if missing).
     #[arg(
         long,
@@ -436,6 +562,13 @@ impl Options {
             "pg_database" => self.pg_database = v.into(),
             "pg_sslmode" => self.pg_sslmode = SslMode::from_str(v, true)?,
             "pg_sslrootcert" => self.pg_sslrootcert = Some(v.into()),
+            "application_name" => self.application_name = v.into(),
+            "synchronous" => self.synchronous = num::<bool>(v)?,
+            "state_file" => self.state_file = Some(v.into()),
+            "store_timeout_ms" => self.store_timeout_ms = num(v)?,
+            "health_timeout_ms" => self.health_timeout_ms = num(v)?,
+            "shutdown_timeout_ms" => self.shutdown_timeout_ms = num(v)?,
+            "progress_interval_ms" => self.progress_interval_ms = num(v)?,
             "slot" => self.slot = v.into(),
             "publication" => self.publication = v.into(),
             "mongodb_uri" => self.mongodb_uri = v.into(),
@@ -502,6 +635,27 @@ impl Options {
                 "metrics_max_connections must be positive, metrics_max_header_bytes at least 256 and metrics_header_timeout_ms at least 100".into(),
             ));
         }
+        if self.application_name.is_empty()
+            || self.application_name.len() > 63
+            || !self
+                .application_name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'\'' && b != b'\\')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "application_name {:?}: 1 to 63 printable ASCII characters, no quotes, backslashes or spaces",
+                self.application_name
+            )));
+        }
+        if self.store_timeout_ms < 100
+            || self.health_timeout_ms < 100
+            || self.shutdown_timeout_ms < 100
+            || self.progress_interval_ms < 100
+        {
+            return Err(ConfigError::Invalid(
+                "store_timeout_ms, health_timeout_ms, shutdown_timeout_ms and progress_interval_ms must be at least 100".into(),
+            ));
+        }
         if self.pg_sslmode.verifies() && self.pg_sslrootcert.is_none() {
             return Err(ConfigError::Invalid(
                 "pg_sslmode verify-ca and verify-full need pg_sslrootcert".into(),
@@ -552,19 +706,44 @@ impl Options {
         }
     }
 
-    /// A libpq-style connection string for the control connection.
+    /// Whether `--pg-host` names a Unix socket directory (libpq's rule: it
+    /// starts with `/`).
+    pub fn pg_socket(&self) -> bool {
+        self.pg_host.starts_with('/')
+    }
+
+    /// The server, as messages name it: `host:port`, or the socket path.
+    pub fn pg_server(&self) -> String {
+        if self.pg_socket() {
+            format!(
+                "{}/.s.PGSQL.{}",
+                self.pg_host.trim_end_matches('/'),
+                self.pg_port
+            )
+        } else {
+            format!("{}:{}", self.pg_host, self.pg_port)
+        }
+    }
+
+    /// A libpq-style connection string for the control connection. Its
+    /// own commits (the publication, the write-back, a restoration) wait
+    /// for the local flush only: with synchronous mirroring they would
+    /// otherwise wait for this sidecar's own walsender.
     pub fn pg_conninfo(&self) -> String {
         let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
         format!(
-            "host={} port={} user={} password={} dbname={} application_name=authaudit-sidecar options={} sslmode={}",
+            "host={} port={} user={} password={} dbname={} application_name={} options={} sslmode={}",
             q(&self.pg_host),
             self.pg_port,
             q(&self.pg_user),
             q(&self.pg_password),
             q(&self.pg_database),
-            q(SESSION_OPTIONS),
-            // The connector checks the certificate for the verify modes.
+            q(&self.application_name),
+            q(&format!("{SESSION_OPTIONS} -c synchronous_commit=local")),
+            // The connector checks the certificate for the verify modes; a
+            // Unix socket is never encrypted (libpq ignores sslmode there).
             match self.pg_sslmode {
+                _ if self.pg_socket() => "disable",
                 SslMode::Disable => "disable",
                 SslMode::Prefer => "prefer",
                 SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",

@@ -4,7 +4,7 @@
 //! PostgreSQL only once all of them delivered it (`pipeline.rs`).
 
 use crate::config::Options;
-use crate::metrics::{unix_now_us, Metrics};
+use crate::metrics::{unix_now_us, DestinationKind, Metrics};
 use crate::siem::{Siem, SiemError};
 use crate::sink::{Batch, Sink, SinkError};
 use crate::write_back::{Note, WriteBack};
@@ -27,12 +27,23 @@ pub enum DeliveryError {
     },
     #[error("{0}")]
     Siem(#[from] SiemError),
+    #[error("{destination}: no answer within {ms} ms")]
+    Timeout { destination: &'static str, ms: u64 },
+    #[error("{0}")]
+    Custody(#[from] crate::custody::CustodyError),
 }
 
 /// One place every batch must reach before its position is acknowledged.
 pub trait Destination: Send + Sync {
     /// Its name in logs.
     fn name(&self) -> &'static str;
+    /// Which destination it is, for `/health` and `destination_up`.
+    fn kind(&self) -> DestinationKind;
+    /// The longest one attempt may take before it counts as failed and is
+    /// retried (`None`: the destination bounds its own operations).
+    fn attempt_timeout(&self) -> Option<Duration> {
+        None
+    }
     /// Delivers the batch once; an error is retried with the same batch.
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>>;
     /// Counts a failed attempt.
@@ -45,12 +56,23 @@ pub struct Store {
     pub sink: Sink,
     pub witness_log: Option<PathBuf>,
     pub write_back: Option<WriteBack>,
+    /// What the store acknowledged, kept outside it (`--state-file`).
+    pub custody: Option<Arc<crate::custody::Custody>>,
     pub metrics: Arc<Metrics>,
+    pub timeout: Duration,
 }
 
 impl Destination for Store {
     fn name(&self) -> &'static str {
         "MongoDB"
+    }
+
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Store
+    }
+
+    fn attempt_timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
     }
 
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
@@ -72,6 +94,11 @@ impl Destination for Store {
                         source,
                     }
                 })?;
+            }
+            // The marker of what the store acknowledged, before the
+            // position is.
+            if let Some(c) = &self.custody {
+                c.acknowledged(&batch.log)?;
             }
             if let Some(wb) = &self.write_back {
                 wb.send(batch.witness.iter().filter_map(|d| Note::from_document(d)));
@@ -97,6 +124,10 @@ impl Destination for SiemSink {
         "SIEM"
     }
 
+    fn kind(&self) -> DestinationKind {
+        DestinationKind::Siem
+    }
+
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             self.siem.deliver(&batch.siem).await?;
@@ -110,8 +141,29 @@ impl Destination for SiemSink {
     }
 }
 
+/// One attempt, bounded by `timeout` when there is one.
+async fn attempt(
+    dest: &dyn Destination,
+    batch: &Batch,
+    timeout: Option<Duration>,
+) -> Result<(), DeliveryError> {
+    match timeout {
+        None => dest.deliver(batch).await,
+        Some(t) => tokio::time::timeout(t, dest.deliver(batch))
+            .await
+            .unwrap_or(Err(DeliveryError::Timeout {
+                destination: dest.name(),
+                ms: t.as_millis() as u64,
+            })),
+    }
+}
+
 /// Delivers a batch, retrying with back-off until the destination takes
 /// it; false when shutdown interrupted it (nothing delivered counts then).
+/// An attempt that passes the destination's timeout counts as failed and
+/// is retried with twice the time (up to 16 times it), so a batch that is
+/// slow to write still gets through. Every failure is counted and shown
+/// on `/health` at once.
 pub async fn deliver_with_retry(
     dest: &dyn Destination,
     batch: &Batch,
@@ -121,9 +173,15 @@ pub async fn deliver_with_retry(
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
     let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(50));
+    let mut timeout = dest.attempt_timeout();
+    let health = &metrics.destinations;
     loop {
-        match dest.deliver(batch).await {
+        // An attempt under way finishes even when stopping (the shutdown
+        // deadline bounds it); a failed one is not retried then.
+        health.attempt(dest.kind());
+        match attempt(dest, batch, timeout).await {
             Ok(()) => {
+                health.succeeded(dest.kind());
                 metrics
                     .last_progress_unix
                     .store(unix_now_us() / 1_000_000, Ordering::Relaxed);
@@ -131,10 +189,18 @@ pub async fn deliver_with_retry(
             }
             Err(e) => {
                 dest.failed(metrics);
+                health.failed(dest.kind(), &e.to_string());
+                if let (DeliveryError::Timeout { .. }, Some(t)) = (&e, timeout) {
+                    let ceiling = dest.attempt_timeout().unwrap_or(t) * 16;
+                    timeout = Some((t * 2).min(ceiling));
+                }
                 tracing::warn!(destination = dest.name(), error = %e, rows = batch.rows(), retry_in_ms = backoff.as_millis() as u64, "delivery failed; retrying (the stream waits)");
+                if *shutdown.borrow() {
+                    return false;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => if *shutdown.borrow() { return false },
+                    _ = shutdown.wait_for(|s| *s) => return false,
                 }
                 backoff = (backoff * 2).min(max_backoff);
             }

@@ -276,7 +276,10 @@ pub fn parse_timestamptz(s: &str) -> Option<i64> {
     let mut z = tz[1..].split(':');
     let tzh: i128 = z.next()?.parse().ok()?;
     let tzm: i128 = z.next().map_or(Some(0), |v| v.parse().ok())?;
-    let offset = sign * (tzh * 3600 + tzm * 60);
+    // PostgreSQL writes the seconds of an old local mean time offset too
+    // (`+05:53:28`).
+    let tzs: i128 = z.next().map_or(Some(0), |v| v.parse().ok())?;
+    let offset = sign * (tzh * 3600 + tzm * 60 + tzs);
     // Days from civil (proleptic Gregorian), H. Hinnant's algorithm.
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);

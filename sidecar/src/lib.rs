@@ -3,16 +3,22 @@
 //! `main.rs` is the binary; these modules hold the parts.
 
 pub mod config;
+pub mod custody;
 pub mod destination;
 pub mod detect;
 pub mod documents;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod mirror;
+pub mod monitor;
 pub use authaudit_core::note;
+pub mod operator;
 pub mod pg;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod preflight;
+pub mod recompute;
 pub mod relp;
 pub mod siem;
 pub mod sink;

@@ -1,11 +1,17 @@
 //! `authaudit-sidecar`: mirrors pg_authaudit's log into MongoDB from logical
-//! replication (`run`, the default), or reconciles the two (`verify`).
-//! Every option: `authaudit-sidecar --help`; operations: docs/sidecar.md.
+//! replication (`run`, the default), reconciles the two (`verify`), checks
+//! PostgreSQL against the witness (`witness-check`), and the operator's
+//! commands (`alarms`, `alerts`, `restore`). Every option:
+//! `authaudit-sidecar --help`; operations and exit codes: docs/sidecar.md.
 
-use sidecar::config::{Cli, Command};
+use sidecar::config::{AlarmAction, AlertAction, Cli, Command, Options};
+use sidecar::error::{Exit, ToolError};
 use sidecar::metrics::Metrics;
-use sidecar::{mirror, verify, witness};
+use sidecar::{mirror, operator, verify, witness};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 // Decoding allocates many short-lived strings; mimalloc keeps that cheap.
 #[global_allocator]
@@ -14,15 +20,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (checked by a
 /// test below against its documented default).
 const MI_OPTION_PURGE_DELAY: i32 = 15;
-use std::sync::Arc;
-use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
     let cli = match Cli::load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("authaudit-sidecar: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     // Keep freed memory for the next batch instead of returning it to the
@@ -55,119 +59,168 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
-        match cli.command.unwrap_or(Command::Run) {
-            Command::Verify {
-                rewrite_earlier_numbers,
-            } => match verify::reconcile(&cli.options, rewrite_earlier_numbers).await {
-                Ok(report) => {
-                    for n in &report.notes {
-                        println!("note: {n}");
-                    }
-                    for d in &report.differences {
-                        println!("DIFFERENCE: {d}");
-                    }
-                    println!(
-                        "verify: {} tenants, {} rows in PostgreSQL: {}",
-                        report.tenants,
-                        report.rows,
-                        if report.ok() {
-                            "identical"
-                        } else {
-                            "DIFFERENT"
-                        }
-                    );
+    let exit = rt.block_on(command(cli));
+    // A task still waiting on a destination that is gone must not hold the
+    // exit (SIGTERM's deadline).
+    rt.shutdown_background();
+    exit
+}
+
+async fn command(cli: Cli) -> ExitCode {
+    let options = cli.options;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(options).await.into(),
+        Command::Verify {
+            rewrite_earlier_numbers,
+        } => match verify::reconcile(&options, rewrite_earlier_numbers).await {
+            Ok(report) => {
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
+                for d in &report.differences {
+                    println!("DIFFERENCE: {d}");
+                }
+                println!(
+                    "verify: {} tenants, {} rows in PostgreSQL: {}",
+                    report.tenants,
+                    report.rows,
                     if report.ok() {
-                        ExitCode::SUCCESS
+                        "identical"
                     } else {
-                        ExitCode::from(1)
+                        "DIFFERENT"
                     }
+                );
+                if report.ok() {
+                    Exit::Ok
+                } else {
+                    Exit::Findings
                 }
-                Err(e) => {
-                    eprintln!("authaudit-sidecar verify: {e}");
-                    ExitCode::from(3)
-                }
-            },
-            Command::Run => run(cli.options).await,
-            Command::WitnessKeygen { out, name } => match witness::keygen(&out, &name) {
-                Ok(signer) => {
-                    println!("{}", signer.verifier().text());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("authaudit-sidecar witness-keygen: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Command::WitnessKey => match key_of(&cli.options) {
-                Ok(v) => {
-                    println!("{}", v.text());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("authaudit-sidecar witness-key: {e}");
-                    ExitCode::from(2)
-                }
-            },
-            Command::WitnessRotate { new_key_file } => {
-                let Some(old) = cli.options.witness_key_file.as_ref() else {
-                    eprintln!("authaudit-sidecar witness-rotate: no --witness-key-file (AUTHAUDIT_WITNESS_KEY_FILE): the old key signs too");
-                    return ExitCode::from(2);
-                };
-                match witness::rotation(old, &new_key_file) {
-                    Ok(statement) => {
-                        print!("{statement}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("authaudit-sidecar witness-rotate: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
+                .into()
             }
-            Command::WitnessCheck { public_key } => {
-                let verifier = match public_key {
-                    Some(k) => sidecar::note::Verifier25519::parse(&k).map_err(|e| e.to_string()),
-                    None => key_of(&cli.options),
-                };
-                let verifier = match verifier {
-                    Ok(v) => v,
-                    Err(e) => {
-                        eprintln!("authaudit-sidecar witness-check: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
-                match witness::check(&cli.options, &verifier).await {
-                    Ok(report) => {
-                        for o in &report.ok {
-                            println!("ok: {o}");
-                        }
-                        for f in &report.findings {
-                            println!("WITNESS: {f}");
-                        }
-                        println!(
-                            "witness-check: {} tenants agree with their signed checkpoints, {} findings",
-                            report.ok.len(),
-                            report.findings.len()
-                        );
-                        if report.findings.is_empty() {
-                            ExitCode::SUCCESS
-                        } else {
-                            ExitCode::from(1)
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("authaudit-sidecar witness-check: {e}");
-                        ExitCode::from(3)
-                    }
+            Err(e) => failed("verify", &e),
+        },
+        Command::WitnessKeygen { out, name } => match witness::keygen(&out, &name) {
+            Ok(signer) => {
+                println!("{}", signer.verifier().text());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("authaudit-sidecar witness-keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::WitnessKey => match key_of(&options) {
+            Ok(v) => {
+                println!("{}", v.text());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("authaudit-sidecar witness-key: {e}");
+                Exit::Usage.into()
+            }
+        },
+        Command::WitnessRotate { new_key_file } => {
+            let Some(old) = options.witness_key_file.as_ref() else {
+                eprintln!("authaudit-sidecar witness-rotate: no --witness-key-file (AUTHAUDIT_WITNESS_KEY_FILE): the old key signs too");
+                return Exit::Usage.into();
+            };
+            match witness::rotation(old, &new_key_file) {
+                Ok(statement) => {
+                    print!("{statement}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("authaudit-sidecar witness-rotate: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }
-    })
+        Command::WitnessCheck { public_key } => {
+            let verifier = match public_key {
+                Some(k) => sidecar::note::Verifier25519::parse(&k).map_err(|e| e.to_string()),
+                None => key_of(&options),
+            };
+            let verifier = match verifier {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("authaudit-sidecar witness-check: {e}");
+                    return Exit::Usage.into();
+                }
+            };
+            match witness::check(&options, &verifier).await {
+                Ok(report) => {
+                    for o in &report.ok {
+                        println!("ok: {o}");
+                    }
+                    for f in &report.findings {
+                        println!("WITNESS: {f}");
+                    }
+                    println!(
+                        "witness-check: {} tenants agree with their signed checkpoints, {} findings",
+                        report.ok.len(),
+                        report.findings.len()
+                    );
+                    if report.findings.is_empty() {
+                        Exit::Ok
+                    } else {
+                        Exit::Findings
+                    }
+                    .into()
+                }
+                Err(e) => failed("witness-check", &e),
+            }
+        }
+        Command::Alarms { action } => {
+            let done = match action {
+                AlarmAction::List { all } => operator::alarms_list(&options, all).await,
+                AlarmAction::Resolve { id, note } => {
+                    operator::alarm_resolve(&options, &id, &note).await
+                }
+            };
+            printed("alarms", done)
+        }
+        Command::Alerts {
+            action:
+                AlertAction::List {
+                    tenant,
+                    rule,
+                    limit,
+                },
+        } => printed(
+            "alerts",
+            operator::alerts_list(&options, tenant.as_deref(), rule.as_deref(), limit).await,
+        ),
+        Command::Restore {
+            tenant,
+            seq,
+            execute,
+            note,
+        } => printed(
+            "restore",
+            operator::restore(&options, &tenant, seq, execute, note.as_deref()).await,
+        ),
+    }
+}
+
+/// A command's error on stderr, and its exit code.
+fn failed(what: &str, e: &ToolError) -> ExitCode {
+    eprintln!("authaudit-sidecar {what}: {e}");
+    e.exit().into()
+}
+
+/// An operator command's output on stdout, or its error.
+fn printed(what: &str, done: Result<String, ToolError>) -> ExitCode {
+    match done {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(what, &e),
+    }
 }
 
 /// The verifier key of `--witness-key-file`.
-fn key_of(options: &sidecar::config::Options) -> Result<sidecar::note::Verifier25519, String> {
+fn key_of(options: &Options) -> Result<sidecar::note::Verifier25519, String> {
     let path = options
         .witness_key_file
         .as_ref()
@@ -175,13 +228,23 @@ fn key_of(options: &sidecar::config::Options) -> Result<sidecar::note::Verifier2
     Ok(witness::signer(path).map_err(|e| e.to_string())?.verifier())
 }
 
-async fn run(options: sidecar::config::Options) -> ExitCode {
-    // A witness key that cannot be read stops the start, not each session.
+async fn run(options: Options) -> Exit {
+    // Files the options name that cannot be read stop the start, not each
+    // session.
     if let Err(e) = witness::Witness::from_options(&options) {
         eprintln!("authaudit-sidecar: {e}");
-        return ExitCode::FAILURE;
+        return Exit::Usage;
+    }
+    if let Err(e) = sidecar::detect::Detections::from_options(&options) {
+        eprintln!("authaudit-sidecar: {e}");
+        return Exit::Usage;
+    }
+    if let Err(e) = sidecar::siem::Siem::from_options(&options) {
+        eprintln!("authaudit-sidecar: {e}");
+        return Exit::Usage;
     }
     let metrics = Arc::new(Metrics::new(options.tenant_metrics));
+    metrics.set_health_timeout(Duration::from_millis(options.health_timeout_ms));
     if !options.metrics_listen.is_empty() {
         match tokio::net::TcpListener::bind(&options.metrics_listen).await {
             Ok(l) => {
@@ -197,7 +260,7 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
                     "authaudit-sidecar: cannot listen on {}: {e}",
                     options.metrics_listen
                 );
-                return ExitCode::FAILURE;
+                return Exit::Usage;
             }
         }
     }
@@ -207,7 +270,7 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
         signal(SignalKind::interrupt()),
     ) else {
         eprintln!("authaudit-sidecar: cannot install signal handlers");
-        return ExitCode::FAILURE;
+        return Exit::Unreadable;
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -217,11 +280,32 @@ async fn run(options: sidecar::config::Options) -> ExitCode {
         tracing::info!("stopping: draining the current batch");
         let _ = stop_tx.send(true);
     });
-    match mirror::run(&options, metrics, stop_rx).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("authaudit-sidecar: {e}");
-            ExitCode::FAILURE
+    // SIGTERM waits for the deliveries in flight at most this long: a
+    // destination that is gone cannot hold the process.
+    let mut stopping = stop_rx.clone();
+    let deadline = Duration::from_millis(options.shutdown_timeout_ms);
+    let shutdown_deadline = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(deadline).await;
+    };
+    tokio::select! {
+        r = mirror::run(&options, metrics, stop_rx) => match r {
+            Ok(()) => Exit::Ok,
+            Err(e) => {
+                eprintln!("authaudit-sidecar: {e}");
+                if e.is_configuration() { Exit::Misconfigured } else { Exit::Unreadable }
+            }
+        },
+        () = shutdown_deadline => {
+            tracing::warn!(
+                timeout_ms = options.shutdown_timeout_ms,
+                "stopped at the shutdown deadline with deliveries in flight: what they carried stays unacknowledged and is replayed at the next start"
+            );
+            eprintln!(
+                "authaudit-sidecar: stopped after --shutdown-timeout-ms ({} ms) with deliveries in flight; they stay unacknowledged",
+                options.shutdown_timeout_ms
+            );
+            Exit::ShutdownDeadline
         }
     }
 }

@@ -15,8 +15,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A series' labels: one static name and value.
 type Label = [(&'static str, &'static str); 1];
@@ -116,6 +116,14 @@ pub struct Metrics {
     pub commit_to_receive: Histogram,
     /// The positions the lag gauges are computed from at each scrape.
     pub positions: Arc<Positions>,
+    /// Whether each destination answers (`destination_up`, `/health`).
+    pub destinations: Arc<Destinations>,
+    /// Log rows restored from the mirror by the documented procedure
+    /// (`restore`), recorded as resolved alarms.
+    pub restorations: Counter,
+    /// Findings of the store's custody check (a store that lost or
+    /// replaced what was acknowledged to it), raised as tamper alarms.
+    pub store_findings: Counter,
     /// Unix seconds of the last successful MongoDB write or idle check.
     pub last_progress_unix: AtomicI64,
     /// Open connections of the HTTP endpoint, and those it refused or
@@ -126,7 +134,7 @@ pub struct Metrics {
 
 /// Positions of the stream, read at each scrape for the acknowledged
 /// position and the replication lag.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Positions {
     /// Last position acknowledged to PostgreSQL.
     pub acked_lsn: AtomicU64,
@@ -134,6 +142,190 @@ pub struct Positions {
     pub server_wal_end: AtomicU64,
     /// Commit time (Unix µs) of the last acknowledged transaction.
     pub acked_commit_unix_us: AtomicI64,
+    /// `pg_current_wal_lsn() - confirmed_flush_lsn` of the slot, as last
+    /// sampled on a connection of its own (-1: not sampled yet). The lag
+    /// the server sees, whatever the stream is doing.
+    pub slot_lag_bytes: AtomicI64,
+}
+
+impl Default for Positions {
+    fn default() -> Self {
+        Positions {
+            acked_lsn: AtomicU64::new(0),
+            server_wal_end: AtomicU64::new(0),
+            acked_commit_unix_us: AtomicI64::new(0),
+            slot_lag_bytes: AtomicI64::new(-1),
+        }
+    }
+}
+
+/// A destination of the batches, as `/health` and `destination_up` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationKind {
+    /// The document store (MongoDB).
+    Store,
+    /// The SIEM collector.
+    Siem,
+}
+
+impl DestinationKind {
+    pub const ALL: [DestinationKind; 2] = [DestinationKind::Store, DestinationKind::Siem];
+
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Store => "mongodb",
+            DestinationKind::Siem => "siem",
+        }
+    }
+
+    fn described(self) -> &'static str {
+        match self {
+            DestinationKind::Store => "the document store",
+            DestinationKind::Siem => "the SIEM collector",
+        }
+    }
+}
+
+/// One destination's state: failing since when, an attempt in flight
+/// since when, and the last error.
+#[derive(Debug, Default)]
+pub struct DestinationState {
+    /// Unix µs of the first failed attempt (or ping) since the last
+    /// success; 0 while it answers.
+    failing_since: AtomicI64,
+    /// Unix µs the delivery in flight started; 0 when none is.
+    attempt_since: AtomicI64,
+    /// Unix µs of the first failed ping since the last answer; 0 while
+    /// pings are answered (the store only: `monitor.rs`).
+    ping_failing_since: AtomicI64,
+    /// Whether the destination is configured (the SIEM is optional).
+    configured: std::sync::atomic::AtomicBool,
+    last_error: Mutex<String>,
+    ping_error: Mutex<String>,
+}
+
+/// Every destination's state, read at each scrape and health check.
+#[derive(Debug, Default)]
+pub struct Destinations {
+    states: [DestinationState; 2],
+    /// A delivery in flight longer than this (µs) counts as unavailable.
+    timeout_us: AtomicI64,
+}
+
+impl Destinations {
+    fn state(&self, d: DestinationKind) -> &DestinationState {
+        &self.states[d as usize]
+    }
+
+    /// The destination takes part (the store always does).
+    pub fn configure(&self, d: DestinationKind) {
+        self.state(d).configured.store(true, Ordering::Relaxed);
+    }
+
+    /// A delivery attempt starts.
+    pub fn attempt(&self, d: DestinationKind) {
+        self.state(d)
+            .attempt_since
+            .store(unix_now_us(), Ordering::Relaxed);
+    }
+
+    /// A delivery to the destination succeeded.
+    pub fn succeeded(&self, d: DestinationKind) {
+        let s = self.state(d);
+        s.attempt_since.store(0, Ordering::Relaxed);
+        s.failing_since.store(0, Ordering::Relaxed);
+        s.ping_failing_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The destination answered a ping.
+    pub fn succeeded_ping(&self, d: DestinationKind) {
+        self.state(d).ping_failing_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A ping went unanswered or failed with `error`.
+    pub fn failed_ping(&self, d: DestinationKind, error: &str) {
+        let s = self.state(d);
+        let _ = s.ping_failing_since.compare_exchange(
+            0,
+            unix_now_us(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        *s.ping_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_owned();
+    }
+
+    /// A delivery ended (delivered or abandoned), whatever its outcome.
+    pub fn idle(&self, d: DestinationKind) {
+        self.state(d).attempt_since.store(0, Ordering::Relaxed);
+    }
+
+    /// An attempt (or ping) failed with `error`.
+    pub fn failed(&self, d: DestinationKind, error: &str) {
+        let s = self.state(d);
+        s.attempt_since.store(0, Ordering::Relaxed);
+        let _ = s.failing_since.compare_exchange(
+            0,
+            unix_now_us(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        *s.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_owned();
+    }
+
+    /// Why `d` is unavailable now, if it is: failing, or a delivery in
+    /// flight for longer than the health timeout.
+    pub fn unavailable(&self, d: DestinationKind) -> Option<String> {
+        let s = self.state(d);
+        if !s.configured.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = unix_now_us();
+        let (failing, error) = match (
+            s.failing_since.load(Ordering::Relaxed),
+            s.ping_failing_since.load(Ordering::Relaxed),
+        ) {
+            (0, 0) => (0, &s.last_error),
+            (0, p) => (p, &s.ping_error),
+            (f, _) => (f, &s.last_error),
+        };
+        if failing != 0 {
+            let error = error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Some(format!(
+                "{} is unavailable for {} s: {error}",
+                d.described(),
+                (now - failing).max(0) / 1_000_000
+            ));
+        }
+        let attempt = s.attempt_since.load(Ordering::Relaxed);
+        let timeout = self.timeout_us.load(Ordering::Relaxed);
+        (attempt != 0 && timeout > 0 && now - attempt >= timeout).then(|| {
+            format!(
+                "{} has not answered a delivery for {} s",
+                d.described(),
+                (now - attempt) / 1_000_000
+            )
+        })
+    }
+}
+
+impl Collector for Destinations {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let g = Family::<Label, Gauge>::default();
+        for d in DestinationKind::ALL {
+            if self.state(d).configured.load(Ordering::Relaxed) {
+                let up = i64::from(self.unavailable(d).is_none());
+                g.get_or_create(&[("destination", d.as_str())]).set(up);
+            }
+        }
+        let e = encoder.encode_descriptor(
+            "destination_up",
+            "1 while the destination answers, 0 while it fails or a delivery to it has waited longer than --health-timeout-ms.",
+            None,
+            g.metric_type(),
+        )?;
+        g.encode(e)
+    }
 }
 
 impl Collector for Positions {
@@ -163,12 +355,17 @@ impl Collector for Positions {
             None,
             &ConstGauge::new(acked),
         )?;
+        let slot_lag = self.slot_lag_bytes.load(Ordering::Relaxed);
         gauge(
             &mut encoder,
             "replication_lag",
-            "Server WAL end minus the acknowledged position",
+            "The server's current WAL position minus the slot's confirmed_flush_lsn",
             Some(&Unit::Bytes),
-            &ConstGauge::new(wal_end.saturating_sub(acked)),
+            &ConstGauge::new(if slot_lag >= 0 {
+                slot_lag as u64
+            } else {
+                wal_end.saturating_sub(acked)
+            }),
         )?;
         gauge(
             &mut encoder,
@@ -288,6 +485,19 @@ impl Metrics {
         );
         let positions = Arc::new(Positions::default());
         r.register_collector(Box::new(positions.clone()));
+        let destinations = Arc::new(Destinations::default());
+        destinations.configure(DestinationKind::Store);
+        r.register_collector(Box::new(destinations.clone()));
+        let restorations = counter(
+            &mut r,
+            "restorations",
+            "Log rows restored from the mirror by the restore procedure, recorded as resolved alarms",
+        );
+        let store_findings = counter(
+            &mut r,
+            "store_findings",
+            "Findings of the store's custody check: an empty or replaced store, or acknowledged rows it no longer holds",
+        );
         let slot_retained = Gauge::default();
         r.register_with_unit(
             "slot_retained_wal",
@@ -354,6 +564,9 @@ impl Metrics {
             commit_to_ack,
             commit_to_receive,
             positions,
+            destinations,
+            restorations,
+            store_findings,
             last_progress_unix: AtomicI64::new(0),
             http_connections,
             http_refused: std::array::from_fn(|i| {
@@ -409,15 +622,29 @@ impl Metrics {
         }
     }
 
+    /// The delivery time past which `/health` calls a destination
+    /// unavailable (`--health-timeout-ms`).
+    pub fn set_health_timeout(&self, t: Duration) {
+        self.destinations
+            .timeout_us
+            .store(t.as_micros() as i64, Ordering::Relaxed);
+    }
+
     /// Why the mirror is not healthy (`None`: streaming, progress within
-    /// the last 60 seconds, and no unresolved tamper alarm).
+    /// the last 60 seconds, every destination answering, and no
+    /// unresolved tamper alarm).
     pub fn health(&self) -> Option<String> {
         let now = unix_now_us() / 1_000_000;
         let tampers = self.tamper_unresolved.get();
         if tampers > 0 {
             return Some(format!(
-                "degraded: {tampers} unresolved tamper alarm(s) in tamper_events (docs/sidecar.md, \"Tamper alarms\")\n"
+                "degraded: {tampers} unresolved tamper alarm(s) in tamper_events (docs/sidecar.md, \"Tamper alarms\"; `authaudit-sidecar alarms list`)\n"
             ));
+        }
+        for d in DestinationKind::ALL {
+            if let Some(why) = self.destinations.unavailable(d) {
+                return Some(format!("degraded: {why}\n"));
+            }
         }
         let streaming =
             self.streaming.get() == 1 && now - self.last_progress_unix.load(Ordering::Relaxed) < 60;

@@ -8,6 +8,7 @@
 //! are tampering (`tamper.rs`): never applied, always reported.
 
 use crate::config::Options;
+use crate::custody::{Copy, Custody};
 use crate::destination::{deliver_with_retry, Destination, SiemSink, Store};
 use crate::documents::{self, Table};
 use crate::metrics::{unix_now_us, Metrics};
@@ -27,9 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Why a session ended (each is retried with back-off).
+/// Why a session ended: a transient fault is retried with back-off, a
+/// configuration fault ([`MirrorError::is_configuration`]) ends the process.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
+    #[error("{0}")]
+    Misconfigured(#[from] crate::preflight::Misconfigured),
     #[error("PostgreSQL: {}", crate::pg::with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("replication: {0}")]
@@ -50,8 +54,32 @@ pub enum MirrorError {
     Pipeline(#[from] PipelineError),
     #[error("{0}")]
     Detection(#[from] crate::detect::DetectionError),
+    #[error("{0}")]
+    Custody(#[from] crate::custody::CustodyError),
+    #[error("the document store changed under the session: {0}")]
+    StoreChanged(String),
     #[error("a delivery task of the {0} ended")]
     DeliveryEnded(&'static str),
+}
+
+impl MirrorError {
+    /// Whether retrying cannot help: PostgreSQL, the store or a file named
+    /// by an option refuses the configuration. The process then exits with
+    /// the error (docs/sidecar.md, "Exit codes").
+    pub fn is_configuration(&self) -> bool {
+        use crate::detect::DetectionError;
+        use crate::witness::WitnessError;
+        match self {
+            MirrorError::Misconfigured(_) => true,
+            MirrorError::Pg(e) => e.is_configuration(),
+            MirrorError::Sink(e) => e.is_configuration(),
+            MirrorError::Witness(WitnessError::Read { .. } | WitnessError::Key(_)) => true,
+            MirrorError::Detection(DetectionError::Config { .. }) => true,
+            MirrorError::Siem(SiemError::Tls(_)) => true,
+            MirrorError::Custody(e) => e.is_configuration(),
+            _ => false,
+        }
+    }
 }
 
 /// Runs the mirror until `shutdown` turns true.
@@ -66,6 +94,7 @@ pub async fn run(
         let started = Instant::now();
         match session(opts, &metrics, &mut shutdown).await {
             Ok(()) => return Ok(()),
+            Err(e) if e.is_configuration() => return Err(e),
             Err(e) => {
                 metrics.streaming.set(0);
                 match &e {
@@ -113,7 +142,17 @@ async fn initial_copy(
         let mut batch = Batch::default();
         let mut copied = 0u64;
         let mut done = false;
+        let progress = Duration::from_millis(opts.progress_interval_ms);
+        let mut logged = Instant::now();
         while !done {
+            if logged.elapsed() >= progress {
+                logged = Instant::now();
+                tracing::info!(
+                    table = table.collection(),
+                    rows = copied + batch.rows() as u64,
+                    "initial copy under way"
+                );
+            }
             let row = rows.try_next().await?;
             done = row.is_none();
             if let Some(row) = row {
@@ -387,6 +426,21 @@ impl Drop for Deliveries {
     }
 }
 
+/// A replication error as a configuration fault when it is one (a role or
+/// pg_hba.conf that refuses replication connections).
+fn replication_refused(e: pgwire_replication::PgWireError, opts: &Options) -> MirrorError {
+    match &e {
+        pgwire_replication::PgWireError::Server(text)
+        | pgwire_replication::PgWireError::Auth(text) => {
+            match crate::preflight::Misconfigured::of_replication(text, opts) {
+                Some(m) => m.into(),
+                None => e.into(),
+            }
+        }
+        _ => e.into(),
+    }
+}
+
 fn row_getter<'r>(row: &'r Row) -> impl Fn(&str) -> Option<&'r str> + 'r {
     move |c: &str| row.text(c)
 }
@@ -394,20 +448,70 @@ fn row_getter<'r>(row: &'r Row) -> impl Fn(&str) -> Option<&'r str> + 'r {
 /// Creates the publication if it is missing (before the slot: pgoutput reads
 /// publications as of each change it decodes). Without the function (an
 /// extension older than 0.2.0) or the right to run it, the publication must
-/// exist already, and streaming says so if it does not.
-async fn ensure_publication(pg: &tokio_postgres::Client, publication: &str) {
-    match pg
+/// exist already; if it does not, that is a configuration fault.
+async fn ensure_publication(
+    pg: &tokio_postgres::Client,
+    publication: &str,
+    database: &str,
+) -> Result<(), MirrorError> {
+    let why = match pg
         .query_one(
             "SELECT authaudit.ensure_mirror_publication($1)",
             &[&publication],
         )
         .await
     {
-        Ok(_) => tracing::debug!(%publication, "publication in place"),
-        Err(e) => {
-            tracing::warn!(%publication, error = %e, "could not ensure the publication; using it as it is")
+        Ok(_) => {
+            tracing::debug!(%publication, "publication in place");
+            return Ok(());
+        }
+        Err(e) => crate::pg::with_causes(&e),
+    };
+    let exists = pg
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await?
+        .is_some();
+    if exists {
+        tracing::warn!(%publication, error = %why, "could not ensure the publication; using it as it is");
+        Ok(())
+    } else {
+        Err(crate::preflight::Misconfigured::NoPublication {
+            publication: publication.to_owned(),
+            database: database.to_owned(),
+            why,
+        }
+        .into())
+    }
+}
+
+/// The alerts the store does not hold yet (by `_id`: the same evidence
+/// gives the same id): those a replay after a restart raises again are
+/// dropped.
+async fn not_raised(
+    sink: &Sink,
+    alerts: Vec<authaudit_core::detection::Alert>,
+) -> Result<Vec<authaudit_core::detection::Alert>, SinkError> {
+    let mut held = std::collections::HashSet::new();
+    for chunk in alerts.chunks(1000) {
+        let ids: Vec<String> = chunk.iter().map(|a| a.id()).collect();
+        let mut c = sink
+            .raw_collection("alerts")
+            .find(doc! {"_id": {"$in": &ids}})
+            .projection(doc! {"_id": 1})
+            .await?;
+        while c.advance().await? {
+            if let Ok(id) = c.current().get_str("_id") {
+                held.insert(id.to_owned());
+            }
         }
     }
+    Ok(alerts
+        .into_iter()
+        .filter(|a| !held.contains(&a.id()))
+        .collect())
 }
 
 /// Adds alerts to a batch: documents for the store, CEF lines for the SIEM,
@@ -442,6 +546,7 @@ fn destinations(
     sink: &Sink,
     siem: Option<&Arc<Siem>>,
     write_back: Option<WriteBack>,
+    custody: Option<&Arc<Custody>>,
     opts: &Options,
     metrics: &Arc<Metrics>,
 ) -> Vec<Arc<dyn Destination>> {
@@ -449,9 +554,14 @@ fn destinations(
         sink: sink.clone(),
         witness_log: opts.witness_log.clone(),
         write_back,
+        custody: custody.cloned(),
         metrics: metrics.clone(),
+        timeout: Duration::from_millis(opts.store_timeout_ms),
     })];
     if let Some(s) = siem {
+        metrics
+            .destinations
+            .configure(crate::metrics::DestinationKind::Siem);
         to.push(Arc::new(SiemSink {
             siem: s.clone(),
             metrics: metrics.clone(),
@@ -465,12 +575,7 @@ async fn session(
     metrics: &Arc<Metrics>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), MirrorError> {
-    let sink = Sink::connect(
-        &opts.mongodb_uri,
-        &opts.mongodb_database,
-        &opts.write_concern,
-    )
-    .await?;
+    let sink = Sink::from_options(opts).await?;
     let rekeyed = sink.rekey_log().await?;
     if rekeyed > 0 {
         tracing::info!(
@@ -479,24 +584,87 @@ async fn session(
         );
     }
     sink.ensure_indexes().await?;
+    let siem = Siem::from_options(opts)?;
+    let mut pg = crate::pg::connect(opts).await?;
+    // Nothing is created where the mirror cannot run.
+    let facts = crate::preflight::Facts::read(&pg).await?;
+    facts.check_mirror()?;
+    ensure_publication(&pg, &opts.publication, &facts.database).await?;
+    let slot = pg
+        .query_opt(
+            "SELECT database::text, plugin::text, slot_type = 'logical' FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&opts.slot],
+        )
+        .await?
+        .map(|r| crate::preflight::SlotFacts {
+            database: r.get(0),
+            plugin: r.get(1),
+            logical: r.get(2),
+        });
+    if let Some(s) = &slot {
+        s.check(&opts.slot, &facts.database)?;
+    }
+
+    // The store's custody: does it hold what was acknowledged to it?
+    let mut witness = crate::witness::Witness::from_options(opts)?;
+    let custody = match &opts.state_file {
+        Some(p) => Some(Arc::new(Custody::open(p, &opts.slot)?)),
+        None => None,
+    };
+    let state = sink.state(&opts.slot).await?;
+    let copied = state
+        .as_ref()
+        .and_then(|d| d.get_bool("copied").ok())
+        .unwrap_or(false);
+    let held_id = state
+        .as_ref()
+        .and_then(|d| d.get_str("store_id").ok())
+        .map(str::to_owned);
+    let verifier = witness.as_ref().map(|w| w.verifier());
+    let acknowledged =
+        crate::custody::acknowledged(opts, custody.as_deref(), verifier.as_ref(), &pg).await?;
+    let verdict = crate::custody::check(
+        &sink,
+        &opts.slot,
+        &acknowledged,
+        slot.is_some(),
+        held_id.clone(),
+    )
+    .await?;
+    for f in &verdict.open {
+        metrics.store_findings.inc();
+        tracing::error!(
+            alarm = %f.id(&opts.slot),
+            kind = f.kind(),
+            tenant = f.tenant(),
+            seq = f.seq(),
+            "STORE: {f}; nothing is copied from PostgreSQL until an operator resolves the alarm (docs/sidecar.md, \"The store's custody\")"
+        );
+    }
+    for (f, note) in &verdict.accepted {
+        tracing::info!(
+            kind = f.kind(),
+            "store finding resolved by an operator: {f} ({note})"
+        );
+    }
     metrics
         .tamper_unresolved
         .set(sink.unresolved_tampers().await? as i64);
-    let siem = Siem::from_options(opts)?;
-    let mut pg = crate::pg::connect(opts).await?;
-    ensure_publication(&pg, &opts.publication).await;
-    let slot = pg
-        .query_opt(
-            "SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots \
-             WHERE slot_name = $1 AND database = current_database()",
-            &[&opts.slot],
-        )
-        .await?;
-    let copied = sink
-        .state(&opts.slot)
-        .await?
-        .and_then(|d| d.get_bool("copied").ok())
-        .unwrap_or(false);
+    // The store's identity: given before the slot exists, so that a slot
+    // always has a store that says it was given one.
+    let store_id = match (&held_id, verdict.open.is_empty()) {
+        (Some(id), true) => Some(id.clone()),
+        (None, true) => {
+            let id = crate::custody::new_store_id();
+            sink.set_state(&opts.slot, doc! {"store_id": &id}).await?;
+            Some(id)
+        }
+        (_, false) => held_id.clone(),
+    };
+    if let (Some(c), Some(id), true) = (&custody, &store_id, verdict.open.is_empty()) {
+        c.adopt(id)?;
+    }
     if slot.is_none() {
         let created = pg
             .query_one(
@@ -506,14 +674,32 @@ async fn session(
             .await?;
         let lsn: String = created.get(0);
         tracing::info!(slot = %opts.slot, consistent_point = %lsn, "created the replication slot");
-        // A new slot (first start, or the old one was lost): copy what
-        // committed before it, whatever the state says.
+        // A new slot (first start, or the old one was lost): what committed
+        // before it is to be copied, whatever the state says.
         sink.set_state(
             &opts.slot,
             doc! {"copied": false, "slot_created_at_lsn": lsn},
         )
         .await?;
     }
+    // The slot's lag and the store's health, watched apart from the stream.
+    let mut monitor =
+        crate::monitor::Monitor::spawn(opts, sink.clone(), metrics.clone(), store_id.clone());
+    let accepted = || Copy::Accepted(verdict.accepted.iter().map(|(_, n)| n.clone()).collect());
+    let copy = match (verdict.open.is_empty(), &slot, copied) {
+        (false, _, _) => None,
+        (true, None, _) if state.is_none() && acknowledged.is_empty() => Some(Copy::FirstStart),
+        (true, _, _) if !verdict.accepted.is_empty() && (slot.is_none() || !copied) => {
+            Some(accepted())
+        }
+        (true, None, _) => Some(Copy::SlotLost),
+        (true, Some(_), false) => Some(Copy::Unfinished),
+        (true, Some(_), true) => None,
+    };
+    if let (false, true) = (verdict.open.is_empty(), slot.is_none() || !copied) {
+        tracing::warn!("the copy of the rows committed before the slot waits for the store's alarms to be resolved");
+    }
+
     // Each tenant's last log seq the copy sent to the SIEM: a row committed
     // after the slot existed and before the copy's snapshot is in both, and
     // the SIEM receives it once (the store's writes are idempotent). A
@@ -521,9 +707,10 @@ async fn session(
     // predecessor's transaction to end before committing: heads.rs), so
     // the copy holds every row of the tenant up to its last one.
     let mut copied_heads: HashMap<String, i64> = HashMap::new();
-    if slot.is_none() || !copied {
-        tracing::info!("copying the rows committed before the slot existed");
-        let to: Vec<Arc<dyn Destination>> = destinations(&sink, siem.as_ref(), None, opts, metrics);
+    if let Some(copy) = copy {
+        tracing::info!("{}", copy.describe());
+        let to: Vec<Arc<dyn Destination>> =
+            destinations(&sink, siem.as_ref(), None, custody.as_ref(), opts, metrics);
         let heads = siem.is_some().then_some(&mut copied_heads);
         if !initial_copy(&mut pg, &to, heads, opts, metrics, shutdown).await? {
             return Ok(());
@@ -536,7 +723,9 @@ async fn session(
     let mut warm_alerts = Vec::new();
     if let Some(d) = detections.as_mut() {
         let started = Instant::now();
-        warm_alerts = d.warm_up(&pg).await?;
+        // An alert the store holds was raised before the restart: it is
+        // neither raised nor counted again.
+        warm_alerts = not_raised(&sink, d.warm_up(&pg).await?).await?;
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
             alerts = warm_alerts.len(),
@@ -545,7 +734,6 @@ async fn session(
     }
 
     // The witness's trees before the stream starts, so that it never waits.
-    let mut witness = crate::witness::Witness::from_options(opts)?;
     if let Some(w) = witness.as_mut() {
         let started = Instant::now();
         let n = w.preload(&sink).await?;
@@ -566,12 +754,26 @@ async fn session(
     cfg.port = opts.pg_port;
     cfg.tls = crate::tls::replication_tls(opts);
     cfg.start_lsn = Lsn::ZERO;
-    cfg.status_interval = Duration::from_millis(opts.status_interval_ms.max(100));
+    // Synchronous mirroring: each acknowledged commit is reported at once
+    // (a synchronous commit waits for it); otherwise status updates are
+    // throttled to the interval.
+    cfg.status_interval = if opts.synchronous {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_millis(opts.status_interval_ms.max(100))
+    };
     cfg.idle_wakeup_interval = Duration::from_millis(opts.status_interval_ms.max(100));
     cfg.buffer_events = 1024;
     cfg.options = Some(crate::config::SESSION_OPTIONS.to_string());
-    cfg.application_name = Some("authaudit-sidecar".into());
-    let mut repl = ReplicationClient::connect(cfg).await?;
+    cfg.application_name = Some(opts.application_name.clone());
+    let mut repl = ReplicationClient::connect(cfg)
+        .await
+        .map_err(|e| replication_refused(e, opts))?;
+    // Connecting, logging in and START_REPLICATION run in the client's
+    // worker: a refusal shows here.
+    repl.wait_started()
+        .await
+        .map_err(|e| replication_refused(e, opts))?;
     metrics.streaming.set(1);
     metrics
         .last_progress_unix
@@ -587,8 +789,21 @@ async fn session(
     let mut tx_changes = TxChanges::default();
     let write_back = (witness.is_some() && opts.witness_write_back)
         .then(|| WriteBack::spawn(opts.clone(), sink.clone(), metrics.clone()));
-    let to = destinations(&sink, siem.as_ref(), write_back, opts, metrics);
-    let wait = Duration::from_millis(opts.batch_wait_ms.max(1));
+    let to = destinations(
+        &sink,
+        siem.as_ref(),
+        write_back,
+        custody.as_ref(),
+        opts,
+        metrics,
+    );
+    // Synchronous mirroring hands a commit to the destinations as soon as
+    // it arrives (transactions arriving during a delivery share the next).
+    let wait = if opts.synchronous {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(opts.batch_wait_ms.max(1))
+    };
     // One batch is delivered while the next is decoded; two in flight
     // measured slower (0.46 against 0.52 of pg_recvlogical draining 500,000
     // events): batches left sooner, smaller, and repeated lockout upserts
@@ -609,14 +824,21 @@ async fn session(
     // (batch number, its log, checkpoint and lockout documents), until
     // every destination delivered it.
     let mut receipts: VecDeque<(u64, (u64, u64, u64))> = VecDeque::new();
-    let mut tick = tokio::time::interval(wait.min(Duration::from_millis(50)));
+    let mut tick = tokio::time::interval(Duration::from_millis(opts.batch_wait_ms.clamp(1, 50)));
     let mut sample = tokio::time::interval(Duration::from_secs(5));
 
     loop {
         if pipeline.due(Instant::now()) {
             if !pipeline.has_room() {
                 // Decoding waits for the destinations: memory stays bounded.
-                let Some((i, number, ok)) = done_rx.recv().await else {
+                let done = tokio::select! {
+                    done = done_rx.recv() => done,
+                    _ = monitor.store_changed.changed() => {
+                        let why = monitor.store_changed.borrow().clone().unwrap_or_default();
+                        return Err(MirrorError::StoreChanged(why));
+                    }
+                };
+                let Some((i, number, ok)) = done else {
                     return Err(MirrorError::DeliveryEnded("mirror"));
                 };
                 if !ok {
@@ -704,10 +926,14 @@ async fn session(
                                     pipeline.open().siem.push(crate::siem::event(&get).map_err(refused)?);
                                 }
                                 if let Some(det) = detections.as_mut() {
-                                    let alerts = det.row(&get);
+                                    let mut alerts = det.row(&get);
+                                    if !alerts.is_empty() {
+                                        alerts = not_raised(&sink, alerts).await?;
+                                    }
                                     metrics.detection_evictions.inc_by(det.take_evictions());
                                     raise(alerts, pipeline.open(), siem.is_some(), metrics);
                                 }
+                                tx_changes.inserted_document(&l.doc);
                                 pipeline.open().put_log(l);
                             }
                             Table::Checkpoints => pipeline.open().checkpoints.push(documents::checkpoint(&get).map_err(refused)?),
@@ -717,7 +943,22 @@ async fn session(
                     }
                     ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                         let commit_us = pg_to_unix_timestamp(commit_time_micros);
-                        for (i, t) in std::mem::take(&mut tx_changes).judge().into_iter().enumerate() {
+                        let mut judged = std::mem::take(&mut tx_changes).judge();
+                        for (i, r) in std::mem::take(&mut judged.restorations).into_iter().enumerate() {
+                            let original = sink.raw_collection("auth_log")
+                                .find_one(doc! {"tenant_id": &r.tenant, "seq": r.seq})
+                                .await
+                                .map_err(SinkError::from)?;
+                            if original.as_deref().is_some_and(|o| r.restores(o)) {
+                                judged.restored(&r);
+                                metrics.restorations.inc();
+                                tracing::info!(tenant = %r.tenant, seq = r.seq, log_id = %r.log_id, "a log row was restored from the mirror's original; recorded as a resolved alarm");
+                                pipeline.open().tamper.push(r.document(&format!("{end_lsn}/restore/{i}"), &end_lsn.to_string(), commit_us));
+                            } else {
+                                tracing::error!(tenant = %r.tenant, seq = r.seq, "a transaction says it restores a log row from the mirror but does not insert the mirror's original: its changes are judged as any other");
+                            }
+                        }
+                        for (i, t) in judged.tampers.into_iter().enumerate() {
                             report_tamper(&t, metrics);
                             pipeline.open().tamper.push(t.document(&format!("{end_lsn}/{i}"), &end_lsn.to_string(), commit_us));
                         }
@@ -737,6 +978,8 @@ async fn session(
                             metrics.last_progress_unix.store(unix_now_us() / 1_000_000, Ordering::Relaxed);
                         }
                     }
+                    ReplicationEvent::Message { transactional: true, prefix, content, .. }
+                        if prefix == crate::operator::RESTORE_MESSAGE => tx_changes.restoring(&content),
                     ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
                 }
             }
@@ -750,6 +993,10 @@ async fn session(
                 }
                 let released = pipeline.acknowledge(i, number)?;
                 release(released, &mut receipts, &repl, &mut acked, metrics);
+            }
+            _ = monitor.store_changed.changed() => {
+                let why = monitor.store_changed.borrow().clone().unwrap_or_default();
+                return Err(MirrorError::StoreChanged(why));
             }
             _ = tick.tick() => {
                 // A tenant with new rows and no checkpoint for the interval.
@@ -765,11 +1012,6 @@ async fn session(
                     if let Err(e) = det.load_key_rules(&pg).await {
                         tracing::warn!(error = %e, "could not read the tenants' key rules; keeping the last ones");
                     }
-                }
-                if let Ok(row) = pg.query_one(
-                    "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-                    &[&opts.slot]).await {
-                    metrics.slot_retained_wal_bytes.set(row.get::<_, Option<i64>>(0).unwrap_or(0));
                 }
                 // With every alarm seen so far written, the store's count is
                 // current (an operator resolves alarms there).

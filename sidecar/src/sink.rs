@@ -113,6 +113,20 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// Whether retrying cannot help: the connection string is invalid or
+    /// the store refuses the credentials.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            SinkError::Mongo(e) => matches!(
+                &*e.kind,
+                ErrorKind::InvalidArgument { .. } | ErrorKind::Authentication { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// What a batch write found besides success.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct WriteReport {
@@ -183,12 +197,30 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// The store the options name, with `--store-timeout-ms` as the
+    /// longest wait to select a server or connect (a store that is down
+    /// fails an attempt within it instead of the driver's 30 s).
+    pub async fn from_options(opts: &crate::config::Options) -> Result<Sink, SinkError> {
+        let mut o = mongodb::options::ClientOptions::parse(&opts.mongodb_uri).await?;
+        let t = std::time::Duration::from_millis(opts.store_timeout_ms);
+        o.server_selection_timeout = Some(o.server_selection_timeout.map_or(t, |s| s.min(t)));
+        o.connect_timeout = Some(o.connect_timeout.map_or(t, |s| s.min(t)));
+        Sink::with_client(
+            Client::with_options(o)?,
+            &opts.mongodb_database,
+            &opts.write_concern,
+        )
+    }
+
     pub async fn connect(
         uri: &str,
         database: &str,
         write_concern: &str,
     ) -> Result<Sink, SinkError> {
-        let client = Client::with_uri_str(uri).await?;
+        Sink::with_client(Client::with_uri_str(uri).await?, database, write_concern)
+    }
+
+    fn with_client(client: Client, database: &str, write_concern: &str) -> Result<Sink, SinkError> {
         let (concern, w) = match write_concern.parse::<u32>() {
             Ok(n) => (WriteConcern::nodes(n), RawBson::Int32(n as i32)),
             Err(_) => (WriteConcern::majority(), RawBson::String("majority".into())),
@@ -485,6 +517,12 @@ impl Sink {
             }
             _ => Err(e.into()),
         }
+    }
+
+    /// Writes tamper alarms, each once (one stored already under its `_id`
+    /// stays as it is, resolved or not).
+    pub async fn insert_alarms(&self, docs: &[RawDocumentBuf]) -> Result<(), SinkError> {
+        self.insert_once("tamper_events", docs).await
     }
 
     /// Tamper alarms no operator has resolved (`resolved` unset).

@@ -91,12 +91,83 @@ struct Retained {
     to_seq: i64,
 }
 
+/// A row the transaction says it restores from the mirror (its
+/// `pg_authaudit.restore` message, `operator.rs`), and the row it inserted
+/// there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restoration {
+    pub tenant: String,
+    pub seq: i64,
+    pub log_id: String,
+    /// The document of the row the transaction inserted at (tenant, seq).
+    pub inserted: Option<RawDocumentBuf>,
+}
+
+impl Restoration {
+    /// Whether the inserted row is `original` (the mirror's document): the
+    /// same link and the same canonical content.
+    pub fn restores(&self, original: &bson::RawDocument) -> bool {
+        let Some(inserted) = &self.inserted else {
+            return false;
+        };
+        let link = |d: &bson::RawDocument| d.get_str("link_sha256").ok().map(str::to_owned);
+        let body = |d: &bson::RawDocument| crate::recompute::body_of_document(d, &[]).ok();
+        link(inserted).is_some()
+            && link(inserted) == link(original)
+            && body(inserted).is_some()
+            && body(inserted) == body(original)
+    }
+
+    /// Its record in `tamper_events`: resolved from the start.
+    pub fn document(&self, id: &str, commit_lsn: &str, commit_unix_us: i64) -> RawDocumentBuf {
+        let mut d = RawDocumentBuf::new();
+        d.append("_id", id);
+        d.append("kind", "restore");
+        d.append("collection", Table::AuthLog.collection());
+        d.append("tenant_id", self.tenant.as_str());
+        d.append("seq", self.seq);
+        d.append("log_id", self.log_id.as_str());
+        d.append("commit_lsn", commit_lsn);
+        let at = bson::DateTime::from_millis(commit_unix_us.div_euclid(1000));
+        d.append("committed_at", at);
+        d.append(
+            "resolved",
+            "restored from the mirror's original (authaudit-sidecar restore)",
+        );
+        d.append("resolved_at", at);
+        d
+    }
+}
+
+/// What a transaction did to the log, judged at its commit.
+#[derive(Debug, Default, PartialEq)]
+pub struct Judged {
+    /// Changes that are tampering, unless a restoration below accounts for
+    /// them once its row is checked against the mirror.
+    pub tampers: Vec<Tamper>,
+    pub restorations: Vec<Restoration>,
+}
+
+impl Judged {
+    /// Drops the tampering a checked restoration accounts for: its own
+    /// delete or update of the restored row.
+    pub fn restored(&mut self, r: &Restoration) {
+        self.tampers.retain(|t| {
+            !(t.table == Table::AuthLog
+                && matches!(t.kind, Kind::Delete | Kind::Update)
+                && t.tenant.as_deref() == Some(r.tenant.as_str())
+                && t.seq == Some(r.seq))
+        });
+    }
+}
+
 /// One transaction's changes to the log and its checkpoints.
 #[derive(Debug, Default)]
 pub struct TxChanges {
     removed: Vec<Removed>,
     retained: Vec<Retained>,
     tampers: Vec<Tamper>,
+    restorations: Vec<Restoration>,
 }
 
 type Get<'a, 'b> = &'a dyn Fn(&str) -> Option<&'b str>;
@@ -141,6 +212,40 @@ impl TxChanges {
         });
     }
 
+    /// A `pg_authaudit.restore` message of the transaction (JSON with
+    /// `tenant_id`, `seq` and `log_id`); anything else is ignored.
+    pub fn restoring(&mut self, content: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else {
+            return;
+        };
+        let (Some(tenant), Some(seq), Some(log_id)) = (
+            v.get("tenant_id").and_then(|t| t.as_str()),
+            v.get("seq").and_then(|s| s.as_i64()),
+            v.get("log_id").and_then(|l| l.as_str()),
+        ) else {
+            return;
+        };
+        self.restorations.push(Restoration {
+            tenant: tenant.to_owned(),
+            seq,
+            log_id: log_id.to_owned(),
+            inserted: None,
+        });
+    }
+
+    /// An inserted log row's document: kept when a restoration of the
+    /// transaction names its place.
+    pub fn inserted_document(&mut self, d: &RawDocumentBuf) {
+        let (Ok(tenant), Ok(seq)) = (d.get_str("tenant_id"), d.get_i64("seq")) else {
+            return;
+        };
+        for r in &mut self.restorations {
+            if r.tenant == tenant && r.seq == seq {
+                r.inserted = Some(d.clone());
+            }
+        }
+    }
+
     /// An inserted log row: a `retention_applied` event accounts for the
     /// range it names.
     pub fn inserted_log(&mut self, get: Get<'_, '_>) {
@@ -166,8 +271,17 @@ impl TxChanges {
 
     /// The transaction's tampering, at its commit: every update, truncate
     /// and checkpoint delete, and every deleted log row no
-    /// `retention_applied` event of the transaction accounts for.
-    pub fn judge(self) -> Vec<Tamper> {
+    /// `retention_applied` event of the transaction accounts for; and the
+    /// restorations it claims, for the caller to check against the mirror.
+    pub fn judge(mut self) -> Judged {
+        let restorations = std::mem::take(&mut self.restorations);
+        Judged {
+            restorations,
+            tampers: self.tampers_only(),
+        }
+    }
+
+    fn tampers_only(self) -> Vec<Tamper> {
         let mut out = self.tampers;
         for r in self.removed {
             let accounted = self.retained.iter().any(|k| {
@@ -187,7 +301,10 @@ impl TxChanges {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.removed.is_empty() && self.retained.is_empty() && self.tampers.is_empty()
+        self.removed.is_empty()
+            && self.retained.is_empty()
+            && self.tampers.is_empty()
+            && self.restorations.is_empty()
     }
 }
 
@@ -220,7 +337,7 @@ mod tests {
             ("metadata", meta.as_str()),
         ]);
         tx.inserted_log(&|c| ev.get(c).copied());
-        assert_eq!(tx.judge(), []);
+        assert_eq!(tx.judge().tampers, []);
     }
 
     #[test]
@@ -237,8 +354,12 @@ mod tests {
             ("metadata", meta.as_str()),
         ]);
         tx.inserted_log(&|c| ev.get(c).copied());
-        let found: Vec<(Option<String>, Option<i64>)> =
-            tx.judge().into_iter().map(|t| (t.tenant, t.seq)).collect();
+        let found: Vec<(Option<String>, Option<i64>)> = tx
+            .judge()
+            .tampers
+            .into_iter()
+            .map(|t| (t.tenant, t.seq))
+            .collect();
         assert_eq!(
             found,
             [
@@ -250,7 +371,7 @@ mod tests {
         let mut tx = TxChanges::default();
         let r = row(&[("tenant_id", "acme"), ("seq", "40"), ("log_id", "y")]);
         tx.deleted(Table::AuthLog, &|c| r.get(c).copied());
-        let t = tx.judge();
+        let t = tx.judge().tampers;
         assert_eq!(t.len(), 1);
         assert_eq!((t[0].kind, t[0].seq), (Kind::Delete, Some(40)));
     }
@@ -273,6 +394,7 @@ mod tests {
         tx.inserted_log(&|c| ev.get(c).copied());
         let kinds: Vec<(Kind, Table, Option<i64>)> = tx
             .judge()
+            .tampers
             .into_iter()
             .map(|t| (t.kind, t.table, t.seq))
             .collect();
@@ -284,6 +406,56 @@ mod tests {
                 (Kind::Truncate, Table::AuthLog, None),
             ]
         );
+    }
+
+    fn log_row(user: &'static str) -> RawDocumentBuf {
+        let row: HashMap<&str, &str> = [
+            ("log_id", "6d1c0c8e-0000-4000-8000-000000000005"),
+            ("tenant_id", "acme"),
+            ("seq", "5"),
+            ("event_type", "login_failed"),
+            ("user_id", user),
+            ("channel", "web"),
+            ("occurred_at", "2026-11-28 04:11:20+00"),
+            ("recorded_at", "2026-11-28 04:11:20+00"),
+            ("metadata", "{}"),
+            ("prev_link", "\\xcd01"),
+            ("link_sha256", "\\xcd02"),
+            ("digest_sha512", "\\xcd03"),
+            ("digest_sha3_256", "\\xcd04"),
+        ]
+        .into();
+        crate::documents::auth_log(&|c| row.get(c).copied())
+            .unwrap()
+            .doc
+    }
+
+    #[test]
+    fn a_restoration_of_the_mirrors_original_accounts_for_its_own_delete() {
+        let original = log_row("alice");
+        let mut tx = TxChanges::default();
+        tx.restoring(
+            br#"{"tenant_id": "acme", "seq": 5, "log_id": "6d1c0c8e-0000-4000-8000-000000000005"}"#,
+        );
+        // The tampered row is deleted, the original inserted.
+        let r = row(&[("tenant_id", "acme"), ("seq", "5"), ("log_id", "x")]);
+        tx.deleted(Table::AuthLog, &|c| r.get(c).copied());
+        tx.inserted_document(&original);
+        let mut judged = tx.judge();
+        assert_eq!(judged.tampers.len(), 1);
+        let restoration = judged.restorations[0].clone();
+        assert!(restoration.restores(&original));
+        judged.restored(&restoration);
+        assert_eq!(judged.tampers, []);
+        let d = restoration.document("0/1/restore/0", "0/1", 1_000_000);
+        assert_eq!(d.get_str("kind").unwrap(), "restore");
+        assert!(d.get_str("resolved").is_ok());
+        // A "restoration" that inserts something else restores nothing.
+        let mut forged = restoration.clone();
+        forged.inserted = Some(log_row("mallory"));
+        assert!(!forged.restores(&original));
+        forged.inserted = None;
+        assert!(!forged.restores(&original));
     }
 
     #[test]

@@ -158,11 +158,13 @@ pub fn control_connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// The TLS settings of the replication stream.
+/// The TLS settings of the replication stream (none over a Unix socket,
+/// as with libpq).
 pub fn replication_tls(opts: &Options) -> pgwire_replication::TlsConfig {
     use pgwire_replication::SslMode as M;
     pgwire_replication::TlsConfig {
         mode: match opts.pg_sslmode {
+            _ if opts.pg_socket() => M::Disable,
             SslMode::Disable => M::Disable,
             SslMode::Prefer => M::Prefer,
             SslMode::Require => M::Require,

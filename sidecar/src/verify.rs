@@ -11,6 +11,7 @@
 
 use crate::config::Options;
 use crate::documents::{self, Table};
+use crate::error::ToolError;
 use crate::sink::Sink;
 use bson::{doc, RawDocument, RawDocumentBuf};
 use futures_util::TryStreamExt;
@@ -249,17 +250,12 @@ async fn pg_documents(
 /// Compares the two stores; with `rewrite_earlier`, replaces each log
 /// document in the earlier number form ([`earlier_form`]) by the current
 /// one.
-pub async fn reconcile(
-    opts: &Options,
-    rewrite_earlier: bool,
-) -> Result<Report, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, ToolError> {
     let pg = crate::pg::connect(opts).await?;
-    let sink = Sink::connect(
-        &opts.mongodb_uri,
-        &opts.mongodb_database,
-        &opts.write_concern,
-    )
-    .await?;
+    // A role that sees only some tenants would report every other tenant's
+    // rows as deleted in PostgreSQL.
+    crate::preflight::Facts::read(&pg).await?.check_reader()?;
+    let sink = Sink::from_options(opts).await?;
     let mut report = Report::default();
 
     // PostgreSQL, in one snapshot: what the mirror should hold.
@@ -274,7 +270,7 @@ pub async fn reconcile(
     .await?;
 
     // The log: both sides in (tenant, seq) order, in lockstep.
-    let (walk, earlier) = walk_logs(&pg, &sink, rewrite_earlier).await?;
+    let (walk, earlier) = walk_logs(&pg, &sink, rewrite_earlier, opts.progress_interval_ms).await?;
     report.tenants = walk.tenants.len();
     let mut first_bad = Vec::new();
     let mut removed_by_retention = Vec::new();
@@ -364,6 +360,7 @@ async fn walk_logs(
     pg: &tokio_postgres::Client,
     sink: &Sink,
     rewrite_earlier: bool,
+    progress_ms: u64,
 ) -> Result<(Lockstep, BTreeMap<String, u64>), BoxError> {
     let rows = pg
         .query_raw(&Table::AuthLog.copy_query(""), std::iter::empty::<i32>())
@@ -417,7 +414,19 @@ async fn walk_logs(
         None
     };
     let mut walk = Lockstep::default();
+    let progress = std::time::Duration::from_millis(progress_ms);
+    let mut logged = std::time::Instant::now();
+    let mut compared = 0u64;
     loop {
+        compared += 1;
+        if logged.elapsed() >= progress {
+            logged = std::time::Instant::now();
+            tracing::info!(
+                rows = compared,
+                tenant = p.as_ref().map(|(e, _)| e.tenant.as_str()),
+                "verify under way: log rows compared"
+            );
+        }
         if let (Some((pe, expected)), Some(me)) = (&p, &mut m) {
             let same_row = (pe.tenant.as_str(), pe.seq) == (me.tenant.as_str(), me.seq);
             if same_row && pe.hash != me.hash && earlier_form(expected, cursor.current()) {
@@ -448,7 +457,7 @@ async fn walk_logs(
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxError = ToolError;
 
 /// One PostgreSQL row of `table` (selected by its `copy_query`) as the
 /// mirror's document.

@@ -19,10 +19,13 @@
 //! or added seq is named.
 
 use crate::config::Options;
+use crate::documents::{self, Table};
+use crate::error::ToolError;
 use crate::note::{Checkpoint, NoteError, Signer25519, Verifier25519};
 use crate::sink::{Batch, Sink, SinkError};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_core::merkle::{self, CompactTree, Hash};
+use authaudit_core::signed_tree::{Row, TreeCheck};
 use bson::{doc, RawDocument, RawDocumentBuf};
 use futures_util::TryStreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -414,85 +417,20 @@ pub struct WitnessReport {
     pub findings: Vec<String>,
 }
 
-/// Compares PostgreSQL's rows with a signed tree, the tree's rows one at a
-/// time in seq order, and keeps the first finding: a rewritten link, a
-/// missing row, or the truncated tail. Rows before `retained_from` (removed
-/// by retention, a `retention_applied` event accounting for them) are not
-/// asked of PostgreSQL.
-#[derive(Debug)]
-pub struct Rewrites {
-    retained_from: i64,
-    size: i64,
-    finding: Option<String>,
-}
-
-impl Rewrites {
-    pub fn new(size: i64, retained_from: i64) -> Rewrites {
-        Rewrites {
-            retained_from,
-            size,
-            finding: None,
-        }
-    }
-
-    /// The signed row at `seq` (1, 2, …) against PostgreSQL's first row at
-    /// or after it (`None`: PostgreSQL has no more); returns whether that
-    /// PostgreSQL row was this seq's (the caller reads the next one).
-    pub fn step(&mut self, seq: i64, link: &[u8], pg: Option<(i64, &[u8])>) -> bool {
-        let here = pg.is_some_and(|(s, _)| s == seq);
-        if seq < self.retained_from || self.finding.is_some() {
-            return here;
-        }
-        self.finding = match pg {
-            None => Some(format!(
-                "rows {seq} to {} are missing from PostgreSQL (truncated past the signed checkpoint)",
-                self.size
-            )),
-            Some((s, _)) if s != seq => Some(format!("seq {seq} is missing from PostgreSQL")),
-            Some((_, l)) if l != link => Some(format!(
-                "seq {seq} was rewritten: its link_sha256 is not the signed tree's"
-            )),
-            Some(_) => None,
-        };
-        here
-    }
-
-    pub fn finding(self) -> Option<String> {
-        self.finding
-    }
-}
-
-/// [`Rewrites`] over whole lists: PostgreSQL's (seq, link) rows and the
-/// signed tree's links (seq 1 first).
-pub fn first_rewrite(
-    pg: &[(i64, Vec<u8>)],
-    signed: &[Vec<u8>],
-    retained_from: i64,
-) -> Option<String> {
-    let mut r = Rewrites::new(signed.len() as i64, retained_from);
-    let mut rows = pg.iter().peekable();
-    for (i, link) in signed.iter().enumerate() {
-        let seq = i as i64 + 1;
-        while rows.next_if(|(s, _)| *s < seq).is_some() {}
-        if r.step(seq, link, rows.peek().map(|(s, l)| (*s, l.as_slice()))) {
-            rows.next();
-        }
-    }
-    r.finding()
+/// A PostgreSQL row as `witness-check` reads it: its stored links and the
+/// canonical body of its content (`None`: a value that cannot be encoded).
+struct PgRow {
+    seq: i64,
+    prev_link: Vec<u8>,
+    link: Vec<u8>,
+    body: Option<Vec<u8>>,
 }
 
 /// Checks PostgreSQL against the latest signed checkpoint of each tenant.
-pub async fn check(
-    opts: &Options,
-    verifier: &Verifier25519,
-) -> Result<WitnessReport, Box<dyn std::error::Error + Send + Sync>> {
-    let sink = Sink::connect(
-        &opts.mongodb_uri,
-        &opts.mongodb_database,
-        &opts.write_concern,
-    )
-    .await?;
+pub async fn check(opts: &Options, verifier: &Verifier25519) -> Result<WitnessReport, ToolError> {
     let pg = crate::pg::connect(opts).await?;
+    crate::preflight::Facts::read(&pg).await?.check_reader()?;
+    let sink = Sink::from_options(opts).await?;
     let mut report = WitnessReport::default();
     // Every note, from the store and the file; the largest verified size
     // per tenant wins.
@@ -508,7 +446,11 @@ pub async fn check(
         }
     }
     if let Some(path) = &opts.witness_log {
-        for (t, n) in read_log(path)? {
+        let lines = read_log(path).map_err(|source| ToolError::File {
+            path: path.clone(),
+            source,
+        })?;
+        for (t, n) in lines {
             notes.push((t, n, "the witness log"));
         }
     }
@@ -566,7 +508,8 @@ pub async fn check(
             1
         };
         // The mirror's rows up to the size (which must be the signed tree)
-        // and PostgreSQL's, both in seq order, one row of each at a time.
+        // and PostgreSQL's, both in seq order, one row of each at a time;
+        // each PostgreSQL row's link recomputed from its content.
         let mut cursor = sink
             .raw_collection("auth_log")
             .find(doc! {"tenant_id": &tenant, "seq": {"$lte": size}})
@@ -576,16 +519,37 @@ pub async fn check(
             .await?;
         let rows = pg
             .query_raw(
-                "SELECT seq, link_sha256 FROM authaudit.auth_log WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq",
+                &Table::AuthLog.copy_query("t.tenant_id = $1 AND t.seq <= $2"),
                 [&tenant as &(dyn tokio_postgres::types::ToSql + Sync), &size],
             )
             .await?;
         futures_util::pin_mut!(rows);
-        let mut next_pg = async || -> Result<Option<(i64, Vec<u8>)>, tokio_postgres::Error> {
-            Ok(rows.try_next().await?.map(|r| (r.get(0), r.get(1))))
+        let cols = Table::AuthLog.columns();
+        let mut next_pg = async || -> Result<Option<PgRow>, ToolError> {
+            let Some(r) = rows.try_next().await? else {
+                return Ok(None);
+            };
+            let values: Vec<Option<&str>> = (0..cols.len()).map(|i| r.get(i)).collect();
+            let get = |c: &str| cols.iter().position(|x| *x == c).and_then(|i| values[i]);
+            let bytes = |c: &'static str| -> Vec<u8> {
+                documents::hex_column(&get, c)
+                    .ok()
+                    .flatten()
+                    .and_then(|h| hex::decode(h.as_ref()).ok())
+                    .unwrap_or_default()
+            };
+            Ok(Some(PgRow {
+                seq: get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
+                prev_link: bytes("prev_link"),
+                link: bytes("link_sha256"),
+                body: crate::recompute::body_of_row(&get).ok(),
+            }))
         };
         let mut tree = CompactTree::default();
-        let mut rewrites = Rewrites::new(size, retained_from);
+        let mut check = TreeCheck::new(size, retained_from);
+        let mut signed_prev = authaudit_core::chain::ChainHead::genesis(&tenant)
+            .sha256
+            .to_vec();
         let mut pg_row = next_pg().await?;
         let mut contiguous = true;
         while cursor.advance().await? {
@@ -595,12 +559,19 @@ pub async fn check(
             let link =
                 hex::decode(d.get_str("link_sha256").unwrap_or_default()).unwrap_or_default();
             tree.push(merkle::leaf_hash(&link));
-            while pg_row.as_ref().is_some_and(|(s, _)| *s < seq) {
+            while pg_row.as_ref().is_some_and(|r| r.seq < seq) {
                 pg_row = next_pg().await?;
             }
-            if rewrites.step(seq, &link, pg_row.as_ref().map(|(s, l)| (*s, l.as_slice()))) {
+            let row = pg_row.as_ref().map(|r| Row {
+                seq: r.seq,
+                prev_link: &r.prev_link,
+                link_sha256: &r.link,
+                body: r.body.as_deref(),
+            });
+            if check.step(seq, &signed_prev, &link, row) {
                 pg_row = next_pg().await?;
             }
+            signed_prev = link;
         }
         if !contiguous || tree.size() as i64 != size || tree.root() != c.root {
             report.findings.push(format!(
@@ -608,7 +579,7 @@ pub async fn check(
             ));
             continue;
         }
-        match rewrites.finding() {
+        match check.finding() {
             Some(why) => report.findings.push(format!(
                 "tenant {tenant}: {why} (signed checkpoint of size {size} at {})",
                 c.time
@@ -625,31 +596,6 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_rewrite_a_deletion_and_a_truncation_are_named_by_seq() {
-        let signed: Vec<Vec<u8>> = (1..=6u8).map(|i| vec![i; 32]).collect();
-        let pg = |rows: &[(i64, u8)]| -> Vec<(i64, Vec<u8>)> {
-            rows.iter().map(|(s, b)| (*s, vec![*b; 32])).collect()
-        };
-        let all = [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)];
-        assert_eq!(first_rewrite(&pg(&all), &signed, 1), None);
-        let mut rewritten = all;
-        rewritten[3].1 = 9;
-        assert_eq!(
-            first_rewrite(&pg(&rewritten), &signed, 1).unwrap(),
-            "seq 4 was rewritten: its link_sha256 is not the signed tree's"
-        );
-        assert_eq!(
-            first_rewrite(&pg(&[(1, 1), (2, 2), (4, 4), (5, 5), (6, 6)]), &signed, 1).unwrap(),
-            "seq 3 is missing from PostgreSQL"
-        );
-        assert!(first_rewrite(&pg(&all[..4]), &signed, 1)
-            .unwrap()
-            .starts_with("rows 5 to 6 are missing"));
-        // Rows retention removed are not asked of PostgreSQL.
-        assert_eq!(first_rewrite(&pg(&all[3..]), &signed, 4), None);
-    }
 
     #[test]
     fn a_torn_last_line_of_the_witness_log_is_skipped() {
