@@ -213,8 +213,9 @@ pub struct Options {
     /// replaced or short of rows is detected against it. Empty: none.
     #[arg(long, env = "AUTHAUDIT_STATE_FILE", global = true)]
     pub state_file: Option<PathBuf>,
-    /// Longest wait for the document store to answer a write or a ping
-    /// (ms); then the attempt counts as failed and is retried.
+    /// Longest wait for the document store to be reached (server selection
+    /// and connect) or to answer a ping (ms); then the attempt counts as
+    /// failed and is retried.
     #[arg(
         long,
         env = "AUTHAUDIT_STORE_TIMEOUT_MS",

@@ -27,8 +27,6 @@ pub enum DeliveryError {
     },
     #[error("{0}")]
     Siem(#[from] SiemError),
-    #[error("{destination}: no answer within {ms} ms")]
-    Timeout { destination: &'static str, ms: u64 },
     #[error("{0}")]
     Custody(#[from] crate::custody::CustodyError),
 }
@@ -39,11 +37,6 @@ pub trait Destination: Send + Sync {
     fn name(&self) -> &'static str;
     /// Which destination it is, for `/health` and `destination_up`.
     fn kind(&self) -> DestinationKind;
-    /// The longest one attempt may take before it counts as failed and is
-    /// retried (`None`: the destination bounds its own operations).
-    fn attempt_timeout(&self) -> Option<Duration> {
-        None
-    }
     /// Delivers the batch once; an error is retried with the same batch.
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>>;
     /// Counts a failed attempt.
@@ -59,7 +52,6 @@ pub struct Store {
     /// What the store acknowledged, kept outside it (`--state-file`).
     pub custody: Option<Arc<crate::custody::Custody>>,
     pub metrics: Arc<Metrics>,
-    pub timeout: Duration,
 }
 
 impl Destination for Store {
@@ -69,10 +61,6 @@ impl Destination for Store {
 
     fn kind(&self) -> DestinationKind {
         DestinationKind::Store
-    }
-
-    fn attempt_timeout(&self) -> Option<Duration> {
-        Some(self.timeout)
     }
 
     fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), DeliveryError>> {
@@ -141,29 +129,13 @@ impl Destination for SiemSink {
     }
 }
 
-/// One attempt, bounded by `timeout` when there is one.
-async fn attempt(
-    dest: &dyn Destination,
-    batch: &Batch,
-    timeout: Option<Duration>,
-) -> Result<(), DeliveryError> {
-    match timeout {
-        None => dest.deliver(batch).await,
-        Some(t) => tokio::time::timeout(t, dest.deliver(batch))
-            .await
-            .unwrap_or(Err(DeliveryError::Timeout {
-                destination: dest.name(),
-                ms: t.as_millis() as u64,
-            })),
-    }
-}
-
 /// Delivers a batch, retrying with back-off until the destination takes
 /// it; false when shutdown interrupted it (nothing delivered counts then).
-/// An attempt that passes the destination's timeout counts as failed and
-/// is retried with twice the time (up to 16 times it), so a batch that is
-/// slow to write still gets through. Every failure is counted and shown
-/// on `/health` at once.
+/// Every failure is counted and shown on `/health` at once; an attempt is
+/// never cut short (a slow store still takes a large batch), but one that
+/// has waited longer than `--health-timeout-ms` shows there too. A store
+/// that is down fails an attempt within `--store-timeout-ms` (the
+/// driver's server selection and connect timeouts).
 pub async fn deliver_with_retry(
     dest: &dyn Destination,
     batch: &Batch,
@@ -173,13 +145,12 @@ pub async fn deliver_with_retry(
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
     let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(50));
-    let mut timeout = dest.attempt_timeout();
     let health = &metrics.destinations;
     loop {
         // An attempt under way finishes even when stopping (the shutdown
         // deadline bounds it); a failed one is not retried then.
         health.attempt(dest.kind());
-        match attempt(dest, batch, timeout).await {
+        match dest.deliver(batch).await {
             Ok(()) => {
                 health.succeeded(dest.kind());
                 metrics
@@ -190,10 +161,6 @@ pub async fn deliver_with_retry(
             Err(e) => {
                 dest.failed(metrics);
                 health.failed(dest.kind(), &e.to_string());
-                if let (DeliveryError::Timeout { .. }, Some(t)) = (&e, timeout) {
-                    let ceiling = dest.attempt_timeout().unwrap_or(t) * 16;
-                    timeout = Some((t * 2).min(ceiling));
-                }
                 tracing::warn!(destination = dest.name(), error = %e, rows = batch.rows(), retry_in_ms = backoff.as_millis() as u64, "delivery failed; retrying (the stream waits)");
                 if *shutdown.borrow() {
                     return false;

@@ -255,11 +255,6 @@ impl Destinations {
         *s.ping_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_owned();
     }
 
-    /// A delivery ended (delivered or abandoned), whatever its outcome.
-    pub fn idle(&self, d: DestinationKind) {
-        self.state(d).attempt_since.store(0, Ordering::Relaxed);
-    }
-
     /// An attempt (or ping) failed with `error`.
     pub fn failed(&self, d: DestinationKind, error: &str) {
         let s = self.state(d);

@@ -556,7 +556,6 @@ fn destinations(
         write_back,
         custody: custody.cloned(),
         metrics: metrics.clone(),
-        timeout: Duration::from_millis(opts.store_timeout_ms),
     })];
     if let Some(s) = siem {
         metrics
