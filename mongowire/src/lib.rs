@@ -154,11 +154,13 @@ async fn connection(
     socket.set_nodelay(true).ok();
     let mut next_id = 1;
     while let Some(req) = wire::read_request(&mut socket).await? {
-        if let Some(until) = faults.stalled_until() {
+        // A stall ends at its time or when cleared, whichever is first.
+        while let Some(until) = faults.stalled_until() {
             let now = Instant::now();
-            if until > now {
-                tokio::time::sleep(until - now).await;
+            if until <= now {
+                break;
             }
+            tokio::time::sleep((until - now).min(Duration::from_millis(20))).await;
         }
         let started = Instant::now();
         let command = req.body.keys().next().cloned().unwrap_or_default();
