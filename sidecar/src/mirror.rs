@@ -11,7 +11,7 @@ use crate::config::Options;
 use crate::custody::{Copy, Custody};
 use crate::destination::{deliver_with_retry, Destination, SiemSink, Store};
 use crate::documents::{self, Table};
-use crate::metrics::{unix_now_us, Metrics};
+use crate::metrics::{unix_now_us, DestinationKind, Metrics};
 use crate::pgoutput::{Decoder, Message, Row};
 use crate::pipeline::{Handed, Limits, Pipeline, PipelineError};
 use crate::siem::{Siem, SiemError};
@@ -90,6 +90,7 @@ pub async fn run(
 ) -> Result<(), MirrorError> {
     let mut backoff = Duration::from_millis(100);
     let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(100));
+    let _lag = crate::monitor::LagSampler::spawn(opts, metrics.clone());
     loop {
         let started = Instant::now();
         match session(opts, &metrics, &mut shutdown).await {
@@ -97,12 +98,25 @@ pub async fn run(
             Err(e) if e.is_configuration() => return Err(e),
             Err(e) => {
                 metrics.streaming.set(0);
+                // A store that ends the session shows on /health at once
+                // (the next session's first answer from it clears that).
                 match &e {
-                    MirrorError::Sink(_) => metrics.mongodb_errors.inc(),
-                    MirrorError::Siem(_) => metrics.siem_errors.inc(),
-                    MirrorError::Decode(_) => metrics.decode_errors.inc(),
-                    _ => metrics.postgres_errors.inc(),
-                };
+                    MirrorError::Sink(_) | MirrorError::StoreChanged(_) => {
+                        metrics.mongodb_errors.inc();
+                        metrics
+                            .destinations
+                            .failed_ping(DestinationKind::Store, &e.to_string());
+                    }
+                    MirrorError::Siem(_) => {
+                        metrics.siem_errors.inc();
+                    }
+                    MirrorError::Decode(_) => {
+                        metrics.decode_errors.inc();
+                    }
+                    _ => {
+                        metrics.postgres_errors.inc();
+                    }
+                }
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(100);
                 }

@@ -51,13 +51,11 @@ impl Monitor {
         let (tx, rx) = watch::channel(None);
         let opts = opts.clone();
         let task = tokio::spawn(async move {
-            let mut pg: Option<tokio_postgres::Client> = None;
             let mut tick = tokio::time::interval(interval(&opts));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let timeout = Duration::from_millis(opts.store_timeout_ms);
             loop {
                 tick.tick().await;
-                slot_lag(&opts, &mut pg, &metrics).await;
                 let ping = tokio::time::timeout(
                     timeout,
                     sink.collection("_authaudit_sidecar")
@@ -103,6 +101,32 @@ impl Monitor {
 }
 
 /// Samples the slot's lag and retained WAL (reconnecting as needed).
+/// Samples the slot's lag for as long as the process runs, whether a
+/// session streams or not: a store that is down ends every session, and
+/// the lag must grow then. Aborted when dropped.
+pub struct LagSampler(tokio::task::JoinHandle<()>);
+
+impl Drop for LagSampler {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl LagSampler {
+    pub fn spawn(opts: &Options, metrics: Arc<Metrics>) -> LagSampler {
+        let opts = opts.clone();
+        LagSampler(tokio::spawn(async move {
+            let mut pg: Option<tokio_postgres::Client> = None;
+            let mut tick = tokio::time::interval(interval(&opts));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                slot_lag(&opts, &mut pg, &metrics).await;
+            }
+        }))
+    }
+}
+
 async fn slot_lag(opts: &Options, pg: &mut Option<tokio_postgres::Client>, metrics: &Metrics) {
     if pg.as_ref().is_none_or(|c| c.is_closed()) {
         *pg = crate::pg::connect(opts).await.ok();
