@@ -24,6 +24,7 @@ mod metrics_endpoint;
 mod mirror;
 mod mirror_hostile;
 mod mongo_contract;
+mod operator;
 mod pipeline;
 mod publication;
 mod recording;

@@ -48,6 +48,22 @@ impl Store {
         }
     }
 
+    /// A store at `uri` (a server the test runs itself), database
+    /// `authaudit`.
+    pub(crate) fn at(uri: String) -> Store {
+        Store {
+            server: None,
+            uri,
+            database: "authaudit".into(),
+        }
+    }
+
+    /// The fault injection of the test's own wire server (none on a real
+    /// MongoDB).
+    pub(crate) fn faults(&self) -> Option<&std::sync::Arc<authaudit_mongowire::Faults>> {
+        self.server.as_ref().map(|s| &s.faults)
+    }
+
     /// A database of its own on the shared SecantusDB server.
     fn secantus(name: &str) -> Store {
         Store {
@@ -137,14 +153,17 @@ pub(crate) struct Mirror<'a> {
 
 impl<'a> Mirror<'a> {
     pub(crate) fn new(db: &'a TestDb, store: &'a Store) -> Mirror<'a> {
-        Mirror {
+        let m = Mirror {
             slot: db.name().replace('-', "_"),
             db,
             store,
             metrics_port: free_port(),
             child: None,
             env: Vec::new(),
-        }
+        };
+        // The log of an earlier run of the suite is not this mirror's.
+        let _ = std::fs::remove_file(m.log_path());
+        m
     }
 
     pub(crate) fn command(&self) -> Command {
@@ -166,13 +185,22 @@ impl<'a> Mirror<'a> {
         c
     }
 
+    /// Where the sidecar's log goes (kept for a failing test to look at).
+    pub(crate) fn log_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("authaudit-sidecar-{}.log", self.slot))
+    }
+
+    /// The sidecar's log so far, every run of this mirror.
+    pub(crate) fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.log_path()).unwrap_or_default()).into_owned()
+    }
+
     pub(crate) fn start(&mut self) {
         assert!(self.child.is_none());
-        // The sidecar's log, kept for a failing test to look at.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(std::env::temp_dir().join(format!("authaudit-sidecar-{}.log", self.slot)))
+            .open(self.log_path())
             .unwrap();
         let child = self
             .command()
@@ -210,7 +238,7 @@ impl<'a> Mirror<'a> {
     }
 
     /// `sidecar verify` with more environment: (exit code, output).
-    fn verify_with(&self, env: &[(&str, &str)]) -> (i32, String) {
+    pub(crate) fn verify_with(&self, env: &[(&str, &str)]) -> (i32, String) {
         let out = self
             .command()
             .envs(env.iter().copied())
@@ -259,9 +287,52 @@ impl<'a> Mirror<'a> {
             .get(0)
     }
 
+    /// The log rows the slot still holds for its consumer (it was not told
+    /// they are durable): the `log_id`s inserted into `authaudit.auth_log`
+    /// after its confirmed position. Peeks without consuming, so the
+    /// sidecar must not be running.
+    pub(crate) fn unacknowledged_log_ids(&self) -> Vec<String> {
+        let mut c = self.db.connect();
+        // The walsender ends a moment after the sidecar.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while c
+            .query_one(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.slot],
+            )
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot stays active"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let rows = c
+            .query(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+                   'proto_version', '1', 'publication_names', 'authaudit_mirror') \
+                  WHERE get_byte(data, 0) = 73",
+                &[&self.slot],
+            )
+            .unwrap();
+        // An insert message holds its new tuple's columns as text; a
+        // log_id is the only UUID of a log row.
+        rows.iter()
+            .filter_map(|r| {
+                let data: Vec<u8> = r.get(0);
+                let text = String::from_utf8_lossy(&data).into_owned();
+                text.split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+                    .find(|w| w.len() == 36 && w.matches('-').count() == 4)
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// The HTTP response of the metrics endpoint's `path` (empty while the
     /// sidecar does not listen).
-    fn get(&self, path: &str) -> String {
+    pub(crate) fn get(&self, path: &str) -> String {
         self.get_accepting(path, "*/*")
     }
 
@@ -353,7 +424,7 @@ pub(crate) fn writers(
     (count, handles)
 }
 
-fn record_some(db: &TestDb, tag: u32, n: u32) {
+pub(crate) fn record_some(db: &TestDb, tag: u32, n: u32) {
     let mut c = db.connect();
     for i in 0..n {
         c.execute(
@@ -737,7 +808,7 @@ fn tampering_over_replication_raises_alarms_and_the_mirror_keeps_the_original() 
 
 /// Rewrites every link and digest of `tenant` from its stored fields with
 /// the public algorithm, as an insider who knows it would after an edit.
-fn recompute_chain(c: &mut postgres::Client, tenant: &str) {
+pub(crate) fn recompute_chain(c: &mut postgres::Client, tenant: &str) {
     use authaudit_core::canonical::{encode_body, Record};
     use authaudit_core::chain::ChainHead;
     let rows = c
