@@ -234,7 +234,7 @@ pub fn restore_sql(d: &RawDocument, parts: &[bson::RawDocumentBuf]) -> Result<St
     );
     let _ = writeln!(
         sql,
-        "-- Run as a superuser, as it is (psql -v ON_ERROR_STOP=1 -1 -f restore.sql)."
+        "-- Run as a superuser, as it is (psql -v ON_ERROR_STOP=1 -f restore.sql): it is one transaction."
     );
     sql.push_str("BEGIN;\nSET LOCAL standard_conforming_strings = on;\nSET LOCAL TimeZone = 'UTC';\nSET LOCAL session_replication_role = replica;\n");
     let _ = writeln!(
