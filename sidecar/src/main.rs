@@ -60,6 +60,10 @@ fn main() -> ExitCode {
         }
     };
     let exit = rt.block_on(command(cli));
+    // The command's outcome is printed: a driver task torn down below may
+    // panic because its peer went first (the MongoDB driver's connection
+    // requester does), and has nothing to report then.
+    std::panic::set_hook(Box::new(|_| {}));
     // A task still waiting on a destination that is gone must not hold the
     // exit (SIGTERM's deadline).
     rt.shutdown_background();
