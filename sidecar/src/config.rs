@@ -23,9 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Stream and mirror until SIGTERM or Ctrl-C (the default).
     Run,
-    /// Reconcile PostgreSQL and MongoDB per tenant (row counts, last seq, a
-    /// digest over every row's chain digests, checkpoints, lockout state);
-    /// exits 1 on any difference.
+    /// Compares every PostgreSQL row with the document the mirror stores for
+    /// it, field by field (the log per tenant in seq order, the checkpoints,
+    /// the lockout state), naming the first difference per tenant; exits 1
+    /// on any difference.
     Verify {
         /// Rewrites the log documents that hold their metadata numbers as
         /// releases before 0.9.0 wrote them (Doubles) in the exact form.
@@ -258,7 +259,8 @@ pub struct Options {
         global = true
     )]
     pub slot: String,
-    /// Publication to stream (the extension creates authaudit_mirror).
+    /// Publication to stream (created at start through
+    /// authaudit.ensure_mirror_publication when missing).
     #[arg(
         long,
         env = "AUTHAUDIT_PUBLICATION",
@@ -438,7 +440,14 @@ pub struct Options {
     /// How a tls:// collector's certificate is checked: require (encrypted,
     /// unchecked), verify-ca (chains to --siem-tls-rootcert) or verify-full
     /// (and names the host).
-    #[arg(long, env = "AUTHAUDIT_SIEM_TLS_MODE", value_enum, default_value_t = SslMode::VerifyFull, global = true)]
+    #[arg(
+        long,
+        env = "AUTHAUDIT_SIEM_TLS_MODE",
+        value_enum,
+        default_value_t = SslMode::VerifyFull,
+        hide_possible_values = true,
+        global = true
+    )]
     pub siem_tls_mode: SslMode,
     /// PEM file of the authorities a tls:// collector's certificate must
     /// chain to.
