@@ -630,13 +630,23 @@ async fn session(
         .as_ref()
         .and_then(|d| d.get_bool("copied").ok())
         .unwrap_or(false);
-    let held_id = state
-        .as_ref()
-        .and_then(|d| d.get_str("store_id").ok())
-        .map(str::to_owned);
     let verifier = witness.as_ref().map(|w| w.verifier());
     let acknowledged =
         crate::custody::acknowledged(opts, custody.as_deref(), verifier.as_ref(), &pg).await?;
+    let held_id = match state.as_ref().map(|d| d.get_str("store_id").ok()) {
+        Some(Some(id)) => Some(id.to_owned()),
+        // The mirror state of a release before identities (its copy done):
+        // the store holds the mirror, and no mark names another store. It
+        // is given its identity now instead of being taken for an emptied
+        // one.
+        Some(None) if copied && acknowledged.store_id.is_none() => {
+            let id = crate::custody::new_store_id();
+            sink.set_state(&opts.slot, doc! {"store_id": &id}).await?;
+            tracing::info!(store_id = %id, "the store's mirror state has no identity (an earlier release wrote it): given one");
+            Some(id)
+        }
+        _ => None,
+    };
     let verdict = crate::custody::check(
         &sink,
         &opts.slot,

@@ -378,6 +378,53 @@ fn a_lost_store_shows_at_once_and_is_never_refilled_from_postgresql_unasked() {
     assert!(m.terminate().success());
 }
 
+/// A store an earlier release mirrored into (its state has no identity)
+/// is given one at the first start of this release: no alarm, no copy,
+/// and it still holds every row. Only a store whose state is gone is taken
+/// for an emptied one.
+#[test]
+fn a_store_from_before_identities_is_given_one_without_an_alarm() {
+    let db = Cluster::shared().fresh_db("op_store_upgrade");
+    let store = Store::new("op_store_upgrade");
+    record(&db, 390, "tenant-0", 5);
+    let mut m = Mirror::new(&db, &store);
+    m.env = vec![("AUTHAUDIT_LOG".into(), "info".into())];
+    m.start();
+    m.wait_identical(Duration::from_secs(60));
+    assert!(m.terminate().success());
+    // As an earlier release left it: the state without an identity.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = mongodb::Client::with_uri_str(&store.uri).await.unwrap();
+        c.database(&store.database)
+            .collection::<bson::Document>("_authaudit_sidecar")
+            .update_many(bson::doc! {}, bson::doc! {"$unset": {"store_id": ""}})
+            .await
+            .unwrap();
+    });
+    m.start();
+    m.wait_streaming();
+    record(&db, 391, "tenant-0", 2);
+    let text = m.wait_identical(Duration::from_secs(60));
+    assert!(text.contains("identical"), "{text}");
+    assert!(
+        m.log().contains(
+            "the store's mirror state has no identity (an earlier release wrote it): given one"
+        ),
+        "{}",
+        m.log()
+    );
+    assert!(alarms(&store).is_empty(), "{:?}", alarms(&store));
+    assert_eq!(m.log().matches("copying").count(), 1, "{}", m.log());
+    wait_until("healthy", Duration::from_secs(30), || {
+        m.get("/health").starts_with("HTTP/1.1 200")
+    });
+    assert!(m.terminate().success());
+}
+
 /// Finding 2, without a state file: the witness's signed checkpoints (its
 /// log, and those written back to PostgreSQL) say what the store held; a
 /// store that lost the tail of a tenant's rows is named by tenant and seq
