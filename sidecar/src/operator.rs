@@ -9,7 +9,9 @@
 //! message (`pg_authaudit.restore`, naming tenant, seq and log id) travels
 //! with it, so that the sidecar streaming the change records it as a
 //! resolved alarm, not as new tampering, once it has checked that the row
-//! inserted is the mirror's original (`tamper.rs`).
+//! inserted is the mirror's original (`tamper.rs`). The lockout snapshots
+//! made so far are invalidated in the same transaction (they may hold
+//! the replaced row).
 
 use crate::config::Options;
 use crate::error::ToolError;
@@ -272,6 +274,15 @@ pub fn restore_sql(d: &RawDocument, parts: &[bson::RawDocumentBuf]) -> Result<St
         bytea("digest_sha512")?,
         bytea("digest_sha3_256")?,
     );
+    // Lockout snapshots may have been made over the row replaced: every one
+    // made so far is passed over (docs/lockout.md, "Snapshots").
+    let _ = writeln!(
+        sql,
+        "INSERT INTO authaudit.lockout_snapshot_invalidations AS i (tenant_id, seq, from_at)\n\
+         SELECT {0}, max(seq) + 1, '-infinity' FROM authaudit.auth_log WHERE tenant_id = {0}\n\
+         ON CONFLICT (tenant_id, seq) DO UPDATE SET from_at = '-infinity';",
+        lit(&tenant)
+    );
     sql.push_str("COMMIT;\n");
     Ok(sql)
 }
@@ -388,6 +399,10 @@ mod tests {
         let sql = restore_sql(&doc, &[]).unwrap();
         assert!(
             sql.contains("SET LOCAL session_replication_role = replica;"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("INSERT INTO authaudit.lockout_snapshot_invalidations"),
             "{sql}"
         );
         assert!(sql.contains("'zo\u{eb}''; DROP TABLE x; --'"), "{sql}");

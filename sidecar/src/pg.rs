@@ -69,28 +69,29 @@ pub async fn connect(opts: &Options) -> Result<tokio_postgres::Client, PgError> 
             },
         }
     };
-    let client = if opts.pg_socket() {
-        let (client, connection) =
-            tokio_postgres::connect(&opts.pg_conninfo(), tokio_postgres::NoTls)
-                .await
-                .map_err(refused)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "control connection closed");
-            }
-        });
-        client
-    } else {
-        let connector = control_connector(opts)?;
-        let (client, connection) = tokio_postgres::connect(&opts.pg_conninfo(), connector)
+    let conninfo = opts.pg_conninfo();
+    if opts.pg_socket() {
+        spawned(&conninfo, tokio_postgres::NoTls)
             .await
-            .map_err(refused)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "control connection closed");
-            }
-        });
-        client
-    };
+            .map_err(refused)
+    } else {
+        spawned(&conninfo, control_connector(opts)?)
+            .await
+            .map_err(refused)
+    }
+}
+
+/// Connects with `tls` and drives the connection on a task of its own.
+async fn spawned<T>(conninfo: &str, tls: T) -> Result<tokio_postgres::Client, tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = tokio_postgres::connect(conninfo, tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "control connection closed");
+        }
+    });
     Ok(client)
 }

@@ -742,6 +742,85 @@ fn the_operator_lists_and_resolves_alarms_restores_rows_and_lists_alerts() {
     assert!(m.terminate().success());
 }
 
+/// A superuser rewrites a failure, a rebuild then keeps lockout snapshots
+/// made over the rewritten history, and the operator restores the row
+/// from the mirror: the restore passes over those snapshots, so every
+/// lockout answer is again the one a replay of the restored history from
+/// the first event gives (docs/lockout.md, "Snapshots").
+#[test]
+fn a_restore_passes_over_the_lockout_snapshots_made_over_the_tampered_row() {
+    use crate::snapshots::{self, T};
+    use authaudit_core::lockout_effect::iso_utc;
+    let (db, mut c, start) = snapshots::fresh("op_restore_snap");
+    let events = snapshots::history(start);
+    for (n, chunk) in events.chunks(500).enumerate() {
+        snapshots::import(&mut c, 1000 + n as u32, chunk, false);
+    }
+    let store = Store::new("op_restore_snap");
+    let mut m = Mirror::new(&db, &store);
+    m.start();
+    m.wait_identical(Duration::from_secs(60));
+    // The first day's failures of an attacked account name another one:
+    // its locks of that day go, and every later lock of it is shorter
+    // (its lock count is one lower).
+    let seqs: Vec<i64> = c
+        .query(
+            "SELECT seq FROM authaudit.auth_log \
+              WHERE tenant_id = $1 AND event_type = 'login_failed' \
+                AND occurred_at < $2::text::timestamptz \
+                AND user_id = (SELECT user_id FROM authaudit.auth_log \
+                                WHERE tenant_id = $1 AND event_type = 'login_failed' \
+                                  AND user_id LIKE 'acct%' AND occurred_at < $2::text::timestamptz \
+                                GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1) \
+              ORDER BY seq",
+            &[&T, &iso_utc(start + 86_400_000_000)],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(seqs.len() >= 5, "{seqs:?}");
+    let list = seqs
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    c.batch_execute(&format!(
+        "SET session_replication_role = replica;
+         UPDATE authaudit.auth_log SET user_id = 'mallory' WHERE tenant_id = '{T}' AND seq IN ({list});
+         RESET session_replication_role;"
+    ))
+    .unwrap();
+    c.query("SELECT * FROM authaudit.rebuild_lockout($1)", &[&T])
+        .unwrap();
+    assert!(
+        snapshots::snapshots(&mut c) > 0,
+        "the rebuild kept snapshots"
+    );
+    wait_until("the alarms", Duration::from_secs(30), || {
+        unresolved(&store).len() == seqs.len()
+    });
+    for seq in &seqs {
+        let seq = seq.to_string();
+        let (code, out) = sidecar(
+            &m,
+            &[
+                "restore",
+                "--tenant",
+                T,
+                "--seq",
+                &seq,
+                "--execute",
+                "--note",
+                "INC-44",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+    }
+    snapshots::assert_answers_agree(&mut c, start, "after the restore");
+    assert!(m.terminate().success());
+}
+
 /// Finding 6: every PostgreSQL connection of the sidecar and its commands
 /// (the replication stream, the control connection, `verify`) works over
 /// a Unix socket, with `--pg-sslmode disable` and with the default.

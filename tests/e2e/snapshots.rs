@@ -10,7 +10,7 @@ use authaudit_core::lockout_effect::iso_utc;
 use authaudit_tests::{Cluster, TestDb};
 use postgres::Client;
 
-const T: &str = "agency-snap";
+pub(crate) const T: &str = "agency-snap";
 const DAYS: i64 = 14;
 
 /// A deterministic generator (xorshift64*).
@@ -44,13 +44,13 @@ const DAY_US: i64 = 86_400_000_000;
 const MIN_US: i64 = 60_000_000;
 
 /// One event: (microseconds, type, account, address).
-type Ev = (i64, &'static str, String, Option<String>);
+pub(crate) type Ev = (i64, &'static str, String, Option<String>);
 
 /// `DAYS` days of history from `start`: each day bursts of failures
 /// against a handful of accounts (locks, escalating lock durations),
 /// credential stuffing from one address, successes after failures, and a
 /// help-desk reset.
-fn history(start: i64) -> Vec<Ev> {
+pub(crate) fn history(start: i64) -> Vec<Ev> {
     let mut rng = Rng(0x51a9_5e0d);
     let mut v: Vec<Ev> = Vec::new();
     for d in 0..DAYS {
@@ -112,7 +112,7 @@ fn as_json(tag: u32, events: &[Ev]) -> String {
     .to_string()
 }
 
-fn import(c: &mut Client, tag: u32, events: &[Ev], rebuild: bool) {
+pub(crate) fn import(c: &mut Client, tag: u32, events: &[Ev], rebuild: bool) {
     c.query_one(
         "SELECT count(*) FROM authaudit.import_events($1::text::jsonb, rebuild => $2)",
         &[&as_json(tag, events), &rebuild],
@@ -126,8 +126,9 @@ fn setup(hint: &str) -> (TestDb, Client, i64) {
     setup_with_checkpoint(hint, None)
 }
 
-/// `setup`, with a checkpoint after the events of the first `days` days.
-fn setup_with_checkpoint(hint: &str, days: Option<i64>) -> (TestDb, Client, i64) {
+/// A database whose snapshots are made every 200 events, a superuser
+/// session of it and the start of its history (`history`, not imported).
+pub(crate) fn fresh(hint: &str) -> (TestDb, Client, i64) {
     let db = Cluster::shared().fresh_db_with_lockout(hint);
     Cluster::shared()
         .admin()
@@ -138,6 +139,12 @@ fn setup_with_checkpoint(hint: &str, days: Option<i64>) -> (TestDb, Client, i64)
         .unwrap();
     let mut c = db.connect();
     let start = start_us(&mut c);
+    (db, c, start)
+}
+
+/// `setup`, with a checkpoint after the events of the first `days` days.
+fn setup_with_checkpoint(hint: &str, days: Option<i64>) -> (TestDb, Client, i64) {
+    let (db, mut c, start) = fresh(hint);
     let events = history(start);
     let cut = days.map_or(0, |d| {
         events
@@ -160,7 +167,7 @@ fn setup_with_checkpoint(hint: &str, days: Option<i64>) -> (TestDb, Client, i64)
     (db, c, start)
 }
 
-fn snapshots(c: &mut Client) -> i64 {
+pub(crate) fn snapshots(c: &mut Client) -> i64 {
     c.query_one(
         "SELECT count(*) FROM authaudit.lockout_snapshots WHERE tenant_id = $1",
         &[&T],
@@ -195,7 +202,7 @@ fn periods(start: i64) -> Vec<(i64, i64)> {
 
 /// What `lockout_replay` answers about every period, with snapshots (asked
 /// twice: the first answer may make one) and without any, which must agree.
-fn assert_answers_agree(c: &mut Client, start: i64, what: &str) -> Vec<Vec<String>> {
+pub(crate) fn assert_answers_agree(c: &mut Client, start: i64, what: &str) -> Vec<Vec<String>> {
     let mut with = Vec::new();
     for (from, to) in periods(start) {
         let first = replay(c, from, to);
