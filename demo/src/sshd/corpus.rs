@@ -43,7 +43,8 @@ fn options(namespace: &str) -> ReadOptions<'_> {
     }
 }
 
-/// `failed USER IP key=value…` for the metadata keys beyond the usual ones.
+/// `failed USER IP key=value…` for the metadata keys beyond the usual ones,
+/// in key order (a workspace build may keep the map's insertion order).
 fn show(e: &Event) -> String {
     let mut s = format!(
         "{} {} {}",
@@ -51,7 +52,8 @@ fn show(e: &Event) -> String {
         e.user,
         e.ip.map_or("-".into(), |ip| ip.to_string())
     );
-    for (k, v) in &e.metadata {
+    let sorted: BTreeMap<&String, &Value> = e.metadata.iter().collect();
+    for (k, v) in sorted {
         let usual = k == "host"
             || (k == "source" && v == "sshd")
             || (k == "invalid_user" && v == &Value::Bool(false));
