@@ -48,10 +48,11 @@ test-pgrx:
 test-sql:
 	scripts/sql-tests.sh
 
-# The mirror tests run the sidecar binary and the importer tests the demo
-# binary: build them first.
+# The mirror tests run the sidecar binary, the operator tests the wire
+# server as a process of its own, and the importer tests the demo
+# binaries: build them first.
 test-e2e:
-	$(CARGO) build -p sidecar -p authaudit-demo --bins
+	$(CARGO) build -p sidecar -p authaudit-demo -p authaudit-mongowire --bins
 	$(CARGO) test -p authaudit-tests
 
 ## Benchmarks against a throwaway cluster with production settings.
