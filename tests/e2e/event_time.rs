@@ -4,7 +4,7 @@
 //! history into a live tenant and live in time order gives the same
 //! investigation answers and the same lockout tables.
 
-use crate::support::{log_id, sqlstate};
+use crate::support::{log_id, sqlstate, Rng};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
@@ -18,29 +18,6 @@ struct Attempt {
     event_type: &'static str,
     user: String,
     ip: Option<String>,
-}
-
-/// A deterministic generator (xorshift64*), so every run replays the same
-/// campaign.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
 }
 
 /// An sshd-style campaign of a few hundred attempts: a brute force against

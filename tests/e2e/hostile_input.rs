@@ -5,7 +5,7 @@
 //! lockout change. The cases are a fixed matrix (every field × every shape)
 //! and a deterministic stream of generated JSON values.
 
-use crate::support::{gapless, sqlstate, verify};
+use crate::support::{gapless, sqlstate, verify, Rng};
 use authaudit_tests::Cluster;
 use base64::Engine;
 use postgres::Client;
@@ -390,22 +390,8 @@ fn every_token_claim_of_every_json_type_is_recorded_or_refused_with_a_documented
     assert!(verify(&mut c, "acme").0);
 }
 
-/// A small deterministic generator (xorshift64*), so that the generated
-/// cases are the same on every run.
-struct Rng(u64);
-
+/// Generated cases (`support::Rng`: the same on every run).
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
     /// A JSON text of any type, up to `depth` levels deep (deeper shapes
     /// come from the matrix).
     fn json(&mut self, depth: u32) -> String {

@@ -11,6 +11,7 @@
 
 use crate::mirror::{sidecar_bin, Store};
 use crate::siem::{check_lines, external_id, siem_mirror, wait_all};
+use crate::support::Rng;
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::exact_json::{canonical, escape_into};
@@ -45,22 +46,11 @@ fn recorded_values() -> Vec<String> {
     v
 }
 
-/// xorshift64*: the same values on every run.
-struct Rng(u64);
-
+/// Generated values (`support::Rng`: the same on every run).
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A JSON value of any type, up to `depth` levels deep.
-    fn json(&mut self, depth: usize) -> String {
+    /// A JSON value of any type, up to `depth` levels deep, numbers of any
+    /// width and exponent.
+    fn wide_json(&mut self, depth: usize) -> String {
         const KEYS: &[&str] = &["", "$x", "a.b", "a", "reason", "é", "\\u0000x", "_x", "0"];
         const STRINGS: &[&str] = &[
             "",
@@ -70,35 +60,35 @@ impl Rng {
             "\\u00e9|\\\\",
             " ",
         ];
-        match self.below(if depth == 0 { 6 } else { 8 }) {
+        match self.index(if depth == 0 { 6 } else { 8 }) {
             0 => "null".into(),
-            1 => ["true", "false"][self.below(2)].into(),
+            1 => ["true", "false"][self.index(2)].into(),
             2 => {
-                let digits: String = (0..1 + self.below(45))
-                    .map(|i| char::from(b'1' + (self.below(9) as u8) * u8::from(i == 0)))
+                let digits: String = (0..1 + self.index(45))
+                    .map(|i| char::from(b'1' + (self.index(9) as u8) * u8::from(i == 0)))
                     .collect();
-                let frac = "0".repeat(self.below(4));
-                let sign = ["", "-"][self.below(2)];
-                match self.below(4) {
+                let frac = "0".repeat(self.index(4));
+                let sign = ["", "-"][self.index(2)];
+                match self.index(4) {
                     0 => format!("{sign}{digits}"),
                     1 => format!("{sign}{digits}.{frac}5"),
-                    2 => format!("{sign}{digits}e{}", self.below(500)),
-                    _ => format!("{sign}0.{frac}{digits}E-{}", self.below(40)),
+                    2 => format!("{sign}{digits}e{}", self.index(500)),
+                    _ => format!("{sign}0.{frac}{digits}E-{}", self.index(40)),
                 }
             }
-            3 | 4 => format!("\"{}\"", STRINGS[self.below(STRINGS.len())]),
+            3 | 4 => format!("\"{}\"", STRINGS[self.index(STRINGS.len())]),
             5 => format!("{}", self.next() as i64),
             6 => {
-                let n = self.below(4);
-                let items: Vec<String> = (0..n).map(|_| self.json(depth - 1)).collect();
+                let n = self.index(4);
+                let items: Vec<String> = (0..n).map(|_| self.wide_json(depth - 1)).collect();
                 format!("[{}]", items.join(", "))
             }
             _ => {
-                let n = self.below(4);
+                let n = self.index(4);
                 let items: Vec<String> = (0..n)
                     .map(|_| {
-                        let k = KEYS[self.below(KEYS.len())];
-                        format!("\"{k}\": {}", self.json(depth - 1))
+                        let k = KEYS[self.index(KEYS.len())];
+                        format!("\"{k}\": {}", self.wide_json(depth - 1))
                     })
                     .collect();
                 format!("{{{}}}", items.join(", "))
@@ -111,7 +101,13 @@ impl Rng {
 fn generated_values(n: usize) -> Vec<String> {
     let mut rng = Rng(0x5EED_CAFE_F00D_0001);
     (0..n)
-        .map(|_| format!("{{\"reason\": {}, \"x\": {}}}", rng.json(3), rng.json(4)))
+        .map(|_| {
+            format!(
+                "{{\"reason\": {}, \"x\": {}}}",
+                rng.wide_json(3),
+                rng.wide_json(4)
+            )
+        })
         .collect()
 }
 

@@ -5,29 +5,13 @@
 //! imported while a snapshot is being made, removed by retention, and for
 //! a reader whose snapshot of the database is older than the snapshots.
 
-use crate::support::log_id;
+use crate::support::{log_id, Rng};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_tests::{Cluster, TestDb};
 use postgres::Client;
 
 pub(crate) const T: &str = "agency-snap";
 const DAYS: i64 = 14;
-
-/// A deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Midnight UTC `DAYS` + 2 days ago, in Unix microseconds.
 fn start_us(c: &mut Client) -> i64 {
