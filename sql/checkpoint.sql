@@ -198,6 +198,11 @@ BEGIN
     VALUES (apply_retention.tenant_id, v_event.seq, '-infinity');
     DELETE FROM authaudit.lockout_snapshots s
      WHERE s.tenant_id = apply_retention.tenant_id AND s.max_seq < v_event.seq;
+    -- The dashboard's counts are taken again from the rows left, by the
+    -- rollup's next pass (one pass at a time: this waits for a running one).
+    PERFORM pg_advisory_xact_lock(hashtext('pg_authaudit event rates'));
+    DELETE FROM authaudit.event_minutes m WHERE m.tenant_id = apply_retention.tenant_id;
+    DELETE FROM authaudit.event_minutes_rolled r WHERE r.tenant_id = apply_retention.tenant_id;
     RETURN QUERY SELECT v_n, v_first, v_cp.seq, v_cp.seq, v_id;
 END;
 $$;

@@ -124,6 +124,25 @@ GRANT SELECT ON authaudit.tenant_scope
 GRANT SELECT, INSERT, UPDATE, DELETE ON authaudit.tenant_scope TO authaudit_admin;
 GRANT SELECT ON authaudit.auth_log TO authaudit_reader, authaudit_auditor;
 GRANT SELECT ON authaudit.event_rates TO authaudit_reader, authaudit_auditor;
+GRANT EXECUTE ON FUNCTION authaudit._event_rates() TO authaudit_reader, authaudit_auditor;
+
+-- The rollup behind event_rates: readers see their scope's minutes (by
+-- organisation, like the rows) and their tenants' rollup positions.
+ALTER TABLE authaudit.event_minutes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.event_minutes FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.event_minutes FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY (authaudit._read_tenants())
+           AND authaudit._may_read(tenant_id, org_id));
+CREATE POLICY auditor_all ON authaudit.event_minutes FOR SELECT TO authaudit_auditor USING (true);
+ALTER TABLE authaudit.event_minutes_rolled ENABLE ROW LEVEL SECURITY;
+ALTER TABLE authaudit.event_minutes_rolled FORCE ROW LEVEL SECURITY;
+CREATE POLICY reader_scope ON authaudit.event_minutes_rolled FOR SELECT TO authaudit_reader
+    USING (tenant_id = ANY (authaudit._read_tenants()));
+CREATE POLICY auditor_all ON authaudit.event_minutes_rolled FOR SELECT TO authaudit_auditor
+    USING (true);
+GRANT SELECT ON authaudit.event_minutes, authaudit.event_minutes_rolled
+    TO authaudit_reader, authaudit_auditor;
+GRANT EXECUTE ON FUNCTION authaudit.roll_up_event_rates(bigint) TO authaudit_admin;
 
 -- Checkpoints: readers see their tenants' (tenant-wide bindings), auditors all.
 ALTER TABLE authaudit.checkpoints ENABLE ROW LEVEL SECURITY;

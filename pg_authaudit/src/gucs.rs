@@ -44,6 +44,11 @@ pub static EXTRA_CHANNELS: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 /// `record_witness_checkpoint` accepts (`crate::witness`).
 pub static WITNESS_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// The database whose event rates the rollup worker keeps
+/// (`crate::rollup_worker`; empty: no worker).
+pub static ROLLUP_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
 /// Events a single `record_events` call may hold.
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 
@@ -239,6 +244,14 @@ pub fn register() {
             None,
         );
     }
+    GucRegistry::define_string_guc(
+        c"authaudit.rollup_database",
+        c"The database whose per-minute event counts the rollup worker keeps for authaudit.event_rates.",
+        c"Empty: no worker (event_rates then reads each tenant's last hour of rows). Set at server start (docs/configuration.md).",
+        &ROLLUP_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"authaudit.lockout_snapshot_interval",
         c"Lockout events a rebuild replays between two snapshots of the engine's state.",
@@ -259,6 +272,14 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+}
+
+/// `authaudit.rollup_database` (`None`: empty, no worker).
+pub fn rollup_database() -> Option<String> {
+    ROLLUP_DATABASE
+        .get()
+        .and_then(|d| d.into_string().ok())
+        .filter(|d| !d.is_empty())
 }
 
 /// The skew limit in microseconds.

@@ -27,6 +27,7 @@ mod record;
 mod record_batch;
 mod replay;
 mod retention;
+mod rollup_worker;
 mod row_writes;
 mod scope;
 mod shmem;
@@ -132,6 +133,7 @@ pub extern "C-unwind" fn _PG_init() {
     heads::init();
     scope::init();
     log_redaction::init();
+    rollup_worker::init();
 }
 
 /// The extension's version, as installed.

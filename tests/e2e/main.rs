@@ -11,6 +11,7 @@ mod checkpoints;
 mod concurrency;
 mod demo;
 mod dockerfile;
+mod event_rates;
 mod event_time;
 mod hostile_input;
 mod independent_verifier;
