@@ -138,7 +138,7 @@ BEGIN
     -- History younger than authaudit.min_retention stays (lowered only by a superuser).
     IF apply_retention.before > clock_timestamp() - make_interval(mins => authaudit._min_retention_minutes()) THEN
         RAISE EXCEPTION 'pg_authaudit: retention horizon % is younger than authaudit.min_retention (%)',
-            apply_retention.before, make_interval(mins => authaudit._min_retention_minutes())
+            apply_retention.before, justify_hours(make_interval(mins => authaudit._min_retention_minutes()))
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Events are kept at least authaudit.min_retention; only a superuser can lower it.';
     END IF;

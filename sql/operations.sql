@@ -169,7 +169,8 @@ counts AS (
                      WHERE l.tenant_id = t.tenant_id
                        AND l.occurred_at >= date_trunc('minute', now()) - interval '59 minutes'
                     OFFSET 0) l
-     WHERE NOT EXISTS (SELECT FROM rolled r WHERE r.tenant_id = t.tenant_id))
+     WHERE t.tenant_id IS NOT NULL  -- the recursion's last row
+       AND NOT EXISTS (SELECT FROM rolled r WHERE r.tenant_id = t.tenant_id))
 SELECT r.tenant_id, r.minute, r.event_type, r.events,
        sum(r.events) FILTER (WHERE r.event_type = 'login_failed')
            OVER (PARTITION BY r.tenant_id, r.minute) AS minute_failures,

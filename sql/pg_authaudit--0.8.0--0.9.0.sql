@@ -389,7 +389,7 @@ BEGIN
     -- History younger than authaudit.min_retention stays (lowered only by a superuser).
     IF apply_retention.before > clock_timestamp() - make_interval(mins => authaudit._min_retention_minutes()) THEN
         RAISE EXCEPTION 'pg_authaudit: retention horizon % is younger than authaudit.min_retention (%)',
-            apply_retention.before, make_interval(mins => authaudit._min_retention_minutes())
+            apply_retention.before, justify_hours(make_interval(mins => authaudit._min_retention_minutes()))
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Events are kept at least authaudit.min_retention; only a superuser can lower it.';
     END IF;
@@ -651,7 +651,8 @@ counts AS (
                      WHERE l.tenant_id = t.tenant_id
                        AND l.occurred_at >= date_trunc('minute', now()) - interval '59 minutes'
                     OFFSET 0) l
-     WHERE NOT EXISTS (SELECT FROM rolled r WHERE r.tenant_id = t.tenant_id))
+     WHERE t.tenant_id IS NOT NULL  -- the recursion's last row
+       AND NOT EXISTS (SELECT FROM rolled r WHERE r.tenant_id = t.tenant_id))
 SELECT r.tenant_id, r.minute, r.event_type, r.events,
        sum(r.events) FILTER (WHERE r.event_type = 'login_failed')
            OVER (PARTITION BY r.tenant_id, r.minute) AS minute_failures,
@@ -697,3 +698,21 @@ GRANT EXECUTE ON FUNCTION authaudit.roll_up_event_rates(bigint) TO authaudit_adm
 -- no longer step over them (docs/retention.md, "Space").
 ALTER TABLE authaudit.auth_log SET (autovacuum_vacuum_scale_factor = 0.01,
                                     autovacuum_vacuum_threshold = 10000);
+
+-- The append-only refusal names the table it protects.
+CREATE OR REPLACE FUNCTION authaudit._refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- apply_retention's own DELETE (a per-transaction grant, src/retention.rs).
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'auth_log' AND authaudit._retention_active() THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'pg_authaudit: % on %.% is not allowed: the table is append-only',
+        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = CASE TG_TABLE_NAME
+                  WHEN 'auth_log' THEN 'Events are recorded through authaudit.record_event; history is never rewritten.'
+                  ELSE 'Rows are added through the extension''s functions (authaudit.checkpoint, authaudit.record_witness_checkpoint); none is ever changed or removed.'
+              END;
+END;
+$$;

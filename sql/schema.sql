@@ -2,6 +2,17 @@
 -- tenant's chain lives in shared memory (pg_authaudit/src/heads.rs).
 -- Loaded first by CREATE EXTENSION (bootstrap); reference: docs/sql-reference.md.
 
+-- Recording needs the library preloaded (chain heads in shared memory):
+-- say so now, not at the first event.
+DO $$
+BEGIN
+    IF current_setting('shared_preload_libraries') !~ 'pg_authaudit' THEN
+        RAISE WARNING 'pg_authaudit: the library is not in shared_preload_libraries: recording fails with SQLSTATE 55000 until it is'
+            USING HINT = 'Add pg_authaudit to shared_preload_libraries in postgresql.conf and restart the server (docs/configuration.md).';
+    END IF;
+END
+$$;
+
 CREATE TABLE authaudit.auth_log (
     log_id          uuid        NOT NULL,
     tenant_id       text        NOT NULL,
@@ -204,10 +215,13 @@ BEGIN
     IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'auth_log' AND authaudit._retention_active() THEN
         RETURN NULL;
     END IF;
-    RAISE EXCEPTION 'pg_authaudit: % on %.% is not allowed: the auth log is append-only',
+    RAISE EXCEPTION 'pg_authaudit: % on %.% is not allowed: the table is append-only',
         TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege',
-              HINT = 'Events are recorded through authaudit.record_event; history is never rewritten.';
+              HINT = CASE TG_TABLE_NAME
+                  WHEN 'auth_log' THEN 'Events are recorded through authaudit.record_event; history is never rewritten.'
+                  ELSE 'Rows are added through the extension''s functions (authaudit.checkpoint, authaudit.record_witness_checkpoint); none is ever changed or removed.'
+              END;
 END;
 $$;
 

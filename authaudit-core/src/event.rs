@@ -272,7 +272,7 @@ impl<'a> EventInput<'a> {
 
 /// Tenant and organisation identifiers: 1 to 64 bytes of ASCII letters,
 /// digits, `.`, `_` and `-`, starting with a letter or digit.
-fn check_scope_id(field: &'static str, value: &str) -> Result<(), EventError> {
+pub fn check_scope_id(field: &'static str, value: &str) -> Result<(), EventError> {
     let malformed = |rule| EventError::MalformedScopeId {
         field,
         value: printable(value),

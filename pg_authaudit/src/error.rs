@@ -93,6 +93,12 @@ pub enum AuditError {
         asked: i64,
         head: i64,
     },
+    #[error("old_size {old_size} of tenant {tenant} is not a tree before new_size {new_size} (1 to {new_size})")]
+    OldTreeSize {
+        tenant: String,
+        old_size: i64,
+        new_size: i64,
+    },
     #[error("seq {seq} is not in the tree of the first {size} rows of tenant {tenant}")]
     SeqOutsideTree { tenant: String, seq: i64, size: i64 },
     #[error("rows 1 to {removed_to} of tenant {tenant} were removed by retention: the tree over them is held by the mirror and the signed checkpoints, not by PostgreSQL")]
@@ -160,9 +166,9 @@ impl AuditError {
             | AuditError::BatchFieldType { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::BatchTooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             AuditError::MissingRelation(_) => ERRCODE_UNDEFINED_TABLE,
-            AuditError::TreeSize { .. } | AuditError::SeqOutsideTree { .. } => {
-                ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            AuditError::TreeSize { .. }
+            | AuditError::OldTreeSize { .. }
+            | AuditError::SeqOutsideTree { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::TreeRetained { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AuditError::WitnessKeysUnset => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AuditError::WitnessNote(_) | AuditError::WitnessOrigin { .. } => {

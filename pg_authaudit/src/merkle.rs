@@ -125,10 +125,10 @@ fn consistency_proof(
 > {
     let leaves = leaves(tenant_id, Some(new_size))?;
     if old_size < 1 || old_size > new_size {
-        return Err(AuditError::TreeSize {
+        return Err(AuditError::OldTreeSize {
             tenant: tenant_id.to_string(),
-            asked: old_size,
-            head: new_size,
+            old_size,
+            new_size,
         }
         .into());
     }

@@ -36,6 +36,29 @@ fn to_uuid(s: &str) -> Uuid {
     .expect("uuid_in returns a value")
 }
 
+/// `parse()`, the value of `field` of event `ord` (from 1) of the batch: a
+/// value its type refuses raises the type's SQLSTATE (`22P02`, `22007`,
+/// `22008`), the message naming the event and the field.
+fn in_field<T>(ord: usize, field: &'static str, parse: impl FnOnce() -> T) -> T {
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(parse))
+        .catch_others(|e| match e {
+            pg_sys::panic::CaughtError::PostgresError(r) => {
+                pg_sys::panic::ErrorReport::new(
+                    r.sql_error_code(),
+                    format!(
+                        "pg_authaudit: event {ord} of the batch, field {field}: {}",
+                        r.message()
+                    ),
+                    "record_events",
+                )
+                .report(PgLogLevel::ERROR);
+                unreachable!("an ERROR does not return")
+            }
+            other => other.rethrow(),
+        })
+        .execute()
+}
+
 /// `text::timestamptz`, raising the cast's error.
 fn to_timestamptz(s: &str) -> TimestampWithTimeZone {
     let c = cstring(s);
@@ -102,7 +125,7 @@ fn run(
     // Each event's shape and the writer's right to it, in input order.
     let mut ids = Vec::with_capacity(raws.len());
     let mut writer_orgs = Vec::with_capacity(raws.len());
-    for r in &raws {
+    for (i, r) in raws.iter().enumerate() {
         let reserved = r.metadata.is_some_and(|m| m.has_key("_authaudit"));
         writer_orgs.push(scope::authorise(
             r.tenant.as_deref(),
@@ -111,11 +134,15 @@ fn run(
             r.channel.as_deref(),
             reserved,
         )?);
-        ids.push(r.log_id.as_deref().map(to_uuid));
+        ids.push(
+            r.log_id
+                .as_deref()
+                .map(|s| in_field(i + 1, "log_id", || to_uuid(s))),
+        );
     }
     // Every event rule, still before anything is locked.
     let mut checked = Vec::with_capacity(raws.len());
-    for (r, id) in raws.iter().zip(&ids) {
+    for (i, (r, id)) in raws.iter().zip(&ids).enumerate() {
         checked.push(
             Args {
                 log_id: *id,
@@ -124,9 +151,15 @@ fn run(
                 event_type: r.event_type.as_deref(),
                 user: r.user.as_deref(),
                 channel: r.channel.as_deref(),
-                ip: r.ip.as_deref().map(Inet::parse),
+                ip: r
+                    .ip
+                    .as_deref()
+                    .map(|s| in_field(i + 1, "ip", || Inet::parse(s))),
                 user_agent: r.user_agent.as_deref(),
-                occurred_at: r.occurred_at.as_deref().map(to_timestamptz),
+                occurred_at: r
+                    .occurred_at
+                    .as_deref()
+                    .map(|s| in_field(i + 1, "occurred_at", || to_timestamptz(s))),
                 metadata: r.metadata,
             }
             .check(now_us(), mode)?,

@@ -408,11 +408,17 @@ pub fn authorise(
     channel: Option<&str>,
     reserved: bool,
 ) -> Result<Option<String>, AuditError> {
-    // A missing tenant is refused with its own SQLSTATE; other malformed
-    // values by the event rules later (a writer is bound to none of them).
+    // A missing or malformed tenant or organisation is refused as bad
+    // input (22023), before the bindings are asked (a writer is bound to
+    // none of them, which would be 42501); other fields by the event rules
+    // later.
     let tenant = tenant_id.ok_or(AuditError::Event(
         authaudit_core::event::EventError::Missing("tenant_id"),
     ))?;
+    authaudit_core::event::check_scope_id("tenant_id", tenant).map_err(AuditError::Event)?;
+    if let Some(org) = org_id {
+        authaudit_core::event::check_scope_id("org_id", org).map_err(AuditError::Event)?;
+    }
     let reach = write_reach(tenant, org_id).ok_or_else(|| AuditError::NotBound {
         role: role_name(writer()),
         tenant: tenant.chars().take(80).collect(),

@@ -100,7 +100,39 @@ fn a_checkpoint_catches_a_rewritten_checkpointed_row_and_never_anchors_tampering
             Some(SqlState::INSUFFICIENT_PRIVILEGE),
             "{sql}"
         );
+        // The refusal names the table it protects, not the log.
+        let db_err = err.as_db_error().unwrap();
+        assert!(
+            db_err
+                .message()
+                .contains("authaudit.checkpoints is not allowed: the table is append-only"),
+            "{sql}: {}",
+            db_err.message()
+        );
+        assert!(
+            !db_err.hint().unwrap_or_default().contains("record_event"),
+            "{sql}"
+        );
     }
+}
+
+#[test]
+fn a_horizon_inside_the_minimum_retention_is_refused_in_days() {
+    let db = db("retention_days");
+    let mut c = db.connect();
+    fail(&mut c, &log_id(1, 1), T, "alice");
+    let err = c
+        .query(
+            "SELECT * FROM authaudit.apply_retention($1, now() - interval '30 days')",
+            &[&T],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some(SqlState::INVALID_PARAMETER_VALUE));
+    let msg = err.as_db_error().unwrap().message().to_owned();
+    assert!(
+        msg.ends_with("is younger than authaudit.min_retention (365 days)"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -558,3 +558,100 @@ fn metadata_nested_deeper_than_a_document_store_holds_is_refused_at_the_door() {
     assert_eq!(sqlstate(&e).unwrap().code(), "22023", "{e}");
     assert_eq!(gapless(&mut c, "acme"), 1);
 }
+
+#[test]
+fn a_batch_value_its_type_refuses_names_the_event_and_the_field_and_writes_nothing() {
+    let cluster = Cluster::shared();
+    let db = cluster.fresh_db("batch_value_named");
+    let mut c = db.connect();
+    let now = "2026-01-01T00:00:00Z";
+    c.batch_execute("SET authaudit.max_past_skew = '3650d'")
+        .unwrap();
+    for (field, value, state) in [
+        ("ip", json!("999.1.1.1"), "22P02"),
+        ("occurred_at", json!("yesterday-ish"), "22007"),
+        ("log_id", json!("8888"), "22P02"),
+    ] {
+        let mut second = event(2, "login_failed", now);
+        second[field] = value;
+        let batch = json!([event(1, "login_failed", now), second]).to_string();
+        let before = trace(&mut c);
+        let err = c
+            .execute(
+                "SELECT count(*) FROM authaudit.record_events($1::text::jsonb)",
+                &[&batch],
+            )
+            .unwrap_err();
+        let db_err = err.as_db_error().expect("a database error");
+        assert_eq!(db_err.code().code(), state, "{field}: {}", db_err.message());
+        assert!(
+            db_err.message().starts_with(&format!(
+                "pg_authaudit: event 2 of the batch, field {field}: "
+            )),
+            "{field}: {}",
+            db_err.message()
+        );
+        assert!(
+            trace(&mut c) == before,
+            "{field}: a refused batch left a trace"
+        );
+    }
+}
+
+#[test]
+fn a_writers_malformed_tenant_or_organisation_is_bad_input_not_a_missing_binding() {
+    let cluster = Cluster::shared();
+    let db = cluster.fresh_db("writer_malformed_scope");
+    let mut c = db.connect();
+    let p = db.name().to_string();
+    c.batch_execute(&format!(
+        "CREATE ROLE {p}_w LOGIN IN ROLE authaudit_writer;
+         INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_write) VALUES ('{p}_w', 'acme', true);"
+    ))
+    .unwrap();
+    let mut w = db.connect_as(&format!("{p}_w"));
+    for (tenant, org) in [("a b", None), ("", None), ("acme", Some("hq office"))] {
+        let err = w
+            .execute(
+                "SELECT authaudit.record_event(gen_random_uuid(), $1, 'login_failed', 'alice', 'web', org_id => $2)",
+                &[&tenant, &org],
+            )
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&err).map(|s| s.code().to_owned()),
+            Some("22023".into()),
+            "{tenant:?} {org:?}: {err}"
+        );
+        let batch = json!([{"log_id": "00000000-0000-4000-8000-000000000001", "tenant_id": tenant,
+            "org_id": org, "event_type": "login_failed", "user_id": "alice", "channel": "web"}])
+        .to_string();
+        let err = w
+            .execute(
+                "SELECT count(*) FROM authaudit.record_events($1::text::jsonb)",
+                &[&batch],
+            )
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&err).map(|s| s.code().to_owned()),
+            Some("22023".into()),
+            "batch {tenant:?} {org:?}: {err}"
+        );
+    }
+    // A well-formed tenant the writer is not bound to stays a refusal of
+    // the binding.
+    let err = w
+        .execute(
+            "SELECT authaudit.record_event(gen_random_uuid(), 'other', 'login_failed', 'alice', 'web')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err).map(|s| s.code().to_owned()),
+        Some("42501".into())
+    );
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+}

@@ -190,6 +190,18 @@ fn roots_and_proofs_are_rfc_9162_and_one_event_verifies_offline() {
         let err = c.query(sql, &[]).unwrap_err();
         assert_eq!(sqlstate(&err), Some(state), "{sql}: {err}");
     }
+    // An old size past the new one is named as such, with the new size.
+    let err = c
+        .query(
+            "SELECT * FROM authaudit.consistency_proof('agency', 30, 20)",
+            &[],
+        )
+        .unwrap_err();
+    let msg = err.as_db_error().unwrap().message().to_owned();
+    assert!(
+        msg.contains("old_size 30 of tenant agency is not a tree before new_size 20 (1 to 20)"),
+        "{msg}"
+    );
 }
 
 #[test]
