@@ -2,6 +2,7 @@
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_TEST_DATA ?= /tmp/authaudit-pgrx-test
+PGRX_PRIVATE_TREE ?= /tmp/authaudit-pgrx-tree
 CARGO ?= cargo
 
 .PHONY: demo demo-stop setup install install-release test lint test-unit test-pgrx test-sql test-e2e bench bench-mirror
@@ -38,12 +39,18 @@ lint:
 test-unit:
 	$(CARGO) test -p authaudit-core -p sidecar -p authaudit-mongowire -p authaudit-demo
 
-# cargo pgrx test installs a build with test functions; `install` runs after
-# it so the SQL and end-to-end layers see the production build.
+# cargo pgrx test installs a build with test functions, writing the library
+# in place: into a private copy of the PostgreSQL tree
+# (scripts/private-pg-tree.sh), never into the one servers run from.
 test-pgrx:
 	rm -rf $(PGRX_TEST_DATA) && mkdir -p $(PGRX_TEST_DATA)
 	if [ "$$(id -u)" = 0 ]; then chown postgres $(PGRX_TEST_DATA); fi
-	cd pg_authaudit && $(CARGO) pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DATA)/data
+	scripts/private-pg-tree.sh $(PG_CONFIG) $(PGRX_PRIVATE_TREE)
+	set -e; lib=$$($(PG_CONFIG) --pkglibdir)/pg_authaudit.so; \
+	before=$$(stat -c '%i %Y %s' $$lib 2>/dev/null || echo absent); \
+	cd pg_authaudit && PGRX_HOME=$(PGRX_PRIVATE_TREE)/pgrx-home $(CARGO) pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DATA)/data; \
+	after=$$(stat -c '%i %Y %s' $$lib 2>/dev/null || echo absent); \
+	if [ "$$before" != "$$after" ]; then echo "test-pgrx: $$lib changed ($$before -> $$after): the test touched the system's tree" >&2; exit 1; fi
 
 test-sql:
 	scripts/sql-tests.sh
