@@ -5,7 +5,7 @@ PGRX_TEST_DATA ?= /tmp/authaudit-pgrx-test
 PGRX_PRIVATE_TREE ?= /tmp/authaudit-pgrx-tree
 CARGO ?= cargo
 
-.PHONY: demo demo-stop setup install install-release test lint test-unit test-pgrx test-sql test-e2e bench bench-mirror
+.PHONY: demo demo-stop setup install install-release package test lint test-unit test-pgrx test-sql test-e2e bench bench-mirror
 
 ## The main job end to end: campaign, reconstruction, report, mirror (README).
 demo:
@@ -28,6 +28,10 @@ install: setup
 ## Build the extension (release) and install it into PostgreSQL 15.
 install-release: setup
 	PG_CONFIG=$(PG_CONFIG) scripts/install-extension.sh --release
+
+## Debian packages of the extension and of the sidecar (target/debian/).
+package: setup
+	PG_CONFIG=$(PG_CONFIG) scripts/package.sh
 
 ## Every test layer: lints, pure crates, #[pg_test], pgTAP, end to end.
 test: setup lint test-unit test-pgrx install test-sql test-e2e

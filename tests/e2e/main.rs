@@ -26,6 +26,7 @@ mod mirror;
 mod mirror_hostile;
 mod mongo_contract;
 mod operator;
+mod packaging;
 mod pipeline;
 mod publication;
 mod recording;
