@@ -21,8 +21,25 @@ use std::time::Duration;
 /// How often a pass runs.
 const PASS_EVERY: Duration = Duration::from_secs(1);
 
-const INSTALLED: &str =
-    "SELECT to_regprocedure('authaudit.roll_up_event_rates(bigint)') IS NOT NULL";
+/// Whether the database has the extension's rollup function: the function
+/// of that name that belongs to the extension pg_authaudit (which only a
+/// superuser can create), not any function of that name. The worker runs as
+/// a superuser: a database owner could otherwise create a schema
+/// `authaudit` before the extension and have the worker run its function.
+const INSTALLED: &str = "SELECT EXISTS (
+    SELECT FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+       AND d.deptype OPERATOR(pg_catalog.=) 'e'
+       AND e.extname OPERATOR(pg_catalog.=) 'pg_authaudit'
+       AND d.objid OPERATOR(pg_catalog.=)
+           pg_catalog.to_regprocedure('authaudit.roll_up_event_rates(pg_catalog.int8)'))";
+
+/// Every name the worker's statements use is resolved in the catalog (and
+/// the extension's schema, qualified), never in a schema others can create
+/// objects in.
+const SEARCH_PATH: &str = "SET LOCAL search_path = pg_catalog, pg_temp";
 
 /// Registers the worker when the library is preloaded and a database is
 /// configured. Called from `_PG_init`.
@@ -57,6 +74,9 @@ pub extern "C-unwind" fn authaudit_rollup_worker_main(_arg: pg_sys::Datum) {
         }
         BackgroundWorker::transaction(|| {
             Spi::connect_mut(|client| {
+                client
+                    .update(SEARCH_PATH, None, &[])
+                    .unwrap_or_else(|e| pgrx::error!("pg_authaudit rollup: {e}"));
                 let installed = client
                     .select(INSTALLED, None, &[])
                     .ok()
@@ -70,5 +90,11 @@ pub extern "C-unwind" fn authaudit_rollup_worker_main(_arg: pg_sys::Datum) {
                 }
             })
         });
+        // Flush this process's statistics (pg_stat_database counts its
+        // passes), as a backend does when it goes idle.
+        // SAFETY: between transactions, in a backend connected to a database.
+        unsafe {
+            pg_sys::pgstat_report_stat(false);
+        }
     }
 }

@@ -292,3 +292,70 @@ fn the_rollup_worker_keeps_the_minutes_of_its_database() {
         .get(0);
     assert!(minutes > 0);
 }
+
+#[test]
+fn a_database_owner_cannot_have_the_rollup_worker_run_its_own_function() {
+    // The worker runs as the bootstrap superuser in the database it is
+    // configured for. That database's owner, not a superuser, prepares a
+    // look-alike before the extension is there: a schema authaudit with a
+    // roll_up_event_rates of its own, and public functions named like the
+    // catalog's.
+    let cluster = Cluster::dedicated("rollup_owner");
+    let mut admin = cluster.admin();
+    for sql in [
+        "CREATE ROLE rollup_owner LOGIN",
+        "CREATE DATABASE rollup_owned OWNER rollup_owner",
+        "ALTER SYSTEM SET authaudit.rollup_database = 'rollup_owned'",
+    ] {
+        admin.batch_execute(sql).unwrap();
+    }
+    cluster.restart();
+    let mut admin = cluster.admin();
+    let mut owner = postgres::Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=rollup_owner dbname=rollup_owned",
+            cluster.port()
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    owner
+        .batch_execute(
+            "CREATE SCHEMA authaudit;
+             CREATE FUNCTION authaudit.roll_up_event_rates(max_rows bigint DEFAULT 100000)
+             RETURNS bigint LANGUAGE plpgsql AS $$
+             BEGIN ALTER ROLE rollup_owner SUPERUSER; RETURN 0; END $$;
+             CREATE FUNCTION public.to_regprocedure(anyelement) RETURNS regprocedure
+             LANGUAGE plpgsql AS $$
+             BEGIN ALTER ROLE rollup_owner SUPERUSER; RETURN NULL; END $$;",
+        )
+        .unwrap();
+    // Ten of the worker's passes in that database (one a second), counted
+    // from another database.
+    let commits = |admin: &mut postgres::Client| -> i64 {
+        admin
+            .query_one(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'rollup_owned'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let start = commits(&mut admin);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while commits(&mut admin) < start + 10 {
+        assert!(Instant::now() < deadline, "the worker ran no pass in 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let superuser: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'rollup_owner'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        !superuser,
+        "the rollup worker ran the owner's function as a superuser"
+    );
+}
