@@ -47,7 +47,19 @@ if [ -n "${AUTHAUDIT_WITNESS_KEY_FILE:-}" ]; then
   echo "# witness on: $AUTHAUDIT_WITNESS_KEY_FILE, checkpoints written back to PostgreSQL"
 fi
 
-if [ -z "${AUTHAUDIT_MONGODB_URI:-}" ]; then
+STORE=${BENCH_MIRROR_STORE:-mongowire}
+if [ -z "${AUTHAUDIT_MONGODB_URI:-}" ] && [ "$STORE" = secantus ]; then
+  # SecantusDB (WiredTiger storage, a process of its own): a store that
+  # keeps its documents on disk, as MongoDB does.
+  mport=$(free_port)
+  /opt/authaudit-secantus/bin/secantusd-py --host 127.0.0.1 --port "$mport" \
+    --storage-path "$dir/secantus" --cache-size 1GB --log-level WARNING >"$dir/secantus.log" 2>&1 &
+  pids+=($!)
+  wire=$!
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $mport), 1)" 2>/dev/null; do sleep 0.1; done
+  export AUTHAUDIT_MONGODB_URI="mongodb://127.0.0.1:$mport/?directConnection=true"
+  echo "# document store: SecantusDB (WiredTiger) on port $mport"
+elif [ -z "${AUTHAUDIT_MONGODB_URI:-}" ]; then
   mport=$(free_port)
   "$BIN/authaudit-mongowire" --listen "127.0.0.1:$mport" >"$dir/mongowire.log" 2>&1 &
   pids+=($!)
@@ -165,7 +177,12 @@ sidecar_stop
 awk -v n="$changes" -v s="$sidecar_ms" -v r="$recv_ms" 'BEGIN {
   printf "bench mirror_drain: %.0f events/s ratio_vs_pg_recvlogical=%.2f (%d events; sidecar %.1f s incl. start, pg_recvlogical %.1f s = %.0f events/s)\n",
     n * 1000 / s, r / s, n, s / 1000, r / 1000, n * 1000 / r }'
-echo "#   CPU during the drain: sidecar ${sidecar_cpu} s, wire server ${wire_cpu} s (in-memory test double; 0 with AUTHAUDIT_MONGODB_URI)"
+echo "#   CPU during the drain: sidecar ${sidecar_cpu} s, store ${wire_cpu} s ($STORE; 0 with AUTHAUDIT_MONGODB_URI)"
+awk -v n="$changes" -v c="$sidecar_cpu" -v c0="$detect_start_cpu" -v w="$wire_cpu" 'BEGIN {
+  printf "bench mirror_sidecar_cpu: %.1f us/event (the sidecar alone, streaming; the store %.1f us/event)\n", (c - c0) * 1e6 / n, w * 1e6 / n }'
+if [ -n "${wire:-}" ]; then
+  awk '/VmHWM/ {printf "bench mirror_store_peak_rss: %.1f MiB after the drain\n", $2 / 1024}' "/proc/$wire/status" 2>/dev/null || true
+fi
 awk -v k="$peak" 'BEGIN { printf "bench mirror_peak_rss: %.1f MiB (required <= 200)\n", k / 1024 }'
 # The same drain with the detections off (their start-up read of the last
 # window included in the figure with them).
@@ -239,4 +256,23 @@ echo "#   second half, transactions by bucket (le seconds:n): $dist"
 awk -v a="$w50" -v b="$w99" -v c="$r50" -v d="$r99" 'BEGIN { printf "#   the whole load: p50 %.1f ms, p99 %.1f ms; commit -> arrival of the Commit message p50 %.1f ms, p99 %.1f ms\n", a * 1000, b * 1000, c * 1000, d * 1000 }'
 echo "#   the whole load, transactions by bucket (le seconds:n): $wdist"
 echo "#   acknowledged/received after > 250 ms, cumulative, each second: $(tr '\n' ' ' <"$dir/slow.txt")"
+sidecar_stop
+
+# Synchronous mirroring (docs/sidecar.md, "Synchronous mirroring"): the
+# sidecar's walsender a synchronous standby, record_event with
+# synchronous_commit = on returns once the store acknowledged; against the
+# same load with synchronous_commit = local (asynchronous mirroring).
+sidecar_start --synchronous true
+await_streaming
+"${PSQL[@]}" -c "ALTER SYSTEM SET synchronous_standby_names = '\"authaudit-sidecar\"'" -c "SELECT pg_reload_conf()" >/dev/null
+until [ "$("${PSQL[@]}" -At -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'authaudit-sidecar' AND sync_state = 'sync'")" = 1 ]; do sleep 0.1; done
+sync_run() { # synchronous_commit value: prints tps and mean latency (ms)
+  PGOPTIONS="-c synchronous_commit=$1" pgbench -n -M prepared -c 4 -j 2 -T "$SECS" -D ntenants=64 \
+    -f bench/sql/record_event.sql 2>&1 | awk '/^latency average/ {l = $4} /^tps = / {t = $3} END {print t, l}'
+}
+read -r async_tps async_lat < <(sync_run local)
+read -r sync_tps sync_lat < <(sync_run on)
+awk -v a="$async_tps" -v al="$async_lat" -v s="$sync_tps" -v sl="$sync_lat" 'BEGIN {
+  printf "bench mirror_synchronous: %.0f tps, %.2f ms per record_event ratio_vs_asynchronous=%.2f (asynchronous: %.0f tps, %.2f ms; 4 clients)\n", s, sl, s / a, a, al }'
+"${PSQL[@]}" -c "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null
 sidecar_stop
