@@ -5,7 +5,7 @@ PGRX_TEST_DATA ?= /tmp/authaudit-pgrx-test
 PGRX_PRIVATE_TREE ?= /tmp/authaudit-pgrx-tree
 CARGO ?= cargo
 
-.PHONY: demo demo-stop setup install install-release package test lint test-unit test-pgrx test-sql test-e2e bench bench-mirror
+.PHONY: demo demo-stop setup install install-release package test lint test-unit test-pgrx test-sql test-docs test-e2e bench bench-mirror
 
 ## The main job end to end: campaign, reconstruction, report, mirror (README).
 demo:
@@ -34,7 +34,7 @@ package: setup
 	PG_CONFIG=$(PG_CONFIG) scripts/package.sh
 
 ## Every test layer: lints, pure crates, #[pg_test], pgTAP, end to end.
-test: setup lint test-unit test-pgrx install test-sql test-e2e
+test: setup lint test-unit test-pgrx install test-sql test-docs test-e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -58,6 +58,10 @@ test-pgrx:
 
 test-sql:
 	scripts/sql-tests.sh
+
+# Every ```sql example of README.md and docs/ runs as written.
+test-docs:
+	tests/docs_examples.py
 
 # The mirror tests run the sidecar binary, the operator tests the wire
 # server as a process of its own, and the importer tests the demo
