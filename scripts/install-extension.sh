@@ -2,7 +2,7 @@
 # Installs pg_authaudit into a PostgreSQL 15 installation without disturbing
 # a server that runs from it (docs/installation.md, "Installing safely").
 #
-#   install-extension.sh [--release] [--pg-config PATH] [--no-build]
+#   install-extension.sh [--release] [--pg-config PATH] [--no-build] [--root DIR]
 #
 # The extension is built into a staging directory first (`cargo pgrx
 # package`); every file is then written beside its destination and renamed
@@ -11,17 +11,20 @@
 # loads a half-written one. Besides the current version's install script,
 # the install scripts of earlier releases and every upgrade script in sql/
 # are installed, so that `ALTER EXTENSION pg_authaudit UPDATE` finds its path.
+# --root DIR lays the same files out under DIR (a package's tree) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 profile=debug
 build=1
+root=
 while [ $# -gt 0 ]; do
   case "$1" in
     --release) profile=release ;;
     --no-build) build=0 ;;  # install the staging directory of the last build again
     --pg-config) PG_CONFIG=$2; shift ;;
+    --root) root=$2; shift ;;
     *) echo "install-extension.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -49,11 +52,11 @@ put() {
   printf 'install-extension: %s\n' "$dir/$name" >&2
 }
 
-install -d "$pkglibdir" "$extdir"
-put "$(find "$stage" -name 'pg_authaudit.so' -path "*$pkglibdir*" | head -n 1)" "$pkglibdir"
+install -d "$root$pkglibdir" "$root$extdir"
+put "$(find "$stage" -name 'pg_authaudit.so' -path "*$pkglibdir*" | head -n 1)" "$root$pkglibdir"
 for f in "$stage$extdir"/pg_authaudit*; do
-  put "$f" "$extdir"
+  put "$f" "$root$extdir"
 done
 for f in sql/pg_authaudit--*.sql; do
-  put "$f" "$extdir"
+  put "$f" "$root$extdir"
 done

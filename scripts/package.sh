@@ -35,22 +35,14 @@ while [ $# -gt 0 ]; do
 done
 
 target=${CARGO_TARGET_DIR:-target}
-stage="target/install-stage-$profile"
 if [ "$build" = 1 ]; then
-  rm -rf "$stage"
-  flags=(--pg-config "$PG_CONFIG" --out-dir "$stage")
-  [ "$profile" = debug ] && flags+=(--debug)
-  cargo pgrx package -p pg_authaudit "${flags[@]}" >&2
   cargo_flags=(-p sidecar -p authaudit-demo -p authaudit-mongowire --bins)
   [ "$profile" = release ] && cargo_flags+=(--release)
   cargo build "${cargo_flags[@]}" >&2
 fi
-[ -d "$stage" ] || { echo "package.sh: no staging directory $stage (run without --no-build)" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 arch=$(dpkg --print-architecture)
-pkglibdir=$("$PG_CONFIG" --pkglibdir)
-extdir="$("$PG_CONFIG" --sharedir)/extension"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d)
@@ -73,12 +65,14 @@ Description: $4
 EOF
 }
 
-# The extension: what scripts/install-extension.sh installs.
+# The extension: what scripts/install-extension.sh installs, laid out in
+# the package's tree by that script (it builds the staging directory too).
 ext="$work/postgresql-15-pg-authaudit"
-install -d "$ext$pkglibdir" "$ext$extdir" "$ext/usr/share/doc/postgresql-15-pg-authaudit"
-install -m 0644 "$(find "$stage" -name 'pg_authaudit.so' -path "*$pkglibdir*" | head -n 1)" "$ext$pkglibdir/"
-install -m 0644 "$stage$extdir"/pg_authaudit* "$ext$extdir/"
-install -m 0644 sql/pg_authaudit--*.sql "$ext$extdir/"
+install_flags=(--pg-config "$PG_CONFIG" --root "$ext")
+[ "$profile" = release ] && install_flags+=(--release)
+[ "$build" = 0 ] && install_flags+=(--no-build)
+scripts/install-extension.sh "${install_flags[@]}"
+install -d "$ext/usr/share/doc/postgresql-15-pg-authaudit"
 install -m 0644 README.md docs/installation.md docs/configuration.md docs/sql-reference.md \
   docs/errors.md docs/security.md "$ext/usr/share/doc/postgresql-15-pg-authaudit/"
 control postgresql-15-pg-authaudit "$ext" "postgresql-15, libc6" \
