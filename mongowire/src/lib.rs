@@ -12,7 +12,7 @@ pub mod concern;
 pub mod store;
 pub mod wire;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -182,7 +182,7 @@ async fn connection(
 }
 
 enum Handled {
-    Reply(Document),
+    Reply(RawDocumentBuf),
     /// Close the connection without replying.
     Drop,
 }
@@ -191,10 +191,10 @@ const WRITE_COMMANDS: [&str; 3] = ["insert", "update", "delete"];
 
 fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Store>) -> Handled {
     let Some((name, _)) = body.iter().next() else {
-        return Handled::Reply(
-            CommandError::new(codes::FAILED_TO_PARSE, "FailedToParse", "empty command")
+        return Handled::Reply(store::raw(
+            &CommandError::new(codes::FAILED_TO_PARSE, "FailedToParse", "empty command")
                 .to_document(),
-        );
+        ));
     };
     let name = name.clone();
     let db = body.get_str("$db").unwrap_or("test").to_string();
@@ -205,11 +205,11 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
         faults.writes_seen.fetch_add(1, Ordering::SeqCst);
         if Faults::take(&faults.fail_writes) {
             let code = faults.fail_code.load(Ordering::SeqCst);
-            return Handled::Reply(doc! {
+            return Handled::Reply(store::raw(&doc! {
                 "ok": 0.0, "code": code, "codeName": "ShutdownInProgress",
                 "errmsg": "injected failure: the server is shutting down",
                 "errorLabels": ["RetryableWriteError"],
-            });
+            }));
         }
         if Faults::take(&faults.drop_mid_batch) {
             let n = ["documents", "updates", "deletes"]
@@ -223,7 +223,7 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
     let concern = if is_write {
         match concern::check(&body) {
             Ok(c) => c,
-            Err(e) => return Handled::Reply(e.to_document()),
+            Err(e) => return Handled::Reply(store::raw(&e.to_document())),
         }
     } else {
         None
@@ -233,8 +233,10 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
     // its clients' monitors (the driver gives up on a server whose monitor
     // gets no reply in time).
     match name.as_str() {
-        "hello" | "isMaster" | "ismaster" => return Handled::Reply(hello(connection_id)),
-        "ping" => return Handled::Reply(doc! {"ok": 1.0}),
+        "hello" | "isMaster" | "ismaster" => {
+            return Handled::Reply(store::raw(&hello(connection_id)))
+        }
+        "ping" => return Handled::Reply(store::raw(&doc! {"ok": 1.0})),
         _ => {}
     }
     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,13 +248,14 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
         "insert" => s.insert(&db, body, stop_after),
         "update" => s.update(&db, &body, stop_after),
         "delete" => s.delete(&db, &body),
-        "find" => s.find(&db, &body),
-        "getMore" => s.get_more(&body),
+        // Cursors answer with the stored BSON as it is.
+        "find" => return reply(s.find(&db, &body)),
+        "getMore" => return reply(s.get_more(&body)),
+        "aggregate" => return reply(s.aggregate(&db, &body)),
+        "listIndexes" => return reply(s.list_indexes(&db, &body)),
         "killCursors" => s.kill_cursors(&body),
         "count" => s.count(&db, &body),
-        "aggregate" => s.aggregate(&db, &body),
         "createIndexes" => s.create_indexes(&db, &body),
-        "listIndexes" => s.list_indexes(&db, &body),
         "drop" => s.drop_collection(&db, &body),
         "dropDatabase" => s.drop_database(&db),
         other => Err(CommandError::new(
@@ -265,7 +268,7 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
     if stop_after.is_some() {
         return Handled::Drop;
     }
-    Handled::Reply(match result {
+    Handled::Reply(store::raw(&match result {
         Ok(mut d) => {
             if let Some(wce) = concern {
                 d.insert("writeConcernError", wce);
@@ -278,6 +281,14 @@ fn handle(body: Document, connection_id: i32, faults: &Faults, store: &Mutex<Sto
             d
         }
         Err(e) => e.to_document(),
+    }))
+}
+
+/// The reply of a read command.
+fn reply(result: Result<RawDocumentBuf, CommandError>) -> Handled {
+    Handled::Reply(match result {
+        Ok(d) => d,
+        Err(e) => store::raw(&e.to_document()),
     })
 }
 

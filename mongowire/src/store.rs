@@ -5,11 +5,19 @@
 //! `$unset` operators or a replacement document, deletes, `find` with
 //! filters, sort, projection, skip and limit over cursors, `count`, and
 //! unique indexes.
+//!
+//! A document is held as its BSON bytes, so the store costs about what it
+//! holds; a filter decodes only the fields it names. Queries go by `_id`
+//! (an equality or `$in`) or by the index whose leading fields the filter
+//! fixes, as MongoDB's planner would, and a cursor keeps the `_id`s still
+//! to return, reading each batch's documents when it is sent.
 
 use bson::oid::ObjectId;
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::time::{Duration, Instant};
 
 /// MongoDB error codes the store raises.
 pub mod codes {
@@ -53,31 +61,72 @@ fn bad(message: impl Into<String>) -> CommandError {
     CommandError::new(codes::FAILED_TO_PARSE, "FailedToParse", message)
 }
 
-#[derive(Debug, Clone)]
+/// A secondary index: one entry per document, `key ␀ slot`, where `key`
+/// is the canonical key of the indexed fields joined by U+0001 and `slot`
+/// the document's place in its collection (4 bytes, big-endian). An
+/// equality on a leading run of the index's fields is a range of entries.
+#[derive(Debug)]
 struct Index {
     name: String,
     keys: Vec<String>,
     spec: Document,
     unique: bool,
-    /// For unique indexes: key values → `_id` key.
-    entries: HashMap<String, String>,
-    /// Every index, ordered: (key values, `_id` key), for equality lookups
-    /// on the index's first field (what MongoDB would use the index for).
-    ordered: BTreeSet<(String, String)>,
+    entries: BTreeSet<Box<[u8]>>,
 }
 
-/// One collection: documents by `_id`, and its indexes.
-#[derive(Debug, Default, Clone)]
+/// One collection: each document as its BSON bytes in a slot, the slots by
+/// `_id` key, and the indexes. A stored document costs its own size, its
+/// `_id` key once, and a few dozen bytes per index.
+#[derive(Debug, Default)]
 pub struct Collection {
-    docs: BTreeMap<String, Document>,
+    ids: BTreeMap<Box<str>, u32>,
+    slots: Vec<Option<Box<[u8]>>>,
+    free: Vec<u32>,
     indexes: Vec<Index>,
+    /// Documents a filter was tested against (MongoDB's `docsExamined`).
+    examined: u64,
 }
+
+/// What a cursor has left to return.
+#[derive(Debug)]
+enum Rows {
+    /// Documents of a collection by `_id` key (the next one last), read
+    /// when a batch is returned, with the find's projection.
+    Stored {
+        ids: Vec<Box<str>>,
+        projection: Option<Document>,
+    },
+    /// Computed documents (an aggregation's, the index list), the next one
+    /// last.
+    Computed(Vec<Document>),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Stored { ids, .. } => ids.len(),
+            Rows::Computed(docs) => docs.len(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Cursor {
+    ns: String,
+    rows: Rows,
+    used: Instant,
+}
+
+/// A cursor not used for this long is closed, as MongoDB's
+/// `cursorTimeoutMillis` (10 minutes) does: a client that goes away
+/// without `killCursors` leaves nothing behind.
+pub const CURSOR_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The whole store: collections by namespace (`db.collection`).
 #[derive(Debug, Default)]
 pub struct Store {
     collections: HashMap<String, Collection>,
-    cursors: HashMap<i64, (String, Vec<Document>)>,
+    cursors: HashMap<i64, Cursor>,
     next_cursor: i64,
 }
 
@@ -428,29 +477,126 @@ fn write_error(index: usize, e: &CommandError) -> Bson {
     Bson::Document(d)
 }
 
+/// Ends an index entry's key (before the slot).
+const KEY_END: u8 = 0;
+/// Separates the fields of an index entry's key.
+const FIELD_SEP: char = '\u{1}';
+
+/// A document as BSON.
+pub fn raw(d: &Document) -> RawDocumentBuf {
+    RawDocumentBuf::from_document(d).expect("documents encode")
+}
+
+/// A field by dotted path in stored BSON, decoded.
+fn raw_lookup(doc: &RawDocument, path: &str) -> Option<Bson> {
+    let mut parts = path.split('.');
+    let mut cur = doc.get(parts.next()?).ok()??;
+    for p in parts {
+        cur = match cur {
+            RawBsonRef::Document(d) => d.get(p).ok()??,
+            _ => return None,
+        };
+    }
+    Bson::try_from(cur.to_raw_bson()).ok()
+}
+
+/// Copies into `out` the top-level fields of `raw` that `filter` names
+/// (through `$and`, `$or` and `$nor` too): all that [`matches`] or a sort
+/// reads, without decoding the rest of the document.
+fn fields_named(raw: &RawDocument, filter: &Document, out: &mut Document) {
+    for (k, cond) in filter {
+        if matches!(k.as_str(), "$and" | "$or" | "$nor") {
+            if let Bson::Array(items) = cond {
+                for item in items {
+                    if let Bson::Document(d) = item {
+                        fields_named(raw, d, out);
+                    }
+                }
+            }
+            continue;
+        }
+        let top = k.split('.').next().unwrap_or(k);
+        if !out.contains_key(top) {
+            if let Some(v) = raw_lookup(raw, top) {
+                out.insert(top, v);
+            }
+        }
+    }
+}
+
+/// The value a filter requires a field to equal, if it requires one.
+fn equality(cond: &Bson) -> Option<&Bson> {
+    match cond {
+        Bson::Document(d) if d.keys().any(|k| k.starts_with('$')) => match d.get("$eq") {
+            Some(v) if d.len() == 1 && !matches!(v, Bson::Document(_) | Bson::Array(_)) => Some(v),
+            _ => None,
+        },
+        Bson::Document(_) | Bson::Array(_) => None,
+        v => Some(v),
+    }
+}
+
 impl Collection {
-    fn index_key(index: &Index, doc: &Document) -> String {
+    fn stored(&self, slot: u32) -> Option<&RawDocument> {
+        self.slots
+            .get(slot as usize)?
+            .as_deref()
+            .map(|b| RawDocument::from_bytes(b).expect("stored documents are valid BSON"))
+    }
+
+    fn document(&self, slot: u32) -> Option<Document> {
+        self.stored(slot)
+            .map(|raw| Document::try_from(raw).expect("stored documents decode"))
+    }
+
+    /// The `_id` key of the document in `slot`.
+    fn id_of(&self, slot: u32) -> Option<String> {
+        self.stored(slot)
+            .map(|raw| key_of(&raw_lookup(raw, "_id").unwrap_or(Bson::Null)))
+    }
+
+    fn index_key(index: &Index, field: impl Fn(&str) -> Option<Bson>) -> String {
         let mut out = String::with_capacity(64);
         for (i, k) in index.keys.iter().enumerate() {
             if i > 0 {
-                out.push('\u{1}');
+                out.push(FIELD_SEP);
             }
-            push_key(&mut out, lookup(doc, k).unwrap_or(&Bson::Null));
+            push_key(&mut out, &field(k).unwrap_or(Bson::Null));
         }
         out
     }
 
-    /// Checks the unique indexes for `doc` (stored under `id`, replacing
-    /// `old` if any).
+    fn entry(key: &str, slot: u32) -> Box<[u8]> {
+        let mut e = Vec::with_capacity(key.len() + 5);
+        e.extend_from_slice(key.as_bytes());
+        e.push(KEY_END);
+        e.extend_from_slice(&slot.to_be_bytes());
+        e.into_boxed_slice()
+    }
+
+    /// The slots of the entries of `index` that start with `prefix`, in
+    /// the index's order.
+    fn slots_with_prefix<'a>(index: &'a Index, prefix: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
+        index
+            .entries
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |e| e.starts_with(prefix))
+            .map(|e| {
+                let n = e.len();
+                u32::from_be_bytes([e[n - 4], e[n - 3], e[n - 2], e[n - 1]])
+            })
+    }
+
+    /// Checks `_id` and the unique indexes for `doc`, to be stored under
+    /// the `_id` key `id`.
     fn check_unique(&self, ns: &str, id: &str, doc: &Document) -> Result<(), CommandError> {
-        if self.docs.contains_key(id) {
+        if self.ids.contains_key(id) {
             return Err(dup(ns, "_id_", &doc! {"_id": 1}, doc));
         }
         for index in self.indexes.iter().filter(|i| i.unique) {
-            if index
-                .entries
-                .contains_key(&Collection::index_key(index, doc))
-            {
+            let mut key = Collection::index_key(index, |k| lookup(doc, k).cloned()).into_bytes();
+            key.push(KEY_END);
+            if Collection::slots_with_prefix(index, &key).next().is_some() {
                 let pattern = index.spec.get_document("key").cloned().unwrap_or_default();
                 return Err(dup(ns, &index.name, &pattern, doc));
             }
@@ -458,68 +604,102 @@ impl Collection {
         Ok(())
     }
 
-    fn put(&mut self, id: String, doc: Document) {
+    fn put(&mut self, id: String, doc: &Document) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            (self.slots.len() - 1) as u32
+        });
         for index in self.indexes.iter_mut() {
-            let k = Collection::index_key(index, &doc);
-            if index.unique {
-                index.entries.insert(k.clone(), id.clone());
-            }
-            index.ordered.insert((k, id.clone()));
+            let k = Collection::index_key(index, |f| lookup(doc, f).cloned());
+            index.entries.insert(Collection::entry(&k, slot));
         }
-        self.docs.insert(id, doc);
+        let bson = bson::to_vec(doc).expect("documents encode");
+        self.slots[slot as usize] = Some(bson.into_boxed_slice());
+        self.ids.insert(id.into_boxed_str(), slot);
     }
 
-    fn remove(&mut self, id: &str) -> Option<Document> {
-        let doc = self.docs.remove(id)?;
+    /// Removes the document in `slot`, returning its BSON.
+    fn remove(&mut self, slot: u32) -> Option<Box<[u8]>> {
+        let id = self.id_of(slot)?;
+        let bson = self.slots.get_mut(slot as usize)?.take()?;
+        let raw = RawDocument::from_bytes(&bson).expect("stored documents are valid BSON");
         for index in self.indexes.iter_mut() {
-            let k = Collection::index_key(index, &doc);
-            if index.unique {
-                index.entries.remove(&k);
-            }
-            index.ordered.remove(&(k, id.to_string()));
+            let k = Collection::index_key(index, |f| raw_lookup(raw, f));
+            index.entries.remove(&Collection::entry(&k, slot));
         }
-        Some(doc)
+        self.ids.remove(id.as_str());
+        self.free.push(slot);
+        Some(bson)
     }
 
-    fn matching(&self, filter: &Document) -> Result<Vec<String>, CommandError> {
-        if let Some(id) = filter
-            .get("_id")
-            .filter(|v| !matches!(v, Bson::Document(_)))
-        {
-            let k = key_of(id);
-            return Ok(match self.docs.get(&k) {
-                Some(d) if matches(d, filter)? => vec![k],
-                _ => vec![],
-            });
-        }
-        // An equality on the first field of an index: scan that index's
-        // entries for the value instead of every document.
-        for index in &self.indexes {
-            let Some(v) = filter
-                .get(&index.keys[0])
-                .filter(|v| !matches!(v, Bson::Document(_) | Bson::Array(_)))
-            else {
-                continue;
-            };
-            let exact = key_of(v);
-            let prefix = format!("{exact}\u{1}");
-            let mut out = Vec::new();
-            for (k, id) in index.ordered.range((exact.clone(), String::new())..) {
-                if *k != exact && !k.starts_with(&prefix) {
-                    break;
-                }
-                if let Some(d) = self.docs.get(id) {
-                    if matches(d, filter)? {
-                        out.push(id.clone());
+    /// Whether the document in `slot` matches `filter`.
+    fn test(&mut self, slot: u32, filter: &Document) -> Result<bool, CommandError> {
+        self.examined += 1;
+        let Some(raw) = self.stored(slot) else {
+            return Ok(false);
+        };
+        let mut fields = Document::new();
+        fields_named(raw, filter, &mut fields);
+        matches(&fields, filter)
+    }
+
+    /// The slots of the documents that match `filter`: by `_id` (an
+    /// equality or `$in`), by the index with the longest run of leading
+    /// fields the filter fixes, or else by a scan in `_id` order.
+    fn matching(&mut self, filter: &Document) -> Result<Vec<u32>, CommandError> {
+        let by_id: Option<Vec<String>> = match filter.get("_id") {
+            Some(Bson::Document(d)) if d.len() == 1 => match d.get("$in") {
+                Some(Bson::Array(values)) => Some(values.iter().map(key_of).collect()),
+                _ => equality(&Bson::Document(d.clone())).map(|v| vec![key_of(v)]),
+            },
+            Some(v) => equality(v).map(|v| vec![key_of(v)]),
+            None => None,
+        };
+        let candidates: Vec<u32> = if let Some(mut keys) = by_id {
+            keys.sort();
+            keys.dedup();
+            keys.iter()
+                .filter_map(|k| self.ids.get(k.as_str()).copied())
+                .collect()
+        } else {
+            let best = self
+                .indexes
+                .iter()
+                .map(|index| {
+                    let fixed = index
+                        .keys
+                        .iter()
+                        .take_while(|k| filter.get(k.as_str()).and_then(equality).is_some())
+                        .count();
+                    (fixed, index)
+                })
+                .filter(|(fixed, _)| *fixed > 0)
+                .max_by_key(|(fixed, _)| *fixed);
+            match best {
+                Some((fixed, index)) => {
+                    let mut prefix = String::new();
+                    for (i, k) in index.keys[..fixed].iter().enumerate() {
+                        if i > 0 {
+                            prefix.push(FIELD_SEP);
+                        }
+                        let v = filter.get(k.as_str()).and_then(equality);
+                        push_key(&mut prefix, v.unwrap_or(&Bson::Null));
                     }
+                    let mut prefix = prefix.into_bytes();
+                    prefix.push(if fixed == index.keys.len() {
+                        KEY_END
+                    } else {
+                        FIELD_SEP as u8
+                    });
+                    Collection::slots_with_prefix(index, &prefix).collect()
                 }
+                None => self.ids.values().copied().collect(),
             }
-            return Ok(out);
-        }
+        };
         let mut out = Vec::new();
-        for (k, d) in &self.docs {
-            if matches(d, filter)? {
-                out.push(k.clone());
+        for slot in candidates {
+            if self.test(slot, filter)? {
+                out.push(slot);
             }
         }
         Ok(out)
@@ -597,8 +777,19 @@ impl Store {
     pub fn documents(&self, ns: &str) -> Vec<Document> {
         self.collections
             .get(ns)
-            .map(|c| c.docs.values().cloned().collect())
+            .map(|c| {
+                c.ids
+                    .values()
+                    .filter_map(|slot| c.document(*slot))
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Documents tested against a filter so far, over every collection
+    /// (MongoDB's `docsExamined`): what a query costs.
+    pub fn examined(&self) -> u64 {
+        self.collections.values().map(|c| c.examined).sum()
     }
 
     /// Runs `insert`. `stop_after`: apply at most that many documents (a
@@ -636,7 +827,7 @@ impl Store {
             };
             match stored {
                 Ok(()) => {
-                    c.put(id, d);
+                    c.put(id, &d);
                     n += 1;
                 }
                 Err(e) => {
@@ -711,11 +902,11 @@ impl Store {
         let multi = u.get_bool("multi").unwrap_or(false);
         let upsert = u.get_bool("upsert").unwrap_or(false);
         let c = self.collection(ns);
-        let mut ids = c.matching(q)?;
+        let mut slots = c.matching(q)?;
         if !multi {
-            ids.truncate(1);
+            slots.truncate(1);
         }
-        if ids.is_empty() {
+        if slots.is_empty() {
             if !upsert {
                 return Ok((0, 0, None));
             }
@@ -729,32 +920,35 @@ impl Store {
             let id_val = d.get("_id").cloned().unwrap_or(Bson::Null);
             let id = key_of(&id_val);
             c.check_unique(ns, &id, &d)?;
-            c.put(id, d);
+            c.put(id, &d);
             return Ok((0, 0, Some(id_val)));
         }
         let (mut matched, mut changed) = (0, 0);
-        for id in ids {
-            let Some(old) = c.remove(&id) else { continue };
+        for slot in slots {
+            let Some(old) = c.document(slot) else {
+                continue;
+            };
+            let id = key_of(old.get("_id").unwrap_or(&Bson::Null));
             let mut new = old.clone();
             apply_update(&mut new, upd, false)?;
-            let new_id = key_of(new.get("_id").unwrap_or(&Bson::Null));
-            if new_id != id {
-                c.put(id, old);
+            if key_of(new.get("_id").unwrap_or(&Bson::Null)) != id {
                 return Err(CommandError::new(
                     66,
                     "ImmutableField",
                     "Performing an update on the path '_id' would modify the immutable field '_id'",
                 ));
             }
+            matched += 1;
+            if new == old {
+                continue;
+            }
+            c.remove(slot);
             if let Err(e) = c.check_unique(ns, &id, &new) {
-                c.put(id, old);
+                c.put(id, &old);
                 return Err(e);
             }
-            matched += 1;
-            if new != old {
-                changed += 1;
-            }
-            c.put(id, new);
+            changed += 1;
+            c.put(id, &new);
         }
         Ok((matched, changed, None))
     }
@@ -762,20 +956,21 @@ impl Store {
     /// Runs `delete`.
     pub fn delete(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
         let ns = namespace(db, cmd, "delete")?;
-        let deletes = get_array(cmd, "deletes")?.clone();
-        let c = self.collection(&ns);
+        let deletes = get_array(cmd, "deletes")?;
+        let c = self.collections.entry(ns).or_default();
         let mut n = 0;
-        for d in &deletes {
+        for d in deletes {
             let Bson::Document(d) = d else {
                 return Err(bad("deletes must be objects"));
             };
-            let q = get_doc(d, "q")?.cloned().unwrap_or_default();
-            let mut ids = c.matching(&q)?;
+            let everything = Document::new();
+            let q = get_doc(d, "q")?.unwrap_or(&everything);
+            let mut slots = c.matching(q)?;
             if get_i64(d, "limit") == Some(1) {
-                ids.truncate(1);
+                slots.truncate(1);
             }
-            for id in ids {
-                if c.remove(&id).is_some() {
+            for slot in slots {
+                if c.remove(slot).is_some() {
                     n += 1;
                 }
             }
@@ -783,92 +978,165 @@ impl Store {
         Ok(doc! {"n": n, "ok": 1.0})
     }
 
-    /// Runs `find`, opening a cursor for what does not fit the first batch.
-    pub fn find(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+    /// Runs `find`: the matching documents' `_id`s go to a cursor, and
+    /// each batch reads its documents when it is returned.
+    pub fn find(&mut self, db: &str, cmd: &Document) -> Result<RawDocumentBuf, CommandError> {
         let ns = namespace(db, cmd, "find")?;
-        let filter = get_doc(cmd, "filter")?.cloned().unwrap_or_default();
-        let c = self.collection(&ns);
-        // Sort and cut references; copy only the documents returned.
-        let ids = c.matching(&filter)?;
-        let mut refs: Vec<&Document> = ids.iter().filter_map(|id| c.docs.get(id)).collect();
+        let everything = Document::new();
+        let filter = get_doc(cmd, "filter")?.unwrap_or(&everything);
+        let c = self.collections.entry(ns.clone()).or_default();
+        let mut slots = c.matching(filter)?;
         if let Some(sort) = get_doc(cmd, "sort")? {
-            sort_refs(&mut refs, sort);
+            // Only the fields sorted on are decoded.
+            let mut keyed: Vec<(Document, u32)> = slots
+                .iter()
+                .filter_map(|slot| {
+                    let mut fields = Document::new();
+                    fields_named(c.stored(*slot)?, sort, &mut fields);
+                    Some((fields, *slot))
+                })
+                .collect();
+            let mut refs: Vec<&(Document, u32)> = keyed.iter().collect();
+            sort_by_spec(&mut refs, sort, |(d, _)| d);
+            slots = refs.into_iter().map(|(_, slot)| *slot).collect();
+            keyed.clear();
         }
         let skip = get_i64(cmd, "skip").unwrap_or(0).max(0) as usize;
         let limit = get_i64(cmd, "limit")
             .filter(|l| *l != 0)
             .map_or(usize::MAX, |l| l.unsigned_abs() as usize);
-        let projection = get_doc(cmd, "projection")?;
-        let docs: Vec<Document> = refs
+        let mut ids: Vec<Box<str>> = slots
             .into_iter()
             .skip(skip)
             .take(limit)
-            .map(|d| match projection {
-                Some(p) => project(d, p),
-                None => d.clone(),
-            })
+            .filter_map(|slot| c.id_of(slot).map(String::into_boxed_str))
             .collect();
+        ids.reverse();
+        let rows = Rows::Stored {
+            ids,
+            projection: get_doc(cmd, "projection")?.cloned(),
+        };
         let batch = get_i64(cmd, "batchSize").filter(|b| *b > 0).unwrap_or(101) as usize;
-        Ok(self.open_cursor(ns, docs, batch, "firstBatch"))
+        Ok(self.open_cursor(0, ns, rows, batch, "firstBatch"))
     }
 
+    /// Takes the next `n` documents of `rows`. Stored documents are
+    /// returned as their stored bytes, decoded only for a projection.
+    fn take(&self, ns: &str, rows: &mut Rows, n: usize) -> RawArrayBuf {
+        let mut out = RawArrayBuf::new();
+        let mut taken = 0;
+        match rows {
+            Rows::Computed(docs) => {
+                while taken < n {
+                    let Some(d) = docs.pop() else { break };
+                    out.push(raw(&d));
+                    taken += 1;
+                }
+            }
+            Rows::Stored { ids, projection } => {
+                let c = self.collections.get(ns);
+                while taken < n {
+                    let Some(id) = ids.pop() else { break };
+                    // A document deleted since the find is skipped.
+                    let Some((c, slot)) =
+                        c.and_then(|c| c.ids.get(&id).copied().map(|slot| (c, slot)))
+                    else {
+                        continue;
+                    };
+                    let Some(stored) = c.stored(slot) else {
+                        continue;
+                    };
+                    match projection {
+                        Some(p) => out.push(raw(&project(
+                            &Document::try_from(stored).expect("stored documents decode"),
+                            p,
+                        ))),
+                        None => out.push(stored.to_raw_document_buf()),
+                    }
+                    taken += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Returns a batch of `rows` and keeps the rest under a cursor: `id`
+    /// (a `getMore`'s) or a new one when `id` is 0.
     fn open_cursor(
         &mut self,
+        id: i64,
         ns: String,
-        mut docs: Vec<Document>,
+        mut rows: Rows,
         batch: usize,
         field: &str,
-    ) -> Document {
-        let rest = if docs.len() > batch {
-            docs.split_off(batch)
-        } else {
-            Vec::new()
-        };
-        let id = if rest.is_empty() {
+    ) -> RawDocumentBuf {
+        let now = Instant::now();
+        self.cursors
+            .retain(|_, c| now.duration_since(c.used) < CURSOR_TIMEOUT);
+        let docs = self.take(&ns, &mut rows, batch);
+        let id = if rows.len() == 0 {
             0
         } else {
-            self.next_cursor += 1;
-            self.cursors.insert(self.next_cursor, (ns.clone(), rest));
-            self.next_cursor
+            let id = if id == 0 {
+                self.next_cursor += 1;
+                self.next_cursor
+            } else {
+                id
+            };
+            let cursor = Cursor {
+                ns: ns.clone(),
+                rows,
+                used: now,
+            };
+            self.cursors.insert(id, cursor);
+            id
         };
-        let first: Vec<Bson> = docs.into_iter().map(Bson::Document).collect();
-        doc! {"cursor": {field: first, "id": id, "ns": ns}, "ok": 1.0}
+        let mut cursor = RawDocumentBuf::new();
+        cursor.append(field, docs);
+        cursor.append("id", id);
+        cursor.append("ns", ns);
+        let mut reply = RawDocumentBuf::new();
+        reply.append("cursor", cursor);
+        reply.append("ok", 1.0);
+        reply
     }
 
     /// Runs `getMore`.
-    pub fn get_more(&mut self, cmd: &Document) -> Result<Document, CommandError> {
+    pub fn get_more(&mut self, cmd: &Document) -> Result<RawDocumentBuf, CommandError> {
         let id = get_i64(cmd, "getMore").ok_or_else(|| bad("getMore needs a cursor id"))?;
         let batch = get_i64(cmd, "batchSize").filter(|b| *b > 0).unwrap_or(1000) as usize;
-        let (ns, docs) = self.cursors.remove(&id).ok_or_else(|| {
-            CommandError::new(
-                codes::CURSOR_NOT_FOUND,
-                "CursorNotFound",
-                format!("cursor id {id} not found"),
-            )
-        })?;
-        let mut out = self.open_cursor(ns, docs, batch, "nextBatch");
-        // A continued cursor keeps its id.
-        if let Ok(cursor) = out.get_document_mut("cursor") {
-            if cursor.get_i64("id").unwrap_or(0) != 0 {
-                let new_id = cursor.get_i64("id").unwrap_or(0);
-                if let Some(v) = self.cursors.remove(&new_id) {
-                    self.cursors.insert(id, v);
-                }
-                cursor.insert("id", id);
-            }
-        }
-        Ok(out)
+        let cursor = self
+            .cursors
+            .remove(&id)
+            .filter(|c| c.used.elapsed() < CURSOR_TIMEOUT)
+            .ok_or_else(|| {
+                CommandError::new(
+                    codes::CURSOR_NOT_FOUND,
+                    "CursorNotFound",
+                    format!("cursor id {id} not found"),
+                )
+            })?;
+        Ok(self.open_cursor(id, cursor.ns, cursor.rows, batch, "nextBatch"))
     }
 
     /// Runs `aggregate` with the stages the drivers' helpers use: `$match`,
     /// `$sort`, `$skip`, `$limit`, `$project` and `$group` with `$sum`
-    /// (what `countDocuments` sends).
-    pub fn aggregate(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+    /// (what `countDocuments` sends). A leading `$match` selects documents
+    /// as `find` does; only those are decoded.
+    pub fn aggregate(&mut self, db: &str, cmd: &Document) -> Result<RawDocumentBuf, CommandError> {
         let ns = namespace(db, cmd, "aggregate")?;
-        let pipeline = get_array(cmd, "pipeline")?.clone();
-        let c = self.collection(&ns);
-        let mut docs: Vec<Document> = c.docs.values().cloned().collect();
-        for stage in pipeline {
+        let pipeline = get_array(cmd, "pipeline")?;
+        let c = self.collections.entry(ns.clone()).or_default();
+        let leading = match pipeline.first() {
+            Some(Bson::Document(stage)) if stage.len() == 1 => stage.get_document("$match").ok(),
+            _ => None,
+        };
+        let (slots, stages) = match leading {
+            Some(filter) => (c.matching(filter)?, &pipeline[1..]),
+            None => (c.ids.values().copied().collect(), &pipeline[..]),
+        };
+        let mut docs: Vec<Document> = slots.into_iter().filter_map(|s| c.document(s)).collect();
+        for stage in stages {
             let Bson::Document(stage) = stage else {
                 return Err(bad("pipeline stages must be objects"));
             };
@@ -892,7 +1160,11 @@ impl Store {
                         .collect()
                 }
                 ("$limit", n) => docs.truncate(as_f64(n).unwrap_or(0.0) as usize),
-                ("$sort", Bson::Document(sort)) => sort_docs(&mut docs, sort),
+                ("$sort", Bson::Document(sort)) => {
+                    let mut refs: Vec<&Document> = docs.iter().collect();
+                    sort_by_spec(&mut refs, sort, |d| d);
+                    docs = refs.into_iter().cloned().collect();
+                }
                 ("$project", Bson::Document(p)) => {
                     docs = docs.iter().map(|d| project(d, p)).collect()
                 }
@@ -912,7 +1184,8 @@ impl Store {
             .and_then(|c| get_i64(c, "batchSize"))
             .filter(|b| *b > 0)
             .unwrap_or(101) as usize;
-        Ok(self.open_cursor(ns, docs, batch, "firstBatch"))
+        docs.reverse();
+        Ok(self.open_cursor(0, ns, Rows::Computed(docs), batch, "firstBatch"))
     }
 
     /// Runs `killCursors`.
@@ -935,8 +1208,9 @@ impl Store {
     /// Runs `count`.
     pub fn count(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
         let ns = namespace(db, cmd, "count")?;
-        let q = get_doc(cmd, "query")?.cloned().unwrap_or_default();
-        let n = self.collection(&ns).matching(&q)?.len() as i64;
+        let everything = Document::new();
+        let q = get_doc(cmd, "query")?.unwrap_or(&everything);
+        let n = self.collection(&ns).matching(q)?.len() as i64;
         Ok(doc! {"n": n, "ok": 1.0})
     }
 
@@ -980,15 +1254,23 @@ impl Store {
                 keys: key.keys().cloned().collect(),
                 spec: spec.clone(),
                 unique: spec.get_bool("unique").unwrap_or(false),
-                entries: HashMap::new(),
-                ordered: BTreeSet::new(),
+                entries: BTreeSet::new(),
             };
-            for (id, d) in &c.docs {
-                let k = Collection::index_key(&index, d);
-                if index.unique && index.entries.insert(k.clone(), id.clone()).is_some() {
-                    return Err(dup(&ns, &name, &key, d));
+            for &slot in c.ids.values() {
+                let Some(raw) = c.stored(slot) else { continue };
+                let k = Collection::index_key(&index, |f| raw_lookup(raw, f));
+                if index.unique {
+                    let mut prefix = k.clone().into_bytes();
+                    prefix.push(KEY_END);
+                    if Collection::slots_with_prefix(&index, &prefix)
+                        .next()
+                        .is_some()
+                    {
+                        let d = c.document(slot).unwrap_or_default();
+                        return Err(dup(&ns, &name, &key, &d));
+                    }
                 }
-                index.ordered.insert((k, id.clone()));
+                index.entries.insert(Collection::entry(&k, slot));
             }
             c.indexes.push(index);
         }
@@ -999,7 +1281,11 @@ impl Store {
     }
 
     /// Runs `listIndexes`.
-    pub fn list_indexes(&mut self, db: &str, cmd: &Document) -> Result<Document, CommandError> {
+    pub fn list_indexes(
+        &mut self,
+        db: &str,
+        cmd: &Document,
+    ) -> Result<RawDocumentBuf, CommandError> {
         let ns = namespace(db, cmd, "listIndexes")?;
         let c = self.collection(&ns);
         let mut docs = vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}];
@@ -1010,7 +1296,8 @@ impl Store {
             }
             docs.push(d);
         }
-        Ok(self.open_cursor(ns, docs, 1000, "firstBatch"))
+        docs.reverse();
+        Ok(self.open_cursor(0, ns, Rows::Computed(docs), 1000, "firstBatch"))
     }
 
     /// Runs `drop` (a missing collection is not an error here).
@@ -1030,21 +1317,15 @@ impl Store {
     }
 }
 
-/// Sorts documents by a sort specification (`{field: 1 | -1, …}`).
-fn sort_docs(docs: &mut [Document], sort: &Document) {
-    let mut refs: Vec<&Document> = docs.iter().collect();
-    sort_refs(&mut refs, sort);
-    let sorted: Vec<Document> = refs.into_iter().cloned().collect();
-    docs.clone_from_slice(&sorted);
-}
-
-/// Sorts document references by a sort specification.
-fn sort_refs(docs: &mut [&Document], sort: &Document) {
+/// Sorts items by a sort specification (`{field: 1 | -1, …}`) on the
+/// document each one shows.
+fn sort_by_spec<T>(items: &mut [&T], sort: &Document, doc: impl Fn(&T) -> &Document) {
     let keys: Vec<(String, bool)> = sort
         .iter()
         .map(|(k, v)| (k.clone(), as_f64(v).unwrap_or(1.0) < 0.0))
         .collect();
-    docs.sort_by(|a, b| {
+    items.sort_by(|a, b| {
+        let (a, b) = (doc(a), doc(b));
         for (k, desc) in &keys {
             let o = compare(
                 lookup(a, k).unwrap_or(&Bson::Null),
@@ -1243,8 +1524,11 @@ mod tests {
             .unwrap();
         let cursor = r.get_document("cursor").unwrap();
         let first = cursor.get_array("firstBatch").unwrap();
-        assert_eq!(first.len(), 50);
-        assert_eq!(first[0].as_document().unwrap(), &doc! {"seq": 800i64});
+        assert_eq!(first.into_iter().count(), 50);
+        assert_eq!(
+            Document::try_from(first.get_document(0).unwrap()).unwrap(),
+            doc! {"seq": 800i64}
+        );
         let id = cursor.get_i64("id").unwrap();
         let more = s
             .get_more(&doc! {"getMore": id, "collection": "c", "batchSize": 1000})
@@ -1254,7 +1538,7 @@ mod tests {
             .unwrap()
             .get_array("nextBatch")
             .unwrap();
-        assert_eq!(next.len(), 51);
+        assert_eq!(next.into_iter().count(), 51);
     }
 
     #[test]

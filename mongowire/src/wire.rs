@@ -131,11 +131,9 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(
     w: &mut W,
     request_id: i32,
     response_to: i32,
-    body: &Document,
+    body: &bson::RawDocument,
 ) -> std::io::Result<()> {
-    let mut doc = Vec::new();
-    body.to_writer(&mut doc)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let doc = body.as_bytes();
     let len = 16 + 4 + 1 + doc.len();
     let mut out = Vec::with_capacity(len);
     out.extend((len as i32).to_le_bytes());
