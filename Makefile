@@ -67,7 +67,7 @@ test-docs:
 # server as a process of its own, and the importer tests the demo
 # binaries: build them first.
 test-e2e:
-	$(CARGO) build -p sidecar -p authaudit-demo -p authaudit-mongowire --bins
+	$(CARGO) build -p sidecar -p authaudit-demo -p authaudit-mongowire -p authaudit-api --bins
 	$(CARGO) test -p authaudit-tests
 
 ## Benchmarks against a throwaway cluster with production settings.

@@ -1,0 +1,235 @@
+//! The API's configuration: a TOML file, every field typed and checked
+//! before the server starts (docs/api.md, "Configuration").
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on, e.g. `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub database: Database,
+    pub identity: Identity,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The PostgreSQL side: the authenticator role the API connects as.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// A libpq-style connection string or URL for the authenticator role
+    /// (a login role with `NOINHERIT`, granted each mapped role).
+    pub url: String,
+    /// Connections in the pool.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// A request's statements are cancelled after this many milliseconds.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("Database")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .finish()
+    }
+}
+
+/// Who may call: bearer tokens signed by the identity provider's keys, and
+/// the claim that names the PostgreSQL role a request runs as.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// An `aud` every token must carry.
+    pub audience: String,
+    /// The identity provider's signing keys, a JSON Web Key Set file. It is
+    /// read again when it changes, so a key rotation needs no restart.
+    pub jwks_file: PathBuf,
+    /// Tolerance for `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// The claim naming the role (a dotted path into the claims: a string,
+    /// or an array holding exactly one role of `roles`).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// The roles a token may name: nothing else is ever set.
+    pub roles: Vec<String>,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The longest a long-poll of `events` waits for a new event, seconds.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_wait_seconds: default_max_wait(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_pool() -> usize {
+    8
+}
+fn default_statement_timeout_ms() -> u64 {
+    10_000
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_role_claim() -> String {
+    "authaudit_role".into()
+}
+fn default_max_wait() -> u64 {
+    30
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.into(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks a configuration's text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source,
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| ConfigError::Invalid {
+            field,
+            reason: reason.to_string(),
+        };
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "listen",
+                "must be an address and port, e.g. 127.0.0.1:8080",
+            ));
+        }
+        if !(1..=256).contains(&self.database.pool_size) {
+            return Err(invalid("database.pool_size", "must be 1 to 256"));
+        }
+        if self.database.statement_timeout_ms == 0 {
+            return Err(invalid("database.statement_timeout_ms", "must be above 0"));
+        }
+        if self.identity.issuer.is_empty() {
+            return Err(invalid("identity.issuer", "must not be empty"));
+        }
+        if self.identity.audience.is_empty() {
+            return Err(invalid("identity.audience", "must not be empty"));
+        }
+        if self.identity.leeway_seconds > 300 {
+            return Err(invalid("identity.leeway_seconds", "must be at most 300"));
+        }
+        if self.identity.role_claim.is_empty() {
+            return Err(invalid("identity.role_claim", "must not be empty"));
+        }
+        if self.identity.roles.is_empty() {
+            return Err(invalid("identity.roles", "must name at least one role"));
+        }
+        for role in &self.identity.roles {
+            if role.is_empty() || role.len() > 63 || role.contains('\0') {
+                return Err(invalid(
+                    "identity.roles",
+                    "each role is a PostgreSQL role name (1 to 63 bytes)",
+                ));
+            }
+        }
+        if !(1..=300).contains(&self.limits.max_wait_seconds) {
+            return Err(invalid("limits.max_wait_seconds", "must be 1 to 300"));
+        }
+        Ok(())
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.database.statement_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:9000"
+[database]
+url = "host=/var/run/postgresql user=authaudit_api dbname=auth"
+[identity]
+issuer = "https://idp.example"
+audience = "authaudit-api"
+jwks_file = "/etc/authaudit/jwks.json"
+roles = ["agency1_analyst"]
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.database.pool_size, 8);
+        assert_eq!(c.identity.role_claim, "authaudit_role");
+        assert_eq!(c.identity.leeway_seconds, 30);
+        assert_eq!(c.limits.max_wait_seconds, 30);
+        assert!(!format!("{c:?}").contains("host=/var/run"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused_by_name() {
+        let typo = GOOD.replace("audience", "audiense");
+        assert!(Config::parse(&typo).is_err());
+        let none = GOOD.replace(r#"roles = ["agency1_analyst"]"#, "roles = []");
+        let e = Config::parse(&none).unwrap_err().to_string();
+        assert!(e.starts_with("identity.roles"), "{e}");
+        let listen = GOOD.replace("127.0.0.1:9000", "localhost");
+        let e = Config::parse(&listen).unwrap_err().to_string();
+        assert!(e.starts_with("listen"), "{e}");
+    }
+}

@@ -1,0 +1,98 @@
+//! `authaudit-api --config FILE`: serves the platform API (docs/api.md).
+
+use authaudit_api::config::Config;
+use authaudit_api::identity::Verifier;
+use authaudit_api::routes::{router, AppState};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit status of a configuration error (as the sidecar's).
+const EXIT_CONFIG: u8 = 4;
+
+#[derive(Parser)]
+#[command(name = "authaudit-api", version, about = "pg_authaudit's platform API")]
+struct Args {
+    /// The configuration file (docs/api.md, "Configuration").
+    #[arg(long, env = "AUTHAUDIT_API_CONFIG")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AUTHAUDIT_API_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("authaudit-api: configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("authaudit-api: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let verifier = Verifier::new(config.identity.clone());
+    match verifier.load() {
+        Ok(n) => tracing::info!(keys = n, "identity provider's keys loaded"),
+        Err(e) => {
+            eprintln!("authaudit-api: identity.jwks_file: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let pool = match authaudit_api::db::pool(&config.database.url, config.database.pool_size) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("authaudit-api: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let state = Arc::new(AppState {
+        pool,
+        verifier,
+        statement_timeout: config.statement_timeout(),
+        max_wait: config.limits.max_wait_seconds as u32,
+    });
+    let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("authaudit-api: listen {}: {e}", config.listen);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(listen = %config.listen, "serving");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    match axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authaudit-api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The platform API (`authaudit-api`, the real binary) against a real
+//! PostgreSQL: every request under the role its token names, scoped by the
+//! extension's bindings and row-level security, attacked as an
+//! unauthenticated client, a forger, another tenant's reader, an
+//! organisation's reader and a client that goes away mid-request.
+
+use crate::support::{db, log_id};
+use authaudit_tests::{built_binary, free_port, TestDb};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ISSUER: &str = "https://idp.test";
+const AUDIENCE: &str = "authaudit-api";
+
+/// An identity provider's key: signs tokens, published in a JWKS file.
+struct Key {
+    kid: String,
+    signing: SigningKey,
+}
+
+impl Key {
+    fn new(kid: &str, seed: u8) -> Key {
+        Key {
+            kid: kid.into(),
+            signing: SigningKey::from_bytes(&[seed; 32]),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid,
+               "x": B64.encode(self.signing.verifying_key().as_bytes())})
+    }
+
+    /// A JWT signed with this key, with `header` fields over the defaults.
+    fn sign_with(&self, header: Value, claims: &Value) -> String {
+        let mut h = json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid});
+        for (k, v) in header.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        let input = format!(
+            "{}.{}",
+            B64.encode(h.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = self.signing.sign(input.as_bytes());
+        format!("{input}.{}", B64.encode(sig.to_bytes()))
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.sign_with(json!({}), claims)
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Claims naming `role`, valid for five minutes.
+fn claims(role: &str) -> Value {
+    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": format!("{role}@idp"), "exp": now() + 300,
+           "nbf": now() - 5, "authaudit_role": role})
+}
+
+/// A response: status, headers (lower-case names), body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// The `after` of the `Link: <…>; rel="next"` header.
+    fn next(&self) -> Option<String> {
+        let link = self.header("link")?;
+        let target = link.strip_prefix('<')?.split_once('>')?.0;
+        Some(target.to_string())
+    }
+}
+
+/// The scene: roles bound to tenants, an authenticator role granted them,
+/// a running API.
+struct Api {
+    db: TestDb,
+    prefix: String,
+    port: u16,
+    child: Child,
+    jwks: PathBuf,
+    key: Key,
+}
+
+impl Api {
+    fn start(hint: &str, pool_size: usize) -> Api {
+        let db = db(hint);
+        let p = db.name().to_string();
+        let mut c = db.connect();
+        c.batch_execute(&format!(
+            "CREATE ROLE {p}_auth LOGIN NOINHERIT;
+             CREATE ROLE {p}_reader_a IN ROLE authaudit_reader;
+             CREATE ROLE {p}_reader_b IN ROLE authaudit_reader;
+             CREATE ROLE {p}_reader_hq IN ROLE authaudit_reader;
+             CREATE ROLE {p}_outsider;
+             GRANT {p}_reader_a, {p}_reader_b, {p}_reader_hq, {p}_outsider TO {p}_auth;
+             INSERT INTO authaudit.tenant_scope (role_name, tenant_id, org_id, can_read, can_write) VALUES
+               ('{p}_reader_a', 'tenant-a', NULL, true, false),
+               ('{p}_reader_b', 'tenant-b', NULL, true, false),
+               ('{p}_reader_hq', 'tenant-a', 'hq', true, false);"
+        ))
+        .unwrap();
+        let key = Key::new("k1", 7);
+        let dir = std::env::temp_dir().join(format!("authaudit-api-{p}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jwks = dir.join("jwks.json");
+        std::fs::write(&jwks, json!({"keys": [key.jwk()]}).to_string()).unwrap();
+        let port = free_port();
+        let config = dir.join("api.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+[database]
+url = "host=127.0.0.1 port={} user={p}_auth dbname={p}"
+pool_size = {pool_size}
+[identity]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+jwks_file = "{}"
+leeway_seconds = 5
+roles = ["{p}_reader_a", "{p}_reader_b", "{p}_reader_hq", "{p}_outsider"]
+[limits]
+max_wait_seconds = 10
+"#,
+                db.cluster().port(),
+                jwks.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(built_binary("authaudit-api"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start authaudit-api");
+        let api = Api {
+            db,
+            prefix: p,
+            port,
+            child,
+            jwks,
+            key,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while api.try_get("/v1/health", None).map(|r| r.status) != Some(200) {
+            assert!(Instant::now() < deadline, "the API did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        api
+    }
+
+    fn role(&self, name: &str) -> String {
+        format!("{}_{name}", self.prefix)
+    }
+
+    fn token(&self, role: &str) -> String {
+        self.key.sign(&claims(&self.role(role)))
+    }
+
+    fn try_get(&self, path: &str, token: Option<&str>) -> Option<Reply> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).ok()?;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.lines();
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Some(Reply {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    fn get(&self, path: &str, token: &str) -> Reply {
+        self.try_get(path, Some(token))
+            .unwrap_or_else(|| panic!("GET {path}: no reply"))
+    }
+
+    /// Records `n` failures for tenant/org from number `from` on.
+    fn record(&self, tenant: &str, org: &str, from: u32, n: u32) {
+        let mut c = self.db.connect();
+        let slot = if tenant == "tenant-a" { 1 } else { 2 };
+        for i in from..from + n {
+            c.execute(
+                "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, org_id => $3, \
+                 event_type => 'login_failed', user_id => $4, channel => 'web', ip => '198.51.100.7', \
+                 metadata => '{\"reason\": \"bad_password\", \"n\": 12345678901234567890.10}')",
+                &[&log_id(slot, i), &tenant, &org, &format!("user{}", i % 7)],
+            )
+            .expect("record_event");
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn problem(r: &Reply, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        r.body
+    );
+    let p = r.json();
+    assert_eq!(p["status"], status);
+    assert!(!r.body.contains("panicked") && !r.body.contains("backtrace"));
+    p
+}
+
+#[test]
+fn a_forged_expired_or_foreign_token_gets_401_and_an_unlisted_role_403() {
+    let api = Api::start("api_tokens", 2);
+    api.record("tenant-a", "hq", 0, 3);
+    let path = "/v1/tenants/tenant-a/events";
+    let good = api.token("reader_a");
+    assert_eq!(api.get(path, &good).json().as_array().unwrap().len(), 3);
+
+    let r = api.try_get(path, None).unwrap();
+    problem(&r, 401);
+    assert!(r.header("www-authenticate").is_some());
+    let role = api.role("reader_a");
+    let other_key = Key::new("k1", 8);
+    let mut expired = claims(&role);
+    expired["exp"] = json!(now() - 60);
+    let mut early = claims(&role);
+    early["nbf"] = json!(now() + 600);
+    let mut wrong_aud = claims(&role);
+    wrong_aud["aud"] = json!("another-api");
+    let mut wrong_iss = claims(&role);
+    wrong_iss["iss"] = json!("https://evil.test");
+    let mut no_exp = claims(&role);
+    no_exp.as_object_mut().unwrap().remove("exp");
+    // `alg: none`, and HS256 keyed with the published public key.
+    let body = |c: &Value| {
+        format!(
+            "{}.{}",
+            B64.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+            B64.encode(c.to_string())
+        )
+    };
+    let none = format!("{}.", body(&claims(&role)));
+    let hs_input = format!(
+        "{}.{}",
+        B64.encode(json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}).to_string()),
+        B64.encode(claims(&role).to_string())
+    );
+    let hs = format!(
+        "{hs_input}.{}",
+        B64.encode(b"not-a-real-mac-but-refused-before")
+    );
+    let tampered = {
+        let t = good.clone();
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let mut c = claims(&role);
+        c["authaudit_role"] = json!(api.role("reader_b"));
+        let forged = B64.encode(c.to_string());
+        parts[1] = &forged;
+        parts.join(".")
+    };
+    for (what, token) in [
+        ("another key", other_key.sign(&claims(&role))),
+        (
+            "unknown kid",
+            api.key.sign_with(json!({"kid": "k9"}), &claims(&role)),
+        ),
+        ("expired", api.key.sign(&expired)),
+        ("not yet valid", api.key.sign(&early)),
+        ("another audience", api.key.sign(&wrong_aud)),
+        ("another issuer", api.key.sign(&wrong_iss)),
+        ("no exp", api.key.sign(&no_exp)),
+        ("alg none", none),
+        ("HS256", hs),
+        ("claims swapped under a valid signature", tampered),
+        ("garbage", "a.b.c".to_string()),
+    ] {
+        let r = api.get(path, &token);
+        let p = problem(&r, 401);
+        assert!(p["detail"].is_string(), "{what}: {}", r.body);
+    }
+    // Signed, but naming a role outside the allow-list, or a superuser.
+    for role in ["postgres".to_string(), format!("{}_auth", api.prefix)] {
+        let r = api.get(path, &api.key.sign(&claims(&role)));
+        problem(&r, 403);
+    }
+    // An allowed role bound to nothing reads nothing: the database refuses.
+    let r = api.get(path, &api.token("outsider"));
+    assert!(
+        r.status == 403 || r.json().as_array().is_some_and(Vec::is_empty),
+        "{}",
+        r.body
+    );
+    // A key rotation: the new key is used as soon as the file changes.
+    let next = Key::new("k2", 9);
+    std::fs::write(
+        &api.jwks,
+        json!({"keys": [api.key.jwk(), next.jwk()]}).to_string(),
+    )
+    .unwrap();
+    let r = api.get(path, &next.sign(&claims(&role)));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn each_reader_sees_exactly_its_tenant_and_organisation() {
+    let api = Api::start("api_scope", 1);
+    api.record("tenant-a", "hq", 0, 4);
+    api.record("tenant-a", "branch", 4, 3);
+    api.record("tenant-b", "hq", 0, 5);
+    let seqs = |r: &Reply| -> Vec<(String, String, i64)> {
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["tenant_id"].as_str().unwrap().to_string(),
+                    e["org_id"].as_str().unwrap().to_string(),
+                    e["seq"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let a = api.get("/v1/tenants/tenant-a/events", &api.token("reader_a"));
+    assert_eq!(seqs(&a).len(), 7);
+    // Metadata numbers keep every digit.
+    assert!(a.body.contains("12345678901234567890.10"), "{}", a.body);
+    let hq = api.get("/v1/tenants/tenant-a/events", &api.token("reader_hq"));
+    assert!(seqs(&hq)
+        .iter()
+        .all(|(t, o, _)| t == "tenant-a" && o == "hq"));
+    assert_eq!(seqs(&hq).len(), 4);
+    // Another tenant's events, by list or by id, are not there.
+    let cross = api.get("/v1/tenants/tenant-b/events", &api.token("reader_a"));
+    assert_eq!(cross.status, 200);
+    assert!(seqs(&cross).is_empty());
+    let id = log_id(2, 0);
+    let r = api.get(
+        &format!("/v1/tenants/tenant-b/events/{id}"),
+        &api.token("reader_a"),
+    );
+    problem(&r, 404);
+    let r = api.get(
+        &format!("/v1/tenants/tenant-b/events/{id}"),
+        &api.token("reader_b"),
+    );
+    assert_eq!(r.json()["log_id"], id);
+    // A branch event is not the hq reader's.
+    let branch = log_id(1, 5);
+    let r = api.get(
+        &format!("/v1/tenants/tenant-a/events/{branch}"),
+        &api.token("reader_hq"),
+    );
+    problem(&r, 404);
+    // A request the database refuses (an organisation's reader may not
+    // verify the whole tenant) leaves the one pooled connection clean:
+    // the next caller gets exactly its own scope.
+    let r = api.get("/v1/tenants/tenant-a/verify", &api.token("reader_hq"));
+    assert!(r.status == 403 || r.status == 200, "{}", r.body);
+    let b = api.get("/v1/tenants/tenant-b/events", &api.token("reader_b"));
+    assert_eq!(seqs(&b).len(), 5);
+    assert!(seqs(&b).iter().all(|(t, _, _)| t == "tenant-b"));
+    let v = api
+        .get("/v1/tenants/tenant-b/verify", &api.token("reader_b"))
+        .json();
+    assert_eq!(
+        (v["ok"].as_bool(), v["rows_checked"].as_i64()),
+        (Some(true), Some(5))
+    );
+    // Clients that go away in the middle of a long-poll leave nothing
+    // behind on the one connection.
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+        let t = api.token("reader_a");
+        s.write_all(
+            format!("GET /v1/tenants/tenant-a/events?after=100&wait=2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        drop(s);
+    }
+    let b = api.get("/v1/tenants/tenant-b/events", &api.token("reader_b"));
+    assert!(seqs(&b).iter().all(|(t, _, _)| t == "tenant-b"));
+    assert_eq!(seqs(&b).len(), 5);
+    // The investigation questions, as the reader's scope allows.
+    let r = api.get(
+        "/v1/tenants/tenant-a/investigation/targeted-accounts?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
+        &api.token("reader_a"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let total: i64 = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["failures"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 7);
+    let r = api.get(
+        "/v1/tenants/tenant-a/accounts/user1",
+        &api.token("reader_a"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["failure_count"], 1);
+}
+
+#[test]
+fn the_seq_cursor_pages_and_polls_without_skipping_or_repeating() {
+    let api = Api::start("api_cursor", 2);
+    api.record("tenant-a", "hq", 0, 250);
+    let token = api.token("reader_a");
+    let mut seen = Vec::new();
+    let mut path = "/v1/tenants/tenant-a/events?limit=100".to_string();
+    // Polling (no `until`): pages until an empty one, whose next link
+    // stays at the last event seen.
+    loop {
+        let r = api.get(&path, &token);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page: Vec<i64> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect();
+        path = r.next().expect("polling always has a next link");
+        if page.is_empty() {
+            break;
+        }
+        seen.extend(page);
+    }
+    assert_eq!(seen, (1..=250).collect::<Vec<i64>>());
+    assert!(path.contains("after=250"), "{path}");
+    // Events recorded later come through the same link, once each.
+    api.record("tenant-a", "hq", 250, 3);
+    let r = api.get(&path, &token);
+    let page: Vec<i64> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(page, vec![251, 252, 253]);
+    // A bounded window ends: no next link after its last page.
+    let r = api.get(
+        "/v1/tenants/tenant-a/events?until=2100-01-01T00:00:00Z&limit=1000",
+        &token,
+    );
+    assert_eq!(r.json().as_array().unwrap().len(), 253);
+    assert!(r.next().is_none());
+    // A long-poll returns a new event within a second of its commit.
+    let next = api.get(&format!("{}&wait=8", r2(&path)), &token);
+    assert_eq!(next.status, 200);
+    let waiting = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let started = Instant::now();
+            let r = api.get("/v1/tenants/tenant-a/events?after=253&wait=8", &token);
+            (r, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let committed = Instant::now();
+        api.record("tenant-a", "hq", 253, 1);
+        let (r, _) = h.join().unwrap();
+        (r, committed.elapsed())
+    });
+    let (r, after_commit) = waiting;
+    let page: Vec<i64> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(page, vec![254]);
+    assert!(after_commit < Duration::from_secs(1), "{after_commit:?}");
+}
+
+/// The path of a next link with its `wait` dropped.
+fn r2(path: &str) -> String {
+    path.split('&')
+        .filter(|p| !p.starts_with("wait="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[test]
+fn bad_parameters_are_refused_naming_the_parameter() {
+    let api = Api::start("api_params", 2);
+    api.record("tenant-a", "hq", 0, 2);
+    let token = api.token("reader_a");
+    for (path, field) in [
+        ("/v1/tenants/tenant-a/events?limit=5000", "limit"),
+        ("/v1/tenants/tenant-a/events?usr=alice", "usr"),
+        ("/v1/tenants/tenant-a/events?since=yesterday", "since"),
+        ("/v1/tenants/tenant-a/events?source=300.1.1.1", "source"),
+        ("/v1/tenants/tenant-a/events?type=login", "type"),
+        ("/v1/tenants/tenant-a/events?wait=11", "wait"),
+        ("/v1/tenants/-bad/events", "tenant"),
+        ("/v1/tenants/tenant-a/events/not-a-uuid", "log_id"),
+        ("/v1/tenants/tenant-a/investigation/everything?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z", "question"),
+        ("/v1/tenants/tenant-a/investigation/attack-sources?from=2026-01-01T00:00:00Z", "to"),
+        ("/v1/tenants/tenant-a/verify?full=true", "full"),
+    ] {
+        let r = api.get(path, &token);
+        let p = problem(&r, 400);
+        assert_eq!(p["field"], field, "{path}: {}", r.body);
+    }
+    // Values that look like SQL are values.
+    let r = api.get(
+        "/v1/tenants/tenant-a/events?user=x%27%20OR%20%271%27%3D%271",
+        &token,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!([]));
+    let r = api.get("/v1/tenants/tenant-a/nothing", &token);
+    problem(&r, 404);
+}
