@@ -90,14 +90,36 @@ pub struct Limits {
     /// The longest a long-poll of `events` waits for a new event, seconds.
     #[serde(default = "default_max_wait")]
     pub max_wait_seconds: u64,
+    /// Requests a second each caller (role and subject) may make on average.
+    #[serde(default = "default_rate")]
+    pub requests_per_second: u32,
+    /// Requests a caller may make at once.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// The largest request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_wait_seconds: default_max_wait(),
+            requests_per_second: default_rate(),
+            burst: default_burst(),
+            max_body_bytes: default_max_body(),
         }
     }
+}
+
+fn default_rate() -> u32 {
+    50
+}
+fn default_burst() -> u32 {
+    100
+}
+fn default_max_body() -> usize {
+    1024 * 1024
 }
 
 fn default_listen() -> String {
@@ -135,12 +157,31 @@ impl Config {
         })
     }
 
-    /// Parses and checks a configuration's text.
+    /// Parses and checks a configuration's text, with the environment's
+    /// settings over the file's (`AUTHAUDIT_API_LISTEN`,
+    /// `AUTHAUDIT_API_DATABASE_URL`, `AUTHAUDIT_API_JWKS_FILE`).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        Config::parse_with(text, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::parse`] with the environment given.
+    pub fn parse_with(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: PathBuf::new(),
             source,
         })?;
+        if let Some(v) = env("AUTHAUDIT_API_LISTEN") {
+            config.listen = v;
+        }
+        if let Some(v) = env("AUTHAUDIT_API_DATABASE_URL") {
+            config.database.url = v;
+        }
+        if let Some(v) = env("AUTHAUDIT_API_JWKS_FILE") {
+            config.identity.jwks_file = v.into();
+        }
         config.check()?;
         Ok(config)
     }
@@ -188,6 +229,15 @@ impl Config {
         if !(1..=300).contains(&self.limits.max_wait_seconds) {
             return Err(invalid("limits.max_wait_seconds", "must be 1 to 300"));
         }
+        if self.limits.requests_per_second == 0 || self.limits.burst == 0 {
+            return Err(invalid(
+                "limits.requests_per_second",
+                "requests_per_second and burst must be above 0",
+            ));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.limits.max_body_bytes) {
+            return Err(invalid("limits.max_body_bytes", "must be 1 KiB to 256 MiB"));
+        }
         Ok(())
     }
 
@@ -219,6 +269,16 @@ roles = ["agency1_analyst"]
         assert_eq!(c.identity.leeway_seconds, 30);
         assert_eq!(c.limits.max_wait_seconds, 30);
         assert!(!format!("{c:?}").contains("host=/var/run"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let c = Config::parse_with(GOOD, |k| {
+            (k == "AUTHAUDIT_API_DATABASE_URL").then(|| "host=db user=u password=s3cret".into())
+        })
+        .unwrap();
+        assert_eq!(c.database.url, "host=db user=u password=s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 
     #[test]

@@ -7,6 +7,9 @@
 pub mod config;
 pub mod db;
 pub mod identity;
+pub mod limits;
+pub mod metrics;
 pub mod problem;
 pub mod query;
 pub mod routes;
+pub mod write;

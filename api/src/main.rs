@@ -66,8 +66,14 @@ async fn serve(config: Config) -> ExitCode {
     let state = Arc::new(AppState {
         pool,
         verifier,
+        limiter: authaudit_api::limits::RateLimiter::new(
+            config.limits.requests_per_second,
+            config.limits.burst,
+        ),
+        metrics: Arc::new(authaudit_api::metrics::Metrics::default()),
         statement_timeout: config.statement_timeout(),
         max_wait: config.limits.max_wait_seconds as u32,
+        max_body: config.limits.max_body_bytes,
     });
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(l) => l,

@@ -28,6 +28,18 @@ pub enum ApiError {
     /// caller's.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// Too many requests from one identity.
+    #[error("too many requests: retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// A request body too large, or not what the endpoint takes.
+    #[error("{0}")]
+    Body(String),
+    #[error("the body must be application/json")]
+    UnsupportedMedia,
+    #[error("the body is larger than this API accepts (limits.max_body_bytes)")]
+    TooLarge,
+    #[error("this endpoint does not take this method")]
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -47,39 +59,78 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Database { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Body(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
 
+/// How the database's refusals map to HTTP: SQLSTATE, status, and what the
+/// caller is told (docs/api.md, "Errors"). Any other SQLSTATE is a 500
+/// whose detail says only that the database failed.
+pub const SQLSTATE_STATUS: [(&str, u16, &str); 14] = [
+    (
+        "55000",
+        409,
+        "no signed checkpoint of the witness covers this event yet",
+    ),
+    (
+        "42501",
+        403,
+        "the role of this token may not do this for this tenant or organisation",
+    ),
+    ("22023", 422, "the database refused a value of this request"),
+    ("22P02", 422, "the database refused a value of this request"),
+    ("22007", 422, "the database refused a time of this request"),
+    ("22008", 422, "the database refused a time of this request"),
+    ("22001", 422, "a value of this request is too long"),
+    (
+        "23505",
+        409,
+        "this log id was already recorded with other content",
+    ),
+    (
+        "54000",
+        422,
+        "the request is larger than the database accepts",
+    ),
+    (
+        "53300",
+        503,
+        "the database has no free connection; retry later",
+    ),
+    (
+        "53400",
+        503,
+        "a configured limit of the database was reached; retry later",
+    ),
+    (
+        "57014",
+        503,
+        "the request took longer than the statement timeout",
+    ),
+    ("40001", 503, "a concurrent change: retry the request"),
+    ("40P01", 503, "a concurrent change: retry the request"),
+];
+
 /// The status of a database error's SQLSTATE, and what to tell the caller.
 pub fn from_database(e: &tokio_postgres::Error) -> ApiError {
     let Some(db) = e.as_db_error() else {
+        tracing::warn!(error = %e, "database connection error");
         return ApiError::Unavailable("the connection failed".into());
     };
     let code = db.code().code().to_string();
-    let (status, detail) = match code.as_str() {
-        "42501" => (
-            StatusCode::FORBIDDEN,
-            "the role of this token may not do this for this tenant",
-        ),
-        "22023" | "22P02" | "22007" | "22008" | "23514" => (
-            StatusCode::BAD_REQUEST,
-            "the database refused a value of this request",
-        ),
-        "57014" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the request took longer than the statement timeout",
-        ),
-        "40001" | "40P01" | "55P03" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a concurrent change: retry the request",
-        ),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "the database failed"),
-    };
+    let (status, detail) = SQLSTATE_STATUS
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or((500, "the database failed"), |(_, s, d)| (*s, *d));
     tracing::warn!(sqlstate = %code, message = %db.message(), "database error");
     ApiError::Database {
         sqlstate: code,
-        status,
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         detail: detail.into(),
     }
 }
@@ -102,9 +153,18 @@ impl IntoResponse for ApiError {
             ApiError::Database { .. } if status == StatusCode::FORBIDDEN => {
                 ("forbidden", "Forbidden")
             }
-            ApiError::Database { .. } if status == StatusCode::BAD_REQUEST => {
-                ("invalid-parameter", "Invalid parameter")
+            ApiError::Database { .. } if status == StatusCode::UNPROCESSABLE_ENTITY => {
+                ("refused", "Refused by the database")
             }
+            ApiError::Database { .. } if status == StatusCode::CONFLICT => ("conflict", "Conflict"),
+            ApiError::Database { .. } if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                ("internal", "Internal error")
+            }
+            ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
+            ApiError::Body(_) => ("invalid-body", "Invalid request body"),
+            ApiError::UnsupportedMedia => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::TooLarge => ("too-large", "Request body too large"),
+            ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::Database { .. } | ApiError::Unavailable(_) => {
                 ("unavailable", "Service unavailable")
             }
@@ -135,6 +195,16 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::RateLimited { retry_after } = &self {
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

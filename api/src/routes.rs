@@ -5,13 +5,17 @@
 
 use crate::db;
 use crate::identity::{Caller, Verifier};
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::query::{self, EventsQuery};
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,26 +25,41 @@ use std::time::{Duration, Instant};
 pub struct AppState {
     pub pool: deadpool_postgres::Pool,
     pub verifier: Verifier,
+    pub limiter: RateLimiter,
+    pub metrics: Arc<Metrics>,
     pub statement_timeout: Duration,
     pub max_wait: u32,
+    pub max_body: usize,
 }
 
 /// The OpenAPI description of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let metrics = state.metrics.clone();
+    let max_body = state.max_body;
     Router::new()
+        .route("/healthz", get(health))
         .route("/v1/health", get(health))
+        .route("/metrics", get(metrics_text))
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/tenants/{tenant}/events", get(events))
+        .route("/v1/tenants/{tenant}/events", get(events).post(record))
         .route("/v1/tenants/{tenant}/events/{log_id}", get(event))
         .route("/v1/tenants/{tenant}/accounts/{user}", get(account))
+        .route("/v1/tenants/{tenant}/accounts/{user}/reset", post(reset))
+        .route("/v1/tenants/{tenant}/evidence/{seq}", get(evidence))
         .route("/v1/tenants/{tenant}/verify", get(verify))
         .route(
             "/v1/tenants/{tenant}/investigation/{question}",
             get(investigation),
         )
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::observe,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
@@ -55,6 +74,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
             .await
             .map(|Path(p)| Params(p))
             .map_err(|_| ApiError::invalid("path", "a path segment is not valid UTF-8"))
+    }
+}
+
+/// A request body within the configured limit, refused as a problem.
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Body, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::Body("the body could not be read".into())
+                }
+            })
     }
 }
 
@@ -80,7 +119,17 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
                 .map_err(|_| ApiError::from(crate::identity::IdentityError::Malformed))
         })
         .transpose()?;
-    Ok(state.verifier.verify(value)?)
+    let caller = state.verifier.verify(value)?;
+    let who = format!(
+        "{}\u{0}{}",
+        caller.role,
+        caller.subject.as_deref().unwrap_or("")
+    );
+    state
+        .limiter
+        .take(&who, Instant::now())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    Ok(caller)
 }
 
 /// Runs a request's database work in a task of its own: a client that
@@ -116,6 +165,15 @@ async fn health(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()))
 }
 
+async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
+    let mut r = (StatusCode::OK, st.metrics.encode()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
 async fn openapi() -> Response {
     json(StatusCode::OK, OPENAPI.into())
 }
@@ -138,6 +196,10 @@ async fn events(
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        st.metrics.events_served.inc_by(rows.len() as u64);
+        tracing::info!(role = %caller.role, tenant = %tenant, rows = rows.len(), after = ?q.after,
+            since = ?q.since, until = ?q.until, user = q.user.is_some(), source = ?q.source.as_ref().map(ToString::to_string),
+            event_type = ?q.event_type, "events read");
         let last = rows.last().map(|(_, seq)| *seq).or(q.after);
         let body = format!(
             "[{}]",
@@ -371,4 +433,195 @@ pub fn is_uuid(s: &str) -> bool {
             8 | 13 | 18 | 23 => *c == b'-',
             _ => c.is_ascii_hexdigit(),
         })
+}
+
+/// Records events (`record_events`: checked, authorised, chained,
+/// idempotent on `log_id`) as the caller's role.
+async fn record(
+    State(st): State<Arc<AppState>>,
+    params: Params,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&st, &headers)?;
+    let tenant = params.tenant()?.to_string();
+    no_parameters(raw.as_deref())?;
+    json_content(&headers)?;
+    let (events, single) = crate::write::events_body(&body, &tenant)?;
+    detached(async move {
+        let mut client = db::connection(&st.pool).await?;
+        let tx = db::begin(&mut client, &caller, false, st.statement_timeout).await?;
+        let rows = tx
+            .query(
+                concat!(
+                    "SELECT ",
+                    crate::event_json!(),
+                    " FROM authaudit.record_events(($1::text)::jsonb) l"
+                ),
+                &[&events],
+            )
+            .await?;
+        tx.commit().await?;
+        let rows: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        tracing::info!(role = %caller.role, tenant = %tenant, rows = rows.len(), "events recorded");
+        let body = if single {
+            rows.into_iter().next().unwrap_or_else(|| "null".into())
+        } else {
+            format!("[{}]", rows.join(","))
+        };
+        Ok(json(StatusCode::OK, body))
+    })
+    .await
+}
+
+/// A request body must be JSON.
+fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMedia)
+    }
+}
+
+/// A reset's body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    /// The help desk's ticket.
+    ticket: String,
+    /// Why the account is unlocked.
+    reason: String,
+    /// The account's organisation, for an organisation's writer.
+    #[serde(default)]
+    org_id: Option<String>,
+}
+
+/// Records a `lockout_reset` for the account, with the ticket, the reason
+/// and the caller's identity in its metadata; idempotent on the
+/// `Idempotency-Key` header.
+async fn reset(
+    State(st): State<Arc<AppState>>,
+    params: Params,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&st, &headers)?;
+    let tenant = params.tenant()?.to_string();
+    no_parameters(raw.as_deref())?;
+    let user = account_param(&params)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                "the header is required: 1 to 255 printable ASCII characters",
+            )
+        })?
+        .to_string();
+    json_content(&headers)?;
+    let b: ResetBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Body(format!(
+            "the body must be {{\"ticket\", \"reason\"[, \"org_id\"]}}: {}",
+            body_error(&e)
+        ))
+    })?;
+    for (field, value, max) in [("ticket", &b.ticket, 128), ("reason", &b.reason, 1024)] {
+        if value.trim().is_empty() || value.len() > max || value.contains('\0') {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be 1 to {max} bytes, not blank"),
+            ));
+        }
+    }
+    if let Some(org) = &b.org_id {
+        authaudit_core::event::check_scope_id("org_id", org)
+            .map_err(|e| ApiError::invalid("org_id", e.to_string()))?;
+    }
+    let log_id = crate::write::reset_log_id(&tenant, &user, &caller.role, &key);
+    let metadata = serde_json::json!({
+        "ticket": b.ticket,
+        "reason": b.reason,
+        "idempotency_key": key,
+        "operator": {
+            "sub": caller.subject,
+            "iss": caller.claims.get("iss"),
+            "role": caller.role,
+        },
+    })
+    .to_string();
+    detached(async move {
+        let mut client = db::connection(&st.pool).await?;
+        let tx = db::begin(&mut client, &caller, false, st.statement_timeout).await?;
+        let row = tx
+            .query_one(
+                concat!(
+                    "SELECT ",
+                    crate::event_json!(),
+                    " FROM authaudit.record_event(log_id => ($1::text)::uuid, tenant_id => $2::text,",
+                    " org_id => $3::text, event_type => 'lockout_reset', user_id => $4::text,",
+                    " channel => 'api', metadata => ($5::text)::jsonb) l"
+                ),
+                &[&log_id, &tenant, &b.org_id, &user, &metadata],
+            )
+            .await?;
+        tx.commit().await?;
+        tracing::info!(role = %caller.role, tenant = %tenant, "lockout reset recorded");
+        Ok(json(StatusCode::OK, row.get(0)))
+    })
+    .await
+}
+
+fn body_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => e.to_string(),
+        _ => "not valid JSON".into(),
+    }
+}
+
+fn account_param(params: &Params) -> Result<String, ApiError> {
+    let user = params.get("user");
+    if user.is_empty() || user.len() > 1024 || user.contains('\0') {
+        return Err(ApiError::invalid(
+            "user",
+            "must be 1 to 1024 bytes without NUL",
+        ));
+    }
+    Ok(user.to_string())
+}
+
+/// The witnessed evidence of one event (`witnessed_evidence`), checkable
+/// offline with tools/verify_evidence.py.
+async fn evidence(
+    State(st): State<Arc<AppState>>,
+    params: Params,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&st, &headers)?;
+    let tenant = params.tenant()?.to_string();
+    no_parameters(raw.as_deref())?;
+    let seq = params.get("seq");
+    let seq = seq
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s >= 1 && seq.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| ApiError::invalid("seq", "must be a whole number from 1"))?
+        .to_string();
+    detached(async move {
+        const SQL: &str = "SELECT authaudit.witnessed_evidence($1::text, ($2::text)::bigint)::text";
+        match one_json(st, caller, SQL, vec![tenant, seq]).await? {
+            Some(body) => Ok(json(StatusCode::OK, body)),
+            None => Err(ApiError::NotFound),
+        }
+    })
+    .await
 }

@@ -4,7 +4,7 @@
 //! unauthenticated client, a forger, another tenant's reader, an
 //! organisation's reader and a client that goes away mid-request.
 
-use crate::support::{db, log_id};
+use crate::support::log_id;
 use authaudit_tests::{built_binary, free_port, TestDb};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -111,7 +111,13 @@ struct Api {
 
 impl Api {
     fn start(hint: &str, pool_size: usize) -> Api {
-        let db = db(hint);
+        Api::start_with(hint, pool_size, "")
+    }
+
+    /// With `limits` lines added to the `[limits]` section.
+    fn start_with(hint: &str, pool_size: usize, limits: &str) -> Api {
+        // The default lockout policy: five failures lock an account.
+        let db = authaudit_tests::Cluster::shared().fresh_db_with_lockout(hint);
         let p = db.name().to_string();
         let mut c = db.connect();
         c.batch_execute(&format!(
@@ -120,8 +126,12 @@ impl Api {
              CREATE ROLE {p}_reader_b IN ROLE authaudit_reader;
              CREATE ROLE {p}_reader_hq IN ROLE authaudit_reader;
              CREATE ROLE {p}_outsider;
-             GRANT {p}_reader_a, {p}_reader_b, {p}_reader_hq, {p}_outsider TO {p}_auth;
+             CREATE ROLE {p}_writer_a IN ROLE authaudit_writer;
+             CREATE ROLE {p}_helpdesk IN ROLE authaudit_writer, authaudit_reader;
+             GRANT {p}_reader_a, {p}_reader_b, {p}_reader_hq, {p}_outsider, {p}_writer_a, {p}_helpdesk TO {p}_auth;
              INSERT INTO authaudit.tenant_scope (role_name, tenant_id, org_id, can_read, can_write) VALUES
+               ('{p}_writer_a', 'tenant-a', NULL, false, true),
+               ('{p}_helpdesk', 'tenant-a', NULL, true, true),
                ('{p}_reader_a', 'tenant-a', NULL, true, false),
                ('{p}_reader_b', 'tenant-b', NULL, true, false),
                ('{p}_reader_hq', 'tenant-a', 'hq', true, false);"
@@ -146,9 +156,10 @@ issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
 jwks_file = "{}"
 leeway_seconds = 5
-roles = ["{p}_reader_a", "{p}_reader_b", "{p}_reader_hq", "{p}_outsider"]
+roles = ["{p}_reader_a", "{p}_reader_b", "{p}_reader_hq", "{p}_outsider", "{p}_writer_a", "{p}_helpdesk"]
 [limits]
 max_wait_seconds = 10
+{limits}
 "#,
                 db.cluster().port(),
                 jwks.display()
@@ -187,11 +198,29 @@ max_wait_seconds = 10
     }
 
     fn try_get(&self, path: &str, token: Option<&str>) -> Option<Reply> {
+        self.request("GET", path, token, &[], None)
+    }
+
+    /// A request with extra header lines and a body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> Option<Reply> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let body = body.unwrap_or("");
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
         )
         .ok()?;
         let mut raw = Vec::new();
@@ -209,6 +238,13 @@ max_wait_seconds = 10
             headers,
             body: body.to_string(),
         })
+    }
+
+    fn post(&self, path: &str, token: &str, headers: &[&str], body: &str) -> Reply {
+        let mut all = vec!["Content-Type: application/json"];
+        all.extend_from_slice(headers);
+        self.request("POST", path, Some(token), &all, Some(body))
+            .unwrap_or_else(|| panic!("POST {path}: no reply"))
     }
 
     fn get(&self, path: &str, token: &str) -> Reply {
@@ -452,6 +488,25 @@ fn each_reader_sees_exactly_its_tenant_and_organisation() {
 #[test]
 fn the_seq_cursor_pages_and_polls_without_skipping_or_repeating() {
     let api = Api::start("api_cursor", 2);
+    let mut c = api.db.connect();
+    let stored = |c: &mut postgres::Client| -> Vec<i64> {
+        c.query(
+            "SELECT seq FROM authaudit.auth_log WHERE tenant_id = 'tenant-a' ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let seqs = |r: &Reply| -> Vec<i64> {
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect()
+    };
     api.record("tenant-a", "hq", 0, 250);
     let token = api.token("reader_a");
     let mut seen = Vec::new();
@@ -461,72 +516,48 @@ fn the_seq_cursor_pages_and_polls_without_skipping_or_repeating() {
     loop {
         let r = api.get(&path, &token);
         assert_eq!(r.status, 200, "{}", r.body);
-        let page: Vec<i64> = r
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["seq"].as_i64().unwrap())
-            .collect();
+        let page = seqs(&r);
         path = r.next().expect("polling always has a next link");
         if page.is_empty() {
             break;
         }
         seen.extend(page);
     }
-    assert_eq!(seen, (1..=250).collect::<Vec<i64>>());
-    assert!(path.contains("after=250"), "{path}");
+    let all = stored(&mut c);
+    assert!(all.len() >= 250);
+    assert_eq!(seen, all);
+    let last = *all.last().unwrap();
+    assert!(path.contains(&format!("after={last}")), "{path}");
     // Events recorded later come through the same link, once each.
     api.record("tenant-a", "hq", 250, 3);
     let r = api.get(&path, &token);
-    let page: Vec<i64> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(page, vec![251, 252, 253]);
+    let all = stored(&mut c);
+    assert_eq!(seqs(&r), all[seen.len()..].to_vec());
     // A bounded window ends: no next link after its last page.
     let r = api.get(
         "/v1/tenants/tenant-a/events?until=2100-01-01T00:00:00Z&limit=1000",
         &token,
     );
-    assert_eq!(r.json().as_array().unwrap().len(), 253);
+    assert_eq!(seqs(&r), all);
     assert!(r.next().is_none());
     // A long-poll returns a new event within a second of its commit.
-    let next = api.get(&format!("{}&wait=8", r2(&path)), &token);
-    assert_eq!(next.status, 200);
-    let waiting = std::thread::scope(|s| {
+    let last = *all.last().unwrap();
+    let (r, after_commit) = std::thread::scope(|s| {
         let h = s.spawn(|| {
-            let started = Instant::now();
-            let r = api.get("/v1/tenants/tenant-a/events?after=253&wait=8", &token);
-            (r, started.elapsed())
+            api.get(
+                &format!("/v1/tenants/tenant-a/events?after={last}&wait=8"),
+                &token,
+            )
         });
         std::thread::sleep(Duration::from_millis(1500));
         let committed = Instant::now();
         api.record("tenant-a", "hq", 253, 1);
-        let (r, _) = h.join().unwrap();
+        let r = h.join().unwrap();
         (r, committed.elapsed())
     });
-    let (r, after_commit) = waiting;
-    let page: Vec<i64> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(page, vec![254]);
+    assert_eq!(seqs(&r), stored(&mut c)[all.len()..].to_vec());
+    assert!(!seqs(&r).is_empty());
     assert!(after_commit < Duration::from_secs(1), "{after_commit:?}");
-}
-
-/// The path of a next link with its `wait` dropped.
-fn r2(path: &str) -> String {
-    path.split('&')
-        .filter(|p| !p.starts_with("wait="))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 #[test]
@@ -560,4 +591,210 @@ fn bad_parameters_are_refused_naming_the_parameter() {
     assert_eq!(r.json(), json!([]));
     let r = api.get("/v1/tenants/tenant-a/nothing", &token);
     problem(&r, 404);
+}
+
+#[test]
+fn writers_record_and_reset_through_the_api_idempotently() {
+    let api = Api::start("api_write", 2);
+    let writer = api.token("writer_a");
+    let id = log_id(1, 1);
+    let event = json!({"log_id": id, "event_type": "login_failed", "user_id": "Alice",
+                       "channel": "web", "ip": "203.0.113.9"})
+    .to_string()
+    .replace("}", r#", "metadata": {"n": 12345678901234567890.10}}"#);
+    let r = api.post("/v1/tenants/tenant-a/events", &writer, &[], &event);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first = r.json();
+    assert_eq!(
+        (first["seq"].as_i64(), first["tenant_id"].as_str()),
+        (Some(1), Some("tenant-a"))
+    );
+    assert!(r.body.contains("12345678901234567890.10"), "{}", r.body);
+    // A retry is the same row, not a second event.
+    let again = api.post("/v1/tenants/tenant-a/events", &writer, &[], &event);
+    assert_eq!(again.json(), first);
+    // A batch; another tenant's event in it is refused and nothing of it is written.
+    let batch = json!([
+        {"log_id": log_id(1, 2), "event_type": "login_failed", "user_id": "alice", "channel": "web"},
+        {"log_id": log_id(1, 3), "tenant_id": "tenant-b", "event_type": "login_failed", "user_id": "x", "channel": "web"}
+    ]);
+    let r = api.post(
+        "/v1/tenants/tenant-a/events",
+        &writer,
+        &[],
+        &batch.to_string(),
+    );
+    assert_eq!(problem(&r, 400)["field"], "[1].tenant_id");
+    // The writer is not bound to tenant-b: the database refuses, 403.
+    let b = json!({"log_id": log_id(2, 1), "event_type": "login_failed", "user_id": "x", "channel": "web"});
+    let r = api.post("/v1/tenants/tenant-b/events", &writer, &[], &b.to_string());
+    assert_eq!(problem(&r, 403)["sqlstate"], "42501");
+    // An event the extension refuses: 422 with its SQLSTATE, nothing written.
+    let bad = json!({"log_id": log_id(1, 4), "event_type": "account_locked", "user_id": "x", "channel": "web"});
+    let r = api.post(
+        "/v1/tenants/tenant-a/events",
+        &writer,
+        &[],
+        &bad.to_string(),
+    );
+    assert_eq!(problem(&r, 422)["sqlstate"], "22023");
+    // A reader may not record.
+    let r = api.post(
+        "/v1/tenants/tenant-a/events",
+        &api.token("reader_a"),
+        &[],
+        &b.to_string().replace("tenant-b", "tenant-a"),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Wrong media type, malformed body, too large.
+    let r = api
+        .request(
+            "POST",
+            "/v1/tenants/tenant-a/events",
+            Some(&writer),
+            &["Content-Type: text/plain"],
+            Some(&event),
+        )
+        .unwrap();
+    problem(&r, 415);
+    for body in ["", "{", "[]", "7", "[1]"] {
+        let r = api.post("/v1/tenants/tenant-a/events", &writer, &[], body);
+        problem(&r, 422);
+    }
+    // Over authaudit.max_batch_events: the database refuses the batch.
+    let many = format!("[{}]", vec![event.as_str(); 3000].join(","));
+    let r = api.post("/v1/tenants/tenant-a/events", &writer, &[], &many);
+    assert_eq!(problem(&r, 422)["sqlstate"], "54000");
+    // Over limits.max_body_bytes: refused before the database.
+    let huge = format!("[{}]", vec![event.as_str(); 8000].join(","));
+    let r = api.post("/v1/tenants/tenant-a/events", &writer, &[], &huge);
+    problem(&r, 413);
+    let mut c = api.db.connect();
+    let rows: i64 = c
+        .query_one(
+            "SELECT count(*) FROM authaudit.auth_log WHERE tenant_id = 'tenant-a'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+
+    // Lock alice, then the help desk resets her through the API.
+    for n in 10..16 {
+        let e = json!({"log_id": log_id(1, n), "event_type": "login_failed", "user_id": "alice", "channel": "web"});
+        assert_eq!(
+            api.post("/v1/tenants/tenant-a/events", &writer, &[], &e.to_string())
+                .status,
+            200
+        );
+    }
+    let helpdesk = api.token("helpdesk");
+    let state = api
+        .get("/v1/tenants/tenant-a/accounts/alice", &helpdesk)
+        .json();
+    assert_eq!(state["locked"], true, "{state}");
+    let body = json!({"ticket": "HD-4711", "reason": "identity confirmed by phone"}).to_string();
+    let path = "/v1/tenants/tenant-a/accounts/alice/reset";
+    let r = api.post(path, &helpdesk, &[], &body);
+    assert_eq!(problem(&r, 400)["field"], "Idempotency-Key");
+    let r = api.post(path, &helpdesk, &["Idempotency-Key: k-1"], &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reset = r.json();
+    assert_eq!(reset["event_type"], "lockout_reset");
+    assert_eq!(reset["metadata"]["ticket"], "HD-4711");
+    assert_eq!(
+        reset["metadata"]["operator"]["sub"],
+        format!("{}@idp", api.role("helpdesk"))
+    );
+    assert_eq!(reset["metadata"]["operator"]["role"], api.role("helpdesk"));
+    assert!(!r.body.contains(&helpdesk), "the token is never stored");
+    // The same key again: the same event, no second reset.
+    let again = api.post(path, &helpdesk, &["Idempotency-Key: k-1"], &body);
+    assert_eq!(again.json()["seq"], reset["seq"]);
+    // The same key with another ticket: a conflict, 409.
+    let other = json!({"ticket": "HD-9999", "reason": "x"}).to_string();
+    let r = api.post(path, &helpdesk, &["Idempotency-Key: k-1"], &other);
+    assert_eq!(problem(&r, 409)["sqlstate"], "23505");
+    let state = api
+        .get("/v1/tenants/tenant-a/accounts/alice", &helpdesk)
+        .json();
+    assert_eq!(state["locked"], false, "{state}");
+    let resets: i64 = c
+        .query_one(
+            "SELECT count(*) FROM authaudit.auth_log WHERE tenant_id = 'tenant-a' AND event_type = 'lockout_reset'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(resets, 1);
+    // Body fields are checked by name.
+    let r = api.post(
+        path,
+        &helpdesk,
+        &["Idempotency-Key: k-2"],
+        &json!({"ticket": " ", "reason": "x"}).to_string(),
+    );
+    assert_eq!(problem(&r, 400)["field"], "ticket");
+    let r = api.post(
+        path,
+        &helpdesk,
+        &["Idempotency-Key: k-3"],
+        &json!({"ticket": "t", "reason": "x", "extra": 1}).to_string(),
+    );
+    problem(&r, 422);
+    // A reader may not reset.
+    let r = api.post(
+        path,
+        &api.token("reader_a"),
+        &["Idempotency-Key: k-4"],
+        &body,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // No witness has signed anything: the evidence is not there yet.
+    let r = api.get("/v1/tenants/tenant-a/evidence/1", &api.token("reader_a"));
+    assert_eq!(problem(&r, 409)["sqlstate"], "55000");
+    verify_all(&mut c);
+}
+
+fn verify_all(c: &mut postgres::Client) {
+    for t in ["tenant-a", "tenant-b"] {
+        let ok: bool = c
+            .query_one("SELECT ok FROM authaudit.verify_chain($1)", &[&t])
+            .unwrap()
+            .get(0);
+        assert!(ok, "{t}");
+    }
+}
+
+#[test]
+fn a_caller_over_its_rate_gets_429_and_the_metrics_count_it() {
+    let api = Api::start_with("api_limits", 2, "requests_per_second = 1\nburst = 5");
+    let token = api.token("reader_a");
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| api.get("/v1/tenants/tenant-a/events", &token).status)
+        .collect();
+    assert_eq!(&statuses[..5], &[200; 5]);
+    let r = api.get("/v1/tenants/tenant-a/events", &token);
+    problem(&r, 429);
+    assert!(r.header("retry-after").is_some());
+    // Another caller is not affected.
+    assert_eq!(
+        api.get("/v1/tenants/tenant-b/events", &api.token("reader_b"))
+            .status,
+        200
+    );
+    let metrics = api.try_get("/metrics", None).unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains(
+            r#"authaudit_api_requests_total{route="/v1/tenants/{tenant}/events",status="429"}"#
+        ),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        !metrics.body.contains("tenant-a"),
+        "no tenant in the metrics"
+    );
+    assert_eq!(api.try_get("/healthz", None).unwrap().status, 200);
 }
