@@ -40,6 +40,8 @@ pub enum ApiError {
     TooLarge,
     #[error("this endpoint does not take this method")]
     MethodNotAllowed,
+    #[error("Accept names no format this endpoint answers in (application/json, application/x-ndjson, text/x-cef)")]
+    NotAcceptable,
 }
 
 impl ApiError {
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
         }
     }
 }
@@ -182,6 +185,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMedia => ("unsupported-media-type", "Unsupported media type"),
             ApiError::TooLarge => ("too-large", "Request body too large"),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            ApiError::NotAcceptable => ("not-acceptable", "Not acceptable"),
             ApiError::Database { .. } | ApiError::Unavailable(_) => {
                 ("unavailable", "Service unavailable")
             }

@@ -41,8 +41,53 @@ pub struct EventsQuery {
     pub channel: Option<String>,
     pub org: Option<String>,
     pub limit: u32,
+    /// Whether `limit` was given (an export without it has none).
+    pub limit_given: bool,
     /// Long-poll: seconds to wait for a first event when there is none.
     pub wait: u32,
+}
+
+/// What the events are answered as, by `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A JSON array, a page at a time (`application/json`, the default).
+    Json,
+    /// One JSON event a line, streamed (`application/x-ndjson`).
+    Ndjson,
+    /// One CEF line an event as `to_cef` writes it, streamed (`text/x-cef`).
+    Cef,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: the first media type of it
+    /// this API serves; None when it names only others.
+    pub fn from_accept(accept: Option<&str>) -> Option<Format> {
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+            return Some(Format::Json);
+        };
+        accept.split(',').find_map(|part| {
+            let media = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            match media.as_str() {
+                "application/json" | "application/*" | "*/*" => Some(Format::Json),
+                "application/x-ndjson" | "application/ndjson" => Some(Format::Ndjson),
+                "text/x-cef" => Some(Format::Cef),
+                _ => None,
+            }
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Cef => "text/x-cef; charset=utf-8",
+        }
+    }
 }
 
 /// The parameters `events` takes.
@@ -87,7 +132,10 @@ pub fn parse_events(raw: Option<&str>, max_wait: u32) -> Result<EventsQuery, Api
                     .map_err(|e| ApiError::invalid("org", e.to_string()))?;
                 q.org = Some(value)
             }
-            "limit" => q.limit = number(&key, &value, 1, i64::from(MAX_LIMIT))? as u32,
+            "limit" => {
+                q.limit = number(&key, &value, 1, i64::from(MAX_LIMIT))? as u32;
+                q.limit_given = true;
+            }
             "wait" => q.wait = number(&key, &value, 0, i64::from(max_wait))? as u32,
             _ => unreachable!("listed above"),
         }
@@ -313,14 +361,19 @@ pub const EVENT_BY_ID: &str = concat!(
     " FROM authaudit.auth_log l WHERE l.tenant_id = $1::text AND l.log_id = ($2::text)::uuid"
 );
 
-/// The statement and its text parameters (`$1` is the tenant).
+/// The statement and its text parameters (`$1` is the tenant) for a page.
 pub fn events_sql(tenant: &str, q: &EventsQuery) -> (String, Vec<String>) {
-    let mut sql = concat!(
-        "SELECT ",
-        event_json!(),
-        ", l.seq FROM authaudit.auth_log l WHERE l.tenant_id = $1::text"
-    )
-    .to_string();
+    events_sql_as(tenant, q, Format::Json)
+}
+
+/// The statement of `q` answering in `format`: a page for JSON, every
+/// matching event (or `limit` of them, when given) for a stream.
+pub fn events_sql_as(tenant: &str, q: &EventsQuery, format: Format) -> (String, Vec<String>) {
+    let select = match format {
+        Format::Json | Format::Ndjson => concat!("SELECT ", event_json!(), ", l.seq"),
+        Format::Cef => "SELECT authaudit.to_cef(l), l.seq",
+    };
+    let mut sql = format!("{select} FROM authaudit.auth_log l WHERE l.tenant_id = $1::text");
     let mut params = vec![tenant.to_string()];
     let mut add = |sql: &mut String, condition: &str, value: String| {
         params.push(value);
@@ -354,7 +407,10 @@ pub fn events_sql(tenant: &str, q: &EventsQuery) -> (String, Vec<String>) {
     if let Some(o) = &q.org {
         add(&mut sql, " AND l.org_id = ?", o.clone());
     }
-    sql.push_str(&format!(" ORDER BY l.seq LIMIT {}", q.limit));
+    sql.push_str(" ORDER BY l.seq");
+    if format == Format::Json || q.limit_given {
+        sql.push_str(&std::format!(" LIMIT {}", q.limit));
+    }
     (sql, params)
 }
 
@@ -462,6 +518,34 @@ mod tests {
     }
 
     #[test]
+    fn accept_chooses_the_format() {
+        assert_eq!(Format::from_accept(None), Some(Format::Json));
+        assert_eq!(Format::from_accept(Some("*/*")), Some(Format::Json));
+        assert_eq!(
+            Format::from_accept(Some("application/x-ndjson")),
+            Some(Format::Ndjson)
+        );
+        assert_eq!(
+            Format::from_accept(Some("text/html, text/x-cef;q=0.9")),
+            Some(Format::Cef)
+        );
+        assert_eq!(Format::from_accept(Some("text/html")), None);
+    }
+
+    #[test]
+    fn an_export_has_no_limit_unless_given() {
+        let q = parse_events(Some("type=login_failed"), 30).unwrap();
+        assert!(events_sql_as("t", &q, Format::Json)
+            .0
+            .ends_with("LIMIT 100"));
+        assert!(events_sql_as("t", &q, Format::Ndjson)
+            .0
+            .ends_with("ORDER BY l.seq"));
+        let q = parse_events(Some("limit=5"), 30).unwrap();
+        assert!(events_sql_as("t", &q, Format::Cef).0.ends_with("LIMIT 5"));
+    }
+
+    #[test]
     fn the_statement_binds_every_value_as_a_parameter() {
         let q = parse_events(Some("user=x%27%20OR%201%3D1--&channel=web"), 30).unwrap();
         let (sql, params) = events_sql("agency-1", &q);
@@ -535,6 +619,9 @@ mod tests {
                     assert!((1..=MAX_LIMIT).contains(&q.limit), "{raw}");
                     let (sql, params) = events_sql("t", &q);
                     assert_eq!(sql.matches("::text").count(), params.len() + 1, "{raw}");
+                    let (cef, cef_params) = events_sql_as("t", &q, Format::Cef);
+                    assert_eq!(cef_params, params);
+                    assert_eq!(cef.matches("::text").count(), params.len(), "{raw}");
                 }
                 Err(ApiError::Invalid { field, reason }) => {
                     assert!(!field.is_empty() && !reason.is_empty(), "{raw}");

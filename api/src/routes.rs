@@ -187,6 +187,12 @@ async fn events(
     let caller = authenticate(&st, &headers)?;
     let tenant = params.tenant()?.to_string();
     let q = query::parse_events(raw.as_deref(), st.max_wait)?;
+    let format =
+        query::Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+            .ok_or(ApiError::NotAcceptable)?;
+    if format != query::Format::Json {
+        return stream_events(st, caller, tenant, q, format).await;
+    }
     detached(async move {
         let deadline = Instant::now() + Duration::from_secs(u64::from(q.wait));
         let rows = loop {
@@ -624,4 +630,93 @@ async fn evidence(
         }
     })
     .await
+}
+
+/// Streams every matching event (or `limit` of them) as NDJSON or CEF
+/// lines, in one read-only transaction, with bounded memory: rows are
+/// read from PostgreSQL only as fast as the client takes them. An error
+/// after the first line aborts the response (the client sees an
+/// incomplete body, never a silently short export).
+async fn stream_events(
+    st: Arc<AppState>,
+    caller: Caller,
+    tenant: String,
+    q: EventsQuery,
+    format: query::Format,
+) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+    tokio::spawn(async move {
+        let (sql, params) = query::events_sql_as(&tenant, &q, format);
+        let mut client = match db::connection(&st.pool).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let txn = match db::begin(&mut client, &caller, true, st.statement_timeout).await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let rows = match txn.query_raw(sql.as_str(), params.iter()).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.into()));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        futures_util::pin_mut!(rows);
+        let (mut n, mut buf) = (0u64, Vec::with_capacity(64 * 1024));
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(r) => {
+                    let line: Option<String> = r.get(0);
+                    buf.extend_from_slice(line.unwrap_or_default().as_bytes());
+                    buf.push(b'\n');
+                    n += 1;
+                    if buf.len() >= 32 * 1024
+                        && tx
+                            .send(Ok(Bytes::from(std::mem::take(&mut buf))))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "export failed");
+                    let _ = tx
+                        .send(Err(std::io::Error::other("the export failed")))
+                        .await;
+                    return;
+                }
+            }
+        }
+        if !buf.is_empty() && tx.send(Ok(Bytes::from(buf))).await.is_err() {
+            return;
+        }
+        let _ = txn.commit().await;
+        st.metrics.events_served.inc_by(n);
+        tracing::info!(role = %caller.role, tenant = %tenant, rows = n, format = ?format, "events exported");
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(ApiError::Unavailable("the export did not start".into())),
+    }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut r = axum::body::Body::from_stream(stream).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    Ok(r)
 }
