@@ -716,3 +716,47 @@ BEGIN
               END;
 END;
 $$;
+
+-- import_events holds the batch's tenants' lockout state before it chains
+-- the batch, not after (a live recorder that appended meanwhile and the
+-- rebuild waited for each other: a deadlock).
+CREATE FUNCTION authaudit."_hold_for_rebuild"(
+	"tenants" TEXT[] /* Vec < String > */
+) RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hold_for_rebuild_wrapper';
+REVOKE EXECUTE ON FUNCTION authaudit._hold_for_rebuild(text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION authaudit.import_events(events jsonb, rebuild boolean DEFAULT true)
+RETURNS SETOF authaudit.auth_log
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids uuid[];
+BEGIN
+    -- The tenants' lockout state is held before the batch is chained
+    -- (authaudit._hold_for_rebuild: taken after it, live recorders that
+    -- appended meanwhile and the rebuild would wait for each other).
+    IF rebuild THEN
+        PERFORM authaudit._hold_for_rebuild(
+            ARRAY(SELECT DISTINCT e ->> 'tenant_id'
+                    FROM jsonb_array_elements(CASE jsonb_typeof(events) WHEN 'array' THEN events
+                                              ELSE '[]' END) AS e
+                   WHERE e ->> 'tenant_id' IS NOT NULL));
+    END IF;
+    v_ids := authaudit._import_events(events);
+    IF rebuild THEN
+        PERFORM authaudit._rebuild_after_import(
+            ARRAY(SELECT DISTINCT e ->> 'tenant_id' FROM jsonb_array_elements(events) AS e));
+    END IF;
+    RETURN QUERY
+        SELECT l.* FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
+          JOIN authaudit.auth_log l
+            ON l.tenant_id = (events -> (u.ord::integer - 1)) ->> 'tenant_id' AND l.log_id = u.id
+         ORDER BY u.ord;
+END;
+$$;

@@ -38,8 +38,19 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_ids uuid[] := authaudit._import_events(events);
+    v_ids uuid[];
 BEGIN
+    -- The tenants' lockout state is held before the batch is chained
+    -- (authaudit._hold_for_rebuild: taken after it, live recorders that
+    -- appended meanwhile and the rebuild would wait for each other).
+    IF rebuild THEN
+        PERFORM authaudit._hold_for_rebuild(
+            ARRAY(SELECT DISTINCT e ->> 'tenant_id'
+                    FROM jsonb_array_elements(CASE jsonb_typeof(events) WHEN 'array' THEN events
+                                              ELSE '[]' END) AS e
+                   WHERE e ->> 'tenant_id' IS NOT NULL));
+    END IF;
+    v_ids := authaudit._import_events(events);
     IF rebuild THEN
         PERFORM authaudit._rebuild_after_import(
             ARRAY(SELECT DISTINCT e ->> 'tenant_id' FROM jsonb_array_elements(events) AS e));
@@ -54,6 +65,7 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION authaudit._import_events(jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION authaudit._rebuild_after_import(text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION authaudit._hold_for_rebuild(text[]) FROM PUBLIC;
 
 COMMENT ON FUNCTION authaudit.import_events(jsonb, boolean) IS
     'Records historical events (any past occurred_at) without live lockout effects, then re-derives the lockout state in event-time order.';

@@ -62,6 +62,7 @@ extension_sql_file!(
         replay::lockout_replay,
         replay::rebuild_lockout,
         replay::rebuild_after_import,
+        replay::hold_for_rebuild,
         scope::authorise_event,
         scope::writes_tenant,
         scope::writer_role,

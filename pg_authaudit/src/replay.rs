@@ -754,6 +754,28 @@ fn random_uuid() -> Uuid {
     Uuid::from_bytes(b)
 }
 
+/// `import_events`' first step when it rebuilds: holds the lockout state
+/// of each of `tenants` alone, as the rebuild will, before the batch is
+/// chained. Live recorders of these tenants then wait for the import to
+/// end. Taken after the batch, the hold would wait for live recorders that
+/// appended after the batch, and they wait for the import's commit (the
+/// chain's commit order): a deadlock. A tenant the caller may not rebuild
+/// (or a malformed one) is not held: the import or the rebuild refuses it
+/// afterwards, with its own error, as without the hold.
+#[pg_extern(volatile, parallel_unsafe, name = "_hold_for_rebuild")]
+fn hold_for_rebuild(tenants: Vec<String>) -> i64 {
+    let mut tenants = tenants;
+    tenants.sort();
+    tenants.dedup();
+    tenants.retain(|t| {
+        authaudit_core::event::check_scope_id("tenant_id", t).is_ok() && scope::may_rebuild(t)
+    });
+    for t in &tenants {
+        heads::lock_tenant_state(t, StateAccess::Rebuild);
+    }
+    tenants.len() as i64
+}
+
 /// `import_events`' rebuild: re-derives the lockout state of each of
 /// `tenants` once (the batch's tenants, repeated or not).
 #[pg_extern(volatile, parallel_unsafe, name = "_rebuild_after_import")]

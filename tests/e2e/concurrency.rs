@@ -166,3 +166,79 @@ fn serializable_writers_failing_at_commit_leave_an_intact_chain() {
         "the workload produced no serialization failure to test"
     );
 }
+
+/// History imported (with its lockout rebuild) while live failures are
+/// recorded into the same tenant: neither side fails, both are chained,
+/// and the lockout state is the one the whole history gives.
+#[test]
+fn an_import_with_rebuild_beside_live_recording_never_deadlocks() {
+    let db = crate::support::db_with_lockout("import_beside_live");
+    let url = db.url();
+    let start = Arc::new(Barrier::new(3));
+    let live: Vec<thread::JoinHandle<Vec<String>>> = (0..2u32)
+        .map(|w| {
+            let (url, start) = (url.clone(), start.clone());
+            thread::spawn(move || {
+                let mut c = Client::connect(&url, postgres::NoTls).unwrap();
+                start.wait();
+                let mut errors = Vec::new();
+                for n in 0..150u32 {
+                    if let Err(e) = c.execute(
+                        "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'hot', \
+                         event_type => 'login_failed', user_id => $2, channel => 'web', ip => '198.51.100.7')",
+                        &[&log_id(w, n), &format!("live{}", n % 20)],
+                    ) {
+                        errors.push(format!("live: {e:?}"));
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut c = Client::connect(&url, postgres::NoTls).unwrap();
+    start.wait();
+    let mut errors = Vec::new();
+    for b in 0..15u32 {
+        let batch: Vec<serde_json::Value> = (0..20u32)
+            .map(|i| {
+                serde_json::json!({"log_id": log_id(100 + b, i), "tenant_id": "hot",
+                    "event_type": "login_failed", "user_id": format!("old{}", i % 4),
+                    "channel": "web", "ip": "203.0.113.5",
+                    "occurred_at": format!("2026-01-01T00:{:02}:{:02}Z", b, i)})
+            })
+            .collect();
+        if let Err(e) = c.execute(
+            "SELECT count(*) FROM authaudit.import_events($1::text::jsonb)",
+            &[&serde_json::Value::Array(batch).to_string()],
+        ) {
+            errors.push(format!("import: {e:?}"));
+        }
+    }
+    for h in live {
+        errors.extend(h.join().unwrap());
+    }
+    assert!(
+        errors.is_empty(),
+        "{} failures, first: {}",
+        errors.len(),
+        errors[0]
+    );
+    let (ok, rows, _, reason) = verify(&mut c, "hot");
+    assert!(ok, "{reason:?}");
+    assert!(rows >= 2 * 150 + 15 * 20);
+    // The state equals a rebuild from the whole history.
+    let state = |c: &mut Client| -> Vec<(String, i32, bool)> {
+        c.query(
+            "SELECT user_id, failure_count, locked FROM authaudit.lockout_state WHERE tenant_id = 'hot' ORDER BY user_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    let before = state(&mut c);
+    c.execute("SELECT * FROM authaudit.rebuild_lockout('hot')", &[])
+        .unwrap();
+    assert_eq!(state(&mut c), before);
+}

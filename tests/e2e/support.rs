@@ -134,3 +134,8 @@ impl Rng {
         }
     }
 }
+
+/// A fresh database with pg_authaudit and its default lockout policy.
+pub fn db_with_lockout(hint: &str) -> TestDb {
+    Cluster::shared().fresh_db_with_lockout(hint)
+}
