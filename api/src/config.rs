@@ -99,6 +99,19 @@ pub struct Limits {
     /// The largest request body, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Connections open at once; more are closed when accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The largest request head (request line and headers), in bytes.
+    #[serde(default = "default_max_header")]
+    pub max_header_bytes: usize,
+    /// A request head must arrive within this, in milliseconds.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// On shutdown, the requests in flight are answered for up to this
+    /// many seconds.
+    #[serde(default = "default_drain")]
+    pub shutdown_drain_seconds: u64,
 }
 
 impl Default for Limits {
@@ -108,8 +121,25 @@ impl Default for Limits {
             requests_per_second: default_rate(),
             burst: default_burst(),
             max_body_bytes: default_max_body(),
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header(),
+            header_timeout_ms: default_header_timeout(),
+            shutdown_drain_seconds: default_drain(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_header() -> usize {
+    16 * 1024
+}
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_drain() -> u64 {
+    30
 }
 
 fn default_rate() -> u32 {
@@ -233,6 +263,21 @@ impl Config {
             return Err(invalid(
                 "limits.requests_per_second",
                 "requests_per_second and burst must be above 0",
+            ));
+        }
+        if !(1..=65_536).contains(&self.limits.max_connections) {
+            return Err(invalid("limits.max_connections", "must be 1 to 65536"));
+        }
+        if !(8192..=1024 * 1024).contains(&self.limits.max_header_bytes) {
+            return Err(invalid("limits.max_header_bytes", "must be 8 KiB to 1 MiB"));
+        }
+        if !(100..=600_000).contains(&self.limits.header_timeout_ms) {
+            return Err(invalid("limits.header_timeout_ms", "must be 100 to 600000"));
+        }
+        if self.limits.shutdown_drain_seconds > 3600 {
+            return Err(invalid(
+                "limits.shutdown_drain_seconds",
+                "must be at most 3600",
             ));
         }
         if !(1024..=256 * 1024 * 1024).contains(&self.limits.max_body_bytes) {

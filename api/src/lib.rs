@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod problem;
 pub mod query;
 pub mod routes;
+pub mod server;
 pub mod write;

@@ -3,6 +3,7 @@
 use authaudit_api::config::Config;
 use authaudit_api::identity::Verifier;
 use authaudit_api::routes::{router, AppState};
+use authaudit_api::server::ConnectionLimits;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,21 +85,23 @@ async fn serve(config: Config) -> ExitCode {
     };
     tracing::info!(listen = %config.listen, "serving");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
         }
     };
-    match axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("authaudit-api: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let limits = ConnectionLimits {
+        max_connections: config.limits.max_connections,
+        max_header_bytes: config.limits.max_header_bytes,
+        header_timeout: std::time::Duration::from_millis(config.limits.header_timeout_ms),
+        drain: std::time::Duration::from_secs(config.limits.shutdown_drain_seconds),
+    };
+    authaudit_api::server::serve(listener, router(state), limits, shutdown).await;
+    ExitCode::SUCCESS
 }

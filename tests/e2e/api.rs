@@ -1106,3 +1106,90 @@ fn a_poller_following_next_links_gets_every_row_once_under_concurrent_writers_an
         "the pages are exactly the rows, in seq order"
     );
 }
+
+#[test]
+fn idle_and_oversized_clients_cannot_hold_the_api() {
+    let api = Api::start_with(
+        "api_slowloris",
+        2,
+        "max_connections = 20\nheader_timeout_ms = 500\nmax_header_bytes = 8192",
+    );
+    // Twenty clients that open a connection and send half a request head.
+    let idle: Vec<TcpStream> = (0..20)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", api.port)).ok()?;
+            s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(idle.len(), 20);
+    // Past the header timeout they are closed, and others are served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if api.try_get("/healthz", None).map(|r| r.status) == Some(200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "idle clients kept the API from answering"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        // Closed by the server (end of stream), not left open.
+        let closed = s.read_to_end(&mut buf);
+        assert!(
+            closed.is_ok(),
+            "an idle connection was left open: {closed:?}"
+        );
+    }
+    // A request head above the limit is refused, not buffered.
+    let token = api.token("reader_a");
+    let big = format!("X-Filler: {}", "a".repeat(20_000));
+    let r = api.request(
+        "GET",
+        "/v1/tenants/tenant-a/events",
+        Some(&token),
+        &[&big],
+        None,
+    );
+    assert!(
+        r.is_none_or(|r| r.status == 431),
+        "an oversized head was served"
+    );
+    assert_eq!(api.get("/v1/tenants/tenant-a/events", &token).status, 200);
+}
+
+#[test]
+fn sigterm_answers_the_requests_in_flight_then_exits() {
+    let mut api = Api::start("api_shutdown", 2);
+    api.record("tenant-a", "hq", 0, 1);
+    let token = api.token("reader_a");
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| api.get("/v1/tenants/tenant-a/events?after=1&wait=3", &token));
+        std::thread::sleep(Duration::from_millis(500));
+        let kill = Command::new("kill")
+            .args(["-TERM", &api.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        h.join().unwrap()
+    });
+    // The long-poll in flight got its answer (no new event: an empty page).
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!([]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(code) = api.child.try_wait().unwrap() {
+            assert!(code.success(), "{code:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the API did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And it accepts nothing more.
+    assert!(api.try_get("/healthz", None).is_none());
+}
