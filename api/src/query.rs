@@ -56,6 +56,10 @@ pub enum Format {
     Ndjson,
     /// One CEF line an event as `to_cef` writes it, streamed (`text/x-cef`).
     Cef,
+    /// One OCSF 1.8.0 event a line, streamed (`application/x-ocsf+ndjson`).
+    Ocsf,
+    /// One ECS document a line, streamed (`application/x-ecs+ndjson`).
+    Ecs,
 }
 
 impl Format {
@@ -76,6 +80,8 @@ impl Format {
                 "application/json" | "application/*" | "*/*" => Some(Format::Json),
                 "application/x-ndjson" | "application/ndjson" => Some(Format::Ndjson),
                 "text/x-cef" => Some(Format::Cef),
+                "application/x-ocsf+ndjson" => Some(Format::Ocsf),
+                "application/x-ecs+ndjson" => Some(Format::Ecs),
                 _ => None,
             }
         })
@@ -86,6 +92,8 @@ impl Format {
             Format::Json => "application/json",
             Format::Ndjson => "application/x-ndjson",
             Format::Cef => "text/x-cef; charset=utf-8",
+            Format::Ocsf => "application/x-ocsf+ndjson",
+            Format::Ecs => "application/x-ecs+ndjson",
         }
     }
 }
@@ -354,6 +362,22 @@ macro_rules! event_json {
     };
 }
 
+/// A row as `authaudit_core::stored_event::StoredEvent` reads it.
+#[macro_export]
+macro_rules! stored_event_json {
+    () => {
+        "jsonb_build_object(\
+ 'log_id', l.log_id, 'tenant_id', l.tenant_id, 'org_id', l.org_id, 'seq', l.seq,\
+ 'event_type', l.event_type, 'user_id', l.user_id, 'ip', host(l.ip),\
+ 'user_agent', l.user_agent, 'channel', l.channel,\
+ 'occurred_at', l.occurred_at, 'occurred_at_ms', floor(extract(epoch FROM l.occurred_at) * 1000)::bigint,\
+ 'recorded_at', l.recorded_at, 'recorded_at_ms', floor(extract(epoch FROM l.recorded_at) * 1000)::bigint,\
+ 'metadata', l.metadata, 'format_version', l.format_version,\
+ 'prev_link', encode(l.prev_link, 'hex'), 'link_sha256', encode(l.link_sha256, 'hex'),\
+ 'digest_sha512', encode(l.digest_sha512, 'hex'), 'digest_sha3_256', encode(l.digest_sha3_256, 'hex'))::text"
+    };
+}
+
 /// One event by its log id (`$1` the tenant, `$2` the log id).
 pub const EVENT_BY_ID: &str = concat!(
     "SELECT ",
@@ -372,6 +396,7 @@ pub fn events_sql_as(tenant: &str, q: &EventsQuery, format: Format) -> (String, 
     let select = match format {
         Format::Json | Format::Ndjson => concat!("SELECT ", event_json!(), ", l.seq"),
         Format::Cef => "SELECT authaudit.to_cef(l), l.seq",
+        Format::Ocsf | Format::Ecs => concat!("SELECT ", stored_event_json!(), ", l.seq"),
     };
     let mut sql = format!("{select} FROM authaudit.auth_log l WHERE l.tenant_id = $1::text");
     let mut params = vec![tenant.to_string()];

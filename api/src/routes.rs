@@ -9,6 +9,7 @@ use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::query::{self, EventsQuery};
+use authaudit_core::stored_event::StoredEvent;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
@@ -676,8 +677,26 @@ async fn stream_events(
         while let Some(row) = rows.next().await {
             match row {
                 Ok(r) => {
-                    let line: Option<String> = r.get(0);
-                    buf.extend_from_slice(line.unwrap_or_default().as_bytes());
+                    let line: String = r.get::<_, Option<String>>(0).unwrap_or_default();
+                    let line = match format {
+                        query::Format::Ocsf | query::Format::Ecs => {
+                            match serde_json::from_str::<StoredEvent>(&line) {
+                                Ok(e) if format == query::Format::Ocsf => {
+                                    authaudit_core::ocsf::to_ocsf(&e, env!("CARGO_PKG_VERSION"))
+                                }
+                                Ok(e) => authaudit_core::ecs::to_ecs(&e),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "a row could not be read for the export");
+                                    let _ = tx
+                                        .send(Err(std::io::Error::other("the export failed")))
+                                        .await;
+                                    return;
+                                }
+                            }
+                        }
+                        _ => line,
+                    };
+                    buf.extend_from_slice(line.as_bytes());
                     buf.push(b'\n');
                     n += 1;
                     if buf.len() >= 32 * 1024

@@ -1193,3 +1193,148 @@ fn sigterm_answers_the_requests_in_flight_then_exits() {
     // And it accepts nothing more.
     assert!(api.try_get("/healthz", None).is_none());
 }
+
+#[test]
+fn ocsf_output_of_every_event_type_validates_against_the_ocsf_schemas() {
+    let api = Api::start("api_ocsf", 2);
+    let mut c = api.db.connect();
+    api.record("tenant-a", "hq", 0, 6); // six failures: user0..5, no lock
+    for n in 0..5u32 {
+        // five failures of one account: locked
+        c.execute(
+            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'tenant-a', org_id => 'hq', \
+             event_type => 'login_failed', user_id => 'mallory', channel => 'mobile', ip => '2001:db8::7')",
+            &[&log_id(5, n)],
+        )
+        .unwrap();
+    }
+    c.batch_execute(&format!(
+        "SELECT authaudit.record_event(log_id => '{}', tenant_id => 'tenant-a', org_id => 'hq',
+                event_type => 'lockout_reset', user_id => 'mallory', channel => 'web');
+         SELECT authaudit.record_event(log_id => '{}', tenant_id => 'tenant-a', org_id => 'hq',
+                event_type => 'login_success', user_id => 'mallory', channel => 'web', ip => '203.0.113.4',
+                user_agent => 'Mozilla/5.0');
+         SELECT * FROM authaudit.record_token_issued('{}', 'tenant-a', 'hq', 'alice',
+                'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImp0aSI6ImoxIn0.c2ln',
+                '203.0.113.5', 'AgencyApp/3.1', 'mobile');
+         SELECT * FROM authaudit.rebuild_lockout('tenant-a');",
+        log_id(6, 1),
+        log_id(6, 2),
+        log_id(6, 3)
+    ))
+    .unwrap();
+    let types: Vec<String> = c
+        .query("SELECT DISTINCT event_type FROM authaudit.auth_log WHERE tenant_id = 'tenant-a' ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "account_locked",
+            "lockout_rebuilt",
+            "lockout_reset",
+            "login_failed",
+            "login_success",
+            "token_issued"
+        ]
+    );
+    let rows: i64 = c
+        .query_one(
+            "SELECT count(*) FROM authaudit.auth_log WHERE tenant_id = 'tenant-a'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let token = api.token("reader_a");
+    let export = |accept: &str| -> String {
+        let r = api
+            .request(
+                "GET",
+                "/v1/tenants/tenant-a/events",
+                Some(&token),
+                &[&format!("Accept: {accept}")],
+                None,
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("content-type"), Some(accept));
+        dechunk(&r.body)
+    };
+    let ocsf = export("application/x-ocsf+ndjson");
+    assert_eq!(ocsf.lines().count() as i64, rows);
+    // Validated by jsonschema (Draft 2020-12) against ../shared/ocsf.
+    let shared = authaudit_tests::repo_root().join("../shared/ocsf");
+    let shared = std::env::var("AUTHAUDIT_OCSF_SCHEMAS").map_or(shared, PathBuf::from);
+    let check = r#"
+import json, sys, jsonschema
+schemas = {3002: json.load(open(sys.argv[1] + "/authentication-3002.schema.json")),
+           3001: json.load(open(sys.argv[1] + "/account-change-3001.schema.json"))}
+bad = 0
+for n, line in enumerate(sys.stdin):
+    e = json.loads(line)
+    for err in jsonschema.Draft202012Validator(schemas[e["class_uid"]]).iter_errors(e):
+        bad += 1
+        print(n, e.get("unmapped", {}).get("pg_authaudit", {}).get("event_type"), err.json_path, err.message)
+print("checked", n + 1, "bad", bad)
+sys.exit(1 if bad else 0)
+"#;
+    let mut child = Command::new(contract_tool("python3"))
+        .args(["-c", check])
+        .arg(&shared)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ocsf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("checked {rows} bad 0")), "{text}");
+    // Classes and activities as documented; the chain's digests are there.
+    let events: Vec<Value> = ocsf
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["unmapped"]["pg_authaudit"]["event_type"] == t)
+            .unwrap()
+    };
+    assert_eq!(of("login_failed")["type_uid"], 300201);
+    assert_eq!(of("login_failed")["status_id"], 2);
+    assert_eq!(of("token_issued")["type_uid"], 300203);
+    assert_eq!(of("account_locked")["type_uid"], 300109);
+    assert_eq!(of("lockout_reset")["type_uid"], 300112);
+    assert_eq!(of("login_success")["metadata"]["tenant_uid"], "tenant-a");
+    let stored_link: String = c
+        .query_one(
+            "SELECT encode(link_sha256, 'hex') FROM authaudit.auth_log WHERE tenant_id = 'tenant-a' AND seq = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        events[0]["unmapped"]["pg_authaudit"]["link_sha256"],
+        stored_link
+    );
+    // ECS: one document per event, in seq order.
+    let ecs = export("application/x-ecs+ndjson");
+    let docs: Vec<Value> = ecs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len() as i64, rows);
+    assert!(docs
+        .windows(2)
+        .all(|w| w[0]["event"]["sequence"].as_i64() < w[1]["event"]["sequence"].as_i64()));
+    assert_eq!(docs[0]["event"]["outcome"], "failure");
+    assert_eq!(docs[0]["event"]["category"], json!(["authentication"]));
+}
