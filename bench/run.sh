@@ -2,7 +2,8 @@
 # pg_authaudit benchmarks (see docs/benchmarks.md).
 #
 #   bench/run.sh [group ...]      groups: insert scaling lockout batch verify isolation
-#                                 (default: these), scale (a year of history, bench/scale.sh)
+#                                 (default: these), scale (a year of history, bench/scale.sh),
+#                                 api (the platform API over a 10-million-event tenant, bench/api.sh)
 #
 # Starts a throwaway PostgreSQL 15 cluster with production settings (fsync
 # and synchronous_commit on), runs each scenario interleaved with its
@@ -321,4 +322,9 @@ fi
 if [[ " $GROUPS_TO_RUN " == *" scale "* ]]; then
   # shellcheck source=bench/scale.sh
   source bench/scale.sh
+fi
+
+if [[ " $GROUPS_TO_RUN " == *" api "* ]]; then
+  # shellcheck source=bench/api.sh
+  source bench/api.sh
 fi
