@@ -63,7 +63,7 @@ echo "# api: loaded in $(( ($(now_ms) - t0) / 1000 )) s"
 
 api_dir="$dir/api"
 mkdir -p "$api_dir"
-api_token=$(python3 bench/api_client.py keys "$api_dir" bench_api_reader https://bench.invalid authaudit-api)
+api_token=$(scripts/dev-token.py "$api_dir" bench_api_reader https://bench.invalid authaudit-api)
 api_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$api_dir/api.toml" <<TOML
 listen = "127.0.0.1:$api_port"

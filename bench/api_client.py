@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """The platform API benchmark's client (bench/api.sh).
 
-    api_client.py keys DIR ROLE ISSUER AUDIENCE  writes DIR/jwks.json, prints a token
     api_client.py pages PORT TOKEN N QUERY...    N requests over the queries, in turn:
                                                  prints "p50_ms p99_ms mean_rows"
     api_client.py export PORT TOKEN QUERY        one NDJSON export: "rows bytes seconds"
@@ -9,7 +8,6 @@
                                                  "events p50_ms p99_ms" of arrival minus
                                                  recorded_at
 """
-import base64
 import datetime
 import http.client
 import json
@@ -17,26 +15,11 @@ import os
 import sys
 import time
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
-
-
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
 def keys(directory, role, issuer, audience):
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    jwk = {"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "bench", "x": b64(public)}
-    with open(os.path.join(directory, "jwks.json"), "w") as f:
-        json.dump({"keys": [jwk]}, f)
-    now = int(time.time())
-    header = b64(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": "bench"}).encode())
-    claims = b64(json.dumps({"iss": issuer, "aud": audience, "sub": "bench", "exp": now + 7200,
-                             "authaudit_role": role}).encode())
-    signed = f"{header}.{claims}"
-    print(f"{signed}.{b64(key.sign(signed.encode()))}")
+    import subprocess
+    out = subprocess.run([os.path.join(os.path.dirname(__file__), "..", "scripts", "dev-token.py"),
+                          directory, role, issuer, audience], check=True, capture_output=True, text=True)
+    print(out.stdout.strip())
 
 
 def quantile(values, q):

@@ -5,7 +5,8 @@
 #                           the document store, rsyslog as the SIEM's collector
 #                           (RELP) and the sidecar, play the campaign, print
 #                           the reconstruction and the campaign alerts, write
-#                           the report
+#                           the report, and serve the log over the platform
+#                           API (authaudit-api) with three curl commands to try
 #   scripts/demo.sh stop    stop everything and remove the demo's files
 #
 # AUTHAUDIT_MONGODB_URI: mirror into that MongoDB; otherwise the project's
@@ -40,7 +41,7 @@ say "Installing what is missing (scripts/setup.sh)"
 scripts/setup.sh
 say "Building the extension and the binaries (release)"
 make -s install-release >/dev/null
-cargo build --release -q -p sidecar -p authaudit-mongowire -p authaudit-demo
+cargo build --release -q -p sidecar -p authaudit-mongowire -p authaudit-demo -p authaudit-api
 
 stop   # a previous run, if any: re-running is safe
 mkdir -p "$DEMO_DIR"
@@ -106,10 +107,52 @@ for line in open(sys.argv[1], encoding="utf-8"):
 PY
 echo "  $(grep -vc 'cat=/Authentication/Campaign' "$stream") events and $(grep -c 'cat=/Authentication/Campaign' "$stream") alerts in $stream"
 
+say "The platform API (docs/api.md)"
+# An authenticator that can only become the analyst, an analyst bound to
+# the campaign's tenant, and a development identity (scripts/dev-token.py)
+# standing in for the agency's identity provider.
+psql -X -q <<'SQL'
+CREATE ROLE demo_api LOGIN NOINHERIT;
+CREATE ROLE demo_analyst IN ROLE authaudit_reader;
+GRANT demo_analyst TO demo_api;
+INSERT INTO authaudit.tenant_scope (role_name, tenant_id, org_id, can_read, can_write)
+VALUES ('demo_analyst', 'agency-1', NULL, true, false);
+SQL
+token=$(scripts/dev-token.py "$DEMO_DIR" demo_analyst https://demo.invalid authaudit-api 12)
+api_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$DEMO_DIR/api.toml" <<TOML
+listen = "127.0.0.1:$api_port"
+[database]
+url = "host=127.0.0.1 port=$PORT user=demo_api dbname=authaudit_demo"
+[identity]
+issuer = "https://demo.invalid"
+audience = "authaudit-api"
+jwks_file = "$DEMO_DIR/jwks.json"
+roles = ["demo_analyst"]
+TOML
+"$BIN/authaudit-api" --config "$DEMO_DIR/api.toml" >"$DEMO_DIR/api.log" 2>&1 &
+echo $! >"$DEMO_DIR/api.pid"
+deadline=$((SECONDS + 20))
+until curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1; do
+  if [ $SECONDS -ge $deadline ]; then echo "the API did not start: $DEMO_DIR/api.log"; status=1; break; fi
+  sleep 0.2
+done
+echo "$token" >"$DEMO_DIR/analyst.token"
+api="http://127.0.0.1:$api_port/v1/tenants/agency-1"
+n=$(curl -fsS -H "Authorization: Bearer $token" "$api/events?type=account_locked&limit=1000" \
+      | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))') || status=1
+echo "authaudit-api on 127.0.0.1:$api_port as demo_analyst (agency-1): ${n:-?} account_locked events in the first page"
+echo "Try (the token is in $DEMO_DIR/analyst.token, valid 12 hours):"
+echo "  TOKEN=\$(cat $DEMO_DIR/analyst.token)"
+echo "  curl -sS -H \"Authorization: Bearer \$TOKEN\" '$api/events?type=login_failed&limit=5' -D -"
+echo "  curl -sS -H \"Authorization: Bearer \$TOKEN\" '$api/investigation/targeted-accounts?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z'"
+echo "  curl -sS -H \"Authorization: Bearer \$TOKEN\" -H 'Accept: application/x-ocsf+ndjson' '$api/events?type=account_locked' | head -2"
+
 say "Done"
 echo "Report:      $DEMO_DIR/report/report.html"
 echo "CEF export:  $DEMO_DIR/report/agency-1.cef"
 echo "CEF stream:  $DEMO_DIR/siem/cef-stream.log (every event and alert, over RELP)"
 echo "psql:        psql 'host=127.0.0.1 port=$PORT user=postgres dbname=authaudit_demo'"
+echo "API:         http://127.0.0.1:${api_port:-?}/v1/openapi.json (docs/api.md)"
 echo "Stop all:    make demo-stop"
 exit $status
