@@ -11,7 +11,10 @@
 # - an NDJSON export of one day, against COPY … TO STDOUT of the same rows
 #   as the same JSON, and the API's peak RSS (VmHWM) over the whole run;
 # - the tail: a long-polling client following the events recorded live at
-#   50 a second for BENCH_SECONDS: arrival minus recorded_at, p50 and p99.
+#   50 a second for BENCH_SECONDS: arrival minus recorded_at, p50 and p99;
+# - load: wrk, 4 connections for BENCH_SECONDS on the deep page query:
+#   requests a second, latency p99, responses other than 2xx (none
+#   expected), and the API's peak RSS after it.
 #
 # Output lines: bench api_<name>: <value> <unit> [ratio_…]
 
@@ -132,4 +135,12 @@ pgbench -n -c 2 -j 2 -R 50 -T "$SECS" -f "$api_dir/live.sql" >/dev/null 2>&1
 wait "$tail_pid"
 read -r events p50 p99 <"$api_dir/tail.out"
 echo "bench api_tail: p50 ${p50} ms, p99 ${p99} ms from recorded_at to the long-polling client (${events} events at 50/s; required p99 <= 1000)"
+# Load: wrk on loopback, bounded by the pool (4 connections) and the run.
+wrk -t 2 -c 4 -d "${SECS}s" --latency -H "Authorization: Bearer $api_token" \
+  "http://127.0.0.1:$api_port$q_deep" >"$api_dir/wrk.out" 2>&1
+rps=$(awk '/^Requests\/sec:/ {print $2}' "$api_dir/wrk.out")
+p99=$(awk '$1 == "99%" {print $2}' "$api_dir/wrk.out")
+non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$api_dir/wrk.out")
+rss=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$api_pid/status")
+echo "bench api_load: ${rps} requests/s of 1,000-event pages, p99 ${p99}, ${non2xx:-0} responses other than 2xx (wrk, 4 connections, ${SECS} s); API peak RSS ${rss} MiB"
 kill "$api_pid" 2>/dev/null || true

@@ -14,7 +14,7 @@ APT_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-client-15
   postgresql-15-pgaudit postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
   libclang-dev clang pkg-config sudo python3 python3-pip python3-venv ca-certificates chromium openssl
-  rsyslog rsyslog-relp rsyslog-gnutls prometheus systemd
+  rsyslog rsyslog-relp rsyslog-gnutls prometheus systemd curl wrk
 )
 [ "$BUILD_ONLY" = 1 ] && APT_PACKAGES=(postgresql-server-dev-15 libclang-dev clang pkg-config ca-certificates)
 
