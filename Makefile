@@ -61,6 +61,7 @@ test-sql:
 
 # Every ```sql example of README.md and docs/ runs as written.
 test-docs:
+	$(CARGO) build -p authaudit-api --bins
 	tests/docs_examples.py
 
 # The mirror tests run the sidecar binary, the operator tests the wire

@@ -11,16 +11,8 @@
 import datetime
 import http.client
 import json
-import os
 import sys
 import time
-
-def keys(directory, role, issuer, audience):
-    import subprocess
-    out = subprocess.run([os.path.join(os.path.dirname(__file__), "..", "scripts", "dev-token.py"),
-                          directory, role, issuer, audience], check=True, capture_output=True, text=True)
-    print(out.stdout.strip())
-
 
 def quantile(values, q):
     v = sorted(values)
@@ -86,4 +78,4 @@ def tail(port, token, after, seconds):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"keys": keys, "pages": lambda p, t, n, *q: pages(p, t, n, q), "export": export, "tail": tail}[cmd](*args)
+    {"pages": lambda p, t, n, *q: pages(p, t, n, q), "export": export, "tail": tail}[cmd](*args)

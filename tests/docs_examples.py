@@ -13,6 +13,13 @@ changes that:
     <!-- docs-test: error=55000 -->         the block must fail with this SQLSTATE
     <!-- docs-test: skip (reason) -->       not run; the reason is printed
 
+A ```sh block runs only when marked `<!-- docs-test: api -->`: with bash,
+against authaudit-api (target/debug) started on the fixture's database,
+its `http://127.0.0.1:8080` the API's real address, $TOKEN a token naming
+agency1_analyst (reads agency-1), $WRITER_TOKEN agency1_writer and
+$HELPDESK_TOKEN agency1_helpdesk (reads and writes agency-1), and every
+curl failing on an HTTP error.
+
 Roles a block creates are dropped after it. The server must still be up at
 the end (no example may crash it).
 
@@ -31,13 +38,13 @@ PSQL = "/usr/lib/postgresql/15/bin/psql"
 DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(.*?)\s*-->")
 
 
-def blocks(path):
-    """(line, sql, directive) of each ```sql block of the file."""
+def blocks(path, kind="sql"):
+    """(line, text, directive) of each ```KIND block of the file."""
     lines = open(path, encoding="utf-8").read().split("\n")
     out = []
     i = 0
     while i < len(lines):
-        if lines[i].strip().startswith("```sql"):
+        if lines[i].strip() == "```" + kind or lines[i].strip().startswith("```" + kind + " "):
             start = i
             directive = ""
             if start > 0:
@@ -95,6 +102,74 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# agency1_writer is the fixture's (tests/docs/fixture.sql).
+API_ROLES = """
+CREATE ROLE docs_api LOGIN NOINHERIT;
+CREATE ROLE agency1_analyst IN ROLE authaudit_reader;
+CREATE ROLE agency1_helpdesk IN ROLE authaudit_reader, authaudit_writer;
+GRANT agency1_analyst, agency1_writer, agency1_helpdesk TO docs_api;
+INSERT INTO authaudit.tenant_scope (role_name, tenant_id, org_id, can_read, can_write) VALUES
+  ('agency1_analyst', 'agency-1', NULL, true, false),
+  ('agency1_helpdesk', 'agency-1', NULL, true, true);
+"""
+
+
+def run_api_block(c, where, script):
+    """Runs one ```sh block against a fresh API; returns an error or None."""
+    import socket
+    import time
+    import urllib.request
+
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    binary = os.path.join(target, "debug", "authaudit-api")
+    if not os.path.exists(binary):
+        return f"{binary} is missing: cargo build -p authaudit-api"
+    work = tempfile.mkdtemp(prefix="authaudit-docs-api-")
+    c.must("docs_api", API_ROLES)
+    tokens = {}
+    for var, role in [("TOKEN", "agency1_analyst"), ("WRITER_TOKEN", "agency1_writer"),
+                      ("HELPDESK_TOKEN", "agency1_helpdesk")]:
+        tokens[var] = subprocess.run(
+            [os.path.join(ROOT, "scripts/dev-token.py"), work, role, "https://docs.invalid", "authaudit-api"],
+            check=True, capture_output=True, text=True).stdout.strip()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with open(os.path.join(work, "api.toml"), "w") as f:
+        f.write(f"""listen = "127.0.0.1:{port}"
+[database]
+url = "host=127.0.0.1 port={c.port} user=docs_api dbname=docs_api"
+[identity]
+issuer = "https://docs.invalid"
+audience = "authaudit-api"
+jwks_file = "{work}/jwks.json"
+roles = ["agency1_analyst", "agency1_writer", "agency1_helpdesk"]
+""")
+    api = subprocess.Popen([binary, "--config", os.path.join(work, "api.toml")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            return "the API did not start"
+        prelude = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; }\n'
+        body = script.replace("http://127.0.0.1:8080", f"http://127.0.0.1:{port}")
+        r = subprocess.run(["bash", "-c", prelude + body], cwd=work, capture_output=True, text=True,
+                           env={**os.environ, **tokens}, timeout=120)
+        if r.returncode != 0:
+            return f"exit {r.returncode}: {r.stdout[-500:]}{r.stderr[-500:]}"
+        return None
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     files = sys.argv[1:] or ["README.md"] + sorted(glob.glob(os.path.join(ROOT, "docs/*.md")))
     c = Cluster()
@@ -132,6 +207,24 @@ def main():
                 # Leave the cluster as the next block expects it.
                 c.must("postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
                 c.must("postgres", "ALTER SYSTEM RESET ALL; SELECT pg_reload_conf();")
+                for role in set(c.must("postgres", "SELECT rolname FROM pg_roles").split()) - roles:
+                    c.must("postgres", f'DROP ROLE "{role}"')
+        for path in files:
+            rel = os.path.relpath(os.path.join(ROOT, path) if not os.path.isabs(path) else path, ROOT)
+            for line, script, directive in blocks(os.path.join(ROOT, rel), "sh"):
+                if directive.split()[:1] != ["api"]:
+                    continue
+                where = f"{rel}:{line}"
+                roles = set(c.must("postgres", "SELECT rolname FROM pg_roles").split())
+                c.must("postgres", 'DROP DATABASE IF EXISTS "docs_api"')
+                c.must("postgres", 'CREATE DATABASE "docs_api" TEMPLATE docs_template')
+                error = run_api_block(c, where, script)
+                ran += 1
+                if error:
+                    failures.append(f"{where}: {error}")
+                else:
+                    print(f"ok   {where} (against authaudit-api)")
+                c.must("postgres", 'DROP DATABASE IF EXISTS "docs_api" WITH (FORCE)')
                 for role in set(c.must("postgres", "SELECT rolname FROM pg_roles").split()) - roles:
                     c.must("postgres", f'DROP ROLE "{role}"')
         # The server is still up: no example crashed it.

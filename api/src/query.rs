@@ -392,13 +392,17 @@ pub fn events_sql(tenant: &str, q: &EventsQuery) -> (String, Vec<String>) {
 
 /// The statement of `q` answering in `format`: a page for JSON, every
 /// matching event (or `limit` of them, when given) for a stream.
+///
+/// The rows are chosen and ordered first, and only they are rendered: a
+/// page of a day's window renders its 1,000 rows, not the day's.
 pub fn events_sql_as(tenant: &str, q: &EventsQuery, format: Format) -> (String, Vec<String>) {
     let select = match format {
         Format::Json | Format::Ndjson => concat!("SELECT ", event_json!(), ", l.seq"),
-        Format::Cef => "SELECT authaudit.to_cef(l), l.seq",
+        Format::Cef => "SELECT authaudit.to_cef(s.r), l.seq",
         Format::Ocsf | Format::Ecs => concat!("SELECT ", stored_event_json!(), ", l.seq"),
     };
-    let mut sql = format!("{select} FROM authaudit.auth_log l WHERE l.tenant_id = $1::text");
+    let mut sql =
+        "SELECT l AS r FROM authaudit.auth_log l WHERE l.tenant_id = $1::text".to_string();
     let mut params = vec![tenant.to_string()];
     let mut add = |sql: &mut String, condition: &str, value: String| {
         params.push(value);
@@ -436,6 +440,7 @@ pub fn events_sql_as(tenant: &str, q: &EventsQuery, format: Format) -> (String, 
     if format == Format::Json || q.limit_given {
         sql.push_str(&std::format!(" LIMIT {}", q.limit));
     }
+    let sql = std::format!("{select} FROM ({sql}) s, LATERAL (SELECT (s.r).*) l ORDER BY l.seq");
     (sql, params)
 }
 
@@ -562,12 +567,10 @@ mod tests {
         let q = parse_events(Some("type=login_failed"), 30).unwrap();
         assert!(events_sql_as("t", &q, Format::Json)
             .0
-            .ends_with("LIMIT 100"));
-        assert!(events_sql_as("t", &q, Format::Ndjson)
-            .0
-            .ends_with("ORDER BY l.seq"));
+            .contains("LIMIT 100)"));
+        assert!(!events_sql_as("t", &q, Format::Ndjson).0.contains("LIMIT"));
         let q = parse_events(Some("limit=5"), 30).unwrap();
-        assert!(events_sql_as("t", &q, Format::Cef).0.ends_with("LIMIT 5"));
+        assert!(events_sql_as("t", &q, Format::Cef).0.contains("LIMIT 5)"));
     }
 
     #[test]
@@ -576,7 +579,7 @@ mod tests {
         let (sql, params) = events_sql("agency-1", &q);
         assert!(!sql.contains("OR 1=1"), "{sql}");
         assert_eq!(params, vec!["agency-1", "x' OR 1=1--", "web"]);
-        assert!(sql.ends_with("ORDER BY l.seq LIMIT 100"), "{sql}");
+        assert!(sql.contains("ORDER BY l.seq LIMIT 100)"), "{sql}");
     }
 
     /// xorshift64*: the same cases on every run.
@@ -647,6 +650,8 @@ mod tests {
                     let (cef, cef_params) = events_sql_as("t", &q, Format::Cef);
                     assert_eq!(cef_params, params);
                     assert_eq!(cef.matches("::text").count(), params.len(), "{raw}");
+                    // Rendered after the rows are chosen.
+                    assert!(sql.find("jsonb_build_object") < sql.find("FROM ("), "{sql}");
                 }
                 Err(ApiError::Invalid { field, reason }) => {
                     assert!(!field.is_empty() && !reason.is_empty(), "{raw}");
