@@ -71,7 +71,14 @@ pub struct Identity {
     pub audience: String,
     /// The identity provider's signing keys, a JSON Web Key Set file. It is
     /// read again when it changes, so a key rotation needs no restart.
-    pub jwks_file: PathBuf,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Or its URL (the provider's `jwks_uri`, https), fetched again every
+    /// `jwks_refresh_seconds` and when a token names an unknown key.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
     /// Tolerance for `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
@@ -161,6 +168,9 @@ fn default_pool() -> usize {
 fn default_statement_timeout_ms() -> u64 {
     10_000
 }
+fn default_jwks_refresh() -> u64 {
+    300
+}
 fn default_leeway() -> u64 {
     30
 }
@@ -169,6 +179,17 @@ fn default_role_claim() -> String {
 }
 fn default_max_wait() -> u64 {
     30
+}
+
+impl Identity {
+    /// Where the keys come from.
+    pub fn key_source(&self) -> crate::key_set::Source {
+        match (&self.jwks_file, &self.jwks_url) {
+            (Some(path), _) => crate::key_set::Source::File(path.clone()),
+            (None, Some(url)) => crate::key_set::Source::Url(url.clone()),
+            (None, None) => crate::key_set::Source::File(PathBuf::new()),
+        }
+    }
 }
 
 impl Config {
@@ -210,7 +231,12 @@ impl Config {
             config.database.url = v;
         }
         if let Some(v) = env("AUTHAUDIT_API_JWKS_FILE") {
-            config.identity.jwks_file = v.into();
+            config.identity.jwks_file = Some(v.into());
+            config.identity.jwks_url = None;
+        }
+        if let Some(v) = env("AUTHAUDIT_API_JWKS_URL") {
+            config.identity.jwks_url = Some(v);
+            config.identity.jwks_file = None;
         }
         config.check()?;
         Ok(config)
@@ -238,6 +264,24 @@ impl Config {
         }
         if self.identity.audience.is_empty() {
             return Err(invalid("identity.audience", "must not be empty"));
+        }
+        match (&self.identity.jwks_file, &self.identity.jwks_url) {
+            (Some(_), None) => {}
+            (None, Some(url)) => {
+                crate::jwks_fetch::check(url).map_err(|e| invalid("identity.jwks_url", &e))?;
+            }
+            _ => {
+                return Err(invalid(
+                    "identity.jwks_file",
+                    "give exactly one of jwks_file and jwks_url",
+                ))
+            }
+        }
+        if !(10..=86_400).contains(&self.identity.jwks_refresh_seconds) {
+            return Err(invalid(
+                "identity.jwks_refresh_seconds",
+                "must be 10 to 86400",
+            ));
         }
         if self.identity.leeway_seconds > 300 {
             return Err(invalid("identity.leeway_seconds", "must be at most 300"));
@@ -314,6 +358,26 @@ roles = ["agency1_analyst"]
         assert_eq!(c.identity.leeway_seconds, 30);
         assert_eq!(c.limits.max_wait_seconds, 30);
         assert!(!format!("{c:?}").contains("host=/var/run"));
+    }
+
+    #[test]
+    fn keys_come_from_exactly_one_file_or_https_url() {
+        let url = GOOD.replace(
+            r#"jwks_file = "/etc/authaudit/jwks.json""#,
+            r#"jwks_url = "https://idp.example/certs""#,
+        );
+        assert!(Config::parse_with(&url, |_| None).is_ok());
+        let both = GOOD.replace(
+            r#"jwks_file = "/etc/authaudit/jwks.json""#,
+            "jwks_file = \"/x\"\njwks_url = \"https://idp.example/certs\"",
+        );
+        let e = Config::parse_with(&both, |_| None).unwrap_err().to_string();
+        assert!(e.starts_with("identity.jwks_file"), "{e}");
+        let plain = url.replace("https://idp.example", "http://idp.example");
+        let e = Config::parse_with(&plain, |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("identity.jwks_url"), "{e}");
     }
 
     #[test]

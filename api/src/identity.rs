@@ -7,12 +7,9 @@
 //! and a public key as its secret, or with `none`, is refused.
 
 use crate::config::Identity as IdentityConfig;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
+use crate::key_set::KeySet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::SystemTime;
 
 /// Why a request has no identity (401) or no role (403).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -85,89 +82,39 @@ const ACCEPTED: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-/// The keys, re-read from the file when its modification time changes.
-#[derive(Debug)]
-struct Keys {
-    modified: Option<SystemTime>,
-    set: JwkSet,
-}
-
-/// Verifies tokens against a JWKS file and maps their claims to a role.
+/// Verifies tokens against the identity provider's keys and maps their
+/// claims to a role.
 #[derive(Debug)]
 pub struct Verifier {
     config: IdentityConfig,
-    path: PathBuf,
-    keys: Mutex<Option<Keys>>,
+    keys: KeySet,
 }
 
 impl Verifier {
     pub fn new(config: IdentityConfig) -> Verifier {
         Verifier {
-            path: config.jwks_file.clone(),
+            keys: KeySet::new(
+                config.key_source(),
+                std::time::Duration::from_secs(config.jwks_refresh_seconds),
+            ),
             config,
-            keys: Mutex::new(None),
         }
     }
 
-    /// Loads the key set now (at start-up: a missing file is an error).
-    pub fn load(&self) -> Result<usize, IdentityError> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        self.refresh(&mut keys)?;
-        Ok(keys.as_ref().map_or(0, |k| k.set.keys.len()))
-    }
-
-    fn refresh(&self, keys: &mut Option<Keys>) -> Result<(), IdentityError> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if let Some(k) = keys.as_ref() {
-            if k.modified == modified && modified.is_some() {
-                return Ok(());
-            }
-        }
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| IdentityError::Keys(format!("{}: {e}", self.path.display())));
-        let set = text.and_then(|t| {
-            serde_json::from_str::<JwkSet>(&t)
-                .map_err(|e| IdentityError::Keys(format!("{}: {e}", self.path.display())))
-        });
-        match set {
-            Ok(set) => {
-                *keys = Some(Keys { modified, set });
-                Ok(())
-            }
-            // A half-written file during a rotation: keep the last keys.
-            Err(e) if keys.is_some() => {
-                tracing::warn!(error = %e, "keeping the last key set");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn key_for(&self, kid: Option<&str>) -> Result<Jwk, IdentityError> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        self.refresh(&mut keys)?;
-        let set = &keys.as_ref().ok_or(IdentityError::UnknownKey)?.set;
-        let found = match kid {
-            Some(kid) => set
-                .keys
-                .iter()
-                .find(|k| k.common.key_id.as_deref() == Some(kid)),
-            None if set.keys.len() == 1 => set.keys.first(),
-            None => None,
-        };
-        found.cloned().ok_or(IdentityError::UnknownKey)
+    /// Loads the key set now (at start-up: a missing or unreadable set is
+    /// an error).
+    pub async fn load(&self) -> Result<usize, IdentityError> {
+        self.keys.load().await
     }
 
     /// Verifies an `Authorization` header's value and maps it to a caller.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Caller, IdentityError> {
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Caller, IdentityError> {
         let token = bearer(authorization)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(IdentityError::Algorithm(format!("{:?}", header.alg)));
         }
-        let jwk = self.key_for(header.kid.as_deref())?;
+        let jwk = self.keys.key(header.kid.as_deref()).await?;
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| IdentityError::UnknownKey)?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);

@@ -7,6 +7,8 @@
 pub mod config;
 pub mod db;
 pub mod identity;
+pub mod jwks_fetch;
+pub mod key_set;
 pub mod limits;
 pub mod metrics;
 pub mod problem;

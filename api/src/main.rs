@@ -50,10 +50,10 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     let verifier = Verifier::new(config.identity.clone());
-    match verifier.load() {
+    match verifier.load().await {
         Ok(n) => tracing::info!(keys = n, "identity provider's keys loaded"),
         Err(e) => {
-            eprintln!("authaudit-api: identity.jwks_file: {e}");
+            eprintln!("authaudit-api: identity's keys: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     }

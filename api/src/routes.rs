@@ -112,7 +112,7 @@ impl Params {
     }
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .map(|v| {
@@ -120,7 +120,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
                 .map_err(|_| ApiError::from(crate::identity::IdentityError::Malformed))
         })
         .transpose()?;
-    let caller = state.verifier.verify(value)?;
+    let caller = state.verifier.verify(value).await?;
     let who = format!(
         "{}\u{0}{}",
         caller.role,
@@ -185,7 +185,7 @@ async fn events(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     let q = query::parse_events(raw.as_deref(), st.max_wait)?;
     let format =
@@ -283,7 +283,7 @@ async fn event(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     no_parameters(raw.as_deref())?;
     let log_id = params.get("log_id").to_string();
@@ -305,7 +305,7 @@ async fn account(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     no_parameters(raw.as_deref())?;
     let user = params.get("user").to_string();
@@ -339,7 +339,7 @@ async fn verify(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     no_parameters(raw.as_deref())?;
     detached(async move {
@@ -382,7 +382,7 @@ async fn investigation(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     let question = params.get("question");
     let Some((_, sql)) = QUESTIONS.iter().find(|(name, _)| *name == question) else {
@@ -451,7 +451,7 @@ async fn record(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     no_parameters(raw.as_deref())?;
     json_content(&headers)?;
@@ -519,7 +519,7 @@ async fn reset(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     no_parameters(raw.as_deref())?;
     let user = account_param(&params)?;
@@ -613,7 +613,7 @@ async fn evidence(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = authenticate(&st, &headers)?;
+    let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     no_parameters(raw.as_deref())?;
     let seq = params.get("seq");

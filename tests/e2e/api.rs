@@ -1338,3 +1338,117 @@ sys.exit(1 if bad else 0)
     assert_eq!(docs[0]["event"]["outcome"], "failure");
     assert_eq!(docs[0]["event"]["category"], json!(["authentication"]));
 }
+
+/// Serves `body` (changeable) at `/certs` on loopback, counting requests.
+struct JwksServer {
+    port: u16,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl JwksServer {
+    fn start(body: String) -> JwksServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (b, h) = (body.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = b.lock().unwrap().clone();
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        JwksServer { port, body, hits }
+    }
+}
+
+#[test]
+fn keys_fetched_from_the_providers_url_follow_its_rotation() {
+    let k1 = Key::new("k1", 21);
+    let k2 = Key::new("k2", 22);
+    let idp = JwksServer::start(json!({"keys": [k1.jwk()]}).to_string());
+    let api = Api::start("api_jwks_url", 2);
+    // The same scene, restarted with the URL instead of the file.
+    let config = std::env::temp_dir()
+        .join(format!("authaudit-api-{}", api.prefix))
+        .join("api.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("jwks_file") {
+                // Fetched again every 10 s (the shortest allowed), and for
+                // an unknown key id at most as often.
+                format!(
+                    "jwks_url = \"http://127.0.0.1:{}/certs\"\njwks_refresh_seconds = 10",
+                    idp.port
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut api = api;
+    let _ = api.child.kill();
+    let _ = api.child.wait();
+    std::fs::write(&config, text).unwrap();
+    api.child = Command::new(built_binary("authaudit-api"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.try_get("/healthz", None).map(|r| r.status) != Some(200) {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let role = api.role("reader_a");
+    let path = "/v1/tenants/tenant-a/events";
+    assert_eq!(api.get(path, &k1.sign(&claims(&role))).status, 200);
+    let fetched = idp.hits.load(std::sync::atomic::Ordering::SeqCst);
+    // Many requests, one fetch: the set is kept.
+    for _ in 0..5 {
+        assert_eq!(api.get(path, &k1.sign(&claims(&role))).status, 200);
+    }
+    assert_eq!(idp.hits.load(std::sync::atomic::Ordering::SeqCst), fetched);
+    // The provider rotates to k2.
+    *idp.body.lock().unwrap() = json!({"keys": [k2.jwk()]}).to_string();
+    let forged = Key::new("k9", 23);
+    let started = Instant::now();
+    // Invented key ids do not make it fetch more than once per interval.
+    for _ in 0..5 {
+        let r = api.get(path, &forged.sign(&claims(&role)));
+        problem(&r, 401);
+    }
+    assert!(idp.hits.load(std::sync::atomic::Ordering::SeqCst) <= fetched + 1);
+    // Once the interval has passed, k2 is fetched and accepted, k1 no longer.
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        let r = api.get(path, &k2.sign(&claims(&role)));
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key was not fetched: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = api.get(path, &k1.sign(&claims(&role)));
+    problem(&r, 401);
+}
