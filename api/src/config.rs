@@ -47,6 +47,10 @@ pub struct Database {
     /// A request's statements are cancelled after this many milliseconds.
     #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: u64,
+    /// The authorities (PEM) the server's certificate is checked against
+    /// (chain and host name); without it the API uses no TLS.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Database {
@@ -56,6 +60,7 @@ impl std::fmt::Debug for Database {
             .field("url", &"<redacted>")
             .field("pool_size", &self.pool_size)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("sslrootcert", &self.sslrootcert)
             .finish()
     }
 }

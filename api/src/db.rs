@@ -11,18 +11,58 @@
 use crate::identity::Caller;
 use crate::problem::ApiError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use std::path::Path;
 use std::time::Duration;
 
+/// The TLS of the database connections, with `sslrootcert` (PEM): the
+/// server's certificate is verified against it, chain and host name
+/// (libpq's `verify-full`), whenever the URL's `sslmode` (`prefer`, the
+/// default, or `require`) leads to TLS. Without `sslrootcert` the API
+/// speaks no TLS (a Unix socket or a trusted network): it never encrypts
+/// without knowing whom to.
+pub fn tls(rootcert: &Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let shown = rootcert.display();
+    let pem = std::fs::read(rootcert).map_err(|e| format!("database.sslrootcert: {shown}: {e}"))?;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("database.sslrootcert: {shown}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("database.sslrootcert: {shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "database.sslrootcert: {shown}: no PEM certificate in it"
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// Builds the pool (connections are opened on demand).
-pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
+pub fn pool(url: &str, size: usize, rootcert: Option<&Path>) -> Result<Pool, String> {
     let config: tokio_postgres::Config = url.parse().map_err(|e| format!("database.url: {e}"))?;
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Clean,
-        },
-    );
+    let recycling = || ManagerConfig {
+        recycling_method: RecyclingMethod::Clean,
+    };
+    let manager = match rootcert {
+        Some(path) => Manager::from_config(config, tls(path)?, recycling()),
+        None if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+            return Err(
+                "database.url: sslmode=require needs database.sslrootcert (the authority \
+                 that signed the server's certificate)"
+                    .into(),
+            )
+        }
+        None => Manager::from_config(config, tokio_postgres::NoTls, recycling()),
+    };
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))

@@ -57,7 +57,11 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
-    let pool = match authaudit_api::db::pool(&config.database.url, config.database.pool_size) {
+    let pool = match authaudit_api::db::pool(
+        &config.database.url,
+        config.database.pool_size,
+        config.database.sslrootcert.as_deref(),
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("authaudit-api: {e}");

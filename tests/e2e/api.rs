@@ -189,6 +189,30 @@ max_wait_seconds = 10
         api
     }
 
+    /// Restarts the API with its configuration file edited by `edit`;
+    /// waits until `/healthz` answers (any status).
+    fn restart(&mut self, edit: impl Fn(&str) -> String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config = std::env::temp_dir()
+            .join(format!("authaudit-api-{}", self.prefix))
+            .join("api.toml");
+        let text = edit(&std::fs::read_to_string(&config).unwrap());
+        std::fs::write(&config, text).unwrap();
+        self.child = Command::new(built_binary("authaudit-api"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.try_get("/healthz", None).is_none() {
+            assert!(Instant::now() < deadline, "the API did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn role(&self, name: &str) -> String {
         format!("{}_{name}", self.prefix)
     }
@@ -1378,44 +1402,25 @@ fn keys_fetched_from_the_providers_url_follow_its_rotation() {
     let k1 = Key::new("k1", 21);
     let k2 = Key::new("k2", 22);
     let idp = JwksServer::start(json!({"keys": [k1.jwk()]}).to_string());
-    let api = Api::start("api_jwks_url", 2);
-    // The same scene, restarted with the URL instead of the file.
-    let config = std::env::temp_dir()
-        .join(format!("authaudit-api-{}", api.prefix))
-        .join("api.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("jwks_file") {
-                // Fetched again every 10 s (the shortest allowed), and for
-                // an unknown key id at most as often.
-                format!(
-                    "jwks_url = \"http://127.0.0.1:{}/certs\"\njwks_refresh_seconds = 10",
-                    idp.port
-                )
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut api = api;
-    let _ = api.child.kill();
-    let _ = api.child.wait();
-    std::fs::write(&config, text).unwrap();
-    api.child = Command::new(built_binary("authaudit-api"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.try_get("/healthz", None).map(|r| r.status) != Some(200) {
-        assert!(Instant::now() < deadline, "the API did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut api = Api::start("api_jwks_url", 2);
+    // Fetched again every 10 s (the shortest allowed), and for an unknown
+    // key id at most as often.
+    let url = format!(
+        "jwks_url = \"http://127.0.0.1:{}/certs\"\njwks_refresh_seconds = 10",
+        idp.port
+    );
+    api.restart(|text| {
+        text.lines()
+            .map(|l| {
+                if l.starts_with("jwks_file") {
+                    url.clone()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     let role = api.role("reader_a");
     let path = "/v1/tenants/tenant-a/events";
     assert_eq!(api.get(path, &k1.sign(&claims(&role))).status, 200);
@@ -1451,4 +1456,65 @@ fn keys_fetched_from_the_providers_url_follow_its_rotation() {
     }
     let r = api.get(path, &k1.sign(&claims(&role)));
     problem(&r, 401);
+}
+
+#[test]
+fn the_database_connections_use_tls_and_check_the_servers_certificate() {
+    let mut api = Api::start("api_tls", 2);
+    let tls = api.db.cluster().dir().join("tls");
+    let over_tls = |text: &str, ca: &std::path::Path| {
+        text.lines()
+            .map(|l| {
+                if l.starts_with("url = ") {
+                    format!(
+                        "{} sslmode=require\"\nsslrootcert = \"{}\"",
+                        l.trim_end_matches('"')
+                            .replace("host=127.0.0.1", "host=localhost"),
+                        ca.display()
+                    )
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    api.restart(|text| over_tls(text, &tls.join("ca.crt")));
+    let r = api.get("/v1/tenants/tenant-a/events", &api.token("reader_a"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut c = api.db.connect();
+    let (all, n): (Option<bool>, i64) = {
+        let row = c
+            .query_one(
+                "SELECT bool_and(s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                  WHERE a.usename = $1",
+                &[&format!("{}_auth", api.prefix)],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        n > 0 && all == Some(true),
+        "the API's connections: {n}, all TLS: {all:?}"
+    );
+    // Against an authority that did not sign the server's certificate, the
+    // API connects to nothing: health is 503, requests 503, never plaintext.
+    let original = std::fs::read_to_string(
+        std::env::temp_dir()
+            .join(format!("authaudit-api-{}", api.prefix))
+            .join("api.toml"),
+    )
+    .unwrap();
+    let other = tls.join("other-ca.crt");
+    api.restart(|text| {
+        text.replace(
+            &tls.join("ca.crt").display().to_string(),
+            &other.display().to_string(),
+        )
+    });
+    assert!(original.contains("ca.crt"));
+    let h = api.try_get("/healthz", None).unwrap();
+    problem(&h, 503);
+    let r = api.get("/v1/tenants/tenant-a/events", &api.token("reader_a"));
+    problem(&r, 503);
 }
