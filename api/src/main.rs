@@ -68,6 +68,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         pool,
         verifier,
@@ -79,6 +80,7 @@ async fn serve(config: Config) -> ExitCode {
         statement_timeout: config.statement_timeout(),
         max_wait: config.limits.max_wait_seconds as u32,
         max_body: config.limits.max_body_bytes,
+        stopping,
     });
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(l) => l,
@@ -99,6 +101,12 @@ async fn serve(config: Config) -> ExitCode {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
         }
+    };
+    // Open tails end when the server stops, so the drain does not wait
+    // for them.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
     };
     let limits = ConnectionLimits {
         max_connections: config.limits.max_connections,

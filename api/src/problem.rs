@@ -40,7 +40,7 @@ pub enum ApiError {
     TooLarge,
     #[error("this endpoint does not take this method")]
     MethodNotAllowed,
-    #[error("Accept names no format this endpoint answers in (application/json, application/x-ndjson, text/x-cef, application/x-ocsf+ndjson, application/x-ecs+ndjson)")]
+    #[error("Accept names no format this endpoint answers in (application/json, application/x-ndjson, text/x-cef, application/x-ocsf+ndjson, application/x-ecs+ndjson, text/event-stream)")]
     NotAcceptable,
 }
 

@@ -60,6 +60,9 @@ pub enum Format {
     Ocsf,
     /// One ECS document a line, streamed (`application/x-ecs+ndjson`).
     Ecs,
+    /// A tail: server-sent events (`text/event-stream`), each event's `id`
+    /// its `seq`, open until the client leaves or its token expires.
+    Sse,
 }
 
 impl Format {
@@ -82,6 +85,7 @@ impl Format {
                 "text/x-cef" => Some(Format::Cef),
                 "application/x-ocsf+ndjson" => Some(Format::Ocsf),
                 "application/x-ecs+ndjson" => Some(Format::Ecs),
+                "text/event-stream" => Some(Format::Sse),
                 _ => None,
             }
         })
@@ -94,6 +98,7 @@ impl Format {
             Format::Cef => "text/x-cef; charset=utf-8",
             Format::Ocsf => "application/x-ocsf+ndjson",
             Format::Ecs => "application/x-ecs+ndjson",
+            Format::Sse => "text/event-stream",
         }
     }
 }
@@ -397,7 +402,7 @@ pub fn events_sql(tenant: &str, q: &EventsQuery) -> (String, Vec<String>) {
 /// page of a day's window renders its 1,000 rows, not the day's.
 pub fn events_sql_as(tenant: &str, q: &EventsQuery, format: Format) -> (String, Vec<String>) {
     let select = match format {
-        Format::Json | Format::Ndjson => concat!("SELECT ", event_json!(), ", l.seq"),
+        Format::Json | Format::Ndjson | Format::Sse => concat!("SELECT ", event_json!(), ", l.seq"),
         Format::Cef => "SELECT authaudit.to_cef(s.r), l.seq",
         Format::Ocsf | Format::Ecs => concat!("SELECT ", stored_event_json!(), ", l.seq"),
     };
@@ -437,7 +442,7 @@ pub fn events_sql_as(tenant: &str, q: &EventsQuery, format: Format) -> (String, 
         add(&mut sql, " AND l.org_id = ?", o.clone());
     }
     sql.push_str(" ORDER BY l.seq");
-    if format == Format::Json || q.limit_given {
+    if matches!(format, Format::Json | Format::Sse) || q.limit_given {
         sql.push_str(&std::format!(" LIMIT {}", q.limit));
     }
     let sql = std::format!("{select} FROM ({sql}) s, LATERAL (SELECT (s.r).*) l ORDER BY l.seq");
@@ -560,6 +565,10 @@ mod tests {
             Some(Format::Cef)
         );
         assert_eq!(Format::from_accept(Some("text/html")), None);
+        assert_eq!(
+            Format::from_accept(Some("text/event-stream")),
+            Some(Format::Sse)
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct AppState {
     pub statement_timeout: Duration,
     pub max_wait: u32,
     pub max_body: usize,
+    /// Turns true when the server stops: open tails end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The OpenAPI description of this API.
@@ -191,6 +193,20 @@ async fn events(
     let format =
         query::Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
             .ok_or(ApiError::NotAcceptable)?;
+    // Checked whatever the format; a tail resumes after it.
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID", "must be a seq"))?,
+        ),
+    };
+    if format == query::Format::Sse {
+        return tail(st, caller, tenant, q, last_event_id);
+    }
     if format != query::Format::Json {
         return stream_events(st, caller, tenant, q, format).await;
     }
@@ -737,5 +753,102 @@ async fn stream_events(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
+    Ok(r)
+}
+
+/// How often a tail looks for new events.
+const TAIL_POLL: Duration = Duration::from_millis(200);
+/// A comment line sent on an idle tail, so proxies keep it open.
+const TAIL_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// A tail as server-sent events: every event after `after` (or the
+/// `Last-Event-ID` a reconnecting client sends), then each new one within
+/// [`TAIL_POLL`] of its commit, in seq order, each with `id: <seq>`. It
+/// ends when the client leaves, when the token expires (reconnect with a
+/// fresh one and `Last-Event-ID`: nothing is skipped or repeated), or when
+/// the server stops.
+fn tail(
+    st: Arc<AppState>,
+    caller: Caller,
+    tenant: String,
+    mut q: EventsQuery,
+    last_event_id: Option<i64>,
+) -> Result<Response, ApiError> {
+    if q.until.is_some() {
+        return Err(ApiError::invalid(
+            "until",
+            "a tail has no end: leave out until",
+        ));
+    }
+    if let Some(id) = last_event_id {
+        q.after = Some(id);
+    }
+    q.limit = query::MAX_LIMIT;
+    let expires = caller
+        .claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let mut stopping = st.stopping.clone();
+    tokio::spawn(async move {
+        let mut quiet_since = Instant::now();
+        let mut sent = 0u64;
+        loop {
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if now_s >= expires || *stopping.borrow() {
+                break;
+            }
+            let rows = match page(&st, &caller, &tenant, &q).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tail: a poll failed; ending the stream");
+                    break;
+                }
+            };
+            if let Some((_, last)) = rows.last() {
+                q.after = Some(*last);
+                let mut chunk = String::new();
+                for (json, seq) in &rows {
+                    chunk.push_str(&format!("id: {seq}\nevent: auth_event\ndata: {json}\n\n"));
+                }
+                sent += rows.len() as u64;
+                st.metrics.events_served.inc_by(rows.len() as u64);
+                if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                    break;
+                }
+                quiet_since = Instant::now();
+                continue;
+            }
+            if quiet_since.elapsed() >= TAIL_HEARTBEAT {
+                if tx
+                    .send(Ok(Bytes::from_static(b": keep-alive\n\n")))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                quiet_since = Instant::now();
+            }
+            tokio::select! {
+                () = tokio::time::sleep(TAIL_POLL) => {}
+                _ = stopping.changed() => {}
+                () = tx.closed() => break,
+            }
+        }
+        tracing::info!(role = %caller.role, tenant = %tenant, rows = sent, "tail ended");
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut r = axum::body::Body::from_stream(stream).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
 }

@@ -1518,3 +1518,142 @@ fn the_database_connections_use_tls_and_check_the_servers_certificate() {
     let r = api.get("/v1/tenants/tenant-a/events", &api.token("reader_a"));
     problem(&r, 503);
 }
+
+/// Reads server-sent events from `s` until `n` events arrived or the
+/// deadline: their ids and data.
+fn sse_events(s: &mut TcpStream, n: usize, deadline: Instant) -> Vec<(i64, Value)> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while out.len() < n && Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => buf.push_str(&String::from_utf8_lossy(&chunk[..k])),
+            Err(_) => continue,
+        }
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let id = event
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .and_then(|v| v.trim().parse().ok());
+            let data = event.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, serde_json::from_str(data).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn open_tail(api: &Api, token: &str, extra: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+    s.write_all(
+        format!(
+            "GET /v1/tenants/tenant-a/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n{extra}\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn a_tail_of_server_sent_events_resumes_from_its_last_id_and_ends_with_the_server() {
+    let mut api = Api::start("api_sse", 2);
+    api.record("tenant-a", "hq", 0, 3);
+    api.record("tenant-b", "hq", 0, 2);
+    let token = api.token("reader_a");
+    let mut s = open_tail(&api, &token, "");
+    // The backlog, then live events within a second of their commit.
+    let first = sse_events(&mut s, 3, Instant::now() + Duration::from_secs(10));
+    assert_eq!(
+        first.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let committed = Instant::now();
+    api.record("tenant-a", "hq", 3, 2);
+    let live = sse_events(&mut s, 2, Instant::now() + Duration::from_secs(10));
+    assert_eq!(live.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [4, 5]);
+    assert!(
+        committed.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        committed.elapsed()
+    );
+    assert!(live.iter().all(|(_, e)| e["tenant_id"] == "tenant-a"));
+    drop(s);
+    // A client that reconnects with Last-Event-ID misses nothing and gets
+    // nothing twice.
+    api.record("tenant-a", "hq", 5, 2);
+    let mut s = open_tail(&api, &token, "Last-Event-ID: 5\r\n");
+    let resumed = sse_events(&mut s, 2, Instant::now() + Duration::from_secs(10));
+    assert_eq!(
+        resumed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [6, 7]
+    );
+    // Another tenant's reader tails nothing of tenant-a.
+    let mut other = open_tail(&api, &api.token("reader_b"), "");
+    assert!(sse_events(&mut other, 1, Instant::now() + Duration::from_millis(800)).is_empty());
+    // A tail has no end: `until` is refused.
+    let r = api
+        .request(
+            "GET",
+            "/v1/tenants/tenant-a/events?until=2100-01-01T00:00:00Z",
+            Some(&token),
+            &["Accept: text/event-stream"],
+            None,
+        )
+        .unwrap();
+    assert_eq!(problem(&r, 400)["field"], "until");
+    // SIGTERM ends open tails, and the API exits promptly.
+    let stopped = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &api.child.id().to_string()])
+        .status()
+        .unwrap();
+    loop {
+        if let Some(code) = api.child.try_wait().unwrap() {
+            assert!(code.success(), "{code:?}");
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "open tails held the shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_tail_ends_when_its_token_expires() {
+    let api = Api::start("api_sse_expiry", 2);
+    api.record("tenant-a", "hq", 0, 1);
+    let mut c = claims(&api.role("reader_a"));
+    c["exp"] = json!(now() + 2);
+    let token = api.key.sign(&c);
+    let mut s = open_tail(&api, &token, "");
+    assert_eq!(
+        sse_events(&mut s, 1, Instant::now() + Duration::from_secs(5)).len(),
+        1
+    );
+    // Within a few seconds of exp the server ends the response (the last,
+    // empty chunk; or it closes the connection).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if seen.windows(5).any(|w| w == b"0\r\n\r\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tail outlived its token");
+    }
+}
