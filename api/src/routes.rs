@@ -324,15 +324,9 @@ async fn account(
     let caller = authenticate(&st, &headers).await?;
     let tenant = params.tenant()?.to_string();
     no_parameters(raw.as_deref())?;
-    let user = params.get("user").to_string();
-    if user.is_empty() || user.len() > 1024 || user.contains('\0') {
-        return Err(ApiError::invalid(
-            "user",
-            "must be 1 to 1024 bytes without NUL",
-        ));
-    }
+    let user = account_param(&params)?;
     detached(async move {
-        const SQL: &str = "SELECT jsonb_build_object(\
+        const STATE: &str = "SELECT jsonb_build_object(\
  'tenant_id', s.tenant_id, 'account', s.user_id, 'org_id', s.org_id,\
  'locked', s.locked, 'locked_at', s.locked_at, 'locked_until', s.locked_until,\
  'failure_count', s.failure_count, 'failures_since_success', s.failures_since_success,\
@@ -341,10 +335,46 @@ async fn account(
  'lock_count', s.lock_count, 'last_seq', s.last_seq, 'updated_at', s.updated_at)::text \
  FROM authaudit.lockout_state s WHERE s.tenant_id = $1::text \
  AND s.user_id = authaudit.account_key($1::text, $2::text)";
-        match one_json(st, caller, SQL, vec![tenant, user]).await? {
-            Some(body) => Ok(json(StatusCode::OK, body)),
-            None => Err(ApiError::NotFound),
+        const CHECK: &str = "SELECT jsonb_build_object('allowed', c.allowed, 'reason', c.reason, \
+ 'retry_after', c.retry_after, 'account', authaudit.account_key($1::text, $2::text))::text \
+ FROM authaudit.check_login($1::text, $2::text) c";
+        let mut client = db::connection(&st.pool).await?;
+        let tx = db::begin(&mut client, &caller, false, st.statement_timeout).await?;
+        let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text).ok();
+        let state = tx
+            .query_opt(STATE, &[&tenant, &user])
+            .await?
+            .and_then(|r| parse(r.get(0)));
+        // `check_login`, for a role that may check logins (a writer of the
+        // tenant); a reader's refusal is rolled back to the savepoint.
+        tx.batch_execute("SAVEPOINT check_login").await?;
+        let check = match tx.query_opt(CHECK, &[&tenant, &user]).await {
+            Ok(row) => row.and_then(|r| parse(r.get(0))),
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT check_login")
+                    .await?;
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        let mut body = match (state, &check) {
+            (Some(state), _) => state,
+            // Never failed: what check_login says is all there is.
+            (None, Some(c)) => serde_json::json!({
+                "tenant_id": tenant, "account": c["account"], "locked": false, "failure_count": 0,
+            }),
+            (None, None) => return Err(ApiError::NotFound),
+        };
+        if let Some(mut c) = check {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("account");
+            }
+            body["check_login"] = c;
         }
+        Ok(json(StatusCode::OK, body.to_string()))
     })
     .await
 }

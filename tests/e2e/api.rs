@@ -1657,3 +1657,45 @@ fn a_tail_ends_when_its_token_expires() {
         assert!(Instant::now() < deadline, "the tail outlived its token");
     }
 }
+
+#[test]
+fn thirty_seconds_of_wrk_get_only_answers_with_bounded_memory() {
+    let api = Api::start_with(
+        "api_load",
+        4,
+        "requests_per_second = 100000\nburst = 100000",
+    );
+    api.record("tenant-a", "hq", 0, 300);
+    let token = api.token("reader_a");
+    let out = Command::new("wrk")
+        .args(["-t", "2", "-c", "8", "-d", "30s", "--latency"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!(
+            "http://127.0.0.1:{}/v1/tenants/tenant-a/events?limit=100&type=login_failed",
+            api.port
+        ))
+        .output()
+        .expect("wrk (scripts/setup.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    println!("{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(requests > 10.0, "{text}");
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", api.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 64 * 1024,
+        "the API peaked at {peak_kib} kB under load"
+    );
+    api.db.cluster().assert_no_crash();
+}
