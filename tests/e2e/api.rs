@@ -875,7 +875,10 @@ fn the_api_keeps_its_openapi_description_under_schemathesis() {
             "--exclude-checks",
             "positive_data_acceptance",
         ])
-        .args(["--max-examples", "40", "--workers", "2", "--seed", "1"])
+        // One worker: hypothesis's lambda-source cache is not safe across
+        // threads (schemathesis 4.32.5 reported "AST constructor recursion
+        // depth mismatch" as an error of its own with two).
+        .args(["--max-examples", "40", "--workers", "1", "--seed", "1"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--generation-database", "none"])
         .env("NO_COLOR", "1")
