@@ -263,16 +263,42 @@ async fn page(
     let (sql, params) = query::events_sql(tenant, q);
     let mut client = db::connection(&st.pool).await?;
     let tx = db::begin(&mut client, caller, true, st.statement_timeout).await?;
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
+    let refs = sql_params(&params);
     let rows = tx.query(&sql, &refs).await?;
     tx.commit().await?;
     Ok(rows
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
         .collect())
+}
+
+/// A JSON answer, or 404 when there is none (absent, or not the caller's
+/// to see: the two are not told apart).
+fn found(body: Option<String>) -> Result<Response, ApiError> {
+    body.map(|b| json(StatusCode::OK, b))
+        .ok_or(ApiError::NotFound)
+}
+
+/// Text parameters as a statement takes them.
+fn sql_params(params: &[String]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// A response whose body is what a producing task sends on `rx`.
+fn streamed(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    content_type: &'static str,
+) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut r = axum::body::Body::from_stream(stream).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 /// Runs one statement that returns at most one JSON text, as the caller.
@@ -284,10 +310,7 @@ async fn one_json(
 ) -> Result<Option<String>, ApiError> {
     let mut client = db::connection(&st.pool).await?;
     let tx = db::begin(&mut client, &caller, true, st.statement_timeout).await?;
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
+    let refs = sql_params(&params);
     let row = tx.query_opt(sql, &refs).await?;
     tx.commit().await?;
     Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
@@ -306,12 +329,9 @@ async fn event(
     if !is_uuid(&log_id) {
         return Err(ApiError::invalid("log_id", "must be a UUID"));
     }
-    detached(async move {
-        match one_json(st, caller, query::EVENT_BY_ID, vec![tenant, log_id]).await? {
-            Some(body) => Ok(json(StatusCode::OK, body)),
-            None => Err(ApiError::NotFound),
-        }
-    })
+    detached(
+        async move { found(one_json(st, caller, query::EVENT_BY_ID, vec![tenant, log_id]).await?) },
+    )
     .await
 }
 
@@ -390,10 +410,7 @@ async fn verify(
     no_parameters(raw.as_deref())?;
     detached(async move {
         const SQL: &str = "SELECT to_jsonb(v)::text FROM authaudit.verify_chain($1::text) v";
-        match one_json(st, caller, SQL, vec![tenant]).await? {
-            Some(body) => Ok(json(StatusCode::OK, body)),
-            None => Err(ApiError::NotFound),
-        }
+        found(one_json(st, caller, SQL, vec![tenant]).await?)
     })
     .await
 }
@@ -671,10 +688,7 @@ async fn evidence(
         .to_string();
     detached(async move {
         const SQL: &str = "SELECT authaudit.witnessed_evidence($1::text, ($2::text)::bigint)::text";
-        match one_json(st, caller, SQL, vec![tenant, seq]).await? {
-            Some(body) => Ok(json(StatusCode::OK, body)),
-            None => Err(ApiError::NotFound),
-        }
+        found(one_json(st, caller, SQL, vec![tenant, seq]).await?)
     })
     .await
 }
@@ -775,15 +789,7 @@ async fn stream_events(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(ApiError::Unavailable("the export did not start".into())),
     }
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut r = axum::body::Body::from_stream(stream).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    Ok(r)
+    Ok(streamed(rx, format.content_type()))
 }
 
 /// How often a tail looks for new events.
@@ -870,14 +876,7 @@ fn tail(
         }
         tracing::info!(role = %caller.role, tenant = %tenant, rows = sent, "tail ended");
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut r = axum::body::Body::from_stream(stream).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    let mut r = streamed(rx, query::Format::Sse.content_type());
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
