@@ -3,9 +3,8 @@
 //! `source`, `user_agent`, and the chain's fields and the recorded metadata
 //! (exact) under `pg_authaudit`.
 
-use crate::stored_event::StoredEvent;
+use crate::stored_event::{ChainFields, StoredEvent};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// The ECS version the events follow.
@@ -15,21 +14,7 @@ pub const VERSION: &str = "8.11.0";
 struct Event<'a> {
     #[serde(flatten)]
     base: Value,
-    pg_authaudit: Chain<'a>,
-}
-
-#[derive(Serialize)]
-struct Chain<'a> {
-    tenant_id: &'a str,
-    org_id: Option<&'a str>,
-    channel: &'a str,
-    seq: i64,
-    format_version: i64,
-    prev_link: &'a str,
-    link_sha256: &'a str,
-    digest_sha512: &'a str,
-    digest_sha3_256: &'a str,
-    metadata: &'a RawValue,
+    pg_authaudit: ChainFields<'a>,
 }
 
 /// The event as one ECS JSON document (no newline).
@@ -73,18 +58,7 @@ pub fn to_ecs(e: &StoredEvent) -> String {
     }
     let event = Event {
         base,
-        pg_authaudit: Chain {
-            tenant_id: &e.tenant_id,
-            org_id: e.org_id.as_deref(),
-            channel: &e.channel,
-            seq: e.seq,
-            format_version: e.format_version,
-            prev_link: &e.prev_link,
-            link_sha256: &e.link_sha256,
-            digest_sha512: &e.digest_sha512,
-            digest_sha3_256: &e.digest_sha3_256,
-            metadata: &e.metadata,
-        },
+        pg_authaudit: e.chain_fields(),
     };
     serde_json::to_string(&event).expect("an event serialises")
 }

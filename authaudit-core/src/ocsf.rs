@@ -4,9 +4,8 @@
 //! and digests, the organisation, the channel and the recorded metadata
 //! (exact) are under `unmapped`.
 
-use crate::stored_event::StoredEvent;
+use crate::stored_event::{ChainFields, StoredEvent};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// The OCSF version the events follow.
@@ -40,17 +39,9 @@ struct Unmapped<'a> {
 #[derive(Serialize)]
 struct Chain<'a> {
     event_type: &'a str,
-    tenant_id: &'a str,
-    org_id: Option<&'a str>,
-    channel: &'a str,
-    seq: i64,
-    format_version: i64,
-    prev_link: &'a str,
-    link_sha256: &'a str,
-    digest_sha512: &'a str,
-    digest_sha3_256: &'a str,
+    #[serde(flatten)]
+    chain: ChainFields<'a>,
     imported: bool,
-    metadata: &'a RawValue,
 }
 
 /// The event as one OCSF JSON object (no newline).
@@ -111,17 +102,8 @@ pub fn to_ocsf(e: &StoredEvent, product_version: &str) -> String {
         unmapped: Unmapped {
             pg_authaudit: Chain {
                 event_type: &e.event_type,
-                tenant_id: &e.tenant_id,
-                org_id: e.org_id.as_deref(),
-                channel: &e.channel,
-                seq: e.seq,
-                format_version: e.format_version,
-                prev_link: &e.prev_link,
-                link_sha256: &e.link_sha256,
-                digest_sha512: &e.digest_sha512,
-                digest_sha3_256: &e.digest_sha3_256,
+                chain: e.chain_fields(),
                 imported: e.imported(),
-                metadata: &e.metadata,
             },
         },
     };

@@ -3,7 +3,7 @@
 //! and the metadata as the exact JSON text PostgreSQL holds (numbers keep
 //! every digit).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 #[derive(Debug, Deserialize)]
@@ -29,7 +29,40 @@ pub struct StoredEvent {
     pub digest_sha3_256: String,
 }
 
+/// The fields of the chain an export carries beside its schema's own:
+/// where the event stands, its links and digests, and the metadata
+/// exactly as recorded.
+#[derive(Debug, Serialize)]
+pub struct ChainFields<'a> {
+    pub tenant_id: &'a str,
+    pub org_id: Option<&'a str>,
+    pub channel: &'a str,
+    pub seq: i64,
+    pub format_version: i64,
+    pub prev_link: &'a str,
+    pub link_sha256: &'a str,
+    pub digest_sha512: &'a str,
+    pub digest_sha3_256: &'a str,
+    pub metadata: &'a RawValue,
+}
+
 impl StoredEvent {
+    /// The chain's fields of this event.
+    pub fn chain_fields(&self) -> ChainFields<'_> {
+        ChainFields {
+            tenant_id: &self.tenant_id,
+            org_id: self.org_id.as_deref(),
+            channel: &self.channel,
+            seq: self.seq,
+            format_version: self.format_version,
+            prev_link: &self.prev_link,
+            link_sha256: &self.link_sha256,
+            digest_sha512: &self.digest_sha512,
+            digest_sha3_256: &self.digest_sha3_256,
+            metadata: &self.metadata,
+        }
+    }
+
     /// The recording application's `metadata.reason`, when it is a string.
     pub fn reason(&self) -> Option<String> {
         #[derive(Deserialize)]
