@@ -23,20 +23,10 @@ API_PAGES=${BENCH_API_PAGES:-300}
 API_BIN=${CARGO_TARGET_DIR:-target}/release/authaudit-api
 [ -x "$API_BIN" ] || { echo "bench: $API_BIN is missing: cargo build --release -p authaudit-api" >&2; exit 1; }
 
+# shellcheck source=bench/history.sh
+source bench/history.sh
+
 "${PSQL[@]}" <<'SQL'
-CREATE OR REPLACE FUNCTION bench.history(tenant text, t0 timestamptz, step interval, k bigint, n int)
-RETURNS jsonb LANGUAGE sql AS $$
-    SELECT jsonb_agg(jsonb_build_object(
-        'log_id', gen_random_uuid(),
-        'tenant_id', tenant,
-        'event_type', CASE WHEN e % 10 < 3 THEN 'login_failed' ELSE 'login_success' END,
-        'user_id', CASE WHEN e % 10 < 3 AND e % 5 = 0 THEN 'victim' || (e / 40 % 20)
-                        ELSE 'user' || (e * 7919 % 5000) END,
-        'channel', 'web',
-        'ip', '10.' || (e * 104729 % 2000 / 250) || '.' || (e * 104729 % 2000 % 250) || '.1',
-        'occurred_at', t0 + step * e) ORDER BY e)
-      FROM generate_series(k, k + n - 1) AS e
-$$;
 DROP ROLE IF EXISTS bench_api;
 CREATE ROLE bench_api LOGIN NOINHERIT;
 DROP ROLE IF EXISTS bench_api_reader;
@@ -48,19 +38,7 @@ SQL
 
 t0=$(now_ms)
 echo "# api: loading $API_EVENTS events over 365 days into 'big'"
-"${PSQL[@]}" -c "DO \$\$
-  DECLARE
-    t0 timestamptz := now() - interval '1 hour' - interval '365 days';
-    step interval := interval '365 days' / $API_EVENTS;
-    k bigint := 0;
-  BEGIN
-    WHILE k < $API_EVENTS LOOP
-      PERFORM count(*) FROM authaudit.import_events(
-        bench.history('big', t0, step, k, least(1000, $API_EVENTS - k)::int), rebuild => false);
-      k := k + 1000;
-      COMMIT;
-    END LOOP;
-  END \$\$"
+history_load big 365 "$API_EVENTS"
 "${PSQL[@]}" -c "VACUUM ANALYZE authaudit.auth_log"
 echo "# api: loaded in $(( ($(now_ms) - t0) / 1000 )) s"
 
