@@ -32,6 +32,65 @@ pub struct Config {
     pub identity: Identity,
     #[serde(default)]
     pub limits: Limits,
+    /// The admin interface (docs/admin.md); absent: not served.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+}
+
+/// The admin interface's sign-in: OpenID Connect authorization code with
+/// PKCE at the identity provider of `identity`, whose access tokens (JWTs
+/// for `identity.audience`) the interface then uses as the API does.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// The interface's client at the provider.
+    pub client_id: String,
+    /// A file holding the client's secret (`client_secret_post`); absent:
+    /// a public client (PKCE only).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The provider's endpoints (its discovery document names them).
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Where the provider sends the browser back: this server's
+    /// `/admin/callback`, as the browser reaches it (https, or http to a
+    /// loopback address). Its origin is the one forms must come from.
+    pub redirect_uri: String,
+    /// Scopes asked for (`openid` is always among them).
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// A resource indicator (RFC 8707) sent with the requests, for
+    /// providers that issue JWT access tokens per resource.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The longest a session lasts, minutes (never past its token's expiry).
+    #[serde(default = "default_session_minutes")]
+    pub session_minutes: u64,
+    /// Sessions and sign-ins in progress held at once.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("client_id", &self.client_id)
+            .field("client_secret_file", &self.client_secret_file)
+            .field("authorization_endpoint", &self.authorization_endpoint)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_scope() -> String {
+    "openid".into()
+}
+fn default_session_minutes() -> u64 {
+    480
+}
+fn default_max_sessions() -> usize {
+    10_000
 }
 
 /// The PostgreSQL side: the authenticator role the API connects as.
@@ -273,7 +332,7 @@ impl Config {
         match (&self.identity.jwks_file, &self.identity.jwks_url) {
             (Some(_), None) => {}
             (None, Some(url)) => {
-                crate::jwks_fetch::check(url).map_err(|e| invalid("identity.jwks_url", &e))?;
+                crate::provider_http::check(url).map_err(|e| invalid("identity.jwks_url", &e))?;
             }
             _ => {
                 return Err(invalid(
@@ -331,6 +390,30 @@ impl Config {
         }
         if !(1024..=256 * 1024 * 1024).contains(&self.limits.max_body_bytes) {
             return Err(invalid("limits.max_body_bytes", "must be 1 KiB to 256 MiB"));
+        }
+        if let Some(a) = &self.admin {
+            if a.client_id.is_empty() {
+                return Err(invalid("admin.client_id", "must not be empty"));
+            }
+            for (field, url) in [
+                ("admin.authorization_endpoint", &a.authorization_endpoint),
+                ("admin.token_endpoint", &a.token_endpoint),
+                ("admin.redirect_uri", &a.redirect_uri),
+            ] {
+                crate::provider_http::check(url).map_err(|e| invalid(field, &e))?;
+            }
+            if !a.redirect_uri.ends_with("/admin/callback") {
+                return Err(invalid(
+                    "admin.redirect_uri",
+                    "must be this server's /admin/callback",
+                ));
+            }
+            if !(1..=7 * 24 * 60).contains(&a.session_minutes) {
+                return Err(invalid("admin.session_minutes", "must be 1 to 10080"));
+            }
+            if !(1..=1_000_000).contains(&a.max_sessions) {
+                return Err(invalid("admin.max_sessions", "must be 1 to 1000000"));
+            }
         }
         Ok(())
     }

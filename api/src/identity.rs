@@ -110,6 +110,36 @@ impl Verifier {
     /// Verifies an `Authorization` header's value and maps it to a caller.
     pub async fn verify(&self, authorization: Option<&str>) -> Result<Caller, IdentityError> {
         let token = bearer(authorization)?;
+        let claims = self.decode(token, &self.config.audience).await?;
+        let role = role_of(&claims, &self.config.role_claim, &self.config.roles)?;
+        Ok(Caller {
+            role,
+            subject: claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            claims,
+        })
+    }
+
+    /// Verifies an OpenID Connect ID token issued to `client_id` for the
+    /// sign-in whose nonce is `nonce`; its claims.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Value, IdentityError> {
+        let claims = self.decode(token, client_id).await?;
+        match claims.get("nonce").and_then(Value::as_str) {
+            Some(n) if crate::admin::session::same_token(n, nonce) => Ok(claims),
+            _ => Err(IdentityError::MissingClaim("nonce".into())),
+        }
+    }
+
+    /// A token's claims, its signature, issuer, `audience`, `exp` and
+    /// `nbf` checked.
+    async fn decode(&self, token: &str, audience: &str) -> Result<Value, IdentityError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityError::Malformed)?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(IdentityError::Algorithm(format!("{:?}", header.alg)));
@@ -118,7 +148,7 @@ impl Verifier {
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| IdentityError::UnknownKey)?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&[&self.config.audience]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = self.config.leeway_seconds;
@@ -140,16 +170,7 @@ impl Verifier {
                 _ => IdentityError::Malformed,
             }
         })?;
-        let role = role_of(&data.claims, &self.config.role_claim, &self.config.roles)?;
-        Ok(Caller {
-            role,
-            subject: data
-                .claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            claims: data.claims,
-        })
+        Ok(data.claims)
     }
 }
 

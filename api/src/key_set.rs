@@ -124,7 +124,7 @@ impl KeySet {
                 )
             }
             Source::Url(url) => (
-                crate::jwks_fetch::get(url, FETCH_DEADLINE)
+                crate::provider_http::get(url, FETCH_DEADLINE)
                     .await
                     .map_err(|e| format!("{url}: {e}")),
                 None,

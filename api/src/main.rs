@@ -114,6 +114,33 @@ async fn serve(config: Config) -> ExitCode {
         header_timeout: std::time::Duration::from_millis(config.limits.header_timeout_ms),
         drain: std::time::Duration::from_secs(config.limits.shutdown_drain_seconds),
     };
-    authaudit_api::server::serve(listener, router(state), limits, shutdown).await;
+    let api = router(state.clone());
+    let app = match &config.admin {
+        None => api,
+        Some(admin) => {
+            let secret = match &admin.client_secret_file {
+                None => None,
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!(
+                            "authaudit-api: admin.client_secret_file {}: {e}",
+                            path.display()
+                        );
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+            };
+            let ui = Arc::new(authaudit_api::admin::Admin::new(
+                admin.clone(),
+                secret,
+                state,
+                api.clone(),
+            ));
+            tracing::info!("admin interface at /admin/");
+            api.merge(authaudit_api::admin::router(ui))
+        }
+    };
+    authaudit_api::server::serve(listener, app, limits, shutdown).await;
     ExitCode::SUCCESS
 }

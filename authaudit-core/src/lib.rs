@@ -2,6 +2,7 @@
 //! sidecar: the event model and its rules, the canonical record encoding and
 //! the per-tenant hash chains. Nothing here depends on PostgreSQL.
 
+pub mod campaign;
 pub mod canonical;
 pub mod cef;
 pub mod chain;

@@ -1,8 +1,9 @@
-//! Fetching an identity provider's key set (`identity.jwks_url`): one
-//! HTTP/1.1 GET over TLS with the Web PKI's roots (plain HTTP only to a
-//! loopback address), a deadline, and a size limit.
+//! HTTP to the identity provider: its key set (`identity.jwks_url`, a
+//! GET) and the admin interface's token requests (`admin.token_endpoint`,
+//! a form POST). One HTTP/1.1 request over TLS with the Web PKI's roots
+//! (plain HTTP only to a loopback address), a deadline, and a size limit.
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
@@ -28,14 +29,36 @@ pub fn check(url: &str) -> Result<Uri, String> {
     }
 }
 
-/// GETs `url` within `deadline`; the body as text.
+/// GETs `url` within `deadline`; the body (200 only) as text.
 pub async fn get(url: &str, deadline: Duration) -> Result<String, String> {
-    tokio::time::timeout(deadline, get_now(url))
+    let (status, body) = send(url, None, deadline).await?;
+    if status != 200 {
+        return Err(format!("HTTP {status}"));
+    }
+    Ok(body)
+}
+
+/// POSTs `form` (`application/x-www-form-urlencoded`) to `url` within
+/// `deadline`; the status and the body as text.
+pub async fn post_form(
+    url: &str,
+    form: String,
+    deadline: Duration,
+) -> Result<(u16, String), String> {
+    send(url, Some(form), deadline).await
+}
+
+async fn send(
+    url: &str,
+    form: Option<String>,
+    deadline: Duration,
+) -> Result<(u16, String), String> {
+    tokio::time::timeout(deadline, send_now(url, form))
         .await
         .map_err(|_| format!("no answer within {} s", deadline.as_secs()))?
 }
 
-async fn get_now(url: &str) -> Result<String, String> {
+async fn send_now(url: &str, form: Option<String>) -> Result<(u16, String), String> {
     let uri = check(url)?;
     let host = uri
         .host()
@@ -68,13 +91,18 @@ async fn get_now(url: &str) -> Result<String, String> {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {host}: {e}"))?;
-        request(TokioIo::new(tls), &authority, &path).await
+        request(TokioIo::new(tls), &authority, &path, form).await
     } else {
-        request(TokioIo::new(tcp), &authority, &path).await
+        request(TokioIo::new(tcp), &authority, &path, form).await
     }
 }
 
-async fn request<T>(io: TokioIo<T>, authority: &str, path: &str) -> Result<String, String>
+async fn request<T>(
+    io: TokioIo<T>,
+    authority: &str,
+    path: &str,
+    form: Option<String>,
+) -> Result<(u16, String), String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -84,22 +112,28 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = hyper::Request::get(path)
+    let builder = match &form {
+        Some(_) => hyper::Request::post(path).header(
+            hyper::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        ),
+        None => hyper::Request::get(path),
+    };
+    let req = builder
         .header(hyper::header::HOST, authority)
         .header(hyper::header::ACCEPT, "application/json")
         .header(hyper::header::USER_AGENT, "authaudit-api")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::from(form.unwrap_or_default())))
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if resp.status() != hyper::StatusCode::OK {
-        return Err(format!("HTTP {}", resp.status()));
-    }
+    let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), MAX_BYTES)
         .collect()
         .await
-        .map_err(|e| format!("the key set could not be read (at most {MAX_BYTES} bytes): {e}"))?
+        .map_err(|e| format!("the answer could not be read (at most {MAX_BYTES} bytes): {e}"))?
         .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| "the key set is not UTF-8".into())
+    let text = String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8")?;
+    Ok((status, text))
 }
 
 #[cfg(test)]
