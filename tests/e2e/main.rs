@@ -26,6 +26,7 @@ mod metrics_endpoint;
 mod mirror;
 mod mirror_hostile;
 mod mongo_contract;
+mod monitoring;
 mod operator;
 mod packaging;
 mod pipeline;

@@ -1,10 +1,11 @@
 //! A real Prometheus server (Debian package `prometheus`) for the metrics
-//! tests: one private instance per test on a loopback port, scraping one
-//! target every second, its data in a directory of its own.
+//! tests: one private instance per test on a loopback port, scraping its
+//! targets and evaluating its rules every second, its data in a directory
+//! of its own.
 
 use crate::cluster::free_port;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,20 +20,35 @@ impl Prometheus {
     /// Starts an instance named after `name` that scrapes
     /// `127.0.0.1:target_port` every second, and waits until it serves.
     pub fn start(name: &str, target_port: u16) -> Prometheus {
+        Prometheus::start_with(name, &[("sidecar", target_port)], &[])
+    }
+
+    /// Starts an instance named after `name` that scrapes each
+    /// `(job, port)` at `127.0.0.1:port` every second and evaluates the
+    /// `rule_files` every second, and waits until it serves.
+    pub fn start_with(name: &str, jobs: &[(&str, u16)], rule_files: &[&Path]) -> Prometheus {
         let dir = std::env::temp_dir().join(format!(
             "authaudit-prometheus-{name}-{}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("prometheus.yml"),
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-                 scrape_configs:\n  - job_name: sidecar\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
-            ),
-        )
-        .unwrap();
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n",
+        );
+        if !rule_files.is_empty() {
+            config.push_str("rule_files:\n");
+            for f in rule_files {
+                config.push_str(&format!("  - '{}'\n", f.display()));
+            }
+        }
+        config.push_str("scrape_configs:\n");
+        for (job, port) in jobs {
+            config.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            ));
+        }
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
