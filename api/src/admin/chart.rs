@@ -187,10 +187,12 @@ impl Chart<'_> {
                 time_label(m.at, span > 86_400),
                 esc(&m.label)
             );
-            if x - last_label >= MARKER_ROOM && x + MARKER_ROOM / 2.0 <= W {
+            if x - last_label >= MARKER_ROOM {
+                // Near the right edge a label ends at its line.
+                let anchor = if x + MARKER_ROOM > W { "end" } else { "start" };
                 let _ = write!(
                     s,
-                    r#"<text class="marker-label {}" x="{x:.1}" y="{:.1}" text-anchor="start">{}</text>"#,
+                    r#"<text class="marker-label {}" x="{x:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
                     m.class,
                     TOP - 8.0,
                     esc(&truncate(&m.label, 16))

@@ -117,7 +117,9 @@ async fn security_headers(req: Request<Body>, next: axum::middleware::Next) -> R
         ("content-security-policy", CSP),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
+        // Nothing leaves for another origin; same-origin form posts keep
+        // their `Origin` (under `no-referrer` a browser sends `null`).
+        ("referrer-policy", "same-origin"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cache-control", "no-store"),
     ] {
@@ -220,7 +222,7 @@ impl Admin {
     pub fn form_is_ours(&self, headers: &HeaderMap, s: &Session, csrf: Option<&str>) -> bool {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-        let same_origin = match (origin, site) {
+        let same_origin = match (origin.filter(|o| *o != "null"), site) {
             (Some(o), _) => o == self.origin,
             (None, Some(site)) => site == "same-origin",
             (None, None) => true,

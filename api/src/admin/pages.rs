@@ -352,7 +352,14 @@ async fn overview_panels(c: &Ctx) -> Result<String, Response> {
             &[t],
         )
         .await?;
-    let baseline = day.first().and_then(|r| ratio(r.get(0), r.get(1)));
+    // Without a day in the rollup yet, the hour's earlier minutes.
+    let (baseline, baseline_of) = match day.first().and_then(|r| ratio(r.get(0), r.get(1))) {
+        Some(b) => (Some(b), "the last day"),
+        None => (
+            ratio(sum("login_failed", 0, 55), sum("login_success", 0, 55)),
+            "the hour before (the rollup holds no day yet)",
+        ),
+    };
     let pct = |r: Option<f64>| r.map_or("no logins".to_string(), |r| format!("{:.1} %", r * 100.0));
     let alarm = matches!((recent, baseline), (Some(r), Some(b)) if r > (b * 2.0).max(b + 0.2));
     let mut s = String::new();
@@ -380,7 +387,7 @@ async fn overview_panels(c: &Ctx) -> Result<String, Response> {
     );
     let _ = write!(
         s,
-        r#"<section class="panel" aria-labelledby="fr-h"><h2 id="fr-h">Failure rate</h2><p class="big{}">{}</p><p>of logins in the last 5 minutes, against <b>{}</b> over the last day{}</p></section>"#,
+        r#"<section class="panel" aria-labelledby="fr-h"><h2 id="fr-h">Failure rate</h2><p class="big{}">{}</p><p>of logins in the last 5 minutes, against <b>{}</b> over {baseline_of}{}</p></section>"#,
         if alarm { " alarm" } else { "" },
         pct(recent),
         pct(baseline),
@@ -1252,9 +1259,10 @@ pub async fn account(
     );
     let list = events.as_array().cloned().unwrap_or_default();
     if status == StatusCode::NOT_FOUND && list.is_empty() {
+        // Absent and not visible are not told apart.
         return message(
-            StatusCode::NOT_FOUND,
-            "No such account in your scope",
+            StatusCode::FORBIDDEN,
+            "Not in your scope",
             "Nothing of this account is visible to your role.",
         );
     }
@@ -1754,13 +1762,22 @@ pub async fn report(
         .collect();
     body.push_str(&table(
         &format!(
-            "Successes after failures, while locked and most failures first (20 of {})",
-            succ.len()
+            "Successes after failures, while locked and most failures first ({})",
+            of(succ.len(), 20)
         ),
         &["at (UTC)", "account", "source", "failures before", ""],
         &succ_rows,
     ));
     c.page("Period report", "report", &body)
+}
+
+/// "all 8" or "20 of 27": how many of `n` a list of at most `shown` holds.
+fn of(n: usize, shown: usize) -> String {
+    if n <= shown {
+        format!("all {n}")
+    } else {
+        format!("{shown} of {n}")
+    }
 }
 
 /// Chain verification, and one event's evidence bundle.
