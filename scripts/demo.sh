@@ -107,28 +107,52 @@ for line in open(sys.argv[1], encoding="utf-8"):
 PY
 echo "  $(grep -vc 'cat=/Authentication/Campaign' "$stream") events and $(grep -c 'cat=/Authentication/Campaign' "$stream") alerts in $stream"
 
-say "The platform API (docs/api.md)"
-# An authenticator that can only become the analyst, an analyst bound to
-# the campaign's tenant, and a development identity (scripts/dev-token.py)
-# standing in for the agency's identity provider.
+say "The platform API and the admin interface (docs/api.md, docs/admin.md)"
+# An authenticator that can only become the analyst or the help desk, both
+# bound to the campaign's tenant, and a local OpenID provider
+# (tests/ui/oidc-provider.mjs, the oidc-provider library) standing in for
+# the agency's: it signs in "analyst" and "helpdesk" with any password, and
+# gives the demo's command-line client a token for curl.
 psql -X -q <<'SQL'
 CREATE ROLE demo_api LOGIN NOINHERIT;
 CREATE ROLE demo_analyst IN ROLE authaudit_reader;
-GRANT demo_analyst TO demo_api;
+CREATE ROLE demo_helpdesk IN ROLE authaudit_reader, authaudit_writer;
+GRANT demo_analyst, demo_helpdesk TO demo_api;
 INSERT INTO authaudit.tenant_scope (role_name, tenant_id, org_id, can_read, can_write)
-VALUES ('demo_analyst', 'agency-1', NULL, true, false);
+VALUES ('demo_analyst', 'agency-1', NULL, true, false),
+       ('demo_helpdesk', 'agency-1', NULL, true, true);
 SQL
-token=$(scripts/dev-token.py "$DEMO_DIR" demo_analyst https://demo.invalid authaudit-api 12)
-api_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+api_port=$(free_port)
+idp_port=$(free_port)
+[ -e tests/ui/node_modules ] || ln -s /opt/authaudit-ui-tests/node_modules tests/ui/node_modules
+cli_secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+(cd tests/ui && PORT=$idp_port REDIRECT_URI="http://localhost:$api_port/admin/callback" \
+  ACCOUNTS='{"analyst": "demo_analyst", "helpdesk": "demo_helpdesk"}' \
+  SERVICE_CLIENTS="{\"demo-cli\": {\"secret\": \"$cli_secret\", \"role\": \"demo_analyst\"}}" \
+  exec node oidc-provider.mjs) >"$DEMO_DIR/idp.log" 2>&1 &
+echo $! >"$DEMO_DIR/idp.pid"
+deadline=$((SECONDS + 20))
+until grep -q '^ready' "$DEMO_DIR/idp.log" 2>/dev/null; do
+  if [ $SECONDS -ge $deadline ]; then echo "the OpenID provider did not start: $DEMO_DIR/idp.log"; status=1; break; fi
+  sleep 0.2
+done
 cat >"$DEMO_DIR/api.toml" <<TOML
 listen = "127.0.0.1:$api_port"
 [database]
 url = "host=127.0.0.1 port=$PORT user=demo_api dbname=authaudit_demo"
 [identity]
-issuer = "https://demo.invalid"
+issuer = "http://localhost:$idp_port"
 audience = "authaudit-api"
-jwks_file = "$DEMO_DIR/jwks.json"
-roles = ["demo_analyst"]
+jwks_url = "http://localhost:$idp_port/jwks"
+roles = ["demo_analyst", "demo_helpdesk"]
+[admin]
+client_id = "authaudit-admin"
+authorization_endpoint = "http://localhost:$idp_port/auth"
+token_endpoint = "http://localhost:$idp_port/token"
+redirect_uri = "http://localhost:$api_port/admin/callback"
+scope = "openid authaudit"
+resource = "urn:authaudit:api"
 TOML
 "$BIN/authaudit-api" --config "$DEMO_DIR/api.toml" >"$DEMO_DIR/api.log" 2>&1 &
 echo $! >"$DEMO_DIR/api.pid"
@@ -137,16 +161,27 @@ until curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1; do
   if [ $SECONDS -ge $deadline ]; then echo "the API did not start: $DEMO_DIR/api.log"; status=1; break; fi
   sleep 0.2
 done
+token=$(curl -fsS -d grant_type=client_credentials -d client_id=demo-cli --data-urlencode "client_secret=$cli_secret" \
+          -d resource=urn:authaudit:api -d scope=authaudit "http://localhost:$idp_port/token" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') || status=1
 echo "$token" >"$DEMO_DIR/analyst.token"
 api="http://127.0.0.1:$api_port/v1/tenants/agency-1"
 n=$(curl -fsS -H "Authorization: Bearer $token" "$api/events?type=account_locked&limit=1000" \
       | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))') || status=1
 echo "authaudit-api on 127.0.0.1:$api_port as demo_analyst (agency-1): ${n:-?} account_locked events in the first page"
-echo "Try (the token is in $DEMO_DIR/analyst.token, valid 12 hours):"
+echo "Try (the token is in $DEMO_DIR/analyst.token, valid 1 hour):"
 echo "  TOKEN=\$(cat $DEMO_DIR/analyst.token)"
 echo "  curl -sS -H \"Authorization: Bearer \$TOKEN\" '$api/events?type=login_failed&limit=5' -D -"
 echo "  curl -sS -H \"Authorization: Bearer \$TOKEN\" '$api/investigation/targeted-accounts?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z'"
 echo "  curl -sS -H \"Authorization: Bearer \$TOKEN\" -H 'Accept: application/x-ocsf+ndjson' '$api/events?type=account_locked' | head -2"
+# The campaign's period, for the interface's links.
+period=$(psql -X -At -c "SELECT to_char(min(occurred_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI'), \
+  to_char(max(occurred_at) AT TIME ZONE 'UTC' + interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI') \
+  FROM authaudit.auth_log WHERE tenant_id = 'agency-1'")
+ui="http://localhost:$api_port/admin/t/agency-1"
+echo "The admin interface: http://localhost:$api_port/admin/ (sign in as \"analyst\" or \"helpdesk\", any password)"
+echo "  the campaign: $ui/campaigns?from=${period%%|*}&to=${period##*|}"
+echo "  its report:   $ui/report?from=${period%%|*}&to=${period##*|}"
 
 say "Done"
 echo "Report:      $DEMO_DIR/report/report.html"
@@ -154,5 +189,6 @@ echo "CEF export:  $DEMO_DIR/report/agency-1.cef"
 echo "CEF stream:  $DEMO_DIR/siem/cef-stream.log (every event and alert, over RELP)"
 echo "psql:        psql 'host=127.0.0.1 port=$PORT user=postgres dbname=authaudit_demo'"
 echo "API:         http://127.0.0.1:${api_port:-?}/v1/openapi.json (docs/api.md)"
+echo "Interface:   http://localhost:${api_port:-?}/admin/ (docs/admin.md; analyst or helpdesk, any password)"
 echo "Stop all:    make demo-stop"
 exit $status

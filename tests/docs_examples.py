@@ -145,6 +145,11 @@ issuer = "https://docs.invalid"
 audience = "authaudit-api"
 jwks_file = "{work}/jwks.json"
 roles = ["agency1_analyst", "agency1_writer", "agency1_helpdesk"]
+[admin]
+client_id = "authaudit-admin"
+authorization_endpoint = "https://idp.example.org/realms/agency/protocol/openid-connect/auth"
+token_endpoint = "https://idp.example.org/realms/agency/protocol/openid-connect/token"
+redirect_uri = "http://127.0.0.1:{port}/admin/callback"
 """)
     api = subprocess.Popen([binary, "--config", os.path.join(work, "api.toml")],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// An account name that would run script if a page did not escape it.
+const HOSTILE: &str = "<img src=x onerror=alert(1)>\"'&";
+
 /// Where setup.sh installs the browser tests' npm packages.
 const NODE_MODULES: &str = "/opt/authaudit-ui-tests/node_modules";
 
@@ -116,6 +119,8 @@ fn an_investigation_and_a_reset_in_the_browser() {
             &format!("203.0.113.{i}"),
         );
     }
+    // An account name an attacker chose, shown on every page that lists it.
+    record("tenant-a", "login_failed", HOSTILE, "198.51.100.7");
     record("tenant-b", "login_failed", "carol", "192.0.2.99");
 
     let api_port = free_port();
@@ -189,6 +194,7 @@ resource = "urn:authaudit:api"
         .env("TARGET", "alice")
         .env("SUCCESS_ACCOUNT", "bob")
         .env("SPRAY_SOURCE", "198.51.100.7")
+        .env("HOSTILE", HOSTILE)
         .env("RECORD_SQL_CMD", record_more.to_string())
         .env("OUT", &out)
         .output()
@@ -221,4 +227,181 @@ resource = "urn:authaudit:api"
     assert!(ok, "the chain verifies after the reset");
     // No token reached the logs.
     assert!(!api_log.contains("eyJ"), "a token in the API's log");
+}
+
+/// A raw HTTP/1.1 exchange: status, lower-cased headers, body.
+fn http(port: u16, request: &str) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn get(port: u16, path: &str, extra: &str) -> (u16, Vec<(String, String)>, String) {
+    http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"),
+    )
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The interface without a browser or a provider, as an unauthenticated
+/// network client attacks it.
+#[test]
+fn an_unauthenticated_client_gets_nothing_but_the_sign_in() {
+    let db = authaudit_tests::Cluster::shared().fresh_db_with_lockout("admin_anon");
+    let p = db.name().to_string();
+    let mut c = db.connect();
+    c.batch_execute(&format!(
+        "CREATE ROLE {p}_auth LOGIN NOINHERIT; CREATE ROLE {p}_r IN ROLE authaudit_reader;
+         GRANT {p}_r TO {p}_auth;"
+    ))
+    .unwrap();
+    c.execute(
+        "SELECT authaudit.record_event(log_id => gen_random_uuid(), tenant_id => 'tenant-a', \
+         event_type => 'login_failed', user_id => 'alice', channel => 'web', ip => '198.51.100.7')",
+        &[],
+    )
+    .unwrap();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("authaudit-admin-{p}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Keys that sign nothing: no session can be opened here.
+    std::fs::write(dir.join("jwks.json"), r#"{"keys": []}"#).unwrap();
+    let config = dir.join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+[database]
+url = "host=127.0.0.1 port={} user={p}_auth dbname={p}"
+[identity]
+issuer = "https://idp.test"
+audience = "authaudit-api"
+jwks_file = "{}"
+roles = ["{p}_r"]
+[admin]
+client_id = "authaudit-admin"
+authorization_endpoint = "https://idp.test/auth"
+token_endpoint = "http://127.0.0.1:9/token"
+redirect_uri = "http://localhost:{port}/admin/callback"
+max_sessions = 5
+"#,
+            db.cluster().port(),
+            dir.join("jwks.json").display()
+        ),
+    )
+    .unwrap();
+    let _api = Killed(
+        Command::new(built_binary("authaudit-api"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let forged = "Cookie: authaudit_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n";
+    for path in [
+        "/admin/",
+        "/admin/t/tenant-a/",
+        "/admin/t/tenant-a/live",
+        "/admin/t/tenant-a/campaigns",
+        "/admin/t/tenant-a/search?type=login_failed",
+        "/admin/t/tenant-a/export?format=csv",
+        "/admin/t/tenant-a/accounts/alice",
+        "/admin/t/tenant-a/sources/198.51.100.7",
+        "/admin/t/tenant-a/report",
+        "/admin/t/tenant-a/evidence",
+        "/admin/t/tenant-a/evidence/1",
+        "/admin/t/..%2F..%2Fetc/",
+    ] {
+        for extra in ["", forged] {
+            let (status, h, body) = get(port, path, extra);
+            assert_eq!(status, 401, "{path} {extra}");
+            assert!(
+                body.contains("/admin/login") && !body.contains("alice"),
+                "{path}: {body}"
+            );
+            let csp = header(&h, "content-security-policy").unwrap_or("");
+            assert!(
+                csp.starts_with("default-src 'none'; script-src 'self'"),
+                "{path}"
+            );
+            assert_eq!(header(&h, "x-frame-options"), Some("DENY"));
+            assert_eq!(header(&h, "cache-control"), Some("no-store"));
+        }
+    }
+    // A reset posted without a session records nothing.
+    let body = "ticket=T&reason=R&csrf=x&key=k";
+    let (status, _, _) = http(
+        port,
+        &format!(
+            "POST /admin/t/tenant-a/accounts/alice/reset HTTP/1.1\r\nHost: localhost\r\n{forged}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 401);
+    // The callback without the sign-in's cookie, with an unknown state, or
+    // replayed, opens no session.
+    let (status, h, _) = get(port, "/admin/login", "");
+    assert_eq!(status, 303);
+    let location = header(&h, "location").unwrap().to_string();
+    assert!(location.contains("code_challenge_method=S256") && location.contains("nonce="));
+    let state = location
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("state="))
+        .unwrap()
+        .to_string();
+    let login_cookie = header(&h, "set-cookie").unwrap().to_string();
+    assert!(login_cookie.contains("HttpOnly; Secure; SameSite=Lax"));
+    for (path, cookie) in [
+        (
+            format!("/admin/callback?state={state}&code=c"),
+            String::new(),
+        ),
+        (
+            "/admin/callback?state=unknown&code=c".to_string(),
+            "Cookie: authaudit_login=unknown\r\n".to_string(),
+        ),
+        (
+            format!("/admin/callback?state={state}&error=access_denied"),
+            format!("Cookie: authaudit_login={state}\r\n"),
+        ),
+        // Used once above: replayed now.
+        (
+            format!("/admin/callback?state={state}&code=c"),
+            format!("Cookie: authaudit_login={state}\r\n"),
+        ),
+    ] {
+        let (status, h, _) = get(port, &path, &cookie);
+        assert_eq!(status, 400, "{path}");
+        assert!(header(&h, "set-cookie").is_none_or(|c| !c.contains("authaudit_session=")));
+    }
+    // A flood of sign-ins fills the bounded store: then refused, not grown.
+    let statuses: Vec<u16> = (0..10).map(|_| get(port, "/admin/login", "").0).collect();
+    assert!(statuses.contains(&503), "{statuses:?}");
 }

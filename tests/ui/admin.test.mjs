@@ -41,6 +41,10 @@ async function signIn(login) {
     );
   });
   const page = await context.newPage();
+  page.on("dialog", async (d) => {
+    check(false, `a page ran script from data: ${d.message()}`);
+    await d.dismiss();
+  });
   page.cspConsole = [];
   page.on("console", (m) => {
     if (/Content Security Policy/i.test(m.text())) page.cspConsole.push(m.text());
@@ -160,6 +164,11 @@ check(
     : bundle.status() === 409 && /checkpoint/.test(bundleText),
   `an evidence bundle downloads once witnessed, and until then the page says why (${bundle.status()})`,
 );
+
+// An account name written to attack the page is shown as text.
+await inv.page.goto(`${base}/admin/t/${t}/accounts/${encodeURIComponent(env.HOSTILE)}`);
+check((await inv.page.locator("h1").textContent()) === `Account ${env.HOSTILE}`, "a hostile account name is shown as text");
+check((await inv.page.locator("main img").count()) === 0, "and makes no element");
 
 // 5. CSRF: a cross-site form post is refused; so is a same-site post
 // without the session's token.

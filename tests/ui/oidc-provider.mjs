@@ -5,7 +5,9 @@
 // tokens for the API's audience that name the role in `authaudit_role`.
 //
 // Environment: PORT, REDIRECT_URI (the admin interface's callback),
-// AUDIENCE (the API's identity.audience), ACCOUNTS, CLIENT_ID.
+// AUDIENCE (the API's identity.audience), ACCOUNTS, CLIENT_ID, and
+// SERVICE_CLIENTS (a JSON object: client id -> {secret, role}) for
+// programs that take a token with the client credentials grant.
 // Prints "ready <issuer>" once it listens.
 import { generateKeyPairSync } from "node:crypto";
 import Provider from "oidc-provider";
@@ -16,6 +18,7 @@ const audience = process.env.AUDIENCE ?? "authaudit-api";
 const accounts = JSON.parse(process.env.ACCOUNTS ?? "{}");
 const clientId = process.env.CLIENT_ID ?? "authaudit-admin";
 const resource = "urn:authaudit:api";
+const services = JSON.parse(process.env.SERVICE_CLIENTS ?? "{}");
 
 const { privateKey } = generateKeyPairSync("ed25519");
 const jwk = { ...privateKey.export({ format: "jwk" }), kid: "test-1", alg: "EdDSA", use: "sig" };
@@ -30,6 +33,14 @@ const provider = new Provider(issuer, {
       response_types: ["code"],
       id_token_signed_response_alg: "EdDSA",
     },
+    ...Object.entries(services).map(([id, s]) => ({
+      client_id: id,
+      client_secret: s.secret,
+      grant_types: ["client_credentials"],
+      id_token_signed_response_alg: "EdDSA",
+      redirect_uris: [],
+      response_types: [],
+    })),
   ],
   jwks: { keys: [jwk] },
   enabledJWA: { idTokenSigningAlgValues: ["EdDSA"] },
@@ -38,6 +49,7 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   features: {
     devInteractions: { enabled: true },
+    clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => resource,
@@ -59,6 +71,10 @@ const provider = new Provider(issuer, {
     return { accountId: sub, claims: async () => ({ sub }) };
   },
   extraTokenClaims: async (ctx, token) => {
+    if (token.kind === "ClientCredentials") {
+      const s = services[token.clientId];
+      return s ? { authaudit_role: s.role } : undefined;
+    }
     if (!token.accountId || !(token.accountId in accounts)) return undefined;
     return { authaudit_role: accounts[token.accountId] };
   },

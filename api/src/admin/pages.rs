@@ -1012,25 +1012,32 @@ pub async fn search(
 /// fingerprint.
 fn detail(e: &Value) -> String {
     let m = &e["metadata"];
+    let ty = e["event_type"].as_str().unwrap_or("");
     let l = &m["_authaudit"]["lockout"];
     let mut parts = Vec::new();
-    if let Some(rule) = l["rule"].as_str() {
-        parts.push(format!("rule {}", esc(rule)));
+    if ty == "account_locked" {
+        if let Some(rule) = m["reason"].as_str() {
+            parts.push(format!("rule {}", esc(rule)));
+        }
+        if let Some(n) = m["failures"].as_i64() {
+            parts.push(format!("after {n} failures"));
+        }
+        match m["locked_until"].as_str() {
+            Some(u) => parts.push(format!("until {}", esc(&short_time(u)))),
+            None if m["permanent"].as_bool() == Some(true) => parts.push("until reset".into()),
+            None => {}
+        }
+        if let Some(n) = m["lock_count"].as_i64() {
+            parts.push(format!("lock {n}"));
+        }
     }
-    if let Some(n) = l["failures"].as_i64() {
-        parts.push(format!("{n} failures"));
-    }
-    if let Some(w) = l["window_seconds"].as_i64() {
-        parts.push(format!("window {w} s"));
-    }
-    if let Some(u) = l["locked_until"].as_str() {
-        parts.push(format!("until {}", esc(&short_time(u))));
-    }
-    if let Some(n) = l["preceding_failures"].as_i64().filter(|n| *n > 0) {
-        parts.push(format!(r#"<strong>after {n} failures</strong>"#));
-    }
-    if l["was_locked"].as_bool() == Some(true) {
-        parts.push("<strong>while locked</strong>".into());
+    if ty == "login_success" {
+        if let Some(n) = l["preceding_failures"].as_i64().filter(|n| *n > 0) {
+            parts.push(format!("<strong>after {n} failures</strong>"));
+        }
+        if l["was_locked"].as_bool() == Some(true) {
+            parts.push("<strong>while locked</strong>".into());
+        }
     }
     if let Some(t) = m["ticket"].as_str() {
         parts.push(format!("ticket {}", esc(t)));
@@ -1276,7 +1283,7 @@ pub async fn account(
     let locked = state["locked"].as_bool() == Some(true);
     let _ = write!(
         body,
-        r#"<section class="panel" aria-labelledby="st-h"><h2 id="st-h">Lockout state</h2><dl><dt>state</dt><dd class="{}">{}</dd><dt>failures in the current run</dt><dd>{}</dd><dt>first failure</dt><dd>{} from {}</dd><dt>last failure</dt><dd>{} from {}</dd><dt>locks</dt><dd>{}</dd><dt>organisation</dt><dd>{}</dd></dl>{}</section>"#,
+        r#"<section class="panel" aria-labelledby="st-h"><h2 id="st-h">Lockout state</h2><dl><dt>state</dt><dd class="{}">{}</dd><dt>failures in the current run</dt><dd>{}</dd><dt>first failure of the run</dt><dd>{}</dd><dt>last failure</dt><dd>{}</dd><dt>locks</dt><dd>{}</dd><dt>organisation</dt><dd>{}</dd></dl>{}</section>"#,
         if locked { "alarm" } else { "" },
         if locked {
             format!(
@@ -1292,10 +1299,8 @@ pub async fn account(
             "not locked".into()
         },
         cell(&state["failure_count"]),
-        when(&state["first_failure_at"]),
-        cell(&state["first_failure_ip"]),
-        when(&state["last_failure_at"]),
-        cell(&state["last_failure_ip"]),
+        at_from(&state["first_failure_at"], &state["first_failure_ip"]),
+        at_from(&state["last_failure_at"], &state["last_failure_ip"]),
         cell(&state["lock_count"]),
         cell(&state["org_id"]),
         match state.get("check_login") {
@@ -1311,6 +1316,28 @@ pub async fn account(
                     .map_or(String::new(), |r| format!(" ({})", esc(r)))
             ),
             None => String::new(),
+        }
+    );
+    let policy = tri!(
+        c.rows(
+            "SELECT max_failures, failure_window::text, lock_duration::text, enabled \
+             FROM authaudit.lockout_policy WHERE tenant_id = $1",
+            &[&c.tenant],
+        )
+        .await
+    );
+    let _ = write!(
+        body,
+        "<p>Lockout policy: {}.</p>",
+        match policy.first() {
+            Some(r) if r.get::<_, bool>(3) => format!(
+                "{} failures within {} lock the account for {} at first",
+                r.get::<_, i32>(0),
+                esc(&r.get::<_, String>(1)),
+                esc(&r.get::<_, String>(2))
+            ),
+            Some(_) => "disabled for this tenant".into(),
+            None => "the defaults of docs/lockout.md".into(),
         }
     );
     if c.can_write {
@@ -1368,6 +1395,15 @@ pub async fn account(
         &src_rows,
     ));
     c.page(&format!("Account {user}"), "search", &body)
+}
+
+/// "time from source", or "none".
+fn at_from(at: &Value, ip: &Value) -> String {
+    match (at.as_str(), ip.as_str()) {
+        (None, _) => "none".into(),
+        (Some(_), Some(ip)) => format!("{} from {}", when(at), esc(ip)),
+        (Some(_), None) => when(at),
+    }
 }
 
 /// Records a reset through the API, with the ticket and the reason.
