@@ -122,6 +122,33 @@ fn an_investigation_and_a_reset_in_the_browser() {
     // An account name an attacker chose, shown on every page that lists it.
     record("tenant-a", "login_failed", HOSTILE, "198.51.100.7");
     record("tenant-b", "login_failed", "carol", "192.0.2.99");
+    // The witness has signed tenant-a's tree as it stands (as the sidecar
+    // does), so each of these events has an evidence bundle.
+    let witness =
+        authaudit_core::note::Signer25519::from_seed("authaudit-witness", [9; 32]).unwrap();
+    let mut su = db.connect();
+    su.batch_execute(&format!(
+        "ALTER DATABASE {p} SET authaudit.witness_keys = '{}'",
+        witness.verifier().text()
+    ))
+    .unwrap();
+    let mut su = db.connect();
+    let head: i64 = su
+        .query_one(
+            "SELECT max(seq) FROM authaudit.auth_log WHERE tenant_id = 'tenant-a'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let note = witness.sign(&crate::witness::checkpoint(&mut su, "tenant-a", head).text());
+    let agrees: Option<bool> = su
+        .query_one(
+            "SELECT agrees FROM authaudit.record_witness_checkpoint('tenant-a', $1)",
+            &[&note],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(agrees, Some(true));
 
     let api_port = free_port();
     let idp_port = free_port();
@@ -195,6 +222,7 @@ resource = "urn:authaudit:api"
         .env("SUCCESS_ACCOUNT", "bob")
         .env("SPRAY_SOURCE", "198.51.100.7")
         .env("HOSTILE", HOSTILE)
+        .env("WITNESSED", "1")
         .env("RECORD_SQL_CMD", record_more.to_string())
         .env("OUT", &out)
         .output()
@@ -225,6 +253,17 @@ resource = "urn:authaudit:api"
         .unwrap()
         .get(0);
     assert!(ok, "the chain verifies after the reset");
+    // The bundle the investigator downloaded verifies offline with the
+    // witness's key alone.
+    let (code, text) = crate::support::run_tool(
+        "tools/verify_evidence.py",
+        &[
+            out.join("evidence-1.json").as_os_str(),
+            "--key".as_ref(),
+            witness.verifier().text().as_ref(),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
     // No token reached the logs.
     assert!(!api_log.contains("eyJ"), "a token in the API's log");
 }

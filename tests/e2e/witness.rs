@@ -13,7 +13,7 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 /// A checkpoint of `tenant`'s first `size` rows as PostgreSQL holds them.
-fn checkpoint(c: &mut Client, tenant: &str, size: i64) -> Checkpoint {
+pub fn checkpoint(c: &mut Client, tenant: &str, size: i64) -> Checkpoint {
     let root: Vec<u8> = c
         .query_one(
             "SELECT root_hash FROM authaudit.merkle_root($1, $2)",

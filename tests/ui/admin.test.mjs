@@ -10,7 +10,7 @@
 // events), PROVIDER (the provider's origin), OUT, CHROMIUM.
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
-import { readFileSync, mkdirSync } from "node:fs";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const env = process.env;
@@ -154,8 +154,8 @@ const csvText = await csv.text();
 check(csv.status() === 200 && csvText.startsWith("seq,occurred_at") && csvText.split("\r\n").length > 10, "the CSV export");
 await visit(inv.page, `/admin/t/${t}/evidence`, "evidence");
 check((await inv.page.locator("main").innerText()).includes("Intact"), "the evidence page verifies the chain");
-// Without a witness's signed checkpoint there is no bundle yet: the page
-// says so (tests/e2e/admin.rs checks a bundle once the witness signed).
+// With the witness's signed checkpoint the bundle downloads (saved for
+// tests/e2e/admin.rs to verify offline); without one the page says why.
 const bundle = await inv.page.request.get(`${base}/admin/t/${t}/evidence/1`);
 const bundleText = await bundle.text();
 check(
@@ -164,6 +164,7 @@ check(
     : bundle.status() === 409 && /checkpoint/.test(bundleText),
   `an evidence bundle downloads once witnessed, and until then the page says why (${bundle.status()})`,
 );
+if (bundle.status() === 200) writeFileSync(`${out}/evidence-1.json`, bundleText);
 
 // An account name written to attack the page is shown as text.
 await inv.page.goto(`${base}/admin/t/${t}/accounts/${encodeURIComponent(env.HOSTILE)}`);
