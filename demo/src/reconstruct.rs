@@ -60,6 +60,24 @@ pub struct CampaignAlert {
     pub last_seq: i64,
 }
 
+/// A campaign: the alerts that overlap in time and share an account or a
+/// source (`authaudit_core::campaign`), as one line of the report.
+#[derive(Debug, Clone)]
+pub struct CampaignLine {
+    pub kinds: String,
+    pub first_at: String,
+    pub last_at: String,
+    /// The first accounts and sources it names, and how many in all.
+    pub accounts: Vec<String>,
+    pub account_count: usize,
+    pub sources: Vec<String>,
+    pub source_count: usize,
+    /// Lockouts of its accounts in the period.
+    pub locks: usize,
+    pub successes: usize,
+    pub alerts: usize,
+}
+
 /// Everything the report shows.
 #[derive(Debug, Clone)]
 pub struct Reconstruction {
@@ -82,6 +100,8 @@ pub struct Reconstruction {
     /// The campaign alerts of the period: the sidecar's rules
     /// (`authaudit_core::detection`, default thresholds) over its events.
     pub alerts: Vec<CampaignAlert>,
+    /// The alerts grouped into campaigns, most urgent first.
+    pub campaigns: Vec<CampaignLine>,
 }
 
 /// UTC text of milliseconds since the Unix epoch, as the report shows times.
@@ -98,13 +118,13 @@ fn utc_ms(ms: i64) -> String {
 }
 
 /// The detections' alerts over the tenant's events of the period, in seq
-/// order.
+/// order, as rows and as the detector raised them.
 fn campaign_alerts(
     c: &mut Client,
     tenant: &str,
     f: f64,
     t: f64,
-) -> Result<Vec<CampaignAlert>, postgres::Error> {
+) -> Result<(Vec<CampaignAlert>, Vec<authaudit_core::detection::Alert>), postgres::Error> {
     use authaudit_core::detection::{Detector, Event, Thresholds};
     let rows = c.query(
         "SELECT seq, event_type, user_id, host(ip), (extract(epoch FROM occurred_at) * 1000)::int8,
@@ -118,6 +138,7 @@ fn campaign_alerts(
     )?;
     let mut d = Detector::new(Thresholds::default(), Default::default());
     let mut out = Vec::new();
+    let mut raised = Vec::new();
     for r in &rows {
         let source: Option<String> = r.get(3);
         for a in d.observe(&Event {
@@ -135,17 +156,51 @@ fn campaign_alerts(
                 name: a.rule.cef().1,
                 first_at: utc_ms(a.first_ms),
                 last_at: utc_ms(a.last_ms),
-                accounts: a.accounts,
+                accounts: a.accounts.clone(),
                 account_count: a.account_count,
-                sources: a.sources,
+                sources: a.sources.clone(),
                 source_count: a.source_count,
                 events: a.events,
                 first_seq: a.first_seq,
                 last_seq: a.last_seq,
             });
+            raised.push(a);
         }
     }
-    Ok(out)
+    Ok((out, raised))
+}
+
+/// Alerts within this of each other still join one campaign.
+const CAMPAIGN_SLACK_MS: i64 = 5 * 60 * 1000;
+
+/// The alerts grouped into campaigns, with the lockouts of their accounts.
+fn campaign_lines(
+    raised: Vec<authaudit_core::detection::Alert>,
+    timeline: &[LockEvent],
+) -> Vec<CampaignLine> {
+    authaudit_core::campaign::group(raised, CAMPAIGN_SLACK_MS)
+        .into_iter()
+        .map(|k| CampaignLine {
+            kinds: k
+                .kinds
+                .iter()
+                .map(|r| r.cef().1)
+                .collect::<Vec<_>>()
+                .join(", "),
+            first_at: utc_ms(k.first_ms),
+            last_at: utc_ms(k.last_ms),
+            accounts: k.accounts.iter().take(5).cloned().collect(),
+            account_count: k.accounts_total(),
+            sources: k.sources.iter().take(5).cloned().collect(),
+            source_count: k.sources_total(),
+            locks: timeline
+                .iter()
+                .filter(|e| e.kind == "account_locked" && k.accounts.contains(&e.user))
+                .count(),
+            successes: k.successes_after_failures + k.successes_while_locked,
+            alerts: k.alerts.len(),
+        })
+        .collect()
 }
 
 /// Reads the reconstruction for `tenant` over [from_unix, to_unix).
@@ -178,7 +233,7 @@ pub fn reconstruct(
         .iter()
         .map(|r| Source { ip: r.get(0), failures: r.get(1), accounts: r.get(2), first_seen: r.get(3), last_seen: r.get(4) })
         .collect();
-    let timeline = c
+    let timeline: Vec<LockEvent> = c
         .query(
             &format!(
                 "SELECT {}, extract(epoch FROM date_trunc('minute', occurred_at))::int8, user_id, event_type, rule, failures, {}
@@ -251,7 +306,8 @@ pub fn reconstruct(
             &[&tenant],
         )?
         .map(|r| (r.get(0), r.get(1), r.get(2)));
-    let alerts = campaign_alerts(c, tenant, f, t)?;
+    let (alerts, raised) = campaign_alerts(c, tenant, f, t)?;
+    let campaigns = campaign_lines(raised, &timeline);
     let bounds = c.query_one(
         &format!(
             "SELECT {}, {}",
@@ -276,6 +332,7 @@ pub fn reconstruct(
         verify_reason: v.get(2),
         checkpoint,
         alerts,
+        campaigns,
     })
 }
 

@@ -183,7 +183,14 @@ struct Page<'a> {
     top_ips: String,
     accounts: &'a [Account],
     sources: &'a [Source],
+    /// The successes after failures, while locked and most failures first,
+    /// at most [`MAX_SUCCESSES`]; and how many more there are.
+    successes: Vec<&'a crate::reconstruct::Success>,
+    more_successes: usize,
 }
+
+/// The successes after failures the report lists.
+const MAX_SUCCESSES: usize = 50;
 
 /// The HTML document.
 pub fn html(r: &Reconstruction, cef_file: &str) -> String {
@@ -217,6 +224,17 @@ pub fn html(r: &Reconstruction, cef_file: &str) -> String {
         ),
         accounts: &r.accounts[..12.min(r.accounts.len())],
         sources: &r.sources[..12.min(r.sources.len())],
+        successes: {
+            let mut s: Vec<_> = r.successes.iter().collect();
+            s.sort_by(|a, b| {
+                b.while_locked
+                    .cmp(&a.while_locked)
+                    .then(b.preceding_failures.cmp(&a.preceding_failures))
+            });
+            s.truncate(MAX_SUCCESSES);
+            s
+        },
+        more_successes: r.successes.len().saturating_sub(MAX_SUCCESSES),
     };
     page.render()
         .map(|mut s| {

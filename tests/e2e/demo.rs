@@ -77,6 +77,19 @@ fn the_reconstruction_matches_the_injected_campaign_and_the_report_renders() {
     assert!(dom.contains("id=\"timeline\""));
     assert!(dom.matches("<rect").count() > 20);
     assert!(dom.contains("j.smith"));
+    // The campaigns first: the alerts grouped, fewer lines than alerts.
+    let campaigns = dom
+        .split("id=\"campaigns\"")
+        .nth(1)
+        .expect("the campaigns table");
+    let campaigns = campaigns.split("</table>").next().unwrap();
+    let lines = campaigns.matches("<tr>").count() - 1;
+    assert!(
+        (1..7).contains(&lines)
+            && campaigns.contains("Password spray")
+            && campaigns.contains("j.smith"),
+        "{campaigns}"
+    );
     // The campaign alerts of the period, one row each, named by rule.
     let alerts = dom.split("id=\"alerts\"").nth(1).expect("the alerts table");
     let alerts = alerts.split("</table>").next().unwrap();
