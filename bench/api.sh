@@ -12,6 +12,10 @@
 #   as the same JSON, and the API's peak RSS (VmHWM) over the whole run;
 # - the tail: a long-polling client following the events recorded live at
 #   50 a second for BENCH_SECONDS: arrival minus recorded_at, p50 and p99;
+# - the admin interface's overview poll (docs/admin.md): its statements
+#   (api/queries/overview/*.sql) as the reader, under row-level security,
+#   right after the tail's live events, for BENCH_SECONDS: p50 and p99 of
+#   one whole poll;
 # - load: wrk, 4 connections for BENCH_SECONDS on the deep page query:
 #   requests a second, latency p99, responses other than 2xx (none
 #   expected), and the API's peak RSS after it.
@@ -113,6 +117,26 @@ pgbench -n -c 2 -j 2 -R 50 -T "$SECS" -f "$api_dir/live.sql" >/dev/null 2>&1
 wait "$tail_pid"
 read -r events p50 p99 <"$api_dir/tail.out"
 echo "bench api_tail: p50 ${p50} ms, p99 ${p99} ms from recorded_at to the long-polling client (${events} events at 50/s; required p99 <= 1000)"
+# The overview's poll: every panel's statement in one read-only
+# transaction as the reader, the last hour's attempts through the
+# detections' query, pgbench logging each poll's latency.
+{
+  echo "BEGIN READ ONLY;"
+  echo "SET LOCAL ROLE bench_api_reader;"
+  for f in api/queries/overview/*.sql; do
+    grep -v '^--' "$f" | sed -e "s/\$1/'big'/g" \
+      -e 's/\$2::int8/(extract(epoch FROM now())::int8 - 3600)/' \
+      -e 's/\$3::int8/(extract(epoch FROM now())::int8 + 60)/' -e 's/\$4/200001/'
+    echo ";"
+  done
+  echo "COMMIT;"
+} >"$api_dir/overview.sql"
+(cd "$api_dir" && rm -f pgbench_log.* && pgbench -n -c 1 -j 1 -T "$SECS" -l -f overview.sql >/dev/null 2>&1)
+states=$("${PSQL[@]}" -At -c "SELECT count(*) FROM authaudit.lockout_state WHERE tenant_id = 'big'")
+cat "$api_dir"/pgbench_log.* | awk '{print $3 / 1000}' | sort -n | awk -v states="$states" -v n_events="$API_EVENTS" '
+  { v[NR] = $1 } END {
+  printf "bench api_overview_poll: p50 %.1f ms, p99 %.1f ms (%d polls; %d-event tenant, %d account states; required p99 <= 250)\n",
+    v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1], NR, n_events, states }'
 # Load: wrk on loopback, bounded by the pool (4 connections) and the run.
 wrk -t 2 -c 4 -d "${SECS}s" --latency -H "Authorization: Bearer $api_token" \
   "http://127.0.0.1:$api_port$q_deep" >"$api_dir/wrk.out" 2>&1

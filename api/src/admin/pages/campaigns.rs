@@ -17,13 +17,7 @@ pub(super) const CAMPAIGN_SLACK_MS: i64 = 5 * 60 * 1000;
 pub(super) async fn detect(c: &Ctx, from: i64, to: i64) -> Result<(Vec<Campaign>, bool), Response> {
     let rows = c
         .rows(
-            "SELECT seq, event_type, user_id, host(ip), (extract(epoch FROM occurred_at) * 1000)::int8, \
-             (metadata #>> '{_authaudit,lockout,preceding_failures}')::int4, \
-             (metadata #>> '{_authaudit,lockout,was_locked}')::bool \
-             FROM authaudit.auth_log WHERE tenant_id = $1 \
-             AND occurred_at >= to_timestamp($2::int8) AND occurred_at < to_timestamp($3::int8) \
-             AND event_type IN ('login_failed', 'login_success', 'account_locked') \
-             ORDER BY seq LIMIT $4",
+            include_str!("../../../queries/overview/attempts.sql"),
             &[&c.tenant, &from, &to, &(MAX_DETECTION_EVENTS + 1)],
         )
         .await?;

@@ -35,11 +35,7 @@ pub(super) async fn overview_panels(c: &Ctx) -> Result<String, Response> {
     let start = minute_now - 59 * 60;
     // Events per minute by type: the rollup of the last hour.
     let rates = c
-        .rows(
-            "SELECT extract(epoch FROM minute)::int8, event_type, events::int8 \
-             FROM authaudit.event_rates WHERE tenant_id = $1",
-            &[t],
-        )
+        .rows(include_str!("../../../queries/overview/rates.sql"), &[t])
         .await?;
     let mut by_type: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in &rates {
@@ -70,12 +66,7 @@ pub(super) async fn overview_panels(c: &Ctx) -> Result<String, Response> {
     let recent = ratio(sum("login_failed", 55, 60), sum("login_success", 55, 60));
     // The baseline: the last day's minutes in the rollup.
     let day = c
-        .rows(
-            "SELECT coalesce(sum(events) FILTER (WHERE event_type = 'login_failed'), 0)::int8, \
-             coalesce(sum(events) FILTER (WHERE event_type = 'login_success'), 0)::int8 \
-             FROM authaudit.event_minutes WHERE tenant_id = $1 AND minute >= now() - interval '1 day'",
-            &[t],
-        )
+        .rows(include_str!("../../../queries/overview/baseline.sql"), &[t])
         .await?;
     // Without a day in the rollup yet, the hour's earlier minutes.
     let (baseline, baseline_of) = match day.first().and_then(|r| ratio(r.get(0), r.get(1))) {
@@ -124,13 +115,7 @@ pub(super) async fn overview_panels(c: &Ctx) -> Result<String, Response> {
     );
     // Locked accounts and blocked sources: the lockout state.
     let locked = c
-        .rows(
-            "SELECT user_id, locked_at::text, coalesce(locked_until::text, 'until reset'), failure_count, \
-             count(*) OVER ()::int8 FROM authaudit.lockout_state \
-             WHERE tenant_id = $1 AND locked AND (locked_until IS NULL OR locked_until > now()) \
-             ORDER BY locked_at DESC LIMIT 10",
-            &[t],
-        )
+        .rows(include_str!("../../../queries/overview/locked.sql"), &[t])
         .await?;
     let n_locked: i64 = locked.first().map_or(0, |r| r.get(4));
     let rows: Vec<Vec<String>> = locked
@@ -153,12 +138,7 @@ pub(super) async fn overview_panels(c: &Ctx) -> Result<String, Response> {
         )
     );
     let blocked = c
-        .rows(
-            "SELECT host(ip), failure_count, blocked_until::text, count(*) OVER ()::int8 \
-             FROM authaudit.lockout_ip_state WHERE tenant_id = $1 AND blocked_until > now() \
-             ORDER BY failure_count DESC LIMIT 10",
-            &[t],
-        )
+        .rows(include_str!("../../../queries/overview/blocked.sql"), &[t])
         .await?;
     let n_blocked: i64 = blocked.first().map_or(0, |r| r.get(3));
     let rows: Vec<Vec<String>> = blocked
@@ -182,9 +162,7 @@ pub(super) async fn overview_panels(c: &Ctx) -> Result<String, Response> {
     );
     let top_accounts = c
         .rows(
-            "SELECT user_id, failure_count, coalesce(host(last_failure_ip), '') FROM authaudit.lockout_state \
-             WHERE tenant_id = $1 AND last_failure_at > now() - interval '1 hour' AND failure_count > 0 \
-             ORDER BY failure_count DESC, user_id LIMIT 10",
+            include_str!("../../../queries/overview/top_accounts.sql"),
             &[t],
         )
         .await?;
@@ -214,9 +192,7 @@ pub(super) async fn overview_panels(c: &Ctx) -> Result<String, Response> {
     );
     let top_sources = c
         .rows(
-            "SELECT host(ip), failure_count FROM authaudit.lockout_ip_state \
-             WHERE tenant_id = $1 AND updated_at > now() - interval '1 hour' AND failure_count > 0 \
-             ORDER BY failure_count DESC, ip LIMIT 10",
+            include_str!("../../../queries/overview/top_sources.sql"),
             &[t],
         )
         .await?;
@@ -249,15 +225,7 @@ pub(super) async fn overview_panels(c: &Ctx) -> Result<String, Response> {
     );
     // The chain and its witness.
     let chain = c
-        .rows(
-            "SELECT (SELECT max(seq) FROM authaudit.auth_log WHERE tenant_id = $1), \
-             (SELECT seq FROM authaudit.checkpoints WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1), \
-             (SELECT created_at::text FROM authaudit.checkpoints WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1), \
-             (SELECT tree_size FROM authaudit.witness_checkpoints WHERE tenant_id = $1 ORDER BY tree_size DESC LIMIT 1), \
-             (SELECT extract(epoch FROM now() - max(signed_at))::int8 FROM authaudit.witness_checkpoints WHERE tenant_id = $1), \
-             (SELECT count(*) FROM authaudit.witness_disagreements WHERE tenant_id = $1)::int8",
-            &[t],
-        )
+        .rows(include_str!("../../../queries/overview/chain.sql"), &[t])
         .await?;
     let r = &chain[0];
     let head: Option<i64> = r.get(0);
