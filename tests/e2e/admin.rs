@@ -19,7 +19,7 @@ const HOSTILE: &str = "<img src=x onerror=alert(1)>\"'&";
 const NODE_MODULES: &str = "/opt/authaudit-ui-tests/node_modules";
 
 /// A child process killed when dropped.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Killed {
     }
 }
 
-fn ui_dir() -> PathBuf {
+pub(crate) fn ui_dir() -> PathBuf {
     let dir = repo_root().join("tests/ui");
     let link = dir.join("node_modules");
     if !link.exists() {
@@ -42,7 +42,7 @@ fn ui_dir() -> PathBuf {
 }
 
 /// Starts the OpenID provider; returns it once it listens.
-fn provider(port: u16, api_port: u16, accounts: &serde_json::Value) -> Killed {
+pub(crate) fn provider(port: u16, api_port: u16, accounts: &serde_json::Value) -> Killed {
     let mut child = Command::new("node")
         .arg("oidc-provider.mjs")
         .current_dir(ui_dir())

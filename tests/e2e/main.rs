@@ -2,6 +2,7 @@
 //! (one integration binary, one module per capability).
 
 mod admin;
+mod admin_attacks;
 mod api;
 mod attacks;
 mod attacks_round2;
