@@ -430,7 +430,7 @@ max_sessions = 5
             format!("/admin/callback?state={state}&error=access_denied"),
             format!("Cookie: authaudit_login={state}\r\n"),
         ),
-        // Used once above: replayed now.
+        // Used once (by the error above): replayed now.
         (
             format!("/admin/callback?state={state}&code=c"),
             format!("Cookie: authaudit_login={state}\r\n"),
@@ -440,7 +440,8 @@ max_sessions = 5
         assert_eq!(status, 400, "{path}");
         assert!(header(&h, "set-cookie").is_none_or(|c| !c.contains("authaudit_session=")));
     }
-    // A flood of sign-ins fills the bounded store: then refused, not grown.
+    // A flood of sign-ins holds nothing on the server: each is sent on to
+    // the provider, whatever max_sessions says.
     let statuses: Vec<u16> = (0..10).map(|_| get(port, "/admin/login", "").0).collect();
-    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 303), "{statuses:?}");
 }

@@ -29,7 +29,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use session::{Pending, Session, Sessions, LOGIN_COOKIE, LOGIN_LIFETIME, SESSION_COOKIE};
+use session::{Session, Sessions, SignIns, LOGIN_COOKIE, LOGIN_LIFETIME, SESSION_COOKIE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,7 @@ pub struct Admin {
     pub cfg: AdminConfig,
     secret: Option<String>,
     pub sessions: Sessions,
+    sign_ins: SignIns,
     pub st: Arc<AppState>,
     /// The API's router: pages read and reset through it.
     api: Router,
@@ -63,6 +64,7 @@ impl Admin {
             .unwrap_or_default();
         Admin {
             sessions: Sessions::new(cfg.max_sessions),
+            sign_ins: SignIns::new(),
             cfg,
             secret: secret.map(|s| s.trim().to_string()),
             st,
@@ -105,6 +107,21 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route(
             "/admin/t/{tenant}/evidence/{seq}",
             get(pages::evidence_bundle),
+        )
+        .route(
+            "/admin/t/{tenant}",
+            get(
+                |axum::extract::Path(t): axum::extract::Path<String>| async move {
+                    redirect(&format!("/admin/t/{}/", crate::query::encode(&t)))
+                },
+            ),
+        )
+        // Every other path under /admin: a page, with the headers.
+        .route(
+            "/admin/{*rest}",
+            axum::routing::any(|| async {
+                message(StatusCode::NOT_FOUND, "Not found", "No such page.")
+            }),
         )
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(admin)
@@ -222,7 +239,10 @@ impl Admin {
     pub fn form_is_ours(&self, headers: &HeaderMap, s: &Session, csrf: Option<&str>) -> bool {
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-        let same_origin = match (origin.filter(|o| *o != "null"), site) {
+        // `Origin: null` (a form posted under a no-referrer policy, or from
+        // an opaque origin) counts only with `Sec-Fetch-Site: same-origin`.
+        let same_origin = match (origin, site) {
+            (Some("null"), site) => site == Some("same-origin"),
             (Some(o), _) => o == self.origin,
             (None, Some(site)) => site == "same-origin",
             (None, None) => true,
@@ -299,26 +319,22 @@ fn sign_in_page(status: StatusCode) -> Response {
 }
 
 async fn login(State(admin): State<Arc<Admin>>) -> Response {
-    let verifier = session::random_token();
-    let nonce = session::random_token();
-    let Some(state) = admin.sessions.start(Pending {
-        verifier: verifier.clone(),
-        nonce: nonce.clone(),
-        expires: Instant::now() + LOGIN_LIFETIME,
-    }) else {
-        return message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            &oidc::SignInError::Full.to_string(),
-        );
-    };
-    let url = oidc::authorize_url(&admin.cfg, &state, &nonce, &verifier);
+    let sign_in = admin.sign_ins.start();
+    let url = oidc::authorize_url(
+        &admin.cfg,
+        &sign_in.state,
+        &sign_in.nonce,
+        &sign_in.verifier,
+    );
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(&url) {
         r.headers_mut().insert(header::LOCATION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(LOGIN_COOKIE, &state, LOGIN_LIFETIME))
-    {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+        LOGIN_COOKIE,
+        &sign_in.state,
+        LOGIN_LIFETIME,
+    )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -370,7 +386,7 @@ async fn finish_sign_in(
     if !session::cookie(cookies, LOGIN_COOKIE).is_some_and(|c| session::same_token(c, state)) {
         return Err(E::UnknownState);
     }
-    let pending = admin.sessions.finish(state).ok_or(E::UnknownState)?;
+    let pending = admin.sign_ins.finish(state).ok_or(E::UnknownState)?;
     if let Some(error) = get("error") {
         let error = error
             .chars()

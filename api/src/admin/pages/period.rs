@@ -55,7 +55,14 @@ pub(super) fn parse_time(s: &str) -> Option<i64> {
     let mut t = time.split(':').map(|x| x.parse::<i64>().ok());
     let (h, mi) = (t.next()??, t.next()??);
     let sec = t.next().flatten().unwrap_or(0);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || sec > 59 {
+    // Years a person means (and whose seconds no arithmetic here overflows).
+    if !(1..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&da)
+        || h > 23
+        || mi > 59
+        || sec > 59
+    {
         return None;
     }
     let days = days_from_civil(y, mo, da);
