@@ -122,6 +122,22 @@ fn an_investigation_and_a_reset_in_the_browser() {
     // An account name an attacker chose, shown on every page that lists it.
     record("tenant-a", "login_failed", HOSTILE, "198.51.100.7");
     record("tenant-b", "login_failed", "carol", "192.0.2.99");
+    // The session token issued to bob: recorded by its claims and
+    // fingerprint, shown in his timeline.
+    let jwt = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"sub":"bob","jti":"session-77","exp":4102444800}"#
+        )
+    );
+    c.execute(
+        "SELECT authaudit.record_token_issued($1::text::uuid, 'tenant-a', 'field', 'bob', $2, \
+         '192.0.2.50', 'Browser/1.0', 'web')",
+        &[&log_id(71, 1), &jwt],
+    )
+    .expect("record_token_issued");
     // The witness has signed tenant-a's tree as it stands (as the sidecar
     // does), so each of these events has an evidence bundle.
     let witness =

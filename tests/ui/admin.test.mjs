@@ -144,6 +144,12 @@ await visit(inv.page, `/admin/t/${t}/accounts/${encodeURIComponent(env.TARGET)}`
 const account = await inv.page.locator("main").innerText();
 check(/locked since/.test(account), "the account view shows the lock");
 check((await inv.page.locator("form[action$='/reset']").count()) === 0, "an investigator gets no reset button");
+await inv.page.goto(`${base}/admin/t/${t}/accounts/${encodeURIComponent(env.SUCCESS_ACCOUNT)}`);
+const succ = await inv.page.locator("main").innerText();
+check(/after 4 failures/.test(succ), "the success after failures is marked in the account's timeline");
+check(/token_issued/.test(succ) && /token [0-9a-f]{16}…, jti session-77, expires 2100-01-01/.test(succ),
+  "the token issued is in the timeline by fingerprint and claims, never the token");
+check(!succ.includes("c2lnbmF0dXJl"), "no token in the page");
 await visit(inv.page, `/admin/t/${t}/sources/${encodeURIComponent(env.SPRAY_SOURCE)}`, "source");
 check((await inv.page.locator("main").innerText()).includes(env.SUCCESS_ACCOUNT), "the source view lists the accounts it tried");
 await visit(inv.page, `/admin/t/${t}/search?type=login_failed&limit=5`, "search");

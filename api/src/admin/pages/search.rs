@@ -159,14 +159,23 @@ pub(super) fn detail(e: &Value) -> String {
     if let Some(op) = m["operator"]["sub"].as_str() {
         parts.push(format!("by {}", esc(op)));
     }
-    if let Some(f) = m["token_fingerprint"]
-        .as_str()
-        .or(m["fingerprint"].as_str())
-    {
-        parts.push(format!(
-            "token {}",
-            esc(&f.chars().take(16).collect::<String>())
-        ));
+    if ty == "token_issued" {
+        let t = &m["_authaudit"]["token"];
+        if let Some(f) = t["fingerprint_sha256"].as_str() {
+            parts.push(format!(
+                "token {}…",
+                esc(&f.chars().take(16).collect::<String>())
+            ));
+        }
+        if let Some(j) = t["jti"].as_str() {
+            parts.push(format!("jti {}", esc(j)));
+        }
+        if let Some(exp) = t["exp"].as_i64() {
+            parts.push(format!(
+                "expires {}",
+                super::period::ms_time(exp.saturating_mul(1000))
+            ));
+        }
     }
     parts.join(", ")
 }
