@@ -83,6 +83,23 @@ pub struct Policy {
     pub ip_block_duration_us: i64,
 }
 
+/// The default policy's values, in one place: `Policy::default`, the
+/// `authaudit.lockout_*` parameters' defaults (pg_authaudit's `gucs.rs`)
+/// and `lockout_policy`'s column defaults (sql/schema.sql) are these;
+/// `tests/e2e/lockout_defaults.rs` fails when the schema or the
+/// parameters part from them.
+pub mod defaults {
+    pub const MAX_FAILURES: i32 = 5;
+    pub const FAILURE_WINDOW_S: i32 = 15 * 60;
+    pub const LOCK_DURATION_S: i32 = 15 * 60;
+    pub const MAX_LOCK_DURATION_S: i32 = 24 * 60 * 60;
+    pub const IP_MAX_FAILURES: i32 = 100;
+    pub const IP_ACCOUNT_MAX_FAILURES: i32 = 10;
+    pub const IP_BLOCK_DURATION_S: i32 = 60 * 60;
+    /// The IPv6 prefix length by which sources are grouped.
+    pub const IPV6_PREFIX: i32 = 64;
+}
+
 impl Default for Policy {
     /// 5 failures in 15 minutes lock the account for 15 minutes, doubling up
     /// to 24 hours; 100 failures from one IP in 15 minutes block it for an
@@ -91,16 +108,16 @@ impl Default for Policy {
     fn default() -> Policy {
         Policy {
             enabled: true,
-            max_failures: 5,
-            failure_window_us: 15 * MINUTE_US,
-            lock_duration_us: 15 * MINUTE_US,
+            max_failures: defaults::MAX_FAILURES,
+            failure_window_us: i64::from(defaults::FAILURE_WINDOW_S) * 1_000_000,
+            lock_duration_us: i64::from(defaults::LOCK_DURATION_S) * 1_000_000,
             increment: Increment::Multiple,
-            max_lock_duration_us: 24 * HOUR_US,
+            max_lock_duration_us: i64::from(defaults::MAX_LOCK_DURATION_S) * 1_000_000,
             permanent_after_locks: None,
             quick_failure_interval_us: None,
-            ip_max_failures: 100,
-            ip_account_max_failures: 10,
-            ip_block_duration_us: HOUR_US,
+            ip_max_failures: defaults::IP_MAX_FAILURES,
+            ip_account_max_failures: defaults::IP_ACCOUNT_MAX_FAILURES,
+            ip_block_duration_us: i64::from(defaults::IP_BLOCK_DURATION_S) * 1_000_000,
         }
     }
 }

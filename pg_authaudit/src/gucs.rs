@@ -1,6 +1,7 @@
 //! Configuration parameters, all named `authaudit.*` and documented in
 //! `docs/configuration.md`.
 
+use authaudit_core::lockout::defaults;
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::{c_char, CStr, CString};
 
@@ -14,14 +15,20 @@ pub static LOCKOUT_SNAPSHOT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5
 /// Whether tenants without a `lockout_policy` row lock accounts.
 pub static LOCKOUT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
-/// Defaults of the lockout policy for tenants without a `lockout_policy` row.
-pub static LOCKOUT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(5);
-pub static LOCKOUT_FAILURE_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(900);
-pub static LOCKOUT_DURATION: GucSetting<i32> = GucSetting::<i32>::new(900);
-pub static LOCKOUT_MAX_DURATION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(100);
-pub static LOCKOUT_IP_ACCOUNT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(10);
-pub static LOCKOUT_IP_BLOCK_DURATION: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+/// Defaults of the lockout policy for tenants without a `lockout_policy` row
+/// (their own defaults: `authaudit_core::lockout::defaults`).
+pub static LOCKOUT_MAX_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(defaults::MAX_FAILURES);
+pub static LOCKOUT_FAILURE_WINDOW: GucSetting<i32> =
+    GucSetting::<i32>::new(defaults::FAILURE_WINDOW_S);
+pub static LOCKOUT_DURATION: GucSetting<i32> = GucSetting::<i32>::new(defaults::LOCK_DURATION_S);
+pub static LOCKOUT_MAX_DURATION: GucSetting<i32> =
+    GucSetting::<i32>::new(defaults::MAX_LOCK_DURATION_S);
+pub static LOCKOUT_IP_MAX_FAILURES: GucSetting<i32> =
+    GucSetting::<i32>::new(defaults::IP_MAX_FAILURES);
+pub static LOCKOUT_IP_ACCOUNT_MAX_FAILURES: GucSetting<i32> =
+    GucSetting::<i32>::new(defaults::IP_ACCOUNT_MAX_FAILURES);
+pub static LOCKOUT_IP_BLOCK_DURATION: GucSetting<i32> =
+    GucSetting::<i32>::new(defaults::IP_BLOCK_DURATION_S);
 
 /// How tenants without a `lockout_policy` row key accounts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, pgrx::PostgresGucEnum)]
@@ -34,7 +41,7 @@ pub static LOCKOUT_ACCOUNT_KEY_FOLDING: GucSetting<AccountKeyFolding> =
     GucSetting::<AccountKeyFolding>::new(AccountKeyFolding::Canonical);
 
 /// The IPv6 prefix tenants without a `lockout_policy` row group sources by.
-pub static LOCKOUT_IPV6_PREFIX: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static LOCKOUT_IPV6_PREFIX: GucSetting<i32> = GucSetting::<i32>::new(defaults::IPV6_PREFIX);
 
 /// Channels the deployment adds to the built-in ones, separated by commas
 /// (`crate::channels`).

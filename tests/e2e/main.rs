@@ -22,6 +22,7 @@ mod install;
 mod investigation;
 mod isolation;
 mod lockout;
+mod lockout_defaults;
 mod lockout_keys;
 mod merkle;
 mod metrics_endpoint;
