@@ -149,6 +149,37 @@ impl SslMode {
     }
 }
 
+/// A value that must never be printed (a password, a connection string
+/// that may hold one): `{:?}` shows `<redacted>`; `expose` hands it to the
+/// one place that uses it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 /// Every option; each also reads an environment variable and a key of the
 /// `--config` file (the long name without dashes, `_` for `-`).
 #[derive(Debug, Clone, Args)]
@@ -175,7 +206,7 @@ pub struct Options {
         hide_env_values = true,
         global = true
     )]
-    pub pg_password: String,
+    pub pg_password: Secret,
     /// Database with the pg_authaudit extension.
     #[arg(long, env = "PGDATABASE", default_value = "postgres", global = true)]
     pub pg_database: String,
@@ -276,7 +307,7 @@ pub struct Options {
         default_value = "mongodb://127.0.0.1:27017/",
         global = true
     )]
-    pub mongodb_uri: String,
+    pub mongodb_uri: Secret,
     /// MongoDB database for the mirrored collections.
     #[arg(
         long,
@@ -746,7 +777,7 @@ impl Options {
             q(&self.pg_host),
             self.pg_port,
             q(&self.pg_user),
-            q(&self.pg_password),
+            q(self.pg_password.expose()),
             q(&self.pg_database),
             q(&self.application_name),
             q(&format!("{SESSION_OPTIONS} -c synchronous_commit=local")),
@@ -765,6 +796,29 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configuration_prints_no_secret() {
+        let matches = Cli::command().get_matches_from([
+            "authaudit-sidecar",
+            "--pg-password",
+            "hunter2-from-flag",
+            "--mongodb-uri",
+            "mongodb://mirror:s3cret-in-uri@db.example:27017/",
+        ]);
+        let cli = Cli::from_matches_with_file(&matches).unwrap();
+        let printed = format!("{cli:?} {:#?}", cli.options);
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("s3cret"),
+            "{printed}"
+        );
+        assert!(printed.contains("pg_password: <redacted>"));
+        assert_eq!(cli.options.pg_password.expose(), "hunter2-from-flag");
+        assert!(cli
+            .options
+            .pg_conninfo()
+            .contains("password='hunter2-from-flag'"));
+    }
 
     #[test]
     fn the_file_fills_what_flags_and_environment_left_unset() {

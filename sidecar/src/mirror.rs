@@ -769,7 +769,7 @@ async fn session(
     let mut cfg = ReplicationConfig::new(
         opts.pg_host.clone(),
         opts.pg_user.clone(),
-        opts.pg_password.clone(),
+        opts.pg_password.expose().to_string(),
         opts.pg_database.clone(),
         opts.slot.clone(),
         opts.publication.clone(),

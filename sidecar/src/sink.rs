@@ -201,7 +201,7 @@ impl Sink {
     /// longest wait to select a server or connect (a store that is down
     /// fails an attempt within it instead of the driver's 30 s).
     pub async fn from_options(opts: &crate::config::Options) -> Result<Sink, SinkError> {
-        let mut o = mongodb::options::ClientOptions::parse(&opts.mongodb_uri).await?;
+        let mut o = mongodb::options::ClientOptions::parse(opts.mongodb_uri.expose()).await?;
         let t = std::time::Duration::from_millis(opts.store_timeout_ms);
         o.server_selection_timeout = Some(o.server_selection_timeout.map_or(t, |s| s.min(t)));
         o.connect_timeout = Some(o.connect_timeout.map_or(t, |s| s.min(t)));
