@@ -6,10 +6,9 @@
 
 use crate::gucs::EXTRA_CHANNELS;
 use authaudit_core::channel::{Channel, ChannelSet};
-use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::CString;
 
 thread_local! {
     /// The last value read and its parsed set.
@@ -28,24 +27,6 @@ pub fn configured() -> ChannelSet {
         }
         c.1.clone()
     })
-}
-
-/// The check hook of `authaudit.extra_channels`: refuses a malformed list
-/// with the rule it breaks.
-#[pg_guard]
-pub unsafe extern "C-unwind" fn check_extra_channels(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: the hook's own argument, as PostgreSQL passed it.
-    unsafe {
-        crate::gucs::check_string(newval, |list| {
-            ChannelSet::parse(list)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    }
 }
 
 /// Every channel a writer may record and the extension's own: the built-in

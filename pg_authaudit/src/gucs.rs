@@ -63,6 +63,44 @@ pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 /// younger ones: a year by default.
 pub static MIN_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(365 * 24 * 60);
 
+/// The check hook of `authaudit.extra_channels`: refuses a malformed list
+/// with the rule it breaks.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_extra_channels(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: the hook's own argument, as PostgreSQL passed it.
+    unsafe {
+        check_string(newval, |list| {
+            authaudit_core::channel::ChannelSet::parse(list)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The check hook of `authaudit.witness_keys`: refuses a list that is not
+/// verifier keys, with the reason in the detail.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_witness_keys(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: the hook's own argument, as PostgreSQL passed it.
+    unsafe {
+        check_string(newval, |list| {
+            authaudit_core::note::verifier_list(list)
+                .map(|_| ())
+                .map_err(|e| {
+                    format!("{e}; expected verifier keys name+id+base64 separated by commas")
+                })
+        })
+    }
+}
+
 /// The body of a string parameter's check hook: `check` judges the proposed
 /// value (NULL and an empty list pass as empty); a refusal's reason becomes
 /// the error's detail.
@@ -232,7 +270,7 @@ pub fn register() {
             &EXTRA_CHANNELS,
             GucContext::Suset,
             GucFlags::default(),
-            Some(crate::channels::check_extra_channels),
+            Some(check_extra_channels),
             None,
             None,
         );
@@ -246,7 +284,7 @@ pub fn register() {
             &WITNESS_KEYS,
             GucContext::Suset,
             GucFlags::default(),
-            Some(crate::witness::check_witness_keys),
+            Some(check_witness_keys),
             None,
             None,
         );
@@ -318,17 +356,6 @@ pub fn default_lockout_policy() -> authaudit_core::lockout::Policy {
         ip_account_max_failures: LOCKOUT_IP_ACCOUNT_MAX_FAILURES.get(),
         ip_block_duration_us: s(&LOCKOUT_IP_BLOCK_DURATION),
         ..authaudit_core::lockout::Policy::default()
-    }
-}
-
-/// The key rules of tenants without a `lockout_policy` row.
-pub fn default_key_rules() -> crate::lockout_engine::KeyRules {
-    crate::lockout_engine::KeyRules {
-        folding: match LOCKOUT_ACCOUNT_KEY_FOLDING.get() {
-            AccountKeyFolding::Canonical => authaudit_core::identity::Folding::Canonical,
-            AccountKeyFolding::Exact => authaudit_core::identity::Folding::Exact,
-        },
-        ipv6_prefix: u8::try_from(LOCKOUT_IPV6_PREFIX.get()).unwrap_or(64),
     }
 }
 

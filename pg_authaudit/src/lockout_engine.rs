@@ -106,7 +106,7 @@ pub fn rules(client: &mut SpiClient<'_>, tenant: &str) -> Result<Rules, AuditErr
             policy.validate()?;
             Ok(Rules {
                 policy,
-                keys: gucs::default_key_rules(),
+                keys: default_key_rules(),
             })
         }
     }
@@ -146,7 +146,7 @@ fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Rules>
     }
     let r = table.first();
     let increment: String = r.get(5)?.unwrap_or_else(|| "multiple".into());
-    let defaults = gucs::default_key_rules();
+    let defaults = default_key_rules();
     let keys = if r.columns()? > 11 {
         KeyRules {
             folding: r
@@ -266,4 +266,15 @@ fn source_key_sql(tenant_id: &str, ip: Inet) -> Result<pgrx::datum::Inet, ErrorR
     Ok(Spi::connect_mut(|client| {
         rules(client, tenant_id).map(|r| pgrx::datum::Inet(r.keys.source_key(ip).inet_text()))
     })?)
+}
+
+/// The key rules of tenants without a `lockout_policy` row.
+pub fn default_key_rules() -> KeyRules {
+    KeyRules {
+        folding: match gucs::LOCKOUT_ACCOUNT_KEY_FOLDING.get() {
+            gucs::AccountKeyFolding::Canonical => authaudit_core::identity::Folding::Canonical,
+            gucs::AccountKeyFolding::Exact => authaudit_core::identity::Folding::Exact,
+        },
+        ipv6_prefix: u8::try_from(gucs::LOCKOUT_IPV6_PREFIX.get()).unwrap_or(64),
+    }
 }

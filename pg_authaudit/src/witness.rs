@@ -10,32 +10,10 @@ use authaudit_core::chain::ct_eq;
 use authaudit_core::note::{open_with_any, verifier_list, Checkpoint, NoteError};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use std::ffi::{c_char, c_void};
 
 const HEAD_ROW: &str = "SELECT link_sha256, digest_sha512, digest_sha3_256 \
                         FROM authaudit.auth_log WHERE tenant_id = $1 AND seq = $2";
 const LAST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM authaudit.auth_log WHERE tenant_id = $1";
-
-/// Refuses a value of `authaudit.witness_keys` that is not a list of
-/// verifier keys, with the reason in the detail.
-///
-/// # Safety
-/// Called by PostgreSQL's GUC machinery with the proposed value.
-#[pg_guard]
-pub unsafe extern "C-unwind" fn check_witness_keys(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: the hook's own argument, as PostgreSQL passed it.
-    unsafe {
-        crate::gucs::check_string(newval, |list| {
-            verifier_list(list).map(|_| ()).map_err(|e| {
-                format!("{e}; expected verifier keys name+id+base64 separated by commas")
-            })
-        })
-    }
-}
 
 fn hex_bytes(field: &'static str, hex_text: &str) -> Result<Vec<u8>, AuditError> {
     hex::decode(hex_text).map_err(|_| AuditError::WitnessNote(NoteError::Malformed(field)))

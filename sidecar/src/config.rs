@@ -467,7 +467,7 @@ pub struct Options {
     /// latter count a message delivered once written to the socket. Empty:
     /// no SIEM sink.
     #[arg(long, env = "AUTHAUDIT_SIEM_TARGET", global = true)]
-    pub siem_target: Option<crate::siem::Target>,
+    pub siem_target: Option<crate::siem_target::Target>,
     /// How a tls:// collector's certificate is checked: require (encrypted,
     /// unchecked), verify-ca (chains to --siem-tls-rootcert) or verify-full
     /// (and names the host).
@@ -719,7 +719,7 @@ impl Options {
         if let Some(t) = self
             .siem_target
             .as_ref()
-            .filter(|t| t.transport == crate::siem::Transport::Tls)
+            .filter(|t| t.transport == crate::siem_target::Transport::Tls)
         {
             match self.siem_tls_mode {
                 SslMode::Disable | SslMode::Prefer => {

@@ -21,6 +21,7 @@ pub mod preflight;
 pub mod recompute;
 pub mod relp;
 pub mod siem;
+pub mod siem_target;
 pub mod sink;
 pub mod syslog;
 pub mod tamper;

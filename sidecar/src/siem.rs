@@ -15,14 +15,13 @@
 
 use crate::config::{Options, SslMode};
 use crate::documents::{self, Get, RowError};
+pub use crate::siem_target::{Target, Transport};
 use crate::syslog::{self, Origin};
 use crate::{relp, tls};
 use authaudit_core::cef::{classify, line, CefEvent, MetadataFields};
 use authaudit_core::event::parse_host_ip;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,65 +29,6 @@ use tokio::net::TcpStream;
 
 /// Messages sent before waiting for the first answer.
 const RELP_WINDOW: usize = 128;
-
-/// How messages reach the collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Relp,
-    Tcp,
-    Tls,
-}
-
-/// `relp://host:port`, `tcp://host:port` or `tls://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub transport: Transport,
-    pub host: String,
-    pub port: u16,
-}
-
-impl FromStr for Target {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Target, String> {
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("{s:?}: expected relp://, tcp:// or tls:// and host:port"))?;
-        let transport = match scheme {
-            "relp" => Transport::Relp,
-            "tcp" => Transport::Tcp,
-            "tls" => Transport::Tls,
-            other => return Err(format!("{other}://: expected relp, tcp or tls")),
-        };
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?}: no port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = port
-            .trim_end_matches('/')
-            .parse()
-            .map_err(|_| format!("{s:?}: bad port"))?;
-        if host.is_empty() {
-            return Err(format!("{s:?}: no host"));
-        }
-        Ok(Target {
-            transport,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.transport {
-            Transport::Relp => "relp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
-    }
-}
 
 /// One log row as the SIEM receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
