@@ -7,7 +7,7 @@
 //! and a public key as its secret, or with `none`, is refused.
 
 use crate::config::Identity as IdentityConfig;
-use crate::key_set::KeySet;
+use crate::key_set::{KeyError, KeySet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
@@ -41,6 +41,15 @@ pub enum IdentityError {
     NoRole { claim: String },
     #[error("the token's claim {claim} names more than one role this API may use")]
     AmbiguousRole { claim: String },
+}
+
+impl From<KeyError> for IdentityError {
+    fn from(e: KeyError) -> IdentityError {
+        match e {
+            KeyError::Unknown => IdentityError::UnknownKey,
+            KeyError::Unreadable(reason) => IdentityError::Keys(reason),
+        }
+    }
 }
 
 impl IdentityError {
@@ -104,7 +113,7 @@ impl Verifier {
     /// Loads the key set now (at start-up: a missing or unreadable set is
     /// an error).
     pub async fn load(&self) -> Result<usize, IdentityError> {
-        self.keys.load().await
+        Ok(self.keys.load().await?)
     }
 
     /// Verifies an `Authorization` header's value and maps it to a caller.
@@ -132,7 +141,7 @@ impl Verifier {
     ) -> Result<Value, IdentityError> {
         let claims = self.decode(token, client_id).await?;
         match claims.get("nonce").and_then(Value::as_str) {
-            Some(n) if crate::admin::session::same_token(n, nonce) => Ok(claims),
+            Some(n) if authaudit_core::chain::ct_eq(n.as_bytes(), nonce.as_bytes()) => Ok(claims),
             _ => Err(IdentityError::MissingClaim("nonce".into())),
         }
     }

@@ -5,11 +5,19 @@
 //! tokens with invented key ids cannot make the API hammer the provider). A set that cannot be read or fetched keeps the
 //! last good one.
 
-use crate::identity::IdentityError;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime};
+
+/// Why the key set has no key for a token.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    #[error("no key of the identity provider matches the token's key id")]
+    Unknown,
+    #[error("the identity provider's keys cannot be read: {0}")]
+    Unreadable(String),
+}
 
 /// The shortest time between two fetches for an unknown key id.
 pub const MIN_REFETCH: Duration = Duration::from_secs(30);
@@ -50,7 +58,7 @@ impl KeySet {
     }
 
     /// Loads the set now (at start-up: an error if there is none).
-    pub async fn load(&self) -> Result<usize, IdentityError> {
+    pub async fn load(&self) -> Result<usize, KeyError> {
         self.reload(true).await?;
         Ok(self.with(|l| l.set.keys.len()).unwrap_or(0))
     }
@@ -80,7 +88,7 @@ impl KeySet {
     }
 
     /// The key a token's header names.
-    pub async fn key(&self, kid: Option<&str>) -> Result<Jwk, IdentityError> {
+    pub async fn key(&self, kid: Option<&str>) -> Result<Jwk, KeyError> {
         let stale = match &self.source {
             Source::File(path) => {
                 let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -108,12 +116,12 @@ impl KeySet {
                 return Ok(k);
             }
         }
-        Err(IdentityError::UnknownKey)
+        Err(KeyError::Unknown)
     }
 
     /// Reads or fetches the set; on failure keeps the last one (unless
     /// `required`: at start-up there is none to keep).
-    async fn reload(&self, required: bool) -> Result<(), IdentityError> {
+    async fn reload(&self, required: bool) -> Result<(), KeyError> {
         let _one = self.fetching.lock().await;
         let (text, modified) = match &self.source {
             Source::File(path) => {
@@ -152,7 +160,7 @@ impl KeySet {
                 }
                 Ok(())
             }
-            Err(e) => Err(IdentityError::Keys(e)),
+            Err(e) => Err(KeyError::Unreadable(e)),
         }
     }
 }

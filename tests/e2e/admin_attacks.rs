@@ -291,7 +291,6 @@ fn scene(hint: &str, admin_extra: &str) -> Scene {
         "ticket": XSS_TICKET,
         "reason": XSS_REASON,
         "operator": {"sub": XSS_OPERATOR},
-        "token_fingerprint": XSS_FINGERPRINT,
     })
     .to_string();
     record(TENANT, "field", "login_failed", "meta-user", spray, &meta);
@@ -314,6 +313,22 @@ fn scene(hint: &str, admin_extra: &str) -> Scene {
         "192.0.2.99",
         "{}",
     );
+    // A token issued whose claims carry markup (its `jti`): the account's
+    // timeline shows the claims.
+    let jwt = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            serde_json::json!({"sub": "meta-user", "jti": XSS_FINGERPRINT, "exp": 4102444800i64})
+                .to_string()
+        )
+    );
+    c.execute(
+        "SELECT authaudit.record_token_issued($1::text::uuid, $2, 'field', 'meta-user', $3, \
+         '198.51.100.7', 'Browser/1.0', 'web')",
+        &[&log_id(72, 1), &TENANT, &jwt],
+    )
+    .expect("record_token_issued");
     // The witness has signed tenant-a's tree: its events have bundles.
     let witness =
         authaudit_core::note::Signer25519::from_seed("authaudit-witness", [9; 32]).unwrap();

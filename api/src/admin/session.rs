@@ -177,13 +177,12 @@ impl SignIns {
     /// and it was not used before (it is used now).
     pub fn finish(&self, state: &str) -> Option<SignIn> {
         use base64::Engine;
-        use subtle::ConstantTimeEq;
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(state)
             .ok()
             .filter(|r| r.len() == 40)?;
         let tag = self.mac(b"state", &raw[..24]);
-        if !bool::from(tag[..16].ct_eq(&raw[24..])) {
+        if !authaudit_core::chain::ct_eq(&tag[..16], &raw[24..]) {
             return None;
         }
         let expires = u64::from_be_bytes(raw[..8].try_into().ok()?);
@@ -235,8 +234,7 @@ pub fn clear_cookie(name: &str) -> String {
 
 /// Whether two tokens are equal, in time independent of where they differ.
 pub fn same_token(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    authaudit_core::chain::ct_eq(a.as_bytes(), b.as_bytes())
 }
 
 #[cfg(test)]
