@@ -25,6 +25,7 @@ mod merkle;
 mod pipeline;
 mod record;
 mod record_batch;
+mod record_sql;
 mod replay;
 mod retention;
 mod rollup_worker;
@@ -54,8 +55,8 @@ extension_sql_file!(
         chain::chain_unappend,
         chain::chain_settled_head,
         record::event_body,
-        record::record_internal,
-        record::record_event,
+        record_sql::record_internal,
+        record_sql::record_event,
         record_batch::record_events,
         record_batch::record_events_rows,
         record_batch::import_events,

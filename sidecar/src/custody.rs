@@ -218,7 +218,7 @@ pub async fn acknowledged(
     custody: Option<&Custody>,
     verifier: Option<&Verifier25519>,
     pg: &tokio_postgres::Client,
-) -> Result<Acknowledged, crate::mirror::MirrorError> {
+) -> Result<Acknowledged, CustodyError> {
     let mut a = custody.map(Custody::snapshot).unwrap_or_default();
     let Some(verifier) = verifier else {
         return Ok(a);
@@ -231,8 +231,7 @@ pub async fn acknowledged(
                 return Err(CustodyError::WitnessLog {
                     path: path.clone(),
                     source,
-                }
-                .into())
+                })
             }
         }
     }
