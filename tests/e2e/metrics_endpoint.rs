@@ -5,8 +5,8 @@
 //! and with its file descriptors exhausted the accept loop backs off
 //! instead of spinning.
 
-use crate::mirror::sidecar_bin;
 use authaudit_tests::free_port;
+use authaudit_tests::mirror::sidecar_bin;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

@@ -9,13 +9,13 @@
 //! the stores identical, `witness-check` agrees, and the SIEM receives
 //! `to_cef`'s bytes for every row, which `verify_cef` accepts.
 
-use crate::mirror::{sidecar_bin, Store};
 use crate::siem::{check_lines, external_id, siem_mirror, wait_all};
 use crate::support::Rng;
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
 use authaudit_core::exact_json::{canonical, escape_into};
 use authaudit_core::numeric::Exact;
+use authaudit_tests::mirror::{sidecar_bin, Store};
 use authaudit_tests::{Cluster, Rsyslog, TestDb};
 use std::collections::HashMap;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! events loads the rules without an error, fires the detections' alerts,
 //! and answers every query of the Grafana dashboard.
 
-use crate::mirror::{Mirror, Store};
+use authaudit_tests::mirror::{Mirror, Store};
 use authaudit_tests::{built_binary, free_port, repo_root, Cluster, Prometheus, TestDb};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;

@@ -9,8 +9,8 @@
 //! deadline whatever the destinations do; progress lines; synchronous
 //! mirroring with PostgreSQL's own synchronous replication.
 
-use crate::mirror::{recompute_chain, record_some, sidecar_bin, Mirror, Store};
 use crate::support::log_id;
+use authaudit_tests::mirror::{recompute_chain, record_some, sidecar_bin, Mirror, Store};
 use authaudit_tests::{built_binary, free_port, Cluster, TestDb};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

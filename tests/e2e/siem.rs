@@ -4,8 +4,8 @@
 //! writes for it, pycef parses every line, and nothing is lost through
 //! SIGKILLs of the sidecar and a restart of rsyslog.
 
-use crate::mirror::{log_rows, writers, Mirror, Store};
 use crate::support::run_python;
+use authaudit_tests::mirror::{log_rows, writers, Mirror, Store};
 use authaudit_tests::{Cluster, Prometheus, Rsyslog, TestDb};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

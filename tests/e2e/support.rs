@@ -9,10 +9,7 @@ pub fn db(hint: &str) -> TestDb {
     Cluster::shared().fresh_db(hint)
 }
 
-/// A deterministic, valid log id for test event `n` of tenant slot `t`.
-pub fn log_id(t: u32, n: u32) -> String {
-    format!("00000000-0000-4000-8000-{t:04x}{n:08x}")
-}
+pub use authaudit_tests::{log_id, run_tool};
 
 /// Records a `login_failed` event for `user` and returns its seq.
 pub fn fail(c: &mut impl GenericClient, id: &str, tenant: &str, user: &str) -> i64 {
@@ -67,22 +64,6 @@ pub fn gapless(c: &mut Client, tenant: &str) -> i64 {
     let (n, max): (i64, i64) = (r.get(0), r.get(1));
     assert_eq!(n, max, "seq has gaps in {tenant}");
     n
-}
-
-/// Runs a Python script of the repository (path relative to the repository
-/// root) with `stdin` as its input; returns its exit status and output.
-/// Runs the repository's Python `script` with `args`: (exit code, stdout
-/// and stderr).
-pub fn run_tool(script: &str, args: &[&std::ffi::OsStr]) -> (i32, String) {
-    let out = std::process::Command::new("python3")
-        .arg(authaudit_tests::repo_root().join(script))
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 pub fn run_python(script: &str, stdin: &str) -> std::process::Output {

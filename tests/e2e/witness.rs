@@ -244,7 +244,7 @@ fn a_key_rotation_is_signed_by_the_old_key_and_the_new() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let keygen = |file: &str| -> String {
-        let out = std::process::Command::new(crate::mirror::sidecar_bin())
+        let out = std::process::Command::new(authaudit_tests::mirror::sidecar_bin())
             .args(["witness-keygen", "--out"])
             .arg(dir.join(file))
             .output()
@@ -258,7 +258,7 @@ fn a_key_rotation_is_signed_by_the_old_key_and_the_new() {
     };
     let (old, new) = (keygen("old.key"), keygen("new.key"));
     let rotate = |key: &str, new_key: &str| {
-        std::process::Command::new(crate::mirror::sidecar_bin())
+        std::process::Command::new(authaudit_tests::mirror::sidecar_bin())
             .env("AUTHAUDIT_WITNESS_KEY_FILE", dir.join(key))
             .args(["witness-rotate", "--new-key-file"])
             .arg(dir.join(new_key))
