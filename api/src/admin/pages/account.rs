@@ -12,7 +12,7 @@ pub async fn account(
 ) -> Response {
     let c = ctx!(admin, p, headers);
     let user = param(&p, "user");
-    let q = crate::query::pairs(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let q = query_pairs(raw.as_deref());
     let period = tri!(period(&q, 7 * 86_400));
     let (status, state) = c
         .admin
@@ -21,16 +21,7 @@ pub async fn account(
             &format!("{}/accounts/{}", c.api_base(), encode(&user)),
         )
         .await;
-    let events = tri!(
-        c.api(&format!(
-            "/events?user={}&since={}&until={}&limit=1000",
-            encode(&user),
-            encode(&Period::rfc3339(period.from)),
-            encode(&Period::rfc3339(period.to))
-        ))
-        .await
-    );
-    let list = events.as_array().cloned().unwrap_or_default();
+    let list = tri!(c.events_of("user", &user, &period).await);
     if status == StatusCode::NOT_FOUND && list.is_empty() {
         // Absent and not visible are not told apart.
         return message(
@@ -140,15 +131,7 @@ pub async fn account(
                 ""
             }
         ),
-        &[
-            "seq",
-            "occurred (UTC)",
-            "type",
-            "account",
-            "source",
-            "channel",
-            "detail",
-        ],
+        &EVENT_COLUMNS,
         &rows,
     ));
     let src_rows: Vec<Vec<String>> = sources
@@ -225,12 +208,5 @@ pub async fn reset(
             encode(&user)
         ));
     }
-    let status = r.status();
-    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    problem_page(
-        status,
-        &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    problem_of(r).await
 }

@@ -146,7 +146,7 @@ pub async fn campaigns(
     headers: HeaderMap,
 ) -> Response {
     let c = ctx!(admin, p, headers);
-    let q = crate::query::pairs(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let q = query_pairs(raw.as_deref());
     let period = tri!(period(&q, 86_400));
     let kind = field(&q, "kind").unwrap_or("").to_string();
     let needle = field(&q, "q").unwrap_or("").trim().to_string();

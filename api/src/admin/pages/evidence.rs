@@ -32,7 +32,7 @@ pub async fn evidence_bundle(
     headers: HeaderMap,
 ) -> Response {
     let c = ctx!(admin, p, headers);
-    let q = crate::query::pairs(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let q = query_pairs(raw.as_deref());
     let seq = param(&p, "seq");
     let seq = if seq == "bundle" {
         field(&q, "seq").unwrap_or("").to_string()

@@ -112,6 +112,25 @@ impl Ctx {
         query(&self.admin, &self.who, sql, params).await
     }
 
+    /// The first 1,000 events of the period whose `filter` (the API's
+    /// `user` or `source`) is `value`, in seq order.
+    async fn events_of(
+        &self,
+        filter: &str,
+        value: &str,
+        period: &Period,
+    ) -> Result<Vec<Value>, Response> {
+        let events = self
+            .api(&format!(
+                "/events?{filter}={}&since={}&until={}&limit=1000",
+                encode(value),
+                encode(&Period::rfc3339(period.from)),
+                encode(&Period::rfc3339(period.to))
+            ))
+            .await?;
+        Ok(events.as_array().cloned().unwrap_or_default())
+    }
+
     /// The API's JSON answer at `path` (under this tenant's `/v1/tenants/…`),
     /// or the page that says why there is none.
     async fn api(&self, path: &str) -> Result<Value, Response> {
@@ -125,6 +144,24 @@ impl Ctx {
             Err(problem_page(status, &v))
         }
     }
+}
+
+/// The page for an API handler's refusal: the problem its body holds.
+async fn problem_of(r: Response) -> Response {
+    let status = r.status();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    problem_page(
+        status,
+        &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A request's query parameters (a malformed query reads as none: each
+/// page checks the parameters it takes).
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    crate::query::pairs(raw.unwrap_or("")).unwrap_or_default()
 }
 
 /// A page for an API problem: its title and detail (never more).
@@ -312,4 +349,4 @@ pub(super) use source::source;
 
 use campaigns::{campaign_table, detect, locks_by_account, MAX_DETECTION_EVENTS};
 use period::{ms_time, parse_time, period, Period};
-use search::event_row;
+use search::{event_row, EVENT_COLUMNS};

@@ -10,7 +10,7 @@ pub async fn report(
     headers: HeaderMap,
 ) -> Response {
     let c = ctx!(admin, p, headers);
-    let q = crate::query::pairs(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let q = query_pairs(raw.as_deref());
     let period = tri!(period(&q, 86_400));
     let pq = period.api_query();
     let accounts = tri!(

@@ -45,7 +45,7 @@ pub async fn search(
     headers: HeaderMap,
 ) -> Response {
     let c = ctx!(admin, p, headers);
-    let q = crate::query::pairs(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let q = query_pairs(raw.as_deref());
     let mut form = format!(
         r#"<form class="filters" method="get" action="{}/search">"#,
         c.base()
@@ -88,15 +88,7 @@ pub async fn search(
     body.push_str("</p>");
     body.push_str(&table(
         &format!("{} events", list.len()),
-        &[
-            "seq",
-            "occurred (UTC)",
-            "type",
-            "account",
-            "source",
-            "channel",
-            "detail",
-        ],
+        &EVENT_COLUMNS,
         &rows,
     ));
     let limit: usize = field(&q, "limit")
@@ -180,6 +172,17 @@ pub(super) fn detail(e: &Value) -> String {
     parts.join(", ")
 }
 
+/// The columns of an event's row ([`event_row`]).
+pub(super) const EVENT_COLUMNS: [&str; 7] = [
+    "seq",
+    "occurred (UTC)",
+    "type",
+    "account",
+    "source",
+    "channel",
+    "detail",
+];
+
 pub(super) fn event_row(c: &Ctx, e: &Value) -> Vec<String> {
     let ip = e["ip"].as_str().unwrap_or("");
     vec![
@@ -211,7 +214,7 @@ pub async fn export(
     headers: HeaderMap,
 ) -> Response {
     let c = ctx!(admin, p, headers);
-    let q = crate::query::pairs(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let q = query_pairs(raw.as_deref());
     let (accept, ext) = match field(&q, "format") {
         Some("csv") | Some("ndjson") => ("application/x-ndjson", field(&q, "format").unwrap_or("")),
         Some("cef") => ("text/x-cef", "cef"),
@@ -234,14 +237,7 @@ pub async fn export(
         )
         .await;
     if !r.status().is_success() {
-        let status = r.status();
-        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
-            .await
-            .unwrap_or_default();
-        return problem_page(
-            status,
-            &serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        );
+        return problem_of(r).await;
     }
     let (content_type, body) = if ext == "csv" {
         ("text/csv; charset=utf-8", csv_body(r.into_body()))

@@ -14,18 +14,9 @@ pub async fn source(
     if ip.parse::<std::net::IpAddr>().is_err() {
         return bad("ip", "must be an IP address");
     }
-    let q = crate::query::pairs(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let q = query_pairs(raw.as_deref());
     let period = tri!(period(&q, 7 * 86_400));
-    let events = tri!(
-        c.api(&format!(
-            "/events?source={}&since={}&until={}&limit=1000",
-            encode(&ip),
-            encode(&Period::rfc3339(period.from)),
-            encode(&Period::rfc3339(period.to))
-        ))
-        .await
-    );
-    let list = events.as_array().cloned().unwrap_or_default();
+    let list = tri!(c.events_of("source", &ip, &period).await);
     let block = tri!(
         c.rows(
             "SELECT failure_count, coalesce(blocked_until::text, ''), blocked_until > now() \
