@@ -28,6 +28,30 @@ impl Drop for Killed {
     }
 }
 
+/// Starts the real `authaudit-api` with `config` (written to
+/// `dir/api.toml`), its output in `dir/api.log`; returns once it listens
+/// on `port`.
+pub(crate) fn start_api(dir: &Path, port: u16, config: &str) -> Killed {
+    let path = dir.join("api.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.join("api.log")).unwrap();
+    let api = Killed(
+        Command::new(built_binary("authaudit-api"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start authaudit-api"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    api
+}
+
 pub(crate) fn ui_dir() -> PathBuf {
     let dir = repo_root().join("tests/ui");
     let link = dir.join("node_modules");
@@ -177,10 +201,10 @@ fn an_investigation_and_a_reset_in_the_browser() {
     let _idp = provider(idp_port, api_port, &accounts);
     let dir = std::env::temp_dir().join(format!("authaudit-admin-{p}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("api.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let _api = start_api(
+        &dir,
+        api_port,
+        &format!(
             r#"listen = "127.0.0.1:{api_port}"
 [database]
 url = "host=127.0.0.1 port={} user={p}_auth dbname={p}"
@@ -199,23 +223,7 @@ resource = "urn:authaudit:api"
 "#,
             db.cluster().port()
         ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("api.log")).unwrap();
-    let _api = Killed(
-        Command::new(built_binary("authaudit-api"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start authaudit-api"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", api_port)).is_err() {
-        assert!(Instant::now() < deadline, "the API did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let out = repo_root().join("target/ui-screenshots");
     let record_more = serde_json::json!([
         "/usr/lib/postgresql/15/bin/psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
@@ -341,10 +349,10 @@ fn an_unauthenticated_client_gets_nothing_but_the_sign_in() {
     std::fs::create_dir_all(&dir).unwrap();
     // Keys that sign nothing: no session can be opened here.
     std::fs::write(dir.join("jwks.json"), r#"{"keys": []}"#).unwrap();
-    let config = dir.join("api.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let _api = start_api(
+        &dir,
+        port,
+        &format!(
             r#"listen = "127.0.0.1:{port}"
 [database]
 url = "host=127.0.0.1 port={} user={p}_auth dbname={p}"
@@ -363,22 +371,7 @@ max_sessions = 5
             db.cluster().port(),
             dir.join("jwks.json").display()
         ),
-    )
-    .unwrap();
-    let _api = Killed(
-        Command::new(built_binary("authaudit-api"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the API did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let forged = "Cookie: authaudit_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n";
     for path in [
         "/admin/",

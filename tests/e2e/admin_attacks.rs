@@ -8,9 +8,9 @@
 //! tests/ui/admin_attacks.mjs), CSV formula injection, the security
 //! headers of every response, and resource abuse.
 
-use crate::admin::{provider, ui_dir, Killed};
+use crate::admin::{provider, start_api, ui_dir, Killed};
 use crate::support::log_id;
-use authaudit_tests::{built_binary, free_port, TestDb};
+use authaudit_tests::{free_port, TestDb};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -363,14 +363,14 @@ fn scene(hint: &str, admin_extra: &str) -> Scene {
     let idp_proc = provider(idp, api, &serde_json::Value::Object(accounts));
     let dir = std::env::temp_dir().join(format!("authaudit-admin-attacks-{p}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("api.toml");
     let roles: Vec<String> = ["inv", "desk", "hq", "hqdesk", "out"]
         .iter()
         .map(|r| format!("\"{p}_{r}\""))
         .collect();
-    std::fs::write(
-        &config,
-        format!(
+    let api_proc = start_api(
+        &dir,
+        api,
+        &format!(
             r#"listen = "127.0.0.1:{api}"
 [database]
 url = "host=127.0.0.1 port={} user={p}_auth dbname={p}"
@@ -391,23 +391,7 @@ resource = "urn:authaudit:api"
             db.cluster().port(),
             roles.join(", ")
         ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("api.log")).unwrap();
-    let api_proc = Killed(
-        Command::new(built_binary("authaudit-api"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start authaudit-api"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
-        assert!(Instant::now() < deadline, "the API did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Scene {
         db,
         api,
