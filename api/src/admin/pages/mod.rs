@@ -112,6 +112,15 @@ impl Ctx {
         query(&self.admin, &self.who, sql, params).await
     }
 
+    /// Several statements with the same parameters, in one transaction.
+    async fn rows_each(
+        &self,
+        statements: &[&str],
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Vec<tokio_postgres::Row>>, Response> {
+        queries(&self.admin, &self.who, statements, params).await
+    }
+
     /// The first 1,000 events of the period whose `filter` (the API's
     /// `user` or `source`) is `value`, in seq order.
     async fn events_of(
@@ -184,6 +193,17 @@ async fn query(
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, Response> {
+    Ok(queries(admin, who, &[sql], params).await?.remove(0))
+}
+
+/// Runs read-only statements with the same parameters as the session's
+/// role, in one transaction: the rows of each.
+async fn queries(
+    admin: &Admin,
+    who: &SignedIn,
+    statements: &[&str],
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Vec<tokio_postgres::Row>>, Response> {
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "admin page query failed");
         message(
@@ -198,16 +218,19 @@ async fn query(
     let tx = db::begin(&mut client, &who.caller, true, admin.st.statement_timeout)
         .await
         .map_err(|e| unavailable(&e))?;
-    let rows = tx.query(sql, params).await.map_err(|e| {
-        let status = crate::problem::from_database(&e).status();
-        if status == StatusCode::FORBIDDEN {
-            message(status, "Not in your scope", "Your role may not read this.")
-        } else {
-            unavailable(&e)
-        }
-    })?;
+    let mut answers = Vec::with_capacity(statements.len());
+    for sql in statements {
+        answers.push(tx.query(*sql, params).await.map_err(|e| {
+            let status = crate::problem::from_database(&e).status();
+            if status == StatusCode::FORBIDDEN {
+                message(status, "Not in your scope", "Your role may not read this.")
+            } else {
+                unavailable(&e)
+            }
+        })?);
+    }
     tx.commit().await.map_err(|e| unavailable(&e))?;
-    Ok(rows)
+    Ok(answers)
 }
 
 /// The tenants the session's role may read.
