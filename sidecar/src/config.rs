@@ -465,7 +465,7 @@ pub struct Options {
     /// only past what the collector answered 200 OK for), tcp://host:port
     /// (RFC 6587 octet counting) or tls://host:port (RFC 5425); both of the
     /// latter count a message delivered once written to the socket. Empty:
-    /// no SIEM sink.
+    /// no SIEM destination.
     #[arg(long, env = "AUTHAUDIT_SIEM_TARGET", global = true)]
     pub siem_target: Option<crate::siem_target::Target>,
     /// How a tls:// collector's certificate is checked: require (encrypted,

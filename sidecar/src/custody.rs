@@ -18,8 +18,8 @@
 //! copies if the store was empty, saying on whose word.
 
 use crate::config::Options;
+use crate::mongo_store::{MongoStore, StoreError};
 use crate::note::{Checkpoint, Verifier25519};
-use crate::sink::{Sink, SinkError};
 use authaudit_core::custody::{judge, Acknowledged, Finding, Held};
 use bson::{doc, RawDocumentBuf};
 use serde::{Deserialize, Serialize};
@@ -254,10 +254,10 @@ pub async fn acknowledged(
 /// What the store holds at the acknowledged heads; `store_id` is the
 /// identity in its state.
 pub async fn held(
-    sink: &Sink,
+    store: &MongoStore,
     store_id: Option<String>,
     a: &Acknowledged,
-) -> Result<Held, SinkError> {
+) -> Result<Held, StoreError> {
     let mut held = Held {
         store_id,
         rows: BTreeMap::new(),
@@ -268,7 +268,7 @@ pub async fn held(
             .iter()
             .map(|(t, s)| doc! {"tenant_id": t.as_str(), "seq": *s})
             .collect();
-        let mut cursor = sink
+        let mut cursor = store
             .raw_collection("auth_log")
             .find(doc! {"$or": or})
             .projection(doc! {"tenant_id": 1, "seq": 1, "link_sha256": 1})
@@ -283,7 +283,7 @@ pub async fn held(
     }
     for (t, _) in heads {
         if !held.rows.contains_key(t) {
-            let last = sink.last_link(t).await?.map(|(s, _)| s);
+            let last = store.last_link(t).await?.map(|(s, _)| s);
             held.rows.insert(t.clone(), (None, last));
         }
     }
@@ -333,18 +333,18 @@ pub struct Verdict {
 /// Judges the store and records each finding as a tamper alarm (once: its
 /// `_id` is the finding's).
 pub async fn check(
-    sink: &Sink,
+    store: &MongoStore,
     slot: &str,
     acknowledged: &Acknowledged,
     slot_exists: bool,
     store_id: Option<String>,
-) -> Result<Verdict, SinkError> {
-    let held = held(sink, store_id, acknowledged).await?;
+) -> Result<Verdict, StoreError> {
+    let held = held(store, store_id, acknowledged).await?;
     let mut verdict = Verdict {
         open: Vec::new(),
         accepted: Vec::new(),
     };
-    let alarms = sink.raw_collection("tamper_events");
+    let alarms = store.raw_collection("tamper_events");
     for f in judge(acknowledged, slot_exists, &held) {
         let id = f.id(slot);
         match alarms.find_one(doc! {"_id": &id}).await? {
@@ -353,7 +353,7 @@ pub async fn check(
                 Err(_) => verdict.open.push(f),
             },
             None => {
-                sink.insert_alarms(&[alarm_document(&f, &id)]).await?;
+                store.insert_alarms(&[alarm_document(&f, &id)]).await?;
                 verdict.open.push(f);
             }
         }

@@ -3,9 +3,9 @@
 //! cause (the server's own message, never a bare `db error`) and, where the
 //! operator must act, what to do.
 
+use crate::mongo_store::StoreError;
 use crate::pg::{with_causes, PgError};
 use crate::preflight::Misconfigured;
-use crate::sink::SinkError;
 use std::path::PathBuf;
 
 /// The process's exit codes (docs/sidecar.md, "Exit codes").
@@ -45,7 +45,7 @@ pub enum ToolError {
     #[error("PostgreSQL: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
-    Store(#[from] SinkError),
+    Store(#[from] StoreError),
     #[error("MongoDB: {}", with_causes(.0))]
     Mongo(#[from] mongodb::error::Error),
     #[error("{path}: {source}")]

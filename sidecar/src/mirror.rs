@@ -9,13 +9,14 @@
 
 use crate::config::Options;
 use crate::custody::{Copy, Custody};
-use crate::destination::{deliver_with_retry, Destination, SiemSink, Store};
+use crate::destination::Batch;
+use crate::destination::{deliver_with_retry, Destination, SiemDestination, StoreDestination};
 use crate::documents::{self, Table};
 use crate::metrics::{unix_now_us, DestinationKind, Metrics};
+use crate::mongo_store::{MongoStore, StoreError};
 use crate::pgoutput::{Decoder, Message, Row};
 use crate::pipeline::{Handed, Limits, Pipeline, PipelineError};
 use crate::siem::{Siem, SiemError};
-use crate::sink::{Batch, Sink, SinkError};
 use crate::tamper::TxChanges;
 use crate::write_back::WriteBack;
 use bson::doc;
@@ -39,7 +40,7 @@ pub enum MirrorError {
     #[error("replication: {0}")]
     Replication(#[from] pgwire_replication::PgWireError),
     #[error("{0}")]
-    Sink(#[from] SinkError),
+    MongoStore(#[from] StoreError),
     #[error("decoding: {0}")]
     Decode(String),
     #[error("replication stream ended")]
@@ -72,7 +73,7 @@ impl MirrorError {
         match self {
             MirrorError::Misconfigured(_) => true,
             MirrorError::Pg(e) => e.is_configuration(),
-            MirrorError::Sink(e) => e.is_configuration(),
+            MirrorError::MongoStore(e) => e.is_configuration(),
             MirrorError::Witness(WitnessError::Read { .. } | WitnessError::Key(_)) => true,
             MirrorError::Detection(DetectionError::Config { .. }) => true,
             MirrorError::Siem(SiemError::Tls(_)) => true,
@@ -101,7 +102,7 @@ pub async fn run(
                 // A store that ends the session shows on /health at once
                 // (the next session's first answer from it clears that).
                 match &e {
-                    MirrorError::Sink(_) | MirrorError::StoreChanged(_) => {
+                    MirrorError::MongoStore(_) | MirrorError::StoreChanged(_) => {
                         metrics.mongodb_errors.inc();
                         metrics
                             .destinations
@@ -264,16 +265,16 @@ struct ChainWatch {
 impl ChainWatch {
     async fn check(
         &mut self,
-        sink: &Sink,
+        store: &MongoStore,
         doc: &bson::RawDocumentBuf,
         metrics: &Metrics,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), StoreError> {
         let tenant = doc.get_str("tenant_id").unwrap_or_default();
         let seq = doc.get_i64("seq").unwrap_or(0);
         let prev = doc.get_str("prev_link").unwrap_or_default();
         let link = doc.get_str("link_sha256").unwrap_or_default();
         if !self.last.contains_key(tenant) {
-            if let Some(known) = sink.last_link(tenant).await? {
+            if let Some(known) = store.last_link(tenant).await? {
                 self.last.insert(tenant.to_string(), known);
             }
         }
@@ -283,7 +284,7 @@ impl ChainWatch {
             Some((last_seq, last_link)) => seq == last_seq + 1 && prev == last_link,
             None if seq == 1 => true,
             // First row seen after retention: it continues a checkpoint.
-            None => sink.checkpoint_link(tenant, seq - 1).await?.as_deref() == Some(prev),
+            None => store.checkpoint_link(tenant, seq - 1).await?.as_deref() == Some(prev),
         };
         if !ok {
             metrics.chain_gaps.inc();
@@ -505,13 +506,13 @@ async fn ensure_publication(
 /// gives the same id): those a replay after a restart raises again are
 /// dropped.
 async fn not_raised(
-    sink: &Sink,
+    store: &MongoStore,
     alerts: Vec<authaudit_core::detection::Alert>,
-) -> Result<Vec<authaudit_core::detection::Alert>, SinkError> {
+) -> Result<Vec<authaudit_core::detection::Alert>, StoreError> {
     let mut held = std::collections::HashSet::new();
     for chunk in alerts.chunks(1000) {
         let ids: Vec<String> = chunk.iter().map(|a| a.id()).collect();
-        let mut c = sink
+        let mut c = store
             .raw_collection("alerts")
             .find(doc! {"_id": {"$in": &ids}})
             .projection(doc! {"_id": 1})
@@ -557,15 +558,15 @@ fn raise(
 
 /// The store, then the SIEM when one is configured.
 fn destinations(
-    sink: &Sink,
+    store: &MongoStore,
     siem: Option<&Arc<Siem>>,
     write_back: Option<WriteBack>,
     custody: Option<&Arc<Custody>>,
     opts: &Options,
     metrics: &Arc<Metrics>,
 ) -> Vec<Arc<dyn Destination>> {
-    let mut to: Vec<Arc<dyn Destination>> = vec![Arc::new(Store {
-        sink: sink.clone(),
+    let mut to: Vec<Arc<dyn Destination>> = vec![Arc::new(StoreDestination {
+        mongo: store.clone(),
         witness_log: opts.witness_log.clone(),
         write_back,
         custody: custody.cloned(),
@@ -575,7 +576,7 @@ fn destinations(
         metrics
             .destinations
             .configure(crate::metrics::DestinationKind::Siem);
-        to.push(Arc::new(SiemSink {
+        to.push(Arc::new(SiemDestination {
             siem: s.clone(),
             metrics: metrics.clone(),
         }));
@@ -588,15 +589,15 @@ async fn session(
     metrics: &Arc<Metrics>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), MirrorError> {
-    let sink = Sink::from_options(opts).await?;
-    let rekeyed = sink.rekey_log().await?;
+    let store = MongoStore::from_options(opts).await?;
+    let rekeyed = store.rekey_log().await?;
     if rekeyed > 0 {
         tracing::info!(
             documents = rekeyed,
             "log documents moved to the tenant_id/log_id key"
         );
     }
-    sink.ensure_indexes().await?;
+    store.ensure_indexes().await?;
     let siem = Siem::from_options(opts)?;
     let mut pg = crate::pg::connect(opts).await?;
     // Nothing is created where the mirror cannot run.
@@ -625,7 +626,7 @@ async fn session(
         Some(p) => Some(Arc::new(Custody::open(p, &opts.slot)?)),
         None => None,
     };
-    let state = sink.state(&opts.slot).await?;
+    let state = store.state(&opts.slot).await?;
     let copied = state
         .as_ref()
         .and_then(|d| d.get_bool("copied").ok())
@@ -641,14 +642,14 @@ async fn session(
         // one.
         Some(None) if copied && acknowledged.store_id.is_none() => {
             let id = crate::custody::new_store_id();
-            sink.set_state(&opts.slot, doc! {"store_id": &id}).await?;
+            store.set_state(&opts.slot, doc! {"store_id": &id}).await?;
             tracing::info!(store_id = %id, "the store's mirror state has no identity (an earlier release wrote it): given one");
             Some(id)
         }
         _ => None,
     };
     let verdict = crate::custody::check(
-        &sink,
+        &store,
         &opts.slot,
         &acknowledged,
         slot.is_some(),
@@ -673,14 +674,14 @@ async fn session(
     }
     metrics
         .tamper_unresolved
-        .set(sink.unresolved_tampers().await? as i64);
+        .set(store.unresolved_tampers().await? as i64);
     // The store's identity: given before the slot exists, so that a slot
     // always has a store that says it was given one.
     let store_id = match (&held_id, verdict.open.is_empty()) {
         (Some(id), true) => Some(id.clone()),
         (None, true) => {
             let id = crate::custody::new_store_id();
-            sink.set_state(&opts.slot, doc! {"store_id": &id}).await?;
+            store.set_state(&opts.slot, doc! {"store_id": &id}).await?;
             Some(id)
         }
         (_, false) => held_id.clone(),
@@ -699,15 +700,16 @@ async fn session(
         tracing::info!(slot = %opts.slot, consistent_point = %lsn, "created the replication slot");
         // A new slot (first start, or the old one was lost): what committed
         // before it is to be copied, whatever the state says.
-        sink.set_state(
-            &opts.slot,
-            doc! {"copied": false, "slot_created_at_lsn": lsn},
-        )
-        .await?;
+        store
+            .set_state(
+                &opts.slot,
+                doc! {"copied": false, "slot_created_at_lsn": lsn},
+            )
+            .await?;
     }
     // The slot's lag and the store's health, watched apart from the stream.
     let mut monitor =
-        crate::monitor::Monitor::spawn(opts, sink.clone(), metrics.clone(), store_id.clone());
+        crate::monitor::Monitor::spawn(opts, store.clone(), metrics.clone(), store_id.clone());
     let accepted = || Copy::Accepted(verdict.accepted.iter().map(|(_, n)| n.clone()).collect());
     let copy = match (verdict.open.is_empty(), &slot, copied) {
         (false, _, _) => None,
@@ -733,12 +735,12 @@ async fn session(
     if let Some(copy) = copy {
         tracing::info!("{}", copy.describe());
         let to: Vec<Arc<dyn Destination>> =
-            destinations(&sink, siem.as_ref(), None, custody.as_ref(), opts, metrics);
+            destinations(&store, siem.as_ref(), None, custody.as_ref(), opts, metrics);
         let heads = siem.is_some().then_some(&mut copied_heads);
         if !initial_copy(&mut pg, &to, heads, opts, metrics, shutdown).await? {
             return Ok(());
         }
-        sink.set_state(&opts.slot, doc! {"copied": true}).await?;
+        store.set_state(&opts.slot, doc! {"copied": true}).await?;
     }
 
     // The detections' windows from the rows of the last window.
@@ -748,7 +750,7 @@ async fn session(
         let started = Instant::now();
         // An alert the store holds was raised before the restart: it is
         // neither raised nor counted again.
-        warm_alerts = not_raised(&sink, d.warm_up(&pg).await?).await?;
+        warm_alerts = not_raised(&store, d.warm_up(&pg).await?).await?;
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
             alerts = warm_alerts.len(),
@@ -759,7 +761,7 @@ async fn session(
     // The witness's trees before the stream starts, so that it never waits.
     if let Some(w) = witness.as_mut() {
         let started = Instant::now();
-        let n = w.preload(&sink).await?;
+        let n = w.preload(&store).await?;
         tracing::info!(
             tenants = n,
             ms = started.elapsed().as_millis() as u64,
@@ -811,9 +813,9 @@ async fn session(
     let mut tx_ordinal = 0u32;
     let mut tx_changes = TxChanges::default();
     let write_back = (witness.is_some() && opts.witness_write_back)
-        .then(|| WriteBack::spawn(opts.clone(), sink.clone(), metrics.clone()));
+        .then(|| WriteBack::spawn(opts.clone(), store.clone(), metrics.clone()));
     let to = destinations(
-        &sink,
+        &store,
         siem.as_ref(),
         write_back,
         custody.as_ref(),
@@ -939,9 +941,9 @@ async fn session(
                                 if metrics.per_tenant() {
                                     metrics.tenant_row(get("tenant_id").unwrap_or_default(), get("event_type").unwrap_or_default());
                                 }
-                                watch.check(&sink, d, metrics).await?;
+                                watch.check(&store, d, metrics).await?;
                                 if let Some(w) = witness.as_mut() {
-                                    w.row(&sink, d).await?;
+                                    w.row(&store, d).await?;
                                 }
                                 let in_copy = copied_heads.get(d.get_str("tenant_id").unwrap_or_default())
                                     .is_some_and(|h| d.get_i64("seq").unwrap_or(0) <= *h);
@@ -951,7 +953,7 @@ async fn session(
                                 if let Some(det) = detections.as_mut() {
                                     let mut alerts = det.row(&get);
                                     if !alerts.is_empty() {
-                                        alerts = not_raised(&sink, alerts).await?;
+                                        alerts = not_raised(&store, alerts).await?;
                                     }
                                     metrics.detection_evictions.inc_by(det.take_evictions());
                                     raise(alerts, pipeline.open(), siem.is_some(), metrics);
@@ -968,10 +970,10 @@ async fn session(
                         let commit_us = pg_to_unix_timestamp(commit_time_micros);
                         let mut judged = std::mem::take(&mut tx_changes).judge();
                         for (i, r) in std::mem::take(&mut judged.restorations).into_iter().enumerate() {
-                            let original = sink.raw_collection("auth_log")
+                            let original = store.raw_collection("auth_log")
                                 .find_one(doc! {"tenant_id": &r.tenant, "seq": r.seq})
                                 .await
-                                .map_err(SinkError::from)?;
+                                .map_err(StoreError::from)?;
                             if original.as_deref().is_some_and(|o| r.restores(o)) {
                                 judged.restored(&r);
                                 metrics.restorations.inc();
@@ -1040,7 +1042,7 @@ async fn session(
                 // current (an operator resolves alarms there).
                 let quiet = pipeline.open_ref().is_empty() && pipeline.outstanding() == 0;
                 if quiet && tx_changes.is_empty() {
-                    if let Ok(n) = sink.unresolved_tampers().await {
+                    if let Ok(n) = store.unresolved_tampers().await {
                         metrics.tamper_unresolved.set(n as i64);
                     }
                 }

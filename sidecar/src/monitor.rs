@@ -14,7 +14,7 @@
 
 use crate::config::Options;
 use crate::metrics::{DestinationKind, Metrics};
-use crate::sink::Sink;
+use crate::mongo_store::MongoStore;
 use bson::doc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ impl Monitor {
     /// session's start.
     pub fn spawn(
         opts: &Options,
-        sink: Sink,
+        store: MongoStore,
         metrics: Arc<Metrics>,
         store_id: Option<String>,
     ) -> Monitor {
@@ -58,7 +58,8 @@ impl Monitor {
                 tick.tick().await;
                 let ping = tokio::time::timeout(
                     timeout,
-                    sink.collection("_authaudit_sidecar")
+                    store
+                        .collection("_authaudit_sidecar")
                         .find_one(doc! {"_id": &opts.slot}),
                 )
                 .await;

@@ -15,7 +15,7 @@
 
 use crate::config::Options;
 use crate::error::ToolError;
-use crate::sink::Sink;
+use crate::mongo_store::MongoStore;
 use bson::{doc, Bson, Document, RawDocument};
 use std::fmt::Write;
 
@@ -35,13 +35,13 @@ fn text(d: &Document, k: &str) -> String {
 
 /// `alarms list [--all]`: one line per alarm, unresolved ones first.
 pub async fn alarms_list(opts: &Options, all: bool) -> Result<String, ToolError> {
-    let sink = Sink::from_options(opts).await?;
+    let store = MongoStore::from_options(opts).await?;
     let filter = if all {
         doc! {}
     } else {
         doc! {"resolved": {"$exists": false}}
     };
-    let mut cursor = sink
+    let mut cursor = store
         .collection("tamper_events")
         .find(filter)
         .sort(doc! {"committed_at": 1, "_id": 1})
@@ -93,8 +93,8 @@ pub async fn alarm_resolve(opts: &Options, id: &str, note: &str) -> Result<Strin
                 .into(),
         ));
     }
-    let sink = Sink::from_options(opts).await?;
-    let alarms = sink.collection("tamper_events");
+    let store = MongoStore::from_options(opts).await?;
+    let alarms = store.collection("tamper_events");
     let Some(d) = alarms.find_one(doc! {"_id": id}).await? else {
         return Err(ToolError::Refused(format!(
             "no alarm {id:?} in tamper_events: `authaudit-sidecar alarms list --all` lists them"
@@ -103,12 +103,12 @@ pub async fn alarm_resolve(opts: &Options, id: &str, note: &str) -> Result<Strin
     if let Ok(was) = d.get_str("resolved") {
         return Ok(format!("alarm {id} was resolved already: {was}\n"));
     }
-    resolve(&sink, id, note).await?;
+    resolve(&store, id, note).await?;
     Ok(format!("alarm {id} resolved: {note}\n"))
 }
 
-async fn resolve(sink: &Sink, id: &str, note: &str) -> Result<bool, ToolError> {
-    let r = sink
+async fn resolve(store: &MongoStore, id: &str, note: &str) -> Result<bool, ToolError> {
+    let r = store
         .collection("tamper_events")
         .update_one(
             doc! {"_id": id, "resolved": {"$exists": false}},
@@ -129,7 +129,7 @@ pub async fn alerts_list(
     rule: Option<&str>,
     limit: i64,
 ) -> Result<String, ToolError> {
-    let sink = Sink::from_options(opts).await?;
+    let store = MongoStore::from_options(opts).await?;
     let mut filter = doc! {};
     if let Some(t) = tenant {
         filter.insert("tenant_id", t);
@@ -137,7 +137,7 @@ pub async fn alerts_list(
     if let Some(r) = rule {
         filter.insert("rule", r);
     }
-    let mut cursor = sink
+    let mut cursor = store
         .collection("alerts")
         .find(filter)
         .sort(doc! {"raised_at": -1, "_id": 1})
@@ -301,8 +301,8 @@ pub async fn restore(
             "--execute needs --note: say why (an incident number), for the record".into(),
         ));
     }
-    let sink = Sink::from_options(opts).await?;
-    let Some(d) = sink
+    let store = MongoStore::from_options(opts).await?;
+    let Some(d) = store
         .raw_collection("auth_log")
         .find_one(doc! {"tenant_id": tenant, "seq": seq})
         .await?
@@ -313,7 +313,7 @@ pub async fn restore(
     };
     let mut parts = Vec::new();
     if d.get_document("parts").is_ok() {
-        let mut c = sink
+        let mut c = store
             .raw_collection("auth_log_parts")
             .find(doc! {"log_doc_id": d.get_str("_id").unwrap_or_default()})
             .sort(doc! {"field": 1, "n": 1})
@@ -333,7 +333,7 @@ pub async fn restore(
     }
     let sql = restore_sql(&d, &parts)?;
     let open: Vec<String> = {
-        let mut c = sink
+        let mut c = store
             .collection("tamper_events")
             .find(doc! {"tenant_id": tenant, "seq": seq, "resolved": {"$exists": false}})
             .await?;
@@ -362,7 +362,7 @@ pub async fn restore(
     pg.batch_execute(&sql).await?;
     let mut out = format!("restored seq {seq} of tenant {tenant} from the mirror\n");
     for id in open {
-        if resolve(&sink, &id, &format!("restored from the mirror: {note}")).await? {
+        if resolve(&store, &id, &format!("restored from the mirror: {note}")).await? {
             let _ = writeln!(out, "alarm {id} resolved: restored from the mirror: {note}");
         }
     }

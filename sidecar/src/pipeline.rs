@@ -1,17 +1,17 @@
 //! The batch and acknowledgement state between the replication stream and
-//! its sinks, without I/O.
+//! its destinations, without I/O.
 //!
 //! Changes join the open batch; a commit makes the open batch's position
 //! (the commit's end) acknowledgeable once written. A batch is handed out
 //! when it is full, or when its oldest change has waited long enough and it
 //! holds a complete transaction (or only work of no transaction, such as
-//! signed checkpoints). Every sink writes every batch, in order, and says
+//! signed checkpoints). Every destination writes every batch, in order, and says
 //! when it has; the position PostgreSQL may forget up to is that of the
-//! newest batch **every** sink has acknowledged, never further.
+//! newest batch **every** destination has acknowledged, never further.
 //!
 //! The stream waits while `outstanding` batches are handed out and not yet
-//! acknowledged by every sink, so memory is bounded by the batch limits
-//! times that number, whatever a slow or unreachable sink does.
+//! acknowledged by every destination, so memory is bounded by the batch limits
+//! times that number, whatever a slow or unreachable destination does.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -36,11 +36,11 @@ pub struct Limits {
     pub bytes: usize,
     /// Longest the oldest change of the open batch waits for more.
     pub wait: Duration,
-    /// Batches handed out and not yet acknowledged by every sink.
+    /// Batches handed out and not yet acknowledged by every destination.
     pub outstanding: usize,
 }
 
-/// A batch handed to the sinks, and what it releases once every sink
+/// A batch handed to the destinations, and what it releases once every destination
 /// acknowledged it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Handed<P> {
@@ -55,23 +55,23 @@ pub struct Handed<P> {
 /// An acknowledgement that does not fit the order batches were handed out in.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
-    #[error("sink {sink} acknowledged batch {number}, which is not outstanding")]
-    NotOutstanding { sink: usize, number: u64 },
-    #[error("sink {sink} acknowledged batch {number} before batch {expected}")]
+    #[error("destination {destination} acknowledged batch {number}, which is not outstanding")]
+    NotOutstanding { destination: usize, number: u64 },
+    #[error("destination {destination} acknowledged batch {number} before batch {expected}")]
     OutOfOrder {
-        sink: usize,
+        destination: usize,
         number: u64,
         expected: u64,
     },
-    #[error("no sink {0}")]
-    NoSink(usize),
+    #[error("no destination {0}")]
+    NoDestination(usize),
 }
 
 /// The stream's batches and the acknowledgeable position.
 #[derive(Debug)]
 pub struct Pipeline<B, P> {
     limits: Limits,
-    sinks: usize,
+    destinations: usize,
     open: B,
     open_position: Option<P>,
     open_commits: Vec<i64>,
@@ -79,19 +79,19 @@ pub struct Pipeline<B, P> {
     in_transaction: bool,
     next_number: u64,
     outstanding: VecDeque<Handed<P>>,
-    /// Per sink: the number of the next batch it must acknowledge.
+    /// Per destination: the number of the next batch it must acknowledge.
     next_ack: Vec<u64>,
     acknowledged: Option<P>,
 }
 
 impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
-    pub fn new(sinks: usize, limits: Limits) -> Self {
+    pub fn new(destinations: usize, limits: Limits) -> Self {
         Pipeline {
             limits: Limits {
                 outstanding: limits.outstanding.max(1),
                 ..limits
             },
-            sinks,
+            destinations,
             open: B::default(),
             open_position: None,
             open_commits: Vec::new(),
@@ -99,7 +99,7 @@ impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
             in_transaction: false,
             next_number: 0,
             outstanding: VecDeque::new(),
-            next_ack: vec![0; sinks],
+            next_ack: vec![0; destinations],
             acknowledged: None,
         }
     }
@@ -152,7 +152,7 @@ impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
         self.outstanding.len() < self.limits.outstanding
     }
 
-    /// Batches handed out and not acknowledged by every sink.
+    /// Batches handed out and not acknowledged by every destination.
     pub fn outstanding(&self) -> usize {
         self.outstanding.len()
     }
@@ -165,39 +165,48 @@ impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
             number,
             position: self.open_position.take(),
             commits: std::mem::take(&mut self.open_commits),
-            acked_by: vec![false; self.sinks],
+            acked_by: vec![false; self.destinations],
         });
         self.first_pending = None;
         (number, std::mem::take(&mut self.open))
     }
 
-    /// Sink `sink` wrote batch `number`. Returns the batches every sink has
+    /// Destination `destination` wrote batch `number`. Returns the batches every destination has
     /// now acknowledged, oldest first; the acknowledgeable position is then
     /// that of the newest of them that has one (also kept in
     /// [`Pipeline::acknowledged`]).
     pub fn acknowledge(
         &mut self,
-        sink: usize,
+        destination: usize,
         number: u64,
     ) -> Result<Vec<Handed<P>>, PipelineError> {
-        let expected = *self.next_ack.get(sink).ok_or(PipelineError::NoSink(sink))?;
+        let expected = *self
+            .next_ack
+            .get(destination)
+            .ok_or(PipelineError::NoDestination(destination))?;
         if number != expected {
             let handed = self.outstanding.iter().any(|h| h.number == number);
             return Err(if handed && number > expected {
                 PipelineError::OutOfOrder {
-                    sink,
+                    destination,
                     number,
                     expected,
                 }
             } else {
-                PipelineError::NotOutstanding { sink, number }
+                PipelineError::NotOutstanding {
+                    destination,
+                    number,
+                }
             });
         }
         let Some(h) = self.outstanding.iter_mut().find(|h| h.number == number) else {
-            return Err(PipelineError::NotOutstanding { sink, number });
+            return Err(PipelineError::NotOutstanding {
+                destination,
+                number,
+            });
         };
-        h.acked_by[sink] = true;
-        self.next_ack[sink] += 1;
+        h.acked_by[destination] = true;
+        self.next_ack[destination] += 1;
         let mut released = Vec::new();
         while self
             .outstanding
@@ -213,13 +222,13 @@ impl<B: Contents, P: Copy + Ord> Pipeline<B, P> {
         Ok(released)
     }
 
-    /// The newest position every sink has acknowledged.
+    /// The newest position every destination has acknowledged.
     pub fn acknowledged(&self) -> Option<P> {
         self.acknowledged
     }
 
     /// Whether nothing is open, handed out or in a transaction: every
-    /// change received is acknowledged by every sink.
+    /// change received is acknowledged by every destination.
     pub fn idle(&self) -> bool {
         !self.in_transaction
             && self.open.rows() == 0
@@ -273,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn the_position_moves_only_to_what_every_sink_acknowledged() {
+    fn the_position_moves_only_to_what_every_destination_acknowledged() {
         let t = Instant::now();
         let mut p: Pipeline<Rows, u64> = Pipeline::new(2, limits(3));
         transaction(&mut p, 10, 100, t);
@@ -298,32 +307,32 @@ mod tests {
     }
 
     #[test]
-    fn with_any_number_of_sinks_the_slowest_decides() {
-        for sinks in 1..=4 {
+    fn with_any_number_of_destinations_the_slowest_decides() {
+        for destinations in 1..=4 {
             let t = Instant::now();
-            let mut p: Pipeline<Rows, u64> = Pipeline::new(sinks, limits(8));
+            let mut p: Pipeline<Rows, u64> = Pipeline::new(destinations, limits(8));
             let batches: Vec<u64> = (1..=5)
                 .map(|i| {
                     transaction(&mut p, 10, i * 10, t);
                     p.hand_out().0
                 })
                 .collect();
-            // Sink s acknowledges the first s+1 batches.
-            for s in 0..sinks {
+            // Destination s acknowledges the first s+1 batches.
+            for s in 0..destinations {
                 for b in &batches[..=s.min(4)] {
                     p.acknowledge(s, *b).unwrap();
                 }
             }
-            // The slowest (sink 0) acknowledged one batch.
-            assert_eq!(p.acknowledged(), Some(10), "{sinks} sinks");
+            // The slowest (destination 0) acknowledged one batch.
+            assert_eq!(p.acknowledged(), Some(10), "{destinations} destinations");
             for b in &batches[1..] {
-                for s in 0..sinks {
+                for s in 0..destinations {
                     if s < *b as usize {
                         p.acknowledge(s, *b).unwrap();
                     }
                 }
             }
-            assert_eq!(p.acknowledged(), Some(50), "{sinks} sinks");
+            assert_eq!(p.acknowledged(), Some(50), "{destinations} destinations");
             assert_eq!(p.outstanding(), 0);
         }
     }
@@ -359,7 +368,7 @@ mod tests {
         assert_eq!(
             p.acknowledge(0, b1),
             Err(PipelineError::OutOfOrder {
-                sink: 0,
+                destination: 0,
                 number: 1,
                 expected: 0
             })
@@ -367,10 +376,13 @@ mod tests {
         p.acknowledge(0, b0).unwrap();
         assert_eq!(
             p.acknowledge(0, b0),
-            Err(PipelineError::NotOutstanding { sink: 0, number: 0 })
+            Err(PipelineError::NotOutstanding {
+                destination: 0,
+                number: 0
+            })
         );
-        assert_eq!(p.acknowledge(2, b0), Err(PipelineError::NoSink(2)));
-        assert_eq!(p.acknowledged(), None, "sink 1 acknowledged nothing");
+        assert_eq!(p.acknowledge(2, b0), Err(PipelineError::NoDestination(2)));
+        assert_eq!(p.acknowledged(), None, "destination 1 acknowledged nothing");
     }
 
     #[test]

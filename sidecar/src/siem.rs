@@ -1,4 +1,4 @@
-//! The SIEM sink: every mirrored log row as one CEF line in an RFC 5424
+//! The SIEM destination: every mirrored log row as one CEF line in an RFC 5424
 //! syslog message, to a collector over RELP, TCP or TLS.
 //!
 //! - `relp://host:port`: RELP (`relp.rs`). A batch counts as delivered when
@@ -166,7 +166,7 @@ struct Connection {
     parser: relp::Parser,
 }
 
-/// The SIEM sink of one target.
+/// The SIEM collector of one target.
 pub struct Siem {
     target: Target,
     origin: Origin,
@@ -179,7 +179,7 @@ pub struct Siem {
 }
 
 impl Siem {
-    /// The sink `opts` configure, if any.
+    /// The SIEM `opts` configure, if any.
     pub fn from_options(opts: &Options) -> Result<Option<Arc<Siem>>, SiemError> {
         let Some(target) = &opts.siem_target else {
             return Ok(None);

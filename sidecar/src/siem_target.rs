@@ -1,6 +1,6 @@
-//! Where the SIEM sink sends (`--siem-target`): `relp://host:port`,
+//! Where the SIEM destination sends (`--siem-target`): `relp://host:port`,
 //! `tcp://host:port` or `tls://host:port`. Parsed with the configuration,
-//! used by the sink (`siem`).
+//! used by the SIEM destination (`siem`).
 
 use std::fmt;
 use std::str::FromStr;

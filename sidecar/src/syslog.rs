@@ -1,4 +1,4 @@
-//! Syslog messages for the SIEM sink: RFC 5424 with a CEF line as the
+//! Syslog messages for the SIEM destination: RFC 5424 with a CEF line as the
 //! message, framed by octet counting (RFC 6587 section 3.4.1; RFC 5425
 //! frames TLS the same way).
 

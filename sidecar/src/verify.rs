@@ -12,7 +12,7 @@
 use crate::config::Options;
 use crate::documents::{self, Table};
 use crate::error::ToolError;
-use crate::sink::Sink;
+use crate::mongo_store::MongoStore;
 use bson::{doc, RawDocument, RawDocumentBuf};
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
@@ -255,7 +255,7 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
     // A role that sees only some tenants would report every other tenant's
     // rows as deleted in PostgreSQL.
     crate::preflight::Facts::read(&pg).await?.check_reader()?;
-    let sink = Sink::from_options(opts).await?;
+    let store = MongoStore::from_options(opts).await?;
     let mut report = Report::default();
 
     // PostgreSQL, in one snapshot: what the mirror should hold.
@@ -270,7 +270,8 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
     .await?;
 
     // The log: both sides in (tenant, seq) order, in lockstep.
-    let (walk, earlier) = walk_logs(&pg, &sink, rewrite_earlier, opts.progress_interval_ms).await?;
+    let (walk, earlier) =
+        walk_logs(&pg, &store, rewrite_earlier, opts.progress_interval_ms).await?;
     report.tenants = walk.tenants.len();
     let mut first_bad = Vec::new();
     let mut removed_by_retention = Vec::new();
@@ -310,7 +311,7 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
             },
         )
         .await?;
-        let stored = sink
+        let stored = store
             .raw_collection("auth_log")
             .find_one(doc! {"tenant_id": &t, "seq": seq})
             .await?;
@@ -325,7 +326,7 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
             "tenant {t}: the mirror differs first at seq {seq} ({fields})"
         ));
     }
-    walk_lockout(&pg, &sink, &mut report).await?;
+    walk_lockout(&pg, &store, &mut report).await?;
     pg.batch_execute("COMMIT").await?;
     for (t, n) in earlier {
         report.notes.push(if rewrite_earlier {
@@ -346,7 +347,7 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
     compare_by_id(
         "checkpoint",
         &pg_checkpoints,
-        &by_id(&sink, "checkpoints").await?,
+        &by_id(&store, "checkpoints").await?,
         &[],
         &mut report,
     );
@@ -358,7 +359,7 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
 /// the earlier number form (rewritten with `rewrite_earlier`).
 async fn walk_logs(
     pg: &tokio_postgres::Client,
-    sink: &Sink,
+    store: &MongoStore,
     rewrite_earlier: bool,
     progress_ms: u64,
 ) -> Result<(Lockstep, BTreeMap<String, u64>), BoxError> {
@@ -375,14 +376,14 @@ async fn walk_logs(
         Ok(None)
     };
     let mut earlier: BTreeMap<String, u64> = BTreeMap::new();
-    let log = sink.raw_collection("auth_log");
-    let mut cursor = sink
+    let log = store.raw_collection("auth_log");
+    let mut cursor = store
         .raw_collection("auth_log")
         .find(doc! {})
         .sort(doc! {"tenant_id": 1, "seq": 1})
         .batch_size(10_000)
         .await?;
-    let parts = sink.raw_collection("auth_log_parts");
+    let parts = store.raw_collection("auth_log_parts");
     // A stored document's entry: its hash, unless a field it moved to
     // parts does not join back to the text it names.
     let mirror_entry = async |d: &RawDocument| -> Result<Entry, BoxError> {
@@ -481,7 +482,7 @@ fn lockout_key(d: &RawDocument) -> (&str, &str) {
 /// version guard aside).
 async fn walk_lockout(
     pg: &tokio_postgres::Client,
-    sink: &Sink,
+    store: &MongoStore,
     report: &mut Report,
 ) -> Result<(), BoxError> {
     let rows = pg
@@ -499,7 +500,7 @@ async fn walk_lockout(
         }
         Ok(None)
     };
-    let mut cursor = sink
+    let mut cursor = store
         .raw_collection("lockout_state")
         .find(doc! {})
         .sort(doc! {"tenant_id": 1, "user_id": 1})
@@ -564,10 +565,10 @@ fn entry(d: &RawDocument) -> Entry {
 
 /// Every document of a collection, by `_id`.
 async fn by_id(
-    sink: &Sink,
+    store: &MongoStore,
     collection: &str,
 ) -> Result<BTreeMap<String, RawDocumentBuf>, mongodb::error::Error> {
-    let mut cursor = sink.raw_collection(collection).find(doc! {}).await?;
+    let mut cursor = store.raw_collection(collection).find(doc! {}).await?;
     let mut out = BTreeMap::new();
     while cursor.advance().await? {
         let d = cursor.current().to_raw_document_buf();

@@ -19,10 +19,11 @@
 //! or added seq is named.
 
 use crate::config::Options;
+use crate::destination::Batch;
 use crate::documents::{self, Table};
 use crate::error::ToolError;
+use crate::mongo_store::{MongoStore, StoreError};
 use crate::note::{Checkpoint, NoteError, Signer25519, Verifier25519};
-use crate::sink::{Batch, Sink, SinkError};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_core::merkle::{self, CompactTree, Hash};
 use authaudit_core::signed_tree::{Row, TreeCheck};
@@ -44,7 +45,7 @@ pub enum WitnessError {
     #[error("witness key: {0}")]
     Key(#[from] NoteError),
     #[error("{0}")]
-    Sink(#[from] SinkError),
+    MongoStore(#[from] StoreError),
 }
 
 /// Reads the signer key of `path`.
@@ -196,9 +197,9 @@ impl Witness {
     /// Grows the tree of every tenant the witness signed before, at session
     /// start: the stream then never waits for a tenant's tree. A tenant
     /// first seen later is loaded when its first row arrives.
-    pub async fn preload(&mut self, sink: &Sink) -> Result<usize, SinkError> {
+    pub async fn preload(&mut self, store: &MongoStore) -> Result<usize, StoreError> {
         use futures_util::{StreamExt, TryStreamExt};
-        let mut cursor = sink
+        let mut cursor = store
             .raw_collection("witness_checkpoints")
             .find(doc! {})
             .projection(doc! {"tenant_id": 1})
@@ -212,7 +213,7 @@ impl Witness {
             }
         }
         let loaded: Vec<(String, TenantTree)> = futures_util::stream::iter(tenants)
-            .map(|t| async move { load(sink, &t).await.map(|tree| (t, tree)) })
+            .map(|t| async move { load(store, &t).await.map(|tree| (t, tree)) })
             .buffer_unordered(8)
             .try_collect()
             .await?;
@@ -222,11 +223,11 @@ impl Witness {
     }
 
     /// A log row's document, in stream order.
-    pub async fn row(&mut self, sink: &Sink, d: &RawDocument) -> Result<(), SinkError> {
+    pub async fn row(&mut self, store: &MongoStore, d: &RawDocument) -> Result<(), StoreError> {
         let tenant = d.get_str("tenant_id").unwrap_or_default();
         let seq = d.get_i64("seq").unwrap_or(0);
         if !self.tenants.contains_key(tenant) {
-            let t = load(sink, tenant).await?;
+            let t = load(store, tenant).await?;
             self.tenants.insert(tenant.to_owned(), t);
         }
         let t = self.tenants.get_mut(tenant).expect("loaded");
@@ -332,8 +333,8 @@ fn saved_tree(d: &RawDocument) -> Option<(CompactTree, Head)> {
 /// A tenant's tree: from its last signed checkpoint's saved peaks and the
 /// mirror's rows after it (or all of them the first time), and the size
 /// last signed.
-async fn load(sink: &Sink, tenant: &str) -> Result<TenantTree, SinkError> {
-    let last = sink
+async fn load(store: &MongoStore, tenant: &str) -> Result<TenantTree, StoreError> {
+    let last = store
         .raw_collection("witness_checkpoints")
         .find_one(doc! {"tenant_id": tenant})
         .sort(doc! {"tree_size": -1})
@@ -350,7 +351,7 @@ async fn load(sink: &Sink, tenant: &str) -> Result<TenantTree, SinkError> {
         signed_at: Instant::now(),
         broken: false,
     };
-    let mut cursor = sink
+    let mut cursor = store
         .raw_collection("auth_log")
         .find(doc! {"tenant_id": tenant, "seq": {"$gt": t.tree.size() as i64}})
         .sort(doc! {"seq": 1})
@@ -430,12 +431,12 @@ struct PgRow {
 pub async fn check(opts: &Options, verifier: &Verifier25519) -> Result<WitnessReport, ToolError> {
     let pg = crate::pg::connect(opts).await?;
     crate::preflight::Facts::read(&pg).await?.check_reader()?;
-    let sink = Sink::from_options(opts).await?;
+    let store = MongoStore::from_options(opts).await?;
     let mut report = WitnessReport::default();
     // Every note, from the store and the file; the largest verified size
     // per tenant wins.
     let mut notes: Vec<(String, String, &'static str)> = Vec::new();
-    let mut cursor = sink
+    let mut cursor = store
         .raw_collection("witness_checkpoints")
         .find(doc! {})
         .await?;
@@ -510,7 +511,7 @@ pub async fn check(opts: &Options, verifier: &Verifier25519) -> Result<WitnessRe
         // The mirror's rows up to the size (which must be the signed tree)
         // and PostgreSQL's, both in seq order, one row of each at a time;
         // each PostgreSQL row's link recomputed from its content.
-        let mut cursor = sink
+        let mut cursor = store
             .raw_collection("auth_log")
             .find(doc! {"tenant_id": &tenant, "seq": {"$lte": size}})
             .sort(doc! {"seq": 1})

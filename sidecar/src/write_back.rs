@@ -16,7 +16,7 @@
 
 use crate::config::Options;
 use crate::metrics::Metrics;
-use crate::sink::{Sink, SinkError};
+use crate::mongo_store::{MongoStore, StoreError};
 use bson::{doc, RawDocument};
 use futures_util::TryStreamExt;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -59,9 +59,9 @@ pub struct WriteBack {
 
 impl WriteBack {
     /// Starts the task: first the catch-up, then each note sent.
-    pub fn spawn(opts: Options, sink: Sink, metrics: Arc<Metrics>) -> WriteBack {
+    pub fn spawn(opts: Options, store: MongoStore, metrics: Arc<Metrics>) -> WriteBack {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(opts, sink, metrics, rx));
+        tokio::spawn(run(opts, store, metrics, rx));
         WriteBack { tx }
     }
 
@@ -86,8 +86,8 @@ pub fn missing(store: Vec<Note>, latest_in_pg: &HashMap<String, i64>) -> Vec<Not
     out
 }
 
-async fn store_notes(sink: &Sink) -> Result<Vec<Note>, SinkError> {
-    let mut cursor = sink
+async fn store_notes(store: &MongoStore) -> Result<Vec<Note>, StoreError> {
+    let mut cursor = store
         .raw_collection("witness_checkpoints")
         .find(doc! {})
         .projection(doc! {"tenant_id": 1, "tree_size": 1, "note": 1})
@@ -105,7 +105,12 @@ enum Outcome {
     Reconnect,
 }
 
-async fn run(opts: Options, sink: Sink, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Note>) {
+async fn run(
+    opts: Options,
+    store: MongoStore,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Note>,
+) {
     let mut pending: VecDeque<Note> = VecDeque::new();
     let mut caught_up = false;
     let mut warned: HashSet<String> = HashSet::new();
@@ -133,7 +138,7 @@ async fn run(opts: Options, sink: Sink, metrics: Arc<Metrics>, mut rx: mpsc::Rec
                 Ok(rows) => {
                     let latest: HashMap<String, i64> =
                         rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-                    match store_notes(&sink).await {
+                    match store_notes(&store).await {
                         Ok(notes) => {
                             let notes = missing(notes, &latest);
                             if !notes.is_empty() {

@@ -175,8 +175,13 @@ fn indexes_sorting_projection_and_cursors() {
     });
 }
 
-/// Writes one lockout change as its own batch, through the mirror's sink.
-async fn put_lockout(sink: &sidecar::sink::Sink, last_seq: &str, failures: &str, ordinal: i64) {
+/// Writes one lockout change as its own batch, through the mirror's store.
+async fn put_lockout(
+    store: &sidecar::mongo_store::MongoStore,
+    last_seq: &str,
+    failures: &str,
+    ordinal: i64,
+) {
     let row: std::collections::HashMap<&str, &str> = [
         ("tenant_id", "acme"),
         ("user_id", "alice"),
@@ -185,9 +190,9 @@ async fn put_lockout(sink: &sidecar::sink::Sink, last_seq: &str, failures: &str,
     ]
     .into();
     let change = sidecar::documents::lockout_state(&|c: &str| row.get(c).copied(), ordinal);
-    let mut batch = sidecar::sink::Batch::default();
+    let mut batch = sidecar::destination::Batch::default();
     batch.put_lockout(change.unwrap());
-    sink.write(&batch).await.unwrap();
+    store.write(&batch).await.unwrap();
 }
 
 #[test]
@@ -196,7 +201,7 @@ fn a_copied_lockout_row_is_not_moved_back_by_replays_from_the_slot() {
         let name = "authaudit_contract_lockout_replay";
         let db = client.database(name);
         db.drop().await.unwrap();
-        let sink = sidecar::sink::Sink::connect(&uri, name, "majority")
+        let store = sidecar::mongo_store::MongoStore::connect(&uri, name, "majority")
             .await
             .unwrap();
         let state = || async {
@@ -212,18 +217,18 @@ fn a_copied_lockout_row_is_not_moved_back_by_replays_from_the_slot() {
             )
         };
         // The initial copy: the final state of seq 12.
-        put_lockout(&sink, "12", "3", i64::MAX).await;
+        put_lockout(&store, "12", "3", i64::MAX).await;
         // The slot replays transactions the copy already holds: seq 10's
         // last change, then seq 12's intermediate and last changes.
-        put_lockout(&sink, "10", "2", 3).await;
-        put_lockout(&sink, "10", "3", 2).await;
-        put_lockout(&sink, "12", "3", 3).await;
+        put_lockout(&store, "10", "2", 3).await;
+        put_lockout(&store, "10", "3", 2).await;
+        put_lockout(&store, "12", "3", 3).await;
         assert_eq!(state().await, (12, 3));
         // A later transaction: its first changes still carry seq 12 (they
         // are skipped), its last one sets seq 15.
-        put_lockout(&sink, "12", "0", 1).await;
+        put_lockout(&store, "12", "0", 1).await;
         assert_eq!(state().await, (12, 3));
-        put_lockout(&sink, "15", "4", 3).await;
+        put_lockout(&store, "15", "4", 3).await;
         assert_eq!(state().await, (15, 4));
         db.drop().await.unwrap();
     });
@@ -263,24 +268,24 @@ fn replays_and_conflicts_are_told_apart_by_looking_the_document_up() {
         let name = "authaudit_contract_conflicts";
         let db = client.database(name);
         db.drop().await.unwrap();
-        let sink = sidecar::sink::Sink::connect(&uri, name, "majority")
+        let store = sidecar::mongo_store::MongoStore::connect(&uri, name, "majority")
             .await
             .unwrap();
-        sink.ensure_indexes().await.unwrap();
+        store.ensure_indexes().await.unwrap();
         let a = "6d1c0c8e-0000-4000-8000-00000000000a";
         let b = "6d1c0c8e-0000-4000-8000-00000000000b";
-        let mut first = sidecar::sink::Batch::default();
+        let mut first = sidecar::destination::Batch::default();
         first.log.push(log_doc(a, "1", "\\xaa"));
-        let r = sink.write(&first).await.unwrap();
+        let r = store.write(&first).await.unwrap();
         assert_eq!((r.duplicates, r.conflicts.len()), (0, 0));
         // The same row again (a replay after a restart).
-        let r = sink.write(&first).await.unwrap();
+        let r = store.write(&first).await.unwrap();
         assert_eq!((r.duplicates, r.conflicts.len()), (1, 0));
         // Another row at seq 1, and another row under log id `a`.
-        let mut forged = sidecar::sink::Batch::default();
+        let mut forged = sidecar::destination::Batch::default();
         forged.log.push(log_doc(b, "1", "\\xbb"));
         forged.log.push(log_doc(a, "2", "\\xcc"));
-        let r = sink.write(&forged).await.unwrap();
+        let r = store.write(&forged).await.unwrap();
         assert_eq!(r.duplicates, 0);
         assert_eq!(r.conflicts, [format!("acme/{b}"), format!("acme/{a}")]);
         db.drop().await.unwrap();

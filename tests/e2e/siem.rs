@@ -1,4 +1,4 @@
-//! The SIEM sink end to end: the real sidecar, PostgreSQL's logical
+//! The SIEM destination end to end: the real sidecar, PostgreSQL's logical
 //! replication, and a real rsyslog receiving RELP, octet-counted TCP and
 //! TLS. Every recorded row arrives as the CEF line `authaudit.to_cef`
 //! writes for it, pycef parses every line, and nothing is lost through

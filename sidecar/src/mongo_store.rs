@@ -9,9 +9,10 @@
 //! part at the configured write concern.
 //!
 //! A mirror written by a release before 0.6.0 holds log documents keyed by
-//! `log_id` alone; [`Sink::rekey_log`] moves them to the current key
+//! `log_id` alone; [`MongoStore::rekey_log`] moves them to the current key
 //! through a staging collection, so a crash at any step loses none.
 
+use crate::destination::Batch;
 use crate::documents::{self, LockoutChange};
 use bson::{doc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
 use mongodb::error::ErrorKind;
@@ -19,86 +20,9 @@ use mongodb::options::{IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::collections::HashMap;
 
-/// Documents waiting to be written, already in BSON.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub log: Vec<RawDocumentBuf>,
-    /// Parts of log fields too large for their document
-    /// (`documents::LogDocument`), written before the log documents.
-    pub parts: Vec<RawDocumentBuf>,
-    pub checkpoints: Vec<RawDocumentBuf>,
-    /// Tamper alarms (`tamper.rs`), by `_id` (commit LSN and position).
-    pub tamper: Vec<RawDocumentBuf>,
-    /// Signed checkpoints (`witness.rs`), written after the rows they cover,
-    /// and their lines for the witness log.
-    pub witness: Vec<RawDocumentBuf>,
-    pub witness_lines: Vec<String>,
-    /// Campaign alerts (`detect.rs`), by `_id` (tenant, rule, last seq).
-    pub alerts: Vec<RawDocumentBuf>,
-    /// The CEF lines of `log` and `alerts`, for the SIEM (empty without one).
-    pub siem: Vec<crate::siem::SiemEvent>,
-    /// Lockout state changes by `_id`, newest version only.
-    pub lockout: HashMap<String, LockoutChange>,
-    /// Approximate size of the decoded changes, bytes.
-    pub bytes: usize,
-}
-
-impl Batch {
-    pub fn rows(&self) -> usize {
-        self.log.len()
-            + self.checkpoints.len()
-            + self.lockout.len()
-            + self.tamper.len()
-            + self.witness.len()
-            + self.alerts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows() == 0
-    }
-
-    /// The number of log, checkpoint and lockout documents.
-    pub fn counts(&self) -> (u64, u64, u64) {
-        (
-            self.log.len() as u64,
-            self.checkpoints.len() as u64,
-            self.lockout.len() as u64,
-        )
-    }
-
-    /// Adds a log row's document and the parts it names.
-    pub fn put_log(&mut self, l: documents::LogDocument) {
-        self.parts.extend(l.parts);
-        self.log.push(l.doc);
-    }
-
-    /// Adds a lockout state change, keeping the newest version per key.
-    pub fn put_lockout(&mut self, c: LockoutChange) {
-        match self.lockout.get_mut(&c.id) {
-            Some(old) if old.version > c.version => {}
-            Some(old) => *old = c,
-            None => {
-                self.lockout.insert(c.id.clone(), c);
-            }
-        }
-    }
-}
-
-impl crate::pipeline::Contents for Batch {
-    fn rows(&self) -> usize {
-        Batch::rows(self)
-    }
-    fn bytes(&self) -> usize {
-        self.bytes
-    }
-    fn standalone(&self) -> bool {
-        !self.witness.is_empty() || !self.alerts.is_empty()
-    }
-}
-
 /// A failed write: retried by the caller.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub enum StoreError {
     #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("MongoDB refused {collection}: {message}")]
@@ -113,12 +37,12 @@ pub enum SinkError {
     },
 }
 
-impl SinkError {
+impl StoreError {
     /// Whether retrying cannot help: the connection string is invalid or
     /// the store refuses the credentials.
     pub fn is_configuration(&self) -> bool {
         match self {
-            SinkError::Mongo(e) => matches!(
+            StoreError::Mongo(e) => matches!(
                 &*e.kind,
                 ErrorKind::InvalidArgument { .. } | ErrorKind::Authentication { .. }
             ),
@@ -179,7 +103,7 @@ fn guarded_upsert(c: &LockoutChange) -> RawDocumentBuf {
 /// Every document a cursor yields.
 async fn collect(
     find: impl std::future::IntoFuture<Output = mongodb::error::Result<mongodb::Cursor<RawDocumentBuf>>>,
-) -> Result<Vec<RawDocumentBuf>, SinkError> {
+) -> Result<Vec<RawDocumentBuf>, StoreError> {
     let mut cursor = find.await?;
     let mut out = Vec::new();
     while cursor.advance().await? {
@@ -190,22 +114,22 @@ async fn collect(
 
 /// The document store.
 #[derive(Clone)]
-pub struct Sink {
+pub struct MongoStore {
     db: Database,
     concern: WriteConcern,
     concern_doc: RawDocumentBuf,
 }
 
-impl Sink {
+impl MongoStore {
     /// The store the options name, with `--store-timeout-ms` as the
     /// longest wait to select a server or connect (a store that is down
     /// fails an attempt within it instead of the driver's 30 s).
-    pub async fn from_options(opts: &crate::config::Options) -> Result<Sink, SinkError> {
+    pub async fn from_options(opts: &crate::config::Options) -> Result<MongoStore, StoreError> {
         let mut o = mongodb::options::ClientOptions::parse(opts.mongodb_uri.expose()).await?;
         let t = std::time::Duration::from_millis(opts.store_timeout_ms);
         o.server_selection_timeout = Some(o.server_selection_timeout.map_or(t, |s| s.min(t)));
         o.connect_timeout = Some(o.connect_timeout.map_or(t, |s| s.min(t)));
-        Sink::with_client(
+        MongoStore::with_client(
             Client::with_options(o)?,
             &opts.mongodb_database,
             &opts.write_concern,
@@ -216,18 +140,22 @@ impl Sink {
         uri: &str,
         database: &str,
         write_concern: &str,
-    ) -> Result<Sink, SinkError> {
-        Sink::with_client(Client::with_uri_str(uri).await?, database, write_concern)
+    ) -> Result<MongoStore, StoreError> {
+        MongoStore::with_client(Client::with_uri_str(uri).await?, database, write_concern)
     }
 
-    fn with_client(client: Client, database: &str, write_concern: &str) -> Result<Sink, SinkError> {
+    fn with_client(
+        client: Client,
+        database: &str,
+        write_concern: &str,
+    ) -> Result<MongoStore, StoreError> {
         let (concern, w) = match write_concern.parse::<u32>() {
             Ok(n) => (WriteConcern::nodes(n), RawBson::Int32(n as i32)),
             Err(_) => (WriteConcern::majority(), RawBson::String("majority".into())),
         };
         let mut concern_doc = RawDocumentBuf::new();
         concern_doc.append("w", w);
-        Ok(Sink {
+        Ok(MongoStore {
             db: client.database(database),
             concern,
             concern_doc,
@@ -244,7 +172,7 @@ impl Sink {
     }
 
     /// Creates the mirror's indexes (idempotent).
-    pub async fn ensure_indexes(&self) -> Result<(), SinkError> {
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let idx = |keys: Document, name: &str, unique: bool| {
             IndexModel::builder()
                 .keys(keys)
@@ -292,7 +220,7 @@ impl Sink {
     }
 
     /// Writes a batch; Ok only once every part is acknowledged.
-    pub async fn write(&self, batch: &Batch) -> Result<WriteReport, SinkError> {
+    pub async fn write(&self, batch: &Batch) -> Result<WriteReport, StoreError> {
         let mut report = WriteReport::default();
         // A log document that names parts is only written once they are.
         self.insert_once("auth_log_parts", &batch.parts).await?;
@@ -314,7 +242,7 @@ impl Sink {
         name: &'static str,
         docs: &[RawDocumentBuf],
         report: &mut WriteReport,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), StoreError> {
         if docs.is_empty() {
             return Ok(());
         }
@@ -332,7 +260,7 @@ impl Sink {
             return Err(e.into());
         };
         if let Some(wc) = &failure.write_concern_error {
-            return Err(SinkError::WriteConcern {
+            return Err(StoreError::WriteConcern {
                 collection: name,
                 message: wc.message.clone(),
             });
@@ -340,7 +268,7 @@ impl Sink {
         let mut collided = Vec::new();
         for w in failure.write_errors.iter().flatten() {
             if w.code != 11000 {
-                return Err(SinkError::Refused {
+                return Err(StoreError::Refused {
                     collection: name,
                     message: w.message.clone(),
                 });
@@ -362,7 +290,7 @@ impl Sink {
         name: &'static str,
         collided: &[&RawDocumentBuf],
         report: &mut WriteReport,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), StoreError> {
         if collided.is_empty() {
             return Ok(());
         }
@@ -395,7 +323,7 @@ impl Sink {
     async fn upsert_lockout(
         &self,
         changes: impl Iterator<Item = &LockoutChange>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), StoreError> {
         let changes: Vec<&LockoutChange> = changes.collect();
         for chunk in changes.chunks(10_000) {
             let mut updates = RawArrayBuf::new();
@@ -409,7 +337,7 @@ impl Sink {
             cmd.append_ref("writeConcern", &self.concern_doc);
             let reply = self.db.run_raw_command(cmd).await?;
             if let Ok(wc) = reply.get_document("writeConcernError") {
-                return Err(SinkError::WriteConcern {
+                return Err(StoreError::WriteConcern {
                     collection: "lockout_state",
                     message: wc
                         .get_str("errmsg")
@@ -426,7 +354,7 @@ impl Sink {
             {
                 let e = e.as_document().cloned().unwrap_or_default();
                 if e.get_i32("code").unwrap_or(0) != 11000 {
-                    return Err(SinkError::Refused {
+                    return Err(StoreError::Refused {
                         collection: "lockout_state",
                         message: e.get_str("errmsg").unwrap_or("write error").to_string(),
                     });
@@ -442,7 +370,7 @@ impl Sink {
     /// documents are deleted, the new ones inserted, and the stage cleared.
     /// A chunk a crash left staged is finished first. Returns how many
     /// documents moved.
-    pub async fn rekey_log(&self) -> Result<u64, SinkError> {
+    pub async fn rekey_log(&self) -> Result<u64, StoreError> {
         const CHUNK: i64 = 1_000;
         let log = self.raw_collection("auth_log");
         let stage = self.raw_collection("_authaudit_rekey");
@@ -481,12 +409,12 @@ impl Sink {
         &self,
         name: &'static str,
         docs: &[RawDocumentBuf],
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), StoreError> {
         let mut report = WriteReport::default();
         self.insert_all(name, docs, &mut report).await?;
         match report.conflicts.first() {
             None => Ok(()),
-            Some(id) => Err(SinkError::Refused {
+            Some(id) => Err(StoreError::Refused {
                 collection: name,
                 message: format!("{id} is held by another document"),
             }),
@@ -495,7 +423,7 @@ impl Sink {
 
     /// Inserts documents written once (tamper alarms, signed checkpoints);
     /// one stored already under its `_id` (a replay) stays as it is.
-    async fn insert_once(&self, name: &str, docs: &[RawDocumentBuf]) -> Result<(), SinkError> {
+    async fn insert_once(&self, name: &str, docs: &[RawDocumentBuf]) -> Result<(), StoreError> {
         if docs.is_empty() {
             return Ok(());
         }
@@ -521,12 +449,12 @@ impl Sink {
 
     /// Writes tamper alarms, each once (one stored already under its `_id`
     /// stays as it is, resolved or not).
-    pub async fn insert_alarms(&self, docs: &[RawDocumentBuf]) -> Result<(), SinkError> {
+    pub async fn insert_alarms(&self, docs: &[RawDocumentBuf]) -> Result<(), StoreError> {
         self.insert_once("tamper_events", docs).await
     }
 
     /// Tamper alarms no operator has resolved (`resolved` unset).
-    pub async fn unresolved_tampers(&self) -> Result<u64, SinkError> {
+    pub async fn unresolved_tampers(&self) -> Result<u64, StoreError> {
         Ok(self
             .collection("tamper_events")
             .count_documents(doc! {"resolved": {"$exists": false}})
@@ -534,14 +462,14 @@ impl Sink {
     }
 
     /// The mirror's own state for a slot (`_authaudit_sidecar` collection).
-    pub async fn state(&self, slot: &str) -> Result<Option<Document>, SinkError> {
+    pub async fn state(&self, slot: &str) -> Result<Option<Document>, StoreError> {
         Ok(self
             .collection("_authaudit_sidecar")
             .find_one(doc! {"_id": slot})
             .await?)
     }
 
-    pub async fn set_state(&self, slot: &str, fields: Document) -> Result<(), SinkError> {
+    pub async fn set_state(&self, slot: &str, fields: Document) -> Result<(), StoreError> {
         self.collection("_authaudit_sidecar")
             .update_one(doc! {"_id": slot}, doc! {"$set": fields})
             .upsert(true)
@@ -551,7 +479,7 @@ impl Sink {
     }
 
     /// The last mirrored (seq, link_sha256 hex) of a tenant's chain.
-    pub async fn last_link(&self, tenant: &str) -> Result<Option<(i64, String)>, SinkError> {
+    pub async fn last_link(&self, tenant: &str) -> Result<Option<(i64, String)>, StoreError> {
         let d = self
             .collection("auth_log")
             .find_one(doc! {"tenant_id": tenant})
@@ -571,7 +499,7 @@ impl Sink {
         &self,
         tenant: &str,
         seq: i64,
-    ) -> Result<Option<String>, SinkError> {
+    ) -> Result<Option<String>, StoreError> {
         let d = self
             .collection("checkpoints")
             .find_one(doc! {"_id": format!("{tenant}/{seq}")})
