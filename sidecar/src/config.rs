@@ -33,6 +33,11 @@ pub enum Command {
         #[arg(long)]
         rewrite_earlier_numbers: bool,
     },
+    /// Moves the log documents a mirror written before release 0.6.0 keys
+    /// by `log_id` alone to the current key (`tenant_id/log_id`), a chunk a
+    /// crash left staged first; prints how many moved. Run it once after
+    /// upgrading from such a release (again after a crash: it resumes).
+    Migrate,
     /// Creates a witness signer key file (mode 0600) and prints its
     /// verifier key, the text to publish.
     WitnessKeygen {

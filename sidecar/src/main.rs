@@ -1,7 +1,8 @@
 //! `authaudit-sidecar`: mirrors pg_authaudit's log into MongoDB from logical
 //! replication (`run`, the default), reconciles the two (`verify`), checks
-//! PostgreSQL against the witness (`witness-check`), and the operator's
-//! commands (`alarms`, `alerts`, `restore`). Every option:
+//! PostgreSQL against the witness (`witness-check`), moves a mirror of the
+//! first format to the current key (`migrate`), and the operator's commands
+//! (`alarms`, `alerts`, `restore`). Every option:
 //! `authaudit-sidecar --help`; operations and exit codes: docs/sidecar.md.
 
 use sidecar::config::{AlarmAction, AlertAction, Cli, Command, Options};
@@ -102,6 +103,13 @@ async fn command(cli: Cli) -> ExitCode {
                 .into()
             }
             Err(e) => failed("verify", &e),
+        },
+        Command::Migrate => match operator::migrate(&options).await {
+            Ok(moved) => {
+                println!("migrate: {moved} log documents moved to the tenant_id/log_id key");
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed("migrate", &e),
         },
         Command::WitnessKeygen { out, name } => match witness::keygen(&out, &name) {
             Ok(signer) => {

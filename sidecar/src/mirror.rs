@@ -590,14 +590,10 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), MirrorError> {
     let store = MongoStore::from_options(opts).await?;
-    let rekeyed = store.rekey_log().await?;
-    if rekeyed > 0 {
-        tracing::info!(
-            documents = rekeyed,
-            "log documents moved to the tenant_id/log_id key"
-        );
-    }
     store.ensure_indexes().await?;
+    if store.first_format_left().await? {
+        tracing::warn!("the store holds log documents of the first format (written before release 0.6.0, keyed by log_id alone): run `authaudit-sidecar migrate` once to move them to the tenant_id/log_id key; until then `verify` reports them as differing (docs/sidecar.md, \"Migrating a mirror of the first format\")");
+    }
     let siem = Siem::from_options(opts)?;
     let mut pg = crate::pg::connect(opts).await?;
     // Nothing is created where the mirror cannot run.

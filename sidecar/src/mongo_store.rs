@@ -9,8 +9,9 @@
 //! part at the configured write concern.
 //!
 //! A mirror written by a release before 0.6.0 holds log documents keyed by
-//! `log_id` alone; [`MongoStore::rekey_log`] moves them to the current key
-//! through a staging collection, so a crash at any step loses none.
+//! `log_id` alone; [`MongoStore::rekey_log`] (the `migrate` command) moves
+//! them to the current key through a staging collection, so a crash at any
+//! step loses none.
 
 use crate::destination::Batch;
 use crate::documents::{self, LockoutChange};
@@ -401,6 +402,27 @@ impl MongoStore {
                 .await?;
             moved += docs.len() as u64;
         }
+    }
+
+    /// Whether log documents of the first mirror format are left to move
+    /// (`migrate`): a chunk staged by a move a crash cut short, or a log
+    /// document without a `log_id` field. The second is one query the
+    /// (tenant, log id) index answers (a missing field is indexed as null).
+    pub async fn first_format_left(&self) -> Result<bool, StoreError> {
+        if self
+            .raw_collection("_authaudit_rekey")
+            .find_one(doc! {})
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        let old = self
+            .raw_collection("auth_log")
+            .find_one(doc! {"tenant_id": {"$exists": true}, "log_id": {"$exists": false}})
+            .projection(doc! {"_id": 1})
+            .await?;
+        Ok(old.is_some())
     }
 
     /// Inserts `docs` unless their `_id` holds the same document already;

@@ -369,6 +369,18 @@ pub async fn restore(
     Ok(out)
 }
 
+/// `migrate`: moves the log documents of the first mirror format to the
+/// current key ([`MongoStore::rekey_log`]); returns how many moved.
+pub async fn migrate(opts: &Options) -> Result<u64, ToolError> {
+    let store = MongoStore::from_options(opts).await?;
+    let moved = store.rekey_log().await?;
+    tracing::info!(
+        documents = moved,
+        "log documents moved to the tenant_id/log_id key"
+    );
+    Ok(moved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

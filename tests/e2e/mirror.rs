@@ -108,8 +108,9 @@ fn a_lockout_rebuild_reaches_the_mirror() {
 /// A log id is unique within its tenant, and so is the mirror's key
 /// (`tenant_id/log_id`): the same ids recorded into two tenants are two
 /// documents each. A mirror written before 0.6.0 (`_id` = `log_id`) is
-/// moved to the current key at start, a chunk a crash left staged included,
-/// and ends identical to PostgreSQL.
+/// left as it is by a start, which warns about it; `migrate` moves it to
+/// the current key, a chunk a crash left staged included, and it ends
+/// identical to PostgreSQL.
 #[test]
 fn one_log_id_in_two_tenants_and_a_mirror_of_the_first_format_are_mirrored_exactly() {
     rekeyed("mirror_rekey", &Store::new("rekey"));
@@ -179,10 +180,32 @@ fn rekeyed(hint: &str, store: &Store) {
     let (code, text) = m.verify();
     assert_eq!(code, 1, "the first format differs from the current: {text}");
 
+    // A start moves nothing; it names the command that does.
     m.start();
+    m.wait_streaming();
+    assert!(m.terminate().success());
+    assert!(m.log().contains("authaudit-sidecar migrate"), "{}", m.log());
+    let (code, text) = m.verify();
+    assert_eq!(code, 1, "a start alone leaves the first format: {text}");
+    assert_eq!(store.count("_authaudit_rekey"), 1);
+
+    let out = m.command().arg("migrate").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("log documents moved to the tenant_id/log_id key"),
+        "{text}"
+    );
+    assert_eq!(store.count("_authaudit_rekey"), 0);
     let text = m.wait_identical(Duration::from_secs(60));
     assert!(text.contains("identical"), "{text}");
-    assert_eq!(store.count("_authaudit_rekey"), 0);
+    let out = m.command().arg("migrate").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "migrate: 0 log documents moved to the tenant_id/log_id key"
+    );
+
+    m.start();
     // The ids again, in a third tenant, while the mirror streams.
     for i in 0..5 {
         c.execute(
