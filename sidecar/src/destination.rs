@@ -57,12 +57,12 @@ impl Batch {
     }
 
     /// The number of log, checkpoint and lockout documents.
-    pub fn counts(&self) -> (u64, u64, u64) {
-        (
-            self.log.len() as u64,
-            self.checkpoints.len() as u64,
-            self.lockout.len() as u64,
-        )
+    pub fn counts(&self) -> RowCounts {
+        RowCounts {
+            log: self.log.len() as u64,
+            checkpoints: self.checkpoints.len() as u64,
+            lockout: self.lockout.len() as u64,
+        }
     }
 
     /// Adds a log row's document and the parts it names.
@@ -93,6 +93,15 @@ impl crate::pipeline::Contents for Batch {
     fn standalone(&self) -> bool {
         !self.witness.is_empty() || !self.alerts.is_empty()
     }
+}
+
+/// The rows of a batch the metrics count (`rows_total{table}`) once
+/// every destination delivered it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub log: u64,
+    pub checkpoints: u64,
+    pub lockout: u64,
 }
 
 /// A failed delivery: retried with back-off.

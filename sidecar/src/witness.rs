@@ -108,7 +108,7 @@ struct Head {
 }
 
 #[derive(Debug)]
-struct TenantTree {
+pub(crate) struct TenantTree {
     tree: CompactTree,
     head: Head,
     signed_size: u64,
@@ -223,11 +223,15 @@ impl Witness {
     }
 
     /// A log row's document, in stream order.
-    pub async fn row(&mut self, store: &MongoStore, d: &RawDocument) -> Result<(), StoreError> {
+    pub(crate) async fn row(
+        &mut self,
+        store: &impl crate::mirror::StoreLookups,
+        d: &RawDocument,
+    ) -> Result<(), StoreError> {
         let tenant = d.get_str("tenant_id").unwrap_or_default();
         let seq = d.get_i64("seq").unwrap_or(0);
         if !self.tenants.contains_key(tenant) {
-            let t = load(store, tenant).await?;
+            let t = store.witness_tree(tenant).await?;
             self.tenants.insert(tenant.to_owned(), t);
         }
         let t = self.tenants.get_mut(tenant).expect("loaded");
@@ -333,7 +337,7 @@ fn saved_tree(d: &RawDocument) -> Option<(CompactTree, Head)> {
 /// A tenant's tree: from its last signed checkpoint's saved peaks and the
 /// mirror's rows after it (or all of them the first time), and the size
 /// last signed.
-async fn load(store: &MongoStore, tenant: &str) -> Result<TenantTree, StoreError> {
+pub(crate) async fn load(store: &MongoStore, tenant: &str) -> Result<TenantTree, StoreError> {
     let last = store
         .raw_collection("witness_checkpoints")
         .find_one(doc! {"tenant_id": tenant})
