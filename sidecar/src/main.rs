@@ -77,33 +77,7 @@ async fn command(cli: Cli) -> ExitCode {
         Command::Run => run(options).await.into(),
         Command::Verify {
             rewrite_earlier_numbers,
-        } => match verify::reconcile(&options, rewrite_earlier_numbers).await {
-            Ok(report) => {
-                for n in &report.notes {
-                    println!("note: {n}");
-                }
-                for d in &report.differences {
-                    println!("DIFFERENCE: {d}");
-                }
-                println!(
-                    "verify: {} tenants, {} rows in PostgreSQL: {}",
-                    report.tenants,
-                    report.rows,
-                    if report.ok() {
-                        "identical"
-                    } else {
-                        "DIFFERENT"
-                    }
-                );
-                if report.ok() {
-                    Exit::Ok
-                } else {
-                    Exit::Findings
-                }
-                .into()
-            }
-            Err(e) => failed("verify", &e),
-        },
+        } => verify(&options, rewrite_earlier_numbers).await,
         Command::Migrate => match operator::migrate(&options).await {
             Ok(moved) => {
                 println!("migrate: {moved} log documents moved to the tenant_id/log_id key");
@@ -147,41 +121,7 @@ async fn command(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::WitnessCheck { public_key } => {
-            let verifier = match public_key {
-                Some(k) => sidecar::note::Verifier25519::parse(&k).map_err(|e| e.to_string()),
-                None => key_of(&options),
-            };
-            let verifier = match verifier {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("authaudit-sidecar witness-check: {e}");
-                    return Exit::Usage.into();
-                }
-            };
-            match witness::check(&options, &verifier).await {
-                Ok(report) => {
-                    for o in &report.ok {
-                        println!("ok: {o}");
-                    }
-                    for f in &report.findings {
-                        println!("WITNESS: {f}");
-                    }
-                    println!(
-                        "witness-check: {} tenants agree with their signed checkpoints, {} findings",
-                        report.ok.len(),
-                        report.findings.len()
-                    );
-                    if report.findings.is_empty() {
-                        Exit::Ok
-                    } else {
-                        Exit::Findings
-                    }
-                    .into()
-                }
-                Err(e) => failed("witness-check", &e),
-            }
-        }
+        Command::WitnessCheck { public_key } => witness_check(&options, public_key).await,
         Command::Alarms { action } => {
             let done = match action {
                 AlarmAction::List { all } => operator::alarms_list(&options, all).await,
@@ -212,6 +152,73 @@ async fn command(cli: Cli) -> ExitCode {
             operator::restore(&options, &tenant, seq, execute, note.as_deref()).await,
         ),
     }
+}
+
+/// `verify`: the report on stdout; exit 1 on a difference.
+async fn verify(options: &Options, rewrite_earlier_numbers: bool) -> ExitCode {
+    let report = match verify::reconcile(options, rewrite_earlier_numbers).await {
+        Ok(report) => report,
+        Err(e) => return failed("verify", &e),
+    };
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    for d in &report.differences {
+        println!("DIFFERENCE: {d}");
+    }
+    println!(
+        "verify: {} tenants, {} rows in PostgreSQL: {}",
+        report.tenants,
+        report.rows,
+        if report.ok() {
+            "identical"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    if report.ok() {
+        Exit::Ok
+    } else {
+        Exit::Findings
+    }
+    .into()
+}
+
+/// `witness-check`: with `public_key`, or the key of --witness-key-file;
+/// exit 1 on a finding.
+async fn witness_check(options: &Options, public_key: Option<String>) -> ExitCode {
+    let verifier = match public_key {
+        Some(k) => sidecar::note::Verifier25519::parse(&k).map_err(|e| e.to_string()),
+        None => key_of(options),
+    };
+    let verifier = match verifier {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("authaudit-sidecar witness-check: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    let report = match witness::check(options, &verifier).await {
+        Ok(report) => report,
+        Err(e) => return failed("witness-check", &e),
+    };
+    for o in &report.ok {
+        println!("ok: {o}");
+    }
+    for f in &report.findings {
+        println!("WITNESS: {f}");
+    }
+    println!(
+        "witness-check: {} tenants agree with their signed checkpoints, {} findings",
+        report.ok.len(),
+        report.findings.len()
+    );
+    if report.findings.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Findings
+    }
+    .into()
 }
 
 /// A command's error on stderr, and its exit code.

@@ -378,196 +378,257 @@ pub fn unix_now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-impl Metrics {
-    /// Metrics with the per-tenant series on or off.
-    pub fn new(per_tenant: bool) -> Metrics {
-        let mut r = Registry::with_prefix("authaudit_sidecar");
-        let family = |r: &mut Registry, name: &str, help: &str| {
-            let f = Family::<Label, Counter>::default();
-            r.register(name, help, f.clone());
-            f
-        };
-        let counter = |r: &mut Registry, name: &str, help: &str| {
-            let c = Counter::default();
-            r.register(name, help, c.clone());
-            c
-        };
-        let gauge = |r: &mut Registry, name: &str, help: &str| {
-            let g = Gauge::default();
-            r.register(name, help, g.clone());
-            g
-        };
-        let histogram = |r: &mut Registry, name: &str, help: &str| {
-            let h = Histogram::new(LATENCY_BUCKETS);
-            r.register_with_unit(name, help, Unit::Seconds, h.clone());
-            h
-        };
-        let series = |f: &Family<Label, Counter>, key: &'static str, value: &'static str| {
-            f.get_or_create(&[(key, value)]).clone()
-        };
+/// The registry, registering series in the order they are exposed.
+struct Reg(Registry);
 
-        let rows = family(
-            &mut r,
+impl Reg {
+    fn family(&mut self, name: &str, help: &str) -> Family<Label, Counter> {
+        let f = Family::<Label, Counter>::default();
+        self.0.register(name, help, f.clone());
+        f
+    }
+
+    fn counter(&mut self, name: &str, help: &str) -> Counter {
+        let c = Counter::default();
+        self.0.register(name, help, c.clone());
+        c
+    }
+
+    fn gauge(&mut self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::default();
+        self.0.register(name, help, g.clone());
+        g
+    }
+
+    fn histogram(&mut self, name: &str, help: &str) -> Histogram {
+        let h = Histogram::new(LATENCY_BUCKETS);
+        self.0
+            .register_with_unit(name, help, Unit::Seconds, h.clone());
+        h
+    }
+}
+
+/// The series of the stream's rows, batches, errors and detections.
+struct StreamSeries {
+    rows: Family<Label, Counter>,
+    rows_copied: Counter,
+    batches: Counter,
+    errors: Family<Label, Counter>,
+    siem_events: Counter,
+    alerts: Family<Label, Counter>,
+    detection_evictions: Counter,
+    tenants: Option<(Family<TenantLabel, Counter>, Family<TenantLabel, Counter>)>,
+    chain_gaps: Counter,
+    fallbacks: Family<Label, Counter>,
+}
+
+impl StreamSeries {
+    fn register(r: &mut Reg, per_tenant: bool) -> StreamSeries {
+        let rows = r.family(
             "rows_mirrored",
             "Rows written to MongoDB from the replication stream, by table",
         );
-        let rows_copied = counter(&mut r, "rows_copied", "Rows copied by the initial snapshot");
-        let batches = counter(&mut r, "batches", "Batches written to MongoDB");
-        let errors = family(
-            &mut r,
-            "errors",
-            "Errors by source (each retried with back-off)",
-        );
-        let siem_events = counter(
-            &mut r,
-            "siem_events",
+        let rows_copied = r.counter("rows_copied", "Rows copied by the initial snapshot");
+        let batches = r.counter("batches", "Batches written to MongoDB");
+        let errors = r.family("errors", "Errors by source (each retried with back-off)");
+        let siem_events = r.counter("siem_events",
             "CEF lines the SIEM collector took (acknowledged over RELP; written to the socket over TCP and TLS)",
         );
-        let alerts = family(
-            &mut r,
-            "alerts",
+        let alerts = r.family("alerts",
             "Campaign alerts raised by the detections, by rule (a replay after a restart can raise one again, under the same _id)",
         );
-        let detection_evictions = counter(
-            &mut r,
-            "detection_evictions",
+        let detection_evictions = r.counter("detection_evictions",
             "Detection windows dropped to keep the detector within its key limit (the lightest first: a flood of keys)",
         );
         let tenants = per_tenant.then(|| {
             let events = Family::<TenantLabel, Counter>::default();
             let failures = Family::<TenantLabel, Counter>::default();
-            r.register(
+            r.0.register(
                 "tenant_events",
                 "Log rows streamed, by tenant (--tenant-metrics)",
                 events.clone(),
             );
-            r.register(
+            r.0.register(
                 "tenant_failures",
                 "login_failed rows streamed, by tenant (--tenant-metrics)",
                 failures.clone(),
             );
             (events, failures)
         });
-        let chain_gaps = counter(
-            &mut r,
+        let chain_gaps = r.counter(
             "chain_gaps",
             "Log rows whose seq or prev_link does not continue the tenant's chain as mirrored",
         );
-        let fallbacks = family(
-            &mut r,
-            "fallback_rows",
+        let fallbacks = r.family("fallback_rows",
             "Log rows mirrored in a fallback form (metadata as its text only, or fields in parts), by reason",
         );
-        let tamper_events = counter(
-            &mut r,
-            "tamper_events",
+        StreamSeries {
+            rows,
+            rows_copied,
+            batches,
+            errors,
+            siem_events,
+            alerts,
+            detection_evictions,
+            tenants,
+            chain_gaps,
+            fallbacks,
+        }
+    }
+}
+
+/// The series of alarms, the witness, the positions and the destinations.
+struct AlarmSeries {
+    tamper_events: Counter,
+    tamper_unresolved: Gauge,
+    witness_written_back: Counter,
+    witness_disagreements: Counter,
+    positions: Arc<Positions>,
+    destinations: Arc<Destinations>,
+    restorations: Counter,
+    store_findings: Counter,
+}
+
+impl AlarmSeries {
+    fn register(r: &mut Reg) -> AlarmSeries {
+        let tamper_events = r.counter("tamper_events",
             "Updates, deletes and truncates of log rows or checkpoints that arrived over replication outside the recording and retention paths",
         );
-        let tamper_unresolved = gauge(
-            &mut r,
+        let tamper_unresolved = r.gauge(
             "tamper_unresolved",
             "Tamper alarms in the tamper_events collection without a resolved field",
         );
-        let witness_written_back = counter(
-            &mut r,
+        let witness_written_back = r.counter(
             "witness_written_back",
             "Signed checkpoints written back to PostgreSQL (authaudit.witness_checkpoints)",
         );
-        let witness_disagreements = counter(
-            &mut r,
+        let witness_disagreements = r.counter(
             "witness_disagreements",
             "Signed checkpoints whose tenant row in PostgreSQL no longer holds the signed digests",
         );
         let positions = Arc::new(Positions::default());
-        r.register_collector(Box::new(positions.clone()));
+        r.0.register_collector(Box::new(positions.clone()));
         let destinations = Arc::new(Destinations::default());
         destinations.configure(DestinationKind::Store);
-        r.register_collector(Box::new(destinations.clone()));
-        let restorations = counter(
-            &mut r,
-            "restorations",
+        r.0.register_collector(Box::new(destinations.clone()));
+        let restorations = r.counter("restorations",
             "Log rows restored from the mirror by the restore procedure, recorded as resolved alarms",
         );
-        let store_findings = counter(
-            &mut r,
-            "store_findings",
+        let store_findings = r.counter("store_findings",
             "Findings of the store's custody check: an empty or replaced store, or acknowledged rows it no longer holds",
         );
+        AlarmSeries {
+            tamper_events,
+            tamper_unresolved,
+            witness_written_back,
+            witness_disagreements,
+            positions,
+            destinations,
+            restorations,
+            store_findings,
+        }
+    }
+}
+
+/// The series of the slot, the stream's state, latencies and the endpoint.
+struct HealthSeries {
+    slot_retained: Gauge,
+    pending_rows: Gauge,
+    streaming: Gauge,
+    commit_to_ack: Histogram,
+    commit_to_receive: Histogram,
+    http_connections: Gauge,
+    http_refused: Family<Label, Counter>,
+}
+
+impl HealthSeries {
+    fn register(r: &mut Reg) -> HealthSeries {
         let slot_retained = Gauge::default();
-        r.register_with_unit(
+        r.0.register_with_unit(
             "slot_retained_wal",
             "WAL held by the slot (pg_current_wal_lsn() - restart_lsn)",
             Unit::Bytes,
             slot_retained.clone(),
         );
-        let pending_rows = gauge(&mut r, "pending_rows", "Decoded rows not yet written");
-        let streaming = gauge(
-            &mut r,
-            "streaming",
-            "1 while the replication stream is connected",
-        );
-        let commit_to_ack = histogram(
-            &mut r,
-            "commit_to_ack",
+        let pending_rows = r.gauge("pending_rows", "Decoded rows not yet written");
+        let streaming = r.gauge("streaming", "1 while the replication stream is connected");
+        let commit_to_ack = r.histogram("commit_to_ack",
             "From a transaction's commit in PostgreSQL to the acknowledgement of its rows by every destination",
         );
-        let commit_to_receive = histogram(
-            &mut r,
-            "commit_to_receive",
+        let commit_to_receive = r.histogram("commit_to_receive",
             "From a transaction's commit to the arrival of its Commit message (the PostgreSQL and network share of the latency)",
         );
-        let http_connections = gauge(
-            &mut r,
+        let http_connections = r.gauge(
             "http_connections",
             "Open connections of the metrics and health endpoint",
         );
-        let http_refused = family(
-            &mut r,
-            "http_refused",
+        let http_refused = r.family("http_refused",
             "Connections of the metrics and health endpoint refused or closed by its limits, by reason",
         );
+        HealthSeries {
+            slot_retained,
+            pending_rows,
+            streaming,
+            commit_to_ack,
+            commit_to_receive,
+            http_connections,
+            http_refused,
+        }
+    }
+}
+
+impl Metrics {
+    /// Metrics with the per-tenant series on or off.
+    pub fn new(per_tenant: bool) -> Metrics {
+        let mut r = Reg(Registry::with_prefix("authaudit_sidecar"));
+        let s = StreamSeries::register(&mut r, per_tenant);
+        let a = AlarmSeries::register(&mut r);
+        let h = HealthSeries::register(&mut r);
+        let series = |f: &Family<Label, Counter>, key: &'static str, value: &'static str| {
+            f.get_or_create(&[(key, value)]).clone()
+        };
         let rules = authaudit_core::detection::Rule::ALL;
         Metrics {
-            rows_auth_log: series(&rows, "table", "auth_log"),
-            rows_lockout_state: series(&rows, "table", "lockout_state"),
-            rows_checkpoints: series(&rows, "table", "checkpoints"),
-            rows_copied,
-            batches,
-            mongodb_errors: series(&errors, "source", "mongodb"),
-            siem_errors: series(&errors, "source", "siem"),
-            postgres_errors: series(&errors, "source", "postgres"),
-            decode_errors: series(&errors, "source", "decode"),
-            siem_events,
-            alerts: std::array::from_fn(|i| series(&alerts, "rule", rules[i].as_str())),
-            detection_evictions,
-            tenants,
-            chain_gaps,
+            rows_auth_log: series(&s.rows, "table", "auth_log"),
+            rows_lockout_state: series(&s.rows, "table", "lockout_state"),
+            rows_checkpoints: series(&s.rows, "table", "checkpoints"),
+            rows_copied: s.rows_copied,
+            batches: s.batches,
+            mongodb_errors: series(&s.errors, "source", "mongodb"),
+            siem_errors: series(&s.errors, "source", "siem"),
+            postgres_errors: series(&s.errors, "source", "postgres"),
+            decode_errors: series(&s.errors, "source", "decode"),
+            siem_events: s.siem_events,
+            alerts: std::array::from_fn(|i| series(&s.alerts, "rule", rules[i].as_str())),
+            detection_evictions: s.detection_evictions,
+            tenants: s.tenants,
+            chain_gaps: s.chain_gaps,
             fallback_rows: std::array::from_fn(|i| {
                 series(
-                    &fallbacks,
+                    &s.fallbacks,
                     "reason",
                     crate::documents::Fallback::ALL[i].as_str(),
                 )
             }),
-            tamper_events,
-            tamper_unresolved,
-            witness_written_back,
-            witness_disagreements,
-            slot_retained_wal_bytes: slot_retained,
-            streaming,
-            pending_rows,
-            commit_to_ack,
-            commit_to_receive,
-            positions,
-            destinations,
-            restorations,
-            store_findings,
+            tamper_events: a.tamper_events,
+            tamper_unresolved: a.tamper_unresolved,
+            witness_written_back: a.witness_written_back,
+            witness_disagreements: a.witness_disagreements,
+            slot_retained_wal_bytes: h.slot_retained,
+            streaming: h.streaming,
+            pending_rows: h.pending_rows,
+            commit_to_ack: h.commit_to_ack,
+            commit_to_receive: h.commit_to_receive,
+            positions: a.positions,
+            destinations: a.destinations,
+            restorations: a.restorations,
+            store_findings: a.store_findings,
             last_progress_unix: AtomicI64::new(0),
-            http_connections,
+            http_connections: h.http_connections,
             http_refused: std::array::from_fn(|i| {
-                series(&http_refused, "reason", HttpRefusal::ALL[i].as_str())
+                series(&h.http_refused, "reason", HttpRefusal::ALL[i].as_str())
             }),
-            registry: r,
+            registry: r.0,
         }
     }
 

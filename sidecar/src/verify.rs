@@ -296,32 +296,7 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
         }
     }
     for (t, seq) in first_bad {
-        let mut expected = None;
-        pg_documents(
-            &pg,
-            Table::AuthLog,
-            &format!(
-                "t.tenant_id = '{}' AND t.seq = {seq}",
-                t.replace('\'', "''")
-            ),
-            |d| {
-                if let documents::Document::Log(l) = d {
-                    expected = Some(l.doc);
-                }
-            },
-        )
-        .await?;
-        let stored = store
-            .raw_collection("auth_log")
-            .find_one(doc! {"tenant_id": &t, "seq": seq})
-            .await?;
-        let fields = match (&expected, &stored) {
-            (Some(e), Some(s)) => match differing_fields(e, s, &[]) {
-                f if f.is_empty() => "the fields moved to auth_log_parts".to_string(),
-                f => f.join(", "),
-            },
-            _ => "the whole row".to_string(),
-        };
+        let fields = differing_at(&pg, &store, &t, seq).await?;
         report.differences.push(format!(
             "tenant {t}: the mirror differs first at seq {seq} ({fields})"
         ));
@@ -352,6 +327,42 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
         &mut report,
     );
     Ok(report)
+}
+
+/// The fields in which the mirror's log document of (tenant, seq) differs
+/// from the one PostgreSQL's row makes.
+async fn differing_at(
+    pg: &tokio_postgres::Client,
+    store: &MongoStore,
+    t: &str,
+    seq: i64,
+) -> Result<String, ToolError> {
+    let mut expected = None;
+    pg_documents(
+        pg,
+        Table::AuthLog,
+        &format!(
+            "t.tenant_id = '{}' AND t.seq = {seq}",
+            t.replace('\'', "''")
+        ),
+        |d| {
+            if let documents::Document::Log(l) = d {
+                expected = Some(l.doc);
+            }
+        },
+    )
+    .await?;
+    let stored = store
+        .raw_collection("auth_log")
+        .find_one(doc! {"tenant_id": t, "seq": seq})
+        .await?;
+    Ok(match (&expected, &stored) {
+        (Some(e), Some(s)) => match differing_fields(e, s, &[]) {
+            f if f.is_empty() => "the fields moved to auth_log_parts".to_string(),
+            f => f.join(", "),
+        },
+        _ => "the whole row".to_string(),
+    })
 }
 
 /// Walks PostgreSQL's log (through the mirror's conversion) and the

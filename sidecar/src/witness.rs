@@ -437,8 +437,22 @@ pub async fn check(opts: &Options, verifier: &Verifier25519) -> Result<WitnessRe
     crate::preflight::Facts::read(&pg).await?.check_reader()?;
     let store = MongoStore::from_options(opts).await?;
     let mut report = WitnessReport::default();
-    // Every note, from the store and the file; the largest verified size
-    // per tenant wins.
+    let latest = latest_checkpoints(opts, &store, verifier, &mut report).await?;
+    for (tenant, c) in latest {
+        check_tenant(&pg, &store, &tenant, &c, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Every note, from the store and the file; the largest verified size per
+/// tenant wins. Notes that do not verify, or name another origin, are
+/// findings.
+async fn latest_checkpoints(
+    opts: &Options,
+    store: &MongoStore,
+    verifier: &Verifier25519,
+    report: &mut WitnessReport,
+) -> Result<BTreeMap<String, Checkpoint>, ToolError> {
     let mut notes: Vec<(String, String, &'static str)> = Vec::new();
     let mut cursor = store
         .raw_collection("witness_checkpoints")
@@ -484,118 +498,132 @@ pub async fn check(opts: &Options, verifier: &Verifier25519) -> Result<WitnessRe
             latest.insert(tenant, c);
         }
     }
-    for (tenant, c) in latest {
-        let size = c.tree_size as i64;
-        // Rows before the first one retention kept, if a retention_applied
-        // event accounts for them, are not PostgreSQL's to hold.
-        let first: i64 = pg
-            .query_one(
-                "SELECT coalesce(min(seq), 1) FROM authaudit.auth_log WHERE tenant_id = $1",
-                &[&tenant],
-            )
-            .await?
-            .get(0);
-        let retained_from = if first > 1 {
-            let removed_to: Option<i64> = pg
-                .query_opt(
-                    "SELECT max((metadata #>> '{_authaudit,retention,removed_to_seq}')::bigint) \
-                       FROM authaudit.auth_log WHERE tenant_id = $1 AND event_type = 'retention_applied'",
-                    &[&tenant],
-                )
-                .await?
-                .and_then(|r| r.get(0));
-            if removed_to.is_some_and(|r| r + 1 >= first) {
-                first
-            } else {
-                1
-            }
-        } else {
-            1
-        };
-        // The mirror's rows up to the size (which must be the signed tree)
-        // and PostgreSQL's, both in seq order, one row of each at a time;
-        // each PostgreSQL row's link recomputed from its content.
-        let mut cursor = store
-            .raw_collection("auth_log")
-            .find(doc! {"tenant_id": &tenant, "seq": {"$lte": size}})
-            .sort(doc! {"seq": 1})
-            .projection(doc! {"seq": 1, "link_sha256": 1})
-            .batch_size(10_000)
-            .await?;
-        let rows = pg
-            .query_raw(
-                &Table::AuthLog.copy_query("t.tenant_id = $1 AND t.seq <= $2"),
-                [&tenant as &(dyn tokio_postgres::types::ToSql + Sync), &size],
-            )
-            .await?;
-        futures_util::pin_mut!(rows);
-        let cols = Table::AuthLog.columns();
-        let mut next_pg = async || -> Result<Option<PgRow>, ToolError> {
-            let Some(r) = rows.try_next().await? else {
-                return Ok(None);
-            };
-            let values: Vec<Option<&str>> = (0..cols.len()).map(|i| r.get(i)).collect();
-            let get = |c: &str| cols.iter().position(|x| *x == c).and_then(|i| values[i]);
-            let bytes = |c: &'static str| -> Vec<u8> {
-                documents::hex_column(&get, c)
-                    .ok()
-                    .flatten()
-                    .and_then(|h| hex::decode(h.as_ref()).ok())
-                    .unwrap_or_default()
-            };
-            Ok(Some(PgRow {
-                seq: get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
-                prev_link: bytes("prev_link"),
-                link: bytes("link_sha256"),
-                body: crate::recompute::body_of_row(&get).ok(),
-            }))
-        };
-        let mut tree = CompactTree::default();
-        let mut check = TreeCheck::new(size, retained_from);
-        let mut signed_prev = authaudit_core::chain::ChainHead::genesis(&tenant)
-            .sha256
-            .to_vec();
-        let mut pg_row = next_pg().await?;
-        let mut contiguous = true;
-        while cursor.advance().await? {
-            let d = cursor.current();
-            let seq = tree.size() as i64 + 1;
-            contiguous &= d.get_i64("seq").ok() == Some(seq);
-            let link =
-                hex::decode(d.get_str("link_sha256").unwrap_or_default()).unwrap_or_default();
-            tree.push(merkle::leaf_hash(&link));
-            while pg_row.as_ref().is_some_and(|r| r.seq < seq) {
-                pg_row = next_pg().await?;
-            }
-            let row = pg_row.as_ref().map(|r| Row {
-                seq: r.seq,
-                prev_link: &r.prev_link,
-                link_sha256: &r.link,
-                body: r.body.as_deref(),
-            });
-            if check.step(seq, &signed_prev, &link, row) {
-                pg_row = next_pg().await?;
-            }
-            signed_prev = link;
-        }
-        if !contiguous || tree.size() as i64 != size || tree.root() != c.root {
-            report.findings.push(format!(
-                "tenant {tenant}: the mirror's rows 1 to {size} are not the tree its witness signed: the mirror was changed"
-            ));
-            continue;
-        }
-        match check.finding() {
-            Some(why) => report.findings.push(format!(
-                "tenant {tenant}: {why} (signed checkpoint of size {size} at {})",
-                c.time
-            )),
-            None => report.ok.push(format!(
-                "tenant {tenant}: rows 1 to {size} are the signed tree (signed at {})",
-                c.time
-            )),
-        }
+    Ok(latest)
+}
+
+/// The first seq PostgreSQL must hold of a tenant: rows before the first
+/// one retention kept, if a retention_applied event accounts for them,
+/// are not PostgreSQL's to hold.
+async fn retained_from(pg: &tokio_postgres::Client, tenant: &str) -> Result<i64, ToolError> {
+    let first: i64 = pg
+        .query_one(
+            "SELECT coalesce(min(seq), 1) FROM authaudit.auth_log WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await?
+        .get(0);
+    if first <= 1 {
+        return Ok(1);
     }
-    Ok(report)
+    let removed_to: Option<i64> = pg
+        .query_opt(
+            "SELECT max((metadata #>> '{_authaudit,retention,removed_to_seq}')::bigint) \
+               FROM authaudit.auth_log WHERE tenant_id = $1 AND event_type = 'retention_applied'",
+            &[&tenant],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    Ok(if removed_to.is_some_and(|r| r + 1 >= first) {
+        first
+    } else {
+        1
+    })
+}
+
+/// A PostgreSQL row of the copy query's columns as `witness-check` reads it.
+fn pg_row(r: &tokio_postgres::Row) -> PgRow {
+    let cols = Table::AuthLog.columns();
+    let values: Vec<Option<&str>> = (0..cols.len()).map(|i| r.get(i)).collect();
+    let get = |c: &str| cols.iter().position(|x| *x == c).and_then(|i| values[i]);
+    let bytes = |c: &'static str| -> Vec<u8> {
+        documents::hex_column(&get, c)
+            .ok()
+            .flatten()
+            .and_then(|h| hex::decode(h.as_ref()).ok())
+            .unwrap_or_default()
+    };
+    PgRow {
+        seq: get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
+        prev_link: bytes("prev_link"),
+        link: bytes("link_sha256"),
+        body: crate::recompute::body_of_row(&get).ok(),
+    }
+}
+
+/// Checks one tenant against its latest signed checkpoint `c`.
+async fn check_tenant(
+    pg: &tokio_postgres::Client,
+    store: &MongoStore,
+    tenant: &str,
+    c: &Checkpoint,
+    report: &mut WitnessReport,
+) -> Result<(), ToolError> {
+    let size = c.tree_size as i64;
+    let retained_from = retained_from(pg, tenant).await?;
+    // The mirror's rows up to the size (which must be the signed tree)
+    // and PostgreSQL's, both in seq order, one row of each at a time;
+    // each PostgreSQL row's link recomputed from its content.
+    let mut cursor = store
+        .raw_collection("auth_log")
+        .find(doc! {"tenant_id": tenant, "seq": {"$lte": size}})
+        .sort(doc! {"seq": 1})
+        .projection(doc! {"seq": 1, "link_sha256": 1})
+        .batch_size(10_000)
+        .await?;
+    let rows = pg
+        .query_raw(
+            &Table::AuthLog.copy_query("t.tenant_id = $1 AND t.seq <= $2"),
+            [&tenant as &(dyn tokio_postgres::types::ToSql + Sync), &size],
+        )
+        .await?;
+    futures_util::pin_mut!(rows);
+    let mut next_pg = async || -> Result<Option<PgRow>, ToolError> {
+        Ok(rows.try_next().await?.as_ref().map(pg_row))
+    };
+    let mut tree = CompactTree::default();
+    let mut check = TreeCheck::new(size, retained_from);
+    let mut signed_prev = authaudit_core::chain::ChainHead::genesis(tenant)
+        .sha256
+        .to_vec();
+    let mut pg_row = next_pg().await?;
+    let mut contiguous = true;
+    while cursor.advance().await? {
+        let d = cursor.current();
+        let seq = tree.size() as i64 + 1;
+        contiguous &= d.get_i64("seq").ok() == Some(seq);
+        let link = hex::decode(d.get_str("link_sha256").unwrap_or_default()).unwrap_or_default();
+        tree.push(merkle::leaf_hash(&link));
+        while pg_row.as_ref().is_some_and(|r| r.seq < seq) {
+            pg_row = next_pg().await?;
+        }
+        let row = pg_row.as_ref().map(|r| Row {
+            seq: r.seq,
+            prev_link: &r.prev_link,
+            link_sha256: &r.link,
+            body: r.body.as_deref(),
+        });
+        if check.step(seq, &signed_prev, &link, row) {
+            pg_row = next_pg().await?;
+        }
+        signed_prev = link;
+    }
+    if !contiguous || tree.size() as i64 != size || tree.root() != c.root {
+        report.findings.push(format!(
+            "tenant {tenant}: the mirror's rows 1 to {size} are not the tree its witness signed: the mirror was changed"
+        ));
+        return Ok(());
+    }
+    match check.finding() {
+        Some(why) => report.findings.push(format!(
+            "tenant {tenant}: {why} (signed checkpoint of size {size} at {})",
+            c.time
+        )),
+        None => report.ok.push(format!(
+            "tenant {tenant}: rows 1 to {size} are the signed tree (signed at {})",
+            c.time
+        )),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
