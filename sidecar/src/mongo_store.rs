@@ -247,14 +247,7 @@ impl MongoStore {
         if docs.is_empty() {
             return Ok(());
         }
-        let result = self
-            .db
-            .collection::<RawDocumentBuf>(name)
-            .insert_many(docs)
-            .ordered(false)
-            .write_concern(self.concern.clone())
-            .await;
-        let Err(e) = result else {
+        let Err(e) = self.insert_unordered(name, docs).await else {
             return Ok(());
         };
         let ErrorKind::InsertMany(failure) = &*e.kind else {
@@ -279,6 +272,20 @@ impl MongoStore {
             }
         }
         self.classify_collisions(name, &collided, report).await
+    }
+
+    /// Inserts `docs` unordered (each refusal apart) at the write concern.
+    async fn insert_unordered(
+        &self,
+        name: &str,
+        docs: &[RawDocumentBuf],
+    ) -> mongodb::error::Result<()> {
+        self.raw_collection(name)
+            .insert_many(docs)
+            .ordered(false)
+            .write_concern(self.concern.clone())
+            .await
+            .map(|_| ())
     }
 
     /// Tells replays from conflicts among documents refused as duplicates:
@@ -449,13 +456,7 @@ impl MongoStore {
         if docs.is_empty() {
             return Ok(());
         }
-        let result = self
-            .raw_collection(name)
-            .insert_many(docs)
-            .ordered(false)
-            .write_concern(self.concern.clone())
-            .await;
-        let Err(e) = result else {
+        let Err(e) = self.insert_unordered(name, docs).await else {
             return Ok(());
         };
         match &*e.kind {

@@ -244,6 +244,17 @@ impl Harness {
         .unwrap();
     }
 
+    /// Every gate open, and a first transaction (0x100) delivered and
+    /// acknowledged.
+    async fn delivered_first(&self) {
+        for d in 0..self.gates.len() {
+            self.open(d, 100);
+        }
+        self.transaction(0x100);
+        settle().await;
+        assert_eq!(self.acks(), vec![0x100]);
+    }
+
     fn open(&self, destination: usize, batches: usize) {
         self.gates[destination].add_permits(batches);
     }
@@ -336,11 +347,7 @@ async fn nothing_is_acknowledged_before_every_destination_delivered_it() {
 async fn the_drain_acknowledges_what_every_destination_delivered() {
     let (h, session, mut shutdown) = Harness::new(2);
     let script = async {
-        h.open(0, 100);
-        h.open(1, 100);
-        h.transaction(0x100);
-        settle().await;
-        assert_eq!(h.acks(), vec![0x100]);
+        h.delivered_first().await;
         // A commit in the open batch, not yet due: the drain delivers it
         // once to each destination and acknowledges it.
         h.transaction(0x200);
@@ -357,10 +364,7 @@ async fn the_drain_acknowledges_what_every_destination_delivered() {
 async fn the_drain_acknowledges_nothing_a_destination_refused() {
     let (h, session, mut shutdown) = Harness::new(2);
     let script = async {
-        h.open(0, 100);
-        h.open(1, 100);
-        h.transaction(0x100);
-        settle().await;
+        h.delivered_first().await;
         // The second destination goes down; a commit arrives and the
         // process stops before its batch is due.
         h.refusing[1].store(true, Ordering::SeqCst);
