@@ -21,7 +21,7 @@ setup:
 
 ## Build the extension (debug) and install it into PostgreSQL 15: files are
 ## written beside their destinations and renamed (a running server keeps
-## its library), with the scripts of earlier releases and the upgrades.
+## its library), with the upgrade scripts from every earlier release.
 install: setup
 	PG_CONFIG=$(PG_CONFIG) scripts/install-extension.sh
 

@@ -9,8 +9,10 @@
 # over it. A rename never changes a file a running server has mapped: its
 # processes keep the old library until they restart, and nothing ever
 # loads a half-written one. Besides the current version's install script,
-# the install scripts of earlier releases and every upgrade script in sql/
-# are installed, so that `ALTER EXTENSION pg_authaudit UPDATE` finds its path.
+# every upgrade script in sql/ is installed, so that `ALTER EXTENSION
+# pg_authaudit UPDATE` finds its path from any earlier release. The install
+# scripts of earlier releases are not installed: a database is created at
+# the current release only (tests/fixtures/ keeps them for the upgrade tests).
 # --root DIR lays the same files out under DIR (a package's tree) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +59,16 @@ put "$(find "$stage" -name 'pg_authaudit.so' -path "*$pkglibdir*" | head -n 1)" 
 for f in "$stage$extdir"/pg_authaudit*; do
   put "$f" "$root$extdir"
 done
-for f in sql/pg_authaudit--*.sql; do
+for f in sql/pg_authaudit--*--*.sql; do
   put "$f" "$root$extdir"
+done
+# The install script of another release (an earlier install's) goes: a
+# database is only ever created at the release installed.
+current=$(basename "$(find "$stage$extdir" -name 'pg_authaudit--*.sql' ! -name '*--*--*' | head -n 1)")
+[ "$current" != . ] || { echo "install-extension.sh: no install script in $stage" >&2; exit 1; }
+for f in "$root$extdir"/pg_authaudit--*.sql; do
+  case "$(basename "$f")" in
+    *--*--*|"$current") ;;
+    *) rm -f "$f"; printf 'install-extension: removed %s\n' "$f" >&2 ;;
+  esac
 done

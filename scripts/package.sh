@@ -2,9 +2,9 @@
 # Builds the two Debian packages of pg_authaudit (docs/installation.md,
 # "Packages"):
 #
-#   postgresql-15-pg-authaudit  the extension: the library, the install
-#                               scripts of this and earlier releases and
-#                               every upgrade script
+#   postgresql-15-pg-authaudit  the extension: the library, this
+#                               release's install script and every upgrade
+#                               script
 #   authaudit-sidecar           authaudit-sidecar, authaudit-import,
 #                               authaudit-mongowire (a MongoDB-wire server for
 #                               development and tests), the systemd unit, a

@@ -106,7 +106,7 @@ fn the_packages_install_with_dpkg_run_a_real_cluster_and_remove_cleanly() {
         extdir.join("pg_authaudit.control"),
         extdir.join(format!("pg_authaudit--{version}.sql")),
         extdir.join("pg_authaudit--0.8.0--0.9.0.sql"),
-        extdir.join("pg_authaudit--0.1.0.sql"),
+        extdir.join("pg_authaudit--0.1.0--0.2.0.sql"),
         root.join("usr/bin/authaudit-sidecar"),
         root.join("usr/bin/authaudit-import"),
         root.join("usr/bin/authaudit-mongowire"),
@@ -115,6 +115,14 @@ fn the_packages_install_with_dpkg_run_a_real_cluster_and_remove_cleanly() {
         root.join("etc/authaudit/sidecar.env"),
     ] {
         assert!(f.exists(), "{} not installed", f.display());
+    }
+    for v in ["0.1.0", "0.8.0"] {
+        let f = extdir.join(format!("pg_authaudit--{v}.sql"));
+        assert!(
+            !f.exists(),
+            "an earlier release's {} is installed",
+            f.display()
+        );
     }
 
     // A server from that tree, preloading the packaged library.

@@ -1,7 +1,7 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
-//! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0, 0.7.0, 0.8.0: their install scripts are kept in sql/ as built
-//! then) and
-//! recorded into is updated with
+//! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0, 0.7.0, 0.8.0: their install scripts,
+//! as built then, are test fixtures that only `Cluster::releases` installs)
+//! and recorded into is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
 //! fresh install of the current release, object for object.
@@ -241,7 +241,7 @@ fn an_upgrade_from_0_8_0_keeps_every_chain_and_equals_a_fresh_install() {
 /// created later under its name.
 #[test]
 fn bindings_of_0_8_0_follow_their_roles_after_the_update() {
-    let db = Cluster::shared().empty_db("upgrade_bindings_0_8_0");
+    let db = Cluster::releases().empty_db("upgrade_bindings_0_8_0");
     let p = db.name().to_string();
     let mut c = db.connect();
     c.batch_execute(&format!(
@@ -295,7 +295,7 @@ fn bindings_of_0_8_0_follow_their_roles_after_the_update() {
 /// anchored.
 #[test]
 fn a_chain_retained_under_0_6_0_still_verifies_after_the_update() {
-    let db = Cluster::shared().empty_db("upgrade_retention_0_6_0");
+    let db = Cluster::releases().empty_db("upgrade_retention_0_6_0");
     let mut c = db.connect_dated();
     c.batch_execute("CREATE EXTENSION pg_authaudit VERSION '0.6.0'")
         .unwrap();
@@ -375,7 +375,7 @@ fn a_chain_retained_under_0_6_0_still_verifies_after_the_update() {
 /// the rows that now share a key merge into the most restrictive one.
 #[test]
 fn an_upgrade_from_0_3_0_merges_the_state_rows_of_one_key() {
-    let db = Cluster::shared().empty_db("upgrade_rekeys_0_3_0");
+    let db = Cluster::releases().empty_db("upgrade_rekeys_0_3_0");
     let mut c = db.connect();
     c.batch_execute(
         "CREATE EXTENSION pg_authaudit VERSION '0.3.0';
@@ -456,7 +456,7 @@ fn an_upgrade_from_0_3_0_merges_the_state_rows_of_one_key() {
 /// checks the chains, recording afterwards and the schema against a fresh
 /// install.
 fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
-    let db = Cluster::shared().empty_db(&format!("upgrade_from_{}", old.replace('.', "_")));
+    let db = Cluster::releases().empty_db(&format!("upgrade_from_{}", old.replace('.', "_")));
     let mut c = db.connect();
     c.batch_execute(&format!(
         "ALTER DATABASE {} SET authaudit.lockout_max_failures = 3",
@@ -519,7 +519,7 @@ fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
     // in the upgraded database as in a fresh one.
     c.batch_execute("SELECT authaudit.ensure_mirror_publication()")
         .unwrap();
-    let fresh = Cluster::shared().empty_db(&format!("upgrade_fresh_{}", old.replace('.', "_")));
+    let fresh = Cluster::releases().empty_db(&format!("upgrade_fresh_{}", old.replace('.', "_")));
     fresh
         .connect()
         .batch_execute(
@@ -559,4 +559,23 @@ fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
             .join("\n")
     );
     assert_eq!(up, new, "same objects in another order");
+}
+
+/// Where the extension is installed, only the current release can be
+/// created: the install scripts of earlier releases are not installed.
+#[test]
+fn only_the_current_release_can_be_created_where_it_is_installed() {
+    let db = Cluster::shared().empty_db("upgrade_no_old_install");
+    let mut c = db.connect();
+    let err = c
+        .batch_execute("CREATE EXTENSION pg_authaudit VERSION '0.8.0'")
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some(SqlState::INVALID_PARAMETER_VALUE),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no installation script"), "{err}");
+    c.batch_execute("CREATE EXTENSION pg_authaudit").unwrap();
+    assert_eq!(version(&mut c), CURRENT);
 }

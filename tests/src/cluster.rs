@@ -18,7 +18,15 @@ pub struct Cluster {
     next_db: AtomicU32,
     /// Whether a test of this cluster crashes its server on purpose.
     crashes_expected: bool,
+    /// The server's binaries, when not the system's (`PGBIN` of
+    /// `scripts/testcluster.sh`).
+    pgbin: Option<PathBuf>,
 }
+
+/// The install scripts of earlier releases, as each was built at its
+/// release (tests/fixtures/README.md). Only the upgrade tests install them,
+/// into a private copy of the PostgreSQL tree.
+const RELEASE_SCRIPTS: &str = "tests/fixtures/release-install-scripts.tar.xz";
 
 /// What PostgreSQL writes to its log when a server process died abnormally
 /// (a signal, an exception, a PANIC) and the postmaster reinitialised.
@@ -69,24 +77,44 @@ impl Cluster {
     /// The cluster shared by every test of this process, started on first use.
     pub fn shared() -> &'static Cluster {
         static SHARED: OnceLock<Cluster> = OnceLock::new();
-        SHARED.get_or_init(|| Cluster::start("shared", &[], false))
+        SHARED.get_or_init(|| Cluster::start("shared", &[], false, false))
+    }
+
+    /// A cluster shared by this process's upgrade tests, running from a
+    /// private copy of the PostgreSQL tree (`scripts/private-pg-tree.sh`)
+    /// that holds the install scripts of earlier releases beside this
+    /// release's files, so that `CREATE EXTENSION … VERSION '0.1.0'` works
+    /// there and nowhere else.
+    pub fn releases() -> &'static Cluster {
+        static RELEASES: OnceLock<Cluster> = OnceLock::new();
+        RELEASES.get_or_init(|| Cluster::start("releases", &[], false, true))
     }
 
     /// A cluster of its own, for a test that crashes or restarts the server;
     /// commits are durable across a crash. Removed when the process exits.
     /// Its server may crash: the crash check passes over it.
     pub fn dedicated(name: &str) -> &'static Cluster {
-        Box::leak(Box::new(Cluster::start(name, &["--durable"], true)))
+        Box::leak(Box::new(Cluster::start(name, &["--durable"], true, false)))
     }
 
-    fn start(name: &str, options: &[&str], crashes_expected: bool) -> Cluster {
+    /// `scripts/testcluster.sh` with these binaries (the system's: `None`).
+    fn script(pgbin: Option<&Path>) -> Command {
+        let mut c = Command::new(repo_root().join("scripts/testcluster.sh"));
+        if let Some(bin) = pgbin {
+            c.env("PGBIN", bin);
+        }
+        c
+    }
+
+    fn start(name: &str, options: &[&str], crashes_expected: bool, releases: bool) -> Cluster {
         let dir =
             std::env::temp_dir().join(format!("authaudit-test-{}-{name}", std::process::id()));
-        let script = repo_root().join("scripts/testcluster.sh");
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let out = Command::new(&script)
+            // Inside the cluster's directory: removed with it.
+            let pgbin = releases.then(|| release_tree(&dir.join("tree")));
+            let out = Cluster::script(pgbin.as_deref())
                 .arg("start")
                 .arg(&dir)
                 .arg(port.to_string())
@@ -102,12 +130,16 @@ impl Cluster {
                     create_lock: Mutex::new(()),
                     next_db: AtomicU32::new(0),
                     crashes_expected,
+                    pgbin,
                 };
                 cluster.prepare_template();
                 return cluster;
             }
             last_error = String::from_utf8_lossy(&out.stderr).into_owned();
-            let _ = Command::new(&script).arg("stop").arg(&dir).status();
+            let _ = Cluster::script(pgbin.as_deref())
+                .arg("stop")
+                .arg(&dir)
+                .status();
         }
         panic!("could not start a test cluster: {last_error}");
     }
@@ -127,7 +159,7 @@ impl Cluster {
     /// Restarts the server (fast shutdown: sessions and replication
     /// connections are dropped), as an operator or a failover would.
     pub fn restart(&self) {
-        let out = Command::new(repo_root().join("scripts/testcluster.sh"))
+        let out = Cluster::script(self.pgbin.as_deref())
             .arg("restart")
             .arg(&self.dir)
             .output()
@@ -169,7 +201,7 @@ impl Cluster {
     /// checkpoint, no flush) and starts the server again, which recovers
     /// from its WAL.
     pub fn crash(&self) {
-        let out = Command::new(repo_root().join("scripts/testcluster.sh"))
+        let out = Cluster::script(self.pgbin.as_deref())
             .arg("crash")
             .arg(&self.dir)
             .output()
@@ -346,4 +378,34 @@ impl Drop for TestDb {
             self.name
         ));
     }
+}
+
+/// A private copy of the PostgreSQL tree under `tree` with the install
+/// scripts of earlier releases added to its extension directory; returns
+/// its `bin/`.
+fn release_tree(tree: &Path) -> PathBuf {
+    let run = |c: &mut Command| -> String {
+        let out = c.output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let pg_config = PathBuf::from(run(Command::new(
+        repo_root().join("scripts/private-pg-tree.sh"),
+    )
+    .arg("/usr/lib/postgresql/15/bin/pg_config")
+    .arg(tree)));
+    let extdir = PathBuf::from(run(Command::new(&pg_config).arg("--sharedir"))).join("extension");
+    run(Command::new("tar")
+        .arg("-xJf")
+        .arg(repo_root().join(RELEASE_SCRIPTS))
+        .arg("-C")
+        .arg(&extdir));
+    pg_config
+        .parent()
+        .expect("pg_config is in bin/")
+        .to_path_buf()
 }
