@@ -19,9 +19,8 @@ COMMENT ON FUNCTION authaudit.record_event(uuid, text, text, text, text, text, i
 -- event is recorded or none. The whole batch is checked and authorised
 -- before anything is locked or written; at most authaudit.max_batch_events
 -- events (54000 beyond). It is Rust (pg_authaudit/src/record_batch.rs),
--- SECURITY DEFINER like record_event. authaudit._record_events, the same
--- pipeline returning the log ids, is what record_events called before
--- release 0.8.0.
+-- SECURITY DEFINER like record_event. authaudit._record_events is the same
+-- pipeline returning only the log ids.
 REVOKE EXECUTE ON FUNCTION authaudit._record_events(jsonb) FROM PUBLIC;
 
 -- History: events older than authaudit.max_past_skew (rotated log files, a

@@ -26,6 +26,7 @@ pub mod merkle;
 pub mod note;
 pub mod numeric;
 pub mod ocsf;
+pub mod release;
 pub mod retention;
 pub mod scope;
 pub mod signed_tree;

@@ -54,48 +54,6 @@ fn cef_event_line(
     )
 }
 
-/// `_cef_line` as release 0.4.0's `to_cef` calls it (no import time), so
-/// that a database keeps exporting between installing this library and
-/// `ALTER EXTENSION pg_authaudit UPDATE`. Not part of the 0.5.0 schema.
-#[allow(clippy::too_many_arguments)]
-#[pg_extern(immutable, parallel_safe, name = "_cef_line", sql = false)]
-fn cef_line(
-    event_type: &str,
-    user_id: &str,
-    ip: Option<&str>,
-    user_agent: Option<&str>,
-    occurred_at: TimestampWithTimeZone,
-    log_id: Uuid,
-    tenant_id: &str,
-    org_id: Option<&str>,
-    channel: &str,
-    seq: i64,
-    link_sha256: &[u8],
-    reason: Option<&str>,
-    preceding_failures: Option<i32>,
-    was_locked: Option<bool>,
-    token_fingerprint: Option<&str>,
-) -> String {
-    cef_event_line(
-        event_type,
-        user_id,
-        ip,
-        user_agent,
-        occurred_at,
-        log_id,
-        tenant_id,
-        org_id,
-        channel,
-        seq,
-        link_sha256,
-        reason,
-        preceding_failures,
-        was_locked,
-        token_fingerprint,
-        None,
-    )
-}
-
 /// Constant-time equality of two texts (used to check a CEF line).
 #[pg_extern(immutable, strict, parallel_safe, name = "_ct_eq")]
 fn ct_eq_text(a: &str, b: &str) -> bool {

@@ -43,6 +43,7 @@ fn chain_append(
     >,
     ErrorReport,
 > {
+    crate::legacy::sql()?;
     let (seq, prev, next) = heads::append(tenant_id, body)?;
     Ok(TableIterator::once((
         seq,

@@ -109,6 +109,8 @@ pub enum AuditError {
     WitnessNote(authaudit_core::note::NoteError),
     #[error("the witness checkpoint's origin {origin} is not of tenant {tenant}")]
     WitnessOrigin { origin: String, tenant: String },
+    #[error("pg_authaudit's SQL objects are of release {installed}; this library serves those of {} and {}", crate::legacy::PREVIOUS, env!("CARGO_PKG_VERSION"))]
+    RetiredSql { installed: String },
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -174,6 +176,7 @@ impl AuditError {
             AuditError::WitnessNote(_) | AuditError::WitnessOrigin { .. } => {
                 ERRCODE_INVALID_PARAMETER_VALUE
             }
+            AuditError::RetiredSql { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -188,6 +191,9 @@ impl AuditError {
             ),
             AuditError::ConcurrentFirstEvent | AuditError::ConcurrentUpdate => {
                 Some("Retry the transaction.")
+            }
+            AuditError::RetiredSql { .. } => {
+                Some("Run ALTER EXTENSION pg_authaudit UPDATE in this database (docs/installation.md, \"Upgrades\").")
             }
             AuditError::Event(EventError::OccurredTooLongAgo { .. }) => Some(
                 "Record history with authaudit.import_events, then authaudit.rebuild_lockout (docs/lockout.md, \"Event time\").",

@@ -61,11 +61,6 @@ const POLICY_COLUMNS: &str = "enabled, max_failures, \
        (extract(epoch FROM quick_failure_interval) * 1000000)::bigint, ip_max_failures, \
        (extract(epoch FROM ip_block_duration) * 1000000)::bigint, ip_account_max_failures";
 
-/// The tenant's policy: its row, or the `authaudit.lockout_*` defaults.
-pub fn policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Policy, AuditError> {
-    rules(client, tenant).map(|r| r.policy)
-}
-
 /// The tenant's policy and key rules: its row, or the `authaudit.lockout_*`
 /// defaults.
 pub fn rules(client: &mut SpiClient<'_>, tenant: &str) -> Result<Rules, AuditError> {
@@ -112,54 +107,32 @@ pub fn rules(client: &mut SpiClient<'_>, tenant: &str) -> Result<Rules, AuditErr
     }
 }
 
-/// Whether `lockout_policy` has the key columns (release 0.4.0; a library
-/// installed before `ALTER EXTENSION … UPDATE` runs on the older table).
-fn has_key_columns() -> Result<bool, AuditError> {
-    let relid = state_rows::relid(c"lockout_policy")?;
-    // SAFETY: a syscache lookup of a column of an existing table.
-    Ok(unsafe { pg_sys::get_attnum(relid, c"ipv6_prefix".as_ptr()) } > 0)
-}
-
 fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Rules>, AuditError> {
-    let table = if has_key_columns()? {
-        spi_plans::run(
-            client,
-            "engine_policy_keys",
-            &format!(
-                "SELECT {POLICY_COLUMNS}, account_key_folding, ipv6_prefix \
-                   FROM authaudit.lockout_policy WHERE tenant_id = $1"
-            ),
-            &[TEXTOID],
-            &[tenant.into()],
-        )?
-    } else {
-        spi_plans::run(
-            client,
-            "engine_policy",
-            &format!("SELECT {POLICY_COLUMNS} FROM authaudit.lockout_policy WHERE tenant_id = $1"),
-            &[TEXTOID],
-            &[tenant.into()],
-        )?
-    };
+    let table = spi_plans::run(
+        client,
+        "engine_policy_keys",
+        &format!(
+            "SELECT {POLICY_COLUMNS}, account_key_folding, ipv6_prefix \
+               FROM authaudit.lockout_policy WHERE tenant_id = $1"
+        ),
+        &[TEXTOID],
+        &[tenant.into()],
+    )?;
     if table.is_empty() {
         return Ok(None);
     }
     let r = table.first();
     let increment: String = r.get(5)?.unwrap_or_else(|| "multiple".into());
     let defaults = default_key_rules();
-    let keys = if r.columns()? > 11 {
-        KeyRules {
-            folding: r
-                .get::<String>(12)?
-                .and_then(|f| f.parse().ok())
-                .unwrap_or(defaults.folding),
-            ipv6_prefix: r
-                .get::<i16>(13)?
-                .and_then(|p| u8::try_from(p).ok())
-                .unwrap_or(defaults.ipv6_prefix),
-        }
-    } else {
-        defaults
+    let keys = KeyRules {
+        folding: r
+            .get::<String>(12)?
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(defaults.folding),
+        ipv6_prefix: r
+            .get::<i16>(13)?
+            .and_then(|p| u8::try_from(p).ok())
+            .unwrap_or(defaults.ipv6_prefix),
     };
     Ok(Some(Rules {
         policy: Policy {
@@ -188,14 +161,6 @@ pub struct LockedAccount {
     pub tid: Option<Tid>,
 }
 
-/// Whether `lockout_state` has `failures_since_success` (release 0.5.0; a
-/// library installed before `ALTER EXTENSION … UPDATE` runs on the older
-/// table).
-pub fn has_run_column() -> Result<bool, AuditError> {
-    let relid = state_rows::relid(c"lockout_state")?;
-    Ok(state_rows::has_column(relid, c"failures_since_success"))
-}
-
 /// An account's state row as found.
 pub fn account(f: &state_rows::Found) -> LockedAccount {
     LockedAccount {
@@ -207,7 +172,7 @@ pub fn account(f: &state_rows::Found) -> LockedAccount {
             locked_at_us: f.get(c"locked_at").map(time::unix_micros),
             locked_until_us: f.get(c"locked_until").map(time::unix_micros),
             lock_count: f.get(c"lock_count").unwrap_or(0),
-            failures_since_success: f.get_present(c"failures_since_success").unwrap_or(0),
+            failures_since_success: f.get(c"failures_since_success").unwrap_or(0),
         },
         org: f.get(c"org_id"),
         tid: Some(f.tid),

@@ -110,6 +110,7 @@ struct NewRow {
 
 /// Records `req.events` (see the module comment).
 pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, AuditError> {
+    crate::legacy::sql()?;
     let Request {
         events,
         writer_orgs,
@@ -420,25 +421,12 @@ fn claim_accounts(
 /// The (tenant, log id) keys of `events` that are recorded already.
 fn recorded_ids<'e>(events: &[Event<'e>]) -> Result<HashSet<(&'e str, [u8; 16])>, AuditError> {
     let mut probe = Probe::open(c"auth_log", c"auth_log_pkey")?;
-    // Before the 0.6.0 update the key is the log id alone, and an id taken
-    // in another tenant is refused as a reuse.
-    let per_tenant = probe.key_columns() == 2;
     let mut found = HashSet::new();
     for e in events {
         let id = e.log_id.into_datum().expect("a uuid");
-        let holder = if per_tenant {
-            probe.find(&[engine::datum(e.tenant), id], Read::Plain, |_| None)?
-        } else {
-            probe.find(&[id], Read::Plain, |f| f.get::<String>(c"tenant_id"))?
-        };
-        match holder {
-            None => {}
-            Some(Some(other)) if other != e.tenant => {
-                return Err(AuditError::LogIdReused(e.log_id.to_string()))
-            }
-            Some(_) => {
-                found.insert((e.tenant, *e.log_id.as_bytes()));
-            }
+        let key = [engine::datum(e.tenant), id];
+        if probe.find(&key, Read::Plain, |_| ())?.is_some() {
+            found.insert((e.tenant, *e.log_id.as_bytes()));
         }
     }
     Ok(found)

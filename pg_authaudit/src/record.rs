@@ -10,7 +10,6 @@ use crate::error::{AuditError, SqlResult};
 use crate::lockout_engine::{self as engine, LockedAccount};
 use crate::row_writes::{Column, Target};
 use crate::sql_values::{Inet, Jsonb, Tid};
-use crate::state_rows::Probe;
 use crate::{channels, gucs, spi_plans, time};
 use authaudit_core::canonical::{encode_body, Record};
 use authaudit_core::chain::ChainHead;
@@ -305,11 +304,6 @@ pub fn existing(client: &mut SpiClient<'_>, e: &Event<'_>) -> Result<Row, AuditE
         ],
     )?;
     if t.is_empty() {
-        // Before the 0.6.0 update the key is the log id alone: the row that
-        // holds it is another tenant's.
-        if Probe::open(c"auth_log", c"auth_log_pkey")?.key_columns() == 1 {
-            return Err(AuditError::LogIdReused(e.log_id.to_string()));
-        }
         return Err(AuditError::ConcurrentLogId(e.log_id.to_string()));
     }
     let r = t.first();
@@ -374,8 +368,7 @@ pub fn with_keys(
 
 /// Checks every rule of an event and returns its canonical body (the chained
 /// bytes without format version and seq). Raises the documented SQLSTATE
-/// for the first rule it breaks. Kept for release 0.2.0's SQL, which
-/// records through it until `ALTER EXTENSION pg_authaudit UPDATE`.
+/// for the first rule it breaks.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(stable, parallel_safe, name = "_event_body")]
 fn event_body(

@@ -98,8 +98,8 @@ fn record_events_rows(
     })))
 }
 
-/// Records `events`; returns their log ids in input order (the library's
-/// side of `record_events` before release 0.8.0).
+/// Records `events`; returns their log ids in input order (the pipeline of
+/// `record_events` without the rows).
 #[pg_extern(volatile, parallel_unsafe, name = "_record_events")]
 fn record_events(events: Option<Jsonb>) -> Result<Vec<Uuid>, pgrx::pg_sys::panic::ErrorReport> {
     Ok(Spi::connect_mut(|client| run(client, events, Mode::Live, None))?.0)

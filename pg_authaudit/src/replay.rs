@@ -464,6 +464,7 @@ fn lockout_replay(
     >,
     ErrorReport,
 > {
+    crate::legacy::sql()?;
     let access = scope::caller_reads(tenant_id);
     if access == CallerReads::Nothing {
         return Ok(TableIterator::new(Vec::new()));
@@ -477,7 +478,7 @@ fn lockout_replay(
         let enforced;
         {
             let pin = Pinned::now();
-            let enabled = from_us > i64::MIN && snapshots::enabled(client)?;
+            let enabled = from_us > i64::MIN && snapshots::enabled()?;
             let keeping = Keeping::answer(now_us(), from_us, enabled);
             let before = keeping.map(|_| from_us);
             run = Run::start(
@@ -617,6 +618,7 @@ fn rebuild_lockout(
 /// `rebuild_lockout`'s work, for `import_events` too: the numbers of events
 /// replayed and of account, source and pair rows written.
 pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
+    crate::legacy::sql()?;
     if !scope::may_rebuild(tenant) {
         return Err(AuditError::NoRebuildScope {
             role: scope::role_name(scope::writer()),
@@ -630,7 +632,7 @@ pub fn rebuild(tenant: &str) -> Result<(i64, i64, i64, i64), AuditError> {
     Spi::connect_mut(|client| {
         let rules = engine::rules(client, tenant)?;
         let fingerprint = snapshots::fingerprint(&rules);
-        let keeping = Keeping::rebuild(now_us(), snapshots::enabled(client)?);
+        let keeping = Keeping::rebuild(now_us(), snapshots::enabled()?);
         // The history committed so far, replayed from the latest snapshot
         // while live recording goes on.
         let mut run = Run::start(

@@ -132,17 +132,10 @@ fn with_scope<T>(role: pg_sys::Oid, f: impl Fn(&Scope) -> T) -> T {
     v
 }
 
-/// Release 0.8.0's bindings, by role name (a library installed before
-/// `ALTER EXTENSION … UPDATE` runs on a table without `role_oid`).
-const BINDINGS_BY_NAME: &CStr = c"SELECT s.tenant_id, s.org_id, s.can_read, s.can_write \
-                                  FROM authaudit.tenant_scope s WHERE s.role_name = $1::pg_catalog.name";
-
 /// The bindings of `role`, read with the latest snapshot (a revocation
 /// committed after this transaction's snapshot is seen, in any isolation).
 fn load(role: pg_sys::Oid) -> Scope {
-    let by_oid = crate::state_rows::relid(c"tenant_scope")
-        .map(|t| crate::state_rows::has_column(t, c"role_oid"))
-        .unwrap_or(true);
+    let by_oid = crate::legacy::sql().is_ok_and(|s| s == crate::legacy::Sql::Current);
     let (sql, key) = if by_oid {
         let oid = i64::from(u32::from(role));
         (
@@ -152,7 +145,7 @@ fn load(role: pg_sys::Oid) -> Scope {
     } else {
         let name = role_name(role);
         (
-            BINDINGS_BY_NAME,
+            crate::legacy::BINDINGS_BY_NAME,
             (pg_sys::TEXTOID, name.as_str().into_datum().expect("text")),
         )
     };

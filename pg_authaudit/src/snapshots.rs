@@ -50,20 +50,16 @@ pub fn every_events() -> u64 {
     crate::gucs::lockout_snapshot_interval()
 }
 
-const INSTALLED: &str = "SELECT to_regclass('authaudit.lockout_snapshots') IS NOT NULL \
-        AND to_regclass('authaudit.lockout_snapshot_invalidations') IS NOT NULL";
-
-/// Whether the database's schema has the snapshot tables (a database still
-/// on an earlier version of the extension's SQL, before its `ALTER
-/// EXTENSION ... UPDATE`, has not).
-pub fn installed(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, AuditError> {
-    let table = spi_plans::run(client, "snapshot_tables", INSTALLED, &[], &[])?;
-    Ok(!table.is_empty() && table.first().get::<bool>(1)?.unwrap_or(false))
+/// Whether the database's schema has the snapshot tables: not the
+/// previous release's SQL (`legacy`), before its `ALTER EXTENSION …
+/// UPDATE`.
+pub fn installed() -> Result<bool, AuditError> {
+    Ok(crate::legacy::sql()? == crate::legacy::Sql::Current)
 }
 
 /// Whether snapshots are made and used here: switched on, and installed.
-pub fn enabled(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, AuditError> {
-    Ok(every_events() > 0 && installed(client)?)
+pub fn enabled() -> Result<bool, AuditError> {
+    Ok(every_events() > 0 && installed()?)
 }
 
 /// An answer makes a snapshot before its period when it replayed at least
@@ -287,7 +283,7 @@ impl Behind {
 
     /// Records it (`authaudit.lockout_snapshot_invalidations`).
     pub fn record(self, client: &mut pgrx::spi::SpiClient<'_>) -> Result<(), AuditError> {
-        if self.0.is_empty() || !installed(client)? {
+        if self.0.is_empty() || !installed()? {
             return Ok(());
         }
         use pgrx::pg_sys::BuiltinOid::{INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};

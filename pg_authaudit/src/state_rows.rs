@@ -50,16 +50,6 @@ impl Found {
     }
 }
 
-impl Found {
-    /// The value of column `name`, `None` also when the table lacks it (a
-    /// column a later release adds, before `ALTER EXTENSION … UPDATE`).
-    pub fn get_present<T: FromDatum>(&self, name: &'static CStr) -> Option<T> {
-        has_column(self.relid, name)
-            .then(|| self.get(name))
-            .flatten()
-    }
-}
-
 /// The number of column `name` of table `relid`, cached per backend.
 pub fn attnum(relid: pg_sys::Oid, name: &'static CStr) -> i16 {
     watch_relcache();
@@ -78,9 +68,6 @@ thread_local! {
     /// Table and index oids by name, forgotten on any relation cache
     /// invalidation (the extension dropped and created again, say).
     static RELIDS: RefCell<HashMap<&'static CStr, pg_sys::Oid>> = RefCell::new(HashMap::new());
-    /// Whether a table has a column a later release added, forgotten on
-    /// any relation cache invalidation (`ALTER EXTENSION … UPDATE` adds it).
-    static PRESENT: RefCell<HashMap<(pg_sys::Oid, &'static CStr), bool>> = RefCell::new(HashMap::new());
 }
 
 static mut RELID_CALLBACK: bool = false;
@@ -92,12 +79,12 @@ static mut RELID_CALLBACK: bool = false;
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_relids(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
     RELIDS.with(|r| r.try_borrow_mut().map(|mut r| r.clear()).ok());
-    PRESENT.with(|p| p.try_borrow_mut().map(|mut p| p.clear()).ok());
     ATTNUMS.with(|a| a.try_borrow_mut().map(|mut a| a.clear()).ok());
+    crate::legacy::forget();
 }
 
 /// Registers `forget_relids` once per backend.
-fn watch_relcache() {
+pub fn watch_relcache() {
     // SAFETY: a backend-local flag and PostgreSQL's callback registry.
     unsafe {
         if !RELID_CALLBACK {
@@ -105,20 +92,6 @@ fn watch_relcache() {
             RELID_CALLBACK = true;
         }
     }
-}
-
-/// Whether table `relid` has column `name`, cached until the next relation
-/// cache invalidation.
-pub fn has_column(relid: pg_sys::Oid, name: &'static CStr) -> bool {
-    watch_relcache();
-    if let Some(present) = PRESENT.with(|p| p.borrow().get(&(relid, name)).copied()) {
-        return present;
-    }
-    // SAFETY: a syscache lookup of a column of an existing table. It may run
-    // invalidation callbacks (`forget_relids`): no borrow is held across it.
-    let present = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) } > 0;
-    PRESENT.with(|p| p.borrow_mut().insert((relid, name), present));
-    present
 }
 
 /// The oid of relation `name` of schema `authaudit`.
@@ -198,11 +171,6 @@ impl Probe {
                 slot,
             })
         }
-    }
-
-    /// How many columns the index's key has.
-    pub fn key_columns(&self) -> usize {
-        self.columns.len()
     }
 
     /// Finds the row whose key equals `key` and hands it to `read` (`None`:

@@ -267,7 +267,7 @@ fn lock_accounts(
             let mut target = Target::open(c"lockout_state")?;
             for (k, org) in &create {
                 target.insert_new(
-                    &new_account_row(&k.0, &k.1, org.as_deref())?,
+                    &new_account_row(&k.0, &k.1, org.as_deref()),
                     c"lockout_state_pkey",
                 )?;
             }
@@ -287,8 +287,8 @@ fn lock_accounts(
 
 /// An account's empty row, belonging to `org`. Rows are written without the
 /// executor: no column default applies.
-fn new_account_row(tenant: &str, user: &str, org: Option<&str>) -> Result<Vec<Column>, AuditError> {
-    let mut row = vec![
+fn new_account_row(tenant: &str, user: &str, org: Option<&str>) -> Vec<Column> {
+    vec![
         (c"tenant_id", Some(engine::datum(tenant))),
         (c"user_id", Some(engine::datum(user))),
         (c"org_id", org.map(engine::datum)),
@@ -296,11 +296,8 @@ fn new_account_row(tenant: &str, user: &str, org: Option<&str>) -> Result<Vec<Co
         (c"locked", false.into_datum()),
         (c"lock_count", 0i32.into_datum()),
         (c"updated_at", engine::now_datum()),
-    ];
-    if engine::has_run_column()? {
-        row.push((c"failures_since_success", 0i32.into_datum()));
-    }
-    Ok(row)
+        (c"failures_since_success", 0i32.into_datum()),
+    ]
 }
 
 /// An address as an `inet` datum (a host address, as the rows hold it).
@@ -405,7 +402,7 @@ fn write_accounts(accounts: &HashMap<AccountKey, AccountRow>) -> Result<(), Audi
     let mut target = Target::open(c"lockout_state")?;
     for r in changed {
         let tid = r.locked.tid.expect("a locked row's position");
-        let mut columns = account_columns(&r.locked.state)?;
+        let mut columns = account_columns(&r.locked.state);
         if let Some(first) = r.first_ip {
             columns.push((c"first_failure_ip", first.map(|i| i.datum)));
         }
@@ -464,8 +461,8 @@ fn write_pairs(pairs: &HashMap<PairKey, SourceRow>) -> Result<(), AuditError> {
 }
 
 /// The columns of an account's state row that hold `state`.
-fn account_columns(state: &AccountState) -> Result<Vec<Column>, AuditError> {
-    let mut columns = vec![
+fn account_columns(state: &AccountState) -> Vec<Column> {
+    vec![
         (c"failure_count", state.failure_count.into_datum()),
         (
             c"first_failure_at",
@@ -476,14 +473,11 @@ fn account_columns(state: &AccountState) -> Result<Vec<Column>, AuditError> {
         (c"locked_at", engine::timestamp(state.locked_at_us)),
         (c"locked_until", engine::timestamp(state.locked_until_us)),
         (c"lock_count", state.lock_count.into_datum()),
-    ];
-    if engine::has_run_column()? {
-        columns.push((
+        (
             c"failures_since_success",
             state.failures_since_success.into_datum(),
-        ));
-    }
-    Ok(columns)
+        ),
+    ]
 }
 
 /// The columns of a source's or (source, account) pair's state row that
@@ -514,7 +508,7 @@ pub fn claim(claims: &BTreeMap<AccountKey, String>) -> Result<Vec<LockedAccount>
         let mut target = Target::open(c"lockout_state")?;
         for ((tenant, account), org) in claims {
             target.insert_new(
-                &new_account_row(tenant, account, Some(org))?,
+                &new_account_row(tenant, account, Some(org)),
                 c"lockout_state_pkey",
             )?;
         }

@@ -8,7 +8,6 @@
 
 use crate::error::{AuditError, SqlResult};
 use authaudit_core::jwt;
-use pgrx::datum::Uuid;
 use pgrx::prelude::*;
 
 /// The header fields, registered claims and fingerprint of a token issued to
@@ -23,17 +22,4 @@ fn token_facts(token: Option<&str>, user_id: Option<&str>) -> SqlResult<pgrx::Js
     ))?;
     let facts = jwt::parse(token, user_id).map_err(AuditError::from)?;
     Ok(pgrx::JsonB(facts.to_json()))
-}
-
-/// Release 0.1.0's grant of extension facts to `record_event`: gone (any
-/// writer could reuse it). Kept as a symbol so that 0.1.0's SQL still loads
-/// until `ALTER EXTENSION pg_authaudit UPDATE`; it grants nothing, so 0.1.0's
-/// `record_token_issued` refuses until then. Not part of the 0.2.0 schema.
-#[pg_extern(volatile, strict, sql = false)]
-fn grant_facts(_log_id: Uuid) {}
-
-/// See [`grant_facts`]: never a grant.
-#[pg_extern(volatile, strict, sql = false)]
-fn take_facts_grant(_log_id: Uuid) -> bool {
-    false
 }

@@ -1,10 +1,13 @@
 //! Extension upgrades: a database created at an earlier release (0.1.0,
 //! 0.2.0, 0.3.0, 0.4.0, 0.5.0, 0.6.0, 0.7.0, 0.8.0: their install scripts,
 //! as built then, are test fixtures that only `Cluster::releases` installs)
-//! and recorded into is updated with
+//! and holding that release's rows is updated with
 //! `ALTER EXTENSION pg_authaudit UPDATE`; every chain still verifies,
 //! recording continues at the next seq, and the upgraded schema equals a
-//! fresh install of the current release, object for object.
+//! fresh install of the current release, object for object. The previous
+//! release's SQL records with this library until the update; an older
+//! release's rows are fixtures (tests/fixtures/README.md), and its SQL is
+//! refused until the update.
 
 use crate::support::{sqlstate, verify};
 use authaudit_tests::{Cluster, TestDb};
@@ -12,6 +15,8 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 const CURRENT: &str = env!("CARGO_PKG_VERSION");
+/// The release before this one: the oldest whose SQL this library serves.
+const PREVIOUS: &str = "0.8.0";
 
 fn record(c: &mut Client, tenant: &str, kind: &str, user: &str) -> i64 {
     c.query_one(
@@ -88,119 +93,37 @@ fn config_tables(db: &TestDb) -> String {
 
 #[test]
 fn an_upgrade_from_0_1_0_keeps_every_chain_and_equals_a_fresh_install() {
-    upgrade_from("0.1.0", |c| {
-        // Between installing this library and updating, 0.1.0's SQL keeps
-        // recording, but its facts grant is gone: token issuance waits for
-        // the update (refused, nothing written).
-        let err = c
-            .batch_execute(
-                "SELECT authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
-                 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')",
-            )
-            .unwrap_err();
-        assert_eq!(
-            sqlstate(&err),
-            Some(SqlState::INVALID_PARAMETER_VALUE),
-            "{err}"
-        );
-        2
-    });
+    upgrade_from("0.1.0", refused_until_update);
 }
 
 #[test]
 fn an_upgrade_from_0_2_0_keeps_every_chain_and_equals_a_fresh_install() {
-    upgrade_from("0.2.0", |c| {
-        // 0.2.0's SQL records through this library until the update: a
-        // token and a batch (its record_events loops over _record).
-        c.batch_execute(
-            "SELECT authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
-             'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')",
-        )
-        .unwrap();
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM authaudit.record_events(jsonb_build_array( \
-                   jsonb_build_object('log_id', gen_random_uuid(), 'tenant_id', 'agency-2', \
-                     'org_id', 'hq', 'event_type', 'login_failed', 'user_id', 'bob', \
-                     'channel', 'web', 'ip', '198.51.100.7')))",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 1);
-        4
-    });
+    upgrade_from("0.2.0", refused_until_update);
 }
 
 #[test]
 fn an_upgrade_from_0_3_0_keeps_every_chain_and_equals_a_fresh_install() {
-    upgrade_from("0.3.0", |_| 2);
+    upgrade_from("0.3.0", refused_until_update);
 }
 
 #[test]
 fn an_upgrade_from_0_4_0_keeps_every_chain_and_equals_a_fresh_install() {
-    upgrade_from("0.4.0", |_| 2);
+    upgrade_from("0.4.0", refused_until_update);
 }
 
 #[test]
 fn an_upgrade_from_0_5_0_keeps_every_chain_and_equals_a_fresh_install() {
-    upgrade_from("0.5.0", |c| {
-        // Until the update a log id is unique across tenants: one of
-        // agency-1 is refused in agency-2, singly and in a batch.
-        let id: String = c
-            .query_one(
-                "SELECT log_id::text FROM authaudit.auth_log WHERE tenant_id = 'agency-1' AND seq = 1",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        let single = c
-            .query_one(
-                "SELECT authaudit.record_event($1::text::uuid, 'agency-2', 'login_failed', 'bob', 'web')",
-                &[&id],
-            )
-            .unwrap_err();
-        let batch = c
-            .query(
-                "SELECT * FROM authaudit.record_events(jsonb_build_array(jsonb_build_object( \
-                   'log_id', $1::text, 'tenant_id', 'agency-2', 'event_type', 'login_failed', \
-                   'user_id', 'bob', 'channel', 'web')))",
-                &[&id],
-            )
-            .unwrap_err();
-        for err in [single, batch] {
-            assert_eq!(sqlstate(&err), Some(SqlState::UNIQUE_VIOLATION), "{err}");
-        }
-        2
-    });
+    upgrade_from("0.5.0", refused_until_update);
 }
 
 #[test]
 fn an_upgrade_from_0_6_0_keeps_every_chain_and_equals_a_fresh_install() {
-    upgrade_from("0.6.0", |_| 2);
+    upgrade_from("0.6.0", refused_until_update);
 }
 
 #[test]
 fn an_upgrade_from_0_7_0_keeps_every_chain_and_equals_a_fresh_install() {
-    upgrade_from("0.7.0", |c| {
-        // Until the update record_events is 0.7.0's PL/pgSQL, which calls
-        // this library's _record_events for the log ids and reads the rows
-        // back: it still returns the stored row.
-        let rows = c
-            .query(
-                "SELECT seq, user_id FROM authaudit.record_events(jsonb_build_array(jsonb_build_object( \
-                   'log_id', gen_random_uuid(), 'tenant_id', 'agency-2', 'event_type', 'login_failed', \
-                   'user_id', 'bob', 'channel', 'web')))",
-                &[],
-            )
-            .unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(
-            (rows[0].get::<_, i64>(0), rows[0].get::<_, String>(1)),
-            (2, "bob".to_owned())
-        );
-        3
-    });
+    upgrade_from("0.7.0", refused_until_update);
 }
 
 #[test]
@@ -318,8 +241,9 @@ fn a_chain_retained_under_0_6_0_still_verifies_after_the_update() {
         .unwrap()
         .get(0)
     };
-    old_failures(&mut c, "agency-1", 3);
-    assert_eq!(retain(&mut c, "agency-1"), 3);
+    // Under 0.6.0, agency-1 recorded three failures 400 days old, a
+    // checkpoint, and retention removed the three (the fixture).
+    load_release_rows(&mut c, "0.6.0-retained");
     c.batch_execute("ALTER EXTENSION pg_authaudit UPDATE")
         .unwrap();
     assert_eq!(version(&mut c), CURRENT);
@@ -450,11 +374,84 @@ fn an_upgrade_from_0_3_0_merges_the_state_rows_of_one_key() {
     assert!(!allowed);
 }
 
-/// Creates the extension at `old`, records into it (three failures that
-/// lock alice, a success of bob, a checkpoint), lets `between` use the old
-/// SQL with this library (returning the next seq of agency-2), updates, and
-/// checks the chains, recording afterwards and the schema against a fresh
-/// install.
+/// Between installing this library and updating, the SQL of a release
+/// older than the window (`pg_authaudit/src/legacy.rs`) is refused with
+/// 0A000 and the hint to update, and nothing is written: recording, the
+/// login check, token issuance where the release has it. Returns the next
+/// seq of agency-2.
+fn refused_until_update(c: &mut Client) -> i64 {
+    let before = c
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .unwrap()
+        .get::<_, i64>(0);
+    let token_sql: bool = c
+        .query_one(
+            "SELECT to_regproc('authaudit.record_token_issued') IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mut calls = vec![
+        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-2', 'login_failed', 'bob', 'web')",
+        "SELECT * FROM authaudit.check_login('agency-1', 'alice')",
+    ];
+    if token_sql {
+        calls.push(
+            "SELECT authaudit.record_token_issued(gen_random_uuid(), 'agency-2', 'hq', 'bob', \
+             'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln', NULL, NULL, 'web')",
+        );
+    }
+    for call in calls {
+        let err = c.batch_execute(call).unwrap_err();
+        assert_eq!(
+            sqlstate(&err),
+            Some(SqlState::FEATURE_NOT_SUPPORTED),
+            "{call}: {err:?}"
+        );
+        let hint = err.as_db_error().and_then(|e| e.hint().map(str::to_owned));
+        assert!(
+            hint.as_deref()
+                .is_some_and(|h| h.contains("ALTER EXTENSION pg_authaudit UPDATE")),
+            "{call}: {hint:?}"
+        );
+    }
+    let after = c
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(after, before, "nothing written");
+    2
+}
+
+/// Loads `tests/fixtures/release-databases/NAME.copy` (the rows a database
+/// of that release held; per table a line `COPY authaudit.TABLE`, its rows
+/// in COPY's text format and a line `\.`) into the extension's tables as
+/// they are, without their triggers, as a restore would.
+fn load_release_rows(c: &mut Client, name: &str) {
+    use std::io::Write;
+    let path =
+        authaudit_tests::repo_root().join(format!("tests/fixtures/release-databases/{name}.copy"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    c.batch_execute("SET session_replication_role = replica")
+        .unwrap();
+    let mut lines = text.lines();
+    while let Some(head) = lines.next() {
+        assert!(head.starts_with("COPY authaudit."), "{head}");
+        let mut w = c.copy_in(&format!("{head} FROM STDIN")).unwrap();
+        for row in lines.by_ref().take_while(|l| *l != "\\.") {
+            writeln!(w, "{row}").unwrap();
+        }
+        w.finish().unwrap();
+    }
+    c.batch_execute("RESET session_replication_role").unwrap();
+}
+
+/// Creates the extension at `old` with rows of that release in it (three
+/// failures that lock alice, a success of bob, a checkpoint: recorded live
+/// at the previous release, loaded from the fixture of an older one), lets
+/// `between` use the old SQL with this library (returning the next seq of
+/// agency-2), updates, and checks the chains, recording afterwards and the
+/// schema against a fresh install.
 fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
     let db = Cluster::releases().empty_db(&format!("upgrade_from_{}", old.replace('.', "_")));
     let mut c = db.connect();
@@ -470,12 +467,16 @@ fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
     c.batch_execute(&format!("CREATE EXTENSION pg_authaudit VERSION '{old}'"))
         .unwrap();
     assert_eq!(version(&mut c), old);
-    for _ in 0..3 {
-        record(&mut c, "agency-1", "login_failed", "alice");
+    if old == PREVIOUS {
+        for _ in 0..3 {
+            record(&mut c, "agency-1", "login_failed", "alice");
+        }
+        record(&mut c, "agency-2", "login_success", "bob");
+        c.batch_execute("SELECT authaudit.checkpoint('agency-1')")
+            .unwrap();
+    } else {
+        load_release_rows(&mut c, old);
     }
-    record(&mut c, "agency-2", "login_success", "bob");
-    c.batch_execute("SELECT authaudit.checkpoint('agency-1')")
-        .unwrap();
     let (before_a, before_b) = (verify(&mut c, "agency-1"), verify(&mut c, "agency-2"));
     assert!(before_a.0 && before_b.0);
     assert_eq!(before_a.1, 4, "3 failures and the lock");
