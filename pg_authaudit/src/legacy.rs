@@ -56,44 +56,30 @@ pub fn sql() -> Result<Sql, AuditError> {
 pub const BINDINGS_BY_NAME: &CStr = c"SELECT s.tenant_id, s.org_id, s.can_read, s.can_write \
                                   FROM authaudit.tenant_scope s WHERE s.role_name = $1::pg_catalog.name";
 
-/// What a retired symbol raises: the SQL calling it is older than the
-/// window.
-fn retired() -> Result<(), pgrx::pg_sys::panic::ErrorReport> {
-    Err(AuditError::RetiredSql {
-        installed: format!("older than {PREVIOUS}"),
-    }
-    .into())
+/// The symbols only the SQL of releases before the window calls, each
+/// with what called it: every one refuses with the hint to run the update.
+macro_rules! retired {
+    ($($(#[doc = $doc:literal])* $name:ident;)*) => {$(
+        $(#[doc = $doc])*
+        #[pg_extern(sql = false)]
+        fn $name() -> Result<(), pgrx::pg_sys::panic::ErrorReport> {
+            Err(AuditError::RetiredSql {
+                installed: format!("older than {PREVIOUS}"),
+            }
+            .into())
+        }
+    )*};
 }
 
-// The symbols only the SQL of releases before the window calls: each
-// refuses with the hint to run the update.
-
-/// Release 0.1.0's `_lockout_apply`.
-#[pg_extern(sql = false)]
-fn lockout_apply() -> Result<(), pgrx::pg_sys::panic::ErrorReport> {
-    retired()
-}
-
-/// Release 0.2.0's `_lockout_apply` (with organisations).
-#[pg_extern(sql = false)]
-fn lockout_apply_scoped() -> Result<(), pgrx::pg_sys::panic::ErrorReport> {
-    retired()
-}
-
-/// Release 0.1.0's grant of facts to `record_event`.
-#[pg_extern(sql = false)]
-fn grant_facts() -> Result<(), pgrx::pg_sys::panic::ErrorReport> {
-    retired()
-}
-
-/// Release 0.1.0's taking of that grant.
-#[pg_extern(sql = false)]
-fn take_facts_grant() -> Result<(), pgrx::pg_sys::panic::ErrorReport> {
-    retired()
-}
-
-/// Releases 0.1.0 to 0.4.0's `_cef_line` (no import time).
-#[pg_extern(sql = false)]
-fn cef_line() -> Result<(), pgrx::pg_sys::panic::ErrorReport> {
-    retired()
+retired! {
+    /// Release 0.1.0's `_lockout_apply`.
+    lockout_apply;
+    /// Release 0.2.0's `_lockout_apply` (with organisations).
+    lockout_apply_scoped;
+    /// Release 0.1.0's grant of facts to `record_event`.
+    grant_facts;
+    /// Release 0.1.0's taking of that grant.
+    take_facts_grant;
+    /// Releases 0.1.0 to 0.4.0's `_cef_line` (no import time).
+    cef_line;
 }
