@@ -109,7 +109,7 @@ pub enum AuditError {
     WitnessNote(authaudit_core::note::NoteError),
     #[error("the witness checkpoint's origin {origin} is not of tenant {tenant}")]
     WitnessOrigin { origin: String, tenant: String },
-    #[error("pg_authaudit's SQL objects are of release {installed}; this library serves those of {} and {}", crate::legacy::PREVIOUS, env!("CARGO_PKG_VERSION"))]
+    #[error("pg_authaudit's SQL objects are of release {installed}; this library serves those of {} and {}", authaudit_core::release::PREVIOUS, env!("CARGO_PKG_VERSION"))]
     RetiredSql { installed: String },
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),

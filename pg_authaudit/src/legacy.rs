@@ -18,6 +18,7 @@
 
 use crate::error::AuditError;
 use authaudit_core::release::served;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::Cell;
 use std::ffi::CStr;
@@ -26,12 +27,15 @@ pub use authaudit_core::release::{Sql, PREVIOUS};
 
 thread_local! {
     /// The installed release's SQL, forgotten on any relation cache
-    /// invalidation (`state_rows`): an update alters the extension's tables.
+    /// invalidation: an update alters the extension's tables.
     static SQL: Cell<Option<Sql>> = const { Cell::new(None) };
+    /// Whether this backend registered [`forget`].
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Forgets the installed release (a relation cache invalidation).
-pub fn forget() {
+/// Runs inside PostgreSQL's invalidation processing: never panics.
+#[pg_guard]
+unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
     SQL.with(|s| s.set(None));
 }
 
@@ -41,7 +45,13 @@ pub fn sql() -> Result<Sql, AuditError> {
     if let Some(s) = SQL.with(Cell::get) {
         return Ok(s);
     }
-    crate::state_rows::watch_relcache();
+    if !WATCHING.with(Cell::get) {
+        // SAFETY: PostgreSQL's callback registry, once per backend.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(forget), pg_sys::Datum::from(0));
+        }
+        WATCHING.with(|w| w.set(true));
+    }
     let installed = Spi::get_one::<String>(
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_authaudit'",
     )?

@@ -80,11 +80,10 @@ static mut RELID_CALLBACK: bool = false;
 unsafe extern "C-unwind" fn forget_relids(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
     RELIDS.with(|r| r.try_borrow_mut().map(|mut r| r.clear()).ok());
     ATTNUMS.with(|a| a.try_borrow_mut().map(|mut a| a.clear()).ok());
-    crate::legacy::forget();
 }
 
 /// Registers `forget_relids` once per backend.
-pub fn watch_relcache() {
+fn watch_relcache() {
     // SAFETY: a backend-local flag and PostgreSQL's callback registry.
     unsafe {
         if !RELID_CALLBACK {
