@@ -17,7 +17,7 @@
 //! (`authaudit-sidecar alarms resolve`); the next start then goes on, and
 //! copies if the store was empty, saying on whose word.
 
-use crate::config::Options;
+use crate::config::WitnessConfig;
 use crate::mongo_store::{MongoStore, StoreError};
 use crate::note::{Checkpoint, Verifier25519};
 use authaudit_core::custody::{judge, Acknowledged, Finding, Held};
@@ -214,7 +214,7 @@ fn signed_heads(
 /// file, the witness log and the checkpoints written back to PostgreSQL
 /// (signed with the witness's key).
 pub async fn acknowledged(
-    opts: &Options,
+    witness: &WitnessConfig,
     custody: Option<&Custody>,
     verifier: Option<&Verifier25519>,
     pg: &tokio_postgres::Client,
@@ -223,9 +223,9 @@ pub async fn acknowledged(
     let Some(verifier) = verifier else {
         return Ok(a);
     };
-    if let Some(path) = &opts.witness_log {
+    if let Some(path) = &witness.log {
         match crate::witness::read_log(path) {
-            Ok(notes) => a.merge(&signed_heads(&notes, verifier, &opts.witness_origin)),
+            Ok(notes) => a.merge(&signed_heads(&notes, verifier, &witness.origin)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(CustodyError::WitnessLog {
@@ -246,7 +246,7 @@ pub async fn acknowledged(
         .await
     {
         let notes: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        a.merge(&signed_heads(&notes, verifier, &opts.witness_origin));
+        a.merge(&signed_heads(&notes, verifier, &witness.origin));
     }
     Ok(a)
 }

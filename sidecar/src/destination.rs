@@ -3,7 +3,7 @@
 //! every batch to every destination and acknowledges a position to
 //! PostgreSQL only once all of them delivered it (`pipeline.rs`).
 
-use crate::config::Options;
+use crate::config::BatchConfig;
 use crate::documents::{self, LockoutChange};
 use crate::metrics::{unix_now_us, DestinationKind, Metrics};
 use crate::mongo_store::{MongoStore, StoreError};
@@ -228,12 +228,12 @@ impl Destination for SiemDestination {
 pub async fn deliver_with_retry(
     dest: &dyn Destination,
     batch: &Batch,
-    opts: &Options,
+    config: &BatchConfig,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
-    let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(50));
+    let max_backoff = Duration::from_millis(config.max_backoff_ms.max(50));
     let health = &metrics.destinations;
     loop {
         // An attempt under way finishes even when stopping (the shutdown

@@ -27,7 +27,7 @@
 //! `authaudit.lockout_ipv6_prefix` settings as the sidecar's session sees
 //! them, at start and again every few seconds ([`Detections::load_key_rules`]).
 
-use crate::config::Options;
+use crate::config::DetectionsConfig;
 use crate::documents::{self, Get};
 use crate::metrics::Metrics;
 use crate::siem::SiemEvent;
@@ -172,12 +172,13 @@ fn key_rules_of(
 }
 
 impl Detections {
-    /// The detector `opts` configure (`None` with `--detections false`).
-    pub fn from_options(opts: &Options) -> Result<Option<Detections>, DetectionError> {
-        if !opts.detections {
+    /// The detector `[detections]` configures (`None` with `--detections
+    /// false`).
+    pub fn from_config(config: &DetectionsConfig) -> Result<Option<Detections>, DetectionError> {
+        if !config.enabled {
             return Ok(None);
         }
-        let (default, per) = match &opts.detection_config {
+        let (default, per) = match &config.config {
             Some(p) => thresholds(p)?,
             None => (Thresholds::default(), HashMap::new()),
         };

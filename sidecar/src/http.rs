@@ -53,6 +53,17 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+impl Limits {
+    /// The limits `[metrics]` sets.
+    pub fn of(config: &crate::config::MetricsConfig) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            max_header_bytes: config.max_header_bytes,
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+        }
+    }
+}
+
 /// Whether an accept failed for want of resources: the connection waits in
 /// the backlog and the next accept would fail the same way at once.
 fn out_of_resources(e: &std::io::Error) -> bool {

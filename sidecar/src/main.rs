@@ -5,7 +5,7 @@
 //! (`alarms`, `alerts`, `restore`). Every option:
 //! `authaudit-sidecar --help`; operations and exit codes: docs/sidecar.md.
 
-use sidecar::config::{AlarmAction, AlertAction, Cli, Command, Options};
+use sidecar::config::{AlarmAction, AlertAction, Cli, Command, Config, WitnessConfig};
 use sidecar::error::{Exit, ToolError};
 use sidecar::metrics::Metrics;
 use sidecar::{mirror, operator, verify, witness};
@@ -37,14 +37,14 @@ fn main() -> ExitCode {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     // One TLS implementation for every connection (PostgreSQL and MongoDB).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.options.log)
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.config.general.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours for a terminal only: a log file or journal gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if cli.options.log_json {
+    if cli.config.general.log_json {
         builder.json().init();
     } else {
         builder.init();
@@ -72,13 +72,13 @@ fn main() -> ExitCode {
 }
 
 async fn command(cli: Cli) -> ExitCode {
-    let options = cli.options;
+    let config = cli.config;
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(options).await.into(),
+        Command::Run => run(config).await.into(),
         Command::Verify {
             rewrite_earlier_numbers,
-        } => verify(&options, rewrite_earlier_numbers).await,
-        Command::Migrate => match operator::migrate(&options).await {
+        } => verify(&config, rewrite_earlier_numbers).await,
+        Command::Migrate => match operator::migrate(&config.mongo).await {
             Ok(moved) => {
                 println!("migrate: {moved} log documents moved to the tenant_id/log_id key");
                 ExitCode::SUCCESS
@@ -95,7 +95,7 @@ async fn command(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::WitnessKey => match key_of(&options) {
+        Command::WitnessKey => match key_of(&config.witness) {
             Ok(v) => {
                 println!("{}", v.text());
                 ExitCode::SUCCESS
@@ -106,7 +106,7 @@ async fn command(cli: Cli) -> ExitCode {
             }
         },
         Command::WitnessRotate { new_key_file } => {
-            let Some(old) = options.witness_key_file.as_ref() else {
+            let Some(old) = config.witness.key_file.as_ref() else {
                 eprintln!("authaudit-sidecar witness-rotate: no --witness-key-file (AUTHAUDIT_WITNESS_KEY_FILE): the old key signs too");
                 return Exit::Usage.into();
             };
@@ -121,12 +121,12 @@ async fn command(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::WitnessCheck { public_key } => witness_check(&options, public_key).await,
+        Command::WitnessCheck { public_key } => witness_check(&config, public_key).await,
         Command::Alarms { action } => {
             let done = match action {
-                AlarmAction::List { all } => operator::alarms_list(&options, all).await,
+                AlarmAction::List { all } => operator::alarms_list(&config.mongo, all).await,
                 AlarmAction::Resolve { id, note } => {
-                    operator::alarm_resolve(&options, &id, &note).await
+                    operator::alarm_resolve(&config.mongo, &id, &note).await
                 }
             };
             printed("alarms", done)
@@ -140,7 +140,7 @@ async fn command(cli: Cli) -> ExitCode {
                 },
         } => printed(
             "alerts",
-            operator::alerts_list(&options, tenant.as_deref(), rule.as_deref(), limit).await,
+            operator::alerts_list(&config.mongo, tenant.as_deref(), rule.as_deref(), limit).await,
         ),
         Command::Restore {
             tenant,
@@ -149,14 +149,29 @@ async fn command(cli: Cli) -> ExitCode {
             note,
         } => printed(
             "restore",
-            operator::restore(&options, &tenant, seq, execute, note.as_deref()).await,
+            operator::restore(
+                &config.postgres,
+                &config.mongo,
+                &tenant,
+                seq,
+                execute,
+                note.as_deref(),
+            )
+            .await,
         ),
     }
 }
 
 /// `verify`: the report on stdout; exit 1 on a difference.
-async fn verify(options: &Options, rewrite_earlier_numbers: bool) -> ExitCode {
-    let report = match verify::reconcile(options, rewrite_earlier_numbers).await {
+async fn verify(config: &Config, rewrite_earlier_numbers: bool) -> ExitCode {
+    let report = match verify::reconcile(
+        &config.postgres,
+        &config.mongo,
+        config.general.progress_interval_ms,
+        rewrite_earlier_numbers,
+    )
+    .await
+    {
         Ok(report) => report,
         Err(e) => return failed("verify", &e),
     };
@@ -186,10 +201,10 @@ async fn verify(options: &Options, rewrite_earlier_numbers: bool) -> ExitCode {
 
 /// `witness-check`: with `public_key`, or the key of --witness-key-file;
 /// exit 1 on a finding.
-async fn witness_check(options: &Options, public_key: Option<String>) -> ExitCode {
+async fn witness_check(config: &Config, public_key: Option<String>) -> ExitCode {
     let verifier = match public_key {
         Some(k) => sidecar::note::Verifier25519::parse(&k).map_err(|e| e.to_string()),
-        None => key_of(options),
+        None => key_of(&config.witness),
     };
     let verifier = match verifier {
         Ok(v) => v,
@@ -198,10 +213,11 @@ async fn witness_check(options: &Options, public_key: Option<String>) -> ExitCod
             return Exit::Usage.into();
         }
     };
-    let report = match witness::check(options, &verifier).await {
-        Ok(report) => report,
-        Err(e) => return failed("witness-check", &e),
-    };
+    let report =
+        match witness::check(&config.postgres, &config.mongo, &config.witness, &verifier).await {
+            Ok(report) => report,
+            Err(e) => return failed("witness-check", &e),
+        };
     for o in &report.ok {
         println!("ok: {o}");
     }
@@ -239,46 +255,43 @@ fn printed(what: &str, done: Result<String, ToolError>) -> ExitCode {
 }
 
 /// The verifier key of `--witness-key-file`.
-fn key_of(options: &Options) -> Result<sidecar::note::Verifier25519, String> {
-    let path = options
-        .witness_key_file
+fn key_of(witness: &WitnessConfig) -> Result<sidecar::note::Verifier25519, String> {
+    let path = witness
+        .key_file
         .as_ref()
         .ok_or("no --witness-key-file (AUTHAUDIT_WITNESS_KEY_FILE)")?;
     Ok(witness::signer(path).map_err(|e| e.to_string())?.verifier())
 }
 
-async fn run(options: Options) -> Exit {
+async fn run(config: Config) -> Exit {
     // Files the options name that cannot be read stop the start, not each
     // session.
-    if let Err(e) = witness::Witness::from_options(&options) {
+    if let Err(e) = witness::Witness::from_config(&config.witness) {
         eprintln!("authaudit-sidecar: {e}");
         return Exit::Usage;
     }
-    if let Err(e) = sidecar::detect::Detections::from_options(&options) {
+    if let Err(e) = sidecar::detect::Detections::from_config(&config.detections) {
         eprintln!("authaudit-sidecar: {e}");
         return Exit::Usage;
     }
-    if let Err(e) = sidecar::siem::Siem::from_options(&options) {
+    if let Err(e) = sidecar::siem::Siem::from_config(&config.siem) {
         eprintln!("authaudit-sidecar: {e}");
         return Exit::Usage;
     }
-    let metrics = Arc::new(Metrics::new(options.tenant_metrics));
-    metrics.set_health_timeout(Duration::from_millis(options.health_timeout_ms));
-    if !options.metrics_listen.is_empty() {
-        match tokio::net::TcpListener::bind(&options.metrics_listen).await {
+    let metrics = Arc::new(Metrics::from_config(&config.metrics));
+    let listen = &config.metrics.listen;
+    if !listen.is_empty() {
+        match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => {
-                tracing::info!(address = %options.metrics_listen, "metrics on /metrics, health on /health");
+                tracing::info!(address = %listen, "metrics on /metrics, health on /health");
                 tokio::spawn(sidecar::http::serve(
                     l,
                     metrics.clone(),
-                    options.http_limits(),
+                    sidecar::http::Limits::of(&config.metrics),
                 ));
             }
             Err(e) => {
-                eprintln!(
-                    "authaudit-sidecar: cannot listen on {}: {e}",
-                    options.metrics_listen
-                );
+                eprintln!("authaudit-sidecar: cannot listen on {listen}: {e}");
                 return Exit::Usage;
             }
         }
@@ -302,13 +315,14 @@ async fn run(options: Options) -> Exit {
     // SIGTERM waits for the deliveries in flight at most this long: a
     // destination that is gone cannot hold the process.
     let mut stopping = stop_rx.clone();
-    let deadline = Duration::from_millis(options.shutdown_timeout_ms);
+    let shutdown_timeout_ms = config.batch.shutdown_timeout_ms;
+    let deadline = Duration::from_millis(shutdown_timeout_ms);
     let shutdown_deadline = async move {
         let _ = stopping.wait_for(|s| *s).await;
         tokio::time::sleep(deadline).await;
     };
     tokio::select! {
-        r = mirror::run(&options, metrics, stop_rx) => match r {
+        r = mirror::run(&config, metrics, stop_rx) => match r {
             Ok(()) => Exit::Ok,
             Err(e) => {
                 eprintln!("authaudit-sidecar: {e}");
@@ -317,12 +331,11 @@ async fn run(options: Options) -> Exit {
         },
         () = shutdown_deadline => {
             tracing::warn!(
-                timeout_ms = options.shutdown_timeout_ms,
+                timeout_ms = shutdown_timeout_ms,
                 "stopped at the shutdown deadline with deliveries in flight: what they carried stays unacknowledged and is replayed at the next start"
             );
             eprintln!(
-                "authaudit-sidecar: stopped after --shutdown-timeout-ms ({} ms) with deliveries in flight; they stay unacknowledged",
-                options.shutdown_timeout_ms
+                "authaudit-sidecar: stopped after --shutdown-timeout-ms ({shutdown_timeout_ms} ms) with deliveries in flight; they stay unacknowledged"
             );
             Exit::ShutdownDeadline
         }

@@ -578,6 +578,14 @@ impl HealthSeries {
 }
 
 impl Metrics {
+    /// The metrics `[metrics]` configures: the per-tenant series and the
+    /// health timeout.
+    pub fn from_config(config: &crate::config::MetricsConfig) -> Metrics {
+        let m = Metrics::new(config.per_tenant);
+        m.set_health_timeout(Duration::from_millis(config.health_timeout_ms));
+        m
+    }
+
     /// Metrics with the per-tenant series on or off.
     pub fn new(per_tenant: bool) -> Metrics {
         let mut r = Reg(Registry::with_prefix("authaudit_sidecar"));

@@ -122,18 +122,20 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
-    /// The store the options name, with `--store-timeout-ms` as the
+    /// The store `[mongo]` names, with `--store-timeout-ms` as the
     /// longest wait to select a server or connect (a store that is down
     /// fails an attempt within it instead of the driver's 30 s).
-    pub async fn from_options(opts: &crate::config::Options) -> Result<MongoStore, StoreError> {
-        let mut o = mongodb::options::ClientOptions::parse(opts.mongodb_uri.expose()).await?;
-        let t = std::time::Duration::from_millis(opts.store_timeout_ms);
+    pub async fn from_config(
+        config: &crate::config::MongoConfig,
+    ) -> Result<MongoStore, StoreError> {
+        let mut o = mongodb::options::ClientOptions::parse(config.expose_uri()).await?;
+        let t = config.timeout();
         o.server_selection_timeout = Some(o.server_selection_timeout.map_or(t, |s| s.min(t)));
         o.connect_timeout = Some(o.connect_timeout.map_or(t, |s| s.min(t)));
         MongoStore::with_client(
             Client::with_options(o)?,
-            &opts.mongodb_database,
-            &opts.write_concern,
+            &config.database,
+            &config.write_concern,
         )
     }
 

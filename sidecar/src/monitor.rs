@@ -12,7 +12,7 @@
 //!   empty or replaced under a running session ends the session, whose
 //!   next start judges the store's custody (`custody.rs`).
 
-use crate::config::Options;
+use crate::config::{MetricsConfig, MongoConfig, PostgresConfig};
 use crate::metrics::{DestinationKind, Metrics};
 use crate::mongo_store::MongoStore;
 use bson::doc;
@@ -34,33 +34,36 @@ impl Drop for Monitor {
     }
 }
 
-/// How often the slot and the store are looked at.
-fn interval(opts: &Options) -> Duration {
-    Duration::from_millis((opts.health_timeout_ms / 2).clamp(100, 1000))
+/// How often the slot and the store are looked at: within half the
+/// health timeout.
+fn interval(metrics: &MetricsConfig) -> Duration {
+    Duration::from_millis((metrics.health_timeout_ms / 2).clamp(100, 1000))
 }
 
 impl Monitor {
-    /// Starts the watch; `store_id` is the store's identity at the
-    /// session's start.
+    /// Starts the watch of `--slot`'s state in the store; `store_id` is the
+    /// store's identity at the session's start.
     pub fn spawn(
-        opts: &Options,
+        postgres: &PostgresConfig,
+        mongo: &MongoConfig,
+        watch: &MetricsConfig,
         store: MongoStore,
         metrics: Arc<Metrics>,
         store_id: Option<String>,
     ) -> Monitor {
         let (tx, rx) = watch::channel(None);
-        let opts = opts.clone();
+        let slot = postgres.slot.clone();
+        let (every, timeout) = (interval(watch), mongo.timeout());
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval(&opts));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let timeout = Duration::from_millis(opts.store_timeout_ms);
             loop {
                 tick.tick().await;
                 let ping = tokio::time::timeout(
                     timeout,
                     store
                         .collection("_authaudit_sidecar")
-                        .find_one(doc! {"_id": &opts.slot}),
+                        .find_one(doc! {"_id": &slot}),
                 )
                 .await;
                 match ping {
@@ -88,7 +91,7 @@ impl Monitor {
                         metrics.mongodb_errors.inc();
                         metrics.destinations.failed_ping(
                             DestinationKind::Store,
-                            &format!("MongoDB: no answer within {} ms", opts.store_timeout_ms),
+                            &format!("MongoDB: no answer within {} ms", timeout.as_millis()),
                         );
                     }
                 }
@@ -114,23 +117,32 @@ impl Drop for LagSampler {
 }
 
 impl LagSampler {
-    pub fn spawn(opts: &Options, metrics: Arc<Metrics>) -> LagSampler {
-        let opts = opts.clone();
+    pub fn spawn(
+        postgres: &PostgresConfig,
+        watch: &MetricsConfig,
+        metrics: Arc<Metrics>,
+    ) -> LagSampler {
+        let postgres = postgres.clone();
+        let every = interval(watch);
         LagSampler(tokio::spawn(async move {
             let mut pg: Option<tokio_postgres::Client> = None;
-            let mut tick = tokio::time::interval(interval(&opts));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                slot_lag(&opts, &mut pg, &metrics).await;
+                slot_lag(&postgres, &mut pg, &metrics).await;
             }
         }))
     }
 }
 
-async fn slot_lag(opts: &Options, pg: &mut Option<tokio_postgres::Client>, metrics: &Metrics) {
+async fn slot_lag(
+    postgres: &PostgresConfig,
+    pg: &mut Option<tokio_postgres::Client>,
+    metrics: &Metrics,
+) {
     if pg.as_ref().is_none_or(|c| c.is_closed()) {
-        *pg = crate::pg::connect(opts).await.ok();
+        *pg = crate::pg::connect(postgres).await.ok();
     }
     let Some(c) = pg.as_ref() else {
         return;
@@ -140,7 +152,7 @@ async fn slot_lag(opts: &Options, pg: &mut Option<tokio_postgres::Client>, metri
             "SELECT (pg_catalog.pg_current_wal_lsn() - confirmed_flush_lsn)::int8, \
                     (pg_catalog.pg_current_wal_lsn() - restart_lsn)::int8 \
                FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&opts.slot],
+            &[&postgres.slot],
         )
         .await;
     match row {

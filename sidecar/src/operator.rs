@@ -13,7 +13,7 @@
 //! made so far are invalidated in the same transaction (they may hold
 //! the replaced row).
 
-use crate::config::Options;
+use crate::config::{MongoConfig, PostgresConfig};
 use crate::error::ToolError;
 use crate::mongo_store::MongoStore;
 use bson::{doc, Bson, Document, RawDocument};
@@ -34,8 +34,8 @@ fn text(d: &Document, k: &str) -> String {
 }
 
 /// `alarms list [--all]`: one line per alarm, unresolved ones first.
-pub async fn alarms_list(opts: &Options, all: bool) -> Result<String, ToolError> {
-    let store = MongoStore::from_options(opts).await?;
+pub async fn alarms_list(mongo: &MongoConfig, all: bool) -> Result<String, ToolError> {
+    let store = MongoStore::from_config(mongo).await?;
     let filter = if all {
         doc! {}
     } else {
@@ -86,14 +86,14 @@ pub async fn alarms_list(opts: &Options, all: bool) -> Result<String, ToolError>
 
 /// `alarms resolve ID --note NOTE`: marks the alarm resolved (the running
 /// sidecar's `/health` follows within five seconds).
-pub async fn alarm_resolve(opts: &Options, id: &str, note: &str) -> Result<String, ToolError> {
+pub async fn alarm_resolve(mongo: &MongoConfig, id: &str, note: &str) -> Result<String, ToolError> {
     if note.trim().is_empty() {
         return Err(ToolError::Refused(
             "--note is empty: say what was done (an incident number, \"restored from the mirror\")"
                 .into(),
         ));
     }
-    let store = MongoStore::from_options(opts).await?;
+    let store = MongoStore::from_config(mongo).await?;
     let alarms = store.collection("tamper_events");
     let Some(d) = alarms.find_one(doc! {"_id": id}).await? else {
         return Err(ToolError::Refused(format!(
@@ -124,12 +124,12 @@ async fn resolve(store: &MongoStore, id: &str, note: &str) -> Result<bool, ToolE
 
 /// `alerts list`: campaign alerts, newest first.
 pub async fn alerts_list(
-    opts: &Options,
+    mongo: &MongoConfig,
     tenant: Option<&str>,
     rule: Option<&str>,
     limit: i64,
 ) -> Result<String, ToolError> {
-    let store = MongoStore::from_options(opts).await?;
+    let store = MongoStore::from_config(mongo).await?;
     let mut filter = doc! {};
     if let Some(t) = tenant {
         filter.insert("tenant_id", t);
@@ -289,7 +289,8 @@ pub fn restore_sql(d: &RawDocument, parts: &[bson::RawDocumentBuf]) -> Result<St
 
 /// `restore --tenant T --seq N [--execute --note NOTE]`.
 pub async fn restore(
-    opts: &Options,
+    postgres: &PostgresConfig,
+    mongo: &MongoConfig,
     tenant: &str,
     seq: i64,
     execute: bool,
@@ -301,7 +302,7 @@ pub async fn restore(
             "--execute needs --note: say why (an incident number), for the record".into(),
         ));
     }
-    let store = MongoStore::from_options(opts).await?;
+    let store = MongoStore::from_config(mongo).await?;
     let Some(d) = store
         .raw_collection("auth_log")
         .find_one(doc! {"tenant_id": tenant, "seq": seq})
@@ -358,7 +359,7 @@ pub async fn restore(
         return Ok(out);
     }
     let note = note.unwrap_or_default();
-    let pg = crate::pg::connect(opts).await?;
+    let pg = crate::pg::connect(postgres).await?;
     pg.batch_execute(&sql).await?;
     let mut out = format!("restored seq {seq} of tenant {tenant} from the mirror\n");
     for id in open {
@@ -371,8 +372,8 @@ pub async fn restore(
 
 /// `migrate`: moves the log documents of the first mirror format to the
 /// current key ([`MongoStore::rekey_log`]); returns how many moved.
-pub async fn migrate(opts: &Options) -> Result<u64, ToolError> {
-    let store = MongoStore::from_options(opts).await?;
+pub async fn migrate(mongo: &MongoConfig) -> Result<u64, ToolError> {
+    let store = MongoStore::from_config(mongo).await?;
     let moved = store.rekey_log().await?;
     tracing::info!(
         documents = moved,

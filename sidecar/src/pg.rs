@@ -5,7 +5,7 @@
 //! `--pg-host` that starts with `/` is a Unix socket directory, and, as
 //! with libpq, a socket connection is never encrypted whatever the mode.
 
-use crate::config::Options;
+use crate::config::PostgresConfig;
 use crate::preflight::Misconfigured;
 use crate::tls::{control_connector, TlsSetupError};
 
@@ -53,29 +53,29 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// Opens a query connection; it lives until the client is dropped.
-pub async fn connect(opts: &Options) -> Result<tokio_postgres::Client, PgError> {
+pub async fn connect(config: &PostgresConfig) -> Result<tokio_postgres::Client, PgError> {
     let refused = |source: tokio_postgres::Error| -> PgError {
         match source.as_db_error() {
-            Some(db) => match Misconfigured::of_login(db.code().code(), db.message(), opts) {
+            Some(db) => match Misconfigured::of_login(db.code().code(), db.message(), config) {
                 Some(m) => PgError::Misconfigured(m),
                 None => PgError::Connect {
-                    server: opts.pg_server(),
+                    server: config.server(),
                     source,
                 },
             },
             None => PgError::Connect {
-                server: opts.pg_server(),
+                server: config.server(),
                 source,
             },
         }
     };
-    let conninfo = opts.pg_conninfo();
-    if opts.pg_socket() {
+    let conninfo = config.conninfo();
+    if config.socket() {
         spawned(&conninfo, tokio_postgres::NoTls)
             .await
             .map_err(refused)
     } else {
-        spawned(&conninfo, control_connector(opts)?)
+        spawned(&conninfo, control_connector(config)?)
             .await
             .map_err(refused)
     }

@@ -14,7 +14,7 @@
 //! to do, and the process exits with code 4 instead of retrying (only
 //! transient faults are retried: docs/sidecar.md, "Exit codes").
 
-use crate::config::Options;
+use crate::config::PostgresConfig;
 
 /// A configuration PostgreSQL or the store refuses: retrying cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,15 +52,15 @@ pub enum Misconfigured {
 impl Misconfigured {
     /// The fault a login refusal with this SQLSTATE is, if it is one
     /// (a wrong database, role or password, or no CONNECT right).
-    pub fn of_login(code: &str, message: &str, opts: &Options) -> Option<Misconfigured> {
+    pub fn of_login(code: &str, message: &str, config: &PostgresConfig) -> Option<Misconfigured> {
         match code {
             "3D000" => Some(Misconfigured::NoDatabase {
-                database: opts.pg_database.clone(),
-                server: opts.pg_server(),
+                database: config.database.clone(),
+                server: config.server(),
             }),
             "28000" | "28P01" | "42501" => Some(Misconfigured::Login {
-                role: opts.pg_user.clone(),
-                server: opts.pg_server(),
+                role: config.user.clone(),
+                server: config.server(),
                 message: message.to_owned(),
             }),
             _ => None,
@@ -70,12 +70,12 @@ impl Misconfigured {
     /// The fault a refusal of the replication connection is, if it is one.
     /// The replication client reports a server error as text ending in
     /// `(SQLSTATE xxxxx)`.
-    pub fn of_replication(text: &str, opts: &Options) -> Option<Misconfigured> {
+    pub fn of_replication(text: &str, config: &PostgresConfig) -> Option<Misconfigured> {
         let code = sqlstate_of(text)?;
         match code {
-            "3D000" => Misconfigured::of_login(code, text, opts),
+            "3D000" => Misconfigured::of_login(code, text, config),
             "28000" | "28P01" | "42501" => Some(Misconfigured::ReplicationRefused {
-                role: opts.pg_user.clone(),
+                role: config.user.clone(),
                 message: text.to_owned(),
             }),
             _ => None,
@@ -205,7 +205,7 @@ mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches};
 
-    fn opts() -> Options {
+    fn opts() -> PostgresConfig {
         let m = crate::config::Cli::command().get_matches_from([
             "authaudit-sidecar",
             "--pg-user",
@@ -213,7 +213,10 @@ mod tests {
             "--pg-database",
             "auth",
         ]);
-        crate::config::Cli::from_arg_matches(&m).unwrap().options
+        crate::config::Cli::from_arg_matches(&m)
+            .unwrap()
+            .config
+            .postgres
     }
 
     fn facts() -> Facts {

@@ -13,7 +13,7 @@
 //! one, so a message can arrive twice; each carries its row's log id as
 //! `externalId` for de-duplication.
 
-use crate::config::{Options, SslMode};
+use crate::config::{SiemConfig, SslMode};
 use crate::documents::{self, Get, RowError};
 pub use crate::siem_target::{Target, Transport};
 use crate::syslog::{self, Origin};
@@ -179,19 +179,19 @@ pub struct Siem {
 }
 
 impl Siem {
-    /// The SIEM `opts` configure, if any.
-    pub fn from_options(opts: &Options) -> Result<Option<Arc<Siem>>, SiemError> {
-        let Some(target) = &opts.siem_target else {
+    /// The SIEM `[siem]` configures, if any.
+    pub fn from_config(config: &SiemConfig) -> Result<Option<Arc<Siem>>, SiemError> {
+        let Some(target) = &config.target else {
             return Ok(None);
         };
         let tls =
             match target.transport {
                 Transport::Tls => {
-                    let mode = match opts.siem_tls_mode {
+                    let mode = match config.tls_mode {
                         SslMode::Disable | SslMode::Prefer => SslMode::Require,
                         m => m,
                     };
-                    let config = tls::client_config(mode, opts.siem_tls_rootcert.as_deref())?;
+                    let config = tls::client_config(mode, config.tls_rootcert.as_deref())?;
                     let name = rustls::pki_types::ServerName::try_from(target.host.clone())
                         .map_err(|e| SiemError::Refused {
                             target: target.to_string(),
@@ -204,10 +204,10 @@ impl Siem {
         Ok(Some(Arc::new(Siem {
             target: target.clone(),
             origin: Origin {
-                hostname: opts.siem_hostname.clone().unwrap_or_else(hostname),
+                hostname: config.hostname.clone().unwrap_or_else(hostname),
                 app_name: "pg_authaudit".into(),
             },
-            timeout: Duration::from_millis(opts.siem_timeout_ms.max(100)),
+            timeout: Duration::from_millis(config.timeout_ms.max(100)),
             tls,
             conn: tokio::sync::Mutex::new(None),
         })))

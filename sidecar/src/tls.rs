@@ -9,7 +9,7 @@
 //! - `verify-ca`: TLS, and the certificate must chain to `--pg-sslrootcert`.
 //! - `verify-full`: as `verify-ca`, and the certificate must name the host.
 
-use crate::config::{Options, SslMode};
+use crate::config::{PostgresConfig, SslMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -152,26 +152,26 @@ pub fn client_config(
 
 /// The TLS connector of the control connection and `verify`.
 pub fn control_connector(
-    opts: &Options,
+    postgres: &PostgresConfig,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TlsSetupError> {
-    let config = client_config(opts.pg_sslmode, opts.pg_sslrootcert.as_deref())?;
+    let config = client_config(postgres.sslmode, postgres.sslrootcert.as_deref())?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The TLS settings of the replication stream (none over a Unix socket,
 /// as with libpq).
-pub fn replication_tls(opts: &Options) -> pgwire_replication::TlsConfig {
+pub fn replication_tls(postgres: &PostgresConfig) -> pgwire_replication::TlsConfig {
     use pgwire_replication::SslMode as M;
     pgwire_replication::TlsConfig {
-        mode: match opts.pg_sslmode {
-            _ if opts.pg_socket() => M::Disable,
+        mode: match postgres.sslmode {
+            _ if postgres.socket() => M::Disable,
             SslMode::Disable => M::Disable,
             SslMode::Prefer => M::Prefer,
             SslMode::Require => M::Require,
             SslMode::VerifyCa => M::VerifyCa,
             SslMode::VerifyFull => M::VerifyFull,
         },
-        ca_pem_path: opts.pg_sslrootcert.clone(),
+        ca_pem_path: postgres.sslrootcert.clone(),
         ..Default::default()
     }
 }

@@ -9,7 +9,7 @@
 //! retention removed from PostgreSQL but the mirror still holds are
 //! reported, not counted as differences.
 
-use crate::config::Options;
+use crate::config::{MongoConfig, PostgresConfig};
 use crate::documents::{self, Table};
 use crate::error::ToolError;
 use crate::mongo_store::MongoStore;
@@ -249,13 +249,18 @@ async fn pg_documents(
 
 /// Compares the two stores; with `rewrite_earlier`, replaces each log
 /// document in the earlier number form ([`earlier_form`]) by the current
-/// one.
-pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, ToolError> {
-    let pg = crate::pg::connect(opts).await?;
+/// one. Progress lines every `progress_ms`.
+pub async fn reconcile(
+    postgres: &PostgresConfig,
+    mongo: &MongoConfig,
+    progress_ms: u64,
+    rewrite_earlier: bool,
+) -> Result<Report, ToolError> {
+    let pg = crate::pg::connect(postgres).await?;
     // A role that sees only some tenants would report every other tenant's
     // rows as deleted in PostgreSQL.
     crate::preflight::Facts::read(&pg).await?.check_reader()?;
-    let store = MongoStore::from_options(opts).await?;
+    let store = MongoStore::from_config(mongo).await?;
     let mut report = Report::default();
 
     // PostgreSQL, in one snapshot: what the mirror should hold.
@@ -270,8 +275,7 @@ pub async fn reconcile(opts: &Options, rewrite_earlier: bool) -> Result<Report, 
     .await?;
 
     // The log: both sides in (tenant, seq) order, in lockstep.
-    let (walk, earlier) =
-        walk_logs(&pg, &store, rewrite_earlier, opts.progress_interval_ms).await?;
+    let (walk, earlier) = walk_logs(&pg, &store, rewrite_earlier, progress_ms).await?;
     report.tenants = walk.tenants.len();
     let mut first_bad = Vec::new();
     let mut removed_by_retention = Vec::new();

@@ -18,7 +18,7 @@
 //! and PostgreSQL's rows must be the mirror's: the first rewritten, missing
 //! or added seq is named.
 
-use crate::config::Options;
+use crate::config::{MongoConfig, PostgresConfig, WitnessConfig};
 use crate::destination::Batch;
 use crate::documents::{self, Table};
 use crate::error::ToolError;
@@ -176,16 +176,16 @@ pub struct Witness {
 }
 
 impl Witness {
-    /// The witness `opts` configure, if any.
-    pub fn from_options(opts: &Options) -> Result<Option<Witness>, WitnessError> {
-        let Some(path) = &opts.witness_key_file else {
+    /// The witness `[witness]` configures, if any.
+    pub fn from_config(config: &WitnessConfig) -> Result<Option<Witness>, WitnessError> {
+        let Some(path) = &config.key_file else {
             return Ok(None);
         };
         Ok(Some(Witness {
             signer: signer(path)?,
-            origin: opts.witness_origin.clone(),
-            every: opts.witness_every,
-            interval: Duration::from_millis(opts.witness_interval_ms.max(1)),
+            origin: config.origin.clone(),
+            every: config.every,
+            interval: Duration::from_millis(config.interval_ms.max(1)),
             tenants: HashMap::new(),
         }))
     }
@@ -432,12 +432,17 @@ struct PgRow {
 }
 
 /// Checks PostgreSQL against the latest signed checkpoint of each tenant.
-pub async fn check(opts: &Options, verifier: &Verifier25519) -> Result<WitnessReport, ToolError> {
-    let pg = crate::pg::connect(opts).await?;
+pub async fn check(
+    postgres: &PostgresConfig,
+    mongo: &MongoConfig,
+    config: &WitnessConfig,
+    verifier: &Verifier25519,
+) -> Result<WitnessReport, ToolError> {
+    let pg = crate::pg::connect(postgres).await?;
     crate::preflight::Facts::read(&pg).await?.check_reader()?;
-    let store = MongoStore::from_options(opts).await?;
+    let store = MongoStore::from_config(mongo).await?;
     let mut report = WitnessReport::default();
-    let latest = latest_checkpoints(opts, &store, verifier, &mut report).await?;
+    let latest = latest_checkpoints(config, &store, verifier, &mut report).await?;
     for (tenant, c) in latest {
         check_tenant(&pg, &store, &tenant, &c, &mut report).await?;
     }
@@ -448,7 +453,7 @@ pub async fn check(opts: &Options, verifier: &Verifier25519) -> Result<WitnessRe
 /// tenant wins. Notes that do not verify, or name another origin, are
 /// findings.
 async fn latest_checkpoints(
-    opts: &Options,
+    config: &WitnessConfig,
     store: &MongoStore,
     verifier: &Verifier25519,
     report: &mut WitnessReport,
@@ -464,7 +469,7 @@ async fn latest_checkpoints(
             notes.push((t.to_owned(), n.to_owned(), "MongoDB"));
         }
     }
-    if let Some(path) = &opts.witness_log {
+    if let Some(path) = &config.log {
         let lines = read_log(path).map_err(|source| ToolError::File {
             path: path.clone(),
             source,
@@ -484,7 +489,7 @@ async fn latest_checkpoints(
                 continue;
             }
         };
-        if c.origin != format!("{}/{tenant}", opts.witness_origin) {
+        if c.origin != format!("{}/{tenant}", config.origin) {
             report.findings.push(format!(
                 "tenant {tenant}: a checkpoint in {from} names origin {}",
                 c.origin

@@ -14,7 +14,7 @@
 //! note of the same size under the same key (`XX001`) is kept there with
 //! `authaudit.record_witness_disagreement`, logged and counted too.
 
-use crate::config::Options;
+use crate::config::PostgresConfig;
 use crate::metrics::Metrics;
 use crate::mongo_store::{MongoStore, StoreError};
 use bson::{doc, RawDocument};
@@ -59,9 +59,15 @@ pub struct WriteBack {
 
 impl WriteBack {
     /// Starts the task: first the catch-up, then each note sent.
-    pub fn spawn(opts: Options, store: MongoStore, metrics: Arc<Metrics>) -> WriteBack {
+    /// `max_backoff_ms`: the longest back-off between connection attempts.
+    pub fn spawn(
+        postgres: PostgresConfig,
+        max_backoff_ms: u64,
+        store: MongoStore,
+        metrics: Arc<Metrics>,
+    ) -> WriteBack {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(opts, store, metrics, rx));
+        tokio::spawn(run(postgres, max_backoff_ms, store, metrics, rx));
         WriteBack { tx }
     }
 
@@ -106,7 +112,8 @@ enum Outcome {
 }
 
 async fn run(
-    opts: Options,
+    postgres: PostgresConfig,
+    max_backoff_ms: u64,
     store: MongoStore,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Note>,
@@ -115,9 +122,9 @@ async fn run(
     let mut caught_up = false;
     let mut warned: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(200);
-    let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(200));
+    let max_backoff = Duration::from_millis(max_backoff_ms.max(200));
     loop {
-        let pg = match crate::pg::connect(&opts).await {
+        let pg = match crate::pg::connect(&postgres).await {
             Ok(pg) => pg,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "witness write-back cannot connect to PostgreSQL");

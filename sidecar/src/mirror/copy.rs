@@ -3,7 +3,7 @@
 
 use super::session::report_fallback;
 use super::{DecodeError, MirrorError};
-use crate::config::Options;
+use crate::config::BatchConfig;
 use crate::destination::{deliver_with_retry, Batch, Destination};
 use crate::documents::{self, Table};
 use crate::metrics::Metrics;
@@ -15,12 +15,14 @@ use tokio::sync::watch;
 
 /// Copies every row committed before the slot existed (idempotent; run
 /// again after a crash until it completes). With a SIEM, `heads` gets
-/// each tenant's last log seq in the copy.
+/// each tenant's last log seq in the copy; a progress line every
+/// `progress`.
 pub(super) async fn initial_copy(
     pg: &mut tokio_postgres::Client,
     destinations: &[Arc<dyn Destination>],
     mut heads: Option<&mut HashMap<String, i64>>,
-    opts: &Options,
+    config: &BatchConfig,
+    progress: Duration,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, MirrorError> {
@@ -38,7 +40,6 @@ pub(super) async fn initial_copy(
         let mut batch = Batch::default();
         let mut copied = 0u64;
         let mut done = false;
-        let progress = Duration::from_millis(opts.progress_interval_ms);
         let mut logged = Instant::now();
         while !done {
             if logged.elapsed() >= progress {
@@ -83,9 +84,9 @@ pub(super) async fn initial_copy(
                 return Ok(false);
             }
             // A full batch, or the rest at the end of the table.
-            if batch.rows() >= opts.batch_rows || (done && !batch.is_empty()) {
+            if batch.rows() >= config.rows || (done && !batch.is_empty()) {
                 for d in destinations {
-                    if !deliver_with_retry(d.as_ref(), &batch, opts, metrics, shutdown).await {
+                    if !deliver_with_retry(d.as_ref(), &batch, config, metrics, shutdown).await {
                         return Ok(false);
                     }
                 }

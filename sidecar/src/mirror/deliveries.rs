@@ -3,7 +3,7 @@
 //! session.
 
 use super::MirrorError;
-use crate::config::Options;
+use crate::config::BatchConfig;
 use crate::destination::{deliver_with_retry, Batch, Destination, RowCounts};
 use crate::metrics::Metrics;
 use pgwire_replication::Lsn;
@@ -52,7 +52,7 @@ impl Deliveries {
     pub fn start(
         destinations: &[Arc<dyn Destination>],
         outstanding: usize,
-        opts: &Options,
+        batch: &BatchConfig,
         metrics: &Arc<Metrics>,
         shutdown: &watch::Receiver<bool>,
         receipts: mpsc::UnboundedSender<Receipt>,
@@ -70,7 +70,7 @@ impl Deliveries {
                 i,
                 dest.clone(),
                 rx,
-                opts.clone(),
+                batch.clone(),
                 metrics.clone(),
                 shutdown.clone(),
                 receipts.clone(),
@@ -108,14 +108,14 @@ async fn deliver(
     i: usize,
     dest: Arc<dyn Destination>,
     mut rx: mpsc::Receiver<Parcel>,
-    opts: Options,
+    config: BatchConfig,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     receipts: mpsc::UnboundedSender<Receipt>,
 ) {
     while let Some(p) = rx.recv().await {
         let started = Instant::now();
-        let ok = deliver_with_retry(dest.as_ref(), &p.batch, &opts, &metrics, &mut stop).await;
+        let ok = deliver_with_retry(dest.as_ref(), &p.batch, &config, &metrics, &mut stop).await;
         tracing::debug!(
             destination = dest.name(),
             rows = p.batch.rows(),

@@ -23,7 +23,7 @@ mod tests;
 
 pub(crate) use lookups::StoreLookups;
 
-use crate::config::Options;
+use crate::config::Config;
 use crate::documents::{RowError, Table};
 use crate::metrics::{DestinationKind, Metrics};
 use crate::mongo_store::StoreError;
@@ -89,16 +89,17 @@ impl MirrorError {
 
 /// Runs the mirror until `shutdown` turns true.
 pub async fn run(
-    opts: &Options,
+    config: &Config,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MirrorError> {
     let mut backoff = Duration::from_millis(100);
-    let max_backoff = Duration::from_millis(opts.max_backoff_ms.max(100));
-    let _lag = crate::monitor::LagSampler::spawn(opts, metrics.clone());
+    let max_backoff = Duration::from_millis(config.batch.max_backoff_ms.max(100));
+    let _lag =
+        crate::monitor::LagSampler::spawn(&config.postgres, &config.metrics, metrics.clone());
     loop {
         let started = Instant::now();
-        match session(opts, &metrics, &mut shutdown).await {
+        match session(config, &metrics, &mut shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_configuration() => return Err(e),
             Err(e) => {
@@ -139,14 +140,14 @@ pub async fn run(
 /// One session: start-up, then the replication loop until `shutdown` (or
 /// a stop during the initial copy).
 async fn session(
-    opts: &Options,
+    config: &Config,
     metrics: &Arc<Metrics>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), MirrorError> {
-    let Some(started) = start::start(opts, metrics, shutdown).await? else {
+    let Some(started) = start::start(config, metrics, shutdown).await? else {
         return Ok(());
     };
-    session::Session::new(started, opts, metrics, shutdown)
+    session::Session::new(started, &config.batch, metrics, shutdown)
         .run(shutdown)
         .await?;
     Ok(())

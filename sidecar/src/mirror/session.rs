@@ -5,7 +5,7 @@
 use super::deliveries::{Deliveries, InFlight, Receipt};
 use super::start::Started;
 use super::{ChangeKind, DecodeError, MirrorError, StoreLookups};
-use crate::config::Options;
+use crate::config::BatchConfig;
 use crate::destination::{Batch, Destination};
 use crate::documents::{self, Get, Table};
 use crate::metrics::{unix_now_us, Metrics};
@@ -103,7 +103,7 @@ impl<R: Replication, S: StoreLookups> Session<R, S> {
     /// tasks start now.
     pub fn new(
         started: Started<R, S>,
-        opts: &Options,
+        batch: &BatchConfig,
         metrics: &Arc<Metrics>,
         shutdown: &watch::Receiver<bool>,
     ) -> Self {
@@ -112,7 +112,7 @@ impl<R: Replication, S: StoreLookups> Session<R, S> {
         let deliveries = Deliveries::start(
             &started.destinations,
             limits.outstanding,
-            opts,
+            batch,
             metrics,
             shutdown,
             receipts_tx,
@@ -140,7 +140,7 @@ impl<R: Replication, S: StoreLookups> Session<R, S> {
             copied_heads: started.copied_heads,
             store_changed: started.store_changed,
             _monitor: started.monitor,
-            tick: tokio::time::interval(Duration::from_millis(opts.batch_wait_ms.clamp(1, 50))),
+            tick: tokio::time::interval(Duration::from_millis(batch.wait_ms.clamp(1, 50))),
             sample: tokio::time::interval(Duration::from_secs(5)),
         };
         if !started.warm_alerts.is_empty() {

@@ -5,7 +5,7 @@
 use super::copy::initial_copy;
 use super::session::not_raised;
 use super::MirrorError;
-use crate::config::Options;
+use crate::config::{Config, PostgresConfig, WitnessConfig};
 use crate::custody::{Copy, Custody, Verdict};
 use crate::destination::{Destination, SiemDestination, StoreDestination};
 use crate::metrics::{unix_now_us, Metrics};
@@ -56,51 +56,85 @@ pub(crate) struct Started<R = ReplicationClient, S = MongoStore> {
 
 /// Prepares a session; None when shutdown interrupted the initial copy.
 pub(super) async fn start(
-    opts: &Options,
+    config: &Config,
     metrics: &Arc<Metrics>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<Started>, MirrorError> {
-    let store = open_store(opts).await?;
-    let siem = Siem::from_options(opts)?;
-    let (mut pg, slot) = check_postgres(opts).await?;
-    let mut witness = crate::witness::Witness::from_options(opts)?;
-    let custody = match &opts.state_file {
-        Some(p) => Some(Arc::new(Custody::open(p, &opts.slot)?)),
+    let postgres = &config.postgres;
+    let store = open_store(config).await?;
+    let siem = Siem::from_config(&config.siem)?;
+    let (mut pg, slot) = check_postgres(postgres).await?;
+    let mut witness = crate::witness::Witness::from_config(&config.witness)?;
+    let custody = match &config.general.state_file {
+        Some(p) => Some(Arc::new(Custody::open(p, &postgres.slot)?)),
         None => None,
     };
     let verifier = witness.as_ref().map(|w| w.verifier());
     let acknowledged =
-        crate::custody::acknowledged(opts, custody.as_deref(), verifier.as_ref(), &pg).await?;
-    let plan = plan(&store, opts, metrics, &slot, &acknowledged).await?;
+        crate::custody::acknowledged(&config.witness, custody.as_deref(), verifier.as_ref(), &pg)
+            .await?;
+    let plan = plan(&store, postgres, metrics, &slot, &acknowledged).await?;
     if let (Some(c), Some(id), true) = (&custody, &plan.store_id, plan.open.is_empty()) {
         c.adopt(id)?;
     }
     if slot.is_none() {
-        create_slot(&pg, &store, opts).await?;
+        create_slot(&pg, &store, postgres).await?;
     }
-    let monitor =
-        crate::monitor::Monitor::spawn(opts, store.clone(), metrics.clone(), plan.store_id.clone());
+    let monitor = crate::monitor::Monitor::spawn(
+        postgres,
+        &config.mongo,
+        &config.metrics,
+        store.clone(),
+        metrics.clone(),
+        plan.store_id.clone(),
+    );
     let mut copied_heads: HashMap<String, i64> = HashMap::new();
     if let Some(copy) = plan.copy {
         tracing::info!("{}", copy.describe());
-        let to = destinations(&store, siem.as_ref(), None, custody.as_ref(), opts, metrics);
+        let to = destinations(
+            &store,
+            siem.as_ref(),
+            None,
+            custody.as_ref(),
+            &config.witness,
+            metrics,
+        );
         let heads = siem.is_some().then_some(&mut copied_heads);
-        if !initial_copy(&mut pg, &to, heads, opts, metrics, shutdown).await? {
+        let progress = config.general.progress_interval();
+        if !initial_copy(
+            &mut pg,
+            &to,
+            heads,
+            &config.batch,
+            progress,
+            metrics,
+            shutdown,
+        )
+        .await?
+        {
             return Ok(None);
         }
-        store.set_state(&opts.slot, doc! {"copied": true}).await?;
+        store
+            .set_state(&postgres.slot, doc! {"copied": true})
+            .await?;
     }
-    let mut detections = crate::detect::Detections::from_options(opts)?;
+    let mut detections = crate::detect::Detections::from_config(&config.detections)?;
     let warm_alerts = warm_up(&store, &pg, detections.as_mut(), witness.as_mut()).await?;
-    let repl = connect_replication(opts, metrics).await?;
-    let write_back = (witness.is_some() && opts.witness_write_back)
-        .then(|| WriteBack::spawn(opts.clone(), store.clone(), metrics.clone()));
+    let repl = connect_replication(config, metrics).await?;
+    let write_back = (witness.is_some() && config.witness.write_back).then(|| {
+        WriteBack::spawn(
+            postgres.clone(),
+            config.batch.max_backoff_ms,
+            store.clone(),
+            metrics.clone(),
+        )
+    });
     let to = destinations(
         &store,
         siem.as_ref(),
         write_back,
         custody.as_ref(),
-        opts,
+        &config.witness,
         metrics,
     );
     Ok(Some(Started {
@@ -115,14 +149,14 @@ pub(super) async fn start(
         copied_heads,
         store_changed: monitor.store_changed.clone(),
         monitor: Some(monitor),
-        limits: limits(opts),
+        limits: limits(config),
     }))
 }
 
 /// The store, with its indexes; a warning when it still holds log
 /// documents of the first format (`migrate` moves them).
-async fn open_store(opts: &Options) -> Result<MongoStore, MirrorError> {
-    let store = MongoStore::from_options(opts).await?;
+async fn open_store(config: &Config) -> Result<MongoStore, MirrorError> {
+    let store = MongoStore::from_config(&config.mongo).await?;
     store.ensure_indexes().await?;
     if store.first_format_left().await? {
         tracing::warn!("the store holds log documents of the first format (written before release 0.6.0, keyed by log_id alone): run `authaudit-sidecar migrate` once to move them to the tenant_id/log_id key; until then `verify` reports them as differing (docs/sidecar.md, \"Migrating a mirror of the first format\")");
@@ -134,17 +168,17 @@ async fn open_store(opts: &Options) -> Result<MongoStore, MirrorError> {
 /// created where the mirror cannot run) and the publication is in place;
 /// with the slot, if it exists.
 async fn check_postgres(
-    opts: &Options,
+    postgres: &PostgresConfig,
 ) -> Result<(tokio_postgres::Client, Option<SlotFacts>), MirrorError> {
-    let pg = crate::pg::connect(opts).await?;
+    let pg = crate::pg::connect(postgres).await?;
     let facts = crate::preflight::Facts::read(&pg).await?;
     facts.check_mirror()?;
-    ensure_publication(&pg, &opts.publication, &facts.database).await?;
+    ensure_publication(&pg, &postgres.publication, &facts.database).await?;
     let slot = pg
         .query_opt(
             "SELECT database::text, plugin::text, slot_type = 'logical' FROM pg_catalog.pg_replication_slots \
              WHERE slot_name = $1",
-            &[&opts.slot],
+            &[&postgres.slot],
         )
         .await?
         .map(|r| SlotFacts {
@@ -153,7 +187,7 @@ async fn check_postgres(
             logical: r.get(2),
         });
     if let Some(s) = &slot {
-        s.check(&opts.slot, &facts.database)?;
+        s.check(&postgres.slot, &facts.database)?;
     }
     Ok((pg, slot))
 }
@@ -172,12 +206,12 @@ struct Plan {
 /// findings are reported, its identity given, and the copy decided.
 async fn plan(
     store: &MongoStore,
-    opts: &Options,
+    postgres: &PostgresConfig,
     metrics: &Metrics,
     slot: &Option<SlotFacts>,
     acknowledged: &Acknowledged,
 ) -> Result<Plan, MirrorError> {
-    let state = store.state(&opts.slot).await?;
+    let state = store.state(&postgres.slot).await?;
     let copied = state
         .as_ref()
         .and_then(|d| d.get_bool("copied").ok())
@@ -190,7 +224,9 @@ async fn plan(
         // one.
         Some(None) if copied && acknowledged.store_id.is_none() => {
             let id = crate::custody::new_store_id();
-            store.set_state(&opts.slot, doc! {"store_id": &id}).await?;
+            store
+                .set_state(&postgres.slot, doc! {"store_id": &id})
+                .await?;
             tracing::info!(store_id = %id, "the store's mirror state has no identity (an earlier release wrote it): given one");
             Some(id)
         }
@@ -198,13 +234,13 @@ async fn plan(
     };
     let verdict = crate::custody::check(
         store,
-        &opts.slot,
+        &postgres.slot,
         acknowledged,
         slot.is_some(),
         held_id.clone(),
     )
     .await?;
-    report_verdict(&verdict, opts, metrics);
+    report_verdict(&verdict, postgres, metrics);
     metrics
         .tamper_unresolved
         .set(store.unresolved_tampers().await? as i64);
@@ -214,7 +250,9 @@ async fn plan(
         (Some(id), true) => Some(id.clone()),
         (None, true) => {
             let id = crate::custody::new_store_id();
-            store.set_state(&opts.slot, doc! {"store_id": &id}).await?;
+            store
+                .set_state(&postgres.slot, doc! {"store_id": &id})
+                .await?;
             Some(id)
         }
         (_, false) => held_id.clone(),
@@ -234,11 +272,11 @@ async fn plan(
 
 /// The custody's findings in the log: the open ones as errors, those an
 /// operator resolved as information.
-fn report_verdict(verdict: &Verdict, opts: &Options, metrics: &Metrics) {
+fn report_verdict(verdict: &Verdict, postgres: &PostgresConfig, metrics: &Metrics) {
     for f in &verdict.open {
         metrics.store_findings.inc();
         tracing::error!(
-            alarm = %f.id(&opts.slot),
+            alarm = %f.id(&postgres.slot),
             kind = f.kind(),
             tenant = f.tenant(),
             seq = f.seq(),
@@ -276,19 +314,19 @@ fn copy_of(verdict: &Verdict, slot: bool, copied: bool, fresh: bool) -> Option<C
 async fn create_slot(
     pg: &tokio_postgres::Client,
     store: &MongoStore,
-    opts: &Options,
+    postgres: &PostgresConfig,
 ) -> Result<(), MirrorError> {
     let created = pg
         .query_one(
             "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&opts.slot],
+            &[&postgres.slot],
         )
         .await?;
     let lsn: String = created.get(0);
-    tracing::info!(slot = %opts.slot, consistent_point = %lsn, "created the replication slot");
+    tracing::info!(slot = %postgres.slot, consistent_point = %lsn, "created the replication slot");
     store
         .set_state(
-            &opts.slot,
+            &postgres.slot,
             doc! {"copied": false, "slot_created_at_lsn": lsn},
         )
         .await?;
@@ -329,64 +367,66 @@ async fn warm_up(
 
 /// Connects the replication stream and starts it at the slot's position.
 async fn connect_replication(
-    opts: &Options,
+    config: &Config,
     metrics: &Metrics,
 ) -> Result<ReplicationClient, MirrorError> {
+    let postgres = &config.postgres;
     let mut cfg = ReplicationConfig::new(
-        opts.pg_host.clone(),
-        opts.pg_user.clone(),
-        opts.pg_password.expose().to_string(),
-        opts.pg_database.clone(),
-        opts.slot.clone(),
-        opts.publication.clone(),
+        postgres.host.clone(),
+        postgres.user.clone(),
+        postgres.expose_password().to_string(),
+        postgres.database.clone(),
+        postgres.slot.clone(),
+        postgres.publication.clone(),
     );
-    cfg.port = opts.pg_port;
-    cfg.tls = crate::tls::replication_tls(opts);
+    cfg.port = postgres.port;
+    cfg.tls = crate::tls::replication_tls(postgres);
     cfg.start_lsn = Lsn::ZERO;
     // Synchronous mirroring: each acknowledged commit is reported at once
     // (a synchronous commit waits for it); otherwise status updates are
     // throttled to the interval.
-    cfg.status_interval = if opts.synchronous {
+    let status_interval = Duration::from_millis(config.batch.status_interval_ms.max(100));
+    cfg.status_interval = if postgres.synchronous {
         Duration::from_millis(1)
     } else {
-        Duration::from_millis(opts.status_interval_ms.max(100))
+        status_interval
     };
-    cfg.idle_wakeup_interval = Duration::from_millis(opts.status_interval_ms.max(100));
+    cfg.idle_wakeup_interval = status_interval;
     cfg.buffer_events = 1024;
     cfg.options = Some(crate::config::SESSION_OPTIONS.to_string());
-    cfg.application_name = Some(opts.application_name.clone());
+    cfg.application_name = Some(postgres.application_name.clone());
     let mut repl = ReplicationClient::connect(cfg)
         .await
-        .map_err(|e| replication_refused(e, opts))?;
+        .map_err(|e| replication_refused(e, postgres))?;
     // Connecting, logging in and START_REPLICATION run in the client's
     // worker: a refusal shows here.
     repl.wait_started()
         .await
-        .map_err(|e| replication_refused(e, opts))?;
+        .map_err(|e| replication_refused(e, postgres))?;
     metrics.streaming.set(1);
     metrics
         .last_progress_unix
         .store(unix_now_us() / 1_000_000, Ordering::Relaxed);
-    tracing::info!(slot = %opts.slot, publication = %opts.publication, "streaming");
+    tracing::info!(slot = %postgres.slot, publication = %postgres.publication, "streaming");
     Ok(repl)
 }
 
 /// The batch limits.
-fn limits(opts: &Options) -> Limits {
+fn limits(config: &Config) -> Limits {
     // Synchronous mirroring hands a commit to the destinations as soon as
     // it arrives (transactions arriving during a delivery share the next).
-    let wait = if opts.synchronous {
+    let wait = if config.postgres.synchronous {
         Duration::ZERO
     } else {
-        Duration::from_millis(opts.batch_wait_ms.max(1))
+        Duration::from_millis(config.batch.wait_ms.max(1))
     };
     // One batch is delivered while the next is decoded; two in flight
     // measured slower (0.46 against 0.52 of pg_recvlogical draining 500,000
     // events): batches left sooner, smaller, and repeated lockout upserts
     // that one larger batch folds into one.
     Limits {
-        rows: opts.batch_rows,
-        bytes: opts.batch_bytes,
+        rows: config.batch.rows,
+        bytes: config.batch.bytes,
         wait,
         outstanding: 1,
     }
@@ -394,11 +434,14 @@ fn limits(opts: &Options) -> Limits {
 
 /// A replication error as a configuration fault when it is one (a role or
 /// pg_hba.conf that refuses replication connections).
-fn replication_refused(e: pgwire_replication::PgWireError, opts: &Options) -> MirrorError {
+fn replication_refused(
+    e: pgwire_replication::PgWireError,
+    postgres: &PostgresConfig,
+) -> MirrorError {
     match &e {
         pgwire_replication::PgWireError::Server(text)
         | pgwire_replication::PgWireError::Auth(text) => {
-            match crate::preflight::Misconfigured::of_replication(text, opts) {
+            match crate::preflight::Misconfigured::of_replication(text, postgres) {
                 Some(m) => m.into(),
                 None => e.into(),
             }
@@ -455,12 +498,12 @@ fn destinations(
     siem: Option<&Arc<Siem>>,
     write_back: Option<WriteBack>,
     custody: Option<&Arc<Custody>>,
-    opts: &Options,
+    witness: &WitnessConfig,
     metrics: &Arc<Metrics>,
 ) -> Vec<Arc<dyn Destination>> {
     let mut to: Vec<Arc<dyn Destination>> = vec![Arc::new(StoreDestination {
         mongo: store.clone(),
-        witness_log: opts.witness_log.clone(),
+        witness_log: witness.log.clone(),
         write_back,
         custody: custody.cloned(),
         metrics: metrics.clone(),

@@ -173,7 +173,10 @@ struct Harness {
 impl Harness {
     /// A session with `n` destinations, every gate closed.
     fn new(n: usize) -> (Harness, Session<Script, Empty>, watch::Receiver<bool>) {
-        let opts = Cli::try_parse_from(["authaudit-sidecar"]).unwrap().options;
+        let batch = Cli::try_parse_from(["authaudit-sidecar"])
+            .unwrap()
+            .config
+            .batch;
         let metrics = Arc::new(Metrics::new(false));
         let journal = Journal::default();
         let (events, rx) = mpsc::unbounded_channel();
@@ -213,7 +216,7 @@ impl Harness {
                 outstanding: 1,
             },
         };
-        let session = Session::new(started, &opts, &metrics, &shutdown);
+        let session = Session::new(started, &batch, &metrics, &shutdown);
         events.send(xlog(relation())).unwrap();
         let h = Harness {
             events,
