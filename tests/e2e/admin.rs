@@ -6,6 +6,7 @@
 //! Screenshots of every page are kept in target/ui-screenshots.
 
 use crate::support::log_id;
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::{built_binary, free_port, repo_root};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -116,12 +117,11 @@ fn an_investigation_and_a_reset_in_the_browser() {
     let mut n = 0;
     let mut record = |tenant: &str, ty: &str, user: &str, ip: &str| {
         n += 1;
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, org_id => 'field', \
-             event_type => $3, user_id => $4, channel => 'web', ip => $5::text::inet)",
-            &[&log_id(70, n), &tenant, &ty, &user, &ip],
-        )
-        .expect("record_event");
+        let e = Event::new(tenant, ty, user)
+            .log_id(&log_id(70, n))
+            .org("field")
+            .ip(ip);
+        recording::record(&mut c, &e);
     };
     for i in 1..=12 {
         record(
@@ -338,12 +338,10 @@ fn an_unauthenticated_client_gets_nothing_but_the_sign_in() {
          GRANT {p}_r TO {p}_auth;"
     ))
     .unwrap();
-    c.execute(
-        "SELECT authaudit.record_event(log_id => gen_random_uuid(), tenant_id => 'tenant-a', \
-         event_type => 'login_failed', user_id => 'alice', channel => 'web', ip => '198.51.100.7')",
-        &[],
-    )
-    .unwrap();
+    recording::record(
+        &mut c,
+        &Event::failed("tenant-a", "alice").ip("198.51.100.7"),
+    );
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("authaudit-admin-{p}"));
     std::fs::create_dir_all(&dir).unwrap();

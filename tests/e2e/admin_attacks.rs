@@ -10,6 +10,7 @@
 
 use crate::admin::{provider, start_api, ui_dir, Killed};
 use crate::support::log_id;
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::{free_port, TestDb};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -237,14 +238,13 @@ fn scene(hint: &str, admin_extra: &str) -> Scene {
     let mut n = 0;
     let mut record = |tenant: &str, org: &str, ty: &str, user: &str, ip: &str, meta: &str| -> i64 {
         n += 1;
-        c.query_one(
-            "SELECT (authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, org_id => $3, \
-             event_type => $4, user_id => $5, channel => 'web', ip => $6::text::inet, \
-             user_agent => '<xss-agent>', metadata => $7::text::jsonb)).seq",
-            &[&log_id(71, n), &tenant, &org, &ty, &user, &ip, &meta],
-        )
-        .unwrap_or_else(|e| panic!("record_event {user}: {e}"))
-        .get(0)
+        let e = Event::new(tenant, ty, user)
+            .log_id(&log_id(71, n))
+            .org(org)
+            .ip(ip)
+            .user_agent("<xss-agent>")
+            .metadata_text(meta);
+        recording::record(&mut c, &e).seq
     };
     let spray = "198.51.100.7";
     for i in 1..=8 {

@@ -5,6 +5,7 @@
 //! organisation's reader and a client that goes away mid-request.
 
 use crate::support::log_id;
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::{built_binary, free_port, TestDb};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -281,13 +282,12 @@ max_wait_seconds = 10
         let mut c = self.db.connect();
         let slot = if tenant == "tenant-a" { 1 } else { 2 };
         for i in from..from + n {
-            c.execute(
-                "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, org_id => $3, \
-                 event_type => 'login_failed', user_id => $4, channel => 'web', ip => '198.51.100.7', \
-                 metadata => '{\"reason\": \"bad_password\", \"n\": 12345678901234567890.10}')",
-                &[&log_id(slot, i), &tenant, &org, &format!("user{}", i % 7)],
-            )
-            .expect("record_event");
+            let e = Event::failed(tenant, &format!("user{}", i % 7))
+                .log_id(&log_id(slot, i))
+                .org(org)
+                .ip("198.51.100.7")
+                .metadata_text(r#"{"reason": "bad_password", "n": 12345678901234567890.10}"#);
+            recording::record(&mut c, &e);
         }
     }
 }
@@ -1062,12 +1062,10 @@ fn a_poller_following_next_links_gets_every_row_once_under_concurrent_writers_an
                         .unwrap();
                         n += 10;
                     } else {
-                        c.execute(
-                            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'tenant-a', \
-                             org_id => 'hq', event_type => 'login_failed', user_id => $2, channel => 'web')",
-                            &[&log_id(10 + w, n), &format!("w{w}")],
-                        )
-                        .unwrap();
+                        let e = Event::failed("tenant-a", &format!("w{w}"))
+                            .log_id(&log_id(10 + w, n))
+                            .org("hq");
+                        recording::record(&mut c, &e);
                         n += 1;
                     }
                 }
@@ -1228,25 +1226,28 @@ fn ocsf_output_of_every_event_type_validates_against_the_ocsf_schemas() {
     api.record("tenant-a", "hq", 0, 6); // six failures: user0..5, no lock
     for n in 0..5u32 {
         // five failures of one account: locked
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'tenant-a', org_id => 'hq', \
-             event_type => 'login_failed', user_id => 'mallory', channel => 'mobile', ip => '2001:db8::7')",
-            &[&log_id(5, n)],
-        )
-        .unwrap();
+        let e = Event::failed("tenant-a", "mallory")
+            .log_id(&log_id(5, n))
+            .org("hq")
+            .channel("mobile")
+            .ip("2001:db8::7");
+        recording::record(&mut c, &e);
     }
+    let reset = Event::new("tenant-a", "lockout_reset", "mallory")
+        .log_id(&log_id(6, 1))
+        .org("hq");
+    recording::record(&mut c, &reset);
+    let success = Event::success("tenant-a", "mallory")
+        .log_id(&log_id(6, 2))
+        .org("hq")
+        .ip("203.0.113.4")
+        .user_agent("Mozilla/5.0");
+    recording::record(&mut c, &success);
     c.batch_execute(&format!(
-        "SELECT authaudit.record_event(log_id => '{}', tenant_id => 'tenant-a', org_id => 'hq',
-                event_type => 'lockout_reset', user_id => 'mallory', channel => 'web');
-         SELECT authaudit.record_event(log_id => '{}', tenant_id => 'tenant-a', org_id => 'hq',
-                event_type => 'login_success', user_id => 'mallory', channel => 'web', ip => '203.0.113.4',
-                user_agent => 'Mozilla/5.0');
-         SELECT * FROM authaudit.record_token_issued('{}', 'tenant-a', 'hq', 'alice',
+        "SELECT * FROM authaudit.record_token_issued('{}', 'tenant-a', 'hq', 'alice',
                 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImp0aSI6ImoxIn0.c2ln',
                 '203.0.113.5', 'AgencyApp/3.1', 'mobile');
          SELECT * FROM authaudit.rebuild_lockout('tenant-a');",
-        log_id(6, 1),
-        log_id(6, 2),
         log_id(6, 3)
     ))
     .unwrap();

@@ -5,7 +5,7 @@
 //! savepoints, REPEATABLE READ snapshots, views owned by other roles,
 //! shadowing functions, the server log and `pg_locks`.
 
-use crate::support::{log_state, sqlstate, verify};
+use crate::support::{log_state, record, sqlstate, try_record, verify, Event};
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -42,12 +42,11 @@ impl Agencies {
         let a = Agencies { db, p };
         let mut w2 = a.login("writer2");
         for (n, user) in ["secret-2a", "secret-2b"].iter().enumerate() {
-            w2.execute(
-                "SELECT authaudit.record_event(gen_random_uuid(), 'agency-2', 'login_failed', $1, 'web', \
-                 'ops', '192.0.2.20', occurred_at => now() - make_interval(secs => $2))",
-                &[user, &(n as f64)],
-            )
-            .unwrap();
+            let e = Event::failed("agency-2", user)
+                .org("ops")
+                .ip("192.0.2.20")
+                .ago(&format!("{n} seconds"));
+            record(&mut w2, &e);
         }
         a
     }
@@ -201,11 +200,7 @@ fn a_refused_batch_never_blocks_another_tenants_writer() {
     let a = Agencies::new("atk_block");
     let mut holder = a.login("writer2");
     let mut tx = holder.transaction().unwrap();
-    tx.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-2', 'login_failed', 'secret-2a', 'web', 'ops')",
-        &[],
-    )
-    .unwrap();
+    record(&mut tx, &Event::failed("agency-2", "secret-2a").org("ops"));
     let url = format!(
         "host=127.0.0.1 port={} user={}_writer2 dbname={}",
         a.db.cluster().port(),
@@ -243,10 +238,7 @@ fn a_refused_batch_never_blocks_another_tenants_writer() {
     }
     let mut w1 = a.login("writer1");
     w1.batch_execute("SET lock_timeout = '3s'").unwrap();
-    let r = w1.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'user1', 'web')",
-        &[],
-    );
+    let r = try_record(&mut w1, &Event::failed("agency-1", "user1"));
     assert!(r.is_ok(), "agency-1's writer was blocked: {r:?}");
     tx.rollback().unwrap();
     let refused = batch.join().unwrap();
@@ -267,12 +259,7 @@ fn a_refused_batch_never_blocks_another_tenants_writer() {
 #[test]
 fn a_revoked_reader_reads_nothing_even_from_an_old_snapshot() {
     let a = Agencies::new("atk_revoke");
-    a.login("writer1")
-        .execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'user1', 'web')",
-            &[],
-        )
-        .unwrap();
+    record(&mut a.login("writer1"), &Event::failed("agency-1", "user1"));
     let mut r = a.login("reader1");
     let mut tx = r
         .build_transaction()
@@ -310,12 +297,7 @@ fn a_revoked_reader_reads_nothing_even_from_an_old_snapshot() {
 #[test]
 fn a_reader_taken_out_of_the_reader_group_reads_nothing() {
     let a = Agencies::new("atk_group");
-    a.login("writer1")
-        .execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'user1', 'web')",
-            &[],
-        )
-        .unwrap();
+    record(&mut a.login("writer1"), &Event::failed("agency-1", "user1"));
     let mut r = a.login("reader1");
     let count = |r: &mut Client| -> i64 {
         r.query_one("SELECT count(*) FROM authaudit.auth_log", &[])
@@ -391,11 +373,7 @@ fn an_organisation_writer_writes_and_affects_its_organisation_only() {
     let a = Agencies::new("atk_org");
     let mut w1 = a.login("writer1");
     for _ in 0..5 {
-        w1.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'hq-boss', 'web', 'hq')",
-            &[],
-        )
-        .unwrap();
+        record(&mut w1, &Event::failed("agency-1", "hq-boss").org("hq"));
     }
     let locked = |a: &Agencies| -> (bool, i32) {
         let r = a
@@ -411,12 +389,31 @@ fn an_organisation_writer_writes_and_affects_its_organisation_only() {
     assert!(hq_state.0);
     let rows = a.count("SELECT count(*) FROM authaudit.auth_log");
     let mut b = a.login("branch");
+    for (what, e) in [
+        ("event of hq", Event::failed("agency-1", "x").org("hq")),
+        ("event without org", Event::failed("agency-1", "x")),
+        (
+            "reset of an hq account",
+            Event::new("agency-1", "lockout_reset", "hq-boss")
+                .channel("api")
+                .org("branch"),
+        ),
+        (
+            "success of an hq account",
+            Event::success("agency-1", "hq-boss").org("branch"),
+        ),
+        (
+            "failure of an hq account",
+            Event::failed("agency-1", "hq-boss").org("branch"),
+        ),
+    ] {
+        expect_state(
+            try_record(&mut b, &e),
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            what,
+        );
+    }
     for (what, sql) in [
-        ("event of hq", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'x', 'web', 'hq')"),
-        ("event without org", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'x', 'web')"),
-        ("reset of an hq account", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'lockout_reset', 'hq-boss', 'api', 'branch')"),
-        ("success of an hq account", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_success', 'hq-boss', 'web', 'branch')"),
-        ("failure of an hq account", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'hq-boss', 'web', 'branch')"),
         ("batch reset of an hq account", "SELECT * FROM authaudit.record_events(jsonb_build_array(jsonb_build_object(
             'log_id', gen_random_uuid(), 'tenant_id', 'agency-1', 'org_id', 'branch', 'event_type', 'lockout_reset',
             'user_id', 'hq-boss', 'channel', 'api')))"),
@@ -427,16 +424,11 @@ fn an_organisation_writer_writes_and_affects_its_organisation_only() {
     assert_eq!(a.count("SELECT count(*) FROM authaudit.auth_log"), rows);
     assert_eq!(locked(&a), hq_state, "the hq account's lock is untouched");
     // Its own organisation's accounts it records and resets.
-    b.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'clerk', 'web', 'branch')",
-        &[],
-    )
-    .unwrap();
-    b.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'lockout_reset', 'clerk', 'api', 'branch')",
-        &[],
-    )
-    .unwrap();
+    record(&mut b, &Event::failed("agency-1", "clerk").org("branch"));
+    let reset = Event::new("agency-1", "lockout_reset", "clerk")
+        .channel("api")
+        .org("branch");
+    record(&mut b, &reset);
     let org: Option<String> = a
         .superuser()
         .query_one(
@@ -461,12 +453,10 @@ fn a_view_owned_by_a_reader_shows_its_caller_nothing_beyond_the_callers_own_scop
             "CREATE SCHEMA {p}_hq_views AUTHORIZATION {p}_reader_hq;"
         ))
         .unwrap();
-    a.login("writer1")
-        .execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'hq-user', 'web', 'hq')",
-            &[],
-        )
-        .unwrap();
+    record(
+        &mut a.login("writer1"),
+        &Event::failed("agency-1", "hq-user").org("hq"),
+    );
     a.login("reader_hq")
         .batch_execute(&format!(
             "CREATE VIEW {p}_hq_views.log AS SELECT * FROM authaudit.auth_log;
@@ -559,11 +549,7 @@ fn a_checkpoint_never_anchors_a_chain_whose_tail_was_cut() {
     let mut w = a.login("writer1");
     let rec = |w: &mut Client, n: i32| {
         for _ in 0..n {
-            w.execute(
-                "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_success', 'u', 'web')",
-                &[],
-            )
-            .unwrap();
+            record(w, &Event::success("agency-1", "u"));
         }
     };
     rec(&mut w, 5);
@@ -652,19 +638,45 @@ fn writers_cannot_forge_engine_events() {
     let mut w = a.login("writer1");
     let mut su = a.superuser();
     let before = log_state(&mut su, "agency-1");
-    for (what, sql) in [
-        ("lock on system", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'account_locked', 'u', 'system', \
-          metadata => '{\"reason\": \"max_failures\", \"permanent\": true}')"),
-        ("lock on web", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'account_locked', 'u', 'web')"),
-        ("failure on system", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'u', 'system')"),
-        ("reset on system", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'lockout_reset', 'u', 'system')"),
-        ("token event", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'token_issued', 'u', 'web')"),
-        ("retention event", "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'retention_applied', 'u', 'web')"),
-        ("batched lock", "SELECT * FROM authaudit.record_events(jsonb_build_array(jsonb_build_object(
-          'log_id', gen_random_uuid(), 'tenant_id', 'agency-1', 'event_type', 'account_locked', 'user_id', 'u', 'channel', 'system')))"),
+    let lock = Event::new("agency-1", "account_locked", "u");
+    for (what, e) in [
+        (
+            "lock on system",
+            lock.clone()
+                .channel("system")
+                .metadata(serde_json::json!({"reason": "max_failures", "permanent": true})),
+        ),
+        ("lock on web", lock),
+        (
+            "failure on system",
+            Event::failed("agency-1", "u").channel("system"),
+        ),
+        (
+            "reset on system",
+            Event::new("agency-1", "lockout_reset", "u").channel("system"),
+        ),
+        ("token event", Event::new("agency-1", "token_issued", "u")),
+        (
+            "retention event",
+            Event::new("agency-1", "retention_applied", "u"),
+        ),
     ] {
-        expect_state(w.execute(sql, &[]), SqlState::INVALID_PARAMETER_VALUE, what);
+        expect_state(
+            try_record(&mut w, &e),
+            SqlState::INVALID_PARAMETER_VALUE,
+            what,
+        );
     }
+    expect_state(
+        w.execute(
+            "SELECT * FROM authaudit.record_events(jsonb_build_array(jsonb_build_object(
+               'log_id', gen_random_uuid(), 'tenant_id', 'agency-1', 'event_type', 'account_locked',
+               'user_id', 'u', 'channel', 'system')))",
+            &[],
+        ),
+        SqlState::INVALID_PARAMETER_VALUE,
+        "batched lock",
+    );
     // A writer's missing tenant keeps its documented SQLSTATE.
     expect_state(
         w.execute(
@@ -698,11 +710,7 @@ fn lock_keys_in_pg_locks_cannot_be_computed_from_a_tenant_name() {
     let a = Agencies::new("atk_locks");
     let mut w = a.login("writer1");
     let mut tx = w.transaction().unwrap();
-    tx.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'u', 'web')",
-        &[],
-    )
-    .unwrap();
+    record(&mut tx, &Event::failed("agency-1", "u"));
     let mut outsider = a.login("outsider");
     let dboid: u32 = outsider
         .query_one(
@@ -774,11 +782,7 @@ fn retention_keeps_the_minimum_retention_period() {
     .unwrap();
     w.execute("SELECT authaudit.checkpoint('agency-1')", &[])
         .unwrap();
-    w.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'u', 'web')",
-        &[],
-    )
-    .unwrap();
+    record(&mut w, &Event::failed("agency-1", "u"));
     let mut admin = a.login("admin");
     let rows = a.count("SELECT count(*) FROM authaudit.auth_log WHERE tenant_id = 'agency-1'");
     for horizon in ["now() - interval '1 second'", "now() - interval '364 days'"] {

@@ -4,7 +4,8 @@
 //! admin, a superuser who knows the algorithm, and the server's own log.
 
 use crate::attacks::{expect_state, token, Agencies};
-use crate::support::{sqlstate, verify};
+use crate::support::{record, sqlstate, try_record, verify, Event};
+use authaudit_tests::Stored;
 use postgres::error::SqlState;
 use postgres::Client;
 
@@ -92,12 +93,7 @@ fn a_revoked_writer_is_refused_at_once_even_in_an_old_snapshot() {
     let a = Agencies::new("atk2_revoke");
     let mut w = a.login("writer1");
     let mut r = a.login("reader1");
-    let record = |w: &mut Client| {
-        w.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_success', 'bob', 'web')",
-            &[],
-        )
-    };
+    let record = |w: &mut Client| try_record(w, &Event::success("agency-1", "bob"));
     record(&mut w).unwrap();
     w.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_current_xact_id();")
         .unwrap();
@@ -134,11 +130,7 @@ fn a_chain_head_read_inside_an_old_snapshot_is_the_latest_one() {
     let mut s1 = a.superuser();
     let mut s2 = a.superuser();
     let record = |c: &mut Client| -> Result<i64, postgres::Error> {
-        c.query_one(
-            "SELECT (authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_success', 'bob', 'web')).seq",
-            &[],
-        )
-        .map(|r| r.get(0))
+        try_record(c, &Event::success("agency-1", "bob")).map(|s| s.seq)
     };
     assert_eq!(record(&mut s2).unwrap(), 1);
     s1.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_current_xact_id();")
@@ -224,10 +216,12 @@ impl Agencies {
     }
 }
 
-fn event(c: &mut Client, kind: &str, user: &str, org: &str) -> Result<u64, postgres::Error> {
-    c.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', $1, $2, 'web', $3, '198.51.100.9')",
-        &[&kind, &user, &org],
+fn event(c: &mut Client, kind: &str, user: &str, org: &str) -> Result<Stored, postgres::Error> {
+    try_record(
+        c,
+        &Event::new("agency-1", kind, user)
+            .org(org)
+            .ip("198.51.100.9"),
     )
 }
 
@@ -362,20 +356,14 @@ fn a_rebuild_holds_only_its_own_tenant() {
     // agency-2's own live recording waits for the rebuild's end.
     let mut w2b = a.login("writer2");
     w2b.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    let x = Event::failed("agency-2", "x");
     expect_state(
-        w2b.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-2', 'login_failed', 'x', 'web')",
-            &[],
-        ),
+        try_record(&mut w2b, &x),
         SqlState::LOCK_NOT_AVAILABLE,
         "its own tenant while the rebuild writes",
     );
     w2.batch_execute("COMMIT").unwrap();
-    w2b.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-2', 'login_failed', 'x', 'web')",
-        &[],
-    )
-    .unwrap();
+    record(&mut w2b, &x);
 }
 
 /// Attack 3, the long rebuild: a rebuild of a long history used to hold the

@@ -4,7 +4,7 @@
 //! recording continues at the next seq; the door the restore uses (INSERT
 //! as the restoring superuser) is closed to writers.
 
-use crate::support::{sqlstate, verify};
+use crate::support::{record, sqlstate, verify, Event};
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -78,12 +78,11 @@ fn seed(db: &TestDb) {
         ("agency-2", "login_failed", "bob"),
         ("agency-2", "login_success", "bob"),
     ] {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), $1, $2, $3, 'web', 'hq', '203.0.113.9', \
-             metadata => '{\"k\": [1, \"two\"]}')",
-            &[&tenant, &kind, &user],
-        )
-        .unwrap();
+        let e = Event::new(tenant, kind, user)
+            .org("hq")
+            .ip("203.0.113.9")
+            .metadata(serde_json::json!({"k": [1, "two"]}));
+        record(&mut c, &e);
     }
     c.batch_execute(
         "SELECT authaudit.checkpoint('agency-1'); SELECT authaudit.checkpoint('agency-2');
@@ -100,13 +99,7 @@ fn assert_restored(source: &mut Client, restored: &TestDb) {
     assert!(a.0 && b.0, "{a:?} {b:?}");
     assert_eq!((a.1, b.1), (6, 3), "every row verified");
     // Recording continues at the next seq, and the chain still verifies.
-    let seq: i64 = r
-        .query_one(
-            "SELECT (authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'alice', 'web', 'hq')).seq",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let seq = record(&mut r, &Event::failed("agency-1", "alice").org("hq")).seq;
     assert_eq!(seq, 7);
     assert!(verify(&mut r, "agency-1").0);
     r.batch_execute("SELECT authaudit.checkpoint('agency-1')")
@@ -185,11 +178,7 @@ fn the_restores_door_is_closed_to_writers() {
               VALUES ('{p}_w', 'agency-1', false, true);"
     ))
     .unwrap();
-    su.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'alice', 'web')",
-        &[],
-    )
-    .unwrap();
+    record(&mut su, &Event::failed("agency-1", "alice"));
     let mut w = Client::connect(
         &format!(
             "host=127.0.0.1 port={} user={p}_w dbname={p}",

@@ -1,7 +1,7 @@
 //! CEF export: hostile values survive a round trip through an independent
 //! CEF parser (pycef), tampered lines are caught, scope applies.
 
-use crate::support::{db, log_id, run_python};
+use crate::support::{db, log_id, record, run_python, Event};
 
 fn parse_with_pycef(lines: &[String]) -> Vec<serde_json::Value> {
     let out = run_python("tests/cef_parse.py", &lines.join("\n"));
@@ -31,13 +31,15 @@ fn hostile_values_round_trip_through_an_independent_parser() {
         (log_id(1, 3), "login_success", hostile_user, None),
     ];
     for (id, ty, user, ip) in &cases {
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme', org_id => 'hq',
-                 event_type => $2, user_id => $3, channel => 'web', ip => $4::text::inet,
-                 user_agent => $5, metadata => '{\"reason\": \"bad=pass|word\\\\\"}')",
-            &[id, ty, user, ip, &hostile_ua],
-        )
-        .unwrap();
+        let e = Event {
+            ip: ip.map(str::to_owned),
+            ..Event::new("acme", ty, user)
+        }
+        .log_id(id)
+        .org("hq")
+        .user_agent(hostile_ua)
+        .metadata(serde_json::json!({"reason": "bad=pass|word\\"}));
+        record(&mut c, &e);
     }
     let lines: Vec<String> = c
         .query(
@@ -91,12 +93,10 @@ fn hostile_values_round_trip_through_an_independent_parser() {
 fn a_tampered_cef_line_is_caught() {
     let db = db("cef_tamper");
     let mut c = db.connect();
-    c.execute(
-        "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme',
-             event_type => 'login_failed', user_id => 'alice', channel => 'web', ip => '198.51.100.7')",
-        &[&log_id(1, 1)],
-    )
-    .unwrap();
+    let alice = Event::failed("acme", "alice")
+        .log_id(&log_id(1, 1))
+        .ip("198.51.100.7");
+    record(&mut c, &alice);
     let line: String = c
         .query_one("SELECT authaudit.to_cef(l) FROM authaudit.auth_log l", &[])
         .unwrap()
@@ -120,12 +120,13 @@ fn a_tampered_cef_line_is_caught() {
     assert_eq!(check(&mut c, &unknown), None);
     // The same log id in another tenant: each line is checked against its
     // own tenant's row (cs1), and a line moved to the other tenant is caught.
-    c.execute(
-        "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'zenith',
-             event_type => 'login_failed', user_id => 'alice', channel => 'web', ip => '198.51.100.7')",
-        &[&log_id(1, 1)],
-    )
-    .unwrap();
+    record(
+        &mut c,
+        &Event {
+            tenant: "zenith".into(),
+            ..alice
+        },
+    );
     let other: String = c
         .query_one(
             "SELECT authaudit.to_cef(l) FROM authaudit.auth_log l WHERE tenant_id = 'zenith'",

@@ -1,7 +1,7 @@
 //! Shared-memory chain heads: rollbacks to savepoints, errors caught by the
 //! caller, restarts, databases that reuse tenant ids, and races on one log_id.
 
-use crate::support::{db, fail, gapless, log_id, sqlstate, verify};
+use crate::support::{db, fail, gapless, log_id, record, sqlstate, try_record, verify, Event};
 use postgres::error::SqlState;
 use postgres::Client;
 use std::sync::{Arc, Barrier};
@@ -81,14 +81,10 @@ fn racing_retries_of_one_log_id_record_it_once() {
                 let mut c = Client::connect(&url, postgres::NoTls).unwrap();
                 start.wait();
                 // A client retries on serialization failures, as documented.
+                let e = Event::failed("acme", "alice").log_id(&id);
                 for _ in 0..10 {
-                    match c.query_one(
-                        "SELECT seq FROM authaudit.record_event(log_id => $1::text::uuid, \
-                         tenant_id => 'acme', event_type => 'login_failed', user_id => 'alice', \
-                         channel => 'web')",
-                        &[&id],
-                    ) {
-                        Ok(row) => return row.get::<_, i64>(0),
+                    match try_record(&mut c, &e) {
+                        Ok(row) => return row.seq,
                         Err(e) if sqlstate(&e) == Some(SqlState::T_R_SERIALIZATION_FAILURE) => {
                             continue
                         }
@@ -190,16 +186,10 @@ fn a_crash_under_sixteen_clients_on_one_tenant_keeps_every_acknowledged_event() 
                     } else {
                         "login_failed"
                     };
-                    let r = c.execute(
-                        "SELECT authaudit.record_event($1::text::uuid, 'hot', $2, $3, 'web', \
-                         ip => $4::text::inet)",
-                        &[
-                            &id,
-                            &kind,
-                            &format!("user{}", n % 40),
-                            &format!("198.51.100.{}", n % 50 + 1),
-                        ],
-                    );
+                    let e = Event::new("hot", kind, &format!("user{}", n % 40))
+                        .log_id(&id)
+                        .ip(&format!("198.51.100.{}", n % 50 + 1));
+                    let r = try_record(&mut c, &e);
                     match r {
                         Ok(_) => acked.lock().unwrap().push(id),
                         Err(_) => break,
@@ -289,11 +279,7 @@ fn a_statement_whose_appends_would_interleave_with_another_sessions_is_refused()
     let url = db.url();
     let other = thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        c.query_one(
-            "SELECT (authaudit.record_event($1::text::uuid, 'acme', 'login_success', 'b', 'web')).seq",
-            &[&log_id(2, 1)],
-        )
-        .map(|r| r.get::<_, i64>(0))
+        try_record(&mut c, &Event::success("acme", "b").log_id(&log_id(2, 1))).map(|r| r.seq)
     });
     while waiting(&mut c, "transactionid") == 0 {
         assert!(Instant::now() < deadline, "the other session never waited");
@@ -317,13 +303,7 @@ fn a_statement_whose_appends_would_interleave_with_another_sessions_is_refused()
     assert_eq!(gapless(&mut c, "acme"), 0, "nothing of either stays");
     // The retry records the other session's event; the statement, run
     // without an append between its calls, records both.
-    let retried: i64 = c
-        .query_one(
-            "SELECT (authaudit.record_event($1::text::uuid, 'acme', 'login_success', 'b', 'web')).seq",
-            &[&log_id(2, 1)],
-        )
-        .unwrap()
-        .get(0);
+    let retried = record(&mut c, &Event::success("acme", "b").log_id(&log_id(2, 1))).seq;
     assert_eq!(retried, 1);
     let n = c
         .execute(

@@ -1,12 +1,18 @@
 //! Channels (docs/configuration.md, `authaudit.extra_channels`): the
 //! built-in set, a deployment's own channels, and who may change them.
 
-use crate::support::{log_id, sqlstate, verify};
+use crate::support::{log_id, record_batch, sqlstate, try_record, verify, Event};
 use authaudit_tests::Cluster;
+use authaudit_tests::Stored;
 use postgres::error::SqlState;
 
-const RECORD: &str = "SELECT channel FROM authaudit.record_event($1::text::uuid, 'agency', \
-                      'login_failed', 'alice', $2)";
+/// Records alice's failure number `n` on `channel`.
+fn record_on(c: &mut postgres::Client, n: u32, channel: &str) -> Result<Stored, postgres::Error> {
+    let e = Event::failed("agency", "alice")
+        .log_id(&log_id(1, n))
+        .channel(channel);
+    try_record(c, &e)
+}
 
 #[test]
 fn a_deployment_adds_its_own_channels_and_only_a_superuser_changes_them() {
@@ -28,7 +34,7 @@ fn a_deployment_adds_its_own_channels_and_only_a_superuser_changes_them() {
     // Unconfigured: an unknown channel is refused, nothing written, and
     // the hint names the parameter.
     let mut w = db.connect_as(&format!("{p}_w"));
-    let err = w.query_one(RECORD, &[&log_id(1, 1), &"kiosk"]).unwrap_err();
+    let err = record_on(&mut w, 1, "kiosk").unwrap_err();
     assert_eq!(
         sqlstate(&err),
         Some(SqlState::INVALID_PARAMETER_VALUE),
@@ -96,27 +102,15 @@ fn a_deployment_adds_its_own_channels_and_only_a_superuser_changes_them() {
         .iter()
         .all(|(n, _, writable)| *writable == (n != "system")));
     assert!(listed[7..].iter().all(|(_, built_in, _)| !built_in));
-    let channel: String = w
-        .query_one(RECORD, &[&log_id(1, 2), &"kiosk"])
-        .unwrap()
-        .get(0);
+    let channel = record_on(&mut w, 2, "kiosk").unwrap().channel;
     assert_eq!(channel, "kiosk");
-    let batch = format!(
-        r#"[{{"log_id":"{}","tenant_id":"agency","event_type":"login_success","user_id":"alice","channel":"radius"}}]"#,
-        log_id(1, 3)
-    );
-    let channel: String = w
-        .query_one(
-            "SELECT channel FROM authaudit.record_events($1::text::jsonb)",
-            &[&batch],
-        )
-        .unwrap()
-        .get(0);
+    let radius = Event::success("agency", "alice")
+        .log_id(&log_id(1, 3))
+        .channel("radius");
+    let channel = record_batch(&mut w, &[radius]).remove(0).channel;
     assert_eq!(channel, "radius");
     // system stays the extension's own.
-    let err = w
-        .query_one(RECORD, &[&log_id(1, 4), &"system"])
-        .unwrap_err();
+    let err = record_on(&mut w, 4, "system").unwrap_err();
     assert_eq!(
         sqlstate(&err),
         Some(SqlState::INVALID_PARAMETER_VALUE),
@@ -140,7 +134,7 @@ fn a_deployment_adds_its_own_channels_and_only_a_superuser_changes_them() {
     ))
     .unwrap();
     let mut w = db.connect_as(&format!("{p}_w"));
-    let err = w.query_one(RECORD, &[&log_id(1, 5), &"kiosk"]).unwrap_err();
+    let err = record_on(&mut w, 5, "kiosk").unwrap_err();
     assert_eq!(
         sqlstate(&err),
         Some(SqlState::INVALID_PARAMETER_VALUE),

@@ -2,7 +2,7 @@
 //! up to a checkpoint, for admins only, leaving a chain that still verifies
 //! and an event that says what went; the operational view counts per minute.
 
-use crate::support::{db, fail, log_id, log_state, sqlstate, verify};
+use crate::support::{db, fail, log_id, log_state, record, sqlstate, verify, Event};
 use postgres::error::SqlState;
 use postgres::Client;
 
@@ -30,12 +30,11 @@ fn verify_full(c: &mut Client) -> (bool, Option<i64>, Option<String>, Option<i64
 
 /// Records a failure that happened `days_ago` days ago.
 fn old_failure(c: &mut Client, n: u32, days_ago: f64) {
-    c.execute(
-        "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', 'alice', 'web', \
-         ip => '198.51.100.1', occurred_at => now() - $3 * interval '1 day')",
-        &[&log_id(1, n), &T, &days_ago],
-    )
-    .unwrap();
+    let e = Event::failed(T, "alice")
+        .log_id(&log_id(1, n))
+        .ip("198.51.100.1")
+        .ago(&format!("{days_ago} days"));
+    record(c, &e);
 }
 
 #[test]
@@ -342,11 +341,7 @@ fn event_rates_count_per_minute_and_type_within_scope() {
     for n in 1..=3 {
         fail(&mut c, &log_id(1, n), T, "alice");
     }
-    c.execute(
-        "SELECT authaudit.record_event($1::text::uuid, $2, 'login_success', 'alice', 'web')",
-        &[&log_id(1, 9), &T],
-    )
-    .unwrap();
+    record(&mut c, &Event::success(T, "alice").log_id(&log_id(1, 9)));
     fail(&mut c, &log_id(2, 1), "other", "bob");
     let p = db.name().to_string();
     c.batch_execute(&format!(
@@ -386,12 +381,10 @@ fn event_rates_count_per_minute_and_type_within_scope() {
     assert!((0.5..=1.0).contains(&ratio), "{ratio}");
     // Minutes are event time: a failure of 40 minutes ago recorded now
     // counts 40 minutes back, with its lag; an imported one too, marked.
-    c.execute(
-        "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', 'carol', 'web', \
-         occurred_at => now() - interval '40 minutes')",
-        &[&log_id(1, 20), &T],
-    )
-    .unwrap();
+    let carol = Event::failed(T, "carol")
+        .log_id(&log_id(1, 20))
+        .ago("40 minutes");
+    record(&mut c, &carol);
     c.execute(
         "SELECT count(*) FROM authaudit.import_events(jsonb_build_array(jsonb_build_object( \
            'log_id', $1::text, 'tenant_id', $2::text, 'event_type', 'login_failed', 'user_id', 'dave', \

@@ -1,7 +1,7 @@
 //! Many sessions writing at once: chains never fork or gap, and no event is
 //! lost or duplicated, with single calls, batches, retries and rollbacks.
 
-use crate::support::{db, gapless, log_id, verify};
+use crate::support::{db, gapless, log_id, record, record_batch, try_record, verify, Event};
 use postgres::Client;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
@@ -10,9 +10,12 @@ use std::thread;
 const SESSIONS: u32 = 8;
 const ROUNDS: u32 = 60;
 
-fn record_sql() -> &'static str {
-    "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, \
-     event_type => 'login_failed', user_id => $3, channel => 'mobile', ip => '203.0.113.50')"
+/// Session `s`'s single failure with log id `id` in `tenant`.
+fn failure(id: &str, tenant: &str, s: u32) -> Event {
+    Event::failed(tenant, &format!("u{s}"))
+        .log_id(id)
+        .channel("mobile")
+        .ip("203.0.113.50")
 }
 
 /// One session's work: every fourth round is a batch of three, every fifth
@@ -28,23 +31,14 @@ fn session(url: String, s: u32, tenants: Vec<String>, start: Arc<Barrier>) -> Ve
         let mut tx = c.transaction().unwrap();
         let ids: Vec<String> = if r % 4 == 3 {
             let ids: Vec<String> = (0..3).map(|k| log_id(s, r * 4 + k)).collect();
-            let batch: Vec<String> = ids
+            let batch: Vec<Event> = ids
                 .iter()
-                .map(|id| {
-                    format!(
-                        r#"{{"log_id":"{id}","tenant_id":"{tenant}","event_type":"login_failed","user_id":"u{s}","channel":"web"}}"#
-                    )
-                })
+                .map(|id| Event::failed(tenant, &format!("u{s}")).log_id(id))
                 .collect();
-            tx.query(
-                "SELECT * FROM authaudit.record_events($1::text::jsonb)",
-                &[&format!("[{}]", batch.join(","))],
-            )
-            .unwrap();
+            record_batch(&mut tx, &batch);
             ids
         } else {
-            tx.execute(record_sql(), &[&id, tenant, &format!("u{s}")])
-                .unwrap();
+            record(&mut tx, &failure(&id, tenant, s));
             vec![id]
         };
         if r % 5 == 4 {
@@ -58,8 +52,7 @@ fn session(url: String, s: u32, tenants: Vec<String>, start: Arc<Barrier>) -> Ve
             let earlier = log_id(s, 0);
             if committed.contains(&earlier) {
                 let first_tenant = &tenants[s as usize % tenants.len()];
-                c.execute(record_sql(), &[&earlier, first_tenant, &format!("u{s}")])
-                    .unwrap();
+                record(&mut c, &failure(&earlier, first_tenant, s));
             }
         }
     }
@@ -133,7 +126,7 @@ fn serializable_writers_failing_at_commit_leave_an_intact_chain() {
                                 .isolation_level(postgres::IsolationLevel::Serializable)
                                 .start()?;
                             tx.query_one("SELECT count(*) FROM public.tally", &[])?;
-                            tx.execute(record_sql(), &[&id, &"hot", &format!("u{s}")])?;
+                            try_record(&mut tx, &failure(&id, "hot", s))?;
                             tx.execute("INSERT INTO public.tally VALUES (1)", &[])?;
                             tx.commit()
                         })();
@@ -183,11 +176,10 @@ fn an_import_with_rebuild_beside_live_recording_never_deadlocks() {
                 start.wait();
                 let mut errors = Vec::new();
                 for n in 0..150u32 {
-                    if let Err(e) = c.execute(
-                        "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'hot', \
-                         event_type => 'login_failed', user_id => $2, channel => 'web', ip => '198.51.100.7')",
-                        &[&log_id(w, n), &format!("live{}", n % 20)],
-                    ) {
+                    let e = Event::failed("hot", &format!("live{}", n % 20))
+                        .log_id(&log_id(w, n))
+                        .ip("198.51.100.7");
+                    if let Err(e) = try_record(&mut c, &e) {
                         errors.push(format!("live: {e:?}"));
                     }
                 }

@@ -2,7 +2,7 @@
 //! answer whether a tenant's minutes are rolled up or read from its rows,
 //! for every reader's scope, and kept by the rollup worker.
 
-use crate::support::{db, log_id, Rng};
+use crate::support::{db, log_id, record, Event, Rng};
 use authaudit_tests::Cluster;
 use postgres::{Client, GenericClient, IsolationLevel};
 use std::time::{Duration, Instant};
@@ -67,13 +67,13 @@ fn record_random(c: &mut Client, rng: &mut Rng, n: u32) {
         )
         .unwrap();
     } else {
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, org_id => $3, \
-               event_type => $4, user_id => $5, channel => 'web', \
-               occurred_at => now() - $6::text::interval)",
-            &[&id, &tenant, &org, &kind, &user, &ago],
-        )
-        .unwrap();
+        let e = Event {
+            org: org.map(str::to_owned),
+            ..Event::new(tenant, kind, &user)
+        }
+        .log_id(&id)
+        .ago(&ago);
+        record(c, &e);
     }
 }
 

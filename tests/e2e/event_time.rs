@@ -4,7 +4,7 @@
 //! history into a live tenant and live in time order gives the same
 //! investigation answers and the same lockout tables.
 
-use crate::support::{log_id, sqlstate, Rng};
+use crate::support::{log_id, record, sqlstate, try_record, Event, Rng};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
@@ -210,12 +210,11 @@ fn one_campaign_gives_the_same_answers_in_any_arrival_order() {
     // History into a tenant with live events: live failures of root now,
     // then the campaign, shuffled.
     for n in 0..3 {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'live', 'login_failed', 'root', 'api', \
-             ip => '203.0.113.200')",
-            &[&log_id(4, 10_000 + n)],
-        )
-        .unwrap();
+        let e = Event::failed("live", "root")
+            .log_id(&log_id(4, 10_000 + n))
+            .channel("api")
+            .ip("203.0.113.200");
+        record(&mut c, &e);
     }
     for chunk in shuffled.chunks(50) {
         import(&mut c, &batch(4, "live", base, chunk), true);
@@ -392,12 +391,11 @@ fn back_dated_live_events_are_refused_and_point_to_the_import_path() {
     let mut w = db.connect_as(&format!("{p}_w"));
     let mut su = db.connect();
     let before = counts(&mut su);
+    let back_dated = Event::failed("agency", "victim")
+        .ip("198.51.100.9")
+        .ago("2 days");
     let hint = expect(
-        w.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'victim', 'web', \
-             ip => '198.51.100.9', occurred_at => now() - interval '2 days')",
-            &[],
-        ),
+        try_record(&mut w, &back_dated),
         SqlState::DATETIME_FIELD_OVERFLOW,
         "a back-dated record_event",
     );
@@ -428,12 +426,7 @@ fn back_dated_live_events_are_refused_and_point_to_the_import_path() {
         "a writer widening the skew",
     );
     // Within the skew, live recording goes on.
-    w.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'victim', 'web', \
-         occurred_at => now() - interval '4 minutes')",
-        &[],
-    )
-    .unwrap();
+    record(&mut w, &Event::failed("agency", "victim").ago("4 minutes"));
     // As history the same 20 failures are recorded, and the replay decides
     // them in their own time: 20 minutes apart, none locks; the live lock
     // state is untouched by the import.
@@ -472,11 +465,7 @@ fn rebuilding_and_importing_are_scoped() {
         .to_string()
     };
     let mut w = db.connect_as(&format!("{p}_w"));
-    w.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'hq-user', 'web', 'hq')",
-        &[],
-    )
-    .unwrap();
+    record(&mut w, &Event::failed("agency", "hq-user").org("hq"));
     let mut other = db.connect_as(&format!("{p}_other"));
     expect(
         other.execute("SELECT * FROM authaudit.rebuild_lockout('agency')", &[]),
@@ -558,10 +547,7 @@ fn rebuilding_and_importing_are_scoped() {
     assert!(rebuilt.get::<_, bool>(4));
     // Only the extension appends it.
     expect(
-        w.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'lockout_rebuilt', 'x', 'web')",
-            &[],
-        ),
+        try_record(&mut w, &Event::new("agency", "lockout_rebuilt", "x")),
         SqlState::INVALID_PARAMETER_VALUE,
         "a writer recording lockout_rebuilt",
     );
@@ -603,12 +589,7 @@ fn history_imported_into_a_live_tenant_keeps_the_live_count() {
     let db = Cluster::shared().fresh_db_with_lockout("event_time_history");
     let mut c = db.connect();
     let fail = |c: &mut Client| {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'victim', 'web', \
-             ip => '198.51.100.3')",
-            &[],
-        )
-        .unwrap();
+        record(c, &Event::failed("agency", "victim").ip("198.51.100.3"));
     };
     for _ in 0..4 {
         fail(&mut c);
@@ -664,22 +645,13 @@ fn a_success_while_locked_reports_the_failures_that_locked() {
     let db = Cluster::shared().fresh_db_with_lockout("event_time_locked_success");
     let mut c = db.connect();
     for _ in 0..6 {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'victim', 'web', \
-             ip => '198.51.100.4')",
-            &[],
-        )
-        .unwrap();
+        record(
+            &mut c,
+            &Event::failed("agency", "victim").ip("198.51.100.4"),
+        );
     }
-    let facts: String = c
-        .query_one(
-            "SELECT metadata #>> '{_authaudit,lockout}' FROM authaudit.record_event(gen_random_uuid(), \
-             'agency', 'login_success', 'victim', 'web', ip => '198.51.100.5')",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    let facts: serde_json::Value = serde_json::from_str(&facts).unwrap();
+    let success = Event::success("agency", "victim").ip("198.51.100.5");
+    let facts = record(&mut c, &success).lockout().clone();
     assert_eq!(facts["preceding_failures"], 6, "{facts}");
     assert_eq!(facts["was_locked"], true);
     let r = c

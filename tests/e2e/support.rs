@@ -9,19 +9,17 @@ pub fn db(hint: &str) -> TestDb {
     Cluster::shared().fresh_db(hint)
 }
 
+pub use authaudit_tests::recording::{record, record_batch, try_record, Event};
 pub use authaudit_tests::{log_id, run_tool};
 
 /// Records a `login_failed` event for `user` and returns its seq.
 pub fn fail(c: &mut impl GenericClient, id: &str, tenant: &str, user: &str) -> i64 {
-    c.query_one(
-        "SELECT (authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, \
-         event_type => 'login_failed', user_id => $3, channel => 'web', \
-         ip => '198.51.100.7', user_agent => 'test-agent', \
-         metadata => '{\"reason\": \"bad_password\"}')).seq",
-        &[&id, &tenant, &user],
-    )
-    .expect("record_event")
-    .get(0)
+    let e = Event::failed(tenant, user)
+        .log_id(id)
+        .ip("198.51.100.7")
+        .user_agent("test-agent")
+        .metadata(serde_json::json!({"reason": "bad_password"}));
+    record(c, &e).seq
 }
 
 /// The SQLSTATE of a failed statement.

@@ -12,11 +12,13 @@
 pub mod cluster;
 pub mod mirror;
 pub mod prometheus;
+pub mod recording;
 pub mod rsyslog;
 pub mod secantus;
 
 pub use cluster::{built_binary, free_port, repo_root, Cluster, TestDb};
 pub use prometheus::Prometheus;
+pub use recording::{Event, Stored};
 pub use rsyslog::Rsyslog;
 pub use secantus::Secantus;
 
