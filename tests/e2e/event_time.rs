@@ -651,7 +651,7 @@ fn a_success_while_locked_reports_the_failures_that_locked() {
         );
     }
     let success = Event::success("agency", "victim").ip("198.51.100.5");
-    let facts = record(&mut c, &success).lockout().clone();
+    let facts = record(&mut c, &success).lockout();
     assert_eq!(facts["preceding_failures"], 6, "{facts}");
     assert_eq!(facts["was_locked"], true);
     let r = c

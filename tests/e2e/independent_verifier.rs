@@ -1,7 +1,7 @@
 //! The shipped Python verifier (hashlib only) recomputes every chain from
 //! `COPY ... TO STDOUT` output, independently of the extension's Rust code.
 
-use crate::support::{db, fail, log_id, run_python};
+use crate::support::{db, fail, log_id, record, run_python, Event};
 use std::process::Command;
 
 fn export(db: &authaudit_tests::TestDb) -> String {
@@ -46,23 +46,25 @@ fn the_python_verifier_agrees_with_the_extension() {
         fail(&mut c, &log_id(1, n), "agency", "alice");
     }
     // Every field filled, unusual characters, IPv6, nested metadata, a cut user agent.
-    c.batch_execute(&format!(
-        "SELECT authaudit.record_event(log_id => '{}', tenant_id => 'agency', org_id => 'hq.ops',
-            event_type => 'login_success', user_id => E'zoë \"quoted\", comma', channel => 'mobile',
-            ip => '2001:db8::1', user_agent => repeat('Ü', 600),
-            occurred_at => '2026-01-02 03:04:05.678901+02',
-            metadata => '{{\"b\": [1, 2.50, null, true], \"a\": {{\"x\": \"line\\nbreak\"}}, \"n\": -0.0001}}');
-         SELECT authaudit.record_event(log_id => '{}', tenant_id => 'second', event_type => 'lockout_reset',
-            user_id => 'bob', channel => 'api');
-         -- A row large enough to be compressed in storage (TOAST).
-         SELECT authaudit.record_event(log_id => '{}', tenant_id => 'agency', event_type => 'login_failed',
-            user_id => 'eve', channel => 'web', user_agent => repeat('😀', 512),
-            metadata => jsonb_build_object('note', repeat('abc', 2000)));",
-        log_id(1, 6),
-        log_id(2, 1),
-        log_id(1, 7)
-    ))
-    .unwrap();
+    let full = Event::success("agency", "zoë \"quoted\", comma")
+        .log_id(&log_id(1, 6))
+        .org("hq.ops")
+        .channel("mobile")
+        .ip("2001:db8::1")
+        .user_agent(&"Ü".repeat(600))
+        .occurred_at("2026-01-02 03:04:05.678901+02")
+        .metadata_text(r#"{"b": [1, 2.50, null, true], "a": {"x": "line\nbreak"}, "n": -0.0001}"#);
+    record(&mut c, &full);
+    let reset = Event::new("second", "lockout_reset", "bob")
+        .log_id(&log_id(2, 1))
+        .channel("api");
+    record(&mut c, &reset);
+    // A row large enough to be compressed in storage (TOAST).
+    let large = Event::failed("agency", "eve")
+        .log_id(&log_id(1, 7))
+        .user_agent(&"😀".repeat(512))
+        .metadata(serde_json::json!({"note": "abc".repeat(2000)}));
+    record(&mut c, &large);
     let csv = export(&db);
     let (ok, out) = python_verify(&csv);
     assert!(ok, "independent verifier failed on an intact log:\n{out}");

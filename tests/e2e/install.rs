@@ -3,6 +3,7 @@
 //! preloaded the library) keep working, new sessions start, and nothing is
 //! ever loaded half-written.
 
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::Cluster;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
@@ -13,11 +14,7 @@ fn installing_beside_a_running_server_leaves_it_running() {
     let db = cluster.fresh_db("install_running");
     let mut open = db.connect();
     let record = |c: &mut postgres::Client| {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'alice', 'web')",
-            &[],
-        )
-        .unwrap();
+        recording::record(c, &Event::failed("agency-1", "alice"));
     };
     record(&mut open);
     let pg_config = "/usr/lib/postgresql/15/bin/pg_config";

@@ -3,17 +3,16 @@
 //! and the period's summary.
 
 use crate::support::log_id;
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::Cluster;
 use postgres::Client;
 
 fn record(c: &mut Client, n: u32, ty: &str, user: &str, ip: &str, minute: i32) {
-    c.execute(
-        "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'agency', event_type => $2,
-             user_id => $3, channel => 'web', ip => $4::text::inet,
-             occurred_at => date_trunc('hour', now()) - interval '3 hours' + $5 * interval '1 minute')",
-        &[&log_id(3, n), &ty, &user, &ip, &f64::from(minute)],
-    )
-    .unwrap();
+    let e = Event::new("agency", ty, user)
+        .log_id(&log_id(3, n))
+        .ip(ip)
+        .after_start_of("hour", "3 hours", f64::from(minute) * 60.0);
+    recording::record(c, &e);
 }
 
 const PERIOD: &str = "'agency', now() - interval '1 day', now() + interval '1 day'";

@@ -2,7 +2,7 @@
 //! writer's session: no row of tenant B may reach a reader of tenant A by any
 //! route.
 
-use crate::support::{db, log_id, sqlstate};
+use crate::support::{db, log_id, record, sqlstate, try_record, Event};
 use authaudit_tests::TestDb;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -43,12 +43,11 @@ impl Scene {
         .iter()
         .enumerate()
         {
-            c.execute(
-                "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, org_id => $3, \
-                 event_type => 'login_failed', user_id => $4, channel => 'web', ip => '192.0.2.1')",
-                &[&log_id(7, n as u32), tenant, org, user],
-            )
-            .unwrap();
+            let e = Event::failed(tenant, user)
+                .log_id(&log_id(7, n as u32))
+                .org(org)
+                .ip("192.0.2.1");
+            record(&mut c, &e);
         }
         Scene { db, prefix }
     }
@@ -229,13 +228,8 @@ fn copy_and_explain_analyze_reveal_nothing_of_another_tenant() {
 fn an_organisation_reader_sees_only_its_organisation() {
     let s = Scene::new("iso_org");
     // A row of the tenant without organisation: tenant-wide readers only.
-    s.db.connect()
-        .execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'tenant-a', \
-             event_type => 'login_failed', user_id => 'no-org-user', channel => 'web')",
-            &[&log_id(7, 99)],
-        )
-        .unwrap();
+    let no_org = Event::failed("tenant-a", "no-org-user").log_id(&log_id(7, 99));
+    record(&mut s.db.connect(), &no_org);
     let mut hq = s.login("reader_hq");
     assert_eq!(
         users(&mut hq, "SELECT user_id FROM authaudit.auth_log"),
@@ -308,17 +302,11 @@ fn verification_is_scoped_and_auditors_see_every_tenant() {
 fn a_writer_records_only_for_its_tenant_and_reads_nothing() {
     let s = Scene::new("iso_writer");
     let mut w = s.login("writer_a");
-    let record =
-        "SELECT seq FROM authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, \
-                  event_type => 'login_failed', user_id => 'mallory', channel => 'api')";
-    let seq: i64 = w
-        .query_one(record, &[&log_id(8, 1), &"tenant-a"])
-        .unwrap()
-        .get(0);
+    let mallory =
+        |id: &str, tenant: &str| Event::failed(tenant, "mallory").log_id(id).channel("api");
+    let seq = record(&mut w, &mallory(&log_id(8, 1), "tenant-a")).seq;
     assert_eq!(seq, 4);
-    let err = w
-        .query_one(record, &[&log_id(8, 2), &"tenant-b"])
-        .unwrap_err();
+    let err = try_record(&mut w, &mallory(&log_id(8, 2), "tenant-b")).unwrap_err();
     assert_eq!(
         sqlstate(&err),
         Some(SqlState::INSUFFICIENT_PRIVILEGE),
@@ -326,10 +314,7 @@ fn a_writer_records_only_for_its_tenant_and_reads_nothing() {
     );
     // Another tenant's log id is no oracle: in this tenant it is a new
     // event like any other.
-    let seq: i64 = w
-        .query_one(record, &[&log_id(7, 3), &"tenant-a"])
-        .unwrap()
-        .get(0);
+    let seq = record(&mut w, &mallory(&log_id(7, 3), "tenant-a")).seq;
     assert_eq!(seq, 5);
     for sql in [
         "SELECT count(*) FROM authaudit.auth_log",

@@ -2,7 +2,7 @@
 //! times, escalation, failures while locked, successes after failures,
 //! resets, retries, per-IP blocks and concurrent failures.
 
-use crate::support::{log_id, sqlstate, verify};
+use crate::support::{log_id, record, sqlstate, try_record, verify, Event};
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -17,16 +17,21 @@ fn db(hint: &str) -> TestDb {
 /// days ago, so that every event lies in the past) and returns the row's seq
 /// and its `_authaudit.lockout` facts as text.
 fn event(c: &mut Client, id: &str, event_type: &str, user: &str, offset_s: i64) -> (i64, String) {
-    let r = c
+    let e = Event::new("acme", event_type, user)
+        .log_id(id)
+        .ip("203.0.113.5")
+        .after_start_of("day", "2 days", offset_s as f64);
+    let seq = record(c, &e).seq;
+    // The facts as the server prints them (jsonb text).
+    let facts = c
         .query_one(
-            "SELECT seq, coalesce(metadata -> '_authaudit' ->> 'lockout', '') FROM authaudit.record_event(
-                 log_id => $1::text::uuid, tenant_id => 'acme', event_type => $2, user_id => $3,
-                 channel => 'web', ip => '203.0.113.5',
-                 occurred_at => date_trunc('day', now()) - interval '2 days' + $4 * interval '1 second')",
-            &[&id, &event_type, &user, &(offset_s as f64)],
+            "SELECT coalesce(metadata -> '_authaudit' ->> 'lockout', '') FROM authaudit.auth_log \
+              WHERE tenant_id = 'acme' AND seq = $1",
+            &[&seq],
         )
-        .unwrap();
-    (r.get(0), r.get(1))
+        .unwrap()
+        .get(0);
+    (seq, facts)
 }
 
 fn locks(c: &mut Client, user: &str) -> Vec<(String, String)> {
@@ -181,12 +186,10 @@ fn check_login_reports_a_lock_and_a_reset_clears_it_at_once() {
     let db = db("lock_check");
     let mut c = db.connect_dated();
     let record = |c: &mut Client, id: &str, ty: &str| {
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme', event_type => $2,
-                 user_id => 'dave', channel => 'web', ip => '198.51.100.1')",
-            &[&id, &ty],
-        )
-        .unwrap();
+        record(
+            c,
+            &Event::new("acme", ty, "dave").log_id(id).ip("198.51.100.1"),
+        );
     };
     let check = |c: &mut Client| -> (bool, Option<String>, bool) {
         let r = c
@@ -220,12 +223,10 @@ fn one_ip_failing_across_many_accounts_is_blocked() {
     )
     .unwrap();
     for n in 0..10u32 {
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme',
-                 event_type => 'login_failed', user_id => $2, channel => 'web', ip => '192.0.2.66')",
-            &[&log_id(1, n), &format!("victim{n}")],
-        )
-        .unwrap();
+        let e = Event::failed("acme", &format!("victim{n}"))
+            .log_id(&log_id(1, n))
+            .ip("192.0.2.66");
+        record(&mut c, &e);
     }
     let r = c
         .query_one(
@@ -256,12 +257,10 @@ fn concurrent_failures_around_the_threshold_lock_exactly_once() {
             thread::spawn(move || {
                 let mut c = Client::connect(&url, postgres::NoTls).unwrap();
                 start.wait();
-                c.execute(
-                    "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme',
-                         event_type => 'login_failed', user_id => 'erin', channel => 'mobile')",
-                    &[&log_id(5, n)],
-                )
-                .unwrap();
+                let e = Event::failed("acme", "erin")
+                    .log_id(&log_id(5, n))
+                    .channel("mobile");
+                record(&mut c, &e);
             })
         })
         .collect();
@@ -286,12 +285,7 @@ fn concurrent_failures_around_the_threshold_lock_exactly_once() {
 fn refused_input_and_policies_change_no_lockout_state() {
     let db = db("lock_refused");
     let mut c = db.connect_dated();
-    let err = c
-        .batch_execute(
-            "SELECT authaudit.record_event(log_id => gen_random_uuid(), tenant_id => 'acme',
-                 event_type => 'login_failed', user_id => E'bad\\nuser', channel => 'web')",
-        )
-        .unwrap_err();
+    let err = try_record(&mut c, &Event::failed("acme", "bad\nuser")).unwrap_err();
     assert_eq!(sqlstate(&err), Some(SqlState::INVALID_PARAMETER_VALUE));
     let n: i64 = c
         .query_one("SELECT count(*) FROM authaudit.lockout_state", &[])
@@ -318,12 +312,10 @@ fn one_ip_failing_on_one_account_is_blocked_for_that_account_only() {
     )
     .unwrap();
     for n in 0..3u32 {
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'acme',
-                 event_type => 'login_failed', user_id => 'frank', channel => 'web', ip => '192.0.2.77')",
-            &[&log_id(1, n)],
-        )
-        .unwrap();
+        let e = Event::failed("acme", "frank")
+            .log_id(&log_id(1, n))
+            .ip("192.0.2.77");
+        record(&mut c, &e);
     }
     let check = |c: &mut Client, user: &str, ip: &str| -> (bool, Option<String>) {
         let r = c
@@ -411,12 +403,7 @@ fn the_default_policy_comes_from_the_configuration_parameters() {
         "SET authaudit.lockout_max_failures = 100; SET authaudit.lockout_duration = '1min'",
     )
     .unwrap();
-    let err = c
-        .batch_execute(
-            "SELECT authaudit.record_event(log_id => gen_random_uuid(), tenant_id => 'acme',
-                 event_type => 'login_failed', user_id => 'kate', channel => 'web')",
-        )
-        .unwrap_err();
+    let err = try_record(&mut c, &Event::failed("acme", "kate")).unwrap_err();
     assert_eq!(
         sqlstate(&err),
         Some(SqlState::INVALID_PARAMETER_VALUE),

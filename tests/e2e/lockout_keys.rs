@@ -3,7 +3,7 @@
 //! here was allowed past a lock before the keys existed (each counted
 //! separately); the recorded `user_id` and `ip` stay as given.
 
-use crate::support::{sqlstate, verify};
+use crate::support::{record, sqlstate, verify, Event};
 use authaudit_tests::Cluster;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -22,14 +22,11 @@ const SPELLINGS: [&str; 9] = [
 ];
 
 fn fail(c: &mut Client, tenant: &str, user: &str, ip: &str) -> String {
-    c.query_one(
-        "SELECT coalesce(metadata #>> '{_authaudit,lockout,account_key}', '') \
-           FROM authaudit.record_event(gen_random_uuid(), $1, 'login_failed', $2, 'web', \
-                                       ip => $3::text::inet)",
-        &[&tenant, &user, &ip],
-    )
-    .unwrap()
-    .get(0)
+    let stored = record(c, &Event::failed(tenant, user).ip(ip));
+    stored.lockout()["account_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn check(c: &mut Client, tenant: &str, user: &str, ip: Option<&str>) -> (bool, Option<String>) {

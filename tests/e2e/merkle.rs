@@ -3,7 +3,7 @@
 //! verification, one event's evidence checked offline by
 //! tools/verify_evidence.py, and who may ask.
 
-use crate::support::{db, log_id, run_tool, sqlstate};
+use crate::support::{db, log_id, record, run_tool, sqlstate, Event};
 use authaudit_core::merkle::{self, Hash};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -40,20 +40,20 @@ fn roots_and_proofs_are_rfc_9162_and_one_event_verifies_offline() {
     let mut c = db.connect_dated();
     // Unusual content: a multi-byte user, IPv6, nested metadata, an offset.
     for n in 1..=37u32 {
-        c.execute(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'agency', \
-               event_type => CASE WHEN $2 % 7 = 0 THEN 'login_success' ELSE 'login_failed' END, \
-               user_id => 'zoë-' || ($2 % 5), channel => 'ssh', ip => ('2001:db8::' || $2)::inet, \
-               occurred_at => now() - interval '1 minute', \
-               metadata => jsonb_build_object('n', $2, 'deep', jsonb_build_object('q', E'\"x\\ny\"')))",
-            &[&log_id(1, n), &(n as i32)],
-        )
-        .unwrap();
+        let kind = if n % 7 == 0 {
+            "login_success"
+        } else {
+            "login_failed"
+        };
+        let e = Event::new("agency", kind, &format!("zoë-{}", n % 5))
+            .log_id(&log_id(1, n))
+            .channel("ssh")
+            .ip(&format!("2001:db8::{n}"))
+            .ago("1 minute")
+            .metadata(serde_json::json!({"n": n, "deep": {"q": "\"x\ny\""}}));
+        record(&mut c, &e);
     }
-    c.batch_execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'other', 'login_failed', 'x', 'web')",
-    )
-    .unwrap();
+    record(&mut c, &Event::failed("other", "x"));
     let head: i64 = c
         .query_one(
             "SELECT max(seq) FROM authaudit.auth_log WHERE tenant_id = 'agency'",
@@ -209,10 +209,10 @@ fn proofs_are_for_those_who_may_verify_the_whole_tenant() {
     let db = db("merkle_scope");
     let mut su = db.connect();
     let p = db.name().to_string();
+    record(&mut su, &Event::failed("agency", "a").org("hq"));
+    record(&mut su, &Event::failed("agency", "b").org("branch"));
     su.batch_execute(&format!(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'a', 'web', org_id => 'hq');
-         SELECT authaudit.record_event(gen_random_uuid(), 'agency', 'login_failed', 'b', 'web', org_id => 'branch');
-         CREATE ROLE {p}_w LOGIN IN ROLE authaudit_writer;
+        "CREATE ROLE {p}_w LOGIN IN ROLE authaudit_writer;
          CREATE ROLE {p}_org LOGIN IN ROLE authaudit_reader;
          CREATE ROLE {p}_all LOGIN IN ROLE authaudit_reader;
          CREATE ROLE {p}_other LOGIN IN ROLE authaudit_reader;

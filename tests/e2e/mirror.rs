@@ -6,8 +6,9 @@
 //! PostgreSQL restart, and a failing or stalled document store. The harness
 //! is `authaudit_tests::mirror`.
 
-use crate::support::{log_id, run_tool};
+use crate::support::{log_id, record, run_tool, Event};
 use authaudit_tests::mirror::*;
+use authaudit_tests::recording;
 use authaudit_tests::Cluster;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,11 +37,10 @@ fn exactly_once(hint: &str, store: &Store, events: u32) {
         .iter()
         .enumerate()
     {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', $2, 'web')",
-            &[&log_id(901, i as u32), user],
-        )
-        .unwrap();
+        record(
+            &mut c,
+            &Event::failed("tenant-0", user).log_id(&log_id(901, i as u32)),
+        );
     }
     db.connect()
         .execute("SELECT authaudit.checkpoint('tenant-0')", &[])
@@ -78,11 +78,10 @@ fn a_lockout_rebuild_reaches_the_mirror() {
     m.start();
     let mut c = db.connect();
     for i in 0..4 {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', 'victim', 'web')",
-            &[&log_id(70, i)],
-        )
-        .unwrap();
+        record(
+            &mut c,
+            &Event::failed("tenant-0", "victim").log_id(&log_id(70, i)),
+        );
     }
     m.wait_identical(Duration::from_secs(60));
     c.execute(
@@ -126,11 +125,10 @@ fn rekeyed(hint: &str, store: &Store) {
     let mut c = db.connect();
     for tenant in ["tenant-0", "tenant-1"] {
         for i in 0..30 {
-            c.execute(
-                "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', $3, 'ssh')",
-                &[&log_id(60, i), &tenant, &format!("user{}", i % 4)],
-            )
-            .unwrap();
+            let e = Event::failed(tenant, &format!("user{}", i % 4))
+                .log_id(&log_id(60, i))
+                .channel("ssh");
+            record(&mut c, &e);
         }
     }
     let mut m = Mirror::new(&db, store);
@@ -208,11 +206,10 @@ fn rekeyed(hint: &str, store: &Store) {
     m.start();
     // The ids again, in a third tenant, while the mirror streams.
     for i in 0..5 {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-2', 'login_success', 'user0', 'vpn')",
-            &[&log_id(60, i)],
-        )
-        .unwrap();
+        let e = Event::success("tenant-2", "user0")
+            .log_id(&log_id(60, i))
+            .channel("vpn");
+        record(&mut c, &e);
     }
     m.wait_identical(Duration::from_secs(60));
     assert_eq!(store.count("auth_log"), log_rows(&db));
@@ -429,11 +426,10 @@ fn a_conflicting_signed_checkpoint_is_kept_as_a_disagreement() {
     .unwrap();
     let mut c = db.connect();
     let record = |c: &mut postgres::Client, i: u32| {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-9', 'login_success', 'bob', 'vpn')",
-            &[&log_id(49, i)],
-        )
-        .unwrap();
+        let e = Event::success("tenant-9", "bob")
+            .log_id(&log_id(49, i))
+            .channel("vpn");
+        recording::record(c, &e);
     };
     for i in 0..5 {
         record(&mut c, i);
@@ -565,18 +561,14 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
     assert!(public.starts_with("authaudit-witness+"), "{public}");
     let mut c = db.connect();
     for i in 0..25 {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', $2, 'web')",
-            &[&log_id(40, i), &format!("user{}", i % 4)],
-        )
-        .unwrap();
+        let e = Event::failed("tenant-0", &format!("user{}", i % 4)).log_id(&log_id(40, i));
+        record(&mut c, &e);
     }
     for i in 0..7 {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-1', 'login_success', 'bob', 'vpn')",
-            &[&log_id(41, i)],
-        )
-        .unwrap();
+        let e = Event::success("tenant-1", "bob")
+            .log_id(&log_id(41, i))
+            .channel("vpn");
+        record(&mut c, &e);
     }
     let head = |c: &mut postgres::Client, t: &str| -> i64 {
         c.query_one(
@@ -611,11 +603,10 @@ fn the_witness_signs_what_it_mirrored_and_names_the_insiders_rewrite() {
     // The rows came by the initial copy: the first streamed row starts the
     // trees. One more event each, then wait for checkpoints at the heads.
     for (t, n) in [("tenant-0", 90), ("tenant-1", 91)] {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', 'late', 'api')",
-            &[&log_id(n, 0), &t],
-        )
-        .unwrap();
+        let e = Event::failed(t, "late")
+            .log_id(&log_id(n, 0))
+            .channel("api");
+        record(&mut c, &e);
     }
     let (head0, head1) = (head0 + 1, head1 + 1);
     let rt = tokio::runtime::Builder::new_current_thread()

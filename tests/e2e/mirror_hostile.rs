@@ -16,6 +16,7 @@ use authaudit_core::chain::ChainHead;
 use authaudit_core::exact_json::{canonical, escape_into};
 use authaudit_core::numeric::Exact;
 use authaudit_tests::mirror::{sidecar_bin, Store};
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::{Cluster, Rsyslog, TestDb};
 use std::collections::HashMap;
 use std::process::Command;
@@ -114,15 +115,13 @@ fn generated_values(n: usize) -> Vec<String> {
 /// Records `metadata` as a failure of tenant `tenant-h1`; `None` when the
 /// extension refuses it (a key it refuses, `\u0000` in a string).
 fn record(db: &TestDb, n: u32, metadata: &str) -> Option<i64> {
-    db.connect()
-        .query_one(
-            "SELECT seq FROM authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'tenant-h1', \
-             event_type => 'login_failed', user_id => 'alice', channel => 'web', ip => '198.51.100.7', \
-             metadata => $2::text::jsonb)",
-            &[&format!("00000000-0000-4000-8000-{n:012x}"), &metadata],
-        )
+    let e = Event::failed("tenant-h1", "alice")
+        .log_id(&format!("00000000-0000-4000-8000-{n:012x}"))
+        .ip("198.51.100.7")
+        .metadata_text(metadata);
+    recording::try_record(&mut db.connect(), &e)
         .ok()
-        .map(|r| r.get(0))
+        .map(|s| s.seq)
 }
 
 /// A superuser's rows around the extension (triggers off) in tenant

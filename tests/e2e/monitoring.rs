@@ -5,6 +5,7 @@
 //! and answers every query of the Grafana dashboard.
 
 use authaudit_tests::mirror::{Mirror, Store};
+use authaudit_tests::recording::{record, try_record, Event};
 use authaudit_tests::{built_binary, free_port, repo_root, Cluster, Prometheus, TestDb};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -122,21 +123,17 @@ fn every_dashboard_query_answers_from_a_real_prometheus() {
     let mut c = db.connect();
     for round in 0..5 {
         for u in 0..12 {
-            c.execute(
-                "SELECT authaudit.record_event(gen_random_uuid(), 'acme', 'login_failed', $1, 'web', \
-                 ip => '198.51.100.7', metadata => '{\"reason\": \"bad_password\"}')",
-                &[&format!("user{u}")],
-            )
-            .unwrap_or_else(|e| panic!("round {round}, user{u}: {e}"));
+            let e = Event::failed("acme", &format!("user{u}"))
+                .ip("198.51.100.7")
+                .metadata(json!({"reason": "bad_password"}));
+            try_record(&mut c, &e).unwrap_or_else(|e| panic!("round {round}, user{u}: {e}"));
         }
     }
     for u in 0..4 {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'globex', 'login_success', $1, 'web', \
-             ip => '203.0.113.9')",
-            &[&format!("staff{u}")],
-        )
-        .unwrap();
+        record(
+            &mut c,
+            &Event::success("globex", &format!("staff{u}")).ip("203.0.113.9"),
+        );
     }
     let locked: i64 = c
         .query_one(

@@ -11,6 +11,7 @@
 
 use crate::support::log_id;
 use authaudit_tests::mirror::{recompute_chain, record_some, sidecar_bin, Mirror, Store};
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::{built_binary, free_port, Cluster, TestDb};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -157,11 +158,10 @@ fn head(db: &TestDb, tenant: &str) -> i64 {
 fn record(db: &TestDb, tag: u32, tenant: &str, n: u32) {
     let mut c = db.connect();
     for i in 0..n {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, $2, 'login_failed', $3, 'web', ip => '198.51.100.20')",
-            &[&log_id(tag, i), &tenant, &format!("user{}", i % 5)],
-        )
-        .unwrap();
+        let e = Event::failed(tenant, &format!("user{}", i % 5))
+            .log_id(&log_id(tag, i))
+            .ip("198.51.100.20");
+        recording::record(&mut c, &e);
     }
 }
 
@@ -706,11 +706,10 @@ fn the_operator_lists_and_resolves_alarms_restores_rows_and_lists_alerts() {
     // A password spray (ten accounts from one source) raises one alert.
     let mut c = db.connect();
     for i in 0..10 {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-2', 'login_failed', $2, 'web', ip => '198.51.100.99')",
-            &[&log_id(352, i), &format!("sprayed{i}")],
-        )
-        .unwrap();
+        let e = Event::failed("tenant-2", &format!("sprayed{i}"))
+            .log_id(&log_id(352, i))
+            .ip("198.51.100.99");
+        recording::record(&mut c, &e);
     }
     wait_until("the alert", Duration::from_secs(30), || {
         store.count("alerts") == 1
@@ -1057,11 +1056,7 @@ fn a_synchronous_commit_returns_once_the_store_holds_the_event() {
             let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             c.batch_execute(&format!("SET synchronous_commit = {level}"))
                 .unwrap();
-            c.execute(
-                "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', 'alice', 'web')",
-                &[&id],
-            )
-            .unwrap();
+            recording::record(&mut c, &Event::failed("tenant-0", "alice").log_id(&id));
         })
     };
     // Synchronous: in the store when the commit returns.

@@ -5,7 +5,7 @@
 //! order, first failures racing on a new source IP, and more tenants than
 //! the chain-head cache holds.
 
-use crate::support::{sqlstate, verify};
+use crate::support::{record, record_batch, sqlstate, try_record, verify, Event};
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel};
@@ -17,13 +17,7 @@ fn db(hint: &str) -> TestDb {
 }
 
 fn fail(c: &mut Client, tenant: &str, user: &str) -> serde_json::Value {
-    c.query_one(
-        "SELECT (metadata -> '_authaudit' -> 'lockout')::text FROM authaudit.record_event(
-             gen_random_uuid(), $1, 'login_failed', $2, 'web', NULL, '203.0.113.9')",
-        &[&tenant, &user],
-    )
-    .map(|r| serde_json::from_str(&r.get::<_, String>(0)).unwrap())
-    .unwrap()
+    record(c, &Event::failed(tenant, user).ip("203.0.113.9")).lockout()
 }
 
 fn locked(c: &mut Client, tenant: &str, user: &str) -> bool {
@@ -76,14 +70,8 @@ fn a_policy_read_inside_an_old_snapshot_is_not_kept_past_it() {
         .unwrap();
     // Inside the old snapshot the policy row is not there yet: the default
     // applies, and must not be remembered under the new configuration.
-    let r = tx
-        .query_one(
-            "SELECT (metadata #>> '{_authaudit,lockout,failures_in_window}')::int
-               FROM authaudit.record_event(gen_random_uuid(), 'acme', 'login_failed', 'carol', 'web')",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(r.get::<_, i32>(0), 1);
+    let facts = record(&mut tx, &Event::failed("acme", "carol")).lockout();
+    assert_eq!(facts["failures_in_window"], 1);
     tx.commit().unwrap();
     let facts = fail(&mut writer, "acme", "carol");
     assert_eq!(
@@ -97,23 +85,9 @@ fn metadata_numbers_keep_their_exact_form_next_to_the_engines_facts() {
     let db = db("metadata_exact");
     let mut c = db.connect();
     let meta = r#"{"amount": 1.50, "big": 123456789012345678901234567890, "tiny": 1e-30}"#;
-    let single: String = c
-        .query_one(
-            "SELECT metadata::text FROM authaudit.record_event(gen_random_uuid(), 'acme',
-                 'login_failed', 'alice', 'web', metadata => $1::text::jsonb)",
-            &[&meta],
-        )
-        .unwrap()
-        .get(0);
-    let batch: String = c
-        .query_one(
-            "SELECT metadata::text FROM authaudit.record_events(jsonb_build_array(jsonb_build_object(
-                 'log_id', gen_random_uuid(), 'tenant_id', 'acme', 'event_type', 'login_failed',
-                 'user_id', 'bob', 'channel', 'web', 'metadata', $1::text::jsonb)))",
-            &[&meta],
-        )
-        .unwrap()
-        .get(0);
+    let single = record(&mut c, &Event::failed("acme", "alice").metadata_text(meta)).metadata;
+    let bob = Event::failed("acme", "bob").metadata_text(meta);
+    let batch = record_batch(&mut c, &[bob]).remove(0).metadata;
     for stored in [&single, &batch] {
         assert!(
             stored.contains(r#""amount": 1.50"#)
@@ -131,10 +105,7 @@ fn a_success_that_follows_no_failure_writes_no_state() {
     let db = db("success_no_write");
     let mut c = db.connect();
     let success = |c: &mut Client, user: &str| {
-        c.batch_execute(&format!(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'acme', 'login_success', '{user}', 'web')"
-        ))
-        .unwrap()
+        record(c, &Event::success("acme", user));
     };
     let row = |c: &mut Client, user: &str| {
         c.query_opt(
@@ -309,11 +280,8 @@ fn concurrent_first_failures_from_one_new_source_ip_are_all_counted() {
                 for r in 0..rounds {
                     // Each round a source IP nobody has seen, every client
                     // on another account: the IP's row is created by a race.
-                    c.batch_execute(&format!(
-                        "SELECT authaudit.record_event(gen_random_uuid(), 'acme', 'login_failed',
-                             'user{n}', 'web', NULL, '192.0.2.{r}')"
-                    ))
-                    .unwrap();
+                    let e = Event::failed("acme", &format!("user{n}")).ip(&format!("192.0.2.{r}"));
+                    record(&mut c, &e);
                 }
             })
         })
@@ -385,12 +353,7 @@ fn a_failure_recorded_inside_an_old_snapshot_never_loses_a_newer_count() {
                                             // Another session counts a failure after that snapshot.
     assert_eq!(fail(&mut b, "acme", "dave")["failures_in_window"], 2);
     // Counting from the old snapshot would write 2 over 2: refused instead.
-    let err = tx
-        .query_one(
-            "SELECT 1 FROM authaudit.record_event(gen_random_uuid(), 'acme', 'login_failed', 'dave', 'web')",
-            &[],
-        )
-        .unwrap_err();
+    let err = try_record(&mut tx, &Event::failed("acme", "dave")).unwrap_err();
     assert_eq!(
         sqlstate(&err),
         Some(SqlState::T_R_SERIALIZATION_FAILURE),

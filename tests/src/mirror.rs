@@ -3,6 +3,7 @@
 //! streaming from a test database's logical replication, and the checks the
 //! mirror suites share (tests/e2e/mirror.rs and the suites that mirror).
 
+use crate::recording::{record, try_record, Event};
 use crate::{free_port, log_id, Secantus, TestDb};
 use authaudit_mongowire::Server;
 use std::process::{Child, Command, Stdio};
@@ -393,15 +394,22 @@ pub fn writers(
                 let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let id = log_id(tag * 100 + s, n);
-                    let ty = if n % 5 == 4 { "login_success" } else { "login_failed" };
+                    let ty = if n % 5 == 4 {
+                        "login_success"
+                    } else {
+                        "login_failed"
+                    };
                     // A transient failure (e.g. PostgreSQL restarting) is
                     // retried with the same log_id: recording is idempotent.
                     loop {
-                        let r = c.execute(
-                            "SELECT authaudit.record_event($1::text::uuid, $2, $3, $4, 'web', ip => '198.51.100.9')",
-                            &[&id, &format!("tenant-{}", s % 4), &ty, &format!("user{}", n % 13)],
-                        );
-                        match r {
+                        let e = Event::new(
+                            &format!("tenant-{}", s % 4),
+                            ty,
+                            &format!("user{}", n % 13),
+                        )
+                        .log_id(&id)
+                        .ip("198.51.100.9");
+                        match try_record(&mut c, &e) {
                             Ok(_) => break,
                             Err(_) if stop.load(Ordering::Relaxed) => return,
                             Err(_) => {
@@ -424,11 +432,10 @@ pub fn writers(
 pub fn record_some(db: &TestDb, tag: u32, n: u32) {
     let mut c = db.connect();
     for i in 0..n {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'tenant-0', 'login_failed', $2, 'mobile')",
-            &[&log_id(tag, i), &format!("early{}", i % 3)],
-        )
-        .unwrap();
+        let e = Event::failed("tenant-0", &format!("early{}", i % 3))
+            .log_id(&log_id(tag, i))
+            .channel("mobile");
+        record(&mut c, &e);
     }
 }
 

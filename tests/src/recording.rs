@@ -183,16 +183,22 @@ pub struct Stored {
     pub user_agent: Option<String>,
     pub occurred_at: String,
     pub recorded_at: String,
-    pub metadata: serde_json::Value,
+    /// The metadata as the server prints it (jsonb text).
+    pub metadata: String,
     pub prev_link: Vec<u8>,
     pub link_sha256: Vec<u8>,
 }
 
 impl Stored {
+    /// The metadata as a JSON value.
+    pub fn metadata_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.metadata).expect("stored metadata is JSON")
+    }
+
     /// The facts the lockout engine added (`metadata._authaudit.lockout`);
     /// `Null` without them.
-    pub fn lockout(&self) -> &serde_json::Value {
-        &self.metadata["_authaudit"]["lockout"]
+    pub fn lockout(&self) -> serde_json::Value {
+        self.metadata_json()["_authaudit"]["lockout"].take()
     }
 }
 
@@ -214,7 +220,7 @@ fn stored(r: &postgres::Row) -> Stored {
         user_agent: r.get(8),
         occurred_at: r.get(9),
         recorded_at: r.get(10),
-        metadata: serde_json::from_str(r.get(11)).expect("stored metadata is JSON"),
+        metadata: r.get(11),
         prev_link: r.get(12),
         link_sha256: r.get(13),
     }
@@ -271,7 +277,8 @@ pub fn record(c: &mut impl GenericClient, e: &Event) -> Stored {
 }
 
 /// Records `events` in one call of `authaudit.record_events`: the stored
-/// rows in input order, or the refusal.
+/// rows in input order, or the refusal. Event times must be fixed
+/// ([`Event::occurred_at`]) or unset.
 pub fn try_record_batch(
     c: &mut impl GenericClient,
     events: &[Event],
@@ -284,7 +291,13 @@ pub fn try_record_batch(
             .collect::<Vec<_>>()
             .join(",")
     );
-    let sql = format!("SELECT {COLUMNS} FROM authaudit.record_events($1::text::jsonb)");
+    // Events without a log id get a fresh one, as with record_event.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM authaudit.record_events(( \
+           SELECT coalesce(jsonb_agg(CASE WHEN e ? 'log_id' THEN e \
+                    ELSE e || jsonb_build_object('log_id', gen_random_uuid()) END ORDER BY i), '[]') \
+             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS a(e, i)))"
+    );
     c.query(&sql, &[&batch])
         .map(|rows| rows.iter().map(stored).collect())
 }
