@@ -31,14 +31,12 @@ fn hostile_values_round_trip_through_an_independent_parser() {
         (log_id(1, 3), "login_success", hostile_user, None),
     ];
     for (id, ty, user, ip) in &cases {
-        let e = Event {
-            ip: ip.map(str::to_owned),
-            ..Event::new("acme", ty, user)
-        }
-        .log_id(id)
-        .org("hq")
-        .user_agent(hostile_ua)
-        .metadata(serde_json::json!({"reason": "bad=pass|word\\"}));
+        let e = Event::new("acme", ty, user)
+            .set("ip", *ip)
+            .log_id(id)
+            .org("hq")
+            .user_agent(hostile_ua)
+            .metadata(serde_json::json!({"reason": "bad=pass|word\\"}));
         record(&mut c, &e);
     }
     let lines: Vec<String> = c

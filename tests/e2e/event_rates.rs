@@ -67,12 +67,10 @@ fn record_random(c: &mut Client, rng: &mut Rng, n: u32) {
         )
         .unwrap();
     } else {
-        let e = Event {
-            org: org.map(str::to_owned),
-            ..Event::new(tenant, kind, &user)
-        }
-        .log_id(&id)
-        .ago(&ago);
+        let e = Event::new(tenant, kind, &user)
+            .set("org_id", org)
+            .log_id(&id)
+            .ago(&ago);
         record(c, &e);
     }
 }

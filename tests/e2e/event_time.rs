@@ -4,7 +4,7 @@
 //! history into a live tenant and live in time order gives the same
 //! investigation answers and the same lockout tables.
 
-use crate::support::{log_id, record, sqlstate, try_record, Event, Rng};
+use crate::support::{log_id, record, sqlstate, try_record, Event, Rng, StoredExt};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;

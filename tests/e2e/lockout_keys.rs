@@ -3,7 +3,7 @@
 //! here was allowed past a lock before the keys existed (each counted
 //! separately); the recorded `user_id` and `ip` stay as given.
 
-use crate::support::{record, sqlstate, verify, Event};
+use crate::support::{record, sqlstate, verify, Event, StoredExt};
 use authaudit_tests::Cluster;
 use postgres::error::SqlState;
 use postgres::Client;

@@ -5,7 +5,7 @@
 //! order, first failures racing on a new source IP, and more tenants than
 //! the chain-head cache holds.
 
-use crate::support::{record, record_batch, sqlstate, try_record, verify, Event};
+use crate::support::{record, record_batch, sqlstate, try_record, verify, Event, StoredExt};
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel};
@@ -85,9 +85,10 @@ fn metadata_numbers_keep_their_exact_form_next_to_the_engines_facts() {
     let db = db("metadata_exact");
     let mut c = db.connect();
     let meta = r#"{"amount": 1.50, "big": 123456789012345678901234567890, "tiny": 1e-30}"#;
-    let single = record(&mut c, &Event::failed("acme", "alice").metadata_text(meta)).metadata;
+    let alice = Event::failed("acme", "alice").metadata_text(meta);
+    let single = record(&mut c, &alice).metadata.get().to_owned();
     let bob = Event::failed("acme", "bob").metadata_text(meta);
-    let batch = record_batch(&mut c, &[bob]).remove(0).metadata;
+    let batch = record_batch(&mut c, &[bob])[0].metadata.get().to_owned();
     for stored in [&single, &batch] {
         assert!(
             stored.contains(r#""amount": 1.50"#)

@@ -3,7 +3,7 @@
 //! column of every committed log row, lockout state changes and checkpoints,
 //! and nothing of rolled-back transactions.
 
-use crate::support::{fail, log_id};
+use crate::support::{fail, log_id, record, Event};
 use authaudit_tests::Cluster;
 use sidecar::pgoutput::{Decoder, Lsn, Message};
 
@@ -94,11 +94,12 @@ fn pgoutput_of_the_publication_carries_every_committed_row() {
         fail(&mut c, &log_id(1, n), "acme", "alice");
     }
     // A rolled-back event never reaches the publication.
-    c.batch_execute(&format!(
-        "BEGIN; SELECT authaudit.record_event('{}', 'acme', 'login_failed', 'bob', 'web'); ROLLBACK;",
-        log_id(1, 99)
-    ))
-    .unwrap();
+    let mut tx = c.transaction().unwrap();
+    record(
+        &mut tx,
+        &Event::failed("acme", "bob").log_id(&log_id(1, 99)),
+    );
+    tx.rollback().unwrap();
     c.execute("SELECT authaudit.checkpoint('acme')", &[])
         .unwrap();
     // The test cluster commits asynchronously; decoding reads flushed WAL.

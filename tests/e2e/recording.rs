@@ -1,7 +1,9 @@
 //! Recording: the returned row, idempotent retries, refused input, batches,
 //! append-only protection.
 
-use crate::support::{db, fail, log_id, log_state, sqlstate, verify};
+use crate::support::{
+    db, fail, log_id, log_state, record, sqlstate, try_record, verify, Event, StoredExt,
+};
 use authaudit_core::chain::ChainHead;
 use postgres::error::SqlState;
 
@@ -64,17 +66,14 @@ fn a_retry_returns_the_original_row_and_changes_nothing() {
         .unwrap()
         .get(0);
     for _ in 0..3 {
-        let again = c
-            .query_one(
-                "SELECT seq, link_sha256 FROM authaudit.record_event(log_id => $1::text::uuid, \
-                 tenant_id => 'agency', event_type => 'login_failed', user_id => 'alice', \
-                 channel => 'web', ip => '198.51.100.7', user_agent => 'test-agent', \
-                 metadata => '{\"reason\": \"bad_password\"}')",
-                &[&id],
-            )
-            .unwrap();
-        assert_eq!(again.get::<_, i64>(0), 1);
-        assert_eq!(again.get::<_, Vec<u8>>(1), first);
+        let retry = Event::failed("agency", "alice")
+            .log_id(&id)
+            .ip("198.51.100.7")
+            .user_agent("test-agent")
+            .metadata(serde_json::json!({"reason": "bad_password"}));
+        let again = record(&mut c, &retry);
+        assert_eq!(again.seq, 1);
+        assert_eq!(again.link_sha256, hex::encode(&first));
     }
     assert_eq!(log_state(&mut c, "agency"), (1, 1));
     assert_eq!(fail(&mut c, &log_id(1, 2), "agency", "alice"), 2);
@@ -87,13 +86,7 @@ fn a_reused_log_id_with_other_content_is_refused_and_changes_nothing() {
     let id = log_id(1, 1);
     fail(&mut c, &id, "agency", "alice");
     for (tenant, user) in [("agency", "mallory"), ("agency", "alice ")] {
-        let err = c
-            .query_one(
-                "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, \
-                 event_type => 'login_failed', user_id => $3, channel => 'web')",
-                &[&id, &tenant, &user],
-            )
-            .unwrap_err();
+        let err = try_record(&mut c, &Event::failed(tenant, user).log_id(&id)).unwrap_err();
         assert_eq!(sqlstate(&err), Some(SqlState::UNIQUE_VIOLATION), "{err}");
         let msg = err.as_db_error().unwrap();
         assert!(msg
@@ -121,12 +114,7 @@ fn one_log_id_is_one_event_per_tenant() {
     // Retries in each tenant return that tenant's row.
     assert_eq!(fail(&mut c, &id, "agency", "alice"), 1);
     assert_eq!(fail(&mut c, &id, "other-tenant", "carol"), 2);
-    let err = c
-        .query_one(
-            "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'other-tenant',              event_type => 'login_failed', user_id => 'alice', channel => 'web')",
-            &[&id],
-        )
-        .unwrap_err();
+    let err = try_record(&mut c, &Event::failed("other-tenant", "alice").log_id(&id)).unwrap_err();
     assert_eq!(sqlstate(&err), Some(SqlState::UNIQUE_VIOLATION), "{err}");
     // A batch holding one id for two tenants returns both rows in input
     // order, a retry of a recorded one included.
@@ -302,19 +290,18 @@ fn an_oversized_user_agent_is_cut_and_the_cut_is_recorded() {
     let db = db("long_ua");
     let mut c = db.connect();
     let ua = "A".repeat(600);
-    let row = c
-        .query_one(
-            "SELECT char_length(user_agent), metadata -> '_authaudit' -> 'user_agent_truncated' ->> 'chars', \
-                    metadata ->> 'k' \
-               FROM authaudit.record_event(log_id => $1::text::uuid, tenant_id => 'agency', \
-                    event_type => 'login_failed', user_id => 'alice', channel => 'web', \
-                    user_agent => $2, metadata => '{\"k\": \"v\"}')",
-            &[&log_id(1, 1), &ua],
-        )
-        .unwrap();
-    assert_eq!(row.get::<_, i32>(0), 512);
-    assert_eq!(row.get::<_, String>(1), "600");
-    assert_eq!(row.get::<_, String>(2), "v");
+    let e = Event::failed("agency", "alice")
+        .log_id(&log_id(1, 1))
+        .user_agent(&ua)
+        .metadata(serde_json::json!({"k": "v"}));
+    let row = record(&mut c, &e);
+    let meta = row.metadata_json();
+    assert_eq!(row.user_agent.unwrap_or_default().chars().count(), 512);
+    assert_eq!(
+        meta["_authaudit"]["user_agent_truncated"]["chars"].to_string(),
+        "600"
+    );
+    assert_eq!(meta["k"], "v");
     assert!(verify(&mut c, "agency").0);
 }
 

@@ -4,7 +4,7 @@
 //! writes for it, pycef parses every line, and nothing is lost through
 //! SIGKILLs of the sidecar and a restart of rsyslog.
 
-use crate::support::run_python;
+use crate::support::{record, record_batch, run_python, Event};
 use authaudit_tests::mirror::{log_rows, writers, Mirror, Store};
 use authaudit_tests::{Cluster, Prometheus, Rsyslog, TestDb};
 use std::collections::{HashMap, HashSet};
@@ -115,12 +115,11 @@ fn every_row_reaches_rsyslog_over_relp_through_sigkills_and_a_restart() {
     let mut rs = Rsyslog::start("relp");
     let mut c = db.connect();
     for i in 0..40 {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'tenant-0', 'login_failed', $1, 'web', \
-             ip => '203.0.113.7', user_agent => 'agent=\"x\" | y', metadata => '{\"reason\": \"bad password\"}')",
-            &[&format!("before{}", i % 7)],
-        )
-        .unwrap();
+        let e = Event::failed("tenant-0", &format!("before{}", i % 7))
+            .ip("203.0.113.7")
+            .user_agent("agent=\"x\" | y")
+            .metadata(serde_json::json!({"reason": "bad password"}));
+        record(&mut c, &e);
     }
     let mut m = siem_mirror(&db, &store, format!("relp://127.0.0.1:{}", rs.relp_port));
     m.start();
@@ -186,11 +185,7 @@ fn the_position_waits_for_the_collector_as_for_the_store() {
     rs.stop();
     let mut c = db.connect();
     for i in 0..20 {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'tenant-1', 'login_failed', $1, 'web')",
-            &[&format!("u{i}")],
-        )
-        .unwrap();
+        record(&mut c, &Event::failed("tenant-1", &format!("u{i}")));
     }
     let end: String = c
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -233,11 +228,15 @@ fn tcp_and_tls_collectors_receive_every_row() {
     let rs = Rsyslog::start("tcp");
     let mut c = db.connect();
     for i in 0..30 {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'tenant-2', $1, 'carol', 'vpn', ip => '2001:db8::7')",
-            &[&if i % 3 == 2 { "login_success" } else { "login_failed" }],
-        )
-        .unwrap();
+        let kind = if i % 3 == 2 {
+            "login_success"
+        } else {
+            "login_failed"
+        };
+        let e = Event::new("tenant-2", kind, "carol")
+            .channel("vpn")
+            .ip("2001:db8::7");
+        record(&mut c, &e);
     }
     let mut tcp = siem_mirror(&db, &store, format!("tcp://127.0.0.1:{}", rs.tcp_port));
     tcp.start();
@@ -303,12 +302,11 @@ fn reasons_of_every_json_type_reach_the_siem_as_to_cef_writes_them() {
     ];
     let mut c = db.connect();
     for r in reasons {
-        c.execute(
-            "SELECT authaudit.record_event(gen_random_uuid(), 'tenant-r', 'login_failed', 'alice', 'web', \
-             ip => '198.51.100.7', metadata => jsonb_build_object('reason', $1::text::jsonb))",
-            &[&r],
-        )
-        .unwrap();
+        // The reason as written: its numbers keep their digits.
+        let e = Event::failed("tenant-r", "alice")
+            .ip("198.51.100.7")
+            .metadata_text(&format!(r#"{{"reason": {r}}}"#));
+        record(&mut c, &e);
     }
     let lines = wait_all(&rs, "relp", &db, Duration::from_secs(60));
     assert_eq!(check_lines(&db, &lines), 0);
@@ -350,19 +348,11 @@ fn reasons_of_every_json_type_reach_the_siem_as_to_cef_writes_them() {
 }
 
 fn failed(c: &mut postgres::Client, tenant: &str, user: &str, ip: &str) {
-    c.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), $1, 'login_failed', $2, 'web', ip => $3::text::inet)",
-        &[&tenant, &user, &ip],
-    )
-    .unwrap();
+    record(c, &Event::failed(tenant, user).ip(ip));
 }
 
 fn succeeded(c: &mut postgres::Client, tenant: &str, user: &str, ip: &str) {
-    c.execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), $1, 'login_success', $2, 'web', ip => $3::text::inet)",
-        &[&tenant, &user, &ip],
-    )
-    .unwrap();
+    record(c, &Event::success(tenant, user).ip(ip));
 }
 
 /// Alerts by (tenant, rule): (accounts, sources).
@@ -553,24 +543,15 @@ fn spellings_and_a_flood_of_junk_accounts_do_not_hide_a_distributed_brute_force(
         failed(&mut c, "t-flood", "victim", &format!("192.0.2.{i}"));
     }
     for batch in 0..29 {
-        let events: Vec<serde_json::Value> = (0..1000)
+        let events: Vec<Event> = (0..1000)
             .map(|k| {
                 let n = batch * 1000 + k;
-                serde_json::json!({
-                    "log_id": format!("00000000-0000-4000-9000-{n:012x}"),
-                    "tenant_id": "t-flood",
-                    "event_type": "login_failed",
-                    "user_id": format!("junk{n}"),
-                    "channel": "web",
-                    "ip": format!("203.0.113.{}", n % 50),
-                })
+                Event::failed("t-flood", &format!("junk{n}"))
+                    .log_id(&format!("00000000-0000-4000-9000-{n:012x}"))
+                    .ip(&format!("203.0.113.{}", n % 50))
             })
             .collect();
-        c.execute(
-            "SELECT count(*) FROM authaudit.record_events($1::text::jsonb)",
-            &[&serde_json::Value::Array(events).to_string()],
-        )
-        .unwrap();
+        record_batch(&mut c, &events);
     }
     for i in 4..=5 {
         failed(&mut c, "t-flood", "victim", &format!("192.0.2.{i}"));

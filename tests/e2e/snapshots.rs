@@ -5,7 +5,7 @@
 //! imported while a snapshot is being made, removed by retention, and for
 //! a reader whose snapshot of the database is older than the snapshots.
 
-use crate::support::{log_id, Rng};
+use crate::support::{log_id, record, Event, Rng};
 use authaudit_core::lockout_effect::iso_utc;
 use authaudit_tests::{Cluster, TestDb};
 use postgres::Client;
@@ -341,14 +341,12 @@ fn live_events_recorded_behind_a_snapshot_invalidate_it() {
         .into_iter()
         .enumerate()
     {
-        dated
-            .query_one(
-                "SELECT authaudit.record_event(log_id => $1::text::uuid, tenant_id => $2, \
-                     event_type => $3, user_id => $4, channel => 'api', \
-                     ip => $5::text::inet, occurred_at => $6::text::timestamptz)",
-                &[&log_id(9, n as u32 + 1), &T, &ty, &user, &ip, &iso_utc(at)],
-            )
-            .unwrap();
+        let e = Event::new(T, ty, &user)
+            .set("ip", ip.as_deref())
+            .log_id(&log_id(9, n as u32 + 1))
+            .channel("api")
+            .occurred_at(&iso_utc(at));
+        record(&mut dated, &e);
     }
     let after = assert_answers_agree(&mut c, start, "after live events behind the snapshots");
     assert_ne!(before, after, "the dated lock changes later answers");

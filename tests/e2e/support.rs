@@ -9,7 +9,7 @@ pub fn db(hint: &str) -> TestDb {
     Cluster::shared().fresh_db(hint)
 }
 
-pub use authaudit_tests::recording::{record, record_batch, try_record, Event};
+pub use authaudit_tests::recording::{record, record_batch, try_record, Event, StoredExt};
 pub use authaudit_tests::{log_id, run_tool};
 
 /// Records a `login_failed` event for `user` and returns its seq.

@@ -2,7 +2,9 @@
 //! every refusal documented and leaving no trace; replays caught even when
 //! racing.
 
-use crate::support::{db, log_id, log_state, run_python, sqlstate, verify};
+use crate::support::{
+    db, log_id, log_state, record, run_python, sqlstate, try_record, verify, Event,
+};
 use authaudit_tests::Cluster;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -46,13 +48,12 @@ fn issue_token(c: &mut Client, id: &str, user: &str, token: &str) -> Result<i64,
 }
 
 fn login_success(c: &mut Client, id: &str, user: &str) -> i64 {
-    c.query_one(
-        "SELECT (authaudit.record_event($1::text::uuid, 'acme', 'login_success', $2, 'mobile', \
-         'hq', '203.0.113.5')).seq",
-        &[&id, &user],
-    )
-    .unwrap()
-    .get(0)
+    let e = Event::success("acme", user)
+        .log_id(id)
+        .channel("mobile")
+        .org("hq")
+        .ip("203.0.113.5");
+    record(c, &e).seq
 }
 
 #[test]
@@ -165,11 +166,10 @@ fn refused_tokens_leave_no_trace_and_never_echo_the_token() {
     issue_token(&mut c, &log_id(3, 2), "alice", &tokens[0].0).unwrap();
     // Lock bob: five failures under the default policy.
     for n in 0..5 {
-        c.execute(
-            "SELECT authaudit.record_event($1::text::uuid, 'acme', 'login_failed', 'bob', 'web')",
-            &[&log_id(3, 10 + n)],
-        )
-        .unwrap();
+        record(
+            &mut c,
+            &Event::failed("acme", "bob").log_id(&log_id(3, 10 + n)),
+        );
     }
     let (tok, ..) = &tokens[0];
     let mut truncated = tok.clone();
@@ -254,12 +254,10 @@ fn refused_tokens_leave_no_trace_and_never_echo_the_token() {
             r#"{"_authaudit": {"token": {"jti": "forged"}}}"#,
         ),
     ] {
-        let err = c
-            .execute(
-                "SELECT authaudit.record_event($1::text::uuid, 'acme', $2, 'alice', 'web', metadata => $3::text::jsonb)",
-                &[&log_id(3, 200), &ty, &meta],
-            )
-            .unwrap_err();
+        let forged = Event::new("acme", ty, "alice")
+            .log_id(&log_id(3, 200))
+            .metadata_text(meta);
+        let err = try_record(&mut c, &forged).unwrap_err();
         assert_eq!(
             sqlstate(&err),
             Some(SqlState::INVALID_PARAMETER_VALUE),

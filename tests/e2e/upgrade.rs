@@ -10,6 +10,7 @@
 //! refused until the update.
 
 use crate::support::{sqlstate, verify};
+use authaudit_tests::recording::{self, Event};
 use authaudit_tests::{Cluster, TestDb};
 use postgres::error::SqlState;
 use postgres::Client;
@@ -19,12 +20,8 @@ const CURRENT: &str = env!("CARGO_PKG_VERSION");
 const PREVIOUS: &str = "0.8.0";
 
 fn record(c: &mut Client, tenant: &str, kind: &str, user: &str) -> i64 {
-    c.query_one(
-        "SELECT (authaudit.record_event(gen_random_uuid(), $1, $2, $3, 'web', 'hq', '198.51.100.7')).seq",
-        &[&tenant, &kind, &user],
-    )
-    .unwrap()
-    .get(0)
+    let e = Event::new(tenant, kind, user).org("hq").ip("198.51.100.7");
+    recording::record(c, &e).seq
 }
 
 fn version(c: &mut Client) -> String {
@@ -179,10 +176,7 @@ fn bindings_of_0_8_0_follow_their_roles_after_the_update() {
          ALTER ROLE {p}_kept RENAME TO {p}_renamed;"
     ))
     .unwrap();
-    c.batch_execute(
-        "SELECT authaudit.record_event(gen_random_uuid(), 'agency-1', 'login_failed', 'alice', 'web')",
-    )
-    .unwrap();
+    recording::record(&mut c, &Event::failed("agency-1", "alice"));
     let seen = |role: &str| -> i64 {
         db.connect_as(role)
             .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
@@ -224,11 +218,7 @@ fn a_chain_retained_under_0_6_0_still_verifies_after_the_update() {
         .unwrap();
     let old_failures = |c: &mut Client, tenant: &str, n: i64| {
         for _ in 0..n {
-            c.batch_execute(&format!(
-                "SELECT authaudit.record_event(gen_random_uuid(), '{tenant}', 'login_failed', 'alice', 'web', \
-                 occurred_at => now() - interval '400 days')"
-            ))
-            .unwrap();
+            recording::record(c, &Event::failed(tenant, "alice").ago("400 days"));
         }
     };
     let retain = |c: &mut Client, tenant: &str| -> i64 {
@@ -506,15 +496,15 @@ fn upgrade_from(old: &str, between: impl FnOnce(&mut Client) -> i64) {
     assert!(verify(&mut c, "agency-1").0 && verify(&mut c, "agency-2").0);
     // A log id is unique within its tenant: agency-1's first one is a new
     // event in another tenant.
-    let seq: i64 = c
+    let first: String = c
         .query_one(
-            "SELECT (authaudit.record_event(l.log_id, 'agency-3', 'login_failed', 'carol', 'web')).seq \
-               FROM authaudit.auth_log l WHERE l.tenant_id = 'agency-1' AND l.seq = 1",
+            "SELECT log_id::text FROM authaudit.auth_log WHERE tenant_id = 'agency-1' AND seq = 1",
             &[],
         )
         .unwrap()
         .get(0);
-    assert_eq!(seq, 1);
+    let carol = Event::failed("agency-3", "carol").log_id(&first);
+    assert_eq!(recording::record(&mut c, &carol).seq, 1);
 
     // The sidecar creates the publication (0.1.0's CREATE EXTENSION did),
     // in the upgraded database as in a fresh one.

@@ -1,7 +1,7 @@
 //! Recording events in tests: an [`Event`] built field by field, recorded
 //! with `authaudit.record_event` ([`record`], [`try_record`]) or as one
-//! `authaudit.record_events` batch ([`record_batch`]), and the stored row
-//! the tests read back ([`Stored`]).
+//! `authaudit.record_events` batch ([`record_batch`]); the stored row comes
+//! back as the exports read it ([`Stored`], with [`StoredExt`]).
 //!
 //! Every value travels as a bind parameter; no value is written into the
 //! SQL text. Fields left unset are passed as `record_event`'s defaults
@@ -9,6 +9,11 @@
 //! from the server (`gen_random_uuid()`).
 
 use postgres::GenericClient;
+use std::collections::BTreeMap;
+
+/// The stored row: every column, digests as hex, the metadata as the
+/// exact JSON text PostgreSQL holds.
+pub use authaudit_core::stored_event::StoredEvent as Stored;
 
 /// When an event happened, relative to the server's clock where it is not
 /// a fixed timestamp (the server's `now()`, the transaction's start).
@@ -16,7 +21,7 @@ use postgres::GenericClient;
 pub enum When {
     /// A `timestamptz` literal, e.g. `2026-11-01 10:00:00+00`.
     At(String),
-    /// `date_trunc(unit, now()) - ago + plus_secs seconds`; `unit` `None`
+    /// `date_trunc(unit, now()) - ago + plus_secs` seconds; `unit` `None`
     /// leaves `now()` as it is.
     Relative {
         unit: Option<String>,
@@ -28,33 +33,28 @@ pub enum When {
 /// One event for `authaudit.record_event`, channel `web` unless set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    pub log_id: Option<String>,
     pub tenant: String,
     pub event_type: String,
     pub user: String,
+    /// `web` unless set.
     pub channel: String,
-    pub org: Option<String>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    /// The optional text fields by their `record_events` name (`log_id`,
+    /// `org_id`, `ip`, `user_agent`, `metadata`: JSON text as written, so
+    /// that numbers keep their digits).
+    pub optional: BTreeMap<&'static str, String>,
+    /// Unset: the server's clock.
     pub occurred_at: Option<When>,
-    /// The metadata as JSON text, kept as written (numbers keep their
-    /// digits); `None` records `{}`.
-    pub metadata: Option<String>,
 }
 
 impl Event {
     pub fn new(tenant: &str, event_type: &str, user: &str) -> Self {
         Event {
-            log_id: None,
             tenant: tenant.to_owned(),
             event_type: event_type.to_owned(),
             user: user.to_owned(),
             channel: "web".to_owned(),
-            org: None,
-            ip: None,
-            user_agent: None,
+            optional: BTreeMap::new(),
             occurred_at: None,
-            metadata: None,
         }
     }
 
@@ -68,9 +68,21 @@ impl Event {
         Event::new(tenant, "login_success", user)
     }
 
-    pub fn log_id(mut self, id: &str) -> Self {
-        self.log_id = Some(id.to_owned());
+    /// Sets (`Some`) or clears (`None`) the optional field `name`.
+    pub fn set(mut self, name: &'static str, value: Option<&str>) -> Self {
+        match value {
+            Some(v) => self.optional.insert(name, v.to_owned()),
+            None => self.optional.remove(name),
+        };
         self
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.optional.get(name).map(String::as_str)
+    }
+
+    pub fn log_id(self, id: &str) -> Self {
+        self.set("log_id", Some(id))
     }
 
     pub fn channel(mut self, channel: &str) -> Self {
@@ -78,20 +90,17 @@ impl Event {
         self
     }
 
-    pub fn org(mut self, org: &str) -> Self {
-        self.org = Some(org.to_owned());
-        self
+    pub fn org(self, org: &str) -> Self {
+        self.set("org_id", Some(org))
     }
 
     /// The source address, as `inet` text.
-    pub fn ip(mut self, ip: &str) -> Self {
-        self.ip = Some(ip.to_owned());
-        self
+    pub fn ip(self, ip: &str) -> Self {
+        self.set("ip", Some(ip))
     }
 
-    pub fn user_agent(mut self, user_agent: &str) -> Self {
-        self.user_agent = Some(user_agent.to_owned());
-        self
+    pub fn user_agent(self, user_agent: &str) -> Self {
+        self.set("user_agent", Some(user_agent))
     }
 
     /// A fixed event time, as `timestamptz` text.
@@ -101,20 +110,19 @@ impl Event {
     }
 
     /// `now() - interval`, the interval as text (`'40 minutes'`, `'2 days'`).
-    pub fn ago(mut self, interval: &str) -> Self {
-        self.occurred_at = Some(When::Relative {
-            unit: None,
-            ago: interval.to_owned(),
-            plus_secs: 0.0,
-        });
-        self
+    pub fn ago(self, interval: &str) -> Self {
+        self.relative(None, interval, 0.0)
     }
 
     /// `date_trunc(unit, now()) - ago + plus_secs` seconds: a time on a
     /// grid of the server's clock (`unit` `'day'`, `'hour'`).
-    pub fn after_start_of(mut self, unit: &str, ago: &str, plus_secs: f64) -> Self {
+    pub fn after_start_of(self, unit: &str, ago: &str, plus_secs: f64) -> Self {
+        self.relative(Some(unit), ago, plus_secs)
+    }
+
+    fn relative(mut self, unit: Option<&str>, ago: &str, plus_secs: f64) -> Self {
         self.occurred_at = Some(When::Relative {
-            unit: Some(unit.to_owned()),
+            unit: unit.map(str::to_owned),
             ago: ago.to_owned(),
             plus_secs,
         });
@@ -126,9 +134,9 @@ impl Event {
     }
 
     /// Metadata as JSON text, recorded as written.
-    pub fn metadata_text(mut self, json: &str) -> Self {
-        self.metadata = Some(json.to_owned());
-        self
+    pub fn metadata_text(self, json: &str) -> Self {
+        serde_json::from_str::<serde_json::Value>(json).expect("metadata is JSON");
+        self.set("metadata", Some(json))
     }
 
     /// The event as one element of a `record_events` batch, as JSON text
@@ -140,16 +148,8 @@ impl Event {
             "user_id": self.user,
             "channel": self.channel,
         });
-        let fields = [
-            ("log_id", &self.log_id),
-            ("org_id", &self.org),
-            ("ip", &self.ip),
-            ("user_agent", &self.user_agent),
-        ];
-        for (name, value) in fields {
-            if let Some(v) = value {
-                o[name] = v.as_str().into();
-            }
+        for (name, value) in self.optional.iter().filter(|(n, _)| **n != "metadata") {
+            o[*name] = value.as_str().into();
         }
         match &self.occurred_at {
             None => {}
@@ -157,8 +157,7 @@ impl Event {
             Some(When::Relative { .. }) => panic!("a batch takes fixed event times only"),
         }
         let mut text = o.to_string();
-        if let Some(m) = &self.metadata {
-            serde_json::from_str::<serde_json::Value>(m).expect("metadata is JSON");
+        if let Some(m) = self.get("metadata") {
             text.pop();
             text += ",\"metadata\":";
             text += m;
@@ -168,68 +167,44 @@ impl Event {
     }
 }
 
-/// The stored row, as `record_event` returns it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Stored {
-    pub seq: i64,
-    pub log_id: String,
-    pub tenant: String,
-    pub org: Option<String>,
-    pub event_type: String,
-    pub user: String,
-    pub channel: String,
-    /// The address without its mask (`host(ip)`).
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub occurred_at: String,
-    pub recorded_at: String,
-    /// The metadata as the server prints it (jsonb text).
-    pub metadata: String,
-    pub prev_link: Vec<u8>,
-    pub link_sha256: Vec<u8>,
-}
-
-impl Stored {
+/// What the tests read of a stored row beyond its columns.
+pub trait StoredExt {
     /// The metadata as a JSON value.
-    pub fn metadata_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.metadata).expect("stored metadata is JSON")
-    }
+    fn metadata_json(&self) -> serde_json::Value;
 
     /// The facts the lockout engine added (`metadata._authaudit.lockout`);
     /// `Null` without them.
-    pub fn lockout(&self) -> serde_json::Value {
+    fn lockout(&self) -> serde_json::Value {
         self.metadata_json()["_authaudit"]["lockout"].take()
     }
 }
 
-/// The stored row's columns, in [`Stored`]'s order.
-const COLUMNS: &str = "seq, log_id::text, tenant_id, org_id, event_type, user_id, channel, \
-     host(ip), user_agent, occurred_at::text, recorded_at::text, metadata::text, prev_link, \
-     link_sha256";
+impl StoredExt for Stored {
+    fn metadata_json(&self) -> serde_json::Value {
+        serde_json::from_str(self.metadata.get()).expect("stored metadata is JSON")
+    }
+}
+
+/// The stored rows `l` of `FROM`, as JSON text that [`Stored`] reads.
+fn stored_rows_from(from: &str) -> String {
+    format!(
+        "SELECT (to_jsonb(l) || jsonb_build_object('ip', host(l.ip), \
+           'occurred_at_ms', floor(extract(epoch FROM l.occurred_at) * 1000)::bigint, \
+           'recorded_at_ms', floor(extract(epoch FROM l.recorded_at) * 1000)::bigint, \
+           'prev_link', encode(l.prev_link, 'hex'), 'link_sha256', encode(l.link_sha256, 'hex'), \
+           'digest_sha512', encode(l.digest_sha512, 'hex'), \
+           'digest_sha3_256', encode(l.digest_sha3_256, 'hex')))::text FROM {from} l"
+    )
+}
 
 fn stored(r: &postgres::Row) -> Stored {
-    Stored {
-        seq: r.get(0),
-        log_id: r.get(1),
-        tenant: r.get(2),
-        org: r.get(3),
-        event_type: r.get(4),
-        user: r.get(5),
-        channel: r.get(6),
-        ip: r.get(7),
-        user_agent: r.get(8),
-        occurred_at: r.get(9),
-        recorded_at: r.get(10),
-        metadata: r.get(11),
-        prev_link: r.get(12),
-        link_sha256: r.get(13),
-    }
+    serde_json::from_str(r.get(0)).expect("a stored row")
 }
 
 /// Records `e` with `authaudit.record_event`; the refusal as the error.
 pub fn try_record(c: &mut impl GenericClient, e: &Event) -> Result<Stored, postgres::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM authaudit.record_event( \
+    let sql = stored_rows_from(
+        "authaudit.record_event( \
            log_id => coalesce($1::text::uuid, gen_random_uuid()), tenant_id => $2, \
            event_type => $3, user_id => $4, channel => $5, org_id => $6, \
            ip => $7::text::inet, user_agent => $8, \
@@ -239,7 +214,7 @@ pub fn try_record(c: &mut impl GenericClient, e: &Event) -> Result<Stored, postg
                CASE WHEN $10::text IS NULL THEN now() ELSE date_trunc($10::text, now()) END \
                - $11::text::interval + make_interval(secs => $12::float8) \
            END, \
-           metadata => coalesce($13::text::jsonb, '{{}}'))"
+           metadata => coalesce($13::text::jsonb, '{}'))",
     );
     let (at, unit, ago, plus) = match &e.occurred_at {
         None => (None, None, None, 0.0),
@@ -250,25 +225,22 @@ pub fn try_record(c: &mut impl GenericClient, e: &Event) -> Result<Stored, postg
             plus_secs,
         }) => (None, unit.as_deref(), Some(ago.as_str()), *plus_secs),
     };
-    c.query_one(
-        &sql,
-        &[
-            &e.log_id,
-            &e.tenant,
-            &e.event_type,
-            &e.user,
-            &e.channel,
-            &e.org,
-            &e.ip,
-            &e.user_agent,
-            &at,
-            &unit,
-            &ago,
-            &plus,
-            &e.metadata,
-        ],
-    )
-    .map(|r| stored(&r))
+    let params: [&(dyn postgres::types::ToSql + Sync); 13] = [
+        &e.get("log_id"),
+        &e.tenant,
+        &e.event_type,
+        &e.user,
+        &e.channel,
+        &e.get("org_id"),
+        &e.get("ip"),
+        &e.get("user_agent"),
+        &at,
+        &unit,
+        &ago,
+        &plus,
+        &e.get("metadata"),
+    ];
+    c.query_one(&sql, &params).map(|r| stored(&r))
 }
 
 /// Records `e`; panics when it is refused.
@@ -292,11 +264,11 @@ pub fn try_record_batch(
             .join(",")
     );
     // Events without a log id get a fresh one, as with record_event.
-    let sql = format!(
-        "SELECT {COLUMNS} FROM authaudit.record_events(( \
+    let sql = stored_rows_from(
+        "authaudit.record_events(( \
            SELECT coalesce(jsonb_agg(CASE WHEN e ? 'log_id' THEN e \
                     ELSE e || jsonb_build_object('log_id', gen_random_uuid()) END ORDER BY i), '[]') \
-             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS a(e, i)))"
+             FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS a(e, i)))",
     );
     c.query(&sql, &[&batch])
         .map(|rows| rows.iter().map(stored).collect())
