@@ -2,6 +2,7 @@
 //! replication (pgoutput) and mirrors every committed row into MongoDB.
 //! `main.rs` is the binary; these modules hold the parts.
 
+pub mod batch;
 pub mod config;
 pub mod custody;
 pub mod destination;

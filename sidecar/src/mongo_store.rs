@@ -13,7 +13,7 @@
 //! them to the current key through a staging collection, so a crash at any
 //! step loses none.
 
-use crate::destination::Batch;
+use crate::batch::Batch;
 use crate::documents::{self, LockoutChange};
 use bson::{doc, Document, RawArrayBuf, RawBson, RawDocumentBuf};
 use mongodb::error::ErrorKind;

@@ -18,8 +18,8 @@
 //! and PostgreSQL's rows must be the mirror's: the first rewritten, missing
 //! or added seq is named.
 
+use crate::batch::Batch;
 use crate::config::{MongoConfig, PostgresConfig, WitnessConfig};
-use crate::destination::Batch;
 use crate::documents::{self, Table};
 use crate::error::ToolError;
 use crate::mongo_store::{MongoStore, StoreError};
@@ -105,6 +105,13 @@ struct Head {
     link: String,
     sha512: String,
     sha3: String,
+}
+
+/// Where the witness loads a tenant's tree from when its first row of a
+/// run arrives: the document store (the session's lookups, `mirror`).
+pub(crate) trait TreeSource {
+    /// A tenant's witness tree, from its last signed checkpoint.
+    async fn witness_tree(&self, tenant: &str) -> Result<TenantTree, StoreError>;
 }
 
 #[derive(Debug)]
@@ -225,7 +232,7 @@ impl Witness {
     /// A log row's document, in stream order.
     pub(crate) async fn row(
         &mut self,
-        store: &impl crate::mirror::StoreLookups,
+        store: &impl TreeSource,
         d: &RawDocument,
     ) -> Result<(), StoreError> {
         let tenant = d.get_str("tenant_id").unwrap_or_default();

@@ -190,7 +190,7 @@ async fn put_lockout(
     ]
     .into();
     let change = sidecar::documents::lockout_state(&|c: &str| row.get(c).copied(), ordinal);
-    let mut batch = sidecar::destination::Batch::default();
+    let mut batch = sidecar::batch::Batch::default();
     batch.put_lockout(change.unwrap());
     store.write(&batch).await.unwrap();
 }
@@ -274,7 +274,7 @@ fn replays_and_conflicts_are_told_apart_by_looking_the_document_up() {
         store.ensure_indexes().await.unwrap();
         let a = "6d1c0c8e-0000-4000-8000-00000000000a";
         let b = "6d1c0c8e-0000-4000-8000-00000000000b";
-        let mut first = sidecar::destination::Batch::default();
+        let mut first = sidecar::batch::Batch::default();
         first.log.push(log_doc(a, "1", "\\xaa"));
         let r = store.write(&first).await.unwrap();
         assert_eq!((r.duplicates, r.conflicts.len()), (0, 0));
@@ -282,7 +282,7 @@ fn replays_and_conflicts_are_told_apart_by_looking_the_document_up() {
         let r = store.write(&first).await.unwrap();
         assert_eq!((r.duplicates, r.conflicts.len()), (1, 0));
         // Another row at seq 1, and another row under log id `a`.
-        let mut forged = sidecar::destination::Batch::default();
+        let mut forged = sidecar::batch::Batch::default();
         forged.log.push(log_doc(b, "1", "\\xbb"));
         forged.log.push(log_doc(a, "2", "\\xcc"));
         let r = store.write(&forged).await.unwrap();

@@ -3,12 +3,13 @@
 //! session a store of its own).
 
 use crate::mongo_store::{MongoStore, StoreError};
-use crate::witness::TenantTree;
+use crate::witness::{TenantTree, TreeSource};
 use bson::{doc, RawDocumentBuf};
 use std::collections::HashSet;
 
-/// The store's answers the session needs besides delivering batches.
-pub(crate) trait StoreLookups {
+/// The store's answers the session needs besides delivering batches (and
+/// the witness's trees, [`TreeSource`]).
+pub(crate) trait StoreLookups: TreeSource {
     /// The last mirrored (seq, link_sha256 hex) of a tenant's chain.
     async fn last_link(&self, tenant: &str) -> Result<Option<(i64, String)>, StoreError>;
     /// The link of a mirrored checkpoint, if any.
@@ -23,8 +24,6 @@ pub(crate) trait StoreLookups {
     ) -> Result<Option<RawDocumentBuf>, StoreError>;
     /// Tamper alarms no operator has resolved.
     async fn unresolved_tampers(&self) -> Result<u64, StoreError>;
-    /// A tenant's witness tree, from its last signed checkpoint.
-    async fn witness_tree(&self, tenant: &str) -> Result<TenantTree, StoreError>;
 }
 
 impl StoreLookups for MongoStore {
@@ -65,7 +64,9 @@ impl StoreLookups for MongoStore {
     async fn unresolved_tampers(&self) -> Result<u64, StoreError> {
         MongoStore::unresolved_tampers(self).await
     }
+}
 
+impl TreeSource for MongoStore {
     async fn witness_tree(&self, tenant: &str) -> Result<TenantTree, StoreError> {
         crate::witness::load(self, tenant).await
     }

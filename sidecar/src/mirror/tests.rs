@@ -9,7 +9,7 @@ use crate::destination::{Batch, DeliveryError, Destination};
 use crate::metrics::{DestinationKind, Metrics};
 use crate::mongo_store::StoreError;
 use crate::pipeline::Limits;
-use crate::witness::TenantTree;
+use crate::witness::{TenantTree, TreeSource};
 use bson::RawDocumentBuf;
 use clap::Parser;
 use futures_util::future::BoxFuture;
@@ -69,6 +69,9 @@ impl StoreLookups for Empty {
     async fn unresolved_tampers(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+}
+
+impl TreeSource for Empty {
     async fn witness_tree(&self, _: &str) -> Result<TenantTree, StoreError> {
         unreachable!("no witness in these tests")
     }
