@@ -39,6 +39,7 @@ test: setup lint test-unit test-pgrx install test-sql test-docs test-e2e
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/import-cycles.py */src
 
 test-unit:
 	$(CARGO) test -p authaudit-core -p sidecar -p authaudit-mongowire -p authaudit-demo
