@@ -73,25 +73,10 @@ impl Store {
 
     /// Every document of `collection`, in `sort` order.
     pub fn documents(&self, collection: &str, sort: bson::Document) -> Vec<bson::Document> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let client = mongodb::Client::with_uri_str(&self.uri).await.unwrap();
-            let mut cursor = client
-                .database(&self.database)
-                .collection::<bson::Document>(collection)
-                .find(bson::doc! {})
-                .sort(sort)
-                .await
-                .unwrap();
-            let mut out = Vec::new();
-            while cursor.advance().await.unwrap() {
-                out.push(cursor.deserialize_current().unwrap());
-            }
-            out
-        })
+        self.raw_documents(collection, sort)
+            .iter()
+            .map(|d| d.to_document().unwrap())
+            .collect()
     }
 
     /// Every document of `collection` as stored, in `sort` order (raw:
