@@ -75,6 +75,9 @@ pub struct Slot {
     home: u32,
     dboid: u32,
     tenant_len: u32,
+    /// Where the head was read from: the relation holding the tenant's
+    /// rows on a Citus node (0 on a single server).
+    placement: u32,
     tenant: [u8; MAX_TENANT_BYTES],
     seq: i64,
     /// The (sub)transaction that appended the link at `seq`, or invalid.
@@ -203,6 +206,19 @@ impl Table {
         seq: i64,
         head: &ChainHead,
     ) -> bool {
+        self.place_at(dboid, tenant, hash, seq, head, 0)
+    }
+
+    /// [`Table::place`] for a head read from relation `placement`.
+    pub fn place_at(
+        &mut self,
+        dboid: u32,
+        tenant: &[u8],
+        hash: u64,
+        seq: i64,
+        head: &ChainHead,
+        placement: u32,
+    ) -> bool {
         assert!(tenant.len() <= MAX_TENANT_BYTES);
         if self.find(dboid, tenant, hash).is_some() {
             return true;
@@ -221,6 +237,7 @@ impl Table {
             home: start as u32,
             dboid,
             tenant_len: tenant.len() as u32,
+            placement,
             tenant: [0; MAX_TENANT_BYTES],
             seq,
             last_xid: INVALID_XID,
@@ -413,6 +430,22 @@ impl Table {
             .is_some_and(|k| self.slots[k].holds(seq, xid))
     }
 
+    /// Forgets a tenant's head read from another relation than `placement`
+    /// (its shard moved away and back, say): it is read again from where
+    /// the rows are now. False when that head has appends in flight.
+    pub fn forget_moved(&mut self, dboid: u32, tenant: &[u8], hash: u64, placement: u32) -> bool {
+        match self.find(dboid, tenant, hash) {
+            Some(k) if self.slots[k].placement != placement => {
+                if self.slots[k].runs_len != 0 {
+                    return false;
+                }
+                self.remove(k);
+                true
+            }
+            _ => true,
+        }
+    }
+
     /// Forgets the cached heads of database `dboid` that have no appends in
     /// flight (they are read from the table again). Returns how many.
     pub fn forget_database(&mut self, dboid: u32) -> usize {
@@ -429,6 +462,27 @@ impl Table {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn a_head_read_elsewhere_is_forgotten_unless_in_flight() {
+        let mut t = Table::boxed();
+        let k = b"t1".to_vec();
+        let h = 42;
+        assert!(t.place_at(5, &k, h, 7, &ChainHead::genesis("t1"), 100));
+        assert!(t.forget_moved(5, &k, h, 100), "same relation: kept");
+        assert!(t.find(5, &k, h).is_some());
+        assert!(t.forget_moved(5, &k, h, 200), "moved and idle: forgotten");
+        assert!(t.find(5, &k, h).is_none());
+        assert!(t.place_at(5, &k, h, 7, &ChainHead::genesis("t1"), 100));
+        assert!(matches!(t.append(5, &k, h, b"x", 9), AppendOutcome::Done(_)));
+        assert!(!t.forget_moved(5, &k, h, 200), "appends in flight: refused");
+        assert!(t.find(5, &k, h).is_some());
     }
 }
 

@@ -111,6 +111,12 @@ pub enum AuditError {
     WitnessOrigin { origin: String, tenant: String },
     #[error("pg_authaudit's SQL objects are of release {installed}; this library serves those of {} and {}", authaudit_core::release::PREVIOUS, env!("CARGO_PKG_VERSION"))]
     RetiredSql { installed: String },
+    #[error("event {event} of the batch: tenant_id must be {tenant}, the call's tenant, or absent")]
+    BatchOtherTenant { event: usize, tenant: String },
+    #[error("the shards of tenant {0} are not on this node")]
+    ShardElsewhere(String),
+    #[error("on a distributed install one call records one tenant's events (tenants {0} and {1})")]
+    TenantsAcrossShards(String, String),
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -165,7 +171,8 @@ impl AuditError {
             AuditError::BatchNotArray
             | AuditError::BatchEventNotObject(_)
             | AuditError::BatchUnknownFields(..)
-            | AuditError::BatchFieldType { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            | AuditError::BatchFieldType { .. }
+            | AuditError::BatchOtherTenant { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             AuditError::BatchTooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             AuditError::MissingRelation(_) => ERRCODE_UNDEFINED_TABLE,
             AuditError::TreeSize { .. }
@@ -176,7 +183,10 @@ impl AuditError {
             AuditError::WitnessNote(_) | AuditError::WitnessOrigin { .. } => {
                 ERRCODE_INVALID_PARAMETER_VALUE
             }
-            AuditError::RetiredSql { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            AuditError::RetiredSql { .. } | AuditError::TenantsAcrossShards(..) => {
+                ERRCODE_FEATURE_NOT_SUPPORTED
+            }
+            AuditError::ShardElsewhere(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             AuditError::Spi(_) | AuditError::NothingToUnappend => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -192,6 +202,12 @@ impl AuditError {
             AuditError::ConcurrentFirstEvent | AuditError::ConcurrentUpdate => {
                 Some("Retry the transaction.")
             }
+            AuditError::ShardElsewhere(_) => Some(
+                "Call the function through the coordinator, where authaudit.distribute() delegated it to the tenant's worker (docs/scale-out.md).",
+            ),
+            AuditError::TenantsAcrossShards(..) => Some(
+                "Record each tenant's events with authaudit.record_events(tenant_id, events) (docs/scale-out.md).",
+            ),
             AuditError::RetiredSql { .. } => {
                 Some("Run ALTER EXTENSION pg_authaudit UPDATE in this database (docs/installation.md, \"Upgrades\").")
             }

@@ -558,6 +558,15 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
     if RELEASED_EARLY.with(|r| r.get()) {
         refuse_interleaving(dboid, tenant, hash)?;
     }
+    let placement = crate::placement::head_tag();
+    if placement != 0
+        && !lock()
+            .ok_or(AuditError::NotPreloaded)?
+            .table
+            .forget_moved(dboid, tenant, hash, placement)
+    {
+        return Err(AuditError::ConcurrentUpdate);
+    }
     loop {
         let outcome = lock().ok_or(AuditError::NotPreloaded)?.table.append(
             dboid,
@@ -586,7 +595,7 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
                 let placed = lock()
                     .ok_or(AuditError::NotPreloaded)?
                     .table
-                    .place(dboid, tenant, hash, seq, &head);
+                    .place_at(dboid, tenant, hash, seq, &head, placement);
                 if !placed {
                     let fair = fair_share();
                     return Err(AuditError::TooManyTenantsInFlight {
@@ -706,9 +715,17 @@ const LAST_ROW: &CStr = c"SELECT seq, link_sha256, digest_sha512, digest_sha3_25
 /// committed after its snapshot count), the genesis at seq 0 when the
 /// tenant has no row.
 fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
+    // On a Citus worker, from the tenant's shard (docs/scale-out.md).
+    let shard_sql = crate::placement::log_shard_name().map(|shard| {
+        let sql = LAST_ROW.to_str().expect("ASCII").replace(
+            "authaudit.auth_log ",
+            &format!("authaudit.{} ", pgrx::spi::quote_identifier(shard)),
+        );
+        std::ffi::CString::new(sql).expect("no NUL")
+    });
     let rows = Spi::connect(|_| {
         crate::spi_plans::read_latest(
-            LAST_ROW,
+            shard_sql.as_deref().unwrap_or(LAST_ROW),
             &[(pg_sys::TEXTOID, tenant_id.into_datum().expect("text"))],
             |row| {
                 let seq = row.get::<i64>(1)?.unwrap_or(0);

@@ -24,6 +24,7 @@ mod log_redaction;
 mod login_check;
 mod merkle;
 mod pipeline;
+mod placement;
 mod record;
 mod record_batch;
 mod record_sql;
@@ -119,6 +120,17 @@ extension_sql_file!(
         witness::open_witness_checkpoint,
         scope::writer_is_overseer,
         scope::writer_role
+    ]
+);
+extension_sql_file!(
+    "../../sql/scale_out.sql",
+    name = "scale_out",
+    requires = [
+        "record",
+        "checkpoint",
+        "operations",
+        "witness",
+        record_batch::record_tenant_events_rows
     ]
 );
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);

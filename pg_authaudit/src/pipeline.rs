@@ -118,6 +118,19 @@ pub fn record(client: &mut SpiClient<'_>, req: Request<'_>) -> Result<Recorded, 
         single,
         keep,
     } = req;
+    // On Citus, the call's rows go to its tenant's shards on this node.
+    let _shards = match events.first() {
+        Some(first) if crate::placement::distributed()? => {
+            if let Some(other) = events.iter().find(|e| e.tenant != first.tenant) {
+                return Err(AuditError::TenantsAcrossShards(
+                    first.tenant.to_owned(),
+                    other.tenant.to_owned(),
+                ));
+            }
+            crate::placement::enter(first.tenant)?
+        }
+        _ => None,
+    };
     let mut rules: HashMap<String, Rules> = HashMap::new();
     let mut keys = event_keys(client, &events, &mut rules)?;
     if !single {

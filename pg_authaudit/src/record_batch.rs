@@ -98,6 +98,40 @@ fn record_events_rows(
     })))
 }
 
+/// Records `events`, all of tenant `tenant_id`, and returns the stored rows
+/// in input order: `record_events(events)` with the tenant as its own
+/// argument, which Citus routes the call by (docs/scale-out.md). An event
+/// without `tenant_id` is of `tenant_id`; one of another tenant is refused
+/// (`22023`).
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    security_definer,
+    name = "record_events",
+    requires = [record_events_rows]
+)]
+#[search_path(pg_catalog, pg_temp)]
+fn record_tenant_events_rows(
+    tenant_id: Option<String>,
+    events: Option<Jsonb>,
+) -> Result<
+    SetOfIterator<'static, pgrx::composite_type!('static, "auth_log")>,
+    pgrx::pg_sys::panic::ErrorReport,
+> {
+    let tenant = tenant_id.ok_or(AuditError::Event(
+        authaudit_core::event::EventError::Missing("tenant_id"),
+    ))?;
+    let keep = PgMemoryContexts::CurrentMemoryContext.value();
+    let (_, stored) = Spi::connect_mut(|client| {
+        run_for(client, Some(&tenant), events, Mode::Live, Some(keep))
+    })?;
+    Ok(SetOfIterator::new(stored.into_iter().map(|d| {
+        // SAFETY: a composite datum of auth_log's row type, allocated in
+        // the set's context.
+        unsafe { Row::from_datum(d, false) }.expect("a stored row")
+    })))
+}
+
 /// Records `events`; returns their log ids in input order (the pipeline of
 /// `record_events` without the rows).
 #[pg_extern(volatile, parallel_unsafe, name = "_record_events")]
@@ -120,8 +154,33 @@ fn run(
     mode: Mode,
     keep: Option<pg_sys::MemoryContext>,
 ) -> Result<(Vec<Uuid>, Vec<pg_sys::Datum>), AuditError> {
+    run_for(client, None, events, mode, keep)
+}
+
+/// [`run`], every event of `tenant` when one is given.
+fn run_for(
+    client: &mut SpiClient<'_>,
+    tenant: Option<&str>,
+    events: Option<Jsonb>,
+    mode: Mode,
+    keep: Option<pg_sys::MemoryContext>,
+) -> Result<(Vec<Uuid>, Vec<pg_sys::Datum>), AuditError> {
     let events = events.ok_or(AuditError::BatchNotArray)?;
-    let raws = batch_input::read(events, gucs::MAX_BATCH_EVENTS.get())?;
+    let mut raws = batch_input::read(events, gucs::MAX_BATCH_EVENTS.get())?;
+    if let Some(tenant) = tenant {
+        for (i, r) in raws.iter_mut().enumerate() {
+            match r.tenant.as_deref() {
+                None => r.tenant = Some(tenant.to_owned()),
+                Some(t) if t == tenant => {}
+                Some(_) => {
+                    return Err(AuditError::BatchOtherTenant {
+                        event: i + 1,
+                        tenant: tenant.to_owned(),
+                    })
+                }
+            }
+        }
+    }
     // Each event's shape and the writer's right to it, in input order.
     let mut ids = Vec::with_capacity(raws.len());
     let mut writer_orgs = Vec::with_capacity(raws.len());

@@ -93,8 +93,15 @@ fn watch_relcache() {
     }
 }
 
-/// The oid of relation `name` of schema `authaudit`.
+/// The relation to read and write for table or index `name` of schema
+/// `authaudit`: itself, or on Citus the current tenant's shard of it
+/// (`placement`).
 pub fn relid(name: &'static CStr) -> Result<pg_sys::Oid, AuditError> {
+    crate::placement::local(logical_relid(name)?, name)
+}
+
+/// The oid of relation `name` of schema `authaudit`.
+fn logical_relid(name: &'static CStr) -> Result<pg_sys::Oid, AuditError> {
     if let Some(id) = RELIDS.with(|r| r.borrow().get(name).copied()) {
         return Ok(id);
     }
