@@ -44,6 +44,10 @@ BEGIN
     END IF;
     -- The append-only triggers go with the tables to their shards.
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    -- A shard moves by logical replication, which needs every table's rows
+    -- identified: the per-minute counts have a unique key over a nullable
+    -- column, not a primary key.
+    ALTER TABLE authaudit.event_minutes REPLICA IDENTITY FULL;
     FOREACH t IN ARRAY everywhere LOOP
         object := t;
         EXECUTE 'SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1::regclass)'

@@ -111,7 +111,9 @@ pub enum AuditError {
     WitnessOrigin { origin: String, tenant: String },
     #[error("pg_authaudit's SQL objects are of release {installed}; this library serves those of {} and {}", authaudit_core::release::PREVIOUS, env!("CARGO_PKG_VERSION"))]
     RetiredSql { installed: String },
-    #[error("event {event} of the batch: tenant_id must be {tenant}, the call's tenant, or absent")]
+    #[error(
+        "event {event} of the batch: tenant_id must be {tenant}, the call's tenant, or absent"
+    )]
     BatchOtherTenant { event: usize, tenant: String },
     #[error("the shards of tenant {0} are not on this node")]
     ShardElsewhere(String),

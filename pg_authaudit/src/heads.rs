@@ -859,11 +859,15 @@ unsafe extern "C-unwind" fn xact_callback(
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => pre_commit(),
         XACT_EVENT_PRE_PREPARE if PENDING.with(|p| !p.borrow().is_empty()) => {
-            ereport!(
-                ERROR,
+            // A chain's rewind after a rollback belongs to the appending
+            // backend, which a prepared transaction leaves.
+            pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "pg_authaudit: a transaction that recorded events cannot be prepared (two-phase commit)"
-            );
+                "pg_authaudit: a transaction that recorded events cannot be prepared (two-phase commit)",
+                "pg_authaudit",
+            )
+            .set_hint("On Citus, record the events of tenants on different workers in separate transactions (docs/scale-out.md, \"Transactions\").")
+            .report(PgLogLevel::ERROR);
         }
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => finish(true),
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {

@@ -184,3 +184,21 @@ pub fn log_shard_name() -> Option<String> {
         })
     })
 }
+
+/// The name of this node's copy of reference table `name` (`None` on a
+/// single server, or where the node holds no copy).
+pub fn reference_copy(name: &CStr) -> Result<Option<String>, AuditError> {
+    if !distributed()? {
+        return Ok(None);
+    }
+    let table = format!("authaudit.{}", name.to_string_lossy());
+    let shard = Spi::get_one_with_args::<i64>(
+        "SELECT shardid FROM pg_catalog.pg_dist_shard \
+          WHERE logicalrelid = $1::pg_catalog.regclass",
+        &[table.as_str().into()],
+    )?;
+    Ok(shard.and_then(|s| {
+        shard_relid(name, s)?;
+        Some(format!("{}_{s}", name.to_string_lossy()))
+    }))
+}

@@ -122,9 +122,8 @@ fn record_tenant_events_rows(
         authaudit_core::event::EventError::Missing("tenant_id"),
     ))?;
     let keep = PgMemoryContexts::CurrentMemoryContext.value();
-    let (_, stored) = Spi::connect_mut(|client| {
-        run_for(client, Some(&tenant), events, Mode::Live, Some(keep))
-    })?;
+    let (_, stored) =
+        Spi::connect_mut(|client| run_for(client, Some(&tenant), events, Mode::Live, Some(keep)))?;
     Ok(SetOfIterator::new(stored.into_iter().map(|d| {
         // SAFETY: a composite datum of auth_log's row type, allocated in
         // the set's context.

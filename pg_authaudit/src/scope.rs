@@ -149,6 +149,19 @@ fn load(role: pg_sys::Oid) -> Scope {
             (pg_sys::TEXTOID, name.as_str().into_datum().expect("text")),
         )
     };
+    // On Citus, tenant_scope is a reference table: its copy on this node is
+    // read directly, as a query inside a shard's query may read no
+    // distributed relation (docs/scale-out.md, "Readers").
+    let local = crate::placement::reference_copy(c"tenant_scope")
+        .expect("read Citus metadata")
+        .map(|copy| {
+            let sql = sql.to_str().expect("ASCII").replace(
+                "authaudit.tenant_scope ",
+                &format!("authaudit.{} ", pgrx::spi::quote_identifier(copy)),
+            );
+            std::ffi::CString::new(sql).expect("no NUL")
+        });
+    let sql = local.as_deref().unwrap_or(sql);
     let bindings = Spi::connect(|_| {
         spi_plans::read_latest(sql, &[key], |row| {
             Ok(Binding {

@@ -11,6 +11,7 @@ mod cef;
 mod chain_heads;
 mod channels;
 mod checkpoints;
+mod citus;
 mod concurrency;
 mod demo;
 mod dockerfile;

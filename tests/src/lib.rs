@@ -9,6 +9,7 @@
 //! the SIEM and metrics tests start a real rsyslog ([`Rsyslog`]) and a real
 //! Prometheus ([`Prometheus`]).
 
+pub mod citus;
 pub mod cluster;
 pub mod mirror;
 pub mod prometheus;

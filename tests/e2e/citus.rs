@@ -1,0 +1,427 @@
+//! pg_authaudit distributed by tenant on Citus (docs/scale-out.md): a
+//! coordinator and two workers on loopback. Runs when
+//! `AUTHAUDIT_CITUS_PG_CONFIG` names a PostgreSQL 15 tree with Citus;
+//! skipped, with the reason printed, otherwise.
+
+use authaudit_tests::citus::Citus;
+use authaudit_tests::log_id;
+use postgres::error::SqlState;
+use postgres::{Client, GenericClient};
+use std::collections::BTreeMap;
+
+const TENANTS: [&str; 8] = [
+    "agency-1", "agency-2", "agency-3", "agency-4", "agency-5", "agency-6", "agency-7", "agency-8",
+];
+
+/// Records one event through `c` with every value a bind parameter or a
+/// constant (what Citus delegates); returns its seq.
+fn record(
+    c: &mut impl GenericClient,
+    id: &str,
+    tenant: &str,
+    event_type: &str,
+    user: &str,
+) -> Result<i64, postgres::Error> {
+    c.query_one(
+        "SELECT seq FROM authaudit.record_event($1::text::uuid, $2, $3, $4, 'web', NULL, '192.0.2.7')",
+        &[&id, &tenant, &event_type, &user],
+    )
+    .map(|r| r.get(0))
+}
+
+fn state(e: &postgres::Error) -> Option<&SqlState> {
+    e.code()
+}
+
+/// Each tenant's (rows, last seq), as the coordinator sees them.
+fn counts(c: &mut Client) -> BTreeMap<String, (i64, i64)> {
+    c.query(
+        "SELECT tenant_id, count(*), max(seq) FROM authaudit.auth_log GROUP BY 1",
+        &[],
+    )
+    .expect("count rows")
+    .into_iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2))))
+    .collect()
+}
+
+/// `verify_chain` of every tenant through the coordinator: ok, over `rows`.
+fn verify_all(c: &mut Client, expected: &BTreeMap<String, (i64, i64)>) {
+    for (t, (rows, last)) in expected {
+        assert_eq!(rows, last, "tenant {t}: its seqs are gapless");
+        let r = c
+            .query_one(
+                "SELECT ok, rows_checked FROM authaudit.verify_chain($1)",
+                &[t],
+            )
+            .expect("verify_chain");
+        assert!(r.get::<_, bool>(0), "tenant {t}: chain verifies");
+        assert_eq!(r.get::<_, i64>(1), *rows, "tenant {t}: every row checked");
+    }
+}
+
+#[test]
+fn a_distributed_install_keeps_every_guarantee() {
+    let Some(citus) = Citus::start("guarantees") else {
+        return;
+    };
+    let mut coord = citus.coordinator.connect();
+
+    // The helper distributes and delegates; a second call changes nothing.
+    let rows = coord
+        .query(
+            "SELECT object, distributed_as FROM authaudit.distribute(8)",
+            &[],
+        )
+        .expect("authaudit.distribute()");
+    assert_eq!(rows.len(), 16, "13 tables and 3 functions");
+    let again = coord
+        .query("SELECT object FROM authaudit.distribute(8)", &[])
+        .expect("authaudit.distribute() again");
+    assert_eq!(again.len(), 16);
+
+    // 8 tenants recorded through the coordinator: gapless seqs from 1.
+    let mut n = 0;
+    for (t, tenant) in TENANTS.iter().enumerate() {
+        for k in 1..=3 {
+            n += 1;
+            let seq = record(
+                &mut coord,
+                &log_id(t as u32, k),
+                tenant,
+                "login_success",
+                "alice",
+            )
+            .expect("record through the coordinator");
+            assert_eq!(seq, i64::from(k), "tenant {tenant}");
+        }
+    }
+    assert_eq!(n, 24);
+    // The rows are in each tenant's shard on its worker; no node's own
+    // (shell) table was written.
+    for tenant in TENANTS {
+        let shard: i64 = coord
+            .query_one(
+                "SELECT get_shard_id_for_distribution_column('authaudit.auth_log', $1::text)",
+                &[&tenant],
+            )
+            .expect("shard id")
+            .get(0);
+        let w = citus.worker_of(tenant);
+        let in_shard: i64 = citus.workers[w]
+            .connect()
+            .query_one(
+                &format!("SELECT count(*) FROM authaudit.auth_log_{shard} WHERE tenant_id = $1"),
+                &[&tenant],
+            )
+            .expect("read the shard on its worker")
+            .get(0);
+        assert_eq!(in_shard, 3, "tenant {tenant}'s rows are in shard {shard}");
+    }
+    for node in std::iter::once(&citus.coordinator).chain(&citus.workers) {
+        let size: i64 = node
+            .connect()
+            .query_one(
+                "SELECT pg_relation_size('authaudit.auth_log') \
+                      + pg_relation_size('authaudit.lockout_state')",
+                &[],
+            )
+            .expect("shell sizes")
+            .get(0);
+        assert_eq!(size, 0, "node {}: the shell tables stay empty", node.port);
+    }
+    let mut expected = counts(&mut coord);
+    assert_eq!(expected.len(), 8);
+    verify_all(&mut coord, &expected);
+
+    lockout_is_enforced(&citus, &mut coord);
+    rls_scopes_writers_and_readers(&citus, &mut coord);
+    refusals_write_nothing(&citus, &mut coord);
+    one_transaction_per_worker(&citus, &mut coord);
+
+    // A worker restart: its tenants' heads are read from their shards, and
+    // a retry returns the recorded row instead of looping.
+    let tenant = TENANTS[0];
+    let w = citus.worker_of(tenant);
+    let before = counts(&mut coord)[tenant].1;
+    citus.restart_worker(w);
+    let mut coord = citus.coordinator.connect();
+    let id = log_id(100, 1);
+    let seq = record(&mut coord, &id, tenant, "login_success", "alice").expect("after restart");
+    assert_eq!(seq, before + 1, "the chain continues after the restart");
+    let retry = record(&mut coord, &id, tenant, "login_success", "alice").expect("retry");
+    assert_eq!(retry, seq, "a retry returns the recorded row");
+
+    // The rebalancer moves every shard off a worker and back; each chain
+    // continues at its next seq wherever its shard is.
+    coord
+        .execute(
+            "SELECT citus_drain_node('127.0.0.1', $1)",
+            &[&i32::from(citus.workers[1].port)],
+        )
+        .expect("drain worker 2");
+    for tenant in TENANTS {
+        assert_eq!(citus.worker_of(tenant), 0, "{tenant} moved to worker 1");
+    }
+    record_one_each(&mut coord, 101);
+    coord
+        .execute(
+            "SELECT citus_set_node_property('127.0.0.1', $1, 'shouldhaveshards', true)",
+            &[&i32::from(citus.workers[1].port)],
+        )
+        .expect("worker 2 takes shards again");
+    coord
+        .execute("SELECT rebalance_table_shards()", &[])
+        .expect("rebalance");
+    let on_second = TENANTS.iter().filter(|t| citus.worker_of(t) == 1).count();
+    assert!(on_second > 0, "the rebalancer moved tenants back");
+    record_one_each(&mut coord, 102);
+    expected = counts(&mut coord);
+    verify_all(&mut coord, &expected);
+
+    // Checkpoints and proofs through the coordinator.
+    let (seq, root): (i64, i64) = {
+        let r = coord
+            .query_one(
+                "SELECT c.seq, (SELECT (authaudit.merkle_root($1, c.seq)).tree_size) \
+                   FROM authaudit.checkpoint($1) c",
+                &[&TENANTS[2]],
+            )
+            .expect("checkpoint and merkle_root");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(seq, expected[TENANTS[2]].1);
+    assert_eq!(root, seq);
+    citus.assert_no_crash();
+}
+
+/// One event for every tenant, log ids of slot `slot`; each lands at its
+/// chain's next seq.
+fn record_one_each(coord: &mut Client, slot: u32) {
+    let before = counts(coord);
+    for (t, tenant) in TENANTS.iter().enumerate() {
+        let seq = record(
+            coord,
+            &log_id(slot, t as u32),
+            tenant,
+            "login_success",
+            "alice",
+        )
+        .expect("record after a move");
+        assert_eq!(seq, before[*tenant].1 + 1, "{tenant} continues its chain");
+    }
+}
+
+/// The lockout engine's state is in the tenant's shard and `check_login`
+/// reads it there: an account locked by failures is refused.
+fn lockout_is_enforced(_citus: &Citus, coord: &mut Client) {
+    let tenant = TENANTS[0];
+    let mut locked = false;
+    for k in 1..=20 {
+        record(coord, &log_id(200, k), tenant, "login_failed", "mallory").expect("a failure");
+        let n: i64 = coord
+            .query_one(
+                "SELECT count(*) FROM authaudit.auth_log \
+                  WHERE tenant_id = $1 AND user_id = 'mallory' AND event_type = 'account_locked'",
+                &[&tenant],
+            )
+            .expect("count locks")
+            .get(0);
+        if n > 0 {
+            locked = true;
+            break;
+        }
+    }
+    assert!(locked, "the lockout engine locked the account");
+    let r = coord
+        .query_one(
+            "SELECT allowed, reason FROM authaudit.check_login($1, 'mallory')",
+            &[&tenant],
+        )
+        .expect("check_login");
+    assert!(!r.get::<_, bool>(0), "a locked account is refused");
+    assert_eq!(
+        r.get::<_, Option<String>>(1).as_deref(),
+        Some("account_locked")
+    );
+    let other = coord
+        .query_one(
+            "SELECT allowed FROM authaudit.check_login($1, 'mallory')",
+            &[&TENANTS[1]],
+        )
+        .expect("check_login of another tenant");
+    assert!(other.get::<_, bool>(0), "the lock is the tenant's own");
+}
+
+/// A writer records only for its tenant; a reader sees only its tenant's
+/// rows through the coordinator, and verifies only its chain.
+fn rls_scopes_writers_and_readers(citus: &Citus, coord: &mut Client) {
+    coord
+        .batch_execute(
+            "CREATE ROLE scale_writer LOGIN IN ROLE authaudit_writer;
+             CREATE ROLE scale_reader LOGIN IN ROLE authaudit_reader;
+             INSERT INTO authaudit.tenant_scope (role_name, tenant_id, org_id, can_read, can_write)
+             VALUES ('scale_writer', 'agency-2', NULL, false, true),
+                    ('scale_reader', 'agency-2', NULL, true, false);",
+        )
+        .expect("roles and bindings");
+    let mut writer = citus.coordinator.connect_as("scale_writer");
+    let before = counts(coord);
+    record(
+        &mut writer,
+        &log_id(300, 1),
+        "agency-2",
+        "login_success",
+        "bob",
+    )
+    .expect("the bound writer records");
+    let e = record(
+        &mut writer,
+        &log_id(300, 2),
+        "agency-3",
+        "login_success",
+        "bob",
+    )
+    .expect_err("another tenant's write is refused");
+    assert_eq!(state(&e), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+    let after = counts(coord);
+    assert_eq!(after["agency-3"], before["agency-3"], "nothing written");
+
+    let mut reader = citus.coordinator.connect_as("scale_reader");
+    let seen: Vec<String> = reader
+        .query("SELECT DISTINCT tenant_id FROM authaudit.auth_log", &[])
+        .expect("the reader reads the log")
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, vec!["agency-2".to_owned()]);
+    let rows: i64 = reader
+        .query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, after["agency-2"].0, "every row of its tenant");
+    let ok: bool = reader
+        .query_one("SELECT ok FROM authaudit.verify_chain('agency-2')", &[])
+        .expect("the reader verifies its chain")
+        .get(0);
+    assert!(ok);
+    let e = reader
+        .query_one("SELECT ok FROM authaudit.verify_chain('agency-3')", &[])
+        .expect_err("another tenant's chain is refused");
+    assert_eq!(state(&e), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+}
+
+/// What Citus cannot route to the tenant's worker is refused with a clear
+/// error, and nothing is written anywhere.
+fn refusals_write_nothing(citus: &Citus, coord: &mut Client) {
+    let tenant = TENANTS[3];
+    // A worker routes a delegable call too, to the tenant's worker.
+    let other = 1 - citus.worker_of(tenant);
+    let mut w = citus.workers[other].connect();
+    let last = counts(coord)[tenant].1;
+    let seq = record(&mut w, &log_id(400, 1), tenant, "login_success", "carol")
+        .expect("a worker routes the call");
+    assert_eq!(seq, last + 1);
+    let before = counts(coord);
+    // An argument Citus cannot route by (a volatile expression): the call
+    // runs where it was made, which holds no shard of the tenant.
+    let undelegated = "SELECT seq FROM authaudit.record_event(gen_random_uuid(), $1, 'login_success', 'carol', 'web')";
+    for (node, c) in [("the coordinator", &mut *coord), ("another worker", &mut w)] {
+        let e = c
+            .query_one(undelegated, &[&tenant])
+            .expect_err("an undelegated call refuses");
+        assert_eq!(
+            state(&e),
+            Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+            "{node}: {e:?}"
+        );
+        let message = e.as_db_error().map(|d| d.message().to_owned());
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("not on this node")),
+            "{node}: {e:?}"
+        );
+    }
+    // A batch for one tenant holding another's event.
+    let events = format!(
+        r#"[{{"log_id":"{}","tenant_id":"{}","event_type":"login_success","user_id":"carol","channel":"web"}}]"#,
+        log_id(400, 2),
+        TENANTS[4]
+    );
+    let e = coord
+        .query(
+            "SELECT seq FROM authaudit.record_events($1, $2::text::jsonb)",
+            &[&tenant, &events],
+        )
+        .expect_err("another tenant's event in a tenant's batch");
+    assert_eq!(state(&e), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
+    // The one-argument batch has no tenant to route by.
+    let e = coord
+        .query(
+            "SELECT seq FROM authaudit.record_events($1::text::jsonb)",
+            &[&events],
+        )
+        .expect_err("record_events(jsonb) on the coordinator");
+    assert_eq!(
+        state(&e),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{e:?}"
+    );
+    assert_eq!(counts(coord), before, "nothing was written");
+    // The tenant's own batch is delegated and recorded.
+    let events = format!(
+        r#"[{{"log_id":"{}","event_type":"login_success","user_id":"carol","channel":"web"}},
+            {{"log_id":"{}","tenant_id":"{tenant}","event_type":"login_success","user_id":"carol","channel":"web"}}]"#,
+        log_id(400, 3),
+        log_id(400, 4)
+    );
+    let seqs: Vec<i64> = coord
+        .query(
+            "SELECT seq FROM authaudit.record_events($1, $2::text::jsonb)",
+            &[&tenant, &events],
+        )
+        .expect("a tenant's batch")
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let last = before[tenant].1;
+    assert_eq!(seqs, vec![last + 1, last + 2]);
+    // The refusals left no trace: the chain verifies over every row.
+    let now = counts(coord);
+    verify_all(coord, &now);
+}
+
+/// A transaction records on one worker; one that reaches two is refused at
+/// commit and leaves every chain as it was.
+fn one_transaction_per_worker(citus: &Citus, coord: &mut Client) {
+    let a = TENANTS
+        .iter()
+        .find(|t| citus.worker_of(t) == 0)
+        .expect("a tenant on worker 1");
+    let b = TENANTS
+        .iter()
+        .find(|t| citus.worker_of(t) == 1)
+        .expect("a tenant on worker 2");
+    let same = TENANTS.iter().find(|t| *t != a && citus.worker_of(t) == 0);
+    let before = counts(coord);
+
+    let mut tx = coord.transaction().expect("begin");
+    record(&mut tx, &log_id(500, 1), a, "login_success", "dave").expect("first worker");
+    record(&mut tx, &log_id(500, 2), b, "login_success", "dave").expect("second worker");
+    let e = tx.commit().expect_err("two workers in one transaction");
+    assert_eq!(state(&e), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e:?}");
+    assert_eq!(counts(coord), before, "neither worker kept a row");
+
+    let mut tx = coord.transaction().expect("begin");
+    let s1 = record(&mut tx, &log_id(500, 3), a, "login_success", "dave").expect("a");
+    let s2 = record(&mut tx, &log_id(500, 4), a, "login_success", "dave").expect("a again");
+    if let Some(same) = same {
+        record(&mut tx, &log_id(500, 5), same, "login_success", "dave")
+            .expect("another tenant of the same worker");
+    }
+    tx.commit().expect("one worker's transaction commits");
+    assert_eq!((s1, s2), (before[*a].1 + 1, before[*a].1 + 2), "no gap");
+    let after = counts(coord);
+    verify_all(coord, &after);
+}
