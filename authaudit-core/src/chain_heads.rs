@@ -480,7 +480,10 @@ mod placement_tests {
         assert!(t.forget_moved(5, &k, h, 200), "moved and idle: forgotten");
         assert!(t.find(5, &k, h).is_none());
         assert!(t.place_at(5, &k, h, 7, &ChainHead::genesis("t1"), 100));
-        assert!(matches!(t.append(5, &k, h, b"x", 9), AppendOutcome::Done(_)));
+        assert!(matches!(
+            t.append(5, &k, h, b"x", 9),
+            AppendOutcome::Done(_)
+        ));
         assert!(!t.forget_moved(5, &k, h, 200), "appends in flight: refused");
         assert!(t.find(5, &k, h).is_some());
     }
