@@ -242,6 +242,15 @@ impl Witness {
             self.tenants.insert(tenant.to_owned(), t);
         }
         let t = self.tenants.get_mut(tenant).expect("loaded");
+        if seq > t.tree.size() as i64 + 1 && !t.broken {
+            // Another mirror may have stored the rows between: on Citus each
+            // worker has its own, and a tenant's shard moves between them
+            // (docs/scale-out.md, "The mirror").
+            let stored = store.witness_tree(tenant).await?;
+            if stored.tree.size() as i64 + 1 == seq {
+                *t = stored;
+            }
+        }
         // A replay of a row the tree holds already changes nothing.
         if seq > t.tree.size() as i64 {
             t.grow(tenant, seq, d);

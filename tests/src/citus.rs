@@ -157,6 +157,7 @@ impl Citus {
             text.push_str(
                 "shared_preload_libraries = 'citus,pg_authaudit'\n\
                  citus.max_background_task_executors_per_node = 2\n\
+                 citus.enable_change_data_capture = on\n\
                  synchronous_commit = on\n",
             );
             std::fs::write(&conf, text).expect("write postgresql.conf");

@@ -666,7 +666,7 @@ impl ChainWatch {
                 self.last.insert(tenant.to_string(), known);
             }
         }
-        let ok = match self.last.get(tenant) {
+        let mut ok = match self.last.get(tenant) {
             // A replay of a row already mirrored.
             Some((last_seq, _)) if seq <= *last_seq => return Ok(()),
             Some((last_seq, last_link)) => seq == last_seq + 1 && prev == last_link,
@@ -674,6 +674,14 @@ impl ChainWatch {
             // First row seen after retention: it continues a checkpoint.
             None => store.checkpoint_link(tenant, seq - 1).await?.as_deref() == Some(prev),
         };
+        if !ok && self.last.contains_key(tenant) {
+            // Another mirror may have stored the rows between: on Citus each
+            // worker has its own, and a tenant's shard moves between them
+            // (docs/scale-out.md, "The mirror").
+            if let Some(known) = store.last_link(tenant).await? {
+                ok = seq == known.0 + 1 && prev == known.1;
+            }
+        }
         if !ok {
             metrics.chain_gaps.inc();
             let expected = self.last.get(tenant).map_or(1, |(s, _)| s + 1);
@@ -736,5 +744,74 @@ fn raise(
         if siem {
             batch.siem.push(crate::detect::siem_event(&a, now));
         }
+    }
+}
+
+#[cfg(test)]
+mod chain_watch_tests {
+    use super::*;
+    use crate::witness::{TenantTree, TreeSource};
+    use bson::RawDocumentBuf;
+    use std::collections::HashSet;
+
+    /// A store whose last mirrored row of every tenant is `last`.
+    struct Holding(Option<(i64, String)>);
+
+    impl StoreLookups for Holding {
+        async fn last_link(&self, _: &str) -> Result<Option<(i64, String)>, StoreError> {
+            Ok(self.0.clone())
+        }
+        async fn checkpoint_link(&self, _: &str, _: i64) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
+        async fn held_alerts(&self, _: &[String]) -> Result<HashSet<String>, StoreError> {
+            Ok(HashSet::new())
+        }
+        async fn log_document(
+            &self,
+            _: &str,
+            _: i64,
+        ) -> Result<Option<RawDocumentBuf>, StoreError> {
+            Ok(None)
+        }
+        async fn unresolved_tampers(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    impl TreeSource for Holding {
+        async fn witness_tree(&self, _: &str) -> Result<TenantTree, StoreError> {
+            unreachable!("no witness here")
+        }
+    }
+
+    fn row(seq: i64, prev: &str, link: &str) -> RawDocumentBuf {
+        let mut d = RawDocumentBuf::new();
+        d.append("tenant_id", "t");
+        d.append("seq", seq);
+        d.append("prev_link", prev);
+        d.append("link_sha256", link);
+        d
+    }
+
+    #[tokio::test]
+    async fn rows_another_mirror_stored_are_no_gap() {
+        let metrics = Metrics::new(false);
+        let mut watch = ChainWatch {
+            last: HashMap::from([("t".to_owned(), (2, "l2".to_owned()))]),
+        };
+        // Rows 3 and 4 were mirrored from another worker's slot.
+        let other = Holding(Some((4, "l4".to_owned())));
+        watch
+            .check(&other, &row(5, "l4", "l5"), &metrics)
+            .await
+            .unwrap();
+        assert_eq!(metrics.chain_gaps.get(), 0);
+        // A row that continues neither this mirror nor the store is a gap.
+        watch
+            .check(&other, &row(9, "l8", "l9"), &metrics)
+            .await
+            .unwrap();
+        assert_eq!(metrics.chain_gaps.get(), 1);
     }
 }
