@@ -238,66 +238,102 @@ SET LOCAL check_function_bodies = off;
 CREATE FUNCTION authaudit.targeted_accounts(tenant_id text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (user_id text, failures bigint, distinct_ips bigint, first_attempt timestamptz,
                last_attempt timestamptz, locks bigint, locked_now boolean, enforced_locks bigint)
-LANGUAGE sql STABLE AS $$
-    -- MATERIALIZED: one replay for the call, not one per account.
-    WITH locks AS MATERIALIZED (
-        SELECT r.user_id, count(*) FILTER (WHERE r.locked_account) AS n,
-               count(*) FILTER (WHERE r.enforced_lock_seq IS NOT NULL) AS enforced
-          FROM authaudit.lockout_replay(targeted_accounts.tenant_id, targeted_accounts.from_time,
-                                        targeted_accounts.to_time) r
-         WHERE r.locked_account OR r.enforced_lock_seq IS NOT NULL
-         GROUP BY r.user_id)
-    SELECT l.user_id,
-           count(*),
-           count(DISTINCT l.ip),
-           min(l.occurred_at),
-           max(l.occurred_at),
-           coalesce((SELECT k.n FROM locks k WHERE k.user_id = l.user_id), 0),
-           -- The state row is the account key's (docs/lockout.md).
-           coalesce((SELECT s.locked AND (s.locked_until IS NULL OR s.locked_until > now())
-                       FROM authaudit.lockout_state s
-                      WHERE s.tenant_id = targeted_accounts.tenant_id
-                        AND s.user_id = authaudit.account_key(targeted_accounts.tenant_id, l.user_id)),
-                    false),
-           coalesce((SELECT k.enforced FROM locks k WHERE k.user_id = l.user_id), 0)
-      FROM authaudit.auth_log l
-     WHERE l.tenant_id = targeted_accounts.tenant_id
-       AND l.occurred_at >= targeted_accounts.from_time AND l.occurred_at < targeted_accounts.to_time
-       AND l.event_type = 'login_failed'
-     GROUP BY l.user_id
-     ORDER BY 2 DESC, 1
+LANGUAGE plpgsql STABLE
+-- Each call is planned for its arguments, as a query with them written
+-- in would be.
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+DECLARE
+    v_users text[];
+    v_locks bigint[];
+    v_enforced bigint[];
+BEGIN
+    -- One replay for the call, in a statement of its own (on Citus the
+    -- replay's reads are distributed queries, which may not run inside the
+    -- shard query below).
+    SELECT coalesce(array_agg(k.user_id), '{}'), coalesce(array_agg(k.n), '{}'),
+           coalesce(array_agg(k.enforced), '{}')
+      INTO v_users, v_locks, v_enforced
+      FROM (SELECT r.user_id, count(*) FILTER (WHERE r.locked_account) AS n,
+                   count(*) FILTER (WHERE r.enforced_lock_seq IS NOT NULL) AS enforced
+              FROM authaudit.lockout_replay(targeted_accounts.tenant_id, targeted_accounts.from_time,
+                                            targeted_accounts.to_time) r
+             WHERE r.locked_account OR r.enforced_lock_seq IS NOT NULL
+             GROUP BY r.user_id) k;
+    RETURN QUERY
+        WITH locks AS (SELECT * FROM unnest(v_users, v_locks, v_enforced) AS k(user_id, n, enforced))
+        SELECT l.user_id,
+               count(*),
+               count(DISTINCT l.ip),
+               min(l.occurred_at),
+               max(l.occurred_at),
+               coalesce((SELECT k.n FROM locks k WHERE k.user_id = l.user_id), 0),
+               -- The state row is the account key's (docs/lockout.md).
+               coalesce((SELECT s.locked AND (s.locked_until IS NULL OR s.locked_until > now())
+                           FROM authaudit.lockout_state s
+                          WHERE s.tenant_id = targeted_accounts.tenant_id
+                            AND s.user_id = authaudit.account_key(targeted_accounts.tenant_id, l.user_id)),
+                        false),
+               coalesce((SELECT k.enforced FROM locks k WHERE k.user_id = l.user_id), 0)
+          FROM authaudit.auth_log l
+         WHERE l.tenant_id = targeted_accounts.tenant_id
+           AND l.occurred_at >= targeted_accounts.from_time AND l.occurred_at < targeted_accounts.to_time
+           AND l.event_type = 'login_failed'
+         GROUP BY l.user_id
+         ORDER BY 2 DESC, 1;
+END;
 $$;
 
 CREATE FUNCTION authaudit.lockout_timeline(tenant_id text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (seq bigint, occurred_at timestamptz, user_id text, event_type text, rule text,
                failures integer, locked_until timestamptz, permanent boolean, triggered_by uuid,
                enforced boolean, replayed boolean)
-LANGUAGE sql STABLE AS $$
-    SELECT r.seq, r.occurred_at, r.user_id,
-           CASE WHEN r.event_type = 'lockout_reset' THEN 'lockout_reset' ELSE 'account_locked' END,
-           CASE WHEN r.locked_account THEN r.lock_rule
-                WHEN r.event_type = 'lockout_reset' THEN x.metadata ->> 'reason'
-                ELSE e.metadata ->> 'reason' END,
-           CASE WHEN r.locked_account THEN r.failures_in_window
-                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'failures')::integer END,
-           CASE WHEN r.locked_account THEN r.locked_until
-                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'locked_until')::timestamptz END,
-           CASE WHEN r.locked_account THEN r.permanent
-                WHEN r.event_type <> 'lockout_reset' THEN (e.metadata ->> 'permanent')::boolean END,
-           CASE WHEN r.event_type <> 'lockout_reset' THEN r.log_id END,
-           CASE WHEN r.event_type = 'lockout_reset'
-                THEN (x.metadata #>> '{_authaudit,imported}') IS NULL
-                ELSE r.enforced_lock_seq IS NOT NULL END,
-           r.event_type = 'lockout_reset' OR r.locked_account
-      FROM authaudit.lockout_replay(lockout_timeline.tenant_id, lockout_timeline.from_time,
-                                    lockout_timeline.to_time) r
-      LEFT JOIN authaudit.auth_log e
-             ON e.tenant_id = lockout_timeline.tenant_id AND e.seq = r.enforced_lock_seq
-      LEFT JOIN authaudit.auth_log x
-             ON r.event_type = 'lockout_reset'
-            AND x.tenant_id = lockout_timeline.tenant_id AND x.log_id = r.log_id
-     WHERE r.locked_account OR r.enforced_lock_seq IS NOT NULL OR r.event_type = 'lockout_reset'
-     ORDER BY r.decision
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r record;
+    v_lock jsonb;   -- the metadata of the account_locked event enforced live
+    v_reset jsonb;  -- the metadata of a lockout_reset
+BEGIN
+    -- The replay is its own statement and each row it names is read by key
+    -- (on Citus the replay's reads are distributed queries, which may not
+    -- run inside a shard query).
+    FOR r IN
+        SELECT q.* FROM authaudit.lockout_replay(lockout_timeline.tenant_id, lockout_timeline.from_time,
+                                                 lockout_timeline.to_time) q
+         WHERE q.locked_account OR q.enforced_lock_seq IS NOT NULL OR q.event_type = 'lockout_reset'
+         ORDER BY q.decision
+    LOOP
+        v_lock := NULL;
+        v_reset := NULL;
+        IF r.enforced_lock_seq IS NOT NULL THEN
+            SELECT l.metadata INTO v_lock FROM authaudit.auth_log l
+             WHERE l.tenant_id = lockout_timeline.tenant_id AND l.seq = r.enforced_lock_seq;
+        END IF;
+        IF r.event_type = 'lockout_reset' THEN
+            SELECT l.metadata INTO v_reset FROM authaudit.auth_log l
+             WHERE l.tenant_id = lockout_timeline.tenant_id AND l.log_id = r.log_id;
+        END IF;
+        seq := r.seq;
+        occurred_at := r.occurred_at;
+        user_id := r.user_id;
+        event_type := CASE WHEN r.event_type = 'lockout_reset' THEN 'lockout_reset' ELSE 'account_locked' END;
+        rule := CASE WHEN r.locked_account THEN r.lock_rule
+                     WHEN r.event_type = 'lockout_reset' THEN v_reset ->> 'reason'
+                     ELSE v_lock ->> 'reason' END;
+        failures := CASE WHEN r.locked_account THEN r.failures_in_window
+                         WHEN r.event_type <> 'lockout_reset' THEN (v_lock ->> 'failures')::integer END;
+        locked_until := CASE WHEN r.locked_account THEN r.locked_until
+                             WHEN r.event_type <> 'lockout_reset' THEN (v_lock ->> 'locked_until')::timestamptz END;
+        permanent := CASE WHEN r.locked_account THEN r.permanent
+                          WHEN r.event_type <> 'lockout_reset' THEN (v_lock ->> 'permanent')::boolean END;
+        triggered_by := CASE WHEN r.event_type <> 'lockout_reset' THEN r.log_id END;
+        enforced := CASE WHEN r.event_type = 'lockout_reset'
+                         THEN (v_reset #>> '{_authaudit,imported}') IS NULL
+                         ELSE r.enforced_lock_seq IS NOT NULL END;
+        replayed := r.event_type = 'lockout_reset' OR r.locked_account;
+        RETURN NEXT;
+    END LOOP;
+END;
 $$;
 SET LOCAL check_function_bodies = on;
 REVOKE EXECUTE ON FUNCTION
@@ -672,7 +708,6 @@ GRANT EXECUTE ON FUNCTION authaudit._event_rates() TO authaudit_reader, authaudi
 CREATE OR REPLACE VIEW authaudit.event_rates WITH (security_invoker = true) AS
 SELECT * FROM authaudit._event_rates();
 
-
 -- The rollup behind event_rates: readers see their scope's minutes (by
 -- organisation, like the rows) and their tenants' rollup positions.
 ALTER TABLE authaudit.event_minutes ENABLE ROW LEVEL SECURITY;
@@ -798,11 +833,14 @@ DECLARE
         'authaudit.witness_checkpoints', 'authaudit.witness_disagreements'];
     -- Read by every call on every worker.
     everywhere constant text[] := ARRAY['authaudit.tenant_scope', 'authaudit.lockout_policy'];
-    -- The functions that write a tenant's rows, and their tenant argument.
+    -- The functions that write a tenant's rows, and their tenant argument:
+    -- each runs on the worker holding the tenant's shards.
     delegated constant text[][] := ARRAY[
         ['authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb)', '$2'],
         ['authaudit.record_events(text, jsonb)', '$1'],
-        ['authaudit.check_login(text, text, inet)', '$1']];
+        ['authaudit.check_login(text, text, inet)', '$1'],
+        ['authaudit.record_token_issued(uuid, text, text, text, text, inet, text, text, timestamptz, jsonb)', '$2'],
+        ['authaudit.checkpoint(text)', '$1']];
     t text;
     i integer;
     fresh boolean;
@@ -862,3 +900,110 @@ REVOKE EXECUTE ON FUNCTION authaudit.distribute(integer) FROM PUBLIC;
 
 COMMENT ON FUNCTION authaudit.distribute(integer) IS
     'On a Citus coordinator: distributes the tables by tenant_id and delegates the recording functions to the tenant''s worker (docs/scale-out.md).';
+
+-- The investigation functions and export_cef are PL/pgSQL, planned for each
+-- call's arguments: Citus cannot plan an SQL function's parameterized
+-- queries over distributed tables (docs/scale-out.md). Same queries.
+
+CREATE OR REPLACE FUNCTION authaudit.attack_sources(tenant_id text, from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (ip inet, failures bigint, distinct_accounts bigint, first_seen timestamptz,
+               last_seen timestamptz, successes bigint)
+LANGUAGE plpgsql STABLE
+-- Each call is planned for its arguments, as a query with them written
+-- in would be.
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT l.ip,
+               count(*) FILTER (WHERE l.event_type = 'login_failed'),
+               count(DISTINCT l.user_id) FILTER (WHERE l.event_type = 'login_failed'),
+               min(l.occurred_at), max(l.occurred_at),
+               count(*) FILTER (WHERE l.event_type = 'login_success')
+          FROM authaudit.auth_log l
+         WHERE l.tenant_id = attack_sources.tenant_id
+           AND l.occurred_at >= attack_sources.from_time AND l.occurred_at < attack_sources.to_time
+           AND l.ip IS NOT NULL
+           AND l.event_type IN ('login_failed', 'login_success')
+         GROUP BY l.ip
+        HAVING count(*) FILTER (WHERE l.event_type = 'login_failed') > 0
+         ORDER BY 2 DESC, 1;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION authaudit.successes_after_failures(tenant_id text, from_time timestamptz,
+                                                   to_time timestamptz, min_failures integer DEFAULT 1)
+RETURNS TABLE (seq bigint, occurred_at timestamptz, user_id text, ip inet, preceding_failures integer,
+               while_locked boolean, failing_ips inet[])
+LANGUAGE plpgsql STABLE
+-- Each call is planned for its arguments, as a query with them written
+-- in would be.
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT r.seq, r.occurred_at, r.user_id, r.ip, r.preceding_failures, r.was_locked,
+               nullif(r.failing_ips, '{}')
+          FROM authaudit.lockout_replay(successes_after_failures.tenant_id,
+                                        successes_after_failures.from_time,
+                                        successes_after_failures.to_time) r
+         WHERE r.event_type = 'login_success'
+           AND (r.preceding_failures >= successes_after_failures.min_failures OR r.was_locked)
+         ORDER BY r.decision;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION authaudit.compliance_summary(tenant_id text, from_time timestamptz, to_time timestamptz)
+RETURNS TABLE (event_type text, channel text, events bigint, accounts bigint, first_event timestamptz,
+               last_event timestamptz)
+LANGUAGE plpgsql STABLE
+-- Each call is planned for its arguments, as a query with them written
+-- in would be.
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT l.event_type, l.channel, count(*), count(DISTINCT l.user_id),
+               min(l.occurred_at), max(l.occurred_at)
+          FROM authaudit.auth_log l
+         WHERE l.tenant_id = compliance_summary.tenant_id
+           AND l.occurred_at >= compliance_summary.from_time AND l.occurred_at < compliance_summary.to_time
+         GROUP BY l.event_type, l.channel
+         ORDER BY 1, 2;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION authaudit.export_cef(tenant_id text, from_time timestamptz, to_time timestamptz)
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE
+-- Each call is planned for its arguments, as a query with them written
+-- in would be.
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        -- The row as the log's type (on Citus, l is a shard's row).
+        SELECT authaudit.to_cef(ROW(l.*)::authaudit.auth_log)
+          FROM authaudit.auth_log l
+         WHERE l.tenant_id = export_cef.tenant_id
+           AND l.occurred_at >= export_cef.from_time
+           AND l.occurred_at < export_cef.to_time
+         ORDER BY l.seq;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION authaudit.verify_cef(cef_line text) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_tenant text := substring(cef_line FROM ' cs1=([A-Za-z0-9._-]+) cs1Label=tenant( |$)');
+    v_id uuid := substring(cef_line
+                           FROM 'externalId=([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})')::uuid;
+    v_line text;
+BEGIN
+    -- The row as the log's type (on Citus, l is a shard's row).
+    SELECT authaudit.to_cef(ROW(l.*)::authaudit.auth_log) INTO v_line
+      FROM authaudit.auth_log l
+     WHERE l.tenant_id = v_tenant AND l.log_id = v_id;
+    RETURN authaudit._ct_eq(v_line, cef_line);
+END;
+$$;

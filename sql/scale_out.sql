@@ -23,11 +23,14 @@ DECLARE
         'authaudit.witness_checkpoints', 'authaudit.witness_disagreements'];
     -- Read by every call on every worker.
     everywhere constant text[] := ARRAY['authaudit.tenant_scope', 'authaudit.lockout_policy'];
-    -- The functions that write a tenant's rows, and their tenant argument.
+    -- The functions that write a tenant's rows, and their tenant argument:
+    -- each runs on the worker holding the tenant's shards.
     delegated constant text[][] := ARRAY[
         ['authaudit.record_event(uuid, text, text, text, text, text, inet, text, timestamptz, jsonb)', '$2'],
         ['authaudit.record_events(text, jsonb)', '$1'],
-        ['authaudit.check_login(text, text, inet)', '$1']];
+        ['authaudit.check_login(text, text, inet)', '$1'],
+        ['authaudit.record_token_issued(uuid, text, text, text, text, inet, text, text, timestamptz, jsonb)', '$2'],
+        ['authaudit.checkpoint(text)', '$1']];
     t text;
     i integer;
     fresh boolean;

@@ -108,16 +108,30 @@ pub fn rules(client: &mut SpiClient<'_>, tenant: &str) -> Result<Rules, AuditErr
 }
 
 fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Rules>, AuditError> {
-    let table = spi_plans::run(
-        client,
-        "engine_policy_keys",
-        &format!(
-            "SELECT {POLICY_COLUMNS}, account_key_folding, ipv6_prefix \
-               FROM authaudit.lockout_policy WHERE tenant_id = $1"
-        ),
-        &[TEXTOID],
-        &[tenant.into()],
-    )?;
+    let sql = format!(
+        "SELECT {POLICY_COLUMNS}, account_key_folding, ipv6_prefix \
+           FROM authaudit.lockout_policy WHERE tenant_id = $1"
+    );
+    // On Citus, lockout_policy is a reference table: this node's copy is
+    // read directly, as a query inside a shard's query (account_key in an
+    // investigation) may read no distributed relation (docs/scale-out.md).
+    let table = match crate::placement::reference_copy(c"lockout_policy")? {
+        None => spi_plans::run(
+            client,
+            "engine_policy_keys",
+            &sql,
+            &[TEXTOID],
+            &[tenant.into()],
+        )?,
+        Some(copy) => client.select(
+            &sql.replace(
+                "authaudit.lockout_policy ",
+                &format!("authaudit.{} ", pgrx::spi::quote_identifier(copy)),
+            ),
+            None,
+            &[tenant.into()],
+        )?,
+    };
     if table.is_empty() {
         return Ok(None);
     }

@@ -169,11 +169,11 @@ fn a_distributed_install_keeps_every_guarantee() {
             &[],
         )
         .expect("authaudit.distribute()");
-    assert_eq!(rows.len(), 16, "13 tables and 3 functions");
+    assert_eq!(rows.len(), 18, "13 tables and 5 functions");
     let again = coord
         .query("SELECT object FROM authaudit.distribute(8)", &[])
         .expect("authaudit.distribute() again");
-    assert_eq!(again.len(), 16);
+    assert_eq!(again.len(), 18);
     coord
         .execute(
             "SELECT authaudit.ensure_mirror_publication('authaudit_mirror')",
@@ -240,6 +240,7 @@ fn a_distributed_install_keeps_every_guarantee() {
     lockout_is_enforced(&citus, &mut coord);
     rls_scopes_writers_and_readers(&citus, &mut coord);
     refusals_write_nothing(&citus, &mut coord);
+    unsupported_calls_refuse(&mut coord);
     one_transaction_per_worker(&citus, &mut coord);
 
     // A worker restart: its tenants' heads are read from their shards, and
@@ -283,16 +284,17 @@ fn a_distributed_install_keeps_every_guarantee() {
     verify_all(&mut coord, &expected);
 
     // Checkpoints and proofs through the coordinator.
-    let (seq, root): (i64, i64) = {
-        let r = coord
-            .query_one(
-                "SELECT c.seq, (SELECT (authaudit.merkle_root($1, c.seq)).tree_size) \
-                   FROM authaudit.checkpoint($1) c",
-                &[&TENANTS[2]],
-            )
-            .expect("checkpoint and merkle_root");
-        (r.get(0), r.get(1))
-    };
+    let seq: i64 = coord
+        .query_one("SELECT seq FROM authaudit.checkpoint($1)", &[&TENANTS[2]])
+        .expect("checkpoint")
+        .get(0);
+    let root: i64 = coord
+        .query_one(
+            "SELECT tree_size FROM authaudit.merkle_root($1, $2)",
+            &[&TENANTS[2], &seq],
+        )
+        .expect("merkle_root")
+        .get(0);
     assert_eq!(seq, expected[TENANTS[2]].1);
     assert_eq!(root, seq);
 
@@ -355,6 +357,129 @@ fn lockout_is_enforced(_citus: &Citus, coord: &mut Client) {
         r.get::<_, Option<String>>(1).as_deref(),
         Some("account_locked")
     );
+    // The investigation reads it back through the coordinator.
+    let period = "now() - interval '1 hour', now() + interval '1 minute'";
+    let targeted: Vec<(String, i64)> = coord
+        .query(
+            &format!("SELECT user_id, locks FROM authaudit.targeted_accounts($1, {period})"),
+            &[&tenant],
+        )
+        .expect("targeted_accounts")
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        targeted
+            .iter()
+            .any(|(u, locks)| u == "mallory" && *locks >= 1),
+        "{targeted:?}"
+    );
+    let timeline: i64 = coord
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM authaudit.lockout_timeline($1, {period}) \
+                  WHERE user_id = 'mallory' AND event_type = 'account_locked' AND enforced"
+            ),
+            &[&tenant],
+        )
+        .expect("lockout_timeline")
+        .get(0);
+    assert!(timeline >= 1);
+    for f in [
+        "attack_sources",
+        "compliance_summary",
+        "successes_after_failures",
+    ] {
+        let n: i64 = coord
+            .query_one(
+                &format!("SELECT count(*) FROM authaudit.{f}($1, {period})"),
+                &[&tenant],
+            )
+            .unwrap_or_else(|e| panic!("{f}: {e:?}"))
+            .get(0);
+        assert!(n >= 1 || f == "successes_after_failures", "{f}: {n}");
+    }
+    let lines: i64 = coord
+        .query_one(
+            &format!("SELECT count(*) FROM authaudit.export_cef($1, {period})"),
+            &[&tenant],
+        )
+        .expect("export_cef")
+        .get(0);
+    assert_eq!(lines, counts(coord)[tenant].0, "a CEF line per row");
+    let (genuine, forged): (Option<bool>, Option<bool>) = {
+        let r = coord
+            .query_one(
+                &format!(
+                    "SELECT authaudit.verify_cef(c), authaudit.verify_cef(replace(c, 'duser=', 'duser=x')) \
+                       FROM authaudit.export_cef($1, {period}) c LIMIT 1"
+                ),
+                &[&tenant],
+            )
+            .expect("verify_cef");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (genuine, forged),
+        (Some(true), Some(false)),
+        "the SIEM's lines check"
+    );
+
+    // Token issuance is routed too: refused for the locked account, and a
+    // token id is recorded once per tenant.
+    let token = |sub: &str, jti: &str| {
+        use base64::Engine;
+        let b = |j: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(j);
+        format!(
+            "{}.{}.c2ln",
+            b(r#"{"alg":"HS256","typ":"JWT"}"#),
+            b(&format!(r#"{{"sub":"{sub}","jti":"{jti}"}}"#))
+        )
+    };
+    let issue = "SELECT seq FROM authaudit.record_token_issued($1::text::uuid, $2, NULL, $3, $4, '192.0.2.7', 'App/1', 'web')";
+    let e = coord
+        .query_one(
+            issue,
+            &[
+                &log_id(201, 1),
+                &tenant,
+                &"mallory",
+                &token("mallory", "j-1"),
+            ],
+        )
+        .expect_err("no token for a locked account");
+    assert_eq!(
+        state(&e),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{e:?}"
+    );
+    let before = counts(coord)[TENANTS[4]].1;
+    let seq: i64 = coord
+        .query_one(
+            issue,
+            &[
+                &log_id(201, 2),
+                &TENANTS[4],
+                &"alice",
+                &token("alice", "j-2"),
+            ],
+        )
+        .expect("a token issued")
+        .get(0);
+    assert_eq!(seq, before + 1);
+    let e = coord
+        .query_one(
+            issue,
+            &[
+                &log_id(201, 3),
+                &TENANTS[4],
+                &"alice",
+                &token("alice", "j-2"),
+            ],
+        )
+        .expect_err("a replayed token id");
+    assert_eq!(state(&e), Some(&SqlState::UNIQUE_VIOLATION), "{e:?}");
+
     let other = coord
         .query_one(
             "SELECT allowed FROM authaudit.check_login($1, 'mallory')",
@@ -411,6 +536,22 @@ fn rls_scopes_writers_and_readers(citus: &Citus, coord: &mut Client) {
         .expect("count")
         .get(0);
     assert_eq!(rows, after["agency-2"].0, "every row of its tenant");
+    let accounts: i64 = reader
+        .query_one(
+            "SELECT count(*) FROM authaudit.compliance_summary('agency-2', now() - interval '1 hour', now() + interval '1 minute')",
+            &[],
+        )
+        .expect("the reader's investigation")
+        .get(0);
+    assert!(accounts >= 1);
+    let hidden: i64 = reader
+        .query_one(
+            "SELECT count(*) FROM authaudit.export_cef('agency-3', now() - interval '1 hour', now() + interval '1 minute')",
+            &[],
+        )
+        .expect("another tenant's export")
+        .get(0);
+    assert_eq!(hidden, 0, "row-level security hides another tenant's rows");
     let ok: bool = reader
         .query_one("SELECT ok FROM authaudit.verify_chain('agency-2')", &[])
         .expect("the reader verifies its chain")
@@ -535,4 +676,58 @@ fn one_transaction_per_worker(citus: &Citus, coord: &mut Client) {
     assert_eq!((s1, s2), (before[*a].1 + 1, before[*a].1 + 2), "no gap");
     let after = counts(coord);
     verify_all(coord, &after);
+}
+
+/// History, rebuilds and retention are not supported on Citus
+/// (docs/scale-out.md, "Not supported on Citus"): each refuses and changes
+/// nothing.
+fn unsupported_calls_refuse(coord: &mut Client) {
+    let tenant = TENANTS[5];
+    let before = counts(coord);
+    let history = format!(
+        r#"[{{"log_id":"{}","tenant_id":"{tenant}","event_type":"login_failed","user_id":"old","channel":"web","occurred_at":"2026-01-01T00:00:00Z"}}]"#,
+        log_id(600, 1)
+    );
+    let e = coord
+        .query(
+            "SELECT seq FROM authaudit.import_events($1::text::jsonb)",
+            &[&history],
+        )
+        .expect_err("import_events");
+    assert_eq!(
+        state(&e),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{e:?}"
+    );
+    let e = coord
+        .query("SELECT * FROM authaudit.rebuild_lockout($1)", &[&tenant])
+        .expect_err("rebuild_lockout");
+    assert_eq!(
+        state(&e),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{e:?}"
+    );
+    coord
+        .query("SELECT seq FROM authaudit.checkpoint($1)", &[&tenant])
+        .expect("checkpoint");
+    coord
+        .batch_execute("SET authaudit.min_retention = 0")
+        .expect("no minimum");
+    let e = coord
+        .query(
+            "SELECT * FROM authaudit.apply_retention($1, now())",
+            &[&tenant],
+        )
+        .expect_err("apply_retention");
+    let message = e.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("append-only")),
+        "{e:?}"
+    );
+    coord
+        .batch_execute("RESET authaudit.min_retention")
+        .expect("reset");
+    assert_eq!(counts(coord), before, "nothing was written or removed");
 }

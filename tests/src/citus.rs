@@ -17,9 +17,6 @@ use std::process::Command;
 /// The variable naming the `pg_config` of a tree with Citus.
 pub const CITUS_PG_CONFIG: &str = "AUTHAUDIT_CITUS_PG_CONFIG";
 
-/// The system's PostgreSQL 15, where `make install` puts pg_authaudit.
-const SYSTEM_PG_CONFIG: &str = "/usr/lib/postgresql/15/bin/pg_config";
-
 /// One server of the Citus cluster.
 #[derive(Debug)]
 pub struct Node {
@@ -68,6 +65,8 @@ pub struct Citus {
     pub coordinator: Node,
     pub workers: Vec<Node>,
     pgbin: PathBuf,
+    /// The nodes' directories and the tree's copy.
+    base: PathBuf,
 }
 
 fn run(c: &mut Command) -> String {
@@ -81,47 +80,12 @@ fn run(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A private copy of the Citus tree with this build of pg_authaudit in it;
-/// returns its `bin/`.
+/// A private copy of the Citus tree with this build of pg_authaudit in it
+/// (`scripts/citus-tree.sh`); returns its `bin/`.
 fn tree(citus_pg_config: &str, dir: &Path) -> PathBuf {
-    let pg_config = PathBuf::from(run(Command::new(
-        repo_root().join("scripts/private-pg-tree.sh"),
-    )
-    .arg(citus_pg_config)
-    .arg(dir)));
-    let dir_of =
-        |pg_config: &Path, what: &str| PathBuf::from(run(Command::new(pg_config).arg(what)));
-    let system = Path::new(SYSTEM_PG_CONFIG);
-    std::fs::copy(
-        dir_of(system, "--pkglibdir").join("pg_authaudit.so"),
-        dir_of(&pg_config, "--pkglibdir").join("pg_authaudit.so"),
-    )
-    .expect("copy pg_authaudit.so into the Citus tree (run `make install` first)");
-    let (from, to) = (
-        dir_of(system, "--sharedir").join("extension"),
-        dir_of(&pg_config, "--sharedir").join("extension"),
-    );
-    for entry in std::fs::read_dir(&to).expect("the tree's extension directory") {
-        let path = entry.expect("an entry").path();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("pg_authaudit"))
-        {
-            std::fs::remove_file(path).expect("remove an old pg_authaudit file");
-        }
-    }
-    for entry in std::fs::read_dir(&from).expect("the system's extension directory") {
-        let path = entry.expect("an entry").path();
-        let name = path.file_name().expect("a name").to_owned();
-        if name.to_string_lossy().starts_with("pg_authaudit") {
-            std::fs::copy(&path, to.join(name)).expect("copy a pg_authaudit file");
-        }
-    }
-    assert!(
-        dir_of(&pg_config, "--pkglibdir").join("citus.so").exists(),
-        "{CITUS_PG_CONFIG}={citus_pg_config}: that tree has no citus.so"
-    );
-    pg_config.parent().expect("bin/").to_path_buf()
+    PathBuf::from(run(Command::new(repo_root().join("scripts/citus-tree.sh"))
+        .arg(citus_pg_config)
+        .arg(dir)))
 }
 
 impl Citus {
@@ -187,14 +151,20 @@ impl Citus {
             coordinator,
             workers,
             pgbin,
+            base,
         })
+    }
+
+    /// `scripts/testcluster.sh` with the tree's binaries.
+    fn script(&self) -> Command {
+        let mut c = Command::new(repo_root().join("scripts/testcluster.sh"));
+        c.env("PGBIN", &self.pgbin);
+        c
     }
 
     /// Restarts worker `i` (fast shutdown).
     pub fn restart_worker(&self, i: usize) {
-        let mut c = Command::new(repo_root().join("scripts/testcluster.sh"));
-        c.env("PGBIN", &self.pgbin);
-        run(c.arg("restart").arg(&self.workers[i].dir));
+        run(self.script().arg("restart").arg(&self.workers[i].dir));
     }
 
     /// The worker that holds `tenant`'s shards.
@@ -226,5 +196,17 @@ impl Citus {
                 lines.join("\n")
             );
         }
+    }
+}
+
+impl Drop for Citus {
+    /// Stops the servers and removes their directories and the tree's copy
+    /// (the watchdog would stop the servers when the process exits, but
+    /// leave the copy).
+    fn drop(&mut self) {
+        for n in std::iter::once(&self.coordinator).chain(&self.workers) {
+            let _ = self.script().arg("stop").arg(&n.dir).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.base);
     }
 }
