@@ -75,9 +75,6 @@ pub struct Slot {
     home: u32,
     dboid: u32,
     tenant_len: u32,
-    /// Where the head was read from: the relation holding the tenant's
-    /// rows on a Citus node (0 on a single server).
-    placement: u32,
     tenant: [u8; MAX_TENANT_BYTES],
     seq: i64,
     /// The (sub)transaction that appended the link at `seq`, or invalid.
@@ -206,19 +203,6 @@ impl Table {
         seq: i64,
         head: &ChainHead,
     ) -> bool {
-        self.place_at(dboid, tenant, hash, seq, head, 0)
-    }
-
-    /// [`Table::place`] for a head read from relation `placement`.
-    pub fn place_at(
-        &mut self,
-        dboid: u32,
-        tenant: &[u8],
-        hash: u64,
-        seq: i64,
-        head: &ChainHead,
-        placement: u32,
-    ) -> bool {
         assert!(tenant.len() <= MAX_TENANT_BYTES);
         if self.find(dboid, tenant, hash).is_some() {
             return true;
@@ -237,7 +221,6 @@ impl Table {
             home: start as u32,
             dboid,
             tenant_len: tenant.len() as u32,
-            placement,
             tenant: [0; MAX_TENANT_BYTES],
             seq,
             last_xid: INVALID_XID,
@@ -430,19 +413,25 @@ impl Table {
             .is_some_and(|k| self.slots[k].holds(seq, xid))
     }
 
-    /// Forgets a tenant's head read from another relation than `placement`
-    /// (its shard moved away and back, say): it is read again from where
-    /// the rows are now. False when that head has appends in flight.
-    pub fn forget_moved(&mut self, dboid: u32, tenant: &[u8], hash: u64, placement: u32) -> bool {
+    /// The seq of a tenant's cached head while no transaction has appends
+    /// in flight to it (`None`: not cached, or appends in flight).
+    pub fn idle_seq(&self, dboid: u32, tenant: &[u8], hash: u64) -> Option<i64> {
+        let k = self.find(dboid, tenant, hash)?;
+        let s = &self.slots[k];
+        (s.runs_len == 0).then_some(s.seq)
+    }
+
+    /// Forgets a tenant's cached head if it is still idle at `seq`: the
+    /// table holds more of its chain than the cache knows (on Citus, its
+    /// shard moved away, took more rows, and came back), so it is read
+    /// again. Returns whether it was forgotten.
+    pub fn forget_stale(&mut self, dboid: u32, tenant: &[u8], hash: u64, seq: i64) -> bool {
         match self.find(dboid, tenant, hash) {
-            Some(k) if self.slots[k].placement != placement => {
-                if self.slots[k].runs_len != 0 {
-                    return false;
-                }
+            Some(k) if self.slots[k].runs_len == 0 && self.slots[k].seq == seq => {
                 self.remove(k);
                 true
             }
-            _ => true,
+            _ => false,
         }
     }
 
@@ -466,25 +455,26 @@ impl Table {
 }
 
 #[cfg(test)]
-mod placement_tests {
+mod stale_tests {
     use super::*;
 
     #[test]
-    fn a_head_read_elsewhere_is_forgotten_unless_in_flight() {
+    fn an_idle_head_is_forgotten_only_at_the_seq_it_was_seen() {
         let mut t = Table::boxed();
         let k = b"t1".to_vec();
         let h = 42;
-        assert!(t.place_at(5, &k, h, 7, &ChainHead::genesis("t1"), 100));
-        assert!(t.forget_moved(5, &k, h, 100), "same relation: kept");
-        assert!(t.find(5, &k, h).is_some());
-        assert!(t.forget_moved(5, &k, h, 200), "moved and idle: forgotten");
+        assert!(t.place(5, &k, h, 7, &ChainHead::genesis("t1")));
+        assert_eq!(t.idle_seq(5, &k, h), Some(7));
+        assert!(!t.forget_stale(5, &k, h, 6), "another seq: kept");
+        assert!(t.forget_stale(5, &k, h, 7), "idle at 7: forgotten");
         assert!(t.find(5, &k, h).is_none());
-        assert!(t.place_at(5, &k, h, 7, &ChainHead::genesis("t1"), 100));
+        assert!(t.place(5, &k, h, 7, &ChainHead::genesis("t1")));
         assert!(matches!(
             t.append(5, &k, h, b"x", 9),
             AppendOutcome::Done(_)
         ));
-        assert!(!t.forget_moved(5, &k, h, 200), "appends in flight: refused");
+        assert_eq!(t.idle_seq(5, &k, h), None, "appends in flight");
+        assert!(!t.forget_stale(5, &k, h, 8), "appends in flight: kept");
         assert!(t.find(5, &k, h).is_some());
     }
 }

@@ -558,14 +558,8 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
     if RELEASED_EARLY.with(|r| r.get()) {
         refuse_interleaving(dboid, tenant, hash)?;
     }
-    let placement = crate::placement::head_tag();
-    if placement != 0
-        && !lock()
-            .ok_or(AuditError::NotPreloaded)?
-            .table
-            .forget_moved(dboid, tenant, hash, placement)
-    {
-        return Err(AuditError::ConcurrentUpdate);
+    if crate::placement::entered() {
+        forget_if_stale(dboid, tenant, hash, tenant_id)?;
     }
     loop {
         let outcome = lock().ok_or(AuditError::NotPreloaded)?.table.append(
@@ -595,7 +589,7 @@ pub fn append(tenant_id: &str, body: &[u8]) -> Result<(i64, ChainHead, ChainHead
                 let placed = lock()
                     .ok_or(AuditError::NotPreloaded)?
                     .table
-                    .place_at(dboid, tenant, hash, seq, &head, placement);
+                    .place(dboid, tenant, hash, seq, &head);
                 if !placed {
                     let fair = fair_share();
                     return Err(AuditError::TooManyTenantsInFlight {
@@ -673,8 +667,17 @@ pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
     }
     // SAFETY: a plain read of this backend's database.
     let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    // On Citus, the tenant's shard on this node; a head cached from before
+    // the shard moved away and back is no live head.
+    let shards = match crate::placement::distributed()? {
+        true => crate::placement::enter(tenant_id)?,
+        false => None,
+    };
     own(dboid, tenant);
     let hash = key_hash(dboid, tenant);
+    if shards.is_some() {
+        forget_if_stale(dboid, tenant, hash, tenant_id)?;
+    }
     let live = |l: &Locked| {
         l.table
             .find(dboid, tenant, hash)
@@ -704,6 +707,32 @@ pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
         }
     }
     Ok((seq, head))
+}
+
+/// On Citus: forgets a cached head that no transaction is appending to if
+/// the tenant's shard holds more of its chain (the shard moved away, took
+/// more rows on another worker, and came back; Citus keeps the placement's
+/// number and may keep its relation). Run by the tenant's owner, so no
+/// append of this node can start meanwhile.
+fn forget_if_stale(
+    dboid: u32,
+    tenant: &[u8],
+    hash: u64,
+    tenant_id: &str,
+) -> Result<(), AuditError> {
+    let idle = lock()
+        .ok_or(AuditError::NotPreloaded)?
+        .table
+        .idle_seq(dboid, tenant, hash);
+    if let Some(seq) = idle {
+        if load(tenant_id)?.0 > seq {
+            lock()
+                .ok_or(AuditError::NotPreloaded)?
+                .table
+                .forget_stale(dboid, tenant, hash, seq);
+        }
+    }
+    Ok(())
 }
 
 const LAST_ROW: &CStr = c"SELECT seq, link_sha256, digest_sha512, digest_sha3_256 \

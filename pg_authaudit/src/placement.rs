@@ -67,12 +67,14 @@ pub fn distributed() -> Result<bool, AuditError> {
     Ok(d)
 }
 
-/// The tenant's shards for one call; forgotten when dropped.
-pub struct Entered(());
+/// The tenant's shards for one call; when dropped, the shards entered
+/// before (by a call this one runs inside) are current again.
+pub struct Entered(Option<Shards>);
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        CURRENT.with(|c| c.borrow_mut().take());
+        let before = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = before);
     }
 }
 
@@ -94,17 +96,16 @@ pub fn enter(tenant: &str) -> Result<Option<Entered>, AuditError> {
     if !distributed()? {
         return Ok(None);
     }
-    let rows: Vec<(pg_sys::Oid, i64)> = Spi::connect(|client| {
+    let by_table: HashMap<pg_sys::Oid, i64> = Spi::connect(|client| {
         let table = client.select(LOCAL_SHARDS, None, &[tenant.into()])?;
-        let mut rows = Vec::new();
+        let mut rows = HashMap::new();
         for row in table {
             if let (Some(t), Some(s)) = (row.get::<pg_sys::Oid>(1)?, row.get::<i64>(2)?) {
-                rows.push((t, s));
+                rows.insert(t, s);
             }
         }
         Ok::<_, AuditError>(rows)
     })?;
-    let by_table: HashMap<pg_sys::Oid, i64> = rows.into_iter().collect();
     // SAFETY: catalog lookups by name.
     let log = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"authaudit".as_ptr(), false);
@@ -115,14 +116,14 @@ pub fn enter(tenant: &str) -> Result<Option<Entered>, AuditError> {
     };
     let log_shard = shard_relid(c"auth_log", log_id)
         .ok_or_else(|| AuditError::ShardElsewhere(tenant.to_owned()))?;
-    CURRENT.with(|c| {
-        *c.borrow_mut() = Some(Shards {
+    let before = CURRENT.with(|c| {
+        c.borrow_mut().replace(Shards {
             tenant: tenant.to_owned(),
             by_table,
             log_shard,
         })
     });
-    Ok(Some(Entered(())))
+    Ok(Some(Entered(before)))
 }
 
 /// The relation of schema `authaudit` named `name` with `_<shard>` added.
@@ -164,10 +165,9 @@ pub fn local(logical: pg_sys::Oid, name: &'static CStr) -> Result<pg_sys::Oid, A
     })
 }
 
-/// The entered tenant's auth_log shard: what its chain head was read from
-/// (0 on a single server, where the table never moves).
-pub fn head_tag() -> u32 {
-    CURRENT.with(|c| c.borrow().as_ref().map_or(0, |s| s.log_shard.to_u32()))
+/// Whether a tenant's shards are entered (on Citus, inside a call).
+pub fn entered() -> bool {
+    CURRENT.with(|c| c.borrow().is_some())
 }
 
 /// The name of the entered tenant's auth_log shard (`None` on a single

@@ -256,29 +256,55 @@ fn a_distributed_install_keeps_every_guarantee() {
     let retry = record(&mut coord, &id, tenant, "login_success", "alice").expect("retry");
     assert_eq!(retry, seq, "a retry returns the recorded row");
 
-    // The rebalancer moves every shard off a worker and back; each chain
+    // The rebalancer moves every shard off the worker that was not
+    // restarted (it still caches its tenants' heads) and back; each chain
     // continues at its next seq wherever its shard is.
+    let drained = 1 - w;
+    let port = i32::from(citus.workers[drained].port);
     coord
-        .execute(
-            "SELECT citus_drain_node('127.0.0.1', $1)",
-            &[&i32::from(citus.workers[1].port)],
-        )
-        .expect("drain worker 2");
+        .execute("SELECT citus_drain_node('127.0.0.1', $1)", &[&port])
+        .expect("drain a worker");
     for tenant in TENANTS {
-        assert_eq!(citus.worker_of(tenant), 0, "{tenant} moved to worker 1");
+        assert_eq!(citus.worker_of(tenant), w, "{tenant} moved off");
     }
     record_one_each(&mut coord, 101);
     coord
         .execute(
             "SELECT citus_set_node_property('127.0.0.1', $1, 'shouldhaveshards', true)",
-            &[&i32::from(citus.workers[1].port)],
+            &[&port],
         )
-        .expect("worker 2 takes shards again");
+        .expect("the drained worker takes shards again");
     coord
         .execute("SELECT rebalance_table_shards()", &[])
         .expect("rebalance");
-    let on_second = TENANTS.iter().filter(|t| citus.worker_of(t) == 1).count();
-    assert!(on_second > 0, "the rebalancer moved tenants back");
+    let back: Vec<&str> = TENANTS
+        .iter()
+        .copied()
+        .filter(|t| citus.worker_of(t) == drained)
+        .collect();
+    assert!(!back.is_empty(), "the rebalancer moved tenants back");
+    // That worker cached these tenants' heads before they left: the first
+    // checkpoint or event there reads the head from the shard.
+    let now = counts(&mut coord);
+    for (i, tenant) in back.iter().enumerate() {
+        if i % 2 == 0 {
+            let seq: i64 = coord
+                .query_one("SELECT seq FROM authaudit.checkpoint($1)", &[tenant])
+                .unwrap_or_else(|e| panic!("checkpoint of {tenant} after its return: {e:?}"))
+                .get(0);
+            assert_eq!(seq, now[*tenant].1, "{tenant}");
+        } else {
+            let seq = record(
+                &mut coord,
+                &log_id(103, i as u32),
+                tenant,
+                "login_success",
+                "alice",
+            )
+            .unwrap_or_else(|e| panic!("an event of {tenant} after its return: {e:?}"));
+            assert_eq!(seq, now[*tenant].1 + 1, "{tenant}");
+        }
+    }
     record_one_each(&mut coord, 102);
     expected = counts(&mut coord);
     verify_all(&mut coord, &expected);
@@ -730,4 +756,112 @@ fn unsupported_calls_refuse(coord: &mut Client) {
         .batch_execute("RESET authaudit.min_retention")
         .expect("reset");
     assert_eq!(counts(coord), before, "nothing was written or removed");
+}
+
+/// On one server: `record_events(tenant_id, events)` records a tenant's
+/// batch, fills in a missing tenant, and refuses another tenant's event,
+/// a NULL tenant and an unbound writer, writing nothing.
+#[test]
+fn the_tenant_batch_records_one_tenant_on_one_server() {
+    let db = authaudit_tests::Cluster::shared().fresh_db("tenant_batch");
+    let mut c = db.connect();
+    let batch = |ids: &[u32], other: Option<&str>| {
+        let events: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|n| {
+                let mut e = serde_json::json!({
+                    "log_id": log_id(700, *n), "event_type": "login_failed",
+                    "user_id": "erin", "channel": "web", "ip": "192.0.2.9"});
+                if let Some(t) = other {
+                    e["tenant_id"] = t.into();
+                }
+                e
+            })
+            .collect();
+        serde_json::Value::from(events).to_string()
+    };
+    let call = "SELECT tenant_id, seq FROM authaudit.record_events($1, $2::text::jsonb)";
+    let rows = c
+        .query(call, &[&"agency-1", &batch(&[1, 2], None)])
+        .expect("a tenant's batch");
+    let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![("agency-1".into(), 1), ("agency-1".into(), 2)]);
+    let rows = c
+        .query(call, &[&"agency-1", &batch(&[3], Some("agency-1"))])
+        .expect("the same tenant named");
+    assert_eq!(rows[0].get::<_, i64>(1), 3);
+    let count = |c: &mut Client| -> i64 {
+        c.query_one("SELECT count(*) FROM authaudit.auth_log", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = count(&mut c);
+    let e = c
+        .query(call, &[&"agency-1", &batch(&[4], Some("agency-2"))])
+        .expect_err("another tenant's event");
+    assert_eq!(state(&e), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("event 1") && message.contains("tenant_id"),
+        "{message}"
+    );
+    let e = c
+        .query(call, &[&None::<String>, &batch(&[5], None)])
+        .expect_err("a NULL tenant");
+    assert_eq!(state(&e), Some(&SqlState::NULL_VALUE_NOT_ALLOWED), "{e:?}");
+    let p = db.name().to_string();
+    c.batch_execute(&format!(
+        "CREATE ROLE {p}_w LOGIN IN ROLE authaudit_writer;
+         INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_read, can_write)
+         VALUES ('{p}_w', 'agency-2', false, true);"
+    ))
+    .unwrap();
+    let mut w = db.connect_as(&format!("{p}_w"));
+    let e = w
+        .query(call, &[&"agency-1", &batch(&[6], None)])
+        .expect_err("a writer bound to another tenant");
+    assert_eq!(state(&e), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+    w.query(call, &[&"agency-2", &batch(&[7], None)])
+        .expect("its own tenant");
+    assert_eq!(
+        count(&mut c),
+        before + 1,
+        "only the writer's own batch was written"
+    );
+    drop(w);
+    c.batch_execute(&format!(
+        "DELETE FROM authaudit.tenant_scope WHERE role_name = '{p}_w'; DROP ROLE {p}_w;"
+    ))
+    .unwrap();
+}
+
+/// `authaudit.distribute()` without Citus refuses, and nobody but a
+/// superuser may call it.
+#[test]
+fn distribute_needs_citus_and_a_superuser() {
+    let db = authaudit_tests::Cluster::shared().fresh_db("distribute_refusals");
+    let mut c = db.connect();
+    let e = c
+        .query("SELECT * FROM authaudit.distribute()", &[])
+        .expect_err("no Citus here");
+    assert_eq!(
+        state(&e),
+        Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+        "{e:?}"
+    );
+    let p = db.name().to_string();
+    c.batch_execute(&format!(
+        "CREATE ROLE {p}_admin LOGIN IN ROLE authaudit_admin, authaudit_writer"
+    ))
+    .unwrap();
+    let mut admin = db.connect_as(&format!("{p}_admin"));
+    let e = admin
+        .query("SELECT * FROM authaudit.distribute(4)", &[])
+        .expect_err("not a superuser");
+    assert_eq!(state(&e), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+    drop(admin);
+    c.batch_execute(&format!("DROP ROLE {p}_admin")).unwrap();
 }

@@ -203,10 +203,13 @@ fn every_batch_field_of_every_json_type_is_recorded_or_refused_with_a_documented
     let mut n = 0u32;
     let mut accepted = 0;
     for (function, time) in [
-        ("authaudit.record_events", now.as_str()),
-        ("authaudit.import_events", "2024-03-01T10:00:00Z"),
+        ("authaudit.record_events(", now.as_str()),
+        // The tenant's own batch: a tenant_id of any other shape than
+        // "acme" or null is refused.
+        ("authaudit.record_events('acme', ", now.as_str()),
+        ("authaudit.import_events(", "2024-03-01T10:00:00Z"),
     ] {
-        let sql = format!("SELECT count(*) FROM {function}($1::text::jsonb)");
+        let sql = format!("SELECT count(*) FROM {function}$1::text::jsonb)");
         for field in BATCH_FIELDS {
             for (shape, text) in shapes() {
                 n += 1;
@@ -232,11 +235,24 @@ fn every_batch_field_of_every_json_type_is_recorded_or_refused_with_a_documented
             case(
                 &mut c,
                 &mut problems,
-                &format!("{function}({shape})"),
+                &format!("{function}{shape})"),
                 &sql,
                 &[&text],
             );
         }
+    }
+    // The tenant argument of record_events(tenant_id, events), every shape
+    // as text, over a valid batch of tenant acme.
+    for (shape, text) in shapes() {
+        n += 1;
+        let batch = format!("[{}]", event(200_000 + n, "login_failed", &now));
+        case(
+            &mut c,
+            &mut problems,
+            &format!("authaudit.record_events(tenant_id = {shape}, …)"),
+            "SELECT count(*) FROM authaudit.record_events($1, $2::text::jsonb)",
+            &[&text, &batch],
+        );
     }
     assert!(
         accepted > 0,

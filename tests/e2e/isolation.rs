@@ -495,3 +495,65 @@ fn checkpoints_tokens_retention_and_rates_stay_within_scope() {
         "{err}"
     );
 }
+
+#[test]
+fn roles_with_quotes_case_and_spaces_see_only_their_own_bindings() {
+    // The bindings' policy names the caller's role by quoting its name:
+    // names a bare identifier would fold or split must still match only
+    // themselves.
+    let db = db("odd_role_names");
+    let p = db.name().to_string();
+    let names = [
+        format!("{p} Spaced"),
+        format!("{p}_Q\"uote"),
+        format!("{p}_CASE"),
+        format!("{p}_case"),
+    ];
+    let mut c = db.connect();
+    for (i, name) in names.iter().enumerate() {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        c.batch_execute(&format!(
+            "CREATE ROLE {quoted} LOGIN IN ROLE authaudit_writer, authaudit_reader"
+        ))
+        .unwrap();
+        c.execute(
+            "INSERT INTO authaudit.tenant_scope (role_name, tenant_id, can_read, can_write) \
+             VALUES ($1, $2, true, true)",
+            &[name, &format!("tenant-{i}")],
+        )
+        .unwrap();
+    }
+    for (i, name) in names.iter().enumerate() {
+        let mut who = postgres::Config::new();
+        who.host("127.0.0.1")
+            .port(db.cluster().port())
+            .user(name)
+            .dbname(db.name());
+        let mut me = who.connect(postgres::NoTls).expect("log in");
+        let seen = users(&mut me, "SELECT tenant_id FROM authaudit.tenant_scope");
+        assert_eq!(
+            seen,
+            vec![format!("tenant-{i}")],
+            "{name:?} sees its binding only"
+        );
+        let own = Event::failed(&format!("tenant-{i}"), "alice").log_id(&log_id(90, i as u32));
+        try_record(&mut me, &own).unwrap_or_else(|e| panic!("{name:?} records: {e:?}"));
+        let other = Event::failed(&format!("tenant-{}", (i + 1) % names.len()), "alice")
+            .log_id(&log_id(91, i as u32));
+        let e = try_record(&mut me, &other).expect_err("another role's tenant");
+        assert_eq!(
+            sqlstate(&e),
+            Some(SqlState::INSUFFICIENT_PRIVILEGE),
+            "{name:?}"
+        );
+    }
+    for name in &names {
+        c.execute(
+            "DELETE FROM authaudit.tenant_scope WHERE role_name = $1",
+            &[name],
+        )
+        .unwrap();
+        c.batch_execute(&format!("DROP ROLE \"{}\"", name.replace('"', "\"\"")))
+            .unwrap();
+    }
+}

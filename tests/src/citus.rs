@@ -122,6 +122,7 @@ impl Citus {
                 "shared_preload_libraries = 'citus,pg_authaudit'\n\
                  citus.max_background_task_executors_per_node = 2\n\
                  citus.enable_change_data_capture = on\n\
+                 authaudit.rollup_database = ''\n\
                  synchronous_commit = on\n",
             );
             std::fs::write(&conf, text).expect("write postgresql.conf");
