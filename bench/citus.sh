@@ -22,13 +22,14 @@ ROUNDS=${BENCH_ROUNDS:-3}
 CLIENT_COUNTS=${BENCH_CITUS_CLIENTS:-4 16}
 
 dir=$(mktemp -d /tmp/authaudit-bench-citus.XXXXXX)
+chmod 755 "$dir"  # the servers run as postgres, from the tree inside
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PGBIN=$(scripts/citus-tree.sh "$AUTHAUDIT_CITUS_PG_CONFIG" "$dir/tree")
 export PGBIN
 nodes=(single coordinator worker1 worker2)
 declare -A port
 cleanup() { for n in "${nodes[@]}"; do scripts/testcluster.sh stop "$dir/$n" >/dev/null 2>&1 || true; done; }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$dir"' EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres)
 for n in "${nodes[@]}"; do
   port[$n]=$(free_port)
