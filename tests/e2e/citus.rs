@@ -35,11 +35,23 @@ fn sidecar(node: &Node, store: &Store, slot: &str) -> Command {
 }
 
 impl Mirrors {
+    /// One sidecar per worker, each a witness signing with one key.
     fn start(citus: &Citus, store: &Store) -> Mirrors {
         let mut m = Mirrors {
             children: Vec::new(),
             logs: Vec::new(),
         };
+        let key = std::env::temp_dir().join(format!("authaudit-citus-{}.key", std::process::id()));
+        let out = Command::new(sidecar_bin())
+            .args(["witness-keygen", "--out"])
+            .arg(&key)
+            .output()
+            .expect("witness-keygen");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for (i, w) in citus.workers.iter().enumerate() {
             let log = std::env::temp_dir().join(format!(
                 "authaudit-citus-sidecar-{}-{i}.log",
@@ -47,6 +59,10 @@ impl Mirrors {
             ));
             let file = std::fs::File::create(&log).expect("sidecar log");
             let child = sidecar(w, store, &format!("mirror_worker_{i}"))
+                .env("AUTHAUDIT_WITNESS_KEY_FILE", &key)
+                .env("AUTHAUDIT_WITNESS_EVERY", "2")
+                .env("AUTHAUDIT_WITNESS_INTERVAL_MS", "200")
+                .env("AUTHAUDIT_WITNESS_LOG", log.with_extension("witness"))
                 .stdout(Stdio::null())
                 .stderr(file)
                 .spawn()
@@ -65,7 +81,9 @@ impl Mirrors {
             .flat_map(|l| {
                 String::from_utf8_lossy(&std::fs::read(l).unwrap_or_default())
                     .lines()
-                    .filter(|l| l.contains("chain gap") || l.contains("tamper"))
+                    .filter(|l| {
+                        l.contains("chain gap") || l.contains("tamper") || l.contains("witness:")
+                    })
                     .map(str::to_owned)
                     .collect::<Vec<_>>()
             })
@@ -331,6 +349,27 @@ fn a_distributed_install_keeps_every_guarantee() {
     assert!(report.contains(&format!("{total} rows")), "{report}");
     assert_eq!(store.count("auth_log"), total as u64, "each row once");
     assert_eq!(mirrors.alarms(), Vec::<String>::new(), "no false alarm");
+    // The witnesses signed every tenant's whole tree, wherever its shard
+    // was: its latest checkpoint covers all its rows.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = counts(&mut coord);
+    loop {
+        let mut signed: BTreeMap<String, i64> = BTreeMap::new();
+        for d in store.documents("witness_checkpoints", bson::doc! {"tree_size": 1}) {
+            if let (Ok(t), Ok(n)) = (d.get_str("tenant_id"), d.get_i64("tree_size")) {
+                signed.insert(t.to_owned(), n);
+            }
+        }
+        let whole: BTreeMap<String, i64> = last.iter().map(|(t, (_, s))| (t.clone(), *s)).collect();
+        if signed == whole {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "signed {signed:?}, rows {whole:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     citus.assert_no_crash();
 }
 
