@@ -669,10 +669,7 @@ pub fn settled_head(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
     let dboid = unsafe { u32::from(pg_sys::MyDatabaseId) };
     // On Citus, the tenant's shard on this node; a head cached from before
     // the shard moved away and back is no live head.
-    let shards = match crate::placement::distributed()? {
-        true => crate::placement::enter(tenant_id)?,
-        false => None,
-    };
+    let shards = crate::placement::enter(tenant_id)?;
     own(dboid, tenant);
     let hash = key_hash(dboid, tenant);
     if shards.is_some() {
@@ -746,11 +743,7 @@ const LAST_ROW: &CStr = c"SELECT seq, link_sha256, digest_sha512, digest_sha3_25
 fn load(tenant_id: &str) -> Result<(i64, ChainHead), AuditError> {
     // On a Citus worker, from the tenant's shard (docs/scale-out.md).
     let shard_sql = crate::placement::log_shard_name().map(|shard| {
-        let sql = LAST_ROW.to_str().expect("ASCII").replace(
-            "authaudit.auth_log ",
-            &format!("authaudit.{} ", pgrx::spi::quote_identifier(shard)),
-        );
-        std::ffi::CString::new(sql).expect("no NUL")
+        crate::placement::reading(LAST_ROW.to_str().expect("ASCII"), "auth_log", &shard)
     });
     let rows = Spi::connect(|_| {
         crate::spi_plans::read_latest(

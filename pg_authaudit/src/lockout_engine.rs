@@ -124,10 +124,9 @@ fn read_policy(client: &mut SpiClient<'_>, tenant: &str) -> Result<Option<Rules>
             &[tenant.into()],
         )?,
         Some(copy) => client.select(
-            &sql.replace(
-                "authaudit.lockout_policy ",
-                &format!("authaudit.{} ", pgrx::spi::quote_identifier(copy)),
-            ),
+            crate::placement::reading(&sql, "lockout_policy", &copy)
+                .to_str()
+                .expect("ASCII"),
             None,
             &[tenant.into()],
         )?,

@@ -106,11 +106,7 @@ pub fn enter(tenant: &str) -> Result<Option<Entered>, AuditError> {
         }
         Ok::<_, AuditError>(rows)
     })?;
-    // SAFETY: catalog lookups by name.
-    let log = unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"authaudit".as_ptr(), false);
-        pg_sys::get_relname_relid(c"auth_log".as_ptr(), nsp)
-    };
+    let log = relation(c"auth_log").ok_or(AuditError::MissingRelation("auth_log".into()))?;
     let Some(&log_id) = by_table.get(&log) else {
         return Err(AuditError::ShardElsewhere(tenant.to_owned()));
     };
@@ -126,15 +122,30 @@ pub fn enter(tenant: &str) -> Result<Option<Entered>, AuditError> {
     Ok(Some(Entered(before)))
 }
 
-/// The relation of schema `authaudit` named `name` with `_<shard>` added.
-fn shard_relid(name: &CStr, shard: i64) -> Option<pg_sys::Oid> {
-    let shard_name = CString::new(format!("{}_{shard}", name.to_string_lossy())).ok()?;
+/// The relation of schema `authaudit` named `name`, if it exists.
+fn relation(name: &CStr) -> Option<pg_sys::Oid> {
     // SAFETY: catalog lookups by name.
     let id = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"authaudit".as_ptr(), false);
-        pg_sys::get_relname_relid(shard_name.as_ptr(), nsp)
+        pg_sys::get_relname_relid(name.as_ptr(), nsp)
     };
     (id != pg_sys::InvalidOid).then_some(id)
+}
+
+/// The relation of schema `authaudit` named `name` with `_<shard>` added.
+fn shard_relid(name: &CStr, shard: i64) -> Option<pg_sys::Oid> {
+    relation(&CString::new(format!("{}_{shard}", name.to_string_lossy())).ok()?)
+}
+
+/// `sql` reading relation `local` of schema `authaudit` where it names
+/// `authaudit.<table>` (followed by a space): a shard, or a reference
+/// table's copy on this node.
+pub fn reading(sql: &str, table: &str, local: &str) -> CString {
+    let sql = sql.replace(
+        &format!("authaudit.{table} "),
+        &format!("authaudit.{} ", pgrx::spi::quote_identifier(local)),
+    );
+    CString::new(sql).expect("no NUL in a statement")
 }
 
 /// The relation to read and write for table or index `logical` (named

@@ -154,13 +154,7 @@ fn load(role: pg_sys::Oid) -> Scope {
     // distributed relation (docs/scale-out.md, "Readers").
     let local = crate::placement::reference_copy(c"tenant_scope")
         .expect("read Citus metadata")
-        .map(|copy| {
-            let sql = sql.to_str().expect("ASCII").replace(
-                "authaudit.tenant_scope ",
-                &format!("authaudit.{} ", pgrx::spi::quote_identifier(copy)),
-            );
-            std::ffi::CString::new(sql).expect("no NUL")
-        });
+        .map(|copy| crate::placement::reading(sql.to_str().expect("ASCII"), "tenant_scope", &copy));
     let sql = local.as_deref().unwrap_or(sql);
     let bindings = Spi::connect(|_| {
         spi_plans::read_latest(sql, &[key], |row| {

@@ -10,7 +10,7 @@
 //! (the one `make install` put into the system's tree) is copied, so the
 //! tree named by the variable is never written.
 
-use crate::cluster::{free_port, repo_root};
+use crate::cluster::{crash_lines_in, free_port, repo_root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -46,16 +46,7 @@ impl Node {
 
     /// The lines of the server's log that show a crash.
     pub fn crash_lines(&self) -> Vec<String> {
-        let log = std::fs::read(self.dir.join("server.log")).unwrap_or_default();
-        String::from_utf8_lossy(&log)
-            .lines()
-            .filter(|l| {
-                l.contains("terminated by signal")
-                    || l.contains("PANIC:")
-                    || l.contains("all server processes terminated")
-            })
-            .map(str::to_owned)
-            .collect()
+        crash_lines_in(&self.dir.join("server.log"))
     }
 }
 

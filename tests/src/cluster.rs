@@ -38,6 +38,16 @@ const CRASH_MARKS: [&str; 5] = [
     "PANIC:",
 ];
 
+/// The lines of server log `log` that show a server process crashed.
+pub fn crash_lines_in(log: &Path) -> Vec<String> {
+    let log = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|l| CRASH_MARKS.iter().any(|m| l.contains(m)))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A binary of the workspace's debug build, found where `repo_root`'s
 /// build puts it (`CARGO_TARGET_DIR` when set).
 pub fn built_binary(name: &str) -> PathBuf {
@@ -173,12 +183,7 @@ impl Cluster {
 
     /// The lines of the server's log that show a server process crashed.
     pub fn crash_lines(&self) -> Vec<String> {
-        let log = std::fs::read(self.dir.join("server.log")).unwrap_or_default();
-        String::from_utf8_lossy(&log)
-            .lines()
-            .filter(|l| CRASH_MARKS.iter().any(|m| l.contains(m)))
-            .map(str::to_owned)
-            .collect()
+        crash_lines_in(&self.dir.join("server.log"))
     }
 
     /// Fails the calling test when the server crashed (any test of this
